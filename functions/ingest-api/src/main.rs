@@ -1,0 +1,21 @@
+//! Lambda entry point of `ingest-api`: start-up only.
+
+use aws_lambda_events::apigw::ApiGatewayProxyRequest;
+use lambda_runtime::{run, service_fn, Error, LambdaEvent};
+use pointflow::config::IngestConfig;
+use pointflow::{aws, telemetry};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    telemetry::init_lambda_logging();
+    let config = IngestConfig::from_env()?;
+    let sdk = aws::load_config().await;
+    let service = aws::ingest_service(&config, &sdk);
+    let service = &service;
+    run(service_fn(
+        move |event: LambdaEvent<ApiGatewayProxyRequest>| async move {
+            Ok::<_, Error>(ingest_api::handle(service, event.payload).await)
+        },
+    ))
+    .await
+}

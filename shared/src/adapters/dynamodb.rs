@@ -1,0 +1,751 @@
+//! DynamoDB adapter for [`Ledger`] and [`JobStore`]: one table, keys `pk`/`sk`.
+//!
+//! | item            | pk                    | sk          | written by |
+//! |-----------------|-----------------------|-------------|------------|
+//! | ledger entry    | `ACCRUAL#<accrual_id>`| `ACCRUAL`   | worker, `attribute_not_exists(pk)` |
+//! | balance         | `MEMBER#<member_id>`  | `BALANCE#<point_type>` | worker, `ADD balance` |
+//! | job             | `JOB#<job_id>`        | `JOB`       | ingest (create), worker (`ADD` counts) |
+//! | message marker  | `MSG#<job_id>#<seq>`  | `MSG`       | worker, `attribute_not_exists(pk)` |
+//!
+//! All DynamoDB mechanics live here: chunking into ≤ 100-action
+//! transactions, summing a transaction's accruals per balance item,
+//! reading `CancellationReasons`, recognising our own earlier writes.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, Put,
+    ReturnValuesOnConditionCheckFailure, ScalarAttributeType, TransactWriteItem, Update,
+};
+use aws_sdk_dynamodb::Client;
+use sha2::{Digest, Sha256};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+use crate::domain::{Accrual, Balance, Job, JobId, MessageCounts, NewJob};
+use crate::ports::{ApplyOutcome, CreateJob, JobStore, Ledger, StoreError};
+use crate::retry::Backoff;
+
+/// TransactWriteItems takes at most 100 actions.
+pub const MAX_TRANSACTION_ACTIONS: usize = 100;
+/// Message markers expire after 30 days (DynamoDB TTL on `expires_at`): longer
+/// than SQS's 14-day maximum retention, so no redelivery outlives its marker.
+const MARKER_TTL_SECONDS: i64 = 30 * 24 * 3600;
+
+type Item = HashMap<String, AttributeValue>;
+
+/// The DynamoDB ledger and job store.
+#[derive(Debug)]
+pub struct DynamoStore {
+    client: Client,
+    table: String,
+    backoff: Backoff,
+    requests: AtomicU64,
+}
+
+impl DynamoStore {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        DynamoStore {
+            client,
+            table: table.into(),
+            backoff: Backoff::default(),
+            requests: AtomicU64::new(0),
+        }
+    }
+
+    /// Replaces the retry policy for throttling and transaction conflicts.
+    pub fn with_backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// DynamoDB requests made so far.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    fn count(&self) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// Applies one chunk (≤ 100 actions) until every accrual is credited or
+    /// found credited. Returns the chunk's outcome.
+    async fn apply_chunk(&self, job_id: JobId, chunk: &[&Accrual], now: &str) -> Result<ApplyOutcome, StoreError> {
+        let mut outcome = ApplyOutcome::default();
+        let mut remaining: Vec<&Accrual> = chunk.to_vec();
+        let mut attempt = 0u32;
+        let job = job_id.to_string();
+        while !remaining.is_empty() {
+            let items = ledger_transaction(&self.table, &job, &remaining, now)?;
+            self.count();
+            outcome.requests += 1;
+            let sent = self
+                .client
+                .transact_write_items()
+                .set_transact_items(Some(items))
+                .client_request_token(request_token(&job, &remaining))
+                .send()
+                .await;
+            let error = match sent {
+                Ok(_) => {
+                    outcome.applied += remaining.len() as u64;
+                    break;
+                }
+                Err(e) => e,
+            };
+            let retry = match error.as_service_error() {
+                Some(TransactWriteItemsError::TransactionCanceledException(cancel)) => {
+                    let reasons = cancel.cancellation_reasons();
+                    let mut found = vec![false; remaining.len()];
+                    let mut retryable: Option<&'static str> = None;
+                    for (index, reason) in reasons.iter().enumerate() {
+                        match reason.code() {
+                            None | Some("None") => {}
+                            Some("ConditionalCheckFailed") if index < remaining.len() => {
+                                found[index] = true;
+                                let owner = reason.item().and_then(|item| string_attr(item, "job_id"));
+                                // Our own earlier write (a redelivery, or a
+                                // retried transaction whose answer was lost):
+                                // it counts as applied, not duplicate.
+                                if owner == Some(job.as_str()) {
+                                    outcome.applied += 1;
+                                    outcome.replayed += 1;
+                                } else {
+                                    outcome.duplicate += 1;
+                                }
+                            }
+                            Some("TransactionConflict") => retryable = Some("conflict"),
+                            Some("ThrottlingError" | "ProvisionedThroughputExceeded" | "RequestLimitExceeded") => {
+                                retryable = Some("throttled")
+                            }
+                            Some(_) => {
+                                return Err(backend("TransactWriteItems", error));
+                            }
+                        }
+                    }
+                    let progressed = found.iter().any(|f| *f);
+                    let mut keep = found.iter().map(|f| !f);
+                    remaining.retain(|_| keep.next().unwrap_or(true));
+                    if progressed {
+                        // Retry the rest at once: nothing was contended.
+                        continue;
+                    }
+                    match retryable {
+                        Some(kind) => kind,
+                        None => return Err(backend("TransactWriteItems", error)),
+                    }
+                }
+                Some(
+                    TransactWriteItemsError::ProvisionedThroughputExceededException(_)
+                    | TransactWriteItemsError::ThrottlingException(_)
+                    | TransactWriteItemsError::RequestLimitExceeded(_),
+                ) => "throttled",
+                Some(
+                    TransactWriteItemsError::TransactionInProgressException(_)
+                    | TransactWriteItemsError::InternalServerError(_),
+                ) => "conflict",
+                _ if is_transport(&error) => "throttled",
+                _ => return Err(backend("TransactWriteItems", error)),
+            };
+            attempt += 1;
+            if attempt >= self.backoff.max_attempts {
+                return Err(if retry == "conflict" {
+                    StoreError::Conflict {
+                        operation: "TransactWriteItems",
+                    }
+                } else {
+                    StoreError::Throttled {
+                        operation: "TransactWriteItems",
+                    }
+                });
+            }
+            self.backoff.sleep(attempt - 1).await;
+        }
+        Ok(outcome)
+    }
+
+    async fn try_complete(&self, job_id: JobId, now: &str) -> Result<(), StoreError> {
+        self.count();
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(job_key(job_id)))
+            .update_expression("SET completed_at = :now")
+            .condition_expression("attribute_exists(pk) AND remaining <= :zero AND attribute_not_exists(completed_at)")
+            .expression_attribute_values(":now", s(now))
+            .expression_attribute_values(":zero", n(0))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e)
+                if matches!(
+                    e.as_service_error(),
+                    Some(UpdateItemError::ConditionalCheckFailedException(_))
+                ) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(backend("UpdateItem", e)),
+        }
+    }
+}
+
+/// Groups accruals into transactions of at most [`MAX_TRANSACTION_ACTIONS`]
+/// actions: one put per accrual plus one update per distinct balance.
+pub fn plan_transactions(accruals: &[Accrual]) -> Vec<Vec<&Accrual>> {
+    let mut chunks: Vec<Vec<&Accrual>> = Vec::new();
+    let mut current: Vec<&Accrual> = Vec::new();
+    let mut keys = std::collections::HashSet::new();
+    for accrual in accruals {
+        let new_key = !keys.contains(&accrual.balance_key());
+        let actions = current.len() + keys.len() + 1 + usize::from(new_key);
+        if actions > MAX_TRANSACTION_ACTIONS {
+            chunks.push(std::mem::take(&mut current));
+            keys.clear();
+        }
+        keys.insert(accrual.balance_key());
+        current.push(accrual);
+    }
+    if !current.is_empty() {
+        chunks.push(current);
+    }
+    chunks
+}
+
+/// Sums accruals per balance item: DynamoDB refuses two actions on one item
+/// in a transaction.
+pub fn sum_by_balance<'a>(accruals: &[&'a Accrual]) -> BTreeMap<(&'a str, &'a str), u64> {
+    let mut sums = BTreeMap::new();
+    for a in accruals {
+        *sums.entry((a.member_id.as_str(), a.point_type.as_str())).or_insert(0) += a.amount;
+    }
+    sums
+}
+
+fn ledger_transaction(
+    table: &str,
+    job: &str,
+    accruals: &[&Accrual],
+    now: &str,
+) -> Result<Vec<TransactWriteItem>, StoreError> {
+    let mut items = Vec::with_capacity(accruals.len() * 2);
+    for a in accruals {
+        let mut item: Item = HashMap::from([
+            ("pk".to_owned(), s(format!("ACCRUAL#{}", a.accrual_id))),
+            ("sk".to_owned(), s("ACCRUAL")),
+            ("accrual_id".to_owned(), s(&a.accrual_id)),
+            ("member_id".to_owned(), s(&a.member_id)),
+            ("point_type".to_owned(), s(&a.point_type)),
+            ("amount".to_owned(), n(a.amount)),
+            ("job_id".to_owned(), s(job)),
+            ("applied_at".to_owned(), s(now)),
+        ]);
+        if let Some(reason) = &a.reason {
+            item.insert("reason".to_owned(), s(reason));
+        }
+        let put = Put::builder()
+            .table_name(table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk)")
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .build()
+            .map_err(|e| backend("TransactWriteItems", e))?;
+        items.push(TransactWriteItem::builder().put(put).build());
+    }
+    for ((member, point_type), sum) in sum_by_balance(accruals) {
+        let update = Update::builder()
+            .table_name(table)
+            .set_key(Some(balance_key(member, point_type)))
+            .update_expression("SET member_id = :m, point_type = :p, updated_at = :now ADD balance :sum")
+            .expression_attribute_values(":m", s(member))
+            .expression_attribute_values(":p", s(point_type))
+            .expression_attribute_values(":now", s(now))
+            .expression_attribute_values(":sum", n(sum))
+            .build()
+            .map_err(|e| backend("TransactWriteItems", e))?;
+        items.push(TransactWriteItem::builder().update(update).build());
+    }
+    Ok(items)
+}
+
+/// ClientRequestToken: the same transaction content gives the same token, so
+/// AWS treats a resend within 10 minutes as the same transaction (moto does
+/// not; the `job_id` read back through `ALL_OLD` covers that case).
+fn request_token(job: &str, accruals: &[&Accrual]) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(job.as_bytes());
+    for a in accruals {
+        hasher.update(b"\n");
+        hasher.update(a.accrual_id.as_bytes());
+    }
+    // Tokens are at most 36 characters.
+    hex::encode(hasher.finalize())[..36].to_owned()
+}
+
+fn s(value: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(value.into())
+}
+
+fn n(value: u64) -> AttributeValue {
+    AttributeValue::N(value.to_string())
+}
+
+fn balance_key(member_id: &str, point_type: &str) -> Item {
+    HashMap::from([
+        ("pk".to_owned(), s(format!("MEMBER#{member_id}"))),
+        ("sk".to_owned(), s(format!("BALANCE#{point_type}"))),
+    ])
+}
+
+fn job_key(job_id: JobId) -> Item {
+    HashMap::from([
+        ("pk".to_owned(), s(format!("JOB#{job_id}"))),
+        ("sk".to_owned(), s("JOB")),
+    ])
+}
+
+fn string_attr<'a>(item: &'a Item, name: &str) -> Option<&'a str> {
+    match item.get(name) {
+        Some(AttributeValue::S(v)) => Some(v.as_str()),
+        _ => None,
+    }
+}
+
+fn corrupt(item: &Item, detail: impl Into<String>) -> StoreError {
+    let key = [string_attr(item, "pk"), string_attr(item, "sk")]
+        .iter()
+        .map(|p| p.unwrap_or("?"))
+        .collect::<Vec<_>>()
+        .join("/");
+    StoreError::Corrupt {
+        key,
+        detail: detail.into(),
+    }
+}
+
+fn number_attr(item: &Item, name: &str) -> Result<u64, StoreError> {
+    match item.get(name) {
+        Some(AttributeValue::N(v)) => {
+            // Counters may dip below zero only transiently (`remaining`); the
+            // ones read here never do.
+            v.parse::<u64>()
+                .map_err(|_| corrupt(item, format!("{name} is not a whole number: {v}")))
+        }
+        None => Ok(0),
+        Some(_) => Err(corrupt(item, format!("{name} is not a number"))),
+    }
+}
+
+fn time_attr(item: &Item, name: &str) -> Result<Option<OffsetDateTime>, StoreError> {
+    match string_attr(item, name) {
+        Some(v) => OffsetDateTime::parse(v, &Rfc3339)
+            .map(Some)
+            .map_err(|_| corrupt(item, format!("{name} is not an RFC 3339 time: {v}"))),
+        None => Ok(None),
+    }
+}
+
+fn job_from_item(item: &Item) -> Result<Job, StoreError> {
+    let job_id = string_attr(item, "job_id")
+        .and_then(|v| v.parse::<JobId>().ok())
+        .ok_or_else(|| corrupt(item, "job_id missing or not a UUID"))?;
+    Ok(Job {
+        job_id,
+        request_hash: string_attr(item, "request_hash").unwrap_or_default().to_owned(),
+        total: number_attr(item, "total")?,
+        deduplicated: number_attr(item, "deduplicated")?,
+        messages: number_attr(item, "messages")?,
+        created_at: time_attr(item, "created_at")?.ok_or_else(|| corrupt(item, "created_at missing"))?,
+        enqueued: matches!(item.get("enqueued"), Some(AttributeValue::Bool(true))),
+        applied: number_attr(item, "applied")?,
+        duplicate: number_attr(item, "duplicate")?,
+        failed: number_attr(item, "failed")?,
+        completed_at: time_attr(item, "completed_at")?,
+    })
+}
+
+fn job_to_item(job: &NewJob) -> Item {
+    let mut item = job_key(job.job_id);
+    item.extend([
+        ("job_id".to_owned(), s(job.job_id.to_string())),
+        ("request_hash".to_owned(), s(&job.request_hash)),
+        ("total".to_owned(), n(job.total)),
+        ("deduplicated".to_owned(), n(job.deduplicated)),
+        ("messages".to_owned(), n(job.messages)),
+        ("created_at".to_owned(), s(rfc3339(job.created_at))),
+        ("enqueued".to_owned(), AttributeValue::Bool(false)),
+        ("applied".to_owned(), n(0)),
+        ("duplicate".to_owned(), n(0)),
+        ("failed".to_owned(), n(0)),
+        // Counts down to 0 as messages are folded: lets a conditional write
+        // stamp `completed_at` without a read.
+        ("remaining".to_owned(), n(job.total)),
+    ]);
+    item
+}
+
+fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&Rfc3339).unwrap_or_default()
+}
+
+fn backend<E>(operation: &'static str, error: E) -> StoreError
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    StoreError::Backend {
+        operation,
+        source: Box::new(error),
+    }
+}
+
+fn is_transport<E, R>(error: &SdkError<E, R>) -> bool {
+    matches!(
+        error,
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_)
+    )
+}
+
+fn is_throttling<E: ProvideErrorMetadata, R>(error: &SdkError<E, R>) -> bool {
+    matches!(
+        error.as_service_error().and_then(|e| e.code()),
+        Some("ProvisionedThroughputExceededException" | "ThrottlingException" | "RequestLimitExceeded")
+    ) || is_transport(error)
+}
+
+/// Maps an SDK error of a single-item call: throttling and transport errors
+/// are transient, the rest is a backend failure.
+fn single_call_error<E, R>(operation: &'static str, error: SdkError<E, R>) -> StoreError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    if is_throttling(&error) {
+        StoreError::Throttled { operation }
+    } else {
+        backend(operation, error)
+    }
+}
+
+#[async_trait]
+impl Ledger for DynamoStore {
+    async fn apply_accruals(
+        &self,
+        job_id: JobId,
+        accruals: &[Accrual],
+        now: OffsetDateTime,
+    ) -> Result<ApplyOutcome, StoreError> {
+        let now = rfc3339(now);
+        let mut total = ApplyOutcome::default();
+        for chunk in plan_transactions(accruals) {
+            let outcome = self.apply_chunk(job_id, &chunk, &now).await?;
+            total.applied += outcome.applied;
+            total.replayed += outcome.replayed;
+            total.duplicate += outcome.duplicate;
+            total.requests += outcome.requests;
+        }
+        Ok(total)
+    }
+
+    async fn balances(&self, member_id: &str) -> Result<Vec<Balance>, StoreError> {
+        let mut balances = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            self.count();
+            let page = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+                .expression_attribute_values(":pk", s(format!("MEMBER#{member_id}")))
+                .expression_attribute_values(":prefix", s("BALANCE#"))
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| single_call_error("Query", e))?;
+            for item in page.items() {
+                let point_type = string_attr(item, "point_type")
+                    .ok_or_else(|| corrupt(item, "point_type missing"))?
+                    .to_owned();
+                balances.push(Balance {
+                    point_type,
+                    balance: number_attr(item, "balance")?,
+                });
+            }
+            match page.last_evaluated_key() {
+                Some(key) if !key.is_empty() => start = Some(key.clone()),
+                _ => break,
+            }
+        }
+        balances.sort_by(|a, b| a.point_type.cmp(&b.point_type));
+        Ok(balances)
+    }
+}
+
+#[async_trait]
+impl JobStore for DynamoStore {
+    async fn create_job(&self, job: &NewJob) -> Result<CreateJob, StoreError> {
+        self.count();
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(job_to_item(job)))
+            .condition_expression("attribute_not_exists(pk)")
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(CreateJob::Created(Job::from_new(job))),
+            Err(e) => match e.as_service_error() {
+                Some(PutItemError::ConditionalCheckFailedException(ccf)) => match ccf.item() {
+                    Some(item) => Ok(CreateJob::Existing(job_from_item(item)?)),
+                    None => match self.get_job(job.job_id).await? {
+                        Some(existing) => Ok(CreateJob::Existing(existing)),
+                        None => Err(backend("PutItem", e)),
+                    },
+                },
+                _ => Err(single_call_error("PutItem", e)),
+            },
+        }
+    }
+
+    async fn mark_enqueued(&self, job_id: JobId) -> Result<(), StoreError> {
+        self.count();
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(job_key(job_id)))
+            .update_expression("SET enqueued = :yes")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":yes", AttributeValue::Bool(true))
+            .send()
+            .await
+            .map_err(|e| single_call_error("UpdateItem", e))?;
+        Ok(())
+    }
+
+    async fn get_job(&self, job_id: JobId) -> Result<Option<Job>, StoreError> {
+        self.count();
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(job_key(job_id)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| single_call_error("GetItem", e))?;
+        output.item().map(job_from_item).transpose()
+    }
+
+    async fn fold_message(
+        &self,
+        job_id: JobId,
+        seq: u32,
+        counts: MessageCounts,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let now_text = rfc3339(now);
+        let marker: Item = HashMap::from([
+            ("pk".to_owned(), s(format!("MSG#{job_id}#{seq}"))),
+            ("sk".to_owned(), s("MSG")),
+            ("applied".to_owned(), n(counts.applied)),
+            ("duplicate".to_owned(), n(counts.duplicate)),
+            ("failed".to_owned(), n(counts.failed)),
+            ("folded_at".to_owned(), s(&now_text)),
+            (
+                "expires_at".to_owned(),
+                AttributeValue::N((now.unix_timestamp() + MARKER_TTL_SECONDS).to_string()),
+            ),
+        ]);
+        let put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(marker))
+            .condition_expression("attribute_not_exists(pk)")
+            .build()
+            .map_err(|e| backend("TransactWriteItems", e))?;
+        let update = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(job_key(job_id)))
+            .update_expression("SET updated_at = :now ADD applied :a, duplicate :d, failed :f, remaining :settled")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":now", s(&now_text))
+            .expression_attribute_values(":a", n(counts.applied))
+            .expression_attribute_values(":d", n(counts.duplicate))
+            .expression_attribute_values(":f", n(counts.failed))
+            .expression_attribute_values(":settled", AttributeValue::N(format!("-{}", counts.settled())))
+            .build()
+            .map_err(|e| backend("TransactWriteItems", e))?;
+        let items = vec![
+            TransactWriteItem::builder().put(put).build(),
+            TransactWriteItem::builder().update(update).build(),
+        ];
+        let mut attempt = 0u32;
+        let folded = loop {
+            self.count();
+            let result = self
+                .client
+                .transact_write_items()
+                .set_transact_items(Some(items.clone()))
+                .send()
+                .await;
+            let error = match result {
+                Ok(_) => break true,
+                Err(e) => e,
+            };
+            let kind = match error.as_service_error() {
+                Some(TransactWriteItemsError::TransactionCanceledException(cancel)) => {
+                    let codes: Vec<Option<&str>> = cancel.cancellation_reasons().iter().map(|r| r.code()).collect();
+                    match codes.as_slice() {
+                        // The marker exists: this message was folded before.
+                        [Some("ConditionalCheckFailed"), ..] => break false,
+                        // No such job: counts have nowhere to go.
+                        [_, Some("ConditionalCheckFailed")] => {
+                            tracing::warn!(%job_id, seq, "message of an unknown job: counts not recorded");
+                            return Ok(false);
+                        }
+                        c if c.iter().any(|c| matches!(c, Some("TransactionConflict"))) => "conflict",
+                        c if c.iter().any(|c| {
+                            matches!(
+                                c,
+                                Some("ThrottlingError" | "ProvisionedThroughputExceeded" | "RequestLimitExceeded")
+                            )
+                        }) =>
+                        {
+                            "throttled"
+                        }
+                        _ => return Err(backend("TransactWriteItems", error)),
+                    }
+                }
+                Some(TransactWriteItemsError::TransactionInProgressException(_)) => "conflict",
+                _ if is_throttling(&error) => "throttled",
+                _ => return Err(backend("TransactWriteItems", error)),
+            };
+            attempt += 1;
+            if attempt >= self.backoff.max_attempts {
+                let operation = "TransactWriteItems";
+                return Err(if kind == "conflict" {
+                    StoreError::Conflict { operation }
+                } else {
+                    StoreError::Throttled { operation }
+                });
+            }
+            self.backoff.sleep(attempt - 1).await;
+        };
+        // Also on a redelivery: the earlier delivery may have died between
+        // folding and stamping completion.
+        self.try_complete(job_id, &now_text).await?;
+        Ok(folded)
+    }
+}
+
+/// Creates the Pointflow table (as `template.yaml` declares it) and waits
+/// until it is active. For tests and local runs against an emulator.
+pub async fn create_table(client: &Client, table: &str) -> Result<(), StoreError> {
+    let attribute = |name: &str| {
+        AttributeDefinition::builder()
+            .attribute_name(name)
+            .attribute_type(ScalarAttributeType::S)
+            .build()
+            .map_err(|e| backend("CreateTable", e))
+    };
+    let key = |name: &str, key_type: KeyType| {
+        KeySchemaElement::builder()
+            .attribute_name(name)
+            .key_type(key_type)
+            .build()
+            .map_err(|e| backend("CreateTable", e))
+    };
+    client
+        .create_table()
+        .table_name(table)
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(attribute("pk")?)
+        .attribute_definitions(attribute("sk")?)
+        .key_schema(key("pk", KeyType::Hash)?)
+        .key_schema(key("sk", KeyType::Range)?)
+        .send()
+        .await
+        .map_err(|e| backend("CreateTable", e))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn accrual(id: usize, member: usize, point_type: &str) -> Accrual {
+        Accrual {
+            accrual_id: format!("a{id}"),
+            member_id: format!("m{member}"),
+            point_type: point_type.into(),
+            amount: 10,
+            reason: None,
+        }
+    }
+
+    #[test]
+    fn distinct_members_take_two_actions_each() {
+        let accruals: Vec<Accrual> = (0..120).map(|i| accrual(i, i, "P")).collect();
+        let chunks = plan_transactions(&accruals);
+        assert_eq!(chunks.iter().map(Vec::len).collect::<Vec<_>>(), [50, 50, 20]);
+    }
+
+    #[test]
+    fn one_member_many_accruals_share_one_update() {
+        let accruals: Vec<Accrual> = (0..150).map(|i| accrual(i, 1, "P")).collect();
+        let chunks = plan_transactions(&accruals);
+        assert_eq!(chunks.iter().map(Vec::len).collect::<Vec<_>>(), [99, 51]);
+        let sums = sum_by_balance(&chunks[0]);
+        assert_eq!(sums.len(), 1);
+        assert_eq!(sums[&("m1", "P")], 990);
+    }
+
+    #[test]
+    fn every_chunk_fits_a_transaction() {
+        let accruals: Vec<Accrual> = (0..1000)
+            .map(|i| accrual(i, i % 37, if i % 3 == 0 { "A" } else { "B" }))
+            .collect();
+        let chunks = plan_transactions(&accruals);
+        assert_eq!(chunks.iter().map(Vec::len).sum::<usize>(), 1000);
+        for chunk in chunks {
+            let actions = chunk.len() + sum_by_balance(&chunk).len();
+            assert!(actions <= MAX_TRANSACTION_ACTIONS, "{actions}");
+        }
+    }
+
+    #[test]
+    fn request_token_is_short_and_content_bound() {
+        let a = accrual(1, 1, "P");
+        let b = accrual(2, 1, "P");
+        let t1 = request_token("job", &[&a, &b]);
+        assert_eq!(t1.len(), 36);
+        assert_eq!(t1, request_token("job", &[&a, &b]));
+        assert_ne!(t1, request_token("job", &[&a]));
+    }
+
+    #[test]
+    fn job_item_round_trips() {
+        let new = NewJob {
+            job_id: JobId::random(),
+            request_hash: "abc".into(),
+            total: 10,
+            deduplicated: 2,
+            messages: 1,
+            created_at: OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap(),
+        };
+        assert_eq!(job_from_item(&job_to_item(&new)).unwrap(), Job::from_new(&new));
+    }
+}

@@ -1,0 +1,280 @@
+//! In-memory backend: every port, with the semantics of the AWS adapters
+//! (checked by the shared contract suite). For tests and simulations; nothing
+//! survives the process.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+
+use crate::domain::{Accrual, Balance, Job, JobId, MessageCounts, NewJob};
+use crate::ports::{AccrualQueue, ApplyOutcome, CreateJob, JobStore, Ledger, QueueError, ReceivedMessage, StoreError};
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock leaves plain data behind, still usable.
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[derive(Default)]
+struct StoreState {
+    /// accrual_id → job that credited it.
+    ledger: HashMap<String, JobId>,
+    balances: BTreeMap<(String, String), u64>,
+    jobs: HashMap<JobId, Job>,
+    folded: HashSet<(JobId, u32)>,
+}
+
+/// Ledger and job store in memory.
+#[derive(Default)]
+pub struct MemoryStore {
+    state: Mutex<StoreState>,
+    requests: AtomicU64,
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Calls made to this store so far.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    fn count(&self) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+#[async_trait]
+impl Ledger for MemoryStore {
+    async fn apply_accruals(
+        &self,
+        job_id: JobId,
+        accruals: &[Accrual],
+        _now: OffsetDateTime,
+    ) -> Result<ApplyOutcome, StoreError> {
+        self.count();
+        let mut state = lock(&self.state);
+        let mut outcome = ApplyOutcome {
+            requests: 1,
+            ..ApplyOutcome::default()
+        };
+        for accrual in accruals {
+            match state.ledger.get(&accrual.accrual_id) {
+                Some(owner) if *owner == job_id => {
+                    outcome.applied += 1;
+                    outcome.replayed += 1;
+                }
+                Some(_) => outcome.duplicate += 1,
+                None => {
+                    state.ledger.insert(accrual.accrual_id.clone(), job_id);
+                    *state
+                        .balances
+                        .entry((accrual.member_id.clone(), accrual.point_type.clone()))
+                        .or_default() += accrual.amount;
+                    outcome.applied += 1;
+                }
+            }
+        }
+        Ok(outcome)
+    }
+
+    async fn balances(&self, member_id: &str) -> Result<Vec<Balance>, StoreError> {
+        self.count();
+        let state = lock(&self.state);
+        Ok(state
+            .balances
+            .range((member_id.to_owned(), String::new())..)
+            .take_while(|((member, _), _)| member == member_id)
+            .map(|((_, point_type), balance)| Balance {
+                point_type: point_type.clone(),
+                balance: *balance,
+            })
+            .collect())
+    }
+}
+
+#[async_trait]
+impl JobStore for MemoryStore {
+    async fn create_job(&self, job: &NewJob) -> Result<CreateJob, StoreError> {
+        self.count();
+        let mut state = lock(&self.state);
+        if let Some(existing) = state.jobs.get(&job.job_id) {
+            return Ok(CreateJob::Existing(existing.clone()));
+        }
+        let created = Job::from_new(job);
+        state.jobs.insert(job.job_id, created.clone());
+        Ok(CreateJob::Created(created))
+    }
+
+    async fn mark_enqueued(&self, job_id: JobId) -> Result<(), StoreError> {
+        self.count();
+        if let Some(job) = lock(&self.state).jobs.get_mut(&job_id) {
+            job.enqueued = true;
+        }
+        Ok(())
+    }
+
+    async fn get_job(&self, job_id: JobId) -> Result<Option<Job>, StoreError> {
+        self.count();
+        Ok(lock(&self.state).jobs.get(&job_id).cloned())
+    }
+
+    async fn fold_message(
+        &self,
+        job_id: JobId,
+        seq: u32,
+        counts: MessageCounts,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        self.count();
+        let mut state = lock(&self.state);
+        // Like the DynamoDB adapter: no job, nothing recorded.
+        if !state.jobs.contains_key(&job_id) || !state.folded.insert((job_id, seq)) {
+            return Ok(false);
+        }
+        if let Some(job) = state.jobs.get_mut(&job_id) {
+            job.applied += counts.applied;
+            job.duplicate += counts.duplicate;
+            job.failed += counts.failed;
+            if job.completed_at.is_none() && job.settled() >= job.total {
+                job.completed_at = Some(now);
+            }
+        }
+        Ok(true)
+    }
+}
+
+struct StoredMessage {
+    message_id: String,
+    body: String,
+    receive_count: u32,
+    visible_at: Instant,
+    receipt_handle: String,
+}
+
+/// A queue in memory with SQS semantics: visibility timeout, receive count,
+/// redrive to a dead-letter queue after `max_receive_count` receives.
+pub struct MemoryQueue {
+    messages: Mutex<VecDeque<StoredMessage>>,
+    visibility_timeout: Duration,
+    redrive: Option<(u32, Arc<MemoryQueue>)>,
+    next_id: AtomicU64,
+    requests: AtomicU64,
+}
+
+impl MemoryQueue {
+    /// A queue without a DLQ.
+    pub fn new(visibility_timeout: Duration) -> Self {
+        MemoryQueue {
+            messages: Mutex::new(VecDeque::new()),
+            visibility_timeout,
+            redrive: None,
+            next_id: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
+        }
+    }
+
+    /// A queue whose messages move to `dlq` when received more than
+    /// `max_receive_count` times.
+    pub fn with_dead_letter_queue(visibility_timeout: Duration, max_receive_count: u32, dlq: Arc<MemoryQueue>) -> Self {
+        MemoryQueue {
+            redrive: Some((max_receive_count, dlq)),
+            ..Self::new(visibility_timeout)
+        }
+    }
+
+    /// Messages held, visible or in flight.
+    pub fn len(&self) -> usize {
+        lock(&self.messages).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn push(&self, body: String) {
+        let n = self.next_id.fetch_add(1, Ordering::Relaxed);
+        lock(&self.messages).push_back(StoredMessage {
+            message_id: format!("mem-{n:012}"),
+            body,
+            receive_count: 0,
+            visible_at: Instant::now(),
+            receipt_handle: String::new(),
+        });
+    }
+
+    fn take_visible(&self, max: usize) -> Vec<ReceivedMessage> {
+        let now = Instant::now();
+        let mut messages = lock(&self.messages);
+        let mut received = Vec::new();
+        let mut index = 0;
+        while index < messages.len() && received.len() < max {
+            let m = &mut messages[index];
+            if m.visible_at > now {
+                index += 1;
+                continue;
+            }
+            if let Some((max_receives, dlq)) = &self.redrive {
+                if m.receive_count >= *max_receives {
+                    if let Some(dead) = messages.remove(index) {
+                        dlq.push(dead.body);
+                    }
+                    continue;
+                }
+            }
+            m.receive_count += 1;
+            m.visible_at = now + self.visibility_timeout;
+            m.receipt_handle = format!("{}#{}", m.message_id, m.receive_count);
+            received.push(ReceivedMessage {
+                message_id: m.message_id.clone(),
+                receipt_handle: m.receipt_handle.clone(),
+                body: m.body.clone(),
+                receive_count: m.receive_count,
+            });
+            index += 1;
+        }
+        received
+    }
+}
+
+#[async_trait]
+impl AccrualQueue for MemoryQueue {
+    async fn send_messages(&self, bodies: &[String]) -> Result<(), QueueError> {
+        // Counted like SQS: one SendMessageBatch per 10 messages.
+        self.requests
+            .fetch_add(bodies.len().div_ceil(10) as u64, Ordering::Relaxed);
+        for body in bodies {
+            self.push(body.clone());
+        }
+        Ok(())
+    }
+
+    async fn receive_messages(&self, max: usize, wait: Duration) -> Result<Vec<ReceivedMessage>, QueueError> {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let deadline = Instant::now() + wait;
+        loop {
+            let received = self.take_visible(max.min(10));
+            if !received.is_empty() || Instant::now() >= deadline {
+                return Ok(received);
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    async fn delete_messages(&self, receipt_handles: &[String]) -> Result<(), QueueError> {
+        self.requests
+            .fetch_add(receipt_handles.len().div_ceil(10) as u64, Ordering::Relaxed);
+        let handles: HashSet<&str> = receipt_handles.iter().map(String::as_str).collect();
+        lock(&self.messages).retain(|m| !handles.contains(m.receipt_handle.as_str()));
+        Ok(())
+    }
+
+    fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+}

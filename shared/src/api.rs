@@ -1,0 +1,173 @@
+//! The HTTP API's request/response shapes and its errors, independent of
+//! API Gateway's event types (the function crate and the local runner map
+//! their own request types onto these).
+
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::domain::JobId;
+use crate::ports::StoreError;
+use crate::submission::SubmissionError;
+use crate::validation::FieldError;
+
+/// An HTTP request as the API sees it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ApiRequest {
+    pub method: String,
+    /// Path without the stage, e.g. `/v1/jobs`.
+    pub path: String,
+    /// Header names in any case.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl ApiRequest {
+    /// The first value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// An HTTP response: status, extra headers and a JSON body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Value,
+}
+
+impl ApiResponse {
+    pub fn json(status: u16, body: impl Serialize) -> Self {
+        ApiResponse {
+            status,
+            headers: Vec::new(),
+            body: serde_json::to_value(body).unwrap_or(Value::Null),
+        }
+    }
+
+    pub fn with_header(mut self, name: &str, value: impl Into<String>) -> Self {
+        self.headers.push((name.to_owned(), value.into()));
+        self
+    }
+}
+
+/// Everything the API can refuse, each with the status and words a client can
+/// act on. Internal errors are logged, never echoed.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("no route for {method} {path}")]
+    NotFoundRoute { method: String, path: String },
+    #[error("{method} is not allowed here; use {allowed}")]
+    MethodNotAllowed { method: String, allowed: &'static str },
+    #[error("Content-Type must be application/json, got {found:?}")]
+    UnsupportedMediaType { found: Option<String> },
+    #[error("request body is {bytes} bytes; at most {max} are accepted, split the campaign into several requests")]
+    PayloadTooLarge { bytes: usize, max: usize },
+    #[error("request body is not valid JSON of the form {{\"accruals\": [...]}}: {detail}")]
+    MalformedJson { detail: String },
+    #[error("Idempotency-Key header {reason}")]
+    InvalidIdempotencyKey { reason: String },
+    #[error(transparent)]
+    Submission(SubmissionError),
+    #[error(
+        "Idempotency-Key was already used for job {job_id} with a different request; use a new key for a new request"
+    )]
+    KeyReused { job_id: JobId },
+    #[error("job {job_id} was recorded but not fully queued; retry the same request with the same Idempotency-Key to finish it")]
+    EnqueueFailed {
+        job_id: JobId,
+        with_key: bool,
+        #[source]
+        source: crate::ports::QueueError,
+    },
+    #[error("{what} {id} not found")]
+    NotFound { what: &'static str, id: String },
+    #[error("invalid {what}: {reason}")]
+    InvalidPathParameter { what: &'static str, reason: String },
+    #[error("the service is busy; retry shortly")]
+    Unavailable(#[source] StoreError),
+    #[error("internal error")]
+    Internal(#[source] StoreError),
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        if e.is_transient() {
+            ApiError::Unavailable(e)
+        } else {
+            ApiError::Internal(e)
+        }
+    }
+}
+
+impl ApiError {
+    /// The HTTP status of this error: the one place errors meet status codes.
+    pub fn status(&self) -> u16 {
+        match self {
+            ApiError::NotFoundRoute { .. } | ApiError::NotFound { .. } => 404,
+            ApiError::MethodNotAllowed { .. } => 405,
+            ApiError::UnsupportedMediaType { .. } => 415,
+            ApiError::PayloadTooLarge { .. } => 413,
+            ApiError::Submission(SubmissionError::TooMany { .. }) => 413,
+            ApiError::MalformedJson { .. }
+            | ApiError::InvalidIdempotencyKey { .. }
+            | ApiError::InvalidPathParameter { .. }
+            | ApiError::Submission(_) => 400,
+            ApiError::KeyReused { .. } => 409,
+            ApiError::EnqueueFailed { .. } | ApiError::Unavailable(_) => 503,
+            ApiError::Internal(_) => 500,
+        }
+    }
+
+    /// A stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::NotFoundRoute { .. } => "no_such_route",
+            ApiError::MethodNotAllowed { .. } => "method_not_allowed",
+            ApiError::UnsupportedMediaType { .. } => "unsupported_media_type",
+            ApiError::PayloadTooLarge { .. } => "payload_too_large",
+            ApiError::MalformedJson { .. } => "malformed_json",
+            ApiError::InvalidIdempotencyKey { .. } => "invalid_idempotency_key",
+            ApiError::Submission(SubmissionError::Empty) => "empty_submission",
+            ApiError::Submission(SubmissionError::TooMany { .. }) => "too_many_accruals",
+            ApiError::Submission(SubmissionError::Invalid { .. }) => "invalid_accruals",
+            ApiError::KeyReused { .. } => "idempotency_key_reused",
+            ApiError::EnqueueFailed { .. } => "enqueue_incomplete",
+            ApiError::NotFound { .. } => "not_found",
+            ApiError::InvalidPathParameter { .. } => "invalid_path_parameter",
+            ApiError::Unavailable(_) => "unavailable",
+            ApiError::Internal(_) => "internal_error",
+        }
+    }
+
+    /// The response a client sees.
+    pub fn to_response(&self) -> ApiResponse {
+        let mut error = json!({ "code": self.code(), "message": self.to_string() });
+        match self {
+            ApiError::Submission(SubmissionError::Invalid { errors, total_errors }) => {
+                error["errors"] = json!(errors as &Vec<FieldError>);
+                error["total_errors"] = json!(total_errors);
+            }
+            ApiError::KeyReused { job_id } => error["job_id"] = json!(job_id),
+            ApiError::EnqueueFailed { job_id, with_key, .. } => {
+                error["job_id"] = json!(job_id);
+                if !with_key {
+                    error["message"] = json!(format!(
+                        "job {job_id} was recorded but not fully queued; resubmit the same accruals \
+                         (their accrual_ids keep them from being credited twice)"
+                    ));
+                }
+            }
+            _ => {}
+        }
+        let response = ApiResponse::json(self.status(), json!({ "error": error }));
+        match self {
+            ApiError::EnqueueFailed { .. } | ApiError::Unavailable(_) => response.with_header("Retry-After", "1"),
+            ApiError::MethodNotAllowed { allowed, .. } => response.with_header("Allow", *allowed),
+            _ => response,
+        }
+    }
+}

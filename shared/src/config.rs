@@ -1,0 +1,189 @@
+//! Configuration from environment variables, read once per cold start into
+//! typed structs. Errors name the variable.
+
+use crate::ingest::{IngestSettings, DEFAULT_MAX_ITEMS, MAX_BODY_BYTES};
+use crate::packing::PackingLimits;
+use crate::worker::WorkerSettings;
+
+/// A missing or malformed variable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("environment variable {0} is not set")]
+    Missing(&'static str),
+    #[error("environment variable {name} must be {expected}, got {value:?}")]
+    Invalid {
+        name: &'static str,
+        expected: &'static str,
+        value: String,
+    },
+}
+
+fn required(lookup: &impl Fn(&str) -> Option<String>, name: &'static str) -> Result<String, ConfigError> {
+    lookup(name).filter(|v| !v.is_empty()).ok_or(ConfigError::Missing(name))
+}
+
+fn number<T: std::str::FromStr>(
+    lookup: &impl Fn(&str) -> Option<String>,
+    name: &'static str,
+    default: T,
+    expected: &'static str,
+) -> Result<T, ConfigError> {
+    match lookup(name) {
+        None => Ok(default),
+        Some(v) if v.is_empty() => Ok(default),
+        Some(v) => v.trim().parse().map_err(|_| ConfigError::Invalid {
+            name,
+            expected,
+            value: v,
+        }),
+    }
+}
+
+/// The ingest function's configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IngestConfig {
+    pub table_name: String,
+    pub queue_url: String,
+    pub settings: IngestSettings,
+}
+
+impl IngestConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads `TABLE_NAME`, `QUEUE_URL`, `MAX_ITEMS_PER_REQUEST`,
+    /// `MESSAGE_MAX_ACCRUALS`, `MESSAGE_MAX_BYTES` through `lookup`.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let defaults = PackingLimits::default();
+        let packing = PackingLimits {
+            max_accruals: number(
+                &lookup,
+                "MESSAGE_MAX_ACCRUALS",
+                defaults.max_accruals,
+                "a positive integer",
+            )?,
+            max_bytes: number(&lookup, "MESSAGE_MAX_BYTES", defaults.max_bytes, "a byte count")?,
+        };
+        let packing = packing.validate().map_err(|e| ConfigError::Invalid {
+            name: "MESSAGE_MAX_ACCRUALS/MESSAGE_MAX_BYTES",
+            expected: "limits SQS accepts",
+            value: e.to_string(),
+        })?;
+        let max_items = number(
+            &lookup,
+            "MAX_ITEMS_PER_REQUEST",
+            DEFAULT_MAX_ITEMS,
+            "a positive integer",
+        )?;
+        if max_items == 0 {
+            return Err(ConfigError::Invalid {
+                name: "MAX_ITEMS_PER_REQUEST",
+                expected: "a positive integer",
+                value: "0".into(),
+            });
+        }
+        Ok(IngestConfig {
+            table_name: required(&lookup, "TABLE_NAME")?,
+            queue_url: required(&lookup, "QUEUE_URL")?,
+            settings: IngestSettings {
+                max_items,
+                max_body_bytes: MAX_BODY_BYTES,
+                packing,
+            },
+        })
+    }
+}
+
+/// The worker function's configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerConfig {
+    pub table_name: String,
+    pub settings: WorkerSettings,
+}
+
+impl WorkerConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads `TABLE_NAME`, `MAX_RECEIVE_COUNT`, `MESSAGE_CONCURRENCY`.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let defaults = WorkerSettings::default();
+        Ok(WorkerConfig {
+            table_name: required(&lookup, "TABLE_NAME")?,
+            settings: WorkerSettings {
+                max_receive_count: number(
+                    &lookup,
+                    "MAX_RECEIVE_COUNT",
+                    defaults.max_receive_count,
+                    "a positive integer",
+                )?,
+                message_concurrency: number(
+                    &lookup,
+                    "MESSAGE_CONCURRENCY",
+                    defaults.message_concurrency,
+                    "a positive integer",
+                )?
+                .max(1),
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        move |k| map.get(k).cloned()
+    }
+
+    #[test]
+    fn ingest_config_names_the_missing_variable() {
+        assert_eq!(
+            IngestConfig::from_lookup(env(&[("TABLE_NAME", "t")])),
+            Err(ConfigError::Missing("QUEUE_URL"))
+        );
+    }
+
+    #[test]
+    fn ingest_config_reads_limits_and_defaults() {
+        let c = IngestConfig::from_lookup(env(&[
+            ("TABLE_NAME", "t"),
+            ("QUEUE_URL", "q"),
+            ("MESSAGE_MAX_ACCRUALS", "50"),
+        ]))
+        .unwrap();
+        assert_eq!(c.settings.packing.max_accruals, 50);
+        assert_eq!(c.settings.packing.max_bytes, PackingLimits::default().max_bytes);
+        assert_eq!(c.settings.max_items, DEFAULT_MAX_ITEMS);
+        let bad = IngestConfig::from_lookup(env(&[
+            ("TABLE_NAME", "t"),
+            ("QUEUE_URL", "q"),
+            ("MESSAGE_MAX_BYTES", "2000000"),
+        ]));
+        assert!(matches!(bad, Err(ConfigError::Invalid { .. })));
+        let bad = IngestConfig::from_lookup(env(&[
+            ("TABLE_NAME", "t"),
+            ("QUEUE_URL", "q"),
+            ("MAX_ITEMS_PER_REQUEST", "lots"),
+        ]));
+        assert!(matches!(
+            bad,
+            Err(ConfigError::Invalid {
+                name: "MAX_ITEMS_PER_REQUEST",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn worker_config_reads_receive_count() {
+        let c = WorkerConfig::from_lookup(env(&[("TABLE_NAME", "t"), ("MAX_RECEIVE_COUNT", "3")])).unwrap();
+        assert_eq!(c.settings.max_receive_count, 3);
+        assert_eq!(c.settings.message_concurrency, 4);
+    }
+}

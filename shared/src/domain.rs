@@ -1,0 +1,241 @@
+//! Domain types: what an accrual, a job and a balance are, and the limits that
+//! bound them. Every constant here is part of the public contract and is
+//! documented in the README ("Accrual rules").
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+/// Largest `amount` one accrual may credit. Keeps any realistic balance far
+/// inside DynamoDB's 38-digit numbers and SQLite's `i64`.
+pub const MAX_AMOUNT: u64 = 1_000_000_000;
+/// Longest `accrual_id` (characters). A derived id (UUID) is 36.
+pub const MAX_ACCRUAL_ID_LEN: usize = 128;
+/// Longest `member_id` (characters).
+pub const MAX_MEMBER_ID_LEN: usize = 64;
+/// Longest `point_type` (characters).
+pub const MAX_POINT_TYPE_LEN: usize = 32;
+/// Longest `reason` (characters).
+pub const MAX_REASON_LEN: usize = 256;
+
+/// Whether `c` may appear in an `accrual_id` or `member_id`.
+///
+/// ASCII letters, digits and `- _ . : @`. `#` is excluded because the stores
+/// use it as a key separator; whitespace and control characters because ids
+/// end up in logs, URLs and CSV files.
+pub fn is_id_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':' | '@')
+}
+
+/// Whether `c` may appear in a `point_type`: ASCII letters, digits, `-` and `_`.
+pub fn is_point_type_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '-' | '_')
+}
+
+/// One credit of points to one member: the unit Pointflow applies exactly once.
+///
+/// Construct it through [`crate::validation`], which enforces the rules above;
+/// the stores trust that an `Accrual` they receive is valid.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Accrual {
+    /// Idempotency key of this credit: never applied twice, whatever happens.
+    pub accrual_id: String,
+    pub member_id: String,
+    pub point_type: String,
+    pub amount: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl Accrual {
+    /// The balance this accrual credits.
+    pub fn balance_key(&self) -> BalanceKey<'_> {
+        BalanceKey {
+            member_id: &self.member_id,
+            point_type: &self.point_type,
+        }
+    }
+}
+
+/// Identifies one balance: a member's points of one type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BalanceKey<'a> {
+    pub member_id: &'a str,
+    pub point_type: &'a str,
+}
+
+/// A member's balance of one point type.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Balance {
+    pub point_type: String,
+    pub balance: u64,
+}
+
+/// Identifies one submission (API request or, later, file).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct JobId(pub Uuid);
+
+impl JobId {
+    /// A fresh random id, for submissions without an `Idempotency-Key`.
+    pub fn random() -> Self {
+        JobId(Uuid::new_v4())
+    }
+}
+
+impl std::fmt::Display for JobId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::str::FromStr for JobId {
+    type Err = uuid::Error;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Uuid::parse_str(s).map(JobId)
+    }
+}
+
+/// A job as the ingest API creates it, before any accrual is applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewJob {
+    pub job_id: JobId,
+    /// Hash of the accepted accruals: tells a retry from a different request
+    /// that reuses the same `Idempotency-Key`.
+    pub request_hash: String,
+    /// Distinct accruals accepted (after collapsing in-request duplicates).
+    pub total: u64,
+    /// Items collapsed because they repeated an earlier item exactly.
+    pub deduplicated: u64,
+    /// Queue messages the accruals were packed into.
+    pub messages: u64,
+    pub created_at: OffsetDateTime,
+}
+
+/// A job with its progress, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Job {
+    pub job_id: JobId,
+    pub request_hash: String,
+    pub total: u64,
+    pub deduplicated: u64,
+    pub messages: u64,
+    pub created_at: OffsetDateTime,
+    /// Every message has been handed to the queue.
+    pub enqueued: bool,
+    /// Accruals credited by this job (including ones a redelivery found
+    /// already credited by this same job).
+    pub applied: u64,
+    /// Accruals skipped because another job had already credited their id.
+    pub duplicate: u64,
+    /// Accruals of messages that exhausted their deliveries (sent to the DLQ).
+    pub failed: u64,
+    pub completed_at: Option<OffsetDateTime>,
+}
+
+impl Job {
+    /// A just-created job.
+    pub fn from_new(new: &NewJob) -> Self {
+        Job {
+            job_id: new.job_id,
+            request_hash: new.request_hash.clone(),
+            total: new.total,
+            deduplicated: new.deduplicated,
+            messages: new.messages,
+            created_at: new.created_at,
+            enqueued: false,
+            applied: 0,
+            duplicate: 0,
+            failed: 0,
+            completed_at: None,
+        }
+    }
+
+    /// Accruals whose fate is known.
+    pub fn settled(&self) -> u64 {
+        self.applied + self.duplicate + self.failed
+    }
+
+    /// Where the job stands, derived from its counts so it can never disagree
+    /// with them.
+    pub fn status(&self) -> JobStatus {
+        if self.settled() >= self.total {
+            if self.failed > 0 {
+                JobStatus::CompletedWithErrors
+            } else {
+                JobStatus::Completed
+            }
+        } else if self.settled() > 0 {
+            JobStatus::Running
+        } else {
+            JobStatus::Queued
+        }
+    }
+}
+
+/// Lifecycle of a job, as `GET /v1/jobs/{id}` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobStatus {
+    Queued,
+    Running,
+    Completed,
+    CompletedWithErrors,
+}
+
+/// What happened to one message's accruals, folded into its job once.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageCounts {
+    pub applied: u64,
+    pub duplicate: u64,
+    pub failed: u64,
+}
+
+impl MessageCounts {
+    pub fn settled(&self) -> u64 {
+        self.applied + self.duplicate + self.failed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(total: u64, applied: u64, duplicate: u64, failed: u64) -> Job {
+        let mut j = Job::from_new(&NewJob {
+            job_id: JobId::random(),
+            request_hash: String::new(),
+            total,
+            deduplicated: 0,
+            messages: 1,
+            created_at: OffsetDateTime::UNIX_EPOCH,
+        });
+        j.applied = applied;
+        j.duplicate = duplicate;
+        j.failed = failed;
+        j
+    }
+
+    #[test]
+    fn status_follows_counts() {
+        assert_eq!(job(10, 0, 0, 0).status(), JobStatus::Queued);
+        assert_eq!(job(10, 3, 1, 0).status(), JobStatus::Running);
+        assert_eq!(job(10, 9, 1, 0).status(), JobStatus::Completed);
+        assert_eq!(job(10, 5, 0, 5).status(), JobStatus::CompletedWithErrors);
+    }
+
+    #[test]
+    fn id_charset_excludes_key_separator_and_whitespace() {
+        assert!("m-1001_a.b:c@d".chars().all(is_id_char));
+        assert!(!is_id_char('#'));
+        assert!(!is_id_char(' '));
+        assert!(!is_id_char('é'));
+        assert!(!is_point_type_char('.'));
+    }
+
+    #[test]
+    fn job_id_round_trips_through_text() {
+        let id = JobId::random();
+        assert_eq!(id.to_string().parse::<JobId>().unwrap(), id);
+    }
+}

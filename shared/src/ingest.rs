@@ -1,0 +1,288 @@
+//! The ingest API: validate, collapse, pack, record the job, queue. It never
+//! applies accruals itself; the worker does.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+use tracing::{info, warn};
+
+use crate::api::{ApiError, ApiRequest, ApiResponse};
+use crate::domain::{Job, JobId, JobStatus, NewJob};
+use crate::packing::{pack_accruals, PackingLimits};
+use crate::ports::{AccrualQueue, CreateJob, JobStore, Ledger};
+use crate::submission::{job_id_for_key, prepare_submission, SubmissionError};
+use crate::validation::{check_idempotency_key, check_member_id};
+
+/// Largest request body: a Lambda behind API Gateway receives at most 6 MB
+/// (synchronous invoke payload), headers and envelope included.
+pub const MAX_BODY_BYTES: usize = 6_000_000;
+/// Default item limit. A typical item is about 100–120 bytes of JSON, so
+/// 50,000 items is what 6 MB holds with some margin.
+pub const DEFAULT_MAX_ITEMS: usize = 50_000;
+
+/// Tunables of the ingest API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IngestSettings {
+    pub max_items: usize,
+    pub max_body_bytes: usize,
+    pub packing: PackingLimits,
+}
+
+impl Default for IngestSettings {
+    fn default() -> Self {
+        IngestSettings {
+            max_items: DEFAULT_MAX_ITEMS,
+            max_body_bytes: MAX_BODY_BYTES,
+            packing: PackingLimits::default(),
+        }
+    }
+}
+
+/// What `POST /v1/jobs` answers with 202.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Accepted {
+    pub job_id: JobId,
+    pub accepted: u64,
+    pub deduplicated: u64,
+    pub messages: u64,
+    pub status_url: String,
+}
+
+/// What `GET /v1/jobs/{id}` answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobView {
+    pub job_id: JobId,
+    pub status: JobStatus,
+    pub total: u64,
+    pub applied: u64,
+    pub duplicate: u64,
+    pub failed: u64,
+    pub deduplicated: u64,
+    pub messages: u64,
+    pub created_at: String,
+    pub completed_at: Option<String>,
+}
+
+impl From<&Job> for JobView {
+    fn from(job: &Job) -> Self {
+        JobView {
+            job_id: job.job_id,
+            status: job.status(),
+            total: job.total,
+            applied: job.applied,
+            duplicate: job.duplicate,
+            failed: job.failed,
+            deduplicated: job.deduplicated,
+            messages: job.messages,
+            created_at: rfc3339(job.created_at),
+            completed_at: job.completed_at.map(rfc3339),
+        }
+    }
+}
+
+/// Formats a timestamp as RFC 3339 (`2026-11-25T21:39:32.123Z`).
+pub fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&Rfc3339).unwrap_or_default()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SubmitBody {
+    accruals: Vec<Value>,
+}
+
+/// The ingest API over its ports.
+#[derive(Clone)]
+pub struct IngestService {
+    jobs: Arc<dyn JobStore>,
+    ledger: Arc<dyn Ledger>,
+    queue: Arc<dyn AccrualQueue>,
+    settings: IngestSettings,
+}
+
+impl IngestService {
+    pub fn new(
+        jobs: Arc<dyn JobStore>,
+        ledger: Arc<dyn Ledger>,
+        queue: Arc<dyn AccrualQueue>,
+        settings: IngestSettings,
+    ) -> Self {
+        IngestService {
+            jobs,
+            ledger,
+            queue,
+            settings,
+        }
+    }
+
+    /// Routes one request and answers it; every failure becomes a response.
+    pub async fn handle(&self, request: &ApiRequest) -> ApiResponse {
+        match self.route(request).await {
+            Ok(response) => response,
+            Err(error) => {
+                let status = error.status();
+                if status >= 500 {
+                    warn!(status, error = %error, source = ?std::error::Error::source(&error), "request failed");
+                } else {
+                    info!(status, code = error.code(), "request refused");
+                }
+                error.to_response()
+            }
+        }
+    }
+
+    async fn route(&self, request: &ApiRequest) -> Result<ApiResponse, ApiError> {
+        let segments: Vec<&str> = request.path.trim_matches('/').split('/').collect();
+        let method = request.method.to_ascii_uppercase();
+        let allow = |allowed: &'static str| -> Result<(), ApiError> {
+            if method == allowed {
+                Ok(())
+            } else {
+                Err(ApiError::MethodNotAllowed {
+                    method: method.clone(),
+                    allowed,
+                })
+            }
+        };
+        match segments.as_slice() {
+            ["v1", "jobs"] => {
+                allow("POST")?;
+                self.submit(request).await
+            }
+            ["v1", "jobs", job_id] => {
+                allow("GET")?;
+                self.get_job(job_id).await
+            }
+            ["v1", "members", member_id, "balances"] => {
+                allow("GET")?;
+                self.get_balances(member_id).await
+            }
+            _ => Err(ApiError::NotFoundRoute {
+                method,
+                path: request.path.clone(),
+            }),
+        }
+    }
+
+    async fn submit(&self, request: &ApiRequest) -> Result<ApiResponse, ApiError> {
+        let content_type = request.header("content-type");
+        let is_json = content_type.is_some_and(|ct| {
+            ct.split(';')
+                .next()
+                .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"))
+        });
+        if !is_json {
+            return Err(ApiError::UnsupportedMediaType {
+                found: content_type.map(str::to_owned),
+            });
+        }
+        if request.body.len() > self.settings.max_body_bytes {
+            return Err(ApiError::PayloadTooLarge {
+                bytes: request.body.len(),
+                max: self.settings.max_body_bytes,
+            });
+        }
+        let key = request.header("idempotency-key");
+        if let Some(key) = key {
+            check_idempotency_key(key).map_err(|reason| ApiError::InvalidIdempotencyKey { reason })?;
+        }
+        let body: SubmitBody =
+            serde_json::from_slice(&request.body).map_err(|e| ApiError::MalformedJson { detail: e.to_string() })?;
+        let prepared =
+            prepare_submission(&body.accruals, key, self.settings.max_items).map_err(ApiError::Submission)?;
+        drop(body);
+
+        let job_id = key.map_or_else(JobId::random, job_id_for_key);
+        let accepted = prepared.accruals.len() as u64;
+        let messages = pack_accruals(job_id, prepared.accruals, self.settings.packing);
+        let new_job = NewJob {
+            job_id,
+            request_hash: prepared.request_hash,
+            total: accepted,
+            deduplicated: prepared.deduplicated,
+            messages: messages.len() as u64,
+            created_at: OffsetDateTime::now_utc(),
+        };
+        let job = match self.jobs.create_job(&new_job).await? {
+            CreateJob::Created(job) => job,
+            CreateJob::Existing(job) if job.request_hash != new_job.request_hash => {
+                return Err(ApiError::KeyReused { job_id });
+            }
+            CreateJob::Existing(job) if job.enqueued => {
+                info!(%job_id, "idempotent replay of a queued job");
+                return Ok(accepted_response(&job).with_header("Idempotent-Replayed", "true"));
+            }
+            // Recorded by an earlier attempt that failed to queue everything:
+            // queue again. Messages keep their (job, seq), so the worker folds
+            // each into the job once even if it now arrives twice.
+            CreateJob::Existing(job) => job,
+        };
+        let bodies: Vec<String> = messages.iter().map(|m| m.encode()).collect();
+        drop(messages);
+        self.queue
+            .send_messages(&bodies)
+            .await
+            .map_err(|source| ApiError::EnqueueFailed {
+                job_id,
+                with_key: key.is_some(),
+                source,
+            })?;
+        self.jobs.mark_enqueued(job_id).await?;
+        info!(%job_id, accepted, messages = bodies.len(), deduplicated = job.deduplicated, "job queued");
+        Ok(accepted_response(&job))
+    }
+
+    async fn get_job(&self, raw_id: &str) -> Result<ApiResponse, ApiError> {
+        let not_found = || ApiError::NotFound {
+            what: "job",
+            id: raw_id.to_owned(),
+        };
+        let job_id: JobId = raw_id.parse().map_err(|_| not_found())?;
+        let job = self.jobs.get_job(job_id).await?.ok_or_else(not_found)?;
+        Ok(ApiResponse::json(200, JobView::from(&job)))
+    }
+
+    async fn get_balances(&self, member_id: &str) -> Result<ApiResponse, ApiError> {
+        check_member_id(member_id).map_err(|reason| ApiError::InvalidPathParameter {
+            what: "member_id",
+            reason,
+        })?;
+        let balances = self.ledger.balances(member_id).await?;
+        if balances.is_empty() {
+            return Err(ApiError::NotFound {
+                what: "member",
+                id: member_id.to_owned(),
+            });
+        }
+        let by_type: BTreeMap<String, u64> = balances.into_iter().map(|b| (b.point_type, b.balance)).collect();
+        Ok(ApiResponse::json(
+            200,
+            json!({ "member_id": member_id, "balances": by_type }),
+        ))
+    }
+}
+
+fn accepted_response(job: &Job) -> ApiResponse {
+    let status_url = format!("/v1/jobs/{}", job.job_id);
+    ApiResponse::json(
+        202,
+        Accepted {
+            job_id: job.job_id,
+            accepted: job.total,
+            deduplicated: job.deduplicated,
+            messages: job.messages,
+            status_url: status_url.clone(),
+        },
+    )
+    .with_header("Location", status_url)
+}
+
+impl From<SubmissionError> for ApiError {
+    fn from(e: SubmissionError) -> Self {
+        ApiError::Submission(e)
+    }
+}

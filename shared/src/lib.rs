@@ -1,0 +1,20 @@
+//! Pointflow's shared library: the domain rules, the ingest and worker
+//! services, the ports they speak through, and the adapters behind them.
+//!
+//! Function crates (`functions/*`) only translate Lambda events into calls on
+//! [`ingest::IngestService`] and [`worker::Worker`] and back.
+
+pub mod adapters;
+pub mod api;
+pub mod aws;
+pub mod config;
+pub mod domain;
+pub mod ingest;
+pub mod message;
+pub mod packing;
+pub mod ports;
+pub mod retry;
+pub mod submission;
+pub mod telemetry;
+pub mod validation;
+pub mod worker;

@@ -1,0 +1,102 @@
+//! The queue message: a batch of accruals of one job, as JSON.
+
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{Accrual, JobId};
+use crate::validation;
+
+/// One queue message: up to a configured number of accruals of one job.
+///
+/// `(job_id, seq)` identifies the message across redeliveries and resends;
+/// the worker folds each message's counts into its job exactly once by it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccrualMessage {
+    pub job_id: JobId,
+    pub seq: u32,
+    pub accruals: Vec<Accrual>,
+}
+
+/// A message body that is not a valid [`AccrualMessage`].
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("undecodable accrual message: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("accrual {index} of the message has an invalid {field}: {reason}")]
+    InvalidAccrual {
+        index: usize,
+        field: &'static str,
+        reason: String,
+    },
+    #[error("the message holds no accruals")]
+    Empty,
+}
+
+impl AccrualMessage {
+    /// Parses a message body.
+    pub fn decode(body: &str) -> Result<Self, DecodeError> {
+        let message: AccrualMessage = serde_json::from_str(body)?;
+        if message.accruals.is_empty() {
+            return Err(DecodeError::Empty);
+        }
+        // The queue is ours, but a message may have been written by hand or by
+        // an older release: apply only what the API would have accepted.
+        for (index, a) in message.accruals.iter().enumerate() {
+            let checks: [(&'static str, Result<(), String>); 5] = [
+                ("accrual_id", validation::check_accrual_id(&a.accrual_id)),
+                ("member_id", validation::check_member_id(&a.member_id)),
+                ("point_type", validation::check_point_type(&a.point_type)),
+                ("amount", validation::check_amount(a.amount)),
+                ("reason", a.reason.as_deref().map_or(Ok(()), validation::check_reason)),
+            ];
+            for (field, result) in checks {
+                if let Err(reason) = result {
+                    return Err(DecodeError::InvalidAccrual { index, field, reason });
+                }
+            }
+        }
+        Ok(message)
+    }
+
+    /// The message body.
+    pub fn encode(&self) -> String {
+        // A struct of strings, integers and a UUID always serialises.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_rejects_invalid_content() {
+        let m = AccrualMessage {
+            job_id: JobId::random(),
+            seq: 3,
+            accruals: vec![Accrual {
+                accrual_id: "a".into(),
+                member_id: "m".into(),
+                point_type: "P".into(),
+                amount: 5,
+                reason: None,
+            }],
+        };
+        assert_eq!(AccrualMessage::decode(&m.encode()).unwrap(), m);
+        assert!(matches!(AccrualMessage::decode("not json"), Err(DecodeError::Json(_))));
+        let bad = m.encode().replace("\"amount\":5", "\"amount\":0");
+        assert!(matches!(
+            AccrualMessage::decode(&bad),
+            Err(DecodeError::InvalidAccrual {
+                index: 0,
+                field: "amount",
+                ..
+            })
+        ));
+        let empty = AccrualMessage { accruals: vec![], ..m };
+        assert!(matches!(
+            AccrualMessage::decode(&empty.encode()),
+            Err(DecodeError::Empty)
+        ));
+    }
+}

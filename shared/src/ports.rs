@@ -1,0 +1,152 @@
+//! The ports: small traits that speak the domain. The services in
+//! [`crate::ingest`] and [`crate::worker`] only see these; each backend
+//! (DynamoDB + SQS, in-memory, later embedded) implements them and must pass
+//! the same contract suite (`tests/src/contract.rs`).
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+
+use crate::domain::{Accrual, Balance, Job, JobId, MessageCounts, NewJob};
+
+/// Any error from a backend's client library, kept whole as a source.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// A storage operation that did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the store throttled {operation} and retries were exhausted")]
+    Throttled { operation: &'static str },
+    #[error("{operation} kept conflicting with concurrent transactions and retries were exhausted")]
+    Conflict { operation: &'static str },
+    #[error("{operation} failed")]
+    Backend {
+        operation: &'static str,
+        #[source]
+        source: BoxError,
+    },
+    #[error("stored item {key} is malformed: {detail}")]
+    Corrupt { key: String, detail: String },
+}
+
+impl StoreError {
+    /// Whether trying again later may succeed (a queue redelivery will).
+    pub fn is_transient(&self) -> bool {
+        !matches!(self, StoreError::Corrupt { .. })
+    }
+}
+
+/// What applying a set of accruals did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ApplyOutcome {
+    /// Accruals now credited by this job: newly, or found already credited by
+    /// this same job (a redelivery or a retried transaction).
+    pub applied: u64,
+    /// Of `applied`, those found already credited by this job.
+    pub replayed: u64,
+    /// Accruals skipped because a different job had credited their id.
+    pub duplicate: u64,
+    /// Store requests made (for requests-per-accrual accounting).
+    pub requests: u64,
+}
+
+/// The ledger: credits accruals exactly once and keeps balances.
+#[async_trait]
+pub trait Ledger: Send + Sync {
+    /// Credits each accrual whose id has never been credited, on behalf of
+    /// `job_id`, and says which were new. Per accrual, the ledger entry and the
+    /// balance change happen together or not at all; safe to call again with
+    /// the same accruals (nothing is credited twice).
+    async fn apply_accruals(
+        &self,
+        job_id: JobId,
+        accruals: &[Accrual],
+        now: OffsetDateTime,
+    ) -> Result<ApplyOutcome, StoreError>;
+
+    /// A member's balances, by point type (sorted); empty for an unknown member.
+    async fn balances(&self, member_id: &str) -> Result<Vec<Balance>, StoreError>;
+}
+
+/// Result of creating a job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CreateJob {
+    Created(Job),
+    /// A job with this id already existed: returned as stored.
+    Existing(Job),
+}
+
+/// Jobs and their counts.
+#[async_trait]
+pub trait JobStore: Send + Sync {
+    /// Creates the job unless one with its id exists, in which case the
+    /// existing job is returned untouched.
+    async fn create_job(&self, job: &NewJob) -> Result<CreateJob, StoreError>;
+
+    /// Records that every message of the job has been queued.
+    async fn mark_enqueued(&self, job_id: JobId) -> Result<(), StoreError>;
+
+    async fn get_job(&self, job_id: JobId) -> Result<Option<Job>, StoreError>;
+
+    /// Adds one message's counts to its job, once per `(job_id, seq)` however
+    /// often it is called, and stamps `completed_at` when every accrual of the
+    /// job is settled. Returns whether this call did the folding.
+    async fn fold_message(
+        &self,
+        job_id: JobId,
+        seq: u32,
+        counts: MessageCounts,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError>;
+}
+
+/// A queue operation that did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("{unsent} of {total} messages could not be queued after retries")]
+    Unsent {
+        unsent: usize,
+        total: usize,
+        #[source]
+        source: Option<BoxError>,
+    },
+    #[error("the queue refused a message: {reason}")]
+    Rejected { reason: String },
+    #[error("{operation} failed")]
+    Backend {
+        operation: &'static str,
+        #[source]
+        source: BoxError,
+    },
+}
+
+/// A message as a consumer receives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceivedMessage {
+    pub message_id: String,
+    /// Handle to delete this delivery with.
+    pub receipt_handle: String,
+    pub body: String,
+    /// How many times the message has been received, this time included.
+    pub receive_count: u32,
+}
+
+/// A queue with SQS semantics: at-least-once delivery, a visibility timeout,
+/// redrive to a dead-letter queue after a number of receives.
+#[async_trait]
+pub trait AccrualQueue: Send + Sync {
+    /// Queues every body, batching as the backend allows. All or error: an
+    /// error means some bodies may not be queued (resending all is safe).
+    async fn send_messages(&self, bodies: &[String]) -> Result<(), QueueError>;
+
+    /// Receives up to `max` messages (at most 10 per call on SQS), waiting up
+    /// to `wait` for the first.
+    async fn receive_messages(&self, max: usize, wait: Duration) -> Result<Vec<ReceivedMessage>, QueueError>;
+
+    /// Deletes deliveries by receipt handle.
+    async fn delete_messages(&self, receipt_handles: &[String]) -> Result<(), QueueError>;
+
+    /// Requests made to the backend so far (for requests-per-accrual accounting).
+    fn requests(&self) -> u64;
+}

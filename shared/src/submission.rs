@@ -1,0 +1,223 @@
+//! Turning a list of submitted items into the accruals of one job: derive
+//! missing ids, validate, collapse in-request duplicates, fingerprint.
+
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::domain::{Accrual, JobId};
+use crate::validation::{accrual_from_json, FieldError};
+
+/// How many item errors a rejection lists; the total is always reported.
+pub const MAX_REPORTED_ERRORS: usize = 100;
+
+/// Namespace of accrual ids derived from an `Idempotency-Key` (UUIDv5).
+const ACCRUAL_ID_NAMESPACE: Uuid = Uuid::from_u128(0x6f1f_4c4e_8a1d_4b5e_9f0a_3c2b_7d61_a001);
+/// Namespace of job ids derived from an `Idempotency-Key` (UUIDv5).
+const JOB_ID_NAMESPACE: Uuid = Uuid::from_u128(0x6f1f_4c4e_8a1d_4b5e_9f0a_3c2b_7d61_a002);
+
+/// The id of the item at `position` of a request sent with `key`: the same key
+/// and position always give the same id, so a retried request credits nothing twice.
+pub fn derive_accrual_id(key: &str, position: usize) -> String {
+    Uuid::new_v5(&ACCRUAL_ID_NAMESPACE, format!("{key}\u{1f}{position}").as_bytes()).to_string()
+}
+
+/// The job of a request sent with `key`: the same key always names the same job.
+pub fn job_id_for_key(key: &str) -> JobId {
+    JobId(Uuid::new_v5(&JOB_ID_NAMESPACE, key.as_bytes()))
+}
+
+/// Accruals ready to be packed and queued.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreparedSubmission {
+    /// Distinct accruals, in submission order.
+    pub accruals: Vec<Accrual>,
+    /// Items dropped because they repeated an earlier item exactly.
+    pub deduplicated: u64,
+    /// SHA-256 over the distinct accruals: equal for a retry of the same request.
+    pub request_hash: String,
+}
+
+/// Why a submission was refused as a whole.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubmissionError {
+    #[error("the accruals list is empty; send at least one accrual")]
+    Empty,
+    #[error("{count} accruals in one request; at most {max} are accepted, split the campaign into several requests")]
+    TooMany { count: usize, max: usize },
+    #[error("{total_errors} problem(s) with the submitted accruals; nothing was queued")]
+    Invalid {
+        /// The first [`MAX_REPORTED_ERRORS`] problems, in item order.
+        errors: Vec<FieldError>,
+        total_errors: usize,
+    },
+}
+
+/// Validates every item (all of them, so the client sees every problem at
+/// once), derives missing ids from `idempotency_key`, and collapses
+/// duplicates: an exact repeat is counted in `deduplicated`, a repeated
+/// `accrual_id` with different content is an error on the later item.
+pub fn prepare_submission(
+    items: &[Value],
+    idempotency_key: Option<&str>,
+    max_items: usize,
+) -> Result<PreparedSubmission, SubmissionError> {
+    if items.is_empty() {
+        return Err(SubmissionError::Empty);
+    }
+    if items.len() > max_items {
+        return Err(SubmissionError::TooMany {
+            count: items.len(),
+            max: max_items,
+        });
+    }
+    let mut errors = Vec::new();
+    let mut total_errors = 0usize;
+    let mut record = |mut errs: Vec<FieldError>| {
+        total_errors += errs.len();
+        let room = MAX_REPORTED_ERRORS.saturating_sub(errors.len());
+        errs.truncate(room);
+        errors.extend(errs);
+    };
+
+    let mut accruals: Vec<Accrual> = Vec::with_capacity(items.len());
+    let mut first_index: HashMap<String, (usize, usize)> = HashMap::with_capacity(items.len());
+    let mut deduplicated = 0u64;
+    for (index, item) in items.iter().enumerate() {
+        let derived = idempotency_key.map(|key| derive_accrual_id(key, index));
+        let accrual = match accrual_from_json(index, item, derived) {
+            Ok(a) => a,
+            Err(errs) => {
+                record(errs);
+                continue;
+            }
+        };
+        match first_index.entry(accrual.accrual_id.clone()) {
+            Entry::Vacant(slot) => {
+                slot.insert((index, accruals.len()));
+                accruals.push(accrual);
+            }
+            Entry::Occupied(seen) => {
+                let (first_item, position) = *seen.get();
+                if accruals[position] == accrual {
+                    deduplicated += 1;
+                } else {
+                    record(vec![FieldError {
+                        index,
+                        field: "accrual_id".into(),
+                        reason: format!(
+                            "repeats the accrual_id of item {first_item} with different content; \
+                             an accrual_id identifies one credit"
+                        ),
+                    }]);
+                }
+            }
+        }
+    }
+    if total_errors > 0 {
+        return Err(SubmissionError::Invalid { errors, total_errors });
+    }
+    let request_hash = fingerprint(&accruals);
+    Ok(PreparedSubmission {
+        accruals,
+        deduplicated,
+        request_hash,
+    })
+}
+
+/// SHA-256 over the accruals' canonical JSON, one per line.
+pub fn fingerprint(accruals: &[Accrual]) -> String {
+    let mut hasher = Sha256::new();
+    for accrual in accruals {
+        // Serialising a struct of strings and integers cannot fail.
+        if let Ok(line) = serde_json::to_vec(accrual) {
+            hasher.update(&line);
+        }
+        hasher.update(b"\n");
+    }
+    hex::encode(hasher.finalize())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn item(id: &str, member: &str, amount: u64) -> Value {
+        json!({"accrual_id": id, "member_id": member, "point_type": "P", "amount": amount})
+    }
+
+    #[test]
+    fn exact_repeats_collapse_and_are_counted() {
+        let items = [item("a", "m1", 5), item("b", "m2", 5), item("a", "m1", 5)];
+        let p = prepare_submission(&items, None, 10).unwrap();
+        assert_eq!(p.accruals.len(), 2);
+        assert_eq!(p.deduplicated, 1);
+    }
+
+    #[test]
+    fn same_id_with_different_content_is_rejected_naming_both_items() {
+        let items = [item("a", "m1", 5), item("a", "m1", 6)];
+        let SubmissionError::Invalid { errors, total_errors } = prepare_submission(&items, None, 10).unwrap_err()
+        else {
+            panic!("expected Invalid")
+        };
+        assert_eq!(total_errors, 1);
+        assert_eq!(errors[0].index, 1);
+        assert_eq!(errors[0].field, "accrual_id");
+        assert!(errors[0].reason.contains("item 0"));
+    }
+
+    #[test]
+    fn derived_ids_are_stable_across_retries_and_distinct_by_position() {
+        let items = vec![json!({"member_id":"m","point_type":"P","amount":1}); 3];
+        let a = prepare_submission(&items, Some("key-1"), 10).unwrap();
+        let b = prepare_submission(&items, Some("key-1"), 10).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(
+            a.accruals.len(),
+            3,
+            "identical items at different positions are different credits"
+        );
+        let c = prepare_submission(&items, Some("key-2"), 10).unwrap();
+        assert_ne!(a.accruals[0].accrual_id, c.accruals[0].accrual_id);
+        assert_ne!(a.request_hash, c.request_hash);
+        assert_eq!(job_id_for_key("key-1"), job_id_for_key("key-1"));
+        assert_ne!(job_id_for_key("key-1"), job_id_for_key("key-2"));
+    }
+
+    #[test]
+    fn missing_ids_without_key_are_refused_with_the_fix() {
+        let items = vec![json!({"member_id":"m","point_type":"P","amount":1})];
+        let err = prepare_submission(&items, None, 10).unwrap_err();
+        let SubmissionError::Invalid { errors, .. } = err else {
+            panic!()
+        };
+        assert!(errors[0].reason.contains("Idempotency-Key"));
+    }
+
+    #[test]
+    fn errors_are_capped_but_counted() {
+        let items: Vec<Value> = (0..250).map(|i| item(&format!("a{i}"), "", 1)).collect();
+        let SubmissionError::Invalid { errors, total_errors } = prepare_submission(&items, None, 1000).unwrap_err()
+        else {
+            panic!()
+        };
+        assert_eq!(total_errors, 250);
+        assert_eq!(errors.len(), MAX_REPORTED_ERRORS);
+        assert_eq!(errors[99].index, 99);
+    }
+
+    #[test]
+    fn empty_and_oversized_lists_are_refused() {
+        assert_eq!(prepare_submission(&[], None, 10), Err(SubmissionError::Empty));
+        let items = vec![item("a", "m", 1); 11];
+        assert_eq!(
+            prepare_submission(&items, None, 10),
+            Err(SubmissionError::TooMany { count: 11, max: 10 })
+        );
+    }
+}

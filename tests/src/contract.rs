@@ -1,0 +1,276 @@
+//! The port contract suite. Every backend runs every case (see
+//! [`contract_suite!`](crate::contract_suite)), so an adapter can never drift
+//! from what the services rely on.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use pointflow::domain::{Accrual, Balance, JobId, JobStatus, MessageCounts, NewJob};
+use pointflow::ports::{CreateJob, ReceivedMessage};
+use time::OffsetDateTime;
+
+use crate::backend::Backend;
+
+fn accrual(id: &str, member: &str, point_type: &str, amount: u64) -> Accrual {
+    Accrual {
+        accrual_id: id.into(),
+        member_id: member.into(),
+        point_type: point_type.into(),
+        amount,
+        reason: Some("contract".into()),
+    }
+}
+
+fn balance(point_type: &str, balance: u64) -> Balance {
+    Balance {
+        point_type: point_type.into(),
+        balance,
+    }
+}
+
+fn now() -> OffsetDateTime {
+    OffsetDateTime::now_utc()
+}
+
+fn new_job(total: u64, messages: u64, hash: &str) -> NewJob {
+    NewJob {
+        job_id: JobId::random(),
+        request_hash: hash.into(),
+        total,
+        deduplicated: 1,
+        messages,
+        // Stores keep at least millisecond precision.
+        created_at: OffsetDateTime::from_unix_timestamp(1_790_000_000).expect("valid time"),
+    }
+}
+
+/// New accruals are credited, a repeat by the same job is "applied (replayed)",
+/// a repeat by another job is "duplicate", and balances move only once.
+pub async fn ledger_credits_each_accrual_once(b: &Backend) {
+    let (job, other) = (JobId::random(), JobId::random());
+    let batch = [
+        accrual("c1-a", "c1-m1", "P", 10),
+        accrual("c1-b", "c1-m1", "P", 5),
+        accrual("c1-c", "c1-m2", "Q", 7),
+    ];
+    let first = b.ledger.apply_accruals(job, &batch, now()).await.unwrap();
+    assert_eq!((first.applied, first.replayed, first.duplicate), (3, 0, 0));
+    let again = b.ledger.apply_accruals(job, &batch, now()).await.unwrap();
+    assert_eq!((again.applied, again.replayed, again.duplicate), (3, 3, 0));
+    let by_other = b.ledger.apply_accruals(other, &batch, now()).await.unwrap();
+    assert_eq!((by_other.applied, by_other.replayed, by_other.duplicate), (0, 0, 3));
+    assert_eq!(b.ledger.balances("c1-m1").await.unwrap(), [balance("P", 15)]);
+    assert_eq!(b.ledger.balances("c1-m2").await.unwrap(), [balance("Q", 7)]);
+}
+
+/// A crash after part of a message leaves part credited; the redelivery
+/// credits the rest and counts the part as applied, not duplicate.
+pub async fn ledger_completes_a_partially_applied_message(b: &Backend) {
+    let job = JobId::random();
+    let batch: Vec<Accrual> = (0..6)
+        .map(|i| accrual(&format!("c2-{i}"), &format!("c2-m{}", i % 2), "P", 100))
+        .collect();
+    b.ledger.apply_accruals(job, &batch[..2], now()).await.unwrap();
+    let full = b.ledger.apply_accruals(job, &batch, now()).await.unwrap();
+    assert_eq!((full.applied, full.replayed, full.duplicate), (6, 2, 0));
+    assert_eq!(b.ledger.balances("c2-m0").await.unwrap(), [balance("P", 300)]);
+    assert_eq!(b.ledger.balances("c2-m1").await.unwrap(), [balance("P", 300)]);
+}
+
+/// More accruals of one balance than one DynamoDB transaction holds.
+pub async fn ledger_sums_many_accruals_of_one_balance(b: &Backend) {
+    let job = JobId::random();
+    let batch: Vec<Accrual> = (0..150).map(|i| accrual(&format!("c3-{i}"), "c3-m", "P", 2)).collect();
+    let outcome = b.ledger.apply_accruals(job, &batch, now()).await.unwrap();
+    assert_eq!(outcome.applied, 150);
+    assert_eq!(b.ledger.balances("c3-m").await.unwrap(), [balance("P", 300)]);
+}
+
+/// Balances come per point type, sorted; an unknown member has none.
+pub async fn ledger_reports_balances_per_point_type(b: &Backend) {
+    let job = JobId::random();
+    let batch = [
+        accrual("c4-1", "c4-m", "WELCOME", 2000),
+        accrual("c4-2", "c4-m", "BONUS", 500),
+    ];
+    b.ledger.apply_accruals(job, &batch, now()).await.unwrap();
+    assert_eq!(
+        b.ledger.balances("c4-m").await.unwrap(),
+        [balance("BONUS", 500), balance("WELCOME", 2000)]
+    );
+    assert_eq!(b.ledger.balances("c4-nobody").await.unwrap(), []);
+}
+
+/// A job is created once; a second create returns the stored job untouched.
+pub async fn job_is_created_once(b: &Backend) {
+    let job = new_job(5, 2, "hash-1");
+    let created = match b.jobs.create_job(&job).await.unwrap() {
+        CreateJob::Created(j) => j,
+        other => panic!("expected Created, got {other:?}"),
+    };
+    assert_eq!(created.status(), JobStatus::Queued);
+    let retry = NewJob {
+        request_hash: "hash-2".into(),
+        total: 99,
+        ..job.clone()
+    };
+    match b.jobs.create_job(&retry).await.unwrap() {
+        CreateJob::Existing(existing) => assert_eq!(existing, created),
+        other => panic!("expected Existing, got {other:?}"),
+    }
+    assert_eq!(b.jobs.get_job(job.job_id).await.unwrap(), Some(created));
+    assert_eq!(b.jobs.get_job(JobId::random()).await.unwrap(), None);
+    b.jobs.mark_enqueued(job.job_id).await.unwrap();
+    assert!(b.jobs.get_job(job.job_id).await.unwrap().unwrap().enqueued);
+}
+
+/// Each message's counts are folded once, however often; the job completes
+/// (and gets `completed_at`) when every accrual is settled.
+pub async fn job_counts_fold_once_per_message(b: &Backend) {
+    let job = new_job(5, 2, "h");
+    b.jobs.create_job(&job).await.unwrap();
+    let first = MessageCounts {
+        applied: 3,
+        duplicate: 0,
+        failed: 0,
+    };
+    assert!(b.jobs.fold_message(job.job_id, 0, first, now()).await.unwrap());
+    assert!(!b.jobs.fold_message(job.job_id, 0, first, now()).await.unwrap());
+    let running = b.jobs.get_job(job.job_id).await.unwrap().unwrap();
+    assert_eq!(
+        (running.applied, running.duplicate, running.status()),
+        (3, 0, JobStatus::Running)
+    );
+    assert_eq!(running.completed_at, None);
+    let second = MessageCounts {
+        applied: 1,
+        duplicate: 1,
+        failed: 0,
+    };
+    assert!(b.jobs.fold_message(job.job_id, 1, second, now()).await.unwrap());
+    assert!(!b.jobs.fold_message(job.job_id, 1, second, now()).await.unwrap());
+    let done = b.jobs.get_job(job.job_id).await.unwrap().unwrap();
+    assert_eq!((done.applied, done.duplicate, done.failed), (4, 1, 0));
+    assert_eq!(done.status(), JobStatus::Completed);
+    assert!(done.completed_at.is_some());
+}
+
+/// Failed accruals complete a job "with errors".
+pub async fn job_with_failed_message_completes_with_errors(b: &Backend) {
+    let job = new_job(4, 2, "h");
+    b.jobs.create_job(&job).await.unwrap();
+    let ok = MessageCounts {
+        applied: 2,
+        ..MessageCounts::default()
+    };
+    let failed = MessageCounts {
+        failed: 2,
+        ..MessageCounts::default()
+    };
+    b.jobs.fold_message(job.job_id, 0, ok, now()).await.unwrap();
+    b.jobs.fold_message(job.job_id, 1, failed, now()).await.unwrap();
+    let done = b.jobs.get_job(job.job_id).await.unwrap().unwrap();
+    assert_eq!(done.status(), JobStatus::CompletedWithErrors);
+    assert!(done.completed_at.is_some());
+}
+
+/// Counts of a message whose job does not exist go nowhere and create nothing.
+pub async fn fold_for_unknown_job_records_nothing(b: &Backend) {
+    let ghost = JobId::random();
+    let counts = MessageCounts {
+        applied: 1,
+        ..MessageCounts::default()
+    };
+    assert!(!b.jobs.fold_message(ghost, 0, counts, now()).await.unwrap());
+    assert_eq!(b.jobs.get_job(ghost).await.unwrap(), None);
+}
+
+async fn receive_all(b: &Backend, expected: usize) -> Vec<ReceivedMessage> {
+    let mut received = Vec::new();
+    for _ in 0..20 {
+        if received.len() >= expected {
+            break;
+        }
+        received.extend(b.queue.receive_messages(10, Duration::from_secs(1)).await.unwrap());
+    }
+    received
+}
+
+/// Every sent body is delivered; deleted deliveries never come back.
+pub async fn queue_delivers_and_deletes(b: &Backend) {
+    let bodies: Vec<String> = (0..23).map(|i| format!("{{\"n\":{i}}}")).collect();
+    b.queue.send_messages(&bodies).await.unwrap();
+    let received = receive_all(b, bodies.len()).await;
+    let got: HashSet<&str> = received.iter().map(|m| m.body.as_str()).collect();
+    assert_eq!(got, bodies.iter().map(String::as_str).collect::<HashSet<_>>());
+    assert!(received.iter().all(|m| m.receive_count == 1));
+    let handles: Vec<String> = received.iter().map(|m| m.receipt_handle.clone()).collect();
+    b.queue.delete_messages(&handles).await.unwrap();
+    tokio::time::sleep(b.visibility_timeout + Duration::from_millis(200)).await;
+    assert_eq!(
+        b.queue.receive_messages(10, Duration::from_millis(500)).await.unwrap(),
+        []
+    );
+}
+
+/// An undeleted delivery comes back after the visibility timeout with a
+/// higher receive count, and after `max_receive_count` receives it moves to
+/// the dead-letter queue.
+pub async fn queue_redelivers_then_dead_letters(b: &Backend) {
+    b.queue.send_messages(&["poison".to_owned()]).await.unwrap();
+    for expected_count in 1..=b.max_receive_count {
+        let mut got = Vec::new();
+        for _ in 0..10 {
+            got = b.queue.receive_messages(10, Duration::from_secs(1)).await.unwrap();
+            if !got.is_empty() {
+                break;
+            }
+        }
+        assert_eq!(got.len(), 1, "delivery {expected_count}");
+        assert_eq!(got[0].receive_count, expected_count);
+        tokio::time::sleep(b.visibility_timeout + Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        b.queue.receive_messages(10, Duration::from_millis(500)).await.unwrap(),
+        []
+    );
+    let mut dead = Vec::new();
+    for _ in 0..5 {
+        dead = b.dlq.receive_messages(10, Duration::from_secs(1)).await.unwrap();
+        if !dead.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].body, "poison");
+}
+
+/// Generates one `#[tokio::test]` per contract case for a backend.
+/// `$make` is an async expression yielding `Option<Backend>` (`None` skips).
+#[macro_export]
+macro_rules! contract_suite {
+    ($make:expr) => {
+        $crate::contract_suite!(@cases $make;
+            ledger_credits_each_accrual_once,
+            ledger_completes_a_partially_applied_message,
+            ledger_sums_many_accruals_of_one_balance,
+            ledger_reports_balances_per_point_type,
+            job_is_created_once,
+            job_counts_fold_once_per_message,
+            job_with_failed_message_completes_with_errors,
+            fold_for_unknown_job_records_nothing,
+            queue_delivers_and_deletes,
+            queue_redelivers_then_dead_letters,
+        );
+    };
+    (@cases $make:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $case() {
+                if let Some(backend) = $make.await {
+                    $crate::contract::$case(&backend).await;
+                }
+            }
+        )*
+    };
+}

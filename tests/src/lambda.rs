@@ -1,0 +1,127 @@
+//! Driving the real Lambda handlers the way AWS would.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use aws_lambda_events::apigw::{ApiGatewayProxyRequest, ApiGatewayProxyResponse};
+use aws_lambda_events::encodings::Body;
+use aws_lambda_events::http::{HeaderMap, HeaderValue, Method};
+use aws_lambda_events::sqs::{SqsEvent, SqsMessage};
+use pointflow::ingest::IngestService;
+use pointflow::ports::{AccrualQueue, ReceivedMessage};
+use pointflow::worker::Worker;
+use serde_json::Value;
+
+/// Path of a file in `events/`.
+pub fn event_path(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../events").join(name)
+}
+
+/// Parses a sample event from `events/`.
+pub fn load_event<T: serde::de::DeserializeOwned>(name: &str) -> T {
+    let text = std::fs::read_to_string(event_path(name)).unwrap_or_else(|e| panic!("read events/{name}: {e}"));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("events/{name} is not a valid event: {e}"))
+}
+
+/// An API Gateway REST (v1) event, as API Gateway would send it.
+pub fn api_event(method: &str, path: &str, headers: &[(&str, &str)], body: Option<String>) -> ApiGatewayProxyRequest {
+    let mut map = HeaderMap::new();
+    for (name, value) in headers {
+        map.insert(
+            aws_lambda_events::http::HeaderName::try_from(*name).expect("header name"),
+            HeaderValue::try_from(*value).expect("header value"),
+        );
+    }
+    let mut event = ApiGatewayProxyRequest::default();
+    event.http_method = Method::from_bytes(method.as_bytes()).expect("method");
+    event.path = Some(path.to_owned());
+    event.resource = Some(path.to_owned());
+    event.headers = map.clone();
+    event.multi_value_headers = map;
+    event.body = body;
+    event
+}
+
+/// A `POST /v1/jobs` event with a JSON body and an optional idempotency key.
+pub fn post_job(body: &Value, key: Option<&str>) -> ApiGatewayProxyRequest {
+    let mut headers = vec![("content-type", "application/json")];
+    if let Some(key) = key {
+        headers.push(("idempotency-key", key));
+    }
+    api_event("POST", "/v1/jobs", &headers, Some(body.to_string()))
+}
+
+/// Status and parsed JSON body of a handler response.
+pub fn response_json(response: &ApiGatewayProxyResponse) -> (i64, Value) {
+    let body = match &response.body {
+        Some(Body::Text(text)) => serde_json::from_str(text).expect("JSON body"),
+        Some(Body::Binary(bytes)) => serde_json::from_slice(bytes).expect("JSON body"),
+        _ => Value::Null,
+    };
+    (response.status_code, body)
+}
+
+/// Calls the ingest handler and returns status and body.
+pub async fn call_api(service: &IngestService, event: ApiGatewayProxyRequest) -> (i64, Value) {
+    response_json(&ingest_api::handle(service, event).await)
+}
+
+/// An SQS event as Lambda's event source mapping builds it.
+pub fn sqs_event(messages: &[ReceivedMessage]) -> SqsEvent {
+    let mut event = SqsEvent::default();
+    for m in messages {
+        let mut record = SqsMessage::default();
+        record.message_id = Some(m.message_id.clone());
+        record.receipt_handle = Some(m.receipt_handle.clone());
+        record.body = Some(m.body.clone());
+        record.attributes = HashMap::from([("ApproximateReceiveCount".to_owned(), m.receive_count.to_string())]);
+        record.event_source = Some("aws:sqs".into());
+        event.records.push(record);
+    }
+    event
+}
+
+/// What draining a queue did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Drained {
+    /// Messages handed to the worker (redeliveries included).
+    pub deliveries: usize,
+    /// Messages the worker reported failed.
+    pub failures: usize,
+}
+
+/// Plays Lambda's event source mapping until the queue stays empty: receive
+/// up to 10, invoke the worker handler, delete what succeeded.
+pub async fn drain(queue: &dyn AccrualQueue, worker: &Worker) -> Drained {
+    let mut drained = Drained::default();
+    let mut empty_polls = 0;
+    while empty_polls < 2 {
+        let messages = queue
+            .receive_messages(10, Duration::from_secs(1))
+            .await
+            .expect("receive");
+        if messages.is_empty() {
+            empty_polls += 1;
+            continue;
+        }
+        empty_polls = 0;
+        let response = worker::handle(worker, sqs_event(&messages)).await;
+        let failed: Vec<&str> = response
+            .batch_item_failures
+            .iter()
+            .map(|f| f.item_identifier.as_str())
+            .collect();
+        let done: Vec<String> = messages
+            .iter()
+            .filter(|m| !failed.contains(&m.message_id.as_str()))
+            .map(|m| m.receipt_handle.clone())
+            .collect();
+        drained.deliveries += messages.len();
+        drained.failures += failed.len();
+        if !done.is_empty() {
+            queue.delete_messages(&done).await.expect("delete");
+        }
+    }
+    drained
+}
