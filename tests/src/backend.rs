@@ -26,6 +26,7 @@ pub struct Backend {
 
 /// A fresh in-memory backend.
 pub fn memory(visibility_timeout: Duration, max_receive_count: u32) -> Backend {
+    crate::init_logging();
     let store = Arc::new(MemoryStore::new());
     let dlq = Arc::new(MemoryQueue::new(visibility_timeout));
     let queue = Arc::new(MemoryQueue::with_dead_letter_queue(
@@ -50,6 +51,7 @@ pub fn memory(visibility_timeout: Duration, max_receive_count: u32) -> Backend {
 /// With `POINTFLOW_REQUIRE_EMULATOR=1` (set by `scripts/test.sh`) a missing
 /// emulator is a failure, so CI can never pass by skipping.
 pub async fn emulator_config() -> Option<aws_config::SdkConfig> {
+    crate::init_logging();
     if std::env::var_os("AWS_ENDPOINT_URL").is_none() {
         assert!(
             std::env::var("POINTFLOW_REQUIRE_EMULATOR").as_deref() != Ok("1"),

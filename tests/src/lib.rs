@@ -6,3 +6,15 @@
 pub mod backend;
 pub mod contract;
 pub mod lambda;
+
+/// Logs of the code under test, shown for failing tests (`RUST_LOG`, default
+/// `warn`).
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    // Several tests of one binary call this; the first wins.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .try_init();
+}

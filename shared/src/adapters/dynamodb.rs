@@ -410,14 +410,17 @@ where
     }
 }
 
-fn is_transport<E, R>(error: &SdkError<E, R>) -> bool {
-    matches!(
-        error,
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_)
-    )
+/// Network failures and 5xx answers: worth retrying after a pause (DynamoDB
+/// documents 500 InternalServerError as retryable).
+fn is_transport<E>(error: &SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>) -> bool {
+    match error {
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => true,
+        SdkError::ServiceError(e) => e.raw().status().is_server_error(),
+        _ => false,
+    }
 }
 
-fn is_throttling<E: ProvideErrorMetadata, R>(error: &SdkError<E, R>) -> bool {
+fn is_throttling<E: ProvideErrorMetadata>(error: &SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>) -> bool {
     matches!(
         error.as_service_error().and_then(|e| e.code()),
         Some("ProvisionedThroughputExceededException" | "ThrottlingException" | "RequestLimitExceeded")
@@ -426,10 +429,12 @@ fn is_throttling<E: ProvideErrorMetadata, R>(error: &SdkError<E, R>) -> bool {
 
 /// Maps an SDK error of a single-item call: throttling and transport errors
 /// are transient, the rest is a backend failure.
-fn single_call_error<E, R>(operation: &'static str, error: SdkError<E, R>) -> StoreError
+fn single_call_error<E>(
+    operation: &'static str,
+    error: SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>,
+) -> StoreError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    R: std::fmt::Debug + Send + Sync + 'static,
 {
     if is_throttling(&error) {
         StoreError::Throttled { operation }

@@ -1,0 +1,192 @@
+//! What the API refuses and how it says so (in-memory backend: these are
+//! rules of the service, not of AWS).
+
+use std::time::Duration;
+
+use pointflow::ingest::{IngestService, IngestSettings};
+use pointflow_tests::backend::{self, Backend};
+use pointflow_tests::lambda::{api_event, call_api, post_job};
+use serde_json::{json, Value};
+
+fn service(settings: IngestSettings) -> (Backend, IngestService) {
+    let b = backend::memory(Duration::from_secs(30), 3);
+    let s = IngestService::new(b.jobs.clone(), b.ledger.clone(), b.queue.clone(), settings);
+    (b, s)
+}
+
+fn valid() -> Value {
+    json!({"accruals": [{"accrual_id": "a", "member_id": "m", "point_type": "P", "amount": 1}]})
+}
+
+async fn nothing_queued(b: &Backend) {
+    assert_eq!(b.queue.receive_messages(10, Duration::ZERO).await.unwrap(), []);
+}
+
+#[tokio::test]
+async fn malformed_json_is_a_400_naming_the_position() {
+    let (b, s) = service(IngestSettings::default());
+    let event = api_event(
+        "POST",
+        "/v1/jobs",
+        &[("content-type", "application/json")],
+        Some("{\"accruals\": [".into()),
+    );
+    let (status, body) = call_api(&s, event).await;
+    assert_eq!(status, 400);
+    assert_eq!(body["error"]["code"], "malformed_json");
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("line 1 column"),
+        "{body}"
+    );
+    nothing_queued(&b).await;
+}
+
+#[tokio::test]
+async fn wrong_shapes_are_400s() {
+    let (_, s) = service(IngestSettings::default());
+    for body in [
+        json!([1, 2]),
+        json!({"items": []}),
+        json!({"accruals": {}}),
+        json!({"accruals": [], "x": 1}),
+    ] {
+        let (status, reply) = call_api(&s, post_job(&body, None)).await;
+        assert_eq!(status, 400, "{body} → {reply}");
+    }
+    let (status, reply) = call_api(&s, post_job(&json!({"accruals": []}), None)).await;
+    assert_eq!(
+        (status, reply["error"]["code"].as_str()),
+        (400, Some("empty_submission"))
+    );
+}
+
+#[tokio::test]
+async fn wrong_content_type_is_a_415() {
+    let (_, s) = service(IngestSettings::default());
+    let event = api_event(
+        "POST",
+        "/v1/jobs",
+        &[("content-type", "text/csv")],
+        Some(valid().to_string()),
+    );
+    let (status, body) = call_api(&s, event).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (415, Some("unsupported_media_type"))
+    );
+    let event = api_event("POST", "/v1/jobs", &[], Some(valid().to_string()));
+    assert_eq!(call_api(&s, event).await.0, 415);
+    let event = api_event(
+        "POST",
+        "/v1/jobs",
+        &[("content-type", "application/json; charset=utf-8")],
+        Some(valid().to_string()),
+    );
+    assert_eq!(call_api(&s, event).await.0, 202);
+}
+
+#[tokio::test]
+async fn oversize_bodies_and_lists_are_413s() {
+    let (b, s) = service(IngestSettings {
+        max_items: 3,
+        max_body_bytes: 2_000,
+        ..IngestSettings::default()
+    });
+    let items: Vec<Value> = (0..4)
+        .map(|i| json!({"accrual_id": format!("a{i}"), "member_id": "m", "point_type": "P", "amount": 1}))
+        .collect();
+    let (status, body) = call_api(&s, post_job(&json!({ "accruals": items }), None)).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (413, Some("too_many_accruals"))
+    );
+    let big = json!({"accruals": [{"accrual_id": "a", "member_id": "m", "point_type": "P", "amount": 1, "reason": "x".repeat(3000)}]});
+    let (status, body) = call_api(&s, post_job(&big, None)).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (413, Some("payload_too_large"))
+    );
+    nothing_queued(&b).await;
+}
+
+#[tokio::test]
+async fn missing_ids_without_a_key_say_how_to_fix_it() {
+    let (b, s) = service(IngestSettings::default());
+    let body = json!({"accruals": [{"member_id": "m", "point_type": "P", "amount": 1}]});
+    let (status, reply) = call_api(&s, post_job(&body, None)).await;
+    assert_eq!(status, 400);
+    let error = &reply["error"]["errors"][0];
+    assert_eq!(
+        (error["index"].as_u64(), error["field"].as_str()),
+        (Some(0), Some("accrual_id"))
+    );
+    assert!(error["reason"].as_str().unwrap().contains("Idempotency-Key"));
+    nothing_queued(&b).await;
+}
+
+#[tokio::test]
+async fn conflicting_duplicate_ids_are_400_and_exact_ones_collapse() {
+    let (_, s) = service(IngestSettings::default());
+    let a = json!({"accrual_id": "a", "member_id": "m", "point_type": "P", "amount": 1});
+    let (status, reply) = call_api(&s, post_job(&json!({"accruals": [a, a, a]}), None)).await;
+    assert_eq!(status, 202);
+    assert_eq!(
+        (reply["accepted"].as_u64(), reply["deduplicated"].as_u64()),
+        (Some(1), Some(2))
+    );
+    let b = json!({"accrual_id": "a", "member_id": "m", "point_type": "P", "amount": 2});
+    let (status, reply) = call_api(&s, post_job(&json!({"accruals": [a, b]}), None)).await;
+    assert_eq!(status, 400);
+    assert_eq!(reply["error"]["errors"][0]["index"], 1);
+}
+
+#[tokio::test]
+async fn many_bad_items_list_the_first_hundred_and_count_all() {
+    let (_, s) = service(IngestSettings::default());
+    let items: Vec<Value> = (0..300)
+        .map(|i| json!({"accrual_id": format!("a{i}"), "member_id": "m", "point_type": "P", "amount": -1}))
+        .collect();
+    let (status, reply) = call_api(&s, post_job(&json!({ "accruals": items }), None)).await;
+    assert_eq!(status, 400);
+    assert_eq!(reply["error"]["errors"].as_array().unwrap().len(), 100);
+    assert_eq!(reply["error"]["total_errors"], 300);
+}
+
+#[tokio::test]
+async fn bad_idempotency_key_is_a_400() {
+    let (_, s) = service(IngestSettings::default());
+    let (status, reply) = call_api(&s, post_job(&valid(), Some("has space"))).await;
+    assert_eq!(
+        (status, reply["error"]["code"].as_str()),
+        (400, Some("invalid_idempotency_key"))
+    );
+}
+
+#[tokio::test]
+async fn unknown_things_are_404s_and_wrong_methods_405s() {
+    let (_, s) = service(IngestSettings::default());
+    for path in [
+        "/v1/jobs/not-a-uuid",
+        "/v1/jobs/5f0c8e7e-3d4e-4b8a-9a51-0b6f4f1f2a10",
+        "/v1/members/nobody/balances",
+        "/v2/x",
+    ] {
+        assert_eq!(call_api(&s, api_event("GET", path, &[], None)).await.0, 404, "{path}");
+    }
+    let (status, reply) = call_api(&s, api_event("GET", "/v1/members/bad%20id/balances", &[], None)).await;
+    assert_eq!(status, 400, "{reply}");
+    assert_eq!(call_api(&s, api_event("GET", "/v1/jobs", &[], None)).await.0, 405);
+    assert_eq!(call_api(&s, api_event("DELETE", "/v1/jobs/x", &[], None)).await.0, 405);
+}
+
+#[tokio::test]
+async fn base64_bodies_are_decoded() {
+    let (_, s) = service(IngestSettings::default());
+    use base64::Engine;
+    let mut event = post_job(&valid(), None);
+    event.body = Some(base64::engine::general_purpose::STANDARD.encode(valid().to_string()));
+    event.is_base64_encoded = true;
+    assert_eq!(call_api(&s, event.clone()).await.0, 202);
+    event.body = Some("@@not base64@@".into());
+    assert_eq!(call_api(&s, event).await.0, 400);
+}

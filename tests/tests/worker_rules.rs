@@ -1,0 +1,120 @@
+//! The worker's rules on the in-memory backend: failures stay per message,
+//! and a message's last delivery before the DLQ settles its job.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use pointflow::domain::{Accrual, Balance, JobId, JobStatus, NewJob};
+use pointflow::message::AccrualMessage;
+use pointflow::ports::{ApplyOutcome, Ledger, StoreError};
+use pointflow::worker::{IncomingMessage, Worker, WorkerSettings};
+use pointflow_tests::backend;
+use time::OffsetDateTime;
+
+/// A ledger whose store is down.
+struct DownLedger;
+
+#[async_trait]
+impl Ledger for DownLedger {
+    async fn apply_accruals(&self, _: JobId, _: &[Accrual], _: OffsetDateTime) -> Result<ApplyOutcome, StoreError> {
+        Err(StoreError::Throttled {
+            operation: "TransactWriteItems",
+        })
+    }
+    async fn balances(&self, _: &str) -> Result<Vec<Balance>, StoreError> {
+        Ok(Vec::new())
+    }
+}
+
+fn message(job_id: JobId, seq: u32, n: usize) -> AccrualMessage {
+    AccrualMessage {
+        job_id,
+        seq,
+        accruals: (0..n)
+            .map(|i| Accrual {
+                accrual_id: format!("w-{seq}-{i}"),
+                member_id: format!("m{i}"),
+                point_type: "P".into(),
+                amount: 1,
+                reason: None,
+            })
+            .collect(),
+    }
+}
+
+async fn job(b: &backend::Backend, total: u64, messages: u64) -> JobId {
+    let job_id = JobId::random();
+    b.jobs
+        .create_job(&NewJob {
+            job_id,
+            request_hash: String::new(),
+            total,
+            deduplicated: 0,
+            messages,
+            created_at: OffsetDateTime::now_utc(),
+        })
+        .await
+        .unwrap();
+    job_id
+}
+
+fn incoming(id: &str, body: String, receive_count: u32) -> IncomingMessage {
+    IncomingMessage {
+        message_id: id.into(),
+        body,
+        receive_count,
+    }
+}
+
+#[tokio::test]
+async fn only_the_bad_messages_of_a_batch_fail() {
+    let b = backend::memory(Duration::from_secs(30), 3);
+    let worker = Worker::new(b.ledger.clone(), b.jobs.clone(), WorkerSettings::default());
+    let job_id = job(&b, 30, 3).await;
+    let mut batch: Vec<IncomingMessage> = (0..3)
+        .map(|seq| incoming(&format!("good-{seq}"), message(job_id, seq, 10).encode(), 1))
+        .collect();
+    batch.insert(1, incoming("garbage", "{".into(), 1));
+    batch.push(incoming(
+        "invalid",
+        message(job_id, 9, 1).encode().replace("\"amount\":1", "\"amount\":0"),
+        1,
+    ));
+    let report = worker.process_batch(batch).await;
+    let mut failed = report.failed_message_ids.clone();
+    failed.sort();
+    assert_eq!(failed, ["garbage", "invalid"]);
+    assert_eq!(report.counts.applied, 30);
+    let done = b.jobs.get_job(job_id).await.unwrap().unwrap();
+    assert_eq!(done.status(), JobStatus::Completed);
+}
+
+#[tokio::test]
+async fn a_message_failing_on_its_last_delivery_counts_as_failed() {
+    let b = backend::memory(Duration::from_secs(30), 3);
+    let worker = Worker::new(
+        Arc::new(DownLedger),
+        b.jobs.clone(),
+        WorkerSettings {
+            max_receive_count: 3,
+            message_concurrency: 2,
+        },
+    );
+    let job_id = job(&b, 5, 1).await;
+    let body = message(job_id, 0, 5).encode();
+    for receive_count in 1..=2 {
+        let report = worker
+            .process_batch(vec![incoming("m", body.clone(), receive_count)])
+            .await;
+        assert_eq!(report.failed_message_ids, ["m"]);
+        let pending = b.jobs.get_job(job_id).await.unwrap().unwrap();
+        assert_eq!((pending.failed, pending.status()), (0, JobStatus::Queued));
+    }
+    let report = worker.process_batch(vec![incoming("m", body, 3)]).await;
+    assert_eq!(report.failed_message_ids, ["m"], "it still goes to the DLQ");
+    let settled = b.jobs.get_job(job_id).await.unwrap().unwrap();
+    assert_eq!(settled.failed, 5);
+    assert_eq!(settled.status(), JobStatus::CompletedWithErrors);
+    assert!(settled.completed_at.is_some());
+}
