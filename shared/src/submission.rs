@@ -19,10 +19,15 @@ const ACCRUAL_ID_NAMESPACE: Uuid = Uuid::from_u128(0x6f1f_4c4e_8a1d_4b5e_9f0a_3c
 /// Namespace of job ids derived from an `Idempotency-Key` (UUIDv5).
 const JOB_ID_NAMESPACE: Uuid = Uuid::from_u128(0x6f1f_4c4e_8a1d_4b5e_9f0a_3c2b_7d61_a002);
 
-/// The id of the item at `position` of a request sent with `key`: the same key
-/// and position always give the same id, so a retried request credits nothing twice.
+/// The id of the item at `position` of a request sent with `key`:
+/// `<UUIDv5 of the key>:<position, 7 digits>`. The same key and position
+/// always give the same id, so a retried request credits nothing twice; and
+/// one request's ids share a prefix and sort by position, so a store's index
+/// takes them as one run of neighbouring keys instead of a million random
+/// ones (SQLite credits several times faster that way).
 pub fn derive_accrual_id(key: &str, position: usize) -> String {
-    Uuid::new_v5(&ACCRUAL_ID_NAMESPACE, format!("{key}\u{1f}{position}").as_bytes()).to_string()
+    let prefix = Uuid::new_v5(&ACCRUAL_ID_NAMESPACE, key.as_bytes());
+    format!("{prefix}:{position:07}")
 }
 
 /// The job of a request sent with `key`: the same key always names the same job.
@@ -184,6 +189,11 @@ mod tests {
         );
         let c = prepare_submission(&items, Some("key-2"), 10).unwrap();
         assert_ne!(a.accruals[0].accrual_id, c.accruals[0].accrual_id);
+        assert!(
+            a.accruals[0].accrual_id < a.accruals[1].accrual_id,
+            "ids sort by position"
+        );
+        assert!(crate::validation::check_accrual_id(&a.accruals[2].accrual_id).is_ok());
         assert_ne!(a.request_hash, c.request_hash);
         assert_eq!(job_id_for_key("key-1"), job_id_for_key("key-1"));
         assert_ne!(job_id_for_key("key-1"), job_id_for_key("key-2"));

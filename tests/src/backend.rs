@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use pointflow::adapters::dynamodb::{create_table, DynamoStore};
 use pointflow::adapters::memory::{MemoryQueue, MemoryStore};
+use pointflow::adapters::sqlite::SqliteStore;
 use pointflow::adapters::sqs::{create_queue_with_dlq, SqsQueue};
 use pointflow::ports::{AccrualQueue, JobStore, Ledger};
 use pointflow::retry::Backoff;
@@ -40,6 +41,30 @@ pub fn memory(visibility_timeout: Duration, max_receive_count: u32) -> Backend {
         jobs: store,
         queue,
         dlq,
+        visibility_timeout,
+        max_receive_count,
+        store_requests: Arc::new(move || counter.requests()),
+    }
+}
+
+/// A fresh embedded backend on a private in-memory SQLite database: queue
+/// "accruals" with dead-letter queue "accruals-dlq", both in that database.
+pub fn sqlite(visibility_timeout: Duration, max_receive_count: u32) -> Backend {
+    crate::init_logging();
+    let store = SqliteStore::in_memory().expect("open in-memory SQLite database");
+    let queue = store.queue(
+        "accruals",
+        visibility_timeout,
+        Some((max_receive_count, "accruals-dlq".to_owned())),
+    );
+    let dlq = store.queue("accruals-dlq", visibility_timeout, None);
+    let store = Arc::new(store);
+    let counter = store.clone();
+    Backend {
+        ledger: store.clone(),
+        jobs: store,
+        queue: Arc::new(queue),
+        dlq: Arc::new(dlq),
         visibility_timeout,
         max_receive_count,
         store_requests: Arc::new(move || counter.requests()),

@@ -1,0 +1,150 @@
+//! Pollers that behave like Lambda's SQS event source mapping: gather a batch
+//! (batch size, batching window), invoke the real worker handler with an SQS
+//! event, delete only the messages it did not report failed. Never more
+//! invocations in flight than `MaximumConcurrency`.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aws_lambda_events::sqs::{SqsEvent, SqsMessage};
+use pointflow::ports::{AccrualQueue, ReceivedMessage};
+use pointflow::worker::Worker;
+use tokio::sync::watch;
+use tracing::warn;
+
+/// How the pollers gather and dispatch batches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PollerSettings {
+    pub batch_size: usize,
+    pub batching_window: Duration,
+    pub maximum_concurrency: usize,
+    /// Long-poll wait of an empty receive.
+    pub wait: Duration,
+}
+
+/// What the pollers did, readable while they run.
+#[derive(Debug, Default)]
+pub struct PollerStats {
+    pub invocations: AtomicU64,
+    pub messages_ok: AtomicU64,
+    pub messages_failed: AtomicU64,
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
+}
+
+impl PollerStats {
+    /// The most handler invocations ever in flight at once.
+    pub fn max_in_flight(&self) -> usize {
+        self.max_in_flight.load(Ordering::Relaxed)
+    }
+}
+
+/// The SQS event Lambda would build for these messages.
+pub fn sqs_event(messages: &[ReceivedMessage]) -> SqsEvent {
+    let mut event = SqsEvent::default();
+    for m in messages {
+        let mut record = SqsMessage::default();
+        record.message_id = Some(m.message_id.clone());
+        record.receipt_handle = Some(m.receipt_handle.clone());
+        record.body = Some(m.body.clone());
+        record.attributes = HashMap::from([("ApproximateReceiveCount".to_owned(), m.receive_count.to_string())]);
+        record.event_source = Some("aws:sqs".into());
+        event.records.push(record);
+    }
+    event
+}
+
+/// Runs `maximum_concurrency` pollers until `shutdown` turns true; each
+/// finishes its in-flight invocation first, so nothing is left half done
+/// beyond what a crash would leave (and a crash is recovered by redelivery).
+pub async fn run_pollers(
+    queue: Arc<dyn AccrualQueue>,
+    worker: Worker,
+    settings: PollerSettings,
+    stats: Arc<PollerStats>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let tasks: Vec<_> = (0..settings.maximum_concurrency.max(1))
+        .map(|_| {
+            let (queue, worker, stats, shutdown) = (queue.clone(), worker.clone(), stats.clone(), shutdown.clone());
+            tokio::spawn(poll(queue, worker, settings, stats, shutdown))
+        })
+        .collect();
+    for task in tasks {
+        if let Err(e) = task.await {
+            warn!(error = %e, "poller task ended abnormally");
+        }
+    }
+}
+
+async fn poll(
+    queue: Arc<dyn AccrualQueue>,
+    worker: Worker,
+    settings: PollerSettings,
+    stats: Arc<PollerStats>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    while !*shutdown.borrow() {
+        let batch = tokio::select! {
+            batch = gather(queue.as_ref(), settings) => batch,
+            _ = shutdown.changed() => break,
+        };
+        if batch.is_empty() {
+            continue;
+        }
+        let now = stats.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        stats.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        stats.invocations.fetch_add(1, Ordering::Relaxed);
+        let response = worker::handle(&worker, sqs_event(&batch)).await;
+        stats.in_flight.fetch_sub(1, Ordering::SeqCst);
+        let failed: Vec<&str> = response
+            .batch_item_failures
+            .iter()
+            .map(|f| f.item_identifier.as_str())
+            .collect();
+        let done: Vec<String> = batch
+            .iter()
+            .filter(|m| !failed.contains(&m.message_id.as_str()))
+            .map(|m| m.receipt_handle.clone())
+            .collect();
+        stats.messages_ok.fetch_add(done.len() as u64, Ordering::Relaxed);
+        stats.messages_failed.fetch_add(failed.len() as u64, Ordering::Relaxed);
+        if !done.is_empty() {
+            if let Err(e) = queue.delete_messages(&done).await {
+                // The messages come back after the visibility timeout and are
+                // applied as redeliveries: nothing is credited twice.
+                warn!(error = %e, "deleting processed messages failed");
+            }
+        }
+    }
+}
+
+/// One batch: up to `batch_size` messages, gathered for at most the batching
+/// window once the first has arrived.
+async fn gather(queue: &dyn AccrualQueue, settings: PollerSettings) -> Vec<ReceivedMessage> {
+    let mut batch = match queue.receive_messages(settings.batch_size.min(10), settings.wait).await {
+        Ok(first) => first,
+        Err(e) => {
+            warn!(error = %e, "receive failed");
+            tokio::time::sleep(settings.wait).await;
+            return Vec::new();
+        }
+    };
+    let deadline = Instant::now() + settings.batching_window;
+    while !batch.is_empty() && batch.len() < settings.batch_size && Instant::now() < deadline {
+        match queue
+            .receive_messages((settings.batch_size - batch.len()).min(10), Duration::ZERO)
+            .await
+        {
+            Ok(more) if more.is_empty() => break,
+            Ok(more) => batch.extend(more),
+            Err(e) => {
+                warn!(error = %e, "receive failed");
+                break;
+            }
+        }
+    }
+    batch
+}

@@ -1,0 +1,77 @@
+//! `pointflow local serve`: HTTP on loopback, each request turned into the API
+//! Gateway proxy event the deployed `ingest-api` receives and answered by the
+//! same handler code, like `sam local start-api`.
+
+use std::future::Future;
+
+use aws_lambda_events::apigw::ApiGatewayProxyRequest;
+use aws_lambda_events::encodings::Body as LambdaBody;
+use aws_lambda_events::http::{HeaderMap, Method};
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use base64::Engine;
+use pointflow::ingest::IngestService;
+use tokio::net::TcpListener;
+
+/// API Gateway's own payload limit (REST: 10 MB); the handler enforces the
+/// smaller Lambda limit itself and answers 413.
+const GATEWAY_MAX_BODY: usize = 10 * 1024 * 1024;
+
+/// Serves the API on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    service: IngestService,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = Router::new()
+        .fallback(handle)
+        .layer(DefaultBodyLimit::max(GATEWAY_MAX_BODY))
+        .with_state(service);
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+}
+
+/// The proxy event API Gateway would send for this request.
+pub fn to_proxy_event(method: Method, uri: &Uri, headers: HeaderMap, body: Bytes) -> ApiGatewayProxyRequest {
+    let mut event = ApiGatewayProxyRequest::default();
+    event.http_method = method;
+    event.path = Some(uri.path().to_owned());
+    event.resource = Some(uri.path().to_owned());
+    event.multi_value_headers = headers.clone();
+    event.headers = headers;
+    if !body.is_empty() {
+        match String::from_utf8(body.to_vec()) {
+            Ok(text) => event.body = Some(text),
+            Err(_) => {
+                event.body = Some(base64::engine::general_purpose::STANDARD.encode(&body));
+                event.is_base64_encoded = true;
+            }
+        }
+    }
+    event
+}
+
+async fn handle(
+    State(service): State<IngestService>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let event = to_proxy_event(method, &uri, headers, body);
+    let response = ingest_api::handle(&service, event).await;
+    let status = u16::try_from(response.status_code)
+        .ok()
+        .and_then(|s| StatusCode::from_u16(s).ok())
+        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let body = match response.body {
+        Some(LambdaBody::Text(text)) => Body::from(text),
+        Some(LambdaBody::Binary(bytes)) => Body::from(bytes),
+        _ => Body::empty(),
+    };
+    let mut out = (status, body).into_response();
+    out.headers_mut().extend(response.headers);
+    out
+}
