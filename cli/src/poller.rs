@@ -3,12 +3,10 @@
 //! event, delete only the messages it did not report failed. Never more
 //! invocations in flight than `MaximumConcurrency`.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aws_lambda_events::sqs::{SqsEvent, SqsMessage};
 use pointflow::ports::{AccrualQueue, ReceivedMessage};
 use pointflow::worker::Worker;
 use tokio::sync::watch;
@@ -41,24 +39,10 @@ impl PollerStats {
     }
 }
 
-/// The SQS event Lambda would build for these messages.
-pub fn sqs_event(messages: &[ReceivedMessage]) -> SqsEvent {
-    let mut event = SqsEvent::default();
-    for m in messages {
-        let mut record = SqsMessage::default();
-        record.message_id = Some(m.message_id.clone());
-        record.receipt_handle = Some(m.receipt_handle.clone());
-        record.body = Some(m.body.clone());
-        record.attributes = HashMap::from([("ApproximateReceiveCount".to_owned(), m.receive_count.to_string())]);
-        record.event_source = Some("aws:sqs".into());
-        event.records.push(record);
-    }
-    event
-}
-
 /// Runs `maximum_concurrency` pollers until `shutdown` turns true; each
-/// finishes its in-flight invocation first, so nothing is left half done
-/// beyond what a crash would leave (and a crash is recovered by redelivery).
+/// finishes the batch in hand first. (A hard kill instead leaves in-flight
+/// messages invisible until their visibility timeout, as on SQS; they are
+/// then applied as redeliveries.)
 pub async fn run_pollers(
     queue: Arc<dyn AccrualQueue>,
     worker: Worker,
@@ -84,20 +68,21 @@ async fn poll(
     worker: Worker,
     settings: PollerSettings,
     stats: Arc<PollerStats>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
+    // Shutdown is checked between batches, never inside one: a batch that
+    // was received is always processed and acknowledged, so a clean stop
+    // leaves no message invisible until its visibility timeout. Stopping
+    // waits at most one long-poll (`wait`) plus the batch in hand.
     while !*shutdown.borrow() {
-        let batch = tokio::select! {
-            batch = gather(queue.as_ref(), settings) => batch,
-            _ = shutdown.changed() => break,
-        };
+        let batch = gather(queue.as_ref(), settings).await;
         if batch.is_empty() {
             continue;
         }
         let now = stats.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         stats.max_in_flight.fetch_max(now, Ordering::SeqCst);
         stats.invocations.fetch_add(1, Ordering::Relaxed);
-        let response = worker::handle(&worker, sqs_event(&batch)).await;
+        let response = worker::handle(&worker, worker::to_sqs_event(&batch)).await;
         stats.in_flight.fetch_sub(1, Ordering::SeqCst);
         let failed: Vec<&str> = response
             .batch_item_failures

@@ -4,7 +4,6 @@
 
 use std::future::Future;
 
-use aws_lambda_events::apigw::ApiGatewayProxyRequest;
 use aws_lambda_events::encodings::Body as LambdaBody;
 use aws_lambda_events::http::{HeaderMap, Method};
 use axum::body::{Body, Bytes};
@@ -12,7 +11,6 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
-use base64::Engine;
 use pointflow::ingest::IngestService;
 use tokio::net::TcpListener;
 
@@ -33,26 +31,6 @@ pub async fn serve(
     axum::serve(listener, app).with_graceful_shutdown(shutdown).await
 }
 
-/// The proxy event API Gateway would send for this request.
-pub fn to_proxy_event(method: Method, uri: &Uri, headers: HeaderMap, body: Bytes) -> ApiGatewayProxyRequest {
-    let mut event = ApiGatewayProxyRequest::default();
-    event.http_method = method;
-    event.path = Some(uri.path().to_owned());
-    event.resource = Some(uri.path().to_owned());
-    event.multi_value_headers = headers.clone();
-    event.headers = headers;
-    if !body.is_empty() {
-        match String::from_utf8(body.to_vec()) {
-            Ok(text) => event.body = Some(text),
-            Err(_) => {
-                event.body = Some(base64::engine::general_purpose::STANDARD.encode(&body));
-                event.is_base64_encoded = true;
-            }
-        }
-    }
-    event
-}
-
 async fn handle(
     State(service): State<IngestService>,
     method: Method,
@@ -60,7 +38,7 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let event = to_proxy_event(method, &uri, headers, body);
+    let event = ingest_api::proxy_event(method, uri.path(), headers, body.to_vec());
     let response = ingest_api::handle(&service, event).await;
     let status = u16::try_from(response.status_code)
         .ok()

@@ -1,13 +1,12 @@
 //! Driving the real Lambda handlers the way AWS would.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use aws_lambda_events::apigw::{ApiGatewayProxyRequest, ApiGatewayProxyResponse};
 use aws_lambda_events::encodings::Body;
 use aws_lambda_events::http::{HeaderMap, HeaderValue, Method};
-use aws_lambda_events::sqs::{SqsEvent, SqsMessage};
+use aws_lambda_events::sqs::SqsEvent;
 use pointflow::ingest::IngestService;
 use pointflow::ports::{AccrualQueue, ReceivedMessage};
 use pointflow::worker::Worker;
@@ -33,14 +32,8 @@ pub fn api_event(method: &str, path: &str, headers: &[(&str, &str)], body: Optio
             HeaderValue::try_from(*value).expect("header value"),
         );
     }
-    let mut event = ApiGatewayProxyRequest::default();
-    event.http_method = Method::from_bytes(method.as_bytes()).expect("method");
-    event.path = Some(path.to_owned());
-    event.resource = Some(path.to_owned());
-    event.headers = map.clone();
-    event.multi_value_headers = map;
-    event.body = body;
-    event
+    let method = Method::from_bytes(method.as_bytes()).expect("method");
+    ingest_api::proxy_event(method, path, map, body.map(String::into_bytes).unwrap_or_default())
 }
 
 /// A `POST /v1/jobs` event with a JSON body and an optional idempotency key.
@@ -69,17 +62,7 @@ pub async fn call_api(service: &IngestService, event: ApiGatewayProxyRequest) ->
 
 /// An SQS event as Lambda's event source mapping builds it.
 pub fn sqs_event(messages: &[ReceivedMessage]) -> SqsEvent {
-    let mut event = SqsEvent::default();
-    for m in messages {
-        let mut record = SqsMessage::default();
-        record.message_id = Some(m.message_id.clone());
-        record.receipt_handle = Some(m.receipt_handle.clone());
-        record.body = Some(m.body.clone());
-        record.attributes = HashMap::from([("ApproximateReceiveCount".to_owned(), m.receive_count.to_string())]);
-        record.event_source = Some("aws:sqs".into());
-        event.records.push(record);
-    }
-    event
+    worker::to_sqs_event(messages)
 }
 
 /// What draining a queue did.

@@ -3,7 +3,7 @@
 
 use aws_lambda_events::apigw::{ApiGatewayProxyRequest, ApiGatewayProxyResponse};
 use aws_lambda_events::encodings::Body;
-use aws_lambda_events::http::{HeaderMap, HeaderName, HeaderValue};
+use aws_lambda_events::http::{HeaderMap, HeaderName, HeaderValue, Method};
 use base64::Engine;
 use pointflow::api::{ApiRequest, ApiResponse};
 use pointflow::ingest::IngestService;
@@ -34,6 +34,28 @@ pub fn to_api_request(event: ApiGatewayProxyRequest) -> Result<ApiRequest, ApiRe
         headers,
         body,
     })
+}
+
+/// The proxy event API Gateway (REST, payload v1) sends for a request: for
+/// runners and tests that play API Gateway's part. A body that is not UTF-8
+/// is base64-encoded, as API Gateway does for binary media.
+pub fn proxy_event(method: Method, path: &str, headers: HeaderMap, body: Vec<u8>) -> ApiGatewayProxyRequest {
+    let mut event = ApiGatewayProxyRequest::default();
+    event.http_method = method;
+    event.path = Some(path.to_owned());
+    event.resource = Some(path.to_owned());
+    event.multi_value_headers = headers.clone();
+    event.headers = headers;
+    if !body.is_empty() {
+        match String::from_utf8(body) {
+            Ok(text) => event.body = Some(text),
+            Err(e) => {
+                event.body = Some(base64::engine::general_purpose::STANDARD.encode(e.into_bytes()));
+                event.is_base64_encoded = true;
+            }
+        }
+    }
+    event
 }
 
 /// Writes the API's response as an API Gateway response (JSON body).

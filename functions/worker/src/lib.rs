@@ -30,3 +30,21 @@ pub async fn handle(worker: &Worker, event: SqsEvent) -> SqsBatchResponse {
     }
     response
 }
+
+/// The SQS event Lambda's event source mapping builds for these deliveries:
+/// the inverse of [`to_incoming`], for runners and tests that play the
+/// mapping's part.
+pub fn to_sqs_event(messages: &[pointflow::ports::ReceivedMessage]) -> SqsEvent {
+    let mut event = SqsEvent::default();
+    for m in messages {
+        let mut record = SqsMessage::default();
+        record.message_id = Some(m.message_id.clone());
+        record.receipt_handle = Some(m.receipt_handle.clone());
+        record.body = Some(m.body.clone());
+        record.attributes =
+            std::collections::HashMap::from([("ApproximateReceiveCount".to_owned(), m.receive_count.to_string())]);
+        record.event_source = Some("aws:sqs".into());
+        event.records.push(record);
+    }
+    event
+}
