@@ -26,7 +26,15 @@ const JOB_ID_NAMESPACE: Uuid = Uuid::from_u128(0x6f1f_4c4e_8a1d_4b5e_9f0a_3c2b_7
 /// takes them as one run of neighbouring keys instead of a million random
 /// ones (SQLite credits several times faster that way).
 pub fn derive_accrual_id(key: &str, position: usize) -> String {
-    let prefix = Uuid::new_v5(&ACCRUAL_ID_NAMESPACE, key.as_bytes());
+    derived_id(&accrual_id_prefix(key), position)
+}
+
+/// The part of derived ids shared by every item of a request sent with `key`.
+pub fn accrual_id_prefix(key: &str) -> String {
+    Uuid::new_v5(&ACCRUAL_ID_NAMESPACE, key.as_bytes()).to_string()
+}
+
+fn derived_id(prefix: &str, position: usize) -> String {
     format!("{prefix}:{position:07}")
 }
 
@@ -91,8 +99,9 @@ pub fn prepare_submission(
     let mut accruals: Vec<Accrual> = Vec::with_capacity(items.len());
     let mut first_index: HashMap<String, (usize, usize)> = HashMap::with_capacity(items.len());
     let mut deduplicated = 0u64;
+    let prefix = idempotency_key.map(accrual_id_prefix);
     for (index, item) in items.iter().enumerate() {
-        let derived = idempotency_key.map(|key| derive_accrual_id(key, index));
+        let derived = prefix.as_deref().map(|prefix| derived_id(prefix, index));
         let accrual = match accrual_from_json(index, item, derived) {
             Ok(a) => a,
             Err(errs) => {
