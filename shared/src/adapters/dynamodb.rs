@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::operation::create_table::CreateTableError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
@@ -656,8 +657,9 @@ impl JobStore for DynamoStore {
     }
 }
 
-/// Creates the Pointflow table (as `template.yaml` declares it) and waits
-/// until it is active. For tests and local runs against an emulator.
+/// Creates the Pointflow table (as `template.yaml` declares it) unless it
+/// exists. For tests and local runs against an emulator (which creates
+/// tables active at once).
 pub async fn create_table(client: &Client, table: &str) -> Result<(), StoreError> {
     let attribute = |name: &str| {
         AttributeDefinition::builder()
@@ -673,7 +675,7 @@ pub async fn create_table(client: &Client, table: &str) -> Result<(), StoreError
             .build()
             .map_err(|e| backend("CreateTable", e))
     };
-    client
+    let created = client
         .create_table()
         .table_name(table)
         .billing_mode(BillingMode::PayPerRequest)
@@ -682,9 +684,13 @@ pub async fn create_table(client: &Client, table: &str) -> Result<(), StoreError
         .key_schema(key("pk", KeyType::Hash)?)
         .key_schema(key("sk", KeyType::Range)?)
         .send()
-        .await
-        .map_err(|e| backend("CreateTable", e))?;
-    Ok(())
+        .await;
+    match created {
+        Ok(_) => Ok(()),
+        // Already there (a second local run): use it.
+        Err(e) if matches!(e.as_service_error(), Some(CreateTableError::ResourceInUseException(_))) => Ok(()),
+        Err(e) => Err(backend("CreateTable", e)),
+    }
 }
 
 #[cfg(test)]
