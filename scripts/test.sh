@@ -84,9 +84,12 @@ step "cargo clippy (all targets, warnings are errors)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "cargo test (unit, property, contract and emulator tests)"
-cargo test --workspace --locked
+test_log="$root/target/test-output.log"
+cargo test --workspace --locked 2>&1 | tee "$test_log"
 
 step "cfn-lint template.yaml"
 "$venv/bin/cfn-lint" template.yaml
 
 step "All checks passed"
+# One closing line for the whole run (cargo's last line is a crate's doc tests).
+awk '/^test result:/ { passed += $4; failed += $6 } END { printf "tests: %d passed, %d failed\n", passed, failed }' "$test_log"

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pointflow::ports::{AccrualQueue, ReceivedMessage};
+use pointflow::ports::{AccrualQueue, QueueError, ReceivedMessage};
 use pointflow::worker::Worker;
 use tokio::sync::watch;
 use tracing::warn;
@@ -82,28 +82,43 @@ async fn poll(
         let now = stats.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         stats.max_in_flight.fetch_max(now, Ordering::SeqCst);
         stats.invocations.fetch_add(1, Ordering::Relaxed);
-        let response = worker::handle(&worker, worker::to_sqs_event(&batch)).await;
+        let delivered = invoke_and_acknowledge(queue.as_ref(), &worker, &batch).await;
         stats.in_flight.fetch_sub(1, Ordering::SeqCst);
-        let failed: Vec<&str> = response
-            .batch_item_failures
-            .iter()
-            .map(|f| f.item_identifier.as_str())
-            .collect();
-        let done: Vec<String> = batch
-            .iter()
-            .filter(|m| !failed.contains(&m.message_id.as_str()))
-            .map(|m| m.receipt_handle.clone())
-            .collect();
-        stats.messages_ok.fetch_add(done.len() as u64, Ordering::Relaxed);
-        stats.messages_failed.fetch_add(failed.len() as u64, Ordering::Relaxed);
-        if !done.is_empty() {
-            if let Err(e) = queue.delete_messages(&done).await {
-                // The messages come back after the visibility timeout and are
-                // applied as redeliveries: nothing is credited twice.
-                warn!(error = %e, "deleting processed messages failed");
+        match delivered {
+            Ok((ok, failed)) => {
+                stats.messages_ok.fetch_add(ok as u64, Ordering::Relaxed);
+                stats.messages_failed.fetch_add(failed as u64, Ordering::Relaxed);
             }
+            // The messages come back after the visibility timeout and are
+            // applied as redeliveries: nothing is credited twice.
+            Err(e) => warn!(error = %e, "deleting processed messages failed"),
         }
     }
+}
+
+/// One invocation as the event source mapping makes it: the worker handler
+/// gets the batch as an SQS event, and every message it did not report in
+/// `batchItemFailures` is deleted. Returns (succeeded, failed).
+pub async fn invoke_and_acknowledge(
+    queue: &dyn AccrualQueue,
+    worker: &Worker,
+    batch: &[ReceivedMessage],
+) -> Result<(usize, usize), QueueError> {
+    let response = worker::handle(worker, worker::to_sqs_event(batch)).await;
+    let failed: Vec<&str> = response
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.as_str())
+        .collect();
+    let done: Vec<String> = batch
+        .iter()
+        .filter(|m| !failed.contains(&m.message_id.as_str()))
+        .map(|m| m.receipt_handle.clone())
+        .collect();
+    if !done.is_empty() {
+        queue.delete_messages(&done).await?;
+    }
+    Ok((done.len(), failed.len()))
 }
 
 /// One batch: up to `batch_size` messages, gathered for at most the batching

@@ -8,6 +8,7 @@ pub mod adapters;
 pub mod api;
 pub mod aws;
 pub mod config;
+pub mod csv_rows;
 pub mod domain;
 pub mod ingest;
 pub mod message;

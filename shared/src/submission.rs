@@ -34,7 +34,8 @@ pub fn accrual_id_prefix(key: &str) -> String {
     Uuid::new_v5(&ACCRUAL_ID_NAMESPACE, key.as_bytes()).to_string()
 }
 
-fn derived_id(prefix: &str, position: usize) -> String {
+/// A derived id from its prefix and the item's position (or line).
+pub fn derived_id(prefix: &str, position: usize) -> String {
     format!("{prefix}:{position:07}")
 }
 

@@ -89,22 +89,11 @@ pub async fn drain(queue: &dyn AccrualQueue, worker: &Worker) -> Drained {
             continue;
         }
         empty_polls = 0;
-        let response = worker::handle(worker, sqs_event(&messages)).await;
-        let failed: Vec<&str> = response
-            .batch_item_failures
-            .iter()
-            .map(|f| f.item_identifier.as_str())
-            .collect();
-        let done: Vec<String> = messages
-            .iter()
-            .filter(|m| !failed.contains(&m.message_id.as_str()))
-            .map(|m| m.receipt_handle.clone())
-            .collect();
+        let (_, failed) = pointflow_cli::poller::invoke_and_acknowledge(queue, worker, &messages)
+            .await
+            .expect("delete");
         drained.deliveries += messages.len();
-        drained.failures += failed.len();
-        if !done.is_empty() {
-            queue.delete_messages(&done).await.expect("delete");
-        }
+        drained.failures += failed;
     }
     drained
 }

@@ -1,0 +1,363 @@
+//! Accruals from a CSV file, one row at a time, in memory bounded by the
+//! longest row (not the file): the parsing half of the bulk file import.
+//!
+//! Format: a header row naming the columns `member_id`, `point_type`,
+//! `amount` and optionally `accrual_id`, `reason`, in any order; unknown or
+//! repeated columns are refused. UTF-8 (a byte-order mark is skipped), LF or
+//! CRLF, quoted fields, blank lines skipped, trailing newline optional. A row
+//! without `accrual_id` gets one derived from the file's identity and the
+//! row's line number, so re-reading the same file derives the same ids.
+
+use std::io::Read;
+
+use crate::domain::Accrual;
+use crate::submission::{accrual_id_prefix, derived_id};
+use crate::validation::{check_accrual_id, check_amount, check_member_id, check_point_type, check_reason};
+
+/// Columns a file may have.
+pub const COLUMNS: [&str; 5] = ["accrual_id", "member_id", "point_type", "amount", "reason"];
+const REQUIRED: [&str; 3] = ["member_id", "point_type", "amount"];
+
+/// Why a file cannot be read at all.
+#[derive(Debug, thiserror::Error)]
+pub enum CsvFileError {
+    #[error("the file is empty: a header row naming the columns {} is required", REQUIRED.join(", "))]
+    NoHeader,
+    #[error("line {line} is not UTF-8 text")]
+    NotUtf8 { line: u64 },
+    #[error("unknown column {column:?} in the header; allowed columns are {}", COLUMNS.join(", "))]
+    UnknownColumn { column: String },
+    #[error("column {column:?} appears twice in the header")]
+    RepeatedColumn { column: String },
+    #[error("the header lacks the required column {column:?}")]
+    MissingColumn { column: &'static str },
+    #[error("reading the file failed at line {line}")]
+    Read {
+        line: u64,
+        #[source]
+        source: csv::Error,
+    },
+}
+
+/// One rejected row, as the error report lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowError {
+    /// 1-based line number in the file (the header is line 1).
+    pub line: u64,
+    /// The offending column.
+    pub column: String,
+    pub reason: String,
+    /// The row, re-encoded as CSV.
+    pub raw: String,
+}
+
+/// What one data row gave.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CsvRow {
+    Accrual(Accrual),
+    Rejected(Vec<RowError>),
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Layout {
+    accrual_id: Option<usize>,
+    member_id: usize,
+    point_type: usize,
+    amount: usize,
+    reason: Option<usize>,
+    width: usize,
+}
+
+/// Reads accruals row by row from a CSV stream.
+pub struct CsvAccruals<R: Read> {
+    reader: csv::Reader<R>,
+    layout: Layout,
+    id_prefix: String,
+    record: csv::ByteRecord,
+}
+
+impl<R: Read> CsvAccruals<R> {
+    /// Reads and checks the header. `file_identity` (e.g. bucket, key and
+    /// version) seeds the ids of rows without `accrual_id`.
+    pub fn new(input: R, file_identity: &str) -> Result<Self, CsvFileError> {
+        // Records end at LF only, and a CR before it is dropped by hand
+        // (`fields`): with its default CRLF handling the csv crate numbers the
+        // lines of a CRLF file wrongly, and line numbers are what the error
+        // report promises.
+        let mut reader = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .flexible(true)
+            .terminator(csv::Terminator::Any(b'\n'))
+            .from_reader(input);
+        let mut header = csv::ByteRecord::new();
+        match reader.read_byte_record(&mut header) {
+            Ok(true) => {}
+            Ok(false) => return Err(CsvFileError::NoHeader),
+            Err(source) => return Err(CsvFileError::Read { line: 1, source }),
+        }
+        let line = header.position().map_or(1, |p| p.line());
+        let mut names = Vec::with_capacity(header.len());
+        for (i, field) in header.iter().enumerate() {
+            let text = std::str::from_utf8(field).map_err(|_| CsvFileError::NotUtf8 { line })?;
+            let text = if i == 0 {
+                text.trim_start_matches('\u{feff}')
+            } else {
+                text
+            };
+            names.push(text.trim().to_owned());
+        }
+        if names.iter().all(String::is_empty) {
+            return Err(CsvFileError::NoHeader);
+        }
+        let mut position = [None; 5];
+        for (i, name) in names.iter().enumerate() {
+            let Some(c) = COLUMNS.iter().position(|c| c == name) else {
+                return Err(CsvFileError::UnknownColumn { column: name.clone() });
+            };
+            if position[c].replace(i).is_some() {
+                return Err(CsvFileError::RepeatedColumn { column: name.clone() });
+            }
+        }
+        let required = |column: &'static str| {
+            COLUMNS
+                .iter()
+                .position(|c| *c == column)
+                .and_then(|c| position[c])
+                .ok_or(CsvFileError::MissingColumn { column })
+        };
+        let layout = Layout {
+            member_id: required("member_id")?,
+            point_type: required("point_type")?,
+            amount: required("amount")?,
+            accrual_id: position[0],
+            reason: position[4],
+            width: names.len(),
+        };
+        Ok(CsvAccruals {
+            reader,
+            layout,
+            id_prefix: accrual_id_prefix(file_identity),
+            record: csv::ByteRecord::new(),
+        })
+    }
+
+    /// The next data row, or `None` at the end of the file.
+    pub fn next_row(&mut self) -> Result<Option<(u64, CsvRow)>, CsvFileError> {
+        loop {
+            let more = self.reader.read_byte_record(&mut self.record).map_err(|source| {
+                let line = source.position().map_or(0, |p| p.line());
+                CsvFileError::Read { line, source }
+            })?;
+            if !more {
+                return Ok(None);
+            }
+            let line = self.record.position().map_or(0, |p| p.line());
+            let fields = fields(&self.record, line)?;
+            // A line of nothing but a lone empty field is a blank line.
+            if fields.len() == 1 && fields[0].is_empty() {
+                continue;
+            }
+            return Ok(Some((line, self.row(line, &fields))));
+        }
+    }
+
+    fn row(&self, line: u64, fields: &[&str]) -> CsvRow {
+        let l = self.layout;
+        let mut errors = Vec::new();
+        let mut fail = |column: &str, reason: String| {
+            errors.push(RowError {
+                line,
+                column: column.to_owned(),
+                reason,
+                raw: String::new(),
+            })
+        };
+        if fields.len() != l.width {
+            fail(
+                "(row)",
+                format!("has {} fields; the header has {}", fields.len(), l.width),
+            );
+        }
+        let get = |i: usize| fields.get(i).copied().unwrap_or("");
+        let text =
+            |column: &str, i: usize, check: fn(&str) -> Result<(), String>, fail: &mut dyn FnMut(&str, String)| {
+                let value = get(i).trim();
+                match check(value) {
+                    Ok(()) => Some(value.to_owned()),
+                    Err(reason) => {
+                        fail(column, reason);
+                        None
+                    }
+                }
+            };
+        let accrual_id = match l.accrual_id.map(get).map(str::trim).filter(|v| !v.is_empty()) {
+            Some(_) => l
+                .accrual_id
+                .and_then(|i| text("accrual_id", i, check_accrual_id, &mut fail)),
+            None => Some(derived_id(&self.id_prefix, usize::try_from(line).unwrap_or(usize::MAX))),
+        };
+        let member_id = text("member_id", l.member_id, check_member_id, &mut fail);
+        let point_type = text("point_type", l.point_type, check_point_type, &mut fail);
+        let raw_amount = get(l.amount).trim();
+        let amount = match raw_amount.parse::<u64>() {
+            Ok(n) => match check_amount(n) {
+                Ok(()) => Some(n),
+                Err(reason) => {
+                    fail("amount", reason);
+                    None
+                }
+            },
+            Err(_) => {
+                fail(
+                    "amount",
+                    format!(
+                        "must be a whole number from 1 to {}, found {raw_amount:?}",
+                        crate::domain::MAX_AMOUNT
+                    ),
+                );
+                None
+            }
+        };
+        let reason = match l.reason.map(get).filter(|v| !v.is_empty()) {
+            Some(value) => match check_reason(value) {
+                Ok(()) => Some(value.to_owned()),
+                Err(e) => {
+                    fail("reason", e);
+                    None
+                }
+            },
+            None => None,
+        };
+        match (accrual_id, member_id, point_type, amount) {
+            (Some(accrual_id), Some(member_id), Some(point_type), Some(amount)) if errors.is_empty() => {
+                CsvRow::Accrual(Accrual {
+                    accrual_id,
+                    member_id,
+                    point_type,
+                    amount,
+                    reason,
+                })
+            }
+            _ => {
+                let raw = reencode(fields);
+                for e in &mut errors {
+                    e.raw.clone_from(&raw);
+                }
+                CsvRow::Rejected(errors)
+            }
+        }
+    }
+}
+
+/// A record's fields as text, without the CR of a CRLF line ending.
+fn fields(record: &csv::ByteRecord, line: u64) -> Result<Vec<&str>, CsvFileError> {
+    let mut out = Vec::with_capacity(record.len());
+    for field in record {
+        out.push(std::str::from_utf8(field).map_err(|_| CsvFileError::NotUtf8 { line })?);
+    }
+    if let Some(last) = out.last_mut() {
+        *last = last.strip_suffix('\r').unwrap_or(last);
+    }
+    Ok(out)
+}
+
+fn reencode(fields: &[&str]) -> String {
+    let mut writer = csv::WriterBuilder::new()
+        .terminator(csv::Terminator::Any(b'\n'))
+        .from_writer(Vec::new());
+    // Writing to a Vec cannot fail.
+    let _ = writer.write_record(fields);
+    let bytes = writer.into_inner().unwrap_or_default();
+    String::from_utf8_lossy(&bytes).trim_end_matches('\n').to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rows(text: &str) -> Vec<(u64, CsvRow)> {
+        let mut reader = CsvAccruals::new(text.as_bytes(), "bucket/key#v1").unwrap();
+        let mut out = Vec::new();
+        while let Some(row) = reader.next_row().unwrap() {
+            out.push(row);
+        }
+        out
+    }
+
+    fn accrual(row: &CsvRow) -> &Accrual {
+        match row {
+            CsvRow::Accrual(a) => a,
+            other => panic!("expected an accrual, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn bom_crlf_quotes_blank_lines_and_any_column_order() {
+        let text = "\u{feff}amount,point_type,member_id,reason\r\n2000,WELCOME,m-1,\"welcome, friend\"\r\n\r\n500,BONUS,m-2,\r\n7,BONUS,m-3,\"said \"\"hi\"\"\"";
+        let got = rows(text);
+        assert_eq!(got.len(), 3);
+        let first = accrual(&got[0].1);
+        assert_eq!((got[0].0, first.member_id.as_str(), first.amount), (2, "m-1", 2000));
+        assert_eq!(first.reason.as_deref(), Some("welcome, friend"));
+        assert_eq!(got[1].0, 4, "line numbers count the blank line");
+        assert_eq!(accrual(&got[1].1).reason, None);
+        assert_eq!(accrual(&got[2].1).reason.as_deref(), Some("said \"hi\""));
+    }
+
+    #[test]
+    fn derived_ids_depend_on_file_and_line_only() {
+        let a = rows("member_id,point_type,amount\nm,P,1\nm,P,1\n");
+        let b = rows("member_id,point_type,amount\nm,P,1\nm,P,1\n");
+        assert_eq!(a, b, "re-reading the same file derives the same ids");
+        assert_ne!(accrual(&a[0].1).accrual_id, accrual(&a[1].1).accrual_id);
+        let other = CsvAccruals::new("member_id,point_type,amount\nm,P,1\n".as_bytes(), "bucket/key#v2")
+            .unwrap()
+            .next_row()
+            .unwrap()
+            .unwrap();
+        assert_ne!(accrual(&other.1).accrual_id, accrual(&a[0].1).accrual_id);
+        let explicit = rows("accrual_id,member_id,point_type,amount\nmine-1,m,P,1\n,m,P,1\n");
+        assert_eq!(accrual(&explicit[0].1).accrual_id, "mine-1");
+        assert!(accrual(&explicit[1].1).accrual_id.ends_with(":0000003"));
+    }
+
+    #[test]
+    fn bad_rows_name_line_column_and_reason_and_keep_the_raw_row() {
+        let got = rows("member_id,point_type,amount\nm-1,P,0\nbad id,P.x,12a\nm-2,P\nm-3,P,5\n");
+        let CsvRow::Rejected(e) = &got[0].1 else { panic!() };
+        assert_eq!((e[0].line, e[0].column.as_str()), (2, "amount"));
+        assert_eq!(e[0].raw, "m-1,P,0");
+        let CsvRow::Rejected(e) = &got[1].1 else { panic!() };
+        let columns: Vec<&str> = e.iter().map(|e| e.column.as_str()).collect();
+        assert_eq!(columns, ["member_id", "point_type", "amount"]);
+        let CsvRow::Rejected(e) = &got[2].1 else { panic!() };
+        assert_eq!(e[0].column, "(row)");
+        assert_eq!(accrual(&got[3].1).member_id, "m-3", "bad rows never stop good ones");
+    }
+
+    #[test]
+    fn unusable_headers_are_refused() {
+        assert!(matches!(
+            CsvAccruals::new("".as_bytes(), "f"),
+            Err(CsvFileError::NoHeader)
+        ));
+        assert!(matches!(
+            CsvAccruals::new("member_id,point_type,amount,colour\n".as_bytes(), "f"),
+            Err(CsvFileError::UnknownColumn { column }) if column == "colour"
+        ));
+        assert!(matches!(
+            CsvAccruals::new("member_id,point_type\n".as_bytes(), "f"),
+            Err(CsvFileError::MissingColumn { column: "amount" })
+        ));
+        assert!(matches!(
+            CsvAccruals::new("amount,member_id,point_type,amount\n".as_bytes(), "f"),
+            Err(CsvFileError::RepeatedColumn { .. })
+        ));
+        assert!(matches!(
+            CsvAccruals::new(&b"member_id,point_type,amount\xff\n"[..], "f"),
+            Err(CsvFileError::NotUtf8 { line: 1 })
+        ));
+        let mut r = CsvAccruals::new(&b"member_id,point_type,amount\nm,P,\xfe\n"[..], "f").unwrap();
+        assert!(matches!(r.next_row(), Err(CsvFileError::NotUtf8 { line: 2 })));
+    }
+}
