@@ -14,7 +14,7 @@ use crate::api::{ApiError, ApiRequest, ApiResponse};
 use crate::domain::{Job, JobId, JobStatus, NewJob};
 use crate::packing::{pack_accruals, PackingLimits};
 use crate::ports::{AccrualQueue, CreateJob, JobStore, Ledger};
-use crate::submission::{job_id_for_key, prepare_submission, SubmissionError};
+use crate::submission::{job_id_for_key, prepare_submission};
 use crate::validation::{check_idempotency_key, check_member_id};
 
 /// Largest request body: a Lambda behind API Gateway receives at most 6 MB
@@ -279,10 +279,4 @@ fn accepted_response(job: &Job) -> ApiResponse {
         },
     )
     .with_header("Location", status_url)
-}
-
-impl From<SubmissionError> for ApiError {
-    fn from(e: SubmissionError) -> Self {
-        ApiError::Submission(e)
-    }
 }
