@@ -61,8 +61,16 @@ pub struct JobView {
     pub applied: u64,
     pub duplicate: u64,
     pub failed: u64,
+    /// Rows of a file that failed validation (see its error report).
+    pub rejected: u64,
     pub deduplicated: u64,
     pub messages: u64,
+    /// `s3://bucket/key` of a file job; absent for API requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// Why a file job failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
     pub created_at: String,
     pub completed_at: Option<String>,
 }
@@ -76,8 +84,11 @@ impl From<&Job> for JobView {
             applied: job.applied,
             duplicate: job.duplicate,
             failed: job.failed,
+            rejected: job.rejected,
             deduplicated: job.deduplicated,
             messages: job.messages,
+            source: job.source.clone(),
+            error: job.error.clone(),
             created_at: rfc3339(job.created_at),
             completed_at: job.completed_at.map(rfc3339),
         }
@@ -205,6 +216,8 @@ impl IngestService {
             total: accepted,
             deduplicated: prepared.deduplicated,
             messages: messages.len() as u64,
+            source: None,
+            reading: false,
             created_at: OffsetDateTime::now_utc(),
         };
         let job = match self.jobs.create_job(&new_job).await? {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
-use crate::domain::{Accrual, Balance, Job, JobId, MessageCounts, NewJob};
+use crate::domain::{Accrual, Balance, ChunkReport, Job, JobId, MessageCounts, MessageRef, NewJob};
 
 /// Any error from a backend's client library, kept whole as a source.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -40,12 +40,13 @@ impl StoreError {
 /// What applying a set of accruals did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ApplyOutcome {
-    /// Accruals now credited by this job: newly, or found already credited by
-    /// this same job (a redelivery or a retried transaction).
+    /// Accruals now credited by this message: newly, or found already
+    /// credited by this same message (a redelivery or a retried transaction).
     pub applied: u64,
-    /// Of `applied`, those found already credited by this job.
+    /// Of `applied`, those found already credited by this message.
     pub replayed: u64,
-    /// Accruals skipped because a different job had credited their id.
+    /// Accruals skipped because another message (of another job, or another
+    /// message of this job repeating the id) had credited their id.
     pub duplicate: u64,
     /// Store requests made (for requests-per-accrual accounting).
     pub requests: u64,
@@ -55,12 +56,12 @@ pub struct ApplyOutcome {
 #[async_trait]
 pub trait Ledger: Send + Sync {
     /// Credits each accrual whose id has never been credited, on behalf of
-    /// `job_id`, and says which were new. Per accrual, the ledger entry and the
-    /// balance change happen together or not at all; safe to call again with
-    /// the same accruals (nothing is credited twice).
+    /// message `by`, and says which were new. Per accrual, the ledger entry and
+    /// the balance change happen together or not at all; safe to call again
+    /// with the same accruals (nothing is credited twice).
     async fn apply_accruals(
         &self,
-        job_id: JobId,
+        by: MessageRef,
         accruals: &[Accrual],
         now: OffsetDateTime,
     ) -> Result<ApplyOutcome, StoreError>;
@@ -99,6 +100,13 @@ pub trait JobStore: Send + Sync {
         counts: MessageCounts,
         now: OffsetDateTime,
     ) -> Result<bool, StoreError>;
+
+    /// Adds one chunk's counts to its file job, once per `(job_id, index)`
+    /// however often it is called. A final chunk ends the reading (and with
+    /// [`crate::domain::ChunkEnd::Failed`] records the error); the job then
+    /// completes once every queued accrual is settled, which may be at once.
+    /// Returns whether this call did the recording.
+    async fn record_chunk(&self, job_id: JobId, chunk: &ChunkReport, now: OffsetDateTime) -> Result<bool, StoreError>;
 }
 
 /// A queue operation that did not complete.

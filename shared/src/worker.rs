@@ -7,7 +7,7 @@ use futures::stream::{self, StreamExt};
 use time::OffsetDateTime;
 use tracing::{field, info, info_span, warn, Instrument};
 
-use crate::domain::{JobId, MessageCounts};
+use crate::domain::{JobId, MessageCounts, MessageRef};
 use crate::message::{AccrualMessage, DecodeError};
 use crate::ports::{JobStore, Ledger, StoreError};
 
@@ -167,7 +167,18 @@ impl Worker {
         span.record("seq", decoded.seq);
         span.record("accruals", decoded.accruals.len());
         let now = OffsetDateTime::now_utc();
-        let outcome = match self.ledger.apply_accruals(job_id, &decoded.accruals, now).await {
+        let outcome = match self
+            .ledger
+            .apply_accruals(
+                MessageRef {
+                    job_id,
+                    seq: decoded.seq,
+                },
+                &decoded.accruals,
+                now,
+            )
+            .await
+        {
             Ok(outcome) => outcome,
             Err(error) => {
                 self.count_failed_if_last_delivery(message, &decoded).await;

@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use pointflow::domain::{Accrual, Balance, JobId, JobStatus, MessageCounts, NewJob};
+use pointflow::domain::{Accrual, Balance, ChunkEnd, ChunkReport, JobId, JobStatus, MessageCounts, MessageRef, NewJob};
 use pointflow::ports::{CreateJob, ReceivedMessage};
 use time::OffsetDateTime;
 
@@ -32,6 +32,11 @@ fn now() -> OffsetDateTime {
     OffsetDateTime::now_utc()
 }
 
+/// Message `seq` of a fresh random job.
+fn message(job_id: JobId, seq: u32) -> MessageRef {
+    MessageRef { job_id, seq }
+}
+
 fn new_job(total: u64, messages: u64, hash: &str) -> NewJob {
     NewJob {
         job_id: JobId::random(),
@@ -39,15 +44,19 @@ fn new_job(total: u64, messages: u64, hash: &str) -> NewJob {
         total,
         deduplicated: 1,
         messages,
+        source: None,
+        reading: false,
         // Stores keep at least millisecond precision.
         created_at: OffsetDateTime::from_unix_timestamp(1_790_000_000).expect("valid time"),
     }
 }
 
-/// New accruals are credited, a repeat by the same job is "applied (replayed)",
-/// a repeat by another job is "duplicate", and balances move only once.
+/// New accruals are credited, a repeat by the same message is "applied
+/// (replayed)", a repeat by another job or another message of the same job
+/// is "duplicate", and balances move only once.
 pub async fn ledger_credits_each_accrual_once(b: &Backend) {
-    let (job, other) = (JobId::random(), JobId::random());
+    let job_id = JobId::random();
+    let (job, other, sibling) = (message(job_id, 0), message(JobId::random(), 0), message(job_id, 1));
     let batch = [
         accrual("c1-a", "c1-m1", "P", 10),
         accrual("c1-b", "c1-m1", "P", 5),
@@ -59,6 +68,12 @@ pub async fn ledger_credits_each_accrual_once(b: &Backend) {
     assert_eq!((again.applied, again.replayed, again.duplicate), (3, 3, 0));
     let by_other = b.ledger.apply_accruals(other, &batch, now()).await.unwrap();
     assert_eq!((by_other.applied, by_other.replayed, by_other.duplicate), (0, 0, 3));
+    let by_sibling = b.ledger.apply_accruals(sibling, &batch[..1], now()).await.unwrap();
+    assert_eq!(
+        (by_sibling.applied, by_sibling.duplicate),
+        (0, 1),
+        "a file may repeat an id"
+    );
     assert_eq!(b.ledger.balances("c1-m1").await.unwrap(), [balance("P", 15)]);
     assert_eq!(b.ledger.balances("c1-m2").await.unwrap(), [balance("Q", 7)]);
 }
@@ -66,7 +81,7 @@ pub async fn ledger_credits_each_accrual_once(b: &Backend) {
 /// A crash after part of a message leaves part credited; the redelivery
 /// credits the rest and counts the part as applied, not duplicate.
 pub async fn ledger_completes_a_partially_applied_message(b: &Backend) {
-    let job = JobId::random();
+    let job = message(JobId::random(), 7);
     let batch: Vec<Accrual> = (0..6)
         .map(|i| accrual(&format!("c2-{i}"), &format!("c2-m{}", i % 2), "P", 100))
         .collect();
@@ -79,7 +94,7 @@ pub async fn ledger_completes_a_partially_applied_message(b: &Backend) {
 
 /// More accruals of one balance than one DynamoDB transaction holds.
 pub async fn ledger_sums_many_accruals_of_one_balance(b: &Backend) {
-    let job = JobId::random();
+    let job = message(JobId::random(), 7);
     let batch: Vec<Accrual> = (0..150).map(|i| accrual(&format!("c3-{i}"), "c3-m", "P", 2)).collect();
     let outcome = b.ledger.apply_accruals(job, &batch, now()).await.unwrap();
     assert_eq!(outcome.applied, 150);
@@ -88,7 +103,7 @@ pub async fn ledger_sums_many_accruals_of_one_balance(b: &Backend) {
 
 /// Balances come per point type, sorted; an unknown member has none.
 pub async fn ledger_reports_balances_per_point_type(b: &Backend) {
-    let job = JobId::random();
+    let job = message(JobId::random(), 7);
     let batch = [
         accrual("c4-1", "c4-m", "WELCOME", 2000),
         accrual("c4-2", "c4-m", "BONUS", 500),
@@ -185,6 +200,98 @@ pub async fn fold_for_unknown_job_records_nothing(b: &Backend) {
     assert_eq!(b.jobs.get_job(ghost).await.unwrap(), None);
 }
 
+fn chunk(index: u32, accepted: u64, rejected: u64, end: ChunkEnd) -> ChunkReport {
+    ChunkReport {
+        index,
+        accepted,
+        deduplicated: 0,
+        rejected,
+        messages: accepted.div_ceil(2),
+        end,
+    }
+}
+
+/// A file job grows chunk by chunk, each chunk counted once; it cannot
+/// complete while its file is being read, even if every accrual queued so far
+/// is settled, and completes once the last chunk is recorded.
+pub async fn file_job_grows_by_chunks_and_completes_after_the_last(b: &Backend) {
+    let job = NewJob {
+        source: Some("s3://bucket/imports/a.csv".into()),
+        reading: true,
+        ..new_job(0, 0, "file")
+    };
+    b.jobs.create_job(&job).await.unwrap();
+    let id = job.job_id;
+    assert_eq!(
+        b.jobs.get_job(id).await.unwrap().unwrap().status(),
+        JobStatus::Importing
+    );
+    // Workers may fold a chunk's messages before the chunk is recorded.
+    let applied = |n| MessageCounts {
+        applied: n,
+        ..MessageCounts::default()
+    };
+    assert!(b.jobs.fold_message(id, 0, applied(2), now()).await.unwrap());
+    assert!(b
+        .jobs
+        .record_chunk(id, &chunk(0, 4, 1, ChunkEnd::More), now())
+        .await
+        .unwrap());
+    assert!(!b
+        .jobs
+        .record_chunk(id, &chunk(0, 4, 1, ChunkEnd::More), now())
+        .await
+        .unwrap());
+    b.jobs.fold_message(id, 1, applied(2), now()).await.unwrap();
+    let between = b.jobs.get_job(id).await.unwrap().unwrap();
+    assert_eq!((between.total, between.rejected, between.applied), (4, 1, 4));
+    assert_eq!((between.status(), between.completed_at), (JobStatus::Importing, None));
+    assert!(b
+        .jobs
+        .record_chunk(id, &chunk(1, 2, 0, ChunkEnd::Last), now())
+        .await
+        .unwrap());
+    assert!(!b
+        .jobs
+        .record_chunk(id, &chunk(1, 2, 0, ChunkEnd::Last), now())
+        .await
+        .unwrap());
+    let last = b.jobs.get_job(id).await.unwrap().unwrap();
+    assert_eq!((last.total, last.messages, last.status()), (6, 3, JobStatus::Running));
+    b.jobs.fold_message(id, 2, applied(2), now()).await.unwrap();
+    let done = b.jobs.get_job(id).await.unwrap().unwrap();
+    assert_eq!(done.status(), JobStatus::CompletedWithErrors, "a row was rejected");
+    assert!(done.completed_at.is_some() && done.enqueued);
+    assert_eq!(done.source.as_deref(), Some("s3://bucket/imports/a.csv"));
+}
+
+/// A file that cannot be read fails its job with the reason, and the job
+/// completes at once when nothing was queued; a chunk of an unknown job
+/// records nothing.
+pub async fn unreadable_file_fails_its_job(b: &Backend) {
+    let job = NewJob {
+        reading: true,
+        ..new_job(0, 0, "file")
+    };
+    b.jobs.create_job(&job).await.unwrap();
+    let reason = "the header lacks the required column \"amount\"".to_owned();
+    let end = ChunkEnd::Failed { reason: reason.clone() };
+    assert!(b
+        .jobs
+        .record_chunk(job.job_id, &chunk(0, 0, 1, end.clone()), now())
+        .await
+        .unwrap());
+    let failed = b.jobs.get_job(job.job_id).await.unwrap().unwrap();
+    assert_eq!(
+        (failed.status(), failed.error.as_deref()),
+        (JobStatus::Failed, Some(reason.as_str()))
+    );
+    assert!(failed.completed_at.is_some());
+    let ghost = JobId::random();
+    assert!(!b.jobs.record_chunk(ghost, &chunk(0, 1, 0, end), now()).await.unwrap());
+    assert_eq!(b.jobs.get_job(ghost).await.unwrap(), None);
+}
+
 async fn receive_all(b: &Backend, expected: usize) -> Vec<ReceivedMessage> {
     let mut received = Vec::new();
     for _ in 0..20 {
@@ -259,6 +366,8 @@ macro_rules! contract_suite {
             job_counts_fold_once_per_message,
             job_with_failed_message_completes_with_errors,
             fold_for_unknown_job_records_nothing,
+            file_job_grows_by_chunks_and_completes_after_the_last,
+            unreadable_file_fails_its_job,
             queue_delivers_and_deletes,
             queue_redelivers_then_dead_letters,
         );

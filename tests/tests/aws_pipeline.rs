@@ -184,7 +184,14 @@ async fn a_worker_crash_mid_message_is_finished_by_the_redelivery() {
     let partial = p
         .backend
         .ledger
-        .apply_accruals(decoded.job_id, &decoded.accruals[..50], time::OffsetDateTime::now_utc())
+        .apply_accruals(
+            pointflow::domain::MessageRef {
+                job_id: decoded.job_id,
+                seq: decoded.seq,
+            },
+            &decoded.accruals[..50],
+            time::OffsetDateTime::now_utc(),
+        )
         .await
         .unwrap();
     assert_eq!(partial.applied, 50);

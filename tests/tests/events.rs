@@ -63,6 +63,8 @@ async fn sample_events_drive_the_handlers() {
             total: 6,
             deduplicated: 0,
             messages: 2,
+            source: None,
+            reading: false,
             created_at: OffsetDateTime::now_utc(),
         })
         .await

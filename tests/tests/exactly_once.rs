@@ -84,6 +84,8 @@ proptest! {
                     total: mine.len() as u64,
                     deduplicated: 0,
                     messages: packed.len() as u64,
+                    source: None,
+                    reading: false,
                     created_at: OffsetDateTime::now_utc(),
                 }).await.unwrap();
                 jobs.push((job_id, mine.len() as u64));
@@ -106,7 +108,7 @@ proptest! {
                     Step::Crash(i, k) => {
                         let m = &messages[i % messages.len()];
                         let k = (*k).min(m.accruals.len());
-                        b.ledger.apply_accruals(m.job_id, &m.accruals[..k], OffsetDateTime::now_utc()).await.unwrap();
+                        b.ledger.apply_accruals(pointflow::domain::MessageRef { job_id: m.job_id, seq: m.seq }, &m.accruals[..k], OffsetDateTime::now_utc()).await.unwrap();
                     }
                 }
             }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use pointflow::domain::{Accrual, Balance, JobId, JobStatus, NewJob};
+use pointflow::domain::{Accrual, Balance, JobId, JobStatus, MessageRef, NewJob};
 use pointflow::message::AccrualMessage;
 use pointflow::ports::{ApplyOutcome, Ledger, StoreError};
 use pointflow::worker::{IncomingMessage, Worker, WorkerSettings};
@@ -17,7 +17,12 @@ struct DownLedger;
 
 #[async_trait]
 impl Ledger for DownLedger {
-    async fn apply_accruals(&self, _: JobId, _: &[Accrual], _: OffsetDateTime) -> Result<ApplyOutcome, StoreError> {
+    async fn apply_accruals(
+        &self,
+        _: MessageRef,
+        _: &[Accrual],
+        _: OffsetDateTime,
+    ) -> Result<ApplyOutcome, StoreError> {
         Err(StoreError::Throttled {
             operation: "TransactWriteItems",
         })
@@ -52,6 +57,8 @@ async fn job(b: &backend::Backend, total: u64, messages: u64) -> JobId {
             total,
             deduplicated: 0,
             messages,
+            source: None,
+            reading: false,
             created_at: OffsetDateTime::now_utc(),
         })
         .await

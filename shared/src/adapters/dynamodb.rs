@@ -29,7 +29,7 @@ use sha2::{Digest, Sha256};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use crate::domain::{Accrual, Balance, Job, JobId, MessageCounts, NewJob};
+use crate::domain::{Accrual, Balance, ChunkReport, Job, JobId, MessageCounts, MessageRef, NewJob};
 use crate::ports::{ApplyOutcome, CreateJob, JobStore, Ledger, StoreError};
 use crate::retry::Backoff;
 
@@ -81,20 +81,21 @@ impl DynamoStore {
 
     /// Applies one chunk (≤ 100 actions) until every accrual is credited or
     /// found credited. Returns the chunk's outcome.
-    async fn apply_chunk(&self, job_id: JobId, chunk: &[&Accrual], now: &str) -> Result<ApplyOutcome, StoreError> {
+    async fn apply_chunk(&self, by: MessageRef, chunk: &[&Accrual], now: &str) -> Result<ApplyOutcome, StoreError> {
         let mut outcome = ApplyOutcome::default();
         let mut remaining: Vec<&Accrual> = chunk.to_vec();
         let mut attempt = 0u32;
-        let job = job_id.to_string();
+        let job = by.job_id.to_string();
+        let seq = by.seq.to_string();
         while !remaining.is_empty() {
-            let items = ledger_transaction(&self.table, &job, &remaining, now)?;
+            let items = ledger_transaction(&self.table, by, &remaining, now)?;
             self.count();
             outcome.requests += 1;
             let sent = self
                 .client
                 .transact_write_items()
                 .set_transact_items(Some(items))
-                .client_request_token(request_token(&job, &remaining))
+                .client_request_token(request_token(by, &remaining))
                 .send()
                 .await;
             let error = match sent {
@@ -114,11 +115,13 @@ impl DynamoStore {
                             None | Some("None") => {}
                             Some("ConditionalCheckFailed") if index < remaining.len() => {
                                 found[index] = true;
-                                let owner = reason.item().and_then(|item| string_attr(item, "job_id"));
+                                let owner = reason
+                                    .item()
+                                    .map(|item| (string_attr(item, "job_id"), number_text(item, "seq")));
                                 // Our own earlier write (a redelivery, or a
                                 // retried transaction whose answer was lost):
                                 // it counts as applied, not duplicate.
-                                if owner == Some(job.as_str()) {
+                                if owner == Some((Some(job.as_str()), Some(seq.as_str()))) {
                                     outcome.applied += 1;
                                     outcome.replayed += 1;
                                 } else {
@@ -175,6 +178,62 @@ impl DynamoStore {
         Ok(outcome)
     }
 
+    /// Runs "put this marker unless it exists + update this job if it exists"
+    /// as one transaction, retrying conflicts and throttling.
+    async fn marker_and_update(&self, marker: Put, update: Update) -> Result<Marked, StoreError> {
+        let items = vec![
+            TransactWriteItem::builder().put(marker).build(),
+            TransactWriteItem::builder().update(update).build(),
+        ];
+        let mut attempt = 0u32;
+        loop {
+            self.count();
+            let result = self
+                .client
+                .transact_write_items()
+                .set_transact_items(Some(items.clone()))
+                .send()
+                .await;
+            let error = match result {
+                Ok(_) => return Ok(Marked::Done),
+                Err(e) => e,
+            };
+            let kind = match error.as_service_error() {
+                Some(TransactWriteItemsError::TransactionCanceledException(cancel)) => {
+                    let codes: Vec<Option<&str>> = cancel.cancellation_reasons().iter().map(|r| r.code()).collect();
+                    match codes.as_slice() {
+                        [Some("ConditionalCheckFailed"), ..] => return Ok(Marked::Before),
+                        [_, Some("ConditionalCheckFailed")] => return Ok(Marked::NoJob),
+                        c if c.iter().any(|c| matches!(c, Some("TransactionConflict"))) => "conflict",
+                        c if c.iter().any(|c| {
+                            matches!(
+                                c,
+                                Some("ThrottlingError" | "ProvisionedThroughputExceeded" | "RequestLimitExceeded")
+                            )
+                        }) =>
+                        {
+                            "throttled"
+                        }
+                        _ => return Err(backend("TransactWriteItems", error)),
+                    }
+                }
+                Some(TransactWriteItemsError::TransactionInProgressException(_)) => "conflict",
+                _ if is_throttling(&error) || is_transport(&error) => "throttled",
+                _ => return Err(backend("TransactWriteItems", error)),
+            };
+            attempt += 1;
+            if attempt >= self.backoff.max_attempts {
+                let operation = "TransactWriteItems";
+                return Err(if kind == "conflict" {
+                    StoreError::Conflict { operation }
+                } else {
+                    StoreError::Throttled { operation }
+                });
+            }
+            self.backoff.sleep(attempt - 1).await;
+        }
+    }
+
     async fn try_complete(&self, job_id: JobId, now: &str) -> Result<(), StoreError> {
         self.count();
         let result = self
@@ -183,9 +242,12 @@ impl DynamoStore {
             .table_name(&self.table)
             .set_key(Some(job_key(job_id)))
             .update_expression("SET completed_at = :now")
-            .condition_expression("attribute_exists(pk) AND remaining <= :zero AND attribute_not_exists(completed_at)")
+            .condition_expression(
+                "attribute_exists(pk) AND remaining <= :zero AND reading = :no AND attribute_not_exists(completed_at)",
+            )
             .expression_attribute_values(":now", s(now))
             .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":no", AttributeValue::Bool(false))
             .send()
             .await;
         match result {
@@ -235,12 +297,23 @@ pub fn sum_by_balance<'a>(accruals: &[&'a Accrual]) -> BTreeMap<(&'a str, &'a st
     sums
 }
 
+/// What a marker-and-update transaction found.
+enum Marked {
+    /// Marker written, job updated.
+    Done,
+    /// The marker existed: done by an earlier call.
+    Before,
+    /// No such job.
+    NoJob,
+}
+
 fn ledger_transaction(
     table: &str,
-    job: &str,
+    by: MessageRef,
     accruals: &[&Accrual],
     now: &str,
 ) -> Result<Vec<TransactWriteItem>, StoreError> {
+    let job = by.job_id.to_string();
     let mut items = Vec::with_capacity(accruals.len() * 2);
     for a in accruals {
         let mut item: Item = HashMap::from([
@@ -250,7 +323,8 @@ fn ledger_transaction(
             ("member_id".to_owned(), s(&a.member_id)),
             ("point_type".to_owned(), s(&a.point_type)),
             ("amount".to_owned(), n(a.amount)),
-            ("job_id".to_owned(), s(job)),
+            ("job_id".to_owned(), s(&job)),
+            ("seq".to_owned(), n(u64::from(by.seq))),
             ("applied_at".to_owned(), s(now)),
         ]);
         if let Some(reason) = &a.reason {
@@ -284,9 +358,9 @@ fn ledger_transaction(
 /// ClientRequestToken: the same transaction content gives the same token, so
 /// AWS treats a resend within 10 minutes as the same transaction (moto does
 /// not; the `job_id` read back through `ALL_OLD` covers that case).
-fn request_token(job: &str, accruals: &[&Accrual]) -> String {
+fn request_token(by: MessageRef, accruals: &[&Accrual]) -> String {
     let mut hasher = Sha256::new();
-    hasher.update(job.as_bytes());
+    hasher.update(format!("{}#{}", by.job_id, by.seq).as_bytes());
     for a in accruals {
         hasher.update(b"\n");
         hasher.update(a.accrual_id.as_bytes());
@@ -315,6 +389,14 @@ fn job_key(job_id: JobId) -> Item {
         ("pk".to_owned(), s(format!("JOB#{job_id}"))),
         ("sk".to_owned(), s("JOB")),
     ])
+}
+
+/// A number attribute's text as stored (`None` if absent or not a number).
+fn number_text<'a>(item: &'a Item, name: &str) -> Option<&'a str> {
+    match item.get(name) {
+        Some(AttributeValue::N(v)) => Some(v),
+        _ => None,
+    }
 }
 
 fn string_attr<'a>(item: &'a Item, name: &str) -> Option<&'a str> {
@@ -368,8 +450,12 @@ fn job_from_item(item: &Item) -> Result<Job, StoreError> {
         total: number_attr(item, "total")?,
         deduplicated: number_attr(item, "deduplicated")?,
         messages: number_attr(item, "messages")?,
+        source: string_attr(item, "source").map(str::to_owned),
         created_at: time_attr(item, "created_at")?.ok_or_else(|| corrupt(item, "created_at missing"))?,
         enqueued: matches!(item.get("enqueued"), Some(AttributeValue::Bool(true))),
+        reading: matches!(item.get("reading"), Some(AttributeValue::Bool(true))),
+        rejected: number_attr(item, "rejected")?,
+        error: string_attr(item, "error").map(str::to_owned),
         applied: number_attr(item, "applied")?,
         duplicate: number_attr(item, "duplicate")?,
         failed: number_attr(item, "failed")?,
@@ -387,6 +473,8 @@ fn job_to_item(job: &NewJob) -> Item {
         ("messages".to_owned(), n(job.messages)),
         ("created_at".to_owned(), s(rfc3339(job.created_at))),
         ("enqueued".to_owned(), AttributeValue::Bool(false)),
+        ("reading".to_owned(), AttributeValue::Bool(job.reading)),
+        ("rejected".to_owned(), n(0)),
         ("applied".to_owned(), n(0)),
         ("duplicate".to_owned(), n(0)),
         ("failed".to_owned(), n(0)),
@@ -394,6 +482,9 @@ fn job_to_item(job: &NewJob) -> Item {
         // stamp `completed_at` without a read.
         ("remaining".to_owned(), n(job.total)),
     ]);
+    if let Some(source) = &job.source {
+        item.insert("source".to_owned(), s(source));
+    }
     item
 }
 
@@ -448,14 +539,14 @@ where
 impl Ledger for DynamoStore {
     async fn apply_accruals(
         &self,
-        job_id: JobId,
+        by: MessageRef,
         accruals: &[Accrual],
         now: OffsetDateTime,
     ) -> Result<ApplyOutcome, StoreError> {
         let now = rfc3339(now);
         let mut total = ApplyOutcome::default();
         for chunk in plan_transactions(accruals) {
-            let outcome = self.apply_chunk(job_id, &chunk, &now).await?;
+            let outcome = self.apply_chunk(by, &chunk, &now).await?;
             total.applied += outcome.applied;
             total.replayed += outcome.replayed;
             total.duplicate += outcome.duplicate;
@@ -594,66 +685,81 @@ impl JobStore for DynamoStore {
             .expression_attribute_values(":settled", AttributeValue::N(format!("-{}", counts.settled())))
             .build()
             .map_err(|e| backend("TransactWriteItems", e))?;
-        let items = vec![
-            TransactWriteItem::builder().put(put).build(),
-            TransactWriteItem::builder().update(update).build(),
-        ];
-        let mut attempt = 0u32;
-        let folded = loop {
-            self.count();
-            let result = self
-                .client
-                .transact_write_items()
-                .set_transact_items(Some(items.clone()))
-                .send()
-                .await;
-            let error = match result {
-                Ok(_) => break true,
-                Err(e) => e,
-            };
-            let kind = match error.as_service_error() {
-                Some(TransactWriteItemsError::TransactionCanceledException(cancel)) => {
-                    let codes: Vec<Option<&str>> = cancel.cancellation_reasons().iter().map(|r| r.code()).collect();
-                    match codes.as_slice() {
-                        // The marker exists: this message was folded before.
-                        [Some("ConditionalCheckFailed"), ..] => break false,
-                        // No such job: counts have nowhere to go.
-                        [_, Some("ConditionalCheckFailed")] => {
-                            tracing::warn!(%job_id, seq, "message of an unknown job: counts not recorded");
-                            return Ok(false);
-                        }
-                        c if c.iter().any(|c| matches!(c, Some("TransactionConflict"))) => "conflict",
-                        c if c.iter().any(|c| {
-                            matches!(
-                                c,
-                                Some("ThrottlingError" | "ProvisionedThroughputExceeded" | "RequestLimitExceeded")
-                            )
-                        }) =>
-                        {
-                            "throttled"
-                        }
-                        _ => return Err(backend("TransactWriteItems", error)),
-                    }
-                }
-                Some(TransactWriteItemsError::TransactionInProgressException(_)) => "conflict",
-                _ if is_throttling(&error) => "throttled",
-                _ => return Err(backend("TransactWriteItems", error)),
-            };
-            attempt += 1;
-            if attempt >= self.backoff.max_attempts {
-                let operation = "TransactWriteItems";
-                return Err(if kind == "conflict" {
-                    StoreError::Conflict { operation }
-                } else {
-                    StoreError::Throttled { operation }
-                });
+        let folded = match self.marker_and_update(put, update).await? {
+            Marked::Done => true,
+            Marked::Before => false,
+            Marked::NoJob => {
+                tracing::warn!(%job_id, seq, "message of an unknown job: counts not recorded");
+                return Ok(false);
             }
-            self.backoff.sleep(attempt - 1).await;
         };
         // Also on a redelivery: the earlier delivery may have died between
         // folding and stamping completion.
         self.try_complete(job_id, &now_text).await?;
         Ok(folded)
+    }
+
+    async fn record_chunk(&self, job_id: JobId, chunk: &ChunkReport, now: OffsetDateTime) -> Result<bool, StoreError> {
+        let now_text = rfc3339(now);
+        let marker: Item = HashMap::from([
+            ("pk".to_owned(), s(format!("CHUNK#{job_id}#{}", chunk.index))),
+            ("sk".to_owned(), s("CHUNK")),
+            ("recorded_at".to_owned(), s(&now_text)),
+            (
+                "expires_at".to_owned(),
+                AttributeValue::N((now.unix_timestamp() + MARKER_TTL_SECONDS).to_string()),
+            ),
+        ]);
+        let put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(marker))
+            .condition_expression("attribute_not_exists(pk)")
+            .build()
+            .map_err(|e| backend("TransactWriteItems", e))?;
+        // `remaining` grows by what this chunk queued; workers may already
+        // have folded some of it (it dips below zero meanwhile), which is why
+        // completion also waits for `reading` to turn false.
+        let mut expression =
+            "SET updated_at = :now ADD #total :acc, deduplicated :dedup, rejected :rej, messages :msgs, remaining :acc"
+                .to_owned();
+        let mut update = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(job_key(job_id)))
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_names("#total", "total")
+            .expression_attribute_values(":now", s(&now_text))
+            .expression_attribute_values(":acc", n(chunk.accepted))
+            .expression_attribute_values(":dedup", n(chunk.deduplicated))
+            .expression_attribute_values(":rej", n(chunk.rejected))
+            .expression_attribute_values(":msgs", n(chunk.messages));
+        if chunk.is_final() {
+            expression = expression.replacen("SET ", "SET reading = :no, enqueued = :yes, ", 1);
+            update = update
+                .expression_attribute_values(":no", AttributeValue::Bool(false))
+                .expression_attribute_values(":yes", AttributeValue::Bool(true));
+            if let Some(reason) = chunk.failure() {
+                expression = expression.replacen("SET ", "SET #error = :error, ", 1);
+                update = update
+                    .expression_attribute_names("#error", "error")
+                    .expression_attribute_values(":error", s(reason));
+            }
+        }
+        let update = update
+            .update_expression(expression)
+            .build()
+            .map_err(|e| backend("TransactWriteItems", e))?;
+        let recorded = match self.marker_and_update(put, update).await? {
+            Marked::Done => true,
+            Marked::Before => false,
+            Marked::NoJob => {
+                tracing::warn!(%job_id, chunk = chunk.index, "chunk of an unknown job: counts not recorded");
+                return Ok(false);
+            }
+        };
+        if chunk.is_final() {
+            self.try_complete(job_id, &now_text).await?;
+        }
+        Ok(recorded)
     }
 }
 
@@ -741,10 +847,15 @@ mod tests {
     fn request_token_is_short_and_content_bound() {
         let a = accrual(1, 1, "P");
         let b = accrual(2, 1, "P");
-        let t1 = request_token("job", &[&a, &b]);
+        let by = MessageRef {
+            job_id: JobId::random(),
+            seq: 3,
+        };
+        let t1 = request_token(by, &[&a, &b]);
         assert_eq!(t1.len(), 36);
-        assert_eq!(t1, request_token("job", &[&a, &b]));
-        assert_ne!(t1, request_token("job", &[&a]));
+        assert_eq!(t1, request_token(by, &[&a, &b]));
+        assert_ne!(t1, request_token(by, &[&a]));
+        assert_ne!(t1, request_token(MessageRef { seq: 4, ..by }, &[&a, &b]));
     }
 
     #[test]
@@ -755,6 +866,8 @@ mod tests {
             total: 10,
             deduplicated: 2,
             messages: 1,
+            source: Some("s3://b/imports/k.csv".into()),
+            reading: true,
             created_at: OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap(),
         };
         assert_eq!(job_from_item(&job_to_item(&new)).unwrap(), Job::from_new(&new));

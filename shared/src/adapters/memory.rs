@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
-use crate::domain::{Accrual, Balance, Job, JobId, MessageCounts, NewJob};
+use crate::domain::{Accrual, Balance, ChunkReport, Job, JobId, MessageCounts, MessageRef, NewJob};
 use crate::ports::{AccrualQueue, ApplyOutcome, CreateJob, JobStore, Ledger, QueueError, ReceivedMessage, StoreError};
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -20,11 +20,12 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 #[derive(Default)]
 struct StoreState {
-    /// accrual_id → job that credited it.
-    ledger: HashMap<String, JobId>,
+    /// accrual_id → message that credited it.
+    ledger: HashMap<String, MessageRef>,
     balances: BTreeMap<(String, String), u64>,
     jobs: HashMap<JobId, Job>,
     folded: HashSet<(JobId, u32)>,
+    chunks: HashSet<(JobId, u32)>,
 }
 
 /// Ledger and job store in memory.
@@ -53,7 +54,7 @@ impl MemoryStore {
 impl Ledger for MemoryStore {
     async fn apply_accruals(
         &self,
-        job_id: JobId,
+        by: MessageRef,
         accruals: &[Accrual],
         _now: OffsetDateTime,
     ) -> Result<ApplyOutcome, StoreError> {
@@ -65,13 +66,13 @@ impl Ledger for MemoryStore {
         };
         for accrual in accruals {
             match state.ledger.get(&accrual.accrual_id) {
-                Some(owner) if *owner == job_id => {
+                Some(owner) if *owner == by => {
                     outcome.applied += 1;
                     outcome.replayed += 1;
                 }
                 Some(_) => outcome.duplicate += 1,
                 None => {
-                    state.ledger.insert(accrual.accrual_id.clone(), job_id);
+                    state.ledger.insert(accrual.accrual_id.clone(), by);
                     *state
                         .balances
                         .entry((accrual.member_id.clone(), accrual.point_type.clone()))
@@ -141,11 +142,36 @@ impl JobStore for MemoryStore {
             job.applied += counts.applied;
             job.duplicate += counts.duplicate;
             job.failed += counts.failed;
-            if job.completed_at.is_none() && job.settled() >= job.total {
-                job.completed_at = Some(now);
-            }
+            complete_if_settled(job, now);
         }
         Ok(true)
+    }
+
+    async fn record_chunk(&self, job_id: JobId, chunk: &ChunkReport, now: OffsetDateTime) -> Result<bool, StoreError> {
+        self.count();
+        let mut state = lock(&self.state);
+        if !state.jobs.contains_key(&job_id) || !state.chunks.insert((job_id, chunk.index)) {
+            return Ok(false);
+        }
+        if let Some(job) = state.jobs.get_mut(&job_id) {
+            job.total += chunk.accepted;
+            job.deduplicated += chunk.deduplicated;
+            job.rejected += chunk.rejected;
+            job.messages += chunk.messages;
+            if chunk.is_final() {
+                job.reading = false;
+                job.enqueued = true;
+                job.error = chunk.failure().map(str::to_owned);
+            }
+            complete_if_settled(job, now);
+        }
+        Ok(true)
+    }
+}
+
+fn complete_if_settled(job: &mut Job, now: OffsetDateTime) {
+    if job.completed_at.is_none() && !job.reading && job.settled() >= job.total {
+        job.completed_at = Some(now);
     }
 }
 

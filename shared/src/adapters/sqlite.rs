@@ -3,14 +3,15 @@
 //! shared contract suite). For running Pointflow on one machine: a file-backed
 //! store survives restarts, queued messages included.
 //!
-//! Schema (version 1, `PRAGMA user_version`):
+//! Schema (version 2, `PRAGMA user_version`; a version-1 file is migrated):
 //!
 //! | table            | key                       | holds |
 //! |------------------|---------------------------|-------|
-//! | `ledger`         | `id`, unique `accrual_id` | every credited accrual and the job that credited it |
+//! | `ledger`         | `id`, unique `accrual_id` | every credited accrual and the message (job, seq) that credited it |
 //! | `balances`       | `(member_id, point_type)` | running sums of the ledger |
 //! | `jobs`           | `job_id`                  | jobs and their counts |
 //! | `folded`         | `(job_id, seq)`           | messages whose counts are in their job |
+//! | `chunks`         | `(job_id, chunk)`         | file chunks whose counts are in their job |
 //! | `queue_messages` | `id` (FIFO order)         | messages of every named queue |
 //!
 //! Every port call is one transaction on one connection, so each is atomic
@@ -28,13 +29,13 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use crate::domain::{Accrual, Balance, Job, JobId, MessageCounts, NewJob};
+use crate::domain::{Accrual, Balance, ChunkReport, Job, JobId, MessageCounts, MessageRef, NewJob};
 use crate::ports::{
     AccrualQueue, ApplyOutcome, BoxError, CreateJob, JobStore, Ledger, QueueError, ReceivedMessage, StoreError,
 };
 
 /// The schema this code reads and writes (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 /// Small tables keyed by their natural keys are `WITHOUT ROWID`: one B-tree
 /// each. The ledger is the exception: entries are appended in rowid order and
@@ -50,6 +51,7 @@ CREATE TABLE IF NOT EXISTS ledger (
     id         INTEGER PRIMARY KEY,
     accrual_id TEXT NOT NULL UNIQUE,
     job_id     TEXT NOT NULL,
+    seq        INTEGER NOT NULL DEFAULT -1,
     member_id  TEXT NOT NULL,
     point_type TEXT NOT NULL,
     amount     INTEGER NOT NULL,
@@ -76,7 +78,18 @@ CREATE TABLE IF NOT EXISTS jobs (
     applied      INTEGER NOT NULL DEFAULT 0,
     duplicate    INTEGER NOT NULL DEFAULT 0,
     failed       INTEGER NOT NULL DEFAULT 0,
-    completed_at TEXT
+    completed_at TEXT,
+    source       TEXT,
+    reading      INTEGER NOT NULL DEFAULT 0,
+    rejected     INTEGER NOT NULL DEFAULT 0,
+    error        TEXT
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS chunks (
+    job_id      TEXT NOT NULL,
+    chunk       INTEGER NOT NULL,
+    recorded_at TEXT NOT NULL,
+    PRIMARY KEY (job_id, chunk)
 ) WITHOUT ROWID;
 
 CREATE TABLE IF NOT EXISTS folded (
@@ -101,6 +114,15 @@ CREATE TABLE IF NOT EXISTS queue_messages (
     sent_at        INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS queue_messages_fifo ON queue_messages (queue, id);
+";
+
+/// Upgrades a version-1 database; `SCHEMA` then adds the new tables.
+const MIGRATE_1_TO_2: &str = "
+ALTER TABLE ledger ADD COLUMN seq INTEGER NOT NULL DEFAULT -1;
+ALTER TABLE jobs ADD COLUMN source TEXT;
+ALTER TABLE jobs ADD COLUMN reading INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE jobs ADD COLUMN rejected INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE jobs ADD COLUMN error TEXT;
 ";
 
 /// How long a call waits for another process's write lock on the file.
@@ -241,6 +263,10 @@ fn prepare(conn: &Connection, file_backed: bool) -> Result<(), Failure> {
             format!("database schema version {version} is newer than this program's {SCHEMA_VERSION}").into(),
         ));
     }
+    if version == 1 {
+        // Version 2 added file jobs and remembers the crediting message.
+        conn.execute_batch(MIGRATE_1_TO_2)?;
+    }
     conn.execute_batch(SCHEMA)?;
     conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     Ok(())
@@ -363,14 +389,15 @@ impl SqliteStore {
 impl Ledger for SqliteStore {
     async fn apply_accruals(
         &self,
-        job_id: JobId,
+        by: MessageRef,
         accruals: &[Accrual],
         now: OffsetDateTime,
     ) -> Result<ApplyOutcome, StoreError> {
         // The blocking closure must own its data.
         let accruals = accruals.to_vec();
         self.run("apply_accruals", move |conn| {
-            let job = job_id.to_string();
+            let job = by.job_id.to_string();
+            let seq = i64::from(by.seq);
             let now = unix_millis(now);
             let mut outcome = ApplyOutcome {
                 requests: 1,
@@ -379,20 +406,21 @@ impl Ledger for SqliteStore {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             {
                 let mut insert = tx.prepare_cached(
-                    "INSERT INTO ledger (accrual_id, job_id, member_id, point_type, amount, reason, applied_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (accrual_id) DO NOTHING",
+                    "INSERT INTO ledger (accrual_id, job_id, seq, member_id, point_type, amount, reason, applied_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (accrual_id) DO NOTHING",
                 )?;
                 let mut credit = tx.prepare_cached(
                     "INSERT INTO balances (member_id, point_type, balance, updated_at) VALUES (?1, ?2, ?3, ?4)
                      ON CONFLICT (member_id, point_type)
                      DO UPDATE SET balance = balance + excluded.balance, updated_at = excluded.updated_at",
                 )?;
-                let mut owner = tx.prepare_cached("SELECT job_id FROM ledger WHERE accrual_id = ?1")?;
+                let mut owner = tx.prepare_cached("SELECT job_id, seq FROM ledger WHERE accrual_id = ?1")?;
                 for a in &accruals {
                     let amount = to_i64(a.amount, "amount")?;
                     let inserted = insert.execute(params![
                         a.accrual_id,
                         job,
+                        seq,
                         a.member_id,
                         a.point_type,
                         amount,
@@ -403,10 +431,11 @@ impl Ledger for SqliteStore {
                         credit.execute(params![a.member_id, a.point_type, amount, now])?;
                         outcome.applied += 1;
                     } else {
-                        let stored: String = owner.query_row([&a.accrual_id], |row| row.get(0))?;
+                        let stored: (String, i64) =
+                            owner.query_row([&a.accrual_id], |row| Ok((row.get(0)?, row.get(1)?)))?;
                         // Our own earlier write (a redelivery, or this same
                         // call repeating an id) counts as applied.
-                        if stored == job {
+                        if stored.0 == job && stored.1 == seq {
                             outcome.applied += 1;
                             outcome.replayed += 1;
                         } else {
@@ -442,7 +471,7 @@ impl Ledger for SqliteStore {
 fn read_job(conn: &Connection, job_id: &str) -> Result<Option<Job>, Failure> {
     let mut statement = conn.prepare_cached(
         "SELECT request_hash, total, deduplicated, messages, created_at, enqueued, applied, duplicate, failed,
-                completed_at
+                completed_at, source, reading, rejected, error
          FROM jobs WHERE job_id = ?1",
     )?;
     let mut rows = statement.query([job_id])?;
@@ -462,8 +491,12 @@ fn read_job(conn: &Connection, job_id: &str) -> Result<Option<Job>, Failure> {
         total: to_u64(row.get(1)?, key, "total")?,
         deduplicated: to_u64(row.get(2)?, key, "deduplicated")?,
         messages: to_u64(row.get(3)?, key, "messages")?,
+        source: row.get(10)?,
         created_at: time(&created_at, "created_at")?,
         enqueued: row.get::<_, i64>(5)? != 0,
+        reading: row.get::<_, i64>(11)? != 0,
+        rejected: to_u64(row.get(12)?, key, "rejected")?,
+        error: row.get(13)?,
         applied: to_u64(row.get(6)?, key, "applied")?,
         duplicate: to_u64(row.get(7)?, key, "duplicate")?,
         failed: to_u64(row.get(8)?, key, "failed")?,
@@ -480,8 +513,8 @@ impl JobStore for SqliteStore {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let inserted = tx
                 .prepare_cached(
-                    "INSERT INTO jobs (job_id, request_hash, total, deduplicated, messages, created_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (job_id) DO NOTHING",
+                    "INSERT INTO jobs (job_id, request_hash, total, deduplicated, messages, created_at, source, reading)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (job_id) DO NOTHING",
                 )?
                 .execute(params![
                     id,
@@ -490,6 +523,8 @@ impl JobStore for SqliteStore {
                     to_i64(job.deduplicated, "deduplicated")?,
                     to_i64(job.messages, "messages")?,
                     rfc3339(job.created_at)?,
+                    job.source,
+                    job.reading,
                 ])?;
             let result = if inserted == 1 {
                 CreateJob::Created(Job::from_new(&job))
@@ -564,12 +599,70 @@ impl JobStore for SqliteStore {
                      duplicate = duplicate + ?3,
                      failed = failed + ?4,
                      completed_at = CASE
-                         WHEN completed_at IS NULL AND applied + ?2 + duplicate + ?3 + failed + ?4 >= total THEN ?5
+                         WHEN completed_at IS NULL AND reading = 0
+                              AND applied + ?2 + duplicate + ?3 + failed + ?4 >= total THEN ?5
                          ELSE completed_at
                      END
                  WHERE job_id = ?1",
             )?
             .execute(params![id, applied, duplicate, failed, now])?;
+            tx.commit()?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn record_chunk(&self, job_id: JobId, chunk: &ChunkReport, now: OffsetDateTime) -> Result<bool, StoreError> {
+        let chunk = chunk.clone();
+        self.run("record_chunk", move |conn| {
+            let id = job_id.to_string();
+            let now = rfc3339(now)?;
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let exists = tx
+                .prepare_cached("SELECT 1 FROM jobs WHERE job_id = ?1")?
+                .query_row([&id], |_| Ok(()))
+                .optional()?
+                .is_some();
+            if !exists {
+                tracing::warn!(%job_id, chunk = chunk.index, "chunk of an unknown job: counts not recorded");
+                return Ok(false);
+            }
+            let marked = tx
+                .prepare_cached(
+                    "INSERT INTO chunks (job_id, chunk, recorded_at) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (job_id, chunk) DO NOTHING",
+                )?
+                .execute(params![id, chunk.index, now])?;
+            if marked == 0 {
+                return Ok(false);
+            }
+            let final_chunk = chunk.is_final();
+            tx.prepare_cached(
+                "UPDATE jobs SET
+                     total = total + ?2,
+                     deduplicated = deduplicated + ?3,
+                     rejected = rejected + ?4,
+                     messages = messages + ?5,
+                     reading = CASE WHEN ?6 THEN 0 ELSE reading END,
+                     enqueued = CASE WHEN ?6 THEN 1 ELSE enqueued END,
+                     error = COALESCE(?7, error)
+                 WHERE job_id = ?1",
+            )?
+            .execute(params![
+                id,
+                to_i64(chunk.accepted, "accepted")?,
+                to_i64(chunk.deduplicated, "deduplicated")?,
+                to_i64(chunk.rejected, "rejected")?,
+                to_i64(chunk.messages, "messages")?,
+                final_chunk,
+                chunk.failure(),
+            ])?;
+            tx.prepare_cached(
+                "UPDATE jobs SET completed_at = ?2
+                 WHERE job_id = ?1 AND completed_at IS NULL AND reading = 0
+                       AND applied + duplicate + failed >= total",
+            )?
+            .execute(params![id, now])?;
             tx.commit()?;
             Ok(true)
         })
@@ -803,6 +896,8 @@ mod tests {
             total,
             deduplicated: 0,
             messages: 1,
+            source: Some("s3://bucket/imports/a.csv".into()),
+            reading: false,
             // Sub-millisecond precision and an offset: must read back exactly.
             created_at: OffsetDateTime::from_unix_timestamp_nanos(1_790_000_000_123_456_789)
                 .unwrap()
@@ -835,7 +930,14 @@ mod tests {
             store.mark_enqueued(job.job_id).await.unwrap();
             let batch = [accrual("r-1", "m1", "P", 10), accrual("r-2", "m1", "Q", 5)];
             let outcome = store
-                .apply_accruals(job.job_id, &batch, OffsetDateTime::now_utc())
+                .apply_accruals(
+                    MessageRef {
+                        job_id: job.job_id,
+                        seq: 0,
+                    },
+                    &batch,
+                    OffsetDateTime::now_utc(),
+                )
                 .await
                 .unwrap();
             assert_eq!(outcome.applied, 2);
@@ -866,7 +968,14 @@ mod tests {
         );
         // The ledger remembers: a replay by the same job is not credited again.
         let replay = store
-            .apply_accruals(job.job_id, &[accrual("r-1", "m1", "P", 10)], OffsetDateTime::now_utc())
+            .apply_accruals(
+                MessageRef {
+                    job_id: job.job_id,
+                    seq: 0,
+                },
+                &[accrual("r-1", "m1", "P", 10)],
+                OffsetDateTime::now_utc(),
+            )
             .await
             .unwrap();
         assert_eq!((replay.applied, replay.replayed), (1, 1));
@@ -999,7 +1108,7 @@ mod tests {
                 let started = Instant::now();
                 for chunk in accruals.chunks(PER_CALL) {
                     let outcome = store
-                        .apply_accruals(job, chunk, OffsetDateTime::now_utc())
+                        .apply_accruals(MessageRef { job_id: job, seq: 0 }, chunk, OffsetDateTime::now_utc())
                         .await
                         .unwrap();
                     assert_eq!(outcome.applied, chunk.len() as u64);
