@@ -2,25 +2,41 @@
 //! (default) or the AWS adapters (moto, LocalStack or a real account, through
 //! the SDK's usual configuration).
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{
+    Event, FilterRule, FilterRuleName, NotificationConfiguration, NotificationConfigurationFilter, QueueConfiguration,
+    S3KeyFilter,
+};
+use aws_sdk_sqs::types::QueueAttributeName;
+use pointflow::adapters::dir::DirObjects;
 use pointflow::adapters::dynamodb::{create_table, DynamoStore};
+use pointflow::adapters::s3::S3Objects;
 use pointflow::adapters::sqlite::SqliteStore;
 use pointflow::adapters::sqs::{create_queue_with_dlq, SqsQueue};
+use pointflow::import::task::object_created_notification;
+use pointflow::import::{ObjectRef, ObjectStore};
 use pointflow::ports::{AccrualQueue, JobStore, Ledger};
+use sha2::{Digest, Sha256};
 
-use crate::settings::{StackSettings, DLQ_NAME, QUEUE_NAME};
+use crate::settings::{StackSettings, DLQ_NAME, IMPORT_DLQ_NAME, IMPORT_QUEUE_NAME, QUEUE_NAME};
 
 /// Default database of the embedded backend.
 pub const DEFAULT_DB: &str = ".pointflow/local.db";
+/// Default folder standing in for the import bucket (embedded backend).
+pub const DEFAULT_BUCKET_DIR: &str = ".pointflow/bucket";
+/// Where files are dropped, as the template's notification filter says.
+pub const IMPORT_PREFIX: &str = "imports/";
 
 /// Which backend, and where its resources are.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BackendChoice {
-    /// SQLite at this path (`:memory:` for a throw-away one).
-    Embedded { db: PathBuf },
+    /// SQLite at `db` (`:memory:` for a throw-away one); files under `bucket_dir`.
+    Embedded { db: PathBuf, bucket_dir: PathBuf },
     /// The AWS adapters on these resources.
     Aws(AwsResources),
 }
@@ -32,7 +48,11 @@ pub struct AwsResources {
     /// Queue URLs; with `create`, queue names are derived from the table's.
     pub queue_url: Option<String>,
     pub dlq_url: Option<String>,
-    /// Create the table and queues first (for an emulator).
+    /// The import bucket; with `create`, `<table>-imports`.
+    pub bucket: Option<String>,
+    /// The import queue; with `create`, created with its DLQ.
+    pub import_queue_url: Option<String>,
+    /// Create the table, queues and bucket (with its notification) first, for an emulator.
     pub create: bool,
 }
 
@@ -43,8 +63,20 @@ pub struct LocalBackend {
     pub jobs: Arc<dyn JobStore>,
     pub queue: Arc<dyn AccrualQueue>,
     pub dlq: Arc<dyn AccrualQueue>,
+    /// The import queue (bucket notifications and chunk continuations).
+    pub import_queue: Arc<dyn AccrualQueue>,
+    /// Where files are dropped and reports written.
+    pub objects: Arc<dyn ObjectStore>,
+    pub bucket: String,
+    /// A bucket notification feeds the import queue (aws); else dropping a
+    /// file also queues its event (embedded).
+    pub notifies: bool,
+    /// The folder of the embedded bucket.
+    pub bucket_dir: Option<PathBuf>,
     /// Store requests made so far.
     pub store_requests: Arc<dyn Fn() -> u64 + Send + Sync>,
+    /// The S3 client, for the aws backend.
+    pub s3: Option<aws_sdk_s3::Client>,
     /// The SQLite store, when embedded (for whole-table verification).
     pub embedded: Option<SqliteStore>,
     /// Human-readable description for banners.
@@ -55,12 +87,12 @@ impl LocalBackend {
     /// Opens (and if needed creates) the chosen backend.
     pub async fn open(choice: &BackendChoice, settings: &StackSettings) -> anyhow::Result<Self> {
         match choice {
-            BackendChoice::Embedded { db } => Self::embedded(db, settings),
+            BackendChoice::Embedded { db, bucket_dir } => Self::embedded(db, bucket_dir, settings),
             BackendChoice::Aws(resources) => Self::aws(resources, settings).await,
         }
     }
 
-    fn embedded(db: &Path, settings: &StackSettings) -> anyhow::Result<Self> {
+    fn embedded(db: &Path, bucket_dir: &Path, settings: &StackSettings) -> anyhow::Result<Self> {
         let store = if db.as_os_str() == ":memory:" {
             SqliteStore::in_memory()
         } else {
@@ -73,13 +105,29 @@ impl LocalBackend {
             Some((settings.max_receive_count, DLQ_NAME.to_owned())),
         );
         let dlq = store.queue(DLQ_NAME, settings.visibility_timeout, None);
+        let import_queue = store.queue(
+            IMPORT_QUEUE_NAME,
+            settings.import_visibility_timeout,
+            Some((settings.max_receive_count, IMPORT_DLQ_NAME.to_owned())),
+        );
         let counter = store.clone();
         Ok(LocalBackend {
             ledger: Arc::new(store.clone()),
             jobs: Arc::new(store.clone()),
             queue: Arc::new(queue),
             dlq: Arc::new(dlq),
+            import_queue: Arc::new(import_queue),
+            // The folder is the bucket: `<bucket dir>/imports/…`, `<bucket dir>/reports/…`.
+            objects: Arc::new(DirObjects::new(bucket_dir.parent().unwrap_or(Path::new("")))),
+            bucket: bucket_dir
+                .file_name()
+                .and_then(|n| n.to_str())
+                .context("--bucket-dir must end in a folder name")?
+                .to_owned(),
+            notifies: false,
+            bucket_dir: Some(bucket_dir.to_owned()),
             store_requests: Arc::new(move || counter.requests()),
+            s3: None,
             embedded: Some(store),
             description: format!("embedded SQLite at {}", db.display()),
         })
@@ -89,6 +137,31 @@ impl LocalBackend {
         let sdk = pointflow::aws::load_config().await;
         let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
         let sqs = aws_sdk_sqs::Client::new(&sdk);
+        let s3 = pointflow::aws::s3_client(&sdk);
+        let (bucket, import_queue_url) = if resources.create {
+            let bucket = format!("{}-imports", resources.table.to_ascii_lowercase());
+            let (url, _) = create_queue_with_dlq(
+                &sqs,
+                &format!("{}-imports", resources.table),
+                settings.import_visibility_timeout,
+                settings.max_receive_count,
+            )
+            .await
+            .context("creating the import queues")?;
+            create_bucket_notifying(&s3, &sqs, &bucket, &url).await?;
+            (bucket, url)
+        } else {
+            (
+                resources
+                    .bucket
+                    .clone()
+                    .context("--bucket (or IMPORT_BUCKET) is required with --backend aws")?,
+                resources
+                    .import_queue_url
+                    .clone()
+                    .context("--import-queue-url (or IMPORT_QUEUE_URL) is required with --backend aws")?,
+            )
+        };
         let (queue_url, dlq_url) = if resources.create {
             create_table(&dynamo, &resources.table)
                 .await
@@ -119,10 +192,153 @@ impl LocalBackend {
             ledger: store.clone(),
             jobs: store,
             queue: Arc::new(SqsQueue::new(sqs.clone(), &queue_url)),
-            dlq: Arc::new(SqsQueue::new(sqs, dlq_url)),
+            dlq: Arc::new(SqsQueue::new(sqs.clone(), dlq_url)),
+            import_queue: Arc::new(SqsQueue::new(sqs, import_queue_url)),
+            objects: Arc::new(S3Objects::new(s3.clone())),
+            s3: Some(s3),
+            bucket,
+            notifies: true,
+            bucket_dir: None,
             store_requests: Arc::new(move || counter.requests()),
             embedded: None,
             description: format!("AWS: table {} and queue {queue_url}", resources.table),
         })
     }
+}
+
+impl LocalBackend {
+    /// Drops `file` into the bucket at `key`, as an operator would, and
+    /// returns the object its event names. The embedded bucket has no
+    /// notifications, so its event is queued here.
+    pub async fn drop_file(&self, file: &Path, key: &str) -> anyhow::Result<ObjectRef> {
+        let object = match &self.s3 {
+            Some(s3) => {
+                let body = ByteStream::from_path(file)
+                    .await
+                    .with_context(|| format!("reading {}", file.display()))?;
+                let size = std::fs::metadata(file)?.len();
+                let output = s3
+                    .put_object()
+                    .bucket(&self.bucket)
+                    .key(key)
+                    .body(body)
+                    .send()
+                    .await
+                    .with_context(|| format!("uploading to s3://{}/{key}", self.bucket))?;
+                ObjectRef {
+                    bucket: self.bucket.clone(),
+                    key: key.to_owned(),
+                    size,
+                    etag: output.e_tag().map(|e| e.trim_matches('"').to_owned()),
+                    version_id: output.version_id().map(str::to_owned),
+                }
+            }
+            None => {
+                let dir = self
+                    .bucket_dir
+                    .clone()
+                    .context("the embedded backend has no bucket folder")?;
+                let root = dir.parent().unwrap_or(Path::new(""));
+                let target = DirObjects::new(root).path(&self.bucket, key)?;
+                let source = file.to_owned();
+                let (size, etag) = tokio::task::spawn_blocking(move || copy_hashing(&source, &target))
+                    .await?
+                    .with_context(|| format!("copying {} into {}", file.display(), dir.display()))?;
+                ObjectRef {
+                    bucket: self.bucket.clone(),
+                    key: key.to_owned(),
+                    size,
+                    etag: Some(etag),
+                    version_id: None,
+                }
+            }
+        };
+        if !self.notifies {
+            self.import_queue
+                .send_messages(&[object_created_notification(&object)])
+                .await?;
+        }
+        Ok(object)
+    }
+}
+
+/// Copies `source` to `target` (creating folders) and returns its size and
+/// a content hash standing in for S3's ETag.
+fn copy_hashing(source: &Path, target: &Path) -> std::io::Result<(u64, String)> {
+    if let Some(parent) = target.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let mut input = std::fs::File::open(source)?;
+    let mut output = std::io::BufWriter::new(std::fs::File::create(target)?);
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0u8; 1 << 20];
+    let mut size = 0u64;
+    loop {
+        let n = input.read(&mut buffer)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buffer[..n]);
+        std::io::Write::write_all(&mut output, &buffer[..n])?;
+        size += n as u64;
+    }
+    std::io::Write::flush(&mut output)?;
+    Ok((size, hex::encode(&hasher.finalize()[..16])))
+}
+
+/// Creates `bucket` (if missing) with an `s3:ObjectCreated:*` notification
+/// for `imports/` to the queue at `queue_url`, as the template does.
+pub async fn create_bucket_notifying(
+    s3: &aws_sdk_s3::Client,
+    sqs: &aws_sdk_sqs::Client,
+    bucket: &str,
+    queue_url: &str,
+) -> anyhow::Result<()> {
+    if let Err(e) = s3.create_bucket().bucket(bucket).send().await {
+        let exists = e
+            .as_service_error()
+            .is_some_and(|e| e.is_bucket_already_owned_by_you() || e.is_bucket_already_exists());
+        if !exists {
+            return Err(e).with_context(|| format!("creating bucket {bucket}"));
+        }
+    }
+    let arn = sqs
+        .get_queue_attributes()
+        .queue_url(queue_url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .context("reading the import queue's ARN")?
+        .attributes()
+        .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
+        .context("the import queue has no ARN")?;
+    let filter = NotificationConfigurationFilter::builder()
+        .key(
+            S3KeyFilter::builder()
+                .filter_rules(
+                    FilterRule::builder()
+                        .name(FilterRuleName::Prefix)
+                        .value(IMPORT_PREFIX)
+                        .build(),
+                )
+                .build(),
+        )
+        .build();
+    s3.put_bucket_notification_configuration()
+        .bucket(bucket)
+        .notification_configuration(
+            NotificationConfiguration::builder()
+                .queue_configurations(
+                    QueueConfiguration::builder()
+                        .queue_arn(arn)
+                        .events(Event::from("s3:ObjectCreated:*"))
+                        .filter(filter)
+                        .build()?,
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .with_context(|| format!("configuring notifications of bucket {bucket}"))?;
+    Ok(())
 }

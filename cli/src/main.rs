@@ -8,8 +8,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use pointflow_cli::backend::{AwsResources, BackendChoice, LocalBackend, DEFAULT_DB};
+use pointflow_cli::backend::{AwsResources, BackendChoice, LocalBackend, DEFAULT_BUCKET_DIR, DEFAULT_DB};
+use pointflow_cli::bench::bench_csv_parse;
 use pointflow_cli::demo::{run_demo, Campaign};
+use pointflow_cli::import::{default_key, run_import};
 use pointflow_cli::poller::PollerSettings;
 use pointflow_cli::runner::Runner;
 use pointflow_cli::settings::StackSettings;
@@ -29,7 +31,19 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the whole pipeline on this machine: API, queue, workers, store.
-    Local(LocalArgs),
+    Local(Box<LocalArgs>),
+    /// Measure parts of Pointflow on this machine.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Parse and validate a CSV file on one thread (the import's parsing half): rows/s and peak RSS.
+    Csv {
+        /// The CSV file, in the file-drop format.
+        file: PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -65,7 +79,16 @@ struct BackendArgs {
     /// Dead-letter queue URL (aws backend).
     #[arg(long, env = "DLQ_URL", global = true)]
     dlq_url: Option<String>,
-    /// Create the table and queues first (aws backend, for an emulator).
+    /// Folder standing in for the import bucket (embedded backend).
+    #[arg(long, default_value = DEFAULT_BUCKET_DIR, global = true)]
+    bucket_dir: PathBuf,
+    /// Import bucket (aws backend).
+    #[arg(long, env = "IMPORT_BUCKET", global = true)]
+    bucket: Option<String>,
+    /// Import queue URL (aws backend).
+    #[arg(long, env = "IMPORT_QUEUE_URL", global = true)]
+    import_queue_url: Option<String>,
+    /// Create the table, queues and bucket first (aws backend, for an emulator).
     #[arg(long, global = true)]
     create: bool,
     /// Worker invocations in flight at most (the event source's MaximumConcurrency; default from template.yaml).
@@ -108,6 +131,23 @@ enum LocalCommand {
         #[arg(long)]
         quiet: bool,
     },
+    /// Drop a CSV file into the import bucket and wait for its job: the S3 file-drop path, locally.
+    ///
+    /// Exit status: 0 all rows credited, 3 some rows rejected (see the report) or accruals failed, 1 the file could
+    /// not be imported.
+    Import {
+        /// The CSV file (header row: member_id, point_type, amount, optional accrual_id, reason).
+        file: PathBuf,
+        /// Object key to drop it at (default: imports/<file name>).
+        #[arg(long)]
+        key: Option<String>,
+        /// Give up waiting after this many seconds.
+        #[arg(long, default_value_t = 1800)]
+        timeout: u64,
+        /// No progress spinner.
+        #[arg(long)]
+        quiet: bool,
+    },
 }
 
 fn init_logging() {
@@ -132,17 +172,29 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let Command::Local(local) = cli.command;
+    let local = match cli.command {
+        Command::Local(local) => *local,
+        Command::Bench(BenchCommand::Csv { file }) => {
+            let report = tokio::task::spawn_blocking(move || bench_csv_parse(&file)).await??;
+            println!("{report}");
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
     let mut settings = StackSettings::from_template().context("reading template.yaml")?;
     if let Some(cap) = local.backend.concurrency {
         settings.maximum_concurrency = cap.max(1);
     }
     let choice = match local.backend.backend {
-        BackendKind::Embedded => BackendChoice::Embedded { db: local.backend.db },
+        BackendKind::Embedded => BackendChoice::Embedded {
+            db: local.backend.db,
+            bucket_dir: local.backend.bucket_dir,
+        },
         BackendKind::Aws => BackendChoice::Aws(AwsResources {
             table: local.backend.table,
             queue_url: local.backend.queue_url,
             dlq_url: local.backend.dlq_url,
+            bucket: local.backend.bucket,
+            import_queue_url: local.backend.import_queue_url,
             create: local.backend.create,
         }),
     };
@@ -220,6 +272,31 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 ExitCode::FAILURE
             })
+        }
+        LocalCommand::Import {
+            file,
+            key,
+            timeout,
+            quiet,
+        } => {
+            let key = match key {
+                Some(key) => key,
+                None => default_key(&file)?,
+            };
+            let runner = Runner::start(&backend, &settings, "127.0.0.1:0".parse()?, pollers).await?;
+            eprintln!("import: {} → {key} on {}", file.display(), backend.description);
+            let summary = tokio::select! {
+                summary = run_import(&backend, &file, &key, !quiet, Duration::from_secs(timeout)) => summary,
+                _ = tokio::signal::ctrl_c() => {
+                    eprintln!("interrupted: stopping cleanly; run the same import again to resume");
+                    runner.stop().await?;
+                    return Ok(ExitCode::from(130));
+                }
+            };
+            runner.stop().await?;
+            let summary = summary?;
+            println!("{summary}");
+            Ok(ExitCode::from(summary.exit_code()))
         }
     }
 }

@@ -1,16 +1,41 @@
 //! Pollers that behave like Lambda's SQS event source mapping: gather a batch
-//! (batch size, batching window), invoke the real worker handler with an SQS
-//! event, delete only the messages it did not report failed. Never more
-//! invocations in flight than `MaximumConcurrency`.
+//! (batch size, batching window), invoke the real handler (worker or CSV
+//! import) with an SQS event, delete only the messages it did not report
+//! failed. Never more invocations in flight than `MaximumConcurrency`.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use async_trait::async_trait;
+use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
+use pointflow::import::Importer;
 use pointflow::ports::{AccrualQueue, QueueError, ReceivedMessage};
 use pointflow::worker::Worker;
 use tokio::sync::watch;
 use tracing::warn;
+
+/// A Lambda function that an SQS event source invokes.
+#[async_trait]
+pub trait SqsHandler: Send + Sync {
+    async fn invoke(&self, event: SqsEvent) -> SqsBatchResponse;
+}
+
+/// The worker function.
+#[async_trait]
+impl SqsHandler for Worker {
+    async fn invoke(&self, event: SqsEvent) -> SqsBatchResponse {
+        worker::handle(self, event).await
+    }
+}
+
+/// The CSV import function.
+#[async_trait]
+impl SqsHandler for Importer {
+    async fn invoke(&self, event: SqsEvent) -> SqsBatchResponse {
+        csv_import::handle_sqs(self, event).await
+    }
+}
 
 /// How the pollers gather and dispatch batches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,15 +70,15 @@ impl PollerStats {
 /// then applied as redeliveries.)
 pub async fn run_pollers(
     queue: Arc<dyn AccrualQueue>,
-    worker: Worker,
+    handler: Arc<dyn SqsHandler>,
     settings: PollerSettings,
     stats: Arc<PollerStats>,
     shutdown: watch::Receiver<bool>,
 ) {
     let tasks: Vec<_> = (0..settings.maximum_concurrency.max(1))
         .map(|_| {
-            let (queue, worker, stats, shutdown) = (queue.clone(), worker.clone(), stats.clone(), shutdown.clone());
-            tokio::spawn(poll(queue, worker, settings, stats, shutdown))
+            let (queue, handler, stats, shutdown) = (queue.clone(), handler.clone(), stats.clone(), shutdown.clone());
+            tokio::spawn(poll(queue, handler, settings, stats, shutdown))
         })
         .collect();
     for task in tasks {
@@ -65,7 +90,7 @@ pub async fn run_pollers(
 
 async fn poll(
     queue: Arc<dyn AccrualQueue>,
-    worker: Worker,
+    handler: Arc<dyn SqsHandler>,
     settings: PollerSettings,
     stats: Arc<PollerStats>,
     shutdown: watch::Receiver<bool>,
@@ -82,7 +107,7 @@ async fn poll(
         let now = stats.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         stats.max_in_flight.fetch_max(now, Ordering::SeqCst);
         stats.invocations.fetch_add(1, Ordering::Relaxed);
-        let delivered = invoke_and_acknowledge(queue.as_ref(), &worker, &batch).await;
+        let delivered = invoke_and_acknowledge(queue.as_ref(), handler.as_ref(), &batch).await;
         stats.in_flight.fetch_sub(1, Ordering::SeqCst);
         match delivered {
             Ok((ok, failed)) => {
@@ -96,15 +121,15 @@ async fn poll(
     }
 }
 
-/// One invocation as the event source mapping makes it: the worker handler
-/// gets the batch as an SQS event, and every message it did not report in
+/// One invocation as the event source mapping makes it: the handler gets
+/// the batch as an SQS event, and every message it did not report in
 /// `batchItemFailures` is deleted. Returns (succeeded, failed).
 pub async fn invoke_and_acknowledge(
     queue: &dyn AccrualQueue,
-    worker: &Worker,
+    handler: &dyn SqsHandler,
     batch: &[ReceivedMessage],
 ) -> Result<(usize, usize), QueueError> {
-    let response = worker::handle(worker, worker::to_sqs_event(batch)).await;
+    let response = handler.invoke(worker::to_sqs_event(batch)).await;
     let failed: Vec<&str> = response
         .batch_item_failures
         .iter()

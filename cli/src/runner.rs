@@ -1,9 +1,11 @@
-//! The in-process stack: the HTTP API and the pollers over one backend.
+//! The in-process stack: the HTTP API, the worker's pollers and the CSV
+//! import's pollers over one backend.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
+use pointflow::import::Importer;
 use pointflow::ingest::IngestService;
 use pointflow::worker::Worker;
 use tokio::net::TcpListener;
@@ -20,9 +22,12 @@ pub struct Runner {
     /// Where the API listens.
     pub addr: SocketAddr,
     pub stats: Arc<PollerStats>,
+    /// What the import pollers did.
+    pub import_stats: Arc<PollerStats>,
     shutdown: watch::Sender<bool>,
     server: JoinHandle<std::io::Result<()>>,
     pollers: JoinHandle<()>,
+    import_pollers: JoinHandle<()>,
 }
 
 impl Runner {
@@ -50,13 +55,43 @@ impl Runner {
             let _ = server_stop.wait_for(|stop| *stop).await;
         }));
         let stats = Arc::new(PollerStats::default());
-        let pollers = tokio::spawn(run_pollers(backend.queue.clone(), worker, pollers, stats.clone(), stop));
+        let import_stats = Arc::new(PollerStats::default());
+        let importer = Importer::new(
+            backend.objects.clone(),
+            backend.jobs.clone(),
+            backend.queue.clone(),
+            backend.import_queue.clone(),
+            settings.import.clone(),
+        );
+        // The template's import event source: one message per invocation.
+        let import_settings = PollerSettings {
+            batch_size: 1,
+            batching_window: std::time::Duration::ZERO,
+            maximum_concurrency: settings.import_maximum_concurrency,
+            wait: pollers.wait,
+        };
+        let import_pollers = tokio::spawn(run_pollers(
+            backend.import_queue.clone(),
+            Arc::new(importer),
+            import_settings,
+            import_stats.clone(),
+            stop.clone(),
+        ));
+        let pollers = tokio::spawn(run_pollers(
+            backend.queue.clone(),
+            Arc::new(worker),
+            pollers,
+            stats.clone(),
+            stop,
+        ));
         Ok(Runner {
             addr,
             stats,
+            import_stats,
             shutdown,
             server,
             pollers,
+            import_pollers,
         })
     }
 
@@ -68,6 +103,7 @@ impl Runner {
     /// Stops accepting requests and polling, and waits for in-flight work.
     pub async fn stop(self) -> anyhow::Result<()> {
         let _ = self.shutdown.send(true);
+        self.import_pollers.await.context("import pollers")?;
         self.pollers.await.context("pollers")?;
         self.server.await.context("server")?.context("server")?;
         Ok(())

@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use pointflow::import::ImportSettings;
 use pointflow::ingest::{IngestSettings, MAX_BODY_BYTES};
 use pointflow::packing::PackingLimits;
 use pointflow::worker::WorkerSettings;
@@ -17,6 +18,10 @@ pub const TEMPLATE: &str = include_str!("../../template.yaml");
 pub const QUEUE_NAME: &str = "AccrualQueue";
 /// Logical id of the dead-letter queue in the template.
 pub const DLQ_NAME: &str = "AccrualDeadLetterQueue";
+/// Logical id of the import queue in the template.
+pub const IMPORT_QUEUE_NAME: &str = "ImportQueue";
+/// Logical id of the import dead-letter queue in the template.
+pub const IMPORT_DLQ_NAME: &str = "ImportDeadLetterQueue";
 /// Logical id of the table in the template.
 pub const TABLE_NAME: &str = "PointflowTable";
 
@@ -33,6 +38,10 @@ pub struct StackSettings {
     pub maximum_concurrency: usize,
     pub visibility_timeout: Duration,
     pub max_receive_count: u32,
+    pub import: ImportSettings,
+    /// Import event source: `ScalingConfig.MaximumConcurrency` (files at once).
+    pub import_maximum_concurrency: usize,
+    pub import_visibility_timeout: Duration,
 }
 
 /// The template lacks a parameter or has one of the wrong type.
@@ -61,15 +70,23 @@ impl StackSettings {
                 .ok_or(SettingsError::Missing(name))
         };
         let max_receive_count = u32::try_from(param("MaxReceiveCount")?).unwrap_or(u32::MAX);
+        let packing = PackingLimits {
+            max_accruals: param("MessageMaxAccruals")? as usize,
+            max_bytes: param("MessageMaxBytes")? as usize,
+        };
         Ok(StackSettings {
             ingest: IngestSettings {
                 max_items: param("MaxItemsPerRequest")? as usize,
                 max_body_bytes: MAX_BODY_BYTES,
-                packing: PackingLimits {
-                    max_accruals: param("MessageMaxAccruals")? as usize,
-                    max_bytes: param("MessageMaxBytes")? as usize,
-                },
+                packing,
             },
+            import: ImportSettings {
+                chunk_bytes: param("ImportChunkBytes")?,
+                packing,
+                ..ImportSettings::default()
+            },
+            import_maximum_concurrency: param("ImportMaximumConcurrency")? as usize,
+            import_visibility_timeout: Duration::from_secs(param("ImportQueueVisibilityTimeoutSeconds")?),
             worker: WorkerSettings {
                 max_receive_count,
                 message_concurrency: param("MessageConcurrency")? as usize,
@@ -96,6 +113,7 @@ mod tests {
         assert_eq!(s.ingest.packing, PackingLimits::default());
         assert_eq!(s.ingest.max_items, pointflow::ingest::DEFAULT_MAX_ITEMS);
         assert!(s.visibility_timeout >= Duration::from_secs(60));
+        assert_eq!(s.import, ImportSettings::default());
     }
 
     #[test]

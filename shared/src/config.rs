@@ -1,6 +1,7 @@
 //! Configuration from environment variables, read once per cold start into
 //! typed structs. Errors name the variable.
 
+use crate::import::ImportSettings;
 use crate::ingest::{IngestSettings, DEFAULT_MAX_ITEMS, MAX_BODY_BYTES};
 use crate::packing::PackingLimits;
 use crate::worker::WorkerSettings;
@@ -39,6 +40,25 @@ fn number<T: std::str::FromStr>(
     }
 }
 
+/// `MESSAGE_MAX_ACCRUALS` and `MESSAGE_MAX_BYTES`, checked against SQS.
+fn packing(lookup: &impl Fn(&str) -> Option<String>) -> Result<PackingLimits, ConfigError> {
+    let defaults = PackingLimits::default();
+    let packing = PackingLimits {
+        max_accruals: number(
+            lookup,
+            "MESSAGE_MAX_ACCRUALS",
+            defaults.max_accruals,
+            "a positive integer",
+        )?,
+        max_bytes: number(lookup, "MESSAGE_MAX_BYTES", defaults.max_bytes, "a byte count")?,
+    };
+    packing.validate().map_err(|e| ConfigError::Invalid {
+        name: "MESSAGE_MAX_ACCRUALS/MESSAGE_MAX_BYTES",
+        expected: "limits SQS accepts",
+        value: e.to_string(),
+    })
+}
+
 /// The ingest function's configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IngestConfig {
@@ -55,21 +75,7 @@ impl IngestConfig {
     /// Reads `TABLE_NAME`, `QUEUE_URL`, `MAX_ITEMS_PER_REQUEST`,
     /// `MESSAGE_MAX_ACCRUALS`, `MESSAGE_MAX_BYTES` through `lookup`.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let defaults = PackingLimits::default();
-        let packing = PackingLimits {
-            max_accruals: number(
-                &lookup,
-                "MESSAGE_MAX_ACCRUALS",
-                defaults.max_accruals,
-                "a positive integer",
-            )?,
-            max_bytes: number(&lookup, "MESSAGE_MAX_BYTES", defaults.max_bytes, "a byte count")?,
-        };
-        let packing = packing.validate().map_err(|e| ConfigError::Invalid {
-            name: "MESSAGE_MAX_ACCRUALS/MESSAGE_MAX_BYTES",
-            expected: "limits SQS accepts",
-            value: e.to_string(),
-        })?;
+        let packing = packing(&lookup)?;
         let max_items = number(
             &lookup,
             "MAX_ITEMS_PER_REQUEST",
@@ -131,6 +137,56 @@ impl WorkerConfig {
     }
 }
 
+/// The CSV import function's configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportConfig {
+    pub table_name: String,
+    /// The accrual queue the worker reads.
+    pub queue_url: String,
+    /// The import queue: S3 notifications and continuations.
+    pub import_queue_url: String,
+    pub settings: ImportSettings,
+}
+
+impl ImportConfig {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads `TABLE_NAME`, `QUEUE_URL`, `IMPORT_QUEUE_URL`,
+    /// `IMPORT_CHUNK_BYTES`, `REPORT_PREFIX`, `MESSAGE_MAX_ACCRUALS` and
+    /// `MESSAGE_MAX_BYTES` through `lookup`.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let defaults = ImportSettings::default();
+        let chunk_bytes = number(
+            &lookup,
+            "IMPORT_CHUNK_BYTES",
+            defaults.chunk_bytes,
+            "a positive byte count",
+        )?;
+        if chunk_bytes == 0 {
+            return Err(ConfigError::Invalid {
+                name: "IMPORT_CHUNK_BYTES",
+                expected: "a positive byte count",
+                value: "0".into(),
+            });
+        }
+        let report_prefix = lookup("REPORT_PREFIX")
+            .filter(|p| !p.is_empty())
+            .unwrap_or(defaults.report_prefix);
+        Ok(ImportConfig {
+            table_name: required(&lookup, "TABLE_NAME")?,
+            queue_url: required(&lookup, "QUEUE_URL")?,
+            import_queue_url: required(&lookup, "IMPORT_QUEUE_URL")?,
+            settings: ImportSettings {
+                chunk_bytes,
+                packing: packing(&lookup)?,
+                report_prefix,
+            },
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -178,6 +234,24 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn import_config_reads_chunk_size_and_prefix() {
+        let base = [("TABLE_NAME", "t"), ("QUEUE_URL", "q"), ("IMPORT_QUEUE_URL", "i")];
+        let c = ImportConfig::from_lookup(env(&base)).unwrap();
+        assert_eq!(c.settings, ImportSettings::default());
+        let mut custom = base.to_vec();
+        custom.extend([("IMPORT_CHUNK_BYTES", "4096"), ("REPORT_PREFIX", "errors/")]);
+        let c = ImportConfig::from_lookup(env(&custom)).unwrap();
+        assert_eq!(
+            (c.settings.chunk_bytes, c.settings.report_prefix.as_str()),
+            (4096, "errors/")
+        );
+        assert_eq!(
+            ImportConfig::from_lookup(env(&base[..2])),
+            Err(ConfigError::Missing("IMPORT_QUEUE_URL"))
+        );
     }
 
     #[test]

@@ -7,11 +7,16 @@
 //! CRLF, quoted fields, blank lines skipped, trailing newline optional. A row
 //! without `accrual_id` gets one derived from the file's identity and the
 //! row's line number, so re-reading the same file derives the same ids.
+//!
+//! A file may be read in chunks: [`CsvAccruals::consumed`] says where the
+//! next row starts, and [`CsvAccruals::resume`] reads on from there with the
+//! header's columns and the line count carried over, giving the same rows
+//! (ids and line numbers included) as one pass would.
 
 use std::io::Read;
 
 use crate::domain::Accrual;
-use crate::submission::{accrual_id_prefix, derived_id};
+use crate::submission::{derived_id, file_id_prefix};
 use crate::validation::{check_accrual_id, check_amount, check_member_id, check_point_type, check_reason};
 
 /// Columns a file may have.
@@ -23,7 +28,7 @@ const REQUIRED: [&str; 3] = ["member_id", "point_type", "amount"];
 pub enum CsvFileError {
     #[error("the file is empty: a header row naming the columns {} is required", REQUIRED.join(", "))]
     NoHeader,
-    #[error("line {line} is not UTF-8 text")]
+    #[error("the header (line {line}) is not UTF-8 text")]
     NotUtf8 { line: u64 },
     #[error("unknown column {column:?} in the header; allowed columns are {}", COLUMNS.join(", "))]
     UnknownColumn { column: String },
@@ -37,6 +42,14 @@ pub enum CsvFileError {
         #[source]
         source: csv::Error,
     },
+}
+
+impl CsvFileError {
+    /// Whether the file itself is unusable (as opposed to reading it failing,
+    /// which may succeed on a retry).
+    pub fn is_permanent(&self) -> bool {
+        !matches!(self, CsvFileError::Read { .. })
+    }
 }
 
 /// One rejected row, as the error report lists it.
@@ -72,23 +85,18 @@ struct Layout {
 pub struct CsvAccruals<R: Read> {
     reader: csv::Reader<R>,
     layout: Layout,
+    columns: Vec<String>,
     id_prefix: String,
     record: csv::ByteRecord,
+    /// Lines before the first one this reader saw (0 unless resumed).
+    lines_before: u64,
 }
 
 impl<R: Read> CsvAccruals<R> {
     /// Reads and checks the header. `file_identity` (e.g. bucket, key and
-    /// version) seeds the ids of rows without `accrual_id`.
+    /// ETag) seeds the ids of rows without `accrual_id`.
     pub fn new(input: R, file_identity: &str) -> Result<Self, CsvFileError> {
-        // Records end at LF only, and a CR before it is dropped by hand
-        // (`fields`): with its default CRLF handling the csv crate numbers the
-        // lines of a CRLF file wrongly, and line numbers are what the error
-        // report promises.
-        let mut reader = csv::ReaderBuilder::new()
-            .has_headers(false)
-            .flexible(true)
-            .terminator(csv::Terminator::Any(b'\n'))
-            .from_reader(input);
+        let mut reader = csv_reader(input);
         let mut header = csv::ByteRecord::new();
         match reader.read_byte_record(&mut header) {
             Ok(true) => {}
@@ -109,50 +117,80 @@ impl<R: Read> CsvAccruals<R> {
         if names.iter().all(String::is_empty) {
             return Err(CsvFileError::NoHeader);
         }
-        let mut position = [None; 5];
-        for (i, name) in names.iter().enumerate() {
-            let Some(c) = COLUMNS.iter().position(|c| c == name) else {
-                return Err(CsvFileError::UnknownColumn { column: name.clone() });
-            };
-            if position[c].replace(i).is_some() {
-                return Err(CsvFileError::RepeatedColumn { column: name.clone() });
-            }
-        }
-        let required = |column: &'static str| {
-            COLUMNS
-                .iter()
-                .position(|c| *c == column)
-                .and_then(|c| position[c])
-                .ok_or(CsvFileError::MissingColumn { column })
-        };
-        let layout = Layout {
-            member_id: required("member_id")?,
-            point_type: required("point_type")?,
-            amount: required("amount")?,
-            accrual_id: position[0],
-            reason: position[4],
-            width: names.len(),
-        };
         Ok(CsvAccruals {
             reader,
-            layout,
-            id_prefix: accrual_id_prefix(file_identity),
+            layout: layout(&names)?,
+            columns: names,
+            id_prefix: file_id_prefix(file_identity),
             record: csv::ByteRecord::new(),
+            lines_before: 0,
         })
     }
 
-    /// The next data row, or `None` at the end of the file.
+    /// Reads on from the start of a row: `columns` are the header's (see
+    /// [`CsvAccruals::columns`]) and `first_line` is the line number of the
+    /// row `input` starts at.
+    pub fn resume(input: R, columns: &[String], first_line: u64, file_identity: &str) -> Result<Self, CsvFileError> {
+        Ok(CsvAccruals {
+            reader: csv_reader(input),
+            layout: layout(columns)?,
+            columns: columns.to_vec(),
+            id_prefix: file_id_prefix(file_identity),
+            record: csv::ByteRecord::new(),
+            lines_before: first_line.saturating_sub(1),
+        })
+    }
+
+    /// The header's column names, in file order.
+    pub fn columns(&self) -> &[String] {
+        &self.columns
+    }
+
+    /// Bytes of `input` read up to the end of the last row returned (the
+    /// header included), and the line number the next row starts at: where
+    /// [`CsvAccruals::resume`] picks up.
+    pub fn consumed(&self) -> (u64, u64) {
+        let position = self.reader.position();
+        (position.byte(), self.lines_before + position.line())
+    }
+
+    /// The row last returned, re-encoded as CSV (invalid UTF-8 replaced).
+    pub fn raw_row(&self) -> String {
+        let fields: Vec<String> = self
+            .record
+            .iter()
+            .map(|f| String::from_utf8_lossy(f).into_owned())
+            .collect();
+        let mut refs: Vec<&str> = fields.iter().map(String::as_str).collect();
+        if let Some(last) = refs.last_mut() {
+            *last = last.strip_suffix('\r').unwrap_or(last);
+        }
+        reencode(&refs)
+    }
+
+    /// The next data row, or `None` at the end of the file. A row that is
+    /// not UTF-8 text is rejected like any other bad row.
     pub fn next_row(&mut self) -> Result<Option<(u64, CsvRow)>, CsvFileError> {
         loop {
             let more = self.reader.read_byte_record(&mut self.record).map_err(|source| {
-                let line = source.position().map_or(0, |p| p.line());
+                let line = self.lines_before + source.position().map_or(0, |p| p.line());
                 CsvFileError::Read { line, source }
             })?;
             if !more {
                 return Ok(None);
             }
-            let line = self.record.position().map_or(0, |p| p.line());
-            let fields = fields(&self.record, line)?;
+            let line = self.lines_before + self.record.position().map_or(0, |p| p.line());
+            let Some(fields) = fields(&self.record) else {
+                return Ok(Some((
+                    line,
+                    CsvRow::Rejected(vec![RowError {
+                        line,
+                        column: "(row)".to_owned(),
+                        reason: "is not UTF-8 text".to_owned(),
+                        raw: self.raw_row(),
+                    }]),
+                )));
+            };
             // A line of nothing but a lone empty field is a blank line.
             if fields.len() == 1 && fields[0].is_empty() {
                 continue;
@@ -249,19 +287,60 @@ impl<R: Read> CsvAccruals<R> {
     }
 }
 
-/// A record's fields as text, without the CR of a CRLF line ending.
-fn fields(record: &csv::ByteRecord, line: u64) -> Result<Vec<&str>, CsvFileError> {
+/// Records end at LF only, and a CR before it is dropped by hand (`fields`):
+/// with its default CRLF handling the csv crate numbers the lines of a CRLF
+/// file wrongly, and line numbers are what the error report promises.
+fn csv_reader<R: Read>(input: R) -> csv::Reader<R> {
+    csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .terminator(csv::Terminator::Any(b'\n'))
+        .from_reader(input)
+}
+
+/// Where each column is, from the header's names.
+fn layout(names: &[String]) -> Result<Layout, CsvFileError> {
+    let mut position = [None; 5];
+    for (i, name) in names.iter().enumerate() {
+        let Some(c) = COLUMNS.iter().position(|c| c == name) else {
+            return Err(CsvFileError::UnknownColumn { column: name.clone() });
+        };
+        if position[c].replace(i).is_some() {
+            return Err(CsvFileError::RepeatedColumn { column: name.clone() });
+        }
+    }
+    let required = |column: &'static str| {
+        COLUMNS
+            .iter()
+            .position(|c| *c == column)
+            .and_then(|c| position[c])
+            .ok_or(CsvFileError::MissingColumn { column })
+    };
+    Ok(Layout {
+        member_id: required("member_id")?,
+        point_type: required("point_type")?,
+        amount: required("amount")?,
+        accrual_id: position[0],
+        reason: position[4],
+        width: names.len(),
+    })
+}
+
+/// A record's fields as text, without the CR of a CRLF line ending; `None`
+/// if a field is not UTF-8.
+fn fields(record: &csv::ByteRecord) -> Option<Vec<&str>> {
     let mut out = Vec::with_capacity(record.len());
     for field in record {
-        out.push(std::str::from_utf8(field).map_err(|_| CsvFileError::NotUtf8 { line })?);
+        out.push(std::str::from_utf8(field).ok()?);
     }
     if let Some(last) = out.last_mut() {
         *last = last.strip_suffix('\r').unwrap_or(last);
     }
-    Ok(out)
+    Some(out)
 }
 
-fn reencode(fields: &[&str]) -> String {
+/// Fields re-encoded as one CSV line (no terminator).
+pub fn reencode(fields: &[&str]) -> String {
     let mut writer = csv::WriterBuilder::new()
         .terminator(csv::Terminator::Any(b'\n'))
         .from_writer(Vec::new());
@@ -357,7 +436,55 @@ mod tests {
             CsvAccruals::new(&b"member_id,point_type,amount\xff\n"[..], "f"),
             Err(CsvFileError::NotUtf8 { line: 1 })
         ));
-        let mut r = CsvAccruals::new(&b"member_id,point_type,amount\nm,P,\xfe\n"[..], "f").unwrap();
-        assert!(matches!(r.next_row(), Err(CsvFileError::NotUtf8 { line: 2 })));
+        let mut r = CsvAccruals::new(&b"member_id,point_type,amount\nm,P,\xfe\nm,P,3\n"[..], "f").unwrap();
+        let Some((2, CsvRow::Rejected(e))) = r.next_row().unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            (e[0].column.as_str(), e[0].reason.as_str()),
+            ("(row)", "is not UTF-8 text")
+        );
+        assert_eq!(e[0].raw, "m,P,\u{fffd}");
+        assert!(
+            matches!(r.next_row().unwrap(), Some((3, CsvRow::Accrual(_)))),
+            "the next row still counts"
+        );
+    }
+
+    /// Reads `text` in chunks of about `chunk` bytes, resuming each time
+    /// where the last stopped, as the importer does.
+    fn rows_in_chunks(text: &str, chunk: u64) -> Vec<(u64, CsvRow)> {
+        let bytes = text.as_bytes();
+        let mut reader = CsvAccruals::new(bytes, "bucket/key#v1").unwrap();
+        let columns = reader.columns().to_vec();
+        let mut out = Vec::new();
+        let mut offset = 0u64;
+        loop {
+            while let Some(row) = reader.next_row().unwrap() {
+                out.push(row);
+                if reader.consumed().0 >= chunk {
+                    break;
+                }
+            }
+            let (read, next_line) = reader.consumed();
+            offset += read;
+            if offset as usize >= bytes.len() {
+                return out;
+            }
+            reader = CsvAccruals::resume(&bytes[offset as usize..], &columns, next_line, "bucket/key#v1").unwrap();
+        }
+    }
+
+    #[test]
+    fn reading_in_chunks_gives_the_same_rows_as_one_pass() {
+        let text = "\u{feff}member_id,amount,point_type\r\nm-1,10,P\r\n\r\nm-2,\"2\r\n0\",P\r\nbad,0,P\r\nm-3,30,P\r\nm-4,40,P";
+        let whole = rows(text);
+        for chunk in [1, 5, 12, 20, 1000] {
+            assert_eq!(rows_in_chunks(text, chunk), whole, "chunks of {chunk} bytes");
+        }
+        let lf = "member_id,point_type,amount\nm,P,1\nm,P,2\n\nm,P,3\n";
+        for chunk in [1, 7, 100] {
+            assert_eq!(rows_in_chunks(lf, chunk), rows(lf));
+        }
     }
 }

@@ -10,6 +10,7 @@ pub mod aws;
 pub mod config;
 pub mod csv_rows;
 pub mod domain;
+pub mod import;
 pub mod ingest;
 pub mod message;
 pub mod packing;

@@ -107,6 +107,9 @@ pub trait JobStore: Send + Sync {
     /// completes once every queued accrual is settled, which may be at once.
     /// Returns whether this call did the recording.
     async fn record_chunk(&self, job_id: JobId, chunk: &ChunkReport, now: OffsetDateTime) -> Result<bool, StoreError>;
+
+    /// Whether chunk `index` of the job has been recorded.
+    async fn chunk_recorded(&self, job_id: JobId, index: u32) -> Result<bool, StoreError>;
 }
 
 /// A queue operation that did not complete.

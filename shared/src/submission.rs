@@ -18,6 +18,11 @@ pub const MAX_REPORTED_ERRORS: usize = 100;
 const ACCRUAL_ID_NAMESPACE: Uuid = Uuid::from_u128(0x6f1f_4c4e_8a1d_4b5e_9f0a_3c2b_7d61_a001);
 /// Namespace of job ids derived from an `Idempotency-Key` (UUIDv5).
 const JOB_ID_NAMESPACE: Uuid = Uuid::from_u128(0x6f1f_4c4e_8a1d_4b5e_9f0a_3c2b_7d61_a002);
+/// Namespace of accrual ids derived from a file's identity (UUIDv5): apart
+/// from the API's, so no `Idempotency-Key` can name a file's ids.
+const FILE_ACCRUAL_ID_NAMESPACE: Uuid = Uuid::from_u128(0x6f1f_4c4e_8a1d_4b5e_9f0a_3c2b_7d61_a003);
+/// Namespace of job ids derived from a file's identity (UUIDv5).
+const FILE_JOB_ID_NAMESPACE: Uuid = Uuid::from_u128(0x6f1f_4c4e_8a1d_4b5e_9f0a_3c2b_7d61_a004);
 
 /// The id of the item at `position` of a request sent with `key`:
 /// `<UUIDv5 of the key>:<position, 7 digits>`. The same key and position
@@ -32,6 +37,18 @@ pub fn derive_accrual_id(key: &str, position: usize) -> String {
 /// The part of derived ids shared by every item of a request sent with `key`.
 pub fn accrual_id_prefix(key: &str) -> String {
     Uuid::new_v5(&ACCRUAL_ID_NAMESPACE, key.as_bytes()).to_string()
+}
+
+/// The part of derived ids shared by every row of the file `file_identity`
+/// names (bucket, key and ETag); a row's id adds its line number.
+pub fn file_id_prefix(file_identity: &str) -> String {
+    Uuid::new_v5(&FILE_ACCRUAL_ID_NAMESPACE, file_identity.as_bytes()).to_string()
+}
+
+/// The job of the file `file_identity` names: the same object always names
+/// the same job, however often its event is delivered.
+pub fn job_id_for_file(file_identity: &str) -> JobId {
+    JobId(Uuid::new_v5(&FILE_JOB_ID_NAMESPACE, file_identity.as_bytes()))
 }
 
 /// A derived id from its prefix and the item's position (or line).

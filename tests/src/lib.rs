@@ -5,6 +5,7 @@
 
 pub mod backend;
 pub mod contract;
+pub mod import;
 pub mod lambda;
 
 /// Logs of the code under test, shown for failing tests (`RUST_LOG`, default

@@ -94,9 +94,10 @@ fn two_million_rows_stream_in_bounded_memory() {
     let elapsed = started.elapsed();
     let peak = PEAK.load(Ordering::Relaxed) - baseline;
     println!(
-        "{ROWS} rows in {:.2} s ({:.0} rows/s, debug build), heap peak above baseline {} KiB",
+        "{ROWS} rows in {:.2} s ({:.0} rows/s, {} build, one thread), heap peak above baseline {} KiB",
         elapsed.as_secs_f64(),
         ROWS as f64 / elapsed.as_secs_f64(),
+        if cfg!(debug_assertions) { "debug" } else { "release" },
         peak / 1024
     );
     assert_eq!(accepted, ROWS);

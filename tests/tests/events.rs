@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use aws_lambda_events::apigw::ApiGatewayProxyRequest;
 use aws_lambda_events::sqs::SqsEvent;
-use pointflow::domain::{JobId, NewJob};
+use pointflow::adapters::s3::S3Objects;
+use pointflow::adapters::sqs::{create_queue_with_dlq, SqsQueue};
+use pointflow::domain::{JobId, JobStatus, NewJob};
+use pointflow::import::{ImportSettings, Importer};
 use pointflow::ingest::{IngestService, IngestSettings};
 use pointflow::ports::CreateJob;
 use pointflow::worker::{Worker, WorkerSettings};
@@ -15,11 +18,13 @@ use pointflow_tests::lambda::{call_api, event_path, load_event};
 use serde_json::json;
 use time::OffsetDateTime;
 
-const KNOWN: [&str; 4] = [
+const KNOWN: [&str; 6] = [
     "apigw-post-job.json",
     "apigw-get-job.json",
     "apigw-get-balances.json",
     "sqs-accrual-batch.json",
+    "s3-object-created.json",
+    "sqs-s3-object-created.json",
 ];
 
 #[test]
@@ -96,4 +101,61 @@ async fn sample_events_drive_the_handlers() {
         (202, &accepted),
         "the sample's Idempotency-Key makes a replay harmless"
     );
+}
+
+/// The S3 samples name `imports/spring-campaign.csv` in bucket
+/// `pointflow-imports-example` with the ETag of `events/files/spring-campaign.csv`:
+/// the direct event imports it, the same notification through the import
+/// queue finds it imported.
+#[tokio::test]
+async fn sample_s3_events_drive_the_import_handler() {
+    let Some(b) = backend::aws(Duration::from_secs(30), 3).await else {
+        return;
+    };
+    let sdk = pointflow::aws::load_config().await;
+    let s3 = pointflow::aws::s3_client(&sdk);
+    let bucket = "pointflow-imports-example";
+    // Tests share one emulator: the bucket may be there from another run.
+    let _ = s3.create_bucket().bucket(bucket).send().await;
+    let content = std::fs::read(event_path("files/spring-campaign.csv")).unwrap();
+    s3.put_object()
+        .bucket(bucket)
+        .key("imports/spring-campaign.csv")
+        .body(content.into())
+        .send()
+        .await
+        .unwrap();
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let (tasks_url, _) = create_queue_with_dlq(&sqs, &backend::unique_name("imports"), Duration::from_secs(30), 3)
+        .await
+        .unwrap();
+    let importer = Importer::new(
+        std::sync::Arc::new(S3Objects::new(s3.clone())),
+        b.jobs.clone(),
+        b.queue.clone(),
+        std::sync::Arc::new(SqsQueue::new(sqs, tasks_url)),
+        ImportSettings::default(),
+    );
+
+    let direct: serde_json::Value = load_event("s3-object-created.json");
+    let answer = csv_import::handle(&importer, direct).await.unwrap();
+    assert_eq!(answer["chunks"][0]["accepted"], 3, "{answer}");
+    assert_eq!(answer["chunks"][0]["continues"], false, "{answer}");
+    let wrapped: SqsEvent = load_event("sqs-s3-object-created.json");
+    let response = csv_import::handle_sqs(&importer, wrapped).await;
+    assert!(response.batch_item_failures.is_empty());
+
+    let worker = Worker::new(b.ledger.clone(), b.jobs.clone(), WorkerSettings::default());
+    pointflow_tests::lambda::drain(b.queue.as_ref(), &worker).await;
+    let balances = b.ledger.balances("m-2001").await.unwrap();
+    assert_eq!(
+        balances
+            .iter()
+            .map(|b| (b.point_type.as_str(), b.balance))
+            .collect::<Vec<_>>(),
+        [("BONUS", 500), ("WELCOME", 2000)]
+    );
+    let job_id: JobId = answer["chunks"][0]["job_id"].as_str().unwrap().parse().unwrap();
+    let job = b.jobs.get_job(job_id).await.unwrap().unwrap();
+    assert_eq!((job.total, job.applied, job.status()), (3, 3, JobStatus::Completed));
 }

@@ -3,11 +3,22 @@
 
 use std::time::Duration;
 
+use pointflow::domain::JobStatus;
 use pointflow_cli::backend::{AwsResources, BackendChoice, LocalBackend};
 use pointflow_cli::demo::{run_demo, Campaign};
+use pointflow_cli::import::run_import;
 use pointflow_cli::poller::PollerSettings;
 use pointflow_cli::runner::Runner;
 use pointflow_cli::settings::StackSettings;
+use pointflow_tests::import::TempDir;
+
+/// The embedded backend in memory, with `bucket` as the import bucket.
+fn embedded(bucket: &TempDir) -> BackendChoice {
+    BackendChoice::Embedded {
+        db: ":memory:".into(),
+        bucket_dir: bucket.0.join("bucket"),
+    }
+}
 
 fn pollers(settings: &StackSettings) -> PollerSettings {
     PollerSettings {
@@ -23,9 +34,8 @@ async fn a_twenty_thousand_accrual_demo_is_credited_exactly_within_the_cap() {
     pointflow_tests::init_logging();
     let mut settings = StackSettings::from_template().unwrap();
     settings.maximum_concurrency = 3;
-    let backend = LocalBackend::open(&BackendChoice::Embedded { db: ":memory:".into() }, &settings)
-        .await
-        .unwrap();
+    let bucket = TempDir::new("pointflow-bucket");
+    let backend = LocalBackend::open(&embedded(&bucket), &settings).await.unwrap();
     let runner = Runner::start(&backend, &settings, "127.0.0.1:0".parse().unwrap(), pollers(&settings))
         .await
         .unwrap();
@@ -84,9 +94,8 @@ async fn a_message_the_worker_keeps_failing_ends_in_the_dead_letter_queue() {
     settings.max_receive_count = 2;
     settings.worker.max_receive_count = 2;
     settings.maximum_concurrency = 2;
-    let backend = LocalBackend::open(&BackendChoice::Embedded { db: ":memory:".into() }, &settings)
-        .await
-        .unwrap();
+    let bucket = TempDir::new("pointflow-bucket");
+    let backend = LocalBackend::open(&embedded(&bucket), &settings).await.unwrap();
     backend
         .queue
         .send_messages(&["{\"poison\":true}".to_owned()])
@@ -135,6 +144,8 @@ async fn a_small_demo_runs_on_the_aws_backend() {
         table: pointflow_tests::backend::unique_name("local-aws"),
         queue_url: None,
         dlq_url: None,
+        bucket: None,
+        import_queue_url: None,
         create: true,
     });
     let backend = LocalBackend::open(&choice, &settings).await.unwrap();
@@ -163,4 +174,99 @@ async fn a_small_demo_runs_on_the_aws_backend() {
     assert_eq!((report.applied, report.failed), (80, 0));
     assert_eq!(report.balance_mismatches, 0);
     assert!(report.balances_checked >= 80);
+}
+
+/// `pointflow local import`: a 5,000-row file with bad rows, read in many
+/// small chunks by the import pollers, credited exactly, its report written;
+/// dropping it again credits nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_import_credits_a_file_in_chunks_and_reports_its_bad_rows() {
+    pointflow_tests::init_logging();
+    let mut settings = StackSettings::from_template().unwrap();
+    settings.import.chunk_bytes = 16 * 1024;
+    let bucket = TempDir::new("pointflow-bucket");
+    let backend = LocalBackend::open(&embedded(&bucket), &settings).await.unwrap();
+    let runner = Runner::start(&backend, &settings, "127.0.0.1:0".parse().unwrap(), pollers(&settings))
+        .await
+        .unwrap();
+    let mut csv = String::from("member_id,point_type,amount\n");
+    for i in 0..5_000u64 {
+        if i % 1000 == 999 {
+            csv.push_str(&format!("m-{},P,-1\n", i % 100));
+        } else {
+            csv.push_str(&format!("m-{},P,{}\n", i % 100, i + 1));
+        }
+    }
+    let file = bucket.0.join("campaign.csv");
+    std::fs::write(&file, &csv).unwrap();
+
+    let summary = run_import(&backend, &file, "imports/campaign.csv", false, Duration::from_secs(120))
+        .await
+        .unwrap();
+    assert_eq!(
+        (summary.job.total, summary.job.rejected, summary.job.applied),
+        (4_995, 5, 4_995)
+    );
+    assert_eq!(summary.job.status(), JobStatus::CompletedWithErrors);
+    assert_eq!(summary.exit_code(), 3);
+    assert!(!summary.already_imported);
+    let report_path = summary.report.clone().expect("a report");
+    let report = std::fs::read_to_string(&report_path).unwrap();
+    assert_eq!(report.lines().count(), 6, "{report}");
+    assert!(report.contains("\n1001,amount,"), "{report}");
+    assert!(
+        runner
+            .import_stats
+            .invocations
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 3
+    );
+    for member in [0u64, 42, 99] {
+        let expected: u64 = (0..5_000u64)
+            .filter(|i| i % 100 == member && i % 1000 != 999)
+            .map(|i| i + 1)
+            .sum();
+        let balances = backend.ledger.balances(&format!("m-{member}")).await.unwrap();
+        assert_eq!(balances[0].balance, expected);
+    }
+
+    let again = run_import(&backend, &file, "imports/campaign.csv", false, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert!(again.already_imported);
+    assert_eq!(again.job, summary.job);
+    runner.stop().await.unwrap();
+}
+
+/// `pointflow local --backend aws --create import`: the file goes to an
+/// emulated bucket whose notification feeds the import queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_import_over_the_emulator_goes_through_the_bucket_notification() {
+    if pointflow_tests::backend::emulator_config().await.is_none() {
+        return;
+    }
+    let mut settings = StackSettings::from_template().unwrap();
+    settings.maximum_concurrency = 1;
+    settings.worker.message_concurrency = 1;
+    let choice = BackendChoice::Aws(AwsResources {
+        table: pointflow_tests::backend::unique_name("local-import"),
+        queue_url: None,
+        dlq_url: None,
+        bucket: None,
+        import_queue_url: None,
+        create: true,
+    });
+    let backend = LocalBackend::open(&choice, &settings).await.unwrap();
+    let runner = Runner::start(&backend, &settings, "127.0.0.1:0".parse().unwrap(), pollers(&settings))
+        .await
+        .unwrap();
+    let dir = TempDir::new("pointflow-files");
+    let file = dir.0.join("small.csv");
+    std::fs::write(&file, "member_id,point_type,amount\nm-1,P,10\nm-2,P,20\nm-1,P,5\n").unwrap();
+    let summary = run_import(&backend, &file, "imports/small.csv", false, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!((summary.job.total, summary.job.applied, summary.exit_code()), (3, 3, 0));
+    assert_eq!(backend.ledger.balances("m-1").await.unwrap()[0].balance, 15);
+    runner.stop().await.unwrap();
 }

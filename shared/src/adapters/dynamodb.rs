@@ -761,6 +761,25 @@ impl JobStore for DynamoStore {
         }
         Ok(recorded)
     }
+
+    async fn chunk_recorded(&self, job_id: JobId, index: u32) -> Result<bool, StoreError> {
+        self.count();
+        let key: Item = HashMap::from([
+            ("pk".to_owned(), s(format!("CHUNK#{job_id}#{index}"))),
+            ("sk".to_owned(), s("CHUNK")),
+        ]);
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key))
+            .consistent_read(true)
+            .projection_expression("pk")
+            .send()
+            .await
+            .map_err(|e| single_call_error("GetItem", e))?;
+        Ok(output.item().is_some())
+    }
 }
 
 /// Creates the Pointflow table (as `template.yaml` declares it) unless it

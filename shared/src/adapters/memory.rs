@@ -167,6 +167,11 @@ impl JobStore for MemoryStore {
         }
         Ok(true)
     }
+
+    async fn chunk_recorded(&self, job_id: JobId, index: u32) -> Result<bool, StoreError> {
+        self.count();
+        Ok(lock(&self.state).chunks.contains(&(job_id, index)))
+    }
 }
 
 fn complete_if_settled(job: &mut Job, now: OffsetDateTime) {

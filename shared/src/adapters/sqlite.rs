@@ -668,6 +668,17 @@ impl JobStore for SqliteStore {
         })
         .await
     }
+
+    async fn chunk_recorded(&self, job_id: JobId, index: u32) -> Result<bool, StoreError> {
+        self.run("chunk_recorded", move |conn| {
+            Ok(conn
+                .prepare_cached("SELECT 1 FROM chunks WHERE job_id = ?1 AND chunk = ?2")?
+                .query_row(params![job_id.to_string(), index], |_| Ok(()))
+                .optional()?
+                .is_some())
+        })
+        .await
+    }
 }
 
 /// A named queue in a [`SqliteStore`]'s database, with SQS semantics:

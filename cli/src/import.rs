@@ -1,0 +1,148 @@
+//! `pointflow local import FILE`: drop a CSV file into the (local or
+//! emulated) bucket, let the import and worker pollers do their work, and
+//! report the file's job as an operator would see it.
+
+use std::fmt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use pointflow::domain::{Job, JobStatus};
+use pointflow::import::report::report_key;
+use pointflow::import::ObjectRef;
+use time::OffsetDateTime;
+
+use crate::backend::{LocalBackend, IMPORT_PREFIX};
+
+/// How an import ended.
+#[derive(Debug, Clone)]
+pub struct ImportSummary {
+    pub object: ObjectRef,
+    pub job: Job,
+    /// From dropping the file to the job's completion.
+    pub elapsed: Duration,
+    /// The job existed before this drop (the same content was imported before).
+    pub already_imported: bool,
+    /// Where the error report is, if rows were rejected.
+    pub report: Option<String>,
+}
+
+impl ImportSummary {
+    /// 0 if every row was credited (or found credited), 3 if some rows were
+    /// rejected or accruals failed, 1 if the file could not be imported.
+    pub fn exit_code(&self) -> u8 {
+        match self.job.status() {
+            JobStatus::Completed => 0,
+            JobStatus::CompletedWithErrors => 3,
+            _ => 1,
+        }
+    }
+}
+
+/// The key a file is dropped at: `imports/<file name>` unless given.
+pub fn default_key(file: &Path) -> anyhow::Result<String> {
+    let name = file
+        .file_name()
+        .and_then(|n| n.to_str())
+        .with_context(|| format!("{} has no usable file name; pass --key", file.display()))?;
+    Ok(format!("{IMPORT_PREFIX}{name}"))
+}
+
+/// Drops `file` at `key` and waits (at most `timeout`) until its job completes.
+pub async fn run_import(
+    backend: &LocalBackend,
+    file: &Path,
+    key: &str,
+    progress: bool,
+    timeout: Duration,
+) -> anyhow::Result<ImportSummary> {
+    let started = Instant::now();
+    let dropped_at = OffsetDateTime::now_utc();
+    let object = backend.drop_file(file, key).await?;
+    let bar = ProgressBar::with_draw_target(
+        None,
+        if progress {
+            ProgressDrawTarget::stderr()
+        } else {
+            ProgressDrawTarget::hidden()
+        },
+    );
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {elapsed_precise} {msg}").unwrap_or(ProgressStyle::default_spinner()),
+    );
+    bar.enable_steady_tick(Duration::from_millis(200));
+    let job = loop {
+        if let Some(job) = backend.jobs.get_job(object.job_id()).await? {
+            bar.set_message(format!(
+                "{}: {} queued · {} applied · {} duplicate · {} rejected",
+                if job.reading { "reading" } else { "applying" },
+                job.total,
+                job.applied,
+                job.duplicate,
+                job.rejected
+            ));
+            if job.completed_at.is_some() {
+                break job;
+            }
+        }
+        if started.elapsed() > timeout {
+            bar.abandon();
+            bail!("the import of {key} did not finish within {timeout:?}; it goes on when the runner runs again");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    bar.finish_and_clear();
+    let report = (job.rejected > 0).then(|| {
+        let key = report_key(&pointflow::import::ImportSettings::default().report_prefix, &object.key);
+        match &backend.bucket_dir {
+            Some(dir) => dir.join(key).display().to_string(),
+            None => format!("s3://{}/{key}", object.bucket),
+        }
+    });
+    Ok(ImportSummary {
+        // Jobs are created by this process's importer, on this clock.
+        already_imported: job.created_at < dropped_at,
+        object,
+        job,
+        elapsed: started.elapsed(),
+        report,
+    })
+}
+
+impl fmt::Display for ImportSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let j = &self.job;
+        writeln!(f, "file      {} ({} bytes)", self.object.url(), self.object.size)?;
+        writeln!(f, "job       {} — {:?}", j.job_id, j.status())?;
+        if self.already_imported {
+            writeln!(
+                f,
+                "          this content was imported before: nothing was credited again"
+            )?;
+        }
+        if let Some(error) = &j.error {
+            writeln!(f, "error     {error}")?;
+        }
+        writeln!(
+            f,
+            "rows      {} queued, {} rejected, {} collapsed as exact repeats",
+            j.total, j.rejected, j.deduplicated
+        )?;
+        writeln!(
+            f,
+            "accruals  {} applied, {} duplicate, {} failed, in {} messages",
+            j.applied, j.duplicate, j.failed, j.messages
+        )?;
+        if let Some(report) = &self.report {
+            writeln!(f, "report    {report}")?;
+        }
+        let secs = self.elapsed.as_secs_f64();
+        if self.already_imported {
+            write!(f, "time      {secs:.2} s")
+        } else {
+            let rate = if secs > 0.0 { j.total as f64 / secs } else { 0.0 };
+            write!(f, "time      {secs:.2} s ({rate:.0} accruals/s, drop to completion)")
+        }
+    }
+}

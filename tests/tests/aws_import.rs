@@ -1,0 +1,116 @@
+//! The file import over the emulator: a real bucket notification (moto's
+//! shape, `%2F` keys and all) into an SQS import queue, S3 ranged reads,
+//! the report written back to S3, DynamoDB and SQS for the rest. Small files
+//! only: volume runs on the embedded backend (`csv_import.rs`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use pointflow::adapters::s3::S3Objects;
+use pointflow::adapters::sqs::{create_queue_with_dlq, SqsQueue};
+use pointflow::domain::JobStatus;
+use pointflow::import::{ImportSettings, ObjectRef};
+use pointflow::packing::PackingLimits;
+use pointflow_cli::backend::create_bucket_notifying;
+use pointflow_tests::backend::{self, unique_name};
+use pointflow_tests::import::ImportRig;
+
+const FILE: &str = "member_id,point_type,amount
+m-1,P,10
+m-2,P,0
+m-1,Q,5
+m-3,P,7
+bad!,P,1
+m-2,P,20
+";
+
+#[tokio::test]
+async fn a_dropped_file_is_imported_through_the_bucket_notification() {
+    let Some(b) = backend::aws(Duration::from_secs(30), 3).await else {
+        return;
+    };
+    let sdk = pointflow::aws::load_config().await;
+    let s3 = pointflow::aws::s3_client(&sdk);
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let bucket = unique_name("imports");
+    let (tasks_url, _) = create_queue_with_dlq(&sqs, &unique_name("import-tasks"), Duration::from_secs(30), 3)
+        .await
+        .unwrap();
+    // As the template wires it: ObjectCreated under imports/ → the import queue.
+    create_bucket_notifying(&s3, &sqs, &bucket, &tasks_url).await.unwrap();
+
+    let settings = ImportSettings {
+        // Three or four chunks, two accruals per message.
+        chunk_bytes: 24,
+        packing: PackingLimits {
+            max_accruals: 2,
+            ..PackingLimits::default()
+        },
+        ..ImportSettings::default()
+    };
+    let rig = ImportRig::new(
+        b,
+        Arc::new(SqsQueue::new(sqs.clone(), tasks_url)),
+        Arc::new(S3Objects::new(s3.clone())),
+        bucket.clone(),
+        settings,
+        None,
+    );
+    let put = |key: &'static str| {
+        s3.put_object()
+            .bucket(&bucket)
+            .key(key)
+            .body(FILE.as_bytes().to_vec().into())
+            .send()
+    };
+    let etag = put("imports/2026/spring.csv")
+        .await
+        .unwrap()
+        .e_tag()
+        .unwrap()
+        .trim_matches('"')
+        .to_owned();
+    // Outside the prefix: no notification, nothing imported.
+    put("elsewhere/spring.csv").await.unwrap();
+    let quiet = rig.run_until_quiet().await;
+    assert_eq!(quiet.import_failures, 0);
+    assert!(quiet.import_invocations >= 3, "{quiet:?}");
+
+    let balance = |member: &'static str| {
+        let ledger = rig.backend.ledger.clone();
+        async move {
+            ledger
+                .balances(member)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|b| (b.point_type, b.balance))
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(balance("m-1").await, [("P".to_owned(), 10), ("Q".to_owned(), 5)]);
+    assert_eq!(balance("m-2").await, [("P".to_owned(), 20)]);
+    assert_eq!(balance("m-3").await, [("P".to_owned(), 7)]);
+    let report = rig.read("reports/imports/2026/spring.csv.errors.csv").await.unwrap();
+    assert_eq!(
+        report,
+        "line,column,reason,raw\n3,amount,must be at least 1,\"m-2,P,0\"\n6,member_id,\"contains '!'; only ASCII letters, digits and - _ . : @ are allowed\",\"bad!,P,1\"\n"
+    );
+    let object = ObjectRef {
+        bucket: bucket.clone(),
+        key: "imports/2026/spring.csv".into(),
+        size: FILE.len() as u64,
+        etag: Some(etag),
+        version_id: None,
+    };
+    let job = rig.backend.jobs.get_job(object.job_id()).await.unwrap().unwrap();
+    assert_eq!((job.total, job.applied, job.rejected, job.duplicate), (4, 4, 2, 0));
+    assert_eq!(job.status(), JobStatus::CompletedWithErrors);
+
+    // The same content dropped again: a new event, the same job, nothing new.
+    put("imports/2026/spring.csv").await.unwrap();
+    rig.run_until_quiet().await;
+    assert_eq!(balance("m-2").await, [("P".to_owned(), 20)]);
+    let again = rig.backend.jobs.get_job(object.job_id()).await.unwrap().unwrap();
+    assert_eq!(again, job);
+}

@@ -1,0 +1,307 @@
+//! The CSV file import on the embedded backend (SQLite, a local folder as
+//! the bucket), through the real import and worker handlers.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use pointflow::adapters::sqlite::SqliteStore;
+use pointflow::domain::{Balance, JobStatus};
+use pointflow::import::ImportSettings;
+use pointflow::packing::PackingLimits;
+use pointflow_tests::backend::Backend;
+use pointflow_tests::import::ImportRig;
+
+const VISIBILITY: Duration = Duration::from_millis(500);
+
+fn rig(settings: ImportSettings) -> ImportRig {
+    pointflow_tests::init_logging();
+    let store = SqliteStore::in_memory().expect("open SQLite");
+    let queue = store.queue("accruals", VISIBILITY, Some((3, "accruals-dlq".to_owned())));
+    let dlq = store.queue("accruals-dlq", VISIBILITY, None);
+    let tasks = store.queue("imports", VISIBILITY, Some((3, "imports-dlq".to_owned())));
+    let store = Arc::new(store);
+    let counter = store.clone();
+    let backend = Backend {
+        ledger: store.clone(),
+        jobs: store,
+        queue: Arc::new(queue),
+        dlq: Arc::new(dlq),
+        visibility_timeout: VISIBILITY,
+        max_receive_count: 3,
+        store_requests: Arc::new(move || counter.requests()),
+    };
+    ImportRig::local(backend, Arc::new(tasks), settings)
+}
+
+async fn balances(rig: &ImportRig, member: &str) -> Vec<(String, u64)> {
+    rig.backend
+        .ledger
+        .balances(member)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|Balance { point_type, balance }| (point_type, balance))
+        .collect()
+}
+
+fn small_chunks(chunk_bytes: u64) -> ImportSettings {
+    ImportSettings {
+        chunk_bytes,
+        // Small messages too, so a file makes several.
+        packing: PackingLimits {
+            max_accruals: 2,
+            ..PackingLimits::default()
+        },
+        ..ImportSettings::default()
+    }
+}
+
+/// Valid and invalid rows, with the expected report.
+const MIXED: &str = "member_id,point_type,amount,reason
+m-1,WELCOME,2000,welcome
+m-2,WELCOME,0,
+m-1,BONUS,150,
+bad id,BONUS,5,
+m-3,WELCOME,2000,
+m-3,BONUS,12x,
+m-4,WELCOME,2000
+m-2,WELCOME,700,late joiner
+";
+
+const MIXED_REPORT: &str = "line,column,reason,raw
+3,amount,must be at least 1,\"m-2,WELCOME,0,\"
+5,member_id,\"contains ' '; only ASCII letters, digits and - _ . : @ are allowed\",\"bad id,BONUS,5,\"
+7,amount,\"must be a whole number from 1 to 1000000000, found \"\"12x\"\"\",\"m-3,BONUS,12x,\"
+8,(row),has 3 fields; the header has 4,\"m-4,WELCOME,2000\"
+";
+
+#[tokio::test]
+async fn valid_rows_are_credited_and_bad_rows_reported_exactly() {
+    let rig = rig(ImportSettings::default());
+    let task = rig.drop_file("imports/spring.csv", MIXED.as_bytes()).await;
+    rig.notify(&task).await;
+    let quiet = rig.run_until_quiet().await;
+    assert_eq!(quiet.import_failures, 0);
+
+    assert_eq!(
+        balances(&rig, "m-1").await,
+        [("BONUS".into(), 150), ("WELCOME".into(), 2000)]
+    );
+    assert_eq!(balances(&rig, "m-2").await, [("WELCOME".into(), 700)]);
+    assert_eq!(balances(&rig, "m-3").await, [("WELCOME".into(), 2000)]);
+    assert_eq!(balances(&rig, "m-4").await, []);
+    let report = rig
+        .read("reports/imports/spring.csv.errors.csv")
+        .await
+        .expect("a report");
+    assert_eq!(report, MIXED_REPORT);
+
+    let job = rig.job(&task).await;
+    assert_eq!(
+        (job.total, job.applied, job.rejected, job.duplicate, job.failed),
+        (4, 4, 4, 0, 0)
+    );
+    assert_eq!(job.status(), JobStatus::CompletedWithErrors);
+    assert_eq!(job.source.as_deref(), Some("s3://local-bucket/imports/spring.csv"));
+    assert!(job.completed_at.is_some() && !job.reading && job.error.is_none());
+    let pointer: serde_json::Value =
+        serde_json::from_str(&rig.read("reports/imports/spring.csv.job.json").await.unwrap()).unwrap();
+    assert_eq!(pointer["job_id"], job.job_id.to_string());
+    assert_eq!(pointer["status_url"], format!("/v1/jobs/{}", job.job_id));
+}
+
+#[tokio::test]
+async fn the_same_event_twice_or_the_same_file_again_credits_nothing_twice() {
+    let rig = rig(ImportSettings::default());
+    let content = "member_id,point_type,amount\nm-1,P,10\nm-2,P,20\n";
+    let task = rig.drop_file("imports/twice.csv", content.as_bytes()).await;
+    // Two deliveries of the event, before and after the first is processed.
+    rig.notify(&task).await;
+    rig.notify(&task).await;
+    rig.run_until_quiet().await;
+    let again = rig.drop_file("imports/twice.csv", content.as_bytes()).await;
+    assert_eq!(again, task, "same content, same ETag, same task");
+    rig.notify(&again).await;
+    rig.run_until_quiet().await;
+
+    assert_eq!(balances(&rig, "m-1").await, [("P".into(), 10)]);
+    assert_eq!(balances(&rig, "m-2").await, [("P".into(), 20)]);
+    let job = rig.job(&task).await;
+    assert_eq!(
+        (job.total, job.applied, job.duplicate, job.status()),
+        (2, 2, 0, JobStatus::Completed)
+    );
+    assert_eq!(
+        rig.read("reports/imports/twice.csv.errors.csv").await,
+        None,
+        "no bad row, no report"
+    );
+
+    // Changed content under the same key is a new file: a new job, new ids.
+    let changed = rig
+        .drop_file("imports/twice.csv", b"member_id,point_type,amount\nm-1,P,5\n")
+        .await;
+    rig.notify(&changed).await;
+    rig.run_until_quiet().await;
+    assert_ne!(changed.object.job_id(), task.object.job_id());
+    assert_eq!(balances(&rig, "m-1").await, [("P".into(), 15)]);
+}
+
+#[tokio::test]
+async fn bom_crlf_quotes_and_blank_lines() {
+    let rig = rig(ImportSettings::default());
+    // A quoted field may span lines (a reason may not hold a line break, so
+    // that row is reported, at the line it starts on); no trailing newline.
+    let content = "\u{feff}reason,amount,member_id,point_type,accrual_id\r\n\"spring, 2026\",100,m-1,P,a-1\r\n\r\n\"said \"\"hi\"\"\",50,m-2,P,a-2\r\n,7,m-1,P,\r\n\"multi\r\nline\",3,m-2,P,a-3\r\n\"\",1,m-2,P,a-4";
+    let task = rig.drop_file("imports/excel.csv", content.as_bytes()).await;
+    rig.notify(&task).await;
+    rig.run_until_quiet().await;
+    assert_eq!(balances(&rig, "m-1").await, [("P".into(), 107)]);
+    assert_eq!(balances(&rig, "m-2").await, [("P".into(), 51)]);
+    let job = rig.job(&task).await;
+    assert_eq!((job.total, job.applied, job.rejected), (4, 4, 1));
+    let report = rig.read("reports/imports/excel.csv.errors.csv").await.unwrap();
+    let lines: Vec<&str> = report.lines().collect();
+    assert_eq!(
+        report.matches("\n6,").count() + report.matches("\n7,").count(),
+        1,
+        "{report}"
+    );
+    assert!(
+        lines[1].starts_with("6,reason,must not contain control characters,"),
+        "{report}"
+    );
+}
+
+#[tokio::test]
+async fn a_file_split_across_invocations_gives_the_same_result() {
+    // About two rows per chunk, two accruals per message.
+    let rig = rig(small_chunks(40));
+    let task = rig.drop_file("imports/split.csv", MIXED.as_bytes()).await;
+    rig.notify(&task).await;
+    let quiet = rig.run_until_quiet().await;
+    assert!(quiet.import_invocations >= 3, "{quiet:?}");
+    assert_eq!(
+        balances(&rig, "m-1").await,
+        [("BONUS".into(), 150), ("WELCOME".into(), 2000)]
+    );
+    assert_eq!(balances(&rig, "m-2").await, [("WELCOME".into(), 700)]);
+    assert_eq!(balances(&rig, "m-3").await, [("WELCOME".into(), 2000)]);
+    let report = rig
+        .read("reports/imports/split.csv.errors.csv")
+        .await
+        .expect("a report");
+    assert_eq!(report, MIXED_REPORT, "assembled from the chunks' parts");
+    let job = rig.job(&task).await;
+    assert_eq!((job.total, job.applied, job.rejected), (4, 4, 4));
+    assert_eq!(job.status(), JobStatus::CompletedWithErrors);
+}
+
+#[tokio::test]
+async fn every_chunk_delivered_twice_still_credits_once() {
+    let rig = rig(small_chunks(30));
+    let content: String = std::iter::once("member_id,point_type,amount\n".to_owned())
+        .chain((0..40).map(|i| format!("m-{},P,{}\n", i % 7, i + 1)))
+        .collect();
+    let task = rig.drop_file("imports/redelivered.csv", content.as_bytes()).await;
+    rig.notify(&task).await;
+    // Each import message is processed, then (as if its deletion were lost)
+    // processed again: every chunk runs twice.
+    let mut invocations = 0;
+    loop {
+        let messages = rig.tasks.receive_messages(1, Duration::from_millis(200)).await.unwrap();
+        if messages.is_empty() {
+            break;
+        }
+        let event = worker::to_sqs_event(&messages);
+        let first = csv_import::handle_sqs(&rig.importer, event.clone()).await;
+        let second = csv_import::handle_sqs(&rig.importer, event).await;
+        assert!(first.batch_item_failures.is_empty() && second.batch_item_failures.is_empty());
+        rig.tasks
+            .delete_messages(&[messages[0].receipt_handle.clone()])
+            .await
+            .unwrap();
+        invocations += 2;
+    }
+    assert!(invocations > 10);
+    rig.run_until_quiet().await;
+    let mut expected = [0u64; 7];
+    for i in 0..40u64 {
+        expected[(i % 7) as usize] += i + 1;
+    }
+    for (member, sum) in expected.iter().enumerate() {
+        assert_eq!(balances(&rig, &format!("m-{member}")).await, [("P".into(), *sum)]);
+    }
+    let job = rig.job(&task).await;
+    assert_eq!(
+        (job.total, job.applied, job.duplicate, job.status()),
+        (40, 40, 0, JobStatus::Completed)
+    );
+}
+
+#[tokio::test]
+async fn an_unusable_file_fails_its_job_with_a_reason_and_a_report() {
+    let rig = rig(ImportSettings::default());
+    let task = rig.drop_file("imports/wrong.csv", b"member,points\nm-1,10\n").await;
+    rig.notify(&task).await;
+    rig.run_until_quiet().await;
+    let job = rig.job(&task).await;
+    assert_eq!(job.status(), JobStatus::Failed);
+    let error = job.error.expect("a reason");
+    assert!(error.contains("unknown column \"member\""), "{error}");
+    assert!(job.completed_at.is_some());
+    let report = rig
+        .read("reports/imports/wrong.csv.errors.csv")
+        .await
+        .expect("a report");
+    assert!(
+        report.starts_with("line,column,reason,raw\n1,(header),\"unknown column \"\"member\"\""),
+        "{report}"
+    );
+
+    let binary = rig
+        .drop_file("imports/photo.csv", &[0xff, 0xd8, 0xff, 0xe0, b'\n', 1, 2])
+        .await;
+    rig.notify(&binary).await;
+    rig.run_until_quiet().await;
+    let job = rig.job(&binary).await;
+    assert_eq!(
+        (job.status(), job.error.as_deref()),
+        (JobStatus::Failed, Some("the header (line 1) is not UTF-8 text"))
+    );
+}
+
+#[tokio::test]
+async fn repeated_accrual_ids_are_collapsed_or_rejected_or_counted_duplicate() {
+    // Windows of 4 accruals (2 per message × 10 messages would be 20; use 1).
+    let rig = rig(ImportSettings {
+        packing: PackingLimits {
+            max_accruals: 1,
+            ..PackingLimits::default()
+        },
+        ..ImportSettings::default()
+    });
+    let mut content = String::from("accrual_id,member_id,point_type,amount\n");
+    content.push_str("a-1,m-1,P,10\n"); // line 2
+    content.push_str("a-1,m-1,P,10\n"); // 3: exact repeat in the window → collapsed
+    content.push_str("a-1,m-1,P,99\n"); // 4: same id, other content → rejected
+    for i in 0..10 {
+        content.push_str(&format!("f-{i},m-2,P,1\n")); // 5..14: fill the window
+    }
+    content.push_str("a-1,m-1,P,10\n"); // 15: a later window → the ledger's duplicate
+    let task = rig.drop_file("imports/repeats.csv", content.as_bytes()).await;
+    rig.notify(&task).await;
+    rig.run_until_quiet().await;
+    assert_eq!(balances(&rig, "m-1").await, [("P".into(), 10)]);
+    assert_eq!(balances(&rig, "m-2").await, [("P".into(), 10)]);
+    let job = rig.job(&task).await;
+    assert_eq!(
+        (job.total, job.deduplicated, job.rejected, job.applied, job.duplicate),
+        (12, 1, 1, 11, 1)
+    );
+    let report = rig.read("reports/imports/repeats.csv.errors.csv").await.unwrap();
+    assert_eq!(
+        report,
+        "line,column,reason,raw\n4,accrual_id,repeats the accrual_id of line 2 with different content,\"a-1,m-1,P,99\"\n"
+    );
+}
