@@ -20,6 +20,30 @@ fn embedded(bucket: &TempDir) -> BackendChoice {
     }
 }
 
+/// The runner on the AWS backend over the emulator, its resources created
+/// (`--backend aws --create`), or `None` without an emulator. moto is not
+/// safe against concurrent transactions on one table: one invocation at a
+/// time, one message at a time.
+async fn aws_runner(prefix: &str) -> Option<(LocalBackend, Runner)> {
+    pointflow_tests::backend::emulator_config().await?;
+    let mut settings = StackSettings::from_template().unwrap();
+    settings.maximum_concurrency = 1;
+    settings.worker.message_concurrency = 1;
+    let choice = BackendChoice::Aws(AwsResources {
+        table: pointflow_tests::backend::unique_name(prefix),
+        queue_url: None,
+        dlq_url: None,
+        bucket: None,
+        import_queue_url: None,
+        create: true,
+    });
+    let backend = LocalBackend::open(&choice, &settings).await.unwrap();
+    let runner = Runner::start(&backend, &settings, "127.0.0.1:0".parse().unwrap(), pollers(&settings))
+        .await
+        .unwrap();
+    Some((backend, runner))
+}
+
 fn pollers(settings: &StackSettings) -> PollerSettings {
     PollerSettings {
         batch_size: settings.batch_size,
@@ -132,26 +156,9 @@ async fn runner_failures(backend: &LocalBackend) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_small_demo_runs_on_the_aws_backend() {
-    if pointflow_tests::backend::emulator_config().await.is_none() {
+    let Some((backend, runner)) = aws_runner("local-aws").await else {
         return;
-    }
-    let mut settings = StackSettings::from_template().unwrap();
-    // moto is not safe against concurrent transactions on one table: one
-    // invocation at a time, one message at a time.
-    settings.maximum_concurrency = 1;
-    settings.worker.message_concurrency = 1;
-    let choice = BackendChoice::Aws(AwsResources {
-        table: pointflow_tests::backend::unique_name("local-aws"),
-        queue_url: None,
-        dlq_url: None,
-        bucket: None,
-        import_queue_url: None,
-        create: true,
-    });
-    let backend = LocalBackend::open(&choice, &settings).await.unwrap();
-    let runner = Runner::start(&backend, &settings, "127.0.0.1:0".parse().unwrap(), pollers(&settings))
-        .await
-        .unwrap();
+    };
     let campaign = Campaign {
         members: 40,
         point_types: 2,
@@ -242,24 +249,9 @@ async fn local_import_credits_a_file_in_chunks_and_reports_its_bad_rows() {
 /// emulated bucket whose notification feeds the import queue.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_import_over_the_emulator_goes_through_the_bucket_notification() {
-    if pointflow_tests::backend::emulator_config().await.is_none() {
+    let Some((backend, runner)) = aws_runner("local-import").await else {
         return;
-    }
-    let mut settings = StackSettings::from_template().unwrap();
-    settings.maximum_concurrency = 1;
-    settings.worker.message_concurrency = 1;
-    let choice = BackendChoice::Aws(AwsResources {
-        table: pointflow_tests::backend::unique_name("local-import"),
-        queue_url: None,
-        dlq_url: None,
-        bucket: None,
-        import_queue_url: None,
-        create: true,
-    });
-    let backend = LocalBackend::open(&choice, &settings).await.unwrap();
-    let runner = Runner::start(&backend, &settings, "127.0.0.1:0".parse().unwrap(), pollers(&settings))
-        .await
-        .unwrap();
+    };
     let dir = TempDir::new("pointflow-files");
     let file = dir.0.join("small.csv");
     std::fs::write(&file, "member_id,point_type,amount\nm-1,P,10\nm-2,P,20\nm-1,P,5\n").unwrap();

@@ -178,6 +178,32 @@ impl DynamoStore {
         Ok(outcome)
     }
 
+    /// A marker item (`pk`, `sk`, `attributes`, expiring after
+    /// [`MARKER_TTL_SECONDS`]) put only if it does not exist yet.
+    fn marker_put<const N: usize>(
+        &self,
+        pk: String,
+        sk: &str,
+        attributes: [(&str, AttributeValue); N],
+        now: OffsetDateTime,
+    ) -> Result<Put, StoreError> {
+        let mut marker: Item = HashMap::from([
+            ("pk".to_owned(), s(pk)),
+            ("sk".to_owned(), s(sk)),
+            (
+                "expires_at".to_owned(),
+                AttributeValue::N((now.unix_timestamp() + MARKER_TTL_SECONDS).to_string()),
+            ),
+        ]);
+        marker.extend(attributes.into_iter().map(|(name, value)| (name.to_owned(), value)));
+        Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(marker))
+            .condition_expression("attribute_not_exists(pk)")
+            .build()
+            .map_err(|e| backend("TransactWriteItems", e))
+    }
+
     /// Runs "put this marker unless it exists + update this job if it exists"
     /// as one transaction, retrying conflicts and throttling.
     async fn marker_and_update(&self, marker: Put, update: Update) -> Result<Marked, StoreError> {
@@ -655,24 +681,17 @@ impl JobStore for DynamoStore {
         now: OffsetDateTime,
     ) -> Result<bool, StoreError> {
         let now_text = rfc3339(now);
-        let marker: Item = HashMap::from([
-            ("pk".to_owned(), s(format!("MSG#{job_id}#{seq}"))),
-            ("sk".to_owned(), s("MSG")),
-            ("applied".to_owned(), n(counts.applied)),
-            ("duplicate".to_owned(), n(counts.duplicate)),
-            ("failed".to_owned(), n(counts.failed)),
-            ("folded_at".to_owned(), s(&now_text)),
-            (
-                "expires_at".to_owned(),
-                AttributeValue::N((now.unix_timestamp() + MARKER_TTL_SECONDS).to_string()),
-            ),
-        ]);
-        let put = Put::builder()
-            .table_name(&self.table)
-            .set_item(Some(marker))
-            .condition_expression("attribute_not_exists(pk)")
-            .build()
-            .map_err(|e| backend("TransactWriteItems", e))?;
+        let put = self.marker_put(
+            format!("MSG#{job_id}#{seq}"),
+            "MSG",
+            [
+                ("applied", n(counts.applied)),
+                ("duplicate", n(counts.duplicate)),
+                ("failed", n(counts.failed)),
+                ("folded_at", s(&now_text)),
+            ],
+            now,
+        )?;
         let update = Update::builder()
             .table_name(&self.table)
             .set_key(Some(job_key(job_id)))
@@ -701,21 +720,12 @@ impl JobStore for DynamoStore {
 
     async fn record_chunk(&self, job_id: JobId, chunk: &ChunkReport, now: OffsetDateTime) -> Result<bool, StoreError> {
         let now_text = rfc3339(now);
-        let marker: Item = HashMap::from([
-            ("pk".to_owned(), s(format!("CHUNK#{job_id}#{}", chunk.index))),
-            ("sk".to_owned(), s("CHUNK")),
-            ("recorded_at".to_owned(), s(&now_text)),
-            (
-                "expires_at".to_owned(),
-                AttributeValue::N((now.unix_timestamp() + MARKER_TTL_SECONDS).to_string()),
-            ),
-        ]);
-        let put = Put::builder()
-            .table_name(&self.table)
-            .set_item(Some(marker))
-            .condition_expression("attribute_not_exists(pk)")
-            .build()
-            .map_err(|e| backend("TransactWriteItems", e))?;
+        let put = self.marker_put(
+            format!("CHUNK#{job_id}#{}", chunk.index),
+            "CHUNK",
+            [("recorded_at", s(&now_text))],
+            now,
+        )?;
         // `remaining` grows by what this chunk queued; workers may already
         // have folded some of it (it dips below zero meanwhile), which is why
         // completion also waits for `reading` to turn false.

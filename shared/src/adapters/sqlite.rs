@@ -468,6 +468,14 @@ impl Ledger for SqliteStore {
     }
 }
 
+fn job_exists(conn: &Connection, job_id: &str) -> Result<bool, Failure> {
+    Ok(conn
+        .prepare_cached("SELECT 1 FROM jobs WHERE job_id = ?1")?
+        .query_row([job_id], |_| Ok(()))
+        .optional()?
+        .is_some())
+}
+
 fn read_job(conn: &Connection, job_id: &str) -> Result<Option<Job>, Failure> {
     let mut statement = conn.prepare_cached(
         "SELECT request_hash, total, deduplicated, messages, created_at, enqueued, applied, duplicate, failed,
@@ -574,12 +582,7 @@ impl JobStore for SqliteStore {
             // One transaction: marker, counts and completion land together,
             // so unlike DynamoDB a redelivery never has to finish the stamp.
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let exists = tx
-                .prepare_cached("SELECT 1 FROM jobs WHERE job_id = ?1")?
-                .query_row([&id], |_| Ok(()))
-                .optional()?
-                .is_some();
-            if !exists {
+            if !job_exists(&tx, &id)? {
                 tracing::warn!(%job_id, seq, "message of an unknown job: counts not recorded");
                 return Ok(false);
             }
@@ -618,12 +621,7 @@ impl JobStore for SqliteStore {
             let id = job_id.to_string();
             let now = rfc3339(now)?;
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let exists = tx
-                .prepare_cached("SELECT 1 FROM jobs WHERE job_id = ?1")?
-                .query_row([&id], |_| Ok(()))
-                .optional()?
-                .is_some();
-            if !exists {
+            if !job_exists(&tx, &id)? {
                 tracing::warn!(%job_id, chunk = chunk.index, "chunk of an unknown job: counts not recorded");
                 return Ok(false);
             }
