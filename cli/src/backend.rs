@@ -56,6 +56,21 @@ pub struct AwsResources {
     pub create: bool,
 }
 
+/// The import bucket and queue.
+#[derive(Clone)]
+pub struct ImportSide {
+    /// The import queue (bucket notifications and chunk continuations).
+    pub queue: Arc<dyn AccrualQueue>,
+    /// Where files are dropped and reports written.
+    pub objects: Arc<dyn ObjectStore>,
+    pub bucket: String,
+    /// The folder of the embedded bucket; `None` on S3.
+    pub bucket_dir: Option<PathBuf>,
+    /// The S3 client (aws backend), whose bucket notifies the import queue;
+    /// without it, dropping a file also queues its event.
+    pub s3: Option<aws_sdk_s3::Client>,
+}
+
 /// Every port of the chosen backend.
 #[derive(Clone)]
 pub struct LocalBackend {
@@ -63,20 +78,11 @@ pub struct LocalBackend {
     pub jobs: Arc<dyn JobStore>,
     pub queue: Arc<dyn AccrualQueue>,
     pub dlq: Arc<dyn AccrualQueue>,
-    /// The import queue (bucket notifications and chunk continuations).
-    pub import_queue: Arc<dyn AccrualQueue>,
-    /// Where files are dropped and reports written.
-    pub objects: Arc<dyn ObjectStore>,
-    pub bucket: String,
-    /// A bucket notification feeds the import queue (aws); else dropping a
-    /// file also queues its event (embedded).
-    pub notifies: bool,
-    /// The folder of the embedded bucket.
-    pub bucket_dir: Option<PathBuf>,
+    /// The file-import side, if configured (always on the embedded backend;
+    /// on aws with `--create` or `--bucket` and `--import-queue-url`).
+    pub import: Option<ImportSide>,
     /// Store requests made so far.
     pub store_requests: Arc<dyn Fn() -> u64 + Send + Sync>,
-    /// The S3 client, for the aws backend.
-    pub s3: Option<aws_sdk_s3::Client>,
     /// The SQLite store, when embedded (for whole-table verification).
     pub embedded: Option<SqliteStore>,
     /// Human-readable description for banners.
@@ -116,18 +122,19 @@ impl LocalBackend {
             jobs: Arc::new(store.clone()),
             queue: Arc::new(queue),
             dlq: Arc::new(dlq),
-            import_queue: Arc::new(import_queue),
-            // The folder is the bucket: `<bucket dir>/imports/…`, `<bucket dir>/reports/…`.
-            objects: Arc::new(DirObjects::new(bucket_dir.parent().unwrap_or(Path::new("")))),
-            bucket: bucket_dir
-                .file_name()
-                .and_then(|n| n.to_str())
-                .context("--bucket-dir must end in a folder name")?
-                .to_owned(),
-            notifies: false,
-            bucket_dir: Some(bucket_dir.to_owned()),
+            import: Some(ImportSide {
+                queue: Arc::new(import_queue),
+                // The folder is the bucket: `<bucket dir>/imports/…`, `<bucket dir>/reports/…`.
+                objects: Arc::new(DirObjects::new(bucket_dir.parent().unwrap_or(Path::new("")))),
+                bucket: bucket_dir
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .context("--bucket-dir must end in a folder name")?
+                    .to_owned(),
+                bucket_dir: Some(bucket_dir.to_owned()),
+                s3: None,
+            }),
             store_requests: Arc::new(move || counter.requests()),
-            s3: None,
             embedded: Some(store),
             description: format!("embedded SQLite at {}", db.display()),
         })
@@ -138,7 +145,7 @@ impl LocalBackend {
         let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
         let sqs = aws_sdk_sqs::Client::new(&sdk);
         let s3 = pointflow::aws::s3_client(&sdk);
-        let (bucket, import_queue_url) = if resources.create {
+        let import = if resources.create {
             let bucket = format!("{}-imports", resources.table.to_ascii_lowercase());
             let (url, _) = create_queue_with_dlq(
                 &sqs,
@@ -149,18 +156,13 @@ impl LocalBackend {
             .await
             .context("creating the import queues")?;
             create_bucket_notifying(&s3, &sqs, &bucket, &url).await?;
-            (bucket, url)
+            Some((bucket, url))
         } else {
-            (
-                resources
-                    .bucket
-                    .clone()
-                    .context("--bucket (or IMPORT_BUCKET) is required with --backend aws")?,
-                resources
-                    .import_queue_url
-                    .clone()
-                    .context("--import-queue-url (or IMPORT_QUEUE_URL) is required with --backend aws")?,
-            )
+            match (&resources.bucket, &resources.import_queue_url) {
+                (Some(bucket), Some(url)) => Some((bucket.clone(), url.clone())),
+                (None, None) => None,
+                _ => anyhow::bail!("--bucket and --import-queue-url go together"),
+            }
         };
         let (queue_url, dlq_url) = if resources.create {
             create_table(&dynamo, &resources.table)
@@ -193,12 +195,13 @@ impl LocalBackend {
             jobs: store,
             queue: Arc::new(SqsQueue::new(sqs.clone(), &queue_url)),
             dlq: Arc::new(SqsQueue::new(sqs.clone(), dlq_url)),
-            import_queue: Arc::new(SqsQueue::new(sqs, import_queue_url)),
-            objects: Arc::new(S3Objects::new(s3.clone())),
-            s3: Some(s3),
-            bucket,
-            notifies: true,
-            bucket_dir: None,
+            import: import.map(|(bucket, url)| ImportSide {
+                queue: Arc::new(SqsQueue::new(sqs, url)),
+                objects: Arc::new(S3Objects::new(s3.clone())),
+                bucket,
+                bucket_dir: None,
+                s3: Some(s3),
+            }),
             store_requests: Arc::new(move || counter.requests()),
             embedded: None,
             description: format!("AWS: table {} and queue {queue_url}", resources.table),
@@ -206,7 +209,7 @@ impl LocalBackend {
     }
 }
 
-impl LocalBackend {
+impl ImportSide {
     /// Drops `file` into the bucket at `key`, as an operator would, and
     /// returns the object its event names. The embedded bucket has no
     /// notifications, so its event is queued here.
@@ -253,8 +256,8 @@ impl LocalBackend {
                 }
             }
         };
-        if !self.notifies {
-            self.import_queue
+        if self.s3.is_none() {
+            self.queue
                 .send_messages(&[object_created_notification(&object)])
                 .await?;
         }
@@ -341,4 +344,33 @@ pub async fn create_bucket_notifying(
         .await
         .with_context(|| format!("configuring notifications of bucket {bucket}"))?;
     Ok(())
+}
+
+/// The accrual queue and its dead-letter queue alone, for `pointflow dlq`:
+/// in the embedded database at `db`, or on SQS at the given URLs.
+pub async fn open_queues(
+    db: Option<&Path>,
+    urls: Option<(&str, &str)>,
+    settings: &StackSettings,
+) -> anyhow::Result<(Arc<dyn AccrualQueue>, Arc<dyn AccrualQueue>)> {
+    match (db, urls) {
+        (_, Some((queue_url, dlq_url))) => {
+            let sqs = aws_sdk_sqs::Client::new(&pointflow::aws::load_config().await);
+            Ok((
+                Arc::new(SqsQueue::new(sqs.clone(), queue_url)),
+                Arc::new(SqsQueue::new(sqs, dlq_url)),
+            ))
+        }
+        (Some(db), None) => {
+            let store = SqliteStore::open(db).with_context(|| format!("opening {}", db.display()))?;
+            let queue = store.queue(
+                QUEUE_NAME,
+                settings.visibility_timeout,
+                Some((settings.max_receive_count, DLQ_NAME.to_owned())),
+            );
+            let dlq = store.queue(DLQ_NAME, settings.visibility_timeout, None);
+            Ok((Arc::new(queue), Arc::new(dlq)))
+        }
+        (None, None) => anyhow::bail!("name the queues: --db for the embedded backend, or --queue-url and --dlq-url"),
+    }
 }

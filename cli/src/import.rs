@@ -57,9 +57,13 @@ pub async fn run_import(
     progress: bool,
     timeout: Duration,
 ) -> anyhow::Result<ImportSummary> {
+    let import = backend
+        .import
+        .as_ref()
+        .context("no import bucket: pass --bucket and --import-queue-url (or --create) with --backend aws")?;
     let started = Instant::now();
     let dropped_at = OffsetDateTime::now_utc();
-    let object = backend.drop_file(file, key).await?;
+    let object = import.drop_file(file, key).await?;
     let bar = ProgressBar::with_draw_target(
         None,
         if progress {
@@ -95,7 +99,7 @@ pub async fn run_import(
     bar.finish_and_clear();
     let report = (job.rejected > 0).then(|| {
         let key = report_key(&pointflow::import::ImportSettings::default().report_prefix, &object.key);
-        match &backend.bucket_dir {
+        match &import.bucket_dir {
             Some(dir) => dir.join(key).display().to_string(),
             None => format!("s3://{}/{key}", object.bucket),
         }

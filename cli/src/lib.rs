@@ -1,9 +1,10 @@
 //! The `pointflow` command's library: the local runner (the HTTP API and SQS
-//! pollers in one process over the embedded or AWS backend), its demo and
-//! the CSV file import.
+//! pollers in one process over the embedded or AWS backend), its demo, the
+//! CSV file import, and the API client (`submit`, `status`, `wait`, `balance`).
 
 pub mod backend;
 pub mod bench;
+pub mod client;
 pub mod demo;
 pub mod import;
 pub mod poller;

@@ -8,8 +8,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use pointflow_cli::backend::{AwsResources, BackendChoice, LocalBackend, DEFAULT_BUCKET_DIR, DEFAULT_DB};
+use pointflow_cli::backend::{open_queues, AwsResources, BackendChoice, LocalBackend, DEFAULT_BUCKET_DIR, DEFAULT_DB};
 use pointflow_cli::bench::bench_csv_parse;
+use pointflow_cli::client::api::{ApiClient, DEFAULT_ENDPOINT};
+use pointflow_cli::client::input::{ChunkLimits, Format};
+use pointflow_cli::client::submit::{submit, wait_for_jobs, SubmitOptions, MAX_LISTED_ERRORS};
 use pointflow_cli::demo::{run_demo, Campaign};
 use pointflow_cli::import::{default_key, run_import};
 use pointflow_cli::poller::PollerSettings;
@@ -35,6 +38,130 @@ enum Command {
     /// Measure parts of Pointflow on this machine.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Submit a campaign file (JSON array, NDJSON or CSV) to the API in chunks, resumably.
+    ///
+    /// Exit status: 0 all sent (and with --wait, credited); 3 lines rejected, requests refused or accruals failed;
+    /// 1 could not finish (network, timeout; run the same command again to resume).
+    Submit(SubmitArgs),
+    /// Show jobs.
+    Status {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// Job ids.
+        #[arg(required = true)]
+        jobs: Vec<String>,
+    },
+    /// Wait until jobs complete, with progress. Exit status 3 if any completed with errors.
+    Wait {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// Job ids.
+        #[arg(required = true)]
+        jobs: Vec<String>,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 3600)]
+        timeout: u64,
+    },
+    /// Look into the dead-letter queue, or move its messages back to be applied.
+    Dlq(DlqArgs),
+    /// Show a member's balances.
+    Balance {
+        #[command(flatten)]
+        api: ApiArgs,
+        member: String,
+    },
+}
+
+#[derive(Args)]
+struct DlqArgs {
+    /// Where the queues are.
+    #[arg(long, value_enum, default_value = "embedded")]
+    backend: BackendKind,
+    /// Embedded database file.
+    #[arg(long, default_value = DEFAULT_DB)]
+    db: PathBuf,
+    /// Accrual queue URL (aws backend; the QueueUrl output).
+    #[arg(long, env = "QUEUE_URL")]
+    queue_url: Option<String>,
+    /// Dead-letter queue URL (aws backend; the DeadLetterQueueUrl output).
+    #[arg(long, env = "DLQ_URL")]
+    dlq_url: Option<String>,
+    /// Output for people or for scripts.
+    #[arg(long, value_enum, default_value = "human")]
+    output: Output,
+    #[command(subcommand)]
+    command: DlqCommand,
+}
+
+#[derive(Subcommand)]
+enum DlqCommand {
+    /// List dead-lettered messages (they stay in the queue).
+    List {
+        /// At most this many.
+        #[arg(long, default_value_t = 1000)]
+        max: usize,
+    },
+    /// Move dead-lettered messages back to the accrual queue; the worker applies them (nothing twice).
+    Redrive {
+        /// At most this many.
+        #[arg(long, default_value_t = usize::MAX)]
+        max: usize,
+    },
+}
+
+#[derive(Args, Clone)]
+struct ApiArgs {
+    /// The API: a deployed stage URL (the ApiUrl output) or `pointflow local serve`.
+    #[arg(long, env = "POINTFLOW_ENDPOINT", default_value = DEFAULT_ENDPOINT)]
+    endpoint: String,
+    /// API key (sent as x-api-key), as the template's usage plan requires.
+    #[arg(long, env = "POINTFLOW_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+    /// Output for people or for scripts.
+    #[arg(long, value_enum, default_value = "human")]
+    output: Output,
+    /// Seconds before one HTTP request times out (it is then retried).
+    #[arg(long, default_value_t = 60)]
+    request_timeout: u64,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Output {
+    Human,
+    Json,
+}
+
+#[derive(Args)]
+struct SubmitArgs {
+    #[command(flatten)]
+    api: ApiArgs,
+    /// The file; `-` reads stdin.
+    file: PathBuf,
+    /// The file's format (default: from its extension).
+    #[arg(long, value_enum)]
+    format: Option<Format>,
+    /// Names the submission. Re-running with the same file and campaign resumes (nothing is credited twice); a
+    /// different campaign name submits the same content again.
+    #[arg(long, default_value = "")]
+    campaign: String,
+    /// Accruals per request.
+    #[arg(long, default_value_t = ChunkLimits::default().max_items)]
+    chunk: usize,
+    /// Requests in flight at most.
+    #[arg(long, default_value_t = 4)]
+    parallel: usize,
+    /// Follow the jobs until every accrual is settled.
+    #[arg(long)]
+    wait: bool,
+    /// Seconds between job polls with --wait.
+    #[arg(long, default_value_t = 1.0)]
+    poll_interval: f64,
+    /// Give up waiting after this many seconds.
+    #[arg(long, default_value_t = 3600)]
+    timeout: u64,
+    /// No progress bars.
+    #[arg(long)]
+    quiet: bool,
 }
 
 #[derive(Subcommand)]
@@ -159,6 +286,177 @@ fn init_logging() {
         .try_init();
 }
 
+fn api_client(api: &ApiArgs) -> anyhow::Result<ApiClient> {
+    Ok(ApiClient::new(
+        &api.endpoint,
+        api.api_key.clone(),
+        Duration::from_secs(api.request_timeout.max(1)),
+    )?)
+}
+
+fn submit_defaults() -> SubmitOptions {
+    SubmitOptions {
+        format: Format::Ndjson,
+        limits: ChunkLimits::default(),
+        campaign: String::new(),
+        parallel: 4,
+        wait: false,
+        poll_interval: Duration::from_secs(1),
+        wait_timeout: Duration::from_secs(3600),
+        progress: true,
+    }
+}
+
+fn print_jobs(views: &[pointflow::ingest::JobView], output: Output) -> anyhow::Result<()> {
+    match output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(views)?),
+        Output::Human => {
+            println!(
+                "{:<36}  {:<21}  {:>9}  {:>9}  {:>9}  {:>7}  {:>8}",
+                "job", "status", "total", "applied", "duplicate", "failed", "rejected"
+            );
+            for v in views {
+                let status = serde_json::to_value(v.status)?;
+                println!(
+                    "{:<36}  {:<21}  {:>9}  {:>9}  {:>9}  {:>7}  {:>8}",
+                    v.job_id,
+                    status.as_str().unwrap_or("?"),
+                    v.total,
+                    v.applied,
+                    v.duplicate,
+                    v.failed,
+                    v.rejected
+                );
+                if let Some(error) = &v.error {
+                    println!("  error: {error}");
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn run_dlq(args: DlqArgs) -> anyhow::Result<ExitCode> {
+    let settings = StackSettings::from_template().context("reading template.yaml")?;
+    let (queue, dlq) = match args.backend {
+        BackendKind::Embedded => open_queues(Some(&args.db), None, &settings).await?,
+        BackendKind::Aws => {
+            let (Some(queue_url), Some(dlq_url)) = (args.queue_url.as_deref(), args.dlq_url.as_deref()) else {
+                anyhow::bail!("--backend aws needs --queue-url and --dlq-url");
+            };
+            open_queues(None, Some((queue_url, dlq_url)), &settings).await?
+        }
+    };
+    let json = args.output == Output::Json;
+    match args.command {
+        DlqCommand::List { max } => {
+            let letters = pointflow::dlq::list(dlq.as_ref(), max).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&letters)?);
+            } else {
+                println!(
+                    "{:<40}  {:>8}  {:<36}  {:>6}  {:>8}",
+                    "message", "receives", "job", "seq", "accruals"
+                );
+                for l in &letters {
+                    let job = l.job_id.map(|j| j.to_string()).unwrap_or_else(|| "-".into());
+                    let seq = l.seq.map(|s| s.to_string()).unwrap_or_else(|| "-".into());
+                    println!(
+                        "{:<40}  {:>8}  {job:<36}  {seq:>6}  {:>8}",
+                        l.message_id, l.receive_count, l.accruals
+                    );
+                    if let Some(problem) = &l.problem {
+                        println!("  not an accrual message: {problem}");
+                    }
+                }
+                let accruals: usize = letters.iter().map(|l| l.accruals).sum();
+                println!("{} messages, {accruals} accruals", letters.len());
+            }
+        }
+        DlqCommand::Redrive { max } => {
+            let moved = pointflow::dlq::redrive(dlq.as_ref(), queue.as_ref(), max).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&moved)?);
+            } else {
+                for (job, (messages, accruals)) in &moved.by_job {
+                    println!("{job}  {messages} messages, {accruals} accruals");
+                }
+                println!(
+                    "moved {} messages ({} accruals) back to the accrual queue{}",
+                    moved.messages,
+                    moved.accruals,
+                    if moved.undecodable > 0 {
+                        format!("; {} are not accrual messages and will fail again", moved.undecodable)
+                    } else {
+                        String::new()
+                    }
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn run_submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
+    let client = api_client(&args.api)?;
+    let name = args.file.to_string_lossy().into_owned();
+    let format = match args.format.or_else(|| Format::from_name(&name)) {
+        Some(format) => format,
+        None => anyhow::bail!("cannot tell the format of {name} from its name; pass --format json|ndjson|csv"),
+    };
+    let (input, size): (Box<dyn std::io::Read + Send>, Option<u64>) = if name == "-" {
+        (Box::new(std::io::stdin()), None)
+    } else {
+        let file = std::fs::File::open(&args.file).with_context(|| format!("opening {name}"))?;
+        let size = file.metadata().ok().map(|m| m.len());
+        (Box::new(file), size)
+    };
+    let human = args.api.output == Output::Human;
+    let options = SubmitOptions {
+        format,
+        limits: ChunkLimits {
+            max_items: args.chunk.max(1),
+            ..ChunkLimits::default()
+        },
+        campaign: args.campaign,
+        parallel: args.parallel.max(1),
+        wait: args.wait,
+        poll_interval: Duration::from_secs_f64(args.poll_interval.max(0.05)),
+        wait_timeout: Duration::from_secs(args.timeout),
+        progress: human && !args.quiet,
+    };
+    let report = tokio::select! {
+        report = submit(&client, input, size, &options) => report?,
+        _ = tokio::signal::ctrl_c() => {
+            eprintln!("interrupted: run the same command again to resume (nothing is credited twice)");
+            return Ok(ExitCode::from(130));
+        }
+    };
+    if human {
+        for e in &report.errors {
+            eprintln!("line {}: {}: {}", e.line, e.field, e.reason);
+        }
+        if report.errors.len() >= MAX_LISTED_ERRORS {
+            eprintln!(
+                "… only the first {MAX_LISTED_ERRORS} problems are listed ({} lines rejected in all)",
+                report.rejected_lines
+            );
+        }
+        for chunk in report.chunks.iter().filter(|c| c.error.is_some()) {
+            eprintln!(
+                "lines {}–{} not accepted: {}",
+                chunk.first_line,
+                chunk.last_line,
+                chunk.error.as_deref().unwrap_or("")
+            );
+        }
+        println!("{report}");
+    } else {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    }
+    Ok(ExitCode::from(report.exit_code()))
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     init_logging();
@@ -177,6 +475,46 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Bench(BenchCommand::Csv { file }) => {
             let report = tokio::task::spawn_blocking(move || bench_csv_parse(&file)).await??;
             println!("{report}");
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Submit(args) => return run_submit(args).await,
+        Command::Dlq(args) => return run_dlq(args).await,
+        Command::Status { api, jobs } => {
+            let client = api_client(&api)?;
+            let mut views = Vec::new();
+            for job in &jobs {
+                views.push(client.job(job).await?);
+            }
+            print_jobs(&views, api.output)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Wait { api, jobs, timeout } => {
+            let client = api_client(&api)?;
+            let options = SubmitOptions {
+                wait_timeout: Duration::from_secs(timeout),
+                progress: api.output == Output::Human,
+                ..submit_defaults()
+            };
+            let views = wait_for_jobs(&client, &jobs, &options).await?;
+            print_jobs(&views, api.output)?;
+            let clean = views
+                .iter()
+                .all(|v| v.status == pointflow::domain::JobStatus::Completed);
+            return Ok(if clean { ExitCode::SUCCESS } else { ExitCode::from(3) });
+        }
+        Command::Balance { api, member } => {
+            let client = api_client(&api)?;
+            let balances = client.balances(&member).await?;
+            match api.output {
+                Output::Json => println!("{balances}"),
+                Output::Human => {
+                    if let Some(map) = balances.get("balances").and_then(|b| b.as_object()) {
+                        for (point_type, balance) in map {
+                            println!("{point_type:<32} {balance}");
+                        }
+                    }
+                }
+            }
             return Ok(ExitCode::SUCCESS);
         }
     };

@@ -27,7 +27,7 @@ pub struct Runner {
     shutdown: watch::Sender<bool>,
     server: JoinHandle<std::io::Result<()>>,
     pollers: JoinHandle<()>,
-    import_pollers: JoinHandle<()>,
+    import_pollers: Option<JoinHandle<()>>,
 }
 
 impl Runner {
@@ -56,27 +56,29 @@ impl Runner {
         }));
         let stats = Arc::new(PollerStats::default());
         let import_stats = Arc::new(PollerStats::default());
-        let importer = Importer::new(
-            backend.objects.clone(),
-            backend.jobs.clone(),
-            backend.queue.clone(),
-            backend.import_queue.clone(),
-            settings.import.clone(),
-        );
         // The template's import event source: one message per invocation.
-        let import_settings = PollerSettings {
-            batch_size: 1,
-            batching_window: std::time::Duration::ZERO,
-            maximum_concurrency: settings.import_maximum_concurrency,
-            wait: pollers.wait,
-        };
-        let import_pollers = tokio::spawn(run_pollers(
-            backend.import_queue.clone(),
-            Arc::new(importer),
-            import_settings,
-            import_stats.clone(),
-            stop.clone(),
-        ));
+        let import_pollers = backend.import.as_ref().map(|import| {
+            let importer = Importer::new(
+                import.objects.clone(),
+                backend.jobs.clone(),
+                backend.queue.clone(),
+                import.queue.clone(),
+                settings.import.clone(),
+            );
+            let import_settings = PollerSettings {
+                batch_size: 1,
+                batching_window: std::time::Duration::ZERO,
+                maximum_concurrency: settings.import_maximum_concurrency,
+                wait: pollers.wait,
+            };
+            tokio::spawn(run_pollers(
+                import.queue.clone(),
+                Arc::new(importer),
+                import_settings,
+                import_stats.clone(),
+                stop.clone(),
+            ))
+        });
         let pollers = tokio::spawn(run_pollers(
             backend.queue.clone(),
             Arc::new(worker),
@@ -103,7 +105,9 @@ impl Runner {
     /// Stops accepting requests and polling, and waits for in-flight work.
     pub async fn stop(self) -> anyhow::Result<()> {
         let _ = self.shutdown.send(true);
-        self.import_pollers.await.context("import pollers")?;
+        if let Some(import_pollers) = self.import_pollers {
+            import_pollers.await.context("import pollers")?;
+        }
         self.pollers.await.context("pollers")?;
         self.server.await.context("server")?.context("server")?;
         Ok(())

@@ -154,6 +154,15 @@ impl<R: Read> CsvAccruals<R> {
         (position.byte(), self.lines_before + position.line())
     }
 
+    /// Whether the row last returned gave its own `accrual_id` (else its id
+    /// was derived from the file and line).
+    pub fn row_has_accrual_id(&self) -> bool {
+        self.layout
+            .accrual_id
+            .and_then(|i| self.record.get(i))
+            .is_some_and(|v| !String::from_utf8_lossy(v).trim().is_empty())
+    }
+
     /// The row last returned, re-encoded as CSV (invalid UTF-8 replaced).
     pub fn raw_row(&self) -> String {
         let fields: Vec<String> = self

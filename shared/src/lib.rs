@@ -9,6 +9,7 @@ pub mod api;
 pub mod aws;
 pub mod config;
 pub mod csv_rows;
+pub mod dlq;
 pub mod domain;
 pub mod import;
 pub mod ingest;

@@ -158,6 +158,10 @@ pub trait AccrualQueue: Send + Sync {
     /// Deletes deliveries by receipt handle.
     async fn delete_messages(&self, receipt_handles: &[String]) -> Result<(), QueueError>;
 
+    /// Makes deliveries visible again at once, unprocessed (SQS: visibility
+    /// timeout 0), e.g. after only looking at them.
+    async fn release_messages(&self, receipt_handles: &[String]) -> Result<(), QueueError>;
+
     /// Requests made to the backend so far (for requests-per-accrual accounting).
     fn requests(&self) -> u64;
 }

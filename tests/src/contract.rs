@@ -352,6 +352,21 @@ pub async fn queue_redelivers_then_dead_letters(b: &Backend) {
     assert_eq!(dead[0].body, "poison");
 }
 
+/// Released deliveries are visible again at once, with their receive count.
+pub async fn queue_releases_deliveries_at_once(b: &Backend) {
+    let bodies: Vec<String> = (0..3).map(|i| format!("{{\"release\":{i}}}")).collect();
+    b.queue.send_messages(&bodies).await.unwrap();
+    let first = receive_all(b, 3).await;
+    assert_eq!(first.len(), 3);
+    let handles: Vec<String> = first.iter().map(|m| m.receipt_handle.clone()).collect();
+    b.queue.release_messages(&handles).await.unwrap();
+    let again = receive_all(b, 3).await;
+    assert_eq!(again.len(), 3, "visible again before the visibility timeout");
+    assert!(again.iter().all(|m| m.receive_count == 2));
+    let handles: Vec<String> = again.iter().map(|m| m.receipt_handle.clone()).collect();
+    b.queue.delete_messages(&handles).await.unwrap();
+}
+
 /// Generates one `#[tokio::test]` per contract case for a backend.
 /// `$make` is an async expression yielding `Option<Backend>` (`None` skips).
 #[macro_export]
@@ -370,6 +385,7 @@ macro_rules! contract_suite {
             unreadable_file_fails_its_job,
             queue_delivers_and_deletes,
             queue_redelivers_then_dead_letters,
+            queue_releases_deliveries_at_once,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {

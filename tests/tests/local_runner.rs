@@ -5,6 +5,9 @@ use std::time::Duration;
 
 use pointflow::domain::JobStatus;
 use pointflow_cli::backend::{AwsResources, BackendChoice, LocalBackend};
+use pointflow_cli::client::api::ApiClient;
+use pointflow_cli::client::input::{ChunkLimits, Format};
+use pointflow_cli::client::submit::{submit, SubmitOptions};
 use pointflow_cli::demo::{run_demo, Campaign};
 use pointflow_cli::import::run_import;
 use pointflow_cli::poller::PollerSettings;
@@ -260,5 +263,49 @@ async fn local_import_over_the_emulator_goes_through_the_bucket_notification() {
         .unwrap();
     assert_eq!((summary.job.total, summary.job.applied, summary.exit_code()), (3, 3, 0));
     assert_eq!(backend.ledger.balances("m-1").await.unwrap()[0].balance, 15);
+    runner.stop().await.unwrap();
+}
+
+/// `pointflow submit --wait` against the runner on the AWS adapters over the
+/// emulator: a small NDJSON file in several requests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submit_over_the_emulator_credits_a_small_file() {
+    let Some((backend, runner)) = aws_runner("local-submit").await else {
+        return;
+    };
+    let client = ApiClient::new(&runner.base_url(), None, Duration::from_secs(30)).unwrap();
+    let text: String = (0..120)
+        .map(|i| {
+            format!(
+                "{{\"member_id\":\"m-{}\",\"point_type\":\"P\",\"amount\":{}}}\n",
+                i % 4,
+                i + 1
+            )
+        })
+        .collect();
+    let options = SubmitOptions {
+        format: Format::Ndjson,
+        limits: ChunkLimits {
+            max_items: 40,
+            ..ChunkLimits::default()
+        },
+        campaign: "emulator".into(),
+        parallel: 2,
+        wait: true,
+        poll_interval: Duration::from_millis(200),
+        wait_timeout: Duration::from_secs(120),
+        progress: false,
+    };
+    let report = submit(
+        &client,
+        Box::new(std::io::Cursor::new(text.into_bytes())),
+        None,
+        &options,
+    )
+    .await
+    .unwrap();
+    assert_eq!((report.requests, report.applied, report.exit_code()), (3, 120, 0));
+    let expected: u64 = (0..120u64).filter(|i| i % 4 == 1).map(|i| i + 1).sum();
+    assert_eq!(backend.ledger.balances("m-1").await.unwrap()[0].balance, expected);
     runner.stop().await.unwrap();
 }

@@ -305,6 +305,19 @@ impl AccrualQueue for MemoryQueue {
         Ok(())
     }
 
+    async fn release_messages(&self, receipt_handles: &[String]) -> Result<(), QueueError> {
+        self.requests
+            .fetch_add(receipt_handles.len().div_ceil(10) as u64, Ordering::Relaxed);
+        let handles: HashSet<&str> = receipt_handles.iter().map(String::as_str).collect();
+        let now = Instant::now();
+        for m in lock(&self.messages).iter_mut() {
+            if handles.contains(m.receipt_handle.as_str()) {
+                m.visible_at = now;
+            }
+        }
+        Ok(())
+    }
+
     fn requests(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
     }

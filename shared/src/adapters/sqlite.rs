@@ -861,6 +861,27 @@ impl AccrualQueue for SqliteQueue {
         .await
     }
 
+    async fn release_messages(&self, receipt_handles: &[String]) -> Result<(), QueueError> {
+        self.count(receipt_handles.len().div_ceil(BATCH));
+        let handles = receipt_handles.to_vec();
+        let queue = Arc::clone(&self.name);
+        self.run("release_messages", move |conn| {
+            let now = wall_millis();
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            {
+                let mut release = tx.prepare_cached(
+                    "UPDATE queue_messages SET visible_at = ?3 WHERE queue = ?1 AND receipt_handle = ?2",
+                )?;
+                for handle in &handles {
+                    release.execute(params![&*queue, handle, now])?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
     fn requests(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
     }

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_sqs::types::{
-    DeleteMessageBatchRequestEntry, MessageSystemAttributeName, QueueAttributeName, SendMessageBatchRequestEntry,
+    ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry, MessageSystemAttributeName,
+    QueueAttributeName, SendMessageBatchRequestEntry,
 };
 use aws_sdk_sqs::Client;
 use futures::stream::{self, StreamExt, TryStreamExt};
@@ -220,6 +221,38 @@ impl AccrualQueue for SqsQueue {
                     reason: format!("delete failed: {}: {}", failed.code(), failed.message().unwrap_or("")),
                 });
             }
+        }
+        Ok(())
+    }
+
+    async fn release_messages(&self, receipt_handles: &[String]) -> Result<(), QueueError> {
+        for chunk in receipt_handles.chunks(MAX_BATCH_ENTRIES) {
+            let entries = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, handle)| {
+                    ChangeMessageVisibilityBatchRequestEntry::builder()
+                        .id(i.to_string())
+                        .receipt_handle(handle)
+                        .visibility_timeout(0)
+                        .build()
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| QueueError::Backend {
+                    operation: "ChangeMessageVisibilityBatch",
+                    source: Box::new(e),
+                })?;
+            self.count();
+            self.client
+                .change_message_visibility_batch()
+                .queue_url(&self.queue_url)
+                .set_entries(Some(entries))
+                .send()
+                .await
+                .map_err(|e| QueueError::Backend {
+                    operation: "ChangeMessageVisibilityBatch",
+                    source: Box::new(e),
+                })?;
         }
         Ok(())
     }

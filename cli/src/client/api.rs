@@ -1,0 +1,217 @@
+//! The HTTP client of Pointflow's API: the same calls against `pointflow
+//! local serve` and a deployed stack (with its API key), retrying what a
+//! retry can fix: 429, 5xx, timeouts and lost connections.
+
+use std::time::Duration;
+
+use pointflow::ingest::{Accepted, JobView};
+use pointflow::retry::Backoff;
+use reqwest::StatusCode;
+use serde_json::Value;
+
+/// Default endpoint: `pointflow local serve`.
+pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:3000";
+
+/// A call that failed for good.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("{what}: no answer from {endpoint} after {attempts} attempts")]
+    Unreachable {
+        what: String,
+        endpoint: String,
+        attempts: u32,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("{what}: HTTP {status} after {attempts} attempts: {body}")]
+    GaveUp {
+        what: String,
+        status: u16,
+        attempts: u32,
+        body: String,
+    },
+    #[error("{what}: HTTP {status}: {body}")]
+    Refused { what: String, status: u16, body: Value },
+    #[error("{what}: the answer is not what the API sends: {detail}")]
+    Unexpected { what: String, detail: String },
+    #[error("invalid endpoint or API key: {0}")]
+    Config(String),
+}
+
+impl ClientError {
+    /// The HTTP status of a refusal, if that is what this is.
+    pub fn refused_status(&self) -> Option<u16> {
+        match self {
+            ClientError::Refused { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// What `POST /v1/jobs` answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Submitted {
+    pub accepted: Accepted,
+    /// The job existed: an earlier run (or attempt) sent this chunk.
+    pub replayed: bool,
+}
+
+/// The API over HTTP.
+#[derive(Debug, Clone)]
+pub struct ApiClient {
+    http: reqwest::Client,
+    endpoint: String,
+    api_key: Option<String>,
+    backoff: Backoff,
+}
+
+impl ApiClient {
+    /// `endpoint` is the stage URL (`ApiUrl` output) or a local server's;
+    /// `api_key` is sent as `x-api-key`.
+    pub fn new(endpoint: &str, api_key: Option<String>, timeout: Duration) -> Result<Self, ClientError> {
+        let endpoint = endpoint.trim_end_matches('/').to_owned();
+        if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+            return Err(ClientError::Config(format!(
+                "endpoint {endpoint:?} must start with http:// or https://"
+            )));
+        }
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| ClientError::Config(e.to_string()))?;
+        Ok(ApiClient {
+            http,
+            endpoint,
+            api_key,
+            backoff: Backoff {
+                base: Duration::from_millis(200),
+                cap: Duration::from_secs(10),
+                max_attempts: 8,
+            },
+        })
+    }
+
+    /// Replaces the retry policy.
+    pub fn with_backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// Sends `build()` until it gets an answer that is not worth retrying.
+    async fn send(
+        &self,
+        what: &str,
+        build: impl Fn() -> reqwest::RequestBuilder,
+    ) -> Result<(StatusCode, reqwest::header::HeaderMap, Vec<u8>), ClientError> {
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let mut request = build();
+            if let Some(key) = &self.api_key {
+                request = request.header("x-api-key", key);
+            }
+            let result = match request.send().await {
+                Ok(response) => {
+                    let status = response.status();
+                    let headers = response.headers().clone();
+                    response.bytes().await.map(|body| (status, headers, body.to_vec()))
+                }
+                Err(e) => Err(e),
+            };
+            let retryable = match &result {
+                Ok((status, _, _)) => *status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error(),
+                Err(_) => true,
+            };
+            if !retryable {
+                return result.map_err(|source| ClientError::Unreachable {
+                    what: what.to_owned(),
+                    endpoint: self.endpoint.clone(),
+                    attempts: attempt,
+                    source,
+                });
+            }
+            if attempt >= self.backoff.max_attempts {
+                return Err(match result {
+                    Ok((status, _, body)) => ClientError::GaveUp {
+                        what: what.to_owned(),
+                        status: status.as_u16(),
+                        attempts: attempt,
+                        body: String::from_utf8_lossy(&body).chars().take(500).collect(),
+                    },
+                    Err(source) => ClientError::Unreachable {
+                        what: what.to_owned(),
+                        endpoint: self.endpoint.clone(),
+                        attempts: attempt,
+                        source,
+                    },
+                });
+            }
+            self.backoff.sleep(attempt - 1).await;
+        }
+    }
+
+    /// Sends one chunk as `POST /v1/jobs` with its `Idempotency-Key`.
+    pub async fn submit(&self, key: &str, body: &[u8]) -> Result<Submitted, ClientError> {
+        let url = format!("{}/v1/jobs", self.endpoint);
+        let what = format!("POST /v1/jobs ({key})");
+        let (status, headers, bytes) = self
+            .send(&what, || {
+                self.http
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .header("idempotency-key", key)
+                    .body(body.to_vec())
+            })
+            .await?;
+        if status != StatusCode::ACCEPTED {
+            return Err(refused(what, status, &bytes));
+        }
+        let accepted: Accepted = decode(&what, &bytes)?;
+        let replayed = headers
+            .get("idempotent-replayed")
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"));
+        Ok(Submitted { accepted, replayed })
+    }
+
+    /// `GET /v1/jobs/{id}`.
+    pub async fn job(&self, job_id: &str) -> Result<JobView, ClientError> {
+        let url = format!("{}/v1/jobs/{job_id}", self.endpoint);
+        let what = format!("GET /v1/jobs/{job_id}");
+        let (status, _, bytes) = self.send(&what, || self.http.get(&url)).await?;
+        if status != StatusCode::OK {
+            return Err(refused(what, status, &bytes));
+        }
+        decode(&what, &bytes)
+    }
+
+    /// `GET /v1/members/{member_id}/balances`.
+    pub async fn balances(&self, member_id: &str) -> Result<Value, ClientError> {
+        let url = format!("{}/v1/members/{member_id}/balances", self.endpoint);
+        let what = format!("GET /v1/members/{member_id}/balances");
+        let (status, _, bytes) = self.send(&what, || self.http.get(&url)).await?;
+        if status != StatusCode::OK {
+            return Err(refused(what, status, &bytes));
+        }
+        decode(&what, &bytes)
+    }
+}
+
+fn refused(what: String, status: StatusCode, body: &[u8]) -> ClientError {
+    ClientError::Refused {
+        what,
+        status: status.as_u16(),
+        body: serde_json::from_slice(body).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(body).into())),
+    }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T, ClientError> {
+    serde_json::from_slice(bytes).map_err(|e| ClientError::Unexpected {
+        what: what.to_owned(),
+        detail: e.to_string(),
+    })
+}

@@ -1,0 +1,510 @@
+//! Reading a campaign file (JSON array, NDJSON or CSV) into request-sized
+//! chunks, streaming: validated with the API's rules on the way, so bad lines
+//! are reported here and never stop the good ones, and each chunk carries an
+//! `Idempotency-Key` derived from its content and position.
+
+use std::io::{BufRead, BufReader, Read};
+
+use serde::Serialize;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use pointflow::csv_rows::{CsvAccruals, CsvRow};
+use pointflow::domain::Accrual;
+use pointflow::validation::accrual_from_json;
+
+/// What the file holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// `[{...}, {...}]`, or `{"accruals": [...]}` as the API takes it.
+    Json,
+    /// One JSON object per line.
+    Ndjson,
+    /// The file-drop CSV format (header row, then one accrual per row).
+    Csv,
+}
+
+impl Format {
+    /// From a file name's extension (`.json`, `.ndjson`/`.jsonl`, `.csv`).
+    pub fn from_name(name: &str) -> Option<Format> {
+        let lower = name.to_ascii_lowercase();
+        if lower.ends_with(".csv") {
+            Some(Format::Csv)
+        } else if lower.ends_with(".ndjson") || lower.ends_with(".jsonl") {
+            Some(Format::Ndjson)
+        } else if lower.ends_with(".json") {
+            Some(Format::Json)
+        } else {
+            None
+        }
+    }
+}
+
+/// How big a chunk may get.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkLimits {
+    pub max_items: usize,
+    /// Request body bytes; the API takes at most 6,000,000.
+    pub max_bytes: usize,
+}
+
+impl Default for ChunkLimits {
+    fn default() -> Self {
+        ChunkLimits {
+            max_items: 20_000,
+            max_bytes: 5_000_000,
+        }
+    }
+}
+
+/// One request's worth of accruals.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chunk {
+    /// 0-based position in the file.
+    pub index: u32,
+    /// `Idempotency-Key`: the same file (and `--campaign`) always gives
+    /// the same keys, so a re-run replays instead of crediting again.
+    pub key: String,
+    /// The request body, `{"accruals":[...]}`.
+    pub body: Vec<u8>,
+    pub items: usize,
+    /// Source line (or array item) of each accrual, for mapping errors back.
+    pub lines: Vec<u64>,
+    /// Bytes of input read up to the end of this chunk (for progress).
+    pub input_bytes: u64,
+}
+
+/// A line of the input that is not a valid accrual.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LineError {
+    /// 1-based line number (JSON array input: 1-based item number).
+    pub line: u64,
+    pub field: String,
+    pub reason: String,
+}
+
+/// The item as sent: like [`Accrual`], but without an id the API derives.
+#[derive(Serialize)]
+struct Item<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    accrual_id: Option<&'a str>,
+    member_id: &'a str,
+    point_type: &'a str,
+    amount: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'a str>,
+}
+
+/// Placeholder id for validating an item whose id the API will derive.
+const DERIVED: &str = "derived";
+
+/// Groups validated accruals into chunks and derives their keys.
+pub struct Chunker {
+    limits: ChunkLimits,
+    campaign: String,
+    next_index: u32,
+    body: Vec<u8>,
+    items: usize,
+    lines: Vec<u64>,
+}
+
+impl Chunker {
+    /// `campaign` names the submission: the same file under another campaign
+    /// name is a different submission (and is credited again).
+    pub fn new(limits: ChunkLimits, campaign: &str) -> Self {
+        Chunker {
+            limits,
+            campaign: campaign.to_owned(),
+            next_index: 0,
+            body: Vec::new(),
+            items: 0,
+            lines: Vec::new(),
+        }
+    }
+
+    /// Adds one accrual (from `line`); returns a chunk when one is full.
+    pub fn push(&mut self, line: u64, accrual: &Accrual, derived: bool, input_bytes: u64) -> Option<Chunk> {
+        let item = Item {
+            accrual_id: (!derived).then_some(accrual.accrual_id.as_str()),
+            member_id: &accrual.member_id,
+            point_type: &accrual.point_type,
+            amount: accrual.amount,
+            reason: accrual.reason.as_deref(),
+        };
+        // Serialising plain strings and integers cannot fail.
+        let encoded = serde_json::to_vec(&item).unwrap_or_default();
+        let full = self.items > 0
+            && (self.items >= self.limits.max_items || self.body.len() + encoded.len() + 20 > self.limits.max_bytes);
+        let done = if full { self.take(input_bytes) } else { None };
+        self.body.push(if self.items == 0 { b'[' } else { b',' });
+        self.body.extend_from_slice(&encoded);
+        self.items += 1;
+        self.lines.push(line);
+        done
+    }
+
+    /// The last, partial chunk.
+    pub fn finish(&mut self, input_bytes: u64) -> Option<Chunk> {
+        self.take(input_bytes)
+    }
+
+    fn take(&mut self, input_bytes: u64) -> Option<Chunk> {
+        if self.items == 0 {
+            return None;
+        }
+        let mut body = Vec::with_capacity(self.body.len() + 16);
+        body.extend_from_slice(b"{\"accruals\":");
+        body.append(&mut self.body);
+        body.extend_from_slice(b"]}");
+        let index = self.next_index;
+        self.next_index += 1;
+        let key = chunk_key(&self.campaign, index, &body);
+        let chunk = Chunk {
+            index,
+            key,
+            body,
+            items: std::mem::take(&mut self.items),
+            lines: std::mem::take(&mut self.lines),
+            input_bytes,
+        };
+        Some(chunk)
+    }
+}
+
+/// `pointflow-<campaign hash>-<content hash>-<index>`: depends on the chunk's
+/// accruals, its position and the campaign name only.
+pub fn chunk_key(campaign: &str, index: u32, body: &[u8]) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(campaign.as_bytes());
+    hasher.update([0]);
+    hasher.update(index.to_be_bytes());
+    hasher.update(body);
+    let digest = hex::encode(hasher.finalize());
+    format!("pointflow-{}-{index:06}", &digest[..40])
+}
+
+/// Counts bytes read through it, for progress.
+pub struct Counting<R> {
+    inner: R,
+    pub read: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl<R: Read> Counting<R> {
+    pub fn new(inner: R) -> Self {
+        Counting {
+            inner,
+            read: Default::default(),
+        }
+    }
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+/// Why the input could not be read at all.
+#[derive(Debug, thiserror::Error)]
+pub enum InputError {
+    #[error("reading the input failed")]
+    Io(#[from] std::io::Error),
+    #[error("line {line}: not valid JSON: {detail}")]
+    Json { line: u64, detail: String },
+    #[error(transparent)]
+    Csv(#[from] pointflow::csv_rows::CsvFileError),
+    #[error("the JSON input must be an array of accruals or {{\"accruals\": [...]}}")]
+    NotAnArray,
+}
+
+/// Reads `input` in `format`, calling `chunk` for each full chunk and `bad`
+/// for each invalid line; returns the final partial chunk. Memory holds one
+/// chunk and one item (JSON array input: the whole array is parsed item by
+/// item from the stream).
+pub fn read_chunks(
+    input: impl Read,
+    format: Format,
+    chunker: &mut Chunker,
+    bytes_read: impl Fn() -> u64,
+    mut chunk: impl FnMut(Chunk) -> bool,
+    mut bad: impl FnMut(LineError),
+) -> Result<Option<Chunk>, InputError> {
+    let mut emit = |line: u64, value: &Value, chunker: &mut Chunker, bad: &mut dyn FnMut(LineError)| -> bool {
+        match accrual_from_json(0, value, Some(DERIVED.to_owned())) {
+            Ok(accrual) => {
+                let derived = !matches!(value.get("accrual_id"), Some(v) if !v.is_null());
+                match chunker.push(line, &accrual, derived, bytes_read()) {
+                    Some(done) => chunk(done),
+                    None => true,
+                }
+            }
+            Err(errors) => {
+                for e in errors {
+                    bad(LineError {
+                        line,
+                        field: e.field,
+                        reason: e.reason,
+                    });
+                }
+                true
+            }
+        }
+    };
+    match format {
+        Format::Ndjson => {
+            let mut reader = BufReader::with_capacity(1 << 16, input);
+            let mut line = String::new();
+            let mut number = 0u64;
+            loop {
+                line.clear();
+                if reader.read_line(&mut line)? == 0 {
+                    break;
+                }
+                number += 1;
+                let text = line.trim();
+                if text.is_empty() {
+                    continue;
+                }
+                match serde_json::from_str::<Value>(text) {
+                    Ok(value) => {
+                        if !emit(number, &value, chunker, &mut bad) {
+                            return Ok(None);
+                        }
+                    }
+                    Err(e) => bad(LineError {
+                        line: number,
+                        field: "(line)".to_owned(),
+                        reason: format!("not valid JSON: {e}"),
+                    }),
+                }
+            }
+        }
+        Format::Json => {
+            let mut stopped = false;
+            let mut visit = |number: u64, value: Value| {
+                let go = emit(number, &value, chunker, &mut bad);
+                stopped |= !go;
+                go
+            };
+            let mut deserializer = serde_json::Deserializer::from_reader(BufReader::with_capacity(1 << 16, input));
+            let result = serde::Deserializer::deserialize_any(&mut deserializer, Items { visit: &mut visit });
+            if stopped {
+                return Ok(None);
+            }
+            match result {
+                Ok(true) => deserializer.end().map_err(|e| json_error(&e))?,
+                Ok(false) => return Err(InputError::NotAnArray),
+                Err(e) => return Err(json_error(&e)),
+            }
+        }
+        Format::Csv => {
+            let mut rows = CsvAccruals::new(input, "")?;
+            while let Some((line, row)) = rows.next_row()? {
+                match row {
+                    CsvRow::Accrual(accrual) => {
+                        let derived = !rows.row_has_accrual_id();
+                        let pushed = chunker.push(line, &accrual, derived, bytes_read());
+                        if let Some(done) = pushed {
+                            if !chunk(done) {
+                                return Ok(None);
+                            }
+                        }
+                    }
+                    CsvRow::Rejected(errors) => {
+                        for e in errors {
+                            bad(LineError {
+                                line: e.line,
+                                field: e.column,
+                                reason: e.reason,
+                            });
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(chunker.finish(bytes_read()))
+}
+
+fn json_error(e: &serde_json::Error) -> InputError {
+    InputError::Json {
+        line: e.line() as u64,
+        detail: e.to_string(),
+    }
+}
+
+/// Visits a top-level array of items, or the `accruals` array of an object,
+/// one item at a time: the array is never held whole. Yields whether an
+/// array was found.
+struct Items<'a, F: FnMut(u64, Value) -> bool> {
+    visit: &'a mut F,
+}
+
+impl<'de, F: FnMut(u64, Value) -> bool> serde::de::Visitor<'de> for Items<'_, F> {
+    type Value = bool;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an array of accruals or {\"accruals\": [...]}")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<bool, A::Error> {
+        let mut number = 0u64;
+        while let Some(value) = seq.next_element::<Value>()? {
+            number += 1;
+            if !(self.visit)(number, value) {
+                return Err(serde::de::Error::custom("stopped"));
+            }
+        }
+        Ok(true)
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
+        let mut found = false;
+        while let Some(key) = map.next_key::<String>()? {
+            if key == "accruals" && !found {
+                found = map.next_value_seed(ItemsSeed {
+                    visit: &mut *self.visit,
+                })?;
+            } else {
+                map.next_value::<serde::de::IgnoredAny>()?;
+            }
+        }
+        Ok(found)
+    }
+}
+
+struct ItemsSeed<'a, F: FnMut(u64, Value) -> bool> {
+    visit: &'a mut F,
+}
+
+impl<'de, F: FnMut(u64, Value) -> bool> serde::de::DeserializeSeed<'de> for ItemsSeed<'_, F> {
+    type Value = bool;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<bool, D::Error> {
+        deserializer.deserialize_seq(Items { visit: self.visit })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(text: &str, format: Format, limits: ChunkLimits) -> (Vec<Chunk>, Vec<LineError>) {
+        let mut chunks = Vec::new();
+        let mut errors = Vec::new();
+        let mut chunker = Chunker::new(limits, "test");
+        let last = read_chunks(
+            text.as_bytes(),
+            format,
+            &mut chunker,
+            || 0,
+            |c| {
+                chunks.push(c);
+                true
+            },
+            |e| errors.push(e),
+        )
+        .unwrap();
+        chunks.extend(last);
+        (chunks, errors)
+    }
+
+    fn bodies(chunks: &[Chunk]) -> Vec<Value> {
+        chunks
+            .iter()
+            .map(|c| serde_json::from_slice(&c.body).unwrap())
+            .collect()
+    }
+
+    const LIMITS: ChunkLimits = ChunkLimits {
+        max_items: 2,
+        max_bytes: 5_000_000,
+    };
+
+    #[test]
+    fn every_format_gives_the_same_chunks_and_keys() {
+        let json = r#"[{"member_id":"m-1","point_type":"P","amount":10},
+            {"accrual_id":"a-2","member_id":"m-2","point_type":"P","amount":20,"reason":"r"},
+            {"member_id":"m-3","point_type":"P","amount":30}]"#;
+        let wrapped = format!("{{\"accruals\": {json}}}");
+        let ndjson = "{\"member_id\":\"m-1\",\"point_type\":\"P\",\"amount\":10}\n\n{\"accrual_id\":\"a-2\",\"member_id\":\"m-2\",\"point_type\":\"P\",\"amount\":20,\"reason\":\"r\"}\n{\"member_id\":\"m-3\",\"point_type\":\"P\",\"amount\":30}";
+        let csv = "member_id,point_type,amount,accrual_id,reason\nm-1,P,10,,\nm-2,P,20,a-2,r\nm-3,P,30,,\n";
+        let (a, _) = read(json, Format::Json, LIMITS);
+        let (b, _) = read(&wrapped, Format::Json, LIMITS);
+        let (c, _) = read(ndjson, Format::Ndjson, LIMITS);
+        let (d, _) = read(csv, Format::Csv, LIMITS);
+        assert_eq!(a.len(), 2);
+        assert_eq!(
+            bodies(&a)[0],
+            serde_json::json!({"accruals": [
+                {"member_id": "m-1", "point_type": "P", "amount": 10},
+                {"accrual_id": "a-2", "member_id": "m-2", "point_type": "P", "amount": 20, "reason": "r"}
+            ]})
+        );
+        for other in [&b, &c, &d] {
+            assert_eq!(bodies(other), bodies(&a));
+            let keys: Vec<&str> = other.iter().map(|c| c.key.as_str()).collect();
+            assert_eq!(keys, a.iter().map(|c| c.key.as_str()).collect::<Vec<_>>());
+        }
+        assert_eq!(c[0].lines, [1, 3], "NDJSON lines count blank ones");
+        assert_eq!(d[1].lines, [4], "CSV lines count the header");
+    }
+
+    #[test]
+    fn keys_follow_content_position_and_campaign() {
+        let body = b"{\"accruals\":[]}";
+        assert_eq!(chunk_key("c", 0, body), chunk_key("c", 0, body));
+        assert_ne!(chunk_key("c", 0, body), chunk_key("c", 1, body));
+        assert_ne!(chunk_key("c", 0, body), chunk_key("d", 0, body));
+        assert!(pointflow::validation::check_idempotency_key(&chunk_key("c", 7, body)).is_ok());
+    }
+
+    #[test]
+    fn bad_lines_are_reported_by_line_and_field_and_the_rest_goes_on() {
+        let ndjson = "{\"member_id\":\"m-1\",\"point_type\":\"P\",\"amount\":0}\nnot json\n{\"member_id\":\"m 2\",\"point_type\":\"P\",\"amount\":1.5}\n{\"member_id\":\"m-4\",\"point_type\":\"P\",\"amount\":4}\n";
+        let (chunks, errors) = read(ndjson, Format::Ndjson, LIMITS);
+        let got: Vec<(u64, &str)> = errors.iter().map(|e| (e.line, e.field.as_str())).collect();
+        assert_eq!(got, [(1, "amount"), (2, "(line)"), (3, "member_id"), (3, "amount")]);
+        assert_eq!(chunks.len(), 1);
+        assert_eq!(chunks[0].lines, [4]);
+    }
+
+    #[test]
+    fn chunks_stay_under_the_byte_limit() {
+        let line = "{\"member_id\":\"m-1\",\"point_type\":\"P\",\"amount\":10}\n";
+        let text = line.repeat(100);
+        let limits = ChunkLimits {
+            max_items: 1000,
+            max_bytes: 500,
+        };
+        let (chunks, _) = read(&text, Format::Ndjson, limits);
+        assert!(chunks.len() > 5);
+        assert!(chunks.iter().all(|c| c.body.len() <= 500));
+        assert_eq!(chunks.iter().map(|c| c.items).sum::<usize>(), 100);
+    }
+
+    #[test]
+    fn json_that_is_not_an_array_is_refused() {
+        let mut chunker = Chunker::new(LIMITS, "t");
+        let result = read_chunks(
+            "{\"items\": []}".as_bytes(),
+            Format::Json,
+            &mut chunker,
+            || 0,
+            |_| true,
+            |_| {},
+        );
+        assert!(matches!(result, Err(InputError::NotAnArray)));
+        let result = read_chunks(
+            "[{\"a\": 1},".as_bytes(),
+            Format::Json,
+            &mut chunker,
+            || 0,
+            |_| true,
+            |_| {},
+        );
+        assert!(matches!(result, Err(InputError::Json { .. })));
+    }
+}

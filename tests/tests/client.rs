@@ -1,0 +1,317 @@
+//! `pointflow submit` / `wait` / `status` / `balance` against the local
+//! runner (`pointflow local serve`'s stack) on the embedded backend, and small
+//! over the emulator.
+
+use std::io::Read;
+use std::time::Duration;
+
+use pointflow::domain::JobStatus;
+use pointflow_cli::backend::{BackendChoice, LocalBackend};
+use pointflow_cli::client::api::ApiClient;
+use pointflow_cli::client::input::{ChunkLimits, Format};
+use pointflow_cli::client::submit::{submit, SubmitError, SubmitOptions};
+use pointflow_cli::poller::PollerSettings;
+use pointflow_cli::runner::Runner;
+use pointflow_cli::settings::StackSettings;
+use pointflow_tests::import::TempDir;
+
+struct Stack {
+    backend: LocalBackend,
+    runner: Runner,
+    client: ApiClient,
+    _dir: TempDir,
+}
+
+async fn stack() -> Stack {
+    pointflow_tests::init_logging();
+    let settings = StackSettings::from_template().unwrap();
+    let dir = TempDir::new("pointflow-client");
+    let choice = BackendChoice::Embedded {
+        db: ":memory:".into(),
+        bucket_dir: dir.0.join("bucket"),
+    };
+    let backend = LocalBackend::open(&choice, &settings).await.unwrap();
+    let pollers = PollerSettings {
+        batch_size: settings.batch_size,
+        batching_window: settings.batching_window,
+        maximum_concurrency: settings.maximum_concurrency,
+        wait: Duration::from_millis(100),
+    };
+    let runner = Runner::start(&backend, &settings, "127.0.0.1:0".parse().unwrap(), pollers)
+        .await
+        .unwrap();
+    let client = ApiClient::new(&runner.base_url(), None, Duration::from_secs(30)).unwrap();
+    Stack {
+        backend,
+        runner,
+        client,
+        _dir: dir,
+    }
+}
+
+fn options(format: Format, chunk: usize) -> SubmitOptions {
+    SubmitOptions {
+        format,
+        limits: ChunkLimits {
+            max_items: chunk,
+            ..ChunkLimits::default()
+        },
+        campaign: "test".into(),
+        parallel: 4,
+        wait: true,
+        poll_interval: Duration::from_millis(100),
+        wait_timeout: Duration::from_secs(300),
+        progress: false,
+    }
+}
+
+/// `members` members × 2 point types; member m's amounts are m+1 and 2m+1.
+fn ndjson(members: u64) -> String {
+    let mut out = String::new();
+    for m in 0..members {
+        out.push_str(&format!(
+            "{{\"member_id\":\"m-{m}\",\"point_type\":\"A\",\"amount\":{}}}\n{{\"member_id\":\"m-{m}\",\"point_type\":\"B\",\"amount\":{}}}\n",
+            m + 1,
+            2 * m + 1
+        ));
+    }
+    out
+}
+
+async fn balance(stack: &Stack, member: &str) -> Vec<(String, u64)> {
+    stack
+        .backend
+        .ledger
+        .balances(member)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|b| (b.point_type, b.balance))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_thousand_line_ndjson_is_credited_exactly() {
+    let stack = stack().await;
+    let text = ndjson(50_000);
+    let report = submit(
+        &stack.client,
+        Box::new(std::io::Cursor::new(text.clone().into_bytes())),
+        Some(text.len() as u64),
+        &options(Format::Ndjson, 10_000),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (report.requests, report.accepted, report.rejected_lines),
+        (10, 100_000, 0)
+    );
+    assert_eq!((report.applied, report.duplicate, report.failed), (100_000, 0, 0));
+    assert_eq!(report.jobs.len(), 10);
+    assert!(report.jobs.iter().all(|j| j.status == JobStatus::Completed));
+    assert_eq!(report.exit_code(), 0);
+    assert_eq!(report.input_bytes, text.len() as u64);
+    for m in [0u64, 12_345, 49_999] {
+        assert_eq!(
+            balance(&stack, &format!("m-{m}")).await,
+            [("A".to_owned(), m + 1), ("B".to_owned(), 2 * m + 1)]
+        );
+    }
+
+    // The same command again: every request is a replay, nothing is credited.
+    let again = submit(
+        &stack.client,
+        Box::new(std::io::Cursor::new(text.into_bytes())),
+        None,
+        &options(Format::Ndjson, 10_000),
+    )
+    .await
+    .unwrap();
+    assert_eq!((again.requests, again.replayed), (10, 10));
+    assert_eq!(
+        balance(&stack, "m-7").await,
+        [("A".to_owned(), 8), ("B".to_owned(), 15)]
+    );
+    stack.runner.stop().await.unwrap();
+}
+
+/// Fails with an I/O error after `limit` bytes, as a crash would stop a run.
+struct FailsAfter {
+    inner: std::io::Cursor<Vec<u8>>,
+    limit: u64,
+}
+
+impl Read for FailsAfter {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.inner.position() >= self.limit {
+            return Err(std::io::Error::other("the submitting machine crashed"));
+        }
+        let room = (self.limit - self.inner.position()) as usize;
+        let n = room.min(buf.len());
+        self.inner.read(&mut buf[..n])
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_csv_submit_resumes_without_double_credit() {
+    let stack = stack().await;
+    let mut csv = String::from("member_id,point_type,amount\n");
+    for i in 0..20_000u64 {
+        csv.push_str(&format!("m-{},P,{}\n", i % 1000, i % 7 + 1));
+    }
+    let interrupted = submit(
+        &stack.client,
+        Box::new(FailsAfter {
+            inner: std::io::Cursor::new(csv.clone().into_bytes()),
+            limit: csv.len() as u64 / 2,
+        }),
+        None,
+        &options(Format::Csv, 1_000),
+    )
+    .await;
+    assert!(matches!(interrupted, Err(SubmitError::Input(_))), "{interrupted:?}");
+
+    let resumed = submit(
+        &stack.client,
+        Box::new(std::io::Cursor::new(csv.into_bytes())),
+        None,
+        &options(Format::Csv, 1_000),
+    )
+    .await
+    .unwrap();
+    assert_eq!(resumed.requests, 20);
+    assert!(
+        resumed.replayed >= 5 && resumed.replayed < 20,
+        "about half was sent before the crash: {} replayed",
+        resumed.replayed
+    );
+    assert_eq!((resumed.applied, resumed.duplicate, resumed.failed), (20_000, 0, 0));
+    for member in [0u64, 999] {
+        let expected: u64 = (0..20_000u64).filter(|i| i % 1000 == member).map(|i| i % 7 + 1).sum();
+        assert_eq!(
+            balance(&stack, &format!("m-{member}")).await,
+            [("P".to_owned(), expected)]
+        );
+    }
+    stack.runner.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_lines_are_reported_by_line_and_field_and_good_ones_credited() {
+    let stack = stack().await;
+    let text = [
+        r#"{"member_id":"m-1","point_type":"P","amount":10}"#,
+        r#"{"member_id":"m-2","point_type":"P","amount":-5}"#,
+        r#"{"member_id":"m 3","point_type":"P","amount":7,"colour":"red"}"#,
+        "{oops",
+        r#"{"accrual_id":"x-1","member_id":"m-1","point_type":"P","amount":5}"#,
+    ]
+    .join("\n");
+    let report = submit(
+        &stack.client,
+        Box::new(std::io::Cursor::new(text.into_bytes())),
+        None,
+        &options(Format::Ndjson, 100),
+    )
+    .await
+    .unwrap();
+    let errors: Vec<(u64, &str)> = report.errors.iter().map(|e| (e.line, e.field.as_str())).collect();
+    assert_eq!(errors, [(2, "amount"), (3, "colour"), (3, "member_id"), (4, "(line)")]);
+    assert_eq!((report.rejected_lines, report.accepted, report.applied), (3, 2, 2));
+    assert_eq!(report.exit_code(), 3);
+    assert_eq!(balance(&stack, "m-1").await, [("P".to_owned(), 15)]);
+
+    let view = stack
+        .client
+        .job(report.chunks[0].job_id.as_deref().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(view.status, JobStatus::Completed);
+    let balances = stack.client.balances("m-1").await.unwrap();
+    assert_eq!(balances["balances"]["P"], 15);
+    stack.runner.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_json_array_file_is_streamed_item_by_item() {
+    let stack = stack().await;
+    let items: Vec<String> = (0..2_500)
+        .map(|i| format!(r#"{{"member_id":"m-{}","point_type":"P","amount":1}}"#, i % 10))
+        .collect();
+    let text = format!("[{}]", items.join(",\n"));
+    let report = submit(
+        &stack.client,
+        Box::new(std::io::Cursor::new(text.into_bytes())),
+        None,
+        &options(Format::Json, 1_000),
+    )
+    .await
+    .unwrap();
+    assert_eq!((report.requests, report.applied), (3, 2_500));
+    assert_eq!(balance(&stack, "m-3").await, [("P".to_owned(), 250)]);
+    stack.runner.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_lettered_messages_are_listed_and_redriven_then_applied() {
+    let stack = stack().await;
+    // A job whose two messages were dead-lettered (say, during an outage).
+    let job_id = pointflow::domain::JobId::random();
+    stack
+        .backend
+        .jobs
+        .create_job(&pointflow::domain::NewJob {
+            job_id,
+            request_hash: "dlq".into(),
+            total: 4,
+            deduplicated: 0,
+            messages: 2,
+            source: None,
+            reading: false,
+            created_at: time::OffsetDateTime::now_utc(),
+        })
+        .await
+        .unwrap();
+    let bodies: Vec<String> = (0..2u32)
+        .map(|seq| {
+            pointflow::message::AccrualMessage {
+                job_id,
+                seq,
+                accruals: (0..2)
+                    .map(|i| pointflow::domain::Accrual {
+                        accrual_id: format!("dlq-{seq}-{i}"),
+                        member_id: "m-dlq".into(),
+                        point_type: "P".into(),
+                        amount: 5,
+                        reason: None,
+                    })
+                    .collect(),
+            }
+            .encode()
+        })
+        .collect();
+    stack.backend.dlq.send_messages(&bodies).await.unwrap();
+
+    let listed = pointflow::dlq::list(stack.backend.dlq.as_ref(), 100).await.unwrap();
+    assert_eq!(listed.len(), 2);
+    assert!(listed.iter().all(|l| l.job_id == Some(job_id) && l.accruals == 2));
+    let moved = pointflow::dlq::redrive(stack.backend.dlq.as_ref(), stack.backend.queue.as_ref(), usize::MAX)
+        .await
+        .unwrap();
+    assert_eq!((moved.messages, moved.accruals), (2, 4));
+
+    let options = SubmitOptions {
+        progress: false,
+        ..options(Format::Ndjson, 1)
+    };
+    let views = pointflow_cli::client::submit::wait_for_jobs(&stack.client, &[job_id.to_string()], &options)
+        .await
+        .unwrap();
+    assert_eq!((views[0].applied, views[0].status), (4, JobStatus::Completed));
+    assert_eq!(balance(&stack, "m-dlq").await, [("P".to_owned(), 20)]);
+    assert!(pointflow::dlq::list(stack.backend.dlq.as_ref(), 100)
+        .await
+        .unwrap()
+        .is_empty());
+    stack.runner.stop().await.unwrap();
+}
