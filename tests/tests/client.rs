@@ -315,3 +315,33 @@ async fn dead_lettered_messages_are_listed_and_redriven_then_applied() {
         .is_empty());
     stack.runner.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn an_unreachable_api_leaves_the_run_unfinished_with_status_1() {
+    // Nothing listens on a port just freed.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let client = ApiClient::new(&format!("http://127.0.0.1:{port}"), None, Duration::from_secs(2))
+        .unwrap()
+        .with_backoff(pointflow::retry::Backoff {
+            base: Duration::from_millis(1),
+            cap: Duration::from_millis(5),
+            max_attempts: 3,
+        });
+    let text = ndjson(10);
+    let report = submit(
+        &client,
+        Box::new(std::io::Cursor::new(text.into_bytes())),
+        None,
+        &options(Format::Ndjson, 5),
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.requests, 4);
+    assert!(report.chunks.iter().all(|c| c.unfinished && c.job_id.is_none()));
+    assert!(!report.waited);
+    assert_eq!(report.exit_code(), 1);
+}

@@ -52,6 +52,9 @@ pub struct ChunkResult {
     pub deduplicated: u64,
     /// Why the API refused it, or the request failed for good.
     pub error: Option<String>,
+    /// The request never got a final answer (network, 5xx, throttling after
+    /// every retry): running the same command again sends it.
+    pub unfinished: bool,
 }
 
 /// What a submission did.
@@ -79,8 +82,12 @@ pub struct SubmitReport {
 
 impl SubmitReport {
     /// 0: every line sent and (with `--wait`) credited or found credited;
-    /// 3: lines rejected, chunks refused or accruals failed.
+    /// 3: lines rejected, chunks refused or accruals failed; 1: requests
+    /// left unfinished (run the same command again).
     pub fn exit_code(&self) -> u8 {
+        if self.chunks.iter().any(|c| c.unfinished) {
+            return 1;
+        }
         let refused = self.chunks.iter().any(|c| c.error.is_some());
         let bad_jobs = self.jobs.iter().any(|j| !matches!(j.status, JobStatus::Completed));
         if self.rejected_lines > 0 || refused || self.failed > 0 || bad_jobs {
@@ -204,7 +211,7 @@ pub async fn submit(
         .filter(|c| c.error.is_none())
         .map(|c| c.items as u64 - c.deduplicated)
         .sum();
-    if options.wait {
+    if options.wait && !report.chunks.iter().any(|c| c.unfinished) {
         let ids: Vec<String> = report.chunks.iter().filter_map(|c| c.job_id.clone()).collect();
         report.jobs = wait_for_jobs(client, &ids, options).await?;
         report.applied = report.jobs.iter().map(|j| j.applied).sum();
@@ -227,6 +234,7 @@ async fn send_chunk(client: &ApiClient, chunk: &Chunk) -> ChunkResult {
         replayed: false,
         deduplicated: 0,
         error: None,
+        unfinished: false,
     };
     match client.submit(&chunk.key, &chunk.body).await {
         Ok(submitted) => {
@@ -235,6 +243,7 @@ async fn send_chunk(client: &ApiClient, chunk: &Chunk) -> ChunkResult {
             result.deduplicated = submitted.accepted.deduplicated;
         }
         Err(e) => {
+            result.unfinished = matches!(e, ClientError::Unreachable { .. } | ClientError::GaveUp { .. });
             // Item errors name positions in the request: map them to lines.
             let mut text = e.to_string();
             if let ClientError::Refused { body, .. } = &e {
@@ -343,9 +352,16 @@ impl fmt::Display for SubmitReport {
             self.accepted, self.deduplicated
         )?;
         writeln!(f, "rejected     {} lines", self.rejected_lines)?;
-        let refused: Vec<&ChunkResult> = self.chunks.iter().filter(|c| c.error.is_some()).collect();
-        if !refused.is_empty() {
-            writeln!(f, "refused      {} requests (lines listed above)", refused.len())?;
+        let unfinished = self.chunks.iter().filter(|c| c.unfinished).count();
+        let refused = self.chunks.iter().filter(|c| c.error.is_some()).count() - unfinished;
+        if refused > 0 {
+            writeln!(f, "refused      {refused} requests (lines listed above)")?;
+        }
+        if unfinished > 0 {
+            writeln!(
+                f,
+                "unfinished   {unfinished} requests got no answer after retries: run the same command again"
+            )?;
         }
         if self.waited {
             writeln!(
