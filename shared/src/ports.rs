@@ -92,7 +92,10 @@ pub trait JobStore: Send + Sync {
 
     /// Adds one message's counts to its job, once per `(job_id, seq)` however
     /// often it is called, and stamps `completed_at` when every accrual of the
-    /// job is settled. Returns whether this call did the folding.
+    /// job is settled. One exception: a message whose accruals were counted
+    /// `failed` (its last delivery failed) and is later applied (redriven from
+    /// the DLQ) moves its counts from `failed` to `applied`/`duplicate`, once.
+    /// Returns whether this call changed the job.
     async fn fold_message(
         &self,
         job_id: JobId,

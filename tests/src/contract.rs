@@ -189,6 +189,34 @@ pub async fn job_with_failed_message_completes_with_errors(b: &Backend) {
     assert!(done.completed_at.is_some());
 }
 
+/// A message counted failed (its last delivery failed) and applied later (a
+/// DLQ redrive) moves its counts from failed to applied, once.
+pub async fn redriven_message_moves_its_counts_from_failed(b: &Backend) {
+    let job = new_job(4, 2, "h");
+    b.jobs.create_job(&job).await.unwrap();
+    let ok = MessageCounts {
+        applied: 2,
+        ..MessageCounts::default()
+    };
+    let failed = MessageCounts {
+        failed: 2,
+        ..MessageCounts::default()
+    };
+    b.jobs.fold_message(job.job_id, 0, ok, now()).await.unwrap();
+    b.jobs.fold_message(job.job_id, 1, failed, now()).await.unwrap();
+    let applied_later = MessageCounts {
+        applied: 1,
+        duplicate: 1,
+        failed: 0,
+    };
+    assert!(b.jobs.fold_message(job.job_id, 1, applied_later, now()).await.unwrap());
+    assert!(!b.jobs.fold_message(job.job_id, 1, applied_later, now()).await.unwrap());
+    assert!(!b.jobs.fold_message(job.job_id, 1, failed, now()).await.unwrap());
+    let done = b.jobs.get_job(job.job_id).await.unwrap().unwrap();
+    assert_eq!((done.applied, done.duplicate, done.failed), (3, 1, 0));
+    assert_eq!(done.status(), JobStatus::Completed);
+}
+
 /// Counts of a message whose job does not exist go nowhere and create nothing.
 pub async fn fold_for_unknown_job_records_nothing(b: &Backend) {
     let ghost = JobId::random();
@@ -380,6 +408,7 @@ macro_rules! contract_suite {
             job_is_created_once,
             job_counts_fold_once_per_message,
             job_with_failed_message_completes_with_errors,
+            redriven_message_moves_its_counts_from_failed,
             fold_for_unknown_job_records_nothing,
             file_job_grows_by_chunks_and_completes_after_the_last,
             unreadable_file_fails_its_job,

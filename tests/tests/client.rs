@@ -291,6 +291,17 @@ async fn dead_lettered_messages_are_listed_and_redriven_then_applied() {
         })
         .collect();
     stack.backend.dlq.send_messages(&bodies).await.unwrap();
+    // Their last deliveries counted their accruals failed.
+    for seq in 0..2 {
+        let failed = pointflow::domain::MessageCounts {
+            failed: 2,
+            ..Default::default()
+        };
+        let now = time::OffsetDateTime::now_utc();
+        stack.backend.jobs.fold_message(job_id, seq, failed, now).await.unwrap();
+    }
+    let before = stack.client.job(&job_id.to_string()).await.unwrap();
+    assert_eq!((before.failed, before.status), (4, JobStatus::CompletedWithErrors));
 
     let listed = pointflow::dlq::list(stack.backend.dlq.as_ref(), 100).await.unwrap();
     assert_eq!(listed.len(), 2);
@@ -307,7 +318,16 @@ async fn dead_lettered_messages_are_listed_and_redriven_then_applied() {
     let views = pointflow_cli::client::submit::wait_for_jobs(&stack.client, &[job_id.to_string()], &options)
         .await
         .unwrap();
-    assert_eq!((views[0].applied, views[0].status), (4, JobStatus::Completed));
+    // Wait for the redriven messages' counts to move from failed to applied.
+    let mut view = views[0].clone();
+    for _ in 0..100 {
+        if view.failed == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        view = stack.client.job(&job_id.to_string()).await.unwrap();
+    }
+    assert_eq!((view.applied, view.failed, view.status), (4, 0, JobStatus::Completed));
     assert_eq!(balance(&stack, "m-dlq").await, [("P".to_owned(), 20)]);
     assert!(pointflow::dlq::list(stack.backend.dlq.as_ref(), 100)
         .await

@@ -200,6 +200,7 @@ impl DynamoStore {
             .table_name(&self.table)
             .set_item(Some(marker))
             .condition_expression("attribute_not_exists(pk)")
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .build()
             .map_err(|e| backend("TransactWriteItems", e))
     }
@@ -228,7 +229,10 @@ impl DynamoStore {
                 Some(TransactWriteItemsError::TransactionCanceledException(cancel)) => {
                     let codes: Vec<Option<&str>> = cancel.cancellation_reasons().iter().map(|r| r.code()).collect();
                     match codes.as_slice() {
-                        [Some("ConditionalCheckFailed"), ..] => return Ok(Marked::Before),
+                        [Some("ConditionalCheckFailed"), ..] => {
+                            let old = cancel.cancellation_reasons().first().and_then(|r| r.item().cloned());
+                            return Ok(Marked::Before(old));
+                        }
                         [_, Some("ConditionalCheckFailed")] => return Ok(Marked::NoJob),
                         c if c.iter().any(|c| matches!(c, Some("TransactionConflict"))) => "conflict",
                         c if c.iter().any(|c| {
@@ -257,6 +261,67 @@ impl DynamoStore {
                 });
             }
             self.backoff.sleep(attempt - 1).await;
+        }
+    }
+
+    /// Moves a message's counts from `failed` to applied/duplicate once its
+    /// accruals were applied after all (a DLQ redrive): the marker's
+    /// condition `failed = :before` makes it happen once.
+    async fn resettle(
+        &self,
+        job_id: JobId,
+        seq: u32,
+        counts: MessageCounts,
+        failed_before: u64,
+        now: &str,
+    ) -> Result<bool, StoreError> {
+        let marker = Update::builder()
+            .table_name(&self.table)
+            .key("pk", s(format!("MSG#{job_id}#{seq}")))
+            .key("sk", s("MSG"))
+            .update_expression("SET applied = :a, duplicate = :d, failed = :zero, folded_at = :now")
+            .condition_expression("failed = :before")
+            .expression_attribute_values(":a", n(counts.applied))
+            .expression_attribute_values(":d", n(counts.duplicate))
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":before", n(failed_before))
+            .expression_attribute_values(":now", s(now))
+            .build()
+            .map_err(|e| backend("TransactWriteItems", e))?;
+        let job = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(job_key(job_id)))
+            .update_expression("SET updated_at = :now ADD applied :a, duplicate :d, failed :minus")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":now", s(now))
+            .expression_attribute_values(":a", n(counts.applied))
+            .expression_attribute_values(":d", n(counts.duplicate))
+            .expression_attribute_values(":minus", AttributeValue::N(format!("-{failed_before}")))
+            .build()
+            .map_err(|e| backend("TransactWriteItems", e))?;
+        self.count();
+        let result = self
+            .client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().update(marker).build())
+            .transact_items(TransactWriteItem::builder().update(job).build())
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            // Resettled by a concurrent delivery, or the job is gone.
+            Err(e)
+                if matches!(
+                    e.as_service_error(),
+                    Some(TransactWriteItemsError::TransactionCanceledException(_))
+                ) =>
+            {
+                Ok(false)
+            }
+            Err(e) if is_throttling(&e) => Err(StoreError::Throttled {
+                operation: "TransactWriteItems",
+            }),
+            Err(e) => Err(backend("TransactWriteItems", e)),
         }
     }
 
@@ -327,8 +392,8 @@ pub fn sum_by_balance<'a>(accruals: &[&'a Accrual]) -> BTreeMap<(&'a str, &'a st
 enum Marked {
     /// Marker written, job updated.
     Done,
-    /// The marker existed: done by an earlier call.
-    Before,
+    /// The marker existed (as returned): done by an earlier call.
+    Before(Option<Item>),
     /// No such job.
     NoJob,
 }
@@ -706,7 +771,14 @@ impl JobStore for DynamoStore {
             .map_err(|e| backend("TransactWriteItems", e))?;
         let folded = match self.marker_and_update(put, update).await? {
             Marked::Done => true,
-            Marked::Before => false,
+            Marked::Before(old) => {
+                let failed_before = old.as_ref().map_or(Ok(0), |item| number_attr(item, "failed"))?;
+                if failed_before > 0 && counts.failed == 0 && counts.settled() == failed_before {
+                    self.resettle(job_id, seq, counts, failed_before, &now_text).await?
+                } else {
+                    false
+                }
+            }
             Marked::NoJob => {
                 tracing::warn!(%job_id, seq, "message of an unknown job: counts not recorded");
                 return Ok(false);
@@ -760,7 +832,7 @@ impl JobStore for DynamoStore {
             .map_err(|e| backend("TransactWriteItems", e))?;
         let recorded = match self.marker_and_update(put, update).await? {
             Marked::Done => true,
-            Marked::Before => false,
+            Marked::Before(_) => false,
             Marked::NoJob => {
                 tracing::warn!(%job_id, chunk = chunk.index, "chunk of an unknown job: counts not recorded");
                 return Ok(false);

@@ -24,7 +24,7 @@ struct StoreState {
     ledger: HashMap<String, MessageRef>,
     balances: BTreeMap<(String, String), u64>,
     jobs: HashMap<JobId, Job>,
-    folded: HashSet<(JobId, u32)>,
+    folded: HashMap<(JobId, u32), MessageCounts>,
     chunks: HashSet<(JobId, u32)>,
 }
 
@@ -135,9 +135,22 @@ impl JobStore for MemoryStore {
         self.count();
         let mut state = lock(&self.state);
         // Like the DynamoDB adapter: no job, nothing recorded.
-        if !state.jobs.contains_key(&job_id) || !state.folded.insert((job_id, seq)) {
+        if !state.jobs.contains_key(&job_id) {
             return Ok(false);
         }
+        if let Some(before) = state.folded.get(&(job_id, seq)).copied() {
+            if !is_resettled(before, counts) {
+                return Ok(false);
+            }
+            state.folded.insert((job_id, seq), counts);
+            if let Some(job) = state.jobs.get_mut(&job_id) {
+                job.failed -= before.failed;
+                job.applied += counts.applied;
+                job.duplicate += counts.duplicate;
+            }
+            return Ok(true);
+        }
+        state.folded.insert((job_id, seq), counts);
         if let Some(job) = state.jobs.get_mut(&job_id) {
             job.applied += counts.applied;
             job.duplicate += counts.duplicate;
@@ -172,6 +185,11 @@ impl JobStore for MemoryStore {
         self.count();
         Ok(lock(&self.state).chunks.contains(&(job_id, index)))
     }
+}
+
+/// A message first counted failed, now applied in full (a DLQ redrive).
+fn is_resettled(before: MessageCounts, now: MessageCounts) -> bool {
+    before.failed > 0 && now.failed == 0 && now.settled() == before.settled()
 }
 
 fn complete_if_settled(job: &mut Job, now: OffsetDateTime) {

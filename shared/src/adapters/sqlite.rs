@@ -593,7 +593,25 @@ impl JobStore for SqliteStore {
                 )?
                 .execute(params![id, seq, applied, duplicate, failed, now])?;
             if marked == 0 {
-                return Ok(false);
+                // Counted failed before, applied now (a DLQ redrive): move the
+                // counts, once (the marker then says failed = 0).
+                let resettled = failed == 0
+                    && tx
+                        .prepare_cached(
+                            "UPDATE folded SET applied = ?3, duplicate = ?4, failed = 0, folded_at = ?5
+                             WHERE job_id = ?1 AND seq = ?2 AND failed > 0 AND failed = ?3 + ?4",
+                        )?
+                        .execute(params![id, seq, applied, duplicate, now])?
+                        == 1;
+                if resettled {
+                    tx.prepare_cached(
+                        "UPDATE jobs SET failed = failed - ?2 - ?3, applied = applied + ?2, duplicate = duplicate + ?3
+                         WHERE job_id = ?1",
+                    )?
+                    .execute(params![id, applied, duplicate])?;
+                    tx.commit()?;
+                }
+                return Ok(resettled);
             }
             // SET expressions see the row as it was before the update.
             tx.prepare_cached(
