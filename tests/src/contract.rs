@@ -170,8 +170,9 @@ pub async fn job_counts_fold_once_per_message(b: &Backend) {
     assert!(done.completed_at.is_some());
 }
 
-/// Failed accruals complete a job "with errors".
-pub async fn job_with_failed_message_completes_with_errors(b: &Backend) {
+/// A job of two 2-accrual messages: seq 0 applied, seq 1 failed on its
+/// last delivery. Returns the job and seq 1's counts.
+async fn job_with_a_failed_message(b: &Backend) -> (NewJob, MessageCounts) {
     let job = new_job(4, 2, "h");
     b.jobs.create_job(&job).await.unwrap();
     let ok = MessageCounts {
@@ -184,6 +185,12 @@ pub async fn job_with_failed_message_completes_with_errors(b: &Backend) {
     };
     b.jobs.fold_message(job.job_id, 0, ok, now()).await.unwrap();
     b.jobs.fold_message(job.job_id, 1, failed, now()).await.unwrap();
+    (job, failed)
+}
+
+/// Failed accruals complete a job "with errors".
+pub async fn job_with_failed_message_completes_with_errors(b: &Backend) {
+    let (job, _) = job_with_a_failed_message(b).await;
     let done = b.jobs.get_job(job.job_id).await.unwrap().unwrap();
     assert_eq!(done.status(), JobStatus::CompletedWithErrors);
     assert!(done.completed_at.is_some());
@@ -192,18 +199,7 @@ pub async fn job_with_failed_message_completes_with_errors(b: &Backend) {
 /// A message counted failed (its last delivery failed) and applied later (a
 /// DLQ redrive) moves its counts from failed to applied, once.
 pub async fn redriven_message_moves_its_counts_from_failed(b: &Backend) {
-    let job = new_job(4, 2, "h");
-    b.jobs.create_job(&job).await.unwrap();
-    let ok = MessageCounts {
-        applied: 2,
-        ..MessageCounts::default()
-    };
-    let failed = MessageCounts {
-        failed: 2,
-        ..MessageCounts::default()
-    };
-    b.jobs.fold_message(job.job_id, 0, ok, now()).await.unwrap();
-    b.jobs.fold_message(job.job_id, 1, failed, now()).await.unwrap();
+    let (job, failed) = job_with_a_failed_message(b).await;
     let applied_later = MessageCounts {
         applied: 1,
         duplicate: 1,
