@@ -267,9 +267,9 @@ async fn local_import_over_the_emulator_goes_through_the_bucket_notification() {
 }
 
 /// `pointflow submit --wait` against the runner on the AWS adapters over the
-/// emulator: a small NDJSON file in several requests.
+/// emulator: a small NDJSON file, then a CSV file, in several requests each.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn submit_over_the_emulator_credits_a_small_file() {
+async fn submit_over_the_emulator_credits_small_ndjson_and_csv_files() {
     let Some((backend, runner)) = aws_runner("local-submit").await else {
         return;
     };
@@ -307,5 +307,25 @@ async fn submit_over_the_emulator_credits_a_small_file() {
     assert_eq!((report.requests, report.applied, report.exit_code()), (3, 120, 0));
     let expected: u64 = (0..120u64).filter(|i| i % 4 == 1).map(|i| i + 1).sum();
     assert_eq!(backend.ledger.balances("m-1").await.unwrap()[0].balance, expected);
+
+    // The same accruals as CSV, as another campaign: credited once more.
+    let csv: String = std::iter::once("member_id,point_type,amount\n".to_owned())
+        .chain((0..120).map(|i| format!("m-{},P,{}\n", i % 4, i + 1)))
+        .collect();
+    let options = SubmitOptions {
+        format: Format::Csv,
+        campaign: "emulator-csv".into(),
+        ..options
+    };
+    let report = submit(
+        &client,
+        Box::new(std::io::Cursor::new(csv.into_bytes())),
+        None,
+        &options,
+    )
+    .await
+    .unwrap();
+    assert_eq!((report.requests, report.applied, report.exit_code()), (3, 120, 0));
+    assert_eq!(backend.ledger.balances("m-1").await.unwrap()[0].balance, 2 * expected);
     runner.stop().await.unwrap();
 }
