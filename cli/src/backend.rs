@@ -69,6 +69,8 @@ pub struct ImportSide {
     /// The S3 client (aws backend), whose bucket notifies the import queue;
     /// without it, dropping a file also queues its event.
     pub s3: Option<aws_sdk_s3::Client>,
+    /// Where the importer writes reports (from the stack's settings).
+    pub report_prefix: String,
 }
 
 /// Every port of the chosen backend.
@@ -133,6 +135,7 @@ impl LocalBackend {
                     .to_owned(),
                 bucket_dir: Some(bucket_dir.to_owned()),
                 s3: None,
+                report_prefix: settings.import.report_prefix.clone(),
             }),
             store_requests: Arc::new(move || counter.requests()),
             embedded: Some(store),
@@ -201,6 +204,7 @@ impl LocalBackend {
                 bucket,
                 bucket_dir: None,
                 s3: Some(s3),
+                report_prefix: settings.import.report_prefix.clone(),
             }),
             store_requests: Arc::new(move || counter.requests()),
             embedded: None,

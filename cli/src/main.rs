@@ -15,7 +15,6 @@ use pointflow_cli::client::input::{ChunkLimits, Format};
 use pointflow_cli::client::submit::{submit, wait_for_jobs, SubmitOptions, MAX_LISTED_ERRORS};
 use pointflow_cli::demo::{run_demo, Campaign};
 use pointflow_cli::import::{default_key, run_import};
-use pointflow_cli::poller::PollerSettings;
 use pointflow_cli::runner::Runner;
 use pointflow_cli::settings::StackSettings;
 
@@ -537,12 +536,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }),
     };
     let backend = LocalBackend::open(&choice, &settings).await?;
-    let pollers = PollerSettings {
-        batch_size: settings.batch_size,
-        batching_window: settings.batching_window,
-        maximum_concurrency: settings.maximum_concurrency,
-        wait: Duration::from_secs(1),
-    };
+    let pollers = settings.worker_pollers(Duration::from_secs(1));
     match local.command {
         LocalCommand::Serve { addr } => {
             let runner = Runner::start(&backend, &settings, addr, pollers).await?;

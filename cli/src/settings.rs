@@ -11,6 +11,8 @@ use pointflow::packing::PackingLimits;
 use pointflow::worker::WorkerSettings;
 use serde_norway::Value;
 
+use crate::poller::PollerSettings;
+
 /// The SAM template, as deployed.
 pub const TEMPLATE: &str = include_str!("../../template.yaml");
 
@@ -97,6 +99,19 @@ impl StackSettings {
             visibility_timeout: Duration::from_secs(param("QueueVisibilityTimeoutSeconds")?),
             max_receive_count,
         })
+    }
+}
+
+impl StackSettings {
+    /// The worker's event source mapping as the template configures it, with
+    /// empty receives long-polling for `wait`.
+    pub fn worker_pollers(&self, wait: Duration) -> PollerSettings {
+        PollerSettings {
+            batch_size: self.batch_size,
+            batching_window: self.batching_window,
+            maximum_concurrency: self.maximum_concurrency,
+            wait,
+        }
     }
 }
 

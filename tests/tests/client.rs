@@ -10,7 +10,6 @@ use pointflow_cli::backend::{BackendChoice, LocalBackend};
 use pointflow_cli::client::api::ApiClient;
 use pointflow_cli::client::input::{ChunkLimits, Format};
 use pointflow_cli::client::submit::{submit, SubmitError, SubmitOptions};
-use pointflow_cli::poller::PollerSettings;
 use pointflow_cli::runner::Runner;
 use pointflow_cli::settings::StackSettings;
 use pointflow_tests::import::TempDir;
@@ -31,12 +30,7 @@ async fn stack() -> Stack {
         bucket_dir: dir.0.join("bucket"),
     };
     let backend = LocalBackend::open(&choice, &settings).await.unwrap();
-    let pollers = PollerSettings {
-        batch_size: settings.batch_size,
-        batching_window: settings.batching_window,
-        maximum_concurrency: settings.maximum_concurrency,
-        wait: Duration::from_millis(100),
-    };
+    let pollers = settings.worker_pollers(Duration::from_millis(100));
     let runner = Runner::start(&backend, &settings, "127.0.0.1:0".parse().unwrap(), pollers)
         .await
         .unwrap();

@@ -48,12 +48,7 @@ async fn aws_runner(prefix: &str) -> Option<(LocalBackend, Runner)> {
 }
 
 fn pollers(settings: &StackSettings) -> PollerSettings {
-    PollerSettings {
-        batch_size: settings.batch_size,
-        batching_window: settings.batching_window,
-        maximum_concurrency: settings.maximum_concurrency,
-        wait: Duration::from_millis(100),
-    }
+    settings.worker_pollers(Duration::from_millis(100))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

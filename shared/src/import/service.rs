@@ -319,7 +319,7 @@ impl Importer {
             Err(e) => return Err(ImportError::Parser(e.to_string())),
         };
 
-        let mut chunk = ChunkReport {
+        let chunk = ChunkReport {
             index: start.chunk,
             accepted,
             deduplicated: parsed.deduplicated,
@@ -368,10 +368,7 @@ impl Importer {
             .await?;
         Ok(match chunk.end {
             ChunkEnd::More => ChunkOutcome::Continued { job_id, chunk },
-            _ => {
-                chunk.end = ChunkEnd::Last;
-                ChunkOutcome::Finished { job_id, chunk, report }
-            }
+            _ => ChunkOutcome::Finished { job_id, chunk, report },
         })
     }
 
