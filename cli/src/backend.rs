@@ -18,6 +18,8 @@ use pointflow::adapters::dynamodb::{create_table, DynamoStore};
 use pointflow::adapters::s3::S3Objects;
 use pointflow::adapters::sqlite::SqliteStore;
 use pointflow::adapters::sqs::{create_queue_with_dlq, SqsQueue};
+use pointflow::baseline::{NaiveLedger, Unbatched};
+use pointflow::capacity::WriteCost;
 use pointflow::import::task::object_created_notification;
 use pointflow::import::{ObjectRef, ObjectStore};
 use pointflow::ports::{AccrualQueue, JobStore, Ledger};
@@ -85,6 +87,11 @@ pub struct LocalBackend {
     pub import: Option<ImportSide>,
     /// Store requests made so far.
     pub store_requests: Arc<dyn Fn() -> u64 + Send + Sync>,
+    /// DynamoDB write requests and units so far (on the embedded backend:
+    /// those the same writes would make on DynamoDB).
+    pub store_write_cost: Arc<dyn Fn() -> WriteCost + Send + Sync>,
+    /// The naive baseline's ledger over the same store ([`LocalBackend::baseline`]).
+    pub baseline_ledger: Arc<dyn Ledger>,
     /// The SQLite store, when embedded (for whole-table verification).
     pub embedded: Option<SqliteStore>,
     /// Human-readable description for banners.
@@ -119,7 +126,10 @@ impl LocalBackend {
             Some((settings.max_receive_count, IMPORT_DLQ_NAME.to_owned())),
         );
         let counter = store.clone();
+        let meter = store.clone();
         Ok(LocalBackend {
+            baseline_ledger: Arc::new(NaiveLedger::new(Arc::new(store.clone()))),
+            store_write_cost: Arc::new(move || meter.write_cost()),
             ledger: Arc::new(store.clone()),
             jobs: Arc::new(store.clone()),
             queue: Arc::new(queue),
@@ -193,7 +203,10 @@ impl LocalBackend {
         };
         let store = Arc::new(DynamoStore::new(dynamo, &resources.table));
         let counter = store.clone();
+        let meter = store.clone();
         Ok(LocalBackend {
+            baseline_ledger: Arc::new(NaiveLedger::new(store.clone())),
+            store_write_cost: Arc::new(move || meter.write_cost()),
             ledger: store.clone(),
             jobs: store,
             queue: Arc::new(SqsQueue::new(sqs.clone(), &queue_url)),
@@ -210,6 +223,18 @@ impl LocalBackend {
             embedded: None,
             description: format!("AWS: table {} and queue {queue_url}", resources.table),
         })
+    }
+}
+
+impl LocalBackend {
+    /// The same backend run as the naive baseline ([`pointflow::baseline`]):
+    /// the baseline ledger, and every message sent in a request of its own.
+    /// (One accrual per message is a packing setting, not a backend's.)
+    pub fn baseline(mut self) -> Self {
+        self.ledger = self.baseline_ledger.clone();
+        self.queue = Arc::new(Unbatched::new(self.queue));
+        self.description = format!("{} (naive baseline)", self.description);
+        self
     }
 }
 

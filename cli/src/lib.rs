@@ -4,9 +4,11 @@
 
 pub mod backend;
 pub mod bench;
+pub mod bench_e2e;
 pub mod client;
 pub mod demo;
 pub mod import;
+pub mod plan;
 pub mod poller;
 pub mod runner;
 pub mod server;

@@ -10,11 +10,15 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use pointflow_cli::backend::{open_queues, AwsResources, BackendChoice, LocalBackend, DEFAULT_BUCKET_DIR, DEFAULT_DB};
 use pointflow_cli::bench::bench_csv_parse;
+use pointflow_cli::bench_e2e::{
+    append_csv, plot_sweep, run_one, run_sweep, BenchBackend, Comparison, Knob, RunSpec, Variant,
+};
 use pointflow_cli::client::api::{ApiClient, DEFAULT_ENDPOINT};
 use pointflow_cli::client::input::{ChunkLimits, Format};
 use pointflow_cli::client::submit::{submit, wait_for_jobs, SubmitOptions, MAX_LISTED_ERRORS};
 use pointflow_cli::demo::{run_demo, Campaign};
 use pointflow_cli::import::{default_key, run_import};
+use pointflow_cli::plan::{plan, Params, PlanInput, TableStart};
 use pointflow_cli::runner::Runner;
 use pointflow_cli::settings::StackSettings;
 
@@ -63,6 +67,8 @@ enum Command {
     },
     /// Look into the dead-letter queue, or move its messages back to be applied.
     Dlq(DlqArgs),
+    /// Predict drain time and cost of a campaign on AWS, and the limit that binds.
+    Plan(PlanArgs),
     /// Show a member's balances.
     Balance {
         #[command(flatten)]
@@ -170,6 +176,145 @@ enum BenchCommand {
         /// The CSV file, in the file-drop format.
         file: PathBuf,
     },
+    /// Run a generated campaign end to end, Pointflow and the naive baseline on the same backend, side by side.
+    ///
+    /// Exit status: 0 every run credited every balance exactly; 1 otherwise.
+    E2e(E2eArgs),
+    /// Run the end-to-end benchmark over a grid, one setting varied at a time; write CSV and an SVG plot.
+    Sweep {
+        #[command(flatten)]
+        run: E2eArgs,
+        /// Settings to vary (repeatable), each over its default grid unless --values follows it.
+        #[arg(long = "vary", value_enum, default_values = ["accruals-per-message", "batch-size", "concurrency", "repeats"])]
+        knobs: Vec<Knob>,
+        /// Grid for each --vary, in order, comma-separated (e.g. --values 1,10,100).
+        #[arg(long = "values")]
+        values: Vec<String>,
+        /// SVG plot of throughput and wall time against each setting.
+        #[arg(long, default_value = "sweep.svg")]
+        plot: PathBuf,
+    },
+}
+
+#[derive(Args)]
+struct PlanArgs {
+    /// Accruals in the campaign.
+    #[arg(long)]
+    accruals: u64,
+    /// Distinct members (default: one per accrual).
+    #[arg(long)]
+    members: Option<u64>,
+    /// Accruals of the most-credited member (default: accruals / members).
+    #[arg(long)]
+    hot_member_accruals: Option<u64>,
+    /// Worker MaximumConcurrency (default: the template's).
+    #[arg(long)]
+    max_concurrency: Option<u64>,
+    /// Messages per worker invocation (default: the template's).
+    #[arg(long)]
+    batch_size: Option<u64>,
+    /// Accruals per message (default: the template's).
+    #[arg(long)]
+    accruals_per_message: Option<u64>,
+    /// Messages one invocation applies at once (default: the template's).
+    #[arg(long)]
+    message_concurrency: Option<u64>,
+    /// Function memory in MB (default: the template's).
+    #[arg(long)]
+    memory: Option<u64>,
+    /// Items per API request (the client's chunk).
+    #[arg(long, default_value_t = 20_000)]
+    items_per_request: u64,
+    /// API requests in flight (`submit --parallel`).
+    #[arg(long, default_value_t = 4)]
+    submitters: u64,
+    /// The table's write throughput at the start, WRU/s: warm throughput or a previous peak (default: a new
+    /// on-demand table).
+    #[arg(long)]
+    warm_write_units: Option<f64>,
+    /// Bytes of a member id.
+    #[arg(long, default_value_t = 12)]
+    member_id_bytes: usize,
+    /// Parameters file (default: the shipped cli/plan/params.yaml).
+    #[arg(long)]
+    params: Option<PathBuf>,
+    /// Output for people or for scripts.
+    #[arg(long, value_enum, default_value = "human")]
+    output: Output,
+}
+
+#[derive(Args, Clone)]
+struct E2eArgs {
+    /// Accruals in the campaign.
+    #[arg(long, default_value_t = 100_000)]
+    accruals: usize,
+    /// Accruals per member (1 = every accrual a different member; more = hot keys).
+    #[arg(long, default_value_t = 1)]
+    repeats: usize,
+    /// Worker MaximumConcurrency (default: the template's).
+    #[arg(long)]
+    concurrency: Option<usize>,
+    /// Messages per worker invocation (default: the template's).
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Accruals packed per message, Pointflow only (default: the template's).
+    #[arg(long)]
+    accruals_per_message: Option<usize>,
+    /// Messages of a batch one worker processes at once (default: the template's; 1 on moto, which is not safe
+    /// against concurrent transactions).
+    #[arg(long)]
+    message_concurrency: Option<usize>,
+    /// Requests submitted to the API at once.
+    #[arg(long, default_value_t = 4)]
+    submitters: usize,
+    /// Designs to run (repeatable).
+    #[arg(long = "variant", value_enum, default_values = ["pointflow", "baseline"])]
+    variants: Vec<Variant>,
+    /// Embedded (a fresh SQLite file per run) or aws (a fresh table and queues per run, e.g. on moto).
+    #[arg(long, value_enum, default_value = "embedded")]
+    backend: BackendKind,
+    /// Folder for the embedded runs' databases (each removed after its run).
+    #[arg(long, default_value = ".pointflow/bench")]
+    work_dir: PathBuf,
+    /// Name prefix of the tables and queues the aws backend creates.
+    #[arg(long, default_value = "pointflow-bench")]
+    prefix: String,
+    /// Append each run's figures to this CSV file.
+    #[arg(long)]
+    csv: Option<PathBuf>,
+    /// Output for people or for scripts.
+    #[arg(long, value_enum, default_value = "human")]
+    output: Output,
+    /// Give up on a run after this many seconds.
+    #[arg(long, default_value_t = 3600)]
+    timeout: u64,
+}
+
+impl E2eArgs {
+    fn backend(&self) -> BenchBackend {
+        match self.backend {
+            BackendKind::Embedded => BenchBackend::Embedded {
+                dir: self.work_dir.clone(),
+            },
+            BackendKind::Aws => BenchBackend::Aws {
+                prefix: self.prefix.clone(),
+            },
+        }
+    }
+
+    fn spec(&self) -> RunSpec {
+        RunSpec {
+            variant: Variant::Pointflow,
+            accruals: self.accruals,
+            repeats: self.repeats,
+            concurrency: self.concurrency,
+            batch_size: self.batch_size,
+            accruals_per_message: self.accruals_per_message,
+            message_concurrency: self.message_concurrency,
+            submitters: self.submitters,
+            timeout: Duration::from_secs(self.timeout),
+        }
+    }
 }
 
 #[derive(Args)]
@@ -304,6 +449,155 @@ fn submit_defaults() -> SubmitOptions {
         wait_timeout: Duration::from_secs(3600),
         progress: true,
     }
+}
+
+fn run_plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
+    let params = match &args.params {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            Params::from_yaml(&text).with_context(|| path.display().to_string())?
+        }
+        None => Params::shipped()?,
+    };
+    let settings = StackSettings::from_template().context("reading template.yaml")?;
+    let template_u64 = |name: &'static str| -> anyhow::Result<u64> {
+        pointflow_cli::settings::template_parameter(name).with_context(|| format!("template parameter {name}"))
+    };
+    let members = args.members.unwrap_or(args.accruals).clamp(1, args.accruals.max(1));
+    let input = PlanInput {
+        accruals: args.accruals,
+        members,
+        hot_member_accruals: args
+            .hot_member_accruals
+            .unwrap_or_else(|| args.accruals.div_ceil(members)),
+        items_per_request: args.items_per_request.min(settings.ingest.max_items as u64),
+        submitters: args.submitters,
+        api_rate_limit: template_u64("ApiRateLimit")? as f64,
+        accruals_per_message: args
+            .accruals_per_message
+            .unwrap_or(settings.ingest.packing.max_accruals as u64),
+        batch_size: args.batch_size.unwrap_or(settings.batch_size as u64),
+        max_concurrency: args.max_concurrency.unwrap_or(settings.maximum_concurrency as u64),
+        message_concurrency: args
+            .message_concurrency
+            .unwrap_or(settings.worker.message_concurrency as u64),
+        memory_mb: match args.memory {
+            Some(mb) => mb,
+            None => template_u64("FunctionMemorySize")?,
+        },
+        table: args.warm_write_units.map_or(TableStart::New, TableStart::Warm),
+        member_id_bytes: args.member_id_bytes,
+    };
+    let plan = plan(&params, &input);
+    match args.output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&plan)?),
+        Output::Human => println!("{plan}"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn run_bench_e2e(args: E2eArgs) -> anyhow::Result<ExitCode> {
+    let settings = StackSettings::from_template().context("reading template.yaml")?;
+    let backend = args.backend();
+    let mut results = Vec::new();
+    for &variant in &args.variants {
+        let spec = RunSpec { variant, ..args.spec() };
+        if args.output == Output::Human {
+            eprintln!(
+                "running {variant}: {} accruals, {} per member…",
+                spec.accruals, spec.repeats
+            );
+        }
+        let result = run_one(&backend, &settings, &spec).await?;
+        if let Some(csv) = &args.csv {
+            append_csv(csv, std::slice::from_ref(&result))?;
+        }
+        results.push(result);
+    }
+    match args.output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&results)?),
+        Output::Human => {
+            let find = |v: Variant| results.iter().find(|r| r.variant == v);
+            match (find(Variant::Pointflow), find(Variant::Baseline)) {
+                (Some(pointflow), Some(baseline)) => println!("{}", Comparison { pointflow, baseline }),
+                _ => println!("{}", serde_json::to_string_pretty(&results)?),
+            }
+        }
+    }
+    Ok(if results.iter().all(|r| r.ok) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+async fn run_bench_sweep(
+    args: E2eArgs,
+    knobs: Vec<Knob>,
+    values: Vec<String>,
+    plot: PathBuf,
+) -> anyhow::Result<ExitCode> {
+    if values.len() > knobs.len() {
+        anyhow::bail!("--values given {} times for {} --vary", values.len(), knobs.len());
+    }
+    let mut axes = Vec::new();
+    for (i, knob) in knobs.iter().enumerate() {
+        let grid = match values.get(i) {
+            Some(list) => list
+                .split(',')
+                .map(|v| {
+                    v.trim()
+                        .parse::<usize>()
+                        .with_context(|| format!("--values: {v:?} is not a count"))
+                })
+                .collect::<anyhow::Result<Vec<usize>>>()?,
+            None => knob.default_values(),
+        };
+        axes.push((*knob, grid));
+    }
+    let settings = StackSettings::from_template().context("reading template.yaml")?;
+    let csv = args.csv.clone().unwrap_or_else(|| PathBuf::from("sweep.csv"));
+    let human = args.output == Output::Human;
+    let points = run_sweep(
+        &args.backend(),
+        &settings,
+        &args.spec(),
+        &args.variants,
+        &axes,
+        |point| {
+            append_csv(&csv, std::slice::from_ref(&point.result))?;
+            if human {
+                let r = &point.result;
+                eprintln!(
+                    "{:<22} {:>6}  {:<9} {:>9.0} accruals/s  {:>8.2} s  {:.4} requests/accrual{}",
+                    point.knob.label(),
+                    point.value,
+                    r.variant.to_string(),
+                    r.accruals_per_s,
+                    r.wall_s,
+                    r.requests_per_accrual,
+                    if r.ok { "" } else { "  FAILED" }
+                );
+            }
+            Ok(())
+        },
+    )
+    .await?;
+    plot_sweep(&plot, &points)?;
+    match args.output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&points)?),
+        Output::Human => println!(
+            "{} runs; figures in {}, plot in {}",
+            points.len(),
+            csv.display(),
+            plot.display()
+        ),
+    }
+    Ok(if points.iter().all(|p| p.result.ok) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn print_jobs(views: &[pointflow::ingest::JobView], output: Output) -> anyhow::Result<()> {
@@ -476,7 +770,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{report}");
             return Ok(ExitCode::SUCCESS);
         }
+        Command::Bench(BenchCommand::E2e(args)) => return run_bench_e2e(args).await,
+        Command::Bench(BenchCommand::Sweep {
+            run,
+            knobs,
+            values,
+            plot,
+        }) => return run_bench_sweep(run, knobs, values, plot).await,
         Command::Submit(args) => return run_submit(args).await,
+        Command::Plan(args) => return run_plan(args),
         Command::Dlq(args) => return run_dlq(args).await,
         Command::Status { api, jobs } => {
             let client = api_client(&api)?;

@@ -55,6 +55,20 @@ pub enum SettingsError {
     Missing(&'static str),
 }
 
+/// The numeric default of one of the template's parameters.
+pub fn template_parameter(name: &'static str) -> Result<u64, SettingsError> {
+    let doc: Value = serde_norway::from_str(TEMPLATE)?;
+    parameter(&doc, name)
+}
+
+fn parameter(doc: &Value, name: &'static str) -> Result<u64, SettingsError> {
+    doc.get("Parameters")
+        .and_then(|p| p.get(name))
+        .and_then(|p| p.get("Default"))
+        .and_then(|d| d.as_u64().or_else(|| d.as_str().and_then(|s| s.parse().ok())))
+        .ok_or(SettingsError::Missing(name))
+}
+
 impl StackSettings {
     /// The defaults of the template's parameters.
     pub fn from_template() -> Result<Self, SettingsError> {
@@ -64,13 +78,7 @@ impl StackSettings {
     /// Settings from a template's text.
     pub fn from_yaml(text: &str) -> Result<Self, SettingsError> {
         let doc: Value = serde_norway::from_str(text)?;
-        let param = |name: &'static str| -> Result<u64, SettingsError> {
-            doc.get("Parameters")
-                .and_then(|p| p.get(name))
-                .and_then(|p| p.get("Default"))
-                .and_then(|d| d.as_u64().or_else(|| d.as_str().and_then(|s| s.parse().ok())))
-                .ok_or(SettingsError::Missing(name))
-        };
+        let param = |name: &'static str| parameter(&doc, name);
         let max_receive_count = u32::try_from(param("MaxReceiveCount")?).unwrap_or(u32::MAX);
         let packing = PackingLimits {
             max_accruals: param("MessageMaxAccruals")? as usize,

@@ -7,6 +7,8 @@
 pub mod adapters;
 pub mod api;
 pub mod aws;
+pub mod baseline;
+pub mod capacity;
 pub mod config;
 pub mod csv_rows;
 pub mod dlq;

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use pointflow::domain::JobStatus;
 use pointflow_cli::backend::{AwsResources, BackendChoice, LocalBackend};
+use pointflow_cli::bench_e2e::{run_one, BenchBackend, RunSpec, Variant};
 use pointflow_cli::client::api::ApiClient;
 use pointflow_cli::client::input::{ChunkLimits, Format};
 use pointflow_cli::client::submit::{submit, SubmitOptions};
@@ -323,4 +324,87 @@ async fn submit_over_the_emulator_credits_small_ndjson_and_csv_files() {
     assert_eq!((report.requests, report.applied, report.exit_code()), (3, 120, 0));
     assert_eq!(backend.ledger.balances("m-1").await.unwrap()[0].balance, 2 * expected);
     runner.stop().await.unwrap();
+}
+
+/// `pointflow bench e2e` on the embedded backend: both designs credit every
+/// balance exactly, and the counted requests and write units are the ones
+/// each design makes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_e2e_runs_pointflow_and_the_baseline_side_by_side() {
+    pointflow_tests::init_logging();
+    let settings = StackSettings::from_template().unwrap();
+    let work = TempDir::new("pointflow-bench");
+    let backend = BenchBackend::Embedded { dir: work.0.clone() };
+    let spec = |variant| RunSpec {
+        variant,
+        accruals: 3_000,
+        repeats: 3,
+        concurrency: Some(2),
+        batch_size: None,
+        accruals_per_message: None,
+        message_concurrency: None,
+        submitters: 2,
+        timeout: Duration::from_secs(120),
+    };
+    let pointflow = run_one(&backend, &settings, &spec(Variant::Pointflow)).await.unwrap();
+    let baseline = run_one(&backend, &settings, &spec(Variant::Baseline)).await.unwrap();
+    assert!(pointflow.ok && baseline.ok, "{pointflow:?}\n{baseline:?}");
+    assert_eq!((pointflow.members, baseline.members), (1_000, 1_000));
+    // The baseline: a message, a put and an update per accrual.
+    assert_eq!(baseline.messages, 3_000);
+    assert_eq!(baseline.writes.ledger_requests, 6_000);
+    assert_eq!(baseline.writes.ledger_units, 6_000);
+    assert!(baseline.queue_requests >= 3_000);
+    // Pointflow: packed messages, ≤ 100-action transactions (2 WRU per entry
+    // and per balance; a member's repeats share its balance update).
+    assert!(pointflow.messages <= 30, "{}", pointflow.messages);
+    assert!(pointflow.writes.ledger_requests <= 60, "{:?}", pointflow.writes);
+    assert!(
+        (8_000..=8_200).contains(&pointflow.writes.ledger_units),
+        "{:?}",
+        pointflow.writes
+    );
+    assert!(
+        pointflow.requests_per_accrual < 0.2,
+        "{}",
+        pointflow.requests_per_accrual
+    );
+    assert!(baseline.requests_per_accrual > 4.0, "{}", baseline.requests_per_accrual);
+    // Each run's database is removed after it.
+    assert_eq!(std::fs::read_dir(&work.0).unwrap().count(), 0);
+}
+
+/// The same benchmark on the AWS adapters over the emulator, where every
+/// request is a real one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_e2e_counts_real_requests_over_the_emulator() {
+    if pointflow_tests::backend::emulator_config().await.is_none() {
+        return;
+    }
+    let settings = StackSettings::from_template().unwrap();
+    let backend = BenchBackend::Aws {
+        prefix: pointflow_tests::backend::unique_name("bench"),
+    };
+    let spec = |variant| RunSpec {
+        variant,
+        accruals: 30,
+        repeats: 1,
+        concurrency: Some(1),
+        batch_size: None,
+        accruals_per_message: None,
+        message_concurrency: Some(1),
+        submitters: 1,
+        timeout: Duration::from_secs(120),
+    };
+    let pointflow = run_one(&backend, &settings, &spec(Variant::Pointflow)).await.unwrap();
+    let baseline = run_one(&backend, &settings, &spec(Variant::Baseline)).await.unwrap();
+    assert!(pointflow.ok && baseline.ok, "{pointflow:?}\n{baseline:?}");
+    // One message, one 60-action transaction.
+    assert_eq!((pointflow.messages, pointflow.writes.ledger_requests), (1, 1));
+    assert_eq!(pointflow.writes.ledger_units, 120);
+    assert_eq!((baseline.messages, baseline.writes.ledger_requests), (30, 60));
+    assert_eq!(baseline.writes.ledger_units, 60);
+    // A message sent per request, plus receives and deletes.
+    assert!(baseline.queue_requests >= 31, "{}", baseline.queue_requests);
+    assert!(baseline.requests_per_accrual > 10.0 * pointflow.requests_per_accrual);
 }

@@ -29,6 +29,8 @@ use sha2::{Digest, Sha256};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
+use crate::baseline::SingleWrites;
+use crate::capacity::{write_units, WriteCost, WriteKind, WriteMeter, MARKER_AND_UPDATE_UNITS, SMALL_WRITE_UNITS};
 use crate::domain::{Accrual, Balance, ChunkReport, Job, JobId, MessageCounts, MessageRef, NewJob};
 use crate::ports::{ApplyOutcome, CreateJob, JobStore, Ledger, StoreError};
 use crate::retry::Backoff;
@@ -48,6 +50,7 @@ pub struct DynamoStore {
     table: String,
     backoff: Backoff,
     requests: AtomicU64,
+    write_units: WriteMeter,
 }
 
 impl DynamoStore {
@@ -57,6 +60,7 @@ impl DynamoStore {
             table: table.into(),
             backoff: Backoff::default(),
             requests: AtomicU64::new(0),
+            write_units: WriteMeter::new(),
         }
     }
 
@@ -75,6 +79,18 @@ impl DynamoStore {
         self.requests.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Write requests and units so far, units by DynamoDB's sizing rules
+    /// ([`crate::capacity`]); failed conditional writes included.
+    pub fn write_cost(&self) -> WriteCost {
+        self.write_units.cost()
+    }
+
+    /// Counts a small standard write of job tracking.
+    fn count_small_write(&self) {
+        self.count();
+        self.write_units.charge_jobs(1, SMALL_WRITE_UNITS);
+    }
+
     pub fn table(&self) -> &str {
         &self.table
     }
@@ -90,6 +106,7 @@ impl DynamoStore {
         while !remaining.is_empty() {
             let items = ledger_transaction(&self.table, by, &remaining, now)?;
             self.count();
+            self.write_units.charge_ledger(1, transaction_units(&items));
             outcome.requests += 1;
             let sent = self
                 .client
@@ -215,6 +232,7 @@ impl DynamoStore {
         let mut attempt = 0u32;
         loop {
             self.count();
+            self.write_units.charge_jobs(1, MARKER_AND_UPDATE_UNITS);
             let result = self
                 .client
                 .transact_write_items()
@@ -300,6 +318,7 @@ impl DynamoStore {
             .build()
             .map_err(|e| backend("TransactWriteItems", e))?;
         self.count();
+        self.write_units.charge_jobs(1, MARKER_AND_UPDATE_UNITS);
         let result = self
             .client
             .transact_write_items()
@@ -326,7 +345,7 @@ impl DynamoStore {
     }
 
     async fn try_complete(&self, job_id: JobId, now: &str) -> Result<(), StoreError> {
-        self.count();
+        self.count_small_write();
         let result = self
             .client
             .update_item()
@@ -398,32 +417,50 @@ enum Marked {
     NoJob,
 }
 
+/// The ledger entry of an accrual credited by message `by`.
+fn ledger_entry(by: MessageRef, a: &Accrual, now: &str) -> Item {
+    let mut item: Item = HashMap::from([
+        ("pk".to_owned(), s(format!("ACCRUAL#{}", a.accrual_id))),
+        ("sk".to_owned(), s("ACCRUAL")),
+        ("accrual_id".to_owned(), s(&a.accrual_id)),
+        ("member_id".to_owned(), s(&a.member_id)),
+        ("point_type".to_owned(), s(&a.point_type)),
+        ("amount".to_owned(), n(a.amount)),
+        ("job_id".to_owned(), s(by.job_id.to_string())),
+        ("seq".to_owned(), n(u64::from(by.seq))),
+        ("applied_at".to_owned(), s(now)),
+    ]);
+    if let Some(reason) = &a.reason {
+        item.insert("reason".to_owned(), s(reason));
+    }
+    item
+}
+
+/// The update adding `sum` to a balance item (creating it if missing).
+fn balance_update(table: &str, member: &str, point_type: &str, sum: u64, now: &str) -> Result<Update, StoreError> {
+    Update::builder()
+        .table_name(table)
+        .set_key(Some(balance_key(member, point_type)))
+        .update_expression("SET member_id = :m, point_type = :p, updated_at = :now ADD balance :sum")
+        .expression_attribute_values(":m", s(member))
+        .expression_attribute_values(":p", s(point_type))
+        .expression_attribute_values(":now", s(now))
+        .expression_attribute_values(":sum", n(sum))
+        .build()
+        .map_err(|e| backend("TransactWriteItems", e))
+}
+
 fn ledger_transaction(
     table: &str,
     by: MessageRef,
     accruals: &[&Accrual],
     now: &str,
 ) -> Result<Vec<TransactWriteItem>, StoreError> {
-    let job = by.job_id.to_string();
     let mut items = Vec::with_capacity(accruals.len() * 2);
     for a in accruals {
-        let mut item: Item = HashMap::from([
-            ("pk".to_owned(), s(format!("ACCRUAL#{}", a.accrual_id))),
-            ("sk".to_owned(), s("ACCRUAL")),
-            ("accrual_id".to_owned(), s(&a.accrual_id)),
-            ("member_id".to_owned(), s(&a.member_id)),
-            ("point_type".to_owned(), s(&a.point_type)),
-            ("amount".to_owned(), n(a.amount)),
-            ("job_id".to_owned(), s(&job)),
-            ("seq".to_owned(), n(u64::from(by.seq))),
-            ("applied_at".to_owned(), s(now)),
-        ]);
-        if let Some(reason) = &a.reason {
-            item.insert("reason".to_owned(), s(reason));
-        }
         let put = Put::builder()
             .table_name(table)
-            .set_item(Some(item))
+            .set_item(Some(ledger_entry(by, a, now)))
             .condition_expression("attribute_not_exists(pk)")
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .build()
@@ -431,19 +468,43 @@ fn ledger_transaction(
         items.push(TransactWriteItem::builder().put(put).build());
     }
     for ((member, point_type), sum) in sum_by_balance(accruals) {
-        let update = Update::builder()
-            .table_name(table)
-            .set_key(Some(balance_key(member, point_type)))
-            .update_expression("SET member_id = :m, point_type = :p, updated_at = :now ADD balance :sum")
-            .expression_attribute_values(":m", s(member))
-            .expression_attribute_values(":p", s(point_type))
-            .expression_attribute_values(":now", s(now))
-            .expression_attribute_values(":sum", n(sum))
-            .build()
-            .map_err(|e| backend("TransactWriteItems", e))?;
+        let update = balance_update(table, member, point_type, sum, now)?;
         items.push(TransactWriteItem::builder().update(update).build());
     }
     Ok(items)
+}
+
+/// Bytes DynamoDB counts for an item: attribute names and values.
+pub fn item_bytes(item: &Item) -> usize {
+    item.iter().map(|(name, value)| name.len() + value_bytes(value)).sum()
+}
+
+fn value_bytes(value: &AttributeValue) -> usize {
+    match value {
+        AttributeValue::S(text) => text.len(),
+        AttributeValue::N(number) => crate::capacity::number_bytes(number),
+        AttributeValue::B(blob) => blob.as_ref().len(),
+        AttributeValue::Bool(_) | AttributeValue::Null(_) => 1,
+        AttributeValue::Ss(set) => set.iter().map(String::len).sum(),
+        AttributeValue::Ns(set) => set.iter().map(|n| crate::capacity::number_bytes(n)).sum(),
+        AttributeValue::Bs(set) => set.iter().map(|b| b.as_ref().len()).sum(),
+        // Lists and maps: 3 bytes of overhead plus their elements.
+        AttributeValue::L(list) => 3 + list.iter().map(|v| 1 + value_bytes(v)).sum::<usize>(),
+        AttributeValue::M(map) => 3 + map.iter().map(|(k, v)| 1 + k.len() + value_bytes(v)).sum::<usize>(),
+        _ => 0,
+    }
+}
+
+/// Write units of a transaction: puts by their item's size, updates as small
+/// items (balances and jobs stay far below 1 KiB).
+fn transaction_units(items: &[TransactWriteItem]) -> u64 {
+    items
+        .iter()
+        .map(|action| {
+            let bytes = action.put().map_or(0, |put| item_bytes(put.item()));
+            write_units(bytes, WriteKind::Transactional)
+        })
+        .sum()
 }
 
 /// ClientRequestToken: the same transaction content gives the same token, so
@@ -684,7 +745,7 @@ impl Ledger for DynamoStore {
 #[async_trait]
 impl JobStore for DynamoStore {
     async fn create_job(&self, job: &NewJob) -> Result<CreateJob, StoreError> {
-        self.count();
+        self.count_small_write();
         let result = self
             .client
             .put_item()
@@ -710,7 +771,7 @@ impl JobStore for DynamoStore {
     }
 
     async fn mark_enqueued(&self, job_id: JobId) -> Result<(), StoreError> {
-        self.count();
+        self.count_small_write();
         self.client
             .update_item()
             .table_name(&self.table)
@@ -864,6 +925,60 @@ impl JobStore for DynamoStore {
     }
 }
 
+/// The naive baseline's writes: a conditional `PutItem` of the ledger entry
+/// and a separate `UpdateItem` of the balance, each its own request.
+#[async_trait]
+impl SingleWrites for DynamoStore {
+    async fn put_entry(&self, by: MessageRef, accrual: &Accrual, now: OffsetDateTime) -> Result<bool, StoreError> {
+        let item = ledger_entry(by, accrual, &rfc3339(now));
+        self.count();
+        self.write_units
+            .charge_ledger(1, write_units(item_bytes(&item), WriteKind::Standard));
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e)
+                if matches!(
+                    e.as_service_error(),
+                    Some(PutItemError::ConditionalCheckFailedException(_))
+                ) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(single_call_error("PutItem", e)),
+        }
+    }
+
+    async fn add_to_balance(&self, accrual: &Accrual, now: OffsetDateTime) -> Result<(), StoreError> {
+        let update = balance_update(
+            &self.table,
+            &accrual.member_id,
+            &accrual.point_type,
+            accrual.amount,
+            &rfc3339(now),
+        )?;
+        self.count();
+        self.write_units.charge_ledger(1, SMALL_WRITE_UNITS);
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(update.key().clone()))
+            .update_expression(update.update_expression())
+            .set_expression_attribute_values(update.expression_attribute_values().cloned())
+            .send()
+            .await
+            .map_err(|e| single_call_error("UpdateItem", e))?;
+        Ok(())
+    }
+}
+
 /// Creates the Pointflow table (as `template.yaml` declares it) unless it
 /// exists. For tests and local runs against an emulator (which creates
 /// tables active at once).
@@ -912,6 +1027,21 @@ mod tests {
             amount: 10,
             reason: None,
         }
+    }
+
+    #[test]
+    fn the_capacity_model_sizes_ledger_entries_as_written() {
+        let by = MessageRef {
+            job_id: JobId(uuid::Uuid::from_u128(99)),
+            seq: 12_345,
+        };
+        let mut a = accrual(1, 2, "PT1");
+        a.reason = Some("spring campaign".into());
+        let item = ledger_entry(by, &a, "2026-11-26T02:12:31.123456789Z");
+        assert_eq!(item_bytes(&item), crate::capacity::ledger_entry_bytes(&a, by));
+        a.reason = None;
+        let item = ledger_entry(by, &a, "2026-11-26T02:12:31.123456789Z");
+        assert_eq!(item_bytes(&item), crate::capacity::ledger_entry_bytes(&a, by));
     }
 
     #[test]

@@ -29,6 +29,12 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
+use crate::adapters::dynamodb::{plan_transactions, sum_by_balance};
+use crate::baseline::SingleWrites;
+use crate::capacity::{
+    ledger_entry_bytes, ledger_transaction_units, write_units, WriteCost, WriteKind, WriteMeter,
+    MARKER_AND_UPDATE_UNITS, SMALL_WRITE_UNITS,
+};
 use crate::domain::{Accrual, Balance, ChunkReport, Job, JobId, MessageCounts, MessageRef, NewJob};
 use crate::ports::{
     AccrualQueue, ApplyOutcome, BoxError, CreateJob, JobStore, Ledger, QueueError, ReceivedMessage, StoreError,
@@ -280,6 +286,8 @@ fn prepare(conn: &Connection, file_backed: bool) -> Result<(), Failure> {
 pub struct SqliteStore {
     db: Db,
     requests: Arc<AtomicU64>,
+    /// What the same writes would cost on DynamoDB ([`crate::capacity`]).
+    write_units: WriteMeter,
 }
 
 impl SqliteStore {
@@ -309,6 +317,7 @@ impl SqliteStore {
         SqliteStore {
             db: Arc::new(Mutex::new(conn)),
             requests: Arc::new(AtomicU64::new(0)),
+            write_units: WriteMeter::new(),
         }
     }
 
@@ -329,6 +338,13 @@ impl SqliteStore {
     /// Port calls made to this store (and its clones) so far.
     pub fn requests(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
+    }
+
+    /// The write requests and units the same writes make on DynamoDB,
+    /// charged as the DynamoDB adapter charges them (for like-for-like
+    /// benchmarks; [`SqliteStore::requests`] counts port calls instead).
+    pub fn write_cost(&self) -> WriteCost {
+        self.write_units.cost()
     }
 
     /// Accruals settled over all jobs: the sum of `applied + duplicate +
@@ -393,6 +409,14 @@ impl Ledger for SqliteStore {
         accruals: &[Accrual],
         now: OffsetDateTime,
     ) -> Result<ApplyOutcome, StoreError> {
+        let transactions = plan_transactions(accruals);
+        self.write_units.charge_ledger(
+            transactions.len() as u64,
+            transactions
+                .iter()
+                .map(|chunk| ledger_transaction_units(by, chunk, sum_by_balance(chunk).len()))
+                .sum(),
+        );
         // The blocking closure must own its data.
         let accruals = accruals.to_vec();
         self.run("apply_accruals", move |conn| {
@@ -468,6 +492,57 @@ impl Ledger for SqliteStore {
     }
 }
 
+/// The naive baseline's writes: each its own SQLite transaction (autocommit),
+/// as a conditional `PutItem` and an `UpdateItem` are on DynamoDB.
+#[async_trait]
+impl SingleWrites for SqliteStore {
+    async fn put_entry(&self, by: MessageRef, accrual: &Accrual, now: OffsetDateTime) -> Result<bool, StoreError> {
+        self.write_units
+            .charge_ledger(1, write_units(ledger_entry_bytes(accrual, by), WriteKind::Standard));
+        let a = accrual.clone();
+        self.run("put_entry", move |conn| {
+            let amount = to_i64(a.amount, "amount")?;
+            let inserted = conn
+                .prepare_cached(
+                    "INSERT INTO ledger (accrual_id, job_id, seq, member_id, point_type, amount, reason, applied_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (accrual_id) DO NOTHING",
+                )?
+                .execute(params![
+                    a.accrual_id,
+                    by.job_id.to_string(),
+                    i64::from(by.seq),
+                    a.member_id,
+                    a.point_type,
+                    amount,
+                    a.reason,
+                    unix_millis(now)
+                ])?;
+            Ok(inserted == 1)
+        })
+        .await
+    }
+
+    async fn add_to_balance(&self, accrual: &Accrual, now: OffsetDateTime) -> Result<(), StoreError> {
+        self.write_units.charge_ledger(1, SMALL_WRITE_UNITS);
+        let (member_id, point_type, amount) = (accrual.member_id.clone(), accrual.point_type.clone(), accrual.amount);
+        self.run("add_to_balance", move |conn| {
+            conn.prepare_cached(
+                "INSERT INTO balances (member_id, point_type, balance, updated_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (member_id, point_type)
+                 DO UPDATE SET balance = balance + excluded.balance, updated_at = excluded.updated_at",
+            )?
+            .execute(params![
+                member_id,
+                point_type,
+                to_i64(amount, "amount")?,
+                unix_millis(now)
+            ])?;
+            Ok(())
+        })
+        .await
+    }
+}
+
 fn job_exists(conn: &Connection, job_id: &str) -> Result<bool, Failure> {
     Ok(conn
         .prepare_cached("SELECT 1 FROM jobs WHERE job_id = ?1")?
@@ -516,6 +591,7 @@ fn read_job(conn: &Connection, job_id: &str) -> Result<Option<Job>, Failure> {
 impl JobStore for SqliteStore {
     async fn create_job(&self, job: &NewJob) -> Result<CreateJob, StoreError> {
         let job = job.clone();
+        self.write_units.charge_jobs(1, SMALL_WRITE_UNITS);
         self.run("create_job", move |conn| {
             let id = job.job_id.to_string();
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -550,6 +626,7 @@ impl JobStore for SqliteStore {
     }
 
     async fn mark_enqueued(&self, job_id: JobId) -> Result<(), StoreError> {
+        self.write_units.charge_jobs(1, SMALL_WRITE_UNITS);
         self.run("mark_enqueued", move |conn| {
             // Like the in-memory store, an unknown job is left alone.
             conn.prepare_cached("UPDATE jobs SET enqueued = 1 WHERE job_id = ?1")?
@@ -571,6 +648,9 @@ impl JobStore for SqliteStore {
         counts: MessageCounts,
         now: OffsetDateTime,
     ) -> Result<bool, StoreError> {
+        // The marker-and-job transaction, then the completion check.
+        self.write_units
+            .charge_jobs(2, MARKER_AND_UPDATE_UNITS + SMALL_WRITE_UNITS);
         self.run("fold_message", move |conn| {
             let id = job_id.to_string();
             let (applied, duplicate, failed) = (
@@ -635,6 +715,10 @@ impl JobStore for SqliteStore {
 
     async fn record_chunk(&self, job_id: JobId, chunk: &ChunkReport, now: OffsetDateTime) -> Result<bool, StoreError> {
         let chunk = chunk.clone();
+        // The marker-and-job transaction, then (last chunk) the completion check.
+        let last = u64::from(chunk.is_final());
+        self.write_units
+            .charge_jobs(1 + last, MARKER_AND_UPDATE_UNITS + last * SMALL_WRITE_UNITS);
         self.run("record_chunk", move |conn| {
             let id = job_id.to_string();
             let now = rfc3339(now)?;
