@@ -485,10 +485,20 @@ pub fn plot_sweep(path: &Path, points: &[SweepPoint]) -> anyhow::Result<()> {
                 .margin(12)
                 .x_label_area_size(36)
                 .y_label_area_size(70)
-                .build_cartesian_2d((1.0..x_max).log_scale(), 0.0..y_max.max(1e-9))
+                .build_cartesian_2d((0.8..x_max * 1.25).log_scale(), 0.0..y_max.max(1e-9))
                 .map_err(plot_error)?;
+            let y_format = |y: &f64| {
+                if *y >= 100.0 {
+                    format!("{y:.0}")
+                } else {
+                    format!("{y:.2}")
+                }
+            };
             chart
                 .configure_mesh()
+                .max_light_lines(2)
+                .x_label_formatter(&|x| format!("{x:.0}"))
+                .y_label_formatter(&y_format)
                 .x_desc(knob.label())
                 .y_desc(what)
                 .draw()
