@@ -75,6 +75,24 @@ enum Command {
         api: ApiArgs,
         member: String,
     },
+    /// Deduct points from a member's balance, once per --use-id (safe to retry).
+    ///
+    /// Exit status: 0 deducted (or deducted before by the same use); 3 refused (insufficient balance, or the use id
+    /// was used for a different deduction); 1 could not finish.
+    Use {
+        #[command(flatten)]
+        api: ApiArgs,
+        member: String,
+        /// Idempotency id of this deduction, e.g. the order number.
+        #[arg(long)]
+        use_id: String,
+        #[arg(long)]
+        point_type: String,
+        #[arg(long)]
+        amount: u64,
+        #[arg(long)]
+        reason: Option<String>,
+    },
 }
 
 #[derive(Args)]
@@ -802,6 +820,45 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .iter()
                 .all(|v| v.status == pointflow::domain::JobStatus::Completed);
             return Ok(if clean { ExitCode::SUCCESS } else { ExitCode::from(3) });
+        }
+        Command::Use {
+            api,
+            member,
+            use_id,
+            point_type,
+            amount,
+            reason,
+        } => {
+            let client = api_client(&api)?;
+            let mut body = serde_json::json!({ "use_id": use_id, "point_type": point_type, "amount": amount });
+            if let Some(reason) = reason {
+                body["reason"] = reason.into();
+            }
+            return match client.use_points(&member, &body).await {
+                Ok((record, replayed)) => {
+                    match api.output {
+                        Output::Json => println!("{record}"),
+                        Output::Human => println!(
+                            "{} {} {} points of member {member} (use {use_id}, at {})",
+                            if replayed { "already deducted:" } else { "deducted" },
+                            record["amount"],
+                            record["point_type"].as_str().unwrap_or_default(),
+                            record["applied_at"].as_str().unwrap_or_default()
+                        ),
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(error @ pointflow_cli::client::api::ClientError::Refused { .. }) => {
+                    match (&error, api.output) {
+                        (pointflow_cli::client::api::ClientError::Refused { body, .. }, Output::Json) => {
+                            println!("{body}")
+                        }
+                        _ => eprintln!("refused: {error}"),
+                    }
+                    Ok(ExitCode::from(3))
+                }
+                Err(error) => Err(error.into()),
+            };
         }
         Command::Balance { api, member } => {
             let client = api_client(&api)?;

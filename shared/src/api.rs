@@ -83,6 +83,22 @@ pub enum ApiError {
         #[source]
         source: crate::ports::QueueError,
     },
+    #[error("the use is not valid: {}", describe_field_errors(errors))]
+    InvalidUse { errors: Vec<FieldError> },
+    #[error("member {member_id} has {available} {point_type} points available; the use needs {requested}")]
+    InsufficientBalance {
+        member_id: String,
+        point_type: String,
+        requested: u64,
+        available: u64,
+    },
+    #[error("use_id {use_id} was already used for a different deduction ({amount} {point_type} points of member {member_id}); use a new use_id for a new use")]
+    UseIdReused {
+        use_id: String,
+        member_id: String,
+        point_type: String,
+        amount: u64,
+    },
     #[error("{what} {id} not found")]
     NotFound { what: &'static str, id: String },
     #[error("invalid {what}: {reason}")]
@@ -91,6 +107,14 @@ pub enum ApiError {
     Unavailable(#[source] StoreError),
     #[error("internal error")]
     Internal(#[source] StoreError),
+}
+
+fn describe_field_errors(errors: &[FieldError]) -> String {
+    errors
+        .iter()
+        .map(|e| format!("{} {}", e.field, e.reason))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 impl From<StoreError> for ApiError {
@@ -116,7 +140,8 @@ impl ApiError {
             | ApiError::InvalidIdempotencyKey { .. }
             | ApiError::InvalidPathParameter { .. }
             | ApiError::Submission(_) => 400,
-            ApiError::KeyReused { .. } => 409,
+            ApiError::InvalidUse { .. } => 400,
+            ApiError::KeyReused { .. } | ApiError::InsufficientBalance { .. } | ApiError::UseIdReused { .. } => 409,
             ApiError::EnqueueFailed { .. } | ApiError::Unavailable(_) => 503,
             ApiError::Internal(_) => 500,
         }
@@ -135,6 +160,9 @@ impl ApiError {
             ApiError::Submission(SubmissionError::TooMany { .. }) => "too_many_accruals",
             ApiError::Submission(SubmissionError::Invalid { .. }) => "invalid_accruals",
             ApiError::KeyReused { .. } => "idempotency_key_reused",
+            ApiError::InvalidUse { .. } => "invalid_use",
+            ApiError::InsufficientBalance { .. } => "insufficient_balance",
+            ApiError::UseIdReused { .. } => "use_id_reused",
             ApiError::EnqueueFailed { .. } => "enqueue_incomplete",
             ApiError::NotFound { .. } => "not_found",
             ApiError::InvalidPathParameter { .. } => "invalid_path_parameter",
@@ -152,6 +180,13 @@ impl ApiError {
                 error["total_errors"] = json!(total_errors);
             }
             ApiError::KeyReused { job_id } => error["job_id"] = json!(job_id),
+            ApiError::InvalidUse { errors } => error["errors"] = json!(errors),
+            ApiError::InsufficientBalance {
+                requested, available, ..
+            } => {
+                error["requested"] = json!(requested);
+                error["available"] = json!(available);
+            }
             ApiError::EnqueueFailed { job_id, with_key, .. } => {
                 error["job_id"] = json!(job_id);
                 if !with_key {

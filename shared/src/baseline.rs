@@ -16,6 +16,7 @@ use time::OffsetDateTime;
 
 use crate::domain::{Accrual, Balance, MessageRef};
 use crate::ports::{AccrualQueue, ApplyOutcome, Ledger, QueueError, ReceivedMessage, StoreError};
+use crate::uses::{Use, UseOutcome};
 
 /// A store's single-item writes, one request each.
 #[async_trait]
@@ -65,6 +66,10 @@ impl<S: SingleWrites + Ledger + 'static> Ledger for NaiveLedger<S> {
 
     async fn balances(&self, member_id: &str) -> Result<Vec<Balance>, StoreError> {
         self.store.balances(member_id).await
+    }
+
+    async fn apply_use(&self, u: &Use, now: OffsetDateTime) -> Result<UseOutcome, StoreError> {
+        self.store.apply_use(u, now).await
     }
 }
 

@@ -74,6 +74,23 @@ pub fn ledger_entry_bytes(accrual: &Accrual, by: MessageRef) -> usize {
     bytes
 }
 
+/// Size of the use entry the DynamoDB adapter writes (`pk`, `sk`, `use_id`,
+/// `member_id`, `point_type`, `amount`, `applied_at`, `reason`).
+pub fn use_entry_bytes(u: &crate::uses::Use) -> usize {
+    let id = u.use_id.len();
+    let mut bytes = "pk".len() + "USE#".len() + id;
+    bytes += "sk".len() + "USE".len();
+    bytes += "use_id".len() + id;
+    bytes += "member_id".len() + u.member_id.len();
+    bytes += "point_type".len() + u.point_type.len();
+    bytes += "amount".len() + number_bytes(&u.amount.to_string());
+    bytes += "applied_at".len() + TIME_TEXT_BYTES;
+    if let Some(reason) = &u.reason {
+        bytes += "reason".len() + reason.len();
+    }
+    bytes
+}
+
 /// Write units of crediting `accruals` in one transaction: a conditional put
 /// of each ledger entry and one balance update per distinct balance (balance
 /// items stay far below 1 KiB).

@@ -15,6 +15,7 @@ use crate::domain::{Job, JobId, JobStatus, NewJob};
 use crate::packing::{pack_accruals, PackingLimits};
 use crate::ports::{AccrualQueue, CreateJob, JobStore, Ledger};
 use crate::submission::{job_id_for_key, prepare_submission};
+use crate::uses::{use_from_json, UseOutcome};
 use crate::validation::{check_idempotency_key, check_member_id};
 
 /// Largest request body: a Lambda behind API Gateway receives at most 6 MB
@@ -172,6 +173,10 @@ impl IngestService {
                 allow("GET")?;
                 self.get_balances(member_id).await
             }
+            ["v1", "members", member_id, "uses"] => {
+                allow("POST")?;
+                self.apply_use(member_id, request).await
+            }
             _ => Err(ApiError::NotFoundRoute {
                 method,
                 path: request.path.clone(),
@@ -179,7 +184,8 @@ impl IngestService {
         }
     }
 
-    async fn submit(&self, request: &ApiRequest) -> Result<ApiResponse, ApiError> {
+    /// Refuses a body that is not JSON or is too large.
+    fn check_json_body(&self, request: &ApiRequest) -> Result<(), ApiError> {
         let content_type = request.header("content-type");
         let is_json = content_type.is_some_and(|ct| {
             ct.split(';')
@@ -197,6 +203,41 @@ impl IngestService {
                 max: self.settings.max_body_bytes,
             });
         }
+        Ok(())
+    }
+
+    /// `POST /v1/members/{member_id}/uses`: deducts at once (a use is one
+    /// conditional write, not a queued job), exactly once per `use_id`.
+    async fn apply_use(&self, member_id: &str, request: &ApiRequest) -> Result<ApiResponse, ApiError> {
+        self.check_json_body(request)?;
+        let body: Value =
+            serde_json::from_slice(&request.body).map_err(|e| ApiError::MalformedJson { detail: e.to_string() })?;
+        let u = use_from_json(member_id, &body).map_err(|errors| ApiError::InvalidUse { errors })?;
+        match self.ledger.apply_use(&u, OffsetDateTime::now_utc()).await? {
+            UseOutcome::Applied(record) => {
+                info!(use_id = %record.use_id, amount = record.amount, "use applied");
+                Ok(ApiResponse::json(201, record))
+            }
+            UseOutcome::Replayed(record) => {
+                Ok(ApiResponse::json(200, record).with_header("Idempotent-Replayed", "true"))
+            }
+            UseOutcome::Insufficient { available } => Err(ApiError::InsufficientBalance {
+                member_id: u.member_id,
+                point_type: u.point_type,
+                requested: u.amount,
+                available,
+            }),
+            UseOutcome::IdReused(record) => Err(ApiError::UseIdReused {
+                use_id: record.use_id,
+                member_id: record.member_id,
+                point_type: record.point_type,
+                amount: record.amount,
+            }),
+        }
+    }
+
+    async fn submit(&self, request: &ApiRequest) -> Result<ApiResponse, ApiError> {
+        self.check_json_body(request)?;
         let key = request.header("idempotency-key");
         if let Some(key) = key {
             check_idempotency_key(key).map_err(|reason| ApiError::InvalidIdempotencyKey { reason })?;

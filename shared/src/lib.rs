@@ -21,5 +21,6 @@ pub mod ports;
 pub mod retry;
 pub mod submission;
 pub mod telemetry;
+pub mod uses;
 pub mod validation;
 pub mod worker;

@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 
 use crate::domain::{Accrual, Balance, ChunkReport, Job, JobId, MessageCounts, MessageRef, NewJob};
+use crate::uses::{Use, UseOutcome};
 
 /// Any error from a backend's client library, kept whole as a source.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -68,6 +69,12 @@ pub trait Ledger: Send + Sync {
 
     /// A member's balances, by point type (sorted); empty for an unknown member.
     async fn balances(&self, member_id: &str) -> Result<Vec<Balance>, StoreError>;
+
+    /// Deducts a use from its balance unless its `use_id` was applied before.
+    /// Recording the use and deducting happen together or not at all, and
+    /// only while the balance holds at least the amount — checked by the
+    /// store in that same atomic write, so concurrent uses never overdraw it.
+    async fn apply_use(&self, u: &Use, now: OffsetDateTime) -> Result<UseOutcome, StoreError>;
 }
 
 /// Result of creating a job.

@@ -23,6 +23,9 @@ pub struct Backend {
     pub max_receive_count: u32,
     /// Store requests so far (DynamoDB calls for the AWS backend).
     pub store_requests: Arc<dyn Fn() -> u64 + Send + Sync>,
+    /// Whether concurrent transactions on one item are safe to race here
+    /// (not on moto, whose transactions are not atomic against each other).
+    pub races_are_safe: bool,
 }
 
 /// A fresh in-memory backend.
@@ -44,6 +47,7 @@ pub fn memory(visibility_timeout: Duration, max_receive_count: u32) -> Backend {
         visibility_timeout,
         max_receive_count,
         store_requests: Arc::new(move || counter.requests()),
+        races_are_safe: true,
     }
 }
 
@@ -68,6 +72,7 @@ pub fn sqlite(visibility_timeout: Duration, max_receive_count: u32) -> Backend {
         visibility_timeout,
         max_receive_count,
         store_requests: Arc::new(move || counter.requests()),
+        races_are_safe: true,
     }
 }
 
@@ -120,5 +125,6 @@ pub async fn aws(visibility_timeout: Duration, max_receive_count: u32) -> Option
         visibility_timeout,
         max_receive_count,
         store_requests: Arc::new(move || counter.requests()),
+        races_are_safe: false,
     })
 }

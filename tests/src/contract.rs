@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use pointflow::domain::{Accrual, Balance, ChunkEnd, ChunkReport, JobId, JobStatus, MessageCounts, MessageRef, NewJob};
 use pointflow::ports::{CreateJob, ReceivedMessage};
+use pointflow::uses::{Use, UseOutcome};
 use time::OffsetDateTime;
 
 use crate::backend::Backend;
@@ -392,6 +393,112 @@ pub async fn queue_releases_deliveries_at_once(b: &Backend) {
 }
 
 /// Generates one `#[tokio::test]` per contract case for a backend.
+fn a_use(id: &str, member: &str, point_type: &str, amount: u64) -> Use {
+    Use {
+        use_id: id.into(),
+        member_id: member.into(),
+        point_type: point_type.into(),
+        amount,
+        reason: Some("contract".into()),
+    }
+}
+
+/// A use deducts once: a retry is a replay, a larger use than the balance is
+/// refused with what is available, an id reused for another deduction is
+/// refused, and a balance never seen holds nothing.
+pub async fn use_deducts_once_and_never_below_zero(b: &Backend) {
+    let member = format!("u-{}", JobId::random());
+    let credit = accrual(&format!("{member}-a"), &member, "PT", 100);
+    b.ledger
+        .apply_accruals(message(JobId::random(), 0), &[credit], now())
+        .await
+        .unwrap();
+    let first = a_use(&format!("{member}-order-1"), &member, "PT", 60);
+    let applied = match b.ledger.apply_use(&first, now()).await.unwrap() {
+        UseOutcome::Applied(record) => record,
+        other => panic!("expected Applied, got {other:?}"),
+    };
+    assert!(applied.matches(&first));
+    match b.ledger.apply_use(&first, now()).await.unwrap() {
+        UseOutcome::Replayed(record) => {
+            assert_eq!(
+                (record.use_id.as_str(), record.amount, record.reason.as_deref()),
+                (first.use_id.as_str(), 60, Some("contract"))
+            );
+            // Stores keep at least millisecond precision.
+            assert!((record.applied_at - applied.applied_at).abs() < time::Duration::milliseconds(1));
+        }
+        other => panic!("expected Replayed, got {other:?}"),
+    }
+    let too_much = a_use(&format!("{member}-order-2"), &member, "PT", 41);
+    assert_eq!(
+        b.ledger.apply_use(&too_much, now()).await.unwrap(),
+        UseOutcome::Insufficient { available: 40 }
+    );
+    let reused = a_use(&first.use_id, &member, "PT", 10);
+    assert!(matches!(
+        b.ledger.apply_use(&reused, now()).await.unwrap(),
+        UseOutcome::IdReused(record) if record.amount == 60
+    ));
+    let elsewhere = a_use(&format!("{member}-order-3"), &member, "OTHER", 1);
+    assert_eq!(
+        b.ledger.apply_use(&elsewhere, now()).await.unwrap(),
+        UseOutcome::Insufficient { available: 0 }
+    );
+    let exact = a_use(&format!("{member}-order-4"), &member, "PT", 40);
+    assert!(matches!(
+        b.ledger.apply_use(&exact, now()).await.unwrap(),
+        UseOutcome::Applied(_)
+    ));
+    assert_eq!(b.ledger.balances(&member).await.unwrap(), vec![balance("PT", 0)]);
+}
+
+/// Ten uses of 30 race for a balance of 100: exactly three succeed, the rest
+/// are refused, and the balance ends at 10 (never below zero). On a backend
+/// whose transactions may not race (moto), they run one after another.
+pub async fn concurrent_uses_race_for_the_last_points(b: &Backend) {
+    let member = format!("r-{}", JobId::random());
+    let credit = accrual(&format!("{member}-a"), &member, "PT", 100);
+    b.ledger
+        .apply_accruals(message(JobId::random(), 0), &[credit], now())
+        .await
+        .unwrap();
+    let uses: Vec<Use> = (0..10)
+        .map(|i| a_use(&format!("{member}-u{i}"), &member, "PT", 30))
+        .collect();
+    let outcomes: Vec<UseOutcome> = if b.races_are_safe {
+        let tasks: Vec<_> = uses
+            .iter()
+            .map(|u| {
+                let (ledger, u) = (b.ledger.clone(), u.clone());
+                tokio::spawn(async move { ledger.apply_use(&u, now()).await.unwrap() })
+            })
+            .collect();
+        let mut outcomes = Vec::new();
+        for task in tasks {
+            outcomes.push(task.await.unwrap());
+        }
+        outcomes
+    } else {
+        let mut outcomes = Vec::new();
+        for u in &uses {
+            outcomes.push(b.ledger.apply_use(u, now()).await.unwrap());
+        }
+        outcomes
+    };
+    let applied = outcomes.iter().filter(|o| matches!(o, UseOutcome::Applied(_))).count();
+    let refused: Vec<u64> = outcomes
+        .iter()
+        .filter_map(|o| match o {
+            UseOutcome::Insufficient { available } => Some(*available),
+            _ => None,
+        })
+        .collect();
+    assert_eq!((applied, refused.len()), (3, 7), "{outcomes:?}");
+    assert!(refused.iter().all(|available| *available < 30), "{refused:?}");
+    assert_eq!(b.ledger.balances(&member).await.unwrap(), vec![balance("PT", 10)]);
+}
+
 /// `$make` is an async expression yielding `Option<Backend>` (`None` skips).
 #[macro_export]
 macro_rules! contract_suite {
@@ -411,6 +518,8 @@ macro_rules! contract_suite {
             queue_delivers_and_deletes,
             queue_redelivers_then_dead_letters,
             queue_releases_deliveries_at_once,
+            use_deducts_once_and_never_below_zero,
+            concurrent_uses_race_for_the_last_points,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {

@@ -190,3 +190,88 @@ async fn base64_bodies_are_decoded() {
     event.body = Some("@@not base64@@".into());
     assert_eq!(call_api(&s, event).await.0, 400);
 }
+
+fn post_use(member: &str, body: &Value) -> aws_lambda_events::apigw::ApiGatewayProxyRequest {
+    api_event(
+        "POST",
+        &format!("/v1/members/{member}/uses"),
+        &[("content-type", "application/json")],
+        Some(body.to_string()),
+    )
+}
+
+/// `POST /v1/members/{id}/uses`: 201 once, 200 (replayed) on a retry, 409
+/// with what is available when the balance is short, 409 for a reused id,
+/// 400 naming each bad field; refusals change nothing.
+#[tokio::test]
+async fn uses_deduct_once_and_refusals_change_nothing() {
+    let (b, s) = service(IngestSettings::default());
+    let credit = pointflow::domain::Accrual {
+        accrual_id: "a1".into(),
+        member_id: "m1".into(),
+        point_type: "PT".into(),
+        amount: 500,
+        reason: None,
+    };
+    let by = pointflow::domain::MessageRef {
+        job_id: pointflow::domain::JobId::random(),
+        seq: 0,
+    };
+    b.ledger
+        .apply_accruals(by, &[credit], time::OffsetDateTime::now_utc())
+        .await
+        .unwrap();
+    let balance = |reply: Value| reply["balances"]["PT"].as_u64();
+    let get_balance = || api_event("GET", "/v1/members/m1/balances", &[], None);
+
+    let order = json!({"use_id": "order-1", "point_type": "PT", "amount": 300, "reason": "checkout"});
+    let (status, reply) = call_api(&s, post_use("m1", &order)).await;
+    assert_eq!(status, 201, "{reply}");
+    assert_eq!(
+        (
+            reply["use_id"].as_str(),
+            reply["amount"].as_u64(),
+            reply["member_id"].as_str()
+        ),
+        (Some("order-1"), Some(300), Some("m1"))
+    );
+    let (status, replay) = call_api(&s, post_use("m1", &order)).await;
+    assert_eq!((status, &replay["applied_at"]), (200, &reply["applied_at"]));
+    assert_eq!(balance(call_api(&s, get_balance()).await.1), Some(200));
+
+    let (status, reply) = call_api(
+        &s,
+        post_use("m1", &json!({"use_id": "order-2", "point_type": "PT", "amount": 201})),
+    )
+    .await;
+    assert_eq!(status, 409);
+    assert_eq!(reply["error"]["code"], "insufficient_balance");
+    assert_eq!(
+        (
+            reply["error"]["available"].as_u64(),
+            reply["error"]["requested"].as_u64()
+        ),
+        (Some(200), Some(201))
+    );
+
+    let (status, reply) = call_api(
+        &s,
+        post_use("m1", &json!({"use_id": "order-1", "point_type": "PT", "amount": 5})),
+    )
+    .await;
+    assert_eq!((status, reply["error"]["code"].as_str()), (409, Some("use_id_reused")));
+
+    let (status, reply) = call_api(&s, post_use("m1", &json!({"point_type": "PT", "amount": "7", "x": 1}))).await;
+    assert_eq!((status, reply["error"]["code"].as_str()), (400, Some("invalid_use")));
+    let fields: Vec<&str> = reply["error"]["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(fields, ["x", "use_id", "amount"]);
+    assert_eq!(balance(call_api(&s, get_balance()).await.1), Some(200));
+
+    let (status, _) = call_api(&s, api_event("GET", "/v1/members/m1/uses", &[], None)).await;
+    assert_eq!(status, 405);
+}

@@ -367,3 +367,58 @@ async fn a_failed_enqueue_is_finished_by_a_retry_with_the_same_key() {
     assert_eq!((job["total"].as_u64(), job["applied"].as_u64()), (Some(1), Some(1)));
     assert_eq!(job["status"], "completed");
 }
+
+/// What a use costs on DynamoDB, counted by the adapter over the wire: one
+/// `TransactWriteItems` of the use entry and the guarded balance update, 4
+/// write units; a replay costs the same (a failed condition is billed too).
+#[tokio::test]
+async fn a_use_is_one_transaction_of_four_write_units() {
+    use pointflow::adapters::dynamodb::{create_table, DynamoStore};
+    use pointflow::domain::{Accrual, JobId, MessageRef};
+    use pointflow::ports::Ledger;
+    use pointflow::uses::{Use, UseOutcome};
+
+    let Some(sdk) = backend::emulator_config().await else {
+        return;
+    };
+    let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
+    let table = backend::unique_name("pointflow");
+    create_table(&dynamo, &table).await.unwrap();
+    let store = DynamoStore::new(dynamo, table);
+    let now = time::OffsetDateTime::now_utc();
+    let credit = Accrual {
+        accrual_id: "spring-2026:m-1".into(),
+        member_id: "m-1".into(),
+        point_type: "POINTS".into(),
+        amount: 2000,
+        reason: Some("spring campaign".into()),
+    };
+    let by = MessageRef {
+        job_id: JobId::random(),
+        seq: 0,
+    };
+    store.apply_accruals(by, &[credit], now).await.unwrap();
+    let credited = store.write_cost();
+    assert_eq!((credited.ledger_requests, credited.ledger_units), (1, 4));
+
+    let order = Use {
+        use_id: "order-2026-0001".into(),
+        member_id: "m-1".into(),
+        point_type: "POINTS".into(),
+        amount: 600,
+        reason: Some("checkout".into()),
+    };
+    assert!(matches!(
+        store.apply_use(&order, now).await.unwrap(),
+        UseOutcome::Applied(_)
+    ));
+    let used = store.write_cost() - credited;
+    assert_eq!((used.ledger_requests, used.ledger_units), (1, 4));
+    assert!(matches!(
+        store.apply_use(&order, now).await.unwrap(),
+        UseOutcome::Replayed(_)
+    ));
+    let replayed = store.write_cost() - credited - used;
+    assert_eq!((replayed.ledger_requests, replayed.ledger_units), (1, 4));
+    assert_eq!(store.balances("m-1").await.unwrap()[0].balance, 1400);
+}

@@ -359,3 +359,32 @@ async fn an_unreachable_api_leaves_the_run_unfinished_with_status_1() {
     assert!(!report.waited);
     assert_eq!(report.exit_code(), 1);
 }
+
+/// `pointflow use`: credited points are deducted once per use id through the
+/// runner's API; a retry is a replay, and a use larger than the balance is a
+/// refusal (409) that changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uses_deduct_once_through_the_api() {
+    let stack = stack().await;
+    let text = r#"{"member_id":"m-1","point_type":"P","amount":100}"#;
+    let report = submit(
+        &stack.client,
+        Box::new(std::io::Cursor::new(text.as_bytes().to_vec())),
+        None,
+        &options(Format::Ndjson, 100),
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.applied, 1);
+    let order = serde_json::json!({"use_id": "order-1", "point_type": "P", "amount": 70});
+    let (record, replayed) = stack.client.use_points("m-1", &order).await.unwrap();
+    assert_eq!((record["amount"].as_u64(), replayed), (Some(70), false));
+    let (again, replayed) = stack.client.use_points("m-1", &order).await.unwrap();
+    assert_eq!((&again, replayed), (&record, true));
+    let too_much = serde_json::json!({"use_id": "order-2", "point_type": "P", "amount": 31});
+    let refusal = stack.client.use_points("m-1", &too_much).await.unwrap_err();
+    assert_eq!(refusal.refused_status(), Some(409));
+    assert!(refusal.to_string().contains("insufficient_balance"), "{refusal}");
+    assert_eq!(balance(&stack, "m-1").await, [("P".to_owned(), 30)]);
+    stack.runner.stop().await.unwrap();
+}

@@ -29,6 +29,7 @@ fn rig(settings: ImportSettings) -> ImportRig {
         visibility_timeout: VISIBILITY,
         max_receive_count: 3,
         store_requests: Arc::new(move || counter.requests()),
+        races_are_safe: true,
     };
     ImportRig::local(backend, Arc::new(tasks), settings)
 }

@@ -18,8 +18,9 @@ use pointflow_tests::lambda::{call_api, event_path, load_event};
 use serde_json::json;
 use time::OffsetDateTime;
 
-const KNOWN: [&str; 6] = [
+const KNOWN: [&str; 7] = [
     "apigw-post-job.json",
+    "apigw-post-use.json",
     "apigw-get-job.json",
     "apigw-get-balances.json",
     "sqs-accrual-batch.json",
@@ -91,6 +92,17 @@ async fn sample_events_drive_the_handlers() {
         balances,
         json!({"member_id": "m-1001", "balances": {"BONUS": 500, "WELCOME": 2100}})
     );
+
+    let (status, used) = call_api(&ingest, load_event::<ApiGatewayProxyRequest>("apigw-post-use.json")).await;
+    assert_eq!(status, 201, "{used}");
+    assert_eq!(
+        (used["use_id"].as_str(), used["amount"].as_u64()),
+        (Some("order-2026-0001"), Some(600))
+    );
+    let (again, replay) = call_api(&ingest, load_event::<ApiGatewayProxyRequest>("apigw-post-use.json")).await;
+    assert_eq!((again, &replay), (200, &used), "the use_id makes a retry harmless");
+    let (_, balances) = call_api(&ingest, load_event::<ApiGatewayProxyRequest>("apigw-get-balances.json")).await;
+    assert_eq!(balances["balances"]["WELCOME"], 1500);
 
     let (status, accepted) = call_api(&ingest, load_event::<ApiGatewayProxyRequest>("apigw-post-job.json")).await;
     assert_eq!(status, 202, "{accepted}");

@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use pointflow::domain::{Accrual, Balance, JobId, JobStatus, MessageRef, NewJob};
 use pointflow::message::AccrualMessage;
 use pointflow::ports::{ApplyOutcome, Ledger, StoreError};
+use pointflow::uses::{Use, UseOutcome};
 use pointflow::worker::{IncomingMessage, Worker, WorkerSettings};
 use pointflow_tests::backend;
 use time::OffsetDateTime;
@@ -29,6 +30,11 @@ impl Ledger for DownLedger {
     }
     async fn balances(&self, _: &str) -> Result<Vec<Balance>, StoreError> {
         Ok(Vec::new())
+    }
+    async fn apply_use(&self, _: &Use, _: OffsetDateTime) -> Result<UseOutcome, StoreError> {
+        Err(StoreError::Throttled {
+            operation: "TransactWriteItems",
+        })
     }
 }
 

@@ -190,6 +190,29 @@ impl ApiClient {
     }
 
     /// `GET /v1/members/{member_id}/balances`.
+    /// `POST /v1/members/{member_id}/uses`: deducts points once per
+    /// `use_id` (retried safely). Returns the recorded use and whether it
+    /// was a replay of an earlier call; a refusal (409 insufficient balance
+    /// or a reused id, 400 invalid) is [`ClientError::Refused`].
+    pub async fn use_points(&self, member_id: &str, body: &Value) -> Result<(Value, bool), ClientError> {
+        let url = format!("{}/v1/members/{member_id}/uses", self.endpoint);
+        let what = format!("POST /v1/members/{member_id}/uses");
+        let payload = body.to_string();
+        let (status, headers, bytes) = self
+            .send(&what, || {
+                self.http
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .body(payload.clone())
+            })
+            .await?;
+        if status != StatusCode::CREATED && status != StatusCode::OK {
+            return Err(refused(what, status, &bytes));
+        }
+        let replayed = headers.contains_key("idempotent-replayed");
+        Ok((decode(&what, &bytes)?, replayed))
+    }
+
     pub async fn balances(&self, member_id: &str) -> Result<Value, ClientError> {
         let url = format!("{}/v1/members/{member_id}/balances", self.endpoint);
         let what = format!("GET /v1/members/{member_id}/balances");

@@ -34,6 +34,7 @@ use crate::capacity::{write_units, WriteCost, WriteKind, WriteMeter, MARKER_AND_
 use crate::domain::{Accrual, Balance, ChunkReport, Job, JobId, MessageCounts, MessageRef, NewJob};
 use crate::ports::{ApplyOutcome, CreateJob, JobStore, Ledger, StoreError};
 use crate::retry::Backoff;
+use crate::uses::{Use, UseOutcome, UseRecord};
 
 /// TransactWriteItems takes at most 100 actions.
 pub const MAX_TRANSACTION_ACTIONS: usize = 100;
@@ -474,6 +475,39 @@ fn ledger_transaction(
     Ok(items)
 }
 
+/// The entry of a use.
+fn use_entry(u: &Use, now: &str) -> Item {
+    let mut item: Item = HashMap::from([
+        ("pk".to_owned(), s(format!("USE#{}", u.use_id))),
+        ("sk".to_owned(), s("USE")),
+        ("use_id".to_owned(), s(&u.use_id)),
+        ("member_id".to_owned(), s(&u.member_id)),
+        ("point_type".to_owned(), s(&u.point_type)),
+        ("amount".to_owned(), n(u.amount)),
+        ("applied_at".to_owned(), s(now)),
+    ]);
+    if let Some(reason) = &u.reason {
+        item.insert("reason".to_owned(), s(reason));
+    }
+    item
+}
+
+fn use_from_item(item: &Item) -> Result<UseRecord, StoreError> {
+    let text = |name: &str| -> Result<String, StoreError> {
+        string_attr(item, name)
+            .map(str::to_owned)
+            .ok_or_else(|| corrupt(item, format!("{name} is missing")))
+    };
+    Ok(UseRecord {
+        use_id: text("use_id")?,
+        member_id: text("member_id")?,
+        point_type: text("point_type")?,
+        amount: number_attr(item, "amount")?,
+        reason: string_attr(item, "reason").map(str::to_owned),
+        applied_at: time_attr(item, "applied_at")?.ok_or_else(|| corrupt(item, "applied_at is missing"))?,
+    })
+}
+
 /// Bytes DynamoDB counts for an item: attribute names and values.
 pub fn item_bytes(item: &Item) -> usize {
     item.iter().map(|(name, value)| name.len() + value_bytes(value)).sum()
@@ -705,6 +739,100 @@ impl Ledger for DynamoStore {
             total.requests += outcome.requests;
         }
         Ok(total)
+    }
+
+    async fn apply_use(&self, u: &Use, now: OffsetDateTime) -> Result<UseOutcome, StoreError> {
+        let now_text = rfc3339(now);
+        let entry = use_entry(u, &now_text);
+        let units =
+            write_units(item_bytes(&entry), WriteKind::Transactional) + write_units(0, WriteKind::Transactional);
+        let put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(entry))
+            .condition_expression("attribute_not_exists(pk)")
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .build()
+            .map_err(|e| backend("TransactWriteItems", e))?;
+        // The balance condition is the overdraft guard: the deduction and the
+        // check are one write, so concurrent uses cannot both pass it.
+        let update = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(balance_key(&u.member_id, &u.point_type)))
+            .update_expression("SET updated_at = :now ADD balance :minus")
+            .condition_expression("balance >= :amount")
+            .expression_attribute_values(":now", s(&now_text))
+            .expression_attribute_values(":minus", AttributeValue::N(format!("-{}", u.amount)))
+            .expression_attribute_values(":amount", n(u.amount))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .build()
+            .map_err(|e| backend("TransactWriteItems", e))?;
+        let items = vec![
+            TransactWriteItem::builder().put(put).build(),
+            TransactWriteItem::builder().update(update).build(),
+        ];
+        let mut attempt = 0u32;
+        loop {
+            self.count();
+            self.write_units.charge_ledger(1, units);
+            let result = self
+                .client
+                .transact_write_items()
+                .set_transact_items(Some(items.clone()))
+                .send()
+                .await;
+            let error = match result {
+                Ok(_) => return Ok(UseOutcome::Applied(UseRecord::of(u, now))),
+                Err(e) => e,
+            };
+            let kind = match error.as_service_error() {
+                Some(TransactWriteItemsError::TransactionCanceledException(cancel)) => {
+                    let reasons = cancel.cancellation_reasons();
+                    let code = |i: usize| reasons.get(i).and_then(|r| r.code());
+                    let old = |i: usize| reasons.get(i).and_then(|r| r.item());
+                    if code(0) == Some("ConditionalCheckFailed") {
+                        let record = match old(0) {
+                            Some(item) => use_from_item(item)?,
+                            None => return Err(backend("TransactWriteItems", error)),
+                        };
+                        return Ok(if record.matches(u) {
+                            UseOutcome::Replayed(record)
+                        } else {
+                            UseOutcome::IdReused(record)
+                        });
+                    }
+                    if code(1) == Some("ConditionalCheckFailed") {
+                        let available = old(1).map_or(Ok(0), |item| number_attr(item, "balance"))?;
+                        return Ok(UseOutcome::Insufficient { available });
+                    }
+                    let codes: Vec<Option<&str>> = (0..reasons.len()).map(code).collect();
+                    if codes.contains(&Some("TransactionConflict")) {
+                        "conflict"
+                    } else if codes.iter().any(|c| {
+                        matches!(
+                            c,
+                            Some("ThrottlingError" | "ProvisionedThroughputExceeded" | "RequestLimitExceeded")
+                        )
+                    }) {
+                        "throttled"
+                    } else {
+                        return Err(backend("TransactWriteItems", error));
+                    }
+                }
+                Some(TransactWriteItemsError::TransactionInProgressException(_)) => "conflict",
+                _ if is_throttling(&error) || is_transport(&error) => "throttled",
+                _ => return Err(backend("TransactWriteItems", error)),
+            };
+            attempt += 1;
+            if attempt >= self.backoff.max_attempts {
+                let operation = "TransactWriteItems";
+                return Err(if kind == "conflict" {
+                    StoreError::Conflict { operation }
+                } else {
+                    StoreError::Throttled { operation }
+                });
+            }
+            self.backoff.sleep(attempt - 1).await;
+        }
     }
 
     async fn balances(&self, member_id: &str) -> Result<Vec<Balance>, StoreError> {
@@ -1042,6 +1170,24 @@ mod tests {
         a.reason = None;
         let item = ledger_entry(by, &a, "2026-11-26T02:12:31.123456789Z");
         assert_eq!(item_bytes(&item), crate::capacity::ledger_entry_bytes(&a, by));
+    }
+
+    #[test]
+    fn the_capacity_model_sizes_use_entries_as_written() {
+        let mut u = Use {
+            use_id: "order-42".into(),
+            member_id: "m0000001".into(),
+            point_type: "PT".into(),
+            amount: 1500,
+            reason: Some("checkout".into()),
+        };
+        let item = use_entry(&u, "2026-11-26T02:12:31.123456789Z");
+        assert_eq!(item_bytes(&item), crate::capacity::use_entry_bytes(&u));
+        u.reason = None;
+        let item = use_entry(&u, "2026-11-26T02:12:31.123456789Z");
+        assert_eq!(item_bytes(&item), crate::capacity::use_entry_bytes(&u));
+        let record = use_from_item(&item).unwrap();
+        assert!(record.matches(&u));
     }
 
     #[test]

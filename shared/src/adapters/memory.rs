@@ -12,6 +12,7 @@ use time::OffsetDateTime;
 
 use crate::domain::{Accrual, Balance, ChunkReport, Job, JobId, MessageCounts, MessageRef, NewJob};
 use crate::ports::{AccrualQueue, ApplyOutcome, CreateJob, JobStore, Ledger, QueueError, ReceivedMessage, StoreError};
+use crate::uses::{Use, UseOutcome, UseRecord};
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding the lock leaves plain data behind, still usable.
@@ -26,6 +27,7 @@ struct StoreState {
     jobs: HashMap<JobId, Job>,
     folded: HashMap<(JobId, u32), MessageCounts>,
     chunks: HashSet<(JobId, u32)>,
+    uses: HashMap<String, UseRecord>,
 }
 
 /// Ledger and job store in memory.
@@ -96,6 +98,27 @@ impl Ledger for MemoryStore {
                 balance: *balance,
             })
             .collect())
+    }
+
+    async fn apply_use(&self, u: &Use, now: OffsetDateTime) -> Result<UseOutcome, StoreError> {
+        self.count();
+        let mut state = lock(&self.state);
+        if let Some(record) = state.uses.get(&u.use_id) {
+            return Ok(if record.matches(u) {
+                UseOutcome::Replayed(record.clone())
+            } else {
+                UseOutcome::IdReused(record.clone())
+            });
+        }
+        let key = (u.member_id.clone(), u.point_type.clone());
+        let available = state.balances.get(&key).copied().unwrap_or(0);
+        if available < u.amount {
+            return Ok(UseOutcome::Insufficient { available });
+        }
+        state.balances.insert(key, available - u.amount);
+        let record = UseRecord::of(u, now);
+        state.uses.insert(u.use_id.clone(), record.clone());
+        Ok(UseOutcome::Applied(record))
     }
 }
 

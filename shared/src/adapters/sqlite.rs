@@ -32,16 +32,17 @@ use time::OffsetDateTime;
 use crate::adapters::dynamodb::{plan_transactions, sum_by_balance};
 use crate::baseline::SingleWrites;
 use crate::capacity::{
-    ledger_entry_bytes, ledger_transaction_units, write_units, WriteCost, WriteKind, WriteMeter,
+    ledger_entry_bytes, ledger_transaction_units, use_entry_bytes, write_units, WriteCost, WriteKind, WriteMeter,
     MARKER_AND_UPDATE_UNITS, SMALL_WRITE_UNITS,
 };
 use crate::domain::{Accrual, Balance, ChunkReport, Job, JobId, MessageCounts, MessageRef, NewJob};
 use crate::ports::{
     AccrualQueue, ApplyOutcome, BoxError, CreateJob, JobStore, Ledger, QueueError, ReceivedMessage, StoreError,
 };
+use crate::uses::{Use, UseOutcome, UseRecord};
 
 /// The schema this code reads and writes (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 /// Small tables keyed by their natural keys are `WITHOUT ROWID`: one B-tree
 /// each. The ledger is the exception: entries are appended in rowid order and
@@ -71,6 +72,16 @@ CREATE TABLE IF NOT EXISTS balances (
     balance    INTEGER NOT NULL,
     updated_at INTEGER NOT NULL,
     PRIMARY KEY (member_id, point_type)
+) WITHOUT ROWID;
+
+-- Uses (deductions), keyed by their idempotency id (version 3).
+CREATE TABLE IF NOT EXISTS uses (
+    use_id     TEXT NOT NULL PRIMARY KEY,
+    member_id  TEXT NOT NULL,
+    point_type TEXT NOT NULL,
+    amount     INTEGER NOT NULL,
+    reason     TEXT,
+    applied_at TEXT NOT NULL
 ) WITHOUT ROWID;
 
 CREATE TABLE IF NOT EXISTS jobs (
@@ -474,6 +485,59 @@ impl Ledger for SqliteStore {
         .await
     }
 
+    async fn apply_use(&self, u: &Use, now: OffsetDateTime) -> Result<UseOutcome, StoreError> {
+        // As DynamoDB: one transaction of a put and a balance update.
+        self.write_units.charge_ledger(
+            1,
+            write_units(use_entry_bytes(u), WriteKind::Transactional) + write_units(0, WriteKind::Transactional),
+        );
+        let u = u.clone();
+        self.run("apply_use", move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            if let Some(record) = read_use(&tx, &u.use_id)? {
+                return Ok(if record.matches(&u) {
+                    UseOutcome::Replayed(record)
+                } else {
+                    UseOutcome::IdReused(record)
+                });
+            }
+            let available: i64 = tx
+                .prepare_cached("SELECT balance FROM balances WHERE member_id = ?1 AND point_type = ?2")?
+                .query_row([&u.member_id, &u.point_type], |row| row.get(0))
+                .optional()?
+                .unwrap_or(0);
+            let available = to_u64(
+                available,
+                || format!("balance {}/{}", u.member_id, u.point_type),
+                "balance",
+            )?;
+            if available < u.amount {
+                return Ok(UseOutcome::Insufficient { available });
+            }
+            let amount = to_i64(u.amount, "amount")?;
+            tx.prepare_cached(
+                "INSERT INTO uses (use_id, member_id, point_type, amount, reason, applied_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![
+                u.use_id,
+                u.member_id,
+                u.point_type,
+                amount,
+                u.reason,
+                rfc3339(now)?
+            ])?;
+            tx.prepare_cached(
+                "UPDATE balances SET balance = balance - ?3, updated_at = ?4
+                 WHERE member_id = ?1 AND point_type = ?2 AND balance >= ?3",
+            )?
+            .execute(params![u.member_id, u.point_type, amount, unix_millis(now)])?;
+            tx.commit()?;
+            Ok(UseOutcome::Applied(UseRecord::of(&u, now)))
+        })
+        .await
+    }
+
     async fn balances(&self, member_id: &str) -> Result<Vec<Balance>, StoreError> {
         let member_id = member_id.to_owned();
         self.run("balances", move |conn| {
@@ -541,6 +605,28 @@ impl SingleWrites for SqliteStore {
         })
         .await
     }
+}
+
+fn read_use(conn: &Connection, use_id: &str) -> Result<Option<UseRecord>, Failure> {
+    let mut statement =
+        conn.prepare_cached("SELECT member_id, point_type, amount, reason, applied_at FROM uses WHERE use_id = ?1")?;
+    let mut rows = statement.query([use_id])?;
+    let Some(row) = rows.next()? else {
+        return Ok(None);
+    };
+    let key = || format!("use {use_id}");
+    let applied_at: String = row.get(4)?;
+    Ok(Some(UseRecord {
+        use_id: use_id.to_owned(),
+        member_id: row.get(0)?,
+        point_type: row.get(1)?,
+        amount: to_u64(row.get(2)?, key, "amount")?,
+        reason: row.get(3)?,
+        applied_at: OffsetDateTime::parse(&applied_at, &Rfc3339).map_err(|_| Failure::Corrupt {
+            key: key(),
+            detail: format!("applied_at is not an RFC 3339 time: {applied_at}"),
+        })?,
+    }))
 }
 
 fn job_exists(conn: &Connection, job_id: &str) -> Result<bool, Failure> {
