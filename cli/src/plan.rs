@@ -402,6 +402,8 @@ fn sample_message(input: &PlanInput, per_member: f64) -> SampleMessage {
             point_type: "POINTS".into(),
             amount: 2000,
             reason: None,
+            apply_at: None,
+            expires_at: None,
         })
         .collect();
     let limits = PackingLimits {

@@ -52,6 +52,8 @@ fn accruals(items: usize) -> Vec<Accrual> {
             point_type: if i % 2 == 0 { "WELCOME" } else { "BONUS" }.to_owned(),
             amount: 1 + (i % 2000) as u64,
             reason: Some("spring campaign".to_owned()),
+            apply_at: None,
+            expires_at: None,
         })
         .collect()
 }

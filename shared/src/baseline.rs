@@ -124,6 +124,8 @@ mod tests {
             point_type: "PT".into(),
             amount,
             reason: None,
+            apply_at: None,
+            expires_at: None,
         }
     }
 

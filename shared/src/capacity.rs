@@ -191,6 +191,8 @@ mod tests {
             point_type: "PT0".into(),
             amount: 2000,
             reason: reason.map(str::to_owned),
+            apply_at: None,
+            expires_at: None,
         }
     }
 

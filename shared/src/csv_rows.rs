@@ -2,7 +2,8 @@
 //! longest row (not the file): the parsing half of the bulk file import.
 //!
 //! Format: a header row naming the columns `member_id`, `point_type`,
-//! `amount` and optionally `accrual_id`, `reason`, in any order; unknown or
+//! `amount` and optionally `accrual_id`, `reason`, `apply_at`, `expires_at`
+//! (RFC 3339 times), in any order; unknown or
 //! repeated columns are refused. UTF-8 (a byte-order mark is skipped), LF or
 //! CRLF, quoted fields, blank lines skipped, trailing newline optional. A row
 //! without `accrual_id` gets one derived from the file's identity and the
@@ -17,10 +18,20 @@ use std::io::Read;
 
 use crate::domain::Accrual;
 use crate::submission::{derived_id, file_id_prefix};
-use crate::validation::{check_accrual_id, check_amount, check_member_id, check_point_type, check_reason};
+use crate::validation::{
+    check_accrual_id, check_amount, check_lot_times, check_member_id, check_point_type, check_reason, parse_time,
+};
 
 /// Columns a file may have.
-pub const COLUMNS: [&str; 5] = ["accrual_id", "member_id", "point_type", "amount", "reason"];
+pub const COLUMNS: [&str; 7] = [
+    "accrual_id",
+    "member_id",
+    "point_type",
+    "amount",
+    "reason",
+    "apply_at",
+    "expires_at",
+];
 const REQUIRED: [&str; 3] = ["member_id", "point_type", "amount"];
 
 /// Why a file cannot be read at all.
@@ -78,6 +89,8 @@ struct Layout {
     point_type: usize,
     amount: usize,
     reason: Option<usize>,
+    apply_at: Option<usize>,
+    expires_at: Option<usize>,
     width: usize,
 }
 
@@ -275,6 +288,21 @@ impl<R: Read> CsvAccruals<R> {
             },
             None => None,
         };
+        let mut time = |column: &str, at: Option<usize>| match at.map(get).map(str::trim).filter(|v| !v.is_empty()) {
+            Some(value) => match parse_time(value) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    fail(column, e);
+                    None
+                }
+            },
+            None => None,
+        };
+        let apply_at = time("apply_at", l.apply_at);
+        let expires_at = time("expires_at", l.expires_at);
+        if let Err(e) = check_lot_times(apply_at, expires_at) {
+            fail("expires_at", e);
+        }
         match (accrual_id, member_id, point_type, amount) {
             (Some(accrual_id), Some(member_id), Some(point_type), Some(amount)) if errors.is_empty() => {
                 CsvRow::Accrual(Accrual {
@@ -283,6 +311,8 @@ impl<R: Read> CsvAccruals<R> {
                     point_type,
                     amount,
                     reason,
+                    apply_at,
+                    expires_at,
                 })
             }
             _ => {
@@ -309,7 +339,7 @@ fn csv_reader<R: Read>(input: R) -> csv::Reader<R> {
 
 /// Where each column is, from the header's names.
 fn layout(names: &[String]) -> Result<Layout, CsvFileError> {
-    let mut position = [None; 5];
+    let mut position = [None; COLUMNS.len()];
     for (i, name) in names.iter().enumerate() {
         let Some(c) = COLUMNS.iter().position(|c| c == name) else {
             return Err(CsvFileError::UnknownColumn { column: name.clone() });
@@ -331,6 +361,8 @@ fn layout(names: &[String]) -> Result<Layout, CsvFileError> {
         amount: required("amount")?,
         accrual_id: position[0],
         reason: position[4],
+        apply_at: position[5],
+        expires_at: position[6],
         width: names.len(),
     })
 }
@@ -377,6 +409,27 @@ mod tests {
             CsvRow::Accrual(a) => a,
             other => panic!("expected an accrual, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn scheduled_and_expiring_columns_are_read_and_checked() {
+        let text = "member_id,point_type,amount,apply_at,expires_at\n\
+                    m-1,P,5,2026-12-01T00:00:00Z,2027-12-01T00:00:00Z\n\
+                    m-2,P,5,,2027-01-01T00:00:00+09:00\n\
+                    m-3,P,5,soon,\n\
+                    m-4,P,5,2027-01-01T00:00:00Z,2026-01-01T00:00:00Z\n";
+        let got = rows(text);
+        let a = accrual(&got[0].1);
+        assert_eq!(a.apply_at.map(|t| t.unix_timestamp()), Some(1_796_083_200));
+        assert_eq!(a.expires_at.map(|t| t.unix_timestamp()), Some(1_827_619_200));
+        let b = accrual(&got[1].1);
+        assert_eq!((b.apply_at, b.expires_at.map(|t| t.unix_timestamp())), (None, Some(1_798_729_200)));
+        let columns = |row: &CsvRow| match row {
+            CsvRow::Rejected(errors) => errors.iter().map(|e| e.column.clone()).collect::<Vec<_>>(),
+            other => panic!("expected a rejection, got {other:?}"),
+        };
+        assert_eq!(columns(&got[2].1), ["apply_at"]);
+        assert_eq!(columns(&got[3].1), ["expires_at"]);
     }
 
     #[test]

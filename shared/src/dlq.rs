@@ -120,6 +120,8 @@ mod tests {
                     point_type: "P".into(),
                     amount: 1,
                     reason: None,
+                    apply_at: None,
+                    expires_at: None,
                 })
                 .collect(),
         }

@@ -6,6 +6,8 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use crate::lots::LotKey;
+
 /// Largest `amount` one accrual may credit. Keeps any realistic balance far
 /// inside DynamoDB's 38-digit numbers and SQLite's `i64`.
 pub const MAX_AMOUNT: u64 = 1_000_000_000;
@@ -45,6 +47,13 @@ pub struct Accrual {
     pub amount: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The points become available at this time, pending until then
+    /// (`None`: at once).
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "time::serde::rfc3339::option")]
+    pub apply_at: Option<OffsetDateTime>,
+    /// The points expire unused at this time (`None`: never).
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "time::serde::rfc3339::option")]
+    pub expires_at: Option<OffsetDateTime>,
 }
 
 impl Accrual {
@@ -54,6 +63,11 @@ impl Accrual {
             member_id: &self.member_id,
             point_type: &self.point_type,
         }
+    }
+
+    /// The lot of the balance this accrual credits.
+    pub fn lot(&self) -> LotKey {
+        LotKey::new(self.apply_at, self.expires_at)
     }
 }
 

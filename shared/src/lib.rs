@@ -15,6 +15,7 @@ pub mod dlq;
 pub mod domain;
 pub mod import;
 pub mod ingest;
+pub mod lots;
 pub mod message;
 pub mod packing;
 pub mod ports;

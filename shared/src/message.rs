@@ -80,6 +80,8 @@ mod tests {
                 point_type: "P".into(),
                 amount: 5,
                 reason: None,
+                apply_at: None,
+                expires_at: None,
             }],
         };
         assert_eq!(AccrualMessage::decode(&m.encode()).unwrap(), m);

@@ -127,6 +127,8 @@ mod tests {
             point_type: "WELCOME".into(),
             amount: 10,
             reason: Some("welcome campaign".into()),
+            apply_at: None,
+            expires_at: None,
         }
     }
 

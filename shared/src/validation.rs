@@ -6,6 +6,8 @@
 
 use serde::Serialize;
 use serde_json::{Map, Value};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
 
 use crate::domain::{
     is_id_char, is_point_type_char, Accrual, MAX_ACCRUAL_ID_LEN, MAX_AMOUNT, MAX_MEMBER_ID_LEN, MAX_POINT_TYPE_LEN,
@@ -99,7 +101,15 @@ pub fn check_idempotency_key(value: &str) -> Result<(), String> {
     Ok(())
 }
 
-const FIELDS: [&str; 5] = ["accrual_id", "member_id", "point_type", "amount", "reason"];
+const FIELDS: [&str; 7] = [
+    "accrual_id",
+    "member_id",
+    "point_type",
+    "amount",
+    "reason",
+    "apply_at",
+    "expires_at",
+];
 
 /// Turns one submitted JSON item into an [`Accrual`], or says everything that
 /// is wrong with it.
@@ -171,6 +181,25 @@ pub fn accrual_from_json(index: usize, item: &Value, derived_id: Option<String>)
         None | Some(Value::Null) => None,
         Some(v) => string_field(v, "reason", check_reason, &mut fail),
     };
+    let mut time = |field: &str| match object.get(field) {
+        None | Some(Value::Null) => None,
+        Some(Value::String(text)) => match parse_time(text) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                fail(field, e);
+                None
+            }
+        },
+        Some(other) => {
+            fail(field, format!("must be an RFC 3339 time string, found {}", json_kind(other)));
+            None
+        }
+    };
+    let apply_at = time("apply_at");
+    let expires_at = time("expires_at");
+    if let Err(e) = check_lot_times(apply_at, expires_at) {
+        fail("expires_at", e);
+    }
 
     match (accrual_id, member_id, point_type, amount) {
         (Some(accrual_id), Some(member_id), Some(point_type), Some(amount)) if errors.is_empty() => Ok(Accrual {
@@ -179,8 +208,32 @@ pub fn accrual_from_json(index: usize, item: &Value, derived_id: Option<String>)
             point_type,
             amount,
             reason,
+            apply_at,
+            expires_at,
         }),
         _ => Err(errors),
+    }
+}
+
+/// Parses `apply_at` / `expires_at`: an RFC 3339 time with its offset,
+/// kept to the second.
+pub fn parse_time(text: &str) -> Result<OffsetDateTime, String> {
+    let t = OffsetDateTime::parse(text, &Rfc3339)
+        .map_err(|_| format!("must be an RFC 3339 time such as 2026-12-01T00:00:00Z, found {text:?}"))?;
+    if t.year() < 2000 || t.year() > 9999 {
+        return Err(format!("must be a time between the years 2000 and 9999, found {text:?}"));
+    }
+    Ok(t.to_offset(time::UtcOffset::UTC))
+}
+
+/// Rules between `apply_at` and `expires_at`: points must be available for at
+/// least a second before they expire.
+pub fn check_lot_times(apply_at: Option<OffsetDateTime>, expires_at: Option<OffsetDateTime>) -> Result<(), String> {
+    match (apply_at, expires_at) {
+        (Some(from), Some(until)) if until.unix_timestamp() <= from.unix_timestamp() => {
+            Err("must be later than apply_at (the points would expire before they are available)".into())
+        }
+        _ => Ok(()),
     }
 }
 
@@ -258,6 +311,33 @@ mod tests {
         assert_eq!(a.accrual_id, "a-1");
         assert_eq!(a.amount, 2000);
         assert_eq!(a.reason.as_deref(), Some("hi"));
+    }
+
+    #[test]
+    fn scheduled_and_expiring_accruals_carry_their_times() {
+        let a = accrual_from_json(
+            0,
+            &json!({"accrual_id":"a","member_id":"m","point_type":"P","amount":1,
+                    "apply_at":"2026-12-01T09:00:00+09:00","expires_at":"2027-12-01T00:00:00Z"}),
+            None,
+        )
+        .unwrap();
+        assert_eq!(a.apply_at.unwrap().unix_timestamp(), 1_796_083_200);
+        assert_eq!(a.apply_at.unwrap().offset(), time::UtcOffset::UTC);
+        assert_eq!(a.expires_at.unwrap().unix_timestamp(), 1_827_619_200);
+        let errs = errors_of(json!({"accrual_id":"a","member_id":"m","point_type":"P","amount":1,
+                                    "apply_at":"tomorrow","expires_at":5}));
+        assert_eq!(errs[0].0, "apply_at");
+        assert!(errs[0].1.contains("RFC 3339"), "{}", errs[0].1);
+        assert_eq!(errs[1], ("expires_at".to_owned(), "must be an RFC 3339 time string, found a number".to_owned()));
+        let errs = errors_of(json!({"accrual_id":"a","member_id":"m","point_type":"P","amount":1,
+                                    "apply_at":"2027-01-01T00:00:00Z","expires_at":"2026-01-01T00:00:00Z"}));
+        assert_eq!(errs.len(), 1);
+        assert_eq!(errs[0].0, "expires_at");
+        assert!(errs[0].1.contains("later than apply_at"));
+        let errs = errors_of(json!({"accrual_id":"a","member_id":"m","point_type":"P","amount":1,
+                                    "expires_at":"1970-01-01T00:00:00Z"}));
+        assert!(errs[0].1.contains("between the years"));
     }
 
     #[test]

@@ -19,6 +19,8 @@ fn accrual(id: &str, member: &str, point_type: &str, amount: u64) -> Accrual {
         point_type: point_type.into(),
         amount,
         reason: Some("contract".into()),
+        apply_at: None,
+        expires_at: None,
     }
 }
 

@@ -212,6 +212,8 @@ async fn uses_deduct_once_and_refusals_change_nothing() {
         point_type: "PT".into(),
         amount: 500,
         reason: None,
+        apply_at: None,
+        expires_at: None,
     };
     let by = pointflow::domain::MessageRef {
         job_id: pointflow::domain::JobId::random(),

@@ -392,6 +392,8 @@ async fn a_use_is_one_transaction_of_four_write_units() {
         point_type: "POINTS".into(),
         amount: 2000,
         reason: Some("spring campaign".into()),
+        apply_at: None,
+        expires_at: None,
     };
     let by = MessageRef {
         job_id: JobId::random(),

@@ -278,6 +278,8 @@ async fn dead_lettered_messages_are_listed_and_redriven_then_applied() {
                         point_type: "P".into(),
                         amount: 5,
                         reason: None,
+                        apply_at: None,
+                        expires_at: None,
                     })
                     .collect(),
             }

@@ -32,6 +32,8 @@ fn universe() -> impl Strategy<Value = Vec<Accrual>> {
                 point_type: ["WELCOME", "BONUS"][point_type].into(),
                 amount,
                 reason: None,
+                apply_at: None,
+                expires_at: None,
             })
             .collect()
     })

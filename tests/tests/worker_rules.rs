@@ -49,6 +49,8 @@ fn message(job_id: JobId, seq: u32, n: usize) -> AccrualMessage {
                 point_type: "P".into(),
                 amount: 1,
                 reason: None,
+                apply_at: None,
+                expires_at: None,
             })
             .collect(),
     }

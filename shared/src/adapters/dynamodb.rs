@@ -1154,6 +1154,8 @@ mod tests {
             point_type: point_type.into(),
             amount: 10,
             reason: None,
+            apply_at: None,
+            expires_at: None,
         }
     }
 

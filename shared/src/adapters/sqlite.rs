@@ -1104,6 +1104,8 @@ mod tests {
             point_type: point_type.into(),
             amount,
             reason: None,
+            apply_at: None,
+            expires_at: None,
         }
     }
 
@@ -1313,6 +1315,8 @@ mod tests {
                         point_type: point_type.to_owned(),
                         amount: 10,
                         reason: Some("demo".to_owned()),
+                        apply_at: None,
+                        expires_at: None,
                     })
                 })
                 .collect();
