@@ -14,7 +14,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
-use crate::domain::{Accrual, Balance, MessageRef};
+use crate::domain::{Accrual, MessageRef};
+use crate::lots::BalanceSheet;
 use crate::ports::{AccrualQueue, ApplyOutcome, Ledger, QueueError, ReceivedMessage, StoreError};
 use crate::uses::{Use, UseOutcome};
 
@@ -64,8 +65,8 @@ impl<S: SingleWrites + Ledger + 'static> Ledger for NaiveLedger<S> {
         Ok(outcome)
     }
 
-    async fn balances(&self, member_id: &str) -> Result<Vec<Balance>, StoreError> {
-        self.store.balances(member_id).await
+    async fn balance_sheets(&self, member_id: &str) -> Result<Vec<BalanceSheet>, StoreError> {
+        self.store.balance_sheets(member_id).await
     }
 
     async fn apply_use(&self, u: &Use, now: OffsetDateTime) -> Result<UseOutcome, StoreError> {

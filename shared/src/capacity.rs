@@ -71,11 +71,19 @@ pub fn ledger_entry_bytes(accrual: &Accrual, by: MessageRef) -> usize {
     if let Some(reason) = &accrual.reason {
         bytes += "reason".len() + reason.len();
     }
+    if accrual.apply_at.is_some() {
+        bytes += "apply_at".len() + TIME_TEXT_BYTES;
+    }
+    if accrual.expires_at.is_some() {
+        bytes += "expires_at".len() + TIME_TEXT_BYTES;
+    }
     bytes
 }
 
 /// Size of the use entry the DynamoDB adapter writes (`pk`, `sk`, `use_id`,
-/// `member_id`, `point_type`, `amount`, `applied_at`, `reason`).
+/// `member_id`, `point_type`, `amount`, `applied_at`, `reason`, and
+/// `consumed`, a map of what it took from each lot: here from the plain lot
+/// alone, as most uses do).
 pub fn use_entry_bytes(u: &crate::uses::Use) -> usize {
     let id = u.use_id.len();
     let mut bytes = "pk".len() + "USE#".len() + id;
@@ -85,6 +93,8 @@ pub fn use_entry_bytes(u: &crate::uses::Use) -> usize {
     bytes += "point_type".len() + u.point_type.len();
     bytes += "amount".len() + number_bytes(&u.amount.to_string());
     bytes += "applied_at".len() + TIME_TEXT_BYTES;
+    // A map: 3 bytes, then per entry 1 byte, its name and its value.
+    bytes += "consumed".len() + 3 + 1 + "balance".len() + number_bytes(&u.amount.to_string());
     if let Some(reason) = &u.reason {
         bytes += "reason".len() + reason.len();
     }

@@ -423,7 +423,10 @@ mod tests {
         assert_eq!(a.apply_at.map(|t| t.unix_timestamp()), Some(1_796_083_200));
         assert_eq!(a.expires_at.map(|t| t.unix_timestamp()), Some(1_827_619_200));
         let b = accrual(&got[1].1);
-        assert_eq!((b.apply_at, b.expires_at.map(|t| t.unix_timestamp())), (None, Some(1_798_729_200)));
+        assert_eq!(
+            (b.apply_at, b.expires_at.map(|t| t.unix_timestamp())),
+            (None, Some(1_798_729_200))
+        );
         let columns = |row: &CsvRow| match row {
             CsvRow::Rejected(errors) => errors.iter().map(|e| e.column.clone()).collect::<Vec<_>>(),
             other => panic!("expected a rejection, got {other:?}"),

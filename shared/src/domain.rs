@@ -49,10 +49,18 @@ pub struct Accrual {
     pub reason: Option<String>,
     /// The points become available at this time, pending until then
     /// (`None`: at once).
-    #[serde(default, skip_serializing_if = "Option::is_none", with = "time::serde::rfc3339::option")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
     pub apply_at: Option<OffsetDateTime>,
     /// The points expire unused at this time (`None`: never).
-    #[serde(default, skip_serializing_if = "Option::is_none", with = "time::serde::rfc3339::option")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
     pub expires_at: Option<OffsetDateTime>,
 }
 

@@ -12,6 +12,7 @@ use tracing::{info, warn};
 
 use crate::api::{ApiError, ApiRequest, ApiResponse};
 use crate::domain::{Job, JobId, JobStatus, NewJob};
+use crate::lots::BalanceView;
 use crate::packing::{pack_accruals, PackingLimits};
 use crate::ports::{AccrualQueue, CreateJob, JobStore, Ledger};
 use crate::submission::{job_id_for_key, prepare_submission};
@@ -305,17 +306,19 @@ impl IngestService {
             what: "member_id",
             reason,
         })?;
-        let balances = self.ledger.balances(member_id).await?;
-        if balances.is_empty() {
+        let sheets = self.ledger.balance_sheets(member_id).await?;
+        if sheets.is_empty() {
             return Err(ApiError::NotFound {
                 what: "member",
                 id: member_id.to_owned(),
             });
         }
-        let by_type: BTreeMap<String, u64> = balances.into_iter().map(|b| (b.point_type, b.balance)).collect();
+        let now = OffsetDateTime::now_utc();
+        let views: BTreeMap<String, BalanceView> = sheets.iter().map(|s| (s.point_type.clone(), s.view(now))).collect();
+        let available: BTreeMap<&str, u64> = views.iter().map(|(pt, v)| (pt.as_str(), v.available)).collect();
         Ok(ApiResponse::json(
             200,
-            json!({ "member_id": member_id, "balances": by_type }),
+            json!({ "member_id": member_id, "balances": available, "details": views, "as_of": rfc3339(now) }),
         ))
     }
 }

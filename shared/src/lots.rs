@@ -194,7 +194,17 @@ mod tests {
 
     #[test]
     fn attributes_round_trip() {
-        for key in [LotKey::PLAIN, LotKey { from: 5, until: Some(9) }, LotKey { from: 0, until: Some(-3) }] {
+        for key in [
+            LotKey::PLAIN,
+            LotKey {
+                from: 5,
+                until: Some(9),
+            },
+            LotKey {
+                from: 0,
+                until: Some(-3),
+            },
+        ] {
             assert_eq!(LotKey::from_attribute(&key.attribute()), Some(key));
         }
         assert_eq!(LotKey::from_attribute("balance"), None);
@@ -245,7 +255,12 @@ mod tests {
     fn uses_take_the_soonest_expiring_points_first() {
         let sheet = BalanceSheet {
             point_type: "PT".into(),
-            lots: vec![lot(0, None, 100), lot(0, Some(500), 30), lot(0, Some(300), 20), lot(400, Some(450), 50)],
+            lots: vec![
+                lot(0, None, 100),
+                lot(0, Some(500), 30),
+                lot(0, Some(300), 20),
+                lot(400, Some(450), 50),
+            ],
             earned: 200,
             used: 0,
         };

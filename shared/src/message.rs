@@ -42,12 +42,13 @@ impl AccrualMessage {
         // The queue is ours, but a message may have been written by hand or by
         // an older release: apply only what the API would have accepted.
         for (index, a) in message.accruals.iter().enumerate() {
-            let checks: [(&'static str, Result<(), String>); 5] = [
+            let checks: [(&'static str, Result<(), String>); 6] = [
                 ("accrual_id", validation::check_accrual_id(&a.accrual_id)),
                 ("member_id", validation::check_member_id(&a.member_id)),
                 ("point_type", validation::check_point_type(&a.point_type)),
                 ("amount", validation::check_amount(a.amount)),
                 ("reason", a.reason.as_deref().map_or(Ok(()), validation::check_reason)),
+                ("expires_at", validation::check_lot_times(a.apply_at, a.expires_at)),
             ];
             for (field, result) in checks {
                 if let Err(reason) = result {

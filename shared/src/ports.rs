@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 
 use crate::domain::{Accrual, Balance, ChunkReport, Job, JobId, MessageCounts, MessageRef, NewJob};
+use crate::lots::BalanceSheet;
 use crate::uses::{Use, UseOutcome};
 
 /// Any error from a backend's client library, kept whole as a source.
@@ -67,13 +68,31 @@ pub trait Ledger: Send + Sync {
         now: OffsetDateTime,
     ) -> Result<ApplyOutcome, StoreError>;
 
-    /// A member's balances, by point type (sorted); empty for an unknown member.
-    async fn balances(&self, member_id: &str) -> Result<Vec<Balance>, StoreError>;
+    /// A member's balances as stored, by point type (sorted): their lots and
+    /// lifetime counters; empty for an unknown member.
+    async fn balance_sheets(&self, member_id: &str) -> Result<Vec<BalanceSheet>, StoreError>;
 
-    /// Deducts a use from its balance unless its `use_id` was applied before.
-    /// Recording the use and deducting happen together or not at all, and
-    /// only while the balance holds at least the amount — checked by the
-    /// store in that same atomic write, so concurrent uses never overdraw it.
+    /// A member's available balances now, by point type (sorted); empty for
+    /// an unknown member.
+    async fn balances(&self, member_id: &str) -> Result<Vec<Balance>, StoreError> {
+        let now = OffsetDateTime::now_utc();
+        Ok(self
+            .balance_sheets(member_id)
+            .await?
+            .into_iter()
+            .map(|sheet| Balance {
+                balance: sheet.available(now),
+                point_type: sheet.point_type,
+            })
+            .collect())
+    }
+
+    /// Deducts a use from its balance unless its `use_id` was applied before,
+    /// taking the points available at `now` that expire soonest
+    /// ([`BalanceSheet::plan_use`]). Recording the use and deducting happen
+    /// together or not at all, and only while every lot it takes from holds
+    /// what it takes — checked by the store in that same atomic write, so
+    /// concurrent uses never overdraw a balance.
     async fn apply_use(&self, u: &Use, now: OffsetDateTime) -> Result<UseOutcome, StoreError>;
 }
 

@@ -191,7 +191,10 @@ pub fn accrual_from_json(index: usize, item: &Value, derived_id: Option<String>)
             }
         },
         Some(other) => {
-            fail(field, format!("must be an RFC 3339 time string, found {}", json_kind(other)));
+            fail(
+                field,
+                format!("must be an RFC 3339 time string, found {}", json_kind(other)),
+            );
             None
         }
     };
@@ -221,7 +224,9 @@ pub fn parse_time(text: &str) -> Result<OffsetDateTime, String> {
     let t = OffsetDateTime::parse(text, &Rfc3339)
         .map_err(|_| format!("must be an RFC 3339 time such as 2026-12-01T00:00:00Z, found {text:?}"))?;
     if t.year() < 2000 || t.year() > 9999 {
-        return Err(format!("must be a time between the years 2000 and 9999, found {text:?}"));
+        return Err(format!(
+            "must be a time between the years 2000 and 9999, found {text:?}"
+        ));
     }
     Ok(t.to_offset(time::UtcOffset::UTC))
 }
@@ -329,7 +334,13 @@ mod tests {
                                     "apply_at":"tomorrow","expires_at":5}));
         assert_eq!(errs[0].0, "apply_at");
         assert!(errs[0].1.contains("RFC 3339"), "{}", errs[0].1);
-        assert_eq!(errs[1], ("expires_at".to_owned(), "must be an RFC 3339 time string, found a number".to_owned()));
+        assert_eq!(
+            errs[1],
+            (
+                "expires_at".to_owned(),
+                "must be an RFC 3339 time string, found a number".to_owned()
+            )
+        );
         let errs = errors_of(json!({"accrual_id":"a","member_id":"m","point_type":"P","amount":1,
                                     "apply_at":"2027-01-01T00:00:00Z","expires_at":"2026-01-01T00:00:00Z"}));
         assert_eq!(errs.len(), 1);

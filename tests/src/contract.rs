@@ -6,6 +6,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use pointflow::domain::{Accrual, Balance, ChunkEnd, ChunkReport, JobId, JobStatus, MessageCounts, MessageRef, NewJob};
+use pointflow::lots::BalanceView;
 use pointflow::ports::{CreateJob, ReceivedMessage};
 use pointflow::uses::{Use, UseOutcome};
 use time::OffsetDateTime;
@@ -501,6 +502,106 @@ pub async fn concurrent_uses_race_for_the_last_points(b: &Backend) {
     assert_eq!(b.ledger.balances(&member).await.unwrap(), vec![balance("PT", 10)]);
 }
 
+/// An accrual of `member` with its lot's times, `days` from `t0`.
+fn lot_accrual(
+    id: &str,
+    member: &str,
+    amount: u64,
+    t0: OffsetDateTime,
+    from: Option<i64>,
+    until: Option<i64>,
+) -> Accrual {
+    let mut a = accrual(id, member, "PT", amount);
+    a.apply_at = from.map(|d| t0 + time::Duration::days(d));
+    a.expires_at = until.map(|d| t0 + time::Duration::days(d));
+    a
+}
+
+/// 100 plain points, 50 scheduled in 10 days, 30 expiring in 5 days and 20
+/// in 40 days, credited to a fresh member at `t0`; redelivered once.
+async fn credit_lots(b: &Backend, t0: OffsetDateTime) -> String {
+    let member = format!("l-{}", JobId::random());
+    let batch = [
+        lot_accrual(&format!("{member}-plain"), &member, 100, t0, None, None),
+        lot_accrual(&format!("{member}-later"), &member, 50, t0, Some(10), None),
+        lot_accrual(&format!("{member}-soon"), &member, 30, t0, None, Some(5)),
+        lot_accrual(&format!("{member}-late"), &member, 20, t0, None, Some(40)),
+    ];
+    let by = message(JobId::random(), 0);
+    for _ in 0..2 {
+        let outcome = b.ledger.apply_accruals(by, &batch, t0).await.unwrap();
+        assert_eq!(outcome.applied, 4);
+    }
+    member
+}
+
+async fn view(b: &Backend, member: &str, at: OffsetDateTime) -> BalanceView {
+    let sheets = b.ledger.balance_sheets(member).await.unwrap();
+    assert_eq!(sheets.len(), 1, "{sheets:?}");
+    sheets[0].view(at)
+}
+
+/// Scheduled points are pending until their time and available after it;
+/// expiring points count until they expire and as expired after; nothing is
+/// written when time passes.
+pub async fn scheduled_and_expiring_points_follow_the_clock(b: &Backend) {
+    let t0 = now();
+    let day = |d: i64| t0 + time::Duration::days(d);
+    let member = credit_lots(b, t0).await;
+    assert_eq!(
+        view(b, &member, t0).await,
+        BalanceView {
+            available: 150,
+            pending: 50,
+            expiring_soon: 30,
+            expired: 0,
+            lifetime_earned: 150,
+            lifetime_used: 0,
+        }
+    );
+    let later = view(b, &member, day(6)).await;
+    assert_eq!((later.available, later.pending, later.expired), (120, 50, 30));
+    let after = view(b, &member, day(11)).await;
+    assert_eq!((after.available, after.pending, after.lifetime_earned), (170, 0, 200));
+    let gone = view(b, &member, day(41)).await;
+    assert_eq!((gone.available, gone.expired), (150, 50));
+}
+
+/// A use takes available points that expire soonest first, never pending or
+/// expired ones, and is refused with what is available when they fall short.
+pub async fn uses_take_the_soonest_expiring_points_first(b: &Backend) {
+    let t0 = now();
+    let day = |d: i64| t0 + time::Duration::days(d);
+    let member = credit_lots(b, t0).await;
+    let first = a_use(&format!("{member}-u1"), &member, "PT", 40);
+    assert!(matches!(
+        b.ledger.apply_use(&first, t0).await.unwrap(),
+        UseOutcome::Applied(_)
+    ));
+    // 30 from the lot expiring in 5 days, 10 from the one in 40 days.
+    let v = view(b, &member, t0).await;
+    assert_eq!((v.available, v.expiring_soon, v.lifetime_used), (110, 0, 40));
+    assert_eq!(view(b, &member, day(41)).await.expired, 10);
+    let too_much = a_use(&format!("{member}-u2"), &member, "PT", 111);
+    assert_eq!(
+        b.ledger.apply_use(&too_much, t0).await.unwrap(),
+        UseOutcome::Insufficient { available: 110 }
+    );
+    // After 11 days the scheduled 50 are available too: 10 from the lot
+    // expiring in 40 days, then the plain 100, then 10 of the scheduled 50.
+    let second = a_use(&format!("{member}-u3"), &member, "PT", 120);
+    assert!(matches!(
+        b.ledger.apply_use(&second, day(11)).await.unwrap(),
+        UseOutcome::Applied(_)
+    ));
+    let v = view(b, &member, day(11)).await;
+    assert_eq!((v.available, v.pending, v.expired, v.lifetime_used), (40, 0, 0, 160));
+    assert!(matches!(
+        b.ledger.apply_use(&second, day(11)).await.unwrap(),
+        UseOutcome::Replayed(_)
+    ));
+}
+
 /// `$make` is an async expression yielding `Option<Backend>` (`None` skips).
 #[macro_export]
 macro_rules! contract_suite {
@@ -522,6 +623,8 @@ macro_rules! contract_suite {
             queue_releases_deliveries_at_once,
             use_deducts_once_and_never_below_zero,
             concurrent_uses_race_for_the_last_points,
+            scheduled_and_expiring_points_follow_the_clock,
+            uses_take_the_soonest_expiring_points_first,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {

@@ -274,6 +274,13 @@ async fn uses_deduct_once_and_refusals_change_nothing() {
     assert_eq!(fields, ["x", "use_id", "amount"]);
     assert_eq!(balance(call_api(&s, get_balance()).await.1), Some(200));
 
+    let (_, reply) = call_api(&s, get_balance()).await;
+    assert_eq!(
+        reply["details"]["PT"],
+        json!({"available": 200, "pending": 0, "expiring_soon": 0, "expired": 0,
+               "lifetime_earned": 500, "lifetime_used": 300})
+    );
+
     let (status, _) = call_api(&s, api_event("GET", "/v1/members/m1/uses", &[], None)).await;
     assert_eq!(status, 405);
 }

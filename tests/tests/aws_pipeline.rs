@@ -231,8 +231,13 @@ async fn a_member_with_two_point_types_has_two_balances() {
     let (status, balances) = get(&p, "/v1/members/two/balances").await;
     assert_eq!(status, 200);
     assert_eq!(
-        balances,
-        json!({"member_id": "two", "balances": {"BONUS": 500, "WELCOME": 2000}})
+        (&balances["member_id"], &balances["balances"]),
+        (&json!("two"), &json!({"BONUS": 500, "WELCOME": 2000}))
+    );
+    assert_eq!(
+        balances["details"]["WELCOME"],
+        json!({"available": 2000, "pending": 0, "expiring_soon": 0, "expired": 0,
+               "lifetime_earned": 2000, "lifetime_used": 0})
     );
     assert_eq!(get(&p, "/v1/members/nobody/balances").await.0, 404);
 }

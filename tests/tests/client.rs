@@ -390,3 +390,57 @@ async fn uses_deduct_once_through_the_api() {
     assert_eq!(balance(&stack, "m-1").await, [("P".to_owned(), 30)]);
     stack.runner.stop().await.unwrap();
 }
+
+/// Scheduled and expiring accruals through the API and the worker: the
+/// balance shows them pending and expiring soon, and only available points
+/// can be used.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduled_points_are_pending_until_their_time() {
+    let stack = stack().await;
+    let text = [
+        r#"{"member_id":"m-1","point_type":"P","amount":100}"#,
+        r#"{"member_id":"m-1","point_type":"P","amount":50,"apply_at":"2999-01-01T00:00:00Z"}"#,
+        r#"{"member_id":"m-1","point_type":"P","amount":30,"expires_at":"2999-01-01T00:00:00Z"}"#,
+    ]
+    .join("\n");
+    let report = submit(
+        &stack.client,
+        Box::new(std::io::Cursor::new(text.into_bytes())),
+        None,
+        &options(Format::Ndjson, 100),
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.applied, 3);
+    let balances = stack.client.balances("m-1").await.unwrap();
+    assert_eq!(balances["balances"]["P"], 130);
+    assert_eq!(
+        (
+            balances["details"]["P"]["pending"].as_u64(),
+            balances["details"]["P"]["lifetime_earned"].as_u64()
+        ),
+        (Some(50), Some(130))
+    );
+    // 30 expiring points go first, then 100 plain; the pending 50 are not usable.
+    let (record, _) = stack
+        .client
+        .use_points(
+            "m-1",
+            &serde_json::json!({"use_id": "u1", "point_type": "P", "amount": 110}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(record["amount"], 110);
+    let refusal = stack
+        .client
+        .use_points(
+            "m-1",
+            &serde_json::json!({"use_id": "u2", "point_type": "P", "amount": 21}),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(refusal.refused_status(), Some(409));
+    let balances = stack.client.balances("m-1").await.unwrap();
+    assert_eq!(balances["balances"]["P"], 20);
+    stack.runner.stop().await.unwrap();
+}

@@ -89,8 +89,8 @@ async fn sample_events_drive_the_handlers() {
     let (status, balances) = call_api(&ingest, load_event::<ApiGatewayProxyRequest>("apigw-get-balances.json")).await;
     assert_eq!(status, 200);
     assert_eq!(
-        balances,
-        json!({"member_id": "m-1001", "balances": {"BONUS": 500, "WELCOME": 2100}})
+        (&balances["member_id"], &balances["balances"]),
+        (&json!("m-1001"), &json!({"BONUS": 500, "WELCOME": 2100}))
     );
 
     let (status, used) = call_api(&ingest, load_event::<ApiGatewayProxyRequest>("apigw-post-use.json")).await;
@@ -103,6 +103,7 @@ async fn sample_events_drive_the_handlers() {
     assert_eq!((again, &replay), (200, &used), "the use_id makes a retry harmless");
     let (_, balances) = call_api(&ingest, load_event::<ApiGatewayProxyRequest>("apigw-get-balances.json")).await;
     assert_eq!(balances["balances"]["WELCOME"], 1500);
+    assert_eq!(balances["details"]["WELCOME"]["lifetime_used"], 600);
 
     let (status, accepted) = call_api(&ingest, load_event::<ApiGatewayProxyRequest>("apigw-post-job.json")).await;
     assert_eq!(status, 202, "{accepted}");

@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use pointflow::domain::{Accrual, Balance, JobId, JobStatus, MessageRef, NewJob};
+use pointflow::domain::{Accrual, JobId, JobStatus, MessageRef, NewJob};
+use pointflow::lots::BalanceSheet;
 use pointflow::message::AccrualMessage;
 use pointflow::ports::{ApplyOutcome, Ledger, StoreError};
 use pointflow::uses::{Use, UseOutcome};
@@ -28,7 +29,7 @@ impl Ledger for DownLedger {
             operation: "TransactWriteItems",
         })
     }
-    async fn balances(&self, _: &str) -> Result<Vec<Balance>, StoreError> {
+    async fn balance_sheets(&self, _: &str) -> Result<Vec<BalanceSheet>, StoreError> {
         Ok(Vec::new())
     }
     async fn apply_use(&self, _: &Use, _: OffsetDateTime) -> Result<UseOutcome, StoreError> {

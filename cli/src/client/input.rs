@@ -93,6 +93,10 @@ struct Item<'a> {
     amount: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none", with = "time::serde::rfc3339::option")]
+    apply_at: Option<time::OffsetDateTime>,
+    #[serde(skip_serializing_if = "Option::is_none", with = "time::serde::rfc3339::option")]
+    expires_at: Option<time::OffsetDateTime>,
 }
 
 /// Placeholder id for validating an item whose id the API will derive.
@@ -130,8 +134,10 @@ impl Chunker {
             point_type: &accrual.point_type,
             amount: accrual.amount,
             reason: accrual.reason.as_deref(),
+            apply_at: accrual.apply_at,
+            expires_at: accrual.expires_at,
         };
-        // Serialising plain strings and integers cannot fail.
+        // Serialising plain strings, integers and valid times cannot fail.
         let encoded = serde_json::to_vec(&item).unwrap_or_default();
         let full = self.items > 0
             && (self.items >= self.limits.max_items || self.body.len() + encoded.len() + 20 > self.limits.max_bytes);

@@ -31,7 +31,8 @@ use time::OffsetDateTime;
 
 use crate::baseline::SingleWrites;
 use crate::capacity::{write_units, WriteCost, WriteKind, WriteMeter, MARKER_AND_UPDATE_UNITS, SMALL_WRITE_UNITS};
-use crate::domain::{Accrual, Balance, ChunkReport, Job, JobId, MessageCounts, MessageRef, NewJob};
+use crate::domain::{Accrual, ChunkReport, Job, JobId, MessageCounts, MessageRef, NewJob};
+use crate::lots::{BalanceSheet, Lot, LotKey};
 use crate::ports::{ApplyOutcome, CreateJob, JobStore, Ledger, StoreError};
 use crate::retry::Backoff;
 use crate::uses::{Use, UseOutcome, UseRecord};
@@ -408,6 +409,19 @@ pub fn sum_by_balance<'a>(accruals: &[&'a Accrual]) -> BTreeMap<(&'a str, &'a st
     sums
 }
 
+/// Sums accruals per balance item and, within it, per lot.
+pub fn sum_by_lot<'a>(accruals: &[&'a Accrual]) -> BTreeMap<(&'a str, &'a str), BTreeMap<LotKey, u64>> {
+    let mut sums: BTreeMap<(&str, &str), BTreeMap<LotKey, u64>> = BTreeMap::new();
+    for a in accruals {
+        *sums
+            .entry((a.member_id.as_str(), a.point_type.as_str()))
+            .or_default()
+            .entry(a.lot())
+            .or_insert(0) += a.amount;
+    }
+    sums
+}
+
 /// What a marker-and-update transaction found.
 enum Marked {
     /// Marker written, job updated.
@@ -434,19 +448,51 @@ fn ledger_entry(by: MessageRef, a: &Accrual, now: &str) -> Item {
     if let Some(reason) = &a.reason {
         item.insert("reason".to_owned(), s(reason));
     }
+    if let Some(t) = a.apply_at {
+        item.insert("apply_at".to_owned(), s(rfc3339(t)));
+    }
+    if let Some(t) = a.expires_at {
+        item.insert("expires_at".to_owned(), s(rfc3339(t)));
+    }
     item
 }
 
-/// The update adding `sum` to a balance item (creating it if missing).
-fn balance_update(table: &str, member: &str, point_type: &str, sum: u64, now: &str) -> Result<Update, StoreError> {
-    Update::builder()
+/// The update crediting a balance item (creating it if missing): each lot's
+/// sum to its attribute (`balance` for the plain lot), the total to
+/// `earned`, and `lots = true` once a lot other than the plain one exists.
+fn balance_update(
+    table: &str,
+    member: &str,
+    point_type: &str,
+    lots: &BTreeMap<LotKey, u64>,
+    now: &str,
+) -> Result<Update, StoreError> {
+    let mut set = "SET member_id = :m, point_type = :p, updated_at = :now".to_owned();
+    let mut add = "ADD earned :earned".to_owned();
+    let mut update = Update::builder()
         .table_name(table)
         .set_key(Some(balance_key(member, point_type)))
-        .update_expression("SET member_id = :m, point_type = :p, updated_at = :now ADD balance :sum")
         .expression_attribute_values(":m", s(member))
         .expression_attribute_values(":p", s(point_type))
         .expression_attribute_values(":now", s(now))
-        .expression_attribute_values(":sum", n(sum))
+        .expression_attribute_values(":earned", n(lots.values().sum()));
+    for (i, (lot, sum)) in lots.iter().enumerate() {
+        if lot.is_plain() {
+            add.push_str(", balance :plain");
+            update = update.expression_attribute_values(":plain", n(*sum));
+        } else {
+            add.push_str(&format!(", #l{i} :l{i}"));
+            update = update
+                .expression_attribute_names(format!("#l{i}"), lot.attribute())
+                .expression_attribute_values(format!(":l{i}"), n(*sum));
+        }
+    }
+    if lots.keys().any(|lot| !lot.is_plain()) {
+        set.push_str(", lots = :yes");
+        update = update.expression_attribute_values(":yes", AttributeValue::Bool(true));
+    }
+    update
+        .update_expression(format!("{set} {add}"))
         .build()
         .map_err(|e| backend("TransactWriteItems", e))
 }
@@ -468,15 +514,104 @@ fn ledger_transaction(
             .map_err(|e| backend("TransactWriteItems", e))?;
         items.push(TransactWriteItem::builder().put(put).build());
     }
-    for ((member, point_type), sum) in sum_by_balance(accruals) {
-        let update = balance_update(table, member, point_type, sum, now)?;
+    for ((member, point_type), lots) in sum_by_lot(accruals) {
+        let update = balance_update(table, member, point_type, &lots, now)?;
         items.push(TransactWriteItem::builder().update(update).build());
     }
     Ok(items)
 }
 
-/// The entry of a use.
-fn use_entry(u: &Use, now: &str) -> Item {
+/// A balance item's lots and counters.
+fn sheet_from_item(item: &Item) -> Result<BalanceSheet, StoreError> {
+    let point_type = string_attr(item, "point_type")
+        .ok_or_else(|| corrupt(item, "point_type missing"))?
+        .to_owned();
+    let mut lots = Vec::new();
+    let plain = number_attr(item, "balance")?;
+    if plain > 0 {
+        lots.push(Lot {
+            key: LotKey::PLAIN,
+            amount: plain,
+        });
+    }
+    for name in item.keys() {
+        if let Some(key) = LotKey::from_attribute(name) {
+            let amount = number_attr(item, name)?;
+            if amount > 0 {
+                lots.push(Lot { key, amount });
+            }
+        }
+    }
+    lots.sort_by_key(|lot| lot.key);
+    let used = number_attr(item, "used")?;
+    // Balances credited before the counters existed have none: what they
+    // hold plus what was used is what was earned.
+    let earned = match item.get("earned") {
+        Some(_) => number_attr(item, "earned")?,
+        None => lots.iter().map(|lot| lot.amount).sum::<u64>() + used,
+    };
+    Ok(BalanceSheet {
+        point_type,
+        lots,
+        earned,
+        used,
+    })
+}
+
+/// A use's balance update when the balance has only its plain lot: no read
+/// needed. The condition fails if it holds too little or has other lots
+/// (whose points must go first if they expire), and the use plans again.
+fn use_update_plain(table: &str, u: &Use, now: &str) -> Result<(Update, Item), StoreError> {
+    let update = Update::builder()
+        .table_name(table)
+        .set_key(Some(balance_key(&u.member_id, &u.point_type)))
+        .update_expression("SET updated_at = :now ADD balance :minus, used :amount")
+        .condition_expression("balance >= :amount AND attribute_not_exists(lots)")
+        .expression_attribute_values(":now", s(now))
+        .expression_attribute_values(":minus", AttributeValue::N(format!("-{}", u.amount)))
+        .expression_attribute_values(":amount", n(u.amount))
+        .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+        .build()
+        .map_err(|e| backend("TransactWriteItems", e))?;
+    Ok((update, HashMap::from([("balance".to_owned(), n(u.amount))])))
+}
+
+/// A use's balance update taking `plan` from the lots, each under the
+/// condition that its lot still holds what is taken: the overdraft guard.
+fn use_update_lots(table: &str, u: &Use, plan: &[Lot], now: &str) -> Result<(Update, Item), StoreError> {
+    let mut add = vec!["used :amount".to_owned()];
+    let mut conditions = Vec::new();
+    let mut consumed = Item::new();
+    let mut update = Update::builder()
+        .table_name(table)
+        .set_key(Some(balance_key(&u.member_id, &u.point_type)))
+        .expression_attribute_values(":now", s(now))
+        .expression_attribute_values(":amount", n(u.amount))
+        .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+    for (i, take) in plan.iter().enumerate() {
+        let name = if take.key.is_plain() {
+            "balance".to_owned()
+        } else {
+            take.key.attribute()
+        };
+        update = update
+            .expression_attribute_names(format!("#t{i}"), &name)
+            .expression_attribute_values(format!(":minus{i}"), AttributeValue::N(format!("-{}", take.amount)))
+            .expression_attribute_values(format!(":take{i}"), n(take.amount));
+        add.push(format!("#t{i} :minus{i}"));
+        conditions.push(format!("#t{i} >= :take{i}"));
+        consumed.insert(name, n(take.amount));
+    }
+    let update = update
+        .update_expression(format!("SET updated_at = :now ADD {}", add.join(", ")))
+        .condition_expression(conditions.join(" AND "))
+        .build()
+        .map_err(|e| backend("TransactWriteItems", e))?;
+    Ok((update, consumed))
+}
+
+/// The entry of a use; `consumed` says what it took from each lot.
+fn use_entry(u: &Use, consumed: &Item, now: &str) -> Item {
     let mut item: Item = HashMap::from([
         ("pk".to_owned(), s(format!("USE#{}", u.use_id))),
         ("sk".to_owned(), s("USE")),
@@ -485,6 +620,7 @@ fn use_entry(u: &Use, now: &str) -> Item {
         ("point_type".to_owned(), s(&u.point_type)),
         ("amount".to_owned(), n(u.amount)),
         ("applied_at".to_owned(), s(now)),
+        ("consumed".to_owned(), AttributeValue::M(consumed.clone())),
     ]);
     if let Some(reason) = &u.reason {
         item.insert("reason".to_owned(), s(reason));
@@ -743,41 +879,36 @@ impl Ledger for DynamoStore {
 
     async fn apply_use(&self, u: &Use, now: OffsetDateTime) -> Result<UseOutcome, StoreError> {
         let now_text = rfc3339(now);
-        let entry = use_entry(u, &now_text);
-        let units =
-            write_units(item_bytes(&entry), WriteKind::Transactional) + write_units(0, WriteKind::Transactional);
-        let put = Put::builder()
-            .table_name(&self.table)
-            .set_item(Some(entry))
-            .condition_expression("attribute_not_exists(pk)")
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .build()
-            .map_err(|e| backend("TransactWriteItems", e))?;
-        // The balance condition is the overdraft guard: the deduction and the
-        // check are one write, so concurrent uses cannot both pass it.
-        let update = Update::builder()
-            .table_name(&self.table)
-            .set_key(Some(balance_key(&u.member_id, &u.point_type)))
-            .update_expression("SET updated_at = :now ADD balance :minus")
-            .condition_expression("balance >= :amount")
-            .expression_attribute_values(":now", s(&now_text))
-            .expression_attribute_values(":minus", AttributeValue::N(format!("-{}", u.amount)))
-            .expression_attribute_values(":amount", n(u.amount))
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .build()
-            .map_err(|e| backend("TransactWriteItems", e))?;
-        let items = vec![
-            TransactWriteItem::builder().put(put).build(),
-            TransactWriteItem::builder().update(update).build(),
-        ];
+        // The balance item as last seen (through ALL_OLD): `None` until a
+        // first attempt fails, which tries the fast path (plain lot only).
+        let mut seen: Option<Option<Item>> = None;
         let mut attempt = 0u32;
         loop {
+            let (update, consumed) = match &seen {
+                None => use_update_plain(&self.table, u, &now_text)?,
+                Some(None) => return Ok(UseOutcome::Insufficient { available: 0 }),
+                Some(Some(item)) => match sheet_from_item(item)?.plan_use(u.amount, now) {
+                    Ok(plan) => use_update_lots(&self.table, u, &plan, &now_text)?,
+                    Err(available) => return Ok(UseOutcome::Insufficient { available }),
+                },
+            };
+            let entry = use_entry(u, &consumed, &now_text);
+            let units =
+                write_units(item_bytes(&entry), WriteKind::Transactional) + write_units(0, WriteKind::Transactional);
+            let put = Put::builder()
+                .table_name(&self.table)
+                .set_item(Some(entry))
+                .condition_expression("attribute_not_exists(pk)")
+                .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+                .build()
+                .map_err(|e| backend("TransactWriteItems", e))?;
             self.count();
             self.write_units.charge_ledger(1, units);
             let result = self
                 .client
                 .transact_write_items()
-                .set_transact_items(Some(items.clone()))
+                .transact_items(TransactWriteItem::builder().put(put).build())
+                .transact_items(TransactWriteItem::builder().update(update).build())
                 .send()
                 .await;
             let error = match result {
@@ -801,21 +932,29 @@ impl Ledger for DynamoStore {
                         });
                     }
                     if code(1) == Some("ConditionalCheckFailed") {
-                        let available = old(1).map_or(Ok(0), |item| number_attr(item, "balance"))?;
-                        return Ok(UseOutcome::Insufficient { available });
-                    }
-                    let codes: Vec<Option<&str>> = (0..reasons.len()).map(code).collect();
-                    if codes.contains(&Some("TransactionConflict")) {
+                        // The balance is not what the plan assumed (it has
+                        // lots, holds too little, or a concurrent use took
+                        // points first): plan again from what it holds.
+                        let first = seen.is_none();
+                        seen = Some(old(1).filter(|item| !item.is_empty()).cloned());
+                        if first {
+                            continue;
+                        }
                         "conflict"
-                    } else if codes.iter().any(|c| {
-                        matches!(
-                            c,
-                            Some("ThrottlingError" | "ProvisionedThroughputExceeded" | "RequestLimitExceeded")
-                        )
-                    }) {
-                        "throttled"
                     } else {
-                        return Err(backend("TransactWriteItems", error));
+                        let codes: Vec<Option<&str>> = (0..reasons.len()).map(code).collect();
+                        if codes.contains(&Some("TransactionConflict")) {
+                            "conflict"
+                        } else if codes.iter().any(|c| {
+                            matches!(
+                                c,
+                                Some("ThrottlingError" | "ProvisionedThroughputExceeded" | "RequestLimitExceeded")
+                            )
+                        }) {
+                            "throttled"
+                        } else {
+                            return Err(backend("TransactWriteItems", error));
+                        }
                     }
                 }
                 Some(TransactWriteItemsError::TransactionInProgressException(_)) => "conflict",
@@ -835,8 +974,8 @@ impl Ledger for DynamoStore {
         }
     }
 
-    async fn balances(&self, member_id: &str) -> Result<Vec<Balance>, StoreError> {
-        let mut balances = Vec::new();
+    async fn balance_sheets(&self, member_id: &str) -> Result<Vec<BalanceSheet>, StoreError> {
+        let mut sheets = Vec::new();
         let mut start: Option<Item> = None;
         loop {
             self.count();
@@ -847,26 +986,21 @@ impl Ledger for DynamoStore {
                 .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
                 .expression_attribute_values(":pk", s(format!("MEMBER#{member_id}")))
                 .expression_attribute_values(":prefix", s("BALANCE#"))
+                .consistent_read(true)
                 .set_exclusive_start_key(start.take())
                 .send()
                 .await
                 .map_err(|e| single_call_error("Query", e))?;
             for item in page.items() {
-                let point_type = string_attr(item, "point_type")
-                    .ok_or_else(|| corrupt(item, "point_type missing"))?
-                    .to_owned();
-                balances.push(Balance {
-                    point_type,
-                    balance: number_attr(item, "balance")?,
-                });
+                sheets.push(sheet_from_item(item)?);
             }
             match page.last_evaluated_key() {
                 Some(key) if !key.is_empty() => start = Some(key.clone()),
                 _ => break,
             }
         }
-        balances.sort_by(|a, b| a.point_type.cmp(&b.point_type));
-        Ok(balances)
+        sheets.sort_by(|a, b| a.point_type.cmp(&b.point_type));
+        Ok(sheets)
     }
 }
 
@@ -1089,7 +1223,7 @@ impl SingleWrites for DynamoStore {
             &self.table,
             &accrual.member_id,
             &accrual.point_type,
-            accrual.amount,
+            &BTreeMap::from([(accrual.lot(), accrual.amount)]),
             &rfc3339(now),
         )?;
         self.count();
@@ -1099,6 +1233,7 @@ impl SingleWrites for DynamoStore {
             .table_name(&self.table)
             .set_key(Some(update.key().clone()))
             .update_expression(update.update_expression())
+            .set_expression_attribute_names(update.expression_attribute_names().cloned())
             .set_expression_attribute_values(update.expression_attribute_values().cloned())
             .send()
             .await
@@ -1172,6 +1307,13 @@ mod tests {
         a.reason = None;
         let item = ledger_entry(by, &a, "2026-11-26T02:12:31.123456789Z");
         assert_eq!(item_bytes(&item), crate::capacity::ledger_entry_bytes(&a, by));
+        a.apply_at = Some(
+            OffsetDateTime::from_unix_timestamp(1_796_083_200).unwrap() + time::Duration::nanoseconds(123_456_789),
+        );
+        a.expires_at =
+            Some(OffsetDateTime::from_unix_timestamp(1_827_619_200).unwrap() + time::Duration::nanoseconds(1));
+        let item = ledger_entry(by, &a, "2026-11-26T02:12:31.123456789Z");
+        assert_eq!(item_bytes(&item), crate::capacity::ledger_entry_bytes(&a, by));
     }
 
     #[test]
@@ -1183,10 +1325,11 @@ mod tests {
             amount: 1500,
             reason: Some("checkout".into()),
         };
-        let item = use_entry(&u, "2026-11-26T02:12:31.123456789Z");
+        let plain = HashMap::from([("balance".to_owned(), n(u.amount))]);
+        let item = use_entry(&u, &plain, "2026-11-26T02:12:31.123456789Z");
         assert_eq!(item_bytes(&item), crate::capacity::use_entry_bytes(&u));
         u.reason = None;
-        let item = use_entry(&u, "2026-11-26T02:12:31.123456789Z");
+        let item = use_entry(&u, &plain, "2026-11-26T02:12:31.123456789Z");
         assert_eq!(item_bytes(&item), crate::capacity::use_entry_bytes(&u));
         let record = use_from_item(&item).unwrap();
         assert!(record.matches(&u));

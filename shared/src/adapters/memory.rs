@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
-use crate::domain::{Accrual, Balance, ChunkReport, Job, JobId, MessageCounts, MessageRef, NewJob};
+use crate::domain::{Accrual, ChunkReport, Job, JobId, MessageCounts, MessageRef, NewJob};
+use crate::lots::{BalanceSheet, Lot, LotKey};
 use crate::ports::{AccrualQueue, ApplyOutcome, CreateJob, JobStore, Ledger, QueueError, ReceivedMessage, StoreError};
 use crate::uses::{Use, UseOutcome, UseRecord};
 
@@ -19,11 +20,19 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// One balance: its lots and lifetime counters.
+#[derive(Default)]
+struct Sheet {
+    lots: BTreeMap<LotKey, u64>,
+    earned: u64,
+    used: u64,
+}
+
 #[derive(Default)]
 struct StoreState {
     /// accrual_id → message that credited it.
     ledger: HashMap<String, MessageRef>,
-    balances: BTreeMap<(String, String), u64>,
+    balances: BTreeMap<(String, String), Sheet>,
     jobs: HashMap<JobId, Job>,
     folded: HashMap<(JobId, u32), MessageCounts>,
     chunks: HashSet<(JobId, u32)>,
@@ -75,10 +84,12 @@ impl Ledger for MemoryStore {
                 Some(_) => outcome.duplicate += 1,
                 None => {
                     state.ledger.insert(accrual.accrual_id.clone(), by);
-                    *state
+                    let sheet = state
                         .balances
                         .entry((accrual.member_id.clone(), accrual.point_type.clone()))
-                        .or_default() += accrual.amount;
+                        .or_default();
+                    *sheet.lots.entry(accrual.lot()).or_default() += accrual.amount;
+                    sheet.earned += accrual.amount;
                     outcome.applied += 1;
                 }
             }
@@ -86,16 +97,26 @@ impl Ledger for MemoryStore {
         Ok(outcome)
     }
 
-    async fn balances(&self, member_id: &str) -> Result<Vec<Balance>, StoreError> {
+    async fn balance_sheets(&self, member_id: &str) -> Result<Vec<BalanceSheet>, StoreError> {
         self.count();
         let state = lock(&self.state);
         Ok(state
             .balances
             .range((member_id.to_owned(), String::new())..)
             .take_while(|((member, _), _)| member == member_id)
-            .map(|((_, point_type), balance)| Balance {
+            .map(|((_, point_type), sheet)| BalanceSheet {
                 point_type: point_type.clone(),
-                balance: *balance,
+                lots: sheet
+                    .lots
+                    .iter()
+                    .filter(|(_, amount)| **amount > 0)
+                    .map(|(key, amount)| Lot {
+                        key: *key,
+                        amount: *amount,
+                    })
+                    .collect(),
+                earned: sheet.earned,
+                used: sheet.used,
             })
             .collect())
     }
@@ -111,11 +132,32 @@ impl Ledger for MemoryStore {
             });
         }
         let key = (u.member_id.clone(), u.point_type.clone());
-        let available = state.balances.get(&key).copied().unwrap_or(0);
-        if available < u.amount {
-            return Ok(UseOutcome::Insufficient { available });
+        let Some(sheet) = state.balances.get_mut(&key) else {
+            return Ok(UseOutcome::Insufficient { available: 0 });
+        };
+        let current = BalanceSheet {
+            point_type: u.point_type.clone(),
+            lots: sheet
+                .lots
+                .iter()
+                .map(|(key, amount)| Lot {
+                    key: *key,
+                    amount: *amount,
+                })
+                .collect(),
+            earned: sheet.earned,
+            used: sheet.used,
+        };
+        let plan = match current.plan_use(u.amount, now) {
+            Ok(plan) => plan,
+            Err(available) => return Ok(UseOutcome::Insufficient { available }),
+        };
+        for take in plan {
+            if let Some(amount) = sheet.lots.get_mut(&take.key) {
+                *amount -= take.amount;
+            }
         }
-        state.balances.insert(key, available - u.amount);
+        sheet.used += u.amount;
         let record = UseRecord::of(u, now);
         state.uses.insert(u.use_id.clone(), record.clone());
         Ok(UseOutcome::Applied(record))

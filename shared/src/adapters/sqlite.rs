@@ -35,7 +35,8 @@ use crate::capacity::{
     ledger_entry_bytes, ledger_transaction_units, use_entry_bytes, write_units, WriteCost, WriteKind, WriteMeter,
     MARKER_AND_UPDATE_UNITS, SMALL_WRITE_UNITS,
 };
-use crate::domain::{Accrual, Balance, ChunkReport, Job, JobId, MessageCounts, MessageRef, NewJob};
+use crate::domain::{Accrual, ChunkReport, Job, JobId, MessageCounts, MessageRef, NewJob};
+use crate::lots::{BalanceSheet, Lot, LotKey};
 use crate::ports::{
     AccrualQueue, ApplyOutcome, BoxError, CreateJob, JobStore, Ledger, QueueError, ReceivedMessage, StoreError,
 };
@@ -66,12 +67,25 @@ CREATE TABLE IF NOT EXISTS ledger (
     applied_at INTEGER NOT NULL
 );
 
+-- `balance` is the plain lot (points available at once, never expiring);
+-- `earned` and `used` are lifetime counters (version 3).
 CREATE TABLE IF NOT EXISTS balances (
     member_id  TEXT NOT NULL,
     point_type TEXT NOT NULL,
     balance    INTEGER NOT NULL,
     updated_at INTEGER NOT NULL,
+    earned     INTEGER NOT NULL DEFAULT 0,
+    used       INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (member_id, point_type)
+) WITHOUT ROWID;
+
+-- The other lots of a balance, named as LotKey::attribute (version 3).
+CREATE TABLE IF NOT EXISTS lots (
+    member_id  TEXT NOT NULL,
+    point_type TEXT NOT NULL,
+    lot        TEXT NOT NULL,
+    amount     INTEGER NOT NULL,
+    PRIMARY KEY (member_id, point_type, lot)
 ) WITHOUT ROWID;
 
 -- Uses (deductions), keyed by their idempotency id (version 3).
@@ -81,7 +95,9 @@ CREATE TABLE IF NOT EXISTS uses (
     point_type TEXT NOT NULL,
     amount     INTEGER NOT NULL,
     reason     TEXT,
-    applied_at TEXT NOT NULL
+    applied_at TEXT NOT NULL,
+    -- What it took from each lot, as JSON {lot: amount} (for its reversal).
+    consumed   TEXT NOT NULL DEFAULT '{}'
 ) WITHOUT ROWID;
 
 CREATE TABLE IF NOT EXISTS jobs (
@@ -140,6 +156,15 @@ ALTER TABLE jobs ADD COLUMN source TEXT;
 ALTER TABLE jobs ADD COLUMN reading INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE jobs ADD COLUMN rejected INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE jobs ADD COLUMN error TEXT;
+";
+
+/// Upgrades a version-2 database: lifetime counters on balances (what was
+/// credited so far is what is left plus nothing used); `SCHEMA` then adds
+/// the `lots` and `uses` tables.
+const MIGRATE_2_TO_3: &str = "
+ALTER TABLE balances ADD COLUMN earned INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE balances ADD COLUMN used INTEGER NOT NULL DEFAULT 0;
+UPDATE balances SET earned = balance;
 ";
 
 /// How long a call waits for another process's write lock on the file.
@@ -283,6 +308,10 @@ fn prepare(conn: &Connection, file_backed: bool) -> Result<(), Failure> {
     if version == 1 {
         // Version 2 added file jobs and remembers the crediting message.
         conn.execute_batch(MIGRATE_1_TO_2)?;
+    }
+    if (1..=2).contains(&version) {
+        // Version 3 added lots, lifetime counters and uses.
+        conn.execute_batch(MIGRATE_2_TO_3)?;
     }
     conn.execute_batch(SCHEMA)?;
     conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
@@ -444,11 +473,8 @@ impl Ledger for SqliteStore {
                     "INSERT INTO ledger (accrual_id, job_id, seq, member_id, point_type, amount, reason, applied_at)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (accrual_id) DO NOTHING",
                 )?;
-                let mut credit = tx.prepare_cached(
-                    "INSERT INTO balances (member_id, point_type, balance, updated_at) VALUES (?1, ?2, ?3, ?4)
-                     ON CONFLICT (member_id, point_type)
-                     DO UPDATE SET balance = balance + excluded.balance, updated_at = excluded.updated_at",
-                )?;
+                let mut credit = tx.prepare_cached(CREDIT_BALANCE)?;
+                let mut credit_lot = tx.prepare_cached(CREDIT_LOT)?;
                 let mut owner = tx.prepare_cached("SELECT job_id, seq FROM ledger WHERE accrual_id = ?1")?;
                 for a in &accruals {
                     let amount = to_i64(a.amount, "amount")?;
@@ -463,7 +489,12 @@ impl Ledger for SqliteStore {
                         now
                     ])?;
                     if inserted == 1 {
-                        credit.execute(params![a.member_id, a.point_type, amount, now])?;
+                        let lot = a.lot();
+                        let plain = if lot.is_plain() { amount } else { 0 };
+                        credit.execute(params![a.member_id, a.point_type, plain, amount, now])?;
+                        if !lot.is_plain() {
+                            credit_lot.execute(params![a.member_id, a.point_type, lot.attribute(), amount])?;
+                        }
                         outcome.applied += 1;
                     } else {
                         let stored: (String, i64) =
@@ -501,23 +532,43 @@ impl Ledger for SqliteStore {
                     UseOutcome::IdReused(record)
                 });
             }
-            let available: i64 = tx
-                .prepare_cached("SELECT balance FROM balances WHERE member_id = ?1 AND point_type = ?2")?
-                .query_row([&u.member_id, &u.point_type], |row| row.get(0))
-                .optional()?
-                .unwrap_or(0);
-            let available = to_u64(
-                available,
-                || format!("balance {}/{}", u.member_id, u.point_type),
-                "balance",
-            )?;
-            if available < u.amount {
-                return Ok(UseOutcome::Insufficient { available });
-            }
+            let sheet = read_sheets(&tx, &u.member_id, Some(&u.point_type))?.pop();
+            let plan = match sheet.map(|sheet| sheet.plan_use(u.amount, now)) {
+                Some(Ok(plan)) => plan,
+                Some(Err(available)) => return Ok(UseOutcome::Insufficient { available }),
+                None => return Ok(UseOutcome::Insufficient { available: 0 }),
+            };
             let amount = to_i64(u.amount, "amount")?;
+            let mut consumed = serde_json::Map::new();
+            for take in &plan {
+                let taken = to_i64(take.amount, "amount")?;
+                let changed = if take.key.is_plain() {
+                    consumed.insert("balance".to_owned(), take.amount.into());
+                    tx.prepare_cached(
+                        "UPDATE balances SET balance = balance - ?3
+                         WHERE member_id = ?1 AND point_type = ?2 AND balance >= ?3",
+                    )?
+                    .execute(params![u.member_id, u.point_type, taken])?
+                } else {
+                    consumed.insert(take.key.attribute(), take.amount.into());
+                    tx.prepare_cached(
+                        "UPDATE lots SET amount = amount - ?4
+                         WHERE member_id = ?1 AND point_type = ?2 AND lot = ?3 AND amount >= ?4",
+                    )?
+                    .execute(params![u.member_id, u.point_type, take.key.attribute(), taken])?
+                };
+                if changed != 1 {
+                    // Planned from what this transaction just read: cannot happen.
+                    return Err(Failure::Other("a lot changed under the use's own transaction".into()));
+                }
+            }
             tx.prepare_cached(
-                "INSERT INTO uses (use_id, member_id, point_type, amount, reason, applied_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "UPDATE balances SET used = used + ?3, updated_at = ?4 WHERE member_id = ?1 AND point_type = ?2",
+            )?
+            .execute(params![u.member_id, u.point_type, amount, unix_millis(now)])?;
+            tx.prepare_cached(
+                "INSERT INTO uses (use_id, member_id, point_type, amount, reason, applied_at, consumed)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?
             .execute(params![
                 u.use_id,
@@ -525,34 +576,19 @@ impl Ledger for SqliteStore {
                 u.point_type,
                 amount,
                 u.reason,
-                rfc3339(now)?
+                rfc3339(now)?,
+                serde_json::Value::Object(consumed).to_string()
             ])?;
-            tx.prepare_cached(
-                "UPDATE balances SET balance = balance - ?3, updated_at = ?4
-                 WHERE member_id = ?1 AND point_type = ?2 AND balance >= ?3",
-            )?
-            .execute(params![u.member_id, u.point_type, amount, unix_millis(now)])?;
             tx.commit()?;
             Ok(UseOutcome::Applied(UseRecord::of(&u, now)))
         })
         .await
     }
 
-    async fn balances(&self, member_id: &str) -> Result<Vec<Balance>, StoreError> {
+    async fn balance_sheets(&self, member_id: &str) -> Result<Vec<BalanceSheet>, StoreError> {
         let member_id = member_id.to_owned();
-        self.run("balances", move |conn| {
-            let mut statement = conn
-                .prepare_cached("SELECT point_type, balance FROM balances WHERE member_id = ?1 ORDER BY point_type")?;
-            let mut rows = statement.query([&member_id])?;
-            let mut balances = Vec::new();
-            while let Some(row) = rows.next()? {
-                let point_type: String = row.get(0)?;
-                let balance = to_u64(row.get(1)?, || format!("balance {member_id}/{point_type}"), "balance")?;
-                balances.push(Balance { point_type, balance });
-            }
-            Ok(balances)
-        })
-        .await
+        self.run("balance_sheets", move |conn| read_sheets(conn, &member_id, None))
+            .await
     }
 }
 
@@ -605,6 +641,65 @@ impl SingleWrites for SqliteStore {
         })
         .await
     }
+}
+
+/// Credits a balance: `?3` to the plain lot, `?4` to `earned`.
+const CREDIT_BALANCE: &str = "INSERT INTO balances (member_id, point_type, balance, earned, updated_at)
+     VALUES (?1, ?2, ?3, ?4, ?5)
+     ON CONFLICT (member_id, point_type) DO UPDATE SET
+         balance = balance + excluded.balance, earned = earned + excluded.earned, updated_at = excluded.updated_at";
+
+/// Credits a lot other than the plain one.
+const CREDIT_LOT: &str = "INSERT INTO lots (member_id, point_type, lot, amount) VALUES (?1, ?2, ?3, ?4)
+     ON CONFLICT (member_id, point_type, lot) DO UPDATE SET amount = amount + excluded.amount";
+
+/// A member's balance sheets, read in one transaction.
+fn read_sheets(conn: &Connection, member_id: &str, point_type: Option<&str>) -> Result<Vec<BalanceSheet>, Failure> {
+    let key = |pt: &str| format!("balance {member_id}/{pt}");
+    let mut sheets = Vec::new();
+    let mut statement = conn.prepare_cached(
+        "SELECT point_type, balance, earned, used FROM balances
+         WHERE member_id = ?1 AND (?2 IS NULL OR point_type = ?2) ORDER BY point_type",
+    )?;
+    let mut rows = statement.query(params![member_id, point_type])?;
+    while let Some(row) = rows.next()? {
+        let pt: String = row.get(0)?;
+        let plain = to_u64(row.get(1)?, || key(&pt), "balance")?;
+        sheets.push(BalanceSheet {
+            lots: if plain > 0 {
+                vec![Lot {
+                    key: LotKey::PLAIN,
+                    amount: plain,
+                }]
+            } else {
+                Vec::new()
+            },
+            earned: to_u64(row.get(2)?, || key(&pt), "earned")?,
+            used: to_u64(row.get(3)?, || key(&pt), "used")?,
+            point_type: pt,
+        });
+    }
+    let mut statement = conn.prepare_cached(
+        "SELECT point_type, lot, amount FROM lots
+         WHERE member_id = ?1 AND (?2 IS NULL OR point_type = ?2) AND amount > 0",
+    )?;
+    let mut rows = statement.query(params![member_id, point_type])?;
+    while let Some(row) = rows.next()? {
+        let pt: String = row.get(0)?;
+        let name: String = row.get(1)?;
+        let lot_key = LotKey::from_attribute(&name).ok_or_else(|| Failure::Corrupt {
+            key: key(&pt),
+            detail: format!("lot {name:?} is not a lot name"),
+        })?;
+        let amount = to_u64(row.get(2)?, || key(&pt), "lot amount")?;
+        if let Some(sheet) = sheets.iter_mut().find(|s| s.point_type == pt) {
+            sheet.lots.push(Lot { key: lot_key, amount });
+        }
+    }
+    for sheet in &mut sheets {
+        sheet.lots.sort_by_key(|lot| lot.key);
+    }
+    Ok(sheets)
 }
 
 fn read_use(conn: &Connection, use_id: &str) -> Result<Option<UseRecord>, Failure> {
