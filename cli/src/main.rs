@@ -13,7 +13,7 @@ use pointflow_cli::bench::bench_csv_parse;
 use pointflow_cli::bench_e2e::{
     append_csv, plot_sweep, run_one, run_sweep, BenchBackend, Comparison, Knob, RunSpec, Variant,
 };
-use pointflow_cli::client::api::{ApiClient, DEFAULT_ENDPOINT};
+use pointflow_cli::client::api::{ApiClient, ClientError, DEFAULT_ENDPOINT};
 use pointflow_cli::client::input::{ChunkLimits, Format};
 use pointflow_cli::client::submit::{submit, wait_for_jobs, SubmitOptions, MAX_LISTED_ERRORS};
 use pointflow_cli::demo::{run_demo, Campaign};
@@ -79,6 +79,22 @@ enum Command {
     ///
     /// Exit status: 0 deducted (or deducted before by the same use); 3 refused (insufficient balance, or the use id
     /// was used for a different deduction); 1 could not finish.
+    /// Cancel one accrual or one use, once (safe to retry).
+    ///
+    /// Exit status: 0 reversed (or reversed before); 3 refused (the accrual's points were spent) or not found;
+    /// 1 could not finish.
+    Reverse {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// The accrual to cancel.
+        #[arg(long, conflicts_with = "use_id", required_unless_present = "use_id")]
+        accrual_id: Option<String>,
+        /// The use to cancel (its points go back).
+        #[arg(long)]
+        use_id: Option<String>,
+        #[arg(long)]
+        reason: Option<String>,
+    },
     Use {
         #[command(flatten)]
         api: ApiArgs,
@@ -446,6 +462,20 @@ fn init_logging() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .try_init();
+}
+
+/// A refusal (4xx) is exit status 3 with the API's words; anything else an error.
+fn refusal_exit(error: ClientError, output: Output) -> anyhow::Result<ExitCode> {
+    match &error {
+        ClientError::Refused { body, .. } => {
+            match output {
+                Output::Json => println!("{body}"),
+                Output::Human => eprintln!("refused: {error}"),
+            }
+            Ok(ExitCode::from(3))
+        }
+        _ => Err(error.into()),
+    }
 }
 
 fn api_client(api: &ApiArgs) -> anyhow::Result<ApiClient> {
@@ -821,6 +851,40 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .all(|v| v.status == pointflow::domain::JobStatus::Completed);
             return Ok(if clean { ExitCode::SUCCESS } else { ExitCode::from(3) });
         }
+        Command::Reverse {
+            api,
+            accrual_id,
+            use_id,
+            reason,
+        } => {
+            let client = api_client(&api)?;
+            let mut body = match (&accrual_id, &use_id) {
+                (Some(id), _) => serde_json::json!({ "accrual_id": id }),
+                (None, Some(id)) => serde_json::json!({ "use_id": id }),
+                (None, None) => anyhow::bail!("give --accrual-id or --use-id"),
+            };
+            if let Some(reason) = reason {
+                body["reason"] = reason.into();
+            }
+            return match client.reverse(&body).await {
+                Ok((record, replayed)) => {
+                    match api.output {
+                        Output::Json => println!("{record}"),
+                        Output::Human => println!(
+                            "{} {} {} ({} {} points of member {})",
+                            if replayed { "already reversed:" } else { "reversed" },
+                            record["kind"].as_str().unwrap_or_default(),
+                            record["id"].as_str().unwrap_or_default(),
+                            record["amount"],
+                            record["point_type"].as_str().unwrap_or_default(),
+                            record["member_id"].as_str().unwrap_or_default()
+                        ),
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(error) => refusal_exit(error, api.output),
+            };
+        }
         Command::Use {
             api,
             member,
@@ -848,16 +912,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     }
                     Ok(ExitCode::SUCCESS)
                 }
-                Err(error @ pointflow_cli::client::api::ClientError::Refused { .. }) => {
-                    match (&error, api.output) {
-                        (pointflow_cli::client::api::ClientError::Refused { body, .. }, Output::Json) => {
-                            println!("{body}")
-                        }
-                        _ => eprintln!("refused: {error}"),
-                    }
-                    Ok(ExitCode::from(3))
-                }
-                Err(error) => Err(error.into()),
+                Err(error) => refusal_exit(error, api.output),
             };
         }
         Command::Balance { api, member } => {

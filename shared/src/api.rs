@@ -99,6 +99,10 @@ pub enum ApiError {
         point_type: String,
         amount: u64,
     },
+    #[error("the reversal is not valid: {}", describe_field_errors(errors))]
+    InvalidReversal { errors: Vec<FieldError> },
+    #[error("accrual {id}'s points were already spent (its lot holds {remaining} of them); nothing was reversed")]
+    AlreadySpent { id: String, remaining: u64 },
     #[error("{what} {id} not found")]
     NotFound { what: &'static str, id: String },
     #[error("invalid {what}: {reason}")]
@@ -140,7 +144,8 @@ impl ApiError {
             | ApiError::InvalidIdempotencyKey { .. }
             | ApiError::InvalidPathParameter { .. }
             | ApiError::Submission(_) => 400,
-            ApiError::InvalidUse { .. } => 400,
+            ApiError::InvalidUse { .. } | ApiError::InvalidReversal { .. } => 400,
+            ApiError::AlreadySpent { .. } => 409,
             ApiError::KeyReused { .. } | ApiError::InsufficientBalance { .. } | ApiError::UseIdReused { .. } => 409,
             ApiError::EnqueueFailed { .. } | ApiError::Unavailable(_) => 503,
             ApiError::Internal(_) => 500,
@@ -163,6 +168,8 @@ impl ApiError {
             ApiError::InvalidUse { .. } => "invalid_use",
             ApiError::InsufficientBalance { .. } => "insufficient_balance",
             ApiError::UseIdReused { .. } => "use_id_reused",
+            ApiError::InvalidReversal { .. } => "invalid_reversal",
+            ApiError::AlreadySpent { .. } => "already_spent",
             ApiError::EnqueueFailed { .. } => "enqueue_incomplete",
             ApiError::NotFound { .. } => "not_found",
             ApiError::InvalidPathParameter { .. } => "invalid_path_parameter",
@@ -180,7 +187,8 @@ impl ApiError {
                 error["total_errors"] = json!(total_errors);
             }
             ApiError::KeyReused { job_id } => error["job_id"] = json!(job_id),
-            ApiError::InvalidUse { errors } => error["errors"] = json!(errors),
+            ApiError::InvalidUse { errors } | ApiError::InvalidReversal { errors } => error["errors"] = json!(errors),
+            ApiError::AlreadySpent { remaining, .. } => error["remaining"] = json!(remaining),
             ApiError::InsufficientBalance {
                 requested, available, ..
             } => {

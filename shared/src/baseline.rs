@@ -17,6 +17,7 @@ use time::OffsetDateTime;
 use crate::domain::{Accrual, MessageRef};
 use crate::lots::BalanceSheet;
 use crate::ports::{AccrualQueue, ApplyOutcome, Ledger, QueueError, ReceivedMessage, StoreError};
+use crate::reversal::{ReversalOutcome, ReversalTarget};
 use crate::uses::{Use, UseOutcome};
 
 /// A store's single-item writes, one request each.
@@ -71,6 +72,10 @@ impl<S: SingleWrites + Ledger + 'static> Ledger for NaiveLedger<S> {
 
     async fn apply_use(&self, u: &Use, now: OffsetDateTime) -> Result<UseOutcome, StoreError> {
         self.store.apply_use(u, now).await
+    }
+
+    async fn reverse(&self, target: &ReversalTarget, now: OffsetDateTime) -> Result<ReversalOutcome, StoreError> {
+        self.store.reverse(target, now).await
     }
 }
 

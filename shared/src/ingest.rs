@@ -15,6 +15,7 @@ use crate::domain::{Job, JobId, JobStatus, NewJob};
 use crate::lots::BalanceView;
 use crate::packing::{pack_accruals, PackingLimits};
 use crate::ports::{AccrualQueue, CreateJob, JobStore, Ledger};
+use crate::reversal::{reversal_from_json, ReversalKind, ReversalOutcome};
 use crate::submission::{job_id_for_key, prepare_submission};
 use crate::uses::{use_from_json, UseOutcome};
 use crate::validation::{check_idempotency_key, check_member_id};
@@ -178,6 +179,10 @@ impl IngestService {
                 allow("POST")?;
                 self.apply_use(member_id, request).await
             }
+            ["v1", "reversals"] => {
+                allow("POST")?;
+                self.reverse(request).await
+            }
             _ => Err(ApiError::NotFoundRoute {
                 method,
                 path: request.path.clone(),
@@ -233,6 +238,34 @@ impl IngestService {
                 member_id: record.member_id,
                 point_type: record.point_type,
                 amount: record.amount,
+            }),
+        }
+    }
+
+    /// `POST /v1/reversals`: cancels one accrual or use at once, exactly once.
+    async fn reverse(&self, request: &ApiRequest) -> Result<ApiResponse, ApiError> {
+        self.check_json_body(request)?;
+        let body: Value =
+            serde_json::from_slice(&request.body).map_err(|e| ApiError::MalformedJson { detail: e.to_string() })?;
+        let target = reversal_from_json(&body).map_err(|errors| ApiError::InvalidReversal { errors })?;
+        match self.ledger.reverse(&target, OffsetDateTime::now_utc()).await? {
+            ReversalOutcome::Reversed(record) => {
+                info!(kind = ?record.kind, id = %record.id, amount = record.amount, "reversed");
+                Ok(ApiResponse::json(201, record))
+            }
+            ReversalOutcome::Replayed(record) => {
+                Ok(ApiResponse::json(200, record).with_header("Idempotent-Replayed", "true"))
+            }
+            ReversalOutcome::NotFound => Err(ApiError::NotFound {
+                what: match target.kind() {
+                    ReversalKind::Accrual => "accrual",
+                    ReversalKind::Use => "use",
+                },
+                id: target.id().to_owned(),
+            }),
+            ReversalOutcome::AlreadySpent { remaining } => Err(ApiError::AlreadySpent {
+                id: target.id().to_owned(),
+                remaining,
             }),
         }
     }

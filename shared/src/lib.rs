@@ -20,6 +20,7 @@ pub mod message;
 pub mod packing;
 pub mod ports;
 pub mod retry;
+pub mod reversal;
 pub mod submission;
 pub mod telemetry;
 pub mod uses;

@@ -10,6 +10,7 @@ use time::OffsetDateTime;
 
 use crate::domain::{Accrual, Balance, ChunkReport, Job, JobId, MessageCounts, MessageRef, NewJob};
 use crate::lots::BalanceSheet;
+use crate::reversal::{ReversalOutcome, ReversalTarget};
 use crate::uses::{Use, UseOutcome};
 
 /// Any error from a backend's client library, kept whole as a source.
@@ -94,6 +95,13 @@ pub trait Ledger: Send + Sync {
     /// what it takes — checked by the store in that same atomic write, so
     /// concurrent uses never overdraw a balance.
     async fn apply_use(&self, u: &Use, now: OffsetDateTime) -> Result<UseOutcome, StoreError>;
+
+    /// Reverses one credited accrual or applied use, once (a second call is
+    /// a replay). An accrual's points leave the lot they went to, only while
+    /// it still holds them all (else [`ReversalOutcome::AlreadySpent`]); a
+    /// use's points go back to the lots it took them from. The entry's mark
+    /// and the balance change are one atomic write.
+    async fn reverse(&self, target: &ReversalTarget, now: OffsetDateTime) -> Result<ReversalOutcome, StoreError>;
 }
 
 /// Result of creating a job.

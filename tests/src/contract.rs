@@ -8,6 +8,7 @@ use std::time::Duration;
 use pointflow::domain::{Accrual, Balance, ChunkEnd, ChunkReport, JobId, JobStatus, MessageCounts, MessageRef, NewJob};
 use pointflow::lots::BalanceView;
 use pointflow::ports::{CreateJob, ReceivedMessage};
+use pointflow::reversal::{ReversalOutcome, ReversalTarget};
 use pointflow::uses::{Use, UseOutcome};
 use time::OffsetDateTime;
 
@@ -602,6 +603,70 @@ pub async fn uses_take_the_soonest_expiring_points_first(b: &Backend) {
     ));
 }
 
+/// A reversal happens once (then replays), finds nothing for an unknown id,
+/// refuses to take back points already spent, and gives a use's points back
+/// to the lots it took them from.
+pub async fn reversals_happen_once_and_never_overdraw(b: &Backend) {
+    let t0 = now();
+    let member = format!("v-{}", JobId::random());
+    let plain = lot_accrual(&format!("{member}-plain"), &member, 100, t0, None, None);
+    let expiring = lot_accrual(&format!("{member}-exp"), &member, 50, t0, None, Some(10));
+    b.ledger
+        .apply_accruals(message(JobId::random(), 0), &[plain.clone(), expiring.clone()], t0)
+        .await
+        .unwrap();
+    // 50 from the expiring lot, then 30 of the plain 100.
+    let spend = a_use(&format!("{member}-u1"), &member, "PT", 80);
+    assert!(matches!(
+        b.ledger.apply_use(&spend, t0).await.unwrap(),
+        UseOutcome::Applied(_)
+    ));
+    let accrual = ReversalTarget::Accrual(plain.accrual_id.clone());
+    assert_eq!(
+        b.ledger.reverse(&accrual, t0).await.unwrap(),
+        ReversalOutcome::AlreadySpent { remaining: 70 }
+    );
+    assert_eq!(view(b, &member, t0).await.available, 70);
+
+    let the_use = ReversalTarget::Use(spend.use_id.clone());
+    let first = match b.ledger.reverse(&the_use, t0).await.unwrap() {
+        ReversalOutcome::Reversed(record) => record,
+        other => panic!("expected Reversed, got {other:?}"),
+    };
+    assert_eq!((first.amount, first.member_id.as_str()), (80, member.as_str()));
+    match b.ledger.reverse(&the_use, t0).await.unwrap() {
+        ReversalOutcome::Replayed(again) => {
+            assert!((again.reversed_at - first.reversed_at).abs() < time::Duration::milliseconds(1));
+        }
+        other => panic!("expected Replayed, got {other:?}"),
+    }
+    let v = view(b, &member, t0).await;
+    assert_eq!((v.available, v.expiring_soon, v.lifetime_used), (150, 50, 0));
+
+    assert!(matches!(
+        b.ledger.reverse(&accrual, t0).await.unwrap(),
+        ReversalOutcome::Reversed(_)
+    ));
+    assert!(matches!(
+        b.ledger.reverse(&accrual, t0).await.unwrap(),
+        ReversalOutcome::Replayed(_)
+    ));
+    let v = view(b, &member, t0).await;
+    assert_eq!((v.available, v.lifetime_earned), (50, 50));
+    let expiring_back = ReversalTarget::Accrual(expiring.accrual_id.clone());
+    assert!(matches!(
+        b.ledger.reverse(&expiring_back, t0).await.unwrap(),
+        ReversalOutcome::Reversed(_)
+    ));
+    assert_eq!(view(b, &member, t0).await.available, 0);
+    for unknown in [
+        ReversalTarget::Accrual(format!("{member}-nope")),
+        ReversalTarget::Use(format!("{member}-nope")),
+    ] {
+        assert_eq!(b.ledger.reverse(&unknown, t0).await.unwrap(), ReversalOutcome::NotFound);
+    }
+}
+
 /// `$make` is an async expression yielding `Option<Backend>` (`None` skips).
 #[macro_export]
 macro_rules! contract_suite {
@@ -625,6 +690,7 @@ macro_rules! contract_suite {
             concurrent_uses_race_for_the_last_points,
             scheduled_and_expiring_points_follow_the_clock,
             uses_take_the_soonest_expiring_points_first,
+            reversals_happen_once_and_never_overdraw,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {

@@ -284,3 +284,66 @@ async fn uses_deduct_once_and_refusals_change_nothing() {
     let (status, _) = call_api(&s, api_event("GET", "/v1/members/m1/uses", &[], None)).await;
     assert_eq!(status, 405);
 }
+
+/// `POST /v1/reversals`: 201 once and 200 (replayed) after, 404 for an
+/// unknown id, 409 when the points were spent, 400 naming bad fields.
+#[tokio::test]
+async fn reversals_answer_once_and_refuse_what_cannot_be_undone() {
+    let (b, s) = service(IngestSettings::default());
+    let credit = pointflow::domain::Accrual {
+        accrual_id: "a1".into(),
+        member_id: "m1".into(),
+        point_type: "PT".into(),
+        amount: 500,
+        reason: None,
+        apply_at: None,
+        expires_at: None,
+    };
+    let by = pointflow::domain::MessageRef {
+        job_id: pointflow::domain::JobId::random(),
+        seq: 0,
+    };
+    b.ledger
+        .apply_accruals(by, &[credit], time::OffsetDateTime::now_utc())
+        .await
+        .unwrap();
+    let post = |body: Value| {
+        api_event(
+            "POST",
+            "/v1/reversals",
+            &[("content-type", "application/json")],
+            Some(body.to_string()),
+        )
+    };
+    let (status, _) = call_api(
+        &s,
+        post_use("m1", &json!({"use_id": "order-1", "point_type": "PT", "amount": 300})),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let (status, reply) = call_api(&s, post(json!({"accrual_id": "a1"}))).await;
+    assert_eq!((status, reply["error"]["code"].as_str()), (409, Some("already_spent")));
+    assert_eq!(reply["error"]["remaining"], 200);
+
+    let (status, reversed) = call_api(&s, post(json!({"use_id": "order-1", "reason": "refund"}))).await;
+    assert_eq!(status, 201, "{reversed}");
+    assert_eq!(
+        (reversed["kind"].as_str(), reversed["amount"].as_u64()),
+        (Some("use"), Some(300))
+    );
+    let (status, again) = call_api(&s, post(json!({"use_id": "order-1"}))).await;
+    assert_eq!((status, &again), (200, &reversed));
+    let (status, _) = call_api(&s, post(json!({"accrual_id": "a1"}))).await;
+    assert_eq!(status, 201);
+    let (_, balances) = call_api(&s, api_event("GET", "/v1/members/m1/balances", &[], None)).await;
+    assert_eq!(balances["balances"]["PT"], 0);
+
+    let (status, reply) = call_api(&s, post(json!({"accrual_id": "nope"}))).await;
+    assert_eq!((status, reply["error"]["code"].as_str()), (404, Some("not_found")));
+    let (status, reply) = call_api(&s, post(json!({"accrual_id": "a1", "use_id": "u"}))).await;
+    assert_eq!(
+        (status, reply["error"]["code"].as_str()),
+        (400, Some("invalid_reversal"))
+    );
+    assert_eq!(reply["error"]["errors"][0]["field"], "use_id");
+}

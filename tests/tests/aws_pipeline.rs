@@ -373,14 +373,16 @@ async fn a_failed_enqueue_is_finished_by_a_retry_with_the_same_key() {
     assert_eq!(job["status"], "completed");
 }
 
-/// What a use costs on DynamoDB, counted by the adapter over the wire: one
-/// `TransactWriteItems` of the use entry and the guarded balance update, 4
-/// write units; a replay costs the same (a failed condition is billed too).
+/// What a use and a reversal cost on DynamoDB, counted by the adapter over
+/// the wire: one `TransactWriteItems` of the entry and the guarded balance
+/// update, 4 write units; a replay costs the same (a failed condition is
+/// billed too).
 #[tokio::test]
-async fn a_use_is_one_transaction_of_four_write_units() {
+async fn a_use_and_a_reversal_are_one_transaction_of_four_write_units() {
     use pointflow::adapters::dynamodb::{create_table, DynamoStore};
     use pointflow::domain::{Accrual, JobId, MessageRef};
     use pointflow::ports::Ledger;
+    use pointflow::reversal::{ReversalOutcome, ReversalTarget};
     use pointflow::uses::{Use, UseOutcome};
 
     let Some(sdk) = backend::emulator_config().await else {
@@ -428,4 +430,26 @@ async fn a_use_is_one_transaction_of_four_write_units() {
     let replayed = store.write_cost() - credited - used;
     assert_eq!((replayed.ledger_requests, replayed.ledger_units), (1, 4));
     assert_eq!(store.balances("m-1").await.unwrap()[0].balance, 1400);
+
+    // A reversal: one GetItem of the entry, then one transaction marking it
+    // and moving the points (4 write units), for a use and for an accrual.
+    let before = store.write_cost();
+    let requests = store.requests();
+    let target = ReversalTarget::Use(order.use_id.clone());
+    assert!(matches!(
+        store.reverse(&target, now).await.unwrap(),
+        ReversalOutcome::Reversed(_)
+    ));
+    let reversed = store.write_cost() - before;
+    assert_eq!((reversed.ledger_requests, reversed.ledger_units), (1, 4));
+    assert_eq!(store.requests() - requests, 2);
+    let before = store.write_cost();
+    let target = ReversalTarget::Accrual("spring-2026:m-1".into());
+    assert!(matches!(
+        store.reverse(&target, now).await.unwrap(),
+        ReversalOutcome::Reversed(_)
+    ));
+    let reversed = store.write_cost() - before;
+    assert_eq!((reversed.ledger_requests, reversed.ledger_units), (1, 4));
+    assert_eq!(store.balances("m-1").await.unwrap()[0].balance, 0);
 }

@@ -388,6 +388,20 @@ async fn uses_deduct_once_through_the_api() {
     assert_eq!(refusal.refused_status(), Some(409));
     assert!(refusal.to_string().contains("insufficient_balance"), "{refusal}");
     assert_eq!(balance(&stack, "m-1").await, [("P".to_owned(), 30)]);
+
+    let (reversed, replayed) = stack
+        .client
+        .reverse(&serde_json::json!({"use_id": "order-1"}))
+        .await
+        .unwrap();
+    assert_eq!((reversed["amount"].as_u64(), replayed), (Some(70), false));
+    let (_, replayed) = stack
+        .client
+        .reverse(&serde_json::json!({"use_id": "order-1"}))
+        .await
+        .unwrap();
+    assert!(replayed);
+    assert_eq!(balance(&stack, "m-1").await, [("P".to_owned(), 100)]);
     stack.runner.stop().await.unwrap();
 }
 

@@ -156,6 +156,10 @@ enum LedgerStep {
     Use { m: usize, amount: u64, id: usize },
     /// Let `days` pass.
     Advance(i64),
+    /// Reverse accrual `i` of the pool.
+    ReverseAccrual(usize),
+    /// Reverse use id `id`.
+    ReverseUse(usize),
 }
 
 /// An accrual of the pool: member, amount, `apply_at` in days from the
@@ -184,6 +188,8 @@ fn ledger_history() -> impl Strategy<Value = (Vec<PoolAccrual>, Vec<LedgerStep>)
                     3 => (0..n).prop_map(LedgerStep::Credit),
                     2 => (0usize..2, 1u64..150, 0usize..6).prop_map(|(m, amount, id)| LedgerStep::Use { m, amount, id }),
                     1 => (1i64..15).prop_map(LedgerStep::Advance),
+                    1 => (0..n).prop_map(LedgerStep::ReverseAccrual),
+                    1 => (0usize..6).prop_map(LedgerStep::ReverseUse),
                 ],
                 1..40,
             ),
@@ -194,6 +200,7 @@ fn ledger_history() -> impl Strategy<Value = (Vec<PoolAccrual>, Vec<LedgerStep>)
 /// Checks one store against a model of its lots through a whole history.
 async fn check_ledger_history(b: &backend::Backend, pool: &[PoolAccrual], steps: &[LedgerStep]) {
     use pointflow::lots::{BalanceSheet, Lot};
+    use pointflow::reversal::{ReversalOutcome, ReversalTarget};
     use pointflow::uses::{Use, UseOutcome};
 
     let t0 = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
@@ -217,7 +224,9 @@ async fn check_ledger_history(b: &backend::Backend, pool: &[PoolAccrual], steps:
     let mut used = [0u64; 2];
     let mut earned = [0u64; 2];
     let mut credited = HashSet::new();
-    let mut uses: BTreeMap<usize, (usize, u64)> = BTreeMap::new();
+    let mut reversed_accruals = HashSet::new();
+    // use id → (member, amount, what it took, reversed)
+    let mut uses: BTreeMap<usize, (usize, u64, Vec<Lot>, bool)> = BTreeMap::new();
     let mut now = t0;
     let by = pointflow::domain::MessageRef { job_id: tag, seq: 0 };
     for step in steps {
@@ -252,24 +261,67 @@ async fn check_ledger_history(b: &backend::Backend, pool: &[PoolAccrual], steps:
                     used: used[*m],
                 };
                 match uses.get(id) {
-                    Some(&(um, ua)) if um == *m && ua == *amount => {
+                    Some(&(um, ua, _, _)) if um == *m && ua == *amount => {
                         assert!(matches!(outcome, UseOutcome::Replayed(_)), "{outcome:?}");
                     }
                     Some(_) => assert!(matches!(outcome, UseOutcome::IdReused(_)), "{outcome:?}"),
                     None => match model.plan_use(*amount, now) {
                         Ok(plan) => {
                             assert!(matches!(outcome, UseOutcome::Applied(_)), "{outcome:?}");
-                            for take in plan {
+                            for take in &plan {
                                 *lots[*m].get_mut(&take.key).unwrap() -= take.amount;
                             }
                             used[*m] += amount;
-                            uses.insert(*id, (*m, *amount));
+                            uses.insert(*id, (*m, *amount, plan, false));
                         }
                         Err(available) => assert_eq!(outcome, UseOutcome::Insufficient { available }),
                     },
                 }
             }
             LedgerStep::Advance(days) => now += time::Duration::days(*days),
+            LedgerStep::ReverseAccrual(i) => {
+                let a = &accruals[*i];
+                let outcome = b
+                    .ledger
+                    .reverse(&ReversalTarget::Accrual(a.accrual_id.clone()), now)
+                    .await
+                    .unwrap();
+                let m = pool[*i].0;
+                if !credited.contains(i) {
+                    assert_eq!(outcome, ReversalOutcome::NotFound);
+                } else if reversed_accruals.contains(i) {
+                    assert!(matches!(outcome, ReversalOutcome::Replayed(_)), "{outcome:?}");
+                } else {
+                    let held = lots[m].get(&a.lot()).copied().unwrap_or(0);
+                    if held < a.amount {
+                        assert_eq!(outcome, ReversalOutcome::AlreadySpent { remaining: held });
+                    } else {
+                        assert!(matches!(outcome, ReversalOutcome::Reversed(_)), "{outcome:?}");
+                        *lots[m].get_mut(&a.lot()).unwrap() -= a.amount;
+                        earned[m] -= a.amount;
+                        reversed_accruals.insert(*i);
+                    }
+                }
+            }
+            LedgerStep::ReverseUse(id) => {
+                let outcome = b
+                    .ledger
+                    .reverse(&ReversalTarget::Use(format!("{tag}-u{id}")), now)
+                    .await
+                    .unwrap();
+                match uses.get_mut(id) {
+                    None => assert_eq!(outcome, ReversalOutcome::NotFound),
+                    Some((_, _, _, true)) => assert!(matches!(outcome, ReversalOutcome::Replayed(_)), "{outcome:?}"),
+                    Some((um, amount, plan, reversed)) => {
+                        assert!(matches!(outcome, ReversalOutcome::Reversed(_)), "{outcome:?}");
+                        for take in plan.iter() {
+                            *lots[*um].entry(take.key).or_default() += take.amount;
+                        }
+                        used[*um] -= *amount;
+                        *reversed = true;
+                    }
+                }
+            }
         }
         for m in 0..2 {
             let sheets = b.ledger.balance_sheets(&member(m)).await.unwrap();
@@ -293,10 +345,11 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
 
     /// For any sequence of credits (with redeliveries), uses (with retries
-    /// and reused ids) and the passing of time, on the in-memory and the
-    /// embedded store: every lot matches the model (so none is ever below
-    /// zero), a use succeeds exactly when the available points cover it,
-    /// and earned = available + used + expired at every step.
+    /// and reused ids), reversals (repeated, of spent points, of unknown ids)
+    /// and the passing of time, on the in-memory and the embedded store:
+    /// every lot matches the model (so none is ever below zero), a use
+    /// succeeds exactly when the available points cover it, and
+    /// earned = available + used + expired at every step.
     #[test]
     fn uses_credits_and_time_keep_the_ledger_consistent((pool, steps) in ledger_history()) {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();

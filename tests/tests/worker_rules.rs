@@ -9,6 +9,7 @@ use pointflow::domain::{Accrual, JobId, JobStatus, MessageRef, NewJob};
 use pointflow::lots::BalanceSheet;
 use pointflow::message::AccrualMessage;
 use pointflow::ports::{ApplyOutcome, Ledger, StoreError};
+use pointflow::reversal::{ReversalOutcome, ReversalTarget};
 use pointflow::uses::{Use, UseOutcome};
 use pointflow::worker::{IncomingMessage, Worker, WorkerSettings};
 use pointflow_tests::backend;
@@ -33,6 +34,11 @@ impl Ledger for DownLedger {
         Ok(Vec::new())
     }
     async fn apply_use(&self, _: &Use, _: OffsetDateTime) -> Result<UseOutcome, StoreError> {
+        Err(StoreError::Throttled {
+            operation: "TransactWriteItems",
+        })
+    }
+    async fn reverse(&self, _: &ReversalTarget, _: OffsetDateTime) -> Result<ReversalOutcome, StoreError> {
         Err(StoreError::Throttled {
             operation: "TransactWriteItems",
         })

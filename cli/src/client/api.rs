@@ -196,12 +196,19 @@ impl ApiClient {
     /// or a reused id, 400 invalid) is [`ClientError::Refused`].
     pub async fn use_points(&self, member_id: &str, body: &Value) -> Result<(Value, bool), ClientError> {
         let url = format!("{}/v1/members/{member_id}/uses", self.endpoint);
-        let what = format!("POST /v1/members/{member_id}/uses");
+        self.post_once_per_id(&url, &format!("POST /v1/members/{member_id}/uses"), body)
+            .await
+    }
+
+    /// POSTs a JSON body whose id makes retries safe; `201` or `200`
+    /// (replayed) is success.
+    async fn post_once_per_id(&self, url: &str, what: &str, body: &Value) -> Result<(Value, bool), ClientError> {
+        let what = what.to_owned();
         let payload = body.to_string();
         let (status, headers, bytes) = self
             .send(&what, || {
                 self.http
-                    .post(&url)
+                    .post(url)
                     .header("content-type", "application/json")
                     .body(payload.clone())
             })
@@ -211,6 +218,13 @@ impl ApiClient {
         }
         let replayed = headers.contains_key("idempotent-replayed");
         Ok((decode(&what, &bytes)?, replayed))
+    }
+
+    /// `POST /v1/reversals` (`{"accrual_id"}` or `{"use_id"}`): returns the
+    /// reversal and whether it was a replay of an earlier one.
+    pub async fn reverse(&self, body: &Value) -> Result<(Value, bool), ClientError> {
+        self.post_once_per_id(&format!("{}/v1/reversals", self.endpoint), "POST /v1/reversals", body)
+            .await
     }
 
     pub async fn balances(&self, member_id: &str) -> Result<Value, ClientError> {

@@ -35,6 +35,7 @@ use crate::domain::{Accrual, ChunkReport, Job, JobId, MessageCounts, MessageRef,
 use crate::lots::{BalanceSheet, Lot, LotKey};
 use crate::ports::{ApplyOutcome, CreateJob, JobStore, Ledger, StoreError};
 use crate::retry::Backoff;
+use crate::reversal::{ReversalKind, ReversalOutcome, ReversalRecord, ReversalTarget};
 use crate::uses::{Use, UseOutcome, UseRecord};
 
 /// TransactWriteItems takes at most 100 actions.
@@ -955,6 +956,159 @@ impl Ledger for DynamoStore {
                         } else {
                             return Err(backend("TransactWriteItems", error));
                         }
+                    }
+                }
+                Some(TransactWriteItemsError::TransactionInProgressException(_)) => "conflict",
+                _ if is_throttling(&error) || is_transport(&error) => "throttled",
+                _ => return Err(backend("TransactWriteItems", error)),
+            };
+            attempt += 1;
+            if attempt >= self.backoff.max_attempts {
+                let operation = "TransactWriteItems";
+                return Err(if kind == "conflict" {
+                    StoreError::Conflict { operation }
+                } else {
+                    StoreError::Throttled { operation }
+                });
+            }
+            self.backoff.sleep(attempt - 1).await;
+        }
+    }
+
+    async fn reverse(&self, target: &ReversalTarget, now: OffsetDateTime) -> Result<ReversalOutcome, StoreError> {
+        let (kind, prefix) = match target {
+            ReversalTarget::Accrual(_) => (ReversalKind::Accrual, "ACCRUAL"),
+            ReversalTarget::Use(_) => (ReversalKind::Use, "USE"),
+        };
+        let id = target.id();
+        let entry_key: Item = HashMap::from([
+            ("pk".to_owned(), s(format!("{prefix}#{id}"))),
+            ("sk".to_owned(), s(prefix)),
+        ]);
+        self.count();
+        let entry = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(entry_key.clone()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| single_call_error("GetItem", e))?;
+        let Some(entry) = entry.item() else {
+            return Ok(ReversalOutcome::NotFound);
+        };
+        let member_id = string_attr(entry, "member_id").ok_or_else(|| corrupt(entry, "member_id missing"))?;
+        let point_type = string_attr(entry, "point_type").ok_or_else(|| corrupt(entry, "point_type missing"))?;
+        let amount = number_attr(entry, "amount")?;
+        let record = |at: OffsetDateTime| ReversalRecord {
+            kind,
+            id: id.to_owned(),
+            member_id: member_id.to_owned(),
+            point_type: point_type.to_owned(),
+            amount,
+            reversed_at: at,
+        };
+        if let Some(at) = time_attr(entry, "reversed_at")? {
+            return Ok(ReversalOutcome::Replayed(record(at)));
+        }
+        let now_text = rfc3339(now);
+        let mark = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(entry_key))
+            .update_expression("SET reversed_at = :now")
+            .condition_expression("attribute_exists(pk) AND attribute_not_exists(reversed_at)")
+            .expression_attribute_values(":now", s(&now_text))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .build()
+            .map_err(|e| backend("TransactWriteItems", e))?;
+        let mut balance = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(balance_key(member_id, point_type)))
+            .expression_attribute_values(":now", s(&now_text))
+            .expression_attribute_values(":minus", AttributeValue::N(format!("-{amount}")))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        let lot_name = match kind {
+            ReversalKind::Accrual => {
+                let lot = LotKey::new(time_attr(entry, "apply_at")?, time_attr(entry, "expires_at")?);
+                let name = if lot.is_plain() {
+                    "balance".to_owned()
+                } else {
+                    lot.attribute()
+                };
+                balance = balance
+                    .update_expression("SET updated_at = :now ADD #lot :minus, earned :minus")
+                    .condition_expression("#lot >= :amount")
+                    .expression_attribute_names("#lot", &name)
+                    .expression_attribute_values(":amount", n(amount));
+                Some(name)
+            }
+            ReversalKind::Use => {
+                let mut add = vec!["used :minus".to_owned()];
+                if let Some(AttributeValue::M(consumed)) = entry.get("consumed") {
+                    for (i, (lot, given)) in consumed.iter().enumerate() {
+                        let given = match given {
+                            AttributeValue::N(v) => v.clone(),
+                            _ => return Err(corrupt(entry, format!("consumed[{lot}] is not a number"))),
+                        };
+                        balance = balance
+                            .expression_attribute_names(format!("#g{i}"), lot)
+                            .expression_attribute_values(format!(":g{i}"), AttributeValue::N(given));
+                        add.push(format!("#g{i} :g{i}"));
+                    }
+                }
+                balance = balance.update_expression(format!("SET updated_at = :now ADD {}", add.join(", ")));
+                None
+            }
+        };
+        let balance = balance.build().map_err(|e| backend("TransactWriteItems", e))?;
+        let mut attempt = 0u32;
+        loop {
+            self.count();
+            self.write_units.charge_ledger(
+                1,
+                write_units(item_bytes(entry), WriteKind::Transactional) + write_units(0, WriteKind::Transactional),
+            );
+            let result = self
+                .client
+                .transact_write_items()
+                .transact_items(TransactWriteItem::builder().update(mark.clone()).build())
+                .transact_items(TransactWriteItem::builder().update(balance.clone()).build())
+                .send()
+                .await;
+            let error = match result {
+                Ok(_) => return Ok(ReversalOutcome::Reversed(record(now))),
+                Err(e) => e,
+            };
+            let kind = match error.as_service_error() {
+                Some(TransactWriteItemsError::TransactionCanceledException(cancel)) => {
+                    let reasons = cancel.cancellation_reasons();
+                    let code = |i: usize| reasons.get(i).and_then(|r| r.code());
+                    let old = |i: usize| reasons.get(i).and_then(|r| r.item());
+                    if code(0) == Some("ConditionalCheckFailed") {
+                        // Reversed by a concurrent call meanwhile.
+                        let at = old(0).map(|item| time_attr(item, "reversed_at")).transpose()?.flatten();
+                        return Ok(ReversalOutcome::Replayed(record(at.unwrap_or(now))));
+                    }
+                    if code(1) == Some("ConditionalCheckFailed") {
+                        let remaining = match (old(1), &lot_name) {
+                            (Some(item), Some(name)) => number_attr(item, name)?,
+                            _ => 0,
+                        };
+                        return Ok(ReversalOutcome::AlreadySpent { remaining });
+                    }
+                    let codes: Vec<Option<&str>> = (0..reasons.len()).map(code).collect();
+                    if codes.contains(&Some("TransactionConflict")) {
+                        "conflict"
+                    } else if codes.iter().any(|c| {
+                        matches!(
+                            c,
+                            Some("ThrottlingError" | "ProvisionedThroughputExceeded" | "RequestLimitExceeded")
+                        )
+                    }) {
+                        "throttled"
+                    } else {
+                        return Err(backend("TransactWriteItems", error));
                     }
                 }
                 Some(TransactWriteItemsError::TransactionInProgressException(_)) => "conflict",

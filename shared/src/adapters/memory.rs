@@ -13,6 +13,7 @@ use time::OffsetDateTime;
 use crate::domain::{Accrual, ChunkReport, Job, JobId, MessageCounts, MessageRef, NewJob};
 use crate::lots::{BalanceSheet, Lot, LotKey};
 use crate::ports::{AccrualQueue, ApplyOutcome, CreateJob, JobStore, Ledger, QueueError, ReceivedMessage, StoreError};
+use crate::reversal::{ReversalKind, ReversalOutcome, ReversalRecord, ReversalTarget};
 use crate::uses::{Use, UseOutcome, UseRecord};
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -31,12 +32,15 @@ struct Sheet {
 #[derive(Default)]
 struct StoreState {
     /// accrual_id → message that credited it.
-    ledger: HashMap<String, MessageRef>,
+    /// accrual_id → the accrual, the message that credited it, and when it
+    /// was reversed.
+    ledger: HashMap<String, (Accrual, MessageRef, Option<OffsetDateTime>)>,
     balances: BTreeMap<(String, String), Sheet>,
     jobs: HashMap<JobId, Job>,
     folded: HashMap<(JobId, u32), MessageCounts>,
     chunks: HashSet<(JobId, u32)>,
-    uses: HashMap<String, UseRecord>,
+    /// use_id → the use, what it took from each lot, when it was reversed.
+    uses: HashMap<String, (UseRecord, Vec<Lot>, Option<OffsetDateTime>)>,
 }
 
 /// Ledger and job store in memory.
@@ -77,13 +81,15 @@ impl Ledger for MemoryStore {
         };
         for accrual in accruals {
             match state.ledger.get(&accrual.accrual_id) {
-                Some(owner) if *owner == by => {
+                Some((_, owner, _)) if *owner == by => {
                     outcome.applied += 1;
                     outcome.replayed += 1;
                 }
                 Some(_) => outcome.duplicate += 1,
                 None => {
-                    state.ledger.insert(accrual.accrual_id.clone(), by);
+                    state
+                        .ledger
+                        .insert(accrual.accrual_id.clone(), (accrual.clone(), by, None));
                     let sheet = state
                         .balances
                         .entry((accrual.member_id.clone(), accrual.point_type.clone()))
@@ -124,7 +130,7 @@ impl Ledger for MemoryStore {
     async fn apply_use(&self, u: &Use, now: OffsetDateTime) -> Result<UseOutcome, StoreError> {
         self.count();
         let mut state = lock(&self.state);
-        if let Some(record) = state.uses.get(&u.use_id) {
+        if let Some((record, _, _)) = state.uses.get(&u.use_id) {
             return Ok(if record.matches(u) {
                 UseOutcome::Replayed(record.clone())
             } else {
@@ -152,15 +158,77 @@ impl Ledger for MemoryStore {
             Ok(plan) => plan,
             Err(available) => return Ok(UseOutcome::Insufficient { available }),
         };
-        for take in plan {
+        for take in &plan {
             if let Some(amount) = sheet.lots.get_mut(&take.key) {
                 *amount -= take.amount;
             }
         }
         sheet.used += u.amount;
         let record = UseRecord::of(u, now);
-        state.uses.insert(u.use_id.clone(), record.clone());
+        state.uses.insert(u.use_id.clone(), (record.clone(), plan, None));
         Ok(UseOutcome::Applied(record))
+    }
+
+    async fn reverse(&self, target: &ReversalTarget, now: OffsetDateTime) -> Result<ReversalOutcome, StoreError> {
+        self.count();
+        let mut guard = lock(&self.state);
+        let state = &mut *guard;
+        match target {
+            ReversalTarget::Accrual(id) => {
+                let Some((accrual, _, reversed)) = state.ledger.get_mut(id) else {
+                    return Ok(ReversalOutcome::NotFound);
+                };
+                let record = |at| ReversalRecord {
+                    kind: ReversalKind::Accrual,
+                    id: id.clone(),
+                    member_id: accrual.member_id.clone(),
+                    point_type: accrual.point_type.clone(),
+                    amount: accrual.amount,
+                    reversed_at: at,
+                };
+                if let Some(at) = *reversed {
+                    return Ok(ReversalOutcome::Replayed(record(at)));
+                }
+                let sheet = state
+                    .balances
+                    .entry((accrual.member_id.clone(), accrual.point_type.clone()))
+                    .or_default();
+                let lot = sheet.lots.entry(accrual.lot()).or_default();
+                if *lot < accrual.amount {
+                    return Ok(ReversalOutcome::AlreadySpent { remaining: *lot });
+                }
+                *lot -= accrual.amount;
+                sheet.earned -= accrual.amount;
+                *reversed = Some(now);
+                Ok(ReversalOutcome::Reversed(record(now)))
+            }
+            ReversalTarget::Use(id) => {
+                let Some((u, taken, reversed)) = state.uses.get_mut(id) else {
+                    return Ok(ReversalOutcome::NotFound);
+                };
+                let record = |at| ReversalRecord {
+                    kind: ReversalKind::Use,
+                    id: id.clone(),
+                    member_id: u.member_id.clone(),
+                    point_type: u.point_type.clone(),
+                    amount: u.amount,
+                    reversed_at: at,
+                };
+                if let Some(at) = *reversed {
+                    return Ok(ReversalOutcome::Replayed(record(at)));
+                }
+                let sheet = state
+                    .balances
+                    .entry((u.member_id.clone(), u.point_type.clone()))
+                    .or_default();
+                for take in taken.iter() {
+                    *sheet.lots.entry(take.key).or_default() += take.amount;
+                }
+                sheet.used -= u.amount;
+                *reversed = Some(now);
+                Ok(ReversalOutcome::Reversed(record(now)))
+            }
+        }
     }
 }
 

@@ -40,6 +40,7 @@ use crate::lots::{BalanceSheet, Lot, LotKey};
 use crate::ports::{
     AccrualQueue, ApplyOutcome, BoxError, CreateJob, JobStore, Ledger, QueueError, ReceivedMessage, StoreError,
 };
+use crate::reversal::{ReversalKind, ReversalOutcome, ReversalRecord, ReversalTarget};
 use crate::uses::{Use, UseOutcome, UseRecord};
 
 /// The schema this code reads and writes (`PRAGMA user_version`).
@@ -64,7 +65,10 @@ CREATE TABLE IF NOT EXISTS ledger (
     point_type TEXT NOT NULL,
     amount     INTEGER NOT NULL,
     reason     TEXT,
-    applied_at INTEGER NOT NULL
+    applied_at INTEGER NOT NULL,
+    -- LotKey::attribute of its lot; NULL for the plain lot (version 3).
+    lot        TEXT,
+    reversed_at TEXT
 );
 
 -- `balance` is the plain lot (points available at once, never expiring);
@@ -97,7 +101,8 @@ CREATE TABLE IF NOT EXISTS uses (
     reason     TEXT,
     applied_at TEXT NOT NULL,
     -- What it took from each lot, as JSON {lot: amount} (for its reversal).
-    consumed   TEXT NOT NULL DEFAULT '{}'
+    consumed   TEXT NOT NULL DEFAULT '{}',
+    reversed_at TEXT
 ) WITHOUT ROWID;
 
 CREATE TABLE IF NOT EXISTS jobs (
@@ -162,6 +167,8 @@ ALTER TABLE jobs ADD COLUMN error TEXT;
 /// credited so far is what is left plus nothing used); `SCHEMA` then adds
 /// the `lots` and `uses` tables.
 const MIGRATE_2_TO_3: &str = "
+ALTER TABLE ledger ADD COLUMN lot TEXT;
+ALTER TABLE ledger ADD COLUMN reversed_at TEXT;
 ALTER TABLE balances ADD COLUMN earned INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE balances ADD COLUMN used INTEGER NOT NULL DEFAULT 0;
 UPDATE balances SET earned = balance;
@@ -469,10 +476,7 @@ impl Ledger for SqliteStore {
             };
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             {
-                let mut insert = tx.prepare_cached(
-                    "INSERT INTO ledger (accrual_id, job_id, seq, member_id, point_type, amount, reason, applied_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (accrual_id) DO NOTHING",
-                )?;
+                let mut insert = tx.prepare_cached(INSERT_LEDGER_ENTRY)?;
                 let mut credit = tx.prepare_cached(CREDIT_BALANCE)?;
                 let mut credit_lot = tx.prepare_cached(CREDIT_LOT)?;
                 let mut owner = tx.prepare_cached("SELECT job_id, seq FROM ledger WHERE accrual_id = ?1")?;
@@ -486,7 +490,8 @@ impl Ledger for SqliteStore {
                         a.point_type,
                         amount,
                         a.reason,
-                        now
+                        now,
+                        lot_column(a)
                     ])?;
                     if inserted == 1 {
                         let lot = a.lot();
@@ -542,22 +547,15 @@ impl Ledger for SqliteStore {
             let mut consumed = serde_json::Map::new();
             for take in &plan {
                 let taken = to_i64(take.amount, "amount")?;
-                let changed = if take.key.is_plain() {
-                    consumed.insert("balance".to_owned(), take.amount.into());
-                    tx.prepare_cached(
-                        "UPDATE balances SET balance = balance - ?3
-                         WHERE member_id = ?1 AND point_type = ?2 AND balance >= ?3",
-                    )?
-                    .execute(params![u.member_id, u.point_type, taken])?
+                let name = if take.key.is_plain() {
+                    "balance".to_owned()
                 } else {
-                    consumed.insert(take.key.attribute(), take.amount.into());
-                    tx.prepare_cached(
-                        "UPDATE lots SET amount = amount - ?4
-                         WHERE member_id = ?1 AND point_type = ?2 AND lot = ?3 AND amount >= ?4",
-                    )?
-                    .execute(params![u.member_id, u.point_type, take.key.attribute(), taken])?
+                    take.key.attribute()
                 };
-                if changed != 1 {
+                let lot = (!take.key.is_plain()).then(|| name.clone());
+                let taken_ok = take_from_lot(&tx, &u.member_id, &u.point_type, lot.as_deref(), taken)?;
+                consumed.insert(name, take.amount.into());
+                if !taken_ok {
                     // Planned from what this transaction just read: cannot happen.
                     return Err(Failure::Other("a lot changed under the use's own transaction".into()));
                 }
@@ -585,6 +583,100 @@ impl Ledger for SqliteStore {
         .await
     }
 
+    async fn reverse(&self, target: &ReversalTarget, now: OffsetDateTime) -> Result<ReversalOutcome, StoreError> {
+        // As DynamoDB: one transaction updating the entry and the balance.
+        self.write_units
+            .charge_ledger(1, 2 * write_units(0, WriteKind::Transactional));
+        let target = target.clone();
+        self.run("reverse", move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let (kind, sql) = match &target {
+                ReversalTarget::Accrual(_) => (
+                    ReversalKind::Accrual,
+                    "SELECT member_id, point_type, amount, lot, reversed_at FROM ledger WHERE accrual_id = ?1",
+                ),
+                ReversalTarget::Use(_) => (
+                    ReversalKind::Use,
+                    "SELECT member_id, point_type, amount, consumed, reversed_at FROM uses WHERE use_id = ?1",
+                ),
+            };
+            let id = target.id().to_owned();
+            let row: Option<(String, String, i64, Option<String>, Option<String>)> = tx
+                .prepare_cached(sql)?
+                .query_row([&id], |row| {
+                    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?))
+                })
+                .optional()?;
+            let Some((member_id, point_type, amount, lot_or_consumed, reversed_at)) = row else {
+                return Ok(ReversalOutcome::NotFound);
+            };
+            let key = || format!("{kind:?} {id}");
+            let record = |at: OffsetDateTime| -> Result<ReversalRecord, Failure> {
+                Ok(ReversalRecord {
+                    kind,
+                    id: id.clone(),
+                    member_id: member_id.clone(),
+                    point_type: point_type.clone(),
+                    amount: to_u64(amount, key, "amount")?,
+                    reversed_at: at,
+                })
+            };
+            if let Some(at) = reversed_at {
+                let at = OffsetDateTime::parse(&at, &Rfc3339).map_err(|_| Failure::Corrupt {
+                    key: key(),
+                    detail: format!("reversed_at is not an RFC 3339 time: {at}"),
+                })?;
+                return Ok(ReversalOutcome::Replayed(record(at)?));
+            }
+            match kind {
+                ReversalKind::Accrual => {
+                    let lot = lot_or_consumed.as_deref();
+                    if !take_from_lot(&tx, &member_id, &point_type, lot, amount)? {
+                        let remaining = lot_amount(&tx, &member_id, &point_type, lot)?;
+                        return Ok(ReversalOutcome::AlreadySpent { remaining });
+                    }
+                    tx.prepare_cached(
+                        "UPDATE balances SET earned = earned - ?3 WHERE member_id = ?1 AND point_type = ?2",
+                    )?
+                    .execute(params![member_id, point_type, amount])?;
+                    tx.prepare_cached("UPDATE ledger SET reversed_at = ?2 WHERE accrual_id = ?1")?
+                        .execute(params![id, rfc3339(now)?])?;
+                }
+                ReversalKind::Use => {
+                    let consumed: serde_json::Map<String, serde_json::Value> =
+                        serde_json::from_str(lot_or_consumed.as_deref().unwrap_or("{}")).map_err(|e| {
+                            Failure::Corrupt {
+                                key: key(),
+                                detail: format!("consumed is not a JSON object: {e}"),
+                            }
+                        })?;
+                    for (lot, given) in consumed {
+                        let given = given.as_i64().ok_or_else(|| Failure::Corrupt {
+                            key: key(),
+                            detail: format!("consumed[{lot}] is not a count"),
+                        })?;
+                        if lot == "balance" {
+                            tx.prepare_cached(
+                                "UPDATE balances SET balance = balance + ?3 WHERE member_id = ?1 AND point_type = ?2",
+                            )?
+                            .execute(params![member_id, point_type, given])?;
+                        } else {
+                            tx.prepare_cached(CREDIT_LOT)?
+                                .execute(params![member_id, point_type, lot, given])?;
+                        }
+                    }
+                    tx.prepare_cached("UPDATE balances SET used = used - ?3 WHERE member_id = ?1 AND point_type = ?2")?
+                        .execute(params![member_id, point_type, amount])?;
+                    tx.prepare_cached("UPDATE uses SET reversed_at = ?2 WHERE use_id = ?1")?
+                        .execute(params![id, rfc3339(now)?])?;
+                }
+            }
+            tx.commit()?;
+            Ok(ReversalOutcome::Reversed(record(now)?))
+        })
+        .await
+    }
+
     async fn balance_sheets(&self, member_id: &str) -> Result<Vec<BalanceSheet>, StoreError> {
         let member_id = member_id.to_owned();
         self.run("balance_sheets", move |conn| read_sheets(conn, &member_id, None))
@@ -602,21 +694,17 @@ impl SingleWrites for SqliteStore {
         let a = accrual.clone();
         self.run("put_entry", move |conn| {
             let amount = to_i64(a.amount, "amount")?;
-            let inserted = conn
-                .prepare_cached(
-                    "INSERT INTO ledger (accrual_id, job_id, seq, member_id, point_type, amount, reason, applied_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (accrual_id) DO NOTHING",
-                )?
-                .execute(params![
-                    a.accrual_id,
-                    by.job_id.to_string(),
-                    i64::from(by.seq),
-                    a.member_id,
-                    a.point_type,
-                    amount,
-                    a.reason,
-                    unix_millis(now)
-                ])?;
+            let inserted = conn.prepare_cached(INSERT_LEDGER_ENTRY)?.execute(params![
+                a.accrual_id,
+                by.job_id.to_string(),
+                i64::from(by.seq),
+                a.member_id,
+                a.point_type,
+                amount,
+                a.reason,
+                unix_millis(now),
+                lot_column(&a)
+            ])?;
             Ok(inserted == 1)
         })
         .await
@@ -641,6 +729,62 @@ impl SingleWrites for SqliteStore {
         })
         .await
     }
+}
+
+/// Records a ledger entry unless its accrual id was credited before.
+const INSERT_LEDGER_ENTRY: &str =
+    "INSERT INTO ledger (accrual_id, job_id, seq, member_id, point_type, amount, reason, applied_at, lot)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT (accrual_id) DO NOTHING";
+
+/// The `lot` column of an accrual's entry: `NULL` for the plain lot.
+fn lot_column(a: &Accrual) -> Option<String> {
+    let lot = a.lot();
+    (!lot.is_plain()).then(|| lot.attribute())
+}
+
+/// Takes `amount` out of a lot (the plain one when `lot` is `None`) if it
+/// holds that much; returns whether it did.
+fn take_from_lot(
+    conn: &Connection,
+    member_id: &str,
+    point_type: &str,
+    lot: Option<&str>,
+    amount: i64,
+) -> Result<bool, Failure> {
+    let changed = match lot {
+        None => conn
+            .prepare_cached(
+                "UPDATE balances SET balance = balance - ?3
+                 WHERE member_id = ?1 AND point_type = ?2 AND balance >= ?3",
+            )?
+            .execute(params![member_id, point_type, amount])?,
+        Some(lot) => conn
+            .prepare_cached(
+                "UPDATE lots SET amount = amount - ?4
+                 WHERE member_id = ?1 AND point_type = ?2 AND lot = ?3 AND amount >= ?4",
+            )?
+            .execute(params![member_id, point_type, lot, amount])?,
+    };
+    Ok(changed == 1)
+}
+
+/// What a lot (the plain one when `lot` is `None`) holds.
+fn lot_amount(conn: &Connection, member_id: &str, point_type: &str, lot: Option<&str>) -> Result<u64, Failure> {
+    let held: Option<i64> = match lot {
+        None => conn
+            .prepare_cached("SELECT balance FROM balances WHERE member_id = ?1 AND point_type = ?2")?
+            .query_row(params![member_id, point_type], |row| row.get(0))
+            .optional()?,
+        Some(lot) => conn
+            .prepare_cached("SELECT amount FROM lots WHERE member_id = ?1 AND point_type = ?2 AND lot = ?3")?
+            .query_row(params![member_id, point_type, lot], |row| row.get(0))
+            .optional()?,
+    };
+    to_u64(
+        held.unwrap_or(0),
+        || format!("balance {member_id}/{point_type}"),
+        "lot amount",
+    )
 }
 
 /// Credits a balance: `?3` to the plain lot, `?4` to `earned`.
