@@ -191,21 +191,8 @@ async fn base64_bodies_are_decoded() {
     assert_eq!(call_api(&s, event).await.0, 400);
 }
 
-fn post_use(member: &str, body: &Value) -> aws_lambda_events::apigw::ApiGatewayProxyRequest {
-    api_event(
-        "POST",
-        &format!("/v1/members/{member}/uses"),
-        &[("content-type", "application/json")],
-        Some(body.to_string()),
-    )
-}
-
-/// `POST /v1/members/{id}/uses`: 201 once, 200 (replayed) on a retry, 409
-/// with what is available when the balance is short, 409 for a reused id,
-/// 400 naming each bad field; refusals change nothing.
-#[tokio::test]
-async fn uses_deduct_once_and_refusals_change_nothing() {
-    let (b, s) = service(IngestSettings::default());
+/// Credits accrual `a1`: 500 PT points to member `m1`.
+async fn credit_500_to_m1(b: &Backend) {
     let credit = pointflow::domain::Accrual {
         accrual_id: "a1".into(),
         member_id: "m1".into(),
@@ -223,6 +210,24 @@ async fn uses_deduct_once_and_refusals_change_nothing() {
         .apply_accruals(by, &[credit], time::OffsetDateTime::now_utc())
         .await
         .unwrap();
+}
+
+fn post_use(member: &str, body: &Value) -> aws_lambda_events::apigw::ApiGatewayProxyRequest {
+    api_event(
+        "POST",
+        &format!("/v1/members/{member}/uses"),
+        &[("content-type", "application/json")],
+        Some(body.to_string()),
+    )
+}
+
+/// `POST /v1/members/{id}/uses`: 201 once, 200 (replayed) on a retry, 409
+/// with what is available when the balance is short, 409 for a reused id,
+/// 400 naming each bad field; refusals change nothing.
+#[tokio::test]
+async fn uses_deduct_once_and_refusals_change_nothing() {
+    let (b, s) = service(IngestSettings::default());
+    credit_500_to_m1(&b).await;
     let balance = |reply: Value| reply["balances"]["PT"].as_u64();
     let get_balance = || api_event("GET", "/v1/members/m1/balances", &[], None);
 
@@ -290,23 +295,7 @@ async fn uses_deduct_once_and_refusals_change_nothing() {
 #[tokio::test]
 async fn reversals_answer_once_and_refuse_what_cannot_be_undone() {
     let (b, s) = service(IngestSettings::default());
-    let credit = pointflow::domain::Accrual {
-        accrual_id: "a1".into(),
-        member_id: "m1".into(),
-        point_type: "PT".into(),
-        amount: 500,
-        reason: None,
-        apply_at: None,
-        expires_at: None,
-    };
-    let by = pointflow::domain::MessageRef {
-        job_id: pointflow::domain::JobId::random(),
-        seq: 0,
-    };
-    b.ledger
-        .apply_accruals(by, &[credit], time::OffsetDateTime::now_utc())
-        .await
-        .unwrap();
+    credit_500_to_m1(&b).await;
     let post = |body: Value| {
         api_event(
             "POST",

@@ -94,6 +94,21 @@ impl DynamoStore {
         self.write_units.charge_jobs(1, SMALL_WRITE_UNITS);
     }
 
+    /// Counts a failed attempt of a transaction: sleeps before the next, or
+    /// gives up after the last.
+    async fn back_off(&self, attempt: &mut u32, retry: Retry) -> Result<(), StoreError> {
+        *attempt += 1;
+        if *attempt >= self.backoff.max_attempts {
+            let operation = "TransactWriteItems";
+            return Err(match retry {
+                Retry::Conflict => StoreError::Conflict { operation },
+                Retry::Throttled => StoreError::Throttled { operation },
+            });
+        }
+        self.backoff.sleep(*attempt - 1).await;
+        Ok(())
+    }
+
     pub fn table(&self) -> &str {
         &self.table
     }
@@ -129,7 +144,7 @@ impl DynamoStore {
                 Some(TransactWriteItemsError::TransactionCanceledException(cancel)) => {
                     let reasons = cancel.cancellation_reasons();
                     let mut found = vec![false; remaining.len()];
-                    let mut retryable: Option<&'static str> = None;
+                    let mut retryable: Option<Retry> = None;
                     for (index, reason) in reasons.iter().enumerate() {
                         match reason.code() {
                             None | Some("None") => {}
@@ -148,13 +163,10 @@ impl DynamoStore {
                                     outcome.duplicate += 1;
                                 }
                             }
-                            Some("TransactionConflict") => retryable = Some("conflict"),
-                            Some("ThrottlingError" | "ProvisionedThroughputExceeded" | "RequestLimitExceeded") => {
-                                retryable = Some("throttled")
-                            }
-                            Some(_) => {
-                                return Err(backend("TransactWriteItems", error));
-                            }
+                            other => match retry_of_reasons([other]) {
+                                Some(r) => retryable = retryable.or(Some(r)),
+                                None => return Err(backend("TransactWriteItems", error)),
+                            },
                         }
                     }
                     let progressed = found.iter().any(|f| *f);
@@ -165,35 +177,16 @@ impl DynamoStore {
                         continue;
                     }
                     match retryable {
-                        Some(kind) => kind,
+                        Some(retry) => retry,
                         None => return Err(backend("TransactWriteItems", error)),
                     }
                 }
-                Some(
-                    TransactWriteItemsError::ProvisionedThroughputExceededException(_)
-                    | TransactWriteItemsError::ThrottlingException(_)
-                    | TransactWriteItemsError::RequestLimitExceeded(_),
-                ) => "throttled",
-                Some(
-                    TransactWriteItemsError::TransactionInProgressException(_)
-                    | TransactWriteItemsError::InternalServerError(_),
-                ) => "conflict",
-                _ if is_transport(&error) => "throttled",
-                _ => return Err(backend("TransactWriteItems", error)),
+                _ => match retry_of_error(&error) {
+                    Some(retry) => retry,
+                    None => return Err(backend("TransactWriteItems", error)),
+                },
             };
-            attempt += 1;
-            if attempt >= self.backoff.max_attempts {
-                return Err(if retry == "conflict" {
-                    StoreError::Conflict {
-                        operation: "TransactWriteItems",
-                    }
-                } else {
-                    StoreError::Throttled {
-                        operation: "TransactWriteItems",
-                    }
-                });
-            }
-            self.backoff.sleep(attempt - 1).await;
+            self.back_off(&mut attempt, retry).await?;
         }
         Ok(outcome)
     }
@@ -246,7 +239,7 @@ impl DynamoStore {
                 Ok(_) => return Ok(Marked::Done),
                 Err(e) => e,
             };
-            let kind = match error.as_service_error() {
+            let retry = match error.as_service_error() {
                 Some(TransactWriteItemsError::TransactionCanceledException(cancel)) => {
                     let codes: Vec<Option<&str>> = cancel.cancellation_reasons().iter().map(|r| r.code()).collect();
                     match codes.as_slice() {
@@ -255,33 +248,18 @@ impl DynamoStore {
                             return Ok(Marked::Before(old));
                         }
                         [_, Some("ConditionalCheckFailed")] => return Ok(Marked::NoJob),
-                        c if c.iter().any(|c| matches!(c, Some("TransactionConflict"))) => "conflict",
-                        c if c.iter().any(|c| {
-                            matches!(
-                                c,
-                                Some("ThrottlingError" | "ProvisionedThroughputExceeded" | "RequestLimitExceeded")
-                            )
-                        }) =>
-                        {
-                            "throttled"
-                        }
-                        _ => return Err(backend("TransactWriteItems", error)),
+                        codes => match retry_of_reasons(codes.iter().copied()) {
+                            Some(retry) => retry,
+                            None => return Err(backend("TransactWriteItems", error)),
+                        },
                     }
                 }
-                Some(TransactWriteItemsError::TransactionInProgressException(_)) => "conflict",
-                _ if is_throttling(&error) || is_transport(&error) => "throttled",
-                _ => return Err(backend("TransactWriteItems", error)),
+                _ => match retry_of_error(&error) {
+                    Some(retry) => retry,
+                    None => return Err(backend("TransactWriteItems", error)),
+                },
             };
-            attempt += 1;
-            if attempt >= self.backoff.max_attempts {
-                let operation = "TransactWriteItems";
-                return Err(if kind == "conflict" {
-                    StoreError::Conflict { operation }
-                } else {
-                    StoreError::Throttled { operation }
-                });
-            }
-            self.backoff.sleep(attempt - 1).await;
+            self.back_off(&mut attempt, retry).await?;
         }
     }
 
@@ -692,6 +670,50 @@ fn request_token(by: MessageRef, accruals: &[&Accrual]) -> String {
     hex::encode(hasher.finalize())[..36].to_owned()
 }
 
+/// Why a write may succeed when tried again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Retry {
+    Conflict,
+    Throttled,
+}
+
+/// The retryable cause among a cancelled transaction's reasons (a conflict
+/// before throttling); `None` if a reason is neither, nor a pass.
+fn retry_of_reasons<'a>(codes: impl IntoIterator<Item = Option<&'a str>>) -> Option<Retry> {
+    let mut retry = None;
+    for code in codes {
+        match code {
+            None | Some("None") | Some("ConditionalCheckFailed") => {}
+            Some("TransactionConflict") => retry = Some(Retry::Conflict),
+            Some("ThrottlingError" | "ProvisionedThroughputExceeded" | "RequestLimitExceeded") => {
+                retry = retry.or(Some(Retry::Throttled))
+            }
+            Some(_) => return None,
+        }
+    }
+    retry
+}
+
+/// Whether a failed `TransactWriteItems` call, other than a cancellation,
+/// may succeed when tried again (transactions are safe to resend).
+fn retry_of_error(
+    error: &SdkError<TransactWriteItemsError, aws_sdk_dynamodb::config::http::HttpResponse>,
+) -> Option<Retry> {
+    match error.as_service_error() {
+        Some(
+            TransactWriteItemsError::TransactionInProgressException(_)
+            | TransactWriteItemsError::InternalServerError(_),
+        ) => Some(Retry::Conflict),
+        Some(
+            TransactWriteItemsError::ProvisionedThroughputExceededException(_)
+            | TransactWriteItemsError::ThrottlingException(_)
+            | TransactWriteItemsError::RequestLimitExceeded(_),
+        ) => Some(Retry::Throttled),
+        _ if is_throttling(error) || is_transport(error) => Some(Retry::Throttled),
+        _ => None,
+    }
+}
+
 fn s(value: impl Into<String>) -> AttributeValue {
     AttributeValue::S(value.into())
 }
@@ -916,7 +938,7 @@ impl Ledger for DynamoStore {
                 Ok(_) => return Ok(UseOutcome::Applied(UseRecord::of(u, now))),
                 Err(e) => e,
             };
-            let kind = match error.as_service_error() {
+            let retry = match error.as_service_error() {
                 Some(TransactWriteItemsError::TransactionCanceledException(cancel)) => {
                     let reasons = cancel.cancellation_reasons();
                     let code = |i: usize| reasons.get(i).and_then(|r| r.code());
@@ -941,37 +963,20 @@ impl Ledger for DynamoStore {
                         if first {
                             continue;
                         }
-                        "conflict"
+                        Retry::Conflict
                     } else {
-                        let codes: Vec<Option<&str>> = (0..reasons.len()).map(code).collect();
-                        if codes.contains(&Some("TransactionConflict")) {
-                            "conflict"
-                        } else if codes.iter().any(|c| {
-                            matches!(
-                                c,
-                                Some("ThrottlingError" | "ProvisionedThroughputExceeded" | "RequestLimitExceeded")
-                            )
-                        }) {
-                            "throttled"
-                        } else {
-                            return Err(backend("TransactWriteItems", error));
+                        match retry_of_reasons((0..reasons.len()).map(code)) {
+                            Some(retry) => retry,
+                            None => return Err(backend("TransactWriteItems", error)),
                         }
                     }
                 }
-                Some(TransactWriteItemsError::TransactionInProgressException(_)) => "conflict",
-                _ if is_throttling(&error) || is_transport(&error) => "throttled",
-                _ => return Err(backend("TransactWriteItems", error)),
+                _ => match retry_of_error(&error) {
+                    Some(retry) => retry,
+                    None => return Err(backend("TransactWriteItems", error)),
+                },
             };
-            attempt += 1;
-            if attempt >= self.backoff.max_attempts {
-                let operation = "TransactWriteItems";
-                return Err(if kind == "conflict" {
-                    StoreError::Conflict { operation }
-                } else {
-                    StoreError::Throttled { operation }
-                });
-            }
-            self.backoff.sleep(attempt - 1).await;
+            self.back_off(&mut attempt, retry).await?;
         }
     }
 
@@ -1080,7 +1085,7 @@ impl Ledger for DynamoStore {
                 Ok(_) => return Ok(ReversalOutcome::Reversed(record(now))),
                 Err(e) => e,
             };
-            let kind = match error.as_service_error() {
+            let retry = match error.as_service_error() {
                 Some(TransactWriteItemsError::TransactionCanceledException(cancel)) => {
                     let reasons = cancel.cancellation_reasons();
                     let code = |i: usize| reasons.get(i).and_then(|r| r.code());
@@ -1097,34 +1102,17 @@ impl Ledger for DynamoStore {
                         };
                         return Ok(ReversalOutcome::AlreadySpent { remaining });
                     }
-                    let codes: Vec<Option<&str>> = (0..reasons.len()).map(code).collect();
-                    if codes.contains(&Some("TransactionConflict")) {
-                        "conflict"
-                    } else if codes.iter().any(|c| {
-                        matches!(
-                            c,
-                            Some("ThrottlingError" | "ProvisionedThroughputExceeded" | "RequestLimitExceeded")
-                        )
-                    }) {
-                        "throttled"
-                    } else {
-                        return Err(backend("TransactWriteItems", error));
+                    match retry_of_reasons((0..reasons.len()).map(code)) {
+                        Some(retry) => retry,
+                        None => return Err(backend("TransactWriteItems", error)),
                     }
                 }
-                Some(TransactWriteItemsError::TransactionInProgressException(_)) => "conflict",
-                _ if is_throttling(&error) || is_transport(&error) => "throttled",
-                _ => return Err(backend("TransactWriteItems", error)),
+                _ => match retry_of_error(&error) {
+                    Some(retry) => retry,
+                    None => return Err(backend("TransactWriteItems", error)),
+                },
             };
-            attempt += 1;
-            if attempt >= self.backoff.max_attempts {
-                let operation = "TransactWriteItems";
-                return Err(if kind == "conflict" {
-                    StoreError::Conflict { operation }
-                } else {
-                    StoreError::Throttled { operation }
-                });
-            }
-            self.backoff.sleep(attempt - 1).await;
+            self.back_off(&mut attempt, retry).await?;
         }
     }
 
@@ -1487,6 +1475,25 @@ mod tests {
         assert_eq!(item_bytes(&item), crate::capacity::use_entry_bytes(&u));
         let record = use_from_item(&item).unwrap();
         assert!(record.matches(&u));
+    }
+
+    #[test]
+    fn cancellations_retry_on_conflict_or_throttling_only() {
+        let codes = |c: &[Option<&'static str>]| retry_of_reasons(c.iter().copied());
+        assert_eq!(
+            codes(&[Some("None"), Some("TransactionConflict")]),
+            Some(Retry::Conflict)
+        );
+        assert_eq!(
+            codes(&[Some("ThrottlingError"), Some("TransactionConflict")]),
+            Some(Retry::Conflict)
+        );
+        assert_eq!(
+            codes(&[None, Some("ProvisionedThroughputExceeded")]),
+            Some(Retry::Throttled)
+        );
+        assert_eq!(codes(&[Some("ConditionalCheckFailed"), Some("None")]), None);
+        assert_eq!(codes(&[Some("ValidationError"), Some("TransactionConflict")]), None);
     }
 
     #[test]
