@@ -923,7 +923,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Output::Human => {
                     if let Some(map) = balances.get("balances").and_then(|b| b.as_object()) {
                         for (point_type, balance) in map {
-                            println!("{point_type:<32} {balance}");
+                            let detail = &balances["details"][point_type];
+                            let figure = |name: &str| detail[name].as_u64().unwrap_or(0);
+                            println!(
+                                "{point_type:<32} {balance:>12} available  {:>10} pending  {:>10} expiring soon  {:>10} expired",
+                                figure("pending"),
+                                figure("expiring_soon"),
+                                figure("expired")
+                            );
                         }
                     }
                 }

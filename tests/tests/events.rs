@@ -18,9 +18,10 @@ use pointflow_tests::lambda::{call_api, event_path, load_event};
 use serde_json::json;
 use time::OffsetDateTime;
 
-const KNOWN: [&str; 7] = [
+const KNOWN: [&str; 8] = [
     "apigw-post-job.json",
     "apigw-post-use.json",
+    "apigw-post-reversal.json",
     "apigw-get-job.json",
     "apigw-get-balances.json",
     "sqs-accrual-batch.json",
@@ -104,6 +105,25 @@ async fn sample_events_drive_the_handlers() {
     let (_, balances) = call_api(&ingest, load_event::<ApiGatewayProxyRequest>("apigw-get-balances.json")).await;
     assert_eq!(balances["balances"]["WELCOME"], 1500);
     assert_eq!(balances["details"]["WELCOME"]["lifetime_used"], 600);
+
+    let (status, reversed) = call_api(
+        &ingest,
+        load_event::<ApiGatewayProxyRequest>("apigw-post-reversal.json"),
+    )
+    .await;
+    assert_eq!(status, 201, "{reversed}");
+    assert_eq!(
+        (reversed["kind"].as_str(), reversed["amount"].as_u64()),
+        (Some("use"), Some(600))
+    );
+    let (again, _) = call_api(
+        &ingest,
+        load_event::<ApiGatewayProxyRequest>("apigw-post-reversal.json"),
+    )
+    .await;
+    assert_eq!(again, 200);
+    let (_, balances) = call_api(&ingest, load_event::<ApiGatewayProxyRequest>("apigw-get-balances.json")).await;
+    assert_eq!(balances["balances"]["WELCOME"], 2100);
 
     let (status, accepted) = call_api(&ingest, load_event::<ApiGatewayProxyRequest>("apigw-post-job.json")).await;
     assert_eq!(status, 202, "{accepted}");
