@@ -139,6 +139,81 @@ mod tests {
         assert_eq!(s.import, ImportSettings::default());
     }
 
+    /// Every IAM statement (an item of a `Statement` list) anywhere below `value`.
+    fn statements<'a>(value: &'a Value, out: &mut Vec<&'a Value>) {
+        match value {
+            Value::Mapping(map) => {
+                for (k, v) in map {
+                    if k.as_str() == Some("Statement") {
+                        if let Some(list) = v.as_sequence() {
+                            out.extend(list.iter());
+                        }
+                    }
+                    statements(v, out);
+                }
+            }
+            Value::Sequence(list) => list.iter().for_each(|v| statements(v, out)),
+            Value::Tagged(tagged) => statements(&tagged.value, out),
+            _ => {}
+        }
+    }
+
+    /// Least privilege and no open door, checked on the template as shipped:
+    /// no IAM statement allows a wildcard action or every resource, the API
+    /// requires a key with a throttled usage plan, and no function event
+    /// turns the key off.
+    #[test]
+    fn the_template_grants_no_wildcards_and_requires_api_keys() {
+        let doc: Value = serde_norway::from_str(TEMPLATE).unwrap();
+        let mut found = Vec::new();
+        statements(&doc["Resources"], &mut found);
+        assert!(
+            found.len() >= 5,
+            "expected the functions' and queues' statements, found {}",
+            found.len()
+        );
+        for statement in found {
+            let as_list = |v: &Value| -> Vec<Value> {
+                match v {
+                    Value::Sequence(list) => list.clone(),
+                    Value::Null => Vec::new(),
+                    other => vec![other.clone()],
+                }
+            };
+            for action in as_list(&statement["Action"]) {
+                let action = action.as_str().unwrap_or_default();
+                assert!(!action.contains('*'), "wildcard action {action:?} in {statement:?}");
+            }
+            for resource in as_list(&statement["Resource"]) {
+                assert_ne!(resource.as_str(), Some("*"), "every resource granted in {statement:?}");
+            }
+            assert_ne!(
+                statement["Effect"].as_str(),
+                None,
+                "statement without an effect: {statement:?}"
+            );
+        }
+        let api = &doc["Resources"]["PointflowApi"]["Properties"];
+        assert_eq!(api["Auth"]["ApiKeyRequired"].as_bool(), Some(true));
+        assert!(!api["Auth"]["UsagePlan"]["Throttle"]["RateLimit"].is_null());
+        let mut routes = 0;
+        for (_, resource) in doc["Resources"].as_mapping().unwrap() {
+            if let Some(events) = resource["Properties"]["Events"].as_mapping() {
+                for (name, event) in events {
+                    if event["Type"].as_str() == Some("Api") {
+                        routes += 1;
+                        assert_ne!(
+                            event["Properties"]["Auth"]["ApiKeyRequired"].as_bool(),
+                            Some(false),
+                            "{name:?} is open without a key"
+                        );
+                    }
+                }
+            }
+        }
+        assert_eq!(routes, 5, "every API route is checked");
+    }
+
     #[test]
     fn names_a_missing_parameter() {
         let err = StackSettings::from_yaml("Parameters: {}").unwrap_err();
