@@ -22,16 +22,8 @@ use crate::validation::{
     check_accrual_id, check_amount, check_lot_times, check_member_id, check_point_type, check_reason, parse_time,
 };
 
-/// Columns a file may have.
-pub const COLUMNS: [&str; 7] = [
-    "accrual_id",
-    "member_id",
-    "point_type",
-    "amount",
-    "reason",
-    "apply_at",
-    "expires_at",
-];
+/// Columns a file may have: the accrual's fields, as the API takes them.
+pub const COLUMNS: [&str; 7] = crate::validation::ACCRUAL_FIELDS;
 const REQUIRED: [&str; 3] = ["member_id", "point_type", "amount"];
 
 /// Why a file cannot be read at all.

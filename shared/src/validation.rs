@@ -101,7 +101,8 @@ pub fn check_idempotency_key(value: &str) -> Result<(), String> {
     Ok(())
 }
 
-const FIELDS: [&str; 7] = [
+/// The fields of an accrual, in the API and as CSV columns.
+pub const ACCRUAL_FIELDS: [&str; 7] = [
     "accrual_id",
     "member_id",
     "point_type",
@@ -130,8 +131,8 @@ pub fn accrual_from_json(index: usize, item: &Value, derived_id: Option<String>)
         return Err(errors);
     };
     for key in object.keys() {
-        if !FIELDS.contains(&key.as_str()) {
-            fail(key, format!("unknown field; expected {}", FIELDS.join(", ")));
+        if !ACCRUAL_FIELDS.contains(&key.as_str()) {
+            fail(key, format!("unknown field; expected {}", ACCRUAL_FIELDS.join(", ")));
         }
     }
 
