@@ -3,12 +3,14 @@
 //! shared contract suite). For running Pointflow on one machine: a file-backed
 //! store survives restarts, queued messages included.
 //!
-//! Schema (version 2, `PRAGMA user_version`; a version-1 file is migrated):
+//! Schema (version 3, `PRAGMA user_version`; version-1 and -2 files are migrated):
 //!
 //! | table            | key                       | holds |
 //! |------------------|---------------------------|-------|
-//! | `ledger`         | `id`, unique `accrual_id` | every credited accrual and the message (job, seq) that credited it |
-//! | `balances`       | `(member_id, point_type)` | running sums of the ledger |
+//! | `ledger`         | `id`, unique `accrual_id` | every credited accrual, the message (job, seq) that credited it, its lot, when it was reversed |
+//! | `balances`       | `(member_id, point_type)` | the plain lot (`balance`) and lifetime `earned` / `used` |
+//! | `lots`           | `(member_id, point_type, lot)` | the other lots: scheduled or expiring points |
+//! | `uses`           | `use_id`                  | applied uses, what each took from which lot, when it was reversed |
 //! | `jobs`           | `job_id`                  | jobs and their counts |
 //! | `folded`         | `(job_id, seq)`           | messages whose counts are in their job |
 //! | `chunks`         | `(job_id, chunk)`         | file chunks whose counts are in their job |
@@ -1334,6 +1336,69 @@ mod tests {
         fn drop(&mut self) {
             let _ = std::fs::remove_dir_all(&self.0);
         }
+    }
+
+    /// A version-2 database (as the previous release wrote it) keeps its
+    /// balances and ledger when opened: what it held counts as earned, its
+    /// entries are in the plain lot (so they can be reversed), and uses work.
+    #[tokio::test]
+    async fn a_version_2_database_is_migrated_to_lots_and_uses() {
+        let dir = TempDir::new();
+        std::fs::create_dir_all(&dir.0).unwrap();
+        let path = dir.0.join("v2.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE ledger (
+                     id INTEGER PRIMARY KEY, accrual_id TEXT NOT NULL UNIQUE, job_id TEXT NOT NULL,
+                     seq INTEGER NOT NULL DEFAULT -1, member_id TEXT NOT NULL, point_type TEXT NOT NULL,
+                     amount INTEGER NOT NULL, reason TEXT, applied_at INTEGER NOT NULL);
+                 CREATE TABLE balances (
+                     member_id TEXT NOT NULL, point_type TEXT NOT NULL, balance INTEGER NOT NULL,
+                     updated_at INTEGER NOT NULL, PRIMARY KEY (member_id, point_type)) WITHOUT ROWID;
+                 INSERT INTO ledger (accrual_id, job_id, seq, member_id, point_type, amount, applied_at)
+                     VALUES ('old-1', 'job', 0, 'm', 'PT', 70, 0);
+                 INSERT INTO balances VALUES ('m', 'PT', 70, 0);
+                 PRAGMA user_version = 2;",
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        let now = OffsetDateTime::now_utc();
+        let sheets = store.balance_sheets("m").await.unwrap();
+        assert_eq!((sheets[0].available(now), sheets[0].earned), (70, 70));
+        let u = Use {
+            use_id: "u".into(),
+            member_id: "m".into(),
+            point_type: "PT".into(),
+            amount: 20,
+            reason: None,
+        };
+        assert!(matches!(
+            store.apply_use(&u, now).await.unwrap(),
+            UseOutcome::Applied(_)
+        ));
+        let old = ReversalTarget::Accrual("old-1".into());
+        assert_eq!(
+            store.reverse(&old, now).await.unwrap(),
+            ReversalOutcome::AlreadySpent { remaining: 50 }
+        );
+        let back = ReversalTarget::Use("u".into());
+        assert!(matches!(
+            store.reverse(&back, now).await.unwrap(),
+            ReversalOutcome::Reversed(_)
+        ));
+        assert!(matches!(
+            store.reverse(&old, now).await.unwrap(),
+            ReversalOutcome::Reversed(_)
+        ));
+        assert_eq!(store.balances("m").await.unwrap()[0].balance, 0);
+        drop(store);
+        let version: i64 = Connection::open(&path)
+            .unwrap()
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
     }
 
     fn accrual(id: &str, member: &str, point_type: &str, amount: u64) -> Accrual {
