@@ -114,19 +114,19 @@ enum Command {
 #[derive(Args)]
 struct DlqArgs {
     /// Where the queues are.
-    #[arg(long, value_enum, default_value = "embedded")]
+    #[arg(long, value_enum, default_value = "embedded", global = true)]
     backend: BackendKind,
     /// Embedded database file.
-    #[arg(long, default_value = DEFAULT_DB)]
+    #[arg(long, default_value = DEFAULT_DB, global = true)]
     db: PathBuf,
     /// Accrual queue URL (aws backend; the QueueUrl output).
-    #[arg(long, env = "QUEUE_URL")]
+    #[arg(long, env = "QUEUE_URL", global = true)]
     queue_url: Option<String>,
     /// Dead-letter queue URL (aws backend; the DeadLetterQueueUrl output).
-    #[arg(long, env = "DLQ_URL")]
+    #[arg(long, env = "DLQ_URL", global = true)]
     dlq_url: Option<String>,
     /// Output for people or for scripts.
-    #[arg(long, value_enum, default_value = "human")]
+    #[arg(long, value_enum, default_value = "human", global = true)]
     output: Output,
     #[command(subcommand)]
     command: DlqCommand,

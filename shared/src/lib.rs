@@ -17,6 +17,7 @@ pub mod import;
 pub mod ingest;
 pub mod lots;
 pub mod message;
+pub mod metrics;
 pub mod packing;
 pub mod ports;
 pub mod retry;

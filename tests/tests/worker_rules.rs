@@ -140,3 +140,47 @@ async fn a_message_failing_on_its_last_delivery_counts_as_failed() {
     assert_eq!(settled.status(), JobStatus::CompletedWithErrors);
     assert!(settled.completed_at.is_some());
 }
+
+/// The function's metrics of a batch: counts from the report, and the
+/// oldest message's wait from its SQS `SentTimestamp`.
+#[tokio::test]
+async fn a_batch_is_measured_for_cloudwatch() {
+    let b = backend::memory(Duration::from_secs(30), 3);
+    let worker = Worker::new(b.ledger.clone(), b.jobs.clone(), WorkerSettings::default());
+    let job_id = job(&b, 20, 2).await;
+    let received: Vec<pointflow::ports::ReceivedMessage> = (0..2)
+        .map(|seq| pointflow::ports::ReceivedMessage {
+            message_id: format!("m-{seq}"),
+            receipt_handle: format!("r-{seq}"),
+            body: message(job_id, seq, 10).encode(),
+            receive_count: 1,
+        })
+        .chain(std::iter::once(pointflow::ports::ReceivedMessage {
+            message_id: "bad".into(),
+            receipt_handle: "r-bad".into(),
+            body: "{".into(),
+            receive_count: 1,
+        }))
+        .collect();
+    let mut event = worker::to_sqs_event(&received);
+    let now = worker::now_millis();
+    for (record, sent) in event.records.iter_mut().zip([now - 5_000, now - 60_000, now - 1_000]) {
+        record.attributes.insert("SentTimestamp".into(), sent.to_string());
+    }
+    let (response, metrics) = worker::handle_measured(&worker, event, now).await;
+    assert_eq!(response.batch_item_failures.len(), 1);
+    assert_eq!(
+        (
+            metrics.messages,
+            metrics.failed_messages,
+            metrics.applied,
+            metrics.duplicate
+        ),
+        (3, 1, 20, 0)
+    );
+    let age = metrics.enqueue_to_apply_ms.unwrap();
+    assert!((60_000.0..120_000.0).contains(&age), "{age}");
+    assert!(metrics.duration_ms >= 0.0);
+    let line: serde_json::Value = serde_json::from_str(&metrics.to_emf("worker", now)).unwrap();
+    assert_eq!(line["AccrualsApplied"], 20);
+}

@@ -13,7 +13,12 @@ async fn main() -> Result<(), Error> {
     let worker = aws::worker(&config, &sdk);
     let worker = &worker;
     run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
-        Ok::<_, Error>(worker::handle(worker, event.payload).await)
+        let started = worker::now_millis();
+        let (response, metrics) = worker::handle_measured(worker, event.payload, started).await;
+        // One Embedded Metric Format line per batch: CloudWatch Logs makes
+        // it the Pointflow/* metrics the template's alarms watch.
+        println!("{}", metrics.to_emf("worker", worker::now_millis()));
+        Ok::<_, Error>(response)
     }))
     .await
 }
