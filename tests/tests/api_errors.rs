@@ -336,3 +336,124 @@ async fn reversals_answer_once_and_refuse_what_cannot_be_undone() {
     );
     assert_eq!(reply["error"]["errors"][0]["field"], "use_id");
 }
+
+/// The bad-request catalogue: each class of bad item gets a 400 naming the
+/// item and field, and nothing is queued; the same bad values in a use are
+/// refused the same way and deduct nothing.
+#[tokio::test]
+async fn every_class_of_bad_item_is_named_and_queues_nothing() {
+    let (b, s) = service(IngestSettings::default());
+    let item = |field: &str, value: Value| {
+        let mut item = json!({"accrual_id": "a-1", "member_id": "m-1", "point_type": "P", "amount": 10});
+        item[field] = value;
+        item
+    };
+    let cases: Vec<(&str, Value, &str)> = vec![
+        ("amount as a string", item("amount", json!("10")), "amount"),
+        ("negative amount", item("amount", json!(-5)), "amount"),
+        ("zero amount", item("amount", json!(0)), "amount"),
+        ("huge amount", item("amount", json!(1_000_000_001u64)), "amount"),
+        ("beyond u64", item("amount", json!(1e30)), "amount"),
+        ("fractional amount", item("amount", json!(1.5)), "amount"),
+        ("amount as an object", item("amount", json!({"v": 1})), "amount"),
+        ("member id as a number", item("member_id", json!(42)), "member_id"),
+        (
+            "over-long accrual id",
+            item("accrual_id", json!("a".repeat(129))),
+            "accrual_id",
+        ),
+        (
+            "over-long member id",
+            item("member_id", json!("m".repeat(65))),
+            "member_id",
+        ),
+        ("control character", item("member_id", json!("m\u{0007}1")), "member_id"),
+        ("newline in an id", item("accrual_id", json!("a\n1")), "accrual_id"),
+        (
+            "Cyrillic look-alike",
+            item("member_id", json!("m-\u{0441}1")),
+            "member_id",
+        ),
+        ("full-width digit", item("member_id", json!("m-\u{ff11}")), "member_id"),
+        ("zero-width space", item("member_id", json!("m\u{200b}1")), "member_id"),
+        ("space in a point type", item("point_type", json!("P 1")), "point_type"),
+        ("empty member id", item("member_id", json!("")), "member_id"),
+        ("over-long reason", item("reason", json!("r".repeat(257))), "reason"),
+        ("unknown field", item("colour", json!("red")), "colour"),
+        (
+            "date that is not RFC 3339",
+            item("apply_at", json!("2026-12-01")),
+            "apply_at",
+        ),
+        (
+            "expiry before the start",
+            {
+                let mut i = item("apply_at", json!("2027-01-01T00:00:00Z"));
+                i["expires_at"] = json!("2026-01-01T00:00:00Z");
+                i
+            },
+            "expires_at",
+        ),
+        ("item that is not an object", json!([1, 2]), "(item)"),
+    ];
+    for (what, bad, field) in cases {
+        let body = json!({"accruals": [item("accrual_id", json!("ok-1")), bad]});
+        let (status, reply) = call_api(&s, post_job(&body, None)).await;
+        assert_eq!(status, 400, "{what}: {reply}");
+        assert_eq!(reply["error"]["code"], "invalid_accruals", "{what}: {reply}");
+        let first = &reply["error"]["errors"][0];
+        assert_eq!(
+            (first["index"].as_u64(), first["field"].as_str()),
+            (Some(1), Some(field)),
+            "{what}: {reply}"
+        );
+        nothing_queued(&b).await;
+    }
+
+    // Shapes no item can fix.
+    let deep = format!("{{\"accruals\":{}1{}}}", "[".repeat(200), "]".repeat(200));
+    let ten_mb = format!(
+        "{{\"accruals\":[{{\"member_id\":\"{}\"}}]}}",
+        "m".repeat(10 * 1024 * 1024)
+    );
+    for (what, body, status, code) in [
+        ("nesting 200 deep", deep, 400, "malformed_json"),
+        ("10 MB of one string", ten_mb, 413, "payload_too_large"),
+        (
+            "a stray non-UTF-8 byte (replaced, as API Gateway passes text)",
+            String::from_utf8_lossy(b"{\"accruals\":[\xff]}").into_owned(),
+            400,
+            "malformed_json",
+        ),
+    ] {
+        let event = api_event("POST", "/v1/jobs", &[("content-type", "application/json")], Some(body));
+        let (got, reply) = call_api(&s, event).await;
+        assert_eq!(
+            (got, reply["error"]["code"].as_str()),
+            (status, Some(code)),
+            "{what}: {reply}"
+        );
+        nothing_queued(&b).await;
+    }
+
+    // The same rules guard uses: refused, nothing deducted.
+    credit_500_to_m1(&b).await;
+    for (bad, field) in [
+        (
+            json!({"use_id": "u\u{0441}", "point_type": "PT", "amount": 1}),
+            "use_id",
+        ),
+        (json!({"use_id": "u", "point_type": "PT", "amount": 1.5}), "amount"),
+        (json!({"use_id": "u", "point_type": "PT", "amount": 0}), "amount"),
+        (json!({"use_id": "u", "point_type": "PT", "amount": "5"}), "amount"),
+    ] {
+        let (status, reply) = call_api(&s, post_use("m1", &bad)).await;
+        assert_eq!(
+            (status, reply["error"]["errors"][0]["field"].as_str()),
+            (400, Some(field)),
+            "{reply}"
+        );
+    }
+    let (_, balances) = call_api(&s, api_event("GET", "/v1/members/m1/balances", &[], None)).await;
+    assert_eq!(balances["balances"]["PT"], 500);
+}
