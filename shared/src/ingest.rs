@@ -16,6 +16,7 @@ use crate::lots::BalanceView;
 use crate::packing::{pack_accruals, PackingLimits};
 use crate::ports::{AccrualQueue, CreateJob, JobStore, Ledger};
 use crate::reversal::{reversal_from_json, ReversalKind, ReversalOutcome};
+use crate::strict_json::{self, StrictValue};
 use crate::submission::{job_id_for_key, prepare_submission};
 use crate::uses::{use_from_json, UseOutcome};
 use crate::validation::{check_idempotency_key, check_member_id};
@@ -106,7 +107,8 @@ pub fn rfc3339(t: OffsetDateTime) -> String {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SubmitBody {
-    accruals: Vec<Value>,
+    /// Read strictly: an item repeating a key is malformed, not last-wins.
+    accruals: Vec<StrictValue>,
 }
 
 /// The ingest API over its ports.
@@ -217,7 +219,7 @@ impl IngestService {
     async fn apply_use(&self, member_id: &str, request: &ApiRequest) -> Result<ApiResponse, ApiError> {
         self.check_json_body(request)?;
         let body: Value =
-            serde_json::from_slice(&request.body).map_err(|e| ApiError::MalformedJson { detail: e.to_string() })?;
+            strict_json::from_slice(&request.body).map_err(|e| ApiError::MalformedJson { detail: e.to_string() })?;
         let u = use_from_json(member_id, &body).map_err(|errors| ApiError::InvalidUse { errors })?;
         match self.ledger.apply_use(&u, OffsetDateTime::now_utc()).await? {
             UseOutcome::Applied(record) => {
@@ -246,7 +248,7 @@ impl IngestService {
     async fn reverse(&self, request: &ApiRequest) -> Result<ApiResponse, ApiError> {
         self.check_json_body(request)?;
         let body: Value =
-            serde_json::from_slice(&request.body).map_err(|e| ApiError::MalformedJson { detail: e.to_string() })?;
+            strict_json::from_slice(&request.body).map_err(|e| ApiError::MalformedJson { detail: e.to_string() })?;
         let target = reversal_from_json(&body).map_err(|errors| ApiError::InvalidReversal { errors })?;
         match self.ledger.reverse(&target, OffsetDateTime::now_utc()).await? {
             ReversalOutcome::Reversed(record) => {
@@ -278,9 +280,9 @@ impl IngestService {
         }
         let body: SubmitBody =
             serde_json::from_slice(&request.body).map_err(|e| ApiError::MalformedJson { detail: e.to_string() })?;
-        let prepared =
-            prepare_submission(&body.accruals, key, self.settings.max_items).map_err(ApiError::Submission)?;
-        drop(body);
+        let items: Vec<Value> = body.accruals.into_iter().map(|item| item.0).collect();
+        let prepared = prepare_submission(&items, key, self.settings.max_items).map_err(ApiError::Submission)?;
+        drop(items);
 
         let job_id = key.map_or_else(JobId::random, job_id_for_key);
         let accepted = prepared.accruals.len() as u64;

@@ -416,7 +416,9 @@ async fn every_class_of_bad_item_is_named_and_queues_nothing() {
         "{{\"accruals\":[{{\"member_id\":\"{}\"}}]}}",
         "m".repeat(10 * 1024 * 1024)
     );
+    let repeated = r#"{"accruals":[{"accrual_id":"a","member_id":"m","point_type":"P","amount":1,"amount":1000000}]}"#;
     for (what, body, status, code) in [
+        ("a key repeated in one item", repeated.to_owned(), 400, "malformed_json"),
         ("nesting 200 deep", deep, 400, "malformed_json"),
         ("10 MB of one string", ten_mb, 413, "payload_too_large"),
         (
@@ -454,6 +456,22 @@ async fn every_class_of_bad_item_is_named_and_queues_nothing() {
             "{reply}"
         );
     }
+    let twice = api_event(
+        "POST",
+        "/v1/members/m1/uses",
+        &[("content-type", "application/json")],
+        Some(r#"{"use_id": "u", "point_type": "PT", "amount": 1, "amount": 400}"#.into()),
+    );
+    let (status, reply) = call_api(&s, twice).await;
+    assert_eq!(
+        (status, reply["error"]["code"].as_str()),
+        (400, Some("malformed_json")),
+        "{reply}"
+    );
+    assert!(
+        reply["error"]["message"].as_str().unwrap().contains("appears twice"),
+        "{reply}"
+    );
     let (_, balances) = call_api(&s, api_event("GET", "/v1/members/m1/balances", &[], None)).await;
     assert_eq!(balances["balances"]["PT"], 500);
 }

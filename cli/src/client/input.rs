@@ -273,7 +273,7 @@ pub fn read_chunks(
                 if text.is_empty() {
                     continue;
                 }
-                match serde_json::from_str::<Value>(text) {
+                match pointflow::strict_json::from_str(text) {
                     Ok(value) => {
                         if !emit(number, &value, chunker, &mut bad) {
                             return Ok(None);
@@ -357,7 +357,7 @@ impl<'de, F: FnMut(u64, Value) -> bool> serde::de::Visitor<'de> for Items<'_, F>
 
     fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<bool, A::Error> {
         let mut number = 0u64;
-        while let Some(value) = seq.next_element::<Value>()? {
+        while let Some(pointflow::strict_json::StrictValue(value)) = seq.next_element()? {
             number += 1;
             if !(self.visit)(number, value) {
                 return Err(serde::de::Error::custom("stopped"));
