@@ -478,6 +478,29 @@ mod tests {
     }
 
     #[test]
+    fn a_key_given_twice_is_a_bad_line_not_the_last_value() {
+        let ndjson = "{\"member_id\":\"m-1\",\"point_type\":\"P\",\"amount\":1,\"amount\":1000000}\n\
+                      {\"member_id\":\"m-2\",\"point_type\":\"P\",\"amount\":2}\n";
+        let (chunks, errors) = read(ndjson, Format::Ndjson, LIMITS);
+        assert_eq!(
+            (errors.len(), errors[0].line, errors[0].field.as_str()),
+            (1, 1, "(line)")
+        );
+        assert!(errors[0].reason.contains("appears twice"), "{}", errors[0].reason);
+        assert_eq!(chunks[0].lines, [2]);
+        let mut chunker = Chunker::new(LIMITS, "t");
+        let result = read_chunks(
+            "[{\"member_id\":\"m\",\"member_id\":\"n\",\"point_type\":\"P\",\"amount\":1}]".as_bytes(),
+            Format::Json,
+            &mut chunker,
+            || 0,
+            |_| true,
+            |_| {},
+        );
+        assert!(matches!(result, Err(InputError::Json { .. })));
+    }
+
+    #[test]
     fn chunks_stay_under_the_byte_limit() {
         let line = "{\"member_id\":\"m-1\",\"point_type\":\"P\",\"amount\":10}\n";
         let text = line.repeat(100);
