@@ -16,7 +16,7 @@ use crate::lots::BalanceView;
 use crate::packing::{pack_accruals, PackingLimits};
 use crate::ports::{AccrualQueue, CreateJob, JobStore, Ledger};
 use crate::reversal::{reversal_from_json, ReversalKind, ReversalOutcome};
-use crate::strict_json::{self, StrictValue};
+use crate::strict_json::StrictValue;
 use crate::submission::{job_id_for_key, prepare_submission};
 use crate::uses::{use_from_json, UseOutcome};
 use crate::validation::{check_idempotency_key, check_member_id};
@@ -218,8 +218,7 @@ impl IngestService {
     /// conditional write, not a queued job), exactly once per `use_id`.
     async fn apply_use(&self, member_id: &str, request: &ApiRequest) -> Result<ApiResponse, ApiError> {
         self.check_json_body(request)?;
-        let body: Value =
-            strict_json::from_slice(&request.body).map_err(|e| ApiError::MalformedJson { detail: e.to_string() })?;
+        let StrictValue(body) = parse_body(request)?;
         let u = use_from_json(member_id, &body).map_err(|errors| ApiError::InvalidUse { errors })?;
         match self.ledger.apply_use(&u, OffsetDateTime::now_utc()).await? {
             UseOutcome::Applied(record) => {
@@ -247,8 +246,7 @@ impl IngestService {
     /// `POST /v1/reversals`: cancels one accrual or use at once, exactly once.
     async fn reverse(&self, request: &ApiRequest) -> Result<ApiResponse, ApiError> {
         self.check_json_body(request)?;
-        let body: Value =
-            strict_json::from_slice(&request.body).map_err(|e| ApiError::MalformedJson { detail: e.to_string() })?;
+        let StrictValue(body) = parse_body(request)?;
         let target = reversal_from_json(&body).map_err(|errors| ApiError::InvalidReversal { errors })?;
         match self.ledger.reverse(&target, OffsetDateTime::now_utc()).await? {
             ReversalOutcome::Reversed(record) => {
@@ -278,8 +276,7 @@ impl IngestService {
         if let Some(key) = key {
             check_idempotency_key(key).map_err(|reason| ApiError::InvalidIdempotencyKey { reason })?;
         }
-        let body: SubmitBody =
-            serde_json::from_slice(&request.body).map_err(|e| ApiError::MalformedJson { detail: e.to_string() })?;
+        let body: SubmitBody = parse_body(request)?;
         let items: Vec<Value> = body.accruals.into_iter().map(|item| item.0).collect();
         let prepared = prepare_submission(&items, key, self.settings.max_items).map_err(ApiError::Submission)?;
         drop(items);
@@ -356,6 +353,11 @@ impl IngestService {
             json!({ "member_id": member_id, "balances": available, "details": views, "as_of": rfc3339(now) }),
         ))
     }
+}
+
+/// The request's JSON body as `T`; malformed JSON names its line and column.
+fn parse_body<T: serde::de::DeserializeOwned>(request: &ApiRequest) -> Result<T, ApiError> {
+    serde_json::from_slice(&request.body).map_err(|e| ApiError::MalformedJson { detail: e.to_string() })
 }
 
 fn accepted_response(job: &Job) -> ApiResponse {

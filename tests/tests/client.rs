@@ -9,7 +9,7 @@ use pointflow::domain::JobStatus;
 use pointflow_cli::backend::{BackendChoice, LocalBackend};
 use pointflow_cli::client::api::ApiClient;
 use pointflow_cli::client::input::{ChunkLimits, Format};
-use pointflow_cli::client::submit::{submit, SubmitError, SubmitOptions};
+use pointflow_cli::client::submit::{submit, SubmitError, SubmitOptions, SubmitReport};
 use pointflow_cli::runner::Runner;
 use pointflow_cli::settings::StackSettings;
 use pointflow_tests::import::TempDir;
@@ -41,6 +41,18 @@ async fn stack() -> Stack {
         client,
         _dir: dir,
     }
+}
+
+/// Submits `text` (no size hint) with [`options`]; the run must finish.
+async fn submit_text(client: &ApiClient, text: &str, format: Format, chunk: usize) -> SubmitReport {
+    submit(
+        client,
+        Box::new(std::io::Cursor::new(text.as_bytes().to_vec())),
+        None,
+        &options(format, chunk),
+    )
+    .await
+    .unwrap()
 }
 
 fn options(format: Format, chunk: usize) -> SubmitOptions {
@@ -113,14 +125,7 @@ async fn a_hundred_thousand_line_ndjson_is_credited_exactly() {
     }
 
     // The same command again: every request is a replay, nothing is credited.
-    let again = submit(
-        &stack.client,
-        Box::new(std::io::Cursor::new(text.into_bytes())),
-        None,
-        &options(Format::Ndjson, 10_000),
-    )
-    .await
-    .unwrap();
+    let again = submit_text(&stack.client, &text, Format::Ndjson, 10_000).await;
     assert_eq!((again.requests, again.replayed), (10, 10));
     assert_eq!(
         balance(&stack, "m-7").await,
@@ -201,14 +206,7 @@ async fn bad_lines_are_reported_by_line_and_field_and_good_ones_credited() {
         r#"{"accrual_id":"x-1","member_id":"m-1","point_type":"P","amount":5}"#,
     ]
     .join("\n");
-    let report = submit(
-        &stack.client,
-        Box::new(std::io::Cursor::new(text.into_bytes())),
-        None,
-        &options(Format::Ndjson, 100),
-    )
-    .await
-    .unwrap();
+    let report = submit_text(&stack.client, &text, Format::Ndjson, 100).await;
     let errors: Vec<(u64, &str)> = report.errors.iter().map(|e| (e.line, e.field.as_str())).collect();
     assert_eq!(errors, [(2, "amount"), (3, "colour"), (3, "member_id"), (4, "(line)")]);
     assert_eq!((report.rejected_lines, report.accepted, report.applied), (3, 2, 2));
@@ -233,14 +231,7 @@ async fn a_json_array_file_is_streamed_item_by_item() {
         .map(|i| format!(r#"{{"member_id":"m-{}","point_type":"P","amount":1}}"#, i % 10))
         .collect();
     let text = format!("[{}]", items.join(",\n"));
-    let report = submit(
-        &stack.client,
-        Box::new(std::io::Cursor::new(text.into_bytes())),
-        None,
-        &options(Format::Json, 1_000),
-    )
-    .await
-    .unwrap();
+    let report = submit_text(&stack.client, &text, Format::Json, 1_000).await;
     assert_eq!((report.requests, report.applied), (3, 2_500));
     assert_eq!(balance(&stack, "m-3").await, [("P".to_owned(), 250)]);
     stack.runner.stop().await.unwrap();
@@ -369,14 +360,7 @@ async fn an_unreachable_api_leaves_the_run_unfinished_with_status_1() {
 async fn uses_deduct_once_through_the_api() {
     let stack = stack().await;
     let text = r#"{"member_id":"m-1","point_type":"P","amount":100}"#;
-    let report = submit(
-        &stack.client,
-        Box::new(std::io::Cursor::new(text.as_bytes().to_vec())),
-        None,
-        &options(Format::Ndjson, 100),
-    )
-    .await
-    .unwrap();
+    let report = submit_text(&stack.client, text, Format::Ndjson, 100).await;
     assert_eq!(report.applied, 1);
     let order = serde_json::json!({"use_id": "order-1", "point_type": "P", "amount": 70});
     let (record, replayed) = stack.client.use_points("m-1", &order).await.unwrap();
@@ -417,14 +401,7 @@ async fn scheduled_points_are_pending_until_their_time() {
         r#"{"member_id":"m-1","point_type":"P","amount":30,"expires_at":"2999-01-01T00:00:00Z"}"#,
     ]
     .join("\n");
-    let report = submit(
-        &stack.client,
-        Box::new(std::io::Cursor::new(text.into_bytes())),
-        None,
-        &options(Format::Ndjson, 100),
-    )
-    .await
-    .unwrap();
+    let report = submit_text(&stack.client, &text, Format::Ndjson, 100).await;
     assert_eq!(report.applied, 3);
     let balances = stack.client.balances("m-1").await.unwrap();
     assert_eq!(balances["balances"]["P"], 130);
