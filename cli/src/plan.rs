@@ -9,7 +9,9 @@
 
 use std::fmt;
 
-use pointflow::capacity::{ledger_entry_bytes, write_units, WriteKind, MARKER_AND_UPDATE_UNITS, SMALL_WRITE_UNITS};
+use pointflow::capacity::{
+    indexed_write_units, ledger_entry_bytes, WriteKind, MARKER_AND_UPDATE_UNITS, SMALL_WRITE_UNITS,
+};
 use pointflow::domain::{Accrual, MessageRef};
 use pointflow::packing::{pack_accruals, PackingLimits};
 use pointflow::submission::{derive_accrual_id, job_id_for_key};
@@ -418,7 +420,7 @@ fn sample_message(input: &PlanInput, per_member: f64) -> SampleMessage {
         let units = message
             .accruals
             .iter()
-            .map(|a| write_units(ledger_entry_bytes(a, by), WriteKind::Transactional) as f64)
+            .map(|a| indexed_write_units(ledger_entry_bytes(a, by), WriteKind::Transactional) as f64)
             .sum::<f64>()
             / message.accruals.len().max(1) as f64;
         let bytes = serde_json::to_vec(&message).map_or(0, |v| v.len());

@@ -38,7 +38,8 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let event = ingest_api::proxy_event(method, uri.path(), headers, body.to_vec());
+    let target = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
+    let event = ingest_api::proxy_event(method, target, headers, body.to_vec());
     let response = ingest_api::handle(&service, event).await;
     let status = u16::try_from(response.status_code)
         .ok()

@@ -16,12 +16,19 @@ pub struct ApiRequest {
     pub method: String,
     /// Path without the stage, e.g. `/v1/jobs`.
     pub path: String,
+    /// Query string parameters, decoded.
+    pub query: Vec<(String, String)>,
     /// Header names in any case.
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
 }
 
 impl ApiRequest {
+    /// The first value of query parameter `name`.
+    pub fn query_parameter(&self, name: &str) -> Option<&str> {
+        self.query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
     /// The first value of header `name` (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
@@ -107,6 +114,8 @@ pub enum ApiError {
     NotFound { what: &'static str, id: String },
     #[error("invalid {what}: {reason}")]
     InvalidPathParameter { what: &'static str, reason: String },
+    #[error(transparent)]
+    InvalidQueryParameter(#[from] crate::history::QueryParameterError),
     #[error("the service is busy; retry shortly")]
     Unavailable(#[source] StoreError),
     #[error("internal error")]
@@ -143,6 +152,7 @@ impl ApiError {
             ApiError::MalformedJson { .. }
             | ApiError::InvalidIdempotencyKey { .. }
             | ApiError::InvalidPathParameter { .. }
+            | ApiError::InvalidQueryParameter(_)
             | ApiError::Submission(_) => 400,
             ApiError::InvalidUse { .. } | ApiError::InvalidReversal { .. } => 400,
             ApiError::AlreadySpent { .. } => 409,
@@ -173,6 +183,7 @@ impl ApiError {
             ApiError::EnqueueFailed { .. } => "enqueue_incomplete",
             ApiError::NotFound { .. } => "not_found",
             ApiError::InvalidPathParameter { .. } => "invalid_path_parameter",
+            ApiError::InvalidQueryParameter(_) => "invalid_query_parameter",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal_error",
         }

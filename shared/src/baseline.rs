@@ -15,6 +15,7 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 
 use crate::domain::{Accrual, MessageRef};
+use crate::history::HistoryEntry;
 use crate::lots::BalanceSheet;
 use crate::ports::{AccrualQueue, ApplyOutcome, Ledger, QueueError, ReceivedMessage, StoreError};
 use crate::reversal::{ReversalOutcome, ReversalTarget};
@@ -76,6 +77,16 @@ impl<S: SingleWrites + Ledger + 'static> Ledger for NaiveLedger<S> {
 
     async fn reverse(&self, target: &ReversalTarget, now: OffsetDateTime) -> Result<ReversalOutcome, StoreError> {
         self.store.reverse(target, now).await
+    }
+
+    async fn history_entries(
+        &self,
+        member_id: &str,
+        point_type: Option<&str>,
+        before: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<HistoryEntry>, StoreError> {
+        self.store.history_entries(member_id, point_type, before, limit).await
     }
 }
 

@@ -53,12 +53,32 @@ pub fn number_bytes(text: &str) -> usize {
 /// dropped, so some are shorter).
 pub const TIME_TEXT_BYTES: usize = 30;
 
+/// Length of a history sort key's time (`2026-11-26T02:12:31.123Z`).
+pub const KEY_TIME_BYTES: usize = 24;
+
+/// Bytes of the history index keys an entry carries: `hist_pk =
+/// MEMBER#<member_id>` and `hist_sk = <time>#<kind>#<id>`
+/// ([`crate::history::sort_key`]).
+pub fn history_key_bytes(member_id: &str, kind: &str, id: &str) -> usize {
+    "hist_pk".len() + "MEMBER#".len() + member_id.len() + "hist_sk".len() + KEY_TIME_BYTES + 2 + kind.len() + id.len()
+}
+
+/// Write units of writing an item that is in the `history` index: the table
+/// write plus the index write of the same item. AWS does not say whether an
+/// index write made by a transaction is billed at the transactional rate;
+/// the model takes the higher price, so plans err on the safe side.
+pub fn indexed_write_units(item_bytes: usize, kind: WriteKind) -> u64 {
+    2 * write_units(item_bytes, kind)
+}
+
 /// Size of the ledger entry the DynamoDB adapter writes for an accrual
 /// (attribute names and values: `pk`, `sk`, `accrual_id`, `member_id`,
-/// `point_type`, `amount`, `job_id`, `seq`, `applied_at`, `reason`).
+/// `point_type`, `amount`, `job_id`, `seq`, `applied_at`, `reason`, and
+/// the history keys).
 pub fn ledger_entry_bytes(accrual: &Accrual, by: MessageRef) -> usize {
     let id = accrual.accrual_id.len();
-    let mut bytes = "pk".len() + "ACCRUAL#".len() + id;
+    let mut bytes = history_key_bytes(&accrual.member_id, "accrual", &accrual.accrual_id);
+    bytes += "pk".len() + "ACCRUAL#".len() + id;
     bytes += "sk".len() + "ACCRUAL".len();
     bytes += "accrual_id".len() + id;
     bytes += "member_id".len() + accrual.member_id.len();
@@ -83,10 +103,11 @@ pub fn ledger_entry_bytes(accrual: &Accrual, by: MessageRef) -> usize {
 /// Size of the use entry the DynamoDB adapter writes (`pk`, `sk`, `use_id`,
 /// `member_id`, `point_type`, `amount`, `applied_at`, `reason`, and
 /// `consumed`, a map of what it took from each lot: here from the plain lot
-/// alone, as most uses do).
+/// alone, as most uses do; and the history keys).
 pub fn use_entry_bytes(u: &crate::uses::Use) -> usize {
     let id = u.use_id.len();
-    let mut bytes = "pk".len() + "USE#".len() + id;
+    let mut bytes = history_key_bytes(&u.member_id, "use", &u.use_id);
+    bytes += "pk".len() + "USE#".len() + id;
     bytes += "sk".len() + "USE".len();
     bytes += "use_id".len() + id;
     bytes += "member_id".len() + u.member_id.len();
@@ -102,12 +123,12 @@ pub fn use_entry_bytes(u: &crate::uses::Use) -> usize {
 }
 
 /// Write units of crediting `accruals` in one transaction: a conditional put
-/// of each ledger entry and one balance update per distinct balance (balance
-/// items stay far below 1 KiB).
+/// of each ledger entry (and its history index entry) and one balance update
+/// per distinct balance (balance items stay far below 1 KiB).
 pub fn ledger_transaction_units(by: MessageRef, accruals: &[&Accrual], distinct_balances: usize) -> u64 {
     let entries: u64 = accruals
         .iter()
-        .map(|a| write_units(ledger_entry_bytes(a, by), WriteKind::Transactional))
+        .map(|a| indexed_write_units(ledger_entry_bytes(a, by), WriteKind::Transactional))
         .sum();
     entries + distinct_balances as u64 * write_units(0, WriteKind::Transactional)
 }

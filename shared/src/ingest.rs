@@ -12,6 +12,7 @@ use tracing::{info, warn};
 
 use crate::api::{ApiError, ApiRequest, ApiResponse};
 use crate::domain::{Job, JobId, JobStatus, NewJob};
+use crate::history::{history_page, HistoryCursor, HistoryQuery};
 use crate::lots::BalanceView;
 use crate::packing::{pack_accruals, PackingLimits};
 use crate::ports::{AccrualQueue, CreateJob, JobStore, Ledger};
@@ -177,6 +178,10 @@ impl IngestService {
                 allow("GET")?;
                 self.get_balances(member_id).await
             }
+            ["v1", "members", member_id, "ledger"] => {
+                allow("GET")?;
+                self.get_history(member_id, request).await
+            }
             ["v1", "members", member_id, "uses"] => {
                 allow("POST")?;
                 self.apply_use(member_id, request).await
@@ -331,6 +336,27 @@ impl IngestService {
         let job_id: JobId = raw_id.parse().map_err(|_| not_found())?;
         let job = self.jobs.get_job(job_id).await?.ok_or_else(not_found)?;
         Ok(ApiResponse::json(200, JobView::from(&job)))
+    }
+
+    /// `GET /v1/members/{member_id}/ledger`: one page of the member's
+    /// history, newest first (an unknown member has an empty history).
+    async fn get_history(&self, member_id: &str, request: &ApiRequest) -> Result<ApiResponse, ApiError> {
+        check_member_id(member_id).map_err(|reason| ApiError::InvalidPathParameter {
+            what: "member_id",
+            reason,
+        })?;
+        let query = HistoryQuery::from_parameters(&request.query)?;
+        let now = OffsetDateTime::now_utc();
+        let page = history_page(self.ledger.as_ref(), member_id, &query, now).await?;
+        Ok(ApiResponse::json(
+            200,
+            json!({
+                "member_id": member_id,
+                "entries": page.entries,
+                "next_cursor": page.next_cursor.as_ref().map(HistoryCursor::encode),
+                "as_of": rfc3339(now),
+            }),
+        ))
     }
 
     async fn get_balances(&self, member_id: &str) -> Result<ApiResponse, ApiError> {

@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 
 use crate::domain::{Accrual, Balance, ChunkReport, Job, JobId, MessageCounts, MessageRef, NewJob};
+use crate::history::HistoryEntry;
 use crate::lots::BalanceSheet;
 use crate::reversal::{ReversalOutcome, ReversalTarget};
 use crate::uses::{Use, UseOutcome};
@@ -102,6 +103,18 @@ pub trait Ledger: Send + Sync {
     /// use's points go back to the lots it took them from. The entry's mark
     /// and the balance change are one atomic write.
     async fn reverse(&self, target: &ReversalTarget, now: OffsetDateTime) -> Result<ReversalOutcome, StoreError>;
+
+    /// A member's stored history, newest first ([`HistoryEntry::sort_key`]
+    /// descending): credits, uses and reversals (expiries follow from the
+    /// lots, see [`crate::history::history_page`]), of `point_type` if
+    /// given, with a sort key below `before` if given, at most `limit`.
+    async fn history_entries(
+        &self,
+        member_id: &str,
+        point_type: Option<&str>,
+        before: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<HistoryEntry>, StoreError>;
 }
 
 /// Result of creating a job.

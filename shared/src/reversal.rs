@@ -4,7 +4,7 @@
 //! below zero); reversing a use gives back what it took, to the lots it took
 //! it from.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use time::OffsetDateTime;
 
@@ -33,7 +33,7 @@ impl ReversalTarget {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ReversalKind {
     Accrual,

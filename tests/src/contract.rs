@@ -6,9 +6,10 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use pointflow::domain::{Accrual, Balance, ChunkEnd, ChunkReport, JobId, JobStatus, MessageCounts, MessageRef, NewJob};
+use pointflow::history::{history_page, EntryKind, HistoryEntry, HistoryQuery};
 use pointflow::lots::BalanceView;
 use pointflow::ports::{CreateJob, ReceivedMessage};
-use pointflow::reversal::{ReversalOutcome, ReversalTarget};
+use pointflow::reversal::{ReversalKind, ReversalOutcome, ReversalTarget};
 use pointflow::uses::{Use, UseOutcome};
 use time::OffsetDateTime;
 
@@ -667,6 +668,122 @@ pub async fn reversals_happen_once_and_never_overdraw(b: &Backend) {
     }
 }
 
+/// Every page of a member's history, read `limit` entries at a time as of `at`.
+async fn whole_history(
+    b: &Backend,
+    member: &str,
+    point_type: Option<&str>,
+    limit: usize,
+    at: OffsetDateTime,
+) -> Vec<HistoryEntry> {
+    let mut query = HistoryQuery {
+        point_type: point_type.map(str::to_owned),
+        cursor: None,
+        limit,
+    };
+    let mut all = Vec::new();
+    for _ in 0..100 {
+        let page = history_page(b.ledger.as_ref(), member, &query, at).await.unwrap();
+        assert!(page.entries.len() <= limit);
+        all.extend(page.entries);
+        match page.next_cursor {
+            Some(cursor) => query.cursor = Some(cursor),
+            None => return all,
+        }
+    }
+    panic!("the history of {member} did not end");
+}
+
+/// The history lists every credit, use, reversal and expiry once, newest
+/// first, across pages of any size, filtered by point type; its amounts add
+/// up to what the member holds.
+pub async fn history_lists_every_change_newest_first(b: &Backend) {
+    let t0 = now();
+    let second = |n: i64| t0 + time::Duration::seconds(n);
+    let member = format!("h-{}", JobId::random());
+    let plain = lot_accrual(&format!("{member}-a1"), &member, 100, t0, None, None);
+    let expiring = lot_accrual(&format!("{member}-a2"), &member, 30, t0, None, Some(5));
+    let other = accrual(&format!("{member}-a3"), &member, "OTHER", 7);
+    let job = JobId::random();
+    for _ in 0..2 {
+        b.ledger
+            .apply_accruals(message(job, 0), &[plain.clone(), expiring.clone(), other.clone()], t0)
+            .await
+            .unwrap();
+    }
+    let spend = a_use(&format!("{member}-u1"), &member, "PT", 40);
+    assert!(matches!(
+        b.ledger.apply_use(&spend, second(1)).await.unwrap(),
+        UseOutcome::Applied(_)
+    ));
+    assert!(matches!(
+        b.ledger.apply_use(&spend, second(1)).await.unwrap(),
+        UseOutcome::Replayed(_)
+    ));
+    let the_use = ReversalTarget::Use(spend.use_id.clone());
+    let the_credit = ReversalTarget::Accrual(plain.accrual_id.clone());
+    for _ in 0..2 {
+        b.ledger.reverse(&the_use, second(2)).await.unwrap();
+    }
+    for _ in 0..2 {
+        b.ledger.reverse(&the_credit, second(3)).await.unwrap();
+    }
+    let later = t0 + time::Duration::days(6);
+
+    let expected = [
+        (EntryKind::Expiry, -30, "PT"),
+        (EntryKind::Reversal, -100, "PT"),
+        (EntryKind::Reversal, 40, "PT"),
+        (EntryKind::Use, -40, "PT"),
+        (EntryKind::Accrual, 7, "OTHER"),
+        (EntryKind::Accrual, 30, "PT"),
+        (EntryKind::Accrual, 100, "PT"),
+    ];
+    for limit in [1, 2, 3, 50] {
+        let all = whole_history(b, &member, None, limit, later).await;
+        let seen: Vec<(EntryKind, i64, &str)> = all.iter().map(|e| (e.kind, e.amount, e.point_type.as_str())).collect();
+        assert_eq!(seen, expected, "pages of {limit}: {all:#?}");
+    }
+    let all = whole_history(b, &member, None, 50, later).await;
+    // Lots keep whole seconds.
+    assert_eq!(
+        all[0].at.unix_timestamp(),
+        (t0 + time::Duration::days(5)).unix_timestamp()
+    );
+    assert_eq!(all[3].id, spend.use_id);
+    assert_eq!(
+        (all[1].reverses, all[1].id.as_str()),
+        (Some(ReversalKind::Accrual), plain.accrual_id.as_str())
+    );
+    assert_eq!(all[2].reverses, Some(ReversalKind::Use));
+    assert_eq!(all[6].job_id, Some(job));
+    assert_eq!(all[6].reason.as_deref(), Some("contract"));
+    assert!(all[5].expires_at.is_some());
+    assert!(
+        (all[6].at - t0).abs() < time::Duration::milliseconds(1),
+        "{:?} vs {t0:?}",
+        all[6].at
+    );
+
+    let held: i64 = all.iter().filter(|e| e.point_type == "PT").map(|e| e.amount).sum();
+    let sheets = b.ledger.balance_sheets(&member).await.unwrap();
+    let pt = sheets
+        .iter()
+        .find(|s| s.point_type == "PT")
+        .expect("a PT balance")
+        .view(later);
+    assert_eq!(held, (pt.available + pt.pending) as i64);
+    // Before the lot expired there is no expiry.
+    let before = whole_history(b, &member, Some("PT"), 50, second(4)).await;
+    assert_eq!(before.len(), 5);
+    assert!(before.iter().all(|e| e.kind != EntryKind::Expiry));
+    let others = whole_history(b, &member, Some("OTHER"), 2, later).await;
+    assert_eq!(others.iter().map(|e| e.amount).collect::<Vec<_>>(), [7]);
+    assert!(whole_history(b, &format!("{member}-nobody"), None, 10, later)
+        .await
+        .is_empty());
+}
+
 /// `$make` is an async expression yielding `Option<Backend>` (`None` skips).
 #[macro_export]
 macro_rules! contract_suite {
@@ -691,6 +808,7 @@ macro_rules! contract_suite {
             scheduled_and_expiring_points_follow_the_clock,
             uses_take_the_soonest_expiring_points_first,
             reversals_happen_once_and_never_overdraw,
+            history_lists_every_change_newest_first,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {

@@ -375,10 +375,11 @@ async fn a_failed_enqueue_is_finished_by_a_retry_with_the_same_key() {
 
 /// What a use and a reversal cost on DynamoDB, counted by the adapter over
 /// the wire: one `TransactWriteItems` of the entry and the guarded balance
-/// update, 4 write units; a replay costs the same (a failed condition is
-/// billed too).
+/// update, 4 write units, plus 2 for the entry's history index entry; a
+/// replay costs the 4 (a failed condition is billed too, but writes no
+/// index).
 #[tokio::test]
-async fn a_use_and_a_reversal_are_one_transaction_of_four_write_units() {
+async fn a_use_and_a_reversal_are_one_transaction_of_six_or_eight_write_units() {
     use pointflow::adapters::dynamodb::{create_table, DynamoStore};
     use pointflow::domain::{Accrual, JobId, MessageRef};
     use pointflow::ports::Ledger;
@@ -408,7 +409,7 @@ async fn a_use_and_a_reversal_are_one_transaction_of_four_write_units() {
     };
     store.apply_accruals(by, &[credit], now).await.unwrap();
     let credited = store.write_cost();
-    assert_eq!((credited.ledger_requests, credited.ledger_units), (1, 4));
+    assert_eq!((credited.ledger_requests, credited.ledger_units), (1, 6));
 
     let order = Use {
         use_id: "order-2026-0001".into(),
@@ -422,7 +423,7 @@ async fn a_use_and_a_reversal_are_one_transaction_of_four_write_units() {
         UseOutcome::Applied(_)
     ));
     let used = store.write_cost() - credited;
-    assert_eq!((used.ledger_requests, used.ledger_units), (1, 4));
+    assert_eq!((used.ledger_requests, used.ledger_units), (1, 6));
     assert!(matches!(
         store.apply_use(&order, now).await.unwrap(),
         UseOutcome::Replayed(_)
@@ -431,8 +432,9 @@ async fn a_use_and_a_reversal_are_one_transaction_of_four_write_units() {
     assert_eq!((replayed.ledger_requests, replayed.ledger_units), (1, 4));
     assert_eq!(store.balances("m-1").await.unwrap()[0].balance, 1400);
 
-    // A reversal: one GetItem of the entry, then one transaction marking it
-    // and moving the points (4 write units), for a use and for an accrual.
+    // A reversal: one GetItem of the entry, then one transaction marking it,
+    // moving the points and writing the reversal's own history entry (4 + 2
+    // + its index entry 2), for a use and for an accrual.
     let before = store.write_cost();
     let requests = store.requests();
     let target = ReversalTarget::Use(order.use_id.clone());
@@ -441,7 +443,7 @@ async fn a_use_and_a_reversal_are_one_transaction_of_four_write_units() {
         ReversalOutcome::Reversed(_)
     ));
     let reversed = store.write_cost() - before;
-    assert_eq!((reversed.ledger_requests, reversed.ledger_units), (1, 4));
+    assert_eq!((reversed.ledger_requests, reversed.ledger_units), (1, 8));
     assert_eq!(store.requests() - requests, 2);
     let before = store.write_cost();
     let target = ReversalTarget::Accrual("spring-2026:m-1".into());
@@ -450,6 +452,6 @@ async fn a_use_and_a_reversal_are_one_transaction_of_four_write_units() {
         ReversalOutcome::Reversed(_)
     ));
     let reversed = store.write_cost() - before;
-    assert_eq!((reversed.ledger_requests, reversed.ledger_units), (1, 4));
+    assert_eq!((reversed.ledger_requests, reversed.ledger_units), (1, 8));
     assert_eq!(store.balances("m-1").await.unwrap()[0].balance, 0);
 }

@@ -43,6 +43,15 @@ impl Ledger for DownLedger {
             operation: "TransactWriteItems",
         })
     }
+    async fn history_entries(
+        &self,
+        _: &str,
+        _: Option<&str>,
+        _: Option<&str>,
+        _: usize,
+    ) -> Result<Vec<pointflow::history::HistoryEntry>, StoreError> {
+        Err(StoreError::Throttled { operation: "Query" })
+    }
 }
 
 fn message(job_id: JobId, seq: u32, n: usize) -> AccrualMessage {

@@ -4,6 +4,9 @@
 use aws_lambda_events::apigw::{ApiGatewayProxyRequest, ApiGatewayProxyResponse};
 use aws_lambda_events::encodings::Body;
 use aws_lambda_events::http::{HeaderMap, HeaderName, HeaderValue, Method};
+use std::collections::HashMap;
+
+use aws_lambda_events::query_map::QueryMap;
 use base64::Engine;
 use pointflow::api::{ApiRequest, ApiResponse};
 use pointflow::ingest::IngestService;
@@ -28,22 +31,42 @@ pub fn to_api_request(event: ApiGatewayProxyRequest) -> Result<ApiRequest, ApiRe
             })?,
         Some(text) => text.into_bytes(),
     };
+    let query = event
+        .query_string_parameters
+        .iter()
+        .map(|(name, value)| (name.to_owned(), value.to_owned()))
+        .collect();
     Ok(ApiRequest {
         method: event.http_method.as_str().to_owned(),
         path: event.path.unwrap_or_default(),
+        query,
         headers,
         body,
     })
 }
 
 /// The proxy event API Gateway (REST, payload v1) sends for a request: for
-/// runners and tests that play API Gateway's part. A body that is not UTF-8
-/// is base64-encoded, as API Gateway does for binary media.
-pub fn proxy_event(method: Method, path: &str, headers: HeaderMap, body: Vec<u8>) -> ApiGatewayProxyRequest {
+/// runners and tests that play API Gateway's part. `target` is the path and
+/// an optional `?query`, whose parameters arrive decoded, as API Gateway
+/// sends them. A body that is not UTF-8 is base64-encoded, as API Gateway
+/// does for binary media.
+pub fn proxy_event(method: Method, target: &str, headers: HeaderMap, body: Vec<u8>) -> ApiGatewayProxyRequest {
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
     let mut event = ApiGatewayProxyRequest::default();
     event.http_method = method;
     event.path = Some(path.to_owned());
     event.resource = Some(path.to_owned());
+    let mut parameters: HashMap<String, Vec<String>> = HashMap::new();
+    for (name, value) in form_urlencoded::parse(query.as_bytes()) {
+        parameters
+            .entry(name.into_owned())
+            .or_default()
+            .push(value.into_owned());
+    }
+    if !parameters.is_empty() {
+        event.query_string_parameters = QueryMap::from(parameters.clone());
+        event.multi_value_query_string_parameters = QueryMap::from(parameters);
+    }
     event.multi_value_headers = headers.clone();
     event.headers = headers;
     if !body.is_empty() {

@@ -21,8 +21,8 @@ use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, Put,
-    ReturnValuesOnConditionCheckFailure, ScalarAttributeType, TransactWriteItem, Update,
+    AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
+    ProjectionType, Put, ReturnValuesOnConditionCheckFailure, ScalarAttributeType, TransactWriteItem, Update,
 };
 use aws_sdk_dynamodb::Client;
 use sha2::{Digest, Sha256};
@@ -30,8 +30,11 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use crate::baseline::SingleWrites;
-use crate::capacity::{write_units, WriteCost, WriteKind, WriteMeter, MARKER_AND_UPDATE_UNITS, SMALL_WRITE_UNITS};
+use crate::capacity::{
+    indexed_write_units, write_units, WriteCost, WriteKind, WriteMeter, MARKER_AND_UPDATE_UNITS, SMALL_WRITE_UNITS,
+};
 use crate::domain::{Accrual, ChunkReport, Job, JobId, MessageCounts, MessageRef, NewJob};
+use crate::history::{self, EntryKind, HistoryEntry};
 use crate::lots::{BalanceSheet, Lot, LotKey};
 use crate::ports::{ApplyOutcome, CreateJob, JobStore, Ledger, StoreError};
 use crate::retry::Backoff;
@@ -40,6 +43,27 @@ use crate::uses::{Use, UseOutcome, UseRecord};
 
 /// TransactWriteItems takes at most 100 actions.
 pub const MAX_TRANSACTION_ACTIONS: usize = 100;
+
+/// The global secondary index of members' histories (`hist_pk`, `hist_sk`).
+pub const HISTORY_INDEX: &str = "history";
+
+/// The attributes the history index projects besides its keys: what a
+/// history entry shows. Not `reversed_at`, so that marking an entry reversed
+/// writes no index entry; not `consumed` nor `seq`, which it does not show.
+pub const HISTORY_PROJECTION: [&str; 12] = [
+    "accrual_id",
+    "use_id",
+    "target_id",
+    "reverses",
+    "member_id",
+    "point_type",
+    "amount",
+    "job_id",
+    "applied_at",
+    "reason",
+    "apply_at",
+    "expires_at",
+];
 /// Message markers expire after 30 days (DynamoDB TTL on `expires_at`): longer
 /// than SQS's 14-day maximum retention, so no redelivery outlives its marker.
 const MARKER_TTL_SECONDS: i64 = 30 * 24 * 3600;
@@ -115,16 +139,26 @@ impl DynamoStore {
 
     /// Applies one chunk (≤ 100 actions) until every accrual is credited or
     /// found credited. Returns the chunk's outcome.
-    async fn apply_chunk(&self, by: MessageRef, chunk: &[&Accrual], now: &str) -> Result<ApplyOutcome, StoreError> {
+    async fn apply_chunk(
+        &self,
+        by: MessageRef,
+        chunk: &[&Accrual],
+        now: &str,
+        key_time: &str,
+    ) -> Result<ApplyOutcome, StoreError> {
         let mut outcome = ApplyOutcome::default();
         let mut remaining: Vec<&Accrual> = chunk.to_vec();
         let mut attempt = 0u32;
         let job = by.job_id.to_string();
         let seq = by.seq.to_string();
         while !remaining.is_empty() {
-            let items = ledger_transaction(&self.table, by, &remaining, now)?;
+            let items = ledger_transaction(&self.table, by, &remaining, now, key_time)?;
             self.count();
             self.write_units.charge_ledger(1, transaction_units(&items));
+            let indexed = index_units(
+                items.iter().filter_map(|action| action.put()).map(|put| put.item()),
+                WriteKind::Transactional,
+            );
             outcome.requests += 1;
             let sent = self
                 .client
@@ -135,6 +169,7 @@ impl DynamoStore {
                 .await;
             let error = match sent {
                 Ok(_) => {
+                    self.write_units.charge_ledger(0, indexed);
                     outcome.applied += remaining.len() as u64;
                     break;
                 }
@@ -411,8 +446,23 @@ enum Marked {
     NoJob,
 }
 
-/// The ledger entry of an accrual credited by message `by`.
-fn ledger_entry(by: MessageRef, a: &Accrual, now: &str) -> Item {
+/// The history index keys of a member's entry (`key_time`: [`history::key_time`]).
+fn history_keys(
+    member_id: &str,
+    key_time: &str,
+    kind: EntryKind,
+    reverses: Option<ReversalKind>,
+    id: &str,
+) -> [(String, AttributeValue); 2] {
+    [
+        ("hist_pk".to_owned(), s(format!("MEMBER#{member_id}"))),
+        ("hist_sk".to_owned(), s(history::sort_key(key_time, kind, reverses, id))),
+    ]
+}
+
+/// The ledger entry of an accrual credited by message `by`, in its member's
+/// history at `key_time`.
+fn ledger_entry(by: MessageRef, a: &Accrual, now: &str, key_time: &str) -> Item {
     let mut item: Item = HashMap::from([
         ("pk".to_owned(), s(format!("ACCRUAL#{}", a.accrual_id))),
         ("sk".to_owned(), s("ACCRUAL")),
@@ -424,6 +474,13 @@ fn ledger_entry(by: MessageRef, a: &Accrual, now: &str) -> Item {
         ("seq".to_owned(), n(u64::from(by.seq))),
         ("applied_at".to_owned(), s(now)),
     ]);
+    item.extend(history_keys(
+        &a.member_id,
+        key_time,
+        EntryKind::Accrual,
+        None,
+        &a.accrual_id,
+    ));
     if let Some(reason) = &a.reason {
         item.insert("reason".to_owned(), s(reason));
     }
@@ -481,12 +538,13 @@ fn ledger_transaction(
     by: MessageRef,
     accruals: &[&Accrual],
     now: &str,
+    key_time: &str,
 ) -> Result<Vec<TransactWriteItem>, StoreError> {
     let mut items = Vec::with_capacity(accruals.len() * 2);
     for a in accruals {
         let put = Put::builder()
             .table_name(table)
-            .set_item(Some(ledger_entry(by, a, now)))
+            .set_item(Some(ledger_entry(by, a, now, key_time)))
             .condition_expression("attribute_not_exists(pk)")
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .build()
@@ -590,7 +648,7 @@ fn use_update_lots(table: &str, u: &Use, plan: &[Lot], now: &str) -> Result<(Upd
 }
 
 /// The entry of a use; `consumed` says what it took from each lot.
-fn use_entry(u: &Use, consumed: &Item, now: &str) -> Item {
+fn use_entry(u: &Use, consumed: &Item, now: &str, key_time: &str) -> Item {
     let mut item: Item = HashMap::from([
         ("pk".to_owned(), s(format!("USE#{}", u.use_id))),
         ("sk".to_owned(), s("USE")),
@@ -601,10 +659,86 @@ fn use_entry(u: &Use, consumed: &Item, now: &str) -> Item {
         ("applied_at".to_owned(), s(now)),
         ("consumed".to_owned(), AttributeValue::M(consumed.clone())),
     ]);
+    item.extend(history_keys(&u.member_id, key_time, EntryKind::Use, None, &u.use_id));
     if let Some(reason) = &u.reason {
         item.insert("reason".to_owned(), s(reason));
     }
     item
+}
+
+/// The history entry of a reversal: an item of its own, so that the history
+/// shows it at its own time.
+fn reversal_entry(record: &ReversalRecord, now: &str, key_time: &str) -> Item {
+    let tag = match record.kind {
+        ReversalKind::Accrual => "ACCRUAL",
+        ReversalKind::Use => "USE",
+    };
+    let mut item: Item = HashMap::from([
+        ("pk".to_owned(), s(format!("REVERSAL#{tag}#{}", record.id))),
+        ("sk".to_owned(), s("REVERSAL")),
+        ("reverses".to_owned(), s(tag.to_ascii_lowercase())),
+        ("target_id".to_owned(), s(&record.id)),
+        ("member_id".to_owned(), s(&record.member_id)),
+        ("point_type".to_owned(), s(&record.point_type)),
+        ("amount".to_owned(), n(record.amount)),
+        ("applied_at".to_owned(), s(now)),
+    ]);
+    item.extend(history_keys(
+        &record.member_id,
+        key_time,
+        EntryKind::Reversal,
+        Some(record.kind),
+        &record.id,
+    ));
+    item
+}
+
+/// A history entry from an item of the `history` index.
+fn history_from_item(item: &Item) -> Result<HistoryEntry, StoreError> {
+    let text = |name: &str| -> Result<String, StoreError> {
+        string_attr(item, name)
+            .map(str::to_owned)
+            .ok_or_else(|| corrupt(item, format!("{name} is missing")))
+    };
+    let at = |name: &str| -> Result<OffsetDateTime, StoreError> {
+        time_attr(item, name)?.ok_or_else(|| corrupt(item, format!("{name} is missing")))
+    };
+    let pk = text("pk")?;
+    if pk.starts_with("ACCRUAL#") {
+        let job = text("job_id")?;
+        let job_id = job
+            .parse()
+            .map(JobId)
+            .map_err(|_| corrupt(item, format!("job_id is not a UUID: {job}")))?;
+        let accrual = Accrual {
+            accrual_id: text("accrual_id")?,
+            member_id: text("member_id")?,
+            point_type: text("point_type")?,
+            amount: number_attr(item, "amount")?,
+            reason: string_attr(item, "reason").map(str::to_owned),
+            apply_at: time_attr(item, "apply_at")?,
+            expires_at: time_attr(item, "expires_at")?,
+        };
+        Ok(HistoryEntry::accrual(&accrual, job_id, at("applied_at")?))
+    } else if pk.starts_with("USE#") {
+        Ok(HistoryEntry::use_of(&use_from_item(item)?))
+    } else if pk.starts_with("REVERSAL#") {
+        let kind = match text("reverses")?.as_str() {
+            "accrual" => ReversalKind::Accrual,
+            "use" => ReversalKind::Use,
+            other => return Err(corrupt(item, format!("reverses is not accrual or use: {other}"))),
+        };
+        Ok(HistoryEntry::reversal(&ReversalRecord {
+            kind,
+            id: text("target_id")?,
+            member_id: text("member_id")?,
+            point_type: text("point_type")?,
+            amount: number_attr(item, "amount")?,
+            reversed_at: at("applied_at")?,
+        }))
+    } else {
+        Err(corrupt(item, "not a history entry"))
+    }
 }
 
 fn use_from_item(item: &Item) -> Result<UseRecord, StoreError> {
@@ -653,6 +787,17 @@ fn transaction_units(items: &[TransactWriteItem]) -> u64 {
             let bytes = action.put().map_or(0, |put| item_bytes(put.item()));
             write_units(bytes, WriteKind::Transactional)
         })
+        .sum()
+}
+
+/// Write units of the history index entries a write of these items made:
+/// charged only when the write succeeded, as a failed condition writes no
+/// index ([`crate::capacity::indexed_write_units`] for the rate).
+fn index_units<'a>(items: impl IntoIterator<Item = &'a Item>, kind: WriteKind) -> u64 {
+    items
+        .into_iter()
+        .filter(|item| item.contains_key("hist_pk"))
+        .map(|item| write_units(item_bytes(item), kind))
         .sum()
 }
 
@@ -888,10 +1033,11 @@ impl Ledger for DynamoStore {
         accruals: &[Accrual],
         now: OffsetDateTime,
     ) -> Result<ApplyOutcome, StoreError> {
+        let key_time = history::key_time(now);
         let now = rfc3339(now);
         let mut total = ApplyOutcome::default();
         for chunk in plan_transactions(accruals) {
-            let outcome = self.apply_chunk(by, &chunk, &now).await?;
+            let outcome = self.apply_chunk(by, &chunk, &now, &key_time).await?;
             total.applied += outcome.applied;
             total.replayed += outcome.replayed;
             total.duplicate += outcome.duplicate;
@@ -902,6 +1048,7 @@ impl Ledger for DynamoStore {
 
     async fn apply_use(&self, u: &Use, now: OffsetDateTime) -> Result<UseOutcome, StoreError> {
         let now_text = rfc3339(now);
+        let key_time = history::key_time(now);
         // The balance item as last seen (through ALL_OLD): `None` until a
         // first attempt fails, which tries the fast path (plain lot only).
         let mut seen: Option<Option<Item>> = None;
@@ -915,9 +1062,10 @@ impl Ledger for DynamoStore {
                     Err(available) => return Ok(UseOutcome::Insufficient { available }),
                 },
             };
-            let entry = use_entry(u, &consumed, &now_text);
+            let entry = use_entry(u, &consumed, &now_text, &key_time);
             let units =
                 write_units(item_bytes(&entry), WriteKind::Transactional) + write_units(0, WriteKind::Transactional);
+            let indexed = index_units([&entry], WriteKind::Transactional);
             let put = Put::builder()
                 .table_name(&self.table)
                 .set_item(Some(entry))
@@ -935,7 +1083,10 @@ impl Ledger for DynamoStore {
                 .send()
                 .await;
             let error = match result {
-                Ok(_) => return Ok(UseOutcome::Applied(UseRecord::of(u, now))),
+                Ok(_) => {
+                    self.write_units.charge_ledger(0, indexed);
+                    return Ok(UseOutcome::Applied(UseRecord::of(u, now)));
+                }
                 Err(e) => e,
             };
             let retry = match error.as_service_error() {
@@ -1067,22 +1218,36 @@ impl Ledger for DynamoStore {
             }
         };
         let balance = balance.build().map_err(|e| backend("TransactWriteItems", e))?;
+        let reversal = reversal_entry(&record(now), &now_text, &history::key_time(now));
+        // The mark changes no attribute the history index projects.
+        let units = write_units(item_bytes(entry), WriteKind::Transactional)
+            + write_units(0, WriteKind::Transactional)
+            + write_units(item_bytes(&reversal), WriteKind::Transactional);
+        let indexed = index_units([&reversal], WriteKind::Transactional);
+        // Unconditional: the mark's condition already makes the whole
+        // transaction happen once.
+        let reversal = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(reversal))
+            .build()
+            .map_err(|e| backend("TransactWriteItems", e))?;
         let mut attempt = 0u32;
         loop {
             self.count();
-            self.write_units.charge_ledger(
-                1,
-                write_units(item_bytes(entry), WriteKind::Transactional) + write_units(0, WriteKind::Transactional),
-            );
+            self.write_units.charge_ledger(1, units);
             let result = self
                 .client
                 .transact_write_items()
                 .transact_items(TransactWriteItem::builder().update(mark.clone()).build())
                 .transact_items(TransactWriteItem::builder().update(balance.clone()).build())
+                .transact_items(TransactWriteItem::builder().put(reversal.clone()).build())
                 .send()
                 .await;
             let error = match result {
-                Ok(_) => return Ok(ReversalOutcome::Reversed(record(now))),
+                Ok(_) => {
+                    self.write_units.charge_ledger(0, indexed);
+                    return Ok(ReversalOutcome::Reversed(record(now)));
+                }
                 Err(e) => e,
             };
             let retry = match error.as_service_error() {
@@ -1114,6 +1279,47 @@ impl Ledger for DynamoStore {
             };
             self.back_off(&mut attempt, retry).await?;
         }
+    }
+
+    async fn history_entries(
+        &self,
+        member_id: &str,
+        point_type: Option<&str>,
+        before: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<HistoryEntry>, StoreError> {
+        let mut entries = Vec::new();
+        let mut start: Option<Item> = None;
+        // Above every sort key (they start with a year's digits).
+        let before = before.unwrap_or("~");
+        loop {
+            self.count();
+            let mut query = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(HISTORY_INDEX)
+                .key_condition_expression("hist_pk = :pk AND hist_sk < :before")
+                .expression_attribute_values(":pk", s(format!("MEMBER#{member_id}")))
+                .expression_attribute_values(":before", s(before))
+                .scan_index_forward(false)
+                .limit(i32::try_from(limit - entries.len()).unwrap_or(i32::MAX))
+                .set_exclusive_start_key(start.take());
+            if let Some(point_type) = point_type {
+                query = query
+                    .filter_expression("point_type = :pt")
+                    .expression_attribute_values(":pt", s(point_type));
+            }
+            let page = query.send().await.map_err(|e| single_call_error("Query", e))?;
+            for item in page.items() {
+                entries.push(history_from_item(item)?);
+            }
+            match page.last_evaluated_key() {
+                Some(key) if !key.is_empty() && entries.len() < limit => start = Some(key.clone()),
+                _ => break,
+            }
+        }
+        Ok(entries)
     }
 
     async fn balance_sheets(&self, member_id: &str) -> Result<Vec<BalanceSheet>, StoreError> {
@@ -1334,10 +1540,11 @@ impl JobStore for DynamoStore {
 #[async_trait]
 impl SingleWrites for DynamoStore {
     async fn put_entry(&self, by: MessageRef, accrual: &Accrual, now: OffsetDateTime) -> Result<bool, StoreError> {
-        let item = ledger_entry(by, accrual, &rfc3339(now));
+        let item = ledger_entry(by, accrual, &rfc3339(now), &history::key_time(now));
         self.count();
         self.write_units
             .charge_ledger(1, write_units(item_bytes(&item), WriteKind::Standard));
+        let indexed = index_units([&item], WriteKind::Standard);
         let result = self
             .client
             .put_item()
@@ -1347,7 +1554,10 @@ impl SingleWrites for DynamoStore {
             .send()
             .await;
         match result {
-            Ok(_) => Ok(true),
+            Ok(_) => {
+                self.write_units.charge_ledger(0, indexed);
+                Ok(true)
+            }
             Err(e)
                 if matches!(
                     e.as_service_error(),
@@ -1408,8 +1618,24 @@ pub async fn create_table(client: &Client, table: &str) -> Result<(), StoreError
         .billing_mode(BillingMode::PayPerRequest)
         .attribute_definitions(attribute("pk")?)
         .attribute_definitions(attribute("sk")?)
+        .attribute_definitions(attribute("hist_pk")?)
+        .attribute_definitions(attribute("hist_sk")?)
         .key_schema(key("pk", KeyType::Hash)?)
         .key_schema(key("sk", KeyType::Range)?)
+        .global_secondary_indexes(
+            GlobalSecondaryIndex::builder()
+                .index_name(HISTORY_INDEX)
+                .key_schema(key("hist_pk", KeyType::Hash)?)
+                .key_schema(key("hist_sk", KeyType::Range)?)
+                .projection(
+                    Projection::builder()
+                        .projection_type(ProjectionType::Include)
+                        .set_non_key_attributes(Some(HISTORY_PROJECTION.iter().map(|a| (*a).to_owned()).collect()))
+                        .build(),
+                )
+                .build()
+                .map_err(|e| backend("CreateTable", e))?,
+        )
         .send()
         .await;
     match created {
@@ -1444,17 +1670,17 @@ mod tests {
         };
         let mut a = accrual(1, 2, "PT1");
         a.reason = Some("spring campaign".into());
-        let item = ledger_entry(by, &a, "2026-11-26T02:12:31.123456789Z");
+        let item = ledger_entry(by, &a, "2026-11-26T02:12:31.123456789Z", "2026-11-26T02:12:31.123Z");
         assert_eq!(item_bytes(&item), crate::capacity::ledger_entry_bytes(&a, by));
         a.reason = None;
-        let item = ledger_entry(by, &a, "2026-11-26T02:12:31.123456789Z");
+        let item = ledger_entry(by, &a, "2026-11-26T02:12:31.123456789Z", "2026-11-26T02:12:31.123Z");
         assert_eq!(item_bytes(&item), crate::capacity::ledger_entry_bytes(&a, by));
         a.apply_at = Some(
             OffsetDateTime::from_unix_timestamp(1_796_083_200).unwrap() + time::Duration::nanoseconds(123_456_789),
         );
         a.expires_at =
             Some(OffsetDateTime::from_unix_timestamp(1_827_619_200).unwrap() + time::Duration::nanoseconds(1));
-        let item = ledger_entry(by, &a, "2026-11-26T02:12:31.123456789Z");
+        let item = ledger_entry(by, &a, "2026-11-26T02:12:31.123456789Z", "2026-11-26T02:12:31.123Z");
         assert_eq!(item_bytes(&item), crate::capacity::ledger_entry_bytes(&a, by));
     }
 
@@ -1468,10 +1694,10 @@ mod tests {
             reason: Some("checkout".into()),
         };
         let plain = HashMap::from([("balance".to_owned(), n(u.amount))]);
-        let item = use_entry(&u, &plain, "2026-11-26T02:12:31.123456789Z");
+        let item = use_entry(&u, &plain, "2026-11-26T02:12:31.123456789Z", "2026-11-26T02:12:31.123Z");
         assert_eq!(item_bytes(&item), crate::capacity::use_entry_bytes(&u));
         u.reason = None;
-        let item = use_entry(&u, &plain, "2026-11-26T02:12:31.123456789Z");
+        let item = use_entry(&u, &plain, "2026-11-26T02:12:31.123456789Z", "2026-11-26T02:12:31.123Z");
         assert_eq!(item_bytes(&item), crate::capacity::use_entry_bytes(&u));
         let record = use_from_item(&item).unwrap();
         assert!(record.matches(&u));

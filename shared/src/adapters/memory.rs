@@ -11,6 +11,7 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 
 use crate::domain::{Accrual, ChunkReport, Job, JobId, MessageCounts, MessageRef, NewJob};
+use crate::history::HistoryEntry;
 use crate::lots::{BalanceSheet, Lot, LotKey};
 use crate::ports::{AccrualQueue, ApplyOutcome, CreateJob, JobStore, Ledger, QueueError, ReceivedMessage, StoreError};
 use crate::reversal::{ReversalKind, ReversalOutcome, ReversalRecord, ReversalTarget};
@@ -29,12 +30,19 @@ struct Sheet {
     used: u64,
 }
 
+/// A credited accrual as the memory ledger keeps it.
+struct Credited {
+    accrual: Accrual,
+    by: MessageRef,
+    at: OffsetDateTime,
+    reversed: Option<OffsetDateTime>,
+}
+
 #[derive(Default)]
 struct StoreState {
-    /// accrual_id → message that credited it.
-    /// accrual_id → the accrual, the message that credited it, and when it
-    /// was reversed.
-    ledger: HashMap<String, (Accrual, MessageRef, Option<OffsetDateTime>)>,
+    /// accrual_id → the accrual, the message that credited it, when, and
+    /// when it was reversed.
+    ledger: HashMap<String, Credited>,
     balances: BTreeMap<(String, String), Sheet>,
     jobs: HashMap<JobId, Job>,
     folded: HashMap<(JobId, u32), MessageCounts>,
@@ -71,7 +79,7 @@ impl Ledger for MemoryStore {
         &self,
         by: MessageRef,
         accruals: &[Accrual],
-        _now: OffsetDateTime,
+        now: OffsetDateTime,
     ) -> Result<ApplyOutcome, StoreError> {
         self.count();
         let mut state = lock(&self.state);
@@ -81,15 +89,21 @@ impl Ledger for MemoryStore {
         };
         for accrual in accruals {
             match state.ledger.get(&accrual.accrual_id) {
-                Some((_, owner, _)) if *owner == by => {
+                Some(credited) if credited.by == by => {
                     outcome.applied += 1;
                     outcome.replayed += 1;
                 }
                 Some(_) => outcome.duplicate += 1,
                 None => {
-                    state
-                        .ledger
-                        .insert(accrual.accrual_id.clone(), (accrual.clone(), by, None));
+                    state.ledger.insert(
+                        accrual.accrual_id.clone(),
+                        Credited {
+                            accrual: accrual.clone(),
+                            by,
+                            at: now,
+                            reversed: None,
+                        },
+                    );
                     let sheet = state
                         .balances
                         .entry((accrual.member_id.clone(), accrual.point_type.clone()))
@@ -175,7 +189,7 @@ impl Ledger for MemoryStore {
         let state = &mut *guard;
         match target {
             ReversalTarget::Accrual(id) => {
-                let Some((accrual, _, reversed)) = state.ledger.get_mut(id) else {
+                let Some(Credited { accrual, reversed, .. }) = state.ledger.get_mut(id) else {
                     return Ok(ReversalOutcome::NotFound);
                 };
                 let record = |at| ReversalRecord {
@@ -229,6 +243,59 @@ impl Ledger for MemoryStore {
                 Ok(ReversalOutcome::Reversed(record(now)))
             }
         }
+    }
+
+    async fn history_entries(
+        &self,
+        member_id: &str,
+        point_type: Option<&str>,
+        before: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<HistoryEntry>, StoreError> {
+        self.count();
+        let state = lock(&self.state);
+        let mut entries = Vec::new();
+        for credited in state.ledger.values() {
+            let a = &credited.accrual;
+            if a.member_id != member_id {
+                continue;
+            }
+            entries.push(HistoryEntry::accrual(a, credited.by.job_id, credited.at));
+            if let Some(at) = credited.reversed {
+                entries.push(HistoryEntry::reversal(&ReversalRecord {
+                    kind: ReversalKind::Accrual,
+                    id: a.accrual_id.clone(),
+                    member_id: a.member_id.clone(),
+                    point_type: a.point_type.clone(),
+                    amount: a.amount,
+                    reversed_at: at,
+                }));
+            }
+        }
+        for (record, _, reversed) in state.uses.values() {
+            if record.member_id != member_id {
+                continue;
+            }
+            entries.push(HistoryEntry::use_of(record));
+            if let Some(at) = reversed {
+                entries.push(HistoryEntry::reversal(&ReversalRecord {
+                    kind: ReversalKind::Use,
+                    id: record.use_id.clone(),
+                    member_id: record.member_id.clone(),
+                    point_type: record.point_type.clone(),
+                    amount: record.amount,
+                    reversed_at: *at,
+                }));
+            }
+        }
+        let mut keyed: Vec<(String, HistoryEntry)> = entries
+            .into_iter()
+            .filter(|e| point_type.is_none_or(|wanted| wanted == e.point_type))
+            .map(|e| (e.sort_key(), e))
+            .filter(|(key, _)| before.is_none_or(|before| key.as_str() < before))
+            .collect();
+        keyed.sort_by(|a, b| b.0.cmp(&a.0));
+        Ok(keyed.into_iter().take(limit).map(|(_, e)| e).collect())
     }
 }
 

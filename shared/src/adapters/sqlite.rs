@@ -3,7 +3,7 @@
 //! shared contract suite). For running Pointflow on one machine: a file-backed
 //! store survives restarts, queued messages included.
 //!
-//! Schema (version 3, `PRAGMA user_version`; version-1 and -2 files are migrated):
+//! Schema (version 4, `PRAGMA user_version`; version-1 to -3 files are migrated):
 //!
 //! | table            | key                       | holds |
 //! |------------------|---------------------------|-------|
@@ -11,6 +11,7 @@
 //! | `balances`       | `(member_id, point_type)` | the plain lot (`balance`) and lifetime `earned` / `used` |
 //! | `lots`           | `(member_id, point_type, lot)` | the other lots: scheduled or expiring points |
 //! | `uses`           | `use_id`                  | applied uses, what each took from which lot, when it was reversed |
+//! | `history`        | `(member_id, sort_key)`   | every credit, use and reversal of a member, as [`HistoryEntry`] JSON |
 //! | `jobs`           | `job_id`                  | jobs and their counts |
 //! | `folded`         | `(job_id, seq)`           | messages whose counts are in their job |
 //! | `chunks`         | `(job_id, chunk)`         | file chunks whose counts are in their job |
@@ -34,10 +35,11 @@ use time::OffsetDateTime;
 use crate::adapters::dynamodb::{plan_transactions, sum_by_balance};
 use crate::baseline::SingleWrites;
 use crate::capacity::{
-    ledger_entry_bytes, ledger_transaction_units, use_entry_bytes, write_units, WriteCost, WriteKind, WriteMeter,
-    MARKER_AND_UPDATE_UNITS, SMALL_WRITE_UNITS,
+    indexed_write_units, ledger_entry_bytes, ledger_transaction_units, use_entry_bytes, write_units, WriteCost,
+    WriteKind, WriteMeter, MARKER_AND_UPDATE_UNITS, SMALL_WRITE_UNITS,
 };
 use crate::domain::{Accrual, ChunkReport, Job, JobId, MessageCounts, MessageRef, NewJob};
+use crate::history::HistoryEntry;
 use crate::lots::{BalanceSheet, Lot, LotKey};
 use crate::ports::{
     AccrualQueue, ApplyOutcome, BoxError, CreateJob, JobStore, Ledger, QueueError, ReceivedMessage, StoreError,
@@ -46,7 +48,7 @@ use crate::reversal::{ReversalKind, ReversalOutcome, ReversalRecord, ReversalTar
 use crate::uses::{Use, UseOutcome, UseRecord};
 
 /// The schema this code reads and writes (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 /// Small tables keyed by their natural keys are `WITHOUT ROWID`: one B-tree
 /// each. The ledger is the exception: entries are appended in rowid order and
@@ -105,6 +107,17 @@ CREATE TABLE IF NOT EXISTS uses (
     -- What it took from each lot, as JSON {lot: amount} (for its reversal).
     consumed   TEXT NOT NULL DEFAULT '{}',
     reversed_at TEXT
+) WITHOUT ROWID;
+
+-- A member's history, as DynamoDB's `history` index holds it (version 4):
+-- one row per credited accrual, applied use and reversal, written in the
+-- transaction that made the change; `entry` is the HistoryEntry as JSON.
+CREATE TABLE IF NOT EXISTS history (
+    member_id  TEXT NOT NULL,
+    sort_key   TEXT NOT NULL,
+    point_type TEXT NOT NULL,
+    entry      TEXT NOT NULL,
+    PRIMARY KEY (member_id, sort_key)
 ) WITHOUT ROWID;
 
 CREATE TABLE IF NOT EXISTS jobs (
@@ -323,6 +336,10 @@ fn prepare(conn: &Connection, file_backed: bool) -> Result<(), Failure> {
         conn.execute_batch(MIGRATE_2_TO_3)?;
     }
     conn.execute_batch(SCHEMA)?;
+    if (1..=3).contains(&version) {
+        // Version 4 added the history: rebuilt from what the ledger kept.
+        backfill_history(conn)?;
+    }
     conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     Ok(())
 }
@@ -471,6 +488,7 @@ impl Ledger for SqliteStore {
         self.run("apply_accruals", move |conn| {
             let job = by.job_id.to_string();
             let seq = i64::from(by.seq);
+            let at = now;
             let now = unix_millis(now);
             let mut outcome = ApplyOutcome {
                 requests: 1,
@@ -482,6 +500,7 @@ impl Ledger for SqliteStore {
                 let mut credit = tx.prepare_cached(CREDIT_BALANCE)?;
                 let mut credit_lot = tx.prepare_cached(CREDIT_LOT)?;
                 let mut owner = tx.prepare_cached("SELECT job_id, seq FROM ledger WHERE accrual_id = ?1")?;
+                let mut history = tx.prepare_cached(INSERT_HISTORY)?;
                 for a in &accruals {
                     let amount = to_i64(a.amount, "amount")?;
                     let inserted = insert.execute(params![
@@ -496,6 +515,7 @@ impl Ledger for SqliteStore {
                         lot_column(a)
                     ])?;
                     if inserted == 1 {
+                        insert_history(&mut history, &a.member_id, &HistoryEntry::accrual(a, by.job_id, at))?;
                         let lot = a.lot();
                         let plain = if lot.is_plain() { amount } else { 0 };
                         credit.execute(params![a.member_id, a.point_type, plain, amount, now])?;
@@ -527,7 +547,8 @@ impl Ledger for SqliteStore {
         // As DynamoDB: one transaction of a put and a balance update.
         self.write_units.charge_ledger(
             1,
-            write_units(use_entry_bytes(u), WriteKind::Transactional) + write_units(0, WriteKind::Transactional),
+            indexed_write_units(use_entry_bytes(u), WriteKind::Transactional)
+                + write_units(0, WriteKind::Transactional),
         );
         let u = u.clone();
         self.run("apply_use", move |conn| {
@@ -579,16 +600,25 @@ impl Ledger for SqliteStore {
                 rfc3339(now)?,
                 serde_json::Value::Object(consumed).to_string()
             ])?;
+            let record = UseRecord::of(&u, now);
+            insert_history(
+                &mut tx.prepare_cached(INSERT_HISTORY)?,
+                &u.member_id,
+                &HistoryEntry::use_of(&record),
+            )?;
             tx.commit()?;
-            Ok(UseOutcome::Applied(UseRecord::of(&u, now)))
+            Ok(UseOutcome::Applied(record))
         })
         .await
     }
 
     async fn reverse(&self, target: &ReversalTarget, now: OffsetDateTime) -> Result<ReversalOutcome, StoreError> {
         // As DynamoDB: one transaction updating the entry and the balance.
-        self.write_units
-            .charge_ledger(1, 2 * write_units(0, WriteKind::Transactional));
+        // …and the reversal's own history entry.
+        self.write_units.charge_ledger(
+            1,
+            2 * write_units(0, WriteKind::Transactional) + indexed_write_units(0, WriteKind::Transactional),
+        );
         let target = target.clone();
         self.run("reverse", move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -673,8 +703,14 @@ impl Ledger for SqliteStore {
                         .execute(params![id, rfc3339(now)?])?;
                 }
             }
+            let reversed = record(now)?;
+            insert_history(
+                &mut tx.prepare_cached(INSERT_HISTORY)?,
+                &member_id,
+                &HistoryEntry::reversal(&reversed),
+            )?;
             tx.commit()?;
-            Ok(ReversalOutcome::Reversed(record(now)?))
+            Ok(ReversalOutcome::Reversed(reversed))
         })
         .await
     }
@@ -684,6 +720,39 @@ impl Ledger for SqliteStore {
         self.run("balance_sheets", move |conn| read_sheets(conn, &member_id, None))
             .await
     }
+
+    async fn history_entries(
+        &self,
+        member_id: &str,
+        point_type: Option<&str>,
+        before: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<HistoryEntry>, StoreError> {
+        let (member_id, point_type) = (member_id.to_owned(), point_type.map(str::to_owned));
+        // Above every sort key (they start with a year's digits).
+        let before = before.unwrap_or("~").to_owned();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.run("history_entries", move |conn| {
+            let mut statement = conn.prepare_cached(
+                "SELECT sort_key, entry FROM history
+                 WHERE member_id = ?1 AND sort_key < ?2 AND (?3 IS NULL OR point_type = ?3)
+                 ORDER BY sort_key DESC LIMIT ?4",
+            )?;
+            let rows = statement.query_map(params![member_id, before, point_type, limit], |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+            })?;
+            let mut entries = Vec::new();
+            for row in rows {
+                let (key, json) = row?;
+                entries.push(serde_json::from_str(&json).map_err(|e| Failure::Corrupt {
+                    key: format!("history {member_id} {key}"),
+                    detail: format!("entry is not a history entry: {e}"),
+                })?);
+            }
+            Ok(entries)
+        })
+        .await
+    }
 }
 
 /// The naive baseline's writes: each its own SQLite transaction (autocommit),
@@ -691,8 +760,10 @@ impl Ledger for SqliteStore {
 #[async_trait]
 impl SingleWrites for SqliteStore {
     async fn put_entry(&self, by: MessageRef, accrual: &Accrual, now: OffsetDateTime) -> Result<bool, StoreError> {
-        self.write_units
-            .charge_ledger(1, write_units(ledger_entry_bytes(accrual, by), WriteKind::Standard));
+        self.write_units.charge_ledger(
+            1,
+            indexed_write_units(ledger_entry_bytes(accrual, by), WriteKind::Standard),
+        );
         let a = accrual.clone();
         self.run("put_entry", move |conn| {
             let amount = to_i64(a.amount, "amount")?;
@@ -707,6 +778,13 @@ impl SingleWrites for SqliteStore {
                 unix_millis(now),
                 lot_column(&a)
             ])?;
+            if inserted == 1 {
+                insert_history(
+                    &mut conn.prepare_cached(INSERT_HISTORY)?,
+                    &a.member_id,
+                    &HistoryEntry::accrual(&a, by.job_id, now),
+                )?;
+            }
             Ok(inserted == 1)
         })
         .await
@@ -737,6 +815,118 @@ impl SingleWrites for SqliteStore {
 const INSERT_LEDGER_ENTRY: &str =
     "INSERT INTO ledger (accrual_id, job_id, seq, member_id, point_type, amount, reason, applied_at, lot)
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT (accrual_id) DO NOTHING";
+
+/// Records a history entry; a second write of the same entry is a no-op.
+const INSERT_HISTORY: &str = "INSERT INTO history (member_id, sort_key, point_type, entry) VALUES (?1, ?2, ?3, ?4)
+     ON CONFLICT (member_id, sort_key) DO NOTHING";
+
+fn insert_history(
+    statement: &mut rusqlite::CachedStatement<'_>,
+    member_id: &str,
+    entry: &HistoryEntry,
+) -> Result<(), Failure> {
+    let json = serde_json::to_string(entry).map_err(|e| Failure::Other(Box::new(e)))?;
+    statement.execute(params![member_id, entry.sort_key(), entry.point_type, json])?;
+    Ok(())
+}
+
+/// Writes the history of a database from before version 4 from its ledger
+/// and uses: entries keep their lot's dates, times are as stored.
+fn backfill_history(conn: &Connection) -> Result<(), Failure> {
+    let mut insert = conn.prepare_cached(INSERT_HISTORY)?;
+    let mut entries: Vec<(String, HistoryEntry)> = Vec::new();
+    {
+        let mut ledger = conn.prepare(
+            "SELECT accrual_id, job_id, member_id, point_type, amount, reason, applied_at, lot, reversed_at FROM ledger",
+        )?;
+        let mut rows = ledger.query([])?;
+        while let Some(row) = rows.next()? {
+            let id: String = row.get(0)?;
+            let key = || format!("ledger {id}");
+            let job: String = row.get(1)?;
+            let job_id = job.parse().map(JobId).map_err(|_| Failure::Corrupt {
+                key: key(),
+                detail: format!("job_id is not a UUID: {job}"),
+            })?;
+            let lot = row
+                .get::<_, Option<String>>(7)?
+                .map(|name| {
+                    LotKey::from_attribute(&name).ok_or_else(|| Failure::Corrupt {
+                        key: key(),
+                        detail: format!("lot is not a lot: {name}"),
+                    })
+                })
+                .transpose()?
+                .unwrap_or(LotKey::PLAIN);
+            let time = |seconds: i64| OffsetDateTime::from_unix_timestamp(seconds).ok();
+            let accrual = Accrual {
+                accrual_id: id.clone(),
+                member_id: row.get(2)?,
+                point_type: row.get(3)?,
+                amount: to_u64(row.get(4)?, key, "amount")?,
+                reason: row.get(5)?,
+                apply_at: (lot.from != 0).then(|| time(lot.from)).flatten(),
+                expires_at: lot.until.and_then(time),
+            };
+            let applied_at = from_unix_millis(row.get(6)?);
+            entries.push((
+                accrual.member_id.clone(),
+                HistoryEntry::accrual(&accrual, job_id, applied_at),
+            ));
+            if let Some(at) = row.get::<_, Option<String>>(8)? {
+                entries.push((
+                    accrual.member_id.clone(),
+                    HistoryEntry::reversal(&ReversalRecord {
+                        kind: ReversalKind::Accrual,
+                        id: id.clone(),
+                        member_id: accrual.member_id.clone(),
+                        point_type: accrual.point_type.clone(),
+                        amount: accrual.amount,
+                        reversed_at: parse_rfc3339(&at, key)?,
+                    }),
+                ));
+            }
+        }
+    }
+    {
+        let mut uses = conn.prepare("SELECT use_id, reversed_at FROM uses")?;
+        let ids: Vec<(String, Option<String>)> = uses
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        for (id, reversed_at) in ids {
+            let Some(record) = read_use(conn, &id)? else { continue };
+            entries.push((record.member_id.clone(), HistoryEntry::use_of(&record)));
+            if let Some(at) = reversed_at {
+                entries.push((
+                    record.member_id.clone(),
+                    HistoryEntry::reversal(&ReversalRecord {
+                        kind: ReversalKind::Use,
+                        id: id.clone(),
+                        member_id: record.member_id.clone(),
+                        point_type: record.point_type.clone(),
+                        amount: record.amount,
+                        reversed_at: parse_rfc3339(&at, || format!("use {id}"))?,
+                    }),
+                ));
+            }
+        }
+    }
+    for (member_id, entry) in &entries {
+        insert_history(&mut insert, member_id, entry)?;
+    }
+    Ok(())
+}
+
+fn from_unix_millis(millis: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(millis) * 1_000_000).unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+fn parse_rfc3339(text: &str, key: impl FnOnce() -> String) -> Result<OffsetDateTime, Failure> {
+    OffsetDateTime::parse(text, &Rfc3339).map_err(|_| Failure::Corrupt {
+        key: key(),
+        detail: format!("not an RFC 3339 time: {text}"),
+    })
+}
 
 /// The `lot` column of an accrual's entry: `NULL` for the plain lot.
 fn lot_column(a: &Accrual) -> Option<String> {
