@@ -30,9 +30,7 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use crate::baseline::SingleWrites;
-use crate::capacity::{
-    indexed_write_units, write_units, WriteCost, WriteKind, WriteMeter, MARKER_AND_UPDATE_UNITS, SMALL_WRITE_UNITS,
-};
+use crate::capacity::{write_units, WriteCost, WriteKind, WriteMeter, MARKER_AND_UPDATE_UNITS, SMALL_WRITE_UNITS};
 use crate::domain::{Accrual, ChunkReport, Job, JobId, MessageCounts, MessageRef, NewJob};
 use crate::history::{self, EntryKind, HistoryEntry};
 use crate::lots::{BalanceSheet, Lot, LotKey};
