@@ -75,10 +75,24 @@ enum Command {
         api: ApiArgs,
         member: String,
     },
-    /// Deduct points from a member's balance, once per --use-id (safe to retry).
-    ///
-    /// Exit status: 0 deducted (or deducted before by the same use); 3 refused (insufficient balance, or the use id
-    /// was used for a different deduction); 1 could not finish.
+    /// Show a member's history: every credit, use, reversal and expiry, newest first.
+    History {
+        #[command(flatten)]
+        api: ApiArgs,
+        member: String,
+        /// Only this point type.
+        #[arg(long)]
+        point_type: Option<String>,
+        /// Entries per page (1 to 500).
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// Start after this cursor (a page's next_cursor).
+        #[arg(long, conflicts_with = "all")]
+        cursor: Option<String>,
+        /// Follow the cursors to the oldest entry.
+        #[arg(long)]
+        all: bool,
+    },
     /// Cancel one accrual or one use, once (safe to retry).
     ///
     /// Exit status: 0 reversed (or reversed before); 3 refused (the accrual's points were spent) or not found;
@@ -95,6 +109,10 @@ enum Command {
         #[arg(long)]
         reason: Option<String>,
     },
+    /// Deduct points from a member's balance, once per --use-id (safe to retry).
+    ///
+    /// Exit status: 0 deducted (or deducted before by the same use); 3 refused (insufficient balance, or the use id
+    /// was used for a different deduction); 1 could not finish.
     Use {
         #[command(flatten)]
         api: ApiArgs,
@@ -914,6 +932,54 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
                 Err(error) => refusal_exit(error, api.output),
             };
+        }
+        Command::History {
+            api,
+            member,
+            point_type,
+            limit,
+            cursor,
+            all,
+        } => {
+            let client = api_client(&api)?;
+            let mut cursor = cursor;
+            loop {
+                let page = client
+                    .history(&member, point_type.as_deref(), Some(limit), cursor.as_deref())
+                    .await?;
+                let next = page["next_cursor"].as_str().map(str::to_owned);
+                match api.output {
+                    Output::Json => println!("{page}"),
+                    Output::Human => {
+                        for entry in page["entries"].as_array().into_iter().flatten() {
+                            let text = |name: &str| entry[name].as_str().unwrap_or_default();
+                            let kind = match text("reverses") {
+                                "" => text("kind").to_owned(),
+                                target => format!("reversal of {target}"),
+                            };
+                            println!(
+                                "{:<30} {kind:<20} {:>12} {:<16} {}{}",
+                                text("at"),
+                                entry["amount"].as_i64().unwrap_or(0),
+                                text("point_type"),
+                                text("id"),
+                                match text("job_id") {
+                                    "" => String::new(),
+                                    job => format!("  (job {job})"),
+                                }
+                            );
+                        }
+                        if let (Some(next), false) = (&next, all) {
+                            println!("more: pointflow history {member} --cursor {next}");
+                        }
+                    }
+                }
+                match next {
+                    Some(next) if all => cursor = Some(next),
+                    _ => break,
+                }
+            }
+            return Ok(ExitCode::SUCCESS);
         }
         Command::Balance { api, member } => {
             let client = api_client(&api)?;

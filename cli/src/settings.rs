@@ -211,7 +211,35 @@ mod tests {
                 }
             }
         }
-        assert_eq!(routes, 5, "every API route is checked");
+        assert_eq!(routes, 6, "every API route is checked");
+    }
+
+    /// The table the template deploys has the history index the adapter
+    /// queries, projecting exactly what the adapter reads back.
+    #[test]
+    fn the_template_history_index_matches_the_adapter() {
+        use pointflow::adapters::dynamodb::{HISTORY_INDEX, HISTORY_PROJECTION};
+        let doc: Value = serde_norway::from_str(TEMPLATE).unwrap();
+        let table = &doc["Resources"]["PointflowTable"]["Properties"];
+        let indexes = table["GlobalSecondaryIndexes"].as_sequence().unwrap();
+        let history = indexes
+            .iter()
+            .find(|i| i["IndexName"].as_str() == Some(HISTORY_INDEX))
+            .expect("the history index");
+        let keys: Vec<&str> = history["KeySchema"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .filter_map(|k| k["AttributeName"].as_str())
+            .collect();
+        assert_eq!(keys, ["hist_pk", "hist_sk"]);
+        let projected: Vec<&str> = history["Projection"]["NonKeyAttributes"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        assert_eq!(projected, HISTORY_PROJECTION);
     }
 
     #[test]

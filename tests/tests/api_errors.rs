@@ -475,3 +475,63 @@ async fn every_class_of_bad_item_is_named_and_queues_nothing() {
     let (_, balances) = call_api(&s, api_event("GET", "/v1/members/m1/balances", &[], None)).await;
     assert_eq!(balances["balances"]["PT"], 500);
 }
+
+/// `GET /v1/members/{id}/ledger`: pages walk the whole history through
+/// `next_cursor` (decoded from the query string as API Gateway sends it);
+/// a bad parameter is a 400 naming it; an unknown member has no entries.
+#[tokio::test]
+async fn the_ledger_pages_through_history_and_names_bad_parameters() {
+    let (b, s) = service(IngestSettings::default());
+    credit_500_to_m1(&b).await;
+    for n in 1..=3 {
+        let body = json!({"use_id": format!("order-{n}"), "point_type": "PT", "amount": 10 * n});
+        assert_eq!(call_api(&s, post_use("m1", &body)).await.0, 201);
+    }
+    let get = |query: &str| api_event("GET", &format!("/v1/members/m1/ledger{query}"), &[], None);
+    let mut amounts = Vec::new();
+    let mut query = "?limit=3".to_owned();
+    loop {
+        let (status, page) = call_api(&s, get(&query)).await;
+        assert_eq!(status, 200, "{page}");
+        assert_eq!(page["member_id"], "m1");
+        let entries = page["entries"].as_array().unwrap();
+        assert!(entries.len() <= 3);
+        amounts.extend(entries.iter().map(|e| e["amount"].as_i64().unwrap()));
+        match page["next_cursor"].as_str() {
+            Some(cursor) => query = format!("?limit=3&cursor={cursor}"),
+            None => break,
+        }
+    }
+    // Newest first: the uses in reverse order, then the credit.
+    assert_eq!(amounts, [-30, -20, -10, 500]);
+    let (_, all) = call_api(&s, get("?point_type=PT")).await;
+    assert_eq!(all["entries"].as_array().unwrap().len(), 4);
+    assert!(all["next_cursor"].is_null());
+    let (_, none) = call_api(&s, get("?point_type=OTHER")).await;
+    assert_eq!(none["entries"], json!([]));
+    let (status, nobody) = call_api(&s, api_event("GET", "/v1/members/m2/ledger", &[], None)).await;
+    assert_eq!((status, &nobody["entries"]), (200, &json!([])));
+
+    for (query, name) in [
+        ("?limit=0", "limit"),
+        ("?limit=100000", "limit"),
+        ("?cursor=not-a-cursor", "cursor"),
+        ("?point_type=a%20b", "point_type"),
+        ("?pointtype=PT", "pointtype"),
+        ("?limit=1&limit=2", "limit"),
+    ] {
+        let (status, reply) = call_api(&s, get(query)).await;
+        assert_eq!(
+            (status, reply["error"]["code"].as_str()),
+            (400, Some("invalid_query_parameter")),
+            "{query}: {reply}"
+        );
+        let message = reply["error"]["message"].as_str().unwrap();
+        assert!(
+            message.starts_with(&format!("query parameter {name} ")),
+            "{query}: {message}"
+        );
+    }
+    let (status, _) = call_api(&s, api_event("POST", "/v1/members/m1/ledger", &[], None)).await;
+    assert_eq!(status, 405);
+}

@@ -355,7 +355,7 @@ async fn an_unreachable_api_leaves_the_run_unfinished_with_status_1() {
 
 /// `pointflow use`: credited points are deducted once per use id through the
 /// runner's API; a retry is a replay, and a use larger than the balance is a
-/// refusal (409) that changes nothing.
+/// refusal (409) that changes nothing; `pointflow history` lists it all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uses_deduct_once_through_the_api() {
     let stack = stack().await;
@@ -386,6 +386,32 @@ async fn uses_deduct_once_through_the_api() {
         .unwrap();
     assert!(replayed);
     assert_eq!(balance(&stack, "m-1").await, [("P".to_owned(), 100)]);
+
+    // `pointflow history`: the same through the runner's HTTP server, a page
+    // at a time (the cursor travels in the query string).
+    let mut kinds = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = stack
+            .client
+            .history("m-1", Some("P"), Some(1), cursor.as_deref())
+            .await
+            .unwrap();
+        let entries = page["entries"].as_array().unwrap();
+        kinds.extend(
+            entries
+                .iter()
+                .map(|e| (e["kind"].as_str().unwrap().to_owned(), e["amount"].as_i64().unwrap())),
+        );
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    let expected = [("reversal", 70), ("use", -70), ("accrual", 100)];
+    assert_eq!(kinds, expected.map(|(k, a)| (k.to_owned(), a)));
+    let refusal = stack.client.history("m-1", None, Some(0), None).await.unwrap_err();
+    assert_eq!(refusal.refused_status(), Some(400));
     stack.runner.stop().await.unwrap();
 }
 

@@ -18,12 +18,13 @@ use pointflow_tests::lambda::{call_api, event_path, load_event};
 use serde_json::json;
 use time::OffsetDateTime;
 
-const KNOWN: [&str; 8] = [
+const KNOWN: [&str; 9] = [
     "apigw-post-job.json",
     "apigw-post-use.json",
     "apigw-post-reversal.json",
     "apigw-get-job.json",
     "apigw-get-balances.json",
+    "apigw-get-ledger.json",
     "sqs-accrual-batch.json",
     "s3-object-created.json",
     "sqs-s3-object-created.json",
@@ -124,6 +125,21 @@ async fn sample_events_drive_the_handlers() {
     assert_eq!(again, 200);
     let (_, balances) = call_api(&ingest, load_event::<ApiGatewayProxyRequest>("apigw-get-balances.json")).await;
     assert_eq!(balances["balances"]["WELCOME"], 2100);
+
+    // The sample asks for the 2 newest WELCOME entries: the reversal and the use.
+    let (status, ledger) = call_api(&ingest, load_event::<ApiGatewayProxyRequest>("apigw-get-ledger.json")).await;
+    assert_eq!(status, 200, "{ledger}");
+    let entries = ledger["entries"].as_array().unwrap();
+    let seen: Vec<(&str, i64)> = entries
+        .iter()
+        .map(|e| (e["kind"].as_str().unwrap(), e["amount"].as_i64().unwrap()))
+        .collect();
+    assert_eq!(seen, [("reversal", 600), ("use", -600)], "{ledger}");
+    assert_eq!(entries[0]["reverses"], "use");
+    assert!(
+        ledger["next_cursor"].is_string(),
+        "the credits are on the next page: {ledger}"
+    );
 
     let (status, accepted) = call_api(&ingest, load_event::<ApiGatewayProxyRequest>("apigw-post-job.json")).await;
     assert_eq!(status, 202, "{accepted}");

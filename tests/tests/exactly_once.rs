@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use pointflow::domain::{Accrual, JobId, JobStatus, NewJob};
+use pointflow::history::{history_page, EntryKind, HistoryQuery};
 use pointflow::packing::{pack_accruals, PackingLimits};
 use pointflow::submission::fingerprint;
 use pointflow::worker::{IncomingMessage, Worker, WorkerSettings};
@@ -337,6 +338,31 @@ async fn check_ledger_history(b: &backend::Backend, pool: &[PoolAccrual], steps:
             // Every point earned so far is available, used or expired.
             assert_eq!(v.lifetime_earned, v.available + v.lifetime_used + v.expired, "{v:?}");
             assert_eq!(v.lifetime_used, used[m]);
+            // The history, read in pages, adds up to what the member holds.
+            let mut query = HistoryQuery {
+                point_type: None,
+                cursor: None,
+                limit: 7,
+            };
+            let mut entries = Vec::new();
+            loop {
+                let page = history_page(b.ledger.as_ref(), &member(m), &query, now).await.unwrap();
+                entries.extend(page.entries);
+                match page.next_cursor {
+                    Some(cursor) => query.cursor = Some(cursor),
+                    None => break,
+                }
+            }
+            let sum: i64 = entries.iter().map(|e| e.amount).sum();
+            assert_eq!(
+                sum,
+                (v.available + v.pending) as i64,
+                "history of member {m}: {entries:?}"
+            );
+            let count = |kind: EntryKind| entries.iter().filter(|e| e.kind == kind).count();
+            let credits = credited.iter().filter(|i| pool[**i].0 == m).count();
+            assert_eq!(count(EntryKind::Accrual), credits);
+            assert_eq!(count(EntryKind::Use), uses.values().filter(|u| u.0 == m).count());
         }
     }
 }

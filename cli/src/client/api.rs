@@ -227,6 +227,37 @@ impl ApiClient {
             .await
     }
 
+    /// `GET /v1/members/{id}/ledger`: one page of the member's history,
+    /// newest first; pass the page's `next_cursor` to get the next.
+    pub async fn history(
+        &self,
+        member_id: &str,
+        point_type: Option<&str>,
+        limit: Option<usize>,
+        cursor: Option<&str>,
+    ) -> Result<Value, ClientError> {
+        let what = format!("GET /v1/members/{member_id}/ledger");
+        let mut query: Vec<(&str, String)> = Vec::new();
+        if let Some(point_type) = point_type {
+            query.push(("point_type", point_type.to_owned()));
+        }
+        if let Some(limit) = limit {
+            query.push(("limit", limit.to_string()));
+        }
+        if let Some(cursor) = cursor {
+            query.push(("cursor", cursor.to_owned()));
+        }
+        let query = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(query)
+            .finish();
+        let url = format!("{}/v1/members/{member_id}/ledger?{query}", self.endpoint);
+        let (status, _, bytes) = self.send(&what, || self.http.get(&url)).await?;
+        if status != StatusCode::OK {
+            return Err(refused(what, status, &bytes));
+        }
+        decode(&what, &bytes)
+    }
+
     pub async fn balances(&self, member_id: &str) -> Result<Value, ClientError> {
         let url = format!("{}/v1/members/{member_id}/balances", self.endpoint);
         let what = format!("GET /v1/members/{member_id}/balances");

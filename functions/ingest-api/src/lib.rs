@@ -31,8 +31,14 @@ pub fn to_api_request(event: ApiGatewayProxyRequest) -> Result<ApiRequest, ApiRe
             })?,
         Some(text) => text.into_bytes(),
     };
-    let query = event
-        .query_string_parameters
+    // The multi-value map keeps a parameter given twice (the single-value
+    // map keeps only the last), so the API can refuse it.
+    let parameters = if event.multi_value_query_string_parameters.is_empty() {
+        &event.query_string_parameters
+    } else {
+        &event.multi_value_query_string_parameters
+    };
+    let query = parameters
         .iter()
         .map(|(name, value)| (name.to_owned(), value.to_owned()))
         .collect();

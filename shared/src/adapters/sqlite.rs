@@ -843,11 +843,8 @@ fn backfill_history(conn: &Connection) -> Result<(), Failure> {
         while let Some(row) = rows.next()? {
             let id: String = row.get(0)?;
             let key = || format!("ledger {id}");
-            let job: String = row.get(1)?;
-            let job_id = job.parse().map(JobId).map_err(|_| Failure::Corrupt {
-                key: key(),
-                detail: format!("job_id is not a UUID: {job}"),
-            })?;
+            // Every job id this program wrote is a UUID; show none otherwise.
+            let job_id = row.get::<_, String>(1)?.parse().ok().map(JobId);
             let lot = row
                 .get::<_, Option<String>>(7)?
                 .map(|name| {
@@ -869,10 +866,9 @@ fn backfill_history(conn: &Connection) -> Result<(), Failure> {
                 expires_at: lot.until.and_then(time),
             };
             let applied_at = from_unix_millis(row.get(6)?);
-            entries.push((
-                accrual.member_id.clone(),
-                HistoryEntry::accrual(&accrual, job_id, applied_at),
-            ));
+            let mut entry = HistoryEntry::accrual(&accrual, JobId(uuid::Uuid::nil()), applied_at);
+            entry.job_id = job_id;
+            entries.push((accrual.member_id.clone(), entry));
             if let Some(at) = row.get::<_, Option<String>>(8)? {
                 entries.push((
                     accrual.member_id.clone(),
@@ -1511,6 +1507,7 @@ mod tests {
     use std::path::PathBuf;
 
     use super::*;
+    use crate::history::EntryKind;
 
     /// A unique directory under the system temp dir, removed on drop (also
     /// when the test fails).
@@ -1532,7 +1529,7 @@ mod tests {
     /// balances and ledger when opened: what it held counts as earned, its
     /// entries are in the plain lot (so they can be reversed), and uses work.
     #[tokio::test]
-    async fn a_version_2_database_is_migrated_to_lots_and_uses() {
+    async fn a_version_2_database_is_migrated_to_lots_uses_and_history() {
         let dir = TempDir::new();
         std::fs::create_dir_all(&dir.0).unwrap();
         let path = dir.0.join("v2.db");
@@ -1583,6 +1580,12 @@ mod tests {
             ReversalOutcome::Reversed(_)
         ));
         assert_eq!(store.balances("m").await.unwrap()[0].balance, 0);
+        // The old credit is in the history, with what was done since.
+        let history = store.history_entries("m", None, None, 10).await.unwrap();
+        let seen: Vec<(EntryKind, i64, &str)> = history.iter().map(|e| (e.kind, e.amount, e.id.as_str())).collect();
+        assert!(seen.contains(&(EntryKind::Accrual, 70, "old-1")), "{seen:?}");
+        assert_eq!(history.len(), 4, "{seen:?}");
+        assert_eq!(history.last().map(|e| e.at), Some(OffsetDateTime::UNIX_EPOCH));
         drop(store);
         let version: i64 = Connection::open(&path)
             .unwrap()
