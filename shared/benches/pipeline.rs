@@ -144,6 +144,7 @@ fn worker(c: &mut Criterion) {
                     job_id,
                     seq: 0,
                     accruals: message.clone(),
+                    uses: Vec::new(),
                 }
                 .encode();
                 let worker = Worker::new(store.clone(), store, WorkerSettings::default());

@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 
 use crate::domain::JobId;
 use crate::ports::StoreError;
-use crate::submission::SubmissionError;
+use crate::submission::{ItemKind, SubmissionError};
 use crate::validation::FieldError;
 
 /// An HTTP request as the API sees it.
@@ -73,7 +73,7 @@ pub enum ApiError {
     UnsupportedMediaType { found: Option<String> },
     #[error("request body is {bytes} bytes; at most {max} are accepted, split the campaign into several requests")]
     PayloadTooLarge { bytes: usize, max: usize },
-    #[error("request body is not valid JSON of the form {{\"accruals\": [...]}}: {detail}")]
+    #[error("request body is not valid JSON of the form {{\"accruals\": [...]}} or {{\"uses\": [...]}}: {detail}")]
     MalformedJson { detail: String },
     #[error("Idempotency-Key header {reason}")]
     InvalidIdempotencyKey { reason: String },
@@ -171,9 +171,15 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::MalformedJson { .. } => "malformed_json",
             ApiError::InvalidIdempotencyKey { .. } => "invalid_idempotency_key",
-            ApiError::Submission(SubmissionError::Empty) => "empty_submission",
-            ApiError::Submission(SubmissionError::TooMany { .. }) => "too_many_accruals",
-            ApiError::Submission(SubmissionError::Invalid { .. }) => "invalid_accruals",
+            ApiError::Submission(SubmissionError::Empty(_)) => "empty_submission",
+            ApiError::Submission(SubmissionError::TooMany { kind, .. }) => match kind {
+                ItemKind::Accruals => "too_many_accruals",
+                ItemKind::Uses => "too_many_uses",
+            },
+            ApiError::Submission(SubmissionError::Invalid { kind, .. }) => match kind {
+                ItemKind::Accruals => "invalid_accruals",
+                ItemKind::Uses => "invalid_uses",
+            },
             ApiError::KeyReused { .. } => "idempotency_key_reused",
             ApiError::InvalidUse { .. } => "invalid_use",
             ApiError::InsufficientBalance { .. } => "insufficient_balance",
@@ -193,7 +199,9 @@ impl ApiError {
     pub fn to_response(&self) -> ApiResponse {
         let mut error = json!({ "code": self.code(), "message": self.to_string() });
         match self {
-            ApiError::Submission(SubmissionError::Invalid { errors, total_errors }) => {
+            ApiError::Submission(SubmissionError::Invalid {
+                errors, total_errors, ..
+            }) => {
                 error["errors"] = json!(errors as &Vec<FieldError>);
                 error["total_errors"] = json!(total_errors);
             }

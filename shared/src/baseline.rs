@@ -165,9 +165,10 @@ mod tests {
         assert_eq!((again.applied, again.duplicate, again.requests), (0, 3, 3));
         assert_eq!(ledger.balances("m1").await.unwrap()[0].balance, 12);
         assert_eq!(store.requests(), 9 + 1);
-        // Three standard puts and three small updates, then three failed puts.
+        // Three standard puts with their index entries and three small
+        // updates, then three failed puts (no index entry).
         let cost = store.write_cost();
-        assert_eq!((cost.ledger_requests, cost.ledger_units), (9, 9));
+        assert_eq!((cost.ledger_requests, cost.ledger_units), (9, 3 * 2 + 3 + 3));
     }
 
     #[tokio::test]

@@ -245,7 +245,7 @@ mod tests {
     }
 
     #[test]
-    fn a_typical_accrual_costs_two_units_plus_its_balance() {
+    fn a_typical_accrual_costs_four_units_plus_its_balance() {
         let by = MessageRef {
             job_id: JobId(uuid::Uuid::from_u128(7)),
             seq: 3,
@@ -253,9 +253,10 @@ mod tests {
         let a = accrual(Some("spring campaign"));
         let bytes = ledger_entry_bytes(&a, by);
         assert!((150..300).contains(&bytes), "{bytes}");
-        assert_eq!(ledger_transaction_units(by, &[&a], 1), 4);
+        // The entry (2), its history index entry (2), the balance (2).
+        assert_eq!(ledger_transaction_units(by, &[&a], 1), 6);
         let long = accrual(Some(&"x".repeat(2000)));
-        assert_eq!(ledger_transaction_units(by, &[&long, &a], 2), 6 + 2 + 4);
+        assert_eq!(ledger_transaction_units(by, &[&long, &a], 2), (6 + 6) + (2 + 2) + 4);
     }
 
     #[test]

@@ -124,6 +124,7 @@ mod tests {
                     expires_at: None,
                 })
                 .collect(),
+            uses: Vec::new(),
         }
         .encode()
     }

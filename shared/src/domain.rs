@@ -176,6 +176,9 @@ pub struct Job {
     pub duplicate: u64,
     /// Accruals of messages that exhausted their deliveries (sent to the DLQ).
     pub failed: u64,
+    /// Uses of a bulk-use job that were refused: the balance held too
+    /// little, or the `use_id` was taken by a different deduction.
+    pub refused: u64,
     /// Why the job's file could not be read (the job is then `failed`).
     pub error: Option<String>,
     pub completed_at: Option<OffsetDateTime>,
@@ -198,14 +201,15 @@ impl Job {
             applied: 0,
             duplicate: 0,
             failed: 0,
+            refused: 0,
             error: None,
             completed_at: None,
         }
     }
 
-    /// Accruals whose fate is known.
+    /// Items whose fate is known.
     pub fn settled(&self) -> u64 {
-        self.applied + self.duplicate + self.failed
+        self.applied + self.duplicate + self.failed + self.refused
     }
 
     /// Where the job stands, derived from its counts so it can never disagree
@@ -216,7 +220,7 @@ impl Job {
         } else if self.reading {
             JobStatus::Importing
         } else if self.settled() >= self.total {
-            if self.failed > 0 || self.rejected > 0 {
+            if self.failed > 0 || self.rejected > 0 || self.refused > 0 {
                 JobStatus::CompletedWithErrors
             } else {
                 JobStatus::Completed
@@ -278,7 +282,8 @@ pub enum JobStatus {
     Queued,
     Running,
     Completed,
-    /// Every accrual is settled, but some failed (DLQ) or rows were rejected.
+    /// Every item is settled, but some failed (DLQ), rows were rejected, or
+    /// uses were refused.
     CompletedWithErrors,
     /// The job's file could not be read; see its `error`.
     Failed,
@@ -290,11 +295,15 @@ pub struct MessageCounts {
     pub applied: u64,
     pub duplicate: u64,
     pub failed: u64,
+    /// Uses refused (insufficient balance, or a `use_id` taken by another
+    /// deduction); always 0 for accruals.
+    #[serde(default)]
+    pub refused: u64,
 }
 
 impl MessageCounts {
     pub fn settled(&self) -> u64 {
-        self.applied + self.duplicate + self.failed
+        self.applied + self.duplicate + self.failed + self.refused
     }
 }
 

@@ -14,11 +14,11 @@ use crate::api::{ApiError, ApiRequest, ApiResponse};
 use crate::domain::{Job, JobId, JobStatus, NewJob};
 use crate::history::{history_page, HistoryCursor, HistoryQuery};
 use crate::lots::BalanceView;
-use crate::packing::{pack_accruals, PackingLimits};
+use crate::packing::{pack_accruals, pack_uses, PackingLimits};
 use crate::ports::{AccrualQueue, CreateJob, JobStore, Ledger};
 use crate::reversal::{reversal_from_json, ReversalKind, ReversalOutcome};
 use crate::strict_json::StrictValue;
-use crate::submission::{job_id_for_key, prepare_submission};
+use crate::submission::{job_id_for_key, prepare_submission, prepare_uses};
 use crate::uses::{use_from_json, UseOutcome};
 use crate::validation::{check_idempotency_key, check_member_id};
 
@@ -66,6 +66,8 @@ pub struct JobView {
     pub applied: u64,
     pub duplicate: u64,
     pub failed: u64,
+    /// Uses of a bulk-use job refused (insufficient balance, `use_id` taken).
+    pub refused: u64,
     /// Rows of a file that failed validation (see its error report).
     pub rejected: u64,
     pub deduplicated: u64,
@@ -89,6 +91,7 @@ impl From<&Job> for JobView {
             applied: job.applied,
             duplicate: job.duplicate,
             failed: job.failed,
+            refused: job.refused,
             rejected: job.rejected,
             deduplicated: job.deduplicated,
             messages: job.messages,
@@ -105,11 +108,14 @@ pub fn rfc3339(t: OffsetDateTime) -> String {
     t.format(&Rfc3339).unwrap_or_default()
 }
 
+/// `POST /v1/jobs`: `{"accruals": [...]}` or, for a bulk-use job,
+/// `{"uses": [...]}`. Items are read strictly: an item repeating a key is
+/// malformed, not last-wins.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SubmitBody {
-    /// Read strictly: an item repeating a key is malformed, not last-wins.
-    accruals: Vec<StrictValue>,
+    accruals: Option<Vec<StrictValue>>,
+    uses: Option<Vec<StrictValue>>,
 }
 
 /// The ingest API over its ports.
@@ -282,18 +288,32 @@ impl IngestService {
             check_idempotency_key(key).map_err(|reason| ApiError::InvalidIdempotencyKey { reason })?;
         }
         let body: SubmitBody = parse_body(request)?;
-        let items: Vec<Value> = body.accruals.into_iter().map(|item| item.0).collect();
-        let prepared = prepare_submission(&items, key, self.settings.max_items).map_err(ApiError::Submission)?;
-        drop(items);
-
+        let values = |items: Vec<StrictValue>| -> Vec<Value> { items.into_iter().map(|item| item.0).collect() };
         let job_id = key.map_or_else(JobId::random, job_id_for_key);
-        let accepted = prepared.accruals.len() as u64;
-        let messages = pack_accruals(job_id, prepared.accruals, self.settings.packing);
+        let max = self.settings.max_items;
+        let (messages, request_hash, deduplicated) = match (body.accruals, body.uses) {
+            (Some(accruals), None) => {
+                let prepared = prepare_submission(&values(accruals), key, max).map_err(ApiError::Submission)?;
+                let messages = pack_accruals(job_id, prepared.accruals, self.settings.packing);
+                (messages, prepared.request_hash, prepared.deduplicated)
+            }
+            (None, Some(uses)) => {
+                let prepared = prepare_uses(&values(uses), max).map_err(ApiError::Submission)?;
+                let messages = pack_uses(job_id, prepared.uses, self.settings.packing);
+                (messages, prepared.request_hash, prepared.deduplicated)
+            }
+            _ => {
+                return Err(ApiError::MalformedJson {
+                    detail: "the body must hold exactly one of \"accruals\" and \"uses\"".into(),
+                })
+            }
+        };
+        let accepted: u64 = messages.iter().map(|m| m.items() as u64).sum();
         let new_job = NewJob {
             job_id,
-            request_hash: prepared.request_hash,
+            request_hash,
             total: accepted,
-            deduplicated: prepared.deduplicated,
+            deduplicated,
             messages: messages.len() as u64,
             source: None,
             reading: false,

@@ -1,8 +1,10 @@
-//! The queue message: a batch of accruals of one job, as JSON.
+//! The queue message: a batch of accruals (or, for a bulk-use job, of uses)
+//! of one job, as JSON.
 
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{Accrual, JobId};
+use crate::uses::{check_use_id, Use};
 use crate::validation;
 
 /// One queue message: up to a configured number of accruals of one job.
@@ -15,6 +17,9 @@ pub struct AccrualMessage {
     pub job_id: JobId,
     pub seq: u32,
     pub accruals: Vec<Accrual>,
+    /// A bulk-use job's message carries uses instead (and no accruals).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub uses: Vec<Use>,
 }
 
 /// A message body that is not a valid [`AccrualMessage`].
@@ -28,16 +33,40 @@ pub enum DecodeError {
         field: &'static str,
         reason: String,
     },
-    #[error("the message holds no accruals")]
+    #[error("use {index} of the message has an invalid {field}: {reason}")]
+    InvalidUse {
+        index: usize,
+        field: &'static str,
+        reason: String,
+    },
+    #[error("the message holds no accruals and no uses")]
     Empty,
+    #[error("the message holds both accruals and uses")]
+    Mixed,
 }
 
 impl AccrualMessage {
     /// Parses a message body.
     pub fn decode(body: &str) -> Result<Self, DecodeError> {
         let message: AccrualMessage = serde_json::from_str(body)?;
-        if message.accruals.is_empty() {
-            return Err(DecodeError::Empty);
+        match (message.accruals.is_empty(), message.uses.is_empty()) {
+            (true, true) => return Err(DecodeError::Empty),
+            (false, false) => return Err(DecodeError::Mixed),
+            _ => {}
+        }
+        for (index, u) in message.uses.iter().enumerate() {
+            let checks: [(&'static str, Result<(), String>); 5] = [
+                ("use_id", check_use_id(&u.use_id)),
+                ("member_id", validation::check_member_id(&u.member_id)),
+                ("point_type", validation::check_point_type(&u.point_type)),
+                ("amount", validation::check_amount(u.amount)),
+                ("reason", u.reason.as_deref().map_or(Ok(()), validation::check_reason)),
+            ];
+            for (field, result) in checks {
+                if let Err(reason) = result {
+                    return Err(DecodeError::InvalidUse { index, field, reason });
+                }
+            }
         }
         // The queue is ours, but a message may have been written by hand or by
         // an older release: apply only what the API would have accepted.
@@ -57,6 +86,11 @@ impl AccrualMessage {
             }
         }
         Ok(message)
+    }
+
+    /// Items it carries: accruals or uses.
+    pub fn items(&self) -> usize {
+        self.accruals.len() + self.uses.len()
     }
 
     /// The message body.
@@ -84,6 +118,7 @@ mod tests {
                 apply_at: None,
                 expires_at: None,
             }],
+            uses: Vec::new(),
         };
         assert_eq!(AccrualMessage::decode(&m.encode()).unwrap(), m);
         assert!(matches!(AccrualMessage::decode("not json"), Err(DecodeError::Json(_))));
@@ -96,10 +131,37 @@ mod tests {
                 ..
             })
         ));
+        let u = Use {
+            use_id: "order-1".into(),
+            member_id: "m".into(),
+            point_type: "P".into(),
+            amount: 5,
+            reason: None,
+        };
+        let mixed = AccrualMessage {
+            uses: vec![u.clone()],
+            ..m.clone()
+        };
+        assert!(matches!(
+            AccrualMessage::decode(&mixed.encode()),
+            Err(DecodeError::Mixed)
+        ));
         let empty = AccrualMessage { accruals: vec![], ..m };
         assert!(matches!(
             AccrualMessage::decode(&empty.encode()),
             Err(DecodeError::Empty)
+        ));
+        let uses = AccrualMessage { uses: vec![u], ..empty };
+        assert_eq!(AccrualMessage::decode(&uses.encode()).unwrap(), uses);
+        assert_eq!(uses.items(), 1);
+        let bad = uses.encode().replace("\"amount\":5", "\"amount\":0");
+        assert!(matches!(
+            AccrualMessage::decode(&bad),
+            Err(DecodeError::InvalidUse {
+                index: 0,
+                field: "amount",
+                ..
+            })
         ));
     }
 }

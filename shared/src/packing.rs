@@ -6,6 +6,7 @@
 
 use crate::domain::{Accrual, JobId};
 use crate::message::AccrualMessage;
+use crate::uses::Use;
 
 /// SQS's largest message (1 MiB since 2025; a queue's `MaximumMessageSize`
 /// ranges 1,024–1,048,576 bytes).
@@ -85,6 +86,7 @@ pub fn pack_accruals(job_id: JobId, mut accruals: Vec<Accrual>, limits: PackingL
                 // the message count is far below u32::MAX.
                 seq: u32::try_from(messages.len()).unwrap_or(u32::MAX),
                 accruals: std::mem::take(current),
+                uses: Vec::new(),
             });
             *current_bytes = 0;
         }
@@ -112,6 +114,46 @@ pub fn pack_accruals(job_id: JobId, mut accruals: Vec<Accrual>, limits: PackingL
     }
     seal(&mut current, &mut current_bytes);
     messages
+}
+
+/// At most this many uses per message: each use is a transaction of its
+/// own (its balance condition cannot be shared), so a message of uses takes
+/// the worker one round trip per use.
+pub const MAX_USES_PER_MESSAGE: usize = 100;
+
+/// Packs a bulk-use job's `uses` into messages of `job_id` numbered from 0,
+/// in submission order (so a member's uses compete for points in the order
+/// they were sent), within `limits` and [`MAX_USES_PER_MESSAGE`].
+pub fn pack_uses(job_id: JobId, uses: Vec<Use>, limits: PackingLimits) -> Vec<AccrualMessage> {
+    let max = limits.max_accruals.clamp(1, MAX_USES_PER_MESSAGE);
+    let budget = limits.max_bytes.saturating_sub(ENVELOPE_BYTES);
+    let mut messages: Vec<AccrualMessage> = Vec::new();
+    let mut current: Vec<Use> = Vec::new();
+    let mut current_bytes = 0usize;
+    for u in uses {
+        // Serialising plain strings and integers cannot fail; +1 for the comma.
+        let size = serde_json::to_vec(&u).map_or(0, |v| v.len()) + 1;
+        if !current.is_empty() && (current.len() == max || current_bytes + size > budget) {
+            messages.push(uses_message(job_id, messages.len(), std::mem::take(&mut current)));
+            current_bytes = 0;
+        }
+        current_bytes += size;
+        current.push(u);
+    }
+    if !current.is_empty() {
+        messages.push(uses_message(job_id, messages.len(), current));
+    }
+    messages
+}
+
+fn uses_message(job_id: JobId, seq: usize, uses: Vec<Use>) -> AccrualMessage {
+    AccrualMessage {
+        job_id,
+        // A request holds at most a few hundred thousand uses.
+        seq: u32::try_from(seq).unwrap_or(u32::MAX),
+        accruals: Vec::new(),
+        uses,
+    }
 }
 
 #[cfg(test)]
@@ -214,6 +256,38 @@ mod tests {
                 prop_assert!(m.accruals.len() <= max_accruals);
                 prop_assert!(m.encode().len() <= max_bytes, "{} > {}", m.encode().len(), max_bytes);
             }
+        }
+    }
+
+    #[test]
+    fn uses_keep_their_order_and_the_per_message_cap() {
+        let job = JobId::random();
+        let uses: Vec<Use> = (0..250)
+            .map(|i| Use {
+                use_id: format!("u{i}"),
+                member_id: format!("m{}", i % 7),
+                point_type: "P".into(),
+                amount: 1,
+                reason: None,
+            })
+            .collect();
+        let messages = pack_uses(job, uses.clone(), PackingLimits::default());
+        assert_eq!(
+            messages.iter().map(|m| m.uses.len()).collect::<Vec<_>>(),
+            [100, 100, 50]
+        );
+        assert!(messages
+            .iter()
+            .enumerate()
+            .all(|(i, m)| m.seq as usize == i && m.accruals.is_empty()));
+        let flat: Vec<Use> = messages.into_iter().flat_map(|m| m.uses).collect();
+        assert_eq!(flat, uses);
+        let small = PackingLimits {
+            max_accruals: 500,
+            max_bytes: MIN_MESSAGE_BYTES,
+        };
+        for m in pack_uses(job, flat, small) {
+            assert!(m.encode().len() <= MIN_MESSAGE_BYTES, "{}", m.encode().len());
         }
     }
 }

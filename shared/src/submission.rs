@@ -9,6 +9,7 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::domain::{Accrual, JobId};
+use crate::uses::{use_item_from_json, Use};
 use crate::validation::{accrual_from_json, FieldError};
 
 /// How many item errors a rejection lists; the total is always reported.
@@ -72,35 +73,69 @@ pub struct PreparedSubmission {
     pub request_hash: String,
 }
 
+/// What a job submits: its items are accruals or uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ItemKind {
+    Accruals,
+    Uses,
+}
+
+impl ItemKind {
+    /// The items' name in a request body and in messages (`accruals`, `uses`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ItemKind::Accruals => "accruals",
+            ItemKind::Uses => "uses",
+        }
+    }
+}
+
+impl std::fmt::Display for ItemKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Why a submission was refused as a whole.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SubmissionError {
-    #[error("the accruals list is empty; send at least one accrual")]
-    Empty,
-    #[error("{count} accruals in one request; at most {max} are accepted, split the campaign into several requests")]
-    TooMany { count: usize, max: usize },
-    #[error("{total_errors} problem(s) with the submitted accruals; nothing was queued")]
+    #[error("the {0} list is empty; send at least one item")]
+    Empty(ItemKind),
+    #[error("{count} {kind} in one request; at most {max} are accepted, split the campaign into several requests")]
+    TooMany { kind: ItemKind, count: usize, max: usize },
+    #[error("{total_errors} problem(s) with the submitted {kind}; nothing was queued")]
     Invalid {
+        kind: ItemKind,
         /// The first [`MAX_REPORTED_ERRORS`] problems, in item order.
         errors: Vec<FieldError>,
         total_errors: usize,
     },
 }
 
-/// Validates every item (all of them, so the client sees every problem at
-/// once), derives missing ids from `idempotency_key`, and collapses
-/// duplicates: an exact repeat is counted in `deduplicated`, a repeated
-/// `accrual_id` with different content is an error on the later item.
-pub fn prepare_submission(
+/// Items validated, with exact repeats collapsed.
+struct Collapsed<T> {
+    items: Vec<T>,
+    deduplicated: u64,
+}
+
+/// Validates every item with `parse` (all of them, so the client sees every
+/// problem at once) and collapses repeats of an id: an exact repeat is
+/// counted in `deduplicated`, a repeated id with different content is an
+/// error on the later item.
+fn collapse<T: PartialEq>(
+    kind: ItemKind,
     items: &[Value],
-    idempotency_key: Option<&str>,
     max_items: usize,
-) -> Result<PreparedSubmission, SubmissionError> {
+    id_field: &str,
+    mut parse: impl FnMut(usize, &Value) -> Result<T, Vec<FieldError>>,
+    id: impl Fn(&T) -> &str,
+) -> Result<Collapsed<T>, SubmissionError> {
     if items.is_empty() {
-        return Err(SubmissionError::Empty);
+        return Err(SubmissionError::Empty(kind));
     }
     if items.len() > max_items {
         return Err(SubmissionError::TooMany {
+            kind,
             count: items.len(),
             max: max_items,
         });
@@ -113,36 +148,37 @@ pub fn prepare_submission(
         errs.truncate(room);
         errors.extend(errs);
     };
-
-    let mut accruals: Vec<Accrual> = Vec::with_capacity(items.len());
+    let mut kept: Vec<T> = Vec::with_capacity(items.len());
     let mut first_index: HashMap<String, (usize, usize)> = HashMap::with_capacity(items.len());
     let mut deduplicated = 0u64;
-    let prefix = idempotency_key.map(accrual_id_prefix);
-    for (index, item) in items.iter().enumerate() {
-        let derived = prefix.as_deref().map(|prefix| derived_id(prefix, index));
-        let accrual = match accrual_from_json(index, item, derived) {
-            Ok(a) => a,
+    for (index, value) in items.iter().enumerate() {
+        let item = match parse(index, value) {
+            Ok(item) => item,
             Err(errs) => {
                 record(errs);
                 continue;
             }
         };
-        match first_index.entry(accrual.accrual_id.clone()) {
+        match first_index.entry(id(&item).to_owned()) {
             Entry::Vacant(slot) => {
-                slot.insert((index, accruals.len()));
-                accruals.push(accrual);
+                slot.insert((index, kept.len()));
+                kept.push(item);
             }
             Entry::Occupied(seen) => {
                 let (first_item, position) = *seen.get();
-                if accruals[position] == accrual {
+                if kept[position] == item {
                     deduplicated += 1;
                 } else {
                     record(vec![FieldError {
                         index,
-                        field: "accrual_id".into(),
+                        field: id_field.into(),
                         reason: format!(
-                            "repeats the accrual_id of item {first_item} with different content; \
-                             an accrual_id identifies one credit"
+                            "repeats the {id_field} of item {first_item} with different content; \
+                             an {id_field} identifies one {}",
+                            match kind {
+                                ItemKind::Accruals => "credit",
+                                ItemKind::Uses => "deduction",
+                            }
                         ),
                     }]);
                 }
@@ -150,22 +186,80 @@ pub fn prepare_submission(
         }
     }
     if total_errors > 0 {
-        return Err(SubmissionError::Invalid { errors, total_errors });
+        return Err(SubmissionError::Invalid {
+            kind,
+            errors,
+            total_errors,
+        });
     }
-    let request_hash = fingerprint(&accruals);
-    Ok(PreparedSubmission {
-        accruals,
+    Ok(Collapsed {
+        items: kept,
         deduplicated,
+    })
+}
+
+/// Validates every item (all of them, so the client sees every problem at
+/// once), derives missing ids from `idempotency_key`, and collapses
+/// duplicates: an exact repeat is counted in `deduplicated`, a repeated
+/// `accrual_id` with different content is an error on the later item.
+pub fn prepare_submission(
+    items: &[Value],
+    idempotency_key: Option<&str>,
+    max_items: usize,
+) -> Result<PreparedSubmission, SubmissionError> {
+    let prefix = idempotency_key.map(accrual_id_prefix);
+    let collapsed = collapse(
+        ItemKind::Accruals,
+        items,
+        max_items,
+        "accrual_id",
+        |index, item| accrual_from_json(index, item, prefix.as_deref().map(|prefix| derived_id(prefix, index))),
+        |a: &Accrual| &a.accrual_id,
+    )?;
+    let request_hash = fingerprint(&collapsed.items);
+    Ok(PreparedSubmission {
+        accruals: collapsed.items,
+        deduplicated: collapsed.deduplicated,
         request_hash,
     })
 }
 
-/// SHA-256 over the accruals' canonical JSON, one per line.
-pub fn fingerprint(accruals: &[Accrual]) -> String {
+/// Uses ready to be packed and queued (a bulk-use job).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreparedUses {
+    /// Distinct uses, in submission order.
+    pub uses: Vec<Use>,
+    pub deduplicated: u64,
+    /// SHA-256 over the distinct uses: equal for a retry of the same request.
+    pub request_hash: String,
+}
+
+/// Validates a bulk-use job's items (`{use_id, member_id, point_type,
+/// amount, reason?}`, as a single use plus its member) and collapses
+/// repeats as [`prepare_submission`] does; `use_id` is always required.
+pub fn prepare_uses(items: &[Value], max_items: usize) -> Result<PreparedUses, SubmissionError> {
+    let collapsed = collapse(
+        ItemKind::Uses,
+        items,
+        max_items,
+        "use_id",
+        use_item_from_json,
+        |u: &Use| &u.use_id,
+    )?;
+    let request_hash = fingerprint(&collapsed.items);
+    Ok(PreparedUses {
+        uses: collapsed.items,
+        deduplicated: collapsed.deduplicated,
+        request_hash,
+    })
+}
+
+/// SHA-256 over the items' canonical JSON, one per line.
+pub fn fingerprint<T: serde::Serialize>(items: &[T]) -> String {
     let mut hasher = Sha256::new();
-    for accrual in accruals {
+    for item in items {
         // Serialising a struct of strings and integers cannot fail.
-        if let Ok(line) = serde_json::to_vec(accrual) {
+        if let Ok(line) = serde_json::to_vec(item) {
             hasher.update(&line);
         }
         hasher.update(b"\n");
@@ -193,7 +287,9 @@ mod tests {
     #[test]
     fn same_id_with_different_content_is_rejected_naming_both_items() {
         let items = [item("a", "m1", 5), item("a", "m1", 6)];
-        let SubmissionError::Invalid { errors, total_errors } = prepare_submission(&items, None, 10).unwrap_err()
+        let SubmissionError::Invalid {
+            errors, total_errors, ..
+        } = prepare_submission(&items, None, 10).unwrap_err()
         else {
             panic!("expected Invalid")
         };
@@ -239,7 +335,9 @@ mod tests {
     #[test]
     fn errors_are_capped_but_counted() {
         let items: Vec<Value> = (0..250).map(|i| item(&format!("a{i}"), "", 1)).collect();
-        let SubmissionError::Invalid { errors, total_errors } = prepare_submission(&items, None, 1000).unwrap_err()
+        let SubmissionError::Invalid {
+            errors, total_errors, ..
+        } = prepare_submission(&items, None, 1000).unwrap_err()
         else {
             panic!()
         };
@@ -250,11 +348,69 @@ mod tests {
 
     #[test]
     fn empty_and_oversized_lists_are_refused() {
-        assert_eq!(prepare_submission(&[], None, 10), Err(SubmissionError::Empty));
+        assert_eq!(
+            prepare_submission(&[], None, 10),
+            Err(SubmissionError::Empty(ItemKind::Accruals))
+        );
         let items = vec![item("a", "m", 1); 11];
         assert_eq!(
             prepare_submission(&items, None, 10),
-            Err(SubmissionError::TooMany { count: 11, max: 10 })
+            Err(SubmissionError::TooMany {
+                kind: ItemKind::Accruals,
+                count: 11,
+                max: 10
+            })
         );
+    }
+
+    fn use_item(id: &str, member: &str, amount: u64) -> Value {
+        json!({"use_id": id, "member_id": member, "point_type": "P", "amount": amount})
+    }
+
+    #[test]
+    fn bulk_uses_are_validated_collapsed_and_fingerprinted_like_accruals() {
+        let items = [
+            use_item("u1", "m1", 5),
+            use_item("u2", "m2", 5),
+            use_item("u1", "m1", 5),
+        ];
+        let p = prepare_uses(&items, 10).unwrap();
+        assert_eq!((p.uses.len(), p.deduplicated), (2, 1));
+        assert_eq!(p.request_hash, prepare_uses(&items[..2], 10).unwrap().request_hash);
+        let conflicting = [use_item("u1", "m1", 5), use_item("u1", "m1", 6)];
+        let SubmissionError::Invalid { kind, errors, .. } = prepare_uses(&conflicting, 10).unwrap_err() else {
+            panic!("expected Invalid")
+        };
+        assert_eq!(
+            (kind, errors[0].index, errors[0].field.as_str()),
+            (ItemKind::Uses, 1, "use_id")
+        );
+        assert!(errors[0].reason.contains("deduction"), "{}", errors[0].reason);
+        let bad = [
+            json!({"use_id": "u", "point_type": "P", "amount": 1}),
+            json!({"use_id": "u", "member_id": "m", "point_type": "P", "amount": 0}),
+            json!({"member_id": "m", "point_type": "P", "amount": 1}),
+            json!({"use_id": "u", "member_id": "m", "point_type": "P", "amount": 1, "apply_at": "x"}),
+            json!("not an object"),
+        ];
+        let SubmissionError::Invalid {
+            errors, total_errors, ..
+        } = prepare_uses(&bad, 10).unwrap_err()
+        else {
+            panic!("expected Invalid")
+        };
+        let named: Vec<(usize, &str)> = errors.iter().map(|e| (e.index, e.field.as_str())).collect();
+        assert_eq!(
+            named,
+            [
+                (0, "member_id"),
+                (1, "amount"),
+                (2, "use_id"),
+                (3, "apply_at"),
+                (4, "(item)")
+            ]
+        );
+        assert_eq!(total_errors, 5);
+        assert_eq!(prepare_uses(&[], 10), Err(SubmissionError::Empty(ItemKind::Uses)));
     }
 }

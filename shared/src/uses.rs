@@ -2,20 +2,23 @@
 //! never below zero — the store checks the balance in the same atomic write
 //! that records the use, so concurrent uses can never overdraw it.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use time::OffsetDateTime;
 
 use crate::validation::{check_accrual_id, check_amount, check_member_id, check_point_type, check_reason, FieldError};
 
-/// A deduction a client asks for.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A deduction a client asks for (also as a bulk-use job's queue message
+/// carries it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Use {
     /// Idempotency key of this deduction: applied at most once, whatever happens.
     pub use_id: String,
     pub member_id: String,
     pub point_type: String,
     pub amount: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
 }
 
@@ -75,29 +78,62 @@ pub fn check_use_id(value: &str) -> Result<(), String> {
 /// /v1/members/{member_id}/uses`: `{"use_id", "point_type", "amount",
 /// "reason"?}`. Every problem is reported, each naming its field.
 pub fn use_from_json(member_id: &str, body: &Value) -> Result<Use, Vec<FieldError>> {
+    read_use(0, body, Some(member_id))
+}
+
+/// Reads item `index` of a bulk-use job: a use with its `member_id`
+/// (`{"use_id", "member_id", "point_type", "amount", "reason"?}`), by the
+/// same rules as a single use.
+pub fn use_item_from_json(index: usize, item: &Value) -> Result<Use, Vec<FieldError>> {
+    read_use(index, item, None)
+}
+
+/// A use from `body`; the member comes from the path if given, else from
+/// the body's `member_id`.
+fn read_use(index: usize, body: &Value, path_member: Option<&str>) -> Result<Use, Vec<FieldError>> {
     let mut errors = Vec::new();
     let mut fail = |field: &str, reason: String| {
         errors.push(FieldError {
-            index: 0,
+            index,
             field: field.to_owned(),
             reason,
         });
     };
     let Some(object) = body.as_object() else {
-        fail("body", "must be a JSON object".into());
+        fail(
+            if path_member.is_some() { "body" } else { "(item)" },
+            "must be a JSON object".into(),
+        );
         return Err(errors);
     };
     for key in object.keys() {
-        if !matches!(key.as_str(), "use_id" | "point_type" | "amount" | "reason") {
-            fail(
-                key,
-                "is not a field of a use (use_id, point_type, amount, reason)".into(),
-            );
+        let known = matches!(key.as_str(), "use_id" | "point_type" | "amount" | "reason")
+            || (path_member.is_none() && key == "member_id");
+        if !known {
+            let fields = if path_member.is_some() {
+                "use_id, point_type, amount, reason"
+            } else {
+                "use_id, member_id, point_type, amount, reason"
+            };
+            fail(key, format!("is not a field of a use ({fields})"));
         }
     }
-    if let Err(reason) = check_member_id(member_id) {
+    let member_id = match (path_member, object.get("member_id")) {
+        (Some(member), _) => Some(member),
+        (None, Some(Value::String(member))) => Some(member.as_str()),
+        (None, None | Some(Value::Null)) => {
+            fail("member_id", "is required".into());
+            None
+        }
+        (None, Some(_)) => {
+            fail("member_id", "must be a string".into());
+            None
+        }
+    };
+    if let Some(Err(reason)) = member_id.map(check_member_id) {
         fail("member_id", reason);
     }
+    let member_id = member_id.unwrap_or_default();
     let mut text = |field: &str, required: bool, check: fn(&str) -> Result<(), String>| match object.get(field) {
         None | Some(Value::Null) if !required => None,
         None | Some(Value::Null) => {

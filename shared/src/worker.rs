@@ -10,6 +10,7 @@ use tracing::{field, info, info_span, warn, Instrument};
 use crate::domain::{JobId, MessageCounts, MessageRef};
 use crate::message::{AccrualMessage, DecodeError};
 use crate::ports::{JobStore, Ledger, StoreError};
+use crate::uses::UseOutcome;
 
 /// A delivery of one queue message, whatever the queue.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -117,6 +118,7 @@ impl Worker {
                     report.messages_ok += 1;
                     report.counts.applied += r.counts.applied;
                     report.counts.duplicate += r.counts.duplicate;
+                    report.counts.refused += r.counts.refused;
                 }
                 Err(_) => report.failed_message_ids.push(message_id),
             }
@@ -167,6 +169,9 @@ impl Worker {
         span.record("seq", decoded.seq);
         span.record("accruals", decoded.accruals.len());
         let now = OffsetDateTime::now_utc();
+        if !decoded.uses.is_empty() {
+            return self.apply_uses(message, &decoded, now).await;
+        }
         let outcome = match self
             .ledger
             .apply_accruals(
@@ -189,6 +194,7 @@ impl Worker {
             applied: outcome.applied,
             duplicate: outcome.duplicate,
             failed: 0,
+            refused: 0,
         };
         let folded = self
             .jobs
@@ -205,6 +211,55 @@ impl Worker {
         })
     }
 
+    /// Applies a bulk-use job's message: each use in order, each exactly
+    /// once by its `use_id` (a redelivery replays what an earlier delivery
+    /// applied); a use the balance cannot cover, or whose `use_id` was taken
+    /// by a different deduction, is refused and counted so.
+    async fn apply_uses(
+        &self,
+        message: &IncomingMessage,
+        decoded: &AccrualMessage,
+        now: OffsetDateTime,
+    ) -> Result<MessageReport, MessageError> {
+        let mut counts = MessageCounts::default();
+        let mut replayed = 0u64;
+        for u in &decoded.uses {
+            match self.ledger.apply_use(u, now).await {
+                Ok(UseOutcome::Applied(_)) => counts.applied += 1,
+                Ok(UseOutcome::Replayed(_)) => {
+                    counts.applied += 1;
+                    replayed += 1;
+                }
+                Ok(UseOutcome::Insufficient { available }) => {
+                    info!(use_id = %u.use_id, requested = u.amount, available, "use refused: insufficient balance");
+                    counts.refused += 1;
+                }
+                Ok(UseOutcome::IdReused(_)) => {
+                    info!(use_id = %u.use_id, "use refused: use_id taken by a different deduction");
+                    counts.refused += 1;
+                }
+                Err(error) => {
+                    self.count_failed_if_last_delivery(message, decoded).await;
+                    return Err(MessageError::Apply(error));
+                }
+            }
+        }
+        let job_id = decoded.job_id;
+        let folded = self
+            .jobs
+            .fold_message(job_id, decoded.seq, counts, now)
+            .await
+            .map_err(|source| MessageError::Fold { job_id, source })?;
+        Ok(MessageReport {
+            job_id,
+            seq: decoded.seq,
+            counts,
+            replayed,
+            folded,
+            store_requests: decoded.uses.len() as u64,
+        })
+    }
+
     /// On the last delivery before the DLQ, a failing message's accruals are
     /// counted as failed so its job completes (with errors) instead of
     /// waiting forever. Best effort: if this fails too, the job stays running
@@ -216,7 +271,8 @@ impl Worker {
         let counts = MessageCounts {
             applied: 0,
             duplicate: 0,
-            failed: decoded.accruals.len() as u64,
+            failed: decoded.items() as u64,
+            refused: 0,
         };
         if let Err(error) = self
             .jobs

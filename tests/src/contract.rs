@@ -154,6 +154,7 @@ pub async fn job_counts_fold_once_per_message(b: &Backend) {
         applied: 3,
         duplicate: 0,
         failed: 0,
+        refused: 0,
     };
     assert!(b.jobs.fold_message(job.job_id, 0, first, now()).await.unwrap());
     assert!(!b.jobs.fold_message(job.job_id, 0, first, now()).await.unwrap());
@@ -167,6 +168,7 @@ pub async fn job_counts_fold_once_per_message(b: &Backend) {
         applied: 1,
         duplicate: 1,
         failed: 0,
+        refused: 0,
     };
     assert!(b.jobs.fold_message(job.job_id, 1, second, now()).await.unwrap());
     assert!(!b.jobs.fold_message(job.job_id, 1, second, now()).await.unwrap());
@@ -210,6 +212,7 @@ pub async fn redriven_message_moves_its_counts_from_failed(b: &Backend) {
         applied: 1,
         duplicate: 1,
         failed: 0,
+        refused: 0,
     };
     assert!(b.jobs.fold_message(job.job_id, 1, applied_later, now()).await.unwrap());
     assert!(!b.jobs.fold_message(job.job_id, 1, applied_later, now()).await.unwrap());

@@ -273,6 +273,7 @@ async fn dead_lettered_messages_are_listed_and_redriven_then_applied() {
                         expires_at: None,
                     })
                     .collect(),
+                uses: Vec::new(),
             }
             .encode()
         })

@@ -69,6 +69,7 @@ fn message(job_id: JobId, seq: u32, n: usize) -> AccrualMessage {
                 expires_at: None,
             })
             .collect(),
+        uses: Vec::new(),
     }
 }
 

@@ -311,10 +311,11 @@ impl DynamoStore {
             .table_name(&self.table)
             .key("pk", s(format!("MSG#{job_id}#{seq}")))
             .key("sk", s("MSG"))
-            .update_expression("SET applied = :a, duplicate = :d, failed = :zero, folded_at = :now")
+            .update_expression("SET applied = :a, duplicate = :d, refused = :r, failed = :zero, folded_at = :now")
             .condition_expression("failed = :before")
             .expression_attribute_values(":a", n(counts.applied))
             .expression_attribute_values(":d", n(counts.duplicate))
+            .expression_attribute_values(":r", n(counts.refused))
             .expression_attribute_values(":zero", n(0))
             .expression_attribute_values(":before", n(failed_before))
             .expression_attribute_values(":now", s(now))
@@ -323,11 +324,12 @@ impl DynamoStore {
         let job = Update::builder()
             .table_name(&self.table)
             .set_key(Some(job_key(job_id)))
-            .update_expression("SET updated_at = :now ADD applied :a, duplicate :d, failed :minus")
+            .update_expression("SET updated_at = :now ADD applied :a, duplicate :d, refused :r, failed :minus")
             .condition_expression("attribute_exists(pk)")
             .expression_attribute_values(":now", s(now))
             .expression_attribute_values(":a", n(counts.applied))
             .expression_attribute_values(":d", n(counts.duplicate))
+            .expression_attribute_values(":r", n(counts.refused))
             .expression_attribute_values(":minus", AttributeValue::N(format!("-{failed_before}")))
             .build()
             .map_err(|e| backend("TransactWriteItems", e))?;
@@ -947,6 +949,8 @@ fn job_from_item(item: &Item) -> Result<Job, StoreError> {
         applied: number_attr(item, "applied")?,
         duplicate: number_attr(item, "duplicate")?,
         failed: number_attr(item, "failed")?,
+        // Jobs recorded before bulk uses have no such counter.
+        refused: item.get("refused").map_or(Ok(0), |_| number_attr(item, "refused"))?,
         completed_at: time_attr(item, "completed_at")?,
     })
 }
@@ -1422,6 +1426,7 @@ impl JobStore for DynamoStore {
                 ("applied", n(counts.applied)),
                 ("duplicate", n(counts.duplicate)),
                 ("failed", n(counts.failed)),
+                ("refused", n(counts.refused)),
                 ("folded_at", s(&now_text)),
             ],
             now,
@@ -1429,12 +1434,15 @@ impl JobStore for DynamoStore {
         let update = Update::builder()
             .table_name(&self.table)
             .set_key(Some(job_key(job_id)))
-            .update_expression("SET updated_at = :now ADD applied :a, duplicate :d, failed :f, remaining :settled")
+            .update_expression(
+                "SET updated_at = :now ADD applied :a, duplicate :d, failed :f, refused :r, remaining :settled",
+            )
             .condition_expression("attribute_exists(pk)")
             .expression_attribute_values(":now", s(&now_text))
             .expression_attribute_values(":a", n(counts.applied))
             .expression_attribute_values(":d", n(counts.duplicate))
             .expression_attribute_values(":f", n(counts.failed))
+            .expression_attribute_values(":r", n(counts.refused))
             .expression_attribute_values(":settled", AttributeValue::N(format!("-{}", counts.settled())))
             .build()
             .map_err(|e| backend("TransactWriteItems", e))?;

@@ -347,6 +347,7 @@ impl JobStore for MemoryStore {
                 job.failed -= before.failed;
                 job.applied += counts.applied;
                 job.duplicate += counts.duplicate;
+                job.refused += counts.refused;
             }
             return Ok(true);
         }
@@ -355,6 +356,7 @@ impl JobStore for MemoryStore {
             job.applied += counts.applied;
             job.duplicate += counts.duplicate;
             job.failed += counts.failed;
+            job.refused += counts.refused;
             complete_if_settled(job, now);
         }
         Ok(true)

@@ -135,7 +135,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     source       TEXT,
     reading      INTEGER NOT NULL DEFAULT 0,
     rejected     INTEGER NOT NULL DEFAULT 0,
-    error        TEXT
+    error        TEXT,
+    -- Uses of a bulk-use job refused (version 4).
+    refused      INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
 
 CREATE TABLE IF NOT EXISTS chunks (
@@ -152,6 +154,7 @@ CREATE TABLE IF NOT EXISTS folded (
     duplicate INTEGER NOT NULL,
     failed    INTEGER NOT NULL,
     folded_at TEXT NOT NULL,
+    refused   INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (job_id, seq)
 ) WITHOUT ROWID;
 
@@ -337,10 +340,25 @@ fn prepare(conn: &Connection, file_backed: bool) -> Result<(), Failure> {
     }
     conn.execute_batch(SCHEMA)?;
     if (1..=3).contains(&version) {
-        // Version 4 added the history: rebuilt from what the ledger kept.
+        // Version 4 added the history, rebuilt from what the ledger kept, and
+        // refused uses on jobs (on tables older versions may or may not have).
         backfill_history(conn)?;
+        add_column_if_missing(conn, "jobs", "refused", "INTEGER NOT NULL DEFAULT 0")?;
+        add_column_if_missing(conn, "folded", "refused", "INTEGER NOT NULL DEFAULT 0")?;
     }
     conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    Ok(())
+}
+
+fn add_column_if_missing(conn: &Connection, table: &str, column: &str, declaration: &str) -> Result<(), Failure> {
+    let exists: bool = conn
+        .prepare(&format!("SELECT 1 FROM pragma_table_info('{table}') WHERE name = ?1"))?
+        .query_row([column], |_| Ok(()))
+        .optional()?
+        .is_some();
+    if !exists {
+        conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {declaration}"))?;
+    }
     Ok(())
 }
 
@@ -420,7 +438,7 @@ impl SqliteStore {
     /// call them from a plain thread or `spawn_blocking` when the store is busy.
     pub fn applied_total(&self) -> Result<u64, StoreError> {
         let conn = lock(&self.db);
-        let sql = "SELECT COALESCE(SUM(applied + duplicate + failed), 0) FROM jobs";
+        let sql = "SELECT COALESCE(SUM(applied + duplicate + failed + refused), 0) FROM jobs";
         sql_count(&conn, sql, []).map_err(|e| e.into_store("applied_total"))
     }
 
@@ -760,34 +778,38 @@ impl Ledger for SqliteStore {
 #[async_trait]
 impl SingleWrites for SqliteStore {
     async fn put_entry(&self, by: MessageRef, accrual: &Accrual, now: OffsetDateTime) -> Result<bool, StoreError> {
-        self.write_units.charge_ledger(
-            1,
-            indexed_write_units(ledger_entry_bytes(accrual, by), WriteKind::Standard),
-        );
+        let units = write_units(ledger_entry_bytes(accrual, by), WriteKind::Standard);
+        self.write_units.charge_ledger(1, units);
         let a = accrual.clone();
-        self.run("put_entry", move |conn| {
-            let amount = to_i64(a.amount, "amount")?;
-            let inserted = conn.prepare_cached(INSERT_LEDGER_ENTRY)?.execute(params![
-                a.accrual_id,
-                by.job_id.to_string(),
-                i64::from(by.seq),
-                a.member_id,
-                a.point_type,
-                amount,
-                a.reason,
-                unix_millis(now),
-                lot_column(&a)
-            ])?;
-            if inserted == 1 {
-                insert_history(
-                    &mut conn.prepare_cached(INSERT_HISTORY)?,
-                    &a.member_id,
-                    &HistoryEntry::accrual(&a, by.job_id, now),
-                )?;
-            }
-            Ok(inserted == 1)
-        })
-        .await
+        let inserted = self
+            .run("put_entry", move |conn| {
+                let amount = to_i64(a.amount, "amount")?;
+                let inserted = conn.prepare_cached(INSERT_LEDGER_ENTRY)?.execute(params![
+                    a.accrual_id,
+                    by.job_id.to_string(),
+                    i64::from(by.seq),
+                    a.member_id,
+                    a.point_type,
+                    amount,
+                    a.reason,
+                    unix_millis(now),
+                    lot_column(&a)
+                ])?;
+                if inserted == 1 {
+                    insert_history(
+                        &mut conn.prepare_cached(INSERT_HISTORY)?,
+                        &a.member_id,
+                        &HistoryEntry::accrual(&a, by.job_id, now),
+                    )?;
+                }
+                Ok(inserted == 1)
+            })
+            .await?;
+        if inserted {
+            // As on DynamoDB: a failed condition writes no index entry.
+            self.write_units.charge_ledger(0, units);
+        }
+        Ok(inserted)
     }
 
     async fn add_to_balance(&self, accrual: &Accrual, now: OffsetDateTime) -> Result<(), StoreError> {
@@ -1067,7 +1089,7 @@ fn job_exists(conn: &Connection, job_id: &str) -> Result<bool, Failure> {
 fn read_job(conn: &Connection, job_id: &str) -> Result<Option<Job>, Failure> {
     let mut statement = conn.prepare_cached(
         "SELECT request_hash, total, deduplicated, messages, created_at, enqueued, applied, duplicate, failed,
-                completed_at, source, reading, rejected, error
+                completed_at, source, reading, rejected, error, refused
          FROM jobs WHERE job_id = ?1",
     )?;
     let mut rows = statement.query([job_id])?;
@@ -1096,6 +1118,7 @@ fn read_job(conn: &Connection, job_id: &str) -> Result<Option<Job>, Failure> {
         applied: to_u64(row.get(6)?, key, "applied")?,
         duplicate: to_u64(row.get(7)?, key, "duplicate")?,
         failed: to_u64(row.get(8)?, key, "failed")?,
+        refused: to_u64(row.get(14)?, key, "refused")?,
         completed_at: completed_at.map(|t| time(&t, "completed_at")).transpose()?,
     }))
 }
@@ -1166,10 +1189,11 @@ impl JobStore for SqliteStore {
             .charge_jobs(2, MARKER_AND_UPDATE_UNITS + SMALL_WRITE_UNITS);
         self.run("fold_message", move |conn| {
             let id = job_id.to_string();
-            let (applied, duplicate, failed) = (
+            let (applied, duplicate, failed, refused) = (
                 to_i64(counts.applied, "applied")?,
                 to_i64(counts.duplicate, "duplicate")?,
                 to_i64(counts.failed, "failed")?,
+                to_i64(counts.refused, "refused")?,
             );
             let now = rfc3339(now)?;
             // One transaction: marker, counts and completion land together,
@@ -1181,27 +1205,28 @@ impl JobStore for SqliteStore {
             }
             let marked = tx
                 .prepare_cached(
-                    "INSERT INTO folded (job_id, seq, applied, duplicate, failed, folded_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (job_id, seq) DO NOTHING",
+                    "INSERT INTO folded (job_id, seq, applied, duplicate, failed, folded_at, refused)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (job_id, seq) DO NOTHING",
                 )?
-                .execute(params![id, seq, applied, duplicate, failed, now])?;
+                .execute(params![id, seq, applied, duplicate, failed, now, refused])?;
             if marked == 0 {
                 // Counted failed before, applied now (a DLQ redrive): move the
                 // counts, once (the marker then says failed = 0).
                 let resettled = failed == 0
                     && tx
                         .prepare_cached(
-                            "UPDATE folded SET applied = ?3, duplicate = ?4, failed = 0, folded_at = ?5
-                             WHERE job_id = ?1 AND seq = ?2 AND failed > 0 AND failed = ?3 + ?4",
+                            "UPDATE folded SET applied = ?3, duplicate = ?4, refused = ?6, failed = 0, folded_at = ?5
+                             WHERE job_id = ?1 AND seq = ?2 AND failed > 0 AND failed = ?3 + ?4 + ?6",
                         )?
-                        .execute(params![id, seq, applied, duplicate, now])?
+                        .execute(params![id, seq, applied, duplicate, now, refused])?
                         == 1;
                 if resettled {
                     tx.prepare_cached(
-                        "UPDATE jobs SET failed = failed - ?2 - ?3, applied = applied + ?2, duplicate = duplicate + ?3
+                        "UPDATE jobs SET failed = failed - ?2 - ?3 - ?4, applied = applied + ?2,
+                             duplicate = duplicate + ?3, refused = refused + ?4
                          WHERE job_id = ?1",
                     )?
-                    .execute(params![id, applied, duplicate])?;
+                    .execute(params![id, applied, duplicate, refused])?;
                     tx.commit()?;
                 }
                 return Ok(resettled);
@@ -1212,14 +1237,15 @@ impl JobStore for SqliteStore {
                      applied = applied + ?2,
                      duplicate = duplicate + ?3,
                      failed = failed + ?4,
+                     refused = refused + ?6,
                      completed_at = CASE
                          WHEN completed_at IS NULL AND reading = 0
-                              AND applied + ?2 + duplicate + ?3 + failed + ?4 >= total THEN ?5
+                              AND applied + ?2 + duplicate + ?3 + failed + ?4 + refused + ?6 >= total THEN ?5
                          ELSE completed_at
                      END
                  WHERE job_id = ?1",
             )?
-            .execute(params![id, applied, duplicate, failed, now])?;
+            .execute(params![id, applied, duplicate, failed, now, refused])?;
             tx.commit()?;
             Ok(true)
         })
@@ -1273,7 +1299,7 @@ impl JobStore for SqliteStore {
             tx.prepare_cached(
                 "UPDATE jobs SET completed_at = ?2
                  WHERE job_id = ?1 AND completed_at IS NULL AND reading = 0
-                       AND applied + duplicate + failed >= total",
+                       AND applied + duplicate + failed + refused >= total",
             )?
             .execute(params![id, now])?;
             tx.commit()?;
