@@ -471,6 +471,20 @@ enum LocalCommand {
         #[arg(long)]
         quiet: bool,
     },
+    /// Cancel a completed job: reverse every accrual it credited, once (run it again to resume).
+    ///
+    /// Points already spent are not taken back (counted "spent"); ids the job did not credit itself are left
+    /// alone ("skipped"). Exit status: 0 every credit reversed, 3 some were already spent, 1 could not finish.
+    Cancel {
+        /// The job id.
+        job_id: String,
+        /// Messages of the job worked on at once.
+        #[arg(long, default_value_t = 8)]
+        parallel: usize,
+        /// Output for people or for scripts.
+        #[arg(long, value_enum, default_value = "human")]
+        output: Output,
+    },
 }
 
 fn init_logging() {
@@ -1025,6 +1039,35 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let backend = LocalBackend::open(&choice, &settings).await?;
     let pollers = settings.worker_pollers(Duration::from_secs(1));
     match local.command {
+        LocalCommand::Cancel {
+            job_id,
+            parallel,
+            output,
+        } => {
+            let job_id: pointflow::domain::JobId = job_id.parse().context("the job id is not a UUID")?;
+            let job =
+                pointflow::cancel::cancel_job(backend.ledger.as_ref(), backend.jobs.as_ref(), job_id, parallel).await?;
+            let cancel = job.cancel.clone().context("the store did not record the cancel")?;
+            match output {
+                Output::Json => println!("{}", serde_json::to_string(&pointflow::ingest::JobView::from(&job))?),
+                Output::Human => {
+                    println!(
+                    "job {job_id}: {} reversed, {} already spent, {} not credited by this job ({} of {} messages{})",
+                    cancel.counts.reversed,
+                    cancel.counts.spent,
+                    cancel.counts.skipped,
+                    cancel.messages,
+                    job.messages,
+                    if cancel.completed_at.is_some() { ", complete" } else { "" }
+                )
+                }
+            }
+            Ok(if cancel.counts.spent > 0 {
+                ExitCode::from(3)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
         LocalCommand::Serve { addr } => {
             let runner = Runner::start(&backend, &settings, addr, pollers).await?;
             eprintln!(

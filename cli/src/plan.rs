@@ -9,9 +9,7 @@
 
 use std::fmt;
 
-use pointflow::capacity::{
-    indexed_write_units, ledger_entry_bytes, WriteKind, MARKER_AND_UPDATE_UNITS, SMALL_WRITE_UNITS,
-};
+use pointflow::capacity::{fold_units, indexed_write_units, ledger_entry_bytes, WriteKind, SMALL_WRITE_UNITS};
 use pointflow::domain::{Accrual, MessageRef};
 use pointflow::packing::{pack_accruals, PackingLimits};
 use pointflow::submission::{derive_accrual_id, job_id_for_key};
@@ -208,7 +206,7 @@ pub fn plan(params: &Params, input: &PlanInput) -> Plan {
     let transactions_per_message = (a_actual * (1.0 + distinct) / TRANSACTION_ACTIONS).ceil();
     let credit_units = sample.entry_units + 2.0 * distinct;
     let requests = (n / input.items_per_request.max(1) as f64).ceil();
-    let job_units = messages * (MARKER_AND_UPDATE_UNITS + SMALL_WRITE_UNITS) as f64 + requests * 2.0;
+    let job_units = messages * (sample.fold_units + SMALL_WRITE_UNITS as f64) + requests * 2.0;
     let total_units = n * credit_units + job_units;
     let units_per_accrual = total_units / n;
 
@@ -396,6 +394,8 @@ struct SampleMessage {
     bytes: usize,
     /// Write units of one ledger entry in a transaction.
     entry_units: f64,
+    /// Folding the message: its marker (with the accrual ids) and the job.
+    fold_units: f64,
 }
 
 fn sample_message(input: &PlanInput, per_member: f64) -> SampleMessage {
@@ -419,7 +419,7 @@ fn sample_message(input: &PlanInput, per_member: f64) -> SampleMessage {
     let job_id = job_id_for_key("plan");
     let messages = pack_accruals(job_id, accruals, limits);
     let first = messages.into_iter().next();
-    let (count, bytes, units) = first.map_or((1, 0, 2.0), |message| {
+    let (count, bytes, units, fold) = first.map_or((1, 0, 2.0, 4.0), |message| {
         let by = MessageRef { job_id, seq: 0 };
         let units = message
             .accruals
@@ -428,12 +428,14 @@ fn sample_message(input: &PlanInput, per_member: f64) -> SampleMessage {
             .sum::<f64>()
             / message.accruals.len().max(1) as f64;
         let bytes = serde_json::to_vec(&message).map_or(0, |v| v.len());
-        (message.accruals.len(), bytes, units)
+        let ids: usize = message.accruals.iter().map(|a| a.accrual_id.len() + 1).sum();
+        (message.accruals.len(), bytes, units, fold_units(ids) as f64)
     });
     SampleMessage {
         accruals: count,
         bytes,
         entry_units: units,
+        fold_units: fold,
     }
 }
 

@@ -137,6 +137,16 @@ pub fn ledger_transaction_units(by: MessageRef, accruals: &[&Accrual], distinct_
 /// message's counts, recording a chunk): both items are small.
 pub const MARKER_AND_UPDATE_UNITS: u64 = 4;
 
+/// Bytes of a message marker other than its item ids: key, counts, times.
+pub const MESSAGE_MARKER_BYTES: usize = 160;
+
+/// Write units of folding a message: its marker, which keeps the message's
+/// item ids (`items_bytes`, their lengths plus a separator each), and the
+/// job update, in one transaction.
+pub fn fold_units(items_bytes: usize) -> u64 {
+    write_units(MESSAGE_MARKER_BYTES + items_bytes, WriteKind::Transactional) + write_units(0, WriteKind::Transactional)
+}
+
 /// Write units of one small standard write (creating a job, stamping it,
 /// a conditional completion check).
 pub const SMALL_WRITE_UNITS: u64 = 1;

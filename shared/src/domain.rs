@@ -182,6 +182,40 @@ pub struct Job {
     /// Why the job's file could not be read (the job is then `failed`).
     pub error: Option<String>,
     pub completed_at: Option<OffsetDateTime>,
+    /// The job's cancel, once asked for ([`crate::cancel`]).
+    pub cancel: Option<CancelProgress>,
+}
+
+/// Where a job's cancel stands: counts over the messages done so far.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CancelProgress {
+    #[serde(with = "time::serde::rfc3339")]
+    pub requested_at: OffsetDateTime,
+    pub counts: CancelCounts,
+    /// Messages of the job whose accruals are done.
+    pub messages: u64,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub completed_at: Option<OffsetDateTime>,
+}
+
+/// What cancelling one message's accruals did, added to its job once.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CancelCounts {
+    /// Accruals the job credited, now reversed.
+    pub reversed: u64,
+    /// Accruals the job credited whose points were already spent (or
+    /// partly): not reversed, nothing changed.
+    pub spent: u64,
+    /// Items the job never credited (another job had credited the id, or
+    /// the message failed): nothing to reverse.
+    pub skipped: u64,
+}
+
+/// A folded message's item ids, and whether its cancel is recorded.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FoldedItems {
+    pub items: Vec<String>,
+    pub cancelled: bool,
 }
 
 impl Job {
@@ -204,6 +238,7 @@ impl Job {
             refused: 0,
             error: None,
             completed_at: None,
+            cancel: None,
         }
     }
 

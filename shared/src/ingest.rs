@@ -11,7 +11,7 @@ use time::OffsetDateTime;
 use tracing::{info, warn};
 
 use crate::api::{ApiError, ApiRequest, ApiResponse};
-use crate::domain::{Job, JobId, JobStatus, NewJob};
+use crate::domain::{CancelProgress, Job, JobId, JobStatus, NewJob};
 use crate::history::{history_page, HistoryCursor, HistoryQuery};
 use crate::lots::BalanceView;
 use crate::packing::{pack_accruals, pack_uses, PackingLimits};
@@ -80,6 +80,9 @@ pub struct JobView {
     pub error: Option<String>,
     pub created_at: String,
     pub completed_at: Option<String>,
+    /// The job's cancel, once asked for (`pointflow cancel`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancel: Option<CancelProgress>,
 }
 
 impl From<&Job> for JobView {
@@ -99,6 +102,7 @@ impl From<&Job> for JobView {
             error: job.error.clone(),
             created_at: rfc3339(job.created_at),
             completed_at: job.completed_at.map(rfc3339),
+            cancel: job.cancel.clone(),
         }
     }
 }

@@ -8,6 +8,7 @@ pub mod adapters;
 pub mod api;
 pub mod aws;
 pub mod baseline;
+pub mod cancel;
 pub mod capacity;
 pub mod config;
 pub mod csv_rows;

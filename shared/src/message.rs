@@ -88,6 +88,12 @@ impl AccrualMessage {
         Ok(message)
     }
 
+    /// The ids of its items: `accrual_id`s, or `use_id`s.
+    pub fn item_ids(&self) -> Vec<String> {
+        let accruals = self.accruals.iter().map(|a| a.accrual_id.clone());
+        accruals.chain(self.uses.iter().map(|u| u.use_id.clone())).collect()
+    }
+
     /// Items it carries: accruals or uses.
     pub fn items(&self) -> usize {
         self.accruals.len() + self.uses.len()

@@ -8,7 +8,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
-use crate::domain::{Accrual, Balance, ChunkReport, Job, JobId, MessageCounts, MessageRef, NewJob};
+use crate::domain::{
+    Accrual, Balance, CancelCounts, ChunkReport, FoldedItems, Job, JobId, MessageCounts, MessageRef, NewJob,
+};
 use crate::history::HistoryEntry;
 use crate::lots::BalanceSheet;
 use crate::reversal::{ReversalOutcome, ReversalTarget};
@@ -142,12 +144,16 @@ pub trait JobStore: Send + Sync {
     /// job is settled. One exception: a message whose accruals were counted
     /// `failed` (its last delivery failed) and is later applied (redriven from
     /// the DLQ) moves its counts from `failed` to `applied`/`duplicate`, once.
+    /// `items` are the ids of the message's accruals (or uses), kept with
+    /// its counts so that the job can be cancelled later
+    /// ([`crate::cancel`]).
     /// Returns whether this call changed the job.
     async fn fold_message(
         &self,
         job_id: JobId,
         seq: u32,
         counts: MessageCounts,
+        items: &[String],
         now: OffsetDateTime,
     ) -> Result<bool, StoreError>;
 
@@ -160,6 +166,25 @@ pub trait JobStore: Send + Sync {
 
     /// Whether chunk `index` of the job has been recorded.
     async fn chunk_recorded(&self, job_id: JobId, index: u32) -> Result<bool, StoreError>;
+
+    /// Records that the job is being cancelled (the first call's time
+    /// stays) and returns it; `None` if there is no such job.
+    async fn begin_cancel(&self, job_id: JobId, now: OffsetDateTime) -> Result<Option<Job>, StoreError>;
+
+    /// The item ids message `seq` of the job was folded with, and whether
+    /// its cancel is recorded; `None` if it was never folded.
+    async fn folded_items(&self, job_id: JobId, seq: u32) -> Result<Option<FoldedItems>, StoreError>;
+
+    /// Adds one message's cancel counts to its job, once per `(job_id,
+    /// seq)` however often it is called, and stamps the cancel complete when
+    /// every message of the job is done. Returns whether this call recorded.
+    async fn record_cancelled(
+        &self,
+        job_id: JobId,
+        seq: u32,
+        counts: CancelCounts,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError>;
 }
 
 /// A queue operation that did not complete.

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use time::OffsetDateTime;
 
+use crate::domain::MessageRef;
 use crate::uses::check_use_id;
 use crate::validation::{check_accrual_id, check_reason, FieldError};
 
@@ -16,12 +17,19 @@ use crate::validation::{check_accrual_id, check_reason, FieldError};
 pub enum ReversalTarget {
     Accrual(String),
     Use(String),
+    /// An accrual, only if message `by` credited it: a job cancel must not
+    /// take back another job's credit of the same id (to that job, it was a
+    /// duplicate). Otherwise [`ReversalOutcome::NotFound`].
+    CreditBy {
+        accrual_id: String,
+        by: MessageRef,
+    },
 }
 
 impl ReversalTarget {
     pub fn kind(&self) -> ReversalKind {
         match self {
-            ReversalTarget::Accrual(_) => ReversalKind::Accrual,
+            ReversalTarget::Accrual(_) | ReversalTarget::CreditBy { .. } => ReversalKind::Accrual,
             ReversalTarget::Use(_) => ReversalKind::Use,
         }
     }
@@ -29,6 +37,7 @@ impl ReversalTarget {
     pub fn id(&self) -> &str {
         match self {
             ReversalTarget::Accrual(id) | ReversalTarget::Use(id) => id,
+            ReversalTarget::CreditBy { accrual_id, .. } => accrual_id,
         }
     }
 }

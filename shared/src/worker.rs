@@ -198,7 +198,7 @@ impl Worker {
         };
         let folded = self
             .jobs
-            .fold_message(job_id, decoded.seq, counts, now)
+            .fold_message(job_id, decoded.seq, counts, &decoded.item_ids(), now)
             .await
             .map_err(|source| MessageError::Fold { job_id, source })?;
         Ok(MessageReport {
@@ -247,7 +247,7 @@ impl Worker {
         let job_id = decoded.job_id;
         let folded = self
             .jobs
-            .fold_message(job_id, decoded.seq, counts, now)
+            .fold_message(job_id, decoded.seq, counts, &decoded.item_ids(), now)
             .await
             .map_err(|source| MessageError::Fold { job_id, source })?;
         Ok(MessageReport {
@@ -276,7 +276,13 @@ impl Worker {
         };
         if let Err(error) = self
             .jobs
-            .fold_message(decoded.job_id, decoded.seq, counts, OffsetDateTime::now_utc())
+            .fold_message(
+                decoded.job_id,
+                decoded.seq,
+                counts,
+                &decoded.item_ids(),
+                OffsetDateTime::now_utc(),
+            )
             .await
         {
             warn!(error = %error, "could not count the failed message on its job");

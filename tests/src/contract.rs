@@ -156,8 +156,8 @@ pub async fn job_counts_fold_once_per_message(b: &Backend) {
         failed: 0,
         refused: 0,
     };
-    assert!(b.jobs.fold_message(job.job_id, 0, first, now()).await.unwrap());
-    assert!(!b.jobs.fold_message(job.job_id, 0, first, now()).await.unwrap());
+    assert!(b.jobs.fold_message(job.job_id, 0, first, &[], now()).await.unwrap());
+    assert!(!b.jobs.fold_message(job.job_id, 0, first, &[], now()).await.unwrap());
     let running = b.jobs.get_job(job.job_id).await.unwrap().unwrap();
     assert_eq!(
         (running.applied, running.duplicate, running.status()),
@@ -170,8 +170,8 @@ pub async fn job_counts_fold_once_per_message(b: &Backend) {
         failed: 0,
         refused: 0,
     };
-    assert!(b.jobs.fold_message(job.job_id, 1, second, now()).await.unwrap());
-    assert!(!b.jobs.fold_message(job.job_id, 1, second, now()).await.unwrap());
+    assert!(b.jobs.fold_message(job.job_id, 1, second, &[], now()).await.unwrap());
+    assert!(!b.jobs.fold_message(job.job_id, 1, second, &[], now()).await.unwrap());
     let done = b.jobs.get_job(job.job_id).await.unwrap().unwrap();
     assert_eq!((done.applied, done.duplicate, done.failed), (4, 1, 0));
     assert_eq!(done.status(), JobStatus::Completed);
@@ -191,8 +191,8 @@ async fn job_with_a_failed_message(b: &Backend) -> (NewJob, MessageCounts) {
         failed: 2,
         ..MessageCounts::default()
     };
-    b.jobs.fold_message(job.job_id, 0, ok, now()).await.unwrap();
-    b.jobs.fold_message(job.job_id, 1, failed, now()).await.unwrap();
+    b.jobs.fold_message(job.job_id, 0, ok, &[], now()).await.unwrap();
+    b.jobs.fold_message(job.job_id, 1, failed, &[], now()).await.unwrap();
     (job, failed)
 }
 
@@ -214,9 +214,17 @@ pub async fn redriven_message_moves_its_counts_from_failed(b: &Backend) {
         failed: 0,
         refused: 0,
     };
-    assert!(b.jobs.fold_message(job.job_id, 1, applied_later, now()).await.unwrap());
-    assert!(!b.jobs.fold_message(job.job_id, 1, applied_later, now()).await.unwrap());
-    assert!(!b.jobs.fold_message(job.job_id, 1, failed, now()).await.unwrap());
+    assert!(b
+        .jobs
+        .fold_message(job.job_id, 1, applied_later, &[], now())
+        .await
+        .unwrap());
+    assert!(!b
+        .jobs
+        .fold_message(job.job_id, 1, applied_later, &[], now())
+        .await
+        .unwrap());
+    assert!(!b.jobs.fold_message(job.job_id, 1, failed, &[], now()).await.unwrap());
     let done = b.jobs.get_job(job.job_id).await.unwrap().unwrap();
     assert_eq!((done.applied, done.duplicate, done.failed), (3, 1, 0));
     assert_eq!(done.status(), JobStatus::Completed);
@@ -229,7 +237,7 @@ pub async fn fold_for_unknown_job_records_nothing(b: &Backend) {
         applied: 1,
         ..MessageCounts::default()
     };
-    assert!(!b.jobs.fold_message(ghost, 0, counts, now()).await.unwrap());
+    assert!(!b.jobs.fold_message(ghost, 0, counts, &[], now()).await.unwrap());
     assert_eq!(b.jobs.get_job(ghost).await.unwrap(), None);
 }
 
@@ -264,7 +272,7 @@ pub async fn file_job_grows_by_chunks_and_completes_after_the_last(b: &Backend) 
         applied: n,
         ..MessageCounts::default()
     };
-    assert!(b.jobs.fold_message(id, 0, applied(2), now()).await.unwrap());
+    assert!(b.jobs.fold_message(id, 0, applied(2), &[], now()).await.unwrap());
     assert!(b
         .jobs
         .record_chunk(id, &chunk(0, 4, 1, ChunkEnd::More), now())
@@ -275,7 +283,7 @@ pub async fn file_job_grows_by_chunks_and_completes_after_the_last(b: &Backend) 
         .record_chunk(id, &chunk(0, 4, 1, ChunkEnd::More), now())
         .await
         .unwrap());
-    b.jobs.fold_message(id, 1, applied(2), now()).await.unwrap();
+    b.jobs.fold_message(id, 1, applied(2), &[], now()).await.unwrap();
     let between = b.jobs.get_job(id).await.unwrap().unwrap();
     assert_eq!((between.total, between.rejected, between.applied), (4, 1, 4));
     assert_eq!((between.status(), between.completed_at), (JobStatus::Importing, None));
@@ -291,7 +299,7 @@ pub async fn file_job_grows_by_chunks_and_completes_after_the_last(b: &Backend) 
         .unwrap());
     let last = b.jobs.get_job(id).await.unwrap().unwrap();
     assert_eq!((last.total, last.messages, last.status()), (6, 3, JobStatus::Running));
-    b.jobs.fold_message(id, 2, applied(2), now()).await.unwrap();
+    b.jobs.fold_message(id, 2, applied(2), &[], now()).await.unwrap();
     let done = b.jobs.get_job(id).await.unwrap().unwrap();
     assert_eq!(done.status(), JobStatus::CompletedWithErrors, "a row was rejected");
     assert!(done.completed_at.is_some() && done.enqueued);
@@ -787,6 +795,146 @@ pub async fn history_lists_every_change_newest_first(b: &Backend) {
         .is_empty());
 }
 
+/// A ledger that fails every reversal after the first `left`: a cancel
+/// interrupted part-way.
+struct ReversalsFailAfter {
+    inner: std::sync::Arc<dyn pointflow::ports::Ledger>,
+    left: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl pointflow::ports::Ledger for ReversalsFailAfter {
+    async fn apply_accruals(
+        &self,
+        by: MessageRef,
+        accruals: &[Accrual],
+        now: OffsetDateTime,
+    ) -> Result<pointflow::ports::ApplyOutcome, pointflow::ports::StoreError> {
+        self.inner.apply_accruals(by, accruals, now).await
+    }
+    async fn balance_sheets(
+        &self,
+        member_id: &str,
+    ) -> Result<Vec<pointflow::lots::BalanceSheet>, pointflow::ports::StoreError> {
+        self.inner.balance_sheets(member_id).await
+    }
+    async fn apply_use(&self, u: &Use, now: OffsetDateTime) -> Result<UseOutcome, pointflow::ports::StoreError> {
+        self.inner.apply_use(u, now).await
+    }
+    async fn reverse(
+        &self,
+        target: &ReversalTarget,
+        now: OffsetDateTime,
+    ) -> Result<ReversalOutcome, pointflow::ports::StoreError> {
+        use std::sync::atomic::Ordering;
+        if self
+            .left
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_err()
+        {
+            return Err(pointflow::ports::StoreError::Throttled {
+                operation: "TransactWriteItems",
+            });
+        }
+        self.inner.reverse(target, now).await
+    }
+    async fn history_entries(
+        &self,
+        member_id: &str,
+        point_type: Option<&str>,
+        before: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<HistoryEntry>, pointflow::ports::StoreError> {
+        self.inner.history_entries(member_id, point_type, before, limit).await
+    }
+}
+
+/// Cancelling a job reverses what it credited, once: not another job's
+/// credit of the same id, not points already spent; a cancel interrupted
+/// part-way finishes when run again, with exact counts; a running job is
+/// refused.
+pub async fn a_job_cancel_resumes_and_reverses_only_its_own_credits(b: &Backend) {
+    use pointflow::cancel::{cancel_job, CancelError};
+    use pointflow::domain::CancelCounts;
+
+    let tag = JobId::random();
+    let m1 = format!("c1-{tag}");
+    let m2 = format!("c2-{tag}");
+    let other = message(JobId::random(), 0);
+    let shared = accrual(&format!("{tag}-shared"), &m1, "PT", 7);
+    b.ledger.apply_accruals(other, &[shared.clone()], now()).await.unwrap();
+
+    let job = NewJob {
+        total: 4,
+        messages: 2,
+        ..new_job(4, 2, "cancel")
+    };
+    b.jobs.create_job(&job).await.unwrap();
+    let first = [
+        accrual(&format!("{tag}-a1"), &m1, "PT", 100),
+        accrual(&format!("{tag}-a2"), &m2, "PT", 50),
+        shared.clone(),
+    ];
+    let second = [accrual(&format!("{tag}-a3"), &m1, "PT", 30)];
+    for (seq, batch) in [(0u32, &first[..]), (1, &second[..])] {
+        let by = message(job.job_id, seq);
+        let outcome = b.ledger.apply_accruals(by, batch, now()).await.unwrap();
+        let counts = MessageCounts {
+            applied: outcome.applied,
+            duplicate: outcome.duplicate,
+            ..MessageCounts::default()
+        };
+        let ids: Vec<String> = batch.iter().map(|a| a.accrual_id.clone()).collect();
+        if seq == 0 {
+            // Not complete yet: the cancel is refused.
+            let running = cancel_job(b.ledger.as_ref(), b.jobs.as_ref(), job.job_id, 2).await;
+            assert!(matches!(running, Err(CancelError::Running { .. })), "{running:?}");
+        }
+        b.jobs.fold_message(job.job_id, seq, counts, &ids, now()).await.unwrap();
+    }
+    let spend = a_use(&format!("{tag}-spend"), &m2, "PT", 20);
+    assert!(matches!(
+        b.ledger.apply_use(&spend, now()).await.unwrap(),
+        UseOutcome::Applied(_)
+    ));
+    assert_eq!(b.ledger.balances(&m1).await.unwrap(), [balance("PT", 137)]);
+
+    let flaky = ReversalsFailAfter {
+        inner: b.ledger.clone(),
+        left: std::sync::atomic::AtomicUsize::new(1),
+    };
+    let interrupted = cancel_job(&flaky, b.jobs.as_ref(), job.job_id, 1).await;
+    assert!(matches!(interrupted, Err(CancelError::Store(_))), "{interrupted:?}");
+    let halfway = b.jobs.get_job(job.job_id).await.unwrap().unwrap();
+    assert!(
+        halfway.cancel.as_ref().is_some_and(|c| c.completed_at.is_none()),
+        "{halfway:?}"
+    );
+
+    for _ in 0..2 {
+        let done = cancel_job(b.ledger.as_ref(), b.jobs.as_ref(), job.job_id, 2)
+            .await
+            .unwrap();
+        let cancel = done.cancel.expect("a cancel");
+        assert_eq!(
+            cancel.counts,
+            CancelCounts {
+                reversed: 2,
+                spent: 1,
+                skipped: 1
+            }
+        );
+        assert_eq!(cancel.messages, 2);
+        assert!(cancel.completed_at.is_some());
+        // m1 keeps only the other job's credit of the shared id; m2 keeps
+        // what was not spent of a2 (whose reversal was refused).
+        assert_eq!(b.ledger.balances(&m1).await.unwrap(), [balance("PT", 7)]);
+        assert_eq!(b.ledger.balances(&m2).await.unwrap(), [balance("PT", 30)]);
+    }
+    let ghost = cancel_job(b.ledger.as_ref(), b.jobs.as_ref(), JobId::random(), 1).await;
+    assert!(matches!(ghost, Err(CancelError::NotFound(_))));
+}
+
 /// `$make` is an async expression yielding `Option<Backend>` (`None` skips).
 #[macro_export]
 macro_rules! contract_suite {
@@ -812,6 +960,7 @@ macro_rules! contract_suite {
             uses_take_the_soonest_expiring_points_first,
             reversals_happen_once_and_never_overdraw,
             history_lists_every_change_newest_first,
+            a_job_cancel_resumes_and_reverses_only_its_own_credits,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {

@@ -286,7 +286,12 @@ async fn dead_lettered_messages_are_listed_and_redriven_then_applied() {
             ..Default::default()
         };
         let now = time::OffsetDateTime::now_utc();
-        stack.backend.jobs.fold_message(job_id, seq, failed, now).await.unwrap();
+        stack
+            .backend
+            .jobs
+            .fold_message(job_id, seq, failed, &[], now)
+            .await
+            .unwrap();
     }
     let before = stack.client.job(&job_id.to_string()).await.unwrap();
     assert_eq!((before.failed, before.status), (4, JobStatus::CompletedWithErrors));

@@ -22,7 +22,8 @@ use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
-    ProjectionType, Put, ReturnValuesOnConditionCheckFailure, ScalarAttributeType, TransactWriteItem, Update,
+    ProjectionType, Put, ReturnValue, ReturnValuesOnConditionCheckFailure, ScalarAttributeType, TransactWriteItem,
+    Update,
 };
 use aws_sdk_dynamodb::Client;
 use sha2::{Digest, Sha256};
@@ -31,7 +32,9 @@ use time::OffsetDateTime;
 
 use crate::baseline::SingleWrites;
 use crate::capacity::{write_units, WriteCost, WriteKind, WriteMeter, MARKER_AND_UPDATE_UNITS, SMALL_WRITE_UNITS};
-use crate::domain::{Accrual, ChunkReport, Job, JobId, MessageCounts, MessageRef, NewJob};
+use crate::domain::{
+    Accrual, CancelCounts, CancelProgress, ChunkReport, FoldedItems, Job, JobId, MessageCounts, MessageRef, NewJob,
+};
 use crate::history::{self, EntryKind, HistoryEntry};
 use crate::lots::{BalanceSheet, Lot, LotKey};
 use crate::ports::{ApplyOutcome, CreateJob, JobStore, Ledger, StoreError};
@@ -258,10 +261,12 @@ impl DynamoStore {
             TransactWriteItem::builder().put(marker).build(),
             TransactWriteItem::builder().update(update).build(),
         ];
+        // The marker by its size (a message's item ids), the job update small.
+        let units = transaction_units(&items);
         let mut attempt = 0u32;
         loop {
             self.count();
-            self.write_units.charge_jobs(1, MARKER_AND_UPDATE_UNITS);
+            self.write_units.charge_jobs(1, units);
             let result = self
                 .client
                 .transact_write_items()
@@ -949,9 +954,22 @@ fn job_from_item(item: &Item) -> Result<Job, StoreError> {
         applied: number_attr(item, "applied")?,
         duplicate: number_attr(item, "duplicate")?,
         failed: number_attr(item, "failed")?,
-        // Jobs recorded before bulk uses have no such counter.
-        refused: item.get("refused").map_or(Ok(0), |_| number_attr(item, "refused"))?,
+        // Missing on jobs recorded before bulk uses: 0.
+        refused: number_attr(item, "refused")?,
         completed_at: time_attr(item, "completed_at")?,
+        cancel: match time_attr(item, "cancel_requested_at")? {
+            None => None,
+            Some(requested_at) => Some(CancelProgress {
+                requested_at,
+                counts: CancelCounts {
+                    reversed: number_attr(item, "cancel_reversed")?,
+                    spent: number_attr(item, "cancel_spent")?,
+                    skipped: number_attr(item, "cancel_skipped")?,
+                },
+                messages: number_attr(item, "cancel_messages")?,
+                completed_at: time_attr(item, "cancel_completed_at")?,
+            }),
+        },
     })
 }
 
@@ -1135,7 +1153,7 @@ impl Ledger for DynamoStore {
 
     async fn reverse(&self, target: &ReversalTarget, now: OffsetDateTime) -> Result<ReversalOutcome, StoreError> {
         let (kind, prefix) = match target {
-            ReversalTarget::Accrual(_) => (ReversalKind::Accrual, "ACCRUAL"),
+            ReversalTarget::Accrual(_) | ReversalTarget::CreditBy { .. } => (ReversalKind::Accrual, "ACCRUAL"),
             ReversalTarget::Use(_) => (ReversalKind::Use, "USE"),
         };
         let id = target.id();
@@ -1156,6 +1174,13 @@ impl Ledger for DynamoStore {
         let Some(entry) = entry.item() else {
             return Ok(ReversalOutcome::NotFound);
         };
+        if let ReversalTarget::CreditBy { by, .. } = target {
+            let seq = by.seq.to_string();
+            let job = by.job_id.to_string();
+            if string_attr(entry, "job_id") != Some(job.as_str()) || number_text(entry, "seq") != Some(seq.as_str()) {
+                return Ok(ReversalOutcome::NotFound);
+            }
+        }
         let member_id = string_attr(entry, "member_id").ok_or_else(|| corrupt(entry, "member_id missing"))?;
         let point_type = string_attr(entry, "point_type").ok_or_else(|| corrupt(entry, "point_type missing"))?;
         let amount = number_attr(entry, "amount")?;
@@ -1416,6 +1441,7 @@ impl JobStore for DynamoStore {
         job_id: JobId,
         seq: u32,
         counts: MessageCounts,
+        items: &[String],
         now: OffsetDateTime,
     ) -> Result<bool, StoreError> {
         let now_text = rfc3339(now);
@@ -1428,6 +1454,8 @@ impl JobStore for DynamoStore {
                 ("failed", n(counts.failed)),
                 ("refused", n(counts.refused)),
                 ("folded_at", s(&now_text)),
+                // Ids cannot hold a newline: one string is the smallest item.
+                ("items", s(items.join("\n"))),
             ],
             now,
         )?;
@@ -1539,6 +1567,157 @@ impl JobStore for DynamoStore {
             .map_err(|e| single_call_error("GetItem", e))?;
         Ok(output.item().is_some())
     }
+
+    async fn begin_cancel(&self, job_id: JobId, now: OffsetDateTime) -> Result<Option<Job>, StoreError> {
+        self.count_small_write();
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(job_key(job_id)))
+            .update_expression("SET cancel_requested_at = if_not_exists(cancel_requested_at, :now)")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":now", s(rfc3339(now)))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await;
+        match result {
+            Ok(output) => output.attributes().map(job_from_item).transpose(),
+            Err(e)
+                if matches!(
+                    e.as_service_error(),
+                    Some(UpdateItemError::ConditionalCheckFailedException(_))
+                ) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(single_call_error("UpdateItem", e)),
+        }
+    }
+
+    async fn folded_items(&self, job_id: JobId, seq: u32) -> Result<Option<FoldedItems>, StoreError> {
+        self.count();
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(message_marker_key(job_id, seq)))
+            .consistent_read(true)
+            .projection_expression("pk, #items, cancelled_at")
+            .expression_attribute_names("#items", "items")
+            .send()
+            .await
+            .map_err(|e| single_call_error("GetItem", e))?;
+        Ok(output.item().map(|item| FoldedItems {
+            items: string_attr(item, "items")
+                .unwrap_or_default()
+                .split('\n')
+                .filter(|id| !id.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            cancelled: item.contains_key("cancelled_at"),
+        }))
+    }
+
+    async fn record_cancelled(
+        &self,
+        job_id: JobId,
+        seq: u32,
+        counts: CancelCounts,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let now_text = rfc3339(now);
+        let marker = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(message_marker_key(job_id, seq)))
+            .update_expression("SET cancelled_at = :now")
+            .condition_expression("attribute_exists(pk) AND attribute_not_exists(cancelled_at)")
+            .expression_attribute_values(":now", s(&now_text))
+            .build()
+            .map_err(|e| backend("TransactWriteItems", e))?;
+        let job = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(job_key(job_id)))
+            .update_expression(
+                "SET updated_at = :now ADD cancel_reversed :r, cancel_spent :s, cancel_skipped :k, cancel_messages :one",
+            )
+            .condition_expression("attribute_exists(cancel_requested_at)")
+            .expression_attribute_values(":now", s(&now_text))
+            .expression_attribute_values(":r", n(counts.reversed))
+            .expression_attribute_values(":s", n(counts.spent))
+            .expression_attribute_values(":k", n(counts.skipped))
+            .expression_attribute_values(":one", n(1))
+            .build()
+            .map_err(|e| backend("TransactWriteItems", e))?;
+        let items = vec![
+            TransactWriteItem::builder().update(marker).build(),
+            TransactWriteItem::builder().update(job).build(),
+        ];
+        let mut attempt = 0u32;
+        let recorded = loop {
+            self.count();
+            self.write_units.charge_jobs(1, transaction_units(&items));
+            let result = self
+                .client
+                .transact_write_items()
+                .set_transact_items(Some(items.clone()))
+                .send()
+                .await;
+            let error = match result {
+                Ok(_) => break true,
+                Err(e) => e,
+            };
+            let retry = match error.as_service_error() {
+                Some(TransactWriteItemsError::TransactionCanceledException(cancel)) => {
+                    let codes: Vec<Option<&str>> = cancel.cancellation_reasons().iter().map(|r| r.code()).collect();
+                    if codes.contains(&Some("ConditionalCheckFailed")) {
+                        // Recorded before, or no such message or cancel.
+                        break false;
+                    }
+                    match retry_of_reasons(codes.iter().copied()) {
+                        Some(retry) => retry,
+                        None => return Err(backend("TransactWriteItems", error)),
+                    }
+                }
+                _ => match retry_of_error(&error) {
+                    Some(retry) => retry,
+                    None => return Err(backend("TransactWriteItems", error)),
+                },
+            };
+            self.back_off(&mut attempt, retry).await?;
+        };
+        // Also when recorded before: an earlier call may have died before
+        // stamping the completion.
+        self.count_small_write();
+        let stamped = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(job_key(job_id)))
+            .update_expression("SET cancel_completed_at = :now")
+            .condition_expression("cancel_messages >= messages AND attribute_not_exists(cancel_completed_at)")
+            .expression_attribute_values(":now", s(&now_text))
+            .send()
+            .await;
+        match stamped {
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.as_service_error(),
+                    Some(UpdateItemError::ConditionalCheckFailedException(_))
+                ) => {}
+            Err(e) => return Err(single_call_error("UpdateItem", e)),
+        }
+        Ok(recorded)
+    }
+}
+
+/// The key of message `seq`'s marker (its counts, item ids, cancel).
+fn message_marker_key(job_id: JobId, seq: u32) -> Item {
+    HashMap::from([
+        ("pk".to_owned(), s(format!("MSG#{job_id}#{seq}"))),
+        ("sk".to_owned(), s("MSG")),
+    ])
 }
 
 /// The naive baseline's writes: a conditional `PutItem` of the ledger entry

@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
-use crate::domain::{Accrual, ChunkReport, Job, JobId, MessageCounts, MessageRef, NewJob};
+use crate::domain::{
+    Accrual, CancelCounts, CancelProgress, ChunkReport, FoldedItems, Job, JobId, MessageCounts, MessageRef, NewJob,
+};
 use crate::history::HistoryEntry;
 use crate::lots::{BalanceSheet, Lot, LotKey};
 use crate::ports::{AccrualQueue, ApplyOutcome, CreateJob, JobStore, Ledger, QueueError, ReceivedMessage, StoreError};
@@ -45,8 +47,11 @@ struct StoreState {
     ledger: HashMap<String, Credited>,
     balances: BTreeMap<(String, String), Sheet>,
     jobs: HashMap<JobId, Job>,
-    folded: HashMap<(JobId, u32), MessageCounts>,
+    /// (job, seq) → the message's counts and item ids.
+    folded: HashMap<(JobId, u32), (MessageCounts, Vec<String>)>,
     chunks: HashSet<(JobId, u32)>,
+    /// Messages whose cancel is recorded.
+    cancelled: HashSet<(JobId, u32)>,
     /// use_id → the use, what it took from each lot, when it was reversed.
     uses: HashMap<String, (UseRecord, Vec<Lot>, Option<OffsetDateTime>)>,
 }
@@ -188,13 +193,24 @@ impl Ledger for MemoryStore {
         let mut guard = lock(&self.state);
         let state = &mut *guard;
         match target {
-            ReversalTarget::Accrual(id) => {
-                let Some(Credited { accrual, reversed, .. }) = state.ledger.get_mut(id) else {
+            ReversalTarget::Accrual(_) | ReversalTarget::CreditBy { .. } => {
+                let id = target.id();
+                let owner = match target {
+                    ReversalTarget::CreditBy { by, .. } => Some(*by),
+                    _ => None,
+                };
+                let Some(Credited {
+                    accrual, reversed, by, ..
+                }) = state.ledger.get_mut(id)
+                else {
                     return Ok(ReversalOutcome::NotFound);
                 };
+                if owner.is_some_and(|owner| owner != *by) {
+                    return Ok(ReversalOutcome::NotFound);
+                }
                 let record = |at| ReversalRecord {
                     kind: ReversalKind::Accrual,
-                    id: id.clone(),
+                    id: id.to_owned(),
                     member_id: accrual.member_id.clone(),
                     point_type: accrual.point_type.clone(),
                     amount: accrual.amount,
@@ -330,6 +346,7 @@ impl JobStore for MemoryStore {
         job_id: JobId,
         seq: u32,
         counts: MessageCounts,
+        items: &[String],
         now: OffsetDateTime,
     ) -> Result<bool, StoreError> {
         self.count();
@@ -338,11 +355,11 @@ impl JobStore for MemoryStore {
         if !state.jobs.contains_key(&job_id) {
             return Ok(false);
         }
-        if let Some(before) = state.folded.get(&(job_id, seq)).copied() {
+        if let Some(before) = state.folded.get(&(job_id, seq)).map(|(counts, _)| *counts) {
             if !is_resettled(before, counts) {
                 return Ok(false);
             }
-            state.folded.insert((job_id, seq), counts);
+            state.folded.insert((job_id, seq), (counts, items.to_vec()));
             if let Some(job) = state.jobs.get_mut(&job_id) {
                 job.failed -= before.failed;
                 job.applied += counts.applied;
@@ -351,7 +368,7 @@ impl JobStore for MemoryStore {
             }
             return Ok(true);
         }
-        state.folded.insert((job_id, seq), counts);
+        state.folded.insert((job_id, seq), (counts, items.to_vec()));
         if let Some(job) = state.jobs.get_mut(&job_id) {
             job.applied += counts.applied;
             job.duplicate += counts.duplicate;
@@ -386,6 +403,60 @@ impl JobStore for MemoryStore {
     async fn chunk_recorded(&self, job_id: JobId, index: u32) -> Result<bool, StoreError> {
         self.count();
         Ok(lock(&self.state).chunks.contains(&(job_id, index)))
+    }
+
+    async fn begin_cancel(&self, job_id: JobId, now: OffsetDateTime) -> Result<Option<Job>, StoreError> {
+        self.count();
+        let mut state = lock(&self.state);
+        Ok(state.jobs.get_mut(&job_id).map(|job| {
+            job.cancel.get_or_insert_with(|| CancelProgress {
+                requested_at: now,
+                counts: CancelCounts::default(),
+                messages: 0,
+                completed_at: None,
+            });
+            job.clone()
+        }))
+    }
+
+    async fn folded_items(&self, job_id: JobId, seq: u32) -> Result<Option<FoldedItems>, StoreError> {
+        self.count();
+        let state = lock(&self.state);
+        Ok(state.folded.get(&(job_id, seq)).map(|(_, items)| FoldedItems {
+            items: items.clone(),
+            cancelled: state.cancelled.contains(&(job_id, seq)),
+        }))
+    }
+
+    async fn record_cancelled(
+        &self,
+        job_id: JobId,
+        seq: u32,
+        counts: CancelCounts,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        self.count();
+        let mut guard = lock(&self.state);
+        let state = &mut *guard;
+        let Some(cancel) = state
+            .jobs
+            .get_mut(&job_id)
+            .and_then(|job| job.cancel.as_mut().map(|c| (c, job.messages)))
+        else {
+            return Ok(false);
+        };
+        if !state.folded.contains_key(&(job_id, seq)) || !state.cancelled.insert((job_id, seq)) {
+            return Ok(false);
+        }
+        let (cancel, messages) = cancel;
+        cancel.counts.reversed += counts.reversed;
+        cancel.counts.spent += counts.spent;
+        cancel.counts.skipped += counts.skipped;
+        cancel.messages += 1;
+        if cancel.messages >= messages && cancel.completed_at.is_none() {
+            cancel.completed_at = Some(now);
+        }
+        Ok(true)
     }
 }
 

@@ -35,10 +35,12 @@ use time::OffsetDateTime;
 use crate::adapters::dynamodb::{plan_transactions, sum_by_balance};
 use crate::baseline::SingleWrites;
 use crate::capacity::{
-    indexed_write_units, ledger_entry_bytes, ledger_transaction_units, use_entry_bytes, write_units, WriteCost,
-    WriteKind, WriteMeter, MARKER_AND_UPDATE_UNITS, SMALL_WRITE_UNITS,
+    fold_units, indexed_write_units, ledger_entry_bytes, ledger_transaction_units, use_entry_bytes, write_units,
+    WriteCost, WriteKind, WriteMeter, MARKER_AND_UPDATE_UNITS, SMALL_WRITE_UNITS,
 };
-use crate::domain::{Accrual, ChunkReport, Job, JobId, MessageCounts, MessageRef, NewJob};
+use crate::domain::{
+    Accrual, CancelCounts, CancelProgress, ChunkReport, FoldedItems, Job, JobId, MessageCounts, MessageRef, NewJob,
+};
 use crate::history::HistoryEntry;
 use crate::lots::{BalanceSheet, Lot, LotKey};
 use crate::ports::{
@@ -137,7 +139,14 @@ CREATE TABLE IF NOT EXISTS jobs (
     rejected     INTEGER NOT NULL DEFAULT 0,
     error        TEXT,
     -- Uses of a bulk-use job refused (version 4).
-    refused      INTEGER NOT NULL DEFAULT 0
+    refused      INTEGER NOT NULL DEFAULT 0,
+    -- The job's cancel (version 4): asked for at, counts, messages done.
+    cancel_requested_at TEXT,
+    cancel_reversed     INTEGER NOT NULL DEFAULT 0,
+    cancel_spent        INTEGER NOT NULL DEFAULT 0,
+    cancel_skipped      INTEGER NOT NULL DEFAULT 0,
+    cancel_messages     INTEGER NOT NULL DEFAULT 0,
+    cancel_completed_at TEXT
 ) WITHOUT ROWID;
 
 CREATE TABLE IF NOT EXISTS chunks (
@@ -155,6 +164,9 @@ CREATE TABLE IF NOT EXISTS folded (
     failed    INTEGER NOT NULL,
     folded_at TEXT NOT NULL,
     refused   INTEGER NOT NULL DEFAULT 0,
+    -- The message's item ids, one per line (version 4; for job cancel).
+    items     TEXT NOT NULL DEFAULT '',
+    cancelled_at TEXT,
     PRIMARY KEY (job_id, seq)
 ) WITHOUT ROWID;
 
@@ -345,6 +357,13 @@ fn prepare(conn: &Connection, file_backed: bool) -> Result<(), Failure> {
         backfill_history(conn)?;
         add_column_if_missing(conn, "jobs", "refused", "INTEGER NOT NULL DEFAULT 0")?;
         add_column_if_missing(conn, "folded", "refused", "INTEGER NOT NULL DEFAULT 0")?;
+        add_column_if_missing(conn, "folded", "items", "TEXT NOT NULL DEFAULT ''")?;
+        add_column_if_missing(conn, "folded", "cancelled_at", "TEXT")?;
+        add_column_if_missing(conn, "jobs", "cancel_requested_at", "TEXT")?;
+        for counter in ["cancel_reversed", "cancel_spent", "cancel_skipped", "cancel_messages"] {
+            add_column_if_missing(conn, "jobs", counter, "INTEGER NOT NULL DEFAULT 0")?;
+        }
+        add_column_if_missing(conn, "jobs", "cancel_completed_at", "TEXT")?;
     }
     conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     Ok(())
@@ -640,26 +659,39 @@ impl Ledger for SqliteStore {
         let target = target.clone();
         self.run("reverse", move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let (kind, sql) = match &target {
-                ReversalTarget::Accrual(_) => (
-                    ReversalKind::Accrual,
-                    "SELECT member_id, point_type, amount, lot, reversed_at FROM ledger WHERE accrual_id = ?1",
-                ),
-                ReversalTarget::Use(_) => (
-                    ReversalKind::Use,
-                    "SELECT member_id, point_type, amount, consumed, reversed_at FROM uses WHERE use_id = ?1",
-                ),
+            let kind = target.kind();
+            let sql = match kind {
+                ReversalKind::Accrual => {
+                    "SELECT member_id, point_type, amount, lot, reversed_at, job_id, seq FROM ledger WHERE accrual_id = ?1"
+                }
+                ReversalKind::Use => {
+                    "SELECT member_id, point_type, amount, consumed, reversed_at, NULL, NULL FROM uses WHERE use_id = ?1"
+                }
             };
             let id = target.id().to_owned();
-            let row: Option<(String, String, i64, Option<String>, Option<String>)> = tx
+            type Row = (String, String, i64, Option<String>, Option<String>, Option<String>, Option<i64>);
+            let row: Option<Row> = tx
                 .prepare_cached(sql)?
                 .query_row([&id], |row| {
-                    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?))
+                    Ok((
+                        row.get(0)?,
+                        row.get(1)?,
+                        row.get(2)?,
+                        row.get(3)?,
+                        row.get(4)?,
+                        row.get(5)?,
+                        row.get(6)?,
+                    ))
                 })
                 .optional()?;
-            let Some((member_id, point_type, amount, lot_or_consumed, reversed_at)) = row else {
+            let Some((member_id, point_type, amount, lot_or_consumed, reversed_at, job, seq)) = row else {
                 return Ok(ReversalOutcome::NotFound);
             };
+            if let ReversalTarget::CreditBy { by, .. } = &target {
+                if job.as_deref() != Some(by.job_id.to_string().as_str()) || seq != Some(i64::from(by.seq)) {
+                    return Ok(ReversalOutcome::NotFound);
+                }
+            }
             let key = || format!("{kind:?} {id}");
             let record = |at: OffsetDateTime| -> Result<ReversalRecord, Failure> {
                 Ok(ReversalRecord {
@@ -1089,7 +1121,8 @@ fn job_exists(conn: &Connection, job_id: &str) -> Result<bool, Failure> {
 fn read_job(conn: &Connection, job_id: &str) -> Result<Option<Job>, Failure> {
     let mut statement = conn.prepare_cached(
         "SELECT request_hash, total, deduplicated, messages, created_at, enqueued, applied, duplicate, failed,
-                completed_at, source, reading, rejected, error, refused
+                completed_at, source, reading, rejected, error, refused,
+                cancel_requested_at, cancel_reversed, cancel_spent, cancel_skipped, cancel_messages, cancel_completed_at
          FROM jobs WHERE job_id = ?1",
     )?;
     let mut rows = statement.query([job_id])?;
@@ -1120,6 +1153,22 @@ fn read_job(conn: &Connection, job_id: &str) -> Result<Option<Job>, Failure> {
         failed: to_u64(row.get(8)?, key, "failed")?,
         refused: to_u64(row.get(14)?, key, "refused")?,
         completed_at: completed_at.map(|t| time(&t, "completed_at")).transpose()?,
+        cancel: match row.get::<_, Option<String>>(15)? {
+            None => None,
+            Some(requested_at) => Some(CancelProgress {
+                requested_at: time(&requested_at, "cancel_requested_at")?,
+                counts: CancelCounts {
+                    reversed: to_u64(row.get(16)?, key, "cancel_reversed")?,
+                    spent: to_u64(row.get(17)?, key, "cancel_spent")?,
+                    skipped: to_u64(row.get(18)?, key, "cancel_skipped")?,
+                },
+                messages: to_u64(row.get(19)?, key, "cancel_messages")?,
+                completed_at: row
+                    .get::<_, Option<String>>(20)?
+                    .map(|t| time(&t, "cancel_completed_at"))
+                    .transpose()?,
+            }),
+        },
     }))
 }
 
@@ -1182,11 +1231,13 @@ impl JobStore for SqliteStore {
         job_id: JobId,
         seq: u32,
         counts: MessageCounts,
+        items: &[String],
         now: OffsetDateTime,
     ) -> Result<bool, StoreError> {
         // The marker-and-job transaction, then the completion check.
+        let items = items.join("\n");
         self.write_units
-            .charge_jobs(2, MARKER_AND_UPDATE_UNITS + SMALL_WRITE_UNITS);
+            .charge_jobs(2, fold_units(items.len() + 1) + SMALL_WRITE_UNITS);
         self.run("fold_message", move |conn| {
             let id = job_id.to_string();
             let (applied, duplicate, failed, refused) = (
@@ -1205,10 +1256,10 @@ impl JobStore for SqliteStore {
             }
             let marked = tx
                 .prepare_cached(
-                    "INSERT INTO folded (job_id, seq, applied, duplicate, failed, folded_at, refused)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (job_id, seq) DO NOTHING",
+                    "INSERT INTO folded (job_id, seq, applied, duplicate, failed, folded_at, refused, items)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (job_id, seq) DO NOTHING",
                 )?
-                .execute(params![id, seq, applied, duplicate, failed, now, refused])?;
+                .execute(params![id, seq, applied, duplicate, failed, now, refused, items])?;
             if marked == 0 {
                 // Counted failed before, applied now (a DLQ redrive): move the
                 // counts, once (the marker then says failed = 0).
@@ -1315,6 +1366,93 @@ impl JobStore for SqliteStore {
                 .query_row(params![job_id.to_string(), index], |_| Ok(()))
                 .optional()?
                 .is_some())
+        })
+        .await
+    }
+
+    async fn begin_cancel(&self, job_id: JobId, now: OffsetDateTime) -> Result<Option<Job>, StoreError> {
+        self.write_units.charge_jobs(1, SMALL_WRITE_UNITS);
+        self.run("begin_cancel", move |conn| {
+            let id = job_id.to_string();
+            conn.prepare_cached(
+                "UPDATE jobs SET cancel_requested_at = COALESCE(cancel_requested_at, ?2) WHERE job_id = ?1",
+            )?
+            .execute(params![id, rfc3339(now)?])?;
+            read_job(conn, &id)
+        })
+        .await
+    }
+
+    async fn folded_items(&self, job_id: JobId, seq: u32) -> Result<Option<FoldedItems>, StoreError> {
+        self.run("folded_items", move |conn| {
+            Ok(conn
+                .prepare_cached("SELECT items, cancelled_at IS NOT NULL FROM folded WHERE job_id = ?1 AND seq = ?2")?
+                .query_row(params![job_id.to_string(), seq], |row| {
+                    let items: String = row.get(0)?;
+                    Ok(FoldedItems {
+                        items: items
+                            .split('\n')
+                            .filter(|id| !id.is_empty())
+                            .map(str::to_owned)
+                            .collect(),
+                        cancelled: row.get(1)?,
+                    })
+                })
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn record_cancelled(
+        &self,
+        job_id: JobId,
+        seq: u32,
+        counts: CancelCounts,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        // As DynamoDB: the marker-and-job transaction, then the completion stamp.
+        self.write_units
+            .charge_jobs(2, MARKER_AND_UPDATE_UNITS + SMALL_WRITE_UNITS);
+        self.run("record_cancelled", move |conn| {
+            let id = job_id.to_string();
+            let now = rfc3339(now)?;
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let cancelling = tx
+                .prepare_cached("SELECT 1 FROM jobs WHERE job_id = ?1 AND cancel_requested_at IS NOT NULL")?
+                .query_row([&id], |_| Ok(()))
+                .optional()?
+                .is_some();
+            let marked = cancelling
+                && tx
+                    .prepare_cached(
+                        "UPDATE folded SET cancelled_at = ?3 WHERE job_id = ?1 AND seq = ?2 AND cancelled_at IS NULL",
+                    )?
+                    .execute(params![id, seq, now])?
+                    == 1;
+            if !marked {
+                return Ok(false);
+            }
+            tx.prepare_cached(
+                "UPDATE jobs SET
+                     cancel_reversed = cancel_reversed + ?2,
+                     cancel_spent = cancel_spent + ?3,
+                     cancel_skipped = cancel_skipped + ?4,
+                     cancel_messages = cancel_messages + 1,
+                     cancel_completed_at = CASE
+                         WHEN cancel_completed_at IS NULL AND cancel_messages + 1 >= messages THEN ?5
+                         ELSE cancel_completed_at
+                     END
+                 WHERE job_id = ?1",
+            )?
+            .execute(params![
+                id,
+                to_i64(counts.reversed, "reversed")?,
+                to_i64(counts.spent, "spent")?,
+                to_i64(counts.skipped, "skipped")?,
+                now
+            ])?;
+            tx.commit()?;
+            Ok(true)
         })
         .await
     }
@@ -1733,7 +1871,7 @@ mod tests {
             ..MessageCounts::default()
         };
         assert!(store
-            .fold_message(job.job_id, 0, counts, OffsetDateTime::now_utc())
+            .fold_message(job.job_id, 0, counts, &[], OffsetDateTime::now_utc())
             .await
             .unwrap());
         assert_eq!(store.applied_total().unwrap(), 2);
@@ -1741,7 +1879,7 @@ mod tests {
         let store = SqliteStore::open(&path).unwrap();
         assert!(store.get_job(job.job_id).await.unwrap().unwrap().completed_at.is_some());
         assert!(!store
-            .fold_message(job.job_id, 0, counts, OffsetDateTime::now_utc())
+            .fold_message(job.job_id, 0, counts, &[], OffsetDateTime::now_utc())
             .await
             .unwrap());
     }
