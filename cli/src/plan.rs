@@ -590,8 +590,9 @@ mod tests {
         hot.members = 200;
         hot.hot_member_accruals = 5_000;
         let plan = plan(&p, &hot);
-        // Entries and their index entries; balance updates shared by 5,000.
-        assert!(plan.write_units_per_accrual < 4.1, "{}", plan.write_units_per_accrual);
+        // Entries and their index entries (4); balance updates shared by
+        // 5,000; the message markers keeping the accrual ids (about 0.1).
+        assert!(plan.write_units_per_accrual < 4.2, "{}", plan.write_units_per_accrual);
         let floor = plan.limits.iter().find(|l| l.name == "hot member partition").unwrap();
         assert!(floor.detail.contains("5000 accruals of one member"), "{}", floor.detail);
     }

@@ -862,7 +862,10 @@ pub async fn a_job_cancel_resumes_and_reverses_only_its_own_credits(b: &Backend)
     let m2 = format!("c2-{tag}");
     let other = message(JobId::random(), 0);
     let shared = accrual(&format!("{tag}-shared"), &m1, "PT", 7);
-    b.ledger.apply_accruals(other, &[shared.clone()], now()).await.unwrap();
+    b.ledger
+        .apply_accruals(other, std::slice::from_ref(&shared), now())
+        .await
+        .unwrap();
 
     let job = NewJob {
         total: 4,
