@@ -75,6 +75,22 @@ enum Command {
         api: ApiArgs,
         member: String,
     },
+    /// Cancel a completed job through the API: the workers reverse every accrual it credited, once.
+    ///
+    /// Asking again resumes a cancel. With --wait, waits until it is done. Exit status: 0 done (or queued, without
+    /// --wait), 3 some credits were already spent and stay, 1 could not finish (e.g. the job is still running).
+    Cancel {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// The job id.
+        job: String,
+        /// Wait until every message of the job is cancelled.
+        #[arg(long)]
+        wait: bool,
+        /// Give up waiting after this many seconds.
+        #[arg(long, default_value_t = 3600)]
+        timeout: u64,
+    },
     /// Show a member's history: every credit, use, reversal and expiry, newest first.
     History {
         #[command(flatten)]
@@ -946,6 +962,47 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
                 Err(error) => refusal_exit(error, api.output),
             };
+        }
+        Command::Cancel {
+            api,
+            job,
+            wait,
+            timeout,
+        } => {
+            let client = api_client(&api)?;
+            let started = std::time::Instant::now();
+            let mut view = client.cancel_job(&job).await?;
+            while wait && view.cancel.as_ref().is_some_and(|c| c.completed_at.is_none()) {
+                if started.elapsed() > Duration::from_secs(timeout) {
+                    anyhow::bail!(
+                        "job {job}'s cancel did not finish within {timeout} s; run the same command to resume"
+                    );
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                view = client.job(&job).await?;
+            }
+            let cancel = view.cancel.clone().context("the API did not record the cancel")?;
+            match api.output {
+                Output::Json => println!("{}", serde_json::to_string(&view)?),
+                Output::Human => println!(
+                    "job {job}: {} reversed, {} already spent, {} not credited by this job ({} of {} messages{})",
+                    cancel.counts.reversed,
+                    cancel.counts.spent,
+                    cancel.counts.skipped,
+                    cancel.messages,
+                    view.messages,
+                    if cancel.completed_at.is_some() {
+                        ", complete"
+                    } else {
+                        ", queued"
+                    }
+                ),
+            }
+            return Ok(if cancel.counts.spent > 0 {
+                ExitCode::from(3)
+            } else {
+                ExitCode::SUCCESS
+            });
         }
         Command::History {
             api,

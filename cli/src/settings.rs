@@ -211,7 +211,7 @@ mod tests {
                 }
             }
         }
-        assert_eq!(routes, 6, "every API route is checked");
+        assert_eq!(routes, 7, "every API route is checked");
     }
 
     /// The table the template deploys has the history index the adapter

@@ -145,6 +145,7 @@ fn worker(c: &mut Criterion) {
                     seq: 0,
                     accruals: message.clone(),
                     uses: Vec::new(),
+                    cancel: false,
                 }
                 .encode();
                 let worker = Worker::new(store.clone(), store, WorkerSettings::default());

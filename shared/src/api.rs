@@ -112,6 +112,14 @@ pub enum ApiError {
     AlreadySpent { id: String, remaining: u64 },
     #[error("{what} {id} not found")]
     NotFound { what: &'static str, id: String },
+    #[error("job {job_id} is still running ({settled} of {total} settled); cancel it once it has completed")]
+    JobRunning { job_id: JobId, settled: u64, total: u64 },
+    #[error("the cancel of job {job_id} was recorded but not fully queued; ask again to finish it")]
+    CancelNotQueued {
+        job_id: JobId,
+        #[source]
+        source: crate::ports::QueueError,
+    },
     #[error("invalid {what}: {reason}")]
     InvalidPathParameter { what: &'static str, reason: String },
     #[error(transparent)]
@@ -155,7 +163,8 @@ impl ApiError {
             | ApiError::InvalidQueryParameter(_)
             | ApiError::Submission(_) => 400,
             ApiError::InvalidUse { .. } | ApiError::InvalidReversal { .. } => 400,
-            ApiError::AlreadySpent { .. } => 409,
+            ApiError::AlreadySpent { .. } | ApiError::JobRunning { .. } => 409,
+            ApiError::CancelNotQueued { .. } => 503,
             ApiError::KeyReused { .. } | ApiError::InsufficientBalance { .. } | ApiError::UseIdReused { .. } => 409,
             ApiError::EnqueueFailed { .. } | ApiError::Unavailable(_) => 503,
             ApiError::Internal(_) => 500,
@@ -188,6 +197,8 @@ impl ApiError {
             ApiError::AlreadySpent { .. } => "already_spent",
             ApiError::EnqueueFailed { .. } => "enqueue_incomplete",
             ApiError::NotFound { .. } => "not_found",
+            ApiError::JobRunning { .. } => "job_running",
+            ApiError::CancelNotQueued { .. } => "cancel_not_queued",
             ApiError::InvalidPathParameter { .. } => "invalid_path_parameter",
             ApiError::InvalidQueryParameter(_) => "invalid_query_parameter",
             ApiError::Unavailable(_) => "unavailable",

@@ -16,7 +16,8 @@ use time::OffsetDateTime;
 use tracing::info;
 
 use crate::domain::{CancelCounts, Job, JobId, MessageRef};
-use crate::ports::{JobStore, Ledger, StoreError};
+use crate::message::AccrualMessage;
+use crate::ports::{AccrualQueue, JobStore, Ledger, QueueError, StoreError};
 use crate::reversal::{ReversalOutcome, ReversalTarget};
 
 /// Why a job cannot be cancelled (now).
@@ -36,10 +37,49 @@ pub enum CancelError {
     Forgotten { job_id: JobId, seq: u32 },
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("the cancel could not be queued; ask again")]
+    Queue(#[from] QueueError),
 }
 
-/// Cancels job `job_id` (or resumes its cancel), `concurrency` messages at
-/// a time; returns the job with its cancel's counts.
+/// Asks for job `job_id` to be cancelled by the workers: records the
+/// cancel and queues one cancel message per message of the job (each
+/// skipped by the worker once done, so asking again resumes a cancel
+/// whose messages were lost or dead-lettered). Returns the job as it
+/// stands.
+pub async fn request_cancel(jobs: &dyn JobStore, queue: &dyn AccrualQueue, job_id: JobId) -> Result<Job, CancelError> {
+    let job = jobs.get_job(job_id).await?.ok_or(CancelError::NotFound(job_id))?;
+    if job.completed_at.is_none() {
+        return Err(CancelError::Running {
+            job_id,
+            settled: job.settled(),
+            total: job.total,
+        });
+    }
+    let job = jobs
+        .begin_cancel(job_id, OffsetDateTime::now_utc())
+        .await?
+        .ok_or(CancelError::NotFound(job_id))?;
+    if job.cancel.as_ref().is_some_and(|c| c.completed_at.is_some()) {
+        return Ok(job);
+    }
+    let messages = u32::try_from(job.messages).unwrap_or(u32::MAX);
+    // Bounded batches: a job of millions of accruals has thousands of
+    // messages, never all in memory at once.
+    let seqs: Vec<u32> = (0..messages).collect();
+    for chunk in seqs.chunks(1_000) {
+        let bodies: Vec<String> = chunk
+            .iter()
+            .map(|seq| AccrualMessage::cancel_of(job_id, *seq).encode())
+            .collect();
+        queue.send_messages(&bodies).await?;
+    }
+    info!(%job_id, messages, "job cancel queued");
+    Ok(job)
+}
+
+/// Cancels job `job_id` (or resumes its cancel) here, `concurrency`
+/// messages at a time, without the queue; returns the job with its
+/// cancel's counts.
 pub async fn cancel_job(
     ledger: &dyn Ledger,
     jobs: &dyn JobStore,
@@ -76,8 +116,9 @@ pub async fn cancel_job(
     Ok(job)
 }
 
-/// Reverses what message `by` credited, then records its counts once.
-async fn cancel_message(ledger: &dyn Ledger, jobs: &dyn JobStore, by: MessageRef) -> Result<(), CancelError> {
+/// Reverses what message `by` credited, then records its counts once (a
+/// cancel message's work in the worker; see [`request_cancel`]).
+pub async fn cancel_message(ledger: &dyn Ledger, jobs: &dyn JobStore, by: MessageRef) -> Result<(), CancelError> {
     let folded = jobs
         .folded_items(by.job_id, by.seq)
         .await?

@@ -125,6 +125,7 @@ mod tests {
                 })
                 .collect(),
             uses: Vec::new(),
+            cancel: false,
         }
         .encode()
     }

@@ -11,6 +11,7 @@ use time::OffsetDateTime;
 use tracing::{info, warn};
 
 use crate::api::{ApiError, ApiRequest, ApiResponse};
+use crate::cancel::{request_cancel, CancelError};
 use crate::domain::{CancelProgress, Job, JobId, JobStatus, NewJob};
 use crate::history::{history_page, HistoryCursor, HistoryQuery};
 use crate::lots::BalanceView;
@@ -184,6 +185,10 @@ impl IngestService {
                 allow("GET")?;
                 self.get_job(job_id).await
             }
+            ["v1", "jobs", job_id, "cancel"] => {
+                allow("POST")?;
+                self.cancel_job(job_id).await
+            }
             ["v1", "members", member_id, "balances"] => {
                 allow("GET")?;
                 self.get_balances(member_id).await
@@ -350,6 +355,27 @@ impl IngestService {
         self.jobs.mark_enqueued(job_id).await?;
         info!(%job_id, accepted, messages = bodies.len(), deduplicated = job.deduplicated, "job queued");
         Ok(accepted_response(&job))
+    }
+
+    /// `POST /v1/jobs/{job_id}/cancel`: queues the reversal of every accrual
+    /// the job credited (202); asking again resumes it; 200 once done.
+    async fn cancel_job(&self, raw_id: &str) -> Result<ApiResponse, ApiError> {
+        let not_found = || ApiError::NotFound {
+            what: "job",
+            id: raw_id.to_owned(),
+        };
+        let job_id: JobId = raw_id.parse().map_err(|_| not_found())?;
+        let job = request_cancel(self.jobs.as_ref(), self.queue.as_ref(), job_id)
+            .await
+            .map_err(|error| match error {
+                CancelError::NotFound(_) | CancelError::Forgotten { .. } => not_found(),
+                CancelError::Running { settled, total, .. } => ApiError::JobRunning { job_id, settled, total },
+                CancelError::Store(e) => e.into(),
+                CancelError::Queue(source) => ApiError::CancelNotQueued { job_id, source },
+            })?;
+        let done = job.cancel.as_ref().is_some_and(|c| c.completed_at.is_some());
+        Ok(ApiResponse::json(if done { 200 } else { 202 }, JobView::from(&job))
+            .with_header("Location", format!("/v1/jobs/{job_id}")))
     }
 
     async fn get_job(&self, raw_id: &str) -> Result<ApiResponse, ApiError> {

@@ -20,6 +20,10 @@ pub struct AccrualMessage {
     /// A bulk-use job's message carries uses instead (and no accruals).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub uses: Vec<Use>,
+    /// A cancel message carries no items: it asks the worker to reverse
+    /// what message `seq` of the job credited ([`crate::cancel`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cancel: bool,
 }
 
 /// A message body that is not a valid [`AccrualMessage`].
@@ -41,7 +45,7 @@ pub enum DecodeError {
     },
     #[error("the message holds no accruals and no uses")]
     Empty,
-    #[error("the message holds both accruals and uses")]
+    #[error("the message holds more than one of accruals, uses and a cancel")]
     Mixed,
 }
 
@@ -49,9 +53,10 @@ impl AccrualMessage {
     /// Parses a message body.
     pub fn decode(body: &str) -> Result<Self, DecodeError> {
         let message: AccrualMessage = serde_json::from_str(body)?;
-        match (message.accruals.is_empty(), message.uses.is_empty()) {
-            (true, true) => return Err(DecodeError::Empty),
-            (false, false) => return Err(DecodeError::Mixed),
+        match (message.accruals.is_empty(), message.uses.is_empty(), message.cancel) {
+            (true, true, true) => return Ok(message),
+            (true, true, false) => return Err(DecodeError::Empty),
+            (false, false, _) | (_, _, true) => return Err(DecodeError::Mixed),
             _ => {}
         }
         for (index, u) in message.uses.iter().enumerate() {
@@ -94,6 +99,17 @@ impl AccrualMessage {
         accruals.chain(self.uses.iter().map(|u| u.use_id.clone())).collect()
     }
 
+    /// The message asking the worker to cancel message `seq` of `job_id`.
+    pub fn cancel_of(job_id: JobId, seq: u32) -> Self {
+        AccrualMessage {
+            job_id,
+            seq,
+            accruals: Vec::new(),
+            uses: Vec::new(),
+            cancel: true,
+        }
+    }
+
     /// Items it carries: accruals or uses.
     pub fn items(&self) -> usize {
         self.accruals.len() + self.uses.len()
@@ -125,6 +141,7 @@ mod tests {
                 expires_at: None,
             }],
             uses: Vec::new(),
+            cancel: false,
         };
         assert_eq!(AccrualMessage::decode(&m.encode()).unwrap(), m);
         assert!(matches!(AccrualMessage::decode("not json"), Err(DecodeError::Json(_))));

@@ -87,6 +87,7 @@ pub fn pack_accruals(job_id: JobId, mut accruals: Vec<Accrual>, limits: PackingL
                 seq: u32::try_from(messages.len()).unwrap_or(u32::MAX),
                 accruals: std::mem::take(current),
                 uses: Vec::new(),
+                cancel: false,
             });
             *current_bytes = 0;
         }
@@ -153,6 +154,7 @@ fn uses_message(job_id: JobId, seq: usize, uses: Vec<Use>) -> AccrualMessage {
         seq: u32::try_from(seq).unwrap_or(u32::MAX),
         accruals: Vec::new(),
         uses,
+        cancel: false,
     }
 }
 

@@ -47,6 +47,8 @@ pub enum MessageError {
     Decode(#[from] DecodeError),
     #[error("applying the message's accruals failed")]
     Apply(#[source] StoreError),
+    #[error("cancelling the message failed")]
+    Cancel(#[source] crate::cancel::CancelError),
     #[error("folding the message's counts into job {job_id} failed")]
     Fold {
         job_id: JobId,
@@ -169,6 +171,23 @@ impl Worker {
         span.record("seq", decoded.seq);
         span.record("accruals", decoded.accruals.len());
         let now = OffsetDateTime::now_utc();
+        if decoded.cancel {
+            let by = MessageRef {
+                job_id,
+                seq: decoded.seq,
+            };
+            crate::cancel::cancel_message(self.ledger.as_ref(), self.jobs.as_ref(), by)
+                .await
+                .map_err(MessageError::Cancel)?;
+            return Ok(MessageReport {
+                job_id,
+                seq: decoded.seq,
+                counts: MessageCounts::default(),
+                replayed: 0,
+                folded: false,
+                store_requests: 0,
+            });
+        }
         if !decoded.uses.is_empty() {
             return self.apply_uses(message, &decoded, now).await;
         }

@@ -274,6 +274,7 @@ async fn dead_lettered_messages_are_listed_and_redriven_then_applied() {
                     })
                     .collect(),
                 uses: Vec::new(),
+                cancel: false,
             }
             .encode()
         })
@@ -465,5 +466,30 @@ async fn scheduled_points_are_pending_until_their_time() {
     assert_eq!(refusal.refused_status(), Some(409));
     let balances = stack.client.balances("m-1").await.unwrap();
     assert_eq!(balances["balances"]["P"], 20);
+    stack.runner.stop().await.unwrap();
+}
+
+/// `pointflow cancel`: through the runner's API the workers reverse what a
+/// finished job credited; asking again once done changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finished_job_is_cancelled_through_the_api() {
+    let stack = stack().await;
+    let report = submit_text(&stack.client, &ndjson(3), Format::Ndjson, 100).await;
+    assert_eq!(report.applied, 6);
+    let job = report.jobs[0].job_id.to_string();
+    let mut view = stack.client.cancel_job(&job).await.unwrap();
+    for _ in 0..200 {
+        if view.cancel.as_ref().is_some_and(|c| c.completed_at.is_some()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        view = stack.client.job(&job).await.unwrap();
+    }
+    let cancel = view.cancel.expect("a cancel");
+    assert_eq!((cancel.counts.reversed, cancel.counts.spent), (6, 0));
+    assert!(cancel.completed_at.is_some());
+    assert_eq!(balance(&stack, "m-2").await, [("A".to_owned(), 0), ("B".to_owned(), 0)]);
+    let again = stack.client.cancel_job(&job).await.unwrap();
+    assert_eq!(again.cancel.map(|c| c.counts.reversed), Some(6));
     stack.runner.stop().await.unwrap();
 }

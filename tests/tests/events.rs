@@ -18,11 +18,12 @@ use pointflow_tests::lambda::{call_api, event_path, load_event};
 use serde_json::json;
 use time::OffsetDateTime;
 
-const KNOWN: [&str; 9] = [
+const KNOWN: [&str; 10] = [
     "apigw-post-job.json",
     "apigw-post-use.json",
     "apigw-post-reversal.json",
     "apigw-get-job.json",
+    "apigw-post-job-cancel.json",
     "apigw-get-balances.json",
     "apigw-get-ledger.json",
     "sqs-accrual-batch.json",
@@ -140,6 +141,20 @@ async fn sample_events_drive_the_handlers() {
         ledger["next_cursor"].is_string(),
         "the credits are on the next page: {ledger}"
     );
+
+    // Cancelling the sample job reverses what its two messages credited:
+    // the workers do it from the queue.
+    let (status, cancel) = call_api(
+        &ingest,
+        load_event::<ApiGatewayProxyRequest>("apigw-post-job-cancel.json"),
+    )
+    .await;
+    assert_eq!(status, 202, "{cancel}");
+    pointflow_tests::lambda::drain(b.queue.as_ref(), &worker).await;
+    let (_, job) = call_api(&ingest, load_event::<ApiGatewayProxyRequest>("apigw-get-job.json")).await;
+    assert_eq!(job["cancel"]["counts"]["reversed"], 6, "{job}");
+    let (_, balances) = call_api(&ingest, load_event::<ApiGatewayProxyRequest>("apigw-get-balances.json")).await;
+    assert_eq!(balances["balances"], json!({"BONUS": 0, "WELCOME": 0}), "{balances}");
 
     let (status, accepted) = call_api(&ingest, load_event::<ApiGatewayProxyRequest>("apigw-post-job.json")).await;
     assert_eq!(status, 202, "{accepted}");

@@ -79,3 +79,64 @@ async fn cancel_on_aws() {
         a_campaign_is_cancelled_through_the_pipeline(b).await;
     }
 }
+
+/// `POST /v1/jobs/{id}/cancel`: refused while the job runs (409), then
+/// queued (202) and carried out by the worker from the queue; asking again
+/// once done is a 200 that changes nothing.
+async fn the_api_queues_a_cancel_for_the_workers(b: Backend) {
+    let ingest = IngestService::new(
+        b.jobs.clone(),
+        b.ledger.clone(),
+        b.queue.clone(),
+        IngestSettings::default(),
+    );
+    let worker = Worker::new(b.ledger.clone(), b.jobs.clone(), WorkerSettings::default());
+    let tag = JobId::random();
+    let items: Vec<_> = (0..5)
+        .map(|i| json!({"accrual_id": format!("{tag}-{i}"), "member_id": format!("n{i}-{tag}"), "point_type": "PT", "amount": 3}))
+        .collect();
+    let (_, accepted) = call_api(&ingest, post_job(&json!({"accruals": items}), None)).await;
+    let job_id = accepted["job_id"].as_str().unwrap().to_owned();
+    let cancel = || pointflow_tests::lambda::api_event("POST", &format!("/v1/jobs/{job_id}/cancel"), &[], None);
+    let (status, reply) = call_api(&ingest, cancel()).await;
+    assert_eq!(
+        (status, reply["error"]["code"].as_str()),
+        (409, Some("job_running")),
+        "{reply}"
+    );
+    drain(b.queue.as_ref(), &worker).await;
+
+    let (status, view) = call_api(&ingest, cancel()).await;
+    assert_eq!(status, 202, "{view}");
+    assert!(view["cancel"]["requested_at"].is_string(), "{view}");
+    drain(b.queue.as_ref(), &worker).await;
+    let (status, view) = call_api(&ingest, cancel()).await;
+    assert_eq!(status, 200, "{view}");
+    assert_eq!(view["cancel"]["counts"]["reversed"], 5, "{view}");
+    for i in 0..5 {
+        assert_eq!(b.ledger.balances(&format!("n{i}-{tag}")).await.unwrap()[0].balance, 0);
+    }
+    let (status, _) = call_api(
+        &ingest,
+        pointflow_tests::lambda::api_event("POST", &format!("/v1/jobs/{}/cancel", JobId::random()), &[], None),
+    )
+    .await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn api_cancel_on_memory() {
+    the_api_queues_a_cancel_for_the_workers(backend::memory(Duration::from_millis(300), 3)).await;
+}
+
+#[tokio::test]
+async fn api_cancel_on_sqlite() {
+    the_api_queues_a_cancel_for_the_workers(backend::sqlite(Duration::from_millis(300), 3)).await;
+}
+
+#[tokio::test]
+async fn api_cancel_on_aws() {
+    if let Some(b) = backend::aws(Duration::from_secs(30), 3).await {
+        the_api_queues_a_cancel_for_the_workers(b).await;
+    }
+}

@@ -70,6 +70,7 @@ fn message(job_id: JobId, seq: u32, n: usize) -> AccrualMessage {
             })
             .collect(),
         uses: Vec::new(),
+        cancel: false,
     }
 }
 

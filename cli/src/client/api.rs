@@ -189,7 +189,18 @@ impl ApiClient {
         decode(&what, &bytes)
     }
 
-    /// `GET /v1/members/{member_id}/balances`.
+    /// `POST /v1/jobs/{job_id}/cancel`: asks the workers to reverse what the
+    /// job credited (safe to repeat: it resumes). Returns the job as it stands.
+    pub async fn cancel_job(&self, job_id: &str) -> Result<JobView, ClientError> {
+        let url = format!("{}/v1/jobs/{job_id}/cancel", self.endpoint);
+        let what = format!("POST /v1/jobs/{job_id}/cancel");
+        let (status, _, bytes) = self.send(&what, || self.http.post(&url)).await?;
+        if status != StatusCode::OK && status != StatusCode::ACCEPTED {
+            return Err(refused(what, status, &bytes));
+        }
+        decode(&what, &bytes)
+    }
+
     /// `POST /v1/members/{member_id}/uses`: deducts points once per
     /// `use_id` (retried safely). Returns the recorded use and whether it
     /// was a replay of an earlier call; a refusal (409 insufficient balance
@@ -258,6 +269,7 @@ impl ApiClient {
         decode(&what, &bytes)
     }
 
+    /// `GET /v1/members/{member_id}/balances`.
     pub async fn balances(&self, member_id: &str) -> Result<Value, ClientError> {
         let url = format!("{}/v1/members/{member_id}/balances", self.endpoint);
         let what = format!("GET /v1/members/{member_id}/balances");
