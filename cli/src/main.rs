@@ -719,6 +719,20 @@ fn print_jobs(views: &[pointflow::ingest::JobView], output: Output) -> anyhow::R
                 if let Some(error) = &v.error {
                     println!("  error: {error}");
                 }
+                if v.refused > 0 {
+                    println!("  refused uses: {}", v.refused);
+                }
+                if let Some(cancel) = &v.cancel {
+                    println!(
+                        "  cancel: {} reversed, {} already spent, {} not credited by this job; {} of {} messages{}",
+                        cancel.counts.reversed,
+                        cancel.counts.spent,
+                        cancel.counts.skipped,
+                        cancel.messages,
+                        v.messages,
+                        if cancel.completed_at.is_some() { ", complete" } else { "" }
+                    );
+                }
             }
         }
     }
