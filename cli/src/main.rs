@@ -730,7 +730,11 @@ fn print_jobs(views: &[pointflow::ingest::JobView], output: Output) -> anyhow::R
                         cancel.counts.skipped,
                         cancel.messages,
                         v.messages,
-                        if cancel.completed_at.is_some() { ", complete" } else { "" }
+                        if cancel.completed_at.is_some() {
+                            ", complete"
+                        } else {
+                            ""
+                        }
                     );
                 }
             }

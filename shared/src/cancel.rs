@@ -47,19 +47,8 @@ pub enum CancelError {
 /// whose messages were lost or dead-lettered). Returns the job as it
 /// stands.
 pub async fn request_cancel(jobs: &dyn JobStore, queue: &dyn AccrualQueue, job_id: JobId) -> Result<Job, CancelError> {
-    let job = jobs.get_job(job_id).await?.ok_or(CancelError::NotFound(job_id))?;
-    if job.completed_at.is_none() {
-        return Err(CancelError::Running {
-            job_id,
-            settled: job.settled(),
-            total: job.total,
-        });
-    }
-    let job = jobs
-        .begin_cancel(job_id, OffsetDateTime::now_utc())
-        .await?
-        .ok_or(CancelError::NotFound(job_id))?;
-    if job.cancel.as_ref().is_some_and(|c| c.completed_at.is_some()) {
+    let job = begin(jobs, job_id).await?;
+    if is_done(&job) {
         return Ok(job);
     }
     let messages = u32::try_from(job.messages).unwrap_or(u32::MAX);
@@ -86,19 +75,8 @@ pub async fn cancel_job(
     job_id: JobId,
     concurrency: usize,
 ) -> Result<Job, CancelError> {
-    let job = jobs.get_job(job_id).await?.ok_or(CancelError::NotFound(job_id))?;
-    if job.completed_at.is_none() {
-        return Err(CancelError::Running {
-            job_id,
-            settled: job.settled(),
-            total: job.total,
-        });
-    }
-    let job = jobs
-        .begin_cancel(job_id, OffsetDateTime::now_utc())
-        .await?
-        .ok_or(CancelError::NotFound(job_id))?;
-    if job.cancel.as_ref().is_some_and(|c| c.completed_at.is_some()) {
+    let job = begin(jobs, job_id).await?;
+    if is_done(&job) {
         return Ok(job);
     }
     // A job holds far fewer than u32::MAX messages (seq is a u32).
@@ -114,6 +92,26 @@ pub async fn cancel_job(
               skipped = cancel.counts.skipped, "job cancelled");
     }
     Ok(job)
+}
+
+/// Records the cancel of a completed job (refusing one still running) and
+/// returns the job.
+async fn begin(jobs: &dyn JobStore, job_id: JobId) -> Result<Job, CancelError> {
+    let job = jobs.get_job(job_id).await?.ok_or(CancelError::NotFound(job_id))?;
+    if job.completed_at.is_none() {
+        return Err(CancelError::Running {
+            job_id,
+            settled: job.settled(),
+            total: job.total,
+        });
+    }
+    jobs.begin_cancel(job_id, OffsetDateTime::now_utc())
+        .await?
+        .ok_or(CancelError::NotFound(job_id))
+}
+
+fn is_done(job: &Job) -> bool {
+    job.cancel.as_ref().is_some_and(|c| c.completed_at.is_some())
 }
 
 /// Reverses what message `by` credited, then records its counts once (a

@@ -71,6 +71,13 @@ pub struct MessageReport {
     pub store_requests: u64,
 }
 
+/// What applying one message's items did, before its fold.
+struct Applied {
+    counts: MessageCounts,
+    replayed: u64,
+    requests: u64,
+}
+
 /// What a batch did: the messages to report as failed, and totals.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BatchReport {
@@ -188,46 +195,52 @@ impl Worker {
                 store_requests: 0,
             });
         }
-        if !decoded.uses.is_empty() {
-            return self.apply_uses(message, &decoded, now).await;
-        }
-        let outcome = match self
-            .ledger
-            .apply_accruals(
-                MessageRef {
-                    job_id,
-                    seq: decoded.seq,
-                },
-                &decoded.accruals,
-                now,
-            )
-            .await
-        {
-            Ok(outcome) => outcome,
-            Err(error) => {
-                self.count_failed_if_last_delivery(message, &decoded).await;
-                return Err(MessageError::Apply(error));
-            }
-        };
-        let counts = MessageCounts {
-            applied: outcome.applied,
-            duplicate: outcome.duplicate,
-            failed: 0,
-            refused: 0,
+        let applied = if decoded.uses.is_empty() {
+            self.apply_accruals(message, &decoded, now).await?
+        } else {
+            self.apply_uses(message, &decoded, now).await?
         };
         let folded = self
             .jobs
-            .fold_message(job_id, decoded.seq, counts, &decoded.item_ids(), now)
+            .fold_message(job_id, decoded.seq, applied.counts, &decoded.item_ids(), now)
             .await
             .map_err(|source| MessageError::Fold { job_id, source })?;
         Ok(MessageReport {
             job_id,
             seq: decoded.seq,
-            counts,
-            replayed: outcome.replayed,
+            counts: applied.counts,
+            replayed: applied.replayed,
             folded,
-            store_requests: outcome.requests,
+            store_requests: applied.requests,
         })
+    }
+
+    /// Credits an accrual message's accruals.
+    async fn apply_accruals(
+        &self,
+        message: &IncomingMessage,
+        decoded: &AccrualMessage,
+        now: OffsetDateTime,
+    ) -> Result<Applied, MessageError> {
+        let by = MessageRef {
+            job_id: decoded.job_id,
+            seq: decoded.seq,
+        };
+        match self.ledger.apply_accruals(by, &decoded.accruals, now).await {
+            Ok(outcome) => Ok(Applied {
+                counts: MessageCounts {
+                    applied: outcome.applied,
+                    duplicate: outcome.duplicate,
+                    ..MessageCounts::default()
+                },
+                replayed: outcome.replayed,
+                requests: outcome.requests,
+            }),
+            Err(error) => {
+                self.count_failed_if_last_delivery(message, decoded).await;
+                Err(MessageError::Apply(error))
+            }
+        }
     }
 
     /// Applies a bulk-use job's message: each use in order, each exactly
@@ -239,7 +252,7 @@ impl Worker {
         message: &IncomingMessage,
         decoded: &AccrualMessage,
         now: OffsetDateTime,
-    ) -> Result<MessageReport, MessageError> {
+    ) -> Result<Applied, MessageError> {
         let mut counts = MessageCounts::default();
         let mut replayed = 0u64;
         for u in &decoded.uses {
@@ -263,19 +276,10 @@ impl Worker {
                 }
             }
         }
-        let job_id = decoded.job_id;
-        let folded = self
-            .jobs
-            .fold_message(job_id, decoded.seq, counts, &decoded.item_ids(), now)
-            .await
-            .map_err(|source| MessageError::Fold { job_id, source })?;
-        Ok(MessageReport {
-            job_id,
-            seq: decoded.seq,
+        Ok(Applied {
             counts,
             replayed,
-            folded,
-            store_requests: decoded.uses.len() as u64,
+            requests: decoded.uses.len() as u64,
         })
     }
 
