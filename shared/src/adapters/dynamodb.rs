@@ -1319,7 +1319,7 @@ impl Ledger for DynamoStore {
         let mut start: Option<Item> = None;
         // Above every sort key (they start with a year's digits).
         let before = before.unwrap_or("~");
-        loop {
+        while entries.len() < limit {
             self.count();
             let mut query = self
                 .client
@@ -1342,7 +1342,7 @@ impl Ledger for DynamoStore {
                 entries.push(history_from_item(item)?);
             }
             match page.last_evaluated_key() {
-                Some(key) if !key.is_empty() && entries.len() < limit => start = Some(key.clone()),
+                Some(key) if !key.is_empty() => start = Some(key.clone()),
                 _ => break,
             }
         }
