@@ -82,6 +82,16 @@ pub(crate) struct GateInfo {
     pub op: &'static str,
 }
 
+impl GateInfo {
+    /// "before create_job", "after fold_message", for the trace.
+    pub(crate) fn describe(&self) -> String {
+        match self.point {
+            GatePoint::Before => format!("before {}", self.op),
+            GatePoint::After => format!("after {} took effect", self.op),
+        }
+    }
+}
+
 /// Everything one seed's run shares. One lock: the simulation is
 /// single-threaded, the lock only satisfies the ports' `Send + Sync`.
 pub(crate) struct Core {

@@ -205,6 +205,9 @@ pub struct SeedOutcome {
     pub requests: u64,
     /// Messages that went to the dead-letter queue (and were redriven).
     pub dead_lettered: u64,
+    /// Jobs with accruals counted `failed` before the redrive (they must
+    /// end with none).
+    pub jobs_failed_before_redrive: u64,
 }
 
 impl SeedOutcome {
@@ -251,6 +254,7 @@ pub struct Summary {
     pub invocations: u64,
     pub requests: u64,
     pub dead_lettered: u64,
+    pub jobs_failed_before_redrive: u64,
     pub elapsed: Duration,
 }
 
@@ -268,8 +272,8 @@ impl fmt::Display for Summary {
         writeln!(f, "worker invocations {}", self.invocations)?;
         writeln!(
             f,
-            "dead-lettered     {} messages (all redriven and applied)",
-            self.dead_lettered
+            "dead-lettered     {} messages; {} jobs had accruals counted failed before the redrive",
+            self.dead_lettered, self.jobs_failed_before_redrive
         )?;
         writeln!(f, "scheduler steps   {}", self.steps)?;
         writeln!(f, "faults injected   {}", self.faults.total())?;
@@ -306,6 +310,7 @@ pub fn run_seeds(first: u64, count: u64, options: &SimOptions, threads: usize, s
                         part.invocations += outcome.invocations;
                         part.requests += outcome.requests;
                         part.dead_lettered += outcome.dead_lettered;
+                        part.jobs_failed_before_redrive += outcome.jobs_failed_before_redrive;
                         if !outcome.passed() {
                             if stop_at_first {
                                 stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -328,6 +333,7 @@ pub fn run_seeds(first: u64, count: u64, options: &SimOptions, threads: usize, s
         summary.invocations += part.invocations;
         summary.requests += part.requests;
         summary.dead_lettered += part.dead_lettered;
+        summary.jobs_failed_before_redrive += part.jobs_failed_before_redrive;
         summary.failures.extend(part.failures);
     }
     summary.failures.sort_by_key(|o| o.seed);

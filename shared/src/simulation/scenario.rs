@@ -74,6 +74,10 @@ pub(crate) struct Submission {
 pub(crate) struct Scenario {
     pub pool: Vec<Credit>,
     pub submissions: Vec<Submission>,
+    /// Items of a request that reuses submission 0's key with different
+    /// content, sent once submission 0 is accepted: it must be refused
+    /// (`409 idempotency_key_reused`) and queue nothing.
+    pub conflicting: Option<Vec<Item>>,
     pub packing: PackingLimits,
     pub max_receive_count: u32,
     pub message_concurrency: usize,
@@ -123,11 +127,17 @@ impl Scenario {
                     })
                     .collect(),
             })
-            .collect();
+            .collect::<Vec<Submission>>();
+        let conflicting = (rng.u8(..4) == 0).then(|| {
+            let mut items = submissions[0].items.clone();
+            items.push(Item::Derived(credit(&mut rng, members, point_types)));
+            items
+        });
         let intensity = [0.02, 0.08, 0.15, 0.3][rng.usize(..4)];
         Scenario {
             pool,
             submissions,
+            conflicting,
             packing: PackingLimits {
                 max_accruals: rng.usize(1..=6),
                 max_bytes: 262_144,
@@ -150,8 +160,17 @@ impl Scenario {
     /// The HTTP request of submission `s`.
     pub(crate) fn request(&self, s: usize) -> ApiRequest {
         let submission = &self.submissions[s];
-        let items: Vec<Value> = submission
-            .items
+        self.request_of(&submission.key, &submission.items)
+    }
+
+    /// The request that reuses submission 0's key with other content.
+    pub(crate) fn conflicting_request(&self) -> Option<ApiRequest> {
+        let items = self.conflicting.as_ref()?;
+        Some(self.request_of(&self.submissions[0].key, items))
+    }
+
+    fn request_of(&self, key: &str, items: &[Item]) -> ApiRequest {
+        let items: Vec<Value> = items
             .iter()
             .map(|item| match item {
                 Item::Pooled(i) => self.pool[*i].to_json(Some(&format!("a{i}"))),
@@ -163,7 +182,7 @@ impl Scenario {
             path: "/v1/jobs".into(),
             headers: vec![
                 ("Content-Type".into(), "application/json".into()),
-                ("Idempotency-Key".into(), submission.key.clone()),
+                ("Idempotency-Key".into(), key.to_owned()),
             ],
             body: json!({ "accruals": items }).to_string().into_bytes(),
         }

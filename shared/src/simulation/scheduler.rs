@@ -60,6 +60,8 @@ struct Task {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Client {
+    /// Sends once submission 0 is accepted (the client reusing its key).
+    Blocked,
     /// Sends (again) at this virtual time.
     Waiting {
         at: u64,
@@ -87,6 +89,7 @@ struct Run {
     steps: u64,
     invocations: u64,
     ingest_requests: u64,
+    jobs_failed_before_redrive: u64,
 }
 
 /// Runs one seed (see [`super::run_seed`]).
@@ -108,6 +111,7 @@ pub(crate) fn run(seed: u64, options: &SimOptions) -> SeedOutcome {
             invocations: 0,
             requests: 0,
             dead_lettered: 0,
+            jobs_failed_before_redrive: 0,
         }
     })
 }
@@ -186,11 +190,19 @@ fn run_unguarded(seed: u64, options: &SimOptions) -> SeedOutcome {
             message_concurrency: scenario.message_concurrency,
         },
     );
-    let requests: Vec<ApiRequest> = (0..scenario.submissions.len()).map(|s| scenario.request(s)).collect();
+    // Clients: one per submission, then the one reusing a key, if any.
+    let requests: Vec<ApiRequest> = (0..scenario.submissions.len())
+        .map(|s| scenario.request(s))
+        .chain(scenario.conflicting_request())
+        .collect();
+    let mut clients = vec![Client::Waiting { at: 0 }; scenario.submissions.len()];
+    if scenario.conflicting.is_some() {
+        clients.push(Client::Blocked);
+    }
     let items = scenario.submissions.iter().map(|s| s.items.len() as u64).sum();
     let mut run = Run {
         sim,
-        clients: vec![Client::Waiting { at: 0 }; requests.len()],
+        clients,
         requests,
         scenario,
         flaw: options.flaw,
@@ -206,6 +218,7 @@ fn run_unguarded(seed: u64, options: &SimOptions) -> SeedOutcome {
         steps: 0,
         invocations: 0,
         ingest_requests: 0,
+        jobs_failed_before_redrive: 0,
     };
     run.describe_scenario();
     run.chaos();
@@ -225,6 +238,7 @@ fn run_unguarded(seed: u64, options: &SimOptions) -> SeedOutcome {
         invocations: run.invocations,
         requests: run.ingest_requests,
         dead_lettered: core.dead_lettered,
+        jobs_failed_before_redrive: run.jobs_failed_before_redrive,
     }
 }
 
@@ -239,6 +253,7 @@ fn failed_to_start(seed: u64, why: String) -> SeedOutcome {
         invocations: 0,
         requests: 0,
         dead_lettered: 0,
+        jobs_failed_before_redrive: 0,
     }
 }
 
@@ -395,8 +410,10 @@ impl Run {
             let mut core = self.sim.lock();
             let gates = core.pending_gates();
             let gate = gates[core.rng.usize(..gates.len())];
+            let roll = core.rng.f64();
+            let (store_error, crash) = (core.rates.store_error, core.rates.crash);
             match gate.point {
-                GatePoint::Before if core.rng.f64() < core.rates.store_error => {
+                GatePoint::Before if roll < store_error => {
                     let fault = [
                         StoreFault::Throttling,
                         StoreFault::ProvisionedThroughputExceeded,
@@ -407,7 +424,10 @@ impl Run {
                     core.open(gate.id, Verdict::Fail(fault));
                     None
                 }
-                GatePoint::After if core.rng.f64() < core.rates.crash => Some(gate),
+                // Before a call: the task dies between two calls (or right
+                // after being invoked) without the next one's effect.
+                GatePoint::Before if roll < store_error + crash / 2.0 => Some(gate),
+                GatePoint::After if roll < crash => Some(gate),
                 _ => {
                     if gate.point == GatePoint::Before {
                         core.note(|| format!("task {}: {}", gate.task, gate.op));
@@ -424,13 +444,13 @@ impl Run {
                 match task.kind {
                     TaskKind::Ingest { client } => {
                         core.count(FaultKind::IngestCrash);
-                        core.note(|| format!("task {}: ingest crashes after {}, no answer", gate.task, gate.op));
+                        core.note(|| format!("task {}: ingest crashes {}, no answer", gate.task, gate.describe()));
                         let at = core.now_ms + core.rng.u64(1_000..=30_000);
                         self.clients[client] = Client::Waiting { at };
                     }
                     TaskKind::Worker { .. } => {
                         core.count(FaultKind::WorkerCrash);
-                        core.note(|| format!("task {}: worker crashes after {}", gate.task, gate.op));
+                        core.note(|| format!("task {}: worker crashes {}", gate.task, gate.describe()));
                     }
                 }
                 drop(core);
@@ -557,8 +577,18 @@ impl Run {
             (TaskKind::Ingest { client }, TaskOutput::Answer(response)) => {
                 let status = response.status;
                 self.note(|| format!("task {id}: client {client} gets {status} {}", response.body));
+                let reuses_key = client >= self.scenario.submissions.len();
                 match status {
-                    202 => {
+                    // Retryable: the client tries again later with the same key.
+                    503 => {
+                        let mut core = self.sim.lock();
+                        let at = core.now_ms + core.rng.u64(500..=5_000);
+                        self.clients[client] = Client::Waiting { at };
+                    }
+                    409 if reuses_key && response.body["error"]["code"] == "idempotency_key_reused" => {
+                        self.clients[client] = Client::Done;
+                    }
+                    202 if !reuses_key => {
                         self.clients[client] = Client::Done;
                         let (accepted, deduplicated) = self.scenario.expected_counts(client);
                         let got = (
@@ -570,17 +600,22 @@ impl Run {
                                 "submission {client}: answered accepted/deduplicated {got:?}, expected {accepted}/{deduplicated}"
                             ));
                         }
-                    }
-                    // Retryable: the client tries again later with the same key.
-                    503 => {
-                        let mut core = self.sim.lock();
-                        let at = core.now_ms + core.rng.u64(500..=5_000);
-                        self.clients[client] = Client::Waiting { at };
+                        if client == 0 {
+                            if let Some(other) = self.clients.get_mut(self.scenario.submissions.len()) {
+                                let now = self.sim.lock().now_ms;
+                                *other = Client::Waiting { at: now };
+                            }
+                        }
                     }
                     _ => {
                         self.clients[client] = Client::Done;
                         self.violations.push(format!(
-                            "submission {client}: unexpected answer {status} {}",
+                            "client {client}{}: unexpected answer {status} {}",
+                            if reuses_key {
+                                " (reusing a key with other content)"
+                            } else {
+                                ""
+                            },
                             response.body
                         ));
                     }
@@ -736,6 +771,9 @@ impl Run {
                     job.settled(),
                     job.total
                 ));
+            }
+            if job.failed > 0 {
+                self.jobs_failed_before_redrive += 1;
             }
             let missing = job.total.saturating_sub(job.applied + job.duplicate);
             let in_dlq: u64 = dlq_by_job
