@@ -61,11 +61,18 @@ pub enum FaultKind {
     StaleDeleteIgnored,
     /// `SendMessageBatch` queued some entries and failed the others.
     SendBatchPartial,
+    /// A client stopped waiting (API Gateway's 29 s timeout) while its
+    /// request still ran, and sent it again: two requests of one key at once.
+    ClientTimeout,
+    /// An operator redrove the DLQ while the pipeline still ran.
+    RedriveMidRun,
+    /// The redrive command died between its calls.
+    RedriveCrash,
 }
 
 impl FaultKind {
     /// Every kind, in report order.
-    pub const ALL: [FaultKind; 12] = [
+    pub const ALL: [FaultKind; 15] = [
         FaultKind::Throttling,
         FaultKind::ProvisionedThroughputExceeded,
         FaultKind::TransactionConflict,
@@ -78,6 +85,9 @@ impl FaultKind {
         FaultKind::DeleteLost,
         FaultKind::StaleDeleteIgnored,
         FaultKind::SendBatchPartial,
+        FaultKind::ClientTimeout,
+        FaultKind::RedriveMidRun,
+        FaultKind::RedriveCrash,
     ];
 
     /// A short name for reports.
@@ -95,6 +105,9 @@ impl FaultKind {
             FaultKind::DeleteLost => "delete-lost",
             FaultKind::StaleDeleteIgnored => "stale-delete-ignored",
             FaultKind::SendBatchPartial => "send-batch-partial",
+            FaultKind::ClientTimeout => "client-timeout",
+            FaultKind::RedriveMidRun => "redrive-mid-run",
+            FaultKind::RedriveCrash => "redrive-crash",
         }
     }
 }

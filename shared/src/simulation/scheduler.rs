@@ -13,10 +13,11 @@ use futures::task::{waker, ArcWake};
 use crate::adapters::memory::MemoryStore;
 use crate::adapters::sqlite::SqliteStore;
 use crate::api::{ApiRequest, ApiResponse};
+use crate::dlq::Redriven;
 use crate::domain::JobId;
 use crate::ingest::{IngestService, IngestSettings};
 use crate::lots::LotKey;
-use crate::ports::{AccrualQueue, JobStore, Ledger, ReceivedMessage};
+use crate::ports::{AccrualQueue, JobStore, Ledger, QueueError, ReceivedMessage};
 use crate::submission::job_id_for_key;
 use crate::worker::{BatchReport, IncomingMessage, Worker, WorkerSettings};
 
@@ -28,6 +29,8 @@ use super::{FaultKind, Flaw, SeedOutcome, SimBackend, SimOptions};
 
 /// Scheduler steps with faults before they stop, whatever state the run is in.
 const CHAOS_STEPS: u64 = 2_000;
+/// Redrives an operator starts while faults still happen, at most.
+const MAX_REDRIVES_MID_RUN: u32 = 3;
 /// Steps allowed for the pipeline to settle once faults stop.
 const CALM_STEPS: u64 = 2_000;
 
@@ -36,11 +39,19 @@ type TaskFuture = Pin<Box<dyn Future<Output = TaskOutput> + Send>>;
 enum TaskOutput {
     Answer(ApiResponse),
     Batch(BatchReport),
+    Redriven(Result<Redriven, QueueError>),
 }
 
 enum TaskKind {
-    Ingest { client: usize },
-    Worker { batch: Vec<ReceivedMessage> },
+    /// `abandoned`: the client stopped waiting for this answer.
+    Ingest {
+        client: usize,
+        abandoned: bool,
+    },
+    Worker {
+        batch: Vec<ReceivedMessage>,
+    },
+    Redrive,
 }
 
 /// A task's waker only marks it for polling.
@@ -81,6 +92,9 @@ struct Run {
     jobs: Arc<dyn JobStore>,
     main: Arc<SimQueue>,
     dead: Arc<SimQueue>,
+    /// The queues behind fault-injecting wrappers, for a redrive mid-run.
+    faulty_main: Arc<dyn AccrualQueue>,
+    faulty_dead: Arc<dyn AccrualQueue>,
     tasks: BTreeMap<TaskId, Task>,
     next_task: TaskId,
     clients: Vec<Client>,
@@ -90,6 +104,7 @@ struct Run {
     invocations: u64,
     ingest_requests: u64,
     jobs_failed_before_redrive: u64,
+    redrives: u32,
 }
 
 /// Runs one seed (see [`super::run_seed`]).
@@ -173,10 +188,14 @@ fn run_unguarded(seed: u64, options: &SimOptions) -> SeedOutcome {
         inner: main.clone(),
         sim: sim.clone(),
     });
+    let faulty_dead: Arc<dyn AccrualQueue> = Arc::new(FaultyQueue {
+        inner: dead.clone(),
+        sim: sim.clone(),
+    });
     let ingest = IngestService::new(
         faulty_jobs.clone(),
         faulty_ledger.clone(),
-        faulty_queue,
+        faulty_queue.clone(),
         IngestSettings {
             packing: scenario.packing,
             ..IngestSettings::default()
@@ -212,6 +231,8 @@ fn run_unguarded(seed: u64, options: &SimOptions) -> SeedOutcome {
         jobs,
         main,
         dead,
+        faulty_main: faulty_queue,
+        faulty_dead,
         tasks: BTreeMap::new(),
         next_task: 0,
         violations: Vec::new(),
@@ -219,6 +240,7 @@ fn run_unguarded(seed: u64, options: &SimOptions) -> SeedOutcome {
         invocations: 0,
         ingest_requests: 0,
         jobs_failed_before_redrive: 0,
+        redrives: 0,
     };
     run.describe_scenario();
     run.chaos();
@@ -264,6 +286,8 @@ enum Move {
     Send,
     Invoke,
     Expire,
+    GiveUp,
+    Redrive,
 }
 
 impl Run {
@@ -336,7 +360,7 @@ impl Run {
                     .values()
                     .filter_map(|t| match &t.kind {
                         TaskKind::Worker { batch } => Some(batch),
-                        TaskKind::Ingest { .. } => None,
+                        TaskKind::Ingest { .. } | TaskKind::Redrive => None,
                     })
                     .flatten()
                     .filter(|m| {
@@ -349,6 +373,15 @@ impl Run {
                     .collect();
                 if !expirable.is_empty() && core.rates.expire > 0.0 {
                     moves.push((Move::Expire, 10.0 * core.rates.expire));
+                }
+                if self.waited_on().is_some() {
+                    moves.push((Move::GiveUp, 3.0 * core.rates.crash));
+                }
+                if self.redrives < MAX_REDRIVES_MID_RUN
+                    && !core.queues[QueueId::Dead as usize].messages.is_empty()
+                    && !self.tasks.values().any(|t| matches!(t.kind, TaskKind::Redrive))
+                {
+                    moves.push((Move::Redrive, 0.2));
                 }
                 (moves, expirable)
             };
@@ -379,6 +412,8 @@ impl Run {
                     let id = expirable[core.rng.usize(..expirable.len())].clone();
                     core.expire(QueueId::Main, &id);
                 }
+                Move::GiveUp => self.give_up(),
+                Move::Redrive => self.start_redrive(),
             }
             self.poll_tasks();
         }
@@ -442,11 +477,17 @@ impl Run {
             if let Some(task) = self.tasks.remove(&gate.task) {
                 let mut core = self.sim.lock();
                 match task.kind {
-                    TaskKind::Ingest { client } => {
+                    TaskKind::Ingest { client, abandoned } => {
                         core.count(FaultKind::IngestCrash);
                         core.note(|| format!("task {}: ingest crashes {}, no answer", gate.task, gate.describe()));
-                        let at = core.now_ms + core.rng.u64(1_000..=30_000);
-                        self.clients[client] = Client::Waiting { at };
+                        if !abandoned {
+                            let at = core.now_ms + core.rng.u64(1_000..=30_000);
+                            self.clients[client] = Client::Waiting { at };
+                        }
+                    }
+                    TaskKind::Redrive => {
+                        core.count(FaultKind::RedriveCrash);
+                        core.note(|| format!("task {}: redrive crashes {}", gate.task, gate.describe()));
                     }
                     TaskKind::Worker { .. } => {
                         core.count(FaultKind::WorkerCrash);
@@ -457,6 +498,47 @@ impl Run {
                 drop(task);
             }
         }
+    }
+
+    /// An ingest task whose client still waits for it.
+    fn waited_on(&self) -> Option<TaskId> {
+        self.tasks
+            .iter()
+            .find(|(_, t)| matches!(t.kind, TaskKind::Ingest { abandoned: false, .. }))
+            .map(|(id, _)| *id)
+    }
+
+    /// The client of a running request stops waiting (API Gateway answers
+    /// 504 after 29 s) and will send the same request again, while the first
+    /// still runs.
+    fn give_up(&mut self) {
+        let Some(id) = self.waited_on() else {
+            return;
+        };
+        let Some(TaskKind::Ingest { client, abandoned }) = self.tasks.get_mut(&id).map(|t| &mut t.kind) else {
+            return;
+        };
+        *abandoned = true;
+        let client = *client;
+        let mut core = self.sim.lock();
+        core.count(FaultKind::ClientTimeout);
+        core.note(|| format!("task {id}: client {client} times out and will retry; the request still runs"));
+        let at = core.now_ms + core.rng.u64(0..=5_000);
+        self.clients[client] = Client::Waiting { at };
+    }
+
+    /// An operator runs `pointflow dlq redrive` while the pipeline runs.
+    fn start_redrive(&mut self) {
+        self.redrives += 1;
+        let max = self.sim.lock().rng.usize(1..=10);
+        let (dead, main) = (self.faulty_dead.clone(), self.faulty_main.clone());
+        let id = self.spawn(
+            TaskKind::Redrive,
+            Box::pin(async move { TaskOutput::Redriven(crate::dlq::redrive(dead.as_ref(), main.as_ref(), max).await) }),
+        );
+        let mut core = self.sim.lock();
+        core.count(FaultKind::RedriveMidRun);
+        core.note(|| format!("task {id}: an operator redrives up to {max} messages from the DLQ"));
     }
 
     fn spawn(&mut self, kind: TaskKind, future: TaskFuture) -> TaskId {
@@ -492,7 +574,10 @@ impl Run {
         let ingest = self.ingest.clone();
         let request = self.requests[client].clone();
         let id = self.spawn(
-            TaskKind::Ingest { client },
+            TaskKind::Ingest {
+                client,
+                abandoned: false,
+            },
             Box::pin(async move { TaskOutput::Answer(ingest.handle(&request).await) }),
         );
         self.note(|| format!("task {id}: client {client} sends POST /v1/jobs"));
@@ -574,53 +659,67 @@ impl Run {
 
     fn finish(&mut self, id: TaskId, kind: TaskKind, output: TaskOutput) {
         match (kind, output) {
-            (TaskKind::Ingest { client }, TaskOutput::Answer(response)) => {
+            (TaskKind::Ingest { client, abandoned }, TaskOutput::Answer(response)) => {
                 let status = response.status;
-                self.note(|| format!("task {id}: client {client} gets {status} {}", response.body));
+                self.note(|| {
+                    format!(
+                        "task {id}: client {client} {} {status} {}",
+                        if abandoned { "no longer waits for" } else { "gets" },
+                        response.body
+                    )
+                });
                 let reuses_key = client >= self.scenario.submissions.len();
-                match status {
+                let acceptable = match status {
+                    503 => true,
+                    409 => reuses_key && response.body["error"]["code"] == "idempotency_key_reused",
+                    202 => {
+                        !reuses_key && {
+                            let (accepted, deduplicated) = self.scenario.expected_counts(client);
+                            let got = (
+                                response.body["accepted"].as_u64(),
+                                response.body["deduplicated"].as_u64(),
+                            );
+                            got == (Some(accepted), Some(deduplicated))
+                        }
+                    }
+                    _ => false,
+                };
+                if !acceptable {
+                    self.violations.push(format!(
+                        "client {client}{}: unexpected answer {status} {}",
+                        if reuses_key {
+                            " (reusing a key with other content)"
+                        } else {
+                            ""
+                        },
+                        response.body
+                    ));
+                }
+                if abandoned {
+                    return;
+                }
+                if status == 503 {
                     // Retryable: the client tries again later with the same key.
-                    503 => {
-                        let mut core = self.sim.lock();
-                        let at = core.now_ms + core.rng.u64(500..=5_000);
-                        self.clients[client] = Client::Waiting { at };
-                    }
-                    409 if reuses_key && response.body["error"]["code"] == "idempotency_key_reused" => {
-                        self.clients[client] = Client::Done;
-                    }
-                    202 if !reuses_key => {
-                        self.clients[client] = Client::Done;
-                        let (accepted, deduplicated) = self.scenario.expected_counts(client);
-                        let got = (
-                            response.body["accepted"].as_u64(),
-                            response.body["deduplicated"].as_u64(),
-                        );
-                        if got != (Some(accepted), Some(deduplicated)) {
-                            self.violations.push(format!(
-                                "submission {client}: answered accepted/deduplicated {got:?}, expected {accepted}/{deduplicated}"
-                            ));
+                    let mut core = self.sim.lock();
+                    let at = core.now_ms + core.rng.u64(500..=5_000);
+                    self.clients[client] = Client::Waiting { at };
+                    return;
+                }
+                self.clients[client] = Client::Done;
+                if client == 0 && status == 202 {
+                    if let Some(other) = self.clients.get_mut(self.scenario.submissions.len()) {
+                        if *other == Client::Blocked {
+                            let now = self.sim.lock().now_ms;
+                            *other = Client::Waiting { at: now };
                         }
-                        if client == 0 {
-                            if let Some(other) = self.clients.get_mut(self.scenario.submissions.len()) {
-                                let now = self.sim.lock().now_ms;
-                                *other = Client::Waiting { at: now };
-                            }
-                        }
-                    }
-                    _ => {
-                        self.clients[client] = Client::Done;
-                        self.violations.push(format!(
-                            "client {client}{}: unexpected answer {status} {}",
-                            if reuses_key {
-                                " (reusing a key with other content)"
-                            } else {
-                                ""
-                            },
-                            response.body
-                        ));
                     }
                 }
             }
+            (TaskKind::Redrive, TaskOutput::Redriven(result)) => match result {
+                Ok(moved) => self.note(|| format!("task {id}: redrive moved {} messages", moved.messages)),
+                // The operator runs it again later; the final redrive does.
+                Err(e) => self.note(|| format!("task {id}: redrive failed: {e}")),
+            },
             (TaskKind::Worker { batch }, TaskOutput::Batch(report)) => {
                 self.note(|| {
                     format!(
@@ -693,6 +792,19 @@ impl Run {
 
     /// Moves the DLQ back with the production redrive.
     fn redrive(&mut self) {
+        {
+            // A redrive that died mid-run left DLQ messages in flight: the
+            // operator's later run sees them again.
+            let mut core = self.sim.lock();
+            let latest = core.queues[QueueId::Dead as usize]
+                .messages
+                .iter()
+                .map(|m| m.visible_at)
+                .max();
+            if let Some(t) = latest {
+                core.now_ms = core.now_ms.max(t);
+            }
+        }
         let dead: Arc<dyn AccrualQueue> = self.dead.clone();
         let main: Arc<dyn AccrualQueue> = self.main.clone();
         match futures::executor::block_on(crate::dlq::redrive(dead.as_ref(), main.as_ref(), usize::MAX)) {
