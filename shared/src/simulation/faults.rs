@@ -272,3 +272,46 @@ impl Ledger for DoubleCreditLedger {
         self.inner.reverse(target, now).await
     }
 }
+
+/// A deliberately broken job store, to show the checks catch a broken
+/// ingest rule: a job counts as enqueued from its creation on.
+pub(crate) struct EarlyEnqueuedJobs {
+    pub inner: Arc<dyn JobStore>,
+}
+
+#[async_trait]
+impl JobStore for EarlyEnqueuedJobs {
+    async fn create_job(&self, job: &NewJob) -> Result<CreateJob, StoreError> {
+        let created = self.inner.create_job(job).await?;
+        if let CreateJob::Created(_) = created {
+            self.inner.mark_enqueued(job.job_id).await?;
+        }
+        Ok(created)
+    }
+
+    async fn mark_enqueued(&self, job_id: JobId) -> Result<(), StoreError> {
+        self.inner.mark_enqueued(job_id).await
+    }
+
+    async fn get_job(&self, job_id: JobId) -> Result<Option<Job>, StoreError> {
+        self.inner.get_job(job_id).await
+    }
+
+    async fn fold_message(
+        &self,
+        job_id: JobId,
+        seq: u32,
+        counts: MessageCounts,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        self.inner.fold_message(job_id, seq, counts, now).await
+    }
+
+    async fn record_chunk(&self, job_id: JobId, chunk: &ChunkReport, now: OffsetDateTime) -> Result<bool, StoreError> {
+        self.inner.record_chunk(job_id, chunk, now).await
+    }
+
+    async fn chunk_recorded(&self, job_id: JobId, index: u32) -> Result<bool, StoreError> {
+        self.inner.chunk_recorded(job_id, index).await
+    }
+}

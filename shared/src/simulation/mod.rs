@@ -170,6 +170,10 @@ pub enum Flaw {
     /// The event source deletes a batch as soon as it is received, before
     /// the worker applied it: a crash or a failure loses messages.
     AckBeforeApply,
+    /// The job is recorded as enqueued when it is created, before its
+    /// messages are sent: a retry after a crash or a partial send answers
+    /// 202 as a replay and never queues what is missing.
+    EnqueuedBeforeSending,
 }
 
 /// The store under the fault-injecting wrappers.

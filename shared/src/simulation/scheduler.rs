@@ -22,7 +22,7 @@ use crate::submission::job_id_for_key;
 use crate::worker::{BatchReport, IncomingMessage, Worker, WorkerSettings};
 
 use super::exec::{Core, GatePoint, Sim, StoreFault, TaskId, Verdict};
-use super::faults::{DoubleCreditLedger, FaultyJobStore, FaultyLedger, FaultyQueue};
+use super::faults::{DoubleCreditLedger, EarlyEnqueuedJobs, FaultyJobStore, FaultyLedger, FaultyQueue};
 use super::queue::{short, QueueId, SimQueue};
 use super::scenario::Scenario;
 use super::{FaultKind, Flaw, SeedOutcome, SimBackend, SimOptions};
@@ -180,8 +180,12 @@ fn run_unguarded(seed: u64, options: &SimOptions) -> SeedOutcome {
         inner: production_ledger,
         sim: sim.clone(),
     });
+    let production_jobs: Arc<dyn JobStore> = match options.flaw {
+        Some(Flaw::EnqueuedBeforeSending) => Arc::new(EarlyEnqueuedJobs { inner: jobs.clone() }),
+        _ => jobs.clone(),
+    };
     let faulty_jobs: Arc<dyn JobStore> = Arc::new(FaultyJobStore {
-        inner: jobs.clone(),
+        inner: production_jobs,
         sim: sim.clone(),
     });
     let faulty_queue: Arc<dyn AccrualQueue> = Arc::new(FaultyQueue {
