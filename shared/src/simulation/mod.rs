@@ -117,10 +117,12 @@ impl FaultKind {
 pub struct FaultCounts([u64; FaultKind::ALL.len()]);
 
 impl FaultCounts {
+    /// Faults of `kind` so far.
     pub fn get(&self, kind: FaultKind) -> u64 {
         self.0[kind as usize]
     }
 
+    /// Counts `n` more faults of `kind`.
     pub fn add(&mut self, kind: FaultKind, n: u64) {
         self.0[kind as usize] += n;
     }
@@ -132,6 +134,7 @@ impl FaultCounts {
         }
     }
 
+    /// Faults of every kind.
     pub fn total(&self) -> u64 {
         self.0.iter().sum()
     }
@@ -228,6 +231,7 @@ pub struct SeedOutcome {
 }
 
 impl SeedOutcome {
+    /// Whether every invariant held.
     pub fn passed(&self) -> bool {
         self.violations.is_empty()
     }
@@ -279,21 +283,21 @@ impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "seeds run         {} ({} failed) in {:.2} s",
+            "seeds run          {} ({} failed) in {:.2} s",
             self.seeds_run,
             self.failures.len(),
             self.elapsed.as_secs_f64()
         )?;
-        writeln!(f, "accruals          {}", self.items)?;
-        writeln!(f, "ingest requests   {}", self.requests)?;
+        writeln!(f, "accruals           {}", self.items)?;
+        writeln!(f, "ingest requests    {}", self.requests)?;
         writeln!(f, "worker invocations {}", self.invocations)?;
         writeln!(
             f,
-            "dead-lettered     {} messages; {} jobs had accruals counted failed before the redrive",
+            "dead-lettered      {} messages; {} jobs had accruals counted failed before the redrive",
             self.dead_lettered, self.jobs_failed_before_redrive
         )?;
-        writeln!(f, "scheduler steps   {}", self.steps)?;
-        writeln!(f, "faults injected   {}", self.faults.total())?;
+        writeln!(f, "scheduler steps    {}", self.steps)?;
+        writeln!(f, "faults injected    {}", self.faults.total())?;
         write!(f, "{}", self.faults)
     }
 }
