@@ -69,6 +69,10 @@ enum Command {
     Dlq(DlqArgs),
     /// Predict drain time and cost of a campaign on AWS, and the limit that binds.
     Plan(PlanArgs),
+    /// Run the deterministic simulation of the pipeline under faults (docs/simulation.md).
+    ///
+    /// Exit status: 0 every seed passed; 1 a seed failed (its report, replay command and trace are printed).
+    Simulate(SimulateArgs),
     /// Show a member's balances.
     Balance {
         #[command(flatten)]
@@ -143,6 +147,34 @@ enum Command {
         #[arg(long)]
         reason: Option<String>,
     },
+}
+
+#[derive(Args)]
+struct SimulateArgs {
+    /// How many seeds to run.
+    #[arg(long, default_value_t = 10_000)]
+    seeds: u64,
+    /// The first seed.
+    #[arg(long, default_value_t = 0)]
+    from: u64,
+    /// Replay this one seed (with --trace, print its events).
+    #[arg(long, conflicts_with_all = ["seeds", "from"])]
+    seed: Option<u64>,
+    /// Print the events of the run (with --seed).
+    #[arg(long, requires = "seed")]
+    trace: bool,
+    /// The store under the fault-injecting adapters.
+    #[arg(long, value_enum, default_value = "memory")]
+    store: SimStore,
+    /// Threads sharing out the seeds (each seed runs alone on one thread). Default: the machine's cores.
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum SimStore {
+    Memory,
+    Sqlite,
 }
 
 #[derive(Args)]
@@ -547,6 +579,53 @@ fn submit_defaults() -> SubmitOptions {
     }
 }
 
+fn run_simulate(args: &SimulateArgs) -> anyhow::Result<ExitCode> {
+    use pointflow::simulation::{run_seed, run_seeds, SimBackend, SimOptions};
+
+    let options = SimOptions {
+        backend: match args.store {
+            SimStore::Memory => SimBackend::Memory,
+            SimStore::Sqlite => SimBackend::Sqlite,
+        },
+        flaw: None,
+        trace: args.trace,
+    };
+    if let Some(seed) = args.seed {
+        let started = std::time::Instant::now();
+        let outcome = run_seed(seed, &options);
+        for line in &outcome.trace {
+            println!("{line}");
+        }
+        println!(
+            "seed {seed}: {} in {:.3} s",
+            if outcome.passed() { "passed" } else { "FAILED" },
+            started.elapsed().as_secs_f64()
+        );
+        println!("faults injected {}:\n{}", outcome.faults.total(), outcome.faults);
+        if outcome.passed() {
+            return Ok(ExitCode::SUCCESS);
+        }
+        println!("{}", outcome.report());
+        return Ok(ExitCode::FAILURE);
+    }
+    let threads = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let summary = run_seeds(args.from, args.seeds, &options, threads, false);
+    println!("{summary}");
+    let Some(first) = summary.failures.first() else {
+        return Ok(ExitCode::SUCCESS);
+    };
+    let failing: Vec<u64> = summary.failures.iter().map(|f| f.seed).collect();
+    println!("failing seeds: {failing:?}");
+    // Replayed with its trace: the same seed makes the same run.
+    println!(
+        "{}",
+        run_seed(first.seed, &SimOptions { trace: true, ..options }).report()
+    );
+    Ok(ExitCode::FAILURE)
+}
+
 fn run_plan(args: PlanArgs) -> anyhow::Result<ExitCode> {
     let params = match &args.params {
         Some(path) => {
@@ -866,8 +945,13 @@ async fn run_submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    init_logging();
-    match run(Cli::parse()).await {
+    let cli = Cli::parse();
+    // The simulation makes the worker fail on purpose thousands of times:
+    // its warnings would drown the report.
+    if !matches!(cli.command, Command::Simulate(_)) {
+        init_logging();
+    }
+    match run(cli).await {
         Ok(code) => code,
         Err(error) => {
             eprintln!("error: {error:#}");
@@ -893,6 +977,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }) => return run_bench_sweep(run, knobs, values, plot).await,
         Command::Submit(args) => return run_submit(args).await,
         Command::Plan(args) => return run_plan(args),
+        Command::Simulate(args) => return tokio::task::spawn_blocking(move || run_simulate(&args)).await?,
         Command::Dlq(args) => return run_dlq(args).await,
         Command::Status { api, jobs } => {
             let client = api_client(&api)?;

@@ -24,6 +24,7 @@ pub mod packing;
 pub mod ports;
 pub mod retry;
 pub mod reversal;
+pub mod simulation;
 pub mod strict_json;
 pub mod submission;
 pub mod telemetry;
