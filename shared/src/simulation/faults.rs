@@ -12,7 +12,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
-use crate::domain::{Accrual, ChunkReport, Job, JobId, MessageCounts, MessageRef, NewJob};
+use crate::domain::{Accrual, CancelCounts, ChunkReport, FoldedItems, Job, JobId, MessageCounts, MessageRef, NewJob};
+use crate::history::HistoryEntry;
 use crate::lots::BalanceSheet;
 use crate::ports::{AccrualQueue, ApplyOutcome, CreateJob, JobStore, Ledger, QueueError, ReceivedMessage, StoreError};
 use crate::reversal::{ReversalOutcome, ReversalTarget};
@@ -107,6 +108,20 @@ impl Ledger for FaultyLedger {
     async fn reverse(&self, target: &ReversalTarget, now: OffsetDateTime) -> Result<ReversalOutcome, StoreError> {
         store_call!(self.sim, "reverse", self.inner.reverse(target, now))
     }
+
+    async fn history_entries(
+        &self,
+        member_id: &str,
+        point_type: Option<&str>,
+        before: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<HistoryEntry>, StoreError> {
+        store_call!(
+            self.sim,
+            "history_entries",
+            self.inner.history_entries(member_id, point_type, before, limit)
+        )
+    }
 }
 
 /// A [`JobStore`] whose calls can fail, interleave and be followed by a crash.
@@ -134,12 +149,13 @@ impl JobStore for FaultyJobStore {
         job_id: JobId,
         seq: u32,
         counts: MessageCounts,
+        items: &[String],
         now: OffsetDateTime,
     ) -> Result<bool, StoreError> {
         store_call!(
             self.sim,
             "fold_message",
-            self.inner.fold_message(job_id, seq, counts, now)
+            self.inner.fold_message(job_id, seq, counts, items, now)
         )
     }
 
@@ -149,6 +165,28 @@ impl JobStore for FaultyJobStore {
 
     async fn chunk_recorded(&self, job_id: JobId, index: u32) -> Result<bool, StoreError> {
         store_call!(self.sim, "chunk_recorded", self.inner.chunk_recorded(job_id, index))
+    }
+
+    async fn begin_cancel(&self, job_id: JobId, now: OffsetDateTime) -> Result<Option<Job>, StoreError> {
+        store_call!(self.sim, "begin_cancel", self.inner.begin_cancel(job_id, now))
+    }
+
+    async fn folded_items(&self, job_id: JobId, seq: u32) -> Result<Option<FoldedItems>, StoreError> {
+        store_call!(self.sim, "folded_items", self.inner.folded_items(job_id, seq))
+    }
+
+    async fn record_cancelled(
+        &self,
+        job_id: JobId,
+        seq: u32,
+        counts: CancelCounts,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        store_call!(
+            self.sim,
+            "record_cancelled",
+            self.inner.record_cancelled(job_id, seq, counts, now)
+        )
     }
 }
 
@@ -271,6 +309,16 @@ impl Ledger for DoubleCreditLedger {
     async fn reverse(&self, target: &ReversalTarget, now: OffsetDateTime) -> Result<ReversalOutcome, StoreError> {
         self.inner.reverse(target, now).await
     }
+
+    async fn history_entries(
+        &self,
+        member_id: &str,
+        point_type: Option<&str>,
+        before: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<HistoryEntry>, StoreError> {
+        self.inner.history_entries(member_id, point_type, before, limit).await
+    }
 }
 
 /// A deliberately broken job store, to show the checks catch a broken
@@ -302,9 +350,10 @@ impl JobStore for EarlyEnqueuedJobs {
         job_id: JobId,
         seq: u32,
         counts: MessageCounts,
+        items: &[String],
         now: OffsetDateTime,
     ) -> Result<bool, StoreError> {
-        self.inner.fold_message(job_id, seq, counts, now).await
+        self.inner.fold_message(job_id, seq, counts, items, now).await
     }
 
     async fn record_chunk(&self, job_id: JobId, chunk: &ChunkReport, now: OffsetDateTime) -> Result<bool, StoreError> {
@@ -313,5 +362,23 @@ impl JobStore for EarlyEnqueuedJobs {
 
     async fn chunk_recorded(&self, job_id: JobId, index: u32) -> Result<bool, StoreError> {
         self.inner.chunk_recorded(job_id, index).await
+    }
+
+    async fn begin_cancel(&self, job_id: JobId, now: OffsetDateTime) -> Result<Option<Job>, StoreError> {
+        self.inner.begin_cancel(job_id, now).await
+    }
+
+    async fn folded_items(&self, job_id: JobId, seq: u32) -> Result<Option<FoldedItems>, StoreError> {
+        self.inner.folded_items(job_id, seq).await
+    }
+
+    async fn record_cancelled(
+        &self,
+        job_id: JobId,
+        seq: u32,
+        counts: CancelCounts,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        self.inner.record_cancelled(job_id, seq, counts, now).await
     }
 }

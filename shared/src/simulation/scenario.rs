@@ -180,6 +180,7 @@ impl Scenario {
         ApiRequest {
             method: "POST".into(),
             path: "/v1/jobs".into(),
+            query: Vec::new(),
             headers: vec![
                 ("Content-Type".into(), "application/json".into()),
                 ("Idempotency-Key".into(), key.to_owned()),
