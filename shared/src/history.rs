@@ -165,6 +165,17 @@ pub fn key_time(at: OffsetDateTime) -> String {
     at.to_offset(time::UtcOffset::UTC).format(KEY_TIME).unwrap_or_default()
 }
 
+/// A sort key's parts: its time (whole milliseconds), kind and the rest
+/// (the id); `None` if `key` is not a sort key.
+pub fn split_sort_key(key: &str) -> Option<(OffsetDateTime, EntryKind, &str)> {
+    let mut parts = key.splitn(3, '#');
+    let time = time::PrimitiveDateTime::parse(parts.next()?, KEY_TIME)
+        .ok()?
+        .assume_utc();
+    let kind = EntryKind::parse(parts.next()?)?;
+    Some((time, kind, parts.next()?))
+}
+
 /// A sort key from its parts ([`HistoryEntry::sort_key`]), for stores that
 /// write it without building the entry.
 pub fn sort_key(key_time: &str, kind: EntryKind, reverses: Option<ReversalKind>, id: &str) -> String {
@@ -209,13 +220,7 @@ impl HistoryCursor {
     pub fn decode(text: &str) -> Option<Self> {
         let bytes = URL_SAFE_NO_PAD.decode(text).ok()?;
         let key = String::from_utf8(bytes).ok()?;
-        let mut parts = key.splitn(3, '#');
-        let time = parts.next()?;
-        let kind = parts.next()?;
-        parts.next()?;
-        if time.len() != 24 || EntryKind::parse(kind).is_none() {
-            return None;
-        }
+        split_sort_key(&key)?;
         Some(HistoryCursor(key))
     }
 }
@@ -388,6 +393,19 @@ mod tests {
         sorted.sort();
         assert_eq!(keys, sorted);
         assert_eq!(keys[0], "2026-01-01T00:00:05.000Z#use#u");
+    }
+
+    #[test]
+    fn sort_keys_split_into_their_parts() {
+        let e = entry(EntryKind::Accrual, "a#1", datetime!(2026-03-04 05:06:07.089 UTC));
+        let key = e.sort_key();
+        let (at, kind, id) = split_sort_key(&key).unwrap();
+        assert_eq!(
+            (at, kind, id),
+            (datetime!(2026-03-04 05:06:07.089 UTC), EntryKind::Accrual, "a#1")
+        );
+        assert_eq!(split_sort_key("2026-03-04T05:06:07.089Z#nope#x"), None);
+        assert_eq!(split_sort_key("yesterday#use#x"), None);
     }
 
     #[test]

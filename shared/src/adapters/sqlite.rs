@@ -11,7 +11,7 @@
 //! | `balances`       | `(member_id, point_type)` | the plain lot (`balance`) and lifetime `earned` / `used` |
 //! | `lots`           | `(member_id, point_type, lot)` | the other lots: scheduled or expiring points |
 //! | `uses`           | `use_id`                  | applied uses, what each took from which lot, when it was reversed |
-//! | `history`        | `(member_id, sort_key)`   | every credit, use and reversal of a member, as [`HistoryEntry`] JSON |
+//! | `history`        | `(member_id, sort_key)`   | every use and reversal of a member, as [`HistoryEntry`] JSON (credits are read from `ledger` through its `ledger_member` index) |
 //! | `jobs`           | `job_id`                  | jobs and their counts |
 //! | `folded`         | `(job_id, seq)`           | messages whose counts are in their job |
 //! | `chunks`         | `(job_id, chunk)`         | file chunks whose counts are in their job |
@@ -41,7 +41,7 @@ use crate::capacity::{
 use crate::domain::{
     Accrual, CancelCounts, CancelProgress, ChunkReport, FoldedItems, Job, JobId, MessageCounts, MessageRef, NewJob,
 };
-use crate::history::HistoryEntry;
+use crate::history::{split_sort_key, EntryKind, HistoryEntry};
 use crate::lots::{BalanceSheet, Lot, LotKey};
 use crate::ports::{
     AccrualQueue, ApplyOutcome, BoxError, CreateJob, JobStore, Ledger, QueueError, ReceivedMessage, StoreError,
@@ -111,9 +111,10 @@ CREATE TABLE IF NOT EXISTS uses (
     reversed_at TEXT
 ) WITHOUT ROWID;
 
--- A member's history, as DynamoDB's `history` index holds it (version 4):
--- one row per credited accrual, applied use and reversal, written in the
+-- A member's history of uses and reversals (version 4), written in the
 -- transaction that made the change; `entry` is the HistoryEntry as JSON.
+-- Credits are read from the ledger itself, through `ledger_member`: a narrow
+-- index costs a credit far less than a history row would.
 CREATE TABLE IF NOT EXISTS history (
     member_id  TEXT NOT NULL,
     sort_key   TEXT NOT NULL,
@@ -182,6 +183,8 @@ CREATE TABLE IF NOT EXISTS queue_messages (
     sent_at        INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS queue_messages_fifo ON queue_messages (queue, id);
+-- A member's credits in time order, for the history (version 4).
+CREATE INDEX IF NOT EXISTS ledger_member ON ledger (member_id, applied_at);
 ";
 
 /// Upgrades a version-1 database; `SCHEMA` then adds the new tables.
@@ -525,7 +528,6 @@ impl Ledger for SqliteStore {
         self.run("apply_accruals", move |conn| {
             let job = by.job_id.to_string();
             let seq = i64::from(by.seq);
-            let at = now;
             let now = unix_millis(now);
             let mut outcome = ApplyOutcome {
                 requests: 1,
@@ -537,7 +539,6 @@ impl Ledger for SqliteStore {
                 let mut credit = tx.prepare_cached(CREDIT_BALANCE)?;
                 let mut credit_lot = tx.prepare_cached(CREDIT_LOT)?;
                 let mut owner = tx.prepare_cached("SELECT job_id, seq FROM ledger WHERE accrual_id = ?1")?;
-                let mut history = tx.prepare_cached(INSERT_HISTORY)?;
                 for a in &accruals {
                     let amount = to_i64(a.amount, "amount")?;
                     let inserted = insert.execute(params![
@@ -552,7 +553,6 @@ impl Ledger for SqliteStore {
                         lot_column(a)
                     ])?;
                     if inserted == 1 {
-                        insert_history(&mut history, &a.member_id, &HistoryEntry::accrual(a, by.job_id, at))?;
                         let lot = a.lot();
                         let plain = if lot.is_plain() { amount } else { 0 };
                         credit.execute(params![a.member_id, a.point_type, plain, amount, now])?;
@@ -794,12 +794,18 @@ impl Ledger for SqliteStore {
             let mut entries = Vec::new();
             for row in rows {
                 let (key, json) = row?;
-                entries.push(serde_json::from_str(&json).map_err(|e| Failure::Corrupt {
+                let entry: HistoryEntry = serde_json::from_str(&json).map_err(|e| Failure::Corrupt {
                     key: format!("history {member_id} {key}"),
                     detail: format!("entry is not a history entry: {e}"),
-                })?);
+                })?;
+                entries.push((key, entry));
             }
-            Ok(entries)
+            for entry in credits_before(conn, &member_id, point_type.as_deref(), &before, limit)? {
+                entries.push((entry.sort_key(), entry));
+            }
+            entries.sort_by(|a, b| b.0.cmp(&a.0));
+            entries.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+            Ok(entries.into_iter().map(|(_, entry)| entry).collect())
         })
         .await
     }
@@ -827,13 +833,6 @@ impl SingleWrites for SqliteStore {
                     unix_millis(now),
                     lot_column(&a)
                 ])?;
-                if inserted == 1 {
-                    insert_history(
-                        &mut conn.prepare_cached(INSERT_HISTORY)?,
-                        &a.member_id,
-                        &HistoryEntry::accrual(&a, by.job_id, now),
-                    )?;
-                }
                 Ok(inserted == 1)
             })
             .await?;
@@ -884,58 +883,99 @@ fn insert_history(
     Ok(())
 }
 
-/// Writes the history of a database from before version 4 from its ledger
-/// and uses: entries keep their lot's dates, times are as stored.
+/// A member's credits with a sort key below `before`, newest first, at most
+/// `limit`, read from the ledger through `ledger_member`.
+fn credits_before(
+    conn: &Connection,
+    member_id: &str,
+    point_type: Option<&str>,
+    before: &str,
+    limit: i64,
+) -> Result<Vec<HistoryEntry>, Failure> {
+    // Rows at the cursor's own millisecond qualify by kind, then id: all of
+    // them (mode 1) if "accrual" sorts before the cursor's kind, none (0) if
+    // after, those with a smaller id (2) if it is a credit.
+    let (millis, mode, id) = match split_sort_key(before) {
+        None => (i64::MAX, 0, ""),
+        Some((at, kind, id)) => (
+            unix_millis(at),
+            match EntryKind::Accrual.as_str().cmp(kind.as_str()) {
+                std::cmp::Ordering::Less => 1,
+                std::cmp::Ordering::Greater => 0,
+                std::cmp::Ordering::Equal => 2,
+            },
+            id,
+        ),
+    };
+    let mut statement = conn.prepare_cached(
+        "SELECT accrual_id, job_id, member_id, point_type, amount, reason, applied_at, lot FROM ledger
+         WHERE member_id = ?1 AND (?2 IS NULL OR point_type = ?2)
+           AND (applied_at < ?3 OR (applied_at = ?3 AND (?4 = 1 OR (?4 = 2 AND accrual_id < ?5))))
+         ORDER BY applied_at DESC, accrual_id DESC LIMIT ?6",
+    )?;
+    let mut rows = statement.query(params![member_id, point_type, millis, mode, id, limit])?;
+    let mut entries = Vec::new();
+    while let Some(row) = rows.next()? {
+        entries.push(credit_entry(row)?);
+    }
+    Ok(entries)
+}
+
+/// The history entry of a ledger row (`accrual_id, job_id, member_id,
+/// point_type, amount, reason, applied_at, lot`): its lot gives back its
+/// dates (whole seconds), `applied_at` its time (whole milliseconds).
+fn credit_entry(row: &rusqlite::Row<'_>) -> Result<HistoryEntry, Failure> {
+    let id: String = row.get(0)?;
+    let key = || format!("ledger {id}");
+    let lot = row
+        .get::<_, Option<String>>(7)?
+        .map(|name| {
+            LotKey::from_attribute(&name).ok_or_else(|| Failure::Corrupt {
+                key: key(),
+                detail: format!("lot is not a lot: {name}"),
+            })
+        })
+        .transpose()?
+        .unwrap_or(LotKey::PLAIN);
+    let time = |seconds: i64| OffsetDateTime::from_unix_timestamp(seconds).ok();
+    let accrual = Accrual {
+        accrual_id: id.clone(),
+        member_id: row.get(2)?,
+        point_type: row.get(3)?,
+        amount: to_u64(row.get(4)?, key, "amount")?,
+        reason: row.get(5)?,
+        apply_at: (lot.from != 0).then(|| time(lot.from)).flatten(),
+        expires_at: lot.until.and_then(time),
+    };
+    let mut entry = HistoryEntry::accrual(&accrual, JobId(uuid::Uuid::nil()), from_unix_millis(row.get(6)?));
+    // Every job id this program wrote is a UUID; show none otherwise.
+    entry.job_id = row.get::<_, String>(1)?.parse().ok().map(JobId);
+    Ok(entry)
+}
+
+/// Writes the history of uses and reversals of a database from before
+/// version 4 (credits need nothing: they are read from the ledger).
 fn backfill_history(conn: &Connection) -> Result<(), Failure> {
     let mut insert = conn.prepare_cached(INSERT_HISTORY)?;
     let mut entries: Vec<(String, HistoryEntry)> = Vec::new();
     {
         let mut ledger = conn.prepare(
-            "SELECT accrual_id, job_id, member_id, point_type, amount, reason, applied_at, lot, reversed_at FROM ledger",
+            "SELECT accrual_id, member_id, point_type, amount, reversed_at FROM ledger WHERE reversed_at IS NOT NULL",
         )?;
         let mut rows = ledger.query([])?;
         while let Some(row) = rows.next()? {
             let id: String = row.get(0)?;
-            let key = || format!("ledger {id}");
-            // Every job id this program wrote is a UUID; show none otherwise.
-            let job_id = row.get::<_, String>(1)?.parse().ok().map(JobId);
-            let lot = row
-                .get::<_, Option<String>>(7)?
-                .map(|name| {
-                    LotKey::from_attribute(&name).ok_or_else(|| Failure::Corrupt {
-                        key: key(),
-                        detail: format!("lot is not a lot: {name}"),
-                    })
-                })
-                .transpose()?
-                .unwrap_or(LotKey::PLAIN);
-            let time = |seconds: i64| OffsetDateTime::from_unix_timestamp(seconds).ok();
-            let accrual = Accrual {
-                accrual_id: id.clone(),
-                member_id: row.get(2)?,
-                point_type: row.get(3)?,
-                amount: to_u64(row.get(4)?, key, "amount")?,
-                reason: row.get(5)?,
-                apply_at: (lot.from != 0).then(|| time(lot.from)).flatten(),
-                expires_at: lot.until.and_then(time),
-            };
-            let applied_at = from_unix_millis(row.get(6)?);
-            let mut entry = HistoryEntry::accrual(&accrual, JobId(uuid::Uuid::nil()), applied_at);
-            entry.job_id = job_id;
-            entries.push((accrual.member_id.clone(), entry));
-            if let Some(at) = row.get::<_, Option<String>>(8)? {
-                entries.push((
-                    accrual.member_id.clone(),
-                    HistoryEntry::reversal(&ReversalRecord {
-                        kind: ReversalKind::Accrual,
-                        id: id.clone(),
-                        member_id: accrual.member_id.clone(),
-                        point_type: accrual.point_type.clone(),
-                        amount: accrual.amount,
-                        reversed_at: parse_rfc3339(&at, key)?,
-                    }),
-                ));
-            }
+            let member_id: String = row.get(1)?;
+            let at: String = row.get(4)?;
+            let reversal = HistoryEntry::reversal(&ReversalRecord {
+                kind: ReversalKind::Accrual,
+                id: id.clone(),
+                member_id: member_id.clone(),
+                point_type: row.get(2)?,
+                amount: to_u64(row.get(3)?, || format!("ledger {id}"), "amount")?,
+                reversed_at: parse_rfc3339(&at, || format!("ledger {id}"))?,
+            });
+            entries.push((member_id, reversal));
         }
     }
     {
@@ -1671,7 +1711,6 @@ mod tests {
     use std::path::PathBuf;
 
     use super::*;
-    use crate::history::EntryKind;
 
     /// A unique directory under the system temp dir, removed on drop (also
     /// when the test fails).
