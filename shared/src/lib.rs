@@ -13,6 +13,7 @@ pub mod config;
 pub mod csv_rows;
 pub mod dlq;
 pub mod domain;
+pub mod fuzzing;
 pub mod import;
 pub mod ingest;
 pub mod lots;
