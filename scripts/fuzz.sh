@@ -2,7 +2,7 @@
 # Long fuzzing runs, by hand (CI only replays the corpus: see docs/fuzzing.md).
 #
 #   scripts/fuzz.sh TARGET [SECONDS]      # TARGET: api_body, csv_import, message_decode
-#   scripts/fuzz.sh TARGET cmin           # shrink the committed corpus to what adds coverage
+#   scripts/fuzz.sh TARGET cmin           # shrink everything found into the committed corpus
 #
 # Needs cargo-fuzz (`cargo install cargo-fuzz --version 0.13.1 --locked`). On a
 # stable toolchain RUSTC_BOOTSTRAP=1 lets it use the nightly flags it needs.
@@ -18,12 +18,13 @@ export RUSTC_BOOTSTRAP=1
 sanitizer="${FUZZ_SANITIZER:-address}"
 
 if [ "$what" = cmin ]; then
-  # Everything seen so far, minimised into the committed corpus.
+  # Everything seen so far, reduced to a small set of inputs up to 1 KiB
+  # covering the same edges (set cover), into the committed corpus.
   mkdir -p "corpus-full/$target"
   cp -n "corpus/$target"/* "corpus-full/$target"/ 2>/dev/null || true
   rm -rf "corpus/$target" && mkdir -p "corpus/$target"
   cargo fuzz run --sanitizer "$sanitizer" "$target" "corpus/$target" "corpus-full/$target" -- \
-    -merge=1 -max_len=4096 -rss_limit_mb=1024 -malloc_limit_mb=64
+    -set_cover_merge=1 -use_counters=0 -max_len=1024 -rss_limit_mb=1024 -malloc_limit_mb=64
   exit 0
 fi
 
