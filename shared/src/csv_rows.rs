@@ -88,20 +88,24 @@ struct Layout {
 
 /// Reads accruals row by row from a CSV stream.
 pub struct CsvAccruals<R: Read> {
-    reader: csv::Reader<R>,
+    reader: csv::Reader<std::io::Chain<&'static [u8], R>>,
     layout: Layout,
     columns: Vec<String>,
     id_prefix: String,
     record: csv::ByteRecord,
     /// Lines before the first one this reader saw (0 unless resumed).
     lines_before: u64,
+    /// Bytes put before `input` (see [`CsvAccruals::resume`]).
+    prefix: u64,
+    /// The line a resumed reader starts at (0 unless resumed).
+    first_line: u64,
 }
 
 impl<R: Read> CsvAccruals<R> {
     /// Reads and checks the header. `file_identity` (e.g. bucket, key and
     /// ETag) seeds the ids of rows without `accrual_id`.
     pub fn new(input: R, file_identity: &str) -> Result<Self, CsvFileError> {
-        let mut reader = csv_reader(input);
+        let mut reader = csv_reader(b"", input);
         let mut header = csv::ByteRecord::new();
         match reader.read_byte_record(&mut header) {
             Ok(true) => {}
@@ -129,6 +133,8 @@ impl<R: Read> CsvAccruals<R> {
             id_prefix: file_id_prefix(file_identity),
             record: csv::ByteRecord::new(),
             lines_before: 0,
+            prefix: 0,
+            first_line: 0,
         })
     }
 
@@ -136,14 +142,29 @@ impl<R: Read> CsvAccruals<R> {
     /// [`CsvAccruals::columns`]) and `first_line` is the line number of the
     /// row `input` starts at.
     pub fn resume(input: R, columns: &[String], first_line: u64, file_identity: &str) -> Result<Self, CsvFileError> {
+        // The csv parser drops a byte-order mark at the start of its input,
+        // so a row that starts a chunk with one would lose it (and a row a
+        // single pass rejects could pass). A chunk starts right after a line
+        // end, so that line end is put back in front: a blank line, skipped,
+        // and taken off the positions again.
         Ok(CsvAccruals {
-            reader: csv_reader(input),
+            reader: csv_reader(RESUME_PREFIX, input),
             layout: layout(columns)?,
             columns: columns.to_vec(),
             id_prefix: file_id_prefix(file_identity),
             record: csv::ByteRecord::new(),
-            lines_before: first_line.saturating_sub(1),
+            lines_before: first_line.saturating_sub(2),
+            prefix: RESUME_PREFIX.len() as u64,
+            first_line,
         })
+    }
+
+    /// The file's line number at the parser's line `line`. A record's
+    /// position is where the read began, before the blank lines it skipped,
+    /// so the first record of a resumed reader sits on the put-back line
+    /// end: it starts at `first_line`, where a single pass places it too.
+    fn line_at(&self, line: u64) -> u64 {
+        (self.lines_before + line).max(self.first_line)
     }
 
     /// The header's column names, in file order.
@@ -156,7 +177,10 @@ impl<R: Read> CsvAccruals<R> {
     /// [`CsvAccruals::resume`] picks up.
     pub fn consumed(&self) -> (u64, u64) {
         let position = self.reader.position();
-        (position.byte(), self.lines_before + position.line())
+        (
+            position.byte().saturating_sub(self.prefix),
+            self.line_at(position.line()),
+        )
     }
 
     /// Whether the row last returned gave its own `accrual_id` (else its id
@@ -187,13 +211,13 @@ impl<R: Read> CsvAccruals<R> {
     pub fn next_row(&mut self) -> Result<Option<(u64, CsvRow)>, CsvFileError> {
         loop {
             let more = self.reader.read_byte_record(&mut self.record).map_err(|source| {
-                let line = self.lines_before + source.position().map_or(0, |p| p.line());
+                let line = self.line_at(source.position().map_or(0, |p| p.line()));
                 CsvFileError::Read { line, source }
             })?;
             if !more {
                 return Ok(None);
             }
-            let line = self.lines_before + self.record.position().map_or(0, |p| p.line());
+            let line = self.line_at(self.record.position().map_or(0, |p| p.line()));
             let Some(fields) = fields(&self.record) else {
                 return Ok(Some((
                     line,
@@ -318,15 +342,19 @@ impl<R: Read> CsvAccruals<R> {
     }
 }
 
+/// What a resumed reader reads before its input: the line end the chunk
+/// starts after.
+const RESUME_PREFIX: &[u8] = b"\n";
+
 /// Records end at LF only, and a CR before it is dropped by hand (`fields`):
 /// with its default CRLF handling the csv crate numbers the lines of a CRLF
 /// file wrongly, and line numbers are what the error report promises.
-fn csv_reader<R: Read>(input: R) -> csv::Reader<R> {
+fn csv_reader<R: Read>(prefix: &'static [u8], input: R) -> csv::Reader<std::io::Chain<&'static [u8], R>> {
     csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
         .terminator(csv::Terminator::Any(b'\n'))
-        .from_reader(input)
+        .from_reader(prefix.chain(input))
 }
 
 /// Where each column is, from the header's names.
@@ -542,6 +570,18 @@ mod tests {
         let lf = "member_id,point_type,amount\nm,P,1\nm,P,2\n\nm,P,3\n";
         for chunk in [1, 7, 100] {
             assert_eq!(rows_in_chunks(lf, chunk), rows(lf));
+        }
+        // Found by fuzzing: a row starting with a byte-order mark (two files
+        // concatenated) lost it when a chunk started there, so a member id
+        // one pass rejects passed.
+        let bom = "member_id,point_type,amount\nm-1,P,1\n\u{feff}m-2,P,2\n\u{feff}m-3,P,3\n";
+        let whole = rows(bom);
+        assert!(
+            matches!(&whole[1].1, CsvRow::Rejected(e) if e[0].column == "member_id"),
+            "{whole:?}"
+        );
+        for chunk in [1, 10, 40] {
+            assert_eq!(rows_in_chunks(bom, chunk), whole, "chunks of {chunk} bytes");
         }
     }
 }

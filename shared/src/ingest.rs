@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use time::format_description::well_known::Rfc3339;
@@ -17,10 +18,12 @@ use crate::history::{history_page, HistoryCursor, HistoryQuery};
 use crate::lots::BalanceView;
 use crate::packing::{pack_accruals, pack_uses, PackingLimits};
 use crate::ports::{AccrualQueue, CreateJob, JobStore, Ledger};
-use crate::reversal::{reversal_from_json, ReversalKind, ReversalOutcome};
-use crate::strict_json::StrictValue;
-use crate::submission::{job_id_for_key, prepare_submission, prepare_uses};
-use crate::uses::{use_from_json, UseOutcome};
+use crate::reversal::{reversal_from_json, ReversalKind, ReversalOutcome, ReversalTarget};
+use crate::strict_json::{self, Budget, StrictSeed};
+use crate::submission::{
+    job_id_for_key, prepare_submission, prepare_uses, ItemKind, PreparedSubmission, PreparedUses, SubmissionError,
+};
+use crate::uses::{use_from_json, Use, UseOutcome};
 use crate::validation::{check_idempotency_key, check_member_id};
 
 /// Largest request body: a Lambda behind API Gateway receives at most 6 MB
@@ -113,14 +116,128 @@ pub fn rfc3339(t: OffsetDateTime) -> String {
     t.format(&Rfc3339).unwrap_or_default()
 }
 
-/// `POST /v1/jobs`: `{"accruals": [...]}` or, for a bulk-use job,
-/// `{"uses": [...]}`. Items are read strictly: an item repeating a key is
-/// malformed, not last-wins.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+/// Estimated memory one submitted item may take once parsed: a valid item
+/// (an object of at most 7 scalar fields) takes under 1 KiB, so only items
+/// hiding arrays or objects inside reach it.
+pub const ITEM_BUDGET_BYTES: usize = 1024;
+/// The same for a use or reversal body, a single small object.
+const SINGLE_BODY_BUDGET_BYTES: usize = 4 * ITEM_BUDGET_BYTES;
+
+/// The body of `POST /v1/jobs`: `{"accruals": [...]}` or, for a bulk-use
+/// job, `{"uses": [...]}`, each item read strictly (a repeated key is
+/// malformed, not last-wins) within a budget, and the items beyond
+/// `max_items` counted but not kept, so that neither a flood of items nor
+/// items full of nested JSON can exhaust the function's memory before the
+/// limits are checked.
 struct SubmitBody {
-    accruals: Option<Vec<StrictValue>>,
-    uses: Option<Vec<StrictValue>>,
+    kind: ItemKind,
+    items: Vec<Value>,
+    /// Items in the body, also those not kept.
+    count: usize,
+}
+
+/// The two lists a submission may hold, one of them.
+const SUBMIT_FIELDS: &[&str] = &["accruals", "uses"];
+
+struct SubmitSeed<'b> {
+    max_items: usize,
+    budget: &'b Budget,
+}
+
+impl<'de> DeserializeSeed<'de> for SubmitSeed<'_> {
+    type Value = SubmitBody;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<SubmitBody, D::Error> {
+        deserializer.deserialize_struct("SubmitBody", SUBMIT_FIELDS, self)
+    }
+}
+
+impl<'de> Visitor<'de> for SubmitSeed<'_> {
+    type Value = SubmitBody;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str(r#"an object {"accruals": [...]} or {"uses": [...]}"#)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<SubmitBody, A::Error> {
+        let mut body: Option<SubmitBody> = None;
+        while let Some(key) = map.next_key::<String>()? {
+            let kind = match key.as_str() {
+                "accruals" => ItemKind::Accruals,
+                "uses" => ItemKind::Uses,
+                _ => return Err(de::Error::unknown_field(&key, SUBMIT_FIELDS)),
+            };
+            if body.is_some() {
+                return Err(de::Error::custom(
+                    r#"the body must hold exactly one of "accruals" and "uses""#,
+                ));
+            }
+            body = Some(map.next_value_seed(ItemsSeed {
+                kind,
+                max_items: self.max_items,
+                budget: self.budget,
+            })?);
+        }
+        body.ok_or_else(|| de::Error::custom(r#"the body must hold exactly one of "accruals" and "uses""#))
+    }
+}
+
+struct ItemsSeed<'b> {
+    kind: ItemKind,
+    max_items: usize,
+    budget: &'b Budget,
+}
+
+impl<'de> DeserializeSeed<'de> for ItemsSeed<'_> {
+    type Value = SubmitBody;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<SubmitBody, D::Error> {
+        deserializer.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ItemsSeed<'_> {
+    type Value = SubmitBody;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(f, "a list of {}", self.kind)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<SubmitBody, A::Error> {
+        let mut items = Vec::new();
+        let mut count = 0usize;
+        while count < self.max_items {
+            match seq.next_element_seed(StrictSeed(Some(self.budget)))? {
+                Some(item) => {
+                    self.budget.charge(strict_json::VALUE_COST)?;
+                    items.push(item);
+                    count += 1;
+                }
+                None => {
+                    return Ok(SubmitBody {
+                        kind: self.kind,
+                        items,
+                        count,
+                    })
+                }
+            }
+        }
+        // At the limit: any further item makes the answer 413 with the
+        // count, so the rest is only counted (still checked to be
+        // well-formed JSON) and nothing kept.
+        let mut more = 0usize;
+        while seq.next_element::<IgnoredAny>()?.is_some() {
+            more += 1;
+        }
+        if more > 0 {
+            items = Vec::new();
+        }
+        Ok(SubmitBody {
+            kind: self.kind,
+            items,
+            count: count + more,
+        })
+    }
 }
 
 /// The ingest API over its ports.
@@ -238,8 +355,7 @@ impl IngestService {
     /// conditional write, not a queued job), exactly once per `use_id`.
     async fn apply_use(&self, member_id: &str, request: &ApiRequest) -> Result<ApiResponse, ApiError> {
         self.check_json_body(request)?;
-        let StrictValue(body) = parse_body(request)?;
-        let u = use_from_json(member_id, &body).map_err(|errors| ApiError::InvalidUse { errors })?;
+        let u = parse_use(member_id, &request.body)?;
         match self.ledger.apply_use(&u, OffsetDateTime::now_utc()).await? {
             UseOutcome::Applied(record) => {
                 info!(use_id = %record.use_id, amount = record.amount, "use applied");
@@ -266,8 +382,7 @@ impl IngestService {
     /// `POST /v1/reversals`: cancels one accrual or use at once, exactly once.
     async fn reverse(&self, request: &ApiRequest) -> Result<ApiResponse, ApiError> {
         self.check_json_body(request)?;
-        let StrictValue(body) = parse_body(request)?;
-        let target = reversal_from_json(&body).map_err(|errors| ApiError::InvalidReversal { errors })?;
+        let target = parse_reversal(&request.body)?;
         match self.ledger.reverse(&target, OffsetDateTime::now_utc()).await? {
             ReversalOutcome::Reversed(record) => {
                 info!(kind = ?record.kind, id = %record.id, amount = record.amount, "reversed");
@@ -296,27 +411,18 @@ impl IngestService {
         if let Some(key) = key {
             check_idempotency_key(key).map_err(|reason| ApiError::InvalidIdempotencyKey { reason })?;
         }
-        let body: SubmitBody = parse_body(request)?;
-        let values = |items: Vec<StrictValue>| -> Vec<Value> { items.into_iter().map(|item| item.0).collect() };
         let job_id = key.map_or_else(JobId::random, job_id_for_key);
-        let max = self.settings.max_items;
-        let (messages, request_hash, deduplicated) = match (body.accruals, body.uses) {
-            (Some(accruals), None) => {
-                let prepared = prepare_submission(&values(accruals), key, max).map_err(ApiError::Submission)?;
-                let messages = pack_accruals(job_id, prepared.accruals, self.settings.packing);
-                (messages, prepared.request_hash, prepared.deduplicated)
-            }
-            (None, Some(uses)) => {
-                let prepared = prepare_uses(&values(uses), max).map_err(ApiError::Submission)?;
-                let messages = pack_uses(job_id, prepared.uses, self.settings.packing);
-                (messages, prepared.request_hash, prepared.deduplicated)
-            }
-            _ => {
-                return Err(ApiError::MalformedJson {
-                    detail: "the body must hold exactly one of \"accruals\" and \"uses\"".into(),
-                })
-            }
-        };
+        let (messages, request_hash, deduplicated) =
+            match parse_submission(&request.body, key, self.settings.max_items)? {
+                Prepared::Accruals(prepared) => {
+                    let messages = pack_accruals(job_id, prepared.accruals, self.settings.packing);
+                    (messages, prepared.request_hash, prepared.deduplicated)
+                }
+                Prepared::Uses(prepared) => {
+                    let messages = pack_uses(job_id, prepared.uses, self.settings.packing);
+                    (messages, prepared.request_hash, prepared.deduplicated)
+                }
+            };
         let accepted: u64 = messages.iter().map(|m| m.items() as u64).sum();
         let new_job = NewJob {
             job_id,
@@ -431,9 +537,63 @@ impl IngestService {
     }
 }
 
-/// The request's JSON body as `T`; malformed JSON names its line and column.
-fn parse_body<T: serde::de::DeserializeOwned>(request: &ApiRequest) -> Result<T, ApiError> {
-    serde_json::from_slice(&request.body).map_err(|e| ApiError::MalformedJson { detail: e.to_string() })
+/// A use or reversal body, read strictly within a small budget; malformed
+/// JSON names its line and column.
+fn parse_single(body: &[u8]) -> Result<Value, ApiError> {
+    strict_json::from_slice_within(body, SINGLE_BODY_BUDGET_BYTES)
+        .map_err(|e| ApiError::MalformedJson { detail: e.to_string() })
+}
+
+/// Reads and validates the body of `POST /v1/jobs` (content type, size and
+/// `Idempotency-Key` already checked): the accruals to queue, or why the
+/// request is refused. Public so the fuzz targets and tests run this very
+/// path (see [`crate::fuzzing`]).
+pub fn parse_submission(body: &[u8], idempotency_key: Option<&str>, max_items: usize) -> Result<Prepared, ApiError> {
+    let budget = Budget::new(
+        max_items
+            .saturating_mul(ITEM_BUDGET_BYTES)
+            .saturating_add(ITEM_BUDGET_BYTES),
+    );
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let malformed = |e: serde_json::Error| ApiError::MalformedJson { detail: e.to_string() };
+    let body = SubmitSeed {
+        max_items,
+        budget: &budget,
+    }
+    .deserialize(&mut deserializer)
+    .map_err(malformed)?;
+    deserializer.end().map_err(malformed)?;
+    if body.count > max_items {
+        return Err(ApiError::Submission(SubmissionError::TooMany {
+            kind: body.kind,
+            count: body.count,
+            max: max_items,
+        }));
+    }
+    match body.kind {
+        ItemKind::Accruals => prepare_submission(&body.items, idempotency_key, max_items).map(Prepared::Accruals),
+        ItemKind::Uses => prepare_uses(&body.items, max_items).map(Prepared::Uses),
+    }
+    .map_err(ApiError::Submission)
+}
+
+/// A submission ready to be packed: accruals, or a bulk-use job's uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Prepared {
+    Accruals(PreparedSubmission),
+    Uses(PreparedUses),
+}
+
+/// Reads and validates the body of `POST /v1/members/{member_id}/uses`.
+pub fn parse_use(member_id: &str, body: &[u8]) -> Result<Use, ApiError> {
+    let body = parse_single(body)?;
+    use_from_json(member_id, &body).map_err(|errors| ApiError::InvalidUse { errors })
+}
+
+/// Reads and validates the body of `POST /v1/reversals`.
+pub fn parse_reversal(body: &[u8]) -> Result<ReversalTarget, ApiError> {
+    let body = parse_single(body)?;
+    reversal_from_json(&body).map_err(|errors| ApiError::InvalidReversal { errors })
 }
 
 fn accepted_response(job: &Job) -> ApiResponse {
@@ -449,4 +609,70 @@ fn accepted_response(job: &Job) -> ApiResponse {
         },
     )
     .with_header("Location", status_url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn items(n: usize, item: &str) -> Vec<u8> {
+        format!("{{\"accruals\": [{}]}}", vec![item; n].join(",")).into_bytes()
+    }
+
+    const ITEM: &str = r#"{"accrual_id": "a", "member_id": "m", "point_type": "P", "amount": 1}"#;
+
+    #[test]
+    fn items_over_the_limit_are_counted_not_kept() {
+        let err = parse_submission(&items(7, ITEM), None, 5).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ApiError::Submission(SubmissionError::TooMany {
+                    kind: ItemKind::Accruals,
+                    count: 7,
+                    max: 5
+                })
+            ),
+            "{err:?}"
+        );
+        // Still well-formed JSON after the limit, or malformed.
+        let mut body = items(7, ITEM);
+        body.truncate(body.len() - 3);
+        assert!(matches!(
+            parse_submission(&body, None, 5),
+            Err(ApiError::MalformedJson { .. })
+        ));
+        let Prepared::Accruals(prepared) = parse_submission(&items(5, ITEM), None, 5).unwrap() else {
+            panic!("expected accruals")
+        };
+        assert_eq!((prepared.accruals.len(), prepared.deduplicated), (1, 4));
+    }
+
+    #[test]
+    fn items_full_of_nested_json_are_refused_before_they_exhaust_memory() {
+        // One item hiding 10,000 objects: 6 MB of these took 0.5 GB.
+        let nested = format!(r#"{{"x": [{}]}}"#, vec![r#"{"a":0}"#; 10_000].join(","));
+        let ApiError::MalformedJson { detail } = parse_submission(&items(1, &nested), None, 100).unwrap_err() else {
+            panic!("expected malformed_json")
+        };
+        assert!(detail.contains("more values than this request can take"), "{detail}");
+        let ApiError::MalformedJson { .. } = parse_use("m", nested.as_bytes()).unwrap_err() else {
+            panic!("expected malformed_json")
+        };
+        // The body's shape is checked as before.
+        for (body, expected) in [
+            (&br#"{"accruals": [], "x": 1}"#[..], "unknown field `x`"),
+            (br#"{"accruals": [], "accruals": []}"#, "exactly one of"),
+            (br#"{"accruals": [], "uses": []}"#, "exactly one of"),
+            (br#"{}"#, "exactly one of"),
+            (br#"{"uses": 5}"#, "expected a list of uses"),
+            (br#"{"accruals": 5}"#, "expected a list of accruals"),
+            (br#"[[]]"#, "expected an object"),
+        ] {
+            let ApiError::MalformedJson { detail } = parse_submission(body, None, 10).unwrap_err() else {
+                panic!("expected malformed_json for {}", String::from_utf8_lossy(body))
+            };
+            assert!(detail.contains(expected), "{detail}");
+        }
+    }
 }

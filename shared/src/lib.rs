@@ -14,6 +14,7 @@ pub mod config;
 pub mod csv_rows;
 pub mod dlq;
 pub mod domain;
+pub mod fuzzing;
 pub mod history;
 pub mod import;
 pub mod ingest;

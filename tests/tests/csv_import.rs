@@ -306,3 +306,172 @@ async fn repeated_accrual_ids_are_collapsed_or_rejected_or_counted_duplicate() {
         "line,column,reason,raw\n4,accrual_id,repeats the accrual_id of line 2 with different content,\"a-1,m-1,P,99\"\n"
     );
 }
+
+/// What a file from the bad-file catalogue must give.
+struct Case {
+    name: &'static str,
+    content: &'static [u8],
+    status: JobStatus,
+    /// The job's failure reason, for a file that cannot be read.
+    error: Option<&'static str>,
+    /// The error report, whole (header line included), if there is one.
+    report: Option<&'static str>,
+    /// Balances afterwards, per member (all of point type P).
+    balances: &'static [(&'static str, u64)],
+    /// (total, applied, rejected) on the job.
+    counts: (u64, u64, u64),
+}
+
+/// The issue's bad-file catalogue for CSV: each file gives a precise report
+/// line or a clear failure reason on its job, and nothing partial.
+#[tokio::test]
+async fn the_bad_file_catalogue_gives_precise_reports_or_reasons_and_no_partial_effect() {
+    const HEADER_REASON: &str = "the header (line 1) is not UTF-8 text";
+    let cases = [
+        Case {
+            name: "header-only",
+            content: b"member_id,point_type,amount\n",
+            status: JobStatus::Completed,
+            error: None,
+            report: None,
+            balances: &[],
+            counts: (0, 0, 0),
+        },
+        Case {
+            name: "header-only-without-newline",
+            content: b"\xef\xbb\xbfmember_id,point_type,amount",
+            status: JobStatus::Completed,
+            error: None,
+            report: None,
+            balances: &[],
+            counts: (0, 0, 0),
+        },
+        Case {
+            name: "empty",
+            content: b"",
+            status: JobStatus::Failed,
+            error: Some(
+                "the file is empty: a header row naming the columns member_id, point_type, amount is required",
+            ),
+            report: Some(
+                "line,column,reason,raw\n1,(header),\"the file is empty: a header row naming the columns member_id, point_type, amount is required\",\n",
+            ),
+            balances: &[],
+            counts: (0, 0, 1),
+        },
+        Case {
+            name: "missing-column",
+            content: b"member_id,amount\nm-1,5\n",
+            status: JobStatus::Failed,
+            error: Some("the header lacks the required column \"point_type\""),
+            report: Some("line,column,reason,raw\n1,(header),\"the header lacks the required column \"\"point_type\"\"\",\n"),
+            balances: &[("m-1", 0)],
+            counts: (0, 0, 1),
+        },
+        Case {
+            name: "non-utf8-header",
+            content: b"member_id,point_type,am\xe9ount\nm-1,P,5\n",
+            status: JobStatus::Failed,
+            error: Some(HEADER_REASON),
+            report: Some("line,column,reason,raw\n1,(header),the header (line 1) is not UTF-8 text,\n"),
+            balances: &[("m-1", 0)],
+            counts: (0, 0, 1),
+        },
+        Case {
+            name: "non-utf8-rows",
+            // A Latin-1 reason and a Latin-1 member id between good rows.
+            content: b"member_id,point_type,amount,reason\nm-1,P,5,\nm-2,P,6,caf\xe9\nm-\xe9,P,7,\nm-3,P,8,ok\n",
+            status: JobStatus::CompletedWithErrors,
+            error: None,
+            report: Some(
+                "line,column,reason,raw\n3,(row),is not UTF-8 text,\"m-2,P,6,caf\u{fffd}\"\n4,(row),is not UTF-8 text,\"m-\u{fffd},P,7,\"\n",
+            ),
+            balances: &[("m-1", 5), ("m-2", 0), ("m-3", 8)],
+            counts: (2, 2, 2),
+        },
+        Case {
+            name: "bom-and-mixed-line-endings",
+            content: b"\xef\xbb\xbfmember_id,point_type,amount\r\nm-1,P,1\nm-2,P,2\r\n\r\n\nm-1,P,3\r\nm-2,P,4",
+            status: JobStatus::Completed,
+            error: None,
+            report: None,
+            balances: &[("m-1", 4), ("m-2", 6)],
+            counts: (4, 4, 0),
+        },
+        Case {
+            name: "mixed-line-endings-with-a-bad-row",
+            // Line numbers count LF and CRLF alike.
+            content: b"member_id,point_type,amount\nm-1,P,1\r\nm-2,P,x\nm-3,P,3\r\n",
+            status: JobStatus::CompletedWithErrors,
+            error: None,
+            report: Some(
+                "line,column,reason,raw\n3,amount,\"must be a whole number from 1 to 1000000000, found \"\"x\"\"\",\"m-2,P,x\"\n",
+            ),
+            balances: &[("m-1", 1), ("m-2", 0), ("m-3", 3)],
+            counts: (2, 2, 1),
+        },
+        Case {
+            name: "cr-only-line-endings",
+            // Classic Mac line ends are not line ends: the header is one
+            // line whose third column is "amount\rm-1".
+            content: b"member_id,point_type,amount\rm-1,P,5\r",
+            status: JobStatus::Failed,
+            error: Some(
+                "unknown column \"amount\\rm-1\" in the header; allowed columns are accrual_id, member_id, point_type, amount, reason, apply_at, expires_at",
+            ),
+            report: Some(
+                "line,column,reason,raw\n1,(header),\"unknown column \"\"amount\\rm-1\"\" in the header; allowed columns are accrual_id, member_id, point_type, amount, reason, apply_at, expires_at\",\n",
+            ),
+            balances: &[("m-1", 0)],
+            counts: (0, 0, 1),
+        },
+        Case {
+            name: "rows-missing-columns",
+            content: b"member_id,point_type,amount\nm-1,P\nm-2,P,2\n",
+            status: JobStatus::CompletedWithErrors,
+            error: None,
+            report: Some(
+                "line,column,reason,raw\n2,(row),has 2 fields; the header has 3,\"m-1,P\"\n2,amount,\"must be a whole number from 1 to 1000000000, found \"\"\"\"\",\"m-1,P\"\n",
+            ),
+            balances: &[("m-1", 0), ("m-2", 2)],
+            counts: (1, 1, 1),
+        },
+    ];
+    let mut failures = Vec::new();
+    for case in &cases {
+        // A fresh backend per file: balances are the file's alone.
+        let rig = rig(ImportSettings::default());
+        let key = format!("imports/{}.csv", case.name);
+        let task = rig.drop_file(&key, case.content).await;
+        rig.notify(&task).await;
+        let quiet = rig.run_until_quiet().await;
+        let job = rig.job(&task).await;
+        let report = rig.read(&format!("reports/{key}.errors.csv")).await;
+        let mut balances = Vec::new();
+        for (member, _) in case.balances {
+            let got = rig.backend.ledger.balances(member).await.unwrap();
+            balances.push(got.iter().map(|b| b.balance).sum::<u64>());
+        }
+        let got = (
+            job.status(),
+            job.error.as_deref(),
+            report.as_deref(),
+            balances,
+            (job.total, job.applied, job.rejected),
+            quiet.import_failures,
+        );
+        let want = (
+            case.status,
+            case.error,
+            case.report,
+            case.balances.iter().map(|(_, b)| *b).collect::<Vec<_>>(),
+            case.counts,
+            0,
+        );
+        if got != want {
+            failures.push(format!("{}:\n  got  {got:?}\n  want {want:?}", case.name));
+        }
+        assert!(job.completed_at.is_some(), "{}: the job ends", case.name);
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

@@ -20,7 +20,7 @@ use tracing::{info, info_span, warn, Instrument};
 
 use crate::csv_rows::{CsvAccruals, CsvFileError, CsvRow, RowError};
 use crate::domain::{Accrual, ChunkEnd, ChunkReport, JobId, NewJob};
-use crate::import::object::{ObjectError, ObjectReader, ObjectRef, ObjectStore};
+use crate::import::object::{ObjectError, ObjectRef, ObjectStore};
 use crate::import::report::{self, HEADER};
 use crate::import::task::{ImportTask, Resume};
 use crate::packing::{pack_accruals, PackingLimits};
@@ -30,6 +30,9 @@ use crate::ports::{AccrualQueue, CreateJob, JobStore, QueueError, StoreError};
 /// seconds, far inside the function's timeout, and memory stays bounded by
 /// the packing window and the chunk's own error report.
 pub const DEFAULT_CHUNK_BYTES: u64 = 64 * 1024 * 1024;
+/// Largest error-report part one chunk holds (it is held in memory until
+/// the chunk is done): a chunk ends early when its part reaches this size.
+pub const REPORT_PART_BYTES: u64 = 8 * 1024 * 1024;
 /// Messages packed together: a member's rows within this window share a
 /// message, and exact repeats within it are collapsed.
 pub const WINDOW_MESSAGES: usize = 10;
@@ -114,19 +117,19 @@ pub struct Importer {
 }
 
 /// Accruals of one packing window, from the parsing thread.
-struct Window {
-    accruals: Vec<Accrual>,
+pub(crate) struct Window {
+    pub(crate) accruals: Vec<Accrual>,
 }
 
 /// What the parsing thread found, besides the windows it sent.
-struct Parsed {
-    deduplicated: u64,
-    rejected: u64,
+pub(crate) struct Parsed {
+    pub(crate) deduplicated: u64,
+    pub(crate) rejected: u64,
     /// Report lines (no header).
-    report: Vec<u8>,
-    columns: Vec<String>,
+    pub(crate) report: Vec<u8>,
+    pub(crate) columns: Vec<String>,
     /// `None` at the end of the file; else where the next chunk starts.
-    next: Option<(u64, u64)>,
+    pub(crate) next: Option<(u64, u64)>,
 }
 
 /// Where a chunk starts.
@@ -280,7 +283,8 @@ impl Importer {
             let columns = start.columns.clone();
             let (offset, line, size) = (start.offset, start.line, object.size);
             tokio::task::spawn_blocking(move || {
-                parse_chunk(reader, columns, line, offset, size, &identity, &settings, sender)
+                let send = |window: Window| sender.blocking_send(window).is_ok();
+                parse_chunk(reader, columns, line, offset, size, &identity, &settings, send)
             })
         };
         let mut next_seq = start.next_seq;
@@ -446,18 +450,20 @@ impl Importer {
     }
 }
 
-/// Parses one chunk on a blocking thread, sending packing windows to
-/// `windows` and collecting everything else.
+/// Parses one chunk on a blocking thread, handing packing windows to
+/// `send` (false: the queueing side gave up) and collecting everything else.
+/// Generic over the reader and the sink so that [`crate::fuzzing`] runs it
+/// without a bucket or a runtime.
 #[allow(clippy::too_many_arguments)]
-fn parse_chunk(
-    reader: ObjectReader,
+pub(crate) fn parse_chunk<R: std::io::Read>(
+    reader: R,
     columns: Option<Vec<String>>,
     first_line: u64,
     offset: u64,
     size: u64,
     identity: &str,
     settings: &ImportSettings,
-    windows: mpsc::Sender<Window>,
+    mut send: impl FnMut(Window) -> bool,
 ) -> Result<Parsed, CsvFileError> {
     let mut rows = match &columns {
         None => CsvAccruals::new(reader, identity)?,
@@ -510,20 +516,23 @@ fn parse_chunk(
         if window.len() >= window_size {
             seen.clear();
             let full = std::mem::replace(&mut window, Vec::with_capacity(window_size));
-            if windows.blocking_send(Window { accruals: full }).is_err() {
+            if !send(Window { accruals: full }) {
                 // The queueing side gave up; its error is what gets reported.
                 return Ok(parsed);
             }
         }
         let (read, _) = rows.consumed();
-        if read >= settings.chunk_bytes {
+        // A chunk also ends when its report part is full: a short row whose
+        // every field is bad gives several report lines, each repeating the
+        // row, so a whole 64 MiB chunk of them would report gigabytes.
+        if read >= settings.chunk_bytes || parsed.report.len() as u64 >= settings.chunk_bytes.min(REPORT_PART_BYTES) {
             // At the end of the file if the object's size says so (a size of
             // 0 means unknown: the next chunk will find out).
             at_end = size > 0 && offset + read >= size;
             break;
         }
     }
-    if !window.is_empty() && windows.blocking_send(Window { accruals: window }).is_err() {
+    if !window.is_empty() && !send(Window { accruals: window }) {
         return Ok(parsed);
     }
     if !at_end {
@@ -531,4 +540,53 @@ fn parse_chunk(
         parsed.next = Some((offset + read, next_line));
     }
     Ok(parsed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A chunk whose report part fills up ends there, and the next chunk
+    /// picks up at the next row: the report held in memory stays bounded
+    /// whatever the chunk size.
+    #[test]
+    fn a_chunk_ends_when_its_report_part_is_full() {
+        let mut file = b"member_id,point_type,amount\n".to_vec();
+        for _ in 0..1000 {
+            file.extend_from_slice(b"bad id,P,0\n");
+        }
+        let settings = ImportSettings {
+            chunk_bytes: 4096,
+            ..ImportSettings::default()
+        };
+        let size = file.len() as u64;
+        let (mut offset, mut line, mut columns, mut rejected, mut chunks) = (0u64, 1u64, None, 0u64, 0);
+        loop {
+            let parsed = parse_chunk(
+                &file[offset as usize..],
+                columns.take(),
+                line,
+                offset,
+                size,
+                "f",
+                &settings,
+                |_| true,
+            )
+            .unwrap();
+            chunks += 1;
+            rejected += parsed.rejected;
+            assert!(parsed.report.len() < 4096 + 200, "{} report bytes", parsed.report.len());
+            match parsed.next {
+                Some((next_offset, next_line)) => {
+                    assert!(next_offset > offset);
+                    (offset, line, columns) = (next_offset, next_line, Some(parsed.columns));
+                }
+                None => break,
+            }
+        }
+        assert_eq!(rejected, 1000);
+        // 11 bytes of input a row, about 160 bytes of report: the report,
+        // not the bytes read, ends these chunks.
+        assert!(chunks > size / 4096 * 10, "{chunks} chunks");
+    }
 }

@@ -1,0 +1,549 @@
+//! Faults over the AWS wire protocols (moto), the ones the emulator can
+//! show: a message that keeps failing goes to the DLQ after
+//! `maxReceiveCount` receives and comes back once with `dlq redrive`; a
+//! message received and not deleted (a worker crash) is redelivered after
+//! the visibility timeout and applied once; and throttling answers, injected
+//! over the wire by a small proxy in front of the emulator, are retried by
+//! the production code, which applies everything exactly once and counts
+//! every retry.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use pointflow::adapters::dynamodb::{create_table, DynamoStore};
+use pointflow::adapters::sqs::{create_queue_with_dlq, SqsQueue};
+use pointflow::domain::{Accrual, JobStatus, MessageRef};
+use pointflow::ingest::{IngestService, IngestSettings};
+use pointflow::lots::BalanceSheet;
+use pointflow::packing::PackingLimits;
+use pointflow::ports::{AccrualQueue, ApplyOutcome, JobStore, Ledger, ReceivedMessage, StoreError};
+use pointflow::reversal::{ReversalOutcome, ReversalTarget};
+use pointflow::uses::{Use, UseOutcome};
+use pointflow::worker::{IncomingMessage, Worker, WorkerSettings};
+use pointflow_cli::poller::invoke_and_acknowledge;
+use pointflow_tests::backend::{self, Backend};
+use pointflow_tests::lambda::{call_api, post_job};
+use serde_json::{json, Value};
+use time::OffsetDateTime;
+
+/// A ledger that fails every `apply_accruals` while `failing` is set: the
+/// store being down, or a bug fixed later, for the message it meets.
+struct FlakyLedger {
+    inner: Arc<dyn Ledger>,
+    failing: AtomicBool,
+    failures: AtomicU64,
+}
+
+#[async_trait]
+impl Ledger for FlakyLedger {
+    async fn apply_accruals(
+        &self,
+        by: MessageRef,
+        accruals: &[Accrual],
+        now: OffsetDateTime,
+    ) -> Result<ApplyOutcome, StoreError> {
+        if self.failing.load(Ordering::SeqCst) {
+            self.failures.fetch_add(1, Ordering::SeqCst);
+            return Err(StoreError::Throttled {
+                operation: "injected failure",
+            });
+        }
+        self.inner.apply_accruals(by, accruals, now).await
+    }
+
+    async fn balance_sheets(&self, member_id: &str) -> Result<Vec<BalanceSheet>, StoreError> {
+        self.inner.balance_sheets(member_id).await
+    }
+
+    async fn apply_use(&self, u: &Use, now: OffsetDateTime) -> Result<UseOutcome, StoreError> {
+        self.inner.apply_use(u, now).await
+    }
+
+    async fn reverse(&self, target: &ReversalTarget, now: OffsetDateTime) -> Result<ReversalOutcome, StoreError> {
+        self.inner.reverse(target, now).await
+    }
+
+    async fn history_entries(
+        &self,
+        member_id: &str,
+        point_type: Option<&str>,
+        before: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<pointflow::history::HistoryEntry>, StoreError> {
+        self.inner.history_entries(member_id, point_type, before, limit).await
+    }
+}
+
+fn ingest(backend: &Backend, max_accruals: usize) -> IngestService {
+    IngestService::new(
+        backend.jobs.clone(),
+        backend.ledger.clone(),
+        backend.queue.clone(),
+        IngestSettings {
+            packing: PackingLimits {
+                max_accruals,
+                ..PackingLimits::default()
+            },
+            ..IngestSettings::default()
+        },
+    )
+}
+
+/// `count` accruals over `members` members, all of point type P, amount
+/// `1 + i`; returns the body and each member's expected balance.
+fn campaign(prefix: &str, count: usize, members: usize) -> (Value, HashMap<String, u64>) {
+    let mut expected: HashMap<String, u64> = HashMap::new();
+    let items: Vec<Value> = (0..count)
+        .map(|i| {
+            let member = format!("{prefix}-m{}", i % members);
+            *expected.entry(member.clone()).or_default() += 1 + i as u64;
+            json!({"accrual_id": format!("{prefix}-{i}"), "member_id": member, "point_type": "P", "amount": 1 + i})
+        })
+        .collect();
+    (json!({ "accruals": items }), expected)
+}
+
+async fn submit(service: &IngestService, body: &Value) -> pointflow::domain::JobId {
+    let (status, accepted) = call_api(service, post_job(body, None)).await;
+    assert_eq!(status, 202, "{accepted}");
+    accepted["job_id"].as_str().unwrap().parse().unwrap()
+}
+
+async fn assert_balances(ledger: &dyn Ledger, expected: &HashMap<String, u64>) {
+    for (member, sum) in expected {
+        let balances = ledger.balances(member).await.unwrap();
+        assert_eq!(balances.len(), 1, "{member}: {balances:?}");
+        assert_eq!(balances[0].balance, *sum, "{member} credited once");
+    }
+}
+
+/// Receives until `expected` messages are in hand (or 10 tries).
+async fn receive(queue: &dyn AccrualQueue, expected: usize) -> Vec<ReceivedMessage> {
+    let mut got = Vec::new();
+    for _ in 0..10 {
+        if got.len() >= expected {
+            break;
+        }
+        got.extend(queue.receive_messages(10, Duration::from_secs(1)).await.unwrap());
+    }
+    got
+}
+
+#[tokio::test]
+async fn a_message_that_keeps_failing_reaches_the_dlq_and_a_redrive_applies_it_once() {
+    // One-second visibility, two receives before the DLQ: all in seconds.
+    let Some(backend) = backend::aws(Duration::from_secs(1), 2).await else {
+        return;
+    };
+    let flaky = Arc::new(FlakyLedger {
+        inner: backend.ledger.clone(),
+        failing: AtomicBool::new(true),
+        failures: AtomicU64::new(0),
+    });
+    let worker = Worker::new(
+        flaky.clone(),
+        backend.jobs.clone(),
+        WorkerSettings {
+            max_receive_count: 2,
+            message_concurrency: 1,
+        },
+    );
+    let (body, expected) = campaign("dlq", 12, 4);
+    let job_id = submit(&ingest(&backend, 500), &body).await;
+
+    // Lambda's event source: receive, invoke, leave the failure in the
+    // queue; it comes back after the visibility timeout, twice in all.
+    for delivery in 1..=2u32 {
+        let batch = receive(backend.queue.as_ref(), 1).await;
+        assert_eq!(batch.len(), 1, "delivery {delivery}");
+        assert_eq!(batch[0].receive_count, delivery);
+        let (done, failed) = invoke_and_acknowledge(backend.queue.as_ref(), &worker, &batch)
+            .await
+            .unwrap();
+        assert_eq!((done, failed), (0, 1));
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+    }
+    // The next receive finds the message past maxReceiveCount: SQS moves it.
+    assert_eq!(
+        backend
+            .queue
+            .receive_messages(10, Duration::from_secs(1))
+            .await
+            .unwrap(),
+        []
+    );
+    let dead = pointflow::dlq::list(backend.dlq.as_ref(), 10).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!((dead[0].job_id, dead[0].accruals), (Some(job_id), 12));
+    assert_eq!(flaky.failures.load(Ordering::SeqCst), 2, "one failure per delivery");
+
+    // Its last delivery counted its accruals failed: the job is settled,
+    // nothing credited.
+    let job = backend.jobs.get_job(job_id).await.unwrap().unwrap();
+    assert_eq!((job.applied, job.duplicate, job.failed), (0, 0, 12));
+    assert_eq!(job.status(), JobStatus::CompletedWithErrors);
+    for member in expected.keys() {
+        assert_eq!(backend.ledger.balances(member).await.unwrap(), []);
+    }
+
+    // The cause is fixed; the operator redrives. The message is applied
+    // once, and its accruals move from failed to applied.
+    flaky.failing.store(false, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(1100)).await; // `list` left it in flight
+    let moved = pointflow::dlq::redrive(backend.dlq.as_ref(), backend.queue.as_ref(), 10)
+        .await
+        .unwrap();
+    assert_eq!((moved.messages, moved.accruals), (1, 12));
+    let batch = receive(backend.queue.as_ref(), 1).await;
+    assert_eq!(batch.len(), 1);
+    // Delivered twice more (its deletion lost, say): still credited once.
+    for _ in 0..2 {
+        let response = worker::handle(&worker, worker::to_sqs_event(&batch)).await;
+        assert!(response.batch_item_failures.is_empty());
+    }
+    backend
+        .queue
+        .delete_messages(&[batch[0].receipt_handle.clone()])
+        .await
+        .unwrap();
+    assert_balances(backend.ledger.as_ref(), &expected).await;
+    let job = backend.jobs.get_job(job_id).await.unwrap().unwrap();
+    assert_eq!((job.applied, job.duplicate, job.failed), (12, 0, 0));
+    assert_eq!(job.status(), JobStatus::Completed);
+    let again = pointflow::dlq::redrive(backend.dlq.as_ref(), backend.queue.as_ref(), 10)
+        .await
+        .unwrap();
+    assert_eq!(again.messages, 0, "the DLQ is empty");
+}
+
+#[tokio::test]
+async fn a_message_not_deleted_is_redelivered_after_the_visibility_timeout_and_applied_once() {
+    let Some(backend) = backend::aws(Duration::from_secs(1), 5).await else {
+        return;
+    };
+    let worker = Worker::new(
+        backend.ledger.clone(),
+        backend.jobs.clone(),
+        WorkerSettings {
+            max_receive_count: 5,
+            message_concurrency: 1,
+        },
+    );
+    let (body, expected) = campaign("vis", 20, 5);
+    let job_id = submit(&ingest(&backend, 500), &body).await;
+
+    // The worker applies the message and dies before deleting it.
+    let first = receive(backend.queue.as_ref(), 1).await;
+    assert_eq!(first.len(), 1);
+    let incoming = |m: &ReceivedMessage| IncomingMessage {
+        message_id: m.message_id.clone(),
+        body: m.body.clone(),
+        receive_count: m.receive_count,
+    };
+    let report = worker.process_message(&incoming(&first[0])).await.unwrap();
+    assert_eq!((report.counts.applied, report.replayed, report.folded), (20, 0, true));
+    assert_eq!(
+        backend
+            .queue
+            .receive_messages(10, Duration::from_millis(200))
+            .await
+            .unwrap(),
+        [],
+        "invisible while in flight"
+    );
+
+    // After the visibility timeout SQS delivers it again.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let second = receive(backend.queue.as_ref(), 1).await;
+    assert_eq!(second.len(), 1);
+    assert_eq!(
+        (&second[0].message_id, second[0].receive_count),
+        (&first[0].message_id, 2)
+    );
+    let report = worker.process_message(&incoming(&second[0])).await.unwrap();
+    assert_eq!(
+        (
+            report.counts.applied,
+            report.counts.duplicate,
+            report.replayed,
+            report.folded
+        ),
+        (20, 0, 20, false),
+        "found credited by this very message, and not folded again"
+    );
+    backend
+        .queue
+        .delete_messages(&[second[0].receipt_handle.clone()])
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(
+        backend
+            .queue
+            .receive_messages(10, Duration::from_millis(200))
+            .await
+            .unwrap(),
+        [],
+        "deleted for good"
+    );
+
+    assert_balances(backend.ledger.as_ref(), &expected).await;
+    let job = backend.jobs.get_job(job_id).await.unwrap().unwrap();
+    assert_eq!((job.total, job.applied, job.duplicate, job.failed), (20, 20, 0, 0));
+    assert_eq!(job.status(), JobStatus::Completed);
+}
+
+/// What the proxy did, per `X-Amz-Target` operation.
+#[derive(Default)]
+struct Traffic {
+    forwarded: HashMap<String, u64>,
+    throttled: HashMap<String, u64>,
+}
+
+/// A fault-injecting HTTP proxy in front of the emulator. Of the requests
+/// to an operation in `faults`, it answers the first `n` of every `n + 1`
+/// with that service's throttling error (HTTP 400, the JSON error body AWS
+/// sends) without forwarding them; everything else goes to the emulator
+/// unchanged. One request per connection (it answers `Connection: close`),
+/// so it needs no HTTP framing of its own beyond reading the request.
+struct FaultProxy {
+    url: String,
+    traffic: Arc<Mutex<Traffic>>,
+}
+
+impl FaultProxy {
+    fn start(upstream: &str, faults: &[(&'static str, u64)]) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
+        let url = format!("http://{}", listener.local_addr().expect("proxy address"));
+        let upstream = upstream.trim_start_matches("http://").trim_end_matches('/').to_owned();
+        let faults: HashMap<&'static str, u64> = faults.iter().copied().collect();
+        let traffic = Arc::new(Mutex::new(Traffic::default()));
+        let shared = traffic.clone();
+        // The accept loop lives as long as the test process; each connection
+        // is one request, so every thread ends after its answer.
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let (upstream, faults, traffic) = (upstream.clone(), faults.clone(), shared.clone());
+                std::thread::spawn(move || {
+                    if let Err(e) = serve(client, &upstream, &faults, &traffic) {
+                        eprintln!("fault proxy: {e}");
+                    }
+                });
+            }
+        });
+        FaultProxy { url, traffic }
+    }
+
+    fn throttled(&self, operation: &str) -> u64 {
+        self.traffic
+            .lock()
+            .unwrap()
+            .throttled
+            .get(operation)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    fn forwarded(&self, prefix: &str) -> u64 {
+        let traffic = self.traffic.lock().unwrap();
+        traffic
+            .forwarded
+            .iter()
+            .filter(|(op, _)| op.starts_with(prefix))
+            .map(|(_, n)| n)
+            .sum()
+    }
+}
+
+fn serve(
+    client: TcpStream,
+    upstream: &str,
+    faults: &HashMap<&'static str, u64>,
+    traffic: &Mutex<Traffic>,
+) -> std::io::Result<()> {
+    client.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut reader = BufReader::new(client.try_clone()?);
+    let mut head = String::new();
+    let mut target = String::new();
+    let mut length = 0usize;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 {
+            return Ok(()); // closed before a request
+        }
+        if line == "\r\n" {
+            break;
+        }
+        let lower = line.to_ascii_lowercase();
+        if let Some(value) = lower.strip_prefix("content-length:") {
+            length = value.trim().parse().unwrap_or(0);
+        }
+        if lower.starts_with("x-amz-target:") {
+            target = line["x-amz-target:".len()..].trim().to_owned();
+        }
+        if !lower.starts_with("connection:") {
+            head.push_str(&line);
+        }
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body)?;
+    let mut client = client;
+
+    let throttle = faults.get(target.as_str()).is_some_and(|n| {
+        let mut t = traffic.lock().unwrap();
+        let seen = t.forwarded.get(&target).copied().unwrap_or(0) + t.throttled.get(&target).copied().unwrap_or(0);
+        let throttle = seen % (n + 1) < *n;
+        if throttle {
+            *t.throttled.entry(target.clone()).or_default() += 1;
+        }
+        throttle
+    });
+    if throttle {
+        let (error, extra) = if target.starts_with("AmazonSQS.") {
+            (
+                r#"{"__type":"com.amazonaws.sqs#RequestThrottled","message":"Request is throttled."}"#,
+                "x-amzn-query-error: RequestThrottled;Sender\r\n",
+            )
+        } else {
+            (
+                r#"{"__type":"com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException","message":"The level of configured provisioned throughput for the table was exceeded. Consider increasing your provisioning level with the UpdateTable API."}"#,
+                "",
+            )
+        };
+        let response = format!(
+            "HTTP/1.1 400 Bad Request\r\nContent-Type: application/x-amz-json-1.0\r\nx-amzn-RequestId: injected-throttle\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n{error}",
+            error.len()
+        );
+        return client.write_all(response.as_bytes());
+    }
+    *traffic.lock().unwrap().forwarded.entry(target).or_default() += 1;
+    let mut server = TcpStream::connect(upstream)?;
+    server.write_all(head.as_bytes())?;
+    server.write_all(b"Connection: close\r\n\r\n")?;
+    server.write_all(&body)?;
+    // The emulator closes after its answer (`Connection: close`).
+    let mut answer = Vec::new();
+    server.read_to_end(&mut answer)?;
+    client.write_all(&answer)
+}
+
+#[tokio::test]
+async fn throttling_over_the_wire_is_retried_and_everything_is_applied_once() {
+    let Some(sdk) = backend::emulator_config().await else {
+        return;
+    };
+    // Resources made and checked directly; the code under test talks
+    // through the proxy.
+    let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let table = backend::unique_name("pointflow");
+    create_table(&dynamo, &table).await.expect("create table");
+    let (queue_url, _dlq_url) =
+        create_queue_with_dlq(&sqs, &backend::unique_name("accruals"), Duration::from_secs(30), 3)
+            .await
+            .expect("create queues");
+    let direct_store = DynamoStore::new(dynamo, &table);
+    let direct_queue = SqsQueue::new(sqs, &queue_url);
+    let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap();
+    // Every TransactWriteItems and SendMessageBatch is refused three times,
+    // then let through: the SDK's own retries (3 attempts, as in production)
+    // are used up once per call, so the production code's retry runs too.
+    let proxy = FaultProxy::start(
+        &endpoint,
+        &[
+            ("DynamoDB_20120810.TransactWriteItems", 3),
+            ("AmazonSQS.SendMessageBatch", 3),
+        ],
+    );
+    let proxied = sdk
+        .to_builder()
+        // Production's retry mode and attempts; only the SDK's backoff is
+        // shortened (1 s base by default) so the test takes seconds.
+        .retry_config(
+            aws_config::retry::RetryConfig::standard()
+                .with_max_attempts(3)
+                .with_initial_backoff(Duration::from_millis(5)),
+        )
+        .build();
+    // Production's backoff for the production retries.
+    // Set on each client: the SDK prefers AWS_ENDPOINT_URL from the
+    // environment to the shared config's endpoint.
+    let dynamo = aws_sdk_dynamodb::config::Builder::from(&proxied)
+        .endpoint_url(&proxy.url)
+        .build();
+    let sqs = aws_sdk_sqs::config::Builder::from(&proxied)
+        .endpoint_url(&proxy.url)
+        .build();
+    let store = Arc::new(DynamoStore::new(aws_sdk_dynamodb::Client::from_conf(dynamo), &table));
+    let queue = Arc::new(SqsQueue::new(aws_sdk_sqs::Client::from_conf(sqs), &queue_url));
+    let service = IngestService::new(
+        store.clone(),
+        store.clone(),
+        queue.clone(),
+        IngestSettings {
+            packing: PackingLimits {
+                max_accruals: 25,
+                ..PackingLimits::default()
+            },
+            ..IngestSettings::default()
+        },
+    );
+    let worker = Worker::new(
+        store.clone(),
+        store.clone(),
+        WorkerSettings {
+            max_receive_count: 3,
+            message_concurrency: 1,
+        },
+    );
+
+    let (body, expected) = campaign("thr", 100, 10);
+    let job_id = submit(&service, &body).await;
+    let sends = queue.requests();
+    assert_eq!(
+        sends, 2,
+        "one SendMessageBatch of 5 messages (2 members of 10 accruals each), refused (three throttles, all the SDK's attempts) and sent again"
+    );
+    assert_eq!(proxy.throttled("AmazonSQS.SendMessageBatch"), 3);
+
+    let messages = receive(&direct_queue, 5).await;
+    assert_eq!(messages.len(), 5);
+    let requests_before = store.requests();
+    let dynamo_before = proxy.forwarded("DynamoDB_20120810.");
+    let (done, failed) = invoke_and_acknowledge(&direct_queue, &worker, &messages).await.unwrap();
+    assert_eq!((done, failed), (5, 0), "every message applied despite throttling");
+    let transactions = proxy.forwarded("DynamoDB_20120810.TransactWriteItems");
+    let throttled = proxy.throttled("DynamoDB_20120810.TransactWriteItems");
+    // Each transaction that went through was refused three times first: one
+    // round of SDK retries used up, then one production retry.
+    assert_eq!(
+        throttled,
+        3 * transactions,
+        "{throttled} throttled, {transactions} through"
+    );
+    assert_eq!(transactions, 10, "per message: its accruals, and the fold into its job");
+    let retries = throttled / 3;
+    // The store counts every attempt it made, failed ones included: what
+    // reached DynamoDB plus one per retry.
+    let counted = store.requests() - requests_before;
+    let reached = proxy.forwarded("DynamoDB_20120810.") - dynamo_before;
+    assert_eq!(counted, reached + retries);
+    println!(
+        "throttling: {throttled} TransactWriteItems and 3 SendMessageBatch answers throttled; \
+         {transactions} transactions through after {retries} production retries; \
+         worker store requests counted {counted} ({reached} reached the emulator)"
+    );
+
+    assert_balances(&direct_store, &expected).await;
+    let job = direct_store.get_job(job_id).await.unwrap().unwrap();
+    assert_eq!(
+        (job.total, job.applied, job.duplicate, job.failed, job.messages),
+        (100, 100, 0, 0, 5)
+    );
+    assert_eq!(job.status(), JobStatus::Completed);
+}
