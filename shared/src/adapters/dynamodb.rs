@@ -257,10 +257,15 @@ impl DynamoStore {
     /// Runs "put this marker unless it exists + update this job if it exists"
     /// as one transaction, retrying conflicts and throttling.
     async fn marker_and_update(&self, marker: Put, update: Update) -> Result<Marked, StoreError> {
-        let items = vec![
-            TransactWriteItem::builder().put(marker).build(),
-            TransactWriteItem::builder().update(update).build(),
-        ];
+        self.guarded_pair(TransactWriteItem::builder().put(marker).build(), update)
+            .await
+    }
+
+    /// Runs "write this marker if its condition holds + update this job if
+    /// its condition holds" as one transaction, retrying conflicts and
+    /// throttling; says which condition failed, if one did.
+    async fn guarded_pair(&self, marker: TransactWriteItem, update: Update) -> Result<Marked, StoreError> {
+        let items = vec![marker, TransactWriteItem::builder().update(update).build()];
         // The marker by its size (a message's item ids), the job update small.
         let units = transaction_units(&items);
         let mut attempt = 0u32;
@@ -1649,43 +1654,12 @@ impl JobStore for DynamoStore {
             .expression_attribute_values(":one", n(1))
             .build()
             .map_err(|e| backend("TransactWriteItems", e))?;
-        let items = vec![
-            TransactWriteItem::builder().update(marker).build(),
-            TransactWriteItem::builder().update(job).build(),
-        ];
-        let mut attempt = 0u32;
-        let recorded = loop {
-            self.count();
-            self.write_units.charge_jobs(1, transaction_units(&items));
-            let result = self
-                .client
-                .transact_write_items()
-                .set_transact_items(Some(items.clone()))
-                .send()
-                .await;
-            let error = match result {
-                Ok(_) => break true,
-                Err(e) => e,
-            };
-            let retry = match error.as_service_error() {
-                Some(TransactWriteItemsError::TransactionCanceledException(cancel)) => {
-                    let codes: Vec<Option<&str>> = cancel.cancellation_reasons().iter().map(|r| r.code()).collect();
-                    if codes.contains(&Some("ConditionalCheckFailed")) {
-                        // Recorded before, or no such message or cancel.
-                        break false;
-                    }
-                    match retry_of_reasons(codes.iter().copied()) {
-                        Some(retry) => retry,
-                        None => return Err(backend("TransactWriteItems", error)),
-                    }
-                }
-                _ => match retry_of_error(&error) {
-                    Some(retry) => retry,
-                    None => return Err(backend("TransactWriteItems", error)),
-                },
-            };
-            self.back_off(&mut attempt, retry).await?;
-        };
+        // Recorded before (the marker's condition), or no such cancel.
+        let recorded = matches!(
+            self.guarded_pair(TransactWriteItem::builder().update(marker).build(), job)
+                .await?,
+            Marked::Done
+        );
         // Also when recorded before: an earlier call may have died before
         // stamping the completion.
         self.count_small_write();
