@@ -28,6 +28,26 @@ pub struct Backend {
     pub races_are_safe: bool,
 }
 
+impl Backend {
+    /// How many transactions a test may run at once here: one on moto,
+    /// where a failed transaction can undo a concurrent one's writes.
+    pub fn parallelism(&self) -> usize {
+        if self.races_are_safe {
+            4
+        } else {
+            1
+        }
+    }
+
+    /// A worker's settings for this backend (one message at a time on moto).
+    pub fn worker_settings(&self) -> pointflow::worker::WorkerSettings {
+        pointflow::worker::WorkerSettings {
+            message_concurrency: self.parallelism(),
+            ..pointflow::worker::WorkerSettings::default()
+        }
+    }
+}
+
 /// A fresh in-memory backend.
 pub fn memory(visibility_timeout: Duration, max_receive_count: u32) -> Backend {
     crate::init_logging();

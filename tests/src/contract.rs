@@ -890,7 +890,7 @@ pub async fn a_job_cancel_resumes_and_reverses_only_its_own_credits(b: &Backend)
         let ids: Vec<String> = batch.iter().map(|a| a.accrual_id.clone()).collect();
         if seq == 0 {
             // Not complete yet: the cancel is refused.
-            let running = cancel_job(b.ledger.as_ref(), b.jobs.as_ref(), job.job_id, 2).await;
+            let running = cancel_job(b.ledger.as_ref(), b.jobs.as_ref(), job.job_id, b.parallelism()).await;
             assert!(matches!(running, Err(CancelError::Running { .. })), "{running:?}");
         }
         b.jobs.fold_message(job.job_id, seq, counts, &ids, now()).await.unwrap();
@@ -915,7 +915,7 @@ pub async fn a_job_cancel_resumes_and_reverses_only_its_own_credits(b: &Backend)
     );
 
     for _ in 0..2 {
-        let done = cancel_job(b.ledger.as_ref(), b.jobs.as_ref(), job.job_id, 2)
+        let done = cancel_job(b.ledger.as_ref(), b.jobs.as_ref(), job.job_id, b.parallelism())
             .await
             .unwrap();
         let cancel = done.cancel.expect("a cancel");

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use pointflow::domain::{Accrual, JobId, JobStatus, MessageRef};
 use pointflow::ingest::{IngestService, IngestSettings};
-use pointflow::worker::{Worker, WorkerSettings};
+use pointflow::worker::Worker;
 use pointflow_tests::backend::{self, Backend};
 use pointflow_tests::lambda::{call_api, drain, post_job};
 use serde_json::{json, Value};
@@ -53,7 +53,7 @@ async fn bulk_uses_apply_once_and_count_refusals(b: Backend) {
         b.queue.clone(),
         IngestSettings::default(),
     );
-    let worker = Worker::new(b.ledger.clone(), b.jobs.clone(), WorkerSettings::default());
+    let worker = Worker::new(b.ledger.clone(), b.jobs.clone(), b.worker_settings());
     let [m0, m1, m2] = [&members[0], &members[1], &members[2]];
     let uses = json!({"uses": [
         use_item(&format!("{m0}-u1"), m0, 60),
@@ -195,7 +195,7 @@ async fn a_redelivered_message_of_uses_deducts_once() {
 
     let b = backend::sqlite(Duration::from_secs(30), 3);
     let members = three_members_with_100(&b).await;
-    let worker = Worker::new(b.ledger.clone(), b.jobs.clone(), WorkerSettings::default());
+    let worker = Worker::new(b.ledger.clone(), b.jobs.clone(), b.worker_settings());
     let job_id = JobId::random();
     let uses: Vec<Use> = members
         .iter()

@@ -12,7 +12,7 @@ use pointflow::domain::{JobId, JobStatus, NewJob};
 use pointflow::import::{ImportSettings, Importer};
 use pointflow::ingest::{IngestService, IngestSettings};
 use pointflow::ports::CreateJob;
-use pointflow::worker::{Worker, WorkerSettings};
+use pointflow::worker::Worker;
 use pointflow_tests::backend;
 use pointflow_tests::lambda::{call_api, event_path, load_event};
 use serde_json::json;
@@ -59,7 +59,7 @@ async fn sample_events_drive_the_handlers() {
         b.queue.clone(),
         IngestSettings::default(),
     );
-    let worker = Worker::new(b.ledger.clone(), b.jobs.clone(), WorkerSettings::default());
+    let worker = Worker::new(b.ledger.clone(), b.jobs.clone(), b.worker_settings());
 
     // The SQS sample carries two messages of job 5f0c8e7e-…; record that job
     // as the ingest API would have.
@@ -209,7 +209,7 @@ async fn sample_s3_events_drive_the_import_handler() {
     let response = csv_import::handle_sqs(&importer, wrapped).await;
     assert!(response.batch_item_failures.is_empty());
 
-    let worker = Worker::new(b.ledger.clone(), b.jobs.clone(), WorkerSettings::default());
+    let worker = Worker::new(b.ledger.clone(), b.jobs.clone(), b.worker_settings());
     pointflow_tests::lambda::drain(b.queue.as_ref(), &worker).await;
     let balances = b.ledger.balances("m-2001").await.unwrap();
     assert_eq!(

@@ -8,7 +8,7 @@ use pointflow::cancel::cancel_job;
 use pointflow::domain::{CancelCounts, JobId};
 use pointflow::ingest::{IngestService, IngestSettings};
 use pointflow::packing::PackingLimits;
-use pointflow::worker::{Worker, WorkerSettings};
+use pointflow::worker::Worker;
 use pointflow_tests::backend::{self, Backend};
 use pointflow_tests::lambda::{call_api, drain, post_job};
 use serde_json::json;
@@ -23,7 +23,7 @@ async fn a_campaign_is_cancelled_through_the_pipeline(b: Backend) {
         ..IngestSettings::default()
     };
     let ingest = IngestService::new(b.jobs.clone(), b.ledger.clone(), b.queue.clone(), settings);
-    let worker = Worker::new(b.ledger.clone(), b.jobs.clone(), WorkerSettings::default());
+    let worker = Worker::new(b.ledger.clone(), b.jobs.clone(), b.worker_settings());
     let tag = JobId::random();
     let item = |i: usize| json!({"accrual_id": format!("{tag}-{i}"), "member_id": format!("m{i}-{tag}"), "point_type": "PT", "amount": 10});
     // An earlier job credits item 0; the campaign repeats it (a duplicate).
@@ -37,7 +37,9 @@ async fn a_campaign_is_cancelled_through_the_pipeline(b: Backend) {
     let job = b.jobs.get_job(job_id).await.unwrap().unwrap();
     assert_eq!((job.applied, job.duplicate, job.messages), (9, 1, 3));
 
-    let done = cancel_job(b.ledger.as_ref(), b.jobs.as_ref(), job_id, 2).await.unwrap();
+    let done = cancel_job(b.ledger.as_ref(), b.jobs.as_ref(), job_id, b.parallelism())
+        .await
+        .unwrap();
     let cancel = done.cancel.clone().unwrap();
     assert_eq!(
         cancel.counts,
@@ -90,7 +92,7 @@ async fn the_api_queues_a_cancel_for_the_workers(b: Backend) {
         b.queue.clone(),
         IngestSettings::default(),
     );
-    let worker = Worker::new(b.ledger.clone(), b.jobs.clone(), WorkerSettings::default());
+    let worker = Worker::new(b.ledger.clone(), b.jobs.clone(), b.worker_settings());
     let tag = JobId::random();
     let items: Vec<_> = (0..5)
         .map(|i| json!({"accrual_id": format!("{tag}-{i}"), "member_id": format!("n{i}-{tag}"), "point_type": "PT", "amount": 3}))
