@@ -106,15 +106,15 @@ impl HistoryEntry {
         sort_key(&key_time(self.at), self.kind, self.reverses, &self.id)
     }
 
-    /// A credited accrual.
-    pub fn accrual(accrual: &crate::domain::Accrual, job_id: JobId, at: OffsetDateTime) -> Self {
+    /// A credited accrual, and the job that credited it if known.
+    pub fn accrual(accrual: &crate::domain::Accrual, job_id: Option<JobId>, at: OffsetDateTime) -> Self {
         HistoryEntry {
             kind: EntryKind::Accrual,
             id: accrual.accrual_id.clone(),
             point_type: accrual.point_type.clone(),
             amount: signed(accrual.amount),
             at,
-            job_id: Some(job_id),
+            job_id,
             reverses: None,
             apply_at: accrual.apply_at,
             expires_at: accrual.expires_at,

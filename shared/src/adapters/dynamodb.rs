@@ -729,7 +729,7 @@ fn history_from_item(item: &Item) -> Result<HistoryEntry, StoreError> {
             apply_at: time_attr(item, "apply_at")?,
             expires_at: time_attr(item, "expires_at")?,
         };
-        Ok(HistoryEntry::accrual(&accrual, job_id, at("applied_at")?))
+        Ok(HistoryEntry::accrual(&accrual, Some(job_id), at("applied_at")?))
     } else if pk.starts_with("USE#") {
         Ok(HistoryEntry::use_of(&use_from_item(item)?))
     } else if pk.starts_with("REVERSAL#") {

@@ -276,7 +276,7 @@ impl Ledger for MemoryStore {
             if a.member_id != member_id {
                 continue;
             }
-            entries.push(HistoryEntry::accrual(a, credited.by.job_id, credited.at));
+            entries.push(HistoryEntry::accrual(a, Some(credited.by.job_id), credited.at));
             if let Some(at) = credited.reversed {
                 entries.push(HistoryEntry::reversal(&ReversalRecord {
                     kind: ReversalKind::Accrual,

@@ -947,10 +947,9 @@ fn credit_entry(row: &rusqlite::Row<'_>) -> Result<HistoryEntry, Failure> {
         apply_at: (lot.from != 0).then(|| time(lot.from)).flatten(),
         expires_at: lot.until.and_then(time),
     };
-    let mut entry = HistoryEntry::accrual(&accrual, JobId(uuid::Uuid::nil()), from_unix_millis(row.get(6)?));
     // Every job id this program wrote is a UUID; show none otherwise.
-    entry.job_id = row.get::<_, String>(1)?.parse().ok().map(JobId);
-    Ok(entry)
+    let job_id = row.get::<_, String>(1)?.parse().ok().map(JobId);
+    Ok(HistoryEntry::accrual(&accrual, job_id, from_unix_millis(row.get(6)?)))
 }
 
 /// Writes the history of uses and reversals of a database from before
