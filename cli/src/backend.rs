@@ -13,16 +13,16 @@ use aws_sdk_s3::types::{
     S3KeyFilter,
 };
 use aws_sdk_sqs::types::QueueAttributeName;
-use pointflow::adapters::dir::DirObjects;
-use pointflow::adapters::dynamodb::{create_table, DynamoStore};
-use pointflow::adapters::s3::S3Objects;
+use pointflow::adapters::aws::dynamodb::{create_table, DynamoStore};
+use pointflow::adapters::aws::s3::S3Objects;
+use pointflow::adapters::aws::sqs::{create_queue_with_dlq, SqsQueue};
+use pointflow::adapters::local_dir::DirObjects;
 use pointflow::adapters::sqlite::SqliteStore;
-use pointflow::adapters::sqs::{create_queue_with_dlq, SqsQueue};
-use pointflow::baseline::{NaiveLedger, Unbatched};
-use pointflow::capacity::WriteCost;
-use pointflow::import::task::object_created_notification;
-use pointflow::import::{ObjectRef, ObjectStore};
-use pointflow::ports::{AccrualQueue, JobStore, Ledger};
+use pointflow::domain::capacity::WriteCost;
+use pointflow::ports::objects::{ObjectRef, ObjectStore};
+use pointflow::ports::{JobStore, Ledger, WorkQueue};
+use pointflow::services::import::task::object_created_notification;
+use pointflow::testkit::baseline::{NaiveLedger, Unbatched};
 use sha2::{Digest, Sha256};
 
 use crate::settings::{StackSettings, DLQ_NAME, IMPORT_DLQ_NAME, IMPORT_QUEUE_NAME, QUEUE_NAME};
@@ -62,7 +62,7 @@ pub struct AwsResources {
 #[derive(Clone)]
 pub struct ImportSide {
     /// The import queue (bucket notifications and chunk continuations).
-    pub queue: Arc<dyn AccrualQueue>,
+    pub queue: Arc<dyn WorkQueue>,
     /// Where files are dropped and reports written.
     pub objects: Arc<dyn ObjectStore>,
     pub bucket: String,
@@ -80,8 +80,8 @@ pub struct ImportSide {
 pub struct LocalBackend {
     pub ledger: Arc<dyn Ledger>,
     pub jobs: Arc<dyn JobStore>,
-    pub queue: Arc<dyn AccrualQueue>,
-    pub dlq: Arc<dyn AccrualQueue>,
+    pub queue: Arc<dyn WorkQueue>,
+    pub dlq: Arc<dyn WorkQueue>,
     /// The file-import side, if configured (always on the embedded backend;
     /// on aws with `--create` or `--bucket` and `--import-queue-url`).
     pub import: Option<ImportSide>,
@@ -154,10 +154,10 @@ impl LocalBackend {
     }
 
     async fn aws(resources: &AwsResources, settings: &StackSettings) -> anyhow::Result<Self> {
-        let sdk = pointflow::aws::load_config().await;
+        let sdk = pointflow::adapters::aws::load_config().await;
         let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
         let sqs = aws_sdk_sqs::Client::new(&sdk);
-        let s3 = pointflow::aws::s3_client(&sdk);
+        let s3 = pointflow::adapters::aws::s3_client(&sdk);
         let import = if resources.create {
             let bucket = format!("{}-imports", resources.table.to_ascii_lowercase());
             let (url, _) = create_queue_with_dlq(
@@ -227,7 +227,7 @@ impl LocalBackend {
 }
 
 impl LocalBackend {
-    /// The same backend run as the naive baseline ([`pointflow::baseline`]):
+    /// The same backend run as the naive baseline ([`pointflow::testkit::baseline`]):
     /// the baseline ledger, and every message sent in a request of its own.
     /// (One accrual per message is a packing setting, not a backend's.)
     pub fn baseline(mut self) -> Self {
@@ -381,10 +381,10 @@ pub async fn open_queues(
     db: Option<&Path>,
     urls: Option<(&str, &str)>,
     settings: &StackSettings,
-) -> anyhow::Result<(Arc<dyn AccrualQueue>, Arc<dyn AccrualQueue>)> {
+) -> anyhow::Result<(Arc<dyn WorkQueue>, Arc<dyn WorkQueue>)> {
     match (db, urls) {
         (_, Some((queue_url, dlq_url))) => {
-            let sqs = aws_sdk_sqs::Client::new(&pointflow::aws::load_config().await);
+            let sqs = aws_sdk_sqs::Client::new(&pointflow::adapters::aws::load_config().await);
             Ok((
                 Arc::new(SqsQueue::new(sqs.clone(), queue_url)),
                 Arc::new(SqsQueue::new(sqs, dlq_url)),

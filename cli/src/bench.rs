@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use pointflow::csv_rows::{CsvAccruals, CsvRow};
+use pointflow::domain::csv_rows::{CsvAccruals, CsvRow};
 
 use crate::demo::peak_rss_kib;
 

@@ -1,6 +1,6 @@
 //! `pointflow bench e2e` and `pointflow bench sweep`: the whole pipeline (API,
 //! queue, worker pollers, store) run end to end in this process, Pointflow and
-//! the naive baseline ([`pointflow::baseline`]) on the same backend, each on
+//! the naive baseline ([`pointflow::testkit::baseline`]) on the same backend, each on
 //! fresh resources, with every request and write unit counted.
 
 use std::fmt;
@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context};
 use serde::Serialize;
 
-use pointflow::capacity::WriteCost;
+use pointflow::domain::capacity::WriteCost;
 
 use crate::backend::{AwsResources, BackendChoice, LocalBackend};
 use crate::demo::{peak_rss_kib, run_demo, Campaign};
@@ -88,7 +88,7 @@ pub struct RunResult {
     /// Queue requests: sends, receives (empty ones too), deletes.
     pub queue_requests: u64,
     /// DynamoDB write requests and write units, as DynamoDB bills them
-    /// ([`pointflow::capacity`]). Reads are left out: how often a client
+    /// ([`pointflow::domain::capacity`]). Reads are left out: how often a client
     /// polls its jobs is its own choice.
     pub writes: WriteCost,
     /// Queue requests and DynamoDB write requests per accrual.

@@ -10,7 +10,7 @@ use anyhow::{bail, Context};
 use futures::stream::{self, StreamExt, TryStreamExt};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use pointflow::domain::JobId;
-use pointflow::ingest::{Accepted, JobView};
+use pointflow::services::api::{Accepted, JobView};
 
 use crate::backend::LocalBackend;
 use crate::poller::PollerStats;

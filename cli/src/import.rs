@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use pointflow::domain::{Job, JobStatus};
-use pointflow::import::report::report_key;
-use pointflow::import::ObjectRef;
+use pointflow::ports::objects::ObjectRef;
+use pointflow::services::import::report::report_key;
 use time::OffsetDateTime;
 
 use crate::backend::{LocalBackend, IMPORT_PREFIX};

@@ -580,7 +580,7 @@ fn submit_defaults() -> SubmitOptions {
 }
 
 fn run_simulate(args: &SimulateArgs) -> anyhow::Result<ExitCode> {
-    use pointflow::simulation::{run_seed, run_seeds, SimBackend, SimOptions};
+    use pointflow::testkit::simulation::{run_seed, run_seeds, SimBackend, SimOptions};
 
     let options = SimOptions {
         backend: match args.store {
@@ -775,7 +775,7 @@ async fn run_bench_sweep(
     })
 }
 
-fn print_jobs(views: &[pointflow::ingest::JobView], output: Output) -> anyhow::Result<()> {
+fn print_jobs(views: &[pointflow::services::api::JobView], output: Output) -> anyhow::Result<()> {
     match output {
         Output::Json => println!("{}", serde_json::to_string_pretty(views)?),
         Output::Human => {
@@ -836,7 +836,7 @@ async fn run_dlq(args: DlqArgs) -> anyhow::Result<ExitCode> {
     let json = args.output == Output::Json;
     match args.command {
         DlqCommand::List { max } => {
-            let letters = pointflow::dlq::list(dlq.as_ref(), max).await?;
+            let letters = pointflow::services::dlq::list(dlq.as_ref(), max).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&letters)?);
             } else {
@@ -860,7 +860,7 @@ async fn run_dlq(args: DlqArgs) -> anyhow::Result<ExitCode> {
             }
         }
         DlqCommand::Redrive { max } => {
-            let moved = pointflow::dlq::redrive(dlq.as_ref(), queue.as_ref(), max).await?;
+            let moved = pointflow::services::dlq::redrive(dlq.as_ref(), queue.as_ref(), max).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&moved)?);
             } else {
@@ -1205,11 +1205,19 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             output,
         } => {
             let job_id: pointflow::domain::JobId = job_id.parse().context("the job id is not a UUID")?;
-            let job =
-                pointflow::cancel::cancel_job(backend.ledger.as_ref(), backend.jobs.as_ref(), job_id, parallel).await?;
+            let job = pointflow::services::cancel::cancel_job(
+                backend.ledger.as_ref(),
+                backend.jobs.as_ref(),
+                job_id,
+                parallel,
+            )
+            .await?;
             let cancel = job.cancel.clone().context("the store did not record the cancel")?;
             match output {
-                Output::Json => println!("{}", serde_json::to_string(&pointflow::ingest::JobView::from(&job))?),
+                Output::Json => println!(
+                    "{}",
+                    serde_json::to_string(&pointflow::services::api::JobView::from(&job))?
+                ),
                 Output::Human => {
                     println!(
                     "job {job_id}: {} reversed, {} already spent, {} not credited by this job ({} of {} messages{})",

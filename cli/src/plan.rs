@@ -9,10 +9,10 @@
 
 use std::fmt;
 
-use pointflow::capacity::{fold_units, indexed_write_units, ledger_entry_bytes, WriteKind, SMALL_WRITE_UNITS};
+use pointflow::domain::capacity::{fold_units, indexed_write_units, ledger_entry_bytes, WriteKind, SMALL_WRITE_UNITS};
+use pointflow::domain::packing::{pack_accruals, PackingLimits};
+use pointflow::domain::submission::{derive_accrual_id, job_id_for_key};
 use pointflow::domain::{Accrual, MessageRef};
-use pointflow::packing::{pack_accruals, PackingLimits};
-use pointflow::submission::{derive_accrual_id, job_id_for_key};
 use serde::{Deserialize, Serialize};
 
 /// The parameters shipped with the command.

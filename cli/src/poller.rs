@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
-use pointflow::import::Importer;
-use pointflow::ports::{AccrualQueue, QueueError, ReceivedMessage};
-use pointflow::worker::Worker;
+use pointflow::ports::{QueueError, ReceivedMessage, WorkQueue};
+use pointflow::services::import::Importer;
+use pointflow::services::worker::Worker;
 use tokio::sync::watch;
 use tracing::warn;
 
@@ -69,7 +69,7 @@ impl PollerStats {
 /// messages invisible until their visibility timeout, as on SQS; they are
 /// then applied as redeliveries.)
 pub async fn run_pollers(
-    queue: Arc<dyn AccrualQueue>,
+    queue: Arc<dyn WorkQueue>,
     handler: Arc<dyn SqsHandler>,
     settings: PollerSettings,
     stats: Arc<PollerStats>,
@@ -89,7 +89,7 @@ pub async fn run_pollers(
 }
 
 async fn poll(
-    queue: Arc<dyn AccrualQueue>,
+    queue: Arc<dyn WorkQueue>,
     handler: Arc<dyn SqsHandler>,
     settings: PollerSettings,
     stats: Arc<PollerStats>,
@@ -125,7 +125,7 @@ async fn poll(
 /// the batch as an SQS event, and every message it did not report in
 /// `batchItemFailures` is deleted. Returns (succeeded, failed).
 pub async fn invoke_and_acknowledge(
-    queue: &dyn AccrualQueue,
+    queue: &dyn WorkQueue,
     handler: &dyn SqsHandler,
     batch: &[ReceivedMessage],
 ) -> Result<(usize, usize), QueueError> {
@@ -148,7 +148,7 @@ pub async fn invoke_and_acknowledge(
 
 /// One batch: up to `batch_size` messages, gathered for at most the batching
 /// window once the first has arrived.
-async fn gather(queue: &dyn AccrualQueue, settings: PollerSettings) -> Vec<ReceivedMessage> {
+async fn gather(queue: &dyn WorkQueue, settings: PollerSettings) -> Vec<ReceivedMessage> {
     let mut batch = match queue.receive_messages(settings.batch_size.min(10), settings.wait).await {
         Ok(first) => first,
         Err(e) => {

@@ -5,9 +5,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
-use pointflow::import::Importer;
-use pointflow::ingest::IngestService;
-use pointflow::worker::Worker;
+use pointflow::services::api::ApiService;
+use pointflow::services::import::Importer;
+use pointflow::services::worker::Worker;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -38,7 +38,7 @@ impl Runner {
         addr: SocketAddr,
         pollers: PollerSettings,
     ) -> anyhow::Result<Runner> {
-        let service = IngestService::new(
+        let service = ApiService::new(
             backend.jobs.clone(),
             backend.ledger.clone(),
             backend.queue.clone(),

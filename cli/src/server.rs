@@ -11,7 +11,7 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
-use pointflow::ingest::IngestService;
+use pointflow::services::api::ApiService;
 use tokio::net::TcpListener;
 
 /// API Gateway's own payload limit (REST: 10 MB); the handler enforces the
@@ -21,7 +21,7 @@ const GATEWAY_MAX_BODY: usize = 10 * 1024 * 1024;
 /// Serves the API on `listener` until `shutdown` resolves.
 pub async fn serve(
     listener: TcpListener,
-    service: IngestService,
+    service: ApiService,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = Router::new()
@@ -32,7 +32,7 @@ pub async fn serve(
 }
 
 async fn handle(
-    State(service): State<IngestService>,
+    State(service): State<ApiService>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,

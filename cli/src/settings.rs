@@ -5,10 +5,10 @@
 
 use std::time::Duration;
 
-use pointflow::import::ImportSettings;
-use pointflow::ingest::{IngestSettings, MAX_BODY_BYTES};
-use pointflow::packing::PackingLimits;
-use pointflow::worker::WorkerSettings;
+use pointflow::domain::packing::PackingLimits;
+use pointflow::services::api::{ApiSettings, MAX_BODY_BYTES};
+use pointflow::services::import::ImportSettings;
+use pointflow::services::worker::WorkerSettings;
 use serde_norway::Value;
 
 use crate::poller::PollerSettings;
@@ -17,7 +17,7 @@ use crate::poller::PollerSettings;
 pub const TEMPLATE: &str = include_str!("../../template.yaml");
 
 /// Logical id of the accrual queue in the template (the embedded queue's name).
-pub const QUEUE_NAME: &str = "AccrualQueue";
+pub const QUEUE_NAME: &str = "WorkQueue";
 /// Logical id of the dead-letter queue in the template.
 pub const DLQ_NAME: &str = "AccrualDeadLetterQueue";
 /// Logical id of the import queue in the template.
@@ -30,7 +30,7 @@ pub const TABLE_NAME: &str = "PointflowTable";
 /// The stack's settings that the runner reproduces.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StackSettings {
-    pub ingest: IngestSettings,
+    pub ingest: ApiSettings,
     pub worker: WorkerSettings,
     /// Event source mapping: messages per invocation.
     pub batch_size: usize,
@@ -85,7 +85,7 @@ impl StackSettings {
             max_bytes: param("MessageMaxBytes")? as usize,
         };
         Ok(StackSettings {
-            ingest: IngestSettings {
+            ingest: ApiSettings {
                 max_items: param("MaxItemsPerRequest")? as usize,
                 max_body_bytes: MAX_BODY_BYTES,
                 packing,
@@ -134,7 +134,7 @@ mod tests {
         assert_eq!(s.maximum_concurrency, 50);
         assert_eq!(s.batch_size, 10);
         assert_eq!(s.ingest.packing, PackingLimits::default());
-        assert_eq!(s.ingest.max_items, pointflow::ingest::DEFAULT_MAX_ITEMS);
+        assert_eq!(s.ingest.max_items, pointflow::services::api::DEFAULT_MAX_ITEMS);
         assert!(s.visibility_timeout >= Duration::from_secs(60));
         assert_eq!(s.import, ImportSettings::default());
     }
@@ -218,7 +218,7 @@ mod tests {
     /// queries, projecting exactly what the adapter reads back.
     #[test]
     fn the_template_history_index_matches_the_adapter() {
-        use pointflow::adapters::dynamodb::{HISTORY_INDEX, HISTORY_PROJECTION};
+        use pointflow::adapters::aws::dynamodb::{HISTORY_INDEX, HISTORY_PROJECTION};
         let doc: Value = serde_norway::from_str(TEMPLATE).unwrap();
         let table = &doc["Resources"]["PointflowTable"]["Properties"];
         let indexes = table["GlobalSecondaryIndexes"].as_sequence().unwrap();

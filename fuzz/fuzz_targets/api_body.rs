@@ -1,5 +1,5 @@
-//! Fuzz target: see `pointflow::fuzzing::api_body` for what the input means and
+//! Fuzz target: see `pointflow::testkit::fuzzing::api_body` for what the input means and
 //! what must hold.
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| pointflow::fuzzing::api_body(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| pointflow::testkit::fuzzing::api_body(data));

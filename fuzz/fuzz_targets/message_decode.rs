@@ -1,5 +1,5 @@
-//! Fuzz target: see `pointflow::fuzzing::message_decode` for what the input means and
+//! Fuzz target: see `pointflow::testkit::fuzzing::message_decode` for what the input means and
 //! what must hold.
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| pointflow::fuzzing::message_decode(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| pointflow::testkit::fuzzing::message_decode(data));

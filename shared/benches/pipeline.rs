@@ -16,15 +16,15 @@ use std::hint::black_box;
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use pointflow::adapters::dynamodb::{plan_transactions, sum_by_balance};
+use pointflow::adapters::aws::dynamodb::{plan_transactions, sum_by_balance};
 use pointflow::adapters::memory::MemoryStore;
-use pointflow::csv_rows::{CsvAccruals, CsvRow};
+use pointflow::domain::csv_rows::{CsvAccruals, CsvRow};
+use pointflow::domain::message::QueueMessage;
+use pointflow::domain::packing::{pack_accruals, PackingLimits};
+use pointflow::domain::submission::prepare_submission;
 use pointflow::domain::{Accrual, JobId, NewJob};
-use pointflow::message::AccrualMessage;
-use pointflow::packing::{pack_accruals, PackingLimits};
 use pointflow::ports::JobStore;
-use pointflow::submission::prepare_submission;
-use pointflow::worker::{IncomingMessage, Worker, WorkerSettings};
+use pointflow::services::worker::{IncomingMessage, Worker, WorkerSettings};
 use serde_json::Value;
 
 const ITEMS: usize = 10_000;
@@ -140,7 +140,7 @@ fn worker(c: &mut Criterion) {
                         created_at: time::OffsetDateTime::now_utc(),
                     }))
                     .unwrap();
-                let body = AccrualMessage {
+                let body = QueueMessage {
                     job_id,
                     seq: 0,
                     accruals: message.clone(),

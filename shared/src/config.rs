@@ -1,10 +1,10 @@
 //! Configuration from environment variables, read once per cold start into
 //! typed structs. Errors name the variable.
 
-use crate::import::ImportSettings;
-use crate::ingest::{IngestSettings, DEFAULT_MAX_ITEMS, MAX_BODY_BYTES};
-use crate::packing::PackingLimits;
-use crate::worker::WorkerSettings;
+use crate::domain::packing::PackingLimits;
+use crate::services::api::{ApiSettings, DEFAULT_MAX_ITEMS, MAX_BODY_BYTES};
+use crate::services::import::ImportSettings;
+use crate::services::worker::WorkerSettings;
 
 /// A missing or malformed variable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -64,7 +64,7 @@ fn packing(lookup: &impl Fn(&str) -> Option<String>) -> Result<PackingLimits, Co
 pub struct IngestConfig {
     pub table_name: String,
     pub queue_url: String,
-    pub settings: IngestSettings,
+    pub settings: ApiSettings,
 }
 
 impl IngestConfig {
@@ -92,7 +92,7 @@ impl IngestConfig {
         Ok(IngestConfig {
             table_name: required(&lookup, "TABLE_NAME")?,
             queue_url: required(&lookup, "QUEUE_URL")?,
-            settings: IngestSettings {
+            settings: ApiSettings {
                 max_items,
                 max_body_bytes: MAX_BODY_BYTES,
                 packing,

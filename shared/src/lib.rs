@@ -1,34 +1,27 @@
-//! Pointflow's shared library: the domain rules, the ingest and worker
-//! services, the ports they speak through, and the adapters behind them.
+//! Pointflow: credits loyalty points in bulk, exactly once.
 //!
-//! Function crates (`functions/*`) only translate Lambda events into calls on
-//! [`ingest::IngestService`] and [`worker::Worker`] and back.
+//! The library is layered; each folder depends only on those above it:
+//!
+//! - [`domain`]: the rules, pure and without I/O: accruals, jobs, lots,
+//!   uses, reversals, history entries, validation, packing, queue messages.
+//! - [`ports`]: small traits the services speak through, one per capability,
+//!   in domain types only.
+//! - [`services`]: the HTTP API, the worker, the file import, job cancel,
+//!   the DLQ tools and history paging, written against the ports.
+//! - [`adapters`]: the ports' implementations, one folder per backend
+//!   (AWS behind feature `aws`, SQLite behind `sqlite`, in memory behind
+//!   `testkit`), and [`backend`] wires each backend's set of ports.
+//!
+//! Function crates (`functions/*`) only translate Lambda events into calls
+//! on [`services`] and back. `docs/ARCHITECTURE.md` has the whole map.
 
 pub mod adapters;
-pub mod api;
-pub mod aws;
-pub mod baseline;
-pub mod cancel;
-pub mod capacity;
+pub mod backend;
+#[cfg(feature = "aws")]
 pub mod config;
-pub mod csv_rows;
-pub mod dlq;
 pub mod domain;
-pub mod fuzzing;
-pub mod history;
-pub mod import;
-pub mod ingest;
-pub mod lots;
-pub mod message;
-pub mod metrics;
-pub mod packing;
 pub mod ports;
-pub mod retry;
-pub mod reversal;
-pub mod simulation;
-pub mod strict_json;
-pub mod submission;
+pub mod services;
 pub mod telemetry;
-pub mod uses;
-pub mod validation;
-pub mod worker;
+#[cfg(feature = "testkit")]
+pub mod testkit;

@@ -3,20 +3,20 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use pointflow::adapters::dynamodb::{create_table, DynamoStore};
+use pointflow::adapters::aws::dynamodb::{create_table, DynamoStore};
+use pointflow::adapters::aws::sqs::{create_queue_with_dlq, SqsQueue};
 use pointflow::adapters::memory::{MemoryQueue, MemoryStore};
+use pointflow::adapters::retry::Backoff;
 use pointflow::adapters::sqlite::SqliteStore;
-use pointflow::adapters::sqs::{create_queue_with_dlq, SqsQueue};
-use pointflow::ports::{AccrualQueue, JobStore, Ledger};
-use pointflow::retry::Backoff;
+use pointflow::ports::{JobStore, Ledger, WorkQueue};
 
 /// Every port of one backend, plus the queue's dead-letter queue.
 #[derive(Clone)]
 pub struct Backend {
     pub ledger: Arc<dyn Ledger>,
     pub jobs: Arc<dyn JobStore>,
-    pub queue: Arc<dyn AccrualQueue>,
-    pub dlq: Arc<dyn AccrualQueue>,
+    pub queue: Arc<dyn WorkQueue>,
+    pub dlq: Arc<dyn WorkQueue>,
     /// The queue's visibility timeout.
     pub visibility_timeout: Duration,
     /// Receives after which the queue moves a message to the DLQ.
@@ -40,10 +40,10 @@ impl Backend {
     }
 
     /// A worker's settings for this backend (one message at a time on moto).
-    pub fn worker_settings(&self) -> pointflow::worker::WorkerSettings {
-        pointflow::worker::WorkerSettings {
+    pub fn worker_settings(&self) -> pointflow::services::worker::WorkerSettings {
+        pointflow::services::worker::WorkerSettings {
             message_concurrency: self.parallelism(),
-            ..pointflow::worker::WorkerSettings::default()
+            ..pointflow::services::worker::WorkerSettings::default()
         }
     }
 }
@@ -110,7 +110,7 @@ pub async fn emulator_config() -> Option<aws_config::SdkConfig> {
         eprintln!("AWS_ENDPOINT_URL not set: skipping emulator test (run scripts/test.sh)");
         return None;
     }
-    Some(pointflow::aws::load_config().await)
+    Some(pointflow::adapters::aws::load_config().await)
 }
 
 /// A unique resource name, so tests sharing one emulator never meet.

@@ -5,12 +5,13 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
+use pointflow::domain::history::{EntryKind, HistoryEntry, HistoryQuery};
+use pointflow::domain::lots::BalanceView;
+use pointflow::domain::reversal::{ReversalKind, ReversalOutcome, ReversalTarget};
+use pointflow::domain::uses::{Use, UseOutcome};
 use pointflow::domain::{Accrual, Balance, ChunkEnd, ChunkReport, JobId, JobStatus, MessageCounts, MessageRef, NewJob};
-use pointflow::history::{history_page, EntryKind, HistoryEntry, HistoryQuery};
-use pointflow::lots::BalanceView;
 use pointflow::ports::{CreateJob, ReceivedMessage};
-use pointflow::reversal::{ReversalKind, ReversalOutcome, ReversalTarget};
-use pointflow::uses::{Use, UseOutcome};
+use pointflow::services::history::history_page;
 use time::OffsetDateTime;
 
 use crate::backend::Backend;
@@ -815,7 +816,7 @@ impl pointflow::ports::Ledger for ReversalsFailAfter {
     async fn balance_sheets(
         &self,
         member_id: &str,
-    ) -> Result<Vec<pointflow::lots::BalanceSheet>, pointflow::ports::StoreError> {
+    ) -> Result<Vec<pointflow::domain::lots::BalanceSheet>, pointflow::ports::StoreError> {
         self.inner.balance_sheets(member_id).await
     }
     async fn apply_use(&self, u: &Use, now: OffsetDateTime) -> Result<UseOutcome, pointflow::ports::StoreError> {
@@ -854,8 +855,8 @@ impl pointflow::ports::Ledger for ReversalsFailAfter {
 /// part-way finishes when run again, with exact counts; a running job is
 /// refused.
 pub async fn a_job_cancel_resumes_and_reverses_only_its_own_credits(b: &Backend) {
-    use pointflow::cancel::{cancel_job, CancelError};
     use pointflow::domain::CancelCounts;
+    use pointflow::services::cancel::{cancel_job, CancelError};
 
     let tag = JobId::random();
     let m1 = format!("c1-{tag}");

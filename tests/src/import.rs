@@ -9,12 +9,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use pointflow::adapters::dir::DirObjects;
+use pointflow::adapters::local_dir::DirObjects;
 use pointflow::domain::Job;
-use pointflow::import::task::object_created_notification;
-use pointflow::import::{ImportSettings, ImportTask, Importer, ObjectRef, ObjectStore};
-use pointflow::ports::{AccrualQueue, ReceivedMessage};
-use pointflow::worker::{Worker, WorkerSettings};
+use pointflow::ports::objects::{ObjectRef, ObjectStore};
+use pointflow::ports::{ReceivedMessage, WorkQueue};
+use pointflow::services::import::task::object_created_notification;
+use pointflow::services::import::{ImportSettings, ImportTask, Importer};
+use pointflow::services::worker::{Worker, WorkerSettings};
 use pointflow_cli::poller::invoke_and_acknowledge;
 
 use crate::backend::Backend;
@@ -39,7 +40,7 @@ impl Drop for TempDir {
 /// Everything a file import touches.
 pub struct ImportRig {
     pub backend: Backend,
-    pub tasks: Arc<dyn AccrualQueue>,
+    pub tasks: Arc<dyn WorkQueue>,
     pub objects: Arc<dyn ObjectStore>,
     pub bucket: String,
     pub importer: Importer,
@@ -60,7 +61,7 @@ pub struct Quiet {
 impl ImportRig {
     /// A rig on `backend` with a local folder as the bucket and `tasks` as
     /// the import queue.
-    pub fn local(backend: Backend, tasks: Arc<dyn AccrualQueue>, settings: ImportSettings) -> Self {
+    pub fn local(backend: Backend, tasks: Arc<dyn WorkQueue>, settings: ImportSettings) -> Self {
         let dir = TempDir::new("pointflow-bucket");
         let objects: Arc<dyn ObjectStore> = Arc::new(DirObjects::new(&dir.0));
         Self::new(backend, tasks, objects, "local-bucket".to_owned(), settings, Some(dir))
@@ -68,7 +69,7 @@ impl ImportRig {
 
     pub fn new(
         backend: Backend,
-        tasks: Arc<dyn AccrualQueue>,
+        tasks: Arc<dyn WorkQueue>,
         objects: Arc<dyn ObjectStore>,
         bucket: String,
         settings: ImportSettings,

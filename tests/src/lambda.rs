@@ -7,9 +7,9 @@ use aws_lambda_events::apigw::{ApiGatewayProxyRequest, ApiGatewayProxyResponse};
 use aws_lambda_events::encodings::Body;
 use aws_lambda_events::http::{HeaderMap, HeaderValue, Method};
 use aws_lambda_events::sqs::SqsEvent;
-use pointflow::ingest::IngestService;
-use pointflow::ports::{AccrualQueue, ReceivedMessage};
-use pointflow::worker::Worker;
+use pointflow::ports::{ReceivedMessage, WorkQueue};
+use pointflow::services::api::ApiService;
+use pointflow::services::worker::Worker;
 use serde_json::Value;
 
 /// Path of a file in `events/`.
@@ -56,7 +56,7 @@ pub fn response_json(response: &ApiGatewayProxyResponse) -> (i64, Value) {
 }
 
 /// Calls the ingest handler and returns status and body.
-pub async fn call_api(service: &IngestService, event: ApiGatewayProxyRequest) -> (i64, Value) {
+pub async fn call_api(service: &ApiService, event: ApiGatewayProxyRequest) -> (i64, Value) {
     response_json(&ingest_api::handle(service, event).await)
 }
 
@@ -76,7 +76,7 @@ pub struct Drained {
 
 /// Plays Lambda's event source mapping until the queue stays empty: receive
 /// up to 10, invoke the worker handler, delete what succeeded.
-pub async fn drain(queue: &dyn AccrualQueue, worker: &Worker) -> Drained {
+pub async fn drain(queue: &dyn WorkQueue, worker: &Worker) -> Drained {
     let mut drained = Drained::default();
     let mut empty_polls = 0;
     while empty_polls < 2 {

@@ -3,14 +3,14 @@
 
 use std::time::Duration;
 
-use pointflow::ingest::{IngestService, IngestSettings};
+use pointflow::services::api::{ApiService, ApiSettings};
 use pointflow_tests::backend::{self, Backend};
 use pointflow_tests::lambda::{api_event, call_api, post_job};
 use serde_json::{json, Value};
 
-fn service(settings: IngestSettings) -> (Backend, IngestService) {
+fn service(settings: ApiSettings) -> (Backend, ApiService) {
     let b = backend::memory(Duration::from_secs(30), 3);
-    let s = IngestService::new(b.jobs.clone(), b.ledger.clone(), b.queue.clone(), settings);
+    let s = ApiService::new(b.jobs.clone(), b.ledger.clone(), b.queue.clone(), settings);
     (b, s)
 }
 
@@ -24,7 +24,7 @@ async fn nothing_queued(b: &Backend) {
 
 #[tokio::test]
 async fn malformed_json_is_a_400_naming_the_position() {
-    let (b, s) = service(IngestSettings::default());
+    let (b, s) = service(ApiSettings::default());
     let event = api_event(
         "POST",
         "/v1/jobs",
@@ -43,7 +43,7 @@ async fn malformed_json_is_a_400_naming_the_position() {
 
 #[tokio::test]
 async fn wrong_shapes_are_400s() {
-    let (_, s) = service(IngestSettings::default());
+    let (_, s) = service(ApiSettings::default());
     for body in [
         json!([1, 2]),
         json!({"items": []}),
@@ -62,7 +62,7 @@ async fn wrong_shapes_are_400s() {
 
 #[tokio::test]
 async fn wrong_content_type_is_a_415() {
-    let (_, s) = service(IngestSettings::default());
+    let (_, s) = service(ApiSettings::default());
     let event = api_event(
         "POST",
         "/v1/jobs",
@@ -87,10 +87,10 @@ async fn wrong_content_type_is_a_415() {
 
 #[tokio::test]
 async fn oversize_bodies_and_lists_are_413s() {
-    let (b, s) = service(IngestSettings {
+    let (b, s) = service(ApiSettings {
         max_items: 3,
         max_body_bytes: 2_000,
-        ..IngestSettings::default()
+        ..ApiSettings::default()
     });
     let items: Vec<Value> = (0..4)
         .map(|i| json!({"accrual_id": format!("a{i}"), "member_id": "m", "point_type": "P", "amount": 1}))
@@ -111,7 +111,7 @@ async fn oversize_bodies_and_lists_are_413s() {
 
 #[tokio::test]
 async fn missing_ids_without_a_key_say_how_to_fix_it() {
-    let (b, s) = service(IngestSettings::default());
+    let (b, s) = service(ApiSettings::default());
     let body = json!({"accruals": [{"member_id": "m", "point_type": "P", "amount": 1}]});
     let (status, reply) = call_api(&s, post_job(&body, None)).await;
     assert_eq!(status, 400);
@@ -126,7 +126,7 @@ async fn missing_ids_without_a_key_say_how_to_fix_it() {
 
 #[tokio::test]
 async fn conflicting_duplicate_ids_are_400_and_exact_ones_collapse() {
-    let (_, s) = service(IngestSettings::default());
+    let (_, s) = service(ApiSettings::default());
     let a = json!({"accrual_id": "a", "member_id": "m", "point_type": "P", "amount": 1});
     let (status, reply) = call_api(&s, post_job(&json!({"accruals": [a, a, a]}), None)).await;
     assert_eq!(status, 202);
@@ -142,7 +142,7 @@ async fn conflicting_duplicate_ids_are_400_and_exact_ones_collapse() {
 
 #[tokio::test]
 async fn many_bad_items_list_the_first_hundred_and_count_all() {
-    let (_, s) = service(IngestSettings::default());
+    let (_, s) = service(ApiSettings::default());
     let items: Vec<Value> = (0..300)
         .map(|i| json!({"accrual_id": format!("a{i}"), "member_id": "m", "point_type": "P", "amount": -1}))
         .collect();
@@ -154,7 +154,7 @@ async fn many_bad_items_list_the_first_hundred_and_count_all() {
 
 #[tokio::test]
 async fn bad_idempotency_key_is_a_400() {
-    let (_, s) = service(IngestSettings::default());
+    let (_, s) = service(ApiSettings::default());
     let (status, reply) = call_api(&s, post_job(&valid(), Some("has space"))).await;
     assert_eq!(
         (status, reply["error"]["code"].as_str()),
@@ -164,7 +164,7 @@ async fn bad_idempotency_key_is_a_400() {
 
 #[tokio::test]
 async fn unknown_things_are_404s_and_wrong_methods_405s() {
-    let (_, s) = service(IngestSettings::default());
+    let (_, s) = service(ApiSettings::default());
     for path in [
         "/v1/jobs/not-a-uuid",
         "/v1/jobs/5f0c8e7e-3d4e-4b8a-9a51-0b6f4f1f2a10",
@@ -181,7 +181,7 @@ async fn unknown_things_are_404s_and_wrong_methods_405s() {
 
 #[tokio::test]
 async fn base64_bodies_are_decoded() {
-    let (_, s) = service(IngestSettings::default());
+    let (_, s) = service(ApiSettings::default());
     use base64::Engine;
     let mut event = post_job(&valid(), None);
     event.body = Some(base64::engine::general_purpose::STANDARD.encode(valid().to_string()));
@@ -226,7 +226,7 @@ fn post_use(member: &str, body: &Value) -> aws_lambda_events::apigw::ApiGatewayP
 /// 400 naming each bad field; refusals change nothing.
 #[tokio::test]
 async fn uses_deduct_once_and_refusals_change_nothing() {
-    let (b, s) = service(IngestSettings::default());
+    let (b, s) = service(ApiSettings::default());
     credit_500_to_m1(&b).await;
     let balance = |reply: Value| reply["balances"]["PT"].as_u64();
     let get_balance = || api_event("GET", "/v1/members/m1/balances", &[], None);
@@ -294,7 +294,7 @@ async fn uses_deduct_once_and_refusals_change_nothing() {
 /// unknown id, 409 when the points were spent, 400 naming bad fields.
 #[tokio::test]
 async fn reversals_answer_once_and_refuse_what_cannot_be_undone() {
-    let (b, s) = service(IngestSettings::default());
+    let (b, s) = service(ApiSettings::default());
     credit_500_to_m1(&b).await;
     let post = |body: Value| {
         api_event(
@@ -342,7 +342,7 @@ async fn reversals_answer_once_and_refuse_what_cannot_be_undone() {
 /// refused the same way and deduct nothing.
 #[tokio::test]
 async fn every_class_of_bad_item_is_named_and_queues_nothing() {
-    let (b, s) = service(IngestSettings::default());
+    let (b, s) = service(ApiSettings::default());
     let item = |field: &str, value: Value| {
         let mut item = json!({"accrual_id": "a-1", "member_id": "m-1", "point_type": "P", "amount": 10});
         item[field] = value;
@@ -481,7 +481,7 @@ async fn every_class_of_bad_item_is_named_and_queues_nothing() {
 /// a bad parameter is a 400 naming it; an unknown member has no entries.
 #[tokio::test]
 async fn the_ledger_pages_through_history_and_names_bad_parameters() {
-    let (b, s) = service(IngestSettings::default());
+    let (b, s) = service(ApiSettings::default());
     credit_500_to_m1(&b).await;
     for n in 1..=3 {
         let body = json!({"use_id": format!("order-{n}"), "point_type": "PT", "amount": 10 * n});

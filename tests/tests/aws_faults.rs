@@ -15,16 +15,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use pointflow::adapters::dynamodb::{create_table, DynamoStore};
-use pointflow::adapters::sqs::{create_queue_with_dlq, SqsQueue};
+use pointflow::adapters::aws::dynamodb::{create_table, DynamoStore};
+use pointflow::adapters::aws::sqs::{create_queue_with_dlq, SqsQueue};
+use pointflow::domain::lots::BalanceSheet;
+use pointflow::domain::packing::PackingLimits;
+use pointflow::domain::reversal::{ReversalOutcome, ReversalTarget};
+use pointflow::domain::uses::{Use, UseOutcome};
 use pointflow::domain::{Accrual, JobStatus, MessageRef};
-use pointflow::ingest::{IngestService, IngestSettings};
-use pointflow::lots::BalanceSheet;
-use pointflow::packing::PackingLimits;
-use pointflow::ports::{AccrualQueue, ApplyOutcome, JobStore, Ledger, ReceivedMessage, StoreError};
-use pointflow::reversal::{ReversalOutcome, ReversalTarget};
-use pointflow::uses::{Use, UseOutcome};
-use pointflow::worker::{IncomingMessage, Worker, WorkerSettings};
+use pointflow::ports::{ApplyOutcome, JobStore, Ledger, ReceivedMessage, StoreError, WorkQueue};
+use pointflow::services::api::{ApiService, ApiSettings};
+use pointflow::services::worker::{IncomingMessage, Worker, WorkerSettings};
 use pointflow_cli::poller::invoke_and_acknowledge;
 use pointflow_tests::backend::{self, Backend};
 use pointflow_tests::lambda::{call_api, post_job};
@@ -74,22 +74,22 @@ impl Ledger for FlakyLedger {
         point_type: Option<&str>,
         before: Option<&str>,
         limit: usize,
-    ) -> Result<Vec<pointflow::history::HistoryEntry>, StoreError> {
+    ) -> Result<Vec<pointflow::domain::history::HistoryEntry>, StoreError> {
         self.inner.history_entries(member_id, point_type, before, limit).await
     }
 }
 
-fn ingest(backend: &Backend, max_accruals: usize) -> IngestService {
-    IngestService::new(
+fn ingest(backend: &Backend, max_accruals: usize) -> ApiService {
+    ApiService::new(
         backend.jobs.clone(),
         backend.ledger.clone(),
         backend.queue.clone(),
-        IngestSettings {
+        ApiSettings {
             packing: PackingLimits {
                 max_accruals,
                 ..PackingLimits::default()
             },
-            ..IngestSettings::default()
+            ..ApiSettings::default()
         },
     )
 }
@@ -108,7 +108,7 @@ fn campaign(prefix: &str, count: usize, members: usize) -> (Value, HashMap<Strin
     (json!({ "accruals": items }), expected)
 }
 
-async fn submit(service: &IngestService, body: &Value) -> pointflow::domain::JobId {
+async fn submit(service: &ApiService, body: &Value) -> pointflow::domain::JobId {
     let (status, accepted) = call_api(service, post_job(body, None)).await;
     assert_eq!(status, 202, "{accepted}");
     accepted["job_id"].as_str().unwrap().parse().unwrap()
@@ -123,7 +123,7 @@ async fn assert_balances(ledger: &dyn Ledger, expected: &HashMap<String, u64>) {
 }
 
 /// Receives until `expected` messages are in hand (or 10 tries).
-async fn receive(queue: &dyn AccrualQueue, expected: usize) -> Vec<ReceivedMessage> {
+async fn receive(queue: &dyn WorkQueue, expected: usize) -> Vec<ReceivedMessage> {
     let mut got = Vec::new();
     for _ in 0..10 {
         if got.len() >= expected {
@@ -177,7 +177,7 @@ async fn a_message_that_keeps_failing_reaches_the_dlq_and_a_redrive_applies_it_o
             .unwrap(),
         []
     );
-    let dead = pointflow::dlq::list(backend.dlq.as_ref(), 10).await.unwrap();
+    let dead = pointflow::services::dlq::list(backend.dlq.as_ref(), 10).await.unwrap();
     assert_eq!(dead.len(), 1);
     assert_eq!((dead[0].job_id, dead[0].accruals), (Some(job_id), 12));
     assert_eq!(flaky.failures.load(Ordering::SeqCst), 2, "one failure per delivery");
@@ -195,7 +195,7 @@ async fn a_message_that_keeps_failing_reaches_the_dlq_and_a_redrive_applies_it_o
     // once, and its accruals move from failed to applied.
     flaky.failing.store(false, Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(1100)).await; // `list` left it in flight
-    let moved = pointflow::dlq::redrive(backend.dlq.as_ref(), backend.queue.as_ref(), 10)
+    let moved = pointflow::services::dlq::redrive(backend.dlq.as_ref(), backend.queue.as_ref(), 10)
         .await
         .unwrap();
     assert_eq!((moved.messages, moved.accruals), (1, 12));
@@ -215,7 +215,7 @@ async fn a_message_that_keeps_failing_reaches_the_dlq_and_a_redrive_applies_it_o
     let job = backend.jobs.get_job(job_id).await.unwrap().unwrap();
     assert_eq!((job.applied, job.duplicate, job.failed), (12, 0, 0));
     assert_eq!(job.status(), JobStatus::Completed);
-    let again = pointflow::dlq::redrive(backend.dlq.as_ref(), backend.queue.as_ref(), 10)
+    let again = pointflow::services::dlq::redrive(backend.dlq.as_ref(), backend.queue.as_ref(), 10)
         .await
         .unwrap();
     assert_eq!(again.messages, 0, "the DLQ is empty");
@@ -481,16 +481,16 @@ async fn throttling_over_the_wire_is_retried_and_everything_is_applied_once() {
         .build();
     let store = Arc::new(DynamoStore::new(aws_sdk_dynamodb::Client::from_conf(dynamo), &table));
     let queue = Arc::new(SqsQueue::new(aws_sdk_sqs::Client::from_conf(sqs), &queue_url));
-    let service = IngestService::new(
+    let service = ApiService::new(
         store.clone(),
         store.clone(),
         queue.clone(),
-        IngestSettings {
+        ApiSettings {
             packing: PackingLimits {
                 max_accruals: 25,
                 ..PackingLimits::default()
             },
-            ..IngestSettings::default()
+            ..ApiSettings::default()
         },
     );
     let worker = Worker::new(

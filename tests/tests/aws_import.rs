@@ -6,11 +6,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use pointflow::adapters::s3::S3Objects;
-use pointflow::adapters::sqs::{create_queue_with_dlq, SqsQueue};
+use pointflow::adapters::aws::s3::S3Objects;
+use pointflow::adapters::aws::sqs::{create_queue_with_dlq, SqsQueue};
+use pointflow::domain::packing::PackingLimits;
 use pointflow::domain::JobStatus;
-use pointflow::import::{ImportSettings, ObjectRef};
-use pointflow::packing::PackingLimits;
+use pointflow::ports::objects::ObjectRef;
+use pointflow::services::import::ImportSettings;
 use pointflow_cli::backend::create_bucket_notifying;
 use pointflow_tests::backend::{self, unique_name};
 use pointflow_tests::import::ImportRig;
@@ -29,8 +30,8 @@ async fn a_dropped_file_is_imported_through_the_bucket_notification() {
     let Some(b) = backend::aws(Duration::from_secs(30), 3).await else {
         return;
     };
-    let sdk = pointflow::aws::load_config().await;
-    let s3 = pointflow::aws::s3_client(&sdk);
+    let sdk = pointflow::adapters::aws::load_config().await;
+    let s3 = pointflow::adapters::aws::s3_client(&sdk);
     let sqs = aws_sdk_sqs::Client::new(&sdk);
     let bucket = unique_name("imports");
     let (tasks_url, _) = create_queue_with_dlq(&sqs, &unique_name("import-tasks"), Duration::from_secs(30), 3)

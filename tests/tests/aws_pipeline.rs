@@ -4,28 +4,28 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use pointflow::ingest::{IngestService, IngestSettings};
-use pointflow::message::AccrualMessage;
-use pointflow::ports::AccrualQueue;
-use pointflow::worker::{Worker, WorkerSettings};
+use pointflow::domain::message::QueueMessage;
+use pointflow::ports::WorkQueue;
+use pointflow::services::api::{ApiService, ApiSettings};
+use pointflow::services::worker::{Worker, WorkerSettings};
 use pointflow_tests::backend::{self, Backend};
 use pointflow_tests::lambda::{api_event, call_api, drain, post_job, sqs_event};
 use serde_json::{json, Value};
 
 struct Pipeline {
     backend: Backend,
-    ingest: IngestService,
+    ingest: ApiService,
     worker: Worker,
 }
 
 async fn pipeline() -> Option<Pipeline> {
     // A long visibility timeout: nothing is redelivered behind a test's back.
     let backend = backend::aws(Duration::from_secs(30), 3).await?;
-    let ingest = IngestService::new(
+    let ingest = ApiService::new(
         backend.jobs.clone(),
         backend.ledger.clone(),
         backend.queue.clone(),
-        IngestSettings::default(),
+        ApiSettings::default(),
     );
     let worker = Worker::new(
         backend.ledger.clone(),
@@ -54,7 +54,7 @@ async fn get(p: &Pipeline, path: &str) -> (i64, Value) {
 }
 
 /// Every message currently in the queue, received once and left in flight.
-async fn take_messages(queue: &dyn AccrualQueue, expected: usize) -> Vec<pointflow::ports::ReceivedMessage> {
+async fn take_messages(queue: &dyn WorkQueue, expected: usize) -> Vec<pointflow::ports::ReceivedMessage> {
     let mut got = Vec::new();
     for _ in 0..20 {
         if got.len() >= expected {
@@ -180,7 +180,7 @@ async fn a_worker_crash_mid_message_is_finished_by_the_redelivery() {
     assert_eq!(messages.len(), 1);
     // The crash: the first transaction's worth of accruals was written, then
     // the worker died before folding the message into its job.
-    let decoded = AccrualMessage::decode(&messages[0].body).unwrap();
+    let decoded = QueueMessage::decode(&messages[0].body).unwrap();
     let partial = p
         .backend
         .ledger
@@ -280,11 +280,11 @@ async fn a_poison_message_fails_alone_and_reaches_the_dead_letter_queue() {
         return;
     };
     let worker = Worker::new(backend.ledger.clone(), backend.jobs.clone(), WorkerSettings::default());
-    let ingest = IngestService::new(
+    let ingest = ApiService::new(
         backend.jobs.clone(),
         backend.ledger.clone(),
         backend.queue.clone(),
-        IngestSettings::default(),
+        ApiSettings::default(),
     );
     backend
         .queue
@@ -339,24 +339,24 @@ async fn a_failed_enqueue_is_finished_by_a_retry_with_the_same_key() {
     // A queue whose URL does not exist: every send fails.
     let sdk = backend::emulator_config().await.unwrap();
     let broken = Arc::new(
-        pointflow::adapters::sqs::SqsQueue::new(
+        pointflow::adapters::aws::sqs::SqsQueue::new(
             aws_sdk_sqs::Client::new(&sdk),
             format!(
                 "{}/123456789012/no-such-queue",
                 std::env::var("AWS_ENDPOINT_URL").unwrap()
             ),
         )
-        .with_backoff(pointflow::retry::Backoff {
+        .with_backoff(pointflow::adapters::retry::Backoff {
             base: Duration::from_millis(1),
             cap: Duration::from_millis(5),
             max_attempts: 2,
         }),
     );
-    let failing = IngestService::new(
+    let failing = ApiService::new(
         p.backend.jobs.clone(),
         p.backend.ledger.clone(),
         broken,
-        IngestSettings::default(),
+        ApiSettings::default(),
     );
     let body = json!({"accruals": [item("q-1", "q-m", "P", 9)]});
     let (status, error) = call_api(&failing, post_job(&body, Some("enqueue-retry"))).await;
@@ -380,11 +380,11 @@ async fn a_failed_enqueue_is_finished_by_a_retry_with_the_same_key() {
 /// index).
 #[tokio::test]
 async fn a_use_and_a_reversal_are_one_transaction_of_six_or_eight_write_units() {
-    use pointflow::adapters::dynamodb::{create_table, DynamoStore};
+    use pointflow::adapters::aws::dynamodb::{create_table, DynamoStore};
+    use pointflow::domain::reversal::{ReversalOutcome, ReversalTarget};
+    use pointflow::domain::uses::{Use, UseOutcome};
     use pointflow::domain::{Accrual, JobId, MessageRef};
     use pointflow::ports::Ledger;
-    use pointflow::reversal::{ReversalOutcome, ReversalTarget};
-    use pointflow::uses::{Use, UseOutcome};
 
     let Some(sdk) = backend::emulator_config().await else {
         return;

@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use pointflow::domain::{Accrual, JobId, JobStatus, MessageRef};
-use pointflow::ingest::{IngestService, IngestSettings};
-use pointflow::worker::Worker;
+use pointflow::services::api::{ApiService, ApiSettings};
+use pointflow::services::worker::Worker;
 use pointflow_tests::backend::{self, Backend};
 use pointflow_tests::lambda::{call_api, drain, post_job};
 use serde_json::{json, Value};
@@ -47,11 +47,11 @@ async fn available(b: &Backend, member: &str) -> u64 {
 
 async fn bulk_uses_apply_once_and_count_refusals(b: Backend) {
     let members = three_members_with_100(&b).await;
-    let ingest = IngestService::new(
+    let ingest = ApiService::new(
         b.jobs.clone(),
         b.ledger.clone(),
         b.queue.clone(),
-        IngestSettings::default(),
+        ApiSettings::default(),
     );
     let worker = Worker::new(b.ledger.clone(), b.jobs.clone(), b.worker_settings());
     let [m0, m1, m2] = [&members[0], &members[1], &members[2]];
@@ -138,11 +138,11 @@ async fn bulk_uses_on_aws() {
 #[tokio::test]
 async fn bad_bulk_uses_are_named_and_queue_nothing() {
     let b = backend::memory(Duration::from_secs(30), 3);
-    let ingest = IngestService::new(
+    let ingest = ApiService::new(
         b.jobs.clone(),
         b.ledger.clone(),
         b.queue.clone(),
-        IngestSettings::default(),
+        ApiSettings::default(),
     );
     let body = json!({"uses": [
         use_item("u1", "m", 10),
@@ -188,10 +188,10 @@ async fn bad_bulk_uses_are_named_and_queue_nothing() {
 /// again, deducts each use once and counts the job once.
 #[tokio::test]
 async fn a_redelivered_message_of_uses_deducts_once() {
-    use pointflow::message::AccrualMessage;
-    use pointflow::packing::{pack_uses, PackingLimits};
-    use pointflow::uses::Use;
-    use pointflow::worker::IncomingMessage;
+    use pointflow::domain::message::QueueMessage;
+    use pointflow::domain::packing::{pack_uses, PackingLimits};
+    use pointflow::domain::uses::Use;
+    use pointflow::services::worker::IncomingMessage;
 
     let b = backend::sqlite(Duration::from_secs(30), 3);
     let members = three_members_with_100(&b).await;
@@ -207,7 +207,7 @@ async fn a_redelivered_message_of_uses_deducts_once() {
             reason: None,
         })
         .collect();
-    let messages: Vec<AccrualMessage> = pack_uses(job_id, uses, PackingLimits::default());
+    let messages: Vec<QueueMessage> = pack_uses(job_id, uses, PackingLimits::default());
     b.jobs
         .create_job(&pointflow::domain::NewJob {
             job_id,

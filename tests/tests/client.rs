@@ -259,7 +259,7 @@ async fn dead_lettered_messages_are_listed_and_redriven_then_applied() {
         .unwrap();
     let bodies: Vec<String> = (0..2u32)
         .map(|seq| {
-            pointflow::message::AccrualMessage {
+            pointflow::domain::message::QueueMessage {
                 job_id,
                 seq,
                 accruals: (0..2)
@@ -297,10 +297,12 @@ async fn dead_lettered_messages_are_listed_and_redriven_then_applied() {
     let before = stack.client.job(&job_id.to_string()).await.unwrap();
     assert_eq!((before.failed, before.status), (4, JobStatus::CompletedWithErrors));
 
-    let listed = pointflow::dlq::list(stack.backend.dlq.as_ref(), 100).await.unwrap();
+    let listed = pointflow::services::dlq::list(stack.backend.dlq.as_ref(), 100)
+        .await
+        .unwrap();
     assert_eq!(listed.len(), 2);
     assert!(listed.iter().all(|l| l.job_id == Some(job_id) && l.accruals == 2));
-    let moved = pointflow::dlq::redrive(stack.backend.dlq.as_ref(), stack.backend.queue.as_ref(), usize::MAX)
+    let moved = pointflow::services::dlq::redrive(stack.backend.dlq.as_ref(), stack.backend.queue.as_ref(), usize::MAX)
         .await
         .unwrap();
     assert_eq!((moved.messages, moved.accruals), (2, 4));
@@ -323,7 +325,7 @@ async fn dead_lettered_messages_are_listed_and_redriven_then_applied() {
     }
     assert_eq!((view.applied, view.failed, view.status), (4, 0, JobStatus::Completed));
     assert_eq!(balance(&stack, "m-dlq").await, [("P".to_owned(), 20)]);
-    assert!(pointflow::dlq::list(stack.backend.dlq.as_ref(), 100)
+    assert!(pointflow::services::dlq::list(stack.backend.dlq.as_ref(), 100)
         .await
         .unwrap()
         .is_empty());
@@ -340,7 +342,7 @@ async fn an_unreachable_api_leaves_the_run_unfinished_with_status_1() {
         .port();
     let client = ApiClient::new(&format!("http://127.0.0.1:{port}"), None, Duration::from_secs(2))
         .unwrap()
-        .with_backoff(pointflow::retry::Backoff {
+        .with_backoff(pointflow::adapters::retry::Backoff {
             base: Duration::from_millis(1),
             cap: Duration::from_millis(5),
             max_attempts: 3,

@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pointflow::adapters::sqlite::SqliteStore;
+use pointflow::domain::packing::PackingLimits;
 use pointflow::domain::{Balance, JobStatus};
-use pointflow::import::ImportSettings;
-use pointflow::packing::PackingLimits;
+use pointflow::services::import::ImportSettings;
 use pointflow_tests::backend::Backend;
 use pointflow_tests::import::ImportRig;
 

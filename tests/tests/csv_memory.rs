@@ -6,7 +6,7 @@ use std::io::Read;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
-use pointflow::csv_rows::{CsvAccruals, CsvRow};
+use pointflow::domain::csv_rows::{CsvAccruals, CsvRow};
 
 struct Counting;
 

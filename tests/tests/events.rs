@@ -6,13 +6,13 @@ use std::time::Duration;
 
 use aws_lambda_events::apigw::ApiGatewayProxyRequest;
 use aws_lambda_events::sqs::SqsEvent;
-use pointflow::adapters::s3::S3Objects;
-use pointflow::adapters::sqs::{create_queue_with_dlq, SqsQueue};
+use pointflow::adapters::aws::s3::S3Objects;
+use pointflow::adapters::aws::sqs::{create_queue_with_dlq, SqsQueue};
 use pointflow::domain::{JobId, JobStatus, NewJob};
-use pointflow::import::{ImportSettings, Importer};
-use pointflow::ingest::{IngestService, IngestSettings};
 use pointflow::ports::CreateJob;
-use pointflow::worker::Worker;
+use pointflow::services::api::{ApiService, ApiSettings};
+use pointflow::services::import::{ImportSettings, Importer};
+use pointflow::services::worker::Worker;
 use pointflow_tests::backend;
 use pointflow_tests::lambda::{call_api, event_path, load_event};
 use serde_json::json;
@@ -53,11 +53,11 @@ async fn sample_events_drive_the_handlers() {
     let Some(b) = backend::aws(Duration::from_secs(30), 3).await else {
         return;
     };
-    let ingest = IngestService::new(
+    let ingest = ApiService::new(
         b.jobs.clone(),
         b.ledger.clone(),
         b.queue.clone(),
-        IngestSettings::default(),
+        ApiSettings::default(),
     );
     let worker = Worker::new(b.ledger.clone(), b.jobs.clone(), b.worker_settings());
 
@@ -176,8 +176,8 @@ async fn sample_s3_events_drive_the_import_handler() {
     let Some(b) = backend::aws(Duration::from_secs(30), 3).await else {
         return;
     };
-    let sdk = pointflow::aws::load_config().await;
-    let s3 = pointflow::aws::s3_client(&sdk);
+    let sdk = pointflow::adapters::aws::load_config().await;
+    let s3 = pointflow::adapters::aws::s3_client(&sdk);
     let bucket = "pointflow-imports-example";
     // Tests share one emulator: the bucket may be there from another run.
     let _ = s3.create_bucket().bucket(bucket).send().await;

@@ -5,11 +5,12 @@
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
+use pointflow::domain::history::{EntryKind, HistoryQuery};
+use pointflow::domain::packing::{pack_accruals, PackingLimits};
+use pointflow::domain::submission::fingerprint;
 use pointflow::domain::{Accrual, JobId, JobStatus, NewJob};
-use pointflow::history::{history_page, EntryKind, HistoryQuery};
-use pointflow::packing::{pack_accruals, PackingLimits};
-use pointflow::submission::fingerprint;
-use pointflow::worker::{IncomingMessage, Worker, WorkerSettings};
+use pointflow::services::history::history_page;
+use pointflow::services::worker::{IncomingMessage, Worker, WorkerSettings};
 use pointflow_tests::backend;
 use proptest::prelude::*;
 use time::OffsetDateTime;
@@ -200,9 +201,9 @@ fn ledger_history() -> impl Strategy<Value = (Vec<PoolAccrual>, Vec<LedgerStep>)
 
 /// Checks one store against a model of its lots through a whole history.
 async fn check_ledger_history(b: &backend::Backend, pool: &[PoolAccrual], steps: &[LedgerStep]) {
-    use pointflow::lots::{BalanceSheet, Lot};
-    use pointflow::reversal::{ReversalOutcome, ReversalTarget};
-    use pointflow::uses::{Use, UseOutcome};
+    use pointflow::domain::lots::{BalanceSheet, Lot};
+    use pointflow::domain::reversal::{ReversalOutcome, ReversalTarget};
+    use pointflow::domain::uses::{Use, UseOutcome};
 
     let t0 = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
     let tag = JobId::random();
@@ -221,7 +222,7 @@ async fn check_ledger_history(b: &backend::Backend, pool: &[PoolAccrual], steps:
         })
         .collect();
     // The model: each member's lots, its used total, and the uses applied.
-    let mut lots: Vec<BTreeMap<pointflow::lots::LotKey, u64>> = vec![BTreeMap::new(); 2];
+    let mut lots: Vec<BTreeMap<pointflow::domain::lots::LotKey, u64>> = vec![BTreeMap::new(); 2];
     let mut used = [0u64; 2];
     let mut earned = [0u64; 2];
     let mut credited = HashSet::new();
@@ -330,9 +331,10 @@ async fn check_ledger_history(b: &backend::Backend, pool: &[PoolAccrual], steps:
                 assert!(lots[m].values().all(|v| *v == 0) && used[m] == 0);
                 continue;
             };
-            let model: Vec<(pointflow::lots::LotKey, u64)> =
+            let model: Vec<(pointflow::domain::lots::LotKey, u64)> =
                 lots[m].iter().filter(|(_, v)| **v > 0).map(|(k, v)| (*k, *v)).collect();
-            let stored: Vec<(pointflow::lots::LotKey, u64)> = sheet.lots.iter().map(|l| (l.key, l.amount)).collect();
+            let stored: Vec<(pointflow::domain::lots::LotKey, u64)> =
+                sheet.lots.iter().map(|l| (l.key, l.amount)).collect();
             assert_eq!(stored, model, "lots of member {m}");
             let v = sheet.view(now);
             // Every point earned so far is available, used or expired.

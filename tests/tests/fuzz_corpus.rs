@@ -1,7 +1,7 @@
 //! The fuzz targets' corpus, replayed on stable Rust in the regular suite:
 //! every file of `fuzz/corpus/<target>/` and a few thousand inputs mutated
 //! from them (or made up) go through the same entry points the cargo-fuzz
-//! targets call (`pointflow::fuzzing`), which must not panic, and must not
+//! targets call (`pointflow::testkit::fuzzing`), which must not panic, and must not
 //! allocate more than a fixed multiple of the input's size plus a constant
 //! (a counting allocator watches each input). Long fuzzing runs are in
 //! `docs/fuzzing.md`.
@@ -83,9 +83,9 @@ fn peak_of(f: impl FnOnce()) -> usize {
 type Target = fn(&[u8]);
 
 const TARGETS: [(&str, Target); 3] = [
-    ("api_body", pointflow::fuzzing::api_body),
-    ("csv_import", pointflow::fuzzing::csv_import),
-    ("message_decode", pointflow::fuzzing::message_decode),
+    ("api_body", pointflow::testkit::fuzzing::api_body),
+    ("csv_import", pointflow::testkit::fuzzing::csv_import),
+    ("message_decode", pointflow::testkit::fuzzing::message_decode),
 ];
 
 fn corpus(target: &str) -> Vec<(String, Vec<u8>)> {
@@ -272,11 +272,11 @@ fn a_maximal_body_of_tiny_objects_stays_in_bounded_memory() {
     for (selector, (head, repeated, tail)) in [0u8, 0, 2].into_iter().zip(shapes) {
         let mut body = vec![selector];
         body.extend_from_slice(head.as_bytes());
-        while body.len() + repeated.len() + tail.len() < pointflow::ingest::MAX_BODY_BYTES {
+        while body.len() + repeated.len() + tail.len() < pointflow::services::api::MAX_BODY_BYTES {
             body.extend_from_slice(repeated.as_bytes());
         }
         body.extend_from_slice(tail.as_bytes());
-        let peak = run(pointflow::fuzzing::api_body, head, &body);
+        let peak = run(pointflow::testkit::fuzzing::api_body, head, &body);
         println!(
             "{head}…: {} bytes, peak heap {} MiB ({:.1} per input byte)",
             body.len(),
@@ -298,7 +298,7 @@ fn a_file_of_worst_rows_stays_in_bounded_memory() {
     while file.len() < 100_000 {
         file.extend_from_slice(row);
     }
-    let peak = run(pointflow::fuzzing::csv_import, "worst rows", &file);
+    let peak = run(pointflow::testkit::fuzzing::csv_import, "worst rows", &file);
     println!(
         "worst rows: {} bytes, peak heap {} KiB ({:.1} per input byte)",
         file.len(),
@@ -311,7 +311,11 @@ fn a_file_of_worst_rows_stays_in_bounded_memory() {
     while file.len() < 1_000_000 {
         file.extend_from_slice(row);
     }
-    let whole = run(pointflow::fuzzing::csv_import, "worst rows, 64 MiB chunks", &file);
+    let whole = run(
+        pointflow::testkit::fuzzing::csv_import,
+        "worst rows, 64 MiB chunks",
+        &file,
+    );
     println!(
         "with 64 MiB chunks: peak heap {} KiB ({:.1} per input byte)",
         whole >> 10,

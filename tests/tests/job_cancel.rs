@@ -4,25 +4,25 @@
 
 use std::time::Duration;
 
-use pointflow::cancel::cancel_job;
+use pointflow::domain::packing::PackingLimits;
 use pointflow::domain::{CancelCounts, JobId};
-use pointflow::ingest::{IngestService, IngestSettings};
-use pointflow::packing::PackingLimits;
-use pointflow::worker::Worker;
+use pointflow::services::api::{ApiService, ApiSettings};
+use pointflow::services::cancel::cancel_job;
+use pointflow::services::worker::Worker;
 use pointflow_tests::backend::{self, Backend};
 use pointflow_tests::lambda::{call_api, drain, post_job};
 use serde_json::json;
 
 async fn a_campaign_is_cancelled_through_the_pipeline(b: Backend) {
-    let settings = IngestSettings {
+    let settings = ApiSettings {
         // Several messages, so that the cancel walks more than one.
         packing: PackingLimits {
             max_accruals: 4,
             ..PackingLimits::default()
         },
-        ..IngestSettings::default()
+        ..ApiSettings::default()
     };
-    let ingest = IngestService::new(b.jobs.clone(), b.ledger.clone(), b.queue.clone(), settings);
+    let ingest = ApiService::new(b.jobs.clone(), b.ledger.clone(), b.queue.clone(), settings);
     let worker = Worker::new(b.ledger.clone(), b.jobs.clone(), b.worker_settings());
     let tag = JobId::random();
     let item = |i: usize| json!({"accrual_id": format!("{tag}-{i}"), "member_id": format!("m{i}-{tag}"), "point_type": "PT", "amount": 10});
@@ -86,11 +86,11 @@ async fn cancel_on_aws() {
 /// queued (202) and carried out by the worker from the queue; asking again
 /// once done is a 200 that changes nothing.
 async fn the_api_queues_a_cancel_for_the_workers(b: Backend) {
-    let ingest = IngestService::new(
+    let ingest = ApiService::new(
         b.jobs.clone(),
         b.ledger.clone(),
         b.queue.clone(),
-        IngestSettings::default(),
+        ApiSettings::default(),
     );
     let worker = Worker::new(b.ledger.clone(), b.jobs.clone(), b.worker_settings());
     let tag = JobId::random();

@@ -6,7 +6,7 @@
 //!   `POINTFLOW_SIM_FROM`, default 0);
 //! - `POINTFLOW_SIM_SEED=<s>` replays one seed and prints its trace.
 
-use pointflow::simulation::{run_seed, run_seeds, Flaw, SimBackend, SimOptions, Summary};
+use pointflow::testkit::simulation::{run_seed, run_seeds, Flaw, SimBackend, SimOptions, Summary};
 
 fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.trim().parse().ok())

@@ -5,13 +5,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use pointflow::domain::lots::BalanceSheet;
+use pointflow::domain::message::QueueMessage;
+use pointflow::domain::reversal::{ReversalOutcome, ReversalTarget};
+use pointflow::domain::uses::{Use, UseOutcome};
 use pointflow::domain::{Accrual, JobId, JobStatus, MessageRef, NewJob};
-use pointflow::lots::BalanceSheet;
-use pointflow::message::AccrualMessage;
 use pointflow::ports::{ApplyOutcome, Ledger, StoreError};
-use pointflow::reversal::{ReversalOutcome, ReversalTarget};
-use pointflow::uses::{Use, UseOutcome};
-use pointflow::worker::{IncomingMessage, Worker, WorkerSettings};
+use pointflow::services::worker::{IncomingMessage, Worker, WorkerSettings};
 use pointflow_tests::backend;
 use time::OffsetDateTime;
 
@@ -49,13 +49,13 @@ impl Ledger for DownLedger {
         _: Option<&str>,
         _: Option<&str>,
         _: usize,
-    ) -> Result<Vec<pointflow::history::HistoryEntry>, StoreError> {
+    ) -> Result<Vec<pointflow::domain::history::HistoryEntry>, StoreError> {
         Err(StoreError::Throttled { operation: "Query" })
     }
 }
 
-fn message(job_id: JobId, seq: u32, n: usize) -> AccrualMessage {
-    AccrualMessage {
+fn message(job_id: JobId, seq: u32, n: usize) -> QueueMessage {
+    QueueMessage {
         job_id,
         seq,
         accruals: (0..n)

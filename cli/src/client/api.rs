@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use pointflow::ingest::{Accepted, JobView};
-use pointflow::retry::Backoff;
+use pointflow::adapters::retry::Backoff;
+use pointflow::services::api::{Accepted, JobView};
 use reqwest::StatusCode;
 use serde_json::Value;
 

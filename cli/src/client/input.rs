@@ -9,9 +9,9 @@ use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use pointflow::csv_rows::{CsvAccruals, CsvRow};
+use pointflow::domain::csv_rows::{CsvAccruals, CsvRow};
+use pointflow::domain::validation::accrual_from_json;
 use pointflow::domain::Accrual;
-use pointflow::validation::accrual_from_json;
 
 /// What the file holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -220,7 +220,7 @@ pub enum InputError {
     #[error("line {line}: not valid JSON: {detail}")]
     Json { line: u64, detail: String },
     #[error(transparent)]
-    Csv(#[from] pointflow::csv_rows::CsvFileError),
+    Csv(#[from] pointflow::domain::csv_rows::CsvFileError),
     #[error("the JSON input must be an array of accruals or {{\"accruals\": [...]}}")]
     NotAnArray,
 }
@@ -273,7 +273,7 @@ pub fn read_chunks(
                 if text.is_empty() {
                     continue;
                 }
-                match pointflow::strict_json::from_str(text) {
+                match pointflow::domain::strict_json::from_str(text) {
                     Ok(value) => {
                         if !emit(number, &value, chunker, &mut bad) {
                             return Ok(None);
@@ -357,7 +357,7 @@ impl<'de, F: FnMut(u64, Value) -> bool> serde::de::Visitor<'de> for Items<'_, F>
 
     fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<bool, A::Error> {
         let mut number = 0u64;
-        while let Some(pointflow::strict_json::StrictValue(value)) = seq.next_element()? {
+        while let Some(pointflow::domain::strict_json::StrictValue(value)) = seq.next_element()? {
             number += 1;
             if !(self.visit)(number, value) {
                 return Err(serde::de::Error::custom("stopped"));
@@ -464,7 +464,7 @@ mod tests {
         assert_eq!(chunk_key("c", 0, body), chunk_key("c", 0, body));
         assert_ne!(chunk_key("c", 0, body), chunk_key("c", 1, body));
         assert_ne!(chunk_key("c", 0, body), chunk_key("d", 0, body));
-        assert!(pointflow::validation::check_idempotency_key(&chunk_key("c", 7, body)).is_ok());
+        assert!(pointflow::domain::validation::check_idempotency_key(&chunk_key("c", 7, body)).is_ok());
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use futures::stream::{self, StreamExt};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use pointflow::domain::JobStatus;
-use pointflow::ingest::JobView;
+use pointflow::services::api::JobView;
 use serde::Serialize;
 use tokio::sync::mpsc;
 

@@ -7,8 +7,8 @@
 //! the invocation if a chunk fails so Lambda retries it.
 
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
-use pointflow::import::task::{parse_tasks, parse_tasks_value};
-use pointflow::import::{ChunkOutcome, ImportError, ImportTask, Importer};
+use pointflow::services::import::task::{parse_tasks, parse_tasks_value};
+use pointflow::services::import::{ChunkOutcome, ImportError, ImportTask, Importer};
 use serde_json::{json, Value};
 use tracing::warn;
 

@@ -8,8 +8,8 @@ use std::collections::HashMap;
 
 use aws_lambda_events::query_map::QueryMap;
 use base64::Engine;
-use pointflow::api::{ApiRequest, ApiResponse};
-use pointflow::ingest::IngestService;
+use pointflow::services::api::ApiService;
+use pointflow::services::api::{ApiRequest, ApiResponse};
 
 /// Reads an API Gateway event into the API's request type. A body that is
 /// flagged base64 but isn't comes back as the response to send.
@@ -107,7 +107,7 @@ pub fn to_gateway_response(response: ApiResponse) -> ApiGatewayProxyResponse {
 }
 
 /// Answers one API Gateway event.
-pub async fn handle(service: &IngestService, event: ApiGatewayProxyRequest) -> ApiGatewayProxyResponse {
+pub async fn handle(service: &ApiService, event: ApiGatewayProxyRequest) -> ApiGatewayProxyResponse {
     let response = match to_api_request(event) {
         Ok(request) => service.handle(&request).await,
         Err(response) => response,

@@ -2,15 +2,17 @@
 
 use aws_lambda_events::apigw::ApiGatewayProxyRequest;
 use lambda_runtime::{run, service_fn, Error, LambdaEvent};
+use pointflow::adapters::aws;
+use pointflow::backend;
 use pointflow::config::IngestConfig;
-use pointflow::{aws, telemetry};
+use pointflow::telemetry;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     telemetry::init_lambda_logging();
     let config = IngestConfig::from_env()?;
     let sdk = aws::load_config().await;
-    let service = aws::ingest_service(&config, &sdk);
+    let service = backend::aws::api_service(&config, &sdk);
     let service = &service;
     run(service_fn(
         move |event: LambdaEvent<ApiGatewayProxyRequest>| async move {

@@ -1,8 +1,8 @@
 //! Translation between SQS events and the worker. No business rule lives here.
 
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
-use pointflow::metrics::BatchMetrics;
-use pointflow::worker::{IncomingMessage, Worker};
+use pointflow::services::worker::{IncomingMessage, Worker};
+use pointflow::telemetry::metrics::BatchMetrics;
 
 /// Reads one SQS record as a delivery.
 pub fn to_incoming(record: SqsMessage) -> IncomingMessage {

@@ -2,15 +2,17 @@
 
 use aws_lambda_events::sqs::SqsEvent;
 use lambda_runtime::{run, service_fn, Error, LambdaEvent};
+use pointflow::adapters::aws;
+use pointflow::backend;
 use pointflow::config::WorkerConfig;
-use pointflow::{aws, telemetry};
+use pointflow::telemetry;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     telemetry::init_lambda_logging();
     let config = WorkerConfig::from_env()?;
     let sdk = aws::load_config().await;
-    let worker = aws::worker(&config, &sdk);
+    let worker = backend::aws::worker(&config, &sdk);
     let worker = &worker;
     run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
         let started = worker::now_millis();

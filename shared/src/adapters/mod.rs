@@ -1,10 +1,13 @@
-//! Implementations of the ports: DynamoDB + SQS + S3 for AWS, embedded
-//! SQLite and a local folder for one machine, and an in-memory backend that
-//! is the fast fake for logic tests.
+//! Implementations of the ports, one folder per backend: AWS (DynamoDB,
+//! SQS, S3), the embedded SQLite store with a local folder for files, and
+//! an in-memory backend that is the fast fake for logic tests.
 
-pub mod dir;
-pub mod dynamodb;
+#[cfg(feature = "aws")]
+pub mod aws;
+#[cfg(feature = "sqlite")]
+pub mod local_dir;
+#[cfg(any(test, feature = "testkit"))]
 pub mod memory;
-pub mod s3;
+pub mod retry;
+#[cfg(feature = "sqlite")]
 pub mod sqlite;
-pub mod sqs;

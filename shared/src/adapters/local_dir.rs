@@ -1,0 +1,127 @@
+//! A local folder standing in for S3: bucket `b`, key `k` is the file
+//! `<root>/b/k`. For the local runner and tests; it does not check ETags (a
+//! file replaced mid-import is read as it now is).
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Seek, SeekFrom, Write};
+use std::path::{Component, Path, PathBuf};
+
+use async_trait::async_trait;
+
+use crate::ports::objects::{ObjectError, ObjectReader, ObjectRef, ObjectStore};
+
+/// Objects as files under a root folder.
+#[derive(Debug, Clone)]
+pub struct DirObjects {
+    root: PathBuf,
+}
+
+impl DirObjects {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        DirObjects { root: root.into() }
+    }
+
+    /// The file holding `bucket`/`key`. Keys may not climb out of the bucket.
+    pub fn path(&self, bucket: &str, key: &str) -> Result<PathBuf, ObjectError> {
+        let relative = Path::new(key);
+        let plain = relative.components().all(|c| matches!(c, Component::Normal(_)));
+        if !plain || bucket.contains(['/', '\\']) || bucket.starts_with('.') {
+            return Err(ObjectError::Backend {
+                operation: "resolve",
+                source: format!("{bucket}/{key} is not a plain relative path").into(),
+            });
+        }
+        Ok(self.root.join(bucket).join(relative))
+    }
+}
+
+fn io(operation: &'static str, error: std::io::Error) -> ObjectError {
+    ObjectError::Backend {
+        operation,
+        source: Box::new(error),
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    operation: &'static str,
+    f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> Result<T, ObjectError> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(result) => result.map_err(|e| io(operation, e)),
+        Err(e) => Err(ObjectError::Backend {
+            operation,
+            source: Box::new(e),
+        }),
+    }
+}
+
+#[async_trait]
+impl ObjectStore for DirObjects {
+    async fn open(&self, object: &ObjectRef, offset: u64) -> Result<ObjectReader, ObjectError> {
+        let path = self.path(&object.bucket, &object.key)?;
+        let (bucket, key) = (object.bucket.clone(), object.key.clone());
+        match tokio::task::spawn_blocking(move || {
+            let mut file = File::open(&path)?;
+            file.seek(SeekFrom::Start(offset))?;
+            Ok::<_, std::io::Error>(file)
+        })
+        .await
+        {
+            Ok(Ok(file)) => Ok(Box::new(std::io::BufReader::with_capacity(1 << 16, file))),
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => Err(ObjectError::Changed {
+                bucket,
+                key,
+                detail: "no such file".to_owned(),
+            }),
+            Ok(Err(e)) => Err(io("open", e)),
+            Err(e) => Err(ObjectError::Backend {
+                operation: "open",
+                source: Box::new(e),
+            }),
+        }
+    }
+
+    async fn put(&self, bucket: &str, key: &str, body: Vec<u8>) -> Result<(), ObjectError> {
+        let path = self.path(bucket, key)?;
+        blocking("put", move || {
+            if let Some(parent) = path.parent() {
+                fs::create_dir_all(parent)?;
+            }
+            fs::write(&path, body)
+        })
+        .await
+    }
+
+    async fn delete(&self, bucket: &str, key: &str) -> Result<(), ObjectError> {
+        let path = self.path(bucket, key)?;
+        blocking("delete", move || match fs::remove_file(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            other => other,
+        })
+        .await
+    }
+
+    async fn concat(&self, bucket: &str, key: &str, head: Vec<u8>, parts: &[String]) -> Result<(), ObjectError> {
+        let target = self.path(bucket, key)?;
+        let sources = parts
+            .iter()
+            .map(|part| self.path(bucket, part))
+            .collect::<Result<Vec<_>, _>>()?;
+        blocking("concat", move || {
+            if let Some(parent) = target.parent() {
+                fs::create_dir_all(parent)?;
+            }
+            let mut out = OpenOptions::new()
+                .create(true)
+                .write(true)
+                .truncate(true)
+                .open(&target)?;
+            out.write_all(&head)?;
+            for source in sources {
+                std::io::copy(&mut File::open(source)?, &mut out)?;
+            }
+            out.flush()
+        })
+        .await
+    }
+}

@@ -1,0 +1,615 @@
+//! In-memory backend: every port, with the semantics of the AWS adapters
+//! (checked by the shared contract suite). For tests and simulations; nothing
+//! survives the process.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+
+use crate::domain::history::HistoryEntry;
+use crate::domain::lots::{BalanceSheet, Lot, LotKey};
+use crate::domain::reversal::{ReversalKind, ReversalOutcome, ReversalRecord, ReversalTarget};
+use crate::domain::uses::{Use, UseOutcome, UseRecord};
+use crate::domain::{
+    Accrual, CancelCounts, CancelProgress, ChunkReport, FoldedItems, Job, JobId, MessageCounts, MessageRef, NewJob,
+};
+use crate::ports::{ApplyOutcome, CreateJob, JobStore, Ledger, QueueError, ReceivedMessage, StoreError, WorkQueue};
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock leaves plain data behind, still usable.
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// One balance: its lots and lifetime counters.
+#[derive(Default)]
+struct Sheet {
+    lots: BTreeMap<LotKey, u64>,
+    earned: u64,
+    used: u64,
+}
+
+/// A credited accrual as the memory ledger keeps it.
+struct Credited {
+    accrual: Accrual,
+    by: MessageRef,
+    at: OffsetDateTime,
+    reversed: Option<OffsetDateTime>,
+}
+
+#[derive(Default)]
+struct StoreState {
+    /// accrual_id → the accrual, the message that credited it, when, and
+    /// when it was reversed.
+    ledger: HashMap<String, Credited>,
+    balances: BTreeMap<(String, String), Sheet>,
+    jobs: HashMap<JobId, Job>,
+    /// (job, seq) → the message's counts and item ids.
+    folded: HashMap<(JobId, u32), (MessageCounts, Vec<String>)>,
+    chunks: HashSet<(JobId, u32)>,
+    /// Messages whose cancel is recorded.
+    cancelled: HashSet<(JobId, u32)>,
+    /// use_id → the use, what it took from each lot, when it was reversed.
+    uses: HashMap<String, (UseRecord, Vec<Lot>, Option<OffsetDateTime>)>,
+}
+
+/// Ledger and job store in memory.
+#[derive(Default)]
+pub struct MemoryStore {
+    state: Mutex<StoreState>,
+    requests: AtomicU64,
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Calls made to this store so far.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    fn count(&self) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+#[async_trait]
+impl Ledger for MemoryStore {
+    async fn apply_accruals(
+        &self,
+        by: MessageRef,
+        accruals: &[Accrual],
+        now: OffsetDateTime,
+    ) -> Result<ApplyOutcome, StoreError> {
+        self.count();
+        let mut state = lock(&self.state);
+        let mut outcome = ApplyOutcome {
+            requests: 1,
+            ..ApplyOutcome::default()
+        };
+        for accrual in accruals {
+            match state.ledger.get(&accrual.accrual_id) {
+                Some(credited) if credited.by == by => {
+                    outcome.applied += 1;
+                    outcome.replayed += 1;
+                }
+                Some(_) => outcome.duplicate += 1,
+                None => {
+                    state.ledger.insert(
+                        accrual.accrual_id.clone(),
+                        Credited {
+                            accrual: accrual.clone(),
+                            by,
+                            at: now,
+                            reversed: None,
+                        },
+                    );
+                    let sheet = state
+                        .balances
+                        .entry((accrual.member_id.clone(), accrual.point_type.clone()))
+                        .or_default();
+                    *sheet.lots.entry(accrual.lot()).or_default() += accrual.amount;
+                    sheet.earned += accrual.amount;
+                    outcome.applied += 1;
+                }
+            }
+        }
+        Ok(outcome)
+    }
+
+    async fn balance_sheets(&self, member_id: &str) -> Result<Vec<BalanceSheet>, StoreError> {
+        self.count();
+        let state = lock(&self.state);
+        Ok(state
+            .balances
+            .range((member_id.to_owned(), String::new())..)
+            .take_while(|((member, _), _)| member == member_id)
+            .map(|((_, point_type), sheet)| BalanceSheet {
+                point_type: point_type.clone(),
+                lots: sheet
+                    .lots
+                    .iter()
+                    .filter(|(_, amount)| **amount > 0)
+                    .map(|(key, amount)| Lot {
+                        key: *key,
+                        amount: *amount,
+                    })
+                    .collect(),
+                earned: sheet.earned,
+                used: sheet.used,
+            })
+            .collect())
+    }
+
+    async fn apply_use(&self, u: &Use, now: OffsetDateTime) -> Result<UseOutcome, StoreError> {
+        self.count();
+        let mut state = lock(&self.state);
+        if let Some((record, _, _)) = state.uses.get(&u.use_id) {
+            return Ok(if record.matches(u) {
+                UseOutcome::Replayed(record.clone())
+            } else {
+                UseOutcome::IdReused(record.clone())
+            });
+        }
+        let key = (u.member_id.clone(), u.point_type.clone());
+        let Some(sheet) = state.balances.get_mut(&key) else {
+            return Ok(UseOutcome::Insufficient { available: 0 });
+        };
+        let current = BalanceSheet {
+            point_type: u.point_type.clone(),
+            lots: sheet
+                .lots
+                .iter()
+                .map(|(key, amount)| Lot {
+                    key: *key,
+                    amount: *amount,
+                })
+                .collect(),
+            earned: sheet.earned,
+            used: sheet.used,
+        };
+        let plan = match current.plan_use(u.amount, now) {
+            Ok(plan) => plan,
+            Err(available) => return Ok(UseOutcome::Insufficient { available }),
+        };
+        for take in &plan {
+            if let Some(amount) = sheet.lots.get_mut(&take.key) {
+                *amount -= take.amount;
+            }
+        }
+        sheet.used += u.amount;
+        let record = UseRecord::of(u, now);
+        state.uses.insert(u.use_id.clone(), (record.clone(), plan, None));
+        Ok(UseOutcome::Applied(record))
+    }
+
+    async fn reverse(&self, target: &ReversalTarget, now: OffsetDateTime) -> Result<ReversalOutcome, StoreError> {
+        self.count();
+        let mut guard = lock(&self.state);
+        let state = &mut *guard;
+        match target {
+            ReversalTarget::Accrual(_) | ReversalTarget::CreditBy { .. } => {
+                let id = target.id();
+                let owner = match target {
+                    ReversalTarget::CreditBy { by, .. } => Some(*by),
+                    _ => None,
+                };
+                let Some(Credited {
+                    accrual, reversed, by, ..
+                }) = state.ledger.get_mut(id)
+                else {
+                    return Ok(ReversalOutcome::NotFound);
+                };
+                if owner.is_some_and(|owner| owner != *by) {
+                    return Ok(ReversalOutcome::NotFound);
+                }
+                let record = |at| ReversalRecord {
+                    kind: ReversalKind::Accrual,
+                    id: id.to_owned(),
+                    member_id: accrual.member_id.clone(),
+                    point_type: accrual.point_type.clone(),
+                    amount: accrual.amount,
+                    reversed_at: at,
+                };
+                if let Some(at) = *reversed {
+                    return Ok(ReversalOutcome::Replayed(record(at)));
+                }
+                let sheet = state
+                    .balances
+                    .entry((accrual.member_id.clone(), accrual.point_type.clone()))
+                    .or_default();
+                let lot = sheet.lots.entry(accrual.lot()).or_default();
+                if *lot < accrual.amount {
+                    return Ok(ReversalOutcome::AlreadySpent { remaining: *lot });
+                }
+                *lot -= accrual.amount;
+                sheet.earned -= accrual.amount;
+                *reversed = Some(now);
+                Ok(ReversalOutcome::Reversed(record(now)))
+            }
+            ReversalTarget::Use(id) => {
+                let Some((u, taken, reversed)) = state.uses.get_mut(id) else {
+                    return Ok(ReversalOutcome::NotFound);
+                };
+                let record = |at| ReversalRecord {
+                    kind: ReversalKind::Use,
+                    id: id.clone(),
+                    member_id: u.member_id.clone(),
+                    point_type: u.point_type.clone(),
+                    amount: u.amount,
+                    reversed_at: at,
+                };
+                if let Some(at) = *reversed {
+                    return Ok(ReversalOutcome::Replayed(record(at)));
+                }
+                let sheet = state
+                    .balances
+                    .entry((u.member_id.clone(), u.point_type.clone()))
+                    .or_default();
+                for take in taken.iter() {
+                    *sheet.lots.entry(take.key).or_default() += take.amount;
+                }
+                sheet.used -= u.amount;
+                *reversed = Some(now);
+                Ok(ReversalOutcome::Reversed(record(now)))
+            }
+        }
+    }
+
+    async fn history_entries(
+        &self,
+        member_id: &str,
+        point_type: Option<&str>,
+        before: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<HistoryEntry>, StoreError> {
+        self.count();
+        let state = lock(&self.state);
+        let mut entries = Vec::new();
+        for credited in state.ledger.values() {
+            let a = &credited.accrual;
+            if a.member_id != member_id {
+                continue;
+            }
+            entries.push(HistoryEntry::accrual(a, Some(credited.by.job_id), credited.at));
+            if let Some(at) = credited.reversed {
+                entries.push(HistoryEntry::reversal(&ReversalRecord {
+                    kind: ReversalKind::Accrual,
+                    id: a.accrual_id.clone(),
+                    member_id: a.member_id.clone(),
+                    point_type: a.point_type.clone(),
+                    amount: a.amount,
+                    reversed_at: at,
+                }));
+            }
+        }
+        for (record, _, reversed) in state.uses.values() {
+            if record.member_id != member_id {
+                continue;
+            }
+            entries.push(HistoryEntry::use_of(record));
+            if let Some(at) = reversed {
+                entries.push(HistoryEntry::reversal(&ReversalRecord {
+                    kind: ReversalKind::Use,
+                    id: record.use_id.clone(),
+                    member_id: record.member_id.clone(),
+                    point_type: record.point_type.clone(),
+                    amount: record.amount,
+                    reversed_at: *at,
+                }));
+            }
+        }
+        let mut keyed: Vec<(String, HistoryEntry)> = entries
+            .into_iter()
+            .filter(|e| point_type.is_none_or(|wanted| wanted == e.point_type))
+            .map(|e| (e.sort_key(), e))
+            .filter(|(key, _)| before.is_none_or(|before| key.as_str() < before))
+            .collect();
+        keyed.sort_by(|a, b| b.0.cmp(&a.0));
+        Ok(keyed.into_iter().take(limit).map(|(_, e)| e).collect())
+    }
+}
+
+#[async_trait]
+impl JobStore for MemoryStore {
+    async fn create_job(&self, job: &NewJob) -> Result<CreateJob, StoreError> {
+        self.count();
+        let mut state = lock(&self.state);
+        if let Some(existing) = state.jobs.get(&job.job_id) {
+            return Ok(CreateJob::Existing(existing.clone()));
+        }
+        let created = Job::from_new(job);
+        state.jobs.insert(job.job_id, created.clone());
+        Ok(CreateJob::Created(created))
+    }
+
+    async fn mark_enqueued(&self, job_id: JobId) -> Result<(), StoreError> {
+        self.count();
+        if let Some(job) = lock(&self.state).jobs.get_mut(&job_id) {
+            job.enqueued = true;
+        }
+        Ok(())
+    }
+
+    async fn get_job(&self, job_id: JobId) -> Result<Option<Job>, StoreError> {
+        self.count();
+        Ok(lock(&self.state).jobs.get(&job_id).cloned())
+    }
+
+    async fn fold_message(
+        &self,
+        job_id: JobId,
+        seq: u32,
+        counts: MessageCounts,
+        items: &[String],
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        self.count();
+        let mut state = lock(&self.state);
+        // Like the DynamoDB adapter: no job, nothing recorded.
+        if !state.jobs.contains_key(&job_id) {
+            return Ok(false);
+        }
+        if let Some(before) = state.folded.get(&(job_id, seq)).map(|(counts, _)| *counts) {
+            if !is_resettled(before, counts) {
+                return Ok(false);
+            }
+            state.folded.insert((job_id, seq), (counts, items.to_vec()));
+            if let Some(job) = state.jobs.get_mut(&job_id) {
+                job.failed -= before.failed;
+                job.applied += counts.applied;
+                job.duplicate += counts.duplicate;
+                job.refused += counts.refused;
+            }
+            return Ok(true);
+        }
+        state.folded.insert((job_id, seq), (counts, items.to_vec()));
+        if let Some(job) = state.jobs.get_mut(&job_id) {
+            job.applied += counts.applied;
+            job.duplicate += counts.duplicate;
+            job.failed += counts.failed;
+            job.refused += counts.refused;
+            complete_if_settled(job, now);
+        }
+        Ok(true)
+    }
+
+    async fn record_chunk(&self, job_id: JobId, chunk: &ChunkReport, now: OffsetDateTime) -> Result<bool, StoreError> {
+        self.count();
+        let mut state = lock(&self.state);
+        if !state.jobs.contains_key(&job_id) || !state.chunks.insert((job_id, chunk.index)) {
+            return Ok(false);
+        }
+        if let Some(job) = state.jobs.get_mut(&job_id) {
+            job.total += chunk.accepted;
+            job.deduplicated += chunk.deduplicated;
+            job.rejected += chunk.rejected;
+            job.messages += chunk.messages;
+            if chunk.is_final() {
+                job.reading = false;
+                job.enqueued = true;
+                job.error = chunk.failure().map(str::to_owned);
+            }
+            complete_if_settled(job, now);
+        }
+        Ok(true)
+    }
+
+    async fn chunk_recorded(&self, job_id: JobId, index: u32) -> Result<bool, StoreError> {
+        self.count();
+        Ok(lock(&self.state).chunks.contains(&(job_id, index)))
+    }
+
+    async fn begin_cancel(&self, job_id: JobId, now: OffsetDateTime) -> Result<Option<Job>, StoreError> {
+        self.count();
+        let mut state = lock(&self.state);
+        Ok(state.jobs.get_mut(&job_id).map(|job| {
+            job.cancel.get_or_insert_with(|| CancelProgress {
+                requested_at: now,
+                counts: CancelCounts::default(),
+                messages: 0,
+                completed_at: None,
+            });
+            job.clone()
+        }))
+    }
+
+    async fn folded_items(&self, job_id: JobId, seq: u32) -> Result<Option<FoldedItems>, StoreError> {
+        self.count();
+        let state = lock(&self.state);
+        Ok(state.folded.get(&(job_id, seq)).map(|(_, items)| FoldedItems {
+            items: items.clone(),
+            cancelled: state.cancelled.contains(&(job_id, seq)),
+        }))
+    }
+
+    async fn record_cancelled(
+        &self,
+        job_id: JobId,
+        seq: u32,
+        counts: CancelCounts,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        self.count();
+        let mut guard = lock(&self.state);
+        let state = &mut *guard;
+        let Some(cancel) = state
+            .jobs
+            .get_mut(&job_id)
+            .and_then(|job| job.cancel.as_mut().map(|c| (c, job.messages)))
+        else {
+            return Ok(false);
+        };
+        if !state.folded.contains_key(&(job_id, seq)) || !state.cancelled.insert((job_id, seq)) {
+            return Ok(false);
+        }
+        let (cancel, messages) = cancel;
+        cancel.counts.reversed += counts.reversed;
+        cancel.counts.spent += counts.spent;
+        cancel.counts.skipped += counts.skipped;
+        cancel.messages += 1;
+        if cancel.messages >= messages && cancel.completed_at.is_none() {
+            cancel.completed_at = Some(now);
+        }
+        Ok(true)
+    }
+}
+
+/// A message first counted failed, now applied in full (a DLQ redrive).
+fn is_resettled(before: MessageCounts, now: MessageCounts) -> bool {
+    before.failed > 0 && now.failed == 0 && now.settled() == before.settled()
+}
+
+fn complete_if_settled(job: &mut Job, now: OffsetDateTime) {
+    if job.completed_at.is_none() && !job.reading && job.settled() >= job.total {
+        job.completed_at = Some(now);
+    }
+}
+
+struct StoredMessage {
+    message_id: String,
+    body: String,
+    receive_count: u32,
+    visible_at: Instant,
+    receipt_handle: String,
+}
+
+/// A queue in memory with SQS semantics: visibility timeout, receive count,
+/// redrive to a dead-letter queue after `max_receive_count` receives.
+pub struct MemoryQueue {
+    messages: Mutex<VecDeque<StoredMessage>>,
+    visibility_timeout: Duration,
+    redrive: Option<(u32, Arc<MemoryQueue>)>,
+    next_id: AtomicU64,
+    requests: AtomicU64,
+}
+
+impl MemoryQueue {
+    /// A queue without a DLQ.
+    pub fn new(visibility_timeout: Duration) -> Self {
+        MemoryQueue {
+            messages: Mutex::new(VecDeque::new()),
+            visibility_timeout,
+            redrive: None,
+            next_id: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
+        }
+    }
+
+    /// A queue whose messages move to `dlq` when received more than
+    /// `max_receive_count` times.
+    pub fn with_dead_letter_queue(visibility_timeout: Duration, max_receive_count: u32, dlq: Arc<MemoryQueue>) -> Self {
+        MemoryQueue {
+            redrive: Some((max_receive_count, dlq)),
+            ..Self::new(visibility_timeout)
+        }
+    }
+
+    /// Messages held, visible or in flight.
+    pub fn len(&self) -> usize {
+        lock(&self.messages).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn push(&self, body: String) {
+        let n = self.next_id.fetch_add(1, Ordering::Relaxed);
+        lock(&self.messages).push_back(StoredMessage {
+            message_id: format!("mem-{n:012}"),
+            body,
+            receive_count: 0,
+            visible_at: Instant::now(),
+            receipt_handle: String::new(),
+        });
+    }
+
+    fn take_visible(&self, max: usize) -> Vec<ReceivedMessage> {
+        let now = Instant::now();
+        let mut messages = lock(&self.messages);
+        let mut received = Vec::new();
+        let mut index = 0;
+        while index < messages.len() && received.len() < max {
+            let m = &mut messages[index];
+            if m.visible_at > now {
+                index += 1;
+                continue;
+            }
+            if let Some((max_receives, dlq)) = &self.redrive {
+                if m.receive_count >= *max_receives {
+                    if let Some(dead) = messages.remove(index) {
+                        dlq.push(dead.body);
+                    }
+                    continue;
+                }
+            }
+            m.receive_count += 1;
+            m.visible_at = now + self.visibility_timeout;
+            m.receipt_handle = format!("{}#{}", m.message_id, m.receive_count);
+            received.push(ReceivedMessage {
+                message_id: m.message_id.clone(),
+                receipt_handle: m.receipt_handle.clone(),
+                body: m.body.clone(),
+                receive_count: m.receive_count,
+            });
+            index += 1;
+        }
+        received
+    }
+}
+
+#[async_trait]
+impl WorkQueue for MemoryQueue {
+    async fn send_messages(&self, bodies: &[String]) -> Result<(), QueueError> {
+        // Counted like SQS: one SendMessageBatch per 10 messages.
+        self.requests
+            .fetch_add(bodies.len().div_ceil(10) as u64, Ordering::Relaxed);
+        for body in bodies {
+            self.push(body.clone());
+        }
+        Ok(())
+    }
+
+    async fn receive_messages(&self, max: usize, wait: Duration) -> Result<Vec<ReceivedMessage>, QueueError> {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let deadline = Instant::now() + wait;
+        loop {
+            let received = self.take_visible(max.min(10));
+            if !received.is_empty() || Instant::now() >= deadline {
+                return Ok(received);
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    async fn delete_messages(&self, receipt_handles: &[String]) -> Result<(), QueueError> {
+        self.requests
+            .fetch_add(receipt_handles.len().div_ceil(10) as u64, Ordering::Relaxed);
+        let handles: HashSet<&str> = receipt_handles.iter().map(String::as_str).collect();
+        lock(&self.messages).retain(|m| !handles.contains(m.receipt_handle.as_str()));
+        Ok(())
+    }
+
+    async fn release_messages(&self, receipt_handles: &[String]) -> Result<(), QueueError> {
+        self.requests
+            .fetch_add(receipt_handles.len().div_ceil(10) as u64, Ordering::Relaxed);
+        let handles: HashSet<&str> = receipt_handles.iter().map(String::as_str).collect();
+        let now = Instant::now();
+        for m in lock(&self.messages).iter_mut() {
+            if handles.contains(m.receipt_handle.as_str()) {
+                m.visible_at = now;
+            }
+        }
+        Ok(())
+    }
+
+    fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,283 @@
+//! DynamoDB write capacity: what a write costs in write request units (WRU),
+//! by DynamoDB's published sizing rules, and a meter the stores charge.
+//!
+//! Why computed rather than read back: moto reports no consumed capacity for
+//! `TransactWriteItems`, and the embedded backend has no DynamoDB at all. Every
+//! backend charges the same model for the same logical writes, so benchmarks
+//! on the embedded backend and over the emulator compare like with like, and
+//! the capacity planner (`pointflow plan`) starts from these counts.
+//!
+//! The rules (AWS-FACTS.md): a standard write costs 1 WRU per started KiB of
+//! the item, a transactional write 2; an update is charged on the larger of
+//! the item before and after; a write whose condition fails still costs.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crate::domain::{Accrual, MessageRef};
+
+/// Item bytes one write request unit covers.
+pub const WRITE_UNIT_BYTES: usize = 1024;
+
+/// Whether a write runs inside `TransactWriteItems` (twice the price).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteKind {
+    Standard,
+    Transactional,
+}
+
+impl WriteKind {
+    fn factor(self) -> u64 {
+        match self {
+            WriteKind::Standard => 1,
+            WriteKind::Transactional => 2,
+        }
+    }
+}
+
+/// Write units of one write of an item of `item_bytes` (at least 1).
+pub fn write_units(item_bytes: usize, kind: WriteKind) -> u64 {
+    item_bytes.div_ceil(WRITE_UNIT_BYTES).max(1) as u64 * kind.factor()
+}
+
+/// Bytes DynamoDB counts for a number attribute's value: about one byte per
+/// two significant digits, plus one.
+pub fn number_bytes(text: &str) -> usize {
+    let digits = text.trim_start_matches('-').trim_start_matches('0').replace('.', "");
+    let significant = digits.trim_end_matches('0').len().max(1);
+    significant.div_ceil(2) + 1
+}
+
+/// Length of an RFC 3339 UTC time with nanoseconds, as the stores write it
+/// (`2026-11-26T02:12:31.123456789Z`; trailing zeros of the fraction are
+/// dropped, so some are shorter).
+pub const TIME_TEXT_BYTES: usize = 30;
+
+/// Length of a history sort key's time (`2026-11-26T02:12:31.123Z`).
+pub const KEY_TIME_BYTES: usize = 24;
+
+/// Bytes of the history index keys an entry carries: `hist_pk =
+/// MEMBER#<member_id>` and `hist_sk = <time>#<kind>#<id>`
+/// ([`crate::domain::history::sort_key`]).
+pub fn history_key_bytes(member_id: &str, kind: &str, id: &str) -> usize {
+    "hist_pk".len() + "MEMBER#".len() + member_id.len() + "hist_sk".len() + KEY_TIME_BYTES + 2 + kind.len() + id.len()
+}
+
+/// Write units of writing an item that is in the `history` index: the table
+/// write plus the index write of the same item. AWS does not say whether an
+/// index write made by a transaction is billed at the transactional rate;
+/// the model takes the higher price, so plans err on the safe side.
+pub fn indexed_write_units(item_bytes: usize, kind: WriteKind) -> u64 {
+    2 * write_units(item_bytes, kind)
+}
+
+/// Size of the ledger entry the DynamoDB adapter writes for an accrual
+/// (attribute names and values: `pk`, `sk`, `accrual_id`, `member_id`,
+/// `point_type`, `amount`, `job_id`, `seq`, `applied_at`, `reason`, and
+/// the history keys).
+pub fn ledger_entry_bytes(accrual: &Accrual, by: MessageRef) -> usize {
+    let id = accrual.accrual_id.len();
+    let mut bytes = history_key_bytes(&accrual.member_id, "accrual", &accrual.accrual_id);
+    bytes += "pk".len() + "ACCRUAL#".len() + id;
+    bytes += "sk".len() + "ACCRUAL".len();
+    bytes += "accrual_id".len() + id;
+    bytes += "member_id".len() + accrual.member_id.len();
+    bytes += "point_type".len() + accrual.point_type.len();
+    bytes += "amount".len() + number_bytes(&accrual.amount.to_string());
+    // A job id is a hyphenated UUID.
+    bytes += "job_id".len() + 36;
+    bytes += "seq".len() + number_bytes(&by.seq.to_string());
+    bytes += "applied_at".len() + TIME_TEXT_BYTES;
+    if let Some(reason) = &accrual.reason {
+        bytes += "reason".len() + reason.len();
+    }
+    if accrual.apply_at.is_some() {
+        bytes += "apply_at".len() + TIME_TEXT_BYTES;
+    }
+    if accrual.expires_at.is_some() {
+        bytes += "expires_at".len() + TIME_TEXT_BYTES;
+    }
+    bytes
+}
+
+/// Size of the use entry the DynamoDB adapter writes (`pk`, `sk`, `use_id`,
+/// `member_id`, `point_type`, `amount`, `applied_at`, `reason`, and
+/// `consumed`, a map of what it took from each lot: here from the plain lot
+/// alone, as most uses do; and the history keys).
+pub fn use_entry_bytes(u: &crate::domain::uses::Use) -> usize {
+    let id = u.use_id.len();
+    let mut bytes = history_key_bytes(&u.member_id, "use", &u.use_id);
+    bytes += "pk".len() + "USE#".len() + id;
+    bytes += "sk".len() + "USE".len();
+    bytes += "use_id".len() + id;
+    bytes += "member_id".len() + u.member_id.len();
+    bytes += "point_type".len() + u.point_type.len();
+    bytes += "amount".len() + number_bytes(&u.amount.to_string());
+    bytes += "applied_at".len() + TIME_TEXT_BYTES;
+    // A map: 3 bytes, then per entry 1 byte, its name and its value.
+    bytes += "consumed".len() + 3 + 1 + "balance".len() + number_bytes(&u.amount.to_string());
+    if let Some(reason) = &u.reason {
+        bytes += "reason".len() + reason.len();
+    }
+    bytes
+}
+
+/// Write units of crediting `accruals` in one transaction: a conditional put
+/// of each ledger entry (and its history index entry) and one balance update
+/// per distinct balance (balance items stay far below 1 KiB).
+pub fn ledger_transaction_units(by: MessageRef, accruals: &[&Accrual], distinct_balances: usize) -> u64 {
+    let entries: u64 = accruals
+        .iter()
+        .map(|a| indexed_write_units(ledger_entry_bytes(a, by), WriteKind::Transactional))
+        .sum();
+    entries + distinct_balances as u64 * write_units(0, WriteKind::Transactional)
+}
+
+/// Write units of a marker put and a job update in one transaction (folding a
+/// message's counts, recording a chunk): both items are small.
+pub const MARKER_AND_UPDATE_UNITS: u64 = 4;
+
+/// Bytes of a message marker other than its item ids: key, counts, times.
+pub const MESSAGE_MARKER_BYTES: usize = 160;
+
+/// Write units of folding a message: its marker, which keeps the message's
+/// item ids (`items_bytes`, their lengths plus a separator each), and the
+/// job update, in one transaction.
+pub fn fold_units(items_bytes: usize) -> u64 {
+    write_units(MESSAGE_MARKER_BYTES + items_bytes, WriteKind::Transactional) + write_units(0, WriteKind::Transactional)
+}
+
+/// Write units of one small standard write (creating a job, stamping it,
+/// a conditional completion check).
+pub const SMALL_WRITE_UNITS: u64 = 1;
+
+/// Write requests made and write units charged, by what they were for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct WriteCost {
+    /// Crediting: requests writing ledger entries and balances.
+    pub ledger_requests: u64,
+    pub ledger_units: u64,
+    /// Job tracking: jobs, message and chunk markers, completion checks.
+    pub job_requests: u64,
+    pub job_units: u64,
+}
+
+impl WriteCost {
+    pub fn requests(self) -> u64 {
+        self.ledger_requests + self.job_requests
+    }
+
+    pub fn units(self) -> u64 {
+        self.ledger_units + self.job_units
+    }
+}
+
+impl std::ops::Sub for WriteCost {
+    type Output = WriteCost;
+
+    fn sub(self, earlier: WriteCost) -> WriteCost {
+        WriteCost {
+            ledger_requests: self.ledger_requests.saturating_sub(earlier.ledger_requests),
+            ledger_units: self.ledger_units.saturating_sub(earlier.ledger_units),
+            job_requests: self.job_requests.saturating_sub(earlier.job_requests),
+            job_units: self.job_units.saturating_sub(earlier.job_units),
+        }
+    }
+}
+
+/// A shared, thread-safe count of write requests and units, as DynamoDB
+/// would bill them. Clones share the count.
+#[derive(Debug, Clone, Default)]
+pub struct WriteMeter(Arc<[AtomicU64; 4]>);
+
+impl WriteMeter {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds `requests` write requests costing `units` in all, for crediting.
+    pub fn charge_ledger(&self, requests: u64, units: u64) {
+        self.0[0].fetch_add(requests, Ordering::Relaxed);
+        self.0[1].fetch_add(units, Ordering::Relaxed);
+    }
+
+    /// Adds `requests` write requests costing `units` in all, for job tracking.
+    pub fn charge_jobs(&self, requests: u64, units: u64) {
+        self.0[2].fetch_add(requests, Ordering::Relaxed);
+        self.0[3].fetch_add(units, Ordering::Relaxed);
+    }
+
+    /// What was charged so far.
+    pub fn cost(&self) -> WriteCost {
+        let [ledger_requests, ledger_units, job_requests, job_units] =
+            [0, 1, 2, 3].map(|i| self.0[i].load(Ordering::Relaxed));
+        WriteCost {
+            ledger_requests,
+            ledger_units,
+            job_requests,
+            job_units,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::JobId;
+
+    fn accrual(reason: Option<&str>) -> Accrual {
+        Accrual {
+            accrual_id: "campaign-42:m0000001".into(),
+            member_id: "m0000001".into(),
+            point_type: "PT0".into(),
+            amount: 2000,
+            reason: reason.map(str::to_owned),
+            apply_at: None,
+            expires_at: None,
+        }
+    }
+
+    #[test]
+    fn units_round_up_per_kib_and_double_in_transactions() {
+        assert_eq!(write_units(0, WriteKind::Standard), 1);
+        assert_eq!(write_units(1024, WriteKind::Standard), 1);
+        assert_eq!(write_units(1025, WriteKind::Standard), 2);
+        assert_eq!(write_units(1025, WriteKind::Transactional), 4);
+    }
+
+    #[test]
+    fn numbers_cost_by_significant_digits() {
+        assert_eq!(number_bytes("0"), 2);
+        assert_eq!(number_bytes("7"), 2);
+        assert_eq!(number_bytes("2000"), 2);
+        assert_eq!(number_bytes("123456"), 4);
+        assert_eq!(number_bytes("-12.5"), 3);
+    }
+
+    #[test]
+    fn a_typical_accrual_costs_four_units_plus_its_balance() {
+        let by = MessageRef {
+            job_id: JobId(uuid::Uuid::from_u128(7)),
+            seq: 3,
+        };
+        let a = accrual(Some("spring campaign"));
+        let bytes = ledger_entry_bytes(&a, by);
+        assert!((150..300).contains(&bytes), "{bytes}");
+        // The entry (2), its history index entry (2), the balance (2).
+        assert_eq!(ledger_transaction_units(by, &[&a], 1), 6);
+        let long = accrual(Some(&"x".repeat(2000)));
+        assert_eq!(ledger_transaction_units(by, &[&long, &a], 2), (6 + 6) + (2 + 2) + 4);
+    }
+
+    #[test]
+    fn clones_share_the_meter() {
+        let meter = WriteMeter::new();
+        meter.clone().charge_ledger(1, 3);
+        meter.charge_jobs(2, 2);
+        let before = meter.cost();
+        meter.charge_ledger(1, 4);
+        let delta = meter.cost() - before;
+        assert_eq!((before.requests(), before.units()), (3, 5));
+        assert_eq!((delta.ledger_requests, delta.ledger_units, delta.job_units), (1, 4, 0));
+    }
+}

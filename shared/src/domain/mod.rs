@@ -1,0 +1,20 @@
+//! The domain: what accruals, jobs, lots, uses, reversals and history
+//! entries are, and the rules over them (validation, id derivation,
+//! packing, the queue message). Pure: no I/O, no SDK types, no ports.
+
+pub mod accrual;
+pub mod capacity;
+pub mod csv_rows;
+pub mod history;
+pub mod job;
+pub mod lots;
+pub mod message;
+pub mod packing;
+pub mod reversal;
+pub mod strict_json;
+pub mod submission;
+pub mod uses;
+pub mod validation;
+
+pub use accrual::*;
+pub use job::*;

@@ -1,0 +1,75 @@
+//! The job store port: jobs, their counts, and what each message folded.
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+
+use crate::domain::{CancelCounts, ChunkReport, FoldedItems, Job, JobId, MessageCounts, NewJob};
+use crate::ports::StoreError;
+
+/// Result of creating a job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CreateJob {
+    Created(Job),
+    /// A job with this id already existed: returned as stored.
+    Existing(Job),
+}
+
+/// Jobs and their counts.
+#[async_trait]
+pub trait JobStore: Send + Sync {
+    /// Creates the job unless one with its id exists, in which case the
+    /// existing job is returned untouched.
+    async fn create_job(&self, job: &NewJob) -> Result<CreateJob, StoreError>;
+
+    /// Records that every message of the job has been queued.
+    async fn mark_enqueued(&self, job_id: JobId) -> Result<(), StoreError>;
+
+    async fn get_job(&self, job_id: JobId) -> Result<Option<Job>, StoreError>;
+
+    /// Adds one message's counts to its job, once per `(job_id, seq)` however
+    /// often it is called, and stamps `completed_at` when every accrual of the
+    /// job is settled. One exception: a message whose accruals were counted
+    /// `failed` (its last delivery failed) and is later applied (redriven from
+    /// the DLQ) moves its counts from `failed` to `applied`/`duplicate`, once.
+    /// `items` are the ids of the message's accruals (or uses), kept with
+    /// its counts so that the job can be cancelled later
+    /// ([`crate::services::cancel`]).
+    /// Returns whether this call changed the job.
+    async fn fold_message(
+        &self,
+        job_id: JobId,
+        seq: u32,
+        counts: MessageCounts,
+        items: &[String],
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError>;
+
+    /// Adds one chunk's counts to its file job, once per `(job_id, index)`
+    /// however often it is called. A final chunk ends the reading (and with
+    /// [`crate::domain::ChunkEnd::Failed`] records the error); the job then
+    /// completes once every queued accrual is settled, which may be at once.
+    /// Returns whether this call did the recording.
+    async fn record_chunk(&self, job_id: JobId, chunk: &ChunkReport, now: OffsetDateTime) -> Result<bool, StoreError>;
+
+    /// Whether chunk `index` of the job has been recorded.
+    async fn chunk_recorded(&self, job_id: JobId, index: u32) -> Result<bool, StoreError>;
+
+    /// Records that the job is being cancelled (the first call's time
+    /// stays) and returns it; `None` if there is no such job.
+    async fn begin_cancel(&self, job_id: JobId, now: OffsetDateTime) -> Result<Option<Job>, StoreError>;
+
+    /// The item ids message `seq` of the job was folded with, and whether
+    /// its cancel is recorded; `None` if it was never folded.
+    async fn folded_items(&self, job_id: JobId, seq: u32) -> Result<Option<FoldedItems>, StoreError>;
+
+    /// Adds one message's cancel counts to its job, once per `(job_id,
+    /// seq)` however often it is called, and stamps the cancel complete when
+    /// every message of the job is done. Returns whether this call recorded.
+    async fn record_cancelled(
+        &self,
+        job_id: JobId,
+        seq: u32,
+        counts: CancelCounts,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError>;
+}

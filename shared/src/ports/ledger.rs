@@ -1,0 +1,88 @@
+//! The ledger port: credits accruals, deducts uses, reverses either, and
+//! reads balances and history.
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+
+use crate::domain::history::HistoryEntry;
+use crate::domain::lots::BalanceSheet;
+use crate::domain::reversal::{ReversalOutcome, ReversalTarget};
+use crate::domain::uses::{Use, UseOutcome};
+use crate::domain::{Accrual, Balance, MessageRef};
+use crate::ports::StoreError;
+
+/// What applying a set of accruals did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ApplyOutcome {
+    /// Accruals now credited by this message: newly, or found already
+    /// credited by this same message (a redelivery or a retried transaction).
+    pub applied: u64,
+    /// Of `applied`, those found already credited by this message.
+    pub replayed: u64,
+    /// Accruals skipped because another message (of another job, or another
+    /// message of this job repeating the id) had credited their id.
+    pub duplicate: u64,
+    /// Store requests made (for requests-per-accrual accounting).
+    pub requests: u64,
+}
+
+/// The ledger: credits accruals exactly once and keeps balances.
+#[async_trait]
+pub trait Ledger: Send + Sync {
+    /// Credits each accrual whose id has never been credited, on behalf of
+    /// message `by`, and says which were new. Per accrual, the ledger entry and
+    /// the balance change happen together or not at all; safe to call again
+    /// with the same accruals (nothing is credited twice).
+    async fn apply_accruals(
+        &self,
+        by: MessageRef,
+        accruals: &[Accrual],
+        now: OffsetDateTime,
+    ) -> Result<ApplyOutcome, StoreError>;
+
+    /// A member's balances as stored, by point type (sorted): their lots and
+    /// lifetime counters; empty for an unknown member.
+    async fn balance_sheets(&self, member_id: &str) -> Result<Vec<BalanceSheet>, StoreError>;
+
+    /// A member's available balances now, by point type (sorted); empty for
+    /// an unknown member.
+    async fn balances(&self, member_id: &str) -> Result<Vec<Balance>, StoreError> {
+        let now = OffsetDateTime::now_utc();
+        Ok(self
+            .balance_sheets(member_id)
+            .await?
+            .into_iter()
+            .map(|sheet| Balance {
+                balance: sheet.available(now),
+                point_type: sheet.point_type,
+            })
+            .collect())
+    }
+
+    /// Deducts a use from its balance unless its `use_id` was applied before,
+    /// taking the points available at `now` that expire soonest
+    /// ([`BalanceSheet::plan_use`]). Recording the use and deducting happen
+    /// together or not at all, and only while every lot it takes from holds
+    /// what it takes — checked by the store in that same atomic write, so
+    /// concurrent uses never overdraw a balance.
+    async fn apply_use(&self, u: &Use, now: OffsetDateTime) -> Result<UseOutcome, StoreError>;
+
+    /// Reverses one credited accrual or applied use, once (a second call is
+    /// a replay). An accrual's points leave the lot they went to, only while
+    /// it still holds them all (else [`ReversalOutcome::AlreadySpent`]); a
+    /// use's points go back to the lots it took them from. The entry's mark
+    /// and the balance change are one atomic write.
+    async fn reverse(&self, target: &ReversalTarget, now: OffsetDateTime) -> Result<ReversalOutcome, StoreError>;
+
+    /// A member's stored history, newest first ([`HistoryEntry::sort_key`]
+    /// descending): credits, uses and reversals (expiries follow from the
+    /// lots, see [`crate::services::history::history_page`]), of `point_type` if
+    /// given, with a sort key below `before` if given, at most `limit`.
+    async fn history_entries(
+        &self,
+        member_id: &str,
+        point_type: Option<&str>,
+        before: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<HistoryEntry>, StoreError>;
+}

@@ -1,0 +1,15 @@
+//! The ports: small traits that speak the domain, one file per port. The
+//! services only see these; each backend (AWS, SQLite, in memory)
+//! implements them and passes the same contract suite
+//! (`tests/src/contract.rs`).
+
+pub mod error;
+pub mod jobs;
+pub mod ledger;
+pub mod objects;
+pub mod queue;
+
+pub use error::{BoxError, QueueError, StoreError};
+pub use jobs::{CreateJob, JobStore};
+pub use ledger::{ApplyOutcome, Ledger};
+pub use queue::{ReceivedMessage, WorkQueue};

@@ -1,0 +1,60 @@
+//! The error report: one CSV line per problem, `line,column,reason,raw`,
+//! written to `reports/<key>.errors.csv`; and `reports/<key>.job.json`,
+//! which names the file's job as soon as its import starts.
+
+use crate::domain::csv_rows::{reencode, RowError};
+
+/// The report's header row.
+pub const HEADER: &[u8] = b"line,column,reason,raw\n";
+
+/// Where the report of the file `key` goes.
+pub fn report_key(prefix: &str, key: &str) -> String {
+    format!("{prefix}{key}.errors.csv")
+}
+
+/// Where the job id of the file `key` is written when its import starts.
+pub fn job_key(prefix: &str, key: &str) -> String {
+    format!("{prefix}{key}.job.json")
+}
+
+/// Where chunk `chunk` of job `job` keeps its part of the report until the
+/// last chunk assembles them (a lifecycle rule expires parts).
+pub fn part_key(prefix: &str, job: impl std::fmt::Display, chunk: u32) -> String {
+    format!("{prefix}.parts/{job}/{chunk:06}.csv")
+}
+
+/// Appends one report line per error.
+pub fn write_errors(out: &mut Vec<u8>, errors: &[RowError]) {
+    for e in errors {
+        let line = e.line.to_string();
+        out.extend_from_slice(reencode(&[&line, &e.column, &e.reason, &e.raw]).as_bytes());
+        out.push(b'\n');
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_quote_what_needs_quoting() {
+        let mut out = HEADER.to_vec();
+        write_errors(
+            &mut out,
+            &[RowError {
+                line: 7,
+                column: "amount".into(),
+                reason: "must be a whole number from 1 to 1000000000, found \"1,5\"".into(),
+                raw: "m-1,P,\"1,5\"".into(),
+            }],
+        );
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "line,column,reason,raw\n7,amount,\"must be a whole number from 1 to 1000000000, found \"\"1,5\"\"\",\"m-1,P,\"\"1,5\"\"\"\n"
+        );
+        assert_eq!(
+            report_key("reports/", "imports/a.csv"),
+            "reports/imports/a.csv.errors.csv"
+        );
+    }
+}

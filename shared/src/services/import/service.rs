@@ -1,0 +1,592 @@
+//! The importer: reads one chunk of a file per call, queues its accruals,
+//! reports its bad rows, and hands the rest of the file on.
+//!
+//! A chunk ends at the first row boundary after `chunk_bytes`, so where each
+//! chunk starts and which queue messages (job, seq) it produces depend only on
+//! the file and the settings. Re-reading a chunk (a redelivery, a duplicate
+//! event, a crash half-way) therefore queues the very same messages, which the
+//! worker and ledger apply once, and its counts are recorded on the job once
+//! per chunk. Order within a chunk: queue its accruals, write its report part,
+//! queue the continuation, then record the chunk; a chunk found recorded is
+//! skipped whole, since everything it does came before the recording.
+
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use time::OffsetDateTime;
+use tokio::sync::mpsc;
+use tracing::{info, info_span, warn, Instrument};
+
+use crate::domain::csv_rows::{CsvAccruals, CsvFileError, CsvRow, RowError};
+use crate::domain::packing::{pack_accruals, PackingLimits};
+use crate::domain::{Accrual, ChunkEnd, ChunkReport, JobId, NewJob};
+use crate::ports::objects::{ObjectError, ObjectRef, ObjectStore};
+use crate::ports::{CreateJob, JobStore, QueueError, StoreError, WorkQueue};
+use crate::services::import::report::{self, HEADER};
+use crate::services::import::task::{ImportTask, Resume};
+
+/// Default chunk size: at the measured parse and queue rates one chunk takes
+/// seconds, far inside the function's timeout, and memory stays bounded by
+/// the packing window and the chunk's own error report.
+pub const DEFAULT_CHUNK_BYTES: u64 = 64 * 1024 * 1024;
+/// Largest error-report part one chunk holds (it is held in memory until
+/// the chunk is done): a chunk ends early when its part reaches this size.
+pub const REPORT_PART_BYTES: u64 = 8 * 1024 * 1024;
+/// Messages packed together: a member's rows within this window share a
+/// message, and exact repeats within it are collapsed.
+pub const WINDOW_MESSAGES: usize = 10;
+
+/// Tunables of the importer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportSettings {
+    /// A chunk ends at the first row boundary after this many bytes.
+    pub chunk_bytes: u64,
+    pub packing: PackingLimits,
+    /// Where error reports go (`reports/` → `reports/<key>.errors.csv`).
+    pub report_prefix: String,
+}
+
+impl Default for ImportSettings {
+    fn default() -> Self {
+        ImportSettings {
+            chunk_bytes: DEFAULT_CHUNK_BYTES,
+            packing: PackingLimits::default(),
+            report_prefix: "reports/".to_owned(),
+        }
+    }
+}
+
+/// What one call did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChunkOutcome {
+    /// Nothing to do: the file was imported before, or this chunk was read.
+    Skipped { job_id: JobId, reason: &'static str },
+    /// A chunk was read and the next one handed on.
+    Continued { job_id: JobId, chunk: ChunkReport },
+    /// The last chunk was read; `report` names the error report, if any.
+    Finished {
+        job_id: JobId,
+        chunk: ChunkReport,
+        report: Option<String>,
+    },
+    /// The file cannot be read (no usable header, or it changed): the job is
+    /// failed with the reason in `chunk.end`.
+    Failed {
+        job_id: JobId,
+        chunk: ChunkReport,
+        report: Option<String>,
+    },
+}
+
+impl ChunkOutcome {
+    pub fn job_id(&self) -> JobId {
+        match self {
+            ChunkOutcome::Skipped { job_id, .. }
+            | ChunkOutcome::Continued { job_id, .. }
+            | ChunkOutcome::Finished { job_id, .. }
+            | ChunkOutcome::Failed { job_id, .. } => *job_id,
+        }
+    }
+}
+
+/// A chunk that could not be read now; trying again later may succeed (the
+/// queue redelivers the task, and re-reading is safe).
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    #[error("recording the job failed")]
+    Store(#[from] StoreError),
+    #[error("queueing failed")]
+    Queue(#[from] QueueError),
+    #[error("reading or writing the bucket failed")]
+    Object(#[source] ObjectError),
+    #[error("reading the file failed")]
+    Read(#[source] CsvFileError),
+    #[error("the parsing thread stopped unexpectedly: {0}")]
+    Parser(String),
+}
+
+/// Reads files chunk by chunk into the accrual queue.
+#[derive(Clone)]
+pub struct Importer {
+    objects: Arc<dyn ObjectStore>,
+    jobs: Arc<dyn JobStore>,
+    accruals: Arc<dyn WorkQueue>,
+    tasks: Arc<dyn WorkQueue>,
+    settings: ImportSettings,
+}
+
+/// Accruals of one packing window, from the parsing thread.
+pub(crate) struct Window {
+    pub(crate) accruals: Vec<Accrual>,
+}
+
+/// What the parsing thread found, besides the windows it sent.
+pub(crate) struct Parsed {
+    pub(crate) deduplicated: u64,
+    pub(crate) rejected: u64,
+    /// Report lines (no header).
+    pub(crate) report: Vec<u8>,
+    pub(crate) columns: Vec<String>,
+    /// `None` at the end of the file; else where the next chunk starts.
+    pub(crate) next: Option<(u64, u64)>,
+}
+
+/// Where a chunk starts.
+struct Start {
+    chunk: u32,
+    offset: u64,
+    line: u64,
+    next_seq: u32,
+    columns: Option<Vec<String>>,
+    report_parts: Vec<u32>,
+}
+
+impl Importer {
+    /// `accruals` is the queue the worker reads; `tasks` the import queue,
+    /// which carries continuations.
+    pub fn new(
+        objects: Arc<dyn ObjectStore>,
+        jobs: Arc<dyn JobStore>,
+        accruals: Arc<dyn WorkQueue>,
+        tasks: Arc<dyn WorkQueue>,
+        settings: ImportSettings,
+    ) -> Self {
+        Importer {
+            objects,
+            jobs,
+            accruals,
+            tasks,
+            settings,
+        }
+    }
+
+    /// Reads the chunk `task` names.
+    pub async fn run(&self, task: &ImportTask) -> Result<ChunkOutcome, ImportError> {
+        let object = &task.object;
+        let job_id = object.job_id();
+        let span = info_span!(
+            "import_chunk",
+            %job_id,
+            bucket = %object.bucket,
+            key = %object.key,
+            chunk = task.resume.as_ref().map_or(0, |r| r.chunk),
+        );
+        async {
+            let outcome = self.run_chunk(task, job_id).await;
+            match &outcome {
+                Ok(ChunkOutcome::Skipped { reason, .. }) => info!(reason, "chunk skipped"),
+                Ok(ChunkOutcome::Continued { chunk, .. }) => {
+                    info!(
+                        accepted = chunk.accepted,
+                        rejected = chunk.rejected,
+                        messages = chunk.messages,
+                        "chunk read"
+                    )
+                }
+                Ok(ChunkOutcome::Finished { chunk, report, .. }) => info!(
+                    accepted = chunk.accepted,
+                    rejected = chunk.rejected,
+                    messages = chunk.messages,
+                    report = report.as_deref().unwrap_or(""),
+                    "file read"
+                ),
+                Ok(ChunkOutcome::Failed { chunk, .. }) => {
+                    warn!(reason = chunk.failure().unwrap_or(""), "file cannot be imported")
+                }
+                Err(e) => warn!(error = %e, source = ?std::error::Error::source(e), "chunk failed; it will be retried"),
+            }
+            outcome
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn run_chunk(&self, task: &ImportTask, job_id: JobId) -> Result<ChunkOutcome, ImportError> {
+        let object = &task.object;
+        let start = match &task.resume {
+            None => {
+                let new = NewJob {
+                    job_id,
+                    request_hash: object.identity_hash(),
+                    total: 0,
+                    deduplicated: 0,
+                    messages: 0,
+                    source: Some(object.url()),
+                    reading: true,
+                    created_at: OffsetDateTime::now_utc(),
+                };
+                if let CreateJob::Existing(job) = self.jobs.create_job(&new).await? {
+                    if !job.reading {
+                        return Ok(ChunkOutcome::Skipped {
+                            job_id,
+                            reason: "this object was imported before",
+                        });
+                    }
+                }
+                // Tells the operator which job to poll, next to where the
+                // report will be.
+                let pointer = serde_json::json!({
+                    "job_id": job_id,
+                    "source": object.url(),
+                    "etag": object.etag,
+                    "status_url": format!("/v1/jobs/{job_id}"),
+                });
+                let key = report::job_key(&self.settings.report_prefix, &object.key);
+                self.objects
+                    .put(&object.bucket, &key, format!("{pointer}\n").into_bytes())
+                    .await
+                    .map_err(ImportError::Object)?;
+                Start {
+                    chunk: 0,
+                    offset: 0,
+                    line: 1,
+                    next_seq: 0,
+                    columns: None,
+                    report_parts: Vec::new(),
+                }
+            }
+            Some(r) => Start {
+                chunk: r.chunk,
+                offset: r.offset,
+                line: r.line,
+                next_seq: r.next_seq,
+                columns: Some(r.columns.clone()),
+                report_parts: r.report_parts.clone(),
+            },
+        };
+        if self.jobs.chunk_recorded(job_id, start.chunk).await? {
+            return Ok(ChunkOutcome::Skipped {
+                job_id,
+                reason: "this chunk was read before",
+            });
+        }
+        let reader = match self.objects.open(object, start.offset).await {
+            Ok(reader) => reader,
+            Err(ObjectError::Changed { detail, .. }) => {
+                let reason = format!(
+                    "the object changed or was deleted while being imported ({detail}); rows before line {} were queued",
+                    start.line
+                );
+                return self.fail(object, job_id, &start, reason, None).await;
+            }
+            Err(e) => return Err(ImportError::Object(e)),
+        };
+
+        // Parsing blocks (the reader streams from S3 or disk), so it runs on
+        // a blocking thread and hands windows over a short channel: memory
+        // holds a couple of windows, whatever the file's size.
+        let (sender, mut windows) = mpsc::channel::<Window>(2);
+        let parse = {
+            let identity = object.identity();
+            let settings = self.settings.clone();
+            let columns = start.columns.clone();
+            let (offset, line, size) = (start.offset, start.line, object.size);
+            tokio::task::spawn_blocking(move || {
+                let send = |window: Window| sender.blocking_send(window).is_ok();
+                parse_chunk(reader, columns, line, offset, size, &identity, &settings, send)
+            })
+        };
+        let mut next_seq = start.next_seq;
+        let mut accepted = 0u64;
+        let mut messages = 0u64;
+        while let Some(window) = windows.recv().await {
+            accepted += window.accruals.len() as u64;
+            let mut packed = pack_accruals(job_id, window.accruals, self.settings.packing);
+            for message in &mut packed {
+                message.seq += next_seq;
+            }
+            // A file of 2^32 messages would be 2 trillion accruals.
+            next_seq += u32::try_from(packed.len()).unwrap_or(u32::MAX);
+            messages += packed.len() as u64;
+            let bodies: Vec<String> = packed.iter().map(|m| m.encode()).collect();
+            drop(packed);
+            // An error drops `windows`, which stops the parsing thread.
+            self.accruals.send_messages(&bodies).await?;
+        }
+        let parsed = match parse.await {
+            Ok(Ok(parsed)) => parsed,
+            Ok(Err(e)) if e.is_permanent() => {
+                let mut lines = Vec::new();
+                report::write_errors(
+                    &mut lines,
+                    &[RowError {
+                        line: 1,
+                        column: "(header)".to_owned(),
+                        reason: e.to_string(),
+                        raw: String::new(),
+                    }],
+                );
+                return self.fail(object, job_id, &start, e.to_string(), Some(lines)).await;
+            }
+            Ok(Err(e)) => return Err(ImportError::Read(e)),
+            Err(e) => return Err(ImportError::Parser(e.to_string())),
+        };
+
+        let chunk = ChunkReport {
+            index: start.chunk,
+            accepted,
+            deduplicated: parsed.deduplicated,
+            rejected: parsed.rejected,
+            messages,
+            end: if parsed.next.is_some() {
+                ChunkEnd::More
+            } else {
+                ChunkEnd::Last
+            },
+        };
+        let mut parts = start.report_parts.clone();
+        let prefix = &self.settings.report_prefix;
+        let report = match parsed.next {
+            Some((offset, line)) => {
+                if !parsed.report.is_empty() {
+                    let key = report::part_key(prefix, job_id, start.chunk);
+                    self.objects
+                        .put(&object.bucket, &key, parsed.report)
+                        .await
+                        .map_err(ImportError::Object)?;
+                    parts.push(start.chunk);
+                }
+                let next = ImportTask {
+                    object: object.clone(),
+                    resume: Some(Resume {
+                        job_id,
+                        chunk: start.chunk + 1,
+                        offset,
+                        line,
+                        next_seq,
+                        columns: parsed.columns,
+                        report_parts: parts,
+                    }),
+                };
+                self.tasks.send_messages(&[next.encode()]).await?;
+                None
+            }
+            None => {
+                self.write_report(object, job_id, start.chunk, parts, parsed.report)
+                    .await?
+            }
+        };
+        self.jobs
+            .record_chunk(job_id, &chunk, OffsetDateTime::now_utc())
+            .await?;
+        Ok(match chunk.end {
+            ChunkEnd::More => ChunkOutcome::Continued { job_id, chunk },
+            _ => ChunkOutcome::Finished { job_id, chunk, report },
+        })
+    }
+
+    /// Writes the whole report from the earlier chunks' parts and this
+    /// chunk's lines; removes a stale one when the file had no bad row.
+    async fn write_report(
+        &self,
+        object: &ObjectRef,
+        job_id: JobId,
+        chunk: u32,
+        mut parts: Vec<u32>,
+        own: Vec<u8>,
+    ) -> Result<Option<String>, ImportError> {
+        let prefix = &self.settings.report_prefix;
+        let key = report::report_key(prefix, &object.key);
+        let bucket = &object.bucket;
+        let result = if parts.is_empty() {
+            if own.is_empty() {
+                self.objects.delete(bucket, &key).await.map(|()| None)
+            } else {
+                let mut body = HEADER.to_vec();
+                body.extend_from_slice(&own);
+                self.objects.put(bucket, &key, body).await.map(|()| Some(key))
+            }
+        } else {
+            if !own.is_empty() {
+                let part = report::part_key(prefix, job_id, chunk);
+                self.objects
+                    .put(bucket, &part, own)
+                    .await
+                    .map_err(ImportError::Object)?;
+                parts.push(chunk);
+            }
+            let part_keys: Vec<String> = parts.iter().map(|c| report::part_key(prefix, job_id, *c)).collect();
+            self.objects
+                .concat(bucket, &key, HEADER.to_vec(), &part_keys)
+                .await
+                .map(|()| Some(key))
+        };
+        result.map_err(ImportError::Object)
+    }
+
+    /// Fails the job: writes what is known to the report and records a
+    /// final chunk carrying the reason.
+    async fn fail(
+        &self,
+        object: &ObjectRef,
+        job_id: JobId,
+        start: &Start,
+        reason: String,
+        report_lines: Option<Vec<u8>>,
+    ) -> Result<ChunkOutcome, ImportError> {
+        let rejected = u64::from(report_lines.is_some());
+        let report = self
+            .write_report(
+                object,
+                job_id,
+                start.chunk,
+                start.report_parts.clone(),
+                report_lines.unwrap_or_default(),
+            )
+            .await?;
+        let chunk = ChunkReport {
+            index: start.chunk,
+            accepted: 0,
+            deduplicated: 0,
+            rejected,
+            messages: 0,
+            end: ChunkEnd::Failed { reason },
+        };
+        self.jobs
+            .record_chunk(job_id, &chunk, OffsetDateTime::now_utc())
+            .await?;
+        Ok(ChunkOutcome::Failed { job_id, chunk, report })
+    }
+}
+
+/// Parses one chunk on a blocking thread, handing packing windows to
+/// `send` (false: the queueing side gave up) and collecting everything else.
+/// Generic over the reader and the sink so that [`crate::testkit::fuzzing`] runs it
+/// without a bucket or a runtime.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn parse_chunk<R: std::io::Read>(
+    reader: R,
+    columns: Option<Vec<String>>,
+    first_line: u64,
+    offset: u64,
+    size: u64,
+    identity: &str,
+    settings: &ImportSettings,
+    mut send: impl FnMut(Window) -> bool,
+) -> Result<Parsed, CsvFileError> {
+    let mut rows = match &columns {
+        None => CsvAccruals::new(reader, identity)?,
+        Some(columns) => CsvAccruals::resume(reader, columns, first_line, identity)?,
+    };
+    let window_size = settings.packing.max_accruals.saturating_mul(WINDOW_MESSAGES).max(1);
+    let mut parsed = Parsed {
+        deduplicated: 0,
+        rejected: 0,
+        report: Vec::new(),
+        columns: rows.columns().to_vec(),
+        next: None,
+    };
+    let mut window: Vec<Accrual> = Vec::with_capacity(window_size);
+    // accrual_id → (line, index in `window`), for this window only.
+    let mut seen: HashMap<String, (u64, usize)> = HashMap::new();
+    let mut at_end = true;
+    while let Some((line, row)) = rows.next_row()? {
+        match row {
+            CsvRow::Accrual(accrual) => match seen.entry(accrual.accrual_id.clone()) {
+                Entry::Vacant(slot) => {
+                    slot.insert((line, window.len()));
+                    window.push(accrual);
+                }
+                Entry::Occupied(first) => {
+                    let (first_line, index) = *first.get();
+                    if window[index] == accrual {
+                        parsed.deduplicated += 1;
+                    } else {
+                        // One message must not hold one id twice (a
+                        // transaction may not touch an item twice).
+                        parsed.rejected += 1;
+                        report::write_errors(
+                            &mut parsed.report,
+                            &[RowError {
+                                line,
+                                column: "accrual_id".to_owned(),
+                                reason: format!("repeats the accrual_id of line {first_line} with different content"),
+                                raw: rows.raw_row(),
+                            }],
+                        );
+                    }
+                }
+            },
+            CsvRow::Rejected(errors) => {
+                parsed.rejected += 1;
+                report::write_errors(&mut parsed.report, &errors);
+            }
+        }
+        if window.len() >= window_size {
+            seen.clear();
+            let full = std::mem::replace(&mut window, Vec::with_capacity(window_size));
+            if !send(Window { accruals: full }) {
+                // The queueing side gave up; its error is what gets reported.
+                return Ok(parsed);
+            }
+        }
+        let (read, _) = rows.consumed();
+        // A chunk also ends when its report part is full: a short row whose
+        // every field is bad gives several report lines, each repeating the
+        // row, so a whole 64 MiB chunk of them would report gigabytes.
+        if read >= settings.chunk_bytes || parsed.report.len() as u64 >= settings.chunk_bytes.min(REPORT_PART_BYTES) {
+            // At the end of the file if the object's size says so (a size of
+            // 0 means unknown: the next chunk will find out).
+            at_end = size > 0 && offset + read >= size;
+            break;
+        }
+    }
+    if !window.is_empty() && !send(Window { accruals: window }) {
+        return Ok(parsed);
+    }
+    if !at_end {
+        let (read, next_line) = rows.consumed();
+        parsed.next = Some((offset + read, next_line));
+    }
+    Ok(parsed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A chunk whose report part fills up ends there, and the next chunk
+    /// picks up at the next row: the report held in memory stays bounded
+    /// whatever the chunk size.
+    #[test]
+    fn a_chunk_ends_when_its_report_part_is_full() {
+        let mut file = b"member_id,point_type,amount\n".to_vec();
+        for _ in 0..1000 {
+            file.extend_from_slice(b"bad id,P,0\n");
+        }
+        let settings = ImportSettings {
+            chunk_bytes: 4096,
+            ..ImportSettings::default()
+        };
+        let size = file.len() as u64;
+        let (mut offset, mut line, mut columns, mut rejected, mut chunks) = (0u64, 1u64, None, 0u64, 0);
+        loop {
+            let parsed = parse_chunk(
+                &file[offset as usize..],
+                columns.take(),
+                line,
+                offset,
+                size,
+                "f",
+                &settings,
+                |_| true,
+            )
+            .unwrap();
+            chunks += 1;
+            rejected += parsed.rejected;
+            assert!(parsed.report.len() < 4096 + 200, "{} report bytes", parsed.report.len());
+            match parsed.next {
+                Some((next_offset, next_line)) => {
+                    assert!(next_offset > offset);
+                    (offset, line, columns) = (next_offset, next_line, Some(parsed.columns));
+                }
+                None => break,
+            }
+        }
+        assert_eq!(rejected, 1000);
+        // 11 bytes of input a row, about 160 bytes of report: the report,
+        // not the bytes read, ends these chunks.
+        assert!(chunks > size / 4096 * 10, "{chunks} chunks");
+    }
+}

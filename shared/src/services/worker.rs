@@ -1,0 +1,314 @@
+//! The worker: applies queued messages exactly once and folds their counts
+//! into their jobs.
+
+use std::sync::Arc;
+
+use futures::stream::{self, StreamExt};
+use time::OffsetDateTime;
+use tracing::{field, info, info_span, warn, Instrument};
+
+use crate::domain::message::{DecodeError, QueueMessage};
+use crate::domain::uses::UseOutcome;
+use crate::domain::{JobId, MessageCounts, MessageRef};
+use crate::ports::{JobStore, Ledger, StoreError};
+
+/// A delivery of one queue message, whatever the queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IncomingMessage {
+    pub message_id: String,
+    pub body: String,
+    /// Deliveries so far, this one included (SQS `ApproximateReceiveCount`).
+    pub receive_count: u32,
+}
+
+/// Tunables of the worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WorkerSettings {
+    /// The queue's `maxReceiveCount`: on this delivery a failure sends the
+    /// message to the DLQ, so its accruals are counted as failed.
+    pub max_receive_count: u32,
+    /// Messages of one batch processed at once.
+    pub message_concurrency: usize,
+}
+
+impl Default for WorkerSettings {
+    fn default() -> Self {
+        WorkerSettings {
+            max_receive_count: 5,
+            message_concurrency: 4,
+        }
+    }
+}
+
+/// Why one message was not applied.
+#[derive(Debug, thiserror::Error)]
+pub enum MessageError {
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    #[error("applying the message's accruals failed")]
+    Apply(#[source] StoreError),
+    #[error("cancelling the message failed")]
+    Cancel(#[source] crate::services::cancel::CancelError),
+    #[error("folding the message's counts into job {job_id} failed")]
+    Fold {
+        job_id: JobId,
+        #[source]
+        source: StoreError,
+    },
+}
+
+/// What one message did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MessageReport {
+    pub job_id: JobId,
+    pub seq: u32,
+    pub counts: MessageCounts,
+    /// Of `counts.applied`, accruals an earlier delivery had already credited.
+    pub replayed: u64,
+    /// Whether this delivery folded the counts into the job (false on a
+    /// redelivery of a message already folded).
+    pub folded: bool,
+    pub store_requests: u64,
+}
+
+/// What applying one message's items did, before its fold.
+struct Applied {
+    counts: MessageCounts,
+    replayed: u64,
+    requests: u64,
+}
+
+/// What a batch did: the messages to report as failed, and totals.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BatchReport {
+    /// Ids of messages to return to the queue (ReportBatchItemFailures).
+    pub failed_message_ids: Vec<String>,
+    pub counts: MessageCounts,
+    pub messages_ok: usize,
+}
+
+/// Applies messages through the ports.
+#[derive(Clone)]
+pub struct Worker {
+    ledger: Arc<dyn Ledger>,
+    jobs: Arc<dyn JobStore>,
+    settings: WorkerSettings,
+}
+
+impl Worker {
+    pub fn new(ledger: Arc<dyn Ledger>, jobs: Arc<dyn JobStore>, settings: WorkerSettings) -> Self {
+        Worker { ledger, jobs, settings }
+    }
+
+    /// Processes a batch, several messages at once; a failing message never
+    /// holds up the others and is the only one reported failed.
+    pub async fn process_batch(&self, messages: Vec<IncomingMessage>) -> BatchReport {
+        let span = info_span!(
+            "batch",
+            messages = messages.len(),
+            failed = field::Empty,
+            applied = field::Empty,
+            duplicate = field::Empty
+        );
+        let concurrency = self.settings.message_concurrency.max(1);
+        let results: Vec<(String, Result<MessageReport, MessageError>)> = stream::iter(messages)
+            .map(|message| async move {
+                let result = self.process_message(&message).await;
+                (message.message_id, result)
+            })
+            .buffer_unordered(concurrency)
+            .collect()
+            .instrument(span.clone())
+            .await;
+        let mut report = BatchReport::default();
+        for (message_id, result) in results {
+            match result {
+                Ok(r) => {
+                    report.messages_ok += 1;
+                    report.counts.applied += r.counts.applied;
+                    report.counts.duplicate += r.counts.duplicate;
+                    report.counts.refused += r.counts.refused;
+                }
+                Err(_) => report.failed_message_ids.push(message_id),
+            }
+        }
+        span.record("failed", report.failed_message_ids.len());
+        span.record("applied", report.counts.applied);
+        span.record("duplicate", report.counts.duplicate);
+        span.in_scope(|| info!("batch processed"));
+        report
+    }
+
+    /// Applies one message and folds its counts into its job, once.
+    pub async fn process_message(&self, message: &IncomingMessage) -> Result<MessageReport, MessageError> {
+        let span = info_span!(
+            "message",
+            message_id = %message.message_id,
+            receive_count = message.receive_count,
+            job_id = field::Empty,
+            seq = field::Empty,
+            accruals = field::Empty,
+            applied = field::Empty,
+            duplicate = field::Empty,
+            replayed = field::Empty,
+            folded = field::Empty,
+        );
+        async {
+            let result = self.apply(message, &span).await;
+            match &result {
+                Ok(r) => {
+                    span.record("applied", r.counts.applied);
+                    span.record("duplicate", r.counts.duplicate);
+                    span.record("replayed", r.replayed);
+                    span.record("folded", r.folded);
+                    info!("message applied");
+                }
+                Err(e) => warn!(error = %e, source = ?std::error::Error::source(e), "message failed"),
+            }
+            result
+        }
+        .instrument(span.clone())
+        .await
+    }
+
+    async fn apply(&self, message: &IncomingMessage, span: &tracing::Span) -> Result<MessageReport, MessageError> {
+        let decoded = QueueMessage::decode(&message.body)?;
+        let job_id = decoded.job_id;
+        span.record("job_id", field::display(job_id));
+        span.record("seq", decoded.seq);
+        span.record("accruals", decoded.accruals.len());
+        let now = OffsetDateTime::now_utc();
+        if decoded.cancel {
+            let by = MessageRef {
+                job_id,
+                seq: decoded.seq,
+            };
+            crate::services::cancel::cancel_message(self.ledger.as_ref(), self.jobs.as_ref(), by)
+                .await
+                .map_err(MessageError::Cancel)?;
+            return Ok(MessageReport {
+                job_id,
+                seq: decoded.seq,
+                counts: MessageCounts::default(),
+                replayed: 0,
+                folded: false,
+                store_requests: 0,
+            });
+        }
+        let applied = if decoded.uses.is_empty() {
+            self.apply_accruals(message, &decoded, now).await?
+        } else {
+            self.apply_uses(message, &decoded, now).await?
+        };
+        let folded = self
+            .jobs
+            .fold_message(job_id, decoded.seq, applied.counts, &decoded.item_ids(), now)
+            .await
+            .map_err(|source| MessageError::Fold { job_id, source })?;
+        Ok(MessageReport {
+            job_id,
+            seq: decoded.seq,
+            counts: applied.counts,
+            replayed: applied.replayed,
+            folded,
+            store_requests: applied.requests,
+        })
+    }
+
+    /// Credits an accrual message's accruals.
+    async fn apply_accruals(
+        &self,
+        message: &IncomingMessage,
+        decoded: &QueueMessage,
+        now: OffsetDateTime,
+    ) -> Result<Applied, MessageError> {
+        let by = MessageRef {
+            job_id: decoded.job_id,
+            seq: decoded.seq,
+        };
+        match self.ledger.apply_accruals(by, &decoded.accruals, now).await {
+            Ok(outcome) => Ok(Applied {
+                counts: MessageCounts {
+                    applied: outcome.applied,
+                    duplicate: outcome.duplicate,
+                    ..MessageCounts::default()
+                },
+                replayed: outcome.replayed,
+                requests: outcome.requests,
+            }),
+            Err(error) => {
+                self.count_failed_if_last_delivery(message, decoded).await;
+                Err(MessageError::Apply(error))
+            }
+        }
+    }
+
+    /// Applies a bulk-use job's message: each use in order, each exactly
+    /// once by its `use_id` (a redelivery replays what an earlier delivery
+    /// applied); a use the balance cannot cover, or whose `use_id` was taken
+    /// by a different deduction, is refused and counted so.
+    async fn apply_uses(
+        &self,
+        message: &IncomingMessage,
+        decoded: &QueueMessage,
+        now: OffsetDateTime,
+    ) -> Result<Applied, MessageError> {
+        let mut counts = MessageCounts::default();
+        let mut replayed = 0u64;
+        for u in &decoded.uses {
+            match self.ledger.apply_use(u, now).await {
+                Ok(UseOutcome::Applied(_)) => counts.applied += 1,
+                Ok(UseOutcome::Replayed(_)) => {
+                    counts.applied += 1;
+                    replayed += 1;
+                }
+                Ok(UseOutcome::Insufficient { available }) => {
+                    info!(use_id = %u.use_id, requested = u.amount, available, "use refused: insufficient balance");
+                    counts.refused += 1;
+                }
+                Ok(UseOutcome::IdReused(_)) => {
+                    info!(use_id = %u.use_id, "use refused: use_id taken by a different deduction");
+                    counts.refused += 1;
+                }
+                Err(error) => {
+                    self.count_failed_if_last_delivery(message, decoded).await;
+                    return Err(MessageError::Apply(error));
+                }
+            }
+        }
+        Ok(Applied {
+            counts,
+            replayed,
+            requests: decoded.uses.len() as u64,
+        })
+    }
+
+    /// On the last delivery before the DLQ, a failing message's accruals are
+    /// counted as failed so its job completes (with errors) instead of
+    /// waiting forever. Best effort: if this fails too, the job stays running
+    /// and the DLQ still holds the message.
+    async fn count_failed_if_last_delivery(&self, message: &IncomingMessage, decoded: &QueueMessage) {
+        if message.receive_count < self.settings.max_receive_count {
+            return;
+        }
+        let counts = MessageCounts {
+            applied: 0,
+            duplicate: 0,
+            failed: decoded.items() as u64,
+            refused: 0,
+        };
+        if let Err(error) = self
+            .jobs
+            .fold_message(
+                decoded.job_id,
+                decoded.seq,
+                counts,
+                &decoded.item_ids(),
+                OffsetDateTime::now_utc(),
+            )
+            .await
+        {
+            warn!(error = %error, "could not count the failed message on its job");
+        }
+    }
+}

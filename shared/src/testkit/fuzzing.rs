@@ -1,0 +1,300 @@
+//! Entry points for fuzzing: each takes arbitrary bytes and runs them through
+//! the very code production runs on untrusted input, then checks what must
+//! hold of any input. A panic (or an `assert!` failing) is a finding.
+//!
+//! The cargo-fuzz targets in `fuzz/` call these, and so does the corpus
+//! replay in the regular test suite (`tests/tests/fuzz_corpus.rs`), so the
+//! two can never drift apart. See `docs/fuzzing.md`.
+//!
+//! - [`api_body`]: request bodies of `POST /v1/jobs` (with and without an
+//!   `Idempotency-Key`), `POST /v1/members/{id}/uses` and `POST
+//!   /v1/reversals`, as the ingest API parses and validates them; accepted
+//!   submissions are packed and their messages decoded back.
+//! - [`csv_import`]: a CSV file read chunk by chunk by the importer's own
+//!   chunk parser, at a chunk size and packing window the input chooses.
+//! - [`message_decode`]: a queue message body as the worker decodes it, and
+//!   an import-queue body as the csv-import function reads it.
+
+use crate::domain::csv_rows::{CsvAccruals, CsvRow};
+use crate::domain::message::QueueMessage;
+use crate::domain::packing::{pack_accruals, pack_uses, PackingLimits, MIN_MESSAGE_BYTES};
+use crate::domain::uses::Use;
+use crate::domain::validation::check_idempotency_key;
+use crate::domain::{Accrual, JobId};
+use crate::services::api::{parse_reversal, parse_submission, parse_use, Prepared, DEFAULT_MAX_ITEMS, MAX_BODY_BYTES};
+use crate::services::import::service::{parse_chunk, ImportSettings, DEFAULT_CHUNK_BYTES};
+use crate::services::import::task::parse_tasks;
+
+/// The `Idempotency-Key` the submission selector sends.
+const FUZZ_KEY: &str = "fuzz-campaign-2026:batch-1";
+
+/// One request body. The first byte chooses the route and settings, the rest
+/// is the body:
+///
+/// - `selector % 4`: 0 a submission without key, 1 with a key, 2 a use for
+///   member `m-1`, 3 a reversal;
+/// - submissions: bit 2 lowers the item limit to 4 (so small inputs reach
+///   the 413 path); bits 4–7 pick the packing's accruals per message (1–16),
+///   at the smallest message size, so packing splits often.
+///
+/// What must hold: no panic; an accepted submission packs into messages
+/// within the limits that decode back to exactly the accepted accruals.
+pub fn api_body(data: &[u8]) {
+    let Some((&selector, body)) = data.split_first() else {
+        return;
+    };
+    // The API refuses a larger body before reading it.
+    if body.len() > MAX_BODY_BYTES {
+        return;
+    }
+    match selector % 4 {
+        0 | 1 => {
+            let key = (selector % 4 == 1).then_some(FUZZ_KEY);
+            if let Some(key) = key {
+                assert!(check_idempotency_key(key).is_ok());
+            }
+            let max_items = if selector & 4 != 0 { 4 } else { DEFAULT_MAX_ITEMS };
+            let limits = PackingLimits {
+                max_accruals: 1 + usize::from(selector >> 4),
+                max_bytes: MIN_MESSAGE_BYTES,
+            };
+            match parse_submission(body, key, max_items) {
+                Ok(Prepared::Accruals(prepared)) => {
+                    assert!(!prepared.accruals.is_empty() && prepared.accruals.len() <= max_items);
+                    check_packing(prepared.accruals, limits);
+                }
+                Ok(Prepared::Uses(prepared)) => {
+                    assert!(!prepared.uses.is_empty() && prepared.uses.len() <= max_items);
+                    check_use_packing(prepared.uses, limits);
+                }
+                Err(_) => {}
+            }
+        }
+        2 => {
+            if let Ok(u) = parse_use("m-1", body) {
+                assert!(u.amount >= 1);
+            }
+        }
+        _ => {
+            let _ = parse_reversal(body);
+        }
+    }
+}
+
+/// Packs `accruals` and checks every message: within `limits`, and decoding
+/// back (as the worker will) to the very accruals packed, none lost or added.
+fn check_packing(accruals: Vec<Accrual>, limits: PackingLimits) {
+    let job_id = JobId(uuid::Uuid::nil());
+    let mut expected: Vec<Accrual> = accruals.clone();
+    let messages = pack_accruals(job_id, accruals, limits);
+    let mut unpacked = Vec::with_capacity(expected.len());
+    for message in messages {
+        assert!(!message.accruals.is_empty() && message.accruals.len() <= limits.max_accruals);
+        let body = message.encode();
+        assert!(
+            body.len() <= limits.max_bytes,
+            "a message of {} bytes exceeds the limit of {}",
+            body.len(),
+            limits.max_bytes
+        );
+        match QueueMessage::decode(&body) {
+            Ok(decoded) => assert_eq!(decoded, message, "a packed message decodes to itself"),
+            Err(e) => panic!("the worker cannot decode a message the API queued: {e}"),
+        }
+        unpacked.extend(message.accruals);
+    }
+    let key = |a: &Accrual| a.accrual_id.clone();
+    expected.sort_by_key(key);
+    unpacked.sort_by_key(key);
+    assert_eq!(unpacked, expected, "packing keeps every accrual once");
+}
+
+/// Packs a bulk-use job's `uses` and checks every message as
+/// [`check_packing`] does: within the limits, decoding to itself, the uses
+/// kept once each and in submission order.
+fn check_use_packing(uses: Vec<Use>, limits: PackingLimits) {
+    let expected = uses.clone();
+    let mut unpacked = Vec::with_capacity(expected.len());
+    for message in pack_uses(JobId(uuid::Uuid::nil()), uses, limits) {
+        assert!(!message.uses.is_empty() && message.accruals.is_empty());
+        let body = message.encode();
+        assert!(body.len() <= limits.max_bytes, "a message of {} bytes", body.len());
+        match QueueMessage::decode(&body) {
+            Ok(decoded) => assert_eq!(decoded, message, "a packed message decodes to itself"),
+            Err(e) => panic!("the worker cannot decode a message the API queued: {e}"),
+        }
+        unpacked.extend(message.uses);
+    }
+    assert_eq!(unpacked, expected, "packing keeps every use once, in order");
+}
+
+/// One CSV file. The first byte picks the chunk size (`1 + byte * 7` bytes,
+/// or the production's 64 MiB when it is 255) and the second the
+/// accruals per message (1–8, so packing windows of 10–80 accruals); the
+/// rest is the file.
+///
+/// The file is read the way the importer reads it: its chunk parser on the
+/// first chunk, then on each next chunk from the offset and line the last
+/// one handed on, until the end. What must hold: no panic; every chunk moves
+/// forward (else a file would be imported forever); the rows the row reader
+/// gives read in these chunks are the rows of one pass, line numbers and
+/// ids included; and every row is counted once (accepted, collapsed or
+/// rejected).
+pub fn csv_import(data: &[u8]) {
+    let [size_byte, packing_byte, file @ ..] = data else {
+        return;
+    };
+    let chunk_bytes = if *size_byte == 255 {
+        DEFAULT_CHUNK_BYTES
+    } else {
+        1 + u64::from(*size_byte) * 7
+    };
+    let settings = ImportSettings {
+        chunk_bytes,
+        packing: PackingLimits {
+            max_accruals: 1 + usize::from(packing_byte % 8),
+            ..PackingLimits::default()
+        },
+        ..ImportSettings::default()
+    };
+    let identity = "s3://fuzz-bucket/imports/fuzz.csv#etag";
+    let size = file.len() as u64;
+
+    // The importer's loop (`Importer::run_chunk`), without bucket or queues.
+    let (mut offset, mut line, mut columns) = (0u64, 1u64, None::<Vec<String>>);
+    let (mut accepted, mut handled) = (0u64, 0u64);
+    loop {
+        let start = usize::try_from(offset).unwrap_or(usize::MAX).min(file.len());
+        let mut windows = 0u64;
+        let send = |window: crate::services::import::service::Window| {
+            windows += window.accruals.len() as u64;
+            true
+        };
+        let parsed = match parse_chunk(
+            &file[start..],
+            columns.clone(),
+            line,
+            offset,
+            size,
+            identity,
+            &settings,
+            send,
+        ) {
+            Ok(parsed) => parsed,
+            // The file fails (header) or reading stops: the job ends there.
+            Err(_) => return,
+        };
+        accepted += windows;
+        handled += windows + parsed.deduplicated + parsed.rejected;
+        match parsed.next {
+            Some((next_offset, next_line)) => {
+                assert!(
+                    next_offset > offset && next_offset <= size,
+                    "a chunk at {offset} hands on {next_offset} (file of {size} bytes)"
+                );
+                assert!(next_line >= line);
+                offset = next_offset;
+                line = next_line;
+                columns = Some(parsed.columns);
+            }
+            None => break,
+        }
+    }
+
+    // The row reader alone, in one pass, must see every row the chunks did,
+    // and read resumed at every chunk boundary it must give the same rows.
+    // Compared row by row, so that this check holds no more than a row.
+    let Ok(mut reader) = CsvAccruals::new(file, identity) else {
+        panic!("the chunk parser read a header the row reader refuses");
+    };
+    let mut chunked = (chunk_bytes != DEFAULT_CHUNK_BYTES).then(|| ChunkedRows::new(file, identity, chunk_bytes));
+    let (mut rows, mut good) = (0u64, 0u64);
+    while let Ok(Some(row)) = reader.next_row() {
+        rows += 1;
+        good += u64::from(matches!(row.1, CsvRow::Accrual(_)));
+        if let Some(chunked) = &mut chunked {
+            assert_eq!(
+                chunked.next(),
+                Some(row),
+                "row {rows} read in chunks of {chunk_bytes} bytes"
+            );
+        }
+    }
+    if let Some(chunked) = &mut chunked {
+        assert_eq!(chunked.next(), None, "no more rows in chunks than in one pass");
+    }
+    assert_eq!(handled, rows, "every row is counted once");
+    assert!(accepted <= good);
+}
+
+/// The row reader resumed every `chunk` bytes, as `CsvAccruals::resume`
+/// promises to give the rows of one pass.
+struct ChunkedRows<'f> {
+    file: &'f [u8],
+    identity: &'f str,
+    chunk: u64,
+    columns: Vec<String>,
+    /// Where the current reader started.
+    offset: usize,
+    reader: Option<CsvAccruals<&'f [u8]>>,
+}
+
+impl<'f> ChunkedRows<'f> {
+    fn new(file: &'f [u8], identity: &'f str, chunk: u64) -> Self {
+        let reader = CsvAccruals::new(file, identity).ok();
+        let columns = reader.as_ref().map(|r| r.columns().to_vec()).unwrap_or_default();
+        ChunkedRows {
+            file,
+            identity,
+            chunk,
+            columns,
+            offset: 0,
+            reader,
+        }
+    }
+
+    fn next(&mut self) -> Option<(u64, CsvRow)> {
+        let reader = self.reader.as_mut()?;
+        if reader.consumed().0 >= self.chunk {
+            let (read, next_line) = reader.consumed();
+            self.offset += usize::try_from(read).unwrap_or(usize::MAX);
+            if self.offset >= self.file.len() {
+                self.reader = None;
+                return None;
+            }
+            match CsvAccruals::resume(&self.file[self.offset..], &self.columns, next_line, self.identity) {
+                Ok(next) => self.reader = Some(next),
+                Err(e) => panic!("resuming with the header's own columns failed: {e}"),
+            }
+        }
+        self.reader.as_mut()?.next_row().ok().flatten()
+    }
+}
+
+/// One queue message body. SQS bodies are Unicode text, so bytes that are
+/// not UTF-8 are no input. The body goes through the worker's decoder and
+/// the csv-import function's task parser. What must hold: no panic, and what
+/// decodes encodes and decodes back to itself (a message the worker accepts,
+/// a task the importer would hand on as a continuation).
+pub fn message_decode(data: &[u8]) {
+    let Ok(body) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Ok(message) = QueueMessage::decode(body) {
+        assert!(!message.accruals.is_empty());
+        let again = QueueMessage::decode(&message.encode());
+        assert!(
+            matches!(&again, Ok(m) if *m == message),
+            "a decoded message re-encodes to itself: {again:?}"
+        );
+    }
+    if let Ok(tasks) = parse_tasks(body) {
+        for task in tasks {
+            let again = parse_tasks(&task.encode());
+            assert!(
+                matches!(&again, Ok(t) if t.len() == 1 && t[0] == task),
+                "a continuation reads back as its task: {again:?}"
+            );
+        }
+    }
+}

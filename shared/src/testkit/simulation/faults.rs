@@ -1,0 +1,384 @@
+//! Fault-injecting wrappers of the ports. Each call stops at a gate before
+//! it runs (where the scheduler may interleave other tasks or fail it with a
+//! retryable error, without effect) and at a gate after it took effect
+//! (where the scheduler may crash the task). Apart from that they delegate:
+//! a new port method needs one line here, and default methods are left to
+//! the trait.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+
+use crate::domain::history::HistoryEntry;
+use crate::domain::lots::BalanceSheet;
+use crate::domain::reversal::{ReversalOutcome, ReversalTarget};
+use crate::domain::uses::{Use, UseOutcome};
+use crate::domain::{Accrual, CancelCounts, ChunkReport, FoldedItems, Job, JobId, MessageCounts, MessageRef, NewJob};
+use crate::ports::{ApplyOutcome, CreateJob, JobStore, Ledger, QueueError, ReceivedMessage, StoreError, WorkQueue};
+
+use super::exec::{GatePoint, Sim, StoreFault, Verdict};
+use super::FaultKind;
+
+/// Runs one port call of the store underneath to completion: in the
+/// simulation a call is one atomic step. (The in-memory store never waits;
+/// SQLite's `spawn_blocking` finishes on its own thread.)
+fn run<F: Future>(call: F) -> F::Output {
+    futures::executor::block_on(call)
+}
+
+impl Sim {
+    /// The gate before a call: `Some` if the call is to fail unapplied.
+    async fn before(&self, op: &'static str) -> Option<StoreFault> {
+        match self.gate(GatePoint::Before, op).await {
+            Verdict::Proceed => None,
+            Verdict::Fail(fault) => Some(fault),
+        }
+    }
+
+    /// The gate after a call: the task may be crashed (dropped) here.
+    async fn after(&self, op: &'static str) {
+        self.gate(GatePoint::After, op).await;
+    }
+}
+
+/// One store call between its two gates.
+macro_rules! store_call {
+    ($sim:expr, $op:literal, $call:expr) => {{
+        if let Some(fault) = $sim.before($op).await {
+            return Err(fault.store_error($op));
+        }
+        let result = run($call);
+        $sim.after($op).await;
+        result
+    }};
+}
+
+/// A [`Ledger`] whose calls can fail, interleave and be followed by a crash.
+pub(crate) struct FaultyLedger {
+    pub inner: Arc<dyn Ledger>,
+    pub sim: Sim,
+}
+
+#[async_trait]
+impl Ledger for FaultyLedger {
+    async fn apply_accruals(
+        &self,
+        by: MessageRef,
+        accruals: &[Accrual],
+        now: OffsetDateTime,
+    ) -> Result<ApplyOutcome, StoreError> {
+        if let Some(fault) = self.sim.before("apply_accruals").await {
+            // DynamoDB credits a message in several transactions of at most
+            // 100 actions: a later one can fail after earlier ones committed.
+            let committed = {
+                let mut core = self.sim.lock();
+                let prefix = (accruals.len() > 1 && core.rng.bool()).then(|| core.rng.usize(1..accruals.len()));
+                if let Some(k) = prefix {
+                    core.count(FaultKind::PartialApply);
+                    core.note(|| {
+                        format!(
+                            "  apply_accruals: first {k} of {} accruals committed, then failed",
+                            accruals.len()
+                        )
+                    });
+                }
+                prefix
+            };
+            if let Some(k) = committed {
+                run(self.inner.apply_accruals(by, &accruals[..k], now))?;
+            }
+            return Err(fault.store_error("apply_accruals"));
+        }
+        let result = run(self.inner.apply_accruals(by, accruals, now));
+        self.sim.after("apply_accruals").await;
+        result
+    }
+
+    async fn balance_sheets(&self, member_id: &str) -> Result<Vec<BalanceSheet>, StoreError> {
+        store_call!(self.sim, "balance_sheets", self.inner.balance_sheets(member_id))
+    }
+
+    async fn apply_use(&self, u: &Use, now: OffsetDateTime) -> Result<UseOutcome, StoreError> {
+        store_call!(self.sim, "apply_use", self.inner.apply_use(u, now))
+    }
+
+    async fn reverse(&self, target: &ReversalTarget, now: OffsetDateTime) -> Result<ReversalOutcome, StoreError> {
+        store_call!(self.sim, "reverse", self.inner.reverse(target, now))
+    }
+
+    async fn history_entries(
+        &self,
+        member_id: &str,
+        point_type: Option<&str>,
+        before: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<HistoryEntry>, StoreError> {
+        store_call!(
+            self.sim,
+            "history_entries",
+            self.inner.history_entries(member_id, point_type, before, limit)
+        )
+    }
+}
+
+/// A [`JobStore`] whose calls can fail, interleave and be followed by a crash.
+pub(crate) struct FaultyJobStore {
+    pub inner: Arc<dyn JobStore>,
+    pub sim: Sim,
+}
+
+#[async_trait]
+impl JobStore for FaultyJobStore {
+    async fn create_job(&self, job: &NewJob) -> Result<CreateJob, StoreError> {
+        store_call!(self.sim, "create_job", self.inner.create_job(job))
+    }
+
+    async fn mark_enqueued(&self, job_id: JobId) -> Result<(), StoreError> {
+        store_call!(self.sim, "mark_enqueued", self.inner.mark_enqueued(job_id))
+    }
+
+    async fn get_job(&self, job_id: JobId) -> Result<Option<Job>, StoreError> {
+        store_call!(self.sim, "get_job", self.inner.get_job(job_id))
+    }
+
+    async fn fold_message(
+        &self,
+        job_id: JobId,
+        seq: u32,
+        counts: MessageCounts,
+        items: &[String],
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        store_call!(
+            self.sim,
+            "fold_message",
+            self.inner.fold_message(job_id, seq, counts, items, now)
+        )
+    }
+
+    async fn record_chunk(&self, job_id: JobId, chunk: &ChunkReport, now: OffsetDateTime) -> Result<bool, StoreError> {
+        store_call!(self.sim, "record_chunk", self.inner.record_chunk(job_id, chunk, now))
+    }
+
+    async fn chunk_recorded(&self, job_id: JobId, index: u32) -> Result<bool, StoreError> {
+        store_call!(self.sim, "chunk_recorded", self.inner.chunk_recorded(job_id, index))
+    }
+
+    async fn begin_cancel(&self, job_id: JobId, now: OffsetDateTime) -> Result<Option<Job>, StoreError> {
+        store_call!(self.sim, "begin_cancel", self.inner.begin_cancel(job_id, now))
+    }
+
+    async fn folded_items(&self, job_id: JobId, seq: u32) -> Result<Option<FoldedItems>, StoreError> {
+        store_call!(self.sim, "folded_items", self.inner.folded_items(job_id, seq))
+    }
+
+    async fn record_cancelled(
+        &self,
+        job_id: JobId,
+        seq: u32,
+        counts: CancelCounts,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        store_call!(
+            self.sim,
+            "record_cancelled",
+            self.inner.record_cancelled(job_id, seq, counts, now)
+        )
+    }
+}
+
+/// The error of a queue call the simulation failed.
+#[derive(Debug, thiserror::Error)]
+#[error("injected fault: {0:?}")]
+pub(crate) struct InjectedFault(pub StoreFault);
+
+/// One queue call between its two gates.
+macro_rules! queue_call {
+    ($sim:expr, $op:literal, $call:expr) => {{
+        if let Some(fault) = $sim.before($op).await {
+            return Err(QueueError::Backend {
+                operation: $op,
+                source: Box::new(InjectedFault(fault)),
+            });
+        }
+        let result = run($call);
+        $sim.after($op).await;
+        result
+    }};
+}
+
+/// An [`WorkQueue`] whose calls can fail, interleave and be followed by a
+/// crash; a failed `send_messages` may have queued some of its messages
+/// (SendMessageBatch answers per entry).
+pub(crate) struct FaultyQueue {
+    pub inner: Arc<dyn WorkQueue>,
+    pub sim: Sim,
+}
+
+#[async_trait]
+impl WorkQueue for FaultyQueue {
+    async fn send_messages(&self, bodies: &[String]) -> Result<(), QueueError> {
+        if let Some(fault) = self.sim.before("send_messages").await {
+            let sent: Vec<String> = {
+                let mut core = self.sim.lock();
+                let sent: Vec<String> = bodies.iter().filter(|_| core.rng.bool()).cloned().collect();
+                if !sent.is_empty() {
+                    core.count(FaultKind::SendBatchPartial);
+                }
+                let (n, total) = (sent.len(), bodies.len());
+                core.note(|| format!("  send_messages: {n} of {total} queued, the rest failed"));
+                sent
+            };
+            if !sent.is_empty() {
+                run(self.inner.send_messages(&sent))?;
+            }
+            return Err(QueueError::Unsent {
+                unsent: bodies.len() - sent.len(),
+                total: bodies.len(),
+                source: Some(Box::new(InjectedFault(fault))),
+            });
+        }
+        let result = run(self.inner.send_messages(bodies));
+        self.sim.after("send_messages").await;
+        result
+    }
+
+    async fn receive_messages(&self, max: usize, wait: Duration) -> Result<Vec<ReceivedMessage>, QueueError> {
+        queue_call!(self.sim, "receive_messages", self.inner.receive_messages(max, wait))
+    }
+
+    async fn delete_messages(&self, receipt_handles: &[String]) -> Result<(), QueueError> {
+        queue_call!(self.sim, "delete_messages", self.inner.delete_messages(receipt_handles))
+    }
+
+    async fn release_messages(&self, receipt_handles: &[String]) -> Result<(), QueueError> {
+        queue_call!(
+            self.sim,
+            "release_messages",
+            self.inner.release_messages(receipt_handles)
+        )
+    }
+
+    fn requests(&self) -> u64 {
+        self.inner.requests()
+    }
+}
+
+/// A deliberately broken ledger, to show the checks catch a broken rule: it
+/// credits accruals again whenever the store says they were credited
+/// already, as a ledger whose conditional put lost its condition would.
+pub(crate) struct DoubleCreditLedger {
+    pub inner: Arc<dyn Ledger>,
+    pub again: std::sync::atomic::AtomicU64,
+}
+
+#[async_trait]
+impl Ledger for DoubleCreditLedger {
+    async fn apply_accruals(
+        &self,
+        by: MessageRef,
+        accruals: &[Accrual],
+        now: OffsetDateTime,
+    ) -> Result<ApplyOutcome, StoreError> {
+        let outcome = self.inner.apply_accruals(by, accruals, now).await?;
+        if outcome.replayed + outcome.duplicate > 0 {
+            let n = self.again.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let copies: Vec<Accrual> = accruals
+                .iter()
+                .map(|a| Accrual {
+                    accrual_id: format!("{}.again{n}", a.accrual_id),
+                    ..a.clone()
+                })
+                .collect();
+            self.inner.apply_accruals(by, &copies, now).await?;
+        }
+        Ok(outcome)
+    }
+
+    async fn balance_sheets(&self, member_id: &str) -> Result<Vec<BalanceSheet>, StoreError> {
+        self.inner.balance_sheets(member_id).await
+    }
+
+    async fn apply_use(&self, u: &Use, now: OffsetDateTime) -> Result<UseOutcome, StoreError> {
+        self.inner.apply_use(u, now).await
+    }
+
+    async fn reverse(&self, target: &ReversalTarget, now: OffsetDateTime) -> Result<ReversalOutcome, StoreError> {
+        self.inner.reverse(target, now).await
+    }
+
+    async fn history_entries(
+        &self,
+        member_id: &str,
+        point_type: Option<&str>,
+        before: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<HistoryEntry>, StoreError> {
+        self.inner.history_entries(member_id, point_type, before, limit).await
+    }
+}
+
+/// A deliberately broken job store, to show the checks catch a broken
+/// ingest rule: a job counts as enqueued from its creation on.
+pub(crate) struct EarlyEnqueuedJobs {
+    pub inner: Arc<dyn JobStore>,
+}
+
+#[async_trait]
+impl JobStore for EarlyEnqueuedJobs {
+    async fn create_job(&self, job: &NewJob) -> Result<CreateJob, StoreError> {
+        let created = self.inner.create_job(job).await?;
+        if let CreateJob::Created(_) = created {
+            self.inner.mark_enqueued(job.job_id).await?;
+        }
+        Ok(created)
+    }
+
+    async fn mark_enqueued(&self, job_id: JobId) -> Result<(), StoreError> {
+        self.inner.mark_enqueued(job_id).await
+    }
+
+    async fn get_job(&self, job_id: JobId) -> Result<Option<Job>, StoreError> {
+        self.inner.get_job(job_id).await
+    }
+
+    async fn fold_message(
+        &self,
+        job_id: JobId,
+        seq: u32,
+        counts: MessageCounts,
+        items: &[String],
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        self.inner.fold_message(job_id, seq, counts, items, now).await
+    }
+
+    async fn record_chunk(&self, job_id: JobId, chunk: &ChunkReport, now: OffsetDateTime) -> Result<bool, StoreError> {
+        self.inner.record_chunk(job_id, chunk, now).await
+    }
+
+    async fn chunk_recorded(&self, job_id: JobId, index: u32) -> Result<bool, StoreError> {
+        self.inner.chunk_recorded(job_id, index).await
+    }
+
+    async fn begin_cancel(&self, job_id: JobId, now: OffsetDateTime) -> Result<Option<Job>, StoreError> {
+        self.inner.begin_cancel(job_id, now).await
+    }
+
+    async fn folded_items(&self, job_id: JobId, seq: u32) -> Result<Option<FoldedItems>, StoreError> {
+        self.inner.folded_items(job_id, seq).await
+    }
+
+    async fn record_cancelled(
+        &self,
+        job_id: JobId,
+        seq: u32,
+        counts: CancelCounts,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        self.inner.record_cancelled(job_id, seq, counts, now).await
+    }
+}

@@ -1,0 +1,981 @@
+//! The seeded driver: plays the clients, Lambda's SQS event source and the
+//! fault injector over the production services, then checks the outcome.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use futures::task::{waker, ArcWake};
+
+use crate::adapters::memory::MemoryStore;
+use crate::adapters::sqlite::SqliteStore;
+use crate::domain::lots::LotKey;
+use crate::domain::submission::job_id_for_key;
+use crate::domain::JobId;
+use crate::ports::{JobStore, Ledger, QueueError, ReceivedMessage, WorkQueue};
+use crate::services::api::{ApiRequest, ApiResponse};
+use crate::services::api::{ApiService, ApiSettings};
+use crate::services::dlq::Redriven;
+use crate::services::worker::{BatchReport, IncomingMessage, Worker, WorkerSettings};
+
+use super::exec::{Core, GatePoint, Sim, StoreFault, TaskId, Verdict};
+use super::faults::{DoubleCreditLedger, EarlyEnqueuedJobs, FaultyJobStore, FaultyLedger, FaultyQueue};
+use super::queue::{short, QueueId, SimQueue};
+use super::scenario::Scenario;
+use super::{FaultKind, Flaw, SeedOutcome, SimBackend, SimOptions};
+
+/// Scheduler steps with faults before they stop, whatever state the run is in.
+const CHAOS_STEPS: u64 = 2_000;
+/// Redrives an operator starts while faults still happen, at most.
+const MAX_REDRIVES_MID_RUN: u32 = 3;
+/// Steps allowed for the pipeline to settle once faults stop.
+const CALM_STEPS: u64 = 2_000;
+
+type TaskFuture = Pin<Box<dyn Future<Output = TaskOutput> + Send>>;
+
+enum TaskOutput {
+    Answer(ApiResponse),
+    Batch(BatchReport),
+    Redriven(Result<Redriven, QueueError>),
+}
+
+enum TaskKind {
+    /// `abandoned`: the client stopped waiting for this answer.
+    Ingest {
+        client: usize,
+        abandoned: bool,
+    },
+    Worker {
+        batch: Vec<ReceivedMessage>,
+    },
+    Redrive,
+}
+
+/// A task's waker only marks it for polling.
+struct Flag(AtomicBool);
+
+impl ArcWake for Flag {
+    fn wake_by_ref(arc_self: &Arc<Self>) {
+        arc_self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+struct Task {
+    future: TaskFuture,
+    flag: Arc<Flag>,
+    kind: TaskKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Client {
+    /// Sends once submission 0 is accepted (the client reusing its key).
+    Blocked,
+    /// Sends (again) at this virtual time.
+    Waiting {
+        at: u64,
+    },
+    InFlight,
+    Done,
+}
+
+struct Run {
+    sim: Sim,
+    scenario: Scenario,
+    flaw: Option<Flaw>,
+    ingest: ApiService,
+    worker: Worker,
+    /// The store underneath, without faults, for the checks.
+    ledger: Arc<dyn Ledger>,
+    jobs: Arc<dyn JobStore>,
+    main: Arc<SimQueue>,
+    dead: Arc<SimQueue>,
+    /// The queues behind fault-injecting wrappers, for a redrive mid-run.
+    faulty_main: Arc<dyn WorkQueue>,
+    faulty_dead: Arc<dyn WorkQueue>,
+    tasks: BTreeMap<TaskId, Task>,
+    next_task: TaskId,
+    clients: Vec<Client>,
+    requests: Vec<ApiRequest>,
+    violations: Vec<String>,
+    steps: u64,
+    invocations: u64,
+    ingest_requests: u64,
+    jobs_failed_before_redrive: u64,
+    redrives: u32,
+}
+
+/// Runs one seed (see [`super::run_seed`]).
+pub(crate) fn run(seed: u64, options: &SimOptions) -> SeedOutcome {
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_unguarded(seed, options)));
+    result.unwrap_or_else(|panic| {
+        let message = panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+            .unwrap_or_default();
+        SeedOutcome {
+            seed,
+            violations: vec![format!("panicked: {message}")],
+            faults: Default::default(),
+            trace: Vec::new(),
+            steps: 0,
+            items: 0,
+            invocations: 0,
+            requests: 0,
+            dead_lettered: 0,
+            jobs_failed_before_redrive: 0,
+        }
+    })
+}
+
+fn run_unguarded(seed: u64, options: &SimOptions) -> SeedOutcome {
+    // SQLite runs its calls with `spawn_blocking`, which needs a runtime's
+    // blocking pool (never its scheduler: the simulation polls by itself).
+    let runtime = match options.backend {
+        SimBackend::Memory => None,
+        SimBackend::Sqlite => match tokio::runtime::Builder::new_current_thread().build() {
+            Ok(rt) => Some(rt),
+            Err(e) => return failed_to_start(seed, format!("no runtime for SQLite: {e}")),
+        },
+    };
+    let _context = runtime.as_ref().map(|rt| rt.enter());
+    let (ledger, jobs): (Arc<dyn Ledger>, Arc<dyn JobStore>) = match options.backend {
+        SimBackend::Memory => {
+            let store = Arc::new(MemoryStore::new());
+            (store.clone(), store)
+        }
+        SimBackend::Sqlite => match SqliteStore::in_memory() {
+            Ok(store) => {
+                let store = Arc::new(store);
+                (store.clone(), store)
+            }
+            Err(e) => return failed_to_start(seed, format!("cannot open SQLite: {e}")),
+        },
+    };
+    let scenario = Scenario::generate(seed);
+    let mut core = Core::new(seed, scenario.rates, options.trace);
+    core.queues[QueueId::Main as usize].visibility_ms = scenario.visibility_ms;
+    core.queues[QueueId::Main as usize].max_receive_count = Some(scenario.max_receive_count);
+    core.queues[QueueId::Dead as usize].visibility_ms = scenario.visibility_ms;
+    let sim = Sim::new(core);
+    let main = Arc::new(SimQueue {
+        sim: sim.clone(),
+        id: QueueId::Main,
+    });
+    let dead = Arc::new(SimQueue {
+        sim: sim.clone(),
+        id: QueueId::Dead,
+    });
+    let production_ledger: Arc<dyn Ledger> = match options.flaw {
+        Some(Flaw::DoubleCredit) => Arc::new(DoubleCreditLedger {
+            inner: ledger.clone(),
+            again: Default::default(),
+        }),
+        _ => ledger.clone(),
+    };
+    let faulty_ledger: Arc<dyn Ledger> = Arc::new(FaultyLedger {
+        inner: production_ledger,
+        sim: sim.clone(),
+    });
+    let production_jobs: Arc<dyn JobStore> = match options.flaw {
+        Some(Flaw::EnqueuedBeforeSending) => Arc::new(EarlyEnqueuedJobs { inner: jobs.clone() }),
+        _ => jobs.clone(),
+    };
+    let faulty_jobs: Arc<dyn JobStore> = Arc::new(FaultyJobStore {
+        inner: production_jobs,
+        sim: sim.clone(),
+    });
+    let faulty_queue: Arc<dyn WorkQueue> = Arc::new(FaultyQueue {
+        inner: main.clone(),
+        sim: sim.clone(),
+    });
+    let faulty_dead: Arc<dyn WorkQueue> = Arc::new(FaultyQueue {
+        inner: dead.clone(),
+        sim: sim.clone(),
+    });
+    let ingest = ApiService::new(
+        faulty_jobs.clone(),
+        faulty_ledger.clone(),
+        faulty_queue.clone(),
+        ApiSettings {
+            packing: scenario.packing,
+            ..ApiSettings::default()
+        },
+    );
+    let worker = Worker::new(
+        faulty_ledger,
+        faulty_jobs,
+        WorkerSettings {
+            max_receive_count: scenario.max_receive_count,
+            message_concurrency: scenario.message_concurrency,
+        },
+    );
+    // Clients: one per submission, then the one reusing a key, if any.
+    let requests: Vec<ApiRequest> = (0..scenario.submissions.len())
+        .map(|s| scenario.request(s))
+        .chain(scenario.conflicting_request())
+        .collect();
+    let mut clients = vec![Client::Waiting { at: 0 }; scenario.submissions.len()];
+    if scenario.conflicting.is_some() {
+        clients.push(Client::Blocked);
+    }
+    let items = scenario.submissions.iter().map(|s| s.items.len() as u64).sum();
+    let mut run = Run {
+        sim,
+        clients,
+        requests,
+        scenario,
+        flaw: options.flaw,
+        ingest,
+        worker,
+        ledger,
+        jobs,
+        main,
+        dead,
+        faulty_main: faulty_queue,
+        faulty_dead,
+        tasks: BTreeMap::new(),
+        next_task: 0,
+        violations: Vec::new(),
+        steps: 0,
+        invocations: 0,
+        ingest_requests: 0,
+        jobs_failed_before_redrive: 0,
+        redrives: 0,
+    };
+    run.describe_scenario();
+    run.chaos();
+    run.calm("settle");
+    run.check_settled();
+    run.redrive();
+    run.calm("drain the redriven messages");
+    run.check_final();
+    let mut core = run.sim.lock();
+    SeedOutcome {
+        seed,
+        violations: run.violations.clone(),
+        faults: core.faults.clone(),
+        trace: core.take_trace(),
+        steps: run.steps,
+        items,
+        invocations: run.invocations,
+        requests: run.ingest_requests,
+        dead_lettered: core.dead_lettered,
+        jobs_failed_before_redrive: run.jobs_failed_before_redrive,
+    }
+}
+
+fn failed_to_start(seed: u64, why: String) -> SeedOutcome {
+    SeedOutcome {
+        seed,
+        violations: vec![why],
+        faults: Default::default(),
+        trace: Vec::new(),
+        steps: 0,
+        items: 0,
+        invocations: 0,
+        requests: 0,
+        dead_lettered: 0,
+        jobs_failed_before_redrive: 0,
+    }
+}
+
+/// The scheduler's possible moves in one step.
+#[derive(Debug, Clone, Copy)]
+enum Move {
+    Gate,
+    Send,
+    Invoke,
+    Expire,
+    GiveUp,
+    Redrive,
+}
+
+impl Run {
+    fn note(&self, line: impl FnOnce() -> String) {
+        self.sim.lock().note(line);
+    }
+
+    fn describe_scenario(&self) {
+        let s = &self.scenario;
+        self.note(|| {
+            format!(
+                "scenario: {} submissions, {} pool accruals, packing {} per message, maxReceiveCount {}, \
+                 batch {}, MaximumConcurrency {}, {} messages at once, rates {:?}",
+                s.submissions.len(),
+                s.pool.len(),
+                s.packing.max_accruals,
+                s.max_receive_count,
+                s.batch_size,
+                s.maximum_concurrency,
+                s.message_concurrency,
+                s.rates
+            )
+        });
+        for (i, sub) in s.submissions.iter().enumerate() {
+            let job = short(job_id_for_key(&sub.key));
+            self.note(|| format!("submission {i}: key {} (job {job}), items {:?}", sub.key, sub.items));
+        }
+    }
+
+    fn all_done(&self) -> bool {
+        self.clients.iter().all(|c| *c == Client::Done)
+    }
+
+    fn worker_tasks(&self) -> usize {
+        self.tasks
+            .values()
+            .filter(|t| matches!(t.kind, TaskKind::Worker { .. }))
+            .count()
+    }
+
+    /// Faults on: the scheduler picks one move at a time at random.
+    fn chaos(&mut self) {
+        for _ in 0..CHAOS_STEPS {
+            if self.all_done() && self.tasks.is_empty() && self.sim.lock().queues[0].messages.is_empty() {
+                break;
+            }
+            self.steps += 1;
+            let (moves, expirable) = {
+                let mut core = self.sim.lock();
+                let dt = core.rng.u64(0..=1_500);
+                core.now_ms += dt;
+                let now = core.now_ms;
+                let mut moves: Vec<(Move, f64)> = Vec::new();
+                if !core.pending_gates().is_empty() {
+                    moves.push((Move::Gate, 8.0));
+                }
+                if self
+                    .clients
+                    .iter()
+                    .any(|c| matches!(c, Client::Waiting { at } if *at <= now))
+                {
+                    moves.push((Move::Send, 2.0));
+                }
+                if core.has_visible(QueueId::Main) && self.worker_tasks() < self.scenario.maximum_concurrency {
+                    moves.push((Move::Invoke, 3.0));
+                }
+                // In-flight messages whose delivery a live worker still holds.
+                let expirable: Vec<String> = self
+                    .tasks
+                    .values()
+                    .filter_map(|t| match &t.kind {
+                        TaskKind::Worker { batch } => Some(batch),
+                        TaskKind::Ingest { .. } | TaskKind::Redrive => None,
+                    })
+                    .flatten()
+                    .filter(|m| {
+                        core.queues[0]
+                            .messages
+                            .iter()
+                            .any(|q| q.receipt.as_deref() == Some(m.receipt_handle.as_str()) && q.visible_at > now)
+                    })
+                    .map(|m| m.message_id.clone())
+                    .collect();
+                if !expirable.is_empty() && core.rates.expire > 0.0 {
+                    moves.push((Move::Expire, 10.0 * core.rates.expire));
+                }
+                if self.waited_on().is_some() {
+                    moves.push((Move::GiveUp, 3.0 * core.rates.crash));
+                }
+                if self.redrives < MAX_REDRIVES_MID_RUN
+                    && !core.queues[QueueId::Dead as usize].messages.is_empty()
+                    && !self.tasks.values().any(|t| matches!(t.kind, TaskKind::Redrive))
+                {
+                    moves.push((Move::Redrive, 0.2));
+                }
+                (moves, expirable)
+            };
+            if moves.is_empty() {
+                self.idle();
+                continue;
+            }
+            let chosen = {
+                let mut core = self.sim.lock();
+                let total: f64 = moves.iter().map(|(_, w)| w).sum();
+                let mut x = core.rng.f64() * total;
+                let mut chosen = moves[moves.len() - 1].0;
+                for (m, w) in &moves {
+                    if x < *w {
+                        chosen = *m;
+                        break;
+                    }
+                    x -= w;
+                }
+                chosen
+            };
+            match chosen {
+                Move::Gate => self.open_a_gate(),
+                Move::Send => self.send_a_request(),
+                Move::Invoke => self.invoke_worker(),
+                Move::Expire => {
+                    let mut core = self.sim.lock();
+                    let id = expirable[core.rng.usize(..expirable.len())].clone();
+                    core.expire(QueueId::Main, &id);
+                }
+                Move::GiveUp => self.give_up(),
+                Move::Redrive => self.start_redrive(),
+            }
+            self.poll_tasks();
+        }
+    }
+
+    /// Nothing to do now: let time pass to the next thing that will happen.
+    fn idle(&mut self) {
+        let mut core = self.sim.lock();
+        let next_client = self
+            .clients
+            .iter()
+            .filter_map(|c| match c {
+                Client::Waiting { at } => Some(*at),
+                _ => None,
+            })
+            .min();
+        let next = [core.next_visible(QueueId::Main), next_client]
+            .into_iter()
+            .flatten()
+            .min();
+        if let Some(t) = next {
+            core.now_ms = core.now_ms.max(t);
+        }
+    }
+
+    /// Lets one waiting call go on: maybe failing it, maybe crashing its task.
+    fn open_a_gate(&mut self) {
+        let crashed = {
+            let mut core = self.sim.lock();
+            let gates = core.pending_gates();
+            let gate = gates[core.rng.usize(..gates.len())];
+            let roll = core.rng.f64();
+            let (store_error, crash) = (core.rates.store_error, core.rates.crash);
+            match gate.point {
+                GatePoint::Before if roll < store_error => {
+                    let fault = [
+                        StoreFault::Throttling,
+                        StoreFault::ProvisionedThroughputExceeded,
+                        StoreFault::TransactionConflict,
+                    ][core.rng.usize(..3)];
+                    core.count(fault.kind());
+                    core.note(|| format!("task {}: {} fails with {fault:?}", gate.task, gate.op));
+                    core.open(gate.id, Verdict::Fail(fault));
+                    None
+                }
+                // Before a call: the task dies between two calls (or right
+                // after being invoked) without the next one's effect.
+                GatePoint::Before if roll < store_error + crash / 2.0 => Some(gate),
+                GatePoint::After if roll < crash => Some(gate),
+                _ => {
+                    if gate.point == GatePoint::Before {
+                        core.note(|| format!("task {}: {}", gate.task, gate.op));
+                    }
+                    core.open(gate.id, Verdict::Proceed);
+                    None
+                }
+            }
+        };
+        if let Some(gate) = crashed {
+            // Dropped outside the lock: its gates deregister on drop.
+            if let Some(task) = self.tasks.remove(&gate.task) {
+                let mut core = self.sim.lock();
+                match task.kind {
+                    TaskKind::Ingest { client, abandoned } => {
+                        core.count(FaultKind::IngestCrash);
+                        core.note(|| format!("task {}: ingest crashes {}, no answer", gate.task, gate.describe()));
+                        if !abandoned {
+                            let at = core.now_ms + core.rng.u64(1_000..=30_000);
+                            self.clients[client] = Client::Waiting { at };
+                        }
+                    }
+                    TaskKind::Redrive => {
+                        core.count(FaultKind::RedriveCrash);
+                        core.note(|| format!("task {}: redrive crashes {}", gate.task, gate.describe()));
+                    }
+                    TaskKind::Worker { .. } => {
+                        core.count(FaultKind::WorkerCrash);
+                        core.note(|| format!("task {}: worker crashes {}", gate.task, gate.describe()));
+                    }
+                }
+                drop(core);
+                drop(task);
+            }
+        }
+    }
+
+    /// An ingest task whose client still waits for it.
+    fn waited_on(&self) -> Option<TaskId> {
+        self.tasks
+            .iter()
+            .find(|(_, t)| matches!(t.kind, TaskKind::Ingest { abandoned: false, .. }))
+            .map(|(id, _)| *id)
+    }
+
+    /// The client of a running request stops waiting (API Gateway answers
+    /// 504 after 29 s) and will send the same request again, while the first
+    /// still runs.
+    fn give_up(&mut self) {
+        let Some(id) = self.waited_on() else {
+            return;
+        };
+        let Some(TaskKind::Ingest { client, abandoned }) = self.tasks.get_mut(&id).map(|t| &mut t.kind) else {
+            return;
+        };
+        *abandoned = true;
+        let client = *client;
+        let mut core = self.sim.lock();
+        core.count(FaultKind::ClientTimeout);
+        core.note(|| format!("task {id}: client {client} times out and will retry; the request still runs"));
+        let at = core.now_ms + core.rng.u64(0..=5_000);
+        self.clients[client] = Client::Waiting { at };
+    }
+
+    /// An operator runs `pointflow dlq redrive` while the pipeline runs.
+    fn start_redrive(&mut self) {
+        self.redrives += 1;
+        let max = self.sim.lock().rng.usize(1..=10);
+        let (dead, main) = (self.faulty_dead.clone(), self.faulty_main.clone());
+        let id = self.spawn(
+            TaskKind::Redrive,
+            Box::pin(async move {
+                TaskOutput::Redriven(crate::services::dlq::redrive(dead.as_ref(), main.as_ref(), max).await)
+            }),
+        );
+        let mut core = self.sim.lock();
+        core.count(FaultKind::RedriveMidRun);
+        core.note(|| format!("task {id}: an operator redrives up to {max} messages from the DLQ"));
+    }
+
+    fn spawn(&mut self, kind: TaskKind, future: TaskFuture) -> TaskId {
+        let id = self.next_task;
+        self.next_task += 1;
+        self.tasks.insert(
+            id,
+            Task {
+                future,
+                flag: Arc::new(Flag(AtomicBool::new(true))),
+                kind,
+            },
+        );
+        id
+    }
+
+    /// A client sends its request (again).
+    fn send_a_request(&mut self) {
+        let now = self.sim.lock().now_ms;
+        let Some(client) = self
+            .clients
+            .iter()
+            .position(|c| matches!(c, Client::Waiting { at } if *at <= now))
+        else {
+            return;
+        };
+        self.start_request(client);
+    }
+
+    fn start_request(&mut self, client: usize) {
+        self.clients[client] = Client::InFlight;
+        self.ingest_requests += 1;
+        let ingest = self.ingest.clone();
+        let request = self.requests[client].clone();
+        let id = self.spawn(
+            TaskKind::Ingest {
+                client,
+                abandoned: false,
+            },
+            Box::pin(async move { TaskOutput::Answer(ingest.handle(&request).await) }),
+        );
+        self.note(|| format!("task {id}: client {client} sends POST /v1/jobs"));
+    }
+
+    /// Lambda's event source receives a batch and invokes the worker.
+    fn invoke_worker(&mut self) {
+        let batch = {
+            let mut core = self.sim.lock();
+            let batch = core.receive(QueueId::Main, self.scenario.batch_size);
+            if self.flaw == Some(Flaw::AckBeforeApply) {
+                let handles: Vec<String> = batch.iter().map(|m| m.receipt_handle.clone()).collect();
+                core.delete(QueueId::Main, &handles, false);
+            }
+            batch
+        };
+        if batch.is_empty() {
+            return;
+        }
+        self.invocations += 1;
+        let worker = self.worker.clone();
+        let incoming: Vec<IncomingMessage> = batch
+            .iter()
+            .map(|m| IncomingMessage {
+                message_id: m.message_id.clone(),
+                body: m.body.clone(),
+                receive_count: m.receive_count,
+            })
+            .collect();
+        let ids: Vec<String> = batch.iter().map(|m| m.message_id.clone()).collect();
+        let id = self.spawn(
+            TaskKind::Worker { batch },
+            Box::pin(async move { TaskOutput::Batch(worker.process_batch(incoming).await) }),
+        );
+        self.note(|| format!("task {id}: worker invoked with {ids:?}"));
+    }
+
+    /// Polls every woken task until all wait at a gate or are done.
+    fn poll_tasks(&mut self) {
+        loop {
+            let ready: Vec<TaskId> = self
+                .tasks
+                .iter()
+                .filter(|(_, t)| t.flag.0.swap(false, Ordering::SeqCst))
+                .map(|(id, _)| *id)
+                .collect();
+            if ready.is_empty() {
+                break;
+            }
+            for id in ready {
+                self.sim.lock().current_task = id;
+                let Some(task) = self.tasks.get_mut(&id) else {
+                    continue;
+                };
+                let task_waker = waker(task.flag.clone());
+                let mut cx = Context::from_waker(&task_waker);
+                if let Poll::Ready(output) = task.future.as_mut().poll(&mut cx) {
+                    if let Some(task) = self.tasks.remove(&id) {
+                        self.finish(id, task.kind, output);
+                    }
+                }
+            }
+        }
+        let stalled: Vec<TaskId> = {
+            let core = self.sim.lock();
+            self.tasks
+                .keys()
+                .copied()
+                .filter(|id| !core.waits_at_gate(*id))
+                .collect()
+        };
+        for id in stalled {
+            // Every wait of production code in the simulation is a gate.
+            self.violations
+                .push(format!("task {id} is waiting on something other than a port call"));
+            self.tasks.remove(&id);
+        }
+    }
+
+    fn finish(&mut self, id: TaskId, kind: TaskKind, output: TaskOutput) {
+        match (kind, output) {
+            (TaskKind::Ingest { client, abandoned }, TaskOutput::Answer(response)) => {
+                let status = response.status;
+                self.note(|| {
+                    format!(
+                        "task {id}: client {client} {} {status} {}",
+                        if abandoned { "no longer waits for" } else { "gets" },
+                        response.body
+                    )
+                });
+                let reuses_key = client >= self.scenario.submissions.len();
+                let acceptable = match status {
+                    503 => true,
+                    409 => reuses_key && response.body["error"]["code"] == "idempotency_key_reused",
+                    202 => {
+                        !reuses_key && {
+                            let (accepted, deduplicated) = self.scenario.expected_counts(client);
+                            let got = (
+                                response.body["accepted"].as_u64(),
+                                response.body["deduplicated"].as_u64(),
+                            );
+                            got == (Some(accepted), Some(deduplicated))
+                        }
+                    }
+                    _ => false,
+                };
+                if !acceptable {
+                    self.violations.push(format!(
+                        "client {client}{}: unexpected answer {status} {}",
+                        if reuses_key {
+                            " (reusing a key with other content)"
+                        } else {
+                            ""
+                        },
+                        response.body
+                    ));
+                }
+                if abandoned {
+                    return;
+                }
+                if status == 503 {
+                    // Retryable: the client tries again later with the same key.
+                    let mut core = self.sim.lock();
+                    let at = core.now_ms + core.rng.u64(500..=5_000);
+                    self.clients[client] = Client::Waiting { at };
+                    return;
+                }
+                self.clients[client] = Client::Done;
+                if client == 0 && status == 202 {
+                    if let Some(other) = self.clients.get_mut(self.scenario.submissions.len()) {
+                        if *other == Client::Blocked {
+                            let now = self.sim.lock().now_ms;
+                            *other = Client::Waiting { at: now };
+                        }
+                    }
+                }
+            }
+            (TaskKind::Redrive, TaskOutput::Redriven(result)) => match result {
+                Ok(moved) => self.note(|| format!("task {id}: redrive moved {} messages", moved.messages)),
+                // The operator runs it again later; the final redrive does.
+                Err(e) => self.note(|| format!("task {id}: redrive failed: {e}")),
+            },
+            (TaskKind::Worker { batch }, TaskOutput::Batch(report)) => {
+                self.note(|| {
+                    format!(
+                        "task {id}: worker returns, failed {:?}, applied {}, duplicate {}",
+                        report.failed_message_ids, report.counts.applied, report.counts.duplicate
+                    )
+                });
+                if self.flaw == Some(Flaw::AckBeforeApply) {
+                    return;
+                }
+                // The event source deletes what the worker did not report failed.
+                let done: Vec<String> = batch
+                    .iter()
+                    .filter(|m| !report.failed_message_ids.contains(&m.message_id))
+                    .map(|m| m.receipt_handle.clone())
+                    .collect();
+                if !done.is_empty() {
+                    self.sim.lock().delete(QueueId::Main, &done, true);
+                }
+            }
+            _ => self
+                .violations
+                .push(format!("task {id} ended with an output of another kind")),
+        }
+    }
+
+    /// Faults off: open every gate, send every request, invoke workers while
+    /// messages are visible, let time pass to the next visibility timeout,
+    /// until nothing is left to do.
+    fn calm(&mut self, phase: &str) {
+        {
+            let mut core = self.sim.lock();
+            core.calm = true;
+            core.note(|| format!("calm ({phase}): faults stop"));
+        }
+        for _ in 0..CALM_STEPS {
+            self.steps += 1;
+            let gates = self.sim.lock().pending_gates();
+            {
+                let mut core = self.sim.lock();
+                for gate in &gates {
+                    core.open(gate.id, Verdict::Proceed);
+                }
+            }
+            self.poll_tasks();
+            for client in 0..self.clients.len() {
+                if matches!(self.clients[client], Client::Waiting { .. }) {
+                    self.start_request(client);
+                    self.poll_tasks();
+                }
+            }
+            while self.sim.lock().has_visible(QueueId::Main) && self.worker_tasks() < self.scenario.maximum_concurrency
+            {
+                self.invoke_worker();
+                self.poll_tasks();
+            }
+            if self.tasks.is_empty() && self.all_done() {
+                let mut core = self.sim.lock();
+                match core.next_visible(QueueId::Main) {
+                    Some(t) => core.now_ms = t,
+                    None if !core.has_visible(QueueId::Main) => return,
+                    None => {}
+                }
+            }
+        }
+        self.violations.push(format!(
+            "the pipeline did not settle within {CALM_STEPS} calm steps ({phase})"
+        ));
+    }
+
+    /// Moves the DLQ back with the production redrive.
+    fn redrive(&mut self) {
+        {
+            // A redrive that died mid-run left DLQ messages in flight: the
+            // operator's later run sees them again.
+            let mut core = self.sim.lock();
+            let latest = core.queues[QueueId::Dead as usize]
+                .messages
+                .iter()
+                .map(|m| m.visible_at)
+                .max();
+            if let Some(t) = latest {
+                core.now_ms = core.now_ms.max(t);
+            }
+        }
+        let dead: Arc<dyn WorkQueue> = self.dead.clone();
+        let main: Arc<dyn WorkQueue> = self.main.clone();
+        match futures::executor::block_on(crate::services::dlq::redrive(dead.as_ref(), main.as_ref(), usize::MAX)) {
+            Ok(moved) => self.note(|| format!("redrive: {} messages, {} accruals", moved.messages, moved.accruals)),
+            Err(e) => self.violations.push(format!("redrive failed: {e}")),
+        }
+    }
+
+    fn job(&mut self, job_id: JobId) -> Option<crate::domain::Job> {
+        match futures::executor::block_on(self.jobs.get_job(job_id)) {
+            Ok(job) => job,
+            Err(e) => {
+                self.violations.push(format!("reading job {job_id}: {e}"));
+                None
+            }
+        }
+    }
+
+    /// After the first drain: nothing in flight, every job's counts
+    /// consistent, and every accrual not yet settled accounted for by a
+    /// message in the DLQ.
+    fn check_settled(&mut self) {
+        if !self.all_done() {
+            self.violations.push("a client never got its 202".into());
+        }
+        let (main_left, dlq_by_job, sent) = {
+            let core = self.sim.lock();
+            let mut by_job: BTreeMap<JobId, BTreeMap<u32, usize>> = BTreeMap::new();
+            for m in &core.queues[QueueId::Dead as usize].messages {
+                if let Some((job, seq, n)) = m.describe() {
+                    by_job.entry(job).or_default().insert(seq, n);
+                }
+                if m.dead_reason.is_none() {
+                    self.violations
+                        .push(format!("{} is in the DLQ without a reason", m.message_id));
+                }
+            }
+            (
+                core.queues[QueueId::Main as usize].messages.len(),
+                by_job,
+                core.queues[QueueId::Main as usize].sent.clone(),
+            )
+        };
+        if main_left > 0 {
+            self.violations
+                .push(format!("{main_left} messages still in the queue after draining"));
+        }
+        for s in 0..self.scenario.submissions.len() {
+            let job_id = job_id_for_key(&self.scenario.submissions[s].key);
+            let Some(job) = self.job(job_id) else {
+                self.violations.push(format!("submission {s}: job {job_id} missing"));
+                continue;
+            };
+            let (total, deduplicated) = self.scenario.expected_counts(s);
+            let seqs: BTreeSet<u32> = sent.iter().filter(|(j, _)| *j == job_id).map(|(_, q)| *q).collect();
+            let expected_seqs: BTreeSet<u32> = (0..job.messages as u32).collect();
+            if job.total != total || job.deduplicated != deduplicated || !job.enqueued || seqs != expected_seqs {
+                self.violations.push(format!(
+                    "job {}: total {} deduplicated {} enqueued {} messages {} (sent seqs {seqs:?}); expected total {total} deduplicated {deduplicated}",
+                    short(job_id), job.total, job.deduplicated, job.enqueued, job.messages
+                ));
+            }
+            if job.settled() > job.total {
+                self.violations.push(format!(
+                    "job {}: settled {} > total {}",
+                    short(job_id),
+                    job.settled(),
+                    job.total
+                ));
+            }
+            if job.completed_at.is_some() != (job.settled() >= job.total) {
+                self.violations.push(format!(
+                    "job {}: completed_at {:?} with {} of {} settled",
+                    short(job_id),
+                    job.completed_at.is_some(),
+                    job.settled(),
+                    job.total
+                ));
+            }
+            if job.failed > 0 {
+                self.jobs_failed_before_redrive += 1;
+            }
+            let missing = job.total.saturating_sub(job.applied + job.duplicate);
+            let in_dlq: u64 = dlq_by_job
+                .get(&job_id)
+                .map_or(0, |m| m.values().map(|n| *n as u64).sum());
+            if missing > in_dlq {
+                self.violations.push(format!(
+                    "job {}: {missing} accruals neither applied nor duplicate, but only {in_dlq} in the DLQ (stuck without a reason; counts applied {} duplicate {} failed {})",
+                    short(job_id), job.applied, job.duplicate, job.failed
+                ));
+            }
+        }
+    }
+
+    /// After redriving and draining again: everything applied exactly once.
+    fn check_final(&mut self) {
+        {
+            let core = self.sim.lock();
+            let left = core.queues[QueueId::Main as usize].messages.len();
+            let dead = core.queues[QueueId::Dead as usize].messages.len();
+            drop(core);
+            if left + dead > 0 {
+                self.violations.push(format!(
+                    "after redrive: {left} messages in the queue, {dead} in the DLQ"
+                ));
+            }
+        }
+        let mut applied_total = 0;
+        for s in 0..self.scenario.submissions.len() {
+            let job_id = job_id_for_key(&self.scenario.submissions[s].key);
+            let Some(job) = self.job(job_id) else {
+                continue;
+            };
+            applied_total += job.applied;
+            let only_here = self.scenario.only_in(s);
+            if job.applied + job.duplicate != job.total
+                || job.failed != 0
+                || job.completed_at.is_none()
+                || job.applied < only_here
+            {
+                self.violations.push(format!(
+                    "job {} at the end: total {} applied {} duplicate {} failed {} completed {} (its own accruals: {only_here})",
+                    short(job_id),
+                    job.total,
+                    job.applied,
+                    job.duplicate,
+                    job.failed,
+                    job.completed_at.is_some()
+                ));
+            }
+        }
+        let distinct = self.scenario.distinct_credits().len() as u64;
+        if applied_total != distinct {
+            self.violations.push(format!(
+                "jobs applied {applied_total} accruals in all; {distinct} distinct were submitted"
+            ));
+        }
+        let expected = self.scenario.expected_balances();
+        for member in self.scenario.members() {
+            let sheets = match futures::executor::block_on(self.ledger.balance_sheets(&member)) {
+                Ok(sheets) => sheets,
+                Err(e) => {
+                    self.violations.push(format!("reading balances of {member}: {e}"));
+                    continue;
+                }
+            };
+            let actual: BTreeMap<String, BTreeMap<LotKey, u64>> = sheets
+                .iter()
+                .map(|s| (s.point_type.clone(), s.lots.iter().map(|l| (l.key, l.amount)).collect()))
+                .collect();
+            let wanted = expected.get(&member).cloned().unwrap_or_default();
+            if actual != wanted {
+                self.violations
+                    .push(format!("balances of {member}: {actual:?}, expected {wanted:?}"));
+            }
+            for sheet in &sheets {
+                let sum: u64 = sheet.lots.iter().map(|l| l.amount).sum();
+                if sheet.earned != sum || sheet.used != 0 {
+                    self.violations.push(format!(
+                        "{member} {}: earned {} used {} but lots hold {sum}",
+                        sheet.point_type, sheet.earned, sheet.used
+                    ));
+                }
+            }
+        }
+    }
+}
