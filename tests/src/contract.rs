@@ -804,7 +804,7 @@ struct ReversalsFailAfter {
 }
 
 #[async_trait::async_trait]
-impl pointflow::ports::Ledger for ReversalsFailAfter {
+impl pointflow::ports::Credits for ReversalsFailAfter {
     async fn apply_accruals(
         &self,
         by: MessageRef,
@@ -813,15 +813,14 @@ impl pointflow::ports::Ledger for ReversalsFailAfter {
     ) -> Result<pointflow::ports::ApplyOutcome, pointflow::ports::StoreError> {
         self.inner.apply_accruals(by, accruals, now).await
     }
-    async fn balance_sheets(
-        &self,
-        member_id: &str,
-    ) -> Result<Vec<pointflow::domain::lots::BalanceSheet>, pointflow::ports::StoreError> {
-        self.inner.balance_sheets(member_id).await
-    }
+}
+
+#[async_trait::async_trait]
+impl pointflow::ports::Debits for ReversalsFailAfter {
     async fn apply_use(&self, u: &Use, now: OffsetDateTime) -> Result<UseOutcome, pointflow::ports::StoreError> {
         self.inner.apply_use(u, now).await
     }
+
     async fn reverse(
         &self,
         target: &ReversalTarget,
@@ -839,6 +838,17 @@ impl pointflow::ports::Ledger for ReversalsFailAfter {
         }
         self.inner.reverse(target, now).await
     }
+}
+
+#[async_trait::async_trait]
+impl pointflow::ports::LedgerReads for ReversalsFailAfter {
+    async fn balance_sheets(
+        &self,
+        member_id: &str,
+    ) -> Result<Vec<pointflow::domain::lots::BalanceSheet>, pointflow::ports::StoreError> {
+        self.inner.balance_sheets(member_id).await
+    }
+
     async fn history_entries(
         &self,
         member_id: &str,

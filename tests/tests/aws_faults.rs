@@ -23,6 +23,7 @@ use pointflow::domain::reversal::{ReversalOutcome, ReversalTarget};
 use pointflow::domain::uses::{Use, UseOutcome};
 use pointflow::domain::{Accrual, JobStatus, MessageRef};
 use pointflow::ports::{ApplyOutcome, JobStore, Ledger, ReceivedMessage, StoreError, WorkQueue};
+use pointflow::ports::{Credits, Debits, LedgerReads};
 use pointflow::services::api::{ApiService, ApiSettings};
 use pointflow::services::worker::{IncomingMessage, Worker, WorkerSettings};
 use pointflow_cli::poller::invoke_and_acknowledge;
@@ -40,7 +41,7 @@ struct FlakyLedger {
 }
 
 #[async_trait]
-impl Ledger for FlakyLedger {
+impl Credits for FlakyLedger {
     async fn apply_accruals(
         &self,
         by: MessageRef,
@@ -55,17 +56,23 @@ impl Ledger for FlakyLedger {
         }
         self.inner.apply_accruals(by, accruals, now).await
     }
+}
 
-    async fn balance_sheets(&self, member_id: &str) -> Result<Vec<BalanceSheet>, StoreError> {
-        self.inner.balance_sheets(member_id).await
-    }
-
+#[async_trait]
+impl Debits for FlakyLedger {
     async fn apply_use(&self, u: &Use, now: OffsetDateTime) -> Result<UseOutcome, StoreError> {
         self.inner.apply_use(u, now).await
     }
 
     async fn reverse(&self, target: &ReversalTarget, now: OffsetDateTime) -> Result<ReversalOutcome, StoreError> {
         self.inner.reverse(target, now).await
+    }
+}
+
+#[async_trait]
+impl LedgerReads for FlakyLedger {
+    async fn balance_sheets(&self, member_id: &str) -> Result<Vec<BalanceSheet>, StoreError> {
+        self.inner.balance_sheets(member_id).await
     }
 
     async fn history_entries(

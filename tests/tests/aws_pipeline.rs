@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use pointflow::domain::message::QueueMessage;
 use pointflow::ports::WorkQueue;
+use pointflow::ports::{Credits, Debits, LedgerReads};
 use pointflow::services::api::{ApiService, ApiSettings};
 use pointflow::services::worker::{Worker, WorkerSettings};
 use pointflow_tests::backend::{self, Backend};
@@ -384,7 +385,6 @@ async fn a_use_and_a_reversal_are_one_transaction_of_six_or_eight_write_units() 
     use pointflow::domain::reversal::{ReversalOutcome, ReversalTarget};
     use pointflow::domain::uses::{Use, UseOutcome};
     use pointflow::domain::{Accrual, JobId, MessageRef};
-    use pointflow::ports::Ledger;
 
     let Some(sdk) = backend::emulator_config().await else {
         return;

@@ -10,7 +10,8 @@ use pointflow::domain::message::QueueMessage;
 use pointflow::domain::reversal::{ReversalOutcome, ReversalTarget};
 use pointflow::domain::uses::{Use, UseOutcome};
 use pointflow::domain::{Accrual, JobId, JobStatus, MessageRef, NewJob};
-use pointflow::ports::{ApplyOutcome, Ledger, StoreError};
+use pointflow::ports::{ApplyOutcome, StoreError};
+use pointflow::ports::{Credits, Debits, LedgerReads};
 use pointflow::services::worker::{IncomingMessage, Worker, WorkerSettings};
 use pointflow_tests::backend;
 use time::OffsetDateTime;
@@ -19,7 +20,7 @@ use time::OffsetDateTime;
 struct DownLedger;
 
 #[async_trait]
-impl Ledger for DownLedger {
+impl Credits for DownLedger {
     async fn apply_accruals(
         &self,
         _: MessageRef,
@@ -30,19 +31,29 @@ impl Ledger for DownLedger {
             operation: "TransactWriteItems",
         })
     }
-    async fn balance_sheets(&self, _: &str) -> Result<Vec<BalanceSheet>, StoreError> {
-        Ok(Vec::new())
-    }
+}
+
+#[async_trait]
+impl Debits for DownLedger {
     async fn apply_use(&self, _: &Use, _: OffsetDateTime) -> Result<UseOutcome, StoreError> {
         Err(StoreError::Throttled {
             operation: "TransactWriteItems",
         })
     }
+
     async fn reverse(&self, _: &ReversalTarget, _: OffsetDateTime) -> Result<ReversalOutcome, StoreError> {
         Err(StoreError::Throttled {
             operation: "TransactWriteItems",
         })
     }
+}
+
+#[async_trait]
+impl LedgerReads for DownLedger {
+    async fn balance_sheets(&self, _: &str) -> Result<Vec<BalanceSheet>, StoreError> {
+        Ok(Vec::new())
+    }
+
     async fn history_entries(
         &self,
         _: &str,

@@ -26,9 +26,9 @@ pub struct ApplyOutcome {
     pub requests: u64,
 }
 
-/// The ledger: credits accruals exactly once and keeps balances.
+/// Crediting: accruals, exactly once per `accrual_id`.
 #[async_trait]
-pub trait Ledger: Send + Sync {
+pub trait Credits: Send + Sync {
     /// Credits each accrual whose id has never been credited, on behalf of
     /// message `by`, and says which were new. Per accrual, the ledger entry and
     /// the balance change happen together or not at all; safe to call again
@@ -39,7 +39,30 @@ pub trait Ledger: Send + Sync {
         accruals: &[Accrual],
         now: OffsetDateTime,
     ) -> Result<ApplyOutcome, StoreError>;
+}
 
+/// Debiting: uses, and reversals of credits or uses, each exactly once.
+#[async_trait]
+pub trait Debits: Send + Sync {
+    /// Deducts a use from its balance unless its `use_id` was applied before,
+    /// taking the points available at `now` that expire soonest
+    /// ([`BalanceSheet::plan_use`]). Recording the use and deducting happen
+    /// together or not at all, and only while every lot it takes from holds
+    /// what it takes — checked by the store in that same atomic write, so
+    /// concurrent uses never overdraw a balance.
+    async fn apply_use(&self, u: &Use, now: OffsetDateTime) -> Result<UseOutcome, StoreError>;
+
+    /// Reverses one credited accrual or applied use, once (a second call is
+    /// a replay). An accrual's points leave the lot they went to, only while
+    /// it still holds them all (else [`ReversalOutcome::AlreadySpent`]); a
+    /// use's points go back to the lots it took them from. The entry's mark
+    /// and the balance change are one atomic write.
+    async fn reverse(&self, target: &ReversalTarget, now: OffsetDateTime) -> Result<ReversalOutcome, StoreError>;
+}
+
+/// Reading balances and history.
+#[async_trait]
+pub trait LedgerReads: Send + Sync {
     /// A member's balances as stored, by point type (sorted): their lots and
     /// lifetime counters; empty for an unknown member.
     async fn balance_sheets(&self, member_id: &str) -> Result<Vec<BalanceSheet>, StoreError>;
@@ -59,21 +82,6 @@ pub trait Ledger: Send + Sync {
             .collect())
     }
 
-    /// Deducts a use from its balance unless its `use_id` was applied before,
-    /// taking the points available at `now` that expire soonest
-    /// ([`BalanceSheet::plan_use`]). Recording the use and deducting happen
-    /// together or not at all, and only while every lot it takes from holds
-    /// what it takes — checked by the store in that same atomic write, so
-    /// concurrent uses never overdraw a balance.
-    async fn apply_use(&self, u: &Use, now: OffsetDateTime) -> Result<UseOutcome, StoreError>;
-
-    /// Reverses one credited accrual or applied use, once (a second call is
-    /// a replay). An accrual's points leave the lot they went to, only while
-    /// it still holds them all (else [`ReversalOutcome::AlreadySpent`]); a
-    /// use's points go back to the lots it took them from. The entry's mark
-    /// and the balance change are one atomic write.
-    async fn reverse(&self, target: &ReversalTarget, now: OffsetDateTime) -> Result<ReversalOutcome, StoreError>;
-
     /// A member's stored history, newest first ([`HistoryEntry::sort_key`]
     /// descending): credits, uses and reversals (expiries follow from the
     /// lots, see [`crate::services::history::history_page`]), of `point_type` if
@@ -86,3 +94,10 @@ pub trait Ledger: Send + Sync {
         limit: usize,
     ) -> Result<Vec<HistoryEntry>, StoreError>;
 }
+
+/// The whole ledger: credits accruals exactly once, deducts uses, reverses
+/// either, and keeps balances and history. A service that needs only one
+/// capability takes that trait; a store implements all three.
+pub trait Ledger: Credits + Debits + LedgerReads {}
+
+impl<T: Credits + Debits + LedgerReads + ?Sized> Ledger for T {}

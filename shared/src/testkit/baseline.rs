@@ -20,6 +20,7 @@ use crate::domain::reversal::{ReversalOutcome, ReversalTarget};
 use crate::domain::uses::{Use, UseOutcome};
 use crate::domain::{Accrual, MessageRef};
 use crate::ports::{ApplyOutcome, Ledger, QueueError, ReceivedMessage, StoreError, WorkQueue};
+use crate::ports::{Credits, Debits, LedgerReads};
 
 /// A store's single-item writes, one request each.
 #[async_trait]
@@ -44,7 +45,7 @@ impl<S> NaiveLedger<S> {
 }
 
 #[async_trait]
-impl<S: SingleWrites + Ledger + 'static> Ledger for NaiveLedger<S> {
+impl<S: SingleWrites + Ledger + 'static> Credits for NaiveLedger<S> {
     async fn apply_accruals(
         &self,
         by: MessageRef,
@@ -66,17 +67,23 @@ impl<S: SingleWrites + Ledger + 'static> Ledger for NaiveLedger<S> {
         }
         Ok(outcome)
     }
+}
 
-    async fn balance_sheets(&self, member_id: &str) -> Result<Vec<BalanceSheet>, StoreError> {
-        self.store.balance_sheets(member_id).await
-    }
-
+#[async_trait]
+impl<S: SingleWrites + Ledger + 'static> Debits for NaiveLedger<S> {
     async fn apply_use(&self, u: &Use, now: OffsetDateTime) -> Result<UseOutcome, StoreError> {
         self.store.apply_use(u, now).await
     }
 
     async fn reverse(&self, target: &ReversalTarget, now: OffsetDateTime) -> Result<ReversalOutcome, StoreError> {
         self.store.reverse(target, now).await
+    }
+}
+
+#[async_trait]
+impl<S: SingleWrites + Ledger + 'static> LedgerReads for NaiveLedger<S> {
+    async fn balance_sheets(&self, member_id: &str) -> Result<Vec<BalanceSheet>, StoreError> {
+        self.store.balance_sheets(member_id).await
     }
 
     async fn history_entries(

@@ -17,7 +17,8 @@ use crate::domain::uses::{Use, UseOutcome, UseRecord};
 use crate::domain::{
     Accrual, CancelCounts, CancelProgress, ChunkReport, FoldedItems, Job, JobId, MessageCounts, MessageRef, NewJob,
 };
-use crate::ports::{ApplyOutcome, CreateJob, JobStore, Ledger, QueueError, ReceivedMessage, StoreError, WorkQueue};
+use crate::ports::{ApplyOutcome, CreateJob, JobStore, QueueError, ReceivedMessage, StoreError, WorkQueue};
+use crate::ports::{Credits, Debits, LedgerReads};
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding the lock leaves plain data behind, still usable.
@@ -79,7 +80,7 @@ impl MemoryStore {
 }
 
 #[async_trait]
-impl Ledger for MemoryStore {
+impl Credits for MemoryStore {
     async fn apply_accruals(
         &self,
         by: MessageRef,
@@ -121,31 +122,10 @@ impl Ledger for MemoryStore {
         }
         Ok(outcome)
     }
+}
 
-    async fn balance_sheets(&self, member_id: &str) -> Result<Vec<BalanceSheet>, StoreError> {
-        self.count();
-        let state = lock(&self.state);
-        Ok(state
-            .balances
-            .range((member_id.to_owned(), String::new())..)
-            .take_while(|((member, _), _)| member == member_id)
-            .map(|((_, point_type), sheet)| BalanceSheet {
-                point_type: point_type.clone(),
-                lots: sheet
-                    .lots
-                    .iter()
-                    .filter(|(_, amount)| **amount > 0)
-                    .map(|(key, amount)| Lot {
-                        key: *key,
-                        amount: *amount,
-                    })
-                    .collect(),
-                earned: sheet.earned,
-                used: sheet.used,
-            })
-            .collect())
-    }
-
+#[async_trait]
+impl Debits for MemoryStore {
     async fn apply_use(&self, u: &Use, now: OffsetDateTime) -> Result<UseOutcome, StoreError> {
         self.count();
         let mut state = lock(&self.state);
@@ -259,6 +239,33 @@ impl Ledger for MemoryStore {
                 Ok(ReversalOutcome::Reversed(record(now)))
             }
         }
+    }
+}
+
+#[async_trait]
+impl LedgerReads for MemoryStore {
+    async fn balance_sheets(&self, member_id: &str) -> Result<Vec<BalanceSheet>, StoreError> {
+        self.count();
+        let state = lock(&self.state);
+        Ok(state
+            .balances
+            .range((member_id.to_owned(), String::new())..)
+            .take_while(|((member, _), _)| member == member_id)
+            .map(|((_, point_type), sheet)| BalanceSheet {
+                point_type: point_type.clone(),
+                lots: sheet
+                    .lots
+                    .iter()
+                    .filter(|(_, amount)| **amount > 0)
+                    .map(|(key, amount)| Lot {
+                        key: *key,
+                        amount: *amount,
+                    })
+                    .collect(),
+                earned: sheet.earned,
+                used: sheet.used,
+            })
+            .collect())
     }
 
     async fn history_entries(

@@ -44,9 +44,8 @@ use crate::domain::uses::{Use, UseOutcome, UseRecord};
 use crate::domain::{
     Accrual, CancelCounts, CancelProgress, ChunkReport, FoldedItems, Job, JobId, MessageCounts, MessageRef, NewJob,
 };
-use crate::ports::{
-    ApplyOutcome, BoxError, CreateJob, JobStore, Ledger, QueueError, ReceivedMessage, StoreError, WorkQueue,
-};
+use crate::ports::{ApplyOutcome, BoxError, CreateJob, JobStore, QueueError, ReceivedMessage, StoreError, WorkQueue};
+use crate::ports::{Credits, Debits, LedgerReads};
 #[cfg(feature = "testkit")]
 use crate::testkit::baseline::SingleWrites;
 
@@ -509,7 +508,7 @@ impl SqliteStore {
 }
 
 #[async_trait]
-impl Ledger for SqliteStore {
+impl Credits for SqliteStore {
     async fn apply_accruals(
         &self,
         by: MessageRef,
@@ -580,7 +579,10 @@ impl Ledger for SqliteStore {
         })
         .await
     }
+}
 
+#[async_trait]
+impl Debits for SqliteStore {
     async fn apply_use(&self, u: &Use, now: OffsetDateTime) -> Result<UseOutcome, StoreError> {
         // As DynamoDB: one transaction of a put and a balance update.
         self.write_units.charge_ledger(
@@ -765,7 +767,10 @@ impl Ledger for SqliteStore {
         })
         .await
     }
+}
 
+#[async_trait]
+impl LedgerReads for SqliteStore {
     async fn balance_sheets(&self, member_id: &str) -> Result<Vec<BalanceSheet>, StoreError> {
         let member_id = member_id.to_owned();
         self.run("balance_sheets", move |conn| read_sheets(conn, &member_id, None))

@@ -21,6 +21,7 @@ use crate::ports::{ApplyOutcome, CreateJob, JobStore, Ledger, QueueError, Receiv
 
 use super::exec::{GatePoint, Sim, StoreFault, Verdict};
 use super::FaultKind;
+use crate::ports::{Credits, Debits, LedgerReads};
 
 /// Runs one port call of the store underneath to completion: in the
 /// simulation a call is one atomic step. (The in-memory store never waits;
@@ -63,7 +64,7 @@ pub(crate) struct FaultyLedger {
 }
 
 #[async_trait]
-impl Ledger for FaultyLedger {
+impl Credits for FaultyLedger {
     async fn apply_accruals(
         &self,
         by: MessageRef,
@@ -96,17 +97,23 @@ impl Ledger for FaultyLedger {
         self.sim.after("apply_accruals").await;
         result
     }
+}
 
-    async fn balance_sheets(&self, member_id: &str) -> Result<Vec<BalanceSheet>, StoreError> {
-        store_call!(self.sim, "balance_sheets", self.inner.balance_sheets(member_id))
-    }
-
+#[async_trait]
+impl Debits for FaultyLedger {
     async fn apply_use(&self, u: &Use, now: OffsetDateTime) -> Result<UseOutcome, StoreError> {
         store_call!(self.sim, "apply_use", self.inner.apply_use(u, now))
     }
 
     async fn reverse(&self, target: &ReversalTarget, now: OffsetDateTime) -> Result<ReversalOutcome, StoreError> {
         store_call!(self.sim, "reverse", self.inner.reverse(target, now))
+    }
+}
+
+#[async_trait]
+impl LedgerReads for FaultyLedger {
+    async fn balance_sheets(&self, member_id: &str) -> Result<Vec<BalanceSheet>, StoreError> {
+        store_call!(self.sim, "balance_sheets", self.inner.balance_sheets(member_id))
     }
 
     async fn history_entries(
@@ -276,7 +283,7 @@ pub(crate) struct DoubleCreditLedger {
 }
 
 #[async_trait]
-impl Ledger for DoubleCreditLedger {
+impl Credits for DoubleCreditLedger {
     async fn apply_accruals(
         &self,
         by: MessageRef,
@@ -297,17 +304,23 @@ impl Ledger for DoubleCreditLedger {
         }
         Ok(outcome)
     }
+}
 
-    async fn balance_sheets(&self, member_id: &str) -> Result<Vec<BalanceSheet>, StoreError> {
-        self.inner.balance_sheets(member_id).await
-    }
-
+#[async_trait]
+impl Debits for DoubleCreditLedger {
     async fn apply_use(&self, u: &Use, now: OffsetDateTime) -> Result<UseOutcome, StoreError> {
         self.inner.apply_use(u, now).await
     }
 
     async fn reverse(&self, target: &ReversalTarget, now: OffsetDateTime) -> Result<ReversalOutcome, StoreError> {
         self.inner.reverse(target, now).await
+    }
+}
+
+#[async_trait]
+impl LedgerReads for DoubleCreditLedger {
+    async fn balance_sheets(&self, member_id: &str) -> Result<Vec<BalanceSheet>, StoreError> {
+        self.inner.balance_sheets(member_id).await
     }
 
     async fn history_entries(

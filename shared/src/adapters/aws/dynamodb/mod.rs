@@ -41,7 +41,8 @@ use crate::domain::uses::{Use, UseOutcome, UseRecord};
 use crate::domain::{
     Accrual, CancelCounts, CancelProgress, ChunkReport, FoldedItems, Job, JobId, MessageCounts, MessageRef, NewJob,
 };
-use crate::ports::{ApplyOutcome, CreateJob, JobStore, Ledger, StoreError};
+use crate::ports::{ApplyOutcome, CreateJob, JobStore, StoreError};
+use crate::ports::{Credits, Debits, LedgerReads};
 #[cfg(feature = "testkit")]
 use crate::testkit::baseline::SingleWrites;
 
@@ -1054,7 +1055,7 @@ where
 }
 
 #[async_trait]
-impl Ledger for DynamoStore {
+impl Credits for DynamoStore {
     async fn apply_accruals(
         &self,
         by: MessageRef,
@@ -1073,7 +1074,10 @@ impl Ledger for DynamoStore {
         }
         Ok(total)
     }
+}
 
+#[async_trait]
+impl Debits for DynamoStore {
     async fn apply_use(&self, u: &Use, now: OffsetDateTime) -> Result<UseOutcome, StoreError> {
         let now_text = rfc3339(now);
         let key_time = history::key_time(now);
@@ -1315,7 +1319,10 @@ impl Ledger for DynamoStore {
             self.back_off(&mut attempt, retry).await?;
         }
     }
+}
 
+#[async_trait]
+impl LedgerReads for DynamoStore {
     async fn history_entries(
         &self,
         member_id: &str,
