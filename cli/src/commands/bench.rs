@@ -16,6 +16,7 @@ use pointflow_cli::bench_e2e::{
 use super::{template_settings, BackendKind};
 use crate::render::{print_pretty_json, Output};
 
+/// `pointflow bench`'s subcommands.
 #[derive(Subcommand)]
 pub enum BenchCommand {
     /// Parse and validate a CSV file on one thread (the import's parsing half): rows/s and peak RSS.
@@ -31,6 +32,7 @@ pub enum BenchCommand {
     Sweep(SweepArgs),
 }
 
+/// One end-to-end run's campaign, settings and backend (`bench e2e`, and each point of `bench sweep`).
 #[derive(Args, Clone)]
 pub struct E2eArgs {
     /// Accruals in the campaign.
@@ -105,6 +107,7 @@ impl E2eArgs {
     }
 }
 
+/// `pointflow bench sweep`'s arguments: a run, and the grid to vary it over.
 #[derive(Args)]
 pub struct SweepArgs {
     #[command(flatten)]

@@ -11,6 +11,7 @@ use pointflow_cli::backend::{open_queues, DEFAULT_DB};
 use super::{template_settings, BackendKind};
 use crate::render::{print_pretty_json, Output};
 
+/// `pointflow dlq`'s arguments: where the queues are, and the subcommand.
 #[derive(Args)]
 pub struct DlqArgs {
     /// Where the queues are.

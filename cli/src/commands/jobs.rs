@@ -12,6 +12,7 @@ use pointflow_cli::client::submit::{wait_for_jobs, SubmitOptions};
 use super::ApiArgs;
 use crate::render::{cancel_summary, print_jobs, Output};
 
+/// `pointflow status`'s arguments.
 #[derive(Args)]
 pub struct StatusArgs {
     #[command(flatten)]
@@ -21,6 +22,7 @@ pub struct StatusArgs {
     jobs: Vec<String>,
 }
 
+/// `pointflow wait`'s arguments.
 #[derive(Args)]
 pub struct WaitArgs {
     #[command(flatten)]
@@ -33,6 +35,7 @@ pub struct WaitArgs {
     timeout: u64,
 }
 
+/// `pointflow cancel`'s arguments (the API's cancel; `local cancel` is the store's).
 #[derive(Args)]
 pub struct CancelArgs {
     #[command(flatten)]

@@ -21,6 +21,7 @@ use pointflow_cli::settings::StackSettings;
 use super::{template_settings, BackendKind};
 use crate::render::{cancel_summary, Output};
 
+/// `pointflow local`'s arguments: the backend (global, so they may follow the subcommand), and the subcommand.
 #[derive(Args)]
 pub struct LocalArgs {
     #[command(flatten)]

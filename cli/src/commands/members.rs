@@ -10,6 +10,7 @@ use serde_json::Value;
 use super::ApiArgs;
 use crate::render::Output;
 
+/// `pointflow balance`'s arguments.
 #[derive(Args)]
 pub struct BalanceArgs {
     #[command(flatten)]
@@ -17,6 +18,7 @@ pub struct BalanceArgs {
     member: String,
 }
 
+/// `pointflow history`'s arguments.
 #[derive(Args)]
 pub struct HistoryArgs {
     #[command(flatten)]
@@ -36,6 +38,7 @@ pub struct HistoryArgs {
     all: bool,
 }
 
+/// `pointflow use`'s arguments.
 #[derive(Args)]
 pub struct UseArgs {
     #[command(flatten)]
@@ -52,6 +55,7 @@ pub struct UseArgs {
     reason: Option<String>,
 }
 
+/// `pointflow reverse`'s arguments.
 #[derive(Args)]
 pub struct ReverseArgs {
     #[command(flatten)]

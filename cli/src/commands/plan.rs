@@ -12,6 +12,7 @@ use pointflow_cli::settings::template_parameter;
 use super::template_settings;
 use crate::render::{print_pretty_json, Output};
 
+/// `pointflow plan`'s arguments: the campaign, and the settings that differ from the template's.
 #[derive(Args)]
 pub struct PlanArgs {
     /// Accruals in the campaign.

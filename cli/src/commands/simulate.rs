@@ -7,6 +7,7 @@ use std::time::Instant;
 use clap::{Args, ValueEnum};
 use pointflow::simulation::{run_seed, run_seeds, SimBackend, SimOptions};
 
+/// `pointflow simulate`'s arguments.
 #[derive(Args)]
 pub struct SimulateArgs {
     /// How many seeds to run.

@@ -13,6 +13,7 @@ use pointflow_cli::client::submit::{submit, SubmitOptions, SubmitReport, MAX_LIS
 use super::ApiArgs;
 use crate::render::{print_pretty_json, Output};
 
+/// `pointflow submit`'s arguments.
 #[derive(Args)]
 pub struct SubmitArgs {
     #[command(flatten)]
