@@ -1,6 +1,10 @@
 //! The `pointflow` command's library: the local runner (the HTTP API and SQS
 //! pollers in one process over the embedded or AWS backend), its demo, the
 //! CSV file import, and the API client (`submit`, `status`, `wait`, `balance`).
+//!
+//! The command line itself (clap arguments, output, exit statuses) is the
+//! binary's, not this library's: `main.rs` dispatches to `commands/<area>.rs`,
+//! which print through `render.rs`.
 
 pub mod backend;
 pub mod bench;

@@ -1,0 +1,313 @@
+//! `pointflow local serve`, `demo`, `import` and `cancel`: the whole pipeline
+//! in this process (the API, the pollers standing in for the event source
+//! mappings, the workers) over the embedded or the AWS backend.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use pointflow::domain::JobId;
+use pointflow::services::api::JobView;
+use pointflow_cli::backend::{AwsResources, BackendChoice, LocalBackend, DEFAULT_BUCKET_DIR, DEFAULT_DB};
+use pointflow_cli::demo::{run_demo, Campaign};
+use pointflow_cli::import::{default_key, run_import};
+use pointflow_cli::poller::PollerSettings;
+use pointflow_cli::runner::Runner;
+use pointflow_cli::settings::StackSettings;
+
+use super::{template_settings, BackendKind};
+use crate::render::{cancel_summary, Output};
+
+/// `pointflow local`'s arguments: the backend (global, so they may follow the subcommand), and the subcommand.
+#[derive(Args)]
+pub struct LocalArgs {
+    #[command(flatten)]
+    backend: BackendArgs,
+    #[command(subcommand)]
+    command: LocalCommand,
+}
+
+#[derive(Args)]
+struct BackendArgs {
+    /// Where accruals are stored and queued.
+    #[arg(long, value_enum, default_value = "embedded", global = true)]
+    backend: BackendKind,
+    /// Embedded database file (`:memory:` for a throw-away run).
+    #[arg(long, default_value = DEFAULT_DB, global = true)]
+    db: PathBuf,
+    /// DynamoDB table (aws backend).
+    #[arg(long, env = "TABLE_NAME", default_value = "pointflow-local", global = true)]
+    table: String,
+    /// Accrual queue URL (aws backend).
+    #[arg(long, env = "QUEUE_URL", global = true)]
+    queue_url: Option<String>,
+    /// Dead-letter queue URL (aws backend).
+    #[arg(long, env = "DLQ_URL", global = true)]
+    dlq_url: Option<String>,
+    /// Folder standing in for the import bucket (embedded backend).
+    #[arg(long, default_value = DEFAULT_BUCKET_DIR, global = true)]
+    bucket_dir: PathBuf,
+    /// Import bucket (aws backend).
+    #[arg(long, env = "IMPORT_BUCKET", global = true)]
+    bucket: Option<String>,
+    /// Import queue URL (aws backend).
+    #[arg(long, env = "IMPORT_QUEUE_URL", global = true)]
+    import_queue_url: Option<String>,
+    /// Create the table, queues and bucket first (aws backend, for an emulator).
+    #[arg(long, global = true)]
+    create: bool,
+    /// Worker invocations in flight at most (the event source's MaximumConcurrency; default from template.yaml).
+    #[arg(long, global = true)]
+    concurrency: Option<usize>,
+}
+
+impl BackendArgs {
+    /// The backend these arguments name.
+    fn choice(self) -> BackendChoice {
+        match self.backend {
+            BackendKind::Embedded => BackendChoice::Embedded {
+                db: self.db,
+                bucket_dir: self.bucket_dir,
+            },
+            BackendKind::Aws => BackendChoice::Aws(AwsResources {
+                table: self.table,
+                queue_url: self.queue_url,
+                dlq_url: self.dlq_url,
+                bucket: self.bucket,
+                import_queue_url: self.import_queue_url,
+                create: self.create,
+            }),
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum LocalCommand {
+    /// Serve the API on loopback (like `sam local start-api`) with pollers applying the queue.
+    Serve {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:3000")]
+        addr: SocketAddr,
+    },
+    /// Generate a campaign, submit it through the local API, wait, verify, report.
+    Demo(DemoArgs),
+    /// Drop a CSV file into the import bucket and wait for its job: the S3 file-drop path, locally.
+    ///
+    /// Exit status: 0 all rows credited, 3 some rows rejected (see the report) or accruals failed, 1 the file could
+    /// not be imported.
+    Import(ImportArgs),
+    /// Cancel a completed job: reverse every accrual it credited, once (run it again to resume).
+    ///
+    /// Points already spent are not taken back (counted "spent"); ids the job did not credit itself are left
+    /// alone ("skipped"). Exit status: 0 every credit reversed, 3 some were already spent, 1 could not finish.
+    Cancel(CancelArgs),
+}
+
+#[derive(Args)]
+struct DemoArgs {
+    /// Members in the campaign.
+    #[arg(long, default_value_t = 500_000)]
+    members: usize,
+    /// Point types credited to each member.
+    #[arg(long, default_value_t = 2)]
+    point_types: usize,
+    /// Accruals per member and point type.
+    #[arg(long, default_value_t = 1)]
+    repeats: usize,
+    /// Names the campaign: the same seed is the same campaign (a re-run credits nothing).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Requests submitted in parallel.
+    #[arg(long, default_value_t = 4)]
+    submitters: usize,
+    /// Accruals per request (default: the API's limit from template.yaml).
+    #[arg(long)]
+    chunk: Option<usize>,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 1800)]
+    timeout: u64,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Args)]
+struct ImportArgs {
+    /// The CSV file (header row: member_id, point_type, amount, optional accrual_id, reason).
+    file: PathBuf,
+    /// Object key to drop it at (default: imports/<file name>).
+    #[arg(long)]
+    key: Option<String>,
+    /// Give up waiting after this many seconds.
+    #[arg(long, default_value_t = 1800)]
+    timeout: u64,
+    /// No progress spinner.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Args)]
+struct CancelArgs {
+    /// The job id.
+    job_id: String,
+    /// Messages of the job worked on at once.
+    #[arg(long, default_value_t = 8)]
+    parallel: usize,
+    /// Output for people or for scripts.
+    #[arg(long, value_enum, default_value = "human")]
+    output: Output,
+}
+
+/// Opens the backend (every subcommand needs it) and runs the subcommand.
+pub async fn run(args: LocalArgs) -> anyhow::Result<ExitCode> {
+    let LocalArgs { backend, command } = args;
+    let mut settings = template_settings()?;
+    if let Some(cap) = backend.concurrency {
+        settings.maximum_concurrency = cap.max(1);
+    }
+    let backend = LocalBackend::open(&backend.choice(), &settings).await?;
+    let pollers = settings.worker_pollers(Duration::from_secs(1));
+    match command {
+        LocalCommand::Cancel(args) => cancel(&backend, args).await,
+        LocalCommand::Serve { addr } => serve(&backend, &settings, pollers, addr).await,
+        LocalCommand::Demo(args) => demo(&backend, &settings, pollers, args).await,
+        LocalCommand::Import(args) => import(&backend, &settings, pollers, args).await,
+    }
+}
+
+/// Cancels the job directly on the store (no API, no pollers).
+async fn cancel(backend: &LocalBackend, args: CancelArgs) -> anyhow::Result<ExitCode> {
+    let job_id: JobId = args.job_id.parse().context("the job id is not a UUID")?;
+    let job =
+        pointflow::services::cancel::cancel_job(backend.ledger.as_ref(), backend.jobs.as_ref(), job_id, args.parallel).await?;
+    let cancel = job.cancel.clone().context("the store did not record the cancel")?;
+    match args.output {
+        Output::Json => println!("{}", serde_json::to_string(&JobView::from(&job))?),
+        Output::Human => println!("{}", cancel_summary(job_id, &cancel, job.messages, "")),
+    }
+    Ok(if cancel.counts.spent > 0 {
+        ExitCode::from(3)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// Serves the API until Ctrl-C, then lets in-flight batches finish.
+async fn serve(
+    backend: &LocalBackend,
+    settings: &StackSettings,
+    pollers: PollerSettings,
+    addr: SocketAddr,
+) -> anyhow::Result<ExitCode> {
+    let runner = Runner::start(backend, settings, addr, pollers).await?;
+    eprintln!(
+        "Pointflow API on {} ({}); up to {} worker invocations at once. Ctrl-C stops.",
+        runner.base_url(),
+        backend.description,
+        settings.maximum_concurrency
+    );
+    tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+    eprintln!("stopping: finishing in-flight batches…");
+    runner.stop().await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs the demo campaign through a runner on a free loopback port; exit
+/// status 1 unless every balance came out exact.
+async fn demo(
+    backend: &LocalBackend,
+    settings: &StackSettings,
+    pollers: PollerSettings,
+    args: DemoArgs,
+) -> anyhow::Result<ExitCode> {
+    let DemoArgs {
+        members,
+        point_types,
+        repeats,
+        seed,
+        submitters,
+        chunk,
+        timeout,
+        quiet,
+    } = args;
+    let campaign = Campaign {
+        members,
+        point_types,
+        repeats,
+        seed,
+        chunk: chunk
+            .unwrap_or(settings.ingest.max_items)
+            .min(settings.ingest.max_items),
+    };
+    let runner = Runner::start(backend, settings, "127.0.0.1:0".parse()?, pollers).await?;
+    eprintln!(
+        "demo: {} accruals ({members} members × {point_types} point types × {repeats}), seed {seed}, \
+         on {}; worker cap {}",
+        campaign.len(),
+        backend.description,
+        settings.maximum_concurrency
+    );
+    let base_url = runner.base_url();
+    let demo = run_demo(
+        &base_url,
+        backend,
+        &runner.stats,
+        campaign,
+        submitters,
+        !quiet,
+        Duration::from_secs(timeout),
+    );
+    let report = tokio::select! {
+        report = demo => report,
+        _ = tokio::signal::ctrl_c() => {
+            eprintln!("interrupted: stopping cleanly; run the same demo again to resume");
+            runner.stop().await?;
+            return Ok(ExitCode::from(130));
+        }
+    };
+    runner.stop().await?;
+    let report = report?;
+    println!("{report}");
+    Ok(if report.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// Drops the file into the (local or AWS) import bucket with a runner's
+/// pollers applying it; the exit status is the import's.
+async fn import(
+    backend: &LocalBackend,
+    settings: &StackSettings,
+    pollers: PollerSettings,
+    args: ImportArgs,
+) -> anyhow::Result<ExitCode> {
+    let ImportArgs {
+        file,
+        key,
+        timeout,
+        quiet,
+    } = args;
+    let key = match key {
+        Some(key) => key,
+        None => default_key(&file)?,
+    };
+    let runner = Runner::start(backend, settings, "127.0.0.1:0".parse()?, pollers).await?;
+    eprintln!("import: {} → {key} on {}", file.display(), backend.description);
+    let summary = tokio::select! {
+        summary = run_import(backend, &file, &key, !quiet, Duration::from_secs(timeout)) => summary,
+        _ = tokio::signal::ctrl_c() => {
+            eprintln!("interrupted: stopping cleanly; run the same import again to resume");
+            runner.stop().await?;
+            return Ok(ExitCode::from(130));
+        }
+    };
+    runner.stop().await?;
+    let summary = summary?;
+    println!("{summary}");
+    Ok(ExitCode::from(summary.exit_code()))
+}
