@@ -7,5 +7,8 @@
 mod aws_faults;
 mod aws_import;
 mod aws_pipeline;
+mod bulk_uses;
 mod contract_aws;
 mod events;
+mod job_cancel;
+mod local_runner;
