@@ -1,12 +1,13 @@
 //! Shared pieces of Pointflow's integration tests: backends to run against
 //! (in-memory, and the AWS adapters over the moto emulator), the port
-//! contract suite every backend must pass, and helpers that drive the real
-//! Lambda handlers.
+//! contract suite every backend must pass, end-to-end cases every backend
+//! must pass (`pipeline`), and helpers that drive the real Lambda handlers.
 
 pub mod backend;
 pub mod contract;
 pub mod import;
 pub mod lambda;
+pub mod pipeline;
 
 /// Logs of the code under test, shown for failing tests (`RUST_LOG`, default
 /// `warn`).

@@ -182,7 +182,8 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<ExitCode> {
 async fn cancel(backend: &LocalBackend, args: CancelArgs) -> anyhow::Result<ExitCode> {
     let job_id: JobId = args.job_id.parse().context("the job id is not a UUID")?;
     let job =
-        pointflow::services::cancel::cancel_job(backend.ledger.as_ref(), backend.jobs.as_ref(), job_id, args.parallel).await?;
+        pointflow::services::cancel::cancel_job(backend.ledger.as_ref(), backend.jobs.as_ref(), job_id, args.parallel)
+            .await?;
     let cancel = job.cancel.clone().context("the store did not record the cancel")?;
     match args.output {
         Output::Json => println!("{}", serde_json::to_string(&JobView::from(&job))?),

@@ -6,59 +6,15 @@
 //! (a counting allocator watches each input). Long fuzzing runs are in
 //! `docs/fuzzing.md`.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::path::PathBuf;
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 
-/// Counts this thread's heap: tests run on several threads, and each input
-/// is measured on the thread that parses it.
-struct Counting;
-
-thread_local! {
-    static LIVE: Cell<isize> = const { Cell::new(0) };
-    static PEAK: Cell<isize> = const { Cell::new(0) };
-}
-
-fn track(delta: isize) {
-    // `try_with`: during a thread's teardown the cells may be gone.
-    let _ = LIVE.try_with(|live| {
-        let now = live.get() + delta;
-        live.set(now);
-        let _ = PEAK.try_with(|peak| peak.set(peak.get().max(now)));
-    });
-}
-
-// SAFETY: every call forwards to the system allocator unchanged; the
-// counters only observe sizes (const-initialised thread locals of `Cell`
-// allocate nothing themselves).
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let p = unsafe { System.alloc(layout) };
-        if !p.is_null() {
-            track(layout.size() as isize);
-        }
-        p
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) };
-        track(-(layout.size() as isize));
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let p = unsafe { System.realloc(ptr, layout, new_size) };
-        if !p.is_null() {
-            // Counted as the moment both blocks exist, as a move would be.
-            track(new_size as isize);
-            track(-(layout.size() as isize));
-        }
-        p
-    }
-}
-
-#[global_allocator]
-static ALLOCATOR: Counting = Counting;
+// Each input is measured on the thread that parses it: tests run on
+// several threads.
+use crate::counting::{self, THREAD_LIVE as LIVE, THREAD_PEAK as PEAK};
 
 /// Heap bytes at most `target` may use for one input of `len` bytes: a
 /// multiple of the input (parsed JSON is bigger than its text: a value
@@ -118,6 +74,7 @@ fn run(target: Target, name: &str, input: &[u8]) -> usize {
 
 #[test]
 fn every_corpus_file_replays_without_panic_in_bounded_memory() {
+    let _heap = counting::shared();
     for (target_name, target) in TARGETS {
         let files = corpus(target_name);
         assert!(files.len() >= 10, "{target_name}: a corpus of {} files", files.len());
@@ -213,6 +170,7 @@ const RANDOM_CASES: u32 = 300;
 
 #[test]
 fn mutated_and_random_inputs_never_panic_and_stay_in_bounded_memory() {
+    let _heap = counting::shared();
     for (target_name, target) in TARGETS {
         let seeds: Vec<Vec<u8>> = corpus(target_name).into_iter().map(|(_, bytes)| bytes).collect();
         let mutated = (prop::sample::select(seeds), prop::collection::vec(mutation(), 1..6)).prop_map(
@@ -261,6 +219,7 @@ fn mutated_and_random_inputs_never_panic_and_stay_in_bounded_memory() {
 /// 0.6 GB, more than the function's 512 MB.
 #[test]
 fn a_maximal_body_of_tiny_objects_stays_in_bounded_memory() {
+    let _heap = counting::shared();
     let shapes: [(&str, &str, &str); 3] = [
         // As many items as fit: the item limit must stop reading them.
         ("{\"accruals\":[", "{\"a\":0},", "{\"a\":0}]}"),
@@ -292,6 +251,7 @@ fn a_maximal_body_of_tiny_objects_stays_in_bounded_memory() {
 /// importer's memory follows the chunk, not the file.
 #[test]
 fn a_file_of_worst_rows_stays_in_bounded_memory() {
+    let _heap = counting::shared();
     let mut file = vec![0x92, 0]; // chunks of 1 + 146 * 7 = 1,023 bytes
     file.extend_from_slice(b"accrual_id,member_id,point_type,amount,reason,apply_at,expires_at\n");
     let row: &[u8] = b"\"\"\"\",\"\"\"\",\"\"\"\",\"\"\"\",\"\x01\",\"\"\"\",\"\"\"\"\n";

@@ -1,37 +1,13 @@
 //! The CSV reader's memory does not grow with the file: 2,000,000 generated
 //! rows stream through it while a counting allocator watches the heap.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::Read;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use pointflow::domain::csv_rows::{CsvAccruals, CsvRow};
 
-struct Counting;
-
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: every call forwards to the system allocator unchanged; the
-// counters only observe sizes.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let p = unsafe { System.alloc(layout) };
-        if !p.is_null() {
-            let now = LIVE.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
-            PEAK.fetch_max(now, Ordering::Relaxed);
-        }
-        p
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) };
-        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-    }
-}
-
-#[global_allocator]
-static ALLOCATOR: Counting = Counting;
+use crate::counting::{self, LIVE, PEAK};
 
 /// A CSV file of `rows` data rows, produced as it is read (never held whole).
 struct Generated {
@@ -70,6 +46,8 @@ impl Read for Generated {
 
 #[test]
 fn two_million_rows_stream_in_bounded_memory() {
+    // The process's heap is measured: no other test may run meanwhile.
+    let _alone = counting::exclusive();
     const ROWS: usize = 2_000_000;
     let input = Generated {
         rows: ROWS,

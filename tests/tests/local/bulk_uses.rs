@@ -1,120 +1,18 @@
 //! Bulk uses through jobs: `POST /v1/jobs` with `{"uses": [...]}` is
 //! validated like single uses, queued, and applied by the worker exactly
-//! once per `use_id`; refusals are counted on the job. On every backend
-//! (moto at small scale).
+//! once per `use_id`; refusals are counted on the job. On the local
+//! backends (moto's case: `tests/emulator/bulk_uses.rs`).
 
 use std::time::Duration;
 
-use pointflow::domain::{Accrual, JobId, JobStatus, MessageRef};
+use pointflow::domain::{JobId, JobStatus};
 use pointflow::services::api::{ApiService, ApiSettings};
 use pointflow::services::worker::Worker;
-use pointflow_tests::backend::{self, Backend};
-use pointflow_tests::lambda::{call_api, drain, post_job};
-use serde_json::{json, Value};
+use pointflow_tests::backend;
+use pointflow_tests::lambda::{call_api, post_job};
+use pointflow_tests::pipeline::{available, bulk_uses_apply_once_and_count_refusals, three_members_with_100, use_item};
+use serde_json::json;
 use time::OffsetDateTime;
-
-/// Credits 100 points to each of three fresh members; returns their ids.
-async fn three_members_with_100(b: &Backend) -> Vec<String> {
-    let tag = JobId::random();
-    let members: Vec<String> = (0..3).map(|i| format!("bu{i}-{tag}")).collect();
-    let credits: Vec<Accrual> = members
-        .iter()
-        .map(|m| Accrual {
-            accrual_id: format!("{m}-credit"),
-            member_id: m.clone(),
-            point_type: "PT".into(),
-            amount: 100,
-            reason: None,
-            apply_at: None,
-            expires_at: None,
-        })
-        .collect();
-    let by = MessageRef { job_id: tag, seq: 0 };
-    b.ledger
-        .apply_accruals(by, &credits, OffsetDateTime::now_utc())
-        .await
-        .unwrap();
-    members
-}
-
-fn use_item(id: &str, member: &str, amount: u64) -> Value {
-    json!({"use_id": id, "member_id": member, "point_type": "PT", "amount": amount})
-}
-
-async fn available(b: &Backend, member: &str) -> u64 {
-    b.ledger.balances(member).await.unwrap()[0].balance
-}
-
-async fn bulk_uses_apply_once_and_count_refusals(b: Backend) {
-    let members = three_members_with_100(&b).await;
-    let ingest = ApiService::new(
-        b.jobs.clone(),
-        b.ledger.clone(),
-        b.queue.clone(),
-        ApiSettings::default(),
-    );
-    let worker = Worker::new(b.ledger.clone(), b.jobs.clone(), b.worker_settings());
-    let [m0, m1, m2] = [&members[0], &members[1], &members[2]];
-    let uses = json!({"uses": [
-        use_item(&format!("{m0}-u1"), m0, 60),
-        // Competes with u1 for m0's points, in submission order: refused.
-        use_item(&format!("{m0}-u2"), m0, 60),
-        use_item(&format!("{m1}-u1"), m1, 100),
-        // An exact repeat collapses before queueing.
-        use_item(&format!("{m1}-u1"), m1, 100),
-        use_item(&format!("{m2}-u1"), m2, 30),
-    ]});
-    let key = format!("bulk-{}", JobId::random());
-    let (status, accepted) = call_api(&ingest, post_job(&uses, Some(&key))).await;
-    assert_eq!(status, 202, "{accepted}");
-    assert_eq!(
-        (accepted["accepted"].as_u64(), accepted["deduplicated"].as_u64()),
-        (Some(4), Some(1))
-    );
-    let job_id: JobId = accepted["job_id"].as_str().unwrap().parse().unwrap();
-    drain(b.queue.as_ref(), &worker).await;
-
-    let job = b.jobs.get_job(job_id).await.unwrap().unwrap();
-    assert_eq!(
-        (job.applied, job.refused, job.duplicate, job.failed),
-        (3, 1, 0, 0),
-        "{job:?}"
-    );
-    assert_eq!(job.status(), JobStatus::CompletedWithErrors);
-    assert_eq!(
-        [
-            available(&b, m0).await,
-            available(&b, m1).await,
-            available(&b, m2).await
-        ],
-        [40, 0, 70]
-    );
-    let (status, view) = call_api(
-        &ingest,
-        pointflow_tests::lambda::api_event("GET", &format!("/v1/jobs/{job_id}"), &[], None),
-    )
-    .await;
-    assert_eq!((status, view["refused"].as_u64()), (200, Some(1)), "{view}");
-
-    // The same request again is a replay; the same uses in a new job are
-    // applied already (their use_ids), so nothing is deducted twice.
-    let (status, _) = call_api(&ingest, post_job(&uses, Some(&key))).await;
-    assert_eq!(status, 202);
-    let (status, again) = call_api(&ingest, post_job(&uses, None)).await;
-    assert_eq!(status, 202, "{again}");
-    drain(b.queue.as_ref(), &worker).await;
-    let second: JobId = again["job_id"].as_str().unwrap().parse().unwrap();
-    let second = b.jobs.get_job(second).await.unwrap().unwrap();
-    assert_eq!((second.applied, second.refused), (3, 1), "{second:?}");
-    assert_eq!(
-        [
-            available(&b, m0).await,
-            available(&b, m1).await,
-            available(&b, m2).await
-        ],
-        [40, 0, 70]
-    );
-}
 
 #[tokio::test]
 async fn bulk_uses_on_memory() {
@@ -124,13 +22,6 @@ async fn bulk_uses_on_memory() {
 #[tokio::test]
 async fn bulk_uses_on_sqlite() {
     bulk_uses_apply_once_and_count_refusals(backend::sqlite(Duration::from_millis(300), 3)).await;
-}
-
-#[tokio::test]
-async fn bulk_uses_on_aws() {
-    if let Some(b) = backend::aws(Duration::from_secs(30), 3).await {
-        bulk_uses_apply_once_and_count_refusals(b).await;
-    }
 }
 
 /// A bad item is named by index and field, and nothing is queued; a body

@@ -44,7 +44,7 @@ fn every_event_file_is_exercised_here() {
     known.sort();
     assert_eq!(
         files, known,
-        "a new file in events/ needs a case in tests/tests/events.rs"
+        "a new file in events/ needs a case in tests/tests/emulator/events.rs"
     );
 }
 

@@ -1,6 +1,6 @@
 //! `pointflow submit` / `wait` / `status` / `balance` against the local
-//! runner (`pointflow local serve`'s stack) on the embedded backend, and small
-//! over the emulator.
+//! runner (`pointflow local serve`'s stack) on the embedded backend (`submit`
+//! over the emulator: `tests/emulator/local_runner.rs`).
 
 use std::io::Read;
 use std::time::Duration;

@@ -1,0 +1,14 @@
+//! Integration tests over the moto AWS emulator: the DynamoDB, SQS and S3
+//! adapters, the real handlers and the local runner on them. Without
+//! `AWS_ENDPOINT_URL` each test skips (and fails instead with
+//! `POINTFLOW_REQUIRE_EMULATOR=1`, as `scripts/test.sh` sets). One module
+//! per area; one binary, so the dependencies are linked once.
+
+mod aws_faults;
+mod aws_import;
+mod aws_pipeline;
+mod bulk_uses;
+mod contract_aws;
+mod events;
+mod job_cancel;
+mod local_runner;

@@ -1,0 +1,16 @@
+//! Integration tests on the local stores: the in-memory backend, the
+//! embedded (SQLite) backend and the local runner on it, the simulation and
+//! the properties. No emulator needed. One module per area; one binary, so
+//! the dependencies are linked once.
+
+mod api_errors;
+mod bulk_uses;
+mod client;
+mod contract_memory;
+mod contract_sqlite;
+mod csv_import;
+mod exactly_once;
+mod job_cancel;
+mod local_runner;
+mod simulation;
+mod worker_rules;
