@@ -422,14 +422,14 @@ fn sample_message(input: &PlanInput, per_member: f64) -> SampleMessage {
     let (count, bytes, units, fold) = first.map_or((1, 0, 2.0, 4.0), |message| {
         let by = MessageRef { job_id, seq: 0 };
         let units = message
-            .accruals
+            .accruals()
             .iter()
             .map(|a| indexed_write_units(ledger_entry_bytes(a, by), WriteKind::Transactional) as f64)
             .sum::<f64>()
-            / message.accruals.len().max(1) as f64;
-        let bytes = serde_json::to_vec(&message).map_or(0, |v| v.len());
-        let ids: usize = message.accruals.iter().map(|a| a.accrual_id.len() + 1).sum();
-        (message.accruals.len(), bytes, units, fold_units(ids) as f64)
+            / message.accruals().len().max(1) as f64;
+        let bytes = message.encode().len();
+        let ids: usize = message.accruals().iter().map(|a| a.accrual_id.len() + 1).sum();
+        (message.accruals().len(), bytes, units, fold_units(ids) as f64)
     });
     SampleMessage {
         accruals: count,

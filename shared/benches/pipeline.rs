@@ -19,7 +19,7 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughpu
 use pointflow::adapters::aws::dynamodb::{plan_transactions, sum_by_balance};
 use pointflow::adapters::memory::MemoryStore;
 use pointflow::domain::csv_rows::{CsvAccruals, CsvRow};
-use pointflow::domain::message::QueueMessage;
+use pointflow::domain::message::{Payload, QueueMessage};
 use pointflow::domain::packing::{pack_accruals, PackingLimits};
 use pointflow::domain::submission::prepare_submission;
 use pointflow::domain::{Accrual, JobId, NewJob};
@@ -140,14 +140,7 @@ fn worker(c: &mut Criterion) {
                         created_at: time::OffsetDateTime::now_utc(),
                     }))
                     .unwrap();
-                let body = QueueMessage {
-                    job_id,
-                    seq: 0,
-                    accruals: message.clone(),
-                    uses: Vec::new(),
-                    cancel: false,
-                }
-                .encode();
+                let body = QueueMessage::new(job_id, 0, Payload::Accruals(message.clone())).encode();
                 let worker = Worker::new(store.clone(), store, WorkerSettings::default());
                 (worker, body)
             },

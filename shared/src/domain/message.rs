@@ -1,5 +1,5 @@
-//! The queue message: a batch of accruals (or, for a bulk-use job, of uses)
-//! of one job, as JSON.
+//! The work queue's message: a batch of one job's accruals or uses, or a
+//! cancel, as JSON.
 
 use serde::{Deserialize, Serialize};
 
@@ -7,23 +7,54 @@ use crate::domain::uses::{check_use_id, Use};
 use crate::domain::validation;
 use crate::domain::{Accrual, JobId};
 
-/// One queue message: up to a configured number of accruals of one job.
+/// One queue message: a batch of one job's items, or a cancel.
 ///
 /// `(job_id, seq)` identifies the message across redeliveries and resends;
 /// the worker folds each message's counts into its job exactly once by it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueueMessage {
     pub job_id: JobId,
     pub seq: u32,
-    pub accruals: Vec<Accrual>,
-    /// A bulk-use job's message carries uses instead (and no accruals).
+    pub payload: Payload,
+}
+
+/// What a message asks the worker to do: exactly one kind of work.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Payload {
+    /// Credit these accruals (up to a configured number).
+    Accruals(Vec<Accrual>),
+    /// Deduct these uses, in order (a bulk-use job).
+    Uses(Vec<Use>),
+    /// Reverse what message `seq` of the job credited ([`crate::services::cancel`]).
+    Cancel,
+}
+
+/// The message as JSON. The wire format predates [`Payload`] and stays as
+/// it was, so that messages already queued (or in a DLQ) by an earlier
+/// release still decode: `accruals` always present, `uses` and `cancel`
+/// only when set.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Wire {
+    job_id: JobId,
+    seq: u32,
+    accruals: Vec<Accrual>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub uses: Vec<Use>,
-    /// A cancel message carries no items: it asks the worker to reverse
-    /// what message `seq` of the job credited ([`crate::services::cancel`]).
+    uses: Vec<Use>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub cancel: bool,
+    cancel: bool,
+}
+
+/// [`Wire`] by reference, for encoding without copying the items.
+#[derive(Serialize)]
+struct WireRef<'a> {
+    job_id: JobId,
+    seq: u32,
+    accruals: &'a [Accrual],
+    #[serde(skip_serializing_if = "<[Use]>::is_empty")]
+    uses: &'a [Use],
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    cancel: bool,
 }
 
 /// A message body that is not a valid [`QueueMessage`].
@@ -50,16 +81,23 @@ pub enum DecodeError {
 }
 
 impl QueueMessage {
+    /// A message of `payload` as message `seq` of `job_id`.
+    pub fn new(job_id: JobId, seq: u32, payload: Payload) -> Self {
+        QueueMessage { job_id, seq, payload }
+    }
+
     /// Parses a message body.
     pub fn decode(body: &str) -> Result<Self, DecodeError> {
-        let message: QueueMessage = serde_json::from_str(body)?;
-        match (message.accruals.is_empty(), message.uses.is_empty(), message.cancel) {
-            (true, true, true) => return Ok(message),
+        let wire: Wire = serde_json::from_str(body)?;
+        let payload = match (wire.accruals.is_empty(), wire.uses.is_empty(), wire.cancel) {
+            (true, true, true) => Payload::Cancel,
             (true, true, false) => return Err(DecodeError::Empty),
             (false, false, _) | (_, _, true) => return Err(DecodeError::Mixed),
-            _ => {}
-        }
-        for (index, u) in message.uses.iter().enumerate() {
+            (false, true, false) => Payload::Accruals(wire.accruals),
+            (true, false, false) => Payload::Uses(wire.uses),
+        };
+        let message = QueueMessage::new(wire.job_id, wire.seq, payload);
+        for (index, u) in message.uses().iter().enumerate() {
             let checks: [(&'static str, Result<(), String>); 5] = [
                 ("use_id", check_use_id(&u.use_id)),
                 ("member_id", validation::check_member_id(&u.member_id)),
@@ -75,7 +113,7 @@ impl QueueMessage {
         }
         // The queue is ours, but a message may have been written by hand or by
         // an older release: apply only what the API would have accepted.
-        for (index, a) in message.accruals.iter().enumerate() {
+        for (index, a) in message.accruals().iter().enumerate() {
             let checks: [(&'static str, Result<(), String>); 6] = [
                 ("accrual_id", validation::check_accrual_id(&a.accrual_id)),
                 ("member_id", validation::check_member_id(&a.member_id)),
@@ -93,32 +131,54 @@ impl QueueMessage {
         Ok(message)
     }
 
+    /// The accruals it carries (none unless [`Payload::Accruals`]).
+    pub fn accruals(&self) -> &[Accrual] {
+        match &self.payload {
+            Payload::Accruals(accruals) => accruals,
+            _ => &[],
+        }
+    }
+
+    /// The uses it carries (none unless [`Payload::Uses`]).
+    pub fn uses(&self) -> &[Use] {
+        match &self.payload {
+            Payload::Uses(uses) => uses,
+            _ => &[],
+        }
+    }
+
+    /// Whether it asks for a cancel.
+    pub fn is_cancel(&self) -> bool {
+        matches!(self.payload, Payload::Cancel)
+    }
+
     /// The ids of its items: `accrual_id`s, or `use_id`s.
     pub fn item_ids(&self) -> Vec<String> {
-        let accruals = self.accruals.iter().map(|a| a.accrual_id.clone());
-        accruals.chain(self.uses.iter().map(|u| u.use_id.clone())).collect()
+        let accruals = self.accruals().iter().map(|a| a.accrual_id.clone());
+        accruals.chain(self.uses().iter().map(|u| u.use_id.clone())).collect()
     }
 
     /// The message asking the worker to cancel message `seq` of `job_id`.
     pub fn cancel_of(job_id: JobId, seq: u32) -> Self {
-        QueueMessage {
-            job_id,
-            seq,
-            accruals: Vec::new(),
-            uses: Vec::new(),
-            cancel: true,
-        }
+        QueueMessage::new(job_id, seq, Payload::Cancel)
     }
 
     /// Items it carries: accruals or uses.
     pub fn items(&self) -> usize {
-        self.accruals.len() + self.uses.len()
+        self.accruals().len() + self.uses().len()
     }
 
     /// The message body.
     pub fn encode(&self) -> String {
+        let wire = WireRef {
+            job_id: self.job_id,
+            seq: self.seq,
+            accruals: self.accruals(),
+            uses: self.uses(),
+            cancel: self.is_cancel(),
+        };
         // A struct of strings, integers and a UUID always serialises.
-        serde_json::to_string(self).unwrap_or_default()
+        serde_json::to_string(&wire).unwrap_or_default()
     }
 }
 
@@ -128,10 +188,10 @@ mod tests {
 
     #[test]
     fn round_trips_and_rejects_invalid_content() {
-        let m = QueueMessage {
-            job_id: JobId::random(),
-            seq: 3,
-            accruals: vec![Accrual {
+        let m = QueueMessage::new(
+            JobId::random(),
+            3,
+            Payload::Accruals(vec![Accrual {
                 accrual_id: "a".into(),
                 member_id: "m".into(),
                 point_type: "P".into(),
@@ -139,10 +199,8 @@ mod tests {
                 reason: None,
                 apply_at: None,
                 expires_at: None,
-            }],
-            uses: Vec::new(),
-            cancel: false,
-        };
+            }]),
+        );
         assert_eq!(QueueMessage::decode(&m.encode()).unwrap(), m);
         assert!(matches!(QueueMessage::decode("not json"), Err(DecodeError::Json(_))));
         let bad = m.encode().replace("\"amount\":5", "\"amount\":0");
@@ -161,14 +219,16 @@ mod tests {
             amount: 5,
             reason: None,
         };
-        let mixed = QueueMessage {
-            uses: vec![u.clone()],
-            ..m.clone()
-        };
-        assert!(matches!(QueueMessage::decode(&mixed.encode()), Err(DecodeError::Mixed)));
-        let empty = QueueMessage { accruals: vec![], ..m };
-        assert!(matches!(QueueMessage::decode(&empty.encode()), Err(DecodeError::Empty)));
-        let uses = QueueMessage { uses: vec![u], ..empty };
+        // The wire format can still say more than one kind, or none: both refused.
+        let mixed = m.encode().replacen(
+            "\"accruals\":",
+            "\"uses\":[{\"use_id\":\"order-1\",\"member_id\":\"m\",\"point_type\":\"P\",\"amount\":5}],\"accruals\":",
+            1,
+        );
+        assert!(matches!(QueueMessage::decode(&mixed), Err(DecodeError::Mixed)));
+        let empty = format!("{{\"job_id\":\"{}\",\"seq\":3,\"accruals\":[]}}", m.job_id);
+        assert!(matches!(QueueMessage::decode(&empty), Err(DecodeError::Empty)));
+        let uses = QueueMessage::new(m.job_id, 3, Payload::Uses(vec![u]));
         assert_eq!(QueueMessage::decode(&uses.encode()).unwrap(), uses);
         assert_eq!(uses.items(), 1);
         let bad = uses.encode().replace("\"amount\":5", "\"amount\":0");
@@ -180,5 +240,30 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn the_wire_format_is_the_one_earlier_releases_queued() {
+        let job_id: JobId = "7f0c8a8e-5d8e-4f47-9a55-3f1f0b5c2a10".parse().unwrap();
+        assert_eq!(
+            QueueMessage::cancel_of(job_id, 2).encode(),
+            r#"{"job_id":"7f0c8a8e-5d8e-4f47-9a55-3f1f0b5c2a10","seq":2,"accruals":[],"cancel":true}"#
+        );
+        let u = Use {
+            use_id: "u".into(),
+            member_id: "m".into(),
+            point_type: "P".into(),
+            amount: 1,
+            reason: None,
+        };
+        let uses = QueueMessage::new(job_id, 0, Payload::Uses(vec![u]));
+        assert!(uses
+            .encode()
+            .starts_with(r#"{"job_id":"7f0c8a8e-5d8e-4f47-9a55-3f1f0b5c2a10","seq":0,"accruals":[],"uses":[{"#));
+        assert!(!uses.encode().contains("cancel"));
+        let cancel = QueueMessage::decode(
+            r#"{"job_id":"7f0c8a8e-5d8e-4f47-9a55-3f1f0b5c2a10","seq":2,"accruals":[],"cancel":true}"#,
+        );
+        assert_eq!(cancel.unwrap(), QueueMessage::cancel_of(job_id, 2));
     }
 }

@@ -4,7 +4,7 @@
 //! invocations; keeping a member's accruals in one message lets the worker
 //! sum them into a single balance update.
 
-use crate::domain::message::QueueMessage;
+use crate::domain::message::{Payload, QueueMessage};
 use crate::domain::uses::Use;
 use crate::domain::{Accrual, JobId};
 
@@ -80,15 +80,13 @@ pub fn pack_accruals(job_id: JobId, mut accruals: Vec<Accrual>, limits: PackingL
 
     let mut seal = |current: &mut Vec<Accrual>, current_bytes: &mut usize| {
         if !current.is_empty() {
-            messages.push(QueueMessage {
+            messages.push(QueueMessage::new(
                 job_id,
                 // A request holds at most a few hundred thousand accruals, so
                 // the message count is far below u32::MAX.
-                seq: u32::try_from(messages.len()).unwrap_or(u32::MAX),
-                accruals: std::mem::take(current),
-                uses: Vec::new(),
-                cancel: false,
-            });
+                u32::try_from(messages.len()).unwrap_or(u32::MAX),
+                Payload::Accruals(std::mem::take(current)),
+            ));
             *current_bytes = 0;
         }
     };
@@ -148,14 +146,8 @@ pub fn pack_uses(job_id: JobId, uses: Vec<Use>, limits: PackingLimits) -> Vec<Qu
 }
 
 fn uses_message(job_id: JobId, seq: usize, uses: Vec<Use>) -> QueueMessage {
-    QueueMessage {
-        job_id,
-        // A request holds at most a few hundred thousand uses.
-        seq: u32::try_from(seq).unwrap_or(u32::MAX),
-        accruals: Vec::new(),
-        uses,
-        cancel: false,
-    }
+    // A request holds at most a few hundred thousand uses.
+    QueueMessage::new(job_id, u32::try_from(seq).unwrap_or(u32::MAX), Payload::Uses(uses))
 }
 
 #[cfg(test)]
@@ -184,7 +176,7 @@ mod tests {
             max_bytes: 262_144,
         };
         let msgs = pack_accruals(JobId::random(), accruals, limits);
-        assert_eq!(msgs.iter().map(|m| m.accruals.len()).collect::<Vec<_>>(), [10, 10, 5]);
+        assert_eq!(msgs.iter().map(|m| m.accruals().len()).collect::<Vec<_>>(), [10, 10, 5]);
         assert_eq!(msgs.iter().map(|m| m.seq).collect::<Vec<_>>(), [0, 1, 2]);
     }
 
@@ -197,14 +189,14 @@ mod tests {
             max_bytes: 262_144,
         };
         let msgs = pack_accruals(JobId::random(), accruals, limits);
-        assert_eq!(msgs.iter().map(|m| m.accruals.len()).collect::<Vec<_>>(), [8, 4]);
+        assert_eq!(msgs.iter().map(|m| m.accruals().len()).collect::<Vec<_>>(), [8, 4]);
         for m in &msgs {
-            let members: HashSet<_> = m.accruals.iter().map(|a| &a.member_id).collect();
+            let members: HashSet<_> = m.accruals().iter().map(|a| &a.member_id).collect();
             for member in members {
                 let elsewhere = msgs
                     .iter()
                     .filter(|o| o.seq != m.seq)
-                    .any(|o| o.accruals.iter().any(|a| &a.member_id == member));
+                    .any(|o| o.accruals().iter().any(|a| &a.member_id == member));
                 assert!(!elsewhere, "{member} split across messages");
             }
         }
@@ -218,7 +210,7 @@ mod tests {
             max_bytes: 262_144,
         };
         let msgs = pack_accruals(JobId::random(), accruals, limits);
-        assert_eq!(msgs.iter().map(|m| m.accruals.len()).collect::<Vec<_>>(), [10, 10, 5]);
+        assert_eq!(msgs.iter().map(|m| m.accruals().len()).collect::<Vec<_>>(), [10, 10, 5]);
     }
 
     #[test]
@@ -248,14 +240,14 @@ mod tests {
             let accruals: Vec<Accrual> = members.iter().enumerate().map(|(i, m)| accrual(i, *m)).collect();
             let limits = PackingLimits { max_accruals, max_bytes };
             let msgs = pack_accruals(JobId::random(), accruals.clone(), limits);
-            let mut seen: Vec<String> = msgs.iter().flat_map(|m| m.accruals.iter().map(|a| a.accrual_id.clone())).collect();
+            let mut seen: Vec<String> = msgs.iter().flat_map(|m| m.accruals().iter().map(|a| a.accrual_id.clone())).collect();
             seen.sort();
             let mut expected: Vec<String> = accruals.iter().map(|a| a.accrual_id.clone()).collect();
             expected.sort();
             prop_assert_eq!(seen, expected);
             for m in &msgs {
-                prop_assert!(!m.accruals.is_empty());
-                prop_assert!(m.accruals.len() <= max_accruals);
+                prop_assert!(!m.accruals().is_empty());
+                prop_assert!(m.accruals().len() <= max_accruals);
                 prop_assert!(m.encode().len() <= max_bytes, "{} > {}", m.encode().len(), max_bytes);
             }
         }
@@ -275,14 +267,14 @@ mod tests {
             .collect();
         let messages = pack_uses(job, uses.clone(), PackingLimits::default());
         assert_eq!(
-            messages.iter().map(|m| m.uses.len()).collect::<Vec<_>>(),
+            messages.iter().map(|m| m.uses().len()).collect::<Vec<_>>(),
             [100, 100, 50]
         );
         assert!(messages
             .iter()
             .enumerate()
-            .all(|(i, m)| m.seq as usize == i && m.accruals.is_empty()));
-        let flat: Vec<Use> = messages.into_iter().flat_map(|m| m.uses).collect();
+            .all(|(i, m)| m.seq as usize == i && m.accruals().is_empty()));
+        let flat: Vec<Use> = messages.into_iter().flat_map(|m| m.uses().to_vec()).collect();
         assert_eq!(flat, uses);
         let small = PackingLimits {
             max_accruals: 500,

@@ -38,7 +38,7 @@ impl DeadLetter {
             receive_count: m.receive_count,
             job_id: decoded.as_ref().ok().map(|d| d.job_id),
             seq: decoded.as_ref().ok().map(|d| d.seq),
-            accruals: decoded.as_ref().map_or(0, |d| d.accruals.len()),
+            accruals: decoded.as_ref().map_or(0, |d| d.accruals().len()),
             problem: decoded.err().map(|e| e.to_string()),
         }
     }
@@ -107,26 +107,27 @@ pub async fn redrive(dlq: &dyn WorkQueue, target: &dyn WorkQueue, max: usize) ->
 mod tests {
     use super::*;
     use crate::adapters::memory::MemoryQueue;
+    use crate::domain::message::Payload;
     use crate::domain::Accrual;
 
     fn message(job: JobId, seq: u32, n: usize) -> String {
-        QueueMessage {
-            job_id: job,
+        QueueMessage::new(
+            job,
             seq,
-            accruals: (0..n)
-                .map(|i| Accrual {
-                    accrual_id: format!("a-{seq}-{i}"),
-                    member_id: "m".into(),
-                    point_type: "P".into(),
-                    amount: 1,
-                    reason: None,
-                    apply_at: None,
-                    expires_at: None,
-                })
-                .collect(),
-            uses: Vec::new(),
-            cancel: false,
-        }
+            Payload::Accruals(
+                (0..n)
+                    .map(|i| Accrual {
+                        accrual_id: format!("a-{seq}-{i}"),
+                        member_id: "m".into(),
+                        point_type: "P".into(),
+                        amount: 1,
+                        reason: None,
+                        apply_at: None,
+                        expires_at: None,
+                    })
+                    .collect(),
+            ),
+        )
         .encode()
     }
 

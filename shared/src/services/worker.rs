@@ -7,9 +7,9 @@ use futures::stream::{self, StreamExt};
 use time::OffsetDateTime;
 use tracing::{field, info, info_span, warn, Instrument};
 
-use crate::domain::message::{DecodeError, QueueMessage};
-use crate::domain::uses::UseOutcome;
-use crate::domain::{JobId, MessageCounts, MessageRef};
+use crate::domain::message::{DecodeError, Payload, QueueMessage};
+use crate::domain::uses::{Use, UseOutcome};
+use crate::domain::{Accrual, JobId, MessageCounts, MessageRef};
 use crate::ports::{JobStore, Ledger, StoreError};
 
 /// A delivery of one queue message, whatever the queue.
@@ -176,29 +176,28 @@ impl Worker {
         let job_id = decoded.job_id;
         span.record("job_id", field::display(job_id));
         span.record("seq", decoded.seq);
-        span.record("accruals", decoded.accruals.len());
+        span.record("accruals", decoded.accruals().len());
         let now = OffsetDateTime::now_utc();
-        if decoded.cancel {
-            let by = MessageRef {
-                job_id,
-                seq: decoded.seq,
-            };
-            crate::services::cancel::cancel_message(self.ledger.as_ref(), self.jobs.as_ref(), by)
-                .await
-                .map_err(MessageError::Cancel)?;
-            return Ok(MessageReport {
-                job_id,
-                seq: decoded.seq,
-                counts: MessageCounts::default(),
-                replayed: 0,
-                folded: false,
-                store_requests: 0,
-            });
-        }
-        let applied = if decoded.uses.is_empty() {
-            self.apply_accruals(message, &decoded, now).await?
-        } else {
-            self.apply_uses(message, &decoded, now).await?
+        let applied = match &decoded.payload {
+            Payload::Cancel => {
+                let by = MessageRef {
+                    job_id,
+                    seq: decoded.seq,
+                };
+                crate::services::cancel::cancel_message(self.ledger.as_ref(), self.jobs.as_ref(), by)
+                    .await
+                    .map_err(MessageError::Cancel)?;
+                return Ok(MessageReport {
+                    job_id,
+                    seq: decoded.seq,
+                    counts: MessageCounts::default(),
+                    replayed: 0,
+                    folded: false,
+                    store_requests: 0,
+                });
+            }
+            Payload::Accruals(accruals) => self.apply_accruals(message, &decoded, accruals, now).await?,
+            Payload::Uses(uses) => self.apply_uses(message, &decoded, uses, now).await?,
         };
         let folded = self
             .jobs
@@ -220,13 +219,14 @@ impl Worker {
         &self,
         message: &IncomingMessage,
         decoded: &QueueMessage,
+        accruals: &[Accrual],
         now: OffsetDateTime,
     ) -> Result<Applied, MessageError> {
         let by = MessageRef {
             job_id: decoded.job_id,
             seq: decoded.seq,
         };
-        match self.ledger.apply_accruals(by, &decoded.accruals, now).await {
+        match self.ledger.apply_accruals(by, accruals, now).await {
             Ok(outcome) => Ok(Applied {
                 counts: MessageCounts {
                     applied: outcome.applied,
@@ -251,11 +251,12 @@ impl Worker {
         &self,
         message: &IncomingMessage,
         decoded: &QueueMessage,
+        uses: &[Use],
         now: OffsetDateTime,
     ) -> Result<Applied, MessageError> {
         let mut counts = MessageCounts::default();
         let mut replayed = 0u64;
-        for u in &decoded.uses {
+        for u in uses {
             match self.ledger.apply_use(u, now).await {
                 Ok(UseOutcome::Applied(_)) => counts.applied += 1,
                 Ok(UseOutcome::Replayed(_)) => {
@@ -279,7 +280,7 @@ impl Worker {
         Ok(Applied {
             counts,
             replayed,
-            requests: decoded.uses.len() as u64,
+            requests: uses.len() as u64,
         })
     }
 

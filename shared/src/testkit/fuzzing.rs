@@ -89,7 +89,7 @@ fn check_packing(accruals: Vec<Accrual>, limits: PackingLimits) {
     let messages = pack_accruals(job_id, accruals, limits);
     let mut unpacked = Vec::with_capacity(expected.len());
     for message in messages {
-        assert!(!message.accruals.is_empty() && message.accruals.len() <= limits.max_accruals);
+        assert!(!message.accruals().is_empty() && message.accruals().len() <= limits.max_accruals);
         let body = message.encode();
         assert!(
             body.len() <= limits.max_bytes,
@@ -101,7 +101,7 @@ fn check_packing(accruals: Vec<Accrual>, limits: PackingLimits) {
             Ok(decoded) => assert_eq!(decoded, message, "a packed message decodes to itself"),
             Err(e) => panic!("the worker cannot decode a message the API queued: {e}"),
         }
-        unpacked.extend(message.accruals);
+        unpacked.extend(message.accruals().iter().cloned());
     }
     let key = |a: &Accrual| a.accrual_id.clone();
     expected.sort_by_key(key);
@@ -116,14 +116,14 @@ fn check_use_packing(uses: Vec<Use>, limits: PackingLimits) {
     let expected = uses.clone();
     let mut unpacked = Vec::with_capacity(expected.len());
     for message in pack_uses(JobId(uuid::Uuid::nil()), uses, limits) {
-        assert!(!message.uses.is_empty() && message.accruals.is_empty());
+        assert!(!message.uses().is_empty() && message.accruals().is_empty());
         let body = message.encode();
         assert!(body.len() <= limits.max_bytes, "a message of {} bytes", body.len());
         match QueueMessage::decode(&body) {
             Ok(decoded) => assert_eq!(decoded, message, "a packed message decodes to itself"),
             Err(e) => panic!("the worker cannot decode a message the API queued: {e}"),
         }
-        unpacked.extend(message.uses);
+        unpacked.extend(message.uses().iter().cloned());
     }
     assert_eq!(unpacked, expected, "packing keeps every use once, in order");
 }
@@ -281,7 +281,7 @@ pub fn message_decode(data: &[u8]) {
         return;
     };
     if let Ok(message) = QueueMessage::decode(body) {
-        assert!(!message.accruals.is_empty());
+        assert!(!message.accruals().is_empty());
         let again = QueueMessage::decode(&message.encode());
         assert!(
             matches!(&again, Ok(m) if *m == message),

@@ -190,7 +190,7 @@ async fn a_worker_crash_mid_message_is_finished_by_the_redelivery() {
                 job_id: decoded.job_id,
                 seq: decoded.seq,
             },
-            &decoded.accruals[..50],
+            &decoded.accruals()[..50],
             time::OffsetDateTime::now_utc(),
         )
         .await

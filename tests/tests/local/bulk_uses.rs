@@ -119,7 +119,7 @@ async fn a_redelivered_message_of_uses_deducts_once() {
     };
     // A use applied by hand first: the message's delivery replays it.
     b.ledger
-        .apply_use(&messages[0].uses[0], OffsetDateTime::now_utc())
+        .apply_use(&messages[0].uses()[0], OffsetDateTime::now_utc())
         .await
         .unwrap();
     for receive_count in 1..=2 {

@@ -259,23 +259,23 @@ async fn dead_lettered_messages_are_listed_and_redriven_then_applied() {
         .unwrap();
     let bodies: Vec<String> = (0..2u32)
         .map(|seq| {
-            pointflow::domain::message::QueueMessage {
+            pointflow::domain::message::QueueMessage::new(
                 job_id,
                 seq,
-                accruals: (0..2)
-                    .map(|i| pointflow::domain::Accrual {
-                        accrual_id: format!("dlq-{seq}-{i}"),
-                        member_id: "m-dlq".into(),
-                        point_type: "P".into(),
-                        amount: 5,
-                        reason: None,
-                        apply_at: None,
-                        expires_at: None,
-                    })
-                    .collect(),
-                uses: Vec::new(),
-                cancel: false,
-            }
+                pointflow::domain::message::Payload::Accruals(
+                    (0..2)
+                        .map(|i| pointflow::domain::Accrual {
+                            accrual_id: format!("dlq-{seq}-{i}"),
+                            member_id: "m-dlq".into(),
+                            point_type: "P".into(),
+                            amount: 5,
+                            reason: None,
+                            apply_at: None,
+                            expires_at: None,
+                        })
+                        .collect(),
+                ),
+            )
             .encode()
         })
         .collect();

@@ -111,8 +111,8 @@ proptest! {
                     }
                     Step::Crash(i, k) => {
                         let m = &messages[i % messages.len()];
-                        let k = (*k).min(m.accruals.len());
-                        b.ledger.apply_accruals(pointflow::domain::MessageRef { job_id: m.job_id, seq: m.seq }, &m.accruals[..k], OffsetDateTime::now_utc()).await.unwrap();
+                        let k = (*k).min(m.accruals().len());
+                        b.ledger.apply_accruals(pointflow::domain::MessageRef { job_id: m.job_id, seq: m.seq }, &m.accruals()[..k], OffsetDateTime::now_utc()).await.unwrap();
                     }
                 }
             }

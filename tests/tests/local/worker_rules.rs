@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use pointflow::domain::lots::BalanceSheet;
-use pointflow::domain::message::QueueMessage;
+use pointflow::domain::message::{Payload, QueueMessage};
 use pointflow::domain::reversal::{ReversalOutcome, ReversalTarget};
 use pointflow::domain::uses::{Use, UseOutcome};
 use pointflow::domain::{Accrual, JobId, JobStatus, MessageRef, NewJob};
@@ -66,23 +66,23 @@ impl LedgerReads for DownLedger {
 }
 
 fn message(job_id: JobId, seq: u32, n: usize) -> QueueMessage {
-    QueueMessage {
+    QueueMessage::new(
         job_id,
         seq,
-        accruals: (0..n)
-            .map(|i| Accrual {
-                accrual_id: format!("w-{seq}-{i}"),
-                member_id: format!("m{i}"),
-                point_type: "P".into(),
-                amount: 1,
-                reason: None,
-                apply_at: None,
-                expires_at: None,
-            })
-            .collect(),
-        uses: Vec::new(),
-        cancel: false,
-    }
+        Payload::Accruals(
+            (0..n)
+                .map(|i| Accrual {
+                    accrual_id: format!("w-{seq}-{i}"),
+                    member_id: format!("m{i}"),
+                    point_type: "P".into(),
+                    amount: 1,
+                    reason: None,
+                    apply_at: None,
+                    expires_at: None,
+                })
+                .collect(),
+        ),
+    )
 }
 
 async fn job(b: &backend::Backend, total: u64, messages: u64) -> JobId {

@@ -40,7 +40,7 @@ impl SimMessage {
     pub(crate) fn describe(&self) -> Option<(JobId, u32, usize)> {
         QueueMessage::decode(&self.body)
             .ok()
-            .map(|m| (m.job_id, m.seq, m.accruals.len()))
+            .map(|m| (m.job_id, m.seq, m.accruals().len()))
     }
 }
 
@@ -71,7 +71,7 @@ pub(crate) fn short(job: JobId) -> String {
 
 fn label(body: &str) -> String {
     match QueueMessage::decode(body) {
-        Ok(m) => format!("{}:{} ({} accruals)", short(m.job_id), m.seq, m.accruals.len()),
+        Ok(m) => format!("{}:{} ({} accruals)", short(m.job_id), m.seq, m.accruals().len()),
         Err(_) => "(not an accrual message)".into(),
     }
 }
