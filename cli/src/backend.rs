@@ -18,6 +18,7 @@ use pointflow::adapters::aws::s3::S3Objects;
 use pointflow::adapters::aws::sqs::{create_queue_with_dlq, SqsQueue};
 use pointflow::adapters::local_dir::DirObjects;
 use pointflow::adapters::sqlite::SqliteStore;
+use pointflow::backend::QueuePolicy;
 use pointflow::domain::capacity::WriteCost;
 use pointflow::ports::objects::{ObjectRef, ObjectStore};
 use pointflow::ports::{JobStore, Ledger, WorkQueue};
@@ -114,26 +115,23 @@ impl LocalBackend {
             SqliteStore::open(db)
         }
         .with_context(|| format!("opening the embedded database {}", db.display()))?;
-        let queue = store.queue(
-            QUEUE_NAME,
-            settings.visibility_timeout,
-            Some((settings.max_receive_count, DLQ_NAME.to_owned())),
-        );
-        let dlq = store.queue(DLQ_NAME, settings.visibility_timeout, None);
+        let policy = QueuePolicy {
+            visibility_timeout: settings.visibility_timeout,
+            max_receive_count: settings.max_receive_count,
+        };
+        let ports = pointflow::backend::sqlite::ports(&store, QUEUE_NAME, DLQ_NAME, policy);
         let import_queue = store.queue(
             IMPORT_QUEUE_NAME,
             settings.import_visibility_timeout,
             Some((settings.max_receive_count, IMPORT_DLQ_NAME.to_owned())),
         );
-        let counter = store.clone();
-        let meter = store.clone();
         Ok(LocalBackend {
             baseline_ledger: Arc::new(NaiveLedger::new(Arc::new(store.clone()))),
-            store_write_cost: Arc::new(move || meter.write_cost()),
-            ledger: Arc::new(store.clone()),
-            jobs: Arc::new(store.clone()),
-            queue: Arc::new(queue),
-            dlq: Arc::new(dlq),
+            store_write_cost: ports.store_write_cost,
+            ledger: ports.ledger,
+            jobs: ports.jobs,
+            queue: ports.queue,
+            dlq: ports.dlq,
             import: Some(ImportSide {
                 queue: Arc::new(import_queue),
                 // The folder is the bucket: `<bucket dir>/imports/…`, `<bucket dir>/reports/…`.
@@ -147,7 +145,7 @@ impl LocalBackend {
                 s3: None,
                 report_prefix: settings.import.report_prefix.clone(),
             }),
-            store_requests: Arc::new(move || counter.requests()),
+            store_requests: ports.store_requests,
             embedded: Some(store),
             description: format!("embedded SQLite at {}", db.display()),
         })
@@ -201,16 +199,15 @@ impl LocalBackend {
                     .context("--dlq-url (or DLQ_URL) is required with --backend aws")?,
             )
         };
+        let ports = pointflow::backend::aws::ports(&sdk, &resources.table, &queue_url, &dlq_url, None);
         let store = Arc::new(DynamoStore::new(dynamo, &resources.table));
-        let counter = store.clone();
-        let meter = store.clone();
         Ok(LocalBackend {
-            baseline_ledger: Arc::new(NaiveLedger::new(store.clone())),
-            store_write_cost: Arc::new(move || meter.write_cost()),
-            ledger: store.clone(),
-            jobs: store,
-            queue: Arc::new(SqsQueue::new(sqs.clone(), &queue_url)),
-            dlq: Arc::new(SqsQueue::new(sqs.clone(), dlq_url)),
+            baseline_ledger: Arc::new(NaiveLedger::new(store)),
+            store_write_cost: ports.store_write_cost,
+            ledger: ports.ledger,
+            jobs: ports.jobs,
+            queue: ports.queue,
+            dlq: ports.dlq,
             import: import.map(|(bucket, url)| ImportSide {
                 queue: Arc::new(SqsQueue::new(sqs, url)),
                 objects: Arc::new(S3Objects::new(s3.clone())),
@@ -219,7 +216,7 @@ impl LocalBackend {
                 s3: Some(s3),
                 report_prefix: settings.import.report_prefix.clone(),
             }),
-            store_requests: Arc::new(move || counter.requests()),
+            store_requests: ports.store_requests,
             embedded: None,
             description: format!("AWS: table {} and queue {queue_url}", resources.table),
         })

@@ -3,11 +3,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use pointflow::adapters::aws::dynamodb::{create_table, DynamoStore};
-use pointflow::adapters::aws::sqs::{create_queue_with_dlq, SqsQueue};
-use pointflow::adapters::memory::{MemoryQueue, MemoryStore};
+use pointflow::adapters::aws::dynamodb::create_table;
+use pointflow::adapters::aws::sqs::create_queue_with_dlq;
 use pointflow::adapters::retry::Backoff;
 use pointflow::adapters::sqlite::SqliteStore;
+use pointflow::backend::{Ports, QueuePolicy};
 use pointflow::ports::{JobStore, Ledger, WorkQueue};
 
 /// Every port of one backend, plus the queue's dead-letter queue.
@@ -48,27 +48,30 @@ impl Backend {
     }
 }
 
+impl Backend {
+    /// The library's set of ports for a backend, with what the suites add.
+    fn of(ports: Ports, policy: QueuePolicy, races_are_safe: bool) -> Backend {
+        Backend {
+            ledger: ports.ledger,
+            jobs: ports.jobs,
+            queue: ports.queue,
+            dlq: ports.dlq,
+            visibility_timeout: policy.visibility_timeout,
+            max_receive_count: policy.max_receive_count,
+            store_requests: ports.store_requests,
+            races_are_safe,
+        }
+    }
+}
+
 /// A fresh in-memory backend.
 pub fn memory(visibility_timeout: Duration, max_receive_count: u32) -> Backend {
     crate::init_logging();
-    let store = Arc::new(MemoryStore::new());
-    let dlq = Arc::new(MemoryQueue::new(visibility_timeout));
-    let queue = Arc::new(MemoryQueue::with_dead_letter_queue(
+    let policy = QueuePolicy {
         visibility_timeout,
         max_receive_count,
-        dlq.clone(),
-    ));
-    let counter = store.clone();
-    Backend {
-        ledger: store.clone(),
-        jobs: store,
-        queue,
-        dlq,
-        visibility_timeout,
-        max_receive_count,
-        store_requests: Arc::new(move || counter.requests()),
-        races_are_safe: true,
-    }
+    };
+    Backend::of(pointflow::backend::memory::ports(policy), policy, true)
 }
 
 /// A fresh embedded backend on a private in-memory SQLite database: queue
@@ -76,24 +79,12 @@ pub fn memory(visibility_timeout: Duration, max_receive_count: u32) -> Backend {
 pub fn sqlite(visibility_timeout: Duration, max_receive_count: u32) -> Backend {
     crate::init_logging();
     let store = SqliteStore::in_memory().expect("open in-memory SQLite database");
-    let queue = store.queue(
-        "accruals",
-        visibility_timeout,
-        Some((max_receive_count, "accruals-dlq".to_owned())),
-    );
-    let dlq = store.queue("accruals-dlq", visibility_timeout, None);
-    let store = Arc::new(store);
-    let counter = store.clone();
-    Backend {
-        ledger: store.clone(),
-        jobs: store,
-        queue: Arc::new(queue),
-        dlq: Arc::new(dlq),
+    let policy = QueuePolicy {
         visibility_timeout,
         max_receive_count,
-        store_requests: Arc::new(move || counter.requests()),
-        races_are_safe: true,
-    }
+    };
+    let ports = pointflow::backend::sqlite::ports(&store, "accruals", "accruals-dlq", policy);
+    Backend::of(ports, policy, true)
 }
 
 /// The AWS SDK configuration for the emulator, or `None` when no emulator
@@ -135,16 +126,10 @@ pub async fn aws(visibility_timeout: Duration, max_receive_count: u32) -> Option
         cap: Duration::from_millis(50),
         max_attempts: 5,
     };
-    let store = Arc::new(DynamoStore::new(dynamo, table).with_backoff(backoff));
-    let counter = store.clone();
-    Some(Backend {
-        ledger: store.clone(),
-        jobs: store,
-        queue: Arc::new(SqsQueue::new(sqs.clone(), queue_url).with_backoff(backoff)),
-        dlq: Arc::new(SqsQueue::new(sqs, dlq_url)),
+    let policy = QueuePolicy {
         visibility_timeout,
         max_receive_count,
-        store_requests: Arc::new(move || counter.requests()),
-        races_are_safe: false,
-    })
+    };
+    let ports = pointflow::backend::aws::ports(&sdk, &table, &queue_url, &dlq_url, Some(backoff));
+    Some(Backend::of(ports, policy, false))
 }

@@ -804,18 +804,6 @@ struct ReversalsFailAfter {
 }
 
 #[async_trait::async_trait]
-impl pointflow::ports::Credits for ReversalsFailAfter {
-    async fn apply_accruals(
-        &self,
-        by: MessageRef,
-        accruals: &[Accrual],
-        now: OffsetDateTime,
-    ) -> Result<pointflow::ports::ApplyOutcome, pointflow::ports::StoreError> {
-        self.inner.apply_accruals(by, accruals, now).await
-    }
-}
-
-#[async_trait::async_trait]
 impl pointflow::ports::Debits for ReversalsFailAfter {
     async fn apply_use(&self, u: &Use, now: OffsetDateTime) -> Result<UseOutcome, pointflow::ports::StoreError> {
         self.inner.apply_use(u, now).await
@@ -837,26 +825,6 @@ impl pointflow::ports::Debits for ReversalsFailAfter {
             });
         }
         self.inner.reverse(target, now).await
-    }
-}
-
-#[async_trait::async_trait]
-impl pointflow::ports::LedgerReads for ReversalsFailAfter {
-    async fn balance_sheets(
-        &self,
-        member_id: &str,
-    ) -> Result<Vec<pointflow::domain::lots::BalanceSheet>, pointflow::ports::StoreError> {
-        self.inner.balance_sheets(member_id).await
-    }
-
-    async fn history_entries(
-        &self,
-        member_id: &str,
-        point_type: Option<&str>,
-        before: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<HistoryEntry>, pointflow::ports::StoreError> {
-        self.inner.history_entries(member_id, point_type, before, limit).await
     }
 }
 

@@ -18,7 +18,7 @@ use tracing::info;
 use crate::domain::message::QueueMessage;
 use crate::domain::reversal::{ReversalOutcome, ReversalTarget};
 use crate::domain::{CancelCounts, Job, JobId, MessageRef};
-use crate::ports::{JobStore, Ledger, QueueError, StoreError, WorkQueue};
+use crate::ports::{Debits, JobStore, QueueError, StoreError, WorkQueue};
 
 /// Why a job cannot be cancelled (now).
 #[derive(Debug, thiserror::Error)]
@@ -69,8 +69,8 @@ pub async fn request_cancel(jobs: &dyn JobStore, queue: &dyn WorkQueue, job_id: 
 /// Cancels job `job_id` (or resumes its cancel) here, `concurrency`
 /// messages at a time, without the queue; returns the job with its
 /// cancel's counts.
-pub async fn cancel_job(
-    ledger: &dyn Ledger,
+pub async fn cancel_job<L: Debits + ?Sized>(
+    ledger: &L,
     jobs: &dyn JobStore,
     job_id: JobId,
     concurrency: usize,
@@ -116,7 +116,11 @@ fn is_done(job: &Job) -> bool {
 
 /// Reverses what message `by` credited, then records its counts once (a
 /// cancel message's work in the worker; see [`request_cancel`]).
-pub async fn cancel_message(ledger: &dyn Ledger, jobs: &dyn JobStore, by: MessageRef) -> Result<(), CancelError> {
+pub async fn cancel_message<L: Debits + ?Sized>(
+    ledger: &L,
+    jobs: &dyn JobStore,
+    by: MessageRef,
+) -> Result<(), CancelError> {
     let folded = jobs
         .folded_items(by.job_id, by.seq)
         .await?

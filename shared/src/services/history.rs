@@ -4,7 +4,7 @@
 use time::OffsetDateTime;
 
 use crate::domain::history::{expiry, HistoryCursor, HistoryEntry, HistoryQuery, MAX_PAGE};
-use crate::ports::{Ledger, StoreError};
+use crate::ports::{LedgerReads, StoreError};
 
 /// One page, newest first; `next_cursor` is set when older entries remain.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,8 +15,8 @@ pub struct HistoryPage {
 
 /// Reads one page of a member's history as of `now`: the stored entries
 /// merged with the expiries of lots expired by then.
-pub async fn history_page(
-    ledger: &dyn Ledger,
+pub async fn history_page<L: LedgerReads + ?Sized>(
+    ledger: &L,
     member_id: &str,
     query: &HistoryQuery,
     now: OffsetDateTime,

@@ -10,7 +10,7 @@ use tracing::{field, info, info_span, warn, Instrument};
 use crate::domain::message::{DecodeError, Payload, QueueMessage};
 use crate::domain::uses::{Use, UseOutcome};
 use crate::domain::{Accrual, JobId, MessageCounts, MessageRef};
-use crate::ports::{JobStore, Ledger, StoreError};
+use crate::ports::{Credits, Debits, JobStore, Ledger, StoreError};
 
 /// A delivery of one queue message, whatever the queue.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,14 +90,34 @@ pub struct BatchReport {
 /// Applies messages through the ports.
 #[derive(Clone)]
 pub struct Worker {
-    ledger: Arc<dyn Ledger>,
+    /// Accrual messages credit; it never reads balances.
+    credits: Arc<dyn Credits>,
+    /// Bulk-use and cancel messages debit.
+    debits: Arc<dyn Debits>,
     jobs: Arc<dyn JobStore>,
     settings: WorkerSettings,
 }
 
 impl Worker {
+    /// A worker over one store's whole ledger.
     pub fn new(ledger: Arc<dyn Ledger>, jobs: Arc<dyn JobStore>, settings: WorkerSettings) -> Self {
-        Worker { ledger, jobs, settings }
+        Worker::from_parts(ledger.clone(), ledger, jobs, settings)
+    }
+
+    /// A worker whose credits and debits go to different implementations,
+    /// e.g. a fault wrapper around only one of them.
+    pub fn from_parts(
+        credits: Arc<dyn Credits>,
+        debits: Arc<dyn Debits>,
+        jobs: Arc<dyn JobStore>,
+        settings: WorkerSettings,
+    ) -> Self {
+        Worker {
+            credits,
+            debits,
+            jobs,
+            settings,
+        }
     }
 
     /// Processes a batch, several messages at once; a failing message never
@@ -184,7 +204,7 @@ impl Worker {
                     job_id,
                     seq: decoded.seq,
                 };
-                crate::services::cancel::cancel_message(self.ledger.as_ref(), self.jobs.as_ref(), by)
+                crate::services::cancel::cancel_message(self.debits.as_ref(), self.jobs.as_ref(), by)
                     .await
                     .map_err(MessageError::Cancel)?;
                 return Ok(MessageReport {
@@ -226,7 +246,7 @@ impl Worker {
             job_id: decoded.job_id,
             seq: decoded.seq,
         };
-        match self.ledger.apply_accruals(by, accruals, now).await {
+        match self.credits.apply_accruals(by, accruals, now).await {
             Ok(outcome) => Ok(Applied {
                 counts: MessageCounts {
                     applied: outcome.applied,
@@ -257,7 +277,7 @@ impl Worker {
         let mut counts = MessageCounts::default();
         let mut replayed = 0u64;
         for u in uses {
-            match self.ledger.apply_use(u, now).await {
+            match self.debits.apply_use(u, now).await {
                 Ok(UseOutcome::Applied(_)) => counts.applied += 1,
                 Ok(UseOutcome::Replayed(_)) => {
                     counts.applied += 1;

@@ -17,13 +17,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use pointflow::adapters::aws::dynamodb::{create_table, DynamoStore};
 use pointflow::adapters::aws::sqs::{create_queue_with_dlq, SqsQueue};
-use pointflow::domain::lots::BalanceSheet;
 use pointflow::domain::packing::PackingLimits;
-use pointflow::domain::reversal::{ReversalOutcome, ReversalTarget};
-use pointflow::domain::uses::{Use, UseOutcome};
 use pointflow::domain::{Accrual, JobStatus, MessageRef};
+use pointflow::ports::Credits;
 use pointflow::ports::{ApplyOutcome, JobStore, Ledger, ReceivedMessage, StoreError, WorkQueue};
-use pointflow::ports::{Credits, Debits, LedgerReads};
 use pointflow::services::api::{ApiService, ApiSettings};
 use pointflow::services::worker::{IncomingMessage, Worker, WorkerSettings};
 use pointflow_cli::poller::invoke_and_acknowledge;
@@ -55,34 +52,6 @@ impl Credits for FlakyLedger {
             });
         }
         self.inner.apply_accruals(by, accruals, now).await
-    }
-}
-
-#[async_trait]
-impl Debits for FlakyLedger {
-    async fn apply_use(&self, u: &Use, now: OffsetDateTime) -> Result<UseOutcome, StoreError> {
-        self.inner.apply_use(u, now).await
-    }
-
-    async fn reverse(&self, target: &ReversalTarget, now: OffsetDateTime) -> Result<ReversalOutcome, StoreError> {
-        self.inner.reverse(target, now).await
-    }
-}
-
-#[async_trait]
-impl LedgerReads for FlakyLedger {
-    async fn balance_sheets(&self, member_id: &str) -> Result<Vec<BalanceSheet>, StoreError> {
-        self.inner.balance_sheets(member_id).await
-    }
-
-    async fn history_entries(
-        &self,
-        member_id: &str,
-        point_type: Option<&str>,
-        before: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<pointflow::domain::history::HistoryEntry>, StoreError> {
-        self.inner.history_entries(member_id, point_type, before, limit).await
     }
 }
 
@@ -152,8 +121,9 @@ async fn a_message_that_keeps_failing_reaches_the_dlq_and_a_redrive_applies_it_o
         failing: AtomicBool::new(true),
         failures: AtomicU64::new(0),
     });
-    let worker = Worker::new(
+    let worker = Worker::from_parts(
         flaky.clone(),
+        backend.ledger.clone(),
         backend.jobs.clone(),
         WorkerSettings {
             max_receive_count: 2,

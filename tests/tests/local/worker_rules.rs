@@ -5,13 +5,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use pointflow::domain::lots::BalanceSheet;
 use pointflow::domain::message::{Payload, QueueMessage};
 use pointflow::domain::reversal::{ReversalOutcome, ReversalTarget};
 use pointflow::domain::uses::{Use, UseOutcome};
 use pointflow::domain::{Accrual, JobId, JobStatus, MessageRef, NewJob};
 use pointflow::ports::{ApplyOutcome, StoreError};
-use pointflow::ports::{Credits, Debits, LedgerReads};
+use pointflow::ports::{Credits, Debits};
 use pointflow::services::worker::{IncomingMessage, Worker, WorkerSettings};
 use pointflow_tests::backend;
 use time::OffsetDateTime;
@@ -45,23 +44,6 @@ impl Debits for DownLedger {
         Err(StoreError::Throttled {
             operation: "TransactWriteItems",
         })
-    }
-}
-
-#[async_trait]
-impl LedgerReads for DownLedger {
-    async fn balance_sheets(&self, _: &str) -> Result<Vec<BalanceSheet>, StoreError> {
-        Ok(Vec::new())
-    }
-
-    async fn history_entries(
-        &self,
-        _: &str,
-        _: Option<&str>,
-        _: Option<&str>,
-        _: usize,
-    ) -> Result<Vec<pointflow::domain::history::HistoryEntry>, StoreError> {
-        Err(StoreError::Throttled { operation: "Query" })
     }
 }
 
@@ -137,7 +119,8 @@ async fn only_the_bad_messages_of_a_batch_fail() {
 #[tokio::test]
 async fn a_message_failing_on_its_last_delivery_counts_as_failed() {
     let b = backend::memory(Duration::from_secs(30), 3);
-    let worker = Worker::new(
+    let worker = Worker::from_parts(
+        Arc::new(DownLedger),
         Arc::new(DownLedger),
         b.jobs.clone(),
         WorkerSettings {

@@ -27,7 +27,7 @@ impl ApiService {
     pub(super) async fn apply_use(&self, member_id: &str, request: &ApiRequest) -> Result<ApiResponse, ApiError> {
         self.check_json_body(request)?;
         let u = parse_use(member_id, &request.body)?;
-        match self.ledger.apply_use(&u, OffsetDateTime::now_utc()).await? {
+        match self.debits.apply_use(&u, OffsetDateTime::now_utc()).await? {
             UseOutcome::Applied(record) => {
                 info!(use_id = %record.use_id, amount = record.amount, "use applied");
                 Ok(ApiResponse::json(201, record))
@@ -54,7 +54,7 @@ impl ApiService {
     pub(super) async fn reverse(&self, request: &ApiRequest) -> Result<ApiResponse, ApiError> {
         self.check_json_body(request)?;
         let target = parse_reversal(&request.body)?;
-        match self.ledger.reverse(&target, OffsetDateTime::now_utc()).await? {
+        match self.debits.reverse(&target, OffsetDateTime::now_utc()).await? {
             ReversalOutcome::Reversed(record) => {
                 info!(kind = ?record.kind, id = %record.id, amount = record.amount, "reversed");
                 Ok(ApiResponse::json(201, record))
@@ -174,7 +174,7 @@ impl ApiService {
         })?;
         let query = HistoryQuery::from_parameters(&request.query)?;
         let now = OffsetDateTime::now_utc();
-        let page = history_page(self.ledger.as_ref(), member_id, &query, now).await?;
+        let page = history_page(self.reads.as_ref(), member_id, &query, now).await?;
         Ok(ApiResponse::json(
             200,
             json!({
@@ -191,7 +191,7 @@ impl ApiService {
             what: "member_id",
             reason,
         })?;
-        let sheets = self.ledger.balance_sheets(member_id).await?;
+        let sheets = self.reads.balance_sheets(member_id).await?;
         if sheets.is_empty() {
             return Err(ApiError::NotFound {
                 what: "member",

@@ -22,7 +22,7 @@ pub use views::{rfc3339, Accepted, JobView};
 use std::sync::Arc;
 
 use crate::domain::packing::PackingLimits;
-use crate::ports::{JobStore, Ledger, WorkQueue};
+use crate::ports::{Debits, JobStore, Ledger, LedgerReads, WorkQueue};
 
 /// Largest request body: a Lambda behind API Gateway receives at most 6 MB
 /// (synchronous invoke payload), headers and envelope included.
@@ -54,7 +54,11 @@ impl Default for ApiSettings {
 #[derive(Clone)]
 pub struct ApiService {
     jobs: Arc<dyn JobStore>,
-    ledger: Arc<dyn Ledger>,
+    /// Balances and history.
+    reads: Arc<dyn LedgerReads>,
+    /// Single uses and reversals. The API never credits: accruals reach the
+    /// ledger only through the queue and the worker.
+    debits: Arc<dyn Debits>,
     queue: Arc<dyn WorkQueue>,
     settings: ApiSettings,
 }
@@ -68,7 +72,8 @@ impl ApiService {
     ) -> Self {
         ApiService {
             jobs,
-            ledger,
+            reads: ledger.clone(),
+            debits: ledger,
             queue,
             settings,
         }
