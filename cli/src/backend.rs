@@ -17,6 +17,7 @@ use pointflow::adapters::aws::dynamodb::{create_table, DynamoStore};
 use pointflow::adapters::aws::s3::S3Objects;
 use pointflow::adapters::aws::sqs::{create_queue_with_dlq, SqsQueue};
 use pointflow::adapters::local_dir::DirObjects;
+use pointflow::adapters::metered::Metered;
 use pointflow::adapters::sqlite::SqliteStore;
 use pointflow::domain::capacity::WriteCost;
 use pointflow::ports::objects::{ObjectRef, ObjectStore};
@@ -126,12 +127,13 @@ impl LocalBackend {
             Some((settings.max_receive_count, IMPORT_DLQ_NAME.to_owned())),
         );
         let counter = store.clone();
-        let meter = store.clone();
+        let metered = Metered::new(store.clone());
+        let meter = metered.clone();
         Ok(LocalBackend {
-            baseline_ledger: Arc::new(NaiveLedger::new(Arc::new(store.clone()))),
+            baseline_ledger: Arc::new(NaiveLedger::new(Arc::new(metered.clone()))),
             store_write_cost: Arc::new(move || meter.write_cost()),
-            ledger: Arc::new(store.clone()),
-            jobs: Arc::new(store.clone()),
+            ledger: Arc::new(metered.clone()),
+            jobs: Arc::new(metered),
             queue: Arc::new(queue),
             dlq: Arc::new(dlq),
             import: Some(ImportSide {

@@ -6,7 +6,6 @@ use time::OffsetDateTime;
 
 use super::ledger::{lot_column, INSERT_LEDGER_ENTRY};
 use super::{to_i64, unix_millis, SqliteStore};
-use crate::domain::capacity::{ledger_entry_bytes, write_units, WriteKind, SMALL_WRITE_UNITS};
 use crate::domain::{Accrual, MessageRef};
 use crate::ports::StoreError;
 use crate::testkit::baseline::SingleWrites;
@@ -16,35 +15,26 @@ use crate::testkit::baseline::SingleWrites;
 #[async_trait]
 impl SingleWrites for SqliteStore {
     async fn put_entry(&self, by: MessageRef, accrual: &Accrual, now: OffsetDateTime) -> Result<bool, StoreError> {
-        let units = write_units(ledger_entry_bytes(accrual, by), WriteKind::Standard);
-        self.write_units.charge_ledger(1, units);
         let a = accrual.clone();
-        let inserted = self
-            .run("put_entry", move |conn| {
-                let amount = to_i64(a.amount, "amount")?;
-                let inserted = conn.prepare_cached(INSERT_LEDGER_ENTRY)?.execute(params![
-                    a.accrual_id,
-                    by.job_id.to_string(),
-                    i64::from(by.seq),
-                    a.member_id,
-                    a.point_type,
-                    amount,
-                    a.reason,
-                    unix_millis(now),
-                    lot_column(&a)
-                ])?;
-                Ok(inserted == 1)
-            })
-            .await?;
-        if inserted {
-            // As on DynamoDB: a failed condition writes no index entry.
-            self.write_units.charge_ledger(0, units);
-        }
-        Ok(inserted)
+        self.run("put_entry", move |conn| {
+            let amount = to_i64(a.amount, "amount")?;
+            let inserted = conn.prepare_cached(INSERT_LEDGER_ENTRY)?.execute(params![
+                a.accrual_id,
+                by.job_id.to_string(),
+                i64::from(by.seq),
+                a.member_id,
+                a.point_type,
+                amount,
+                a.reason,
+                unix_millis(now),
+                lot_column(&a)
+            ])?;
+            Ok(inserted == 1)
+        })
+        .await
     }
 
     async fn add_to_balance(&self, accrual: &Accrual, now: OffsetDateTime) -> Result<(), StoreError> {
-        self.write_units.charge_ledger(1, SMALL_WRITE_UNITS);
         let (member_id, point_type, amount) = (accrual.member_id.clone(), accrual.point_type.clone(), accrual.amount);
         self.run("add_to_balance", move |conn| {
             conn.prepare_cached(

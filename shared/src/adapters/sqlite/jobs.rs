@@ -7,7 +7,6 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use super::{rfc3339, to_i64, to_u64, Failure, SqliteStore};
-use crate::domain::capacity::{fold_units, MARKER_AND_UPDATE_UNITS, SMALL_WRITE_UNITS};
 use crate::domain::{CancelCounts, CancelProgress, ChunkReport, FoldedItems, Job, JobId, MessageCounts, NewJob};
 use crate::ports::{CreateJob, JobStore, StoreError};
 
@@ -77,7 +76,6 @@ fn read_job(conn: &Connection, job_id: &str) -> Result<Option<Job>, Failure> {
 impl JobStore for SqliteStore {
     async fn create_job(&self, job: &NewJob) -> Result<CreateJob, StoreError> {
         let job = job.clone();
-        self.write_units.charge_jobs(1, SMALL_WRITE_UNITS);
         self.run("create_job", move |conn| {
             let id = job.job_id.to_string();
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -112,7 +110,6 @@ impl JobStore for SqliteStore {
     }
 
     async fn mark_enqueued(&self, job_id: JobId) -> Result<(), StoreError> {
-        self.write_units.charge_jobs(1, SMALL_WRITE_UNITS);
         self.run("mark_enqueued", move |conn| {
             // Like the in-memory store, an unknown job is left alone.
             conn.prepare_cached("UPDATE jobs SET enqueued = 1 WHERE job_id = ?1")?
@@ -135,10 +132,7 @@ impl JobStore for SqliteStore {
         items: &[String],
         now: OffsetDateTime,
     ) -> Result<bool, StoreError> {
-        // The marker-and-job transaction, then the completion check.
         let items = items.join("\n");
-        self.write_units
-            .charge_jobs(2, fold_units(items.len() + 1) + SMALL_WRITE_UNITS);
         self.run("fold_message", move |conn| {
             let id = job_id.to_string();
             let (applied, duplicate, failed, refused) = (
@@ -206,10 +200,6 @@ impl JobStore for SqliteStore {
 
     async fn record_chunk(&self, job_id: JobId, chunk: &ChunkReport, now: OffsetDateTime) -> Result<bool, StoreError> {
         let chunk = chunk.clone();
-        // The marker-and-job transaction, then (last chunk) the completion check.
-        let last = u64::from(chunk.is_final());
-        self.write_units
-            .charge_jobs(1 + last, MARKER_AND_UPDATE_UNITS + last * SMALL_WRITE_UNITS);
         self.run("record_chunk", move |conn| {
             let id = job_id.to_string();
             let now = rfc3339(now)?;
@@ -272,7 +262,6 @@ impl JobStore for SqliteStore {
     }
 
     async fn begin_cancel(&self, job_id: JobId, now: OffsetDateTime) -> Result<Option<Job>, StoreError> {
-        self.write_units.charge_jobs(1, SMALL_WRITE_UNITS);
         self.run("begin_cancel", move |conn| {
             let id = job_id.to_string();
             conn.prepare_cached(
@@ -311,9 +300,6 @@ impl JobStore for SqliteStore {
         counts: CancelCounts,
         now: OffsetDateTime,
     ) -> Result<bool, StoreError> {
-        // As DynamoDB: the marker-and-job transaction, then the completion stamp.
-        self.write_units
-            .charge_jobs(2, MARKER_AND_UPDATE_UNITS + SMALL_WRITE_UNITS);
         self.run("record_cancelled", move |conn| {
             let id = job_id.to_string();
             let now = rfc3339(now)?;

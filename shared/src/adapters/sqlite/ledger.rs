@@ -7,8 +7,6 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use super::{from_unix_millis, rfc3339, to_i64, to_u64, unix_millis, Failure, SqliteStore};
-use crate::adapters::aws::dynamodb::{plan_transactions, sum_by_balance};
-use crate::domain::capacity::{indexed_write_units, ledger_transaction_units, use_entry_bytes, write_units, WriteKind};
 use crate::domain::history::{split_sort_key, EntryKind, HistoryEntry};
 use crate::domain::lots::{BalanceSheet, Lot, LotKey};
 use crate::domain::reversal::{ReversalKind, ReversalOutcome, ReversalRecord, ReversalTarget};
@@ -24,14 +22,6 @@ impl Credits for SqliteStore {
         accruals: &[Accrual],
         now: OffsetDateTime,
     ) -> Result<ApplyOutcome, StoreError> {
-        let transactions = plan_transactions(accruals);
-        self.write_units.charge_ledger(
-            transactions.len() as u64,
-            transactions
-                .iter()
-                .map(|chunk| ledger_transaction_units(by, chunk, sum_by_balance(chunk).len()))
-                .sum(),
-        );
         // The blocking closure must own its data.
         let accruals = accruals.to_vec();
         self.run("apply_accruals", move |conn| {
@@ -93,12 +83,6 @@ impl Credits for SqliteStore {
 #[async_trait]
 impl Debits for SqliteStore {
     async fn apply_use(&self, u: &Use, now: OffsetDateTime) -> Result<UseOutcome, StoreError> {
-        // As DynamoDB: one transaction of a put and a balance update.
-        self.write_units.charge_ledger(
-            1,
-            indexed_write_units(use_entry_bytes(u), WriteKind::Transactional)
-                + write_units(0, WriteKind::Transactional),
-        );
         let u = u.clone();
         self.run("apply_use", move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -162,12 +146,6 @@ impl Debits for SqliteStore {
     }
 
     async fn reverse(&self, target: &ReversalTarget, now: OffsetDateTime) -> Result<ReversalOutcome, StoreError> {
-        // As DynamoDB: one transaction updating the entry and the balance.
-        // …and the reversal's own history entry.
-        self.write_units.charge_ledger(
-            1,
-            2 * write_units(0, WriteKind::Transactional) + indexed_write_units(0, WriteKind::Transactional),
-        );
         let target = target.clone();
         self.run("reverse", move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;

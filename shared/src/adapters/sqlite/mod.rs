@@ -26,6 +26,10 @@
 //! inspection methods); `schema.rs` the schema and its migrations;
 //! `ledger.rs` the ledger ports; `jobs.rs` the job store; `queue.rs` the
 //! queues; `baseline.rs` the naive baseline's single writes (`testkit`).
+//!
+//! The store charges no DynamoDB write units itself: wrap it in
+//! [`crate::adapters::metered::Metered`] to count what the same writes would
+//! cost there ([`crate::backend::sqlite::ports`] does).
 
 #[cfg(feature = "testkit")]
 mod baseline;
@@ -43,7 +47,6 @@ use rusqlite::Connection;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use crate::domain::capacity::{WriteCost, WriteMeter};
 use crate::ports::{BoxError, QueueError, StoreError};
 
 pub use queue::SqliteQueue;
@@ -198,8 +201,6 @@ fn prepare(conn: &Connection, file_backed: bool) -> Result<(), Failure> {
 pub struct SqliteStore {
     db: Db,
     requests: Arc<AtomicU64>,
-    /// What the same writes would cost on DynamoDB ([`crate::domain::capacity`]).
-    write_units: WriteMeter,
 }
 
 impl SqliteStore {
@@ -229,7 +230,6 @@ impl SqliteStore {
         SqliteStore {
             db: Arc::new(Mutex::new(conn)),
             requests: Arc::new(AtomicU64::new(0)),
-            write_units: WriteMeter::new(),
         }
     }
 
@@ -244,13 +244,6 @@ impl SqliteStore {
     /// Port calls made to this store (and its clones) so far.
     pub fn requests(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
-    }
-
-    /// The write requests and units the same writes make on DynamoDB,
-    /// charged as the DynamoDB adapter charges them (for like-for-like
-    /// benchmarks; [`SqliteStore::requests`] counts port calls instead).
-    pub fn write_cost(&self) -> WriteCost {
-        self.write_units.cost()
     }
 
     /// Accruals settled over all jobs: the sum of `applied + duplicate +
