@@ -250,7 +250,7 @@ mod tests {
             expires_at: None,
         };
         let now = OffsetDateTime::now_utc();
-        store.apply_accruals(by, &[a.clone()], now).await.unwrap();
+        store.apply_accruals(by, std::slice::from_ref(&a), now).await.unwrap();
         let credited = store.write_cost();
         assert_eq!(
             (credited.ledger_requests, credited.ledger_units),
