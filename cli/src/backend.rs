@@ -17,6 +17,7 @@ use pointflow::adapters::aws::dynamodb::{create_table, DynamoStore};
 use pointflow::adapters::aws::s3::S3Objects;
 use pointflow::adapters::aws::sqs::{create_queue_with_dlq, SqsQueue};
 use pointflow::adapters::local_dir::DirObjects;
+use pointflow::adapters::metered::Metered;
 use pointflow::adapters::sqlite::SqliteStore;
 use pointflow::backend::QueuePolicy;
 use pointflow::domain::capacity::WriteCost;
@@ -119,14 +120,17 @@ impl LocalBackend {
             visibility_timeout: settings.visibility_timeout,
             max_receive_count: settings.max_receive_count,
         };
-        let ports = pointflow::backend::sqlite::ports(&store, QUEUE_NAME, DLQ_NAME, policy);
+        let metered = Metered::new(store.clone());
+        let ports = pointflow::backend::sqlite::metered_ports(&metered, QUEUE_NAME, DLQ_NAME, policy);
         let import_queue = store.queue(
             IMPORT_QUEUE_NAME,
             settings.import_visibility_timeout,
             Some((settings.max_receive_count, IMPORT_DLQ_NAME.to_owned())),
         );
         Ok(LocalBackend {
-            baseline_ledger: Arc::new(NaiveLedger::new(Arc::new(store.clone()))),
+            // Through the same meter as the ports, so `bench e2e` charges the
+            // baseline's writes as it charges Pointflow's.
+            baseline_ledger: Arc::new(NaiveLedger::new(Arc::new(metered))),
             store_write_cost: ports.store_write_cost,
             ledger: ports.ledger,
             jobs: ports.jobs,

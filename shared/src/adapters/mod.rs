@@ -8,6 +8,10 @@ pub mod aws;
 pub mod local_dir;
 #[cfg(any(test, feature = "testkit"))]
 pub mod memory;
+// Charges by the DynamoDB adapter's transaction plan; only the embedded
+// backend needs it (DynamoDB charges what it sends).
+#[cfg(feature = "sqlite")]
+pub mod metered;
 pub mod retry;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;

@@ -138,6 +138,7 @@ impl WorkQueue for Unbatched {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::adapters::metered::Metered;
     use crate::adapters::sqlite::SqliteStore;
     use crate::domain::JobId;
 
@@ -162,7 +163,7 @@ mod tests {
 
     #[tokio::test]
     async fn naive_ledger_credits_once_with_two_requests_per_new_accrual() {
-        let store = Arc::new(SqliteStore::in_memory().unwrap());
+        let store = Arc::new(Metered::new(SqliteStore::in_memory().unwrap()));
         let ledger = NaiveLedger::new(store.clone());
         let now = OffsetDateTime::now_utc();
         let batch = [accrual("a", "m1", 5), accrual("b", "m1", 7), accrual("c", "m2", 1)];
@@ -171,7 +172,7 @@ mod tests {
         let again = ledger.apply_accruals(by(0), &batch, now).await.unwrap();
         assert_eq!((again.applied, again.duplicate, again.requests), (0, 3, 3));
         assert_eq!(ledger.balances("m1").await.unwrap()[0].balance, 12);
-        assert_eq!(store.requests(), 9 + 1);
+        assert_eq!(store.inner().requests(), 9 + 1);
         // Three standard puts with their index entries and three small
         // updates, then three failed puts (no index entry).
         let cost = store.write_cost();
