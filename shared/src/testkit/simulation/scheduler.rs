@@ -7,11 +7,12 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use futures::task::{waker, ArcWake};
 
-use crate::adapters::memory::MemoryStore;
 use crate::adapters::sqlite::SqliteStore;
+use crate::backend::{self, Ports, QueuePolicy};
 use crate::domain::lots::LotKey;
 use crate::domain::submission::job_id_for_key;
 use crate::domain::JobId;
@@ -142,16 +143,16 @@ fn run_unguarded(seed: u64, options: &SimOptions) -> SeedOutcome {
         },
     };
     let _context = runtime.as_ref().map(|rt| rt.enter());
-    let (ledger, jobs): (Arc<dyn Ledger>, Arc<dyn JobStore>) = match options.backend {
-        SimBackend::Memory => {
-            let store = Arc::new(MemoryStore::new());
-            (store.clone(), store)
-        }
+    // The simulation brings its own queues (on its virtual clock); of a
+    // backend's ports it takes the store.
+    let policy = QueuePolicy {
+        visibility_timeout: Duration::from_secs(30),
+        max_receive_count: 3,
+    };
+    let Ports { ledger, jobs, .. } = match options.backend {
+        SimBackend::Memory => backend::memory::ports(policy),
         SimBackend::Sqlite => match SqliteStore::in_memory() {
-            Ok(store) => {
-                let store = Arc::new(store);
-                (store.clone(), store)
-            }
+            Ok(store) => backend::sqlite::ports(&store, "unused", "unused-dlq", policy),
             Err(e) => return failed_to_start(seed, format!("cannot open SQLite: {e}")),
         },
     };
