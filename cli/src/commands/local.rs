@@ -136,7 +136,7 @@ struct DemoArgs {
 
 #[derive(Args)]
 struct ImportArgs {
-    /// The CSV file (header row: member_id, point_type, amount, optional accrual_id, reason).
+    /// The CSV file (header row: member_id, point_type, amount; optional accrual_id, reason, apply_at, expires_at).
     file: PathBuf,
     /// Object key to drop it at (default: imports/<file name>).
     #[arg(long)]

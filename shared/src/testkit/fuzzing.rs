@@ -3,7 +3,7 @@
 //! hold of any input. A panic (or an `assert!` failing) is a finding.
 //!
 //! The cargo-fuzz targets in `fuzz/` call these, and so does the corpus
-//! replay in the regular test suite (`tests/tests/fuzz_corpus.rs`), so the
+//! replay in the regular test suite (`tests/tests/memory/fuzz_corpus.rs`), so the
 //! two can never drift apart. See `docs/fuzzing.md`.
 //!
 //! - [`api_body`]: request bodies of `POST /v1/jobs` (with and without an

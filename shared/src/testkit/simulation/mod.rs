@@ -243,7 +243,7 @@ impl SeedOutcome {
             out.push_str(&format!("  - {v}\n"));
         }
         out.push_str(&format!(
-            "replay: POINTFLOW_SIM_SEED={} cargo test -p pointflow-tests --test simulation -- --nocapture\n\
+            "replay: POINTFLOW_SIM_SEED={} cargo test -p pointflow-tests --test local simulation::every_seed -- --nocapture\n\
              or:     pointflow simulate --seed {} --trace\n",
             self.seed, self.seed
         ));
