@@ -17,7 +17,7 @@ use time::OffsetDateTime;
 use super::errors::{backend, single_call_error};
 use super::items::{job_from_item, job_to_item, minus, n, rfc3339, s, ItemExt};
 use super::keys;
-use super::transaction::{Meter, Request, Sent, OPERATION};
+use super::transaction::{put_new, Meter, Request, Sent, OPERATION};
 use super::{DynamoStore, Item};
 use crate::domain::capacity::MARKER_AND_UPDATE_UNITS;
 use crate::domain::{CancelCounts, ChunkReport, FoldedItems, Job, JobId, MessageCounts, NewJob};
@@ -55,13 +55,7 @@ impl DynamoStore {
             ),
         ]);
         marker.extend(attributes.into_iter().map(|(name, value)| (name.to_owned(), value)));
-        Put::builder()
-            .table_name(&self.table)
-            .set_item(Some(marker))
-            .condition_expression("attribute_not_exists(pk)")
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .build()
-            .map_err(|e| backend(OPERATION, e))
+        put_new(&self.table, marker)
     }
 
     /// Runs "put this marker unless it exists + update this job if it exists"

@@ -19,7 +19,7 @@ use super::items::{
 };
 use super::keys;
 use super::schema::HISTORY_INDEX;
-use super::transaction::{Code, Meter, Request, Retry, Sent, OPERATION};
+use super::transaction::{put_new, Code, Meter, Request, Retry, Sent, OPERATION};
 use super::{DynamoStore, Item, MAX_TRANSACTION_ACTIONS};
 use crate::domain::capacity::{write_units, WriteKind};
 use crate::domain::history::{self, HistoryEntry};
@@ -72,18 +72,6 @@ pub fn sum_by_lot<'a>(accruals: &[&'a Accrual]) -> BTreeMap<(&'a str, &'a str), 
             .or_insert(0) += a.amount;
     }
     sums
-}
-
-/// A put of `item` only if no item has its key, returning the existing item
-/// (`ALL_OLD`) when there is one.
-fn put_new(table: &str, item: Item) -> Result<Put, StoreError> {
-    Put::builder()
-        .table_name(table)
-        .set_item(Some(item))
-        .condition_expression("attribute_not_exists(pk)")
-        .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-        .build()
-        .map_err(|e| backend(OPERATION, e))
 }
 
 /// The update crediting a balance item (creating it if missing): each lot's

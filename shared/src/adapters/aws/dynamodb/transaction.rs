@@ -13,7 +13,7 @@
 use aws_sdk_dynamodb::config::http::HttpResponse;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::TransactWriteItem;
+use aws_sdk_dynamodb::types::{Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem};
 
 use super::errors::{backend, is_throttling, is_transport, single_call_error};
 use super::items::item_bytes;
@@ -193,6 +193,18 @@ fn retry_of_error(error: &SdkError<TransactWriteItemsError, HttpResponse>) -> Op
     }
 }
 
+/// A put of `item` only if no item has its key, returning the existing item
+/// (`ALL_OLD`) when there is one.
+pub(super) fn put_new(table: &str, item: Item) -> Result<Put, StoreError> {
+    Put::builder()
+        .table_name(table)
+        .set_item(Some(item))
+        .condition_expression("attribute_not_exists(pk)")
+        .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+        .build()
+        .map_err(|e| backend(OPERATION, e))
+}
+
 /// Write units of a transaction: puts by their item's size, updates as small
 /// items (balances and jobs stay far below 1 KiB).
 pub(super) fn transaction_units(items: &[TransactWriteItem]) -> u64 {
@@ -267,7 +279,7 @@ impl Transaction<'_> {
 
     /// Sends `request` until it commits or is cancelled, backing off and
     /// resending on throttling, transport failures and in-progress
-    /// transactions. Every attempt is counted with its write units.
+    /// transactions (unless [`once`](Self::once)). Every attempt is counted with its write units.
     pub(super) async fn send(&mut self, request: &Request) -> Result<Sent, StoreError> {
         loop {
             self.store.count();
