@@ -1,0 +1,466 @@
+//! Job tracking on DynamoDB: [`JobStore`].
+//!
+//! A message's or an import chunk's counts reach its job once: a marker
+//! item put under `attribute_not_exists(pk)` and the job's `ADD` go in one
+//! transaction, so a redelivery finds the marker and adds nothing.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::types::{
+    AttributeValue, Put, ReturnValue, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
+};
+use time::OffsetDateTime;
+
+use super::errors::{backend, single_call_error};
+use super::items::{job_from_item, job_to_item, minus, n, rfc3339, s, ItemExt};
+use super::keys;
+use super::transaction::{put_new, Meter, Request, Sent, OPERATION};
+use super::{DynamoStore, Item};
+use crate::domain::capacity::MARKER_AND_UPDATE_UNITS;
+use crate::domain::{CancelCounts, ChunkReport, FoldedItems, Job, JobId, MessageCounts, NewJob};
+use crate::ports::{CreateJob, JobStore, StoreError};
+
+/// Message markers expire after 30 days (DynamoDB TTL on `expires_at`): longer
+/// than SQS's 14-day maximum retention, so no redelivery outlives its marker.
+const MARKER_TTL_SECONDS: i64 = 30 * 24 * 3600;
+
+/// What a marker-and-update transaction found.
+enum Marked {
+    /// Marker written, job updated.
+    Done,
+    /// The marker existed (as returned): done by an earlier call.
+    Before(Option<Item>),
+    /// No such job.
+    NoJob,
+}
+
+impl DynamoStore {
+    /// A marker item (`pk`, `sk`, `attributes`, expiring after
+    /// [`MARKER_TTL_SECONDS`]) put only if it does not exist yet.
+    fn marker_put<const N: usize>(
+        &self,
+        (pk, sk): (String, &str),
+        attributes: [(&str, AttributeValue); N],
+        now: OffsetDateTime,
+    ) -> Result<Put, StoreError> {
+        let mut marker: Item = HashMap::from([
+            ("pk".to_owned(), s(pk)),
+            ("sk".to_owned(), s(sk)),
+            (
+                "expires_at".to_owned(),
+                AttributeValue::N((now.unix_timestamp() + MARKER_TTL_SECONDS).to_string()),
+            ),
+        ]);
+        marker.extend(attributes.into_iter().map(|(name, value)| (name.to_owned(), value)));
+        put_new(&self.table, marker)
+    }
+
+    /// Runs "put this marker unless it exists + update this job if it exists"
+    /// as one transaction, retrying conflicts and throttling.
+    async fn marker_and_update(&self, marker: Put, update: Update) -> Result<Marked, StoreError> {
+        self.guarded_pair(TransactWriteItem::builder().put(marker).build(), update)
+            .await
+    }
+
+    /// Runs "write this marker if its condition holds + update this job if
+    /// its condition holds" as one transaction, retrying conflicts and
+    /// throttling; says which condition failed, if one did.
+    async fn guarded_pair(&self, marker: TransactWriteItem, update: Update) -> Result<Marked, StoreError> {
+        // The marker by its size (a message's item ids), the job update small.
+        let request = Request::new(vec![marker, TransactWriteItem::builder().update(update).build()]);
+        let mut tx = self.transaction(Meter::Jobs);
+        loop {
+            let cancel = match tx.send(&request).await? {
+                Sent::Committed => return Ok(Marked::Done),
+                Sent::Cancelled(cancel) => cancel,
+            };
+            if cancel.condition_failed(0) {
+                return Ok(Marked::Before(cancel.old(0).cloned()));
+            }
+            if cancel.reasons.len() == 2 && cancel.condition_failed(1) {
+                return Ok(Marked::NoJob);
+            }
+            tx.retry(cancel).await?;
+        }
+    }
+
+    /// Moves a message's counts from `failed` to applied/duplicate once its
+    /// accruals were applied after all (a DLQ redrive): the marker's
+    /// condition `failed = :before` makes it happen once.
+    async fn resettle(
+        &self,
+        job_id: JobId,
+        seq: u32,
+        counts: MessageCounts,
+        failed_before: u64,
+        now: &str,
+    ) -> Result<bool, StoreError> {
+        let marker = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(keys::message_marker_key(job_id, seq)))
+            .update_expression("SET applied = :a, duplicate = :d, refused = :r, failed = :zero, folded_at = :now")
+            .condition_expression("failed = :before")
+            .expression_attribute_values(":a", n(counts.applied))
+            .expression_attribute_values(":d", n(counts.duplicate))
+            .expression_attribute_values(":r", n(counts.refused))
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":before", n(failed_before))
+            .expression_attribute_values(":now", s(now))
+            .build()
+            .map_err(|e| backend(OPERATION, e))?;
+        let job = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(keys::job_key(job_id)))
+            .update_expression("SET updated_at = :now ADD applied :a, duplicate :d, refused :r, failed :minus")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":now", s(now))
+            .expression_attribute_values(":a", n(counts.applied))
+            .expression_attribute_values(":d", n(counts.duplicate))
+            .expression_attribute_values(":r", n(counts.refused))
+            .expression_attribute_values(":minus", minus(failed_before))
+            .build()
+            .map_err(|e| backend(OPERATION, e))?;
+        let request = Request::new(vec![
+            TransactWriteItem::builder().update(marker).build(),
+            TransactWriteItem::builder().update(job).build(),
+        ])
+        .units(MARKER_AND_UPDATE_UNITS);
+        // Sent once: a redelivery of the message tries again.
+        match self.transaction(Meter::Jobs).once().send(&request).await? {
+            Sent::Committed => Ok(true),
+            // Resettled by a concurrent delivery, or the job is gone.
+            Sent::Cancelled(_) => Ok(false),
+        }
+    }
+
+    async fn try_complete(&self, job_id: JobId, now: &str) -> Result<(), StoreError> {
+        self.count_small_write();
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(keys::job_key(job_id)))
+            .update_expression("SET completed_at = :now")
+            .condition_expression(
+                "attribute_exists(pk) AND remaining <= :zero AND reading = :no AND attribute_not_exists(completed_at)",
+            )
+            .expression_attribute_values(":now", s(now))
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":no", AttributeValue::Bool(false))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e)
+                if matches!(
+                    e.as_service_error(),
+                    Some(UpdateItemError::ConditionalCheckFailedException(_))
+                ) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(backend("UpdateItem", e)),
+        }
+    }
+}
+
+#[async_trait]
+impl JobStore for DynamoStore {
+    async fn create_job(&self, job: &NewJob) -> Result<CreateJob, StoreError> {
+        self.count_small_write();
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(job_to_item(job)))
+            .condition_expression("attribute_not_exists(pk)")
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(CreateJob::Created(Job::from_new(job))),
+            Err(e) => match e.as_service_error() {
+                Some(PutItemError::ConditionalCheckFailedException(ccf)) => match ccf.item() {
+                    Some(item) => Ok(CreateJob::Existing(job_from_item(item)?)),
+                    None => match self.get_job(job.job_id).await? {
+                        Some(existing) => Ok(CreateJob::Existing(existing)),
+                        None => Err(backend("PutItem", e)),
+                    },
+                },
+                _ => Err(single_call_error("PutItem", e)),
+            },
+        }
+    }
+
+    async fn mark_enqueued(&self, job_id: JobId) -> Result<(), StoreError> {
+        self.count_small_write();
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(keys::job_key(job_id)))
+            .update_expression("SET enqueued = :yes")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":yes", AttributeValue::Bool(true))
+            .send()
+            .await
+            .map_err(|e| single_call_error("UpdateItem", e))?;
+        Ok(())
+    }
+
+    async fn get_job(&self, job_id: JobId) -> Result<Option<Job>, StoreError> {
+        self.count();
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(keys::job_key(job_id)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| single_call_error("GetItem", e))?;
+        output.item().map(job_from_item).transpose()
+    }
+
+    async fn fold_message(
+        &self,
+        job_id: JobId,
+        seq: u32,
+        counts: MessageCounts,
+        items: &[String],
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let now_text = rfc3339(now);
+        let put = self.marker_put(
+            keys::message_marker(job_id, seq),
+            [
+                ("applied", n(counts.applied)),
+                ("duplicate", n(counts.duplicate)),
+                ("failed", n(counts.failed)),
+                ("refused", n(counts.refused)),
+                ("folded_at", s(&now_text)),
+                // Ids cannot hold a newline: one string is the smallest item.
+                ("items", s(items.join("\n"))),
+            ],
+            now,
+        )?;
+        let update = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(keys::job_key(job_id)))
+            .update_expression(
+                "SET updated_at = :now ADD applied :a, duplicate :d, failed :f, refused :r, remaining :settled",
+            )
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":now", s(&now_text))
+            .expression_attribute_values(":a", n(counts.applied))
+            .expression_attribute_values(":d", n(counts.duplicate))
+            .expression_attribute_values(":f", n(counts.failed))
+            .expression_attribute_values(":r", n(counts.refused))
+            .expression_attribute_values(":settled", minus(counts.settled()))
+            .build()
+            .map_err(|e| backend(OPERATION, e))?;
+        let folded = match self.marker_and_update(put, update).await? {
+            Marked::Done => true,
+            Marked::Before(old) => {
+                let failed_before = old.as_ref().map_or(Ok(0), |item| item.number("failed"))?;
+                if failed_before > 0 && counts.failed == 0 && counts.settled() == failed_before {
+                    self.resettle(job_id, seq, counts, failed_before, &now_text).await?
+                } else {
+                    false
+                }
+            }
+            Marked::NoJob => {
+                tracing::warn!(%job_id, seq, "message of an unknown job: counts not recorded");
+                return Ok(false);
+            }
+        };
+        // Also on a redelivery: the earlier delivery may have died between
+        // folding and stamping completion.
+        self.try_complete(job_id, &now_text).await?;
+        Ok(folded)
+    }
+
+    async fn record_chunk(&self, job_id: JobId, chunk: &ChunkReport, now: OffsetDateTime) -> Result<bool, StoreError> {
+        let now_text = rfc3339(now);
+        let put = self.marker_put(
+            keys::chunk_marker(job_id, chunk.index),
+            [("recorded_at", s(&now_text))],
+            now,
+        )?;
+        // `remaining` grows by what this chunk queued; workers may already
+        // have folded some of it (it dips below zero meanwhile), which is why
+        // completion also waits for `reading` to turn false.
+        let mut expression =
+            "SET updated_at = :now ADD #total :acc, deduplicated :dedup, rejected :rej, messages :msgs, remaining :acc"
+                .to_owned();
+        let mut update = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(keys::job_key(job_id)))
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_names("#total", "total")
+            .expression_attribute_values(":now", s(&now_text))
+            .expression_attribute_values(":acc", n(chunk.accepted))
+            .expression_attribute_values(":dedup", n(chunk.deduplicated))
+            .expression_attribute_values(":rej", n(chunk.rejected))
+            .expression_attribute_values(":msgs", n(chunk.messages));
+        if chunk.is_final() {
+            expression = expression.replacen("SET ", "SET reading = :no, enqueued = :yes, ", 1);
+            update = update
+                .expression_attribute_values(":no", AttributeValue::Bool(false))
+                .expression_attribute_values(":yes", AttributeValue::Bool(true));
+            if let Some(reason) = chunk.failure() {
+                expression = expression.replacen("SET ", "SET #error = :error, ", 1);
+                update = update
+                    .expression_attribute_names("#error", "error")
+                    .expression_attribute_values(":error", s(reason));
+            }
+        }
+        let update = update
+            .update_expression(expression)
+            .build()
+            .map_err(|e| backend(OPERATION, e))?;
+        let recorded = match self.marker_and_update(put, update).await? {
+            Marked::Done => true,
+            Marked::Before(_) => false,
+            Marked::NoJob => {
+                tracing::warn!(%job_id, chunk = chunk.index, "chunk of an unknown job: counts not recorded");
+                return Ok(false);
+            }
+        };
+        if chunk.is_final() {
+            self.try_complete(job_id, &now_text).await?;
+        }
+        Ok(recorded)
+    }
+
+    async fn chunk_recorded(&self, job_id: JobId, index: u32) -> Result<bool, StoreError> {
+        self.count();
+        let key = keys::chunk_marker_key(job_id, index);
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key))
+            .consistent_read(true)
+            .projection_expression("pk")
+            .send()
+            .await
+            .map_err(|e| single_call_error("GetItem", e))?;
+        Ok(output.item().is_some())
+    }
+
+    async fn begin_cancel(&self, job_id: JobId, now: OffsetDateTime) -> Result<Option<Job>, StoreError> {
+        self.count_small_write();
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(keys::job_key(job_id)))
+            .update_expression("SET cancel_requested_at = if_not_exists(cancel_requested_at, :now)")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":now", s(rfc3339(now)))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await;
+        match result {
+            Ok(output) => output.attributes().map(job_from_item).transpose(),
+            Err(e)
+                if matches!(
+                    e.as_service_error(),
+                    Some(UpdateItemError::ConditionalCheckFailedException(_))
+                ) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(single_call_error("UpdateItem", e)),
+        }
+    }
+
+    async fn folded_items(&self, job_id: JobId, seq: u32) -> Result<Option<FoldedItems>, StoreError> {
+        self.count();
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(keys::message_marker_key(job_id, seq)))
+            .consistent_read(true)
+            .projection_expression("pk, #items, cancelled_at")
+            .expression_attribute_names("#items", "items")
+            .send()
+            .await
+            .map_err(|e| single_call_error("GetItem", e))?;
+        Ok(output.item().map(|item| FoldedItems {
+            items: item
+                .string("items")
+                .unwrap_or_default()
+                .split('\n')
+                .filter(|id| !id.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            cancelled: item.contains_key("cancelled_at"),
+        }))
+    }
+
+    async fn record_cancelled(
+        &self,
+        job_id: JobId,
+        seq: u32,
+        counts: CancelCounts,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let now_text = rfc3339(now);
+        let marker = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(keys::message_marker_key(job_id, seq)))
+            .update_expression("SET cancelled_at = :now")
+            .condition_expression("attribute_exists(pk) AND attribute_not_exists(cancelled_at)")
+            .expression_attribute_values(":now", s(&now_text))
+            .build()
+            .map_err(|e| backend(OPERATION, e))?;
+        let job = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(keys::job_key(job_id)))
+            .update_expression(
+                "SET updated_at = :now ADD cancel_reversed :r, cancel_spent :s, cancel_skipped :k, cancel_messages :one",
+            )
+            .condition_expression("attribute_exists(cancel_requested_at)")
+            .expression_attribute_values(":now", s(&now_text))
+            .expression_attribute_values(":r", n(counts.reversed))
+            .expression_attribute_values(":s", n(counts.spent))
+            .expression_attribute_values(":k", n(counts.skipped))
+            .expression_attribute_values(":one", n(1))
+            .build()
+            .map_err(|e| backend(OPERATION, e))?;
+        // Recorded before (the marker's condition), or no such cancel.
+        let recorded = matches!(
+            self.guarded_pair(TransactWriteItem::builder().update(marker).build(), job)
+                .await?,
+            Marked::Done
+        );
+        // Also when recorded before: an earlier call may have died before
+        // stamping the completion.
+        self.count_small_write();
+        let stamped = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(keys::job_key(job_id)))
+            .update_expression("SET cancel_completed_at = :now")
+            .condition_expression("cancel_messages >= messages AND attribute_not_exists(cancel_completed_at)")
+            .expression_attribute_values(":now", s(&now_text))
+            .send()
+            .await;
+        match stamped {
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.as_service_error(),
+                    Some(UpdateItemError::ConditionalCheckFailedException(_))
+                ) => {}
+            Err(e) => return Err(single_call_error("UpdateItem", e)),
+        }
+        Ok(recorded)
+    }
+}

@@ -1,0 +1,632 @@
+//! The ledger on DynamoDB: [`Credits`], [`Debits`] and [`LedgerReads`].
+//!
+//! Crediting chunks a message's accruals into transactions of at most
+//! [`MAX_TRANSACTION_ACTIONS`] actions, one conditional put per ledger entry
+//! plus one update per balance item (summed per lot), and recognises its own
+//! earlier writes in the `CancellationReasons`.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::types::{AttributeValue, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update};
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+
+use super::errors::{backend, single_call_error};
+use super::items::{
+    history_from_item, item_bytes, ledger_entry, minus, n, reversal_entry, rfc3339, s, sheet_from_item, use_entry,
+    use_from_item, ItemExt,
+};
+use super::keys;
+use super::schema::HISTORY_INDEX;
+use super::transaction::{put_new, Code, Meter, Request, Retry, Sent, OPERATION};
+use super::{DynamoStore, Item, MAX_TRANSACTION_ACTIONS};
+use crate::domain::capacity::{write_units, WriteKind};
+use crate::domain::history::{self, HistoryEntry};
+use crate::domain::lots::{BalanceSheet, Lot, LotKey};
+use crate::domain::reversal::{ReversalKind, ReversalOutcome, ReversalRecord, ReversalTarget};
+use crate::domain::uses::{Use, UseOutcome, UseRecord};
+use crate::domain::{Accrual, MessageRef};
+use crate::ports::{ApplyOutcome, Credits, Debits, LedgerReads, StoreError};
+
+/// Groups accruals into transactions of at most [`MAX_TRANSACTION_ACTIONS`]
+/// actions: one put per accrual plus one update per distinct balance.
+pub fn plan_transactions(accruals: &[Accrual]) -> Vec<Vec<&Accrual>> {
+    let mut chunks: Vec<Vec<&Accrual>> = Vec::new();
+    let mut current: Vec<&Accrual> = Vec::new();
+    let mut keys = HashSet::new();
+    for accrual in accruals {
+        let new_key = !keys.contains(&accrual.balance_key());
+        let actions = current.len() + keys.len() + 1 + usize::from(new_key);
+        if actions > MAX_TRANSACTION_ACTIONS {
+            chunks.push(std::mem::take(&mut current));
+            keys.clear();
+        }
+        keys.insert(accrual.balance_key());
+        current.push(accrual);
+    }
+    if !current.is_empty() {
+        chunks.push(current);
+    }
+    chunks
+}
+
+/// Sums accruals per balance item: DynamoDB refuses two actions on one item
+/// in a transaction.
+pub fn sum_by_balance<'a>(accruals: &[&'a Accrual]) -> BTreeMap<(&'a str, &'a str), u64> {
+    let mut sums = BTreeMap::new();
+    for a in accruals {
+        *sums.entry((a.member_id.as_str(), a.point_type.as_str())).or_insert(0) += a.amount;
+    }
+    sums
+}
+
+/// Sums accruals per balance item and, within it, per lot.
+pub fn sum_by_lot<'a>(accruals: &[&'a Accrual]) -> BTreeMap<(&'a str, &'a str), BTreeMap<LotKey, u64>> {
+    let mut sums: BTreeMap<(&str, &str), BTreeMap<LotKey, u64>> = BTreeMap::new();
+    for a in accruals {
+        *sums
+            .entry((a.member_id.as_str(), a.point_type.as_str()))
+            .or_default()
+            .entry(a.lot())
+            .or_insert(0) += a.amount;
+    }
+    sums
+}
+
+/// The update crediting a balance item (creating it if missing): each lot's
+/// sum to its attribute (`balance` for the plain lot), the total to
+/// `earned`, and `lots = true` once a lot other than the plain one exists.
+pub(super) fn balance_update(
+    table: &str,
+    member: &str,
+    point_type: &str,
+    lots: &BTreeMap<LotKey, u64>,
+    now: &str,
+) -> Result<Update, StoreError> {
+    let mut set = "SET member_id = :m, point_type = :p, updated_at = :now".to_owned();
+    let mut add = "ADD earned :earned".to_owned();
+    let mut update = Update::builder()
+        .table_name(table)
+        .set_key(Some(keys::balance_key(member, point_type)))
+        .expression_attribute_values(":m", s(member))
+        .expression_attribute_values(":p", s(point_type))
+        .expression_attribute_values(":now", s(now))
+        .expression_attribute_values(":earned", n(lots.values().sum()));
+    for (i, (lot, sum)) in lots.iter().enumerate() {
+        if lot.is_plain() {
+            add.push_str(", balance :plain");
+            update = update.expression_attribute_values(":plain", n(*sum));
+        } else {
+            add.push_str(&format!(", #l{i} :l{i}"));
+            update = update
+                .expression_attribute_names(format!("#l{i}"), lot.attribute())
+                .expression_attribute_values(format!(":l{i}"), n(*sum));
+        }
+    }
+    if lots.keys().any(|lot| !lot.is_plain()) {
+        set.push_str(", lots = :yes");
+        update = update.expression_attribute_values(":yes", AttributeValue::Bool(true));
+    }
+    update
+        .update_expression(format!("{set} {add}"))
+        .build()
+        .map_err(|e| backend(OPERATION, e))
+}
+
+/// The actions crediting `accruals`: their ledger entries' puts, in order,
+/// then one update per balance item.
+fn ledger_transaction(
+    table: &str,
+    by: MessageRef,
+    accruals: &[&Accrual],
+    now: &str,
+    key_time: &str,
+) -> Result<Vec<TransactWriteItem>, StoreError> {
+    let mut items = Vec::with_capacity(accruals.len() * 2);
+    for a in accruals {
+        let put = put_new(table, ledger_entry(by, a, now, key_time))?;
+        items.push(TransactWriteItem::builder().put(put).build());
+    }
+    for ((member, point_type), lots) in sum_by_lot(accruals) {
+        let update = balance_update(table, member, point_type, &lots, now)?;
+        items.push(TransactWriteItem::builder().update(update).build());
+    }
+    Ok(items)
+}
+
+/// ClientRequestToken: the same transaction content gives the same token, so
+/// AWS treats a resend within 10 minutes as the same transaction (moto does
+/// not; the `job_id` read back through `ALL_OLD` covers that case).
+fn request_token(by: MessageRef, accruals: &[&Accrual]) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(format!("{}#{}", by.job_id, by.seq).as_bytes());
+    for a in accruals {
+        hasher.update(b"\n");
+        hasher.update(a.accrual_id.as_bytes());
+    }
+    // Tokens are at most 36 characters (TransactWriteItems API Reference).
+    hex::encode(hasher.finalize())[..36].to_owned()
+}
+
+/// A use's balance update when the balance has only its plain lot: no read
+/// needed. The condition fails if it holds too little or has other lots
+/// (whose points must go first if they expire), and the use plans again.
+fn use_update_plain(table: &str, u: &Use, now: &str) -> Result<(Update, Item), StoreError> {
+    let update = Update::builder()
+        .table_name(table)
+        .set_key(Some(keys::balance_key(&u.member_id, &u.point_type)))
+        .update_expression("SET updated_at = :now ADD balance :minus, used :amount")
+        .condition_expression("balance >= :amount AND attribute_not_exists(lots)")
+        .expression_attribute_values(":now", s(now))
+        .expression_attribute_values(":minus", minus(u.amount))
+        .expression_attribute_values(":amount", n(u.amount))
+        .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+        .build()
+        .map_err(|e| backend(OPERATION, e))?;
+    Ok((update, HashMap::from([("balance".to_owned(), n(u.amount))])))
+}
+
+/// A use's balance update taking `plan` from the lots, each under the
+/// condition that its lot still holds what is taken: the overdraft guard.
+fn use_update_lots(table: &str, u: &Use, plan: &[Lot], now: &str) -> Result<(Update, Item), StoreError> {
+    let mut add = vec!["used :amount".to_owned()];
+    let mut conditions = Vec::new();
+    let mut consumed = Item::new();
+    let mut update = Update::builder()
+        .table_name(table)
+        .set_key(Some(keys::balance_key(&u.member_id, &u.point_type)))
+        .expression_attribute_values(":now", s(now))
+        .expression_attribute_values(":amount", n(u.amount))
+        .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+    for (i, take) in plan.iter().enumerate() {
+        let name = if take.key.is_plain() {
+            "balance".to_owned()
+        } else {
+            take.key.attribute()
+        };
+        update = update
+            .expression_attribute_names(format!("#t{i}"), &name)
+            .expression_attribute_values(format!(":minus{i}"), minus(take.amount))
+            .expression_attribute_values(format!(":take{i}"), n(take.amount));
+        add.push(format!("#t{i} :minus{i}"));
+        conditions.push(format!("#t{i} >= :take{i}"));
+        consumed.insert(name, n(take.amount));
+    }
+    let update = update
+        .update_expression(format!("SET updated_at = :now ADD {}", add.join(", ")))
+        .condition_expression(conditions.join(" AND "))
+        .build()
+        .map_err(|e| backend(OPERATION, e))?;
+    Ok((update, consumed))
+}
+
+impl DynamoStore {
+    /// Applies one chunk (≤ 100 actions) until every accrual is credited or
+    /// found credited. Returns the chunk's outcome.
+    async fn apply_chunk(
+        &self,
+        by: MessageRef,
+        chunk: &[&Accrual],
+        now: &str,
+        key_time: &str,
+    ) -> Result<ApplyOutcome, StoreError> {
+        let mut outcome = ApplyOutcome::default();
+        let mut remaining: Vec<&Accrual> = chunk.to_vec();
+        let mut tx = self.transaction(Meter::Ledger);
+        let job = by.job_id.to_string();
+        let seq = by.seq.to_string();
+        while !remaining.is_empty() {
+            let actions = ledger_transaction(&self.table, by, &remaining, now, key_time)?;
+            let request = Request::new(actions).token(request_token(by, &remaining));
+            let cancel = match tx.send(&request).await? {
+                Sent::Committed => {
+                    outcome.applied += remaining.len() as u64;
+                    break;
+                }
+                Sent::Cancelled(cancel) => cancel,
+            };
+            let mut found = vec![false; remaining.len()];
+            let mut retryable: Option<Retry> = None;
+            let mut unmendable = false;
+            for (index, reason) in cancel.reasons.iter().enumerate() {
+                match reason.code {
+                    Code::Passed => {}
+                    Code::ConditionFailed if index < remaining.len() => {
+                        found[index] = true;
+                        let owner = reason
+                            .old
+                            .as_ref()
+                            .map(|item| (item.string("job_id"), item.number_text("seq")));
+                        // Our own earlier write (a redelivery, or a retried
+                        // transaction whose answer was lost): it counts as
+                        // applied, not duplicate.
+                        if owner == Some((Some(job.as_str()), Some(seq.as_str()))) {
+                            outcome.applied += 1;
+                            outcome.replayed += 1;
+                        } else {
+                            outcome.duplicate += 1;
+                        }
+                    }
+                    Code::Conflict => retryable = retryable.or(Some(Retry::Conflict)),
+                    Code::Throttled => retryable = retryable.or(Some(Retry::Throttled)),
+                    // A failed condition of a balance update (which has
+                    // none), or a reason no retry mends.
+                    Code::ConditionFailed | Code::Other => {
+                        unmendable = true;
+                        break;
+                    }
+                }
+            }
+            if unmendable {
+                return Err(cancel.into_error());
+            }
+            let progressed = found.iter().any(|f| *f);
+            let mut keep = found.iter().map(|f| !f);
+            remaining.retain(|_| keep.next().unwrap_or(true));
+            if progressed {
+                // Retry the rest at once: nothing was contended.
+                continue;
+            }
+            match retryable {
+                Some(retry) => tx.back_off(retry).await?,
+                None => return Err(cancel.into_error()),
+            }
+        }
+        outcome.requests = tx.requests();
+        Ok(outcome)
+    }
+}
+
+#[async_trait]
+impl Credits for DynamoStore {
+    async fn apply_accruals(
+        &self,
+        by: MessageRef,
+        accruals: &[Accrual],
+        now: OffsetDateTime,
+    ) -> Result<ApplyOutcome, StoreError> {
+        let key_time = history::key_time(now);
+        let now = rfc3339(now);
+        let mut total = ApplyOutcome::default();
+        for chunk in plan_transactions(accruals) {
+            let outcome = self.apply_chunk(by, &chunk, &now, &key_time).await?;
+            total.applied += outcome.applied;
+            total.replayed += outcome.replayed;
+            total.duplicate += outcome.duplicate;
+            total.requests += outcome.requests;
+        }
+        Ok(total)
+    }
+}
+
+#[async_trait]
+impl Debits for DynamoStore {
+    async fn apply_use(&self, u: &Use, now: OffsetDateTime) -> Result<UseOutcome, StoreError> {
+        let now_text = rfc3339(now);
+        let key_time = history::key_time(now);
+        // The balance item as last seen (through ALL_OLD): `None` until a
+        // first attempt fails, which tries the fast path (plain lot only).
+        let mut seen: Option<Option<Item>> = None;
+        let mut tx = self.transaction(Meter::Ledger);
+        loop {
+            let (update, consumed) = match &seen {
+                None => use_update_plain(&self.table, u, &now_text)?,
+                Some(None) => return Ok(UseOutcome::Insufficient { available: 0 }),
+                Some(Some(item)) => match sheet_from_item(item)?.plan_use(u.amount, now) {
+                    Ok(plan) => use_update_lots(&self.table, u, &plan, &now_text)?,
+                    Err(available) => return Ok(UseOutcome::Insufficient { available }),
+                },
+            };
+            let entry = put_new(&self.table, use_entry(u, &consumed, &now_text, &key_time))?;
+            let request = Request::new(vec![
+                TransactWriteItem::builder().put(entry).build(),
+                TransactWriteItem::builder().update(update).build(),
+            ]);
+            let cancel = match tx.send(&request).await? {
+                Sent::Committed => return Ok(UseOutcome::Applied(UseRecord::of(u, now))),
+                Sent::Cancelled(cancel) => cancel,
+            };
+            if cancel.condition_failed(0) {
+                let record = match cancel.old(0) {
+                    Some(item) => use_from_item(item)?,
+                    None => return Err(cancel.into_error()),
+                };
+                return Ok(if record.matches(u) {
+                    UseOutcome::Replayed(record)
+                } else {
+                    UseOutcome::IdReused(record)
+                });
+            }
+            if cancel.condition_failed(1) {
+                // The balance is not what the plan assumed (it has lots,
+                // holds too little, or a concurrent use took points first):
+                // plan again from what it holds.
+                let first = seen.is_none();
+                seen = Some(cancel.old(1).filter(|item| !item.is_empty()).cloned());
+                if !first {
+                    tx.back_off(Retry::Conflict).await?;
+                }
+            } else {
+                tx.retry(cancel).await?;
+            }
+        }
+    }
+
+    async fn reverse(&self, target: &ReversalTarget, now: OffsetDateTime) -> Result<ReversalOutcome, StoreError> {
+        let kind = match target {
+            ReversalTarget::Accrual(_) | ReversalTarget::CreditBy { .. } => ReversalKind::Accrual,
+            ReversalTarget::Use(_) => ReversalKind::Use,
+        };
+        let id = target.id();
+        let entry_key = keys::entry_key(kind, id);
+        self.count();
+        let entry = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(entry_key.clone()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| single_call_error("GetItem", e))?;
+        let Some(entry) = entry.item() else {
+            return Ok(ReversalOutcome::NotFound);
+        };
+        if let ReversalTarget::CreditBy { by, .. } = target {
+            let seq = by.seq.to_string();
+            let job = by.job_id.to_string();
+            if entry.string("job_id") != Some(job.as_str()) || entry.number_text("seq") != Some(seq.as_str()) {
+                return Ok(ReversalOutcome::NotFound);
+            }
+        }
+        let member_id = entry
+            .string("member_id")
+            .ok_or_else(|| entry.corrupt("member_id missing"))?;
+        let point_type = entry
+            .string("point_type")
+            .ok_or_else(|| entry.corrupt("point_type missing"))?;
+        let amount = entry.number("amount")?;
+        let record = |at: OffsetDateTime| ReversalRecord {
+            kind,
+            id: id.to_owned(),
+            member_id: member_id.to_owned(),
+            point_type: point_type.to_owned(),
+            amount,
+            reversed_at: at,
+        };
+        if let Some(at) = entry.time("reversed_at")? {
+            return Ok(ReversalOutcome::Replayed(record(at)));
+        }
+        let now_text = rfc3339(now);
+        let mark = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(entry_key))
+            .update_expression("SET reversed_at = :now")
+            .condition_expression("attribute_exists(pk) AND attribute_not_exists(reversed_at)")
+            .expression_attribute_values(":now", s(&now_text))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .build()
+            .map_err(|e| backend(OPERATION, e))?;
+        let mut balance = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(keys::balance_key(member_id, point_type)))
+            .expression_attribute_values(":now", s(&now_text))
+            .expression_attribute_values(":minus", minus(amount))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        let lot_name = match kind {
+            ReversalKind::Accrual => {
+                let lot = LotKey::new(entry.time("apply_at")?, entry.time("expires_at")?);
+                let name = if lot.is_plain() {
+                    "balance".to_owned()
+                } else {
+                    lot.attribute()
+                };
+                balance = balance
+                    .update_expression("SET updated_at = :now ADD #lot :minus, earned :minus")
+                    .condition_expression("#lot >= :amount")
+                    .expression_attribute_names("#lot", &name)
+                    .expression_attribute_values(":amount", n(amount));
+                Some(name)
+            }
+            ReversalKind::Use => {
+                let mut add = vec!["used :minus".to_owned()];
+                if let Some(AttributeValue::M(consumed)) = entry.get("consumed") {
+                    for (i, (lot, given)) in consumed.iter().enumerate() {
+                        let given = match given {
+                            AttributeValue::N(v) => v.clone(),
+                            _ => return Err(entry.corrupt(format!("consumed[{lot}] is not a number"))),
+                        };
+                        balance = balance
+                            .expression_attribute_names(format!("#g{i}"), lot)
+                            .expression_attribute_values(format!(":g{i}"), AttributeValue::N(given));
+                        add.push(format!("#g{i} :g{i}"));
+                    }
+                }
+                balance = balance.update_expression(format!("SET updated_at = :now ADD {}", add.join(", ")));
+                None
+            }
+        };
+        let balance = balance.build().map_err(|e| backend(OPERATION, e))?;
+        let reversal = reversal_entry(&record(now), &now_text, &history::key_time(now));
+        // The mark writes the whole entry again (sized as it is), the
+        // balance update is small; the mark changes no attribute the history
+        // index projects, so only the reversal's entry is indexed.
+        let units = write_units(item_bytes(entry), WriteKind::Transactional)
+            + write_units(0, WriteKind::Transactional)
+            + write_units(item_bytes(&reversal), WriteKind::Transactional);
+        // Unconditional: the mark's condition already makes the whole
+        // transaction happen once.
+        let reversal = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(reversal))
+            .build()
+            .map_err(|e| backend(OPERATION, e))?;
+        let request = Request::new(vec![
+            TransactWriteItem::builder().update(mark).build(),
+            TransactWriteItem::builder().update(balance).build(),
+            TransactWriteItem::builder().put(reversal).build(),
+        ])
+        .units(units);
+        let mut tx = self.transaction(Meter::Ledger);
+        loop {
+            let cancel = match tx.send(&request).await? {
+                Sent::Committed => return Ok(ReversalOutcome::Reversed(record(now))),
+                Sent::Cancelled(cancel) => cancel,
+            };
+            if cancel.condition_failed(0) {
+                // Reversed by a concurrent call meanwhile.
+                let at = cancel
+                    .old(0)
+                    .map(|item| item.time("reversed_at"))
+                    .transpose()?
+                    .flatten();
+                return Ok(ReversalOutcome::Replayed(record(at.unwrap_or(now))));
+            }
+            if cancel.condition_failed(1) {
+                let remaining = match (cancel.old(1), &lot_name) {
+                    (Some(item), Some(name)) => item.number(name)?,
+                    _ => 0,
+                };
+                return Ok(ReversalOutcome::AlreadySpent { remaining });
+            }
+            tx.retry(cancel).await?;
+        }
+    }
+}
+
+#[async_trait]
+impl LedgerReads for DynamoStore {
+    async fn history_entries(
+        &self,
+        member_id: &str,
+        point_type: Option<&str>,
+        before: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<HistoryEntry>, StoreError> {
+        let mut entries = Vec::new();
+        let mut start: Option<Item> = None;
+        // Above every sort key (they start with a year's digits).
+        let before = before.unwrap_or("~");
+        while entries.len() < limit {
+            self.count();
+            let mut query = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(HISTORY_INDEX)
+                .key_condition_expression("hist_pk = :pk AND hist_sk < :before")
+                .expression_attribute_values(":pk", s(keys::member_pk(member_id)))
+                .expression_attribute_values(":before", s(before))
+                .scan_index_forward(false)
+                .limit(i32::try_from(limit - entries.len()).unwrap_or(i32::MAX))
+                .set_exclusive_start_key(start.take());
+            if let Some(point_type) = point_type {
+                query = query
+                    .filter_expression("point_type = :pt")
+                    .expression_attribute_values(":pt", s(point_type));
+            }
+            let page = query.send().await.map_err(|e| single_call_error("Query", e))?;
+            for item in page.items() {
+                entries.push(history_from_item(item)?);
+            }
+            match page.last_evaluated_key() {
+                Some(key) if !key.is_empty() => start = Some(key.clone()),
+                _ => break,
+            }
+        }
+        Ok(entries)
+    }
+
+    async fn balance_sheets(&self, member_id: &str) -> Result<Vec<BalanceSheet>, StoreError> {
+        let mut sheets = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            self.count();
+            let page = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+                .expression_attribute_values(":pk", s(keys::member_pk(member_id)))
+                .expression_attribute_values(":prefix", s(keys::BALANCE_PREFIX))
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| single_call_error("Query", e))?;
+            for item in page.items() {
+                sheets.push(sheet_from_item(item)?);
+            }
+            match page.last_evaluated_key() {
+                Some(key) if !key.is_empty() => start = Some(key.clone()),
+                _ => break,
+            }
+        }
+        sheets.sort_by(|a, b| a.point_type.cmp(&b.point_type));
+        Ok(sheets)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::JobId;
+
+    fn accrual(id: usize, member: usize, point_type: &str) -> Accrual {
+        Accrual {
+            accrual_id: format!("a{id}"),
+            member_id: format!("m{member}"),
+            point_type: point_type.into(),
+            amount: 10,
+            reason: None,
+            apply_at: None,
+            expires_at: None,
+        }
+    }
+
+    #[test]
+    fn distinct_members_take_two_actions_each() {
+        let accruals: Vec<Accrual> = (0..120).map(|i| accrual(i, i, "P")).collect();
+        let chunks = plan_transactions(&accruals);
+        assert_eq!(chunks.iter().map(Vec::len).collect::<Vec<_>>(), [50, 50, 20]);
+    }
+
+    #[test]
+    fn one_member_many_accruals_share_one_update() {
+        let accruals: Vec<Accrual> = (0..150).map(|i| accrual(i, 1, "P")).collect();
+        let chunks = plan_transactions(&accruals);
+        assert_eq!(chunks.iter().map(Vec::len).collect::<Vec<_>>(), [99, 51]);
+        let sums = sum_by_balance(&chunks[0]);
+        assert_eq!(sums.len(), 1);
+        assert_eq!(sums[&("m1", "P")], 990);
+    }
+
+    #[test]
+    fn every_chunk_fits_a_transaction() {
+        let accruals: Vec<Accrual> = (0..1000)
+            .map(|i| accrual(i, i % 37, if i % 3 == 0 { "A" } else { "B" }))
+            .collect();
+        let chunks = plan_transactions(&accruals);
+        assert_eq!(chunks.iter().map(Vec::len).sum::<usize>(), 1000);
+        for chunk in chunks {
+            let actions = chunk.len() + sum_by_balance(&chunk).len();
+            assert!(actions <= MAX_TRANSACTION_ACTIONS, "{actions}");
+        }
+    }
+
+    #[test]
+    fn request_token_is_short_and_content_bound() {
+        let a = accrual(1, 1, "P");
+        let b = accrual(2, 1, "P");
+        let by = MessageRef {
+            job_id: JobId::random(),
+            seq: 3,
+        };
+        let t1 = request_token(by, &[&a, &b]);
+        assert_eq!(t1.len(), 36);
+        assert_eq!(t1, request_token(by, &[&a, &b]));
+        assert_ne!(t1, request_token(by, &[&a]));
+        assert_ne!(t1, request_token(MessageRef { seq: 4, ..by }, &[&a, &b]));
+    }
+}
