@@ -16,12 +16,12 @@ use std::hint::black_box;
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use pointflow::adapters::aws::dynamodb::{plan_transactions, sum_by_balance};
 use pointflow::adapters::memory::MemoryStore;
 use pointflow::domain::csv_rows::{CsvAccruals, CsvRow};
 use pointflow::domain::message::{Payload, QueueMessage};
 use pointflow::domain::packing::{pack_accruals, PackingLimits};
 use pointflow::domain::submission::prepare_submission;
+use pointflow::domain::transaction_plan::{plan_transactions, sum_by_balance};
 use pointflow::domain::{Accrual, JobId, NewJob};
 use pointflow::ports::JobStore;
 use pointflow::services::worker::{IncomingMessage, Worker, WorkerSettings};

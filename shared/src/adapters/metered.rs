@@ -18,7 +18,6 @@
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
-use crate::adapters::aws::dynamodb::{plan_transactions, sum_by_balance};
 use crate::domain::capacity::{
     fold_units, indexed_write_units, ledger_transaction_units, use_entry_bytes, write_units, WriteCost, WriteKind,
     WriteMeter, MARKER_AND_UPDATE_UNITS, SMALL_WRITE_UNITS,
@@ -26,6 +25,7 @@ use crate::domain::capacity::{
 use crate::domain::history::HistoryEntry;
 use crate::domain::lots::BalanceSheet;
 use crate::domain::reversal::{ReversalOutcome, ReversalTarget};
+use crate::domain::transaction_plan::{plan_transactions, sum_by_balance};
 use crate::domain::uses::{Use, UseOutcome};
 use crate::domain::{
     Accrual, Balance, CancelCounts, ChunkReport, FoldedItems, Job, JobId, MessageCounts, MessageRef, NewJob,

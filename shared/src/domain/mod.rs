@@ -13,6 +13,7 @@ pub mod packing;
 pub mod reversal;
 pub mod strict_json;
 pub mod submission;
+pub mod transaction_plan;
 pub mod uses;
 pub mod validation;
 

@@ -1,11 +1,11 @@
 //! The ledger on DynamoDB: [`Credits`], [`Debits`] and [`LedgerReads`].
 //!
 //! Crediting chunks a message's accruals into transactions of at most
-//! [`MAX_TRANSACTION_ACTIONS`] actions, one conditional put per ledger entry
+//! [`MAX_TRANSACTION_ACTIONS`] actions ([`crate::domain::transaction_plan`]), one conditional put per ledger entry
 //! plus one update per balance item (summed per lot), and recognises its own
 //! earlier writes in the `CancellationReasons`.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update};
@@ -20,59 +20,15 @@ use super::items::{
 use super::keys;
 use super::schema::HISTORY_INDEX;
 use super::transaction::{put_new, Code, Meter, Request, Retry, Sent, OPERATION};
-use super::{DynamoStore, Item, MAX_TRANSACTION_ACTIONS};
+use super::{DynamoStore, Item};
 use crate::domain::capacity::{write_units, WriteKind};
 use crate::domain::history::{self, HistoryEntry};
 use crate::domain::lots::{BalanceSheet, Lot, LotKey};
 use crate::domain::reversal::{ReversalKind, ReversalOutcome, ReversalRecord, ReversalTarget};
+use crate::domain::transaction_plan::{plan_transactions, sum_by_lot};
 use crate::domain::uses::{Use, UseOutcome, UseRecord};
 use crate::domain::{Accrual, MessageRef};
 use crate::ports::{ApplyOutcome, Credits, Debits, LedgerReads, StoreError};
-
-/// Groups accruals into transactions of at most [`MAX_TRANSACTION_ACTIONS`]
-/// actions: one put per accrual plus one update per distinct balance.
-pub fn plan_transactions(accruals: &[Accrual]) -> Vec<Vec<&Accrual>> {
-    let mut chunks: Vec<Vec<&Accrual>> = Vec::new();
-    let mut current: Vec<&Accrual> = Vec::new();
-    let mut keys = HashSet::new();
-    for accrual in accruals {
-        let new_key = !keys.contains(&accrual.balance_key());
-        let actions = current.len() + keys.len() + 1 + usize::from(new_key);
-        if actions > MAX_TRANSACTION_ACTIONS {
-            chunks.push(std::mem::take(&mut current));
-            keys.clear();
-        }
-        keys.insert(accrual.balance_key());
-        current.push(accrual);
-    }
-    if !current.is_empty() {
-        chunks.push(current);
-    }
-    chunks
-}
-
-/// Sums accruals per balance item: DynamoDB refuses two actions on one item
-/// in a transaction.
-pub fn sum_by_balance<'a>(accruals: &[&'a Accrual]) -> BTreeMap<(&'a str, &'a str), u64> {
-    let mut sums = BTreeMap::new();
-    for a in accruals {
-        *sums.entry((a.member_id.as_str(), a.point_type.as_str())).or_insert(0) += a.amount;
-    }
-    sums
-}
-
-/// Sums accruals per balance item and, within it, per lot.
-pub fn sum_by_lot<'a>(accruals: &[&'a Accrual]) -> BTreeMap<(&'a str, &'a str), BTreeMap<LotKey, u64>> {
-    let mut sums: BTreeMap<(&str, &str), BTreeMap<LotKey, u64>> = BTreeMap::new();
-    for a in accruals {
-        *sums
-            .entry((a.member_id.as_str(), a.point_type.as_str()))
-            .or_default()
-            .entry(a.lot())
-            .or_insert(0) += a.amount;
-    }
-    sums
-}
 
 /// The update crediting a balance item (creating it if missing): each lot's
 /// sum to its attribute (`balance` for the plain lot), the total to
@@ -582,36 +538,6 @@ mod tests {
             reason: None,
             apply_at: None,
             expires_at: None,
-        }
-    }
-
-    #[test]
-    fn distinct_members_take_two_actions_each() {
-        let accruals: Vec<Accrual> = (0..120).map(|i| accrual(i, i, "P")).collect();
-        let chunks = plan_transactions(&accruals);
-        assert_eq!(chunks.iter().map(Vec::len).collect::<Vec<_>>(), [50, 50, 20]);
-    }
-
-    #[test]
-    fn one_member_many_accruals_share_one_update() {
-        let accruals: Vec<Accrual> = (0..150).map(|i| accrual(i, 1, "P")).collect();
-        let chunks = plan_transactions(&accruals);
-        assert_eq!(chunks.iter().map(Vec::len).collect::<Vec<_>>(), [99, 51]);
-        let sums = sum_by_balance(&chunks[0]);
-        assert_eq!(sums.len(), 1);
-        assert_eq!(sums[&("m1", "P")], 990);
-    }
-
-    #[test]
-    fn every_chunk_fits_a_transaction() {
-        let accruals: Vec<Accrual> = (0..1000)
-            .map(|i| accrual(i, i % 37, if i % 3 == 0 { "A" } else { "B" }))
-            .collect();
-        let chunks = plan_transactions(&accruals);
-        assert_eq!(chunks.iter().map(Vec::len).sum::<usize>(), 1000);
-        for chunk in chunks {
-            let actions = chunk.len() + sum_by_balance(&chunk).len();
-            assert!(actions <= MAX_TRANSACTION_ACTIONS, "{actions}");
         }
     }
 

@@ -40,12 +40,9 @@ mod ledger;
 mod schema;
 mod transaction;
 
+pub use crate::domain::transaction_plan::MAX_TRANSACTION_ACTIONS;
 pub use items::item_bytes;
-pub use ledger::{plan_transactions, sum_by_balance, sum_by_lot};
 pub use schema::{create_table, HISTORY_INDEX, HISTORY_PROJECTION};
-
-/// TransactWriteItems takes at most 100 actions (DynamoDB service quotas).
-pub const MAX_TRANSACTION_ACTIONS: usize = 100;
 
 /// An item's attributes, as the SDK passes them.
 type Item = HashMap<String, AttributeValue>;
