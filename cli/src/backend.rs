@@ -203,8 +203,10 @@ impl LocalBackend {
                     .context("--dlq-url (or DLQ_URL) is required with --backend aws")?,
             )
         };
-        let ports = pointflow::backend::aws::ports(&sdk, &resources.table, &queue_url, &dlq_url, None);
         let store = Arc::new(DynamoStore::new(dynamo, &resources.table));
+        // The baseline writes through the ports' store, so that its requests
+        // and write units are counted with Pointflow's.
+        let ports = pointflow::backend::aws::store_ports(store.clone(), &sdk, &queue_url, &dlq_url, None);
         Ok(LocalBackend {
             baseline_ledger: Arc::new(NaiveLedger::new(store)),
             store_write_cost: ports.store_write_cost,

@@ -50,14 +50,28 @@ pub fn ports(
     dlq_url: &str,
     backoff: Option<Backoff>,
 ) -> Ports {
-    let sqs = aws_sdk_sqs::Client::new(sdk);
     let mut store = DynamoStore::new(aws_sdk_dynamodb::Client::new(sdk), table);
-    let mut queue = SqsQueue::new(sqs.clone(), queue_url);
     if let Some(backoff) = backoff {
         store = store.with_backoff(backoff);
+    }
+    store_ports(Arc::new(store), sdk, queue_url, dlq_url, backoff)
+}
+
+/// [`ports`] over a store the caller keeps too, so that other writers
+/// through it (the benchmarks' naive baseline) are counted by the same
+/// request and write-unit counters.
+pub fn store_ports(
+    store: Arc<DynamoStore>,
+    sdk: &aws_config::SdkConfig,
+    queue_url: &str,
+    dlq_url: &str,
+    backoff: Option<Backoff>,
+) -> Ports {
+    let sqs = aws_sdk_sqs::Client::new(sdk);
+    let mut queue = SqsQueue::new(sqs.clone(), queue_url);
+    if let Some(backoff) = backoff {
         queue = queue.with_backoff(backoff);
     }
-    let store = Arc::new(store);
     let counter = store.clone();
     let meter = store.clone();
     Ports {
