@@ -92,6 +92,21 @@ pub struct Balance {
     pub balance: u64,
 }
 
+/// Accrual `a<id>` of 10 points of `point_type` to member `m<member>`, for
+/// the unit tests of whatever groups or stores accruals.
+#[cfg(test)]
+pub(crate) fn sample(id: usize, member: usize, point_type: &str) -> Accrual {
+    Accrual {
+        accrual_id: format!("a{id}"),
+        member_id: format!("m{member}"),
+        point_type: point_type.into(),
+        amount: 10,
+        reason: None,
+        apply_at: None,
+        expires_at: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

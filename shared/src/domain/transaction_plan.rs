@@ -60,18 +60,7 @@ pub fn sum_by_lot<'a>(accruals: &[&'a Accrual]) -> BTreeMap<(&'a str, &'a str), 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn accrual(id: usize, member: usize, point_type: &str) -> Accrual {
-        Accrual {
-            accrual_id: format!("a{id}"),
-            member_id: format!("m{member}"),
-            point_type: point_type.into(),
-            amount: 10,
-            reason: None,
-            apply_at: None,
-            expires_at: None,
-        }
-    }
+    use crate::domain::accrual::sample as accrual;
 
     #[test]
     fn distinct_members_take_two_actions_each() {

@@ -381,18 +381,7 @@ pub(super) fn job_to_item(job: &NewJob) -> Item {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn accrual(id: usize, member: usize, point_type: &str) -> Accrual {
-        Accrual {
-            accrual_id: format!("a{id}"),
-            member_id: format!("m{member}"),
-            point_type: point_type.into(),
-            amount: 10,
-            reason: None,
-            apply_at: None,
-            expires_at: None,
-        }
-    }
+    use crate::domain::accrual::sample as accrual;
 
     #[test]
     fn the_capacity_model_sizes_ledger_entries_as_written() {

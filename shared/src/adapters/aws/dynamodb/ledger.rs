@@ -527,19 +527,8 @@ impl LedgerReads for DynamoStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::accrual::sample as accrual;
     use crate::domain::JobId;
-
-    fn accrual(id: usize, member: usize, point_type: &str) -> Accrual {
-        Accrual {
-            accrual_id: format!("a{id}"),
-            member_id: format!("m{member}"),
-            point_type: point_type.into(),
-            amount: 10,
-            reason: None,
-            apply_at: None,
-            expires_at: None,
-        }
-    }
 
     #[test]
     fn request_token_is_short_and_content_bound() {
