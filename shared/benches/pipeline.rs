@@ -1,5 +1,5 @@
 //! Micro-benchmarks of the per-accrual work on each side of the queue:
-//! `cargo bench -p pointflow-shared`. They print figures (criterion's
+//! `cargo bench -p pointflow --all-features`. They print figures (criterion's
 //! time per iteration and throughput); nothing here asserts a speed.
 //!
 //! - `ingest/parse_json`: a 10,000-item request body into JSON values (MB/s).
