@@ -395,7 +395,14 @@ pub async fn queue_redelivers_then_dead_letters(b: &Backend) {
 }
 
 /// Released deliveries are visible again at once, with their receive count.
+/// Run on a queue whose visibility timeout outlasts the test
+/// ([`contract_suite!`](crate::contract_suite)'s `long_visibility`): only the
+/// release can bring the messages back, so a release that does nothing fails.
 pub async fn queue_releases_deliveries_at_once(b: &Backend) {
+    assert!(
+        b.visibility_timeout >= Duration::from_secs(600),
+        "needs a visibility timeout the test cannot outlast"
+    );
     let bodies: Vec<String> = (0..3).map(|i| format!("{{\"release\":{i}}}")).collect();
     b.queue.send_messages(&bodies).await.unwrap();
     let first = receive_all(b, 3).await;
@@ -917,10 +924,13 @@ pub async fn a_job_cancel_resumes_and_reverses_only_its_own_credits(b: &Backend)
     assert!(matches!(ghost, Err(CancelError::NotFound(_))));
 }
 
-/// `$make` is an async expression yielding `Option<Backend>` (`None` skips).
+/// `$make` is an async expression yielding `Option<Backend>` (`None` skips);
+/// `$long` the same with a visibility timeout of at least 10 minutes, for the
+/// cases that must tell "released" from "timed out".
 #[macro_export]
 macro_rules! contract_suite {
-    ($make:expr) => {
+    ($make:expr, long_visibility: $long:expr) => {
+        $crate::contract_suite!(@cases $long; queue_releases_deliveries_at_once);
         $crate::contract_suite!(@cases $make;
             ledger_credits_each_accrual_once,
             ledger_completes_a_partially_applied_message,
@@ -935,7 +945,6 @@ macro_rules! contract_suite {
             unreadable_file_fails_its_job,
             queue_delivers_and_deletes,
             queue_redelivers_then_dead_letters,
-            queue_releases_deliveries_at_once,
             use_deducts_once_and_never_below_zero,
             concurrent_uses_race_for_the_last_points,
             scheduled_and_expiring_points_follow_the_clock,

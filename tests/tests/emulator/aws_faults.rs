@@ -280,6 +280,8 @@ async fn a_message_not_deleted_is_redelivered_after_the_visibility_timeout_and_a
 struct Traffic {
     forwarded: HashMap<String, u64>,
     throttled: HashMap<String, u64>,
+    /// Batch entries answered as failed ([`EntryFault`]).
+    entries_failed: HashMap<String, u64>,
 }
 
 /// A fault-injecting HTTP proxy in front of the emulator. Of the requests
@@ -293,8 +295,27 @@ struct FaultProxy {
     traffic: Arc<Mutex<Traffic>>,
 }
 
+/// Entries of a `SendMessageBatch` the proxy fails on SQS's side: it takes
+/// the batch's last entry out of the request it forwards and adds it to the
+/// answer's `Failed` list (`SenderFault: false`, as SQS reports an internal
+/// error for one entry of an otherwise successful batch), so the entry is
+/// really not queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum EntryFault {
+    None,
+    /// Only in batches of more than one entry: a retry of the failed entry
+    /// alone goes through.
+    LastOfSeveral,
+    /// In every batch: an entry retried alone fails again, every time.
+    Last,
+}
+
 impl FaultProxy {
     fn start(upstream: &str, faults: &[(&'static str, u64)]) -> Self {
+        Self::start_with(upstream, faults, EntryFault::None)
+    }
+
+    fn start_with(upstream: &str, faults: &[(&'static str, u64)], entry_fault: EntryFault) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
         let url = format!("http://{}", listener.local_addr().expect("proxy address"));
         let upstream = upstream.trim_start_matches("http://").trim_end_matches('/').to_owned();
@@ -307,7 +328,7 @@ impl FaultProxy {
             for client in listener.incoming().flatten() {
                 let (upstream, faults, traffic) = (upstream.clone(), faults.clone(), shared.clone());
                 std::thread::spawn(move || {
-                    if let Err(e) = serve(client, &upstream, &faults, &traffic) {
+                    if let Err(e) = serve(client, &upstream, &faults, entry_fault, &traffic) {
                         eprintln!("fault proxy: {e}");
                     }
                 });
@@ -321,6 +342,16 @@ impl FaultProxy {
             .lock()
             .unwrap()
             .throttled
+            .get(operation)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    fn entries_failed(&self, operation: &str) -> u64 {
+        self.traffic
+            .lock()
+            .unwrap()
+            .entries_failed
             .get(operation)
             .copied()
             .unwrap_or(0)
@@ -341,6 +372,7 @@ fn serve(
     client: TcpStream,
     upstream: &str,
     faults: &HashMap<&'static str, u64>,
+    entry_fault: EntryFault,
     traffic: &Mutex<Traffic>,
 ) -> std::io::Result<()> {
     client.set_read_timeout(Some(Duration::from_secs(30)))?;
@@ -398,6 +430,24 @@ fn serve(
         );
         return client.write_all(response.as_bytes());
     }
+    let failed_entry = if target == "AmazonSQS.SendMessageBatch" {
+        fail_last_entry(&mut head, &mut body, entry_fault)
+    } else {
+        None
+    };
+    if let Some(failure) = &failed_entry {
+        *traffic
+            .lock()
+            .unwrap()
+            .entries_failed
+            .entry(target.clone())
+            .or_default() += 1;
+        if failure.was_alone {
+            // The batch's only entry failed: SQS still answers 200.
+            let answer = json!({"Successful": [], "Failed": [failed(&failure.id)]}).to_string();
+            return client.write_all(http_200(&answer).as_bytes());
+        }
+    }
     *traffic.lock().unwrap().forwarded.entry(target).or_default() += 1;
     let mut server = TcpStream::connect(upstream)?;
     server.write_all(head.as_bytes())?;
@@ -406,7 +456,78 @@ fn serve(
     // The emulator closes after its answer (`Connection: close`).
     let mut answer = Vec::new();
     server.read_to_end(&mut answer)?;
+    if let Some(failure) = failed_entry {
+        answer = add_failed_entry(&answer, &failure.id)?;
+    }
     client.write_all(&answer)
+}
+
+/// A batch entry the proxy fails.
+struct FailedEntry {
+    /// The entry's `Id` in the batch.
+    id: Value,
+    /// It was the batch's only entry: nothing is forwarded.
+    was_alone: bool,
+}
+
+/// Takes the last entry out of a `SendMessageBatch` request as `entry_fault`
+/// says, rewriting the body and its `Content-Length`; `None` leaves the
+/// request alone.
+fn fail_last_entry(head: &mut String, body: &mut Vec<u8>, entry_fault: EntryFault) -> Option<FailedEntry> {
+    let mut request: Value = serde_json::from_slice(body).ok()?;
+    let entries = request.get_mut("Entries")?.as_array_mut()?;
+    let was_alone = match (entry_fault, entries.len()) {
+        (EntryFault::None, _) | (_, 0) | (EntryFault::LastOfSeveral, 1) => return None,
+        (_, n) => n == 1,
+    };
+    let entry = entries.pop()?;
+    *body = request.to_string().into_bytes();
+    *head = set_content_length(head, body.len());
+    Some(FailedEntry {
+        id: entry["Id"].clone(),
+        was_alone,
+    })
+}
+
+fn failed(id: &Value) -> Value {
+    json!({"Id": id, "SenderFault": false, "Code": "InternalError", "Message": "injected entry failure"})
+}
+
+fn set_content_length(head: &str, length: usize) -> String {
+    head.split_inclusive("\r\n")
+        .map(|line| {
+            if line.to_ascii_lowercase().starts_with("content-length:") {
+                format!("Content-Length: {length}\r\n")
+            } else {
+                line.to_owned()
+            }
+        })
+        .collect()
+}
+
+fn http_200(body: &str) -> String {
+    format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/x-amz-json-1.0\r\nx-amzn-RequestId: injected-entry-failure\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+/// The emulator's `SendMessageBatch` answer with `id` added to `Failed`.
+fn add_failed_entry(answer: &[u8], id: &Value) -> std::io::Result<Vec<u8>> {
+    let split = answer
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| std::io::Error::other("no end of headers in the emulator's answer"))?;
+    let mut output: Value = serde_json::from_slice(&answer[split + 4..]).map_err(std::io::Error::other)?;
+    let list = output
+        .as_object_mut()
+        .ok_or_else(|| std::io::Error::other("answer is not a JSON object"))?
+        .entry("Failed")
+        .or_insert_with(|| json!([]));
+    list.as_array_mut()
+        .ok_or_else(|| std::io::Error::other("Failed is not a list"))?
+        .push(failed(id));
+    Ok(http_200(&output.to_string()).into_bytes())
 }
 
 #[tokio::test]
@@ -522,5 +643,131 @@ async fn throttling_over_the_wire_is_retried_and_everything_is_applied_once() {
         (job.total, job.applied, job.duplicate, job.failed, job.messages),
         (100, 100, 0, 0, 5)
     );
+    assert_eq!(job.status(), JobStatus::Completed);
+}
+
+/// An SQS client that talks through `proxy`, with a short SDK backoff.
+fn sqs_through(sdk: &aws_config::SdkConfig, proxy: &FaultProxy) -> aws_sdk_sqs::Client {
+    let conf = aws_sdk_sqs::config::Builder::from(sdk)
+        .endpoint_url(&proxy.url)
+        .retry_config(aws_config::retry::RetryConfig::standard().with_initial_backoff(Duration::from_millis(5)))
+        .build();
+    aws_sdk_sqs::Client::from_conf(conf)
+}
+
+fn short_backoff() -> pointflow::adapters::retry::Backoff {
+    pointflow::adapters::retry::Backoff {
+        base: Duration::from_millis(1),
+        cap: Duration::from_millis(5),
+        max_attempts: 3,
+    }
+}
+
+/// Entries SQS fails inside an otherwise successful `SendMessageBatch`
+/// (`Failed`, `SenderFault: false`) are sent again by the adapter, alone:
+/// over the wire, every body is queued exactly once.
+#[tokio::test]
+async fn entries_sqs_fails_inside_a_batch_are_sent_again_and_queued_once() {
+    let Some(sdk) = backend::emulator_config().await else {
+        return;
+    };
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let (queue_url, _dlq_url) =
+        create_queue_with_dlq(&sqs, &backend::unique_name("partial"), Duration::from_secs(30), 3)
+            .await
+            .expect("create queues");
+    let direct = SqsQueue::new(sqs, &queue_url);
+    let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap();
+    let proxy = FaultProxy::start_with(&endpoint, &[], EntryFault::LastOfSeveral);
+    let queue = SqsQueue::new(sqs_through(&sdk, &proxy), &queue_url).with_backoff(short_backoff());
+
+    let bodies: Vec<String> = (0..13).map(|i| format!("{{\"partial\":{i}}}")).collect();
+    queue.send_messages(&bodies).await.unwrap();
+    // Two batches (10 and 3 entries) each lose their last entry, which is
+    // then sent alone.
+    assert_eq!(proxy.entries_failed("AmazonSQS.SendMessageBatch"), 2);
+    assert_eq!(queue.requests(), 4);
+
+    let received = receive(&direct, bodies.len()).await;
+    let mut got: Vec<&str> = received.iter().map(|m| m.body.as_str()).collect();
+    got.sort_unstable();
+    let mut sent: Vec<&str> = bodies.iter().map(String::as_str).collect();
+    sent.sort_unstable();
+    assert_eq!(got, sent, "each body queued exactly once");
+    // Anything queued twice would be visible now (the ones received stay
+    // invisible for 30 s).
+    assert_eq!(direct.receive_messages(10, Duration::from_secs(1)).await.unwrap(), []);
+}
+
+/// When SQS keeps failing an entry, the API answers 503
+/// `enqueue_incomplete` naming the job; a retry with the same idempotency
+/// key finishes the enqueue, and the worker credits every accrual once
+/// although some messages were queued by both attempts.
+#[tokio::test]
+async fn an_entry_sqs_keeps_failing_answers_enqueue_incomplete_and_a_retry_finishes_the_job() {
+    let Some(sdk) = backend::emulator_config().await else {
+        return;
+    };
+    let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let table = backend::unique_name("pointflow");
+    create_table(&dynamo, &table).await.expect("create table");
+    let (queue_url, _dlq_url) =
+        create_queue_with_dlq(&sqs, &backend::unique_name("partial"), Duration::from_secs(30), 3)
+            .await
+            .expect("create queues");
+    let store = Arc::new(DynamoStore::new(dynamo, &table));
+    let queue = Arc::new(SqsQueue::new(sqs, &queue_url));
+    let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap();
+    let proxy = FaultProxy::start_with(&endpoint, &[], EntryFault::Last);
+    let broken = Arc::new(SqsQueue::new(sqs_through(&sdk, &proxy), &queue_url).with_backoff(short_backoff()));
+    let settings = ApiSettings {
+        packing: PackingLimits {
+            max_accruals: 10,
+            ..PackingLimits::default()
+        },
+        ..ApiSettings::default()
+    };
+    let failing = ApiService::new(store.clone(), store.clone(), broken, settings);
+    let (body, expected) = campaign("pf", 30, 3);
+    let (status, error) = call_api(&failing, post_job(&body, Some("partial-send"))).await;
+    assert_eq!(status, 503, "{error}");
+    assert_eq!(error["error"]["code"], "enqueue_incomplete");
+    assert!(
+        proxy.entries_failed("AmazonSQS.SendMessageBatch") >= 3,
+        "the entry failed on every attempt"
+    );
+    let job_id = error["error"]["job_id"].as_str().unwrap().to_owned();
+
+    let healthy = ApiService::new(store.clone(), store.clone(), queue.clone(), settings);
+    let (status, accepted) = call_api(&healthy, post_job(&body, Some("partial-send"))).await;
+    assert_eq!(status, 202, "{accepted}");
+    assert_eq!(accepted["job_id"], job_id.as_str());
+
+    let worker = Worker::new(
+        store.clone(),
+        store.clone(),
+        WorkerSettings {
+            max_receive_count: 3,
+            message_concurrency: 1,
+        },
+    );
+    let mut delivered = 0;
+    loop {
+        let batch = queue.receive_messages(10, Duration::from_secs(1)).await.unwrap();
+        if batch.is_empty() {
+            break;
+        }
+        delivered += batch.len();
+        let (_, failed) = invoke_and_acknowledge(queue.as_ref(), &worker, &batch).await.unwrap();
+        assert_eq!(failed, 0);
+    }
+    assert!(
+        delivered > 3,
+        "some messages were queued by both attempts ({delivered} delivered)"
+    );
+    assert_balances(store.as_ref(), &expected).await;
+    let job = store.get_job(job_id.parse().unwrap()).await.unwrap().unwrap();
+    assert_eq!((job.total, job.applied, job.duplicate, job.failed), (30, 30, 0, 0));
     assert_eq!(job.status(), JobStatus::Completed);
 }

@@ -3,10 +3,14 @@
 
 use std::time::Duration;
 
-async fn backend() -> Option<pointflow_tests::backend::Backend> {
-    // 1 s is SQS's smallest whole-second visibility timeout that still lets a
-    // receive finish; 2 receives before the DLQ keeps the redrive case short.
-    pointflow_tests::backend::aws(Duration::from_secs(1), 2).await
+async fn backend(visibility: Duration) -> Option<pointflow_tests::backend::Backend> {
+    // 2 receives before the DLQ keeps the redrive case short.
+    pointflow_tests::backend::aws(visibility, 2).await
 }
 
-pointflow_tests::contract_suite!(backend());
+// 1 s is SQS's smallest whole-second visibility timeout that still lets a
+// receive finish; an hour for the cases that must not see it expire.
+pointflow_tests::contract_suite!(
+    backend(Duration::from_secs(1)),
+    long_visibility: backend(Duration::from_secs(3600))
+);
