@@ -80,10 +80,11 @@ fn seeds_pass_on_the_embedded_sqlite_store() {
     assert_no_failures(&summary, &options);
 }
 
-/// The checks have teeth: a defect is caught, and within few seeds.
-/// Returns the first seed that caught it (of 200 seeds, all run, so the
-/// output also says how often it is caught).
-fn first_caught(flaw: Flaw) -> u64 {
+/// The checks have teeth: a defect is caught, and by many seeds, not by one
+/// lucky seed. Runs 200 seeds (all of them, so the output also says how often
+/// it is caught) and returns how many caught it. Seeds are deterministic, so
+/// the count is too: it changes only when the simulation or the code does.
+fn seeds_catching(flaw: Flaw) -> usize {
     let options = SimOptions {
         flaw: Some(flaw),
         ..SimOptions::default()
@@ -100,20 +101,24 @@ fn first_caught(flaw: Flaw) -> u64 {
         first.seed,
         first.violations
     );
-    first.seed
+    summary.failures.len()
 }
+
+/// At least one seed in five must catch each flaw (seen: 103, 171 and 60 of
+/// 200): a check that only a rare schedule trips is not a check.
+const MIN_CATCHING: usize = 40;
 
 #[test]
 fn a_ledger_that_credits_twice_on_redelivery_is_caught() {
-    assert!(first_caught(Flaw::DoubleCredit) < 100);
+    assert!(seeds_catching(Flaw::DoubleCredit) >= MIN_CATCHING);
 }
 
 #[test]
 fn an_event_source_that_deletes_before_applying_is_caught() {
-    assert!(first_caught(Flaw::AckBeforeApply) < 100);
+    assert!(seeds_catching(Flaw::AckBeforeApply) >= MIN_CATCHING);
 }
 
 #[test]
 fn an_ingest_that_marks_jobs_enqueued_before_sending_is_caught() {
-    assert!(first_caught(Flaw::EnqueuedBeforeSending) < 100);
+    assert!(seeds_catching(Flaw::EnqueuedBeforeSending) >= MIN_CATCHING);
 }
