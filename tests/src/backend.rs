@@ -35,8 +35,9 @@ pub struct Backend {
 }
 
 impl Backend {
-    /// How many transactions a test may run at once here: one on moto,
-    /// where a failed transaction can undo a concurrent one's writes.
+    /// How many transactions a test may run at once here: one where
+    /// transactions may not race (bare moto, where a failed transaction can
+    /// undo a concurrent one's writes).
     pub fn parallelism(&self) -> usize {
         if self.races_are_safe {
             4
@@ -45,7 +46,8 @@ impl Backend {
         }
     }
 
-    /// A worker's settings for this backend (one message at a time on moto).
+    /// A worker's settings for this backend (one message at a time where
+    /// transactions may not race).
     pub fn worker_settings(&self) -> pointflow::services::worker::WorkerSettings {
         pointflow::services::worker::WorkerSettings {
             message_concurrency: self.parallelism(),
