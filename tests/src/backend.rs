@@ -3,12 +3,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use pointflow::adapters::aws::dynamodb::create_table;
+use pointflow::adapters::aws::dynamodb::{create_table, DynamoStore};
 use pointflow::adapters::aws::sqs::create_queue_with_dlq;
 use pointflow::adapters::retry::Backoff;
 use pointflow::adapters::sqlite::SqliteStore;
 use pointflow::backend::{Ports, QueuePolicy};
 use pointflow::ports::{JobStore, Ledger, WorkQueue};
+
+use crate::strict::StrictProxy;
 
 /// Every port of one backend, plus the queue's dead-letter queue.
 #[derive(Clone)]
@@ -24,13 +26,18 @@ pub struct Backend {
     /// Store requests so far (DynamoDB calls for the AWS backend).
     pub store_requests: Arc<dyn Fn() -> u64 + Send + Sync>,
     /// Whether concurrent transactions on one item are safe to race here
-    /// (not on moto, whose transactions are not atomic against each other).
+    /// (through the strict AWS layer, which sends them to moto one at a
+    /// time; not on bare moto, whose transactions are not atomic against
+    /// each other).
     pub races_are_safe: bool,
+    /// The strict AWS layer the store talks through (AWS backend only).
+    pub strict: Option<StrictProxy>,
 }
 
 impl Backend {
-    /// How many transactions a test may run at once here: one on moto,
-    /// where a failed transaction can undo a concurrent one's writes.
+    /// How many transactions a test may run at once here: one where
+    /// transactions may not race (bare moto, where a failed transaction can
+    /// undo a concurrent one's writes).
     pub fn parallelism(&self) -> usize {
         if self.races_are_safe {
             4
@@ -39,7 +46,8 @@ impl Backend {
         }
     }
 
-    /// A worker's settings for this backend (one message at a time on moto).
+    /// A worker's settings for this backend (one message at a time where
+    /// transactions may not race).
     pub fn worker_settings(&self) -> pointflow::services::worker::WorkerSettings {
         pointflow::services::worker::WorkerSettings {
             message_concurrency: self.parallelism(),
@@ -60,6 +68,7 @@ impl Backend {
             max_receive_count: policy.max_receive_count,
             store_requests: ports.store_requests,
             races_are_safe,
+            strict: None,
         }
     }
 }
@@ -109,7 +118,9 @@ pub fn unique_name(prefix: &str) -> String {
     format!("{prefix}-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
 }
 
-/// The AWS adapters over the emulator, on a new table and queue pair.
+/// The AWS adapters over the emulator, on a new table and queue pair, the
+/// store talking through the strict AWS layer ([`crate::strict`]), so its
+/// transactions may race as they would on AWS.
 pub async fn aws(visibility_timeout: Duration, max_receive_count: u32) -> Option<Backend> {
     let sdk = emulator_config().await?;
     let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
@@ -120,16 +131,24 @@ pub async fn aws(visibility_timeout: Duration, max_receive_count: u32) -> Option
         create_queue_with_dlq(&sqs, &unique_name("accruals"), visibility_timeout, max_receive_count)
             .await
             .expect("create queues");
-    // Short backoff: the emulator never throttles, and tests should not wait.
+    let endpoint = std::env::var("AWS_ENDPOINT_URL").expect("checked by emulator_config");
+    let strict = StrictProxy::start(&endpoint);
+    // Short pauses (the emulator never throttles, and tests should not
+    // wait) but many attempts: racing transactions meet conflicts, and
+    // requests reach moto one at a time, so a hot item stays held longer
+    // than on AWS.
     let backoff = Backoff {
         base: Duration::from_millis(5),
-        cap: Duration::from_millis(50),
-        max_attempts: 5,
+        cap: Duration::from_millis(100),
+        max_attempts: 40,
     };
     let policy = QueuePolicy {
         visibility_timeout,
         max_receive_count,
     };
-    let ports = pointflow::backend::aws::ports(&sdk, &table, &queue_url, &dlq_url, Some(backoff));
-    Some(Backend::of(ports, policy, false))
+    let store = DynamoStore::new(strict.dynamodb_client(&sdk), &table).with_backoff(backoff);
+    let ports = pointflow::backend::aws::store_ports(Arc::new(store), &sdk, &queue_url, &dlq_url, Some(backoff));
+    let mut backend = Backend::of(ports, policy, true);
+    backend.strict = Some(strict);
+    Some(backend)
 }

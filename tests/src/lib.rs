@@ -8,6 +8,7 @@ pub mod contract;
 pub mod import;
 pub mod lambda;
 pub mod pipeline;
+pub mod strict;
 
 /// Logs of the code under test, shown for failing tests (`RUST_LOG`, default
 /// `warn`).

@@ -12,3 +12,4 @@ mod contract_aws;
 mod events;
 mod job_cancel;
 mod local_runner;
+mod strict_aws;

@@ -30,6 +30,7 @@ fn rig(settings: ImportSettings) -> ImportRig {
         max_receive_count: 3,
         store_requests: Arc::new(move || counter.requests()),
         races_are_safe: true,
+        strict: None,
     };
     ImportRig::local(backend, Arc::new(tasks), settings)
 }
