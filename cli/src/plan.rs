@@ -10,7 +10,7 @@
 use std::fmt;
 
 use pointflow::domain::capacity::{fold_units, indexed_write_units, ledger_entry_bytes, WriteKind, SMALL_WRITE_UNITS};
-use pointflow::domain::packing::{pack_accruals, PackingLimits};
+use pointflow::domain::packing::{pack_accruals, PackingLimits, MAX_ACCRUALS_PER_MESSAGE};
 use pointflow::domain::submission::{derive_accrual_id, job_id_for_key};
 use pointflow::domain::{Accrual, MessageRef};
 use serde::{Deserialize, Serialize};
@@ -399,7 +399,7 @@ struct SampleMessage {
 }
 
 fn sample_message(input: &PlanInput, per_member: f64) -> SampleMessage {
-    let wanted = input.accruals_per_message.clamp(1, 10_000) as usize;
+    let wanted = input.accruals_per_message.clamp(1, MAX_ACCRUALS_PER_MESSAGE as u64) as usize;
     let repeats = per_member.round().max(1.0) as usize;
     let accruals: Vec<Accrual> = (0..wanted)
         .map(|i| Accrual {

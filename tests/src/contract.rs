@@ -6,9 +6,10 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use pointflow::domain::history::{EntryKind, HistoryEntry, HistoryQuery};
-use pointflow::domain::lots::BalanceView;
+use pointflow::domain::lots::{BalanceView, MAX_USE_LOTS};
 use pointflow::domain::reversal::{ReversalKind, ReversalOutcome, ReversalTarget};
 use pointflow::domain::uses::{Use, UseOutcome};
+use pointflow::domain::validation::accrual_from_json;
 use pointflow::domain::{Accrual, Balance, ChunkEnd, ChunkReport, JobId, JobStatus, MessageCounts, MessageRef, NewJob};
 use pointflow::ports::{CreateJob, ReceivedMessage};
 use pointflow::services::history::history_page;
@@ -692,6 +693,123 @@ pub async fn reversals_happen_once_and_never_overdraw(b: &Backend) {
     }
 }
 
+/// A client's accrual (through the API's own validation) of `amount` points
+/// expiring at `expires_at`, to the second.
+fn expiring_accrual(id: &str, member: &str, amount: u64, expires_at: OffsetDateTime) -> Accrual {
+    let body = serde_json::json!({
+        "accrual_id": id, "member_id": member, "point_type": "PT", "amount": amount,
+        "expires_at": expires_at.format(&time::format_description::well_known::Rfc3339).unwrap(),
+    });
+    accrual_from_json(0, &body, None).unwrap()
+}
+
+/// Purchases whose points expire 12 months (here: 30 to 90 days) after
+/// them, to the second, make one lot per day, not one per purchase; a use
+/// that would take more lots than one write may is refused with what one use
+/// can take, changing nothing; uses within the bound apply once and reverse
+/// exactly; lots kept to the second before (a mixed item) are used and
+/// reversed like the others; and the history and expiry totals add up.
+pub async fn lots_stay_bounded_and_every_use_one_bounded_write(b: &Backend) {
+    let t0 = now();
+    let day = time::Duration::days(1);
+    // Noon of a day 30 days on: two purchases' expiries a day, seconds apart.
+    let noon = OffsetDateTime::from_unix_timestamp(t0.unix_timestamp() - t0.unix_timestamp().rem_euclid(86_400))
+        .unwrap()
+        + time::Duration::days(30)
+        + time::Duration::hours(12);
+    let member = format!("b-{}", JobId::random());
+    let days = MAX_USE_LOTS as i64 + 10;
+    let accruals: Vec<Accrual> = (0..2 * days)
+        .map(|i| {
+            let expires = noon + time::Duration::days(i / 2) + time::Duration::seconds(i);
+            expiring_accrual(&format!("{member}-p{i}"), &member, 10, expires)
+        })
+        .collect();
+    // A lot kept to the second, as stored before lots were rounded: sooner
+    // than all the others, so every use takes it first.
+    let mut legacy = accrual(&format!("{member}-legacy"), &member, "PT", 5);
+    legacy.expires_at = Some(noon - day + time::Duration::seconds(17));
+    let by = message(JobId::random(), 0);
+    for chunk in [&accruals[..], std::slice::from_ref(&legacy)] {
+        let outcome = b.ledger.apply_accruals(by, chunk, t0).await.unwrap();
+        assert_eq!(outcome.applied, chunk.len() as u64);
+    }
+    let sheets = b.ledger.balance_sheets(&member).await.unwrap();
+    assert_eq!(
+        sheets[0].lots.len(),
+        days as usize + 1,
+        "one lot per day, and the legacy one"
+    );
+    let total = 20 * days as u64 + 5;
+
+    // All of it would take days + 1 lots; one use takes at most MAX_USE_LOTS:
+    // the legacy 5 and 49 days of 20.
+    let at_most = 5 + 20 * (MAX_USE_LOTS as u64 - 1);
+    let all = a_use(&format!("{member}-all"), &member, "PT", total);
+    assert_eq!(
+        b.ledger.apply_use(&all, t0).await.unwrap(),
+        UseOutcome::TooManyLots { at_most }
+    );
+    assert_eq!(view(b, &member, t0).await.available, total);
+    let first = a_use(&format!("{member}-u1"), &member, "PT", at_most);
+    assert!(matches!(
+        b.ledger.apply_use(&first, t0).await.unwrap(),
+        UseOutcome::Applied(_)
+    ));
+    assert!(matches!(
+        b.ledger.apply_use(&first, t0).await.unwrap(),
+        UseOutcome::Replayed(_)
+    ));
+    let rest = a_use(&format!("{member}-u2"), &member, "PT", total - at_most);
+    assert!(matches!(
+        b.ledger.apply_use(&rest, t0).await.unwrap(),
+        UseOutcome::Applied(_)
+    ));
+    let v = view(b, &member, t0).await;
+    assert_eq!((v.available, v.lifetime_used), (0, total));
+    assert!(b.ledger.balance_sheets(&member).await.unwrap()[0].lots.is_empty());
+
+    // The legacy lot was spent: its reversal is refused; the first use's
+    // reversal gives every lot back, the legacy one included, which can then
+    // be reversed.
+    let legacy_back = ReversalTarget::Accrual(legacy.accrual_id.clone());
+    assert_eq!(
+        b.ledger.reverse(&legacy_back, t0).await.unwrap(),
+        ReversalOutcome::AlreadySpent { remaining: 0 }
+    );
+    let undo = ReversalTarget::Use(first.use_id.clone());
+    assert!(matches!(
+        b.ledger.reverse(&undo, t0).await.unwrap(),
+        ReversalOutcome::Reversed(_)
+    ));
+    assert!(matches!(
+        b.ledger.reverse(&legacy_back, t0).await.unwrap(),
+        ReversalOutcome::Reversed(_)
+    ));
+    let v = view(b, &member, t0).await;
+    assert_eq!(
+        (v.available, v.lifetime_used, v.lifetime_earned),
+        (at_most - 5, total - at_most, total - 5)
+    );
+    assert_eq!(
+        b.ledger.balance_sheets(&member).await.unwrap()[0].lots.len(),
+        MAX_USE_LOTS - 1
+    );
+
+    // Once all have expired, what was left is expired, and the history adds
+    // up to what the member holds (nothing).
+    let later = noon + time::Duration::days(days + 1);
+    let v = view(b, &member, later).await;
+    assert_eq!((v.available, v.expired), (0, at_most - 5));
+    let history = whole_history(b, &member, None, 50, later).await;
+    let sum: i64 = history.iter().map(|e| e.amount).sum();
+    assert_eq!(sum, 0, "{history:?}");
+    assert_eq!(
+        history.iter().filter(|e| e.kind == EntryKind::Expiry).count(),
+        MAX_USE_LOTS - 1
+    );
+}
+
 /// Every page of a member's history, read `limit` entries at a time as of `at`.
 async fn whole_history(
     b: &Backend,
@@ -963,6 +1081,7 @@ macro_rules! contract_suite {
             reversals_happen_once_and_never_overdraw,
             history_lists_every_change_newest_first,
             a_job_cancel_resumes_and_reverses_only_its_own_credits,
+            lots_stay_bounded_and_every_use_one_bounded_write,
         );
     };
     (@cases $make:expr, $filter:tt; $(,)?) => {};

@@ -122,6 +122,31 @@ pub fn use_entry_bytes(u: &crate::domain::uses::Use) -> usize {
     bytes
 }
 
+/// The largest item DynamoDB stores: 400 KB, attribute names and values
+/// included (DynamoDB developer guide, "Constraints", items).
+pub const MAX_ITEM_BYTES: usize = 400 * 1024;
+
+/// Size of a member's balance item as the DynamoDB adapter keeps it, by
+/// DynamoDB's sizing rules: keys, `member_id`, `point_type`, `updated_at`,
+/// the counters, the `lots` flag, and one attribute per lot holding points
+/// (`balance` for the plain lot, `L#<from>#<until>` for the others).
+pub fn balance_item_bytes(member_id: &str, sheet: &crate::domain::lots::BalanceSheet) -> usize {
+    let mut bytes = "pk".len() + "MEMBER#".len() + member_id.len();
+    bytes += "sk".len() + "BALANCE#".len() + sheet.point_type.len();
+    bytes += "member_id".len() + member_id.len();
+    bytes += "point_type".len() + sheet.point_type.len();
+    bytes += "updated_at".len() + TIME_TEXT_BYTES;
+    bytes += "earned".len() + number_bytes(&sheet.earned.to_string());
+    bytes += "used".len() + number_bytes(&sheet.used.to_string());
+    bytes += "balance".len() + 2;
+    // The flag: a name and a one-byte boolean.
+    bytes += "lots".len() + 1;
+    for lot in sheet.lots.iter().filter(|lot| !lot.key.is_plain()) {
+        bytes += lot.key.attribute().len() + number_bytes(&lot.amount.to_string());
+    }
+    bytes
+}
+
 /// Write units of crediting `accruals` in one transaction: a conditional put
 /// of each ledger entry (and its history index entry) and one balance update
 /// per distinct balance (balance items stay far below 1 KiB).
@@ -279,5 +304,66 @@ mod tests {
         let delta = meter.cost() - before;
         assert_eq!((before.requests(), before.units()), (3, 5));
         assert_eq!((delta.ledger_requests, delta.ledger_units, delta.job_units), (1, 4, 0));
+    }
+
+    /// A member who buys 20,000 times over 400 days, each purchase's points
+    /// expiring 12 months after it to the second, as a client sends them:
+    /// the balance item stays a few KB (it passed 400 KB when lots were kept
+    /// to the second), and the largest use any day stays a bounded write.
+    #[test]
+    fn a_member_with_20000_expiring_accruals_stays_a_small_item() {
+        use crate::domain::lots::{BalanceSheet, Lot, MAX_USE_LOTS};
+        use crate::domain::transaction_plan::{
+            expression_operators, use_expressions, MAX_EXPRESSION_BYTES, MAX_EXPRESSION_OPERATORS,
+        };
+        use crate::domain::validation::accrual_from_json;
+        use std::collections::BTreeMap;
+        use time::format_description::well_known::Rfc3339;
+
+        let day = 86_400i64;
+        let start = 1_767_225_600i64; // 2026-01-01T00:00:00Z
+        let mut lots = BTreeMap::new();
+        let mut earned = 0;
+        for i in 0..20_000i64 {
+            let bought = start + i * (400 * day) / 20_000 + (i * 7_919) % 3_600;
+            let expires = time::OffsetDateTime::from_unix_timestamp(bought + 365 * day)
+                .unwrap()
+                .format(&Rfc3339)
+                .unwrap();
+            let body = serde_json::json!({
+                "accrual_id": format!("purchase-{i}"), "member_id": "m-1", "point_type": "PT",
+                "amount": 10, "expires_at": expires,
+            });
+            let a = accrual_from_json(0, &body, None).unwrap();
+            *lots.entry(a.lot()).or_insert(0u64) += a.amount;
+            earned += a.amount;
+        }
+        let sheet = BalanceSheet {
+            point_type: "PT".into(),
+            lots: lots.into_iter().map(|(key, amount)| Lot { key, amount }).collect(),
+            earned,
+            used: 0,
+        };
+        let bytes = balance_item_bytes("m-1", &sheet);
+        assert!(
+            bytes <= 16 * 1024,
+            "balance item of {} lots: {bytes} bytes",
+            sheet.lots.len()
+        );
+        assert!(bytes < MAX_ITEM_BYTES);
+        // The largest use at any time takes at most MAX_USE_LOTS lots, and
+        // its expressions fit.
+        let now = time::OffsetDateTime::from_unix_timestamp(start + 380 * day).unwrap();
+        let available = sheet.available(now);
+        let plan = match sheet.plan_use(available, now) {
+            Ok(plan) => plan,
+            Err(crate::domain::lots::UseShortfall::TooManyLots { at_most }) => sheet.plan_use(at_most, now).unwrap(),
+            Err(other) => panic!("{other:?}"),
+        };
+        assert!(plan.takes.len() <= MAX_USE_LOTS);
+        let e = use_expressions(&plan, available);
+        assert!(e.update.len() <= MAX_EXPRESSION_BYTES && e.condition.len() <= MAX_EXPRESSION_BYTES);
+        assert!(expression_operators(&e.update) <= MAX_EXPRESSION_OPERATORS);
+        assert!(expression_operators(&e.condition) <= MAX_EXPRESSION_OPERATORS);
     }
 }

@@ -16,6 +16,7 @@
 
 use std::io::Read;
 
+use crate::domain::lots::lot_times;
 use crate::domain::submission::{derived_id, file_id_prefix};
 use crate::domain::validation::{
     check_accrual_id, check_amount, check_lot_times, check_member_id, check_point_type, check_reason, parse_time,
@@ -319,6 +320,7 @@ impl<R: Read> CsvAccruals<R> {
         if let Err(e) = check_lot_times(apply_at, expires_at) {
             fail("expires_at", e);
         }
+        let (apply_at, expires_at) = lot_times(apply_at, expires_at);
         match (accrual_id, member_id, point_type, amount) {
             (Some(accrual_id), Some(member_id), Some(point_type), Some(amount)) if errors.is_empty() => {
                 CsvRow::Accrual(Accrual {

@@ -28,7 +28,10 @@ impl LotKey {
     pub const PLAIN: LotKey = LotKey { from: 0, until: None };
 
     /// The lot of points applied at `apply_at` (at once if `None`) that
-    /// expire at `expires_at` (never if `None`), to the second.
+    /// expire at `expires_at` (never if `None`), to the second. Accruals
+    /// arrive with their times already rounded by [`lot_times`], so lots
+    /// number about one per day; a lot stored before that rounding keeps
+    /// its exact key, which this still names.
     pub fn new(apply_at: Option<OffsetDateTime>, expires_at: Option<OffsetDateTime>) -> Self {
         LotKey {
             from: apply_at.map_or(0, |t| t.unix_timestamp().max(0)),
@@ -75,6 +78,58 @@ impl LotKey {
     fn use_order(self) -> (i64, i64) {
         (self.until.unwrap_or(i64::MAX), self.from)
     }
+}
+
+/// Granularities lot times are rounded up to, coarsest first: a day, then
+/// an hour (when a day would leave no time between start and expiry).
+const LOT_GRANULARITIES: [i64; 2] = [86_400, 3_600];
+
+/// The times an accrual's points are credited with, in UTC: `apply_at` and
+/// `expires_at` rounded **up** to the next midnight of the offset they were
+/// written in (unchanged when they are one), so one member's lots number
+/// about one per day instead of one per second, and a campaign written as
+/// `2026-12-01T00:00:00+09:00` keeps its time. Up on both ends, so points
+/// never become available earlier than promised and never expire earlier
+/// than promised (they last until the end of that day). When both fall on the
+/// same day, so that rounding to the day would leave no time between them,
+/// they are rounded up to the hour instead, and kept exact if that leaves
+/// none either. `apply_at` must be earlier than `expires_at`
+/// ([`crate::domain::validation::check_lot_times`]).
+pub fn lot_times(
+    apply_at: Option<OffsetDateTime>,
+    expires_at: Option<OffsetDateTime>,
+) -> (Option<OffsetDateTime>, Option<OffsetDateTime>) {
+    let utc = |t: Option<OffsetDateTime>| t.map(|t| t.to_offset(time::UtcOffset::UTC));
+    for step in LOT_GRANULARITIES {
+        // `None` when a time is past the last representable one: keep what
+        // was asked.
+        let rounded = |t: Option<OffsetDateTime>| match t {
+            Some(t) => round_up(t, step).map(Some),
+            None => Some(None),
+        };
+        let (Some(from), Some(until)) = (rounded(apply_at), rounded(expires_at)) else {
+            break;
+        };
+        let empty = matches!((from, until), (Some(f), Some(u)) if u <= f);
+        if !empty {
+            return (from, until);
+        }
+    }
+    (utc(apply_at), utc(expires_at))
+}
+
+/// `t` rounded up to a multiple of `step` seconds of its own offset's clock,
+/// in UTC; `None` past the last representable time.
+fn round_up(t: OffsetDateTime, step: i64) -> Option<OffsetDateTime> {
+    let offset = i64::from(t.offset().whole_seconds());
+    let local = t.unix_timestamp().checked_add(offset)?;
+    let whole = local.rem_euclid(step) == 0 && t.nanosecond() == 0;
+    let rounded = if whole {
+        local
+    } else {
+        local.div_euclid(step).checked_add(1)?.checked_mul(step)?
+    };
+    OffsetDateTime::from_unix_timestamp(rounded.checked_sub(offset)?).ok()
 }
 
 /// Points held in one lot.
@@ -148,8 +203,10 @@ impl BalanceSheet {
     }
 
     /// What a use of `amount` takes from which lot at `now`: available lots,
-    /// soonest expiry first. `Err(available)` when they hold too little.
-    pub fn plan_use(&self, amount: u64, now: OffsetDateTime) -> Result<Vec<Lot>, u64> {
+    /// soonest expiry first, at most [`MAX_USE_LOTS`] of them (one use is
+    /// one conditional write, and its expressions must stay within
+    /// DynamoDB's limits).
+    pub fn plan_use(&self, amount: u64, now: OffsetDateTime) -> Result<UsePlan, UseShortfall> {
         let mut available: Vec<&Lot> = self
             .lots
             .iter()
@@ -158,23 +215,61 @@ impl BalanceSheet {
         available.sort_by_key(|lot| lot.key.use_order());
         let total: u64 = available.iter().map(|lot| lot.amount).sum();
         if total < amount {
-            return Err(total);
+            return Err(UseShortfall::Insufficient { available: total });
         }
         let mut left = amount;
-        let mut plan = Vec::new();
+        let mut plan = UsePlan::default();
         for lot in available {
             if left == 0 {
                 break;
             }
+            if plan.takes.len() == MAX_USE_LOTS {
+                return Err(UseShortfall::TooManyLots { at_most: amount - left });
+            }
             let take = lot.amount.min(left);
-            plan.push(Lot {
+            plan.takes.push(Lot {
                 key: lot.key,
                 amount: take,
             });
+            plan.last_empties = take == lot.amount;
             left -= take;
         }
         Ok(plan)
     }
+}
+
+/// At most this many lots one use takes points from: its write carries a
+/// condition and an action per lot, and DynamoDB allows 300 operators and
+/// 4 KB per expression ([`crate::domain::transaction_plan::use_expressions`]
+/// stays far below with 50; docs/capacity-model.md).
+pub const MAX_USE_LOTS: usize = 50;
+
+/// What a use takes, lot by lot.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct UsePlan {
+    /// Points taken per lot, in the order taken. Every lot but the last is
+    /// taken whole.
+    pub takes: Vec<Lot>,
+    /// Whether the last lot is taken whole too.
+    pub last_empties: bool,
+}
+
+impl UsePlan {
+    /// Whether take `index` leaves its lot empty, so the store removes the
+    /// lot in the same write instead of keeping a zero.
+    pub fn empties(&self, index: usize) -> bool {
+        index + 1 < self.takes.len() || (index + 1 == self.takes.len() && self.last_empties)
+    }
+}
+
+/// Why a use cannot be applied as asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UseShortfall {
+    /// The available lots hold only `available` points.
+    Insufficient { available: u64 },
+    /// Enough points, but spread over more than [`MAX_USE_LOTS`] lots: one use
+    /// can take at most `at_most` points now (the rest in another use).
+    TooManyLots { at_most: u64 },
 }
 
 #[cfg(test)]
@@ -266,13 +361,92 @@ mod tests {
         };
         // At 350 the lot ending at 300 has expired and the one from 400 is pending.
         assert_eq!(
-            sheet.plan_use(60, at(350)).unwrap(),
+            sheet.plan_use(60, at(350)).unwrap().takes,
             vec![lot(0, Some(500), 30), lot(0, None, 30)]
         );
+        let plan = sheet.plan_use(60, at(100)).unwrap();
         assert_eq!(
-            sheet.plan_use(60, at(100)).unwrap(),
+            plan.takes,
             vec![lot(0, Some(300), 20), lot(0, Some(500), 30), lot(0, None, 10)]
         );
-        assert_eq!(sheet.plan_use(131, at(350)), Err(130));
+        assert_eq!((plan.empties(0), plan.empties(1), plan.empties(2)), (true, true, false));
+        assert!(sheet.plan_use(50, at(100)).unwrap().last_empties);
+        assert_eq!(
+            sheet.plan_use(131, at(350)),
+            Err(UseShortfall::Insufficient { available: 130 })
+        );
+    }
+
+    #[test]
+    fn lot_times_round_up_to_the_day_then_the_hour() {
+        let day = 86_400;
+        let secs = |t: Option<OffsetDateTime>| t.map(|t| t.unix_timestamp());
+        // Both up to the next UTC midnight; a midnight stays.
+        let (from, until) = lot_times(Some(at(10 * day + 5)), Some(at(400 * day + 52_330)));
+        assert_eq!((secs(from), secs(until)), (Some(11 * day), Some(401 * day)));
+        assert_eq!(lot_times(Some(at(10 * day)), None), (Some(at(10 * day)), None));
+        // Never earlier than asked, on either end.
+        let (_, until) = lot_times(None, Some(at(3 * day + 1)));
+        assert_eq!(secs(until), Some(4 * day));
+        // The same day: to the hour, then exact.
+        let (from, until) = lot_times(Some(at(day + 3_000)), Some(at(day + 30_000)));
+        assert_eq!((secs(from), secs(until)), (Some(day + 3_600), Some(day + 32_400)));
+        let (from, until) = lot_times(Some(at(day + 100)), Some(at(day + 200)));
+        assert_eq!((secs(from), secs(until)), (Some(day + 100), Some(day + 200)));
+        assert_eq!(lot_times(None, None), (None, None));
+        // In the offset written: a Tokyo midnight stays, a Tokyo afternoon
+        // goes to the next Tokyo midnight (15:00 UTC).
+        let tokyo = time::UtcOffset::from_hms(9, 0, 0).unwrap();
+        let (from, until) = lot_times(
+            Some(at(10 * day - 9 * 3_600).to_offset(tokyo)),
+            Some(at(20 * day + 5 * 3_600).to_offset(tokyo)),
+        );
+        assert_eq!(
+            (secs(from), secs(until)),
+            (Some(10 * day - 9 * 3_600), Some(21 * day - 9 * 3_600))
+        );
+        assert_eq!(from.unwrap().offset(), time::UtcOffset::UTC);
+    }
+
+    /// 20,000 purchases over 400 days, each expiring 12 months after it to
+    /// the second: the balance holds one lot per day, not one per purchase.
+    #[test]
+    fn a_year_of_expiring_purchases_makes_a_lot_per_day() {
+        let day = 86_400;
+        let year = 365 * day;
+        let keys: std::collections::BTreeSet<LotKey> = (0..20_000i64)
+            .map(|i| {
+                let bought = 1_700_000_000 + i * (400 * day / 20_000) + i % 7;
+                let (from, until) = lot_times(None, Some(at(bought + year)));
+                LotKey::new(from, until)
+            })
+            .collect();
+        assert!(keys.len() <= 401, "{} lots", keys.len());
+    }
+
+    #[test]
+    fn a_use_takes_at_most_the_lot_limit() {
+        let lots: Vec<Lot> = (1..=(MAX_USE_LOTS as i64 + 10))
+            .map(|i| lot(0, Some(1_000 + i), 10))
+            .collect();
+        let sheet = BalanceSheet {
+            point_type: "PT".into(),
+            earned: 10 * lots.len() as u64,
+            lots,
+            used: 0,
+        };
+        let plan = sheet.plan_use(10 * MAX_USE_LOTS as u64, at(0)).unwrap();
+        assert_eq!(plan.takes.len(), MAX_USE_LOTS);
+        assert!(plan.empties(MAX_USE_LOTS - 1));
+        assert_eq!(
+            sheet.plan_use(10 * MAX_USE_LOTS as u64 + 1, at(0)),
+            Err(UseShortfall::TooManyLots {
+                at_most: 10 * MAX_USE_LOTS as u64
+            })
+        );
+        assert_eq!(
+            sheet.plan_use(10_000, at(0)),
+            Err(UseShortfall::Insufficient { available: 600 })
+        );
     }
 }

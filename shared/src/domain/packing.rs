@@ -4,6 +4,7 @@
 //! invocations; keeping a member's accruals in one message lets the worker
 //! sum them into a single balance update.
 
+use crate::domain::accrual::MAX_ACCRUAL_ID_LEN;
 use crate::domain::message::{Payload, QueueMessage};
 use crate::domain::uses::Use;
 use crate::domain::{Accrual, JobId};
@@ -14,6 +15,16 @@ pub const SQS_MAX_MESSAGE_BYTES: usize = 1_048_576;
 /// Smallest byte limit accepted: one maximal accrual (ids, point type and a
 /// 256-character reason of 4-byte characters) plus the envelope fits.
 pub const MIN_MESSAGE_BYTES: usize = 4_096;
+/// The most accruals one message may carry: the message's marker keeps their
+/// ids for a job cancel (up to [`MAX_ACCRUAL_ID_LEN`] bytes and a separator
+/// each), and the marker is one DynamoDB item, at most 400 KB. 2,000 ids of
+/// 129 bytes are 258,000 bytes, leaving room for the marker's other
+/// attributes (docs/capacity-model.md).
+pub const MAX_ACCRUALS_PER_MESSAGE: usize = 2_000;
+
+// The marker's ids at the limit stay under two thirds of a 400 KB item.
+const _: () = assert!(MAX_ACCRUALS_PER_MESSAGE * (MAX_ACCRUAL_ID_LEN + 1) < 400 * 1024 * 2 / 3);
+
 /// Bytes of a message that are not accruals: `{"job_id":"<36>","seq":<=10>,"accruals":[]}`.
 const ENVELOPE_BYTES: usize = 80;
 
@@ -43,6 +54,8 @@ impl Default for PackingLimits {
 pub enum PackingLimitsError {
     #[error("max_accruals must be at least 1")]
     NoAccruals,
+    #[error("max_accruals must be at most {MAX_ACCRUALS_PER_MESSAGE} (a message's marker keeps its accrual ids within DynamoDB's 400 KB item size), got {0}")]
+    TooManyAccruals(usize),
     #[error("max_bytes must be between {MIN_MESSAGE_BYTES} and {SQS_MAX_MESSAGE_BYTES}, got {0}")]
     Bytes(usize),
 }
@@ -52,6 +65,9 @@ impl PackingLimits {
     pub fn validate(self) -> Result<Self, PackingLimitsError> {
         if self.max_accruals == 0 {
             return Err(PackingLimitsError::NoAccruals);
+        }
+        if self.max_accruals > MAX_ACCRUALS_PER_MESSAGE {
+            return Err(PackingLimitsError::TooManyAccruals(self.max_accruals));
         }
         if !(MIN_MESSAGE_BYTES..=SQS_MAX_MESSAGE_BYTES).contains(&self.max_bytes) {
             return Err(PackingLimitsError::Bytes(self.max_bytes));
@@ -228,6 +244,26 @@ mod tests {
         }
         .validate()
         .is_err());
+    }
+
+    /// The template allowed 10,000 accruals per message: their marker, which
+    /// keeps every id, would pass DynamoDB's 400 KB item size and fail every
+    /// fold of such a message.
+    #[test]
+    fn a_full_message_marker_fits_an_item() {
+        use crate::domain::capacity::{MAX_ITEM_BYTES, MESSAGE_MARKER_BYTES};
+        let limits = |max_accruals| PackingLimits {
+            max_accruals,
+            max_bytes: SQS_MAX_MESSAGE_BYTES,
+        };
+        let marker = |accruals: usize| MESSAGE_MARKER_BYTES + accruals * (MAX_ACCRUAL_ID_LEN + 1);
+        assert!(limits(MAX_ACCRUALS_PER_MESSAGE).validate().is_ok());
+        assert!(marker(MAX_ACCRUALS_PER_MESSAGE) < MAX_ITEM_BYTES * 2 / 3);
+        assert!(marker(10_000) > MAX_ITEM_BYTES);
+        assert_eq!(
+            limits(10_000).validate(),
+            Err(PackingLimitsError::TooManyAccruals(10_000))
+        );
     }
 
     proptest! {

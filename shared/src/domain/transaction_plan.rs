@@ -6,11 +6,97 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use crate::domain::lots::LotKey;
+use crate::domain::lots::{LotKey, UsePlan};
 use crate::domain::Accrual;
 
 /// TransactWriteItems takes at most 100 actions (DynamoDB service quotas).
 pub const MAX_TRANSACTION_ACTIONS: usize = 100;
+
+/// The longest expression string DynamoDB accepts: 4 KB (DynamoDB
+/// developer guide, "Constraints", expression parameters).
+pub const MAX_EXPRESSION_BYTES: usize = 4096;
+
+/// The most operators or functions one expression may hold: 300 (same
+/// source).
+pub const MAX_EXPRESSION_OPERATORS: usize = 300;
+
+/// The expressions of a use's balance update, built here so that their size
+/// is a pure function of the plan, tested against DynamoDB's limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UseExpressions {
+    /// `SET updated_at = :now ADD used :amount, <lot> :minus<i>… REMOVE <lot>…`:
+    /// a lot taken whole is removed, not left at zero, so spent lots do not
+    /// pile up on the item.
+    pub update: String,
+    /// Per lot `#t<i> >= :take<i>` (or `#t<i> = :take<i>` for a lot
+    /// removed): the overdraft guard, and a removal only of what was planned.
+    pub condition: String,
+    /// `#t<i>` and the attribute it names (`balance` for the plain lot).
+    pub names: Vec<(String, String)>,
+    /// Placeholders and their numbers, as text (`:now` is the caller's).
+    pub values: Vec<(String, String)>,
+}
+
+/// The balance update of a use of `amount` taking `plan`. The plain lot
+/// (`balance`) is never removed, only brought to zero.
+pub fn use_expressions(plan: &UsePlan, amount: u64) -> UseExpressions {
+    let mut add = vec!["used :amount".to_owned()];
+    let mut remove = Vec::new();
+    let mut conditions = Vec::new();
+    let mut names = Vec::new();
+    let mut values = vec![(":amount".to_owned(), amount.to_string())];
+    for (i, take) in plan.takes.iter().enumerate() {
+        let name = if take.key.is_plain() {
+            "balance".to_owned()
+        } else {
+            take.key.attribute()
+        };
+        names.push((format!("#t{i}"), name));
+        values.push((format!(":take{i}"), take.amount.to_string()));
+        if plan.empties(i) && !take.key.is_plain() {
+            remove.push(format!("#t{i}"));
+            conditions.push(format!("#t{i} = :take{i}"));
+        } else {
+            add.push(format!("#t{i} :minus{i}"));
+            values.push((format!(":minus{i}"), format!("-{}", take.amount)));
+            conditions.push(format!("#t{i} >= :take{i}"));
+        }
+    }
+    let mut update = format!("SET updated_at = :now ADD {}", add.join(", "));
+    if !remove.is_empty() {
+        update.push_str(&format!(" REMOVE {}", remove.join(", ")));
+    }
+    UseExpressions {
+        update,
+        condition: conditions.join(" AND "),
+        names,
+        values,
+    }
+}
+
+/// The operators and functions in `expression`, counted generously for
+/// [`MAX_EXPRESSION_OPERATORS`]: every comparator, logical operator,
+/// arithmetic sign and function call, and every action of an update
+/// clause (AWS does not say whether those count; assuming they do errs
+/// on the safe side).
+pub fn expression_operators(expression: &str) -> usize {
+    let mut count = 0;
+    for token in expression.split(|c: char| c.is_whitespace() || c == ',') {
+        let is_operator = matches!(
+            token,
+            "=" | "<>" | "<" | "<=" | ">" | ">=" | "+" | "-" | "AND" | "OR" | "NOT" | "BETWEEN" | "IN"
+        );
+        if is_operator || token.contains('(') {
+            count += 1;
+        }
+    }
+    let actions = expression.matches(',').count()
+        + ["SET ", "ADD ", "REMOVE ", "DELETE "]
+            .iter()
+            .map(|clause| expression.matches(clause).count())
+            .sum::<usize>();
+    count + actions
+}
 
 /// Groups accruals into transactions of at most [`MAX_TRANSACTION_ACTIONS`]
 /// actions: one put per accrual plus one update per distinct balance.
@@ -90,5 +176,58 @@ mod tests {
             let actions = chunk.len() + sum_by_balance(&chunk).len();
             assert!(actions <= MAX_TRANSACTION_ACTIONS, "{actions}");
         }
+    }
+
+    /// A use of as many lots as it may take stays far within DynamoDB's
+    /// expression limits, with the longest lot names there are.
+    #[test]
+    fn the_largest_use_fits_the_expression_limits() {
+        use crate::domain::lots::{Lot, MAX_USE_LOTS};
+        for last_empties in [false, true] {
+            let plan = UsePlan {
+                takes: (0..MAX_USE_LOTS as i64)
+                    .map(|i| Lot {
+                        key: LotKey {
+                            from: 253_402_300_799 - i,
+                            until: Some(253_402_300_799),
+                        },
+                        amount: 1_000_000_000,
+                    })
+                    .collect(),
+                last_empties,
+            };
+            let e = use_expressions(&plan, u64::MAX);
+            for expression in [&e.update, &e.condition] {
+                assert!(expression.len() <= MAX_EXPRESSION_BYTES / 2, "{}", expression.len());
+                assert!(
+                    expression_operators(expression) <= MAX_EXPRESSION_OPERATORS / 2,
+                    "{}",
+                    expression_operators(expression)
+                );
+            }
+            assert!(e.names.iter().all(|(_, name)| name.len() <= 255));
+        }
+    }
+
+    #[test]
+    fn a_lot_taken_whole_is_removed_under_an_exact_condition() {
+        use crate::domain::lots::Lot;
+        let lot = |until, amount| Lot {
+            key: LotKey { from: 0, until },
+            amount,
+        };
+        let plan = UsePlan {
+            takes: vec![lot(Some(5), 10), lot(None, 4)],
+            last_empties: true,
+        };
+        let e = use_expressions(&plan, 14);
+        assert_eq!(
+            e.update,
+            "SET updated_at = :now ADD used :amount, #t1 :minus1 REMOVE #t0"
+        );
+        assert_eq!(e.condition, "#t0 = :take0 AND #t1 >= :take1");
+        assert_eq!(e.names[1], ("#t1".to_owned(), "balance".to_owned()));
+        assert_eq!(expression_operators(&e.condition), 3);
+        assert_eq!(expression_operators(&e.update), 5);
     }
 }

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use time::OffsetDateTime;
 
+use crate::domain::lots::UseShortfall;
 use crate::domain::validation::{
     check_accrual_id, check_amount, check_member_id, check_point_type, check_reason, FieldError,
 };
@@ -69,6 +70,19 @@ pub enum UseOutcome {
     Insufficient { available: u64 },
     /// The id was used for a different deduction (returned): nothing changed.
     IdReused(UseRecord),
+    /// Enough points, but spread over more lots than one use may take
+    /// ([`crate::domain::lots::MAX_USE_LOTS`]): nothing changed; a use of at
+    /// most `at_most` points would apply now (the rest in another use).
+    TooManyLots { at_most: u64 },
+}
+
+impl From<UseShortfall> for UseOutcome {
+    fn from(shortfall: UseShortfall) -> Self {
+        match shortfall {
+            UseShortfall::Insufficient { available } => UseOutcome::Insufficient { available },
+            UseShortfall::TooManyLots { at_most } => UseOutcome::TooManyLots { at_most },
+        }
+    }
 }
 
 /// The id of a use shares the accrual id rules.

@@ -9,6 +9,7 @@ use serde_json::{Map, Value};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
+use crate::domain::lots::lot_times;
 use crate::domain::{
     is_id_char, is_point_type_char, Accrual, MAX_ACCRUAL_ID_LEN, MAX_AMOUNT, MAX_MEMBER_ID_LEN, MAX_POINT_TYPE_LEN,
     MAX_REASON_LEN,
@@ -204,6 +205,7 @@ pub fn accrual_from_json(index: usize, item: &Value, derived_id: Option<String>)
     if let Err(e) = check_lot_times(apply_at, expires_at) {
         fail("expires_at", e);
     }
+    let (apply_at, expires_at) = lot_times(apply_at, expires_at);
 
     match (accrual_id, member_id, point_type, amount) {
         (Some(accrual_id), Some(member_id), Some(point_type), Some(amount)) if errors.is_empty() => Ok(Accrual {
@@ -219,8 +221,9 @@ pub fn accrual_from_json(index: usize, item: &Value, derived_id: Option<String>)
     }
 }
 
-/// Parses `apply_at` / `expires_at`: an RFC 3339 time with its offset,
-/// kept to the second.
+/// Parses `apply_at` / `expires_at`: an RFC 3339 time, in the offset it was
+/// written with (which [`crate::domain::lots::lot_times`] rounds in, then
+/// turns to UTC).
 pub fn parse_time(text: &str) -> Result<OffsetDateTime, String> {
     let t = OffsetDateTime::parse(text, &Rfc3339)
         .map_err(|_| format!("must be an RFC 3339 time such as 2026-12-01T00:00:00Z, found {text:?}"))?;
@@ -229,7 +232,7 @@ pub fn parse_time(text: &str) -> Result<OffsetDateTime, String> {
             "must be a time between the years 2000 and 9999, found {text:?}"
         ));
     }
-    Ok(t.to_offset(time::UtcOffset::UTC))
+    Ok(t)
 }
 
 /// Rules between `apply_at` and `expires_at`: points must be available for at
@@ -324,13 +327,24 @@ mod tests {
         let a = accrual_from_json(
             0,
             &json!({"accrual_id":"a","member_id":"m","point_type":"P","amount":1,
-                    "apply_at":"2026-12-01T09:00:00+09:00","expires_at":"2027-12-01T00:00:00Z"}),
+                    "apply_at":"2026-12-01T00:00:00+09:00","expires_at":"2027-12-01T00:00:00Z"}),
             None,
         )
         .unwrap();
-        assert_eq!(a.apply_at.unwrap().unix_timestamp(), 1_796_083_200);
+        assert_eq!(a.apply_at.unwrap().unix_timestamp(), 1_796_083_200 - 9 * 3_600);
         assert_eq!(a.apply_at.unwrap().offset(), time::UtcOffset::UTC);
         assert_eq!(a.expires_at.unwrap().unix_timestamp(), 1_827_619_200);
+        // Times are rounded up to the next midnight of their own offset
+        // (domain::lots::lot_times): 09:00 in Tokyo is 00:00 the next day there.
+        let b = accrual_from_json(
+            0,
+            &json!({"accrual_id":"a","member_id":"m","point_type":"P","amount":1,
+                    "apply_at":"2026-12-01T09:00:00+09:00","expires_at":"2027-11-30T23:59:59Z"}),
+            None,
+        )
+        .unwrap();
+        assert_eq!(b.apply_at.unwrap().unix_timestamp(), 1_796_083_200 + 15 * 3_600);
+        assert_eq!(b.expires_at.unwrap().unix_timestamp(), 1_827_619_200);
         let errs = errors_of(json!({"accrual_id":"a","member_id":"m","point_type":"P","amount":1,
                                     "apply_at":"tomorrow","expires_at":5}));
         assert_eq!(errs[0].0, "apply_at");

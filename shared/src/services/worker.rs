@@ -287,6 +287,10 @@ impl Worker {
                     info!(use_id = %u.use_id, requested = u.amount, available, "use refused: insufficient balance");
                     counts.refused += 1;
                 }
+                Ok(UseOutcome::TooManyLots { at_most }) => {
+                    info!(use_id = %u.use_id, requested = u.amount, at_most, "use refused: spread over too many lots");
+                    counts.refused += 1;
+                }
                 Ok(UseOutcome::IdReused(_)) => {
                     info!(use_id = %u.use_id, "use refused: use_id taken by a different deduction");
                     counts.refused += 1;

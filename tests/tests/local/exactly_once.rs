@@ -269,6 +269,7 @@ async fn check_ledger_history(b: &backend::Backend, pool: &[PoolAccrual], steps:
                     Some(_) => assert!(matches!(outcome, UseOutcome::IdReused(_)), "{outcome:?}"),
                     None => match model.plan_use(*amount, now) {
                         Ok(plan) => {
+                            let plan = plan.takes;
                             assert!(matches!(outcome, UseOutcome::Applied(_)), "{outcome:?}");
                             for take in &plan {
                                 *lots[*m].get_mut(&take.key).unwrap() -= take.amount;
@@ -276,7 +277,7 @@ async fn check_ledger_history(b: &backend::Backend, pool: &[PoolAccrual], steps:
                             used[*m] += amount;
                             uses.insert(*id, (*m, *amount, plan, false));
                         }
-                        Err(available) => assert_eq!(outcome, UseOutcome::Insufficient { available }),
+                        Err(shortfall) => assert_eq!(outcome, UseOutcome::from(shortfall)),
                     },
                 }
             }

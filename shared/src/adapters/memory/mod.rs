@@ -154,12 +154,17 @@ impl Debits for MemoryStore {
             used: sheet.used,
         };
         let plan = match current.plan_use(u.amount, now) {
-            Ok(plan) => plan,
-            Err(available) => return Ok(UseOutcome::Insufficient { available }),
+            Ok(plan) => plan.takes,
+            Err(shortfall) => return Ok(shortfall.into()),
         };
         for take in &plan {
             if let Some(amount) = sheet.lots.get_mut(&take.key) {
                 *amount -= take.amount;
+                // A spent lot goes, as the other stores remove it; the
+                // plain lot stays (at zero).
+                if *amount == 0 && !take.key.is_plain() {
+                    sheet.lots.remove(&take.key);
+                }
             }
         }
         sheet.used += u.amount;

@@ -95,8 +95,8 @@ impl Debits for SqliteStore {
             }
             let sheet = read_sheets(&tx, &u.member_id, Some(&u.point_type))?.pop();
             let plan = match sheet.map(|sheet| sheet.plan_use(u.amount, now)) {
-                Some(Ok(plan)) => plan,
-                Some(Err(available)) => return Ok(UseOutcome::Insufficient { available }),
+                Some(Ok(plan)) => plan.takes,
+                Some(Err(shortfall)) => return Ok(shortfall.into()),
                 None => return Ok(UseOutcome::Insufficient { available: 0 }),
             };
             let amount = to_i64(u.amount, "amount")?;
@@ -116,6 +116,9 @@ impl Debits for SqliteStore {
                     return Err(Failure::Other("a lot changed under the use's own transaction".into()));
                 }
             }
+            // Spent lots go in the same transaction, so they do not pile up.
+            tx.prepare_cached("DELETE FROM lots WHERE member_id = ?1 AND point_type = ?2 AND amount = 0")?
+                .execute(params![u.member_id, u.point_type])?;
             tx.prepare_cached(
                 "UPDATE balances SET used = used + ?3, updated_at = ?4 WHERE member_id = ?1 AND point_type = ?2",
             )?

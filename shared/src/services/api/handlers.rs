@@ -10,7 +10,7 @@ use super::body::{parse_reversal, parse_submission, parse_use, Prepared};
 use super::views::{rfc3339, Accepted, JobView};
 use super::{ApiError, ApiRequest, ApiResponse, ApiService};
 use crate::domain::history::{HistoryCursor, HistoryQuery};
-use crate::domain::lots::BalanceView;
+use crate::domain::lots::{BalanceView, MAX_USE_LOTS};
 use crate::domain::packing::{pack_accruals, pack_uses};
 use crate::domain::reversal::{ReversalKind, ReversalOutcome};
 use crate::domain::submission::job_id_for_key;
@@ -40,6 +40,13 @@ impl ApiService {
                 point_type: u.point_type,
                 requested: u.amount,
                 available,
+            }),
+            UseOutcome::TooManyLots { at_most } => Err(ApiError::TooManyLots {
+                member_id: u.member_id,
+                point_type: u.point_type,
+                requested: u.amount,
+                at_most,
+                max_lots: MAX_USE_LOTS,
             }),
             UseOutcome::IdReused(record) => Err(ApiError::UseIdReused {
                 use_id: record.use_id,

@@ -99,6 +99,14 @@ pub enum ApiError {
         requested: u64,
         available: u64,
     },
+    #[error("member {member_id}'s {point_type} points are spread over more lots than one use may take ({max_lots}); a use of at most {at_most} of the {requested} points applies now, the rest in another use")]
+    TooManyLots {
+        member_id: String,
+        point_type: String,
+        requested: u64,
+        at_most: u64,
+        max_lots: usize,
+    },
     #[error("use_id {use_id} was already used for a different deduction ({amount} {point_type} points of member {member_id}); use a new use_id for a new use")]
     UseIdReused {
         use_id: String,
@@ -165,7 +173,10 @@ impl ApiError {
             ApiError::InvalidUse { .. } | ApiError::InvalidReversal { .. } => 400,
             ApiError::AlreadySpent { .. } | ApiError::JobRunning { .. } => 409,
             ApiError::CancelNotQueued { .. } => 503,
-            ApiError::KeyReused { .. } | ApiError::InsufficientBalance { .. } | ApiError::UseIdReused { .. } => 409,
+            ApiError::KeyReused { .. }
+            | ApiError::InsufficientBalance { .. }
+            | ApiError::TooManyLots { .. }
+            | ApiError::UseIdReused { .. } => 409,
             ApiError::EnqueueFailed { .. } | ApiError::Unavailable(_) => 503,
             ApiError::Internal(_) => 500,
         }
@@ -192,6 +203,7 @@ impl ApiError {
             ApiError::KeyReused { .. } => "idempotency_key_reused",
             ApiError::InvalidUse { .. } => "invalid_use",
             ApiError::InsufficientBalance { .. } => "insufficient_balance",
+            ApiError::TooManyLots { .. } => "too_many_lots",
             ApiError::UseIdReused { .. } => "use_id_reused",
             ApiError::InvalidReversal { .. } => "invalid_reversal",
             ApiError::AlreadySpent { .. } => "already_spent",
@@ -224,6 +236,10 @@ impl ApiError {
             } => {
                 error["requested"] = json!(requested);
                 error["available"] = json!(available);
+            }
+            ApiError::TooManyLots { requested, at_most, .. } => {
+                error["requested"] = json!(requested);
+                error["at_most"] = json!(at_most);
             }
             ApiError::EnqueueFailed { job_id, with_key, .. } => {
                 error["job_id"] = json!(job_id);

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::{json, Map, Value};
 use time::OffsetDateTime;
 
-use crate::domain::lots::LotKey;
+use crate::domain::lots::{lot_times, LotKey};
 use crate::domain::packing::PackingLimits;
 use crate::services::api::ApiRequest;
 
@@ -25,7 +25,9 @@ pub(crate) struct Credit {
 impl Credit {
     pub(crate) fn lot(&self) -> LotKey {
         let at = |s: i64| OffsetDateTime::from_unix_timestamp(s).ok();
-        LotKey::new(self.apply_at.and_then(at), self.expires_at.and_then(at))
+        // The API rounds the times it is given (`lot_times`); so does the model.
+        let (from, until) = lot_times(self.apply_at.and_then(at), self.expires_at.and_then(at));
+        LotKey::new(from, until)
     }
 
     fn to_json(&self, accrual_id: Option<&str>) -> Value {

@@ -23,9 +23,9 @@ use super::transaction::{put_new, Code, Meter, Request, Retry, Sent, OPERATION};
 use super::{DynamoStore, Item};
 use crate::domain::capacity::{write_units, WriteKind};
 use crate::domain::history::{self, HistoryEntry};
-use crate::domain::lots::{BalanceSheet, Lot, LotKey};
+use crate::domain::lots::{BalanceSheet, LotKey, UsePlan};
 use crate::domain::reversal::{ReversalKind, ReversalOutcome, ReversalRecord, ReversalTarget};
-use crate::domain::transaction_plan::{plan_transactions, sum_by_lot};
+use crate::domain::transaction_plan::{plan_transactions, sum_by_lot, use_expressions};
 use crate::domain::uses::{Use, UseOutcome, UseRecord};
 use crate::domain::{Accrual, MessageRef};
 use crate::ports::{ApplyOutcome, Credits, Debits, LedgerReads, StoreError};
@@ -124,36 +124,33 @@ fn use_update_plain(table: &str, u: &Use, now: &str) -> Result<(Update, Item), S
 }
 
 /// A use's balance update taking `plan` from the lots, each under the
-/// condition that its lot still holds what is taken: the overdraft guard.
-fn use_update_lots(table: &str, u: &Use, plan: &[Lot], now: &str) -> Result<(Update, Item), StoreError> {
-    let mut add = vec!["used :amount".to_owned()];
-    let mut conditions = Vec::new();
-    let mut consumed = Item::new();
+/// condition that its lot still holds what is taken: the overdraft guard. A
+/// lot taken whole is removed ([`use_expressions`]).
+fn use_update_lots(table: &str, u: &Use, plan: &UsePlan, now: &str) -> Result<(Update, Item), StoreError> {
+    let expressions = use_expressions(plan, u.amount);
     let mut update = Update::builder()
         .table_name(table)
         .set_key(Some(keys::balance_key(&u.member_id, &u.point_type)))
+        .update_expression(expressions.update)
+        .condition_expression(expressions.condition)
         .expression_attribute_values(":now", s(now))
-        .expression_attribute_values(":amount", n(u.amount))
         .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
-    for (i, take) in plan.iter().enumerate() {
+    for (placeholder, name) in expressions.names {
+        update = update.expression_attribute_names(placeholder, name);
+    }
+    for (placeholder, number) in expressions.values {
+        update = update.expression_attribute_values(placeholder, AttributeValue::N(number));
+    }
+    let mut consumed = Item::new();
+    for take in &plan.takes {
         let name = if take.key.is_plain() {
             "balance".to_owned()
         } else {
             take.key.attribute()
         };
-        update = update
-            .expression_attribute_names(format!("#t{i}"), &name)
-            .expression_attribute_values(format!(":minus{i}"), minus(take.amount))
-            .expression_attribute_values(format!(":take{i}"), n(take.amount));
-        add.push(format!("#t{i} :minus{i}"));
-        conditions.push(format!("#t{i} >= :take{i}"));
         consumed.insert(name, n(take.amount));
     }
-    let update = update
-        .update_expression(format!("SET updated_at = :now ADD {}", add.join(", ")))
-        .condition_expression(conditions.join(" AND "))
-        .build()
-        .map_err(|e| backend(OPERATION, e))?;
+    let update = update.build().map_err(|e| backend(OPERATION, e))?;
     Ok((update, consumed))
 }
 
@@ -271,7 +268,7 @@ impl Debits for DynamoStore {
                 Some(None) => return Ok(UseOutcome::Insufficient { available: 0 }),
                 Some(Some(item)) => match sheet_from_item(item)?.plan_use(u.amount, now) {
                     Ok(plan) => use_update_lots(&self.table, u, &plan, &now_text)?,
-                    Err(available) => return Ok(UseOutcome::Insufficient { available }),
+                    Err(shortfall) => return Ok(shortfall.into()),
                 },
             };
             let entry = put_new(&self.table, use_entry(u, &consumed, &now_text, &key_time))?;
