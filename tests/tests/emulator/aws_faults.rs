@@ -22,7 +22,7 @@ use pointflow::domain::{Accrual, JobStatus, MessageRef};
 use pointflow::ports::Credits;
 use pointflow::ports::{ApplyOutcome, JobStore, Ledger, ReceivedMessage, StoreError, WorkQueue};
 use pointflow::services::api::{ApiService, ApiSettings};
-use pointflow::services::worker::{IncomingMessage, Worker, WorkerSettings};
+use pointflow::services::worker::{IncomingMessage, MessageRetry, Worker, WorkerSettings};
 use pointflow_cli::poller::invoke_and_acknowledge;
 use pointflow_tests::backend::{self, Backend};
 use pointflow_tests::lambda::{call_api, post_job};
@@ -129,7 +129,13 @@ async fn a_message_that_keeps_failing_reaches_the_dlq_and_a_redrive_applies_it_o
             max_receive_count: 2,
             message_concurrency: 1,
         },
-    );
+    )
+    // One try per delivery: this is about deliveries (and the one-second
+    // visibility leaves no room for waits within one).
+    .with_retry(MessageRetry {
+        attempts: 1,
+        ..MessageRetry::default()
+    });
     let (body, expected) = campaign("dlq", 12, 4);
     let job_id = submit(&ingest(&backend, 500), &body).await;
 
@@ -275,11 +281,24 @@ async fn a_message_not_deleted_is_redelivered_after_the_visibility_timeout_and_a
     assert_eq!(job.status(), JobStatus::Completed);
 }
 
-/// What the proxy did, per `X-Amz-Target` operation.
+/// What the proxy did, per `X-Amz-Target` operation, and per refusal.
 #[derive(Default)]
 struct Traffic {
     forwarded: HashMap<String, u64>,
     throttled: HashMap<String, u64>,
+    /// Requests that matched a refusal's needle, refused or let through.
+    matched: HashMap<&'static str, u64>,
+}
+
+/// A canned refusal: the first `times` requests to `target` whose body
+/// holds `needle` are answered with `error` (an AWS JSON error body, HTTP
+/// 400) without reaching the emulator, so they take no effect.
+#[derive(Clone, Copy)]
+pub(crate) struct Refusal {
+    pub target: &'static str,
+    pub needle: &'static str,
+    pub times: u64,
+    pub error: &'static str,
 }
 
 /// A fault-injecting HTTP proxy in front of the emulator. Of the requests
@@ -288,13 +307,20 @@ struct Traffic {
 /// sends) without forwarding them; everything else goes to the emulator
 /// unchanged. One request per connection (it answers `Connection: close`),
 /// so it needs no HTTP framing of its own beyond reading the request.
-struct FaultProxy {
-    url: String,
+pub(crate) struct FaultProxy {
+    pub url: String,
     traffic: Arc<Mutex<Traffic>>,
 }
 
 impl FaultProxy {
     fn start(upstream: &str, faults: &[(&'static str, u64)]) -> Self {
+        Self::start_with(upstream, faults, &[])
+    }
+
+    /// A proxy that also answers requests matching `refusals` with their
+    /// canned errors.
+    pub(crate) fn start_with(upstream: &str, faults: &[(&'static str, u64)], refusals: &[Refusal]) -> Self {
+        let refusals = refusals.to_vec();
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
         let url = format!("http://{}", listener.local_addr().expect("proxy address"));
         let upstream = upstream.trim_start_matches("http://").trim_end_matches('/').to_owned();
@@ -306,8 +332,9 @@ impl FaultProxy {
         std::thread::spawn(move || {
             for client in listener.incoming().flatten() {
                 let (upstream, faults, traffic) = (upstream.clone(), faults.clone(), shared.clone());
+                let refusals = refusals.clone();
                 std::thread::spawn(move || {
-                    if let Err(e) = serve(client, &upstream, &faults, &traffic) {
+                    if let Err(e) = serve(client, &upstream, &faults, &refusals, &traffic) {
                         eprintln!("fault proxy: {e}");
                     }
                 });
@@ -326,6 +353,11 @@ impl FaultProxy {
             .unwrap_or(0)
     }
 
+    /// Requests that matched refusal `needle`, refused or let through.
+    pub(crate) fn matched(&self, needle: &str) -> u64 {
+        self.traffic.lock().unwrap().matched.get(needle).copied().unwrap_or(0)
+    }
+
     fn forwarded(&self, prefix: &str) -> u64 {
         let traffic = self.traffic.lock().unwrap();
         traffic
@@ -341,6 +373,7 @@ fn serve(
     client: TcpStream,
     upstream: &str,
     faults: &HashMap<&'static str, u64>,
+    refusals: &[Refusal],
     traffic: &Mutex<Traffic>,
 ) -> std::io::Result<()> {
     client.set_read_timeout(Some(Duration::from_secs(30)))?;
@@ -370,6 +403,24 @@ fn serve(
     let mut body = vec![0; length];
     reader.read_exact(&mut body)?;
     let mut client = client;
+
+    let text = String::from_utf8_lossy(&body);
+    let refusal = refusals.iter().find(|r| {
+        r.target == target && text.contains(r.needle) && {
+            let mut t = traffic.lock().unwrap();
+            let matched = t.matched.entry(r.needle).or_default();
+            *matched += 1;
+            *matched <= r.times
+        }
+    });
+    if let Some(refusal) = refusal {
+        let response = format!(
+            "HTTP/1.1 400 Bad Request\r\nContent-Type: application/x-amz-json-1.0\r\nx-amzn-RequestId: injected-refusal\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
+            refusal.error.len(),
+            refusal.error
+        );
+        return client.write_all(response.as_bytes());
+    }
 
     let throttle = faults.get(target.as_str()).is_some_and(|n| {
         let mut t = traffic.lock().unwrap();

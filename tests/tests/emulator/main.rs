@@ -10,5 +10,6 @@ mod aws_pipeline;
 mod bulk_uses;
 mod contract_aws;
 mod events;
+mod job_accounting;
 mod job_cancel;
 mod local_runner;
