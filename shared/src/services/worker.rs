@@ -391,12 +391,7 @@ impl Worker {
         let Ok(decoded) = QueueMessage::decode(&message.body) else {
             return;
         };
-        let counts = MessageCounts {
-            applied: 0,
-            duplicate: 0,
-            failed: decoded.items() as u64,
-            refused: 0,
-        };
+        let counts = self.counts_of_failed(&decoded).await;
         if let Err(error) = self
             .jobs
             .fold_message(
@@ -409,6 +404,42 @@ impl Worker {
             .await
         {
             warn!(error = %error, "could not count the failed message on its job");
+        }
+    }
+}
+
+impl Worker {
+    /// The counts of a message whose last delivery failed: what the ledger
+    /// says this message credited counts `applied` (DynamoDB credits a
+    /// message in several transactions, so a failure can leave part of it
+    /// credited), what another message credited `duplicate`, the rest
+    /// `failed`; all `failed` if the ledger cannot tell (or a use message).
+    async fn counts_of_failed(&self, decoded: &QueueMessage) -> MessageCounts {
+        let all_failed = MessageCounts {
+            failed: decoded.items() as u64,
+            ..MessageCounts::default()
+        };
+        if !matches!(decoded.payload, Payload::Accruals(_)) {
+            return all_failed;
+        }
+        let by = MessageRef {
+            job_id: decoded.job_id,
+            seq: decoded.seq,
+        };
+        match self.credits.tally_credits(by, &decoded.item_ids()).await {
+            Ok(Some(tally)) if tally.by_message + tally.by_other + tally.not_credited == all_failed.failed => {
+                MessageCounts {
+                    applied: tally.by_message,
+                    duplicate: tally.by_other,
+                    failed: tally.not_credited,
+                    refused: 0,
+                }
+            }
+            Ok(_) => all_failed,
+            Err(error) => {
+                warn!(error = %error, "could not tell which accruals the failed message credited");
+                all_failed
+            }
         }
     }
 }

@@ -13,8 +13,8 @@ use pointflow::domain::message::{Payload, QueueMessage};
 use pointflow::domain::{
     Accrual, CancelCounts, ChunkReport, FoldedItems, Job, JobId, JobStatus, MessageCounts, MessageRef, NewJob,
 };
-use pointflow::ports::{ApplyOutcome, CreateJob, Credits, JobStore, Ledger, StoreError};
-use pointflow::services::worker::{IncomingMessage, Worker, WorkerSettings};
+use pointflow::ports::{ApplyOutcome, CreateJob, CreditTally, Credits, JobStore, Ledger, StoreError};
+use pointflow::services::worker::{IncomingMessage, MessageRetry, Worker, WorkerSettings};
 use pointflow_tests::backend;
 use time::OffsetDateTime;
 
@@ -268,4 +268,68 @@ async fn a_fold_conflict_on_the_last_delivery_does_not_leave_the_job_running() {
     let done = b.jobs.get_job(job_id).await.unwrap().unwrap();
     assert_eq!((done.applied, done.status()), (8, JobStatus::Completed));
     assert!(done.completed_at.is_some());
+}
+
+/// A ledger that credits only the first `credited` accruals of a call, then
+/// fails: DynamoDB's transactions of a message committed in part.
+struct PartlyApplyingLedger {
+    inner: Arc<dyn Ledger>,
+    credited: usize,
+}
+
+#[async_trait]
+impl Credits for PartlyApplyingLedger {
+    async fn apply_accruals(
+        &self,
+        by: MessageRef,
+        accruals: &[Accrual],
+        now: OffsetDateTime,
+    ) -> Result<ApplyOutcome, StoreError> {
+        self.inner
+            .apply_accruals(by, &accruals[..self.credited.min(accruals.len())], now)
+            .await?;
+        Err(StoreError::Throttled {
+            operation: "TransactWriteItems",
+        })
+    }
+
+    async fn tally_credits(&self, by: MessageRef, accrual_ids: &[String]) -> Result<Option<CreditTally>, StoreError> {
+        self.inner.tally_credits(by, accrual_ids).await
+    }
+}
+
+#[tokio::test]
+async fn a_partly_applied_message_that_dead_letters_counts_failed_only_what_was_not_credited() {
+    let b = backend::memory(Duration::from_secs(30), 3);
+    let worker = Worker::from_parts(
+        Arc::new(PartlyApplyingLedger {
+            inner: b.ledger.clone(),
+            credited: 3,
+        }),
+        b.ledger.clone(),
+        b.jobs.clone(),
+        WorkerSettings {
+            max_receive_count: 1,
+            message_concurrency: 1,
+        },
+    )
+    .with_retry(MessageRetry {
+        attempts: 1,
+        ..MessageRetry::default()
+    });
+    let job_id = job(b.jobs.as_ref(), 8, 1).await;
+    let body = message(job_id, 0, 8, "m");
+    let report = worker.process_batch(vec![incoming("m", body.clone(), 1)]).await;
+    assert_eq!(report.failed_message_ids, ["m"], "it goes to the DLQ");
+    let settled = b.jobs.get_job(job_id).await.unwrap().unwrap();
+    assert_eq!(
+        (settled.applied, settled.failed, settled.status()),
+        (3, 5, JobStatus::CompletedWithErrors)
+    );
+    // The redrive applies the rest: only the failed part moves.
+    let healthy = Worker::new(b.ledger.clone(), b.jobs.clone(), WorkerSettings::default());
+    let report = healthy.process_batch(vec![incoming("m", body, 1)]).await;
+    assert_eq!(report.failed_message_ids, Vec::<String>::new());
+    let done = b.jobs.get_job(job_id).await.unwrap().unwrap();
+    assert_eq!((done.applied, done.failed, done.status()), (8, 0, JobStatus::Completed));
 }

@@ -87,17 +87,20 @@ impl DynamoStore {
         }
     }
 
-    /// Moves a message's counts from `failed` to applied/duplicate once its
-    /// accruals were applied after all (a DLQ redrive): the marker's
-    /// condition `failed = :before` makes it happen once.
+    /// Replaces a message's counts, `before` (some or all `failed`), by
+    /// `counts` once its accruals were applied after all (a DLQ redrive):
+    /// the marker's condition `failed = :before` makes it happen once.
     async fn resettle(
         &self,
         job_id: JobId,
         seq: u32,
         counts: MessageCounts,
-        failed_before: u64,
+        before: MessageCounts,
         now: &str,
     ) -> Result<bool, StoreError> {
+        let failed_before = before.failed;
+        // Signed: what was applied before stays in `counts` too.
+        let delta = |now: u64, before: u64| AttributeValue::N((i128::from(now) - i128::from(before)).to_string());
         let marker = Update::builder()
             .table_name(&self.table)
             .set_key(Some(keys::message_marker_key(job_id, seq)))
@@ -117,9 +120,9 @@ impl DynamoStore {
             .update_expression("SET updated_at = :now ADD applied :a, duplicate :d, refused :r, failed :minus")
             .condition_expression("attribute_exists(pk)")
             .expression_attribute_values(":now", s(now))
-            .expression_attribute_values(":a", n(counts.applied))
-            .expression_attribute_values(":d", n(counts.duplicate))
-            .expression_attribute_values(":r", n(counts.refused))
+            .expression_attribute_values(":a", delta(counts.applied, before.applied))
+            .expression_attribute_values(":d", delta(counts.duplicate, before.duplicate))
+            .expression_attribute_values(":r", delta(counts.refused, before.refused))
             .expression_attribute_values(":minus", minus(failed_before))
             .build()
             .map_err(|e| backend(OPERATION, e))?;
@@ -300,9 +303,17 @@ impl JobStore for DynamoStore {
         let folded = match self.marker_and_update(put, update).await? {
             Marked::Done => true,
             Marked::Before(old) => {
-                let failed_before = old.as_ref().map_or(Ok(0), |item| item.number("failed"))?;
-                if failed_before > 0 && counts.failed == 0 && counts.settled() == failed_before {
-                    self.resettle(job_id, seq, counts, failed_before, &now_text).await?
+                let before = match &old {
+                    Some(item) => MessageCounts {
+                        applied: item.number("applied")?,
+                        duplicate: item.number("duplicate")?,
+                        failed: item.number("failed")?,
+                        refused: item.number("refused")?,
+                    },
+                    None => MessageCounts::default(),
+                };
+                if before.failed > 0 && counts.failed == 0 && counts.settled() == before.settled() {
+                    self.resettle(job_id, seq, counts, before, &now_text).await?
                 } else {
                     false
                 }
