@@ -452,32 +452,40 @@ impl Worker {
 /// `TransactionConflict`. Messages that name no member (a cancel, a body
 /// that does not decode) each get a lane of their own.
 fn lanes(messages: Vec<IncomingMessage>) -> Vec<Vec<IncomingMessage>> {
-    // Each lane: its messages with their place in the batch, and its members.
-    let mut lanes: Vec<(Vec<(usize, IncomingMessage)>, HashSet<String>)> = Vec::new();
+    let mut lanes: Vec<Lane> = Vec::new();
     for (place, message) in messages.into_iter().enumerate() {
-        let mut lane = (vec![(place, message)], HashSet::new());
-        lane.1 = members(&lane.0[0].1.body);
+        let mut lane = Lane {
+            members: members(&message.body),
+            messages: vec![(place, message)],
+        };
         // Every lane sharing a member with this message joins its lane.
         let mut index = 0;
         while index < lanes.len() {
-            if lanes[index].1.is_disjoint(&lane.1) {
+            if lanes[index].members.is_disjoint(&lane.members) {
                 index += 1;
             } else {
-                let (messages, members) = lanes.remove(index);
-                lane.0.extend(messages);
-                lane.1.extend(members);
+                let joined = lanes.remove(index);
+                lane.messages.extend(joined.messages);
+                lane.members.extend(joined.members);
             }
         }
         lanes.push(lane);
     }
     lanes
         .into_iter()
-        .map(|(mut messages, _)| {
+        .map(|mut lane| {
             // In batch order: a member's messages are applied as they were queued.
-            messages.sort_by_key(|(place, _)| *place);
-            messages.into_iter().map(|(_, message)| message).collect()
+            lane.messages.sort_by_key(|(place, _)| *place);
+            lane.messages.into_iter().map(|(_, message)| message).collect()
         })
         .collect()
+}
+
+/// Messages of a batch applied one after another, with their places in the
+/// batch, and the members they name.
+struct Lane {
+    messages: Vec<(usize, IncomingMessage)>,
+    members: HashSet<String>,
 }
 
 /// The members a message body credits or debits (none if it does not decode).
