@@ -11,7 +11,7 @@ use pointflow::domain::reversal::{ReversalKind, ReversalOutcome, ReversalTarget}
 use pointflow::domain::uses::{Use, UseOutcome};
 use pointflow::domain::validation::accrual_from_json;
 use pointflow::domain::{Accrual, Balance, ChunkEnd, ChunkReport, JobId, JobStatus, MessageCounts, MessageRef, NewJob};
-use pointflow::ports::{CreateJob, ReceivedMessage};
+use pointflow::ports::{CreateJob, CreditTally, ReceivedMessage};
 use pointflow::services::history::history_page;
 use time::OffsetDateTime;
 
@@ -230,6 +230,70 @@ pub async fn redriven_message_moves_its_counts_from_failed(b: &Backend) {
     let done = b.jobs.get_job(job.job_id).await.unwrap().unwrap();
     assert_eq!((done.applied, done.duplicate, done.failed), (3, 1, 0));
     assert_eq!(done.status(), JobStatus::Completed);
+}
+
+/// A message counted failed in part on its last delivery (some of its
+/// accruals were credited, the ledger said which) and applied in full later
+/// (a DLQ redrive): its new counts replace the old ones, once, and only its
+/// failed part moves.
+pub async fn partly_failed_message_moves_only_its_failed_part(b: &Backend) {
+    let job = new_job(4, 1, "h");
+    b.jobs.create_job(&job).await.unwrap();
+    let partly = MessageCounts {
+        applied: 1,
+        duplicate: 1,
+        failed: 2,
+        refused: 0,
+    };
+    assert!(b.jobs.fold_message(job.job_id, 0, partly, &[], now()).await.unwrap());
+    let settled = b.jobs.get_job(job.job_id).await.unwrap().unwrap();
+    assert_eq!(
+        (settled.applied, settled.duplicate, settled.failed, settled.status()),
+        (1, 1, 2, JobStatus::CompletedWithErrors)
+    );
+    let redriven = MessageCounts {
+        applied: 3,
+        duplicate: 1,
+        failed: 0,
+        refused: 0,
+    };
+    assert!(b.jobs.fold_message(job.job_id, 0, redriven, &[], now()).await.unwrap());
+    assert!(!b.jobs.fold_message(job.job_id, 0, redriven, &[], now()).await.unwrap());
+    let done = b.jobs.get_job(job.job_id).await.unwrap().unwrap();
+    assert_eq!(
+        (done.applied, done.duplicate, done.failed, done.status()),
+        (3, 1, 0, JobStatus::Completed)
+    );
+}
+
+/// The ledger tells who credited each of a message's ids: that message,
+/// another one, or nobody.
+pub async fn ledger_tallies_who_credited_a_messages_ids(b: &Backend) {
+    let (ours, theirs) = (message(JobId::random(), 0), message(JobId::random(), 3));
+    let tag = JobId::random().to_string();
+    let id = |n: &str| format!("tally-{tag}-{n}");
+    b.ledger
+        .apply_accruals(
+            ours,
+            &[accrual(&id("a"), "m", "P", 1), accrual(&id("b"), "m", "P", 1)],
+            now(),
+        )
+        .await
+        .unwrap();
+    b.ledger
+        .apply_accruals(theirs, &[accrual(&id("c"), "m", "P", 1)], now())
+        .await
+        .unwrap();
+    let ids: Vec<String> = ["a", "b", "c", "d"].iter().map(|n| id(n)).collect();
+    let tally = b.ledger.tally_credits(ours, &ids).await.unwrap();
+    assert_eq!(
+        tally,
+        Some(CreditTally {
+            by_message: 2,
+            by_other: 1,
+            not_credited: 1
+        })
+    );
 }
 
 /// Counts of a message whose job does not exist go nowhere and create nothing.
@@ -1064,11 +1128,13 @@ macro_rules! contract_suite {
             ledger_credits_each_accrual_once,
             ledger_completes_a_partially_applied_message,
             ledger_sums_many_accruals_of_one_balance,
+            ledger_tallies_who_credited_a_messages_ids,
             ledger_reports_balances_per_point_type,
             job_is_created_once,
             job_counts_fold_once_per_message,
             job_with_failed_message_completes_with_errors,
             redriven_message_moves_its_counts_from_failed,
+            partly_failed_message_moves_only_its_failed_part,
             fold_for_unknown_job_records_nothing,
             file_job_grows_by_chunks_and_completes_after_the_last,
             unreadable_file_fails_its_job,

@@ -30,7 +30,7 @@ use crate::domain::uses::{Use, UseOutcome};
 use crate::domain::{
     Accrual, Balance, CancelCounts, ChunkReport, FoldedItems, Job, JobId, MessageCounts, MessageRef, NewJob,
 };
-use crate::ports::{ApplyOutcome, CreateJob, Credits, Debits, JobStore, LedgerReads, StoreError};
+use crate::ports::{ApplyOutcome, CreateJob, CreditTally, Credits, Debits, JobStore, LedgerReads, StoreError};
 
 /// A store whose writes are charged to a [`WriteMeter`] as DynamoDB would
 /// bill them. Reads pass through uncharged.
@@ -88,6 +88,10 @@ impl<S: Credits> Credits for Metered<S> {
                 .sum(),
         );
         self.inner.apply_accruals(by, accruals, now).await
+    }
+
+    async fn tally_credits(&self, by: MessageRef, accrual_ids: &[String]) -> Result<Option<CreditTally>, StoreError> {
+        self.inner.tally_credits(by, accrual_ids).await
     }
 }
 

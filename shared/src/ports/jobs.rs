@@ -64,7 +64,9 @@ pub trait JobStore: Send + Sync {
 
     /// Adds one message's cancel counts to its job, once per `(job_id,
     /// seq)` however often it is called, and stamps the cancel complete when
-    /// every message of the job is done. Returns whether this call recorded.
+    /// every message of the job is done: on every call, also one that
+    /// records nothing, so calling again finishes a stamp an earlier call
+    /// did not make. Returns whether this call recorded.
     async fn record_cancelled(
         &self,
         job_id: JobId,

@@ -26,6 +26,17 @@ pub struct ApplyOutcome {
     pub requests: u64,
 }
 
+/// Who credited a message's accrual ids, as the ledger knows it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CreditTally {
+    /// Credited by the message asked about.
+    pub by_message: u64,
+    /// Credited by another message (of this job or another).
+    pub by_other: u64,
+    /// Not credited at all.
+    pub not_credited: u64,
+}
+
 /// Crediting: accruals, exactly once per `accrual_id`.
 #[async_trait]
 pub trait Credits: Send + Sync {
@@ -39,6 +50,17 @@ pub trait Credits: Send + Sync {
         accruals: &[Accrual],
         now: OffsetDateTime,
     ) -> Result<ApplyOutcome, StoreError>;
+
+    /// Who credited each of `accrual_ids`: message `by`, another message,
+    /// or nobody; read consistently. For counting a message that failed
+    /// part-way on its last delivery (DynamoDB credits a message in several
+    /// transactions, so some of its accruals can be credited and the rest
+    /// not). `None` if this ledger cannot tell: the message is then counted
+    /// entirely failed.
+    async fn tally_credits(&self, by: MessageRef, accrual_ids: &[String]) -> Result<Option<CreditTally>, StoreError> {
+        let _ = (by, accrual_ids);
+        Ok(None)
+    }
 }
 
 /// Debiting: uses, and reversals of credits or uses, each exactly once.

@@ -129,6 +129,12 @@ pub async fn cancel_message<L: Debits + ?Sized>(
             seq: by.seq,
         })?;
     if folded.cancelled {
+        // Recorded before, but the job's cancel may not be stamped complete:
+        // where the stamp is a write of its own (DynamoDB), the call that
+        // recorded this message can have failed right after. Recording again
+        // adds nothing and stamps it.
+        jobs.record_cancelled(by.job_id, by.seq, CancelCounts::default(), OffsetDateTime::now_utc())
+            .await?;
         return Ok(());
     }
     let mut counts = CancelCounts::default();

@@ -1,7 +1,9 @@
 //! The worker: applies queued messages exactly once and folds their counts
 //! into their jobs.
 
+use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::stream::{self, StreamExt};
 use time::OffsetDateTime;
@@ -11,6 +13,7 @@ use crate::domain::message::{DecodeError, Payload, QueueMessage};
 use crate::domain::uses::{Use, UseOutcome};
 use crate::domain::{Accrual, JobId, MessageCounts, MessageRef};
 use crate::ports::{Credits, Debits, JobStore, Ledger, StoreError};
+use crate::services::cancel::CancelError;
 
 /// A delivery of one queue message, whatever the queue.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +43,42 @@ impl Default for WorkerSettings {
     }
 }
 
+/// How often the worker tries a message again within one delivery when the
+/// store answered with a conflict or throttling that outlasted the store's
+/// own retries (a whale member's balance item contended by other workers, a
+/// hot job item). Applying and folding are idempotent, so trying again is
+/// safe; it spares a delivery, of which a message has only
+/// `maxReceiveCount`. "Full jitter" backoff (AWS Architecture Blog,
+/// "Exponential Backoff And Jitter"): retry `n` waits a random time in
+/// `[0, min(cap, base·2ⁿ)]`, which spreads contending workers apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MessageRetry {
+    /// Tries in all, the first included; 1 never retries.
+    pub attempts: u32,
+    pub base: Duration,
+    pub cap: Duration,
+}
+
+impl Default for MessageRetry {
+    /// At most about 0.7 s of waiting in all (100 + 200 + 400 ms ceilings),
+    /// far inside the function's timeout.
+    fn default() -> Self {
+        MessageRetry {
+            attempts: 4,
+            base: Duration::from_millis(100),
+            cap: Duration::from_secs(1),
+        }
+    }
+}
+
+impl MessageRetry {
+    /// A random wait before retry number `retry` (0-based).
+    fn delay(&self, retry: u32) -> Duration {
+        let factor = 1u32.checked_shl(retry.min(20)).unwrap_or(u32::MAX);
+        self.base.saturating_mul(factor).min(self.cap).mul_f64(fastrand::f64())
+    }
+}
+
 /// Why one message was not applied.
 #[derive(Debug, thiserror::Error)]
 pub enum MessageError {
@@ -55,6 +94,20 @@ pub enum MessageError {
         #[source]
         source: StoreError,
     },
+}
+
+impl MessageError {
+    /// Whether trying the message again may succeed: a store failure other
+    /// than corrupt data. A body that does not decode, or a cancel that
+    /// cannot proceed, stays as it is.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            MessageError::Decode(_) => false,
+            MessageError::Apply(source) | MessageError::Fold { source, .. } => source.is_transient(),
+            MessageError::Cancel(CancelError::Store(source)) => source.is_transient(),
+            MessageError::Cancel(_) => false,
+        }
+    }
 }
 
 /// What one message did.
@@ -96,6 +149,7 @@ pub struct Worker {
     debits: Arc<dyn Debits>,
     jobs: Arc<dyn JobStore>,
     settings: WorkerSettings,
+    retry: MessageRetry,
 }
 
 impl Worker {
@@ -117,11 +171,20 @@ impl Worker {
             debits,
             jobs,
             settings,
+            retry: MessageRetry::default(),
         }
     }
 
+    /// The same worker, trying a message again within a delivery by `retry`.
+    pub fn with_retry(mut self, retry: MessageRetry) -> Self {
+        self.retry = retry;
+        self
+    }
+
     /// Processes a batch, several messages at once; a failing message never
-    /// holds up the others and is the only one reported failed.
+    /// holds up the others and is the only one reported failed. Messages
+    /// that credit or debit a member in common go one after another
+    /// ([`lanes`]).
     pub async fn process_batch(&self, messages: Vec<IncomingMessage>) -> BatchReport {
         let span = info_span!(
             "batch",
@@ -131,17 +194,21 @@ impl Worker {
             duplicate = field::Empty
         );
         let concurrency = self.settings.message_concurrency.max(1);
-        let results: Vec<(String, Result<MessageReport, MessageError>)> = stream::iter(messages)
-            .map(|message| async move {
-                let result = self.process_message(&message).await;
-                (message.message_id, result)
+        let results: Vec<Vec<(String, Result<MessageReport, MessageError>)>> = stream::iter(lanes(messages))
+            .map(|lane| async move {
+                let mut results = Vec::with_capacity(lane.len());
+                for message in lane {
+                    let result = self.process_message(&message).await;
+                    results.push((message.message_id, result));
+                }
+                results
             })
             .buffer_unordered(concurrency)
             .collect()
             .instrument(span.clone())
             .await;
         let mut report = BatchReport::default();
-        for (message_id, result) in results {
+        for (message_id, result) in results.into_iter().flatten() {
             match result {
                 Ok(r) => {
                     report.messages_ok += 1;
@@ -159,7 +226,10 @@ impl Worker {
         report
     }
 
-    /// Applies one message and folds its counts into its job, once.
+    /// Applies one message and folds its counts into its job, once; tries
+    /// again within the delivery on a transient store failure
+    /// ([`MessageRetry`]). On the last delivery, a message whose items could
+    /// not be applied is counted failed on its job.
     pub async fn process_message(&self, message: &IncomingMessage) -> Result<MessageReport, MessageError> {
         let span = info_span!(
             "message",
@@ -174,7 +244,25 @@ impl Worker {
             folded = field::Empty,
         );
         async {
-            let result = self.apply(message, &span).await;
+            let mut retry = 0;
+            let result = loop {
+                let result = self.apply(message, &span).await;
+                match &result {
+                    Err(e) if e.is_transient() && retry + 1 < self.retry.attempts => {
+                        warn!(error = %e, retry, "message failed; trying it again");
+                        let delay = self.retry.delay(retry);
+                        retry += 1;
+                        // A zero wait (the simulation's) needs no timer.
+                        if !delay.is_zero() {
+                            tokio::time::sleep(delay).await;
+                        }
+                    }
+                    _ => break result,
+                }
+            };
+            if let Err(MessageError::Apply(_)) = &result {
+                self.count_failed_if_last_delivery(message).await;
+            }
             match &result {
                 Ok(r) => {
                     span.record("applied", r.counts.applied);
@@ -216,8 +304,8 @@ impl Worker {
                     store_requests: 0,
                 });
             }
-            Payload::Accruals(accruals) => self.apply_accruals(message, &decoded, accruals, now).await?,
-            Payload::Uses(uses) => self.apply_uses(message, &decoded, uses, now).await?,
+            Payload::Accruals(accruals) => self.apply_accruals(&decoded, accruals, now).await?,
+            Payload::Uses(uses) => self.apply_uses(uses, now).await?,
         };
         let folded = self
             .jobs
@@ -237,7 +325,6 @@ impl Worker {
     /// Credits an accrual message's accruals.
     async fn apply_accruals(
         &self,
-        message: &IncomingMessage,
         decoded: &QueueMessage,
         accruals: &[Accrual],
         now: OffsetDateTime,
@@ -256,10 +343,7 @@ impl Worker {
                 replayed: outcome.replayed,
                 requests: outcome.requests,
             }),
-            Err(error) => {
-                self.count_failed_if_last_delivery(message, decoded).await;
-                Err(MessageError::Apply(error))
-            }
+            Err(error) => Err(MessageError::Apply(error)),
         }
     }
 
@@ -267,13 +351,7 @@ impl Worker {
     /// once by its `use_id` (a redelivery replays what an earlier delivery
     /// applied); a use the balance cannot cover, or whose `use_id` was taken
     /// by a different deduction, is refused and counted so.
-    async fn apply_uses(
-        &self,
-        message: &IncomingMessage,
-        decoded: &QueueMessage,
-        uses: &[Use],
-        now: OffsetDateTime,
-    ) -> Result<Applied, MessageError> {
+    async fn apply_uses(&self, uses: &[Use], now: OffsetDateTime) -> Result<Applied, MessageError> {
         let mut counts = MessageCounts::default();
         let mut replayed = 0u64;
         for u in uses {
@@ -295,10 +373,7 @@ impl Worker {
                     info!(use_id = %u.use_id, "use refused: use_id taken by a different deduction");
                     counts.refused += 1;
                 }
-                Err(error) => {
-                    self.count_failed_if_last_delivery(message, decoded).await;
-                    return Err(MessageError::Apply(error));
-                }
+                Err(error) => return Err(MessageError::Apply(error)),
             }
         }
         Ok(Applied {
@@ -312,16 +387,15 @@ impl Worker {
     /// counted as failed so its job completes (with errors) instead of
     /// waiting forever. Best effort: if this fails too, the job stays running
     /// and the DLQ still holds the message.
-    async fn count_failed_if_last_delivery(&self, message: &IncomingMessage, decoded: &QueueMessage) {
+    async fn count_failed_if_last_delivery(&self, message: &IncomingMessage) {
         if message.receive_count < self.settings.max_receive_count {
             return;
         }
-        let counts = MessageCounts {
-            applied: 0,
-            duplicate: 0,
-            failed: decoded.items() as u64,
-            refused: 0,
+        // Applying failed, so the body decoded.
+        let Ok(decoded) = QueueMessage::decode(&message.body) else {
+            return;
         };
+        let counts = self.counts_of_failed(&decoded).await;
         if let Err(error) = self
             .jobs
             .fold_message(
@@ -334,6 +408,161 @@ impl Worker {
             .await
         {
             warn!(error = %error, "could not count the failed message on its job");
+        }
+    }
+}
+
+impl Worker {
+    /// The counts of a message whose last delivery failed: what the ledger
+    /// says this message credited counts `applied` (DynamoDB credits a
+    /// message in several transactions, so a failure can leave part of it
+    /// credited), what another message credited `duplicate`, the rest
+    /// `failed`; all `failed` if the ledger cannot tell (or a use message).
+    async fn counts_of_failed(&self, decoded: &QueueMessage) -> MessageCounts {
+        let all_failed = MessageCounts {
+            failed: decoded.items() as u64,
+            ..MessageCounts::default()
+        };
+        if !matches!(decoded.payload, Payload::Accruals(_)) {
+            return all_failed;
+        }
+        let by = MessageRef {
+            job_id: decoded.job_id,
+            seq: decoded.seq,
+        };
+        match self.credits.tally_credits(by, &decoded.item_ids()).await {
+            Ok(Some(tally)) if tally.by_message + tally.by_other + tally.not_credited == all_failed.failed => {
+                MessageCounts {
+                    applied: tally.by_message,
+                    duplicate: tally.by_other,
+                    failed: tally.not_credited,
+                    refused: 0,
+                }
+            }
+            Ok(_) => all_failed,
+            Err(error) => {
+                warn!(error = %error, "could not tell which accruals the failed message credited");
+                all_failed
+            }
+        }
+    }
+}
+
+/// Splits a batch into lanes: messages within a lane run one after another,
+/// lanes run side by side. Messages that credit or debit a member in common
+/// share a lane, so a whale member's consecutive messages (more accruals
+/// than one message holds) never contend for its balance item within a
+/// batch, where each would fail the other's transaction with
+/// `TransactionConflict`. Messages that name no member (a cancel, a body
+/// that does not decode) each get a lane of their own.
+fn lanes(messages: Vec<IncomingMessage>) -> Vec<Vec<IncomingMessage>> {
+    let mut lanes: Vec<Lane> = Vec::new();
+    for (place, message) in messages.into_iter().enumerate() {
+        let mut lane = Lane {
+            members: members(&message.body),
+            messages: vec![(place, message)],
+        };
+        // Every lane sharing a member with this message joins its lane.
+        let mut index = 0;
+        while index < lanes.len() {
+            if lanes[index].members.is_disjoint(&lane.members) {
+                index += 1;
+            } else {
+                let joined = lanes.remove(index);
+                lane.messages.extend(joined.messages);
+                lane.members.extend(joined.members);
+            }
+        }
+        lanes.push(lane);
+    }
+    lanes
+        .into_iter()
+        .map(|mut lane| {
+            // In batch order: a member's messages are applied as they were queued.
+            lane.messages.sort_by_key(|(place, _)| *place);
+            lane.messages.into_iter().map(|(_, message)| message).collect()
+        })
+        .collect()
+}
+
+/// Messages of a batch applied one after another, with their places in the
+/// batch, and the members they name.
+struct Lane {
+    messages: Vec<(usize, IncomingMessage)>,
+    members: HashSet<String>,
+}
+
+/// The members a message body credits or debits (none if it does not decode).
+fn members(body: &str) -> HashSet<String> {
+    match QueueMessage::decode(body) {
+        Ok(decoded) => decoded
+            .accruals()
+            .iter()
+            .map(|a| a.member_id.clone())
+            .chain(decoded.uses().iter().map(|u| u.member_id.clone()))
+            .collect(),
+        Err(_) => HashSet::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Accrual;
+
+    fn incoming(id: &str, seq: u32, members: &[&str]) -> IncomingMessage {
+        let accruals = members
+            .iter()
+            .enumerate()
+            .map(|(i, member)| Accrual {
+                accrual_id: format!("{id}-{i}"),
+                member_id: (*member).into(),
+                point_type: "P".into(),
+                amount: 1,
+                reason: None,
+                apply_at: None,
+                expires_at: None,
+            })
+            .collect();
+        IncomingMessage {
+            message_id: id.into(),
+            body: QueueMessage::new(JobId::random(), seq, Payload::Accruals(accruals)).encode(),
+            receive_count: 1,
+        }
+    }
+
+    fn ids(lanes: &[Vec<IncomingMessage>]) -> Vec<Vec<&str>> {
+        let mut ids: Vec<Vec<&str>> = lanes
+            .iter()
+            .map(|lane| lane.iter().map(|m| m.message_id.as_str()).collect())
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    #[test]
+    fn messages_sharing_a_member_share_a_lane() {
+        let batch = vec![
+            incoming("a", 0, &["whale"]),
+            incoming("b", 1, &["x"]),
+            incoming("c", 2, &["whale", "y"]),
+            incoming("d", 3, &["y", "x"]),
+            incoming("e", 4, &["z"]),
+            IncomingMessage {
+                message_id: "f".into(),
+                body: "{".into(),
+                receive_count: 1,
+            },
+        ];
+        assert_eq!(ids(&lanes(batch)), [vec!["a", "b", "c", "d"], vec!["e"], vec!["f"]]);
+    }
+
+    #[test]
+    fn retry_waits_stay_below_their_ceiling() {
+        let retry = MessageRetry::default();
+        for n in 0..6 {
+            let ceiling = retry.base.saturating_mul(1 << n).min(retry.cap);
+            assert!(retry.delay(n) <= ceiling);
         }
     }
 }

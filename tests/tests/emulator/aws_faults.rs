@@ -22,7 +22,7 @@ use pointflow::domain::{Accrual, JobStatus, MessageRef};
 use pointflow::ports::Credits;
 use pointflow::ports::{ApplyOutcome, JobStore, Ledger, ReceivedMessage, StoreError, WorkQueue};
 use pointflow::services::api::{ApiService, ApiSettings};
-use pointflow::services::worker::{IncomingMessage, Worker, WorkerSettings};
+use pointflow::services::worker::{IncomingMessage, MessageRetry, Worker, WorkerSettings};
 use pointflow_cli::poller::invoke_and_acknowledge;
 use pointflow_tests::backend::{self, Backend};
 use pointflow_tests::lambda::{call_api, post_job};
@@ -130,7 +130,13 @@ async fn a_message_that_keeps_failing_reaches_the_dlq_and_a_redrive_applies_it_o
             max_receive_count: 2,
             message_concurrency: 1,
         },
-    );
+    )
+    // One try per delivery: this is about deliveries (and the one-second
+    // visibility leaves no room for waits within one).
+    .with_retry(MessageRetry {
+        attempts: 1,
+        ..MessageRetry::default()
+    });
     let (body, expected) = campaign("dlq", 12, 4);
     let job_id = submit(&ingest(&backend, 500), &body).await;
 
@@ -288,13 +294,26 @@ async fn a_message_not_deleted_is_redelivered_after_the_visibility_timeout_and_a
     assert_eq!(job.status(), JobStatus::Completed);
 }
 
-/// What the proxy did, per `X-Amz-Target` operation.
+/// What the proxy did, per `X-Amz-Target` operation, and per refusal.
 #[derive(Default)]
 struct Traffic {
     forwarded: HashMap<String, u64>,
     throttled: HashMap<String, u64>,
     /// Batch entries answered as failed ([`EntryFault`]).
     entries_failed: HashMap<String, u64>,
+    /// Requests that matched a refusal's needle, refused or let through.
+    matched: HashMap<&'static str, u64>,
+}
+
+/// A canned refusal: the first `times` requests to `target` whose body
+/// holds `needle` are answered with `error` (an AWS JSON error body, HTTP
+/// 400) without reaching the emulator, so they take no effect.
+#[derive(Clone, Copy)]
+pub(crate) struct Refusal {
+    pub target: &'static str,
+    pub needle: &'static str,
+    pub times: u64,
+    pub error: &'static str,
 }
 
 /// A fault-injecting HTTP proxy in front of the emulator. Of the requests
@@ -303,8 +322,8 @@ struct Traffic {
 /// sends) without forwarding them; everything else goes to the emulator
 /// unchanged. One request per connection (it answers `Connection: close`),
 /// so it needs no HTTP framing of its own beyond reading the request.
-struct FaultProxy {
-    url: String,
+pub(crate) struct FaultProxy {
+    pub url: String,
     traffic: Arc<Mutex<Traffic>>,
 }
 
@@ -325,10 +344,27 @@ enum EntryFault {
 
 impl FaultProxy {
     fn start(upstream: &str, faults: &[(&'static str, u64)]) -> Self {
-        Self::start_with(upstream, faults, EntryFault::None)
+        Self::start_full(upstream, faults, &[], EntryFault::None)
     }
 
-    fn start_with(upstream: &str, faults: &[(&'static str, u64)], entry_fault: EntryFault) -> Self {
+    /// A proxy that also answers requests matching `refusals` with their
+    /// canned errors.
+    pub(crate) fn start_with(upstream: &str, faults: &[(&'static str, u64)], refusals: &[Refusal]) -> Self {
+        Self::start_full(upstream, faults, refusals, EntryFault::None)
+    }
+
+    /// A proxy that also fails `SendMessageBatch` entries as `entry_fault` says.
+    fn start_with_entry_fault(upstream: &str, faults: &[(&'static str, u64)], entry_fault: EntryFault) -> Self {
+        Self::start_full(upstream, faults, &[], entry_fault)
+    }
+
+    fn start_full(
+        upstream: &str,
+        faults: &[(&'static str, u64)],
+        refusals: &[Refusal],
+        entry_fault: EntryFault,
+    ) -> Self {
+        let refusals = refusals.to_vec();
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
         let url = format!("http://{}", listener.local_addr().expect("proxy address"));
         let upstream = upstream.trim_start_matches("http://").trim_end_matches('/').to_owned();
@@ -340,8 +376,9 @@ impl FaultProxy {
         std::thread::spawn(move || {
             for client in listener.incoming().flatten() {
                 let (upstream, faults, traffic) = (upstream.clone(), faults.clone(), shared.clone());
+                let refusals = refusals.clone();
                 std::thread::spawn(move || {
-                    if let Err(e) = serve(client, &upstream, &faults, entry_fault, &traffic) {
+                    if let Err(e) = serve(client, &upstream, &faults, &refusals, entry_fault, &traffic) {
                         eprintln!("fault proxy: {e}");
                     }
                 });
@@ -370,6 +407,11 @@ impl FaultProxy {
             .unwrap_or(0)
     }
 
+    /// Requests that matched refusal `needle`, refused or let through.
+    pub(crate) fn matched(&self, needle: &str) -> u64 {
+        self.traffic.lock().unwrap().matched.get(needle).copied().unwrap_or(0)
+    }
+
     fn forwarded(&self, prefix: &str) -> u64 {
         let traffic = self.traffic.lock().unwrap();
         traffic
@@ -385,6 +427,7 @@ fn serve(
     client: TcpStream,
     upstream: &str,
     faults: &HashMap<&'static str, u64>,
+    refusals: &[Refusal],
     entry_fault: EntryFault,
     traffic: &Mutex<Traffic>,
 ) -> std::io::Result<()> {
@@ -415,6 +458,24 @@ fn serve(
     let mut body = vec![0; length];
     reader.read_exact(&mut body)?;
     let mut client = client;
+
+    let text = String::from_utf8_lossy(&body);
+    let refusal = refusals.iter().find(|r| {
+        r.target == target && text.contains(r.needle) && {
+            let mut t = traffic.lock().unwrap();
+            let matched = t.matched.entry(r.needle).or_default();
+            *matched += 1;
+            *matched <= r.times
+        }
+    });
+    if let Some(refusal) = refusal {
+        let response = format!(
+            "HTTP/1.1 400 Bad Request\r\nContent-Type: application/x-amz-json-1.0\r\nx-amzn-RequestId: injected-refusal\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
+            refusal.error.len(),
+            refusal.error
+        );
+        return client.write_all(response.as_bytes());
+    }
 
     let throttle = faults.get(target.as_str()).is_some_and(|n| {
         let mut t = traffic.lock().unwrap();
@@ -691,7 +752,7 @@ async fn entries_sqs_fails_inside_a_batch_are_sent_again_and_queued_once() {
             .expect("create queues");
     let direct = SqsQueue::new(sqs, &queue_url);
     let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap();
-    let proxy = FaultProxy::start_with(&endpoint, &[], EntryFault::LastOfSeveral);
+    let proxy = FaultProxy::start_with_entry_fault(&endpoint, &[], EntryFault::LastOfSeveral);
     let queue = SqsQueue::new(sqs_through(&sdk, &proxy), &queue_url).with_backoff(short_backoff());
 
     let bodies: Vec<String> = (0..13).map(|i| format!("{{\"partial\":{i}}}")).collect();
@@ -732,7 +793,7 @@ async fn an_entry_sqs_keeps_failing_answers_enqueue_incomplete_and_a_retry_finis
     let store = Arc::new(DynamoStore::new(dynamo, &table));
     let queue = Arc::new(SqsQueue::new(sqs, &queue_url));
     let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap();
-    let proxy = FaultProxy::start_with(&endpoint, &[], EntryFault::Last);
+    let proxy = FaultProxy::start_with_entry_fault(&endpoint, &[], EntryFault::Last);
     let broken = Arc::new(SqsQueue::new(sqs_through(&sdk, &proxy), &queue_url).with_backoff(short_backoff()));
     let settings = ApiSettings {
         packing: PackingLimits {

@@ -10,6 +10,7 @@ mod aws_pipeline;
 mod bulk_uses;
 mod contract_aws;
 mod events;
+mod job_accounting;
 mod job_cancel;
 mod local_runner;
 mod strict_aws;

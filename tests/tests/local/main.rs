@@ -13,4 +13,5 @@ mod exactly_once;
 mod job_cancel;
 mod local_runner;
 mod simulation;
+mod worker_contention;
 mod worker_rules;

@@ -17,7 +17,9 @@ use crate::domain::uses::{Use, UseOutcome, UseRecord};
 use crate::domain::{
     Accrual, CancelCounts, CancelProgress, ChunkReport, FoldedItems, Job, JobId, MessageCounts, MessageRef, NewJob,
 };
-use crate::ports::{ApplyOutcome, CreateJob, JobStore, QueueError, ReceivedMessage, StoreError, WorkQueue};
+use crate::ports::{
+    ApplyOutcome, CreateJob, CreditTally, JobStore, QueueError, ReceivedMessage, StoreError, WorkQueue,
+};
 use crate::ports::{Credits, Debits, LedgerReads};
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -121,6 +123,20 @@ impl Credits for MemoryStore {
             }
         }
         Ok(outcome)
+    }
+
+    async fn tally_credits(&self, by: MessageRef, accrual_ids: &[String]) -> Result<Option<CreditTally>, StoreError> {
+        self.count();
+        let state = lock(&self.state);
+        let mut tally = CreditTally::default();
+        for id in accrual_ids {
+            match state.ledger.get(id) {
+                Some(credited) if credited.by == by => tally.by_message += 1,
+                Some(_) => tally.by_other += 1,
+                None => tally.not_credited += 1,
+            }
+        }
+        Ok(Some(tally))
     }
 }
 
@@ -372,11 +388,13 @@ impl JobStore for MemoryStore {
                 return Ok(false);
             }
             state.folded.insert((job_id, seq), (counts, items.to_vec()));
+            // What the marker counted settled before (part of it may have
+            // been applied then) is replaced by what it counts now.
             if let Some(job) = state.jobs.get_mut(&job_id) {
                 job.failed -= before.failed;
-                job.applied += counts.applied;
-                job.duplicate += counts.duplicate;
-                job.refused += counts.refused;
+                job.applied = job.applied + counts.applied - before.applied;
+                job.duplicate = job.duplicate + counts.duplicate - before.duplicate;
+                job.refused = job.refused + counts.refused - before.refused;
             }
             return Ok(true);
         }
@@ -472,7 +490,8 @@ impl JobStore for MemoryStore {
     }
 }
 
-/// A message first counted failed, now applied in full (a DLQ redrive).
+/// A message first counted failed (wholly or in part), now applied in full
+/// (a DLQ redrive).
 fn is_resettled(before: MessageCounts, now: MessageCounts) -> bool {
     before.failed > 0 && now.failed == 0 && now.settled() == before.settled()
 }

@@ -156,25 +156,46 @@ impl JobStore for SqliteStore {
                 )?
                 .execute(params![id, seq, applied, duplicate, failed, now, refused, items])?;
             if marked == 0 {
-                // Counted failed before, applied now (a DLQ redrive): move the
-                // counts, once (the marker then says failed = 0).
-                let resettled = failed == 0
-                    && tx
-                        .prepare_cached(
-                            "UPDATE folded SET applied = ?3, duplicate = ?4, refused = ?6, failed = 0, folded_at = ?5
-                             WHERE job_id = ?1 AND seq = ?2 AND failed > 0 AND failed = ?3 + ?4 + ?6",
-                        )?
-                        .execute(params![id, seq, applied, duplicate, now, refused])?
-                        == 1;
-                if resettled {
-                    tx.prepare_cached(
-                        "UPDATE jobs SET failed = failed - ?2 - ?3 - ?4, applied = applied + ?2,
-                             duplicate = duplicate + ?3, refused = refused + ?4
-                         WHERE job_id = ?1",
+                // Counted failed before (wholly or in part), applied now (a
+                // DLQ redrive): its counts replace the earlier ones, once
+                // (the marker then says failed = 0).
+                let before: Option<(i64, i64, i64, i64)> = tx
+                    .prepare_cached(
+                        "SELECT applied, duplicate, failed, refused FROM folded WHERE job_id = ?1 AND seq = ?2",
                     )?
-                    .execute(params![id, applied, duplicate, refused])?;
-                    tx.commit()?;
-                }
+                    .query_row(params![id, seq], |row| {
+                        Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+                    })
+                    .optional()?;
+                let resettled = match before {
+                    Some((was_applied, was_duplicate, was_failed, was_refused))
+                        if failed == 0
+                            && was_failed > 0
+                            && was_applied + was_duplicate + was_failed + was_refused
+                                == applied + duplicate + refused =>
+                    {
+                        tx.prepare_cached(
+                            "UPDATE folded SET applied = ?3, duplicate = ?4, refused = ?6, failed = 0, folded_at = ?5
+                             WHERE job_id = ?1 AND seq = ?2",
+                        )?
+                        .execute(params![id, seq, applied, duplicate, now, refused])?;
+                        tx.prepare_cached(
+                            "UPDATE jobs SET failed = failed - ?2, applied = applied + ?3,
+                                 duplicate = duplicate + ?4, refused = refused + ?5
+                             WHERE job_id = ?1",
+                        )?
+                        .execute(params![
+                            id,
+                            was_failed,
+                            applied - was_applied,
+                            duplicate - was_duplicate,
+                            refused - was_refused
+                        ])?;
+                        tx.commit()?;
+                        true
+                    }
+                    _ => false,
+                };
                 return Ok(resettled);
             }
             // SET expressions see the row as it was before the update.

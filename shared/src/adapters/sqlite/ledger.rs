@@ -12,10 +12,31 @@ use crate::domain::lots::{BalanceSheet, Lot, LotKey};
 use crate::domain::reversal::{ReversalKind, ReversalOutcome, ReversalRecord, ReversalTarget};
 use crate::domain::uses::{Use, UseOutcome, UseRecord};
 use crate::domain::{Accrual, JobId, MessageRef};
-use crate::ports::{ApplyOutcome, Credits, Debits, LedgerReads, StoreError};
+use crate::ports::{ApplyOutcome, CreditTally, Credits, Debits, LedgerReads, StoreError};
 
 #[async_trait]
 impl Credits for SqliteStore {
+    async fn tally_credits(&self, by: MessageRef, accrual_ids: &[String]) -> Result<Option<CreditTally>, StoreError> {
+        let accrual_ids = accrual_ids.to_vec();
+        self.run("tally_credits", move |conn| {
+            let job = by.job_id.to_string();
+            let seq = i64::from(by.seq);
+            let mut owner = conn.prepare_cached("SELECT job_id, seq FROM ledger WHERE accrual_id = ?1")?;
+            let mut tally = CreditTally::default();
+            for id in &accrual_ids {
+                let found: Option<(String, i64)> =
+                    owner.query_row([id], |row| Ok((row.get(0)?, row.get(1)?))).optional()?;
+                match found {
+                    Some((j, s)) if j == job && s == seq => tally.by_message += 1,
+                    Some(_) => tally.by_other += 1,
+                    None => tally.not_credited += 1,
+                }
+            }
+            Ok(Some(tally))
+        })
+        .await
+    }
+
     async fn apply_accruals(
         &self,
         by: MessageRef,

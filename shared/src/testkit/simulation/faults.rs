@@ -17,7 +17,9 @@ use crate::domain::lots::BalanceSheet;
 use crate::domain::reversal::{ReversalOutcome, ReversalTarget};
 use crate::domain::uses::{Use, UseOutcome};
 use crate::domain::{Accrual, CancelCounts, ChunkReport, FoldedItems, Job, JobId, MessageCounts, MessageRef, NewJob};
-use crate::ports::{ApplyOutcome, CreateJob, JobStore, Ledger, QueueError, ReceivedMessage, StoreError, WorkQueue};
+use crate::ports::{
+    ApplyOutcome, CreateJob, CreditTally, JobStore, Ledger, QueueError, ReceivedMessage, StoreError, WorkQueue,
+};
 
 use super::exec::{GatePoint, Sim, StoreFault, Verdict};
 use super::FaultKind;
@@ -96,6 +98,10 @@ impl Credits for FaultyLedger {
         let result = run(self.inner.apply_accruals(by, accruals, now));
         self.sim.after("apply_accruals").await;
         result
+    }
+
+    async fn tally_credits(&self, by: MessageRef, accrual_ids: &[String]) -> Result<Option<CreditTally>, StoreError> {
+        store_call!(self.sim, "tally_credits", self.inner.tally_credits(by, accrual_ids))
     }
 }
 

@@ -20,7 +20,7 @@ use crate::ports::{JobStore, Ledger, QueueError, ReceivedMessage, WorkQueue};
 use crate::services::api::{ApiRequest, ApiResponse};
 use crate::services::api::{ApiService, ApiSettings};
 use crate::services::dlq::Redriven;
-use crate::services::worker::{BatchReport, IncomingMessage, Worker, WorkerSettings};
+use crate::services::worker::{BatchReport, IncomingMessage, MessageRetry, Worker, WorkerSettings};
 
 use super::exec::{Core, GatePoint, Sim, StoreFault, TaskId, Verdict};
 use super::faults::{DoubleCreditLedger, EarlyEnqueuedJobs, FaultyJobStore, FaultyLedger, FaultyQueue};
@@ -213,7 +213,14 @@ fn run_unguarded(seed: u64, options: &SimOptions) -> SeedOutcome {
             max_receive_count: scenario.max_receive_count,
             message_concurrency: scenario.message_concurrency,
         },
-    );
+    )
+    // Retries within a delivery, without waiting: the simulation's clock is
+    // virtual, and a wait would need a timer.
+    .with_retry(MessageRetry {
+        base: std::time::Duration::ZERO,
+        cap: std::time::Duration::ZERO,
+        ..MessageRetry::default()
+    });
     // Clients: one per submission, then the one reusing a key, if any.
     let requests: Vec<ApiRequest> = (0..scenario.submissions.len())
         .map(|s| scenario.request(s))

@@ -14,7 +14,7 @@ use aws_sdk_dynamodb::types::{
 };
 use time::OffsetDateTime;
 
-use super::errors::{backend, single_call_error};
+use super::errors::{backend, is_throttling, single_call_error};
 use super::items::{job_from_item, job_to_item, minus, n, rfc3339, s, ItemExt};
 use super::keys;
 use super::transaction::{put_new, Meter, Request, Sent, OPERATION};
@@ -87,17 +87,20 @@ impl DynamoStore {
         }
     }
 
-    /// Moves a message's counts from `failed` to applied/duplicate once its
-    /// accruals were applied after all (a DLQ redrive): the marker's
-    /// condition `failed = :before` makes it happen once.
+    /// Replaces a message's counts, `before` (some or all `failed`), by
+    /// `counts` once its accruals were applied after all (a DLQ redrive):
+    /// the marker's condition `failed = :before` makes it happen once.
     async fn resettle(
         &self,
         job_id: JobId,
         seq: u32,
         counts: MessageCounts,
-        failed_before: u64,
+        before: MessageCounts,
         now: &str,
     ) -> Result<bool, StoreError> {
+        let failed_before = before.failed;
+        // Signed: what was applied before stays in `counts` too.
+        let delta = |now: u64, before: u64| AttributeValue::N((i128::from(now) - i128::from(before)).to_string());
         let marker = Update::builder()
             .table_name(&self.table)
             .set_key(Some(keys::message_marker_key(job_id, seq)))
@@ -117,9 +120,9 @@ impl DynamoStore {
             .update_expression("SET updated_at = :now ADD applied :a, duplicate :d, refused :r, failed :minus")
             .condition_expression("attribute_exists(pk)")
             .expression_attribute_values(":now", s(now))
-            .expression_attribute_values(":a", n(counts.applied))
-            .expression_attribute_values(":d", n(counts.duplicate))
-            .expression_attribute_values(":r", n(counts.refused))
+            .expression_attribute_values(":a", delta(counts.applied, before.applied))
+            .expression_attribute_values(":d", delta(counts.duplicate, before.duplicate))
+            .expression_attribute_values(":r", delta(counts.refused, before.refused))
             .expression_attribute_values(":minus", minus(failed_before))
             .build()
             .map_err(|e| backend(OPERATION, e))?;
@@ -128,41 +131,77 @@ impl DynamoStore {
             TransactWriteItem::builder().update(job).build(),
         ])
         .units(MARKER_AND_UPDATE_UNITS);
-        // Sent once: a redelivery of the message tries again.
-        match self.transaction(Meter::Jobs).once().send(&request).await? {
-            Sent::Committed => Ok(true),
-            // Resettled by a concurrent delivery, or the job is gone.
-            Sent::Cancelled(_) => Ok(false),
+        let mut tx = self.transaction(Meter::Jobs);
+        loop {
+            let cancel = match tx.send(&request).await? {
+                Sent::Committed => return Ok(true),
+                Sent::Cancelled(cancel) => cancel,
+            };
+            // Only a failed condition means there is nothing left to do: the
+            // marker no longer says `failed = before` (a concurrent delivery
+            // resettled it), or the job is gone. A conflict or throttling
+            // is retried, and what no retry mends is an error, so that the
+            // message fails and its redelivery tries again.
+            if cancel.condition_failed(0) || cancel.condition_failed(1) {
+                return Ok(false);
+            }
+            tx.retry(cancel).await?;
         }
     }
 
+    /// Stamps `completed_at` if every accrual of the job is settled and
+    /// it is not stamped yet. A plain update of the job item, which every
+    /// fold of the job also writes: a `TransactionConflict` or throttling
+    /// is retried with the store's backoff.
     async fn try_complete(&self, job_id: JobId, now: &str) -> Result<(), StoreError> {
-        self.count_small_write();
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(keys::job_key(job_id)))
-            .update_expression("SET completed_at = :now")
-            .condition_expression(
-                "attribute_exists(pk) AND remaining <= :zero AND reading = :no AND attribute_not_exists(completed_at)",
-            )
-            .expression_attribute_values(":now", s(now))
-            .expression_attribute_values(":zero", n(0))
-            .expression_attribute_values(":no", AttributeValue::Bool(false))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(e)
-                if matches!(
-                    e.as_service_error(),
-                    Some(UpdateItemError::ConditionalCheckFailedException(_))
-                ) =>
-            {
-                Ok(())
+        let mut attempt = 0;
+        loop {
+            self.count_small_write();
+            let result = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(keys::job_key(job_id)))
+                .update_expression("SET completed_at = :now")
+                .condition_expression(
+                    "attribute_exists(pk) AND remaining <= :zero AND reading = :no AND attribute_not_exists(completed_at)",
+                )
+                .expression_attribute_values(":now", s(now))
+                .expression_attribute_values(":zero", n(0))
+                .expression_attribute_values(":no", AttributeValue::Bool(false))
+                .send()
+                .await;
+            let error = match result {
+                Ok(_) => return Ok(()),
+                Err(e) => e,
+            };
+            let conflict = match error.as_service_error() {
+                // Not settled yet, or stamped already.
+                Some(UpdateItemError::ConditionalCheckFailedException(_)) => return Ok(()),
+                Some(UpdateItemError::TransactionConflictException(_)) => true,
+                _ if is_throttling(&error) => false,
+                _ => return Err(single_call_error("UpdateItem", error)),
+            };
+            attempt += 1;
+            if attempt >= self.backoff.max_attempts {
+                let operation = "UpdateItem";
+                return Err(if conflict {
+                    StoreError::Conflict { operation }
+                } else {
+                    StoreError::Throttled { operation }
+                });
             }
-            Err(e) => Err(backend("UpdateItem", e)),
+            self.backoff.sleep(attempt - 1).await;
+        }
+    }
+
+    /// [`Self::try_complete`] after a fold or a chunk that committed: if
+    /// it still fails, the fold stands (it must not be reported failed and
+    /// redelivered for this) and the completion is left to the next call,
+    /// or to the read ([`job_from_item`] derives it from the counts).
+    async fn complete_after_commit(&self, job_id: JobId, now: &str) {
+        if let Err(error) = self.try_complete(job_id, now).await {
+            tracing::warn!(%job_id, error = %error, "could not stamp the job's completion; its reads derive it");
         }
     }
 }
@@ -264,9 +303,17 @@ impl JobStore for DynamoStore {
         let folded = match self.marker_and_update(put, update).await? {
             Marked::Done => true,
             Marked::Before(old) => {
-                let failed_before = old.as_ref().map_or(Ok(0), |item| item.number("failed"))?;
-                if failed_before > 0 && counts.failed == 0 && counts.settled() == failed_before {
-                    self.resettle(job_id, seq, counts, failed_before, &now_text).await?
+                let before = match &old {
+                    Some(item) => MessageCounts {
+                        applied: item.number("applied")?,
+                        duplicate: item.number("duplicate")?,
+                        failed: item.number("failed")?,
+                        refused: item.number("refused")?,
+                    },
+                    None => MessageCounts::default(),
+                };
+                if before.failed > 0 && counts.failed == 0 && counts.settled() == before.settled() {
+                    self.resettle(job_id, seq, counts, before, &now_text).await?
                 } else {
                     false
                 }
@@ -278,7 +325,7 @@ impl JobStore for DynamoStore {
         };
         // Also on a redelivery: the earlier delivery may have died between
         // folding and stamping completion.
-        self.try_complete(job_id, &now_text).await?;
+        self.complete_after_commit(job_id, &now_text).await;
         Ok(folded)
     }
 
@@ -330,7 +377,7 @@ impl JobStore for DynamoStore {
             }
         };
         if chunk.is_final() {
-            self.try_complete(job_id, &now_text).await?;
+            self.complete_after_commit(job_id, &now_text).await;
         }
         Ok(recorded)
     }

@@ -28,7 +28,7 @@ use crate::domain::reversal::{ReversalKind, ReversalOutcome, ReversalRecord, Rev
 use crate::domain::transaction_plan::{plan_transactions, sum_by_lot, use_expressions};
 use crate::domain::uses::{Use, UseOutcome, UseRecord};
 use crate::domain::{Accrual, MessageRef};
-use crate::ports::{ApplyOutcome, Credits, Debits, LedgerReads, StoreError};
+use crate::ports::{ApplyOutcome, CreditTally, Credits, Debits, LedgerReads, StoreError};
 
 /// The update crediting a balance item (creating it if missing): each lot's
 /// sum to its attribute (`balance` for the plain lot), the total to
@@ -233,6 +233,36 @@ impl DynamoStore {
 
 #[async_trait]
 impl Credits for DynamoStore {
+    /// One consistent `GetItem` per id: only a message failing on its last
+    /// delivery asks.
+    async fn tally_credits(&self, by: MessageRef, accrual_ids: &[String]) -> Result<Option<CreditTally>, StoreError> {
+        let (job, seq) = (by.job_id.to_string(), by.seq.to_string());
+        let mut tally = CreditTally::default();
+        for id in accrual_ids {
+            self.count();
+            let entry = self
+                .client
+                .get_item()
+                .table_name(&self.table)
+                .set_key(Some(keys::entry_key(ReversalKind::Accrual, id)))
+                .consistent_read(true)
+                .projection_expression("job_id, seq")
+                .send()
+                .await
+                .map_err(|e| single_call_error("GetItem", e))?;
+            match entry.item() {
+                Some(item)
+                    if item.string("job_id") == Some(job.as_str()) && item.number_text("seq") == Some(seq.as_str()) =>
+                {
+                    tally.by_message += 1
+                }
+                Some(_) => tally.by_other += 1,
+                None => tally.not_credited += 1,
+            }
+        }
+        Ok(Some(tally))
+    }
+
     async fn apply_accruals(
         &self,
         by: MessageRef,

@@ -15,7 +15,7 @@ use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem};
 
-use super::errors::{backend, is_throttling, is_transport, single_call_error};
+use super::errors::{backend, is_throttling, is_transport};
 use super::items::item_bytes;
 use super::{DynamoStore, Item, MAX_TRANSACTION_ACTIONS};
 use crate::domain::capacity::{write_units, WriteKind};
@@ -238,7 +238,6 @@ pub(super) struct Transaction<'s> {
     attempt: u32,
     /// Requests sent so far.
     sent: u64,
-    retries: bool,
 }
 
 impl DynamoStore {
@@ -250,20 +249,11 @@ impl DynamoStore {
             meter,
             attempt: 0,
             sent: 0,
-            retries: true,
         }
     }
 }
 
 impl Transaction<'_> {
-    /// Sends each request once: errors other than a cancellation map as a
-    /// single call's do (throttling is [`StoreError::Throttled`]), for a
-    /// caller whose own caller retries.
-    pub(super) fn once(mut self) -> Self {
-        self.retries = false;
-        self
-    }
-
     /// Requests sent so far, retries included.
     pub(super) fn requests(&self) -> u64 {
         self.sent
@@ -279,7 +269,7 @@ impl Transaction<'_> {
 
     /// Sends `request` until it commits or is cancelled, backing off and
     /// resending on throttling, transport failures and in-progress
-    /// transactions (unless [`once`](Self::once)). Every attempt is counted with its write units.
+    /// transactions. Every attempt is counted with its write units.
     pub(super) async fn send(&mut self, request: &Request) -> Result<Sent, StoreError> {
         loop {
             self.store.count();
@@ -313,9 +303,6 @@ impl Transaction<'_> {
                     reasons,
                     error: Box::new(error),
                 }));
-            }
-            if !self.retries {
-                return Err(single_call_error(OPERATION, error));
             }
             match retry_of_error(&error) {
                 Some(retry) => self.back_off(retry).await?,
