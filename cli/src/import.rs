@@ -98,7 +98,7 @@ pub async fn run_import(
     };
     bar.finish_and_clear();
     let report = (job.rejected > 0).then(|| {
-        let key = report_key(&import.report_prefix, &object.key);
+        let key = report_key(&import.report_prefix, &object.key, object.job_id());
         match &import.bucket_dir {
             Some(dir) => dir.join(key).display().to_string(),
             None => format!("s3://{}/{key}", object.bucket),

@@ -127,6 +127,35 @@ impl StackSettings {
 mod tests {
     use super::*;
 
+    /// A file's report parts are read by its last chunk, which may run after
+    /// a continuation waited out its retention in the import queue and then
+    /// in its dead-letter queue (and was redriven): the parts must outlive
+    /// both retentions together.
+    #[test]
+    fn report_parts_outlive_the_import_queue_and_its_dlq() {
+        let doc: Value = serde_norway::from_str(TEMPLATE).unwrap();
+        let resources = &doc["Resources"];
+        let retention = |queue: &str| {
+            resources[queue]["Properties"]["MessageRetentionPeriod"]
+                .as_u64()
+                .unwrap_or_else(|| panic!("{queue} has a MessageRetentionPeriod"))
+        };
+        let rules = resources["ImportBucket"]["Properties"]["LifecycleConfiguration"]["Rules"]
+            .as_sequence()
+            .unwrap();
+        let parts = rules
+            .iter()
+            .find(|r| r["Prefix"].as_str() == Some("reports/.parts/"))
+            .unwrap();
+        let days = parts["ExpirationInDays"].as_u64().unwrap();
+        let needed = retention(IMPORT_QUEUE_NAME) + retention(IMPORT_DLQ_NAME);
+        assert!(
+            days * 86_400 >= needed,
+            "report parts expire after {days} days, but a continuation may run {} days later",
+            needed / 86_400
+        );
+    }
+
     #[test]
     fn reads_the_templates_defaults() {
         let s = StackSettings::from_template().unwrap();

@@ -129,6 +129,15 @@ impl ImportRig {
             .expect("notify");
     }
 
+    /// The error report of the latest file dropped at `key` (the one its
+    /// `reports/<key>.job.json` names), or `None` if it has none.
+    pub async fn report(&self, key: &str) -> Option<String> {
+        let pointer = self.read(&format!("reports/{key}.job.json")).await?;
+        let pointer: serde_json::Value = serde_json::from_str(&pointer).expect("the job pointer is JSON");
+        let report = pointer["report"].as_str().expect("the job pointer names the report");
+        self.read(report).await
+    }
+
     /// A whole object's text, or `None` if it does not exist.
     pub async fn read(&self, key: &str) -> Option<String> {
         let object = ObjectRef {

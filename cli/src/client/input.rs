@@ -1,7 +1,10 @@
 //! Reading a campaign file (JSON array, NDJSON or CSV) into request-sized
 //! chunks, streaming: validated with the API's rules on the way, so bad lines
-//! are reported here and never stop the good ones, and each chunk carries an
-//! `Idempotency-Key` derived from its content and position.
+//! are reported here and never stop the good ones. An accrual without
+//! `accrual_id` gets one here, from its campaign and content
+//! ([`pointflow::domain::accrual_ids`], scheme v2), so its id never depends
+//! on the chunk it lands in; each chunk carries an `Idempotency-Key` derived
+//! from its body (ids included) and position.
 
 use std::io::{BufRead, BufReader, Read};
 
@@ -9,6 +12,7 @@ use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use pointflow::domain::accrual_ids::ContentIds;
 use pointflow::domain::csv_rows::{CsvAccruals, CsvRow};
 use pointflow::domain::validation::accrual_from_json;
 use pointflow::domain::Accrual;
@@ -83,11 +87,10 @@ pub struct LineError {
     pub reason: String,
 }
 
-/// The item as sent: like [`Accrual`], but without an id the API derives.
+/// The item as sent: an [`Accrual`] with its given or derived id.
 #[derive(Serialize)]
 struct Item<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    accrual_id: Option<&'a str>,
+    accrual_id: &'a str,
     member_id: &'a str,
     point_type: &'a str,
     amount: u64,
@@ -99,13 +102,15 @@ struct Item<'a> {
     expires_at: Option<time::OffsetDateTime>,
 }
 
-/// Placeholder id for validating an item whose id the API will derive.
+/// Placeholder id for validating an item whose id is derived afterwards.
 const DERIVED: &str = "derived";
 
-/// Groups validated accruals into chunks and derives their keys.
+/// Groups validated accruals into chunks, derives the ids they lack and
+/// the chunks' keys.
 pub struct Chunker {
     limits: ChunkLimits,
     campaign: String,
+    ids: ContentIds,
     next_index: u32,
     body: Vec<u8>,
     items: usize,
@@ -113,12 +118,13 @@ pub struct Chunker {
 }
 
 impl Chunker {
-    /// `campaign` names the submission: the same file under another campaign
-    /// name is a different submission (and is credited again).
+    /// `campaign` names the submission: the same lines under another
+    /// campaign name are other accruals (and are credited again).
     pub fn new(limits: ChunkLimits, campaign: &str) -> Self {
         Chunker {
             limits,
             campaign: campaign.to_owned(),
+            ids: ContentIds::new(campaign),
             next_index: 0,
             body: Vec::new(),
             items: 0,
@@ -126,10 +132,12 @@ impl Chunker {
         }
     }
 
-    /// Adds one accrual (from `line`); returns a chunk when one is full.
+    /// Adds one accrual (from `line`); `derived`: it came without an id,
+    /// which is derived from its content. Returns a chunk when one is full.
     pub fn push(&mut self, line: u64, accrual: &Accrual, derived: bool, input_bytes: u64) -> Option<Chunk> {
+        let derived_id = derived.then(|| self.ids.next_id(accrual));
         let item = Item {
-            accrual_id: (!derived).then_some(accrual.accrual_id.as_str()),
+            accrual_id: derived_id.as_deref().unwrap_or(&accrual.accrual_id),
             member_id: &accrual.member_id,
             point_type: &accrual.point_type,
             amount: accrual.amount,
@@ -442,8 +450,26 @@ mod tests {
         let (c, _) = read(ndjson, Format::Ndjson, LIMITS);
         let (d, _) = read(csv, Format::Csv, LIMITS);
         assert_eq!(a.len(), 2);
+        let mut first = bodies(&a)[0].clone();
+        let derived = first["accruals"][0]["accrual_id"].as_str().unwrap().to_owned();
         assert_eq!(
-            bodies(&a)[0],
+            derived,
+            ContentIds::new("test").id(
+                &Accrual {
+                    accrual_id: String::new(),
+                    member_id: "m-1".into(),
+                    point_type: "P".into(),
+                    amount: 10,
+                    reason: None,
+                    apply_at: None,
+                    expires_at: None,
+                },
+                1
+            )
+        );
+        first["accruals"][0].as_object_mut().unwrap().remove("accrual_id");
+        assert_eq!(
+            first,
             serde_json::json!({"accruals": [
                 {"member_id": "m-1", "point_type": "P", "amount": 10},
                 {"accrual_id": "a-2", "member_id": "m-2", "point_type": "P", "amount": 20, "reason": "r"}
@@ -456,6 +482,65 @@ mod tests {
         }
         assert_eq!(c[0].lines, [1, 3], "NDJSON lines count blank ones");
         assert_eq!(d[1].lines, [4], "CSV lines count the header");
+    }
+
+    /// The id each accrual gets: its own, or the one the API derives from
+    /// the chunk's `Idempotency-Key` and the item's position.
+    fn effective_ids(chunks: &[Chunk]) -> std::collections::BTreeSet<String> {
+        let mut ids = std::collections::BTreeSet::new();
+        for chunk in chunks {
+            let body: Value = serde_json::from_slice(&chunk.body).unwrap();
+            for (index, item) in body["accruals"].as_array().unwrap().iter().enumerate() {
+                let id = match item.get("accrual_id").and_then(Value::as_str) {
+                    Some(id) => id.to_owned(),
+                    None => pointflow::domain::submission::derive_accrual_id(&chunk.key, index),
+                };
+                assert!(ids.insert(id), "one id twice in one run");
+            }
+        }
+        ids
+    }
+
+    fn campaign_csv(rows: &[&str]) -> String {
+        let mut text = String::from("member_id,point_type,amount,reason\n");
+        for row in rows {
+            text.push_str(row);
+            text.push('\n');
+        }
+        text
+    }
+
+    const ROWS: [&str; 7] = [
+        "m-1,P,10,spring",
+        "m-2,P,0,spring",
+        "m-3,P,30,spring",
+        "m-1,P,10,spring",
+        "m-4,P,40,spring",
+        "m-5,P,50,spring",
+        "m-6,P,60,spring",
+    ];
+
+    #[test]
+    fn a_rerun_after_fixing_a_bad_line_credits_only_that_line() {
+        let (before, errors) = read(&campaign_csv(&ROWS), Format::Csv, LIMITS);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        let mut fixed = ROWS;
+        fixed[1] = "m-2,P,20,spring";
+        let (after, errors) = read(&campaign_csv(&fixed), Format::Csv, LIMITS);
+        assert!(errors.is_empty());
+        let (before, after) = (effective_ids(&before), effective_ids(&after));
+        let new: Vec<&String> = after.difference(&before).collect();
+        assert_eq!(new.len(), 1, "only the fixed line is a new accrual: {new:?}");
+        assert_eq!(before.len(), 6, "the two identical m-1 lines are two accruals");
+    }
+
+    #[test]
+    fn rechunking_credits_nothing_twice() {
+        let text = campaign_csv(&ROWS);
+        let (small, _) = read(&text, Format::Csv, LIMITS);
+        let (large, _) = read(&text, Format::Csv, ChunkLimits { max_items: 3, ..LIMITS });
+        assert_ne!(small.len(), large.len());
+        assert_eq!(effective_ids(&small), effective_ids(&large));
     }
 
     #[test]

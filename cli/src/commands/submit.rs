@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
+use pointflow::domain::accrual_ids::campaign_from_file_name;
 use pointflow_cli::client::input::{ChunkLimits, Format};
 use pointflow_cli::client::submit::{submit, SubmitOptions, SubmitReport, MAX_LISTED_ERRORS};
 
@@ -23,10 +24,11 @@ pub struct SubmitArgs {
     /// The file's format (default: from its extension).
     #[arg(long, value_enum)]
     format: Option<Format>,
-    /// Names the submission. Re-running with the same file and campaign resumes (nothing is credited twice); a
-    /// different campaign name submits the same content again.
-    #[arg(long, default_value = "")]
-    campaign: String,
+    /// Names the campaign (default: the file's name up to its first `.`; required for stdin). Lines without
+    /// `accrual_id` get ids from the campaign and their content, so re-running, fixing a line, re-chunking or
+    /// renaming the file within the campaign credits nothing twice; another campaign name credits the lines again.
+    #[arg(long)]
+    campaign: Option<String>,
     /// Accruals per request.
     #[arg(long, default_value_t = ChunkLimits::default().max_items)]
     chunk: usize,
@@ -63,6 +65,10 @@ pub async fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
         let size = file.metadata().ok().map(|m| m.len());
         (Box::new(file), size)
     };
+    let campaign = match args.campaign.or_else(|| campaign_from_file_name(&name)) {
+        Some(campaign) => campaign,
+        None => anyhow::bail!("cannot name the campaign of {name}; pass --campaign NAME"),
+    };
     let human = args.api.output == Output::Human;
     let options = SubmitOptions {
         format,
@@ -70,7 +76,7 @@ pub async fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
             max_items: args.chunk.max(1),
             ..ChunkLimits::default()
         },
-        campaign: args.campaign,
+        campaign,
         parallel: args.parallel.max(1),
         wait: args.wait,
         poll_interval: Duration::from_secs_f64(args.poll_interval.max(0.05)),

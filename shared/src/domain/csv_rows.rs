@@ -1,5 +1,5 @@
-//! Accruals from a CSV file, one row at a time, in memory bounded by the
-//! longest row (not the file): the parsing half of the bulk file import.
+//! Accruals from a CSV file, one row at a time, in memory bounded by
+//! [`MAX_ROW_BYTES`] (not the file): the parsing half of the bulk file import.
 //!
 //! Format: a header row naming the columns `member_id`, `point_type`,
 //! `amount` and optionally `accrual_id`, `reason`, `apply_at`, `expires_at`
@@ -27,6 +27,14 @@ use crate::domain::Accrual;
 pub const COLUMNS: [&str; 7] = crate::domain::validation::ACCRUAL_FIELDS;
 const REQUIRED: [&str; 3] = ["member_id", "point_type", "amount"];
 
+/// Longest row (or header) read, in bytes. A valid row is under 2 KiB; a
+/// longer one is almost always a quoted field that is never closed, which
+/// would otherwise swallow the rest of the file into one row held in memory.
+pub const MAX_ROW_BYTES: u64 = 64 * 1024;
+/// What the csv reader may pull per row: the row plus one read buffer
+/// (8 KiB, the csv crate's default) it may have filled ahead.
+const ROW_BUDGET: u64 = MAX_ROW_BYTES + 8 * 1024;
+
 /// Why a file cannot be read at all.
 #[derive(Debug, thiserror::Error)]
 pub enum CsvFileError {
@@ -40,6 +48,8 @@ pub enum CsvFileError {
     RepeatedColumn { column: String },
     #[error("the header lacks the required column {column:?}")]
     MissingColumn { column: &'static str },
+    #[error("the header (line {line}) is longer than {max} bytes; is a quote never closed?", max = MAX_ROW_BYTES)]
+    HeaderTooLong { line: u64 },
     #[error("reading the file failed at line {line}")]
     Read {
         line: u64,
@@ -87,9 +97,35 @@ struct Layout {
     width: usize,
 }
 
+/// A reader that refuses to give more than `left` bytes: the bound on one
+/// row, topped up before each row.
+struct Bounded<R> {
+    inner: R,
+    left: u64,
+    /// The bound was reached (the read that failed was this one's doing).
+    exceeded: bool,
+}
+
+impl<R: Read> Read for Bounded<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.left == 0 {
+            self.exceeded = true;
+            return Err(std::io::Error::other(format!(
+                "a row is longer than {MAX_ROW_BYTES} bytes"
+            )));
+        }
+        let room = usize::try_from(self.left).unwrap_or(usize::MAX).min(buf.len());
+        let n = self.inner.read(&mut buf[..room])?;
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
+type Input<R> = Bounded<std::io::Chain<&'static [u8], R>>;
+
 /// Reads accruals row by row from a CSV stream.
 pub struct CsvAccruals<R: Read> {
-    reader: csv::Reader<std::io::Chain<&'static [u8], R>>,
+    reader: csv::Reader<Input<R>>,
     layout: Layout,
     columns: Vec<String>,
     id_prefix: String,
@@ -100,6 +136,9 @@ pub struct CsvAccruals<R: Read> {
     prefix: u64,
     /// The line a resumed reader starts at (0 unless resumed).
     first_line: u64,
+    /// A row went over [`MAX_ROW_BYTES`]: nothing after it can be told apart
+    /// from the inside of a quoted field, so reading has stopped.
+    stopped: bool,
 }
 
 impl<R: Read> CsvAccruals<R> {
@@ -111,6 +150,7 @@ impl<R: Read> CsvAccruals<R> {
         match reader.read_byte_record(&mut header) {
             Ok(true) => {}
             Ok(false) => return Err(CsvFileError::NoHeader),
+            Err(_) if reader.get_ref().exceeded => return Err(CsvFileError::HeaderTooLong { line: 1 }),
             Err(source) => return Err(CsvFileError::Read { line: 1, source }),
         }
         let line = header.position().map_or(1, |p| p.line());
@@ -136,6 +176,7 @@ impl<R: Read> CsvAccruals<R> {
             lines_before: 0,
             prefix: 0,
             first_line: 0,
+            stopped: false,
         })
     }
 
@@ -157,6 +198,7 @@ impl<R: Read> CsvAccruals<R> {
             lines_before: first_line.saturating_sub(2),
             prefix: RESUME_PREFIX.len() as u64,
             first_line,
+            stopped: false,
         })
     }
 
@@ -207,14 +249,35 @@ impl<R: Read> CsvAccruals<R> {
         reencode(&refs)
     }
 
+    /// Whether reading stopped at a row longer than [`MAX_ROW_BYTES`] (the
+    /// rest of the input is not read).
+    pub fn stopped(&self) -> bool {
+        self.stopped
+    }
+
     /// The next data row, or `None` at the end of the file. A row that is
-    /// not UTF-8 text is rejected like any other bad row.
+    /// not UTF-8 text is rejected like any other bad row. A row longer than
+    /// [`MAX_ROW_BYTES`] is rejected naming the line it starts at, and ends
+    /// the file: past an unclosed quote nothing tells rows apart.
     pub fn next_row(&mut self) -> Result<Option<(u64, CsvRow)>, CsvFileError> {
+        if self.stopped {
+            return Ok(None);
+        }
         loop {
-            let more = self.reader.read_byte_record(&mut self.record).map_err(|source| {
-                let line = self.line_at(source.position().map_or(0, |p| p.line()));
-                CsvFileError::Read { line, source }
-            })?;
+            self.reader.get_mut().left = ROW_BUDGET;
+            let starts = self.line_at(self.reader.position().line());
+            let more = match self.reader.read_byte_record(&mut self.record) {
+                Ok(more) => more,
+                Err(_) if self.reader.get_ref().exceeded => {
+                    self.stopped = true;
+                    self.record.clear();
+                    return Ok(Some((starts, CsvRow::Rejected(vec![too_long(starts)]))));
+                }
+                Err(source) => {
+                    let line = self.line_at(source.position().map_or(0, |p| p.line()));
+                    return Err(CsvFileError::Read { line, source });
+                }
+            };
             if !more {
                 return Ok(None);
             }
@@ -344,6 +407,19 @@ impl<R: Read> CsvAccruals<R> {
     }
 }
 
+/// The report line of a row that went over [`MAX_ROW_BYTES`].
+fn too_long(line: u64) -> RowError {
+    RowError {
+        line,
+        column: "(row)".to_owned(),
+        reason: format!(
+            "is longer than {MAX_ROW_BYTES} bytes: a quoted field opened in the row starting at line {line} is \
+             probably never closed; the rest of the file from line {line} was not read"
+        ),
+        raw: String::new(),
+    }
+}
+
 /// What a resumed reader reads before its input: the line end the chunk
 /// starts after.
 const RESUME_PREFIX: &[u8] = b"\n";
@@ -351,12 +427,16 @@ const RESUME_PREFIX: &[u8] = b"\n";
 /// Records end at LF only, and a CR before it is dropped by hand (`fields`):
 /// with its default CRLF handling the csv crate numbers the lines of a CRLF
 /// file wrongly, and line numbers are what the error report promises.
-fn csv_reader<R: Read>(prefix: &'static [u8], input: R) -> csv::Reader<std::io::Chain<&'static [u8], R>> {
+fn csv_reader<R: Read>(prefix: &'static [u8], input: R) -> csv::Reader<Input<R>> {
     csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
         .terminator(csv::Terminator::Any(b'\n'))
-        .from_reader(prefix.chain(input))
+        .from_reader(Bounded {
+            inner: prefix.chain(input),
+            left: ROW_BUDGET,
+            exceeded: false,
+        })
 }
 
 /// Where each column is, from the header's names.
@@ -416,6 +496,44 @@ pub fn reencode(fields: &[&str]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Counts the bytes a reader pulled from its input.
+    struct Counted<'a>(&'a [u8], std::sync::Arc<std::sync::atomic::AtomicU64>);
+
+    impl Read for Counted<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.0.read(buf)?;
+            self.1.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn an_unterminated_quote_is_a_bad_row_named_by_its_line_and_reading_stops_within_a_bound() {
+        let mut text = String::from("member_id,point_type,amount,reason\nm-1,P,1,ok\nm-2,P,2,\"never closed\n");
+        for i in 0..20_000 {
+            text.push_str(&format!("m-{i},P,1,after\n"));
+        }
+        let pulled = std::sync::Arc::default();
+        let mut reader = CsvAccruals::new(Counted(text.as_bytes(), std::sync::Arc::clone(&pulled)), "f").unwrap();
+        let mut got = Vec::new();
+        while let Some(row) = reader.next_row().unwrap() {
+            got.push(row);
+        }
+        assert!(matches!(got[0], (2, CsvRow::Accrual(_))), "{:?}", got[0]);
+        let (line, CsvRow::Rejected(errors)) = &got[1] else {
+            panic!("expected the row of line 3 rejected: {:?}", got[1])
+        };
+        assert_eq!((*line, errors[0].line, errors[0].column.as_str()), (3, 3, "(row)"));
+        assert!(
+            errors[0].reason.contains("quote") && errors[0].reason.contains("not read"),
+            "{}",
+            errors[0].reason
+        );
+        assert_eq!(got.len(), 2, "nothing after the unterminated quote is a row");
+        let pulled = pulled.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(pulled < 128 * 1024, "{pulled} bytes read for one row");
+    }
 
     fn rows(text: &str) -> Vec<(u64, CsvRow)> {
         let mut reader = CsvAccruals::new(text.as_bytes(), "bucket/key#v1").unwrap();

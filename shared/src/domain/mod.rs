@@ -3,6 +3,7 @@
 //! packing, the queue message). Pure: no I/O, no SDK types, no ports.
 
 pub mod accrual;
+pub mod accrual_ids;
 pub mod capacity;
 pub mod csv_rows;
 pub mod history;

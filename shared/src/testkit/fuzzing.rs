@@ -255,6 +255,9 @@ impl<'f> ChunkedRows<'f> {
 
     fn next(&mut self) -> Option<(u64, CsvRow)> {
         let reader = self.reader.as_mut()?;
+        if reader.stopped() {
+            return None;
+        }
         if reader.consumed().0 >= self.chunk {
             let (read, next_line) = reader.consumed();
             self.offset += usize::try_from(read).unwrap_or(usize::MAX);

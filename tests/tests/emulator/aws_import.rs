@@ -92,7 +92,7 @@ async fn a_dropped_file_is_imported_through_the_bucket_notification() {
     assert_eq!(balance("m-1").await, [("P".to_owned(), 10), ("Q".to_owned(), 5)]);
     assert_eq!(balance("m-2").await, [("P".to_owned(), 20)]);
     assert_eq!(balance("m-3").await, [("P".to_owned(), 7)]);
-    let report = rig.read("reports/imports/2026/spring.csv.errors.csv").await.unwrap();
+    let report = rig.report("imports/2026/spring.csv").await.unwrap();
     assert_eq!(
         report,
         "line,column,reason,raw\n3,amount,must be at least 1,\"m-2,P,0\"\n6,member_id,\"contains '!'; only ASCII letters, digits and - _ . : @ are allowed\",\"bad!,P,1\"\n"

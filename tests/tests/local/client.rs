@@ -495,3 +495,64 @@ async fn a_finished_job_is_cancelled_through_the_api() {
     assert_eq!(again.cancel.map(|c| c.counts.reversed), Some(6));
     stack.runner.stop().await.unwrap();
 }
+
+/// Accruals applied and found duplicate by the jobs a run created (not
+/// those it replayed, whose counts are an earlier run's).
+fn fresh(report: &SubmitReport) -> (u64, u64) {
+    let fresh: Vec<&str> = report
+        .chunks
+        .iter()
+        .filter(|c| !c.replayed)
+        .filter_map(|c| c.job_id.as_deref())
+        .collect();
+    let jobs = report
+        .jobs
+        .iter()
+        .filter(|j| fresh.contains(&j.job_id.to_string().as_str()));
+    jobs.fold((0, 0), |(a, d), j| (a + j.applied, d + j.duplicate))
+}
+
+/// A campaign CSV of 30 lines; lines 2 and 3 are identical (two credits),
+/// and the line of member `m-fix` has amount 0 (rejected) unless `fixed`.
+fn campaign_csv(fixed: bool) -> String {
+    let mut csv = String::from("member_id,point_type,amount,reason\n");
+    for i in 0..30u64 {
+        let row = match i {
+            0 | 1 => "m-0,P,5,spring".to_owned(),
+            5 if fixed => "m-fix,P,9,spring".to_owned(),
+            5 => "m-fix,P,0,spring".to_owned(),
+            _ => format!("m-{},P,{},spring", i % 10, i % 3 + 1),
+        };
+        csv.push_str(&row);
+        csv.push('\n');
+    }
+    csv
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rerun_after_fixing_a_line_or_rechunking_credits_only_what_is_new() {
+    let stack = stack().await;
+    let first = submit_text(&stack.client, &campaign_csv(false), Format::Csv, 4).await;
+    assert_eq!((first.rejected_lines, first.applied, first.duplicate), (1, 29, 0));
+    let m0 = balance(&stack, "m-0").await;
+
+    // The bad line fixed: every later chunk shifts, yet only that line is new
+    // (the first chunk is unchanged: a replay, its job the first run's).
+    let fixed = submit_text(&stack.client, &campaign_csv(true), Format::Csv, 4).await;
+    assert_eq!(fixed.rejected_lines, 0);
+    assert_eq!(fresh(&fixed), (1, 29 - 4), "applied and duplicate in the new jobs");
+    assert_eq!(balance(&stack, "m-fix").await, [("P".to_owned(), 9)]);
+
+    // Other chunk sizes: nothing is new.
+    for chunk in [7, 1_000] {
+        let rechunked = submit_text(&stack.client, &campaign_csv(true), Format::Csv, chunk).await;
+        assert_eq!(fresh(&rechunked), (0, 30), "chunks of {chunk}");
+    }
+    assert_eq!(
+        balance(&stack, "m-0").await,
+        m0,
+        "the identical lines were credited twice, once each"
+    );
+    assert_eq!(m0, [("P".to_owned(), 5 + 5 + 2 + 3)]);
+    stack.runner.stop().await.unwrap();
+}

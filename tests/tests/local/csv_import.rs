@@ -92,10 +92,7 @@ async fn valid_rows_are_credited_and_bad_rows_reported_exactly() {
     assert_eq!(balances(&rig, "m-2").await, [("WELCOME".into(), 700)]);
     assert_eq!(balances(&rig, "m-3").await, [("WELCOME".into(), 2000)]);
     assert_eq!(balances(&rig, "m-4").await, []);
-    let report = rig
-        .read("reports/imports/spring.csv.errors.csv")
-        .await
-        .expect("a report");
+    let report = rig.report("imports/spring.csv").await.expect("a report");
     assert_eq!(report, MIXED_REPORT);
 
     let job = rig.job(&task).await;
@@ -133,11 +130,7 @@ async fn the_same_event_twice_or_the_same_file_again_credits_nothing_twice() {
         (job.total, job.applied, job.duplicate, job.status()),
         (2, 2, 0, JobStatus::Completed)
     );
-    assert_eq!(
-        rig.read("reports/imports/twice.csv.errors.csv").await,
-        None,
-        "no bad row, no report"
-    );
+    assert_eq!(rig.report("imports/twice.csv").await, None, "no bad row, no report");
 
     // Changed content under the same key is a new file: a new job, new ids.
     let changed = rig
@@ -162,7 +155,7 @@ async fn bom_crlf_quotes_and_blank_lines() {
     assert_eq!(balances(&rig, "m-2").await, [("P".into(), 51)]);
     let job = rig.job(&task).await;
     assert_eq!((job.total, job.applied, job.rejected), (4, 4, 1));
-    let report = rig.read("reports/imports/excel.csv.errors.csv").await.unwrap();
+    let report = rig.report("imports/excel.csv").await.unwrap();
     let lines: Vec<&str> = report.lines().collect();
     assert_eq!(
         report.matches("\n6,").count() + report.matches("\n7,").count(),
@@ -189,10 +182,7 @@ async fn a_file_split_across_invocations_gives_the_same_result() {
     );
     assert_eq!(balances(&rig, "m-2").await, [("WELCOME".into(), 700)]);
     assert_eq!(balances(&rig, "m-3").await, [("WELCOME".into(), 2000)]);
-    let report = rig
-        .read("reports/imports/split.csv.errors.csv")
-        .await
-        .expect("a report");
+    let report = rig.report("imports/split.csv").await.expect("a report");
     assert_eq!(report, MIXED_REPORT, "assembled from the chunks' parts");
     let job = rig.job(&task).await;
     assert_eq!((job.total, job.applied, job.rejected), (4, 4, 4));
@@ -252,10 +242,7 @@ async fn an_unusable_file_fails_its_job_with_a_reason_and_a_report() {
     let error = job.error.expect("a reason");
     assert!(error.contains("unknown column \"member\""), "{error}");
     assert!(job.completed_at.is_some());
-    let report = rig
-        .read("reports/imports/wrong.csv.errors.csv")
-        .await
-        .expect("a report");
+    let report = rig.report("imports/wrong.csv").await.expect("a report");
     assert!(
         report.starts_with("line,column,reason,raw\n1,(header),\"unknown column \"\"member\"\""),
         "{report}"
@@ -301,7 +288,7 @@ async fn repeated_accrual_ids_are_collapsed_or_rejected_or_counted_duplicate() {
         (job.total, job.deduplicated, job.rejected, job.applied, job.duplicate),
         (12, 1, 1, 11, 1)
     );
-    let report = rig.read("reports/imports/repeats.csv.errors.csv").await.unwrap();
+    let report = rig.report("imports/repeats.csv").await.unwrap();
     assert_eq!(
         report,
         "line,column,reason,raw\n4,accrual_id,repeats the accrual_id of line 2 with different content,\"a-1,m-1,P,99\"\n"
@@ -447,7 +434,7 @@ async fn the_bad_file_catalogue_gives_precise_reports_or_reasons_and_no_partial_
         rig.notify(&task).await;
         let quiet = rig.run_until_quiet().await;
         let job = rig.job(&task).await;
-        let report = rig.read(&format!("reports/{key}.errors.csv")).await;
+        let report = rig.report(&key).await;
         let mut balances = Vec::new();
         for (member, _) in case.balances {
             let got = rig.backend.ledger.balances(member).await.unwrap();
@@ -475,4 +462,31 @@ async fn the_bad_file_catalogue_gives_precise_reports_or_reasons_and_no_partial_
         assert!(job.completed_at.is_some(), "{}: the job ends", case.name);
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[tokio::test]
+async fn a_reused_file_name_keeps_each_files_report() {
+    let rig = rig(ImportSettings::default());
+    let mut reports = Vec::new();
+    for content in [
+        "member_id,point_type,amount\nm-1,P,0\n",
+        "member_id,point_type,amount\nm-2,P,1\nm-3,P,0\n",
+    ] {
+        let task = rig.drop_file("imports/reused.csv", content.as_bytes()).await;
+        rig.notify(&task).await;
+        rig.run_until_quiet().await;
+        let pointer: serde_json::Value =
+            serde_json::from_str(&rig.read("reports/imports/reused.csv.job.json").await.unwrap()).unwrap();
+        assert_eq!(pointer["job_id"], task.object.job_id().to_string());
+        let report = pointer["report"]
+            .as_str()
+            .expect("the job pointer names the file's report")
+            .to_owned();
+        reports.push(report);
+    }
+    assert_ne!(reports[0], reports[1], "each file has its own report");
+    let first = rig.read(&reports[0]).await.unwrap();
+    assert!(first.contains("\"m-1,P,0\""), "{first}");
+    let second = rig.read(&reports[1]).await.unwrap();
+    assert!(second.contains("\"m-3,P,0\"") && !second.contains("m-1"), "{second}");
 }

@@ -1,15 +1,17 @@
 //! The error report: one CSV line per problem, `line,column,reason,raw`,
-//! written to `reports/<key>.errors.csv`; and `reports/<key>.job.json`,
-//! which names the file's job as soon as its import starts.
+//! written to `reports/<key>.<job id>.errors.csv` (the job id follows the
+//! file's identity, so a file dropped again under a reused name gets its own
+//! report); and `reports/<key>.job.json`, which names the key's latest job
+//! and its report as soon as its import starts.
 
 use crate::domain::csv_rows::{reencode, RowError};
 
 /// The report's header row.
 pub const HEADER: &[u8] = b"line,column,reason,raw\n";
 
-/// Where the report of the file `key` goes.
-pub fn report_key(prefix: &str, key: &str) -> String {
-    format!("{prefix}{key}.errors.csv")
+/// Where the report of the file `key` imported as job `job` goes.
+pub fn report_key(prefix: &str, key: &str, job: impl std::fmt::Display) -> String {
+    format!("{prefix}{key}.{job}.errors.csv")
 }
 
 /// Where the job id of the file `key` is written when its import starts.
@@ -18,7 +20,8 @@ pub fn job_key(prefix: &str, key: &str) -> String {
 }
 
 /// Where chunk `chunk` of job `job` keeps its part of the report until the
-/// last chunk assembles them (a lifecycle rule expires parts).
+/// last chunk assembles them (a lifecycle rule expires parts after 30 days,
+/// longer than a continuation can wait in the import queue and its DLQ).
 pub fn part_key(prefix: &str, job: impl std::fmt::Display, chunk: u32) -> String {
     format!("{prefix}.parts/{job}/{chunk:06}.csv")
 }
@@ -53,8 +56,8 @@ mod tests {
             "line,column,reason,raw\n7,amount,\"must be a whole number from 1 to 1000000000, found \"\"1,5\"\"\",\"m-1,P,\"\"1,5\"\"\"\n"
         );
         assert_eq!(
-            report_key("reports/", "imports/a.csv"),
-            "reports/imports/a.csv.errors.csv"
+            report_key("reports/", "imports/a.csv", "j-1"),
+            "reports/imports/a.csv.j-1.errors.csv"
         );
     }
 }

@@ -231,6 +231,7 @@ impl Importer {
                     "source": object.url(),
                     "etag": object.etag,
                     "status_url": format!("/v1/jobs/{job_id}"),
+                    "report": report::report_key(&self.settings.report_prefix, &object.key, job_id),
                 });
                 let key = report::job_key(&self.settings.report_prefix, &object.key);
                 self.objects
@@ -387,7 +388,7 @@ impl Importer {
         own: Vec<u8>,
     ) -> Result<Option<String>, ImportError> {
         let prefix = &self.settings.report_prefix;
-        let key = report::report_key(prefix, &object.key);
+        let key = report::report_key(prefix, &object.key, job_id);
         let bucket = &object.bucket;
         let result = if parts.is_empty() {
             if own.is_empty() {
@@ -521,6 +522,11 @@ pub(crate) fn parse_chunk<R: std::io::Read>(
                 return Ok(parsed);
             }
         }
+        if rows.stopped() {
+            // Past a row over the bound (an unclosed quote) nothing tells
+            // rows apart: the file ends here, with every earlier row kept.
+            break;
+        }
         let (read, _) = rows.consumed();
         // A chunk also ends when its report part is full: a short row whose
         // every field is bad gives several report lines, each repeating the
@@ -545,6 +551,56 @@ pub(crate) fn parse_chunk<R: std::io::Read>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A row over the bound (an unclosed quote) ends the file in the chunk
+    /// that meets it, whatever the chunk size: no continuation resumes
+    /// inside the quoted field, and the rows before it are all sent.
+    #[test]
+    fn an_unclosed_quote_ends_the_file_with_every_earlier_row_sent() {
+        let mut file = b"member_id,point_type,amount\n".to_vec();
+        for i in 0..500 {
+            file.extend_from_slice(format!("m-{i},P,1\n").as_bytes());
+        }
+        file.extend_from_slice(b"m-x,P,\"1\n");
+        for i in 0..20_000 {
+            file.extend_from_slice(format!("m-{i},P,1\n").as_bytes());
+        }
+        let settings = ImportSettings {
+            chunk_bytes: 4096,
+            ..ImportSettings::default()
+        };
+        let size = file.len() as u64;
+        let (mut offset, mut line, mut columns) = (0u64, 1u64, None);
+        let (mut sent, mut rejected, mut report) = (0usize, 0u64, Vec::new());
+        loop {
+            let parsed = parse_chunk(
+                &file[offset as usize..],
+                columns.take(),
+                line,
+                offset,
+                size,
+                "f",
+                &settings,
+                |window| {
+                    sent += window.accruals.len();
+                    true
+                },
+            )
+            .unwrap();
+            rejected += parsed.rejected;
+            report.extend_from_slice(&parsed.report);
+            match parsed.next {
+                Some((next_offset, next_line)) => {
+                    (offset, line, columns) = (next_offset, next_line, Some(parsed.columns));
+                }
+                None => break,
+            }
+        }
+        assert_eq!((sent, rejected), (500, 1));
+        let report = String::from_utf8(report).unwrap();
+        assert!(report.starts_with("502,(row),"), "{report}");
+        assert!(offset < 64 * 1024, "the file ended near the quote, at byte {offset}");
+    }
 
     /// A chunk whose report part fills up ends there, and the next chunk
     /// picks up at the next row: the report held in memory stays bounded
