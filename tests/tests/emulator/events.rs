@@ -49,7 +49,6 @@ fn every_event_file_is_exercised_here() {
 }
 
 #[tokio::test]
-#[ignore = "defect #14.5: fixed on branch acct (try_complete's UpdateItem meets the other message's fold transaction: TransactionConflictException, the message is reported failed)"]
 async fn sample_events_drive_the_handlers() {
     let Some(b) = backend::aws(Duration::from_secs(30), 3).await else {
         return;
