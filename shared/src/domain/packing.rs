@@ -14,8 +14,10 @@ pub const SQS_MAX_MESSAGE_BYTES: usize = 1_048_576;
 /// Smallest byte limit accepted: one maximal accrual (ids, point type and a
 /// 256-character reason of 4-byte characters) plus the envelope fits.
 pub const MIN_MESSAGE_BYTES: usize = 4_096;
-/// Bytes of a message that are not accruals: `{"job_id":"<36>","seq":<=10>,"accruals":[]}`.
-const ENVELOPE_BYTES: usize = 80;
+/// Bytes of a message that are not accruals:
+/// `{"job_id":"<36>","seq":<=10>,"accruals":[],"queued_at":"<RFC 3339, ms>"}`
+/// (79 + 40), rounded up.
+const ENVELOPE_BYTES: usize = 128;
 
 /// How full a message may get.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

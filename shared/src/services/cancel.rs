@@ -52,13 +52,16 @@ pub async fn request_cancel(jobs: &dyn JobStore, queue: &dyn WorkQueue, job_id: 
         return Ok(job);
     }
     let messages = u32::try_from(job.messages).unwrap_or(u32::MAX);
+    // The cancel's first request time (kept by the store): asking again
+    // queues the very same bodies.
+    let queued_at = job.cancel.as_ref().map_or(job.created_at, |c| c.requested_at);
     // Bounded batches: a job of millions of accruals has thousands of
     // messages, never all in memory at once.
     let seqs: Vec<u32> = (0..messages).collect();
     for chunk in seqs.chunks(1_000) {
         let bodies: Vec<String> = chunk
             .iter()
-            .map(|seq| QueueMessage::cancel_of(job_id, *seq).encode())
+            .map(|seq| QueueMessage::cancel_of(job_id, *seq).queued(queued_at).encode())
             .collect();
         queue.send_messages(&bodies).await?;
     }
