@@ -5,7 +5,10 @@
 //! alone (counted `skipped`).
 //!
 //! Work goes message by message, from the item ids each message's fold
-//! recorded ([`JobStore::folded_items`]). A message's counts are recorded
+//! recorded ([`JobStore::begin_message_cancel`], which first stops every
+//! later credit of the message: a message still queued, redelivered or
+//! redriven from the DLQ after its cancel credits nothing, so a `skipped`
+//! accrual stays uncredited for good). A message's counts are recorded
 //! once, after all its reversals; reversals are idempotent, so a cancel
 //! that stops part-way (a crash, a throttled table) is finished by running
 //! it again: done messages are skipped, a half-done one is redone and its
@@ -125,7 +128,7 @@ pub async fn cancel_message<L: Debits + ?Sized>(
     by: MessageRef,
 ) -> Result<(), CancelError> {
     let folded = jobs
-        .folded_items(by.job_id, by.seq)
+        .begin_message_cancel(by.job_id, by.seq, OffsetDateTime::now_utc())
         .await?
         .ok_or(CancelError::Forgotten {
             job_id: by.job_id,

@@ -75,6 +75,8 @@ pub struct MessageReport {
 struct Applied {
     counts: MessageCounts,
     replayed: u64,
+    /// Accruals not credited because the message's cancel had begun.
+    cancelled: u64,
     requests: u64,
 }
 
@@ -221,7 +223,28 @@ impl Worker {
                     store_requests: 0,
                 });
             }
-            Payload::Accruals(accruals) => self.apply_accruals(message, &decoded, accruals, at).await?,
+            Payload::Accruals(accruals) => {
+                let applied = self.apply_accruals(message, &decoded, accruals, at).await?;
+                if applied.cancelled > 0 {
+                    // The job's cancel began on this message: whatever was
+                    // credited before it is the cancel's to reverse, and the
+                    // cancel counted the rest `skipped`. Folding now would
+                    // move counts the cancel has already accounted for.
+                    info!(
+                        cancelled = applied.cancelled,
+                        "message of a cancelled job: nothing more credited"
+                    );
+                    return Ok(MessageReport {
+                        job_id,
+                        seq: decoded.seq,
+                        counts: MessageCounts::default(),
+                        replayed: applied.replayed,
+                        folded: false,
+                        store_requests: applied.requests,
+                    });
+                }
+                applied
+            }
             Payload::Uses(uses) => self.apply_uses(message, &decoded, uses, at).await?,
         };
         let folded = self
@@ -259,6 +282,7 @@ impl Worker {
                     ..MessageCounts::default()
                 },
                 replayed: outcome.replayed,
+                cancelled: outcome.cancelled,
                 requests: outcome.requests,
             }),
             Err(error) => {
@@ -305,6 +329,7 @@ impl Worker {
         Ok(Applied {
             counts,
             replayed,
+            cancelled: 0,
             requests: uses.len() as u64,
         })
     }

@@ -409,7 +409,9 @@ async fn a_use_and_a_reversal_are_one_transaction_of_six_or_eight_write_units() 
     };
     store.apply_accruals(by, &[credit], now).await.unwrap();
     let credited = store.write_cost();
-    assert_eq!((credited.ledger_requests, credited.ledger_units), (1, 6));
+    // The entry, its index entry, the balance, and the check that the
+    // message's cancel has not begun: 2 each.
+    assert_eq!((credited.ledger_requests, credited.ledger_units), (1, 8));
 
     let order = Use {
         use_id: "order-2026-0001".into(),

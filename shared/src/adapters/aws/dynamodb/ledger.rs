@@ -8,7 +8,9 @@
 use std::collections::{BTreeMap, HashMap};
 
 use async_trait::async_trait;
-use aws_sdk_dynamodb::types::{AttributeValue, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{
+    AttributeValue, ConditionCheck, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
+};
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
@@ -71,7 +73,8 @@ pub(super) fn balance_update(
 }
 
 /// The actions crediting `accruals`: their ledger entries' puts, in order,
-/// then one update per balance item.
+/// then one update per balance item, then (last) the check that the
+/// message's cancel has not begun ([`keys::cancel_begun_key`]).
 fn ledger_transaction(
     table: &str,
     by: MessageRef,
@@ -88,6 +91,13 @@ fn ledger_transaction(
         let update = balance_update(table, member, point_type, &lots, now)?;
         items.push(TransactWriteItem::builder().update(update).build());
     }
+    let check = ConditionCheck::builder()
+        .table_name(table)
+        .set_key(Some(keys::cancel_begun_key(by.job_id, by.seq)))
+        .condition_expression("attribute_not_exists(pk)")
+        .build()
+        .map_err(|e| backend(OPERATION, e))?;
+    items.push(TransactWriteItem::builder().condition_check(check).build());
     Ok(items)
 }
 
@@ -192,9 +202,13 @@ impl DynamoStore {
             let mut found = vec![false; remaining.len()];
             let mut retryable: Option<Retry> = None;
             let mut unmendable = false;
+            let mut cancel_begun = false;
+            let check = cancel.reasons.len().saturating_sub(1);
             for (index, reason) in cancel.reasons.iter().enumerate() {
                 match reason.code {
                     Code::Passed => {}
+                    // The last action: the message's cancel has begun.
+                    Code::ConditionFailed if index == check && index >= remaining.len() => cancel_begun = true,
                     Code::ConditionFailed if index < remaining.len() => {
                         found[index] = true;
                         let owner = reason
@@ -223,6 +237,10 @@ impl DynamoStore {
             }
             if unmendable {
                 return Err(cancel.into_error());
+            }
+            if cancel_begun {
+                outcome.cancelled += found.iter().filter(|f| !**f).count() as u64;
+                break;
             }
             let progressed = found.iter().any(|f| *f);
             let mut keep = found.iter().map(|f| !f);
@@ -253,10 +271,16 @@ impl Credits for DynamoStore {
         let now = rfc3339(now);
         let mut total = ApplyOutcome::default();
         for chunk in plan_transactions(accruals) {
+            if total.cancelled > 0 {
+                // The cancel has begun: the rest would be refused alike.
+                total.cancelled += chunk.len() as u64;
+                continue;
+            }
             let outcome = self.apply_chunk(by, &chunk, &now, &key_time).await?;
             total.applied += outcome.applied;
             total.replayed += outcome.replayed;
             total.duplicate += outcome.duplicate;
+            total.cancelled += outcome.cancelled;
             total.requests += outcome.requests;
         }
         Ok(total)
