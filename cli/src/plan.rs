@@ -12,6 +12,7 @@ use std::fmt;
 use pointflow::domain::capacity::{fold_units, indexed_write_units, ledger_entry_bytes, WriteKind, SMALL_WRITE_UNITS};
 use pointflow::domain::packing::{pack_accruals, PackingLimits, MAX_ACCRUALS_PER_MESSAGE};
 use pointflow::domain::submission::{derive_accrual_id, job_id_for_key};
+use pointflow::domain::transaction_plan::CREDIT_CHECK_ACTIONS;
 use pointflow::domain::{Accrual, MessageRef};
 use serde::{Deserialize, Serialize};
 
@@ -203,8 +204,11 @@ pub fn plan(params: &Params, input: &PlanInput) -> Plan {
     let messages = (n / a_actual).ceil();
     // Balances per accrual in a transaction: a member's accruals sit together.
     let distinct = 1.0 / per_member.min(TRANSACTION_ACTIONS - 1.0);
-    let transactions_per_message = (a_actual * (1.0 + distinct) / TRANSACTION_ACTIONS).ceil();
-    let credit_units = sample.entry_units + 2.0 * distinct;
+    // Each transaction also checks that the message's cancel has not begun:
+    // one action, charged as a small transactional write.
+    let check = CREDIT_CHECK_ACTIONS as f64;
+    let transactions_per_message = (a_actual * (1.0 + distinct) / (TRANSACTION_ACTIONS - check)).ceil();
+    let credit_units = sample.entry_units + 2.0 * distinct + 2.0 * check * transactions_per_message / a_actual;
     let requests = (n / input.items_per_request.max(1) as f64).ceil();
     let job_units = messages * (sample.fold_units + SMALL_WRITE_UNITS as f64) + requests * 2.0;
     let total_units = n * credit_units + job_units;
@@ -567,9 +571,10 @@ mod tests {
         let new = plan(&p, &input(2_000_000, TableStart::New));
         assert_eq!(new.binding, "table write throughput");
         // Distinct members: 2 WRU per ledger entry, 2 for its history index
-        // entry and 2 per balance.
+        // entry and 2 per balance, plus 2 per transaction (of 49 accruals)
+        // for the message's cancel check.
         assert!(
-            (6.0..6.1).contains(&new.write_units_per_accrual),
+            (6.0..6.2).contains(&new.write_units_per_accrual),
             "{}",
             new.write_units_per_accrual
         );

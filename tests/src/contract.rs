@@ -1111,6 +1111,76 @@ pub async fn a_job_cancel_resumes_and_reverses_only_its_own_credits(b: &Backend)
     assert!(matches!(ghost, Err(CancelError::NotFound(_))));
 }
 
+/// Once a job's cancel has begun, nothing of the job is ever credited: a
+/// message that was in the DLQ when the cancel ran (counted failed, its
+/// accruals `skipped` by the cancel) and is redriven afterwards credits
+/// nothing, and the job's counts stay as the cancel left them.
+pub async fn a_message_redriven_after_its_job_cancel_credits_nothing(b: &Backend) {
+    use pointflow::domain::message::{Payload, QueueMessage};
+    use pointflow::domain::CancelCounts;
+    use pointflow::services::cancel::cancel_job;
+    use pointflow::services::worker::{IncomingMessage, Worker};
+
+    let tag = JobId::random();
+    let member = format!("r-{tag}");
+    let job = new_job(3, 2, "redrive-after-cancel");
+    b.jobs.create_job(&job).await.unwrap();
+    let first = [
+        accrual(&format!("{tag}-a1"), &member, "PT", 100),
+        accrual(&format!("{tag}-a2"), &member, "PT", 50),
+    ];
+    let outcome = b
+        .ledger
+        .apply_accruals(message(job.job_id, 0), &first, now())
+        .await
+        .unwrap();
+    let applied = MessageCounts {
+        applied: outcome.applied,
+        ..MessageCounts::default()
+    };
+    let ids: Vec<String> = first.iter().map(|a| a.accrual_id.clone()).collect();
+    b.jobs.fold_message(job.job_id, 0, applied, &ids, now()).await.unwrap();
+    // Message 1 failed its last delivery and sits in the DLQ.
+    let dead = accrual(&format!("{tag}-a3"), &member, "PT", 30);
+    let failed = MessageCounts {
+        failed: 1,
+        ..MessageCounts::default()
+    };
+    let dead_ids = [dead.accrual_id.clone()];
+    b.jobs
+        .fold_message(job.job_id, 1, failed, &dead_ids, now())
+        .await
+        .unwrap();
+
+    let cancelled = cancel_job(b.ledger.as_ref(), b.jobs.as_ref(), job.job_id, b.parallelism())
+        .await
+        .unwrap();
+    let expected = CancelCounts {
+        reversed: 2,
+        spent: 0,
+        skipped: 1,
+    };
+    assert_eq!(cancelled.cancel.as_ref().map(|c| c.counts), Some(expected));
+
+    // The operator redrives the DLQ; the message is delivered (twice).
+    let worker = Worker::new(b.ledger.clone(), b.jobs.clone(), b.worker_settings());
+    let body = QueueMessage::new(job.job_id, 1, Payload::Accruals(vec![dead])).encode();
+    for receive_count in 1..=2 {
+        let delivery = IncomingMessage {
+            message_id: format!("redriven-{receive_count}"),
+            body: body.clone(),
+            receive_count,
+        };
+        worker.process_message(&delivery).await.unwrap();
+    }
+    assert_eq!(b.ledger.balances(&member).await.unwrap(), [balance("PT", 0)]);
+    let after = b.jobs.get_job(job.job_id).await.unwrap().unwrap();
+    assert_eq!((after.applied, after.duplicate, after.failed), (2, 0, 1));
+    let cancel = after.cancel.expect("a cancel");
+    assert_eq!(cancel.counts, expected);
+    assert!(cancel.completed_at.is_some());
+}
+
 /// `$make` is an async expression yielding `Option<Backend>` (`None` skips);
 /// `$long` the same with a visibility timeout of at least 10 minutes, for the
 /// cases that must tell "released" from "timed out".
@@ -1148,6 +1218,7 @@ macro_rules! contract_suite {
             history_lists_every_change_newest_first,
             a_job_cancel_resumes_and_reverses_only_its_own_credits,
             lots_stay_bounded_and_every_use_one_bounded_write,
+            a_message_redriven_after_its_job_cancel_credits_nothing,
         );
     };
     (@cases $make:expr, $filter:tt; $(,)?) => {};

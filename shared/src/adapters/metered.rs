@@ -190,8 +190,15 @@ impl<S: JobStore> JobStore for Metered<S> {
         self.inner.begin_cancel(job_id, now).await
     }
 
-    async fn folded_items(&self, job_id: JobId, seq: u32) -> Result<Option<FoldedItems>, StoreError> {
-        self.inner.folded_items(job_id, seq).await
+    async fn begin_message_cancel(
+        &self,
+        job_id: JobId,
+        seq: u32,
+        now: OffsetDateTime,
+    ) -> Result<Option<FoldedItems>, StoreError> {
+        // As DynamoDB: the message's small cancel item, then a read.
+        self.meter.charge_jobs(1, SMALL_WRITE_UNITS);
+        self.inner.begin_message_cancel(job_id, seq, now).await
     }
 
     async fn record_cancelled(

@@ -14,6 +14,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use crate::domain::transaction_plan::CREDIT_CHECK_ACTIONS;
 use crate::domain::{Accrual, MessageRef};
 
 /// Item bytes one write request unit covers.
@@ -148,14 +149,16 @@ pub fn balance_item_bytes(member_id: &str, sheet: &crate::domain::lots::BalanceS
 }
 
 /// Write units of crediting `accruals` in one transaction: a conditional put
-/// of each ledger entry (and its history index entry) and one balance update
-/// per distinct balance (balance items stay far below 1 KiB).
+/// of each ledger entry (and its history index entry), one balance update
+/// per distinct balance (balance items stay far below 1 KiB), and the check
+/// of the message's (small, usually absent) cancel item, charged as a small
+/// transactional write.
 pub fn ledger_transaction_units(by: MessageRef, accruals: &[&Accrual], distinct_balances: usize) -> u64 {
     let entries: u64 = accruals
         .iter()
         .map(|a| indexed_write_units(ledger_entry_bytes(a, by), WriteKind::Transactional))
         .sum();
-    entries + distinct_balances as u64 * write_units(0, WriteKind::Transactional)
+    entries + (distinct_balances + CREDIT_CHECK_ACTIONS) as u64 * write_units(0, WriteKind::Transactional)
 }
 
 /// Write units of a marker put and a job update in one transaction (folding a
@@ -288,10 +291,11 @@ mod tests {
         let a = accrual(Some("spring campaign"));
         let bytes = ledger_entry_bytes(&a, by);
         assert!((150..300).contains(&bytes), "{bytes}");
-        // The entry (2), its history index entry (2), the balance (2).
-        assert_eq!(ledger_transaction_units(by, &[&a], 1), 6);
+        // The entry (2), its history index entry (2), the balance (2), and
+        // once per transaction the message's cancel check (2).
+        assert_eq!(ledger_transaction_units(by, &[&a], 1), 6 + 2);
         let long = accrual(Some(&"x".repeat(2000)));
-        assert_eq!(ledger_transaction_units(by, &[&long, &a], 2), (6 + 6) + (2 + 2) + 4);
+        assert_eq!(ledger_transaction_units(by, &[&long, &a], 2), (6 + 6) + (2 + 2) + 4 + 2);
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! cancel, as JSON.
 
 use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
 
 use crate::domain::uses::{check_use_id, Use};
 use crate::domain::validation;
@@ -16,6 +17,13 @@ pub struct QueueMessage {
     pub job_id: JobId,
     pub seq: u32,
     pub payload: Payload,
+    /// The ledger time of what the message writes: its job's creation
+    /// time (whole milliseconds), the same on every message of the job and
+    /// every resend, so that a redelivery sends the very requests an
+    /// earlier delivery sent. `None` on a message queued by a release
+    /// before this field: the worker then uses its own clock
+    /// ([`crate::services::worker`]).
+    pub queued_at: Option<OffsetDateTime>,
 }
 
 /// What a message asks the worker to do: exactly one kind of work.
@@ -43,6 +51,8 @@ struct Wire {
     uses: Vec<Use>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     cancel: bool,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    queued_at: Option<OffsetDateTime>,
 }
 
 /// [`Wire`] by reference, for encoding without copying the items.
@@ -55,6 +65,11 @@ struct WireRef<'a> {
     uses: &'a [Use],
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     cancel: bool,
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "time::serde::rfc3339::option::serialize"
+    )]
+    queued_at: Option<OffsetDateTime>,
 }
 
 /// A message body that is not a valid [`QueueMessage`].
@@ -81,9 +96,31 @@ pub enum DecodeError {
 }
 
 impl QueueMessage {
-    /// A message of `payload` as message `seq` of `job_id`.
+    /// A message of `payload` as message `seq` of `job_id`, without a
+    /// [`QueueMessage::queued_at`] until [`QueueMessage::queued`] sets it.
     pub fn new(job_id: JobId, seq: u32, payload: Payload) -> Self {
-        QueueMessage { job_id, seq, payload }
+        QueueMessage {
+            job_id,
+            seq,
+            payload,
+            queued_at: None,
+        }
+    }
+
+    /// The message with `at` as its [`QueueMessage::queued_at`], cut to
+    /// whole milliseconds (what the ledger's sort keys hold, and what every
+    /// store keeps of a job's creation time), so that the same job time
+    /// gives the same message however it was read back.
+    pub fn queued(mut self, at: OffsetDateTime) -> Self {
+        self.stamp(at);
+        self
+    }
+
+    /// Sets [`QueueMessage::queued_at`] in place, as [`QueueMessage::queued`].
+    pub fn stamp(&mut self, at: OffsetDateTime) {
+        // Replacing the millisecond drops the nanoseconds below it; it
+        // cannot fail for a millisecond read from a valid time.
+        self.queued_at = Some(at.replace_millisecond(at.millisecond()).unwrap_or(at));
     }
 
     /// Parses a message body.
@@ -96,7 +133,8 @@ impl QueueMessage {
             (false, true, false) => Payload::Accruals(wire.accruals),
             (true, false, false) => Payload::Uses(wire.uses),
         };
-        let message = QueueMessage::new(wire.job_id, wire.seq, payload);
+        let mut message = QueueMessage::new(wire.job_id, wire.seq, payload);
+        message.queued_at = wire.queued_at;
         for (index, u) in message.uses().iter().enumerate() {
             let checks: [(&'static str, Result<(), String>); 5] = [
                 ("use_id", check_use_id(&u.use_id)),
@@ -176,6 +214,7 @@ impl QueueMessage {
             accruals: self.accruals(),
             uses: self.uses(),
             cancel: self.is_cancel(),
+            queued_at: self.queued_at,
         };
         // A struct of strings, integers and a UUID always serialises.
         serde_json::to_string(&wire).unwrap_or_default()
@@ -265,5 +304,24 @@ mod tests {
             r#"{"job_id":"7f0c8a8e-5d8e-4f47-9a55-3f1f0b5c2a10","seq":2,"accruals":[],"cancel":true}"#,
         );
         assert_eq!(cancel.unwrap(), QueueMessage::cancel_of(job_id, 2));
+    }
+
+    /// `queued_at` is added at the end and only when set: a message queued
+    /// by an earlier release (in a queue or a DLQ) still decodes, without it.
+    #[test]
+    fn queued_at_extends_the_wire_format_and_old_messages_still_decode() {
+        let job_id: JobId = "7f0c8a8e-5d8e-4f47-9a55-3f1f0b5c2a10".parse().unwrap();
+        let at = time::macros::datetime!(2026-11-29 17:45:12.345678 UTC);
+        let stamped = QueueMessage::cancel_of(job_id, 2).queued(at);
+        assert_eq!(
+            stamped.encode(),
+            r#"{"job_id":"7f0c8a8e-5d8e-4f47-9a55-3f1f0b5c2a10","seq":2,"accruals":[],"cancel":true,"queued_at":"2026-11-29T17:45:12.345Z"}"#
+        );
+        assert_eq!(QueueMessage::decode(&stamped.encode()).unwrap(), stamped);
+        let old = r#"{"job_id":"7f0c8a8e-5d8e-4f47-9a55-3f1f0b5c2a10","seq":0,"accruals":[{"accrual_id":"a","member_id":"m","point_type":"P","amount":5}]}"#;
+        let decoded = QueueMessage::decode(old).unwrap();
+        assert_eq!(decoded.queued_at, None);
+        assert_eq!(decoded.accruals().len(), 1);
+        assert_eq!(decoded.encode(), old, "an old message re-encodes byte for byte");
     }
 }

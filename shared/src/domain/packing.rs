@@ -25,8 +25,10 @@ pub const MAX_ACCRUALS_PER_MESSAGE: usize = 2_000;
 // The marker's ids at the limit stay under two thirds of a 400 KB item.
 const _: () = assert!(MAX_ACCRUALS_PER_MESSAGE * (MAX_ACCRUAL_ID_LEN + 1) < 400 * 1024 * 2 / 3);
 
-/// Bytes of a message that are not accruals: `{"job_id":"<36>","seq":<=10>,"accruals":[]}`.
-const ENVELOPE_BYTES: usize = 80;
+/// Bytes of a message that are not accruals:
+/// `{"job_id":"<36>","seq":<=10>,"accruals":[],"queued_at":"<RFC 3339, ms>"}`
+/// (79 + 40), rounded up.
+const ENVELOPE_BYTES: usize = 128;
 
 /// How full a message may get.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

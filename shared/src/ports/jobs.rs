@@ -58,9 +58,19 @@ pub trait JobStore: Send + Sync {
     /// stays) and returns it; `None` if there is no such job.
     async fn begin_cancel(&self, job_id: JobId, now: OffsetDateTime) -> Result<Option<Job>, StoreError>;
 
-    /// The item ids message `seq` of the job was folded with, and whether
-    /// its cancel is recorded; `None` if it was never folded.
-    async fn folded_items(&self, job_id: JobId, seq: u32) -> Result<Option<FoldedItems>, StoreError>;
+    /// Begins the cancel of message `seq` of the job: from the moment this
+    /// returns, no credit on behalf of that message can happen
+    /// ([`crate::ports::Credits::apply_accruals`] of the same store checks it
+    /// in its atomic write), whatever delivers it later (a redelivery, a
+    /// DLQ redrive). Returns the item ids the message was folded with, and
+    /// whether its cancel is recorded; `None` if it was never folded. Safe
+    /// to call again.
+    async fn begin_message_cancel(
+        &self,
+        job_id: JobId,
+        seq: u32,
+        now: OffsetDateTime,
+    ) -> Result<Option<FoldedItems>, StoreError>;
 
     /// Adds one message's cancel counts to its job, once per `(job_id,
     /// seq)` however often it is called, and stamps the cancel complete when

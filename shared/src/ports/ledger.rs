@@ -22,6 +22,9 @@ pub struct ApplyOutcome {
     /// Accruals skipped because another message (of another job, or another
     /// message of this job repeating the id) had credited their id.
     pub duplicate: u64,
+    /// Accruals not credited because the message's cancel had begun
+    /// ([`crate::ports::JobStore::begin_message_cancel`]).
+    pub cancelled: u64,
     /// Store requests made (for requests-per-accrual accounting).
     pub requests: u64,
 }
@@ -44,6 +47,12 @@ pub trait Credits: Send + Sync {
     /// message `by`, and says which were new. Per accrual, the ledger entry and
     /// the balance change happen together or not at all; safe to call again
     /// with the same accruals (nothing is credited twice).
+    ///
+    /// Nothing is credited on behalf of a message whose cancel has begun
+    /// ([`crate::ports::JobStore::begin_message_cancel`] on the same store):
+    /// the check is part of each atomic write, so a credit either happened
+    /// before the cancel began (and the cancel sees it) or not at all. Those
+    /// accruals are counted [`ApplyOutcome::cancelled`].
     async fn apply_accruals(
         &self,
         by: MessageRef,

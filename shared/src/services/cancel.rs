@@ -5,7 +5,10 @@
 //! alone (counted `skipped`).
 //!
 //! Work goes message by message, from the item ids each message's fold
-//! recorded ([`JobStore::folded_items`]). A message's counts are recorded
+//! recorded ([`JobStore::begin_message_cancel`], which first stops every
+//! later credit of the message: a message still queued, redelivered or
+//! redriven from the DLQ after its cancel credits nothing, so a `skipped`
+//! accrual stays uncredited for good). A message's counts are recorded
 //! once, after all its reversals; reversals are idempotent, so a cancel
 //! that stops part-way (a crash, a throttled table) is finished by running
 //! it again: done messages are skipped, a half-done one is redone and its
@@ -52,13 +55,16 @@ pub async fn request_cancel(jobs: &dyn JobStore, queue: &dyn WorkQueue, job_id: 
         return Ok(job);
     }
     let messages = u32::try_from(job.messages).unwrap_or(u32::MAX);
+    // The cancel's first request time (kept by the store): asking again
+    // queues the very same bodies.
+    let queued_at = job.cancel.as_ref().map_or(job.created_at, |c| c.requested_at);
     // Bounded batches: a job of millions of accruals has thousands of
     // messages, never all in memory at once.
     let seqs: Vec<u32> = (0..messages).collect();
     for chunk in seqs.chunks(1_000) {
         let bodies: Vec<String> = chunk
             .iter()
-            .map(|seq| QueueMessage::cancel_of(job_id, *seq).encode())
+            .map(|seq| QueueMessage::cancel_of(job_id, *seq).queued(queued_at).encode())
             .collect();
         queue.send_messages(&bodies).await?;
     }
@@ -122,7 +128,7 @@ pub async fn cancel_message<L: Debits + ?Sized>(
     by: MessageRef,
 ) -> Result<(), CancelError> {
     let folded = jobs
-        .folded_items(by.job_id, by.seq)
+        .begin_message_cancel(by.job_id, by.seq, OffsetDateTime::now_utc())
         .await?
         .ok_or(CancelError::Forgotten {
             job_id: by.job_id,

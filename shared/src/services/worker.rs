@@ -128,6 +128,8 @@ pub struct MessageReport {
 struct Applied {
     counts: MessageCounts,
     replayed: u64,
+    /// Accruals not credited because the message's cancel had begun.
+    cancelled: u64,
     requests: u64,
 }
 
@@ -285,7 +287,12 @@ impl Worker {
         span.record("job_id", field::display(job_id));
         span.record("seq", decoded.seq);
         span.record("accruals", decoded.accruals().len());
+        // What a credit or use writes carries the message's own time, never
+        // this delivery's clock: a redelivery then sends the very requests an
+        // earlier delivery sent (a ClientRequestToken names one content).
+        // A message from before `queued_at` existed is written at the clock.
         let now = OffsetDateTime::now_utc();
+        let at = decoded.queued_at.unwrap_or(now);
         let applied = match &decoded.payload {
             Payload::Cancel => {
                 let by = MessageRef {
@@ -304,8 +311,29 @@ impl Worker {
                     store_requests: 0,
                 });
             }
-            Payload::Accruals(accruals) => self.apply_accruals(&decoded, accruals, now).await?,
-            Payload::Uses(uses) => self.apply_uses(uses, now).await?,
+            Payload::Accruals(accruals) => {
+                let applied = self.apply_accruals(&decoded, accruals, at).await?;
+                if applied.cancelled > 0 {
+                    // The job's cancel began on this message: whatever was
+                    // credited before it is the cancel's to reverse, and the
+                    // cancel counted the rest `skipped`. Folding now would
+                    // move counts the cancel has already accounted for.
+                    info!(
+                        cancelled = applied.cancelled,
+                        "message of a cancelled job: nothing more credited"
+                    );
+                    return Ok(MessageReport {
+                        job_id,
+                        seq: decoded.seq,
+                        counts: MessageCounts::default(),
+                        replayed: applied.replayed,
+                        folded: false,
+                        store_requests: applied.requests,
+                    });
+                }
+                applied
+            }
+            Payload::Uses(uses) => self.apply_uses(uses, at).await?,
         };
         let folded = self
             .jobs
@@ -341,6 +369,7 @@ impl Worker {
                     ..MessageCounts::default()
                 },
                 replayed: outcome.replayed,
+                cancelled: outcome.cancelled,
                 requests: outcome.requests,
             }),
             Err(error) => Err(MessageError::Apply(error)),
@@ -379,6 +408,7 @@ impl Worker {
         Ok(Applied {
             counts,
             replayed,
+            cancelled: 0,
             requests: uses.len() as u64,
         })
     }
@@ -507,8 +537,15 @@ fn members(body: &str) -> HashSet<String> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Mutex;
+
+    use async_trait::async_trait;
+
     use super::*;
+    use crate::adapters::memory::MemoryStore;
+    use crate::domain::accrual::sample as accrual;
     use crate::domain::Accrual;
+    use crate::ports::ApplyOutcome;
 
     fn incoming(id: &str, seq: u32, members: &[&str]) -> IncomingMessage {
         let accruals = members
@@ -564,5 +601,45 @@ mod tests {
             let ceiling = retry.base.saturating_mul(1 << n).min(retry.cap);
             assert!(retry.delay(n) <= ceiling);
         }
+    }
+
+    /// Records the time each credit is asked for, then credits.
+    struct RecordingCredits {
+        store: Arc<MemoryStore>,
+        times: Mutex<Vec<OffsetDateTime>>,
+    }
+
+    #[async_trait]
+    impl Credits for RecordingCredits {
+        async fn apply_accruals(
+            &self,
+            by: MessageRef,
+            accruals: &[Accrual],
+            now: OffsetDateTime,
+        ) -> Result<ApplyOutcome, StoreError> {
+            self.times.lock().unwrap().push(now);
+            self.store.apply_accruals(by, accruals, now).await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_redelivery_credits_at_the_time_the_message_carries() {
+        let store = Arc::new(MemoryStore::new());
+        let credits = Arc::new(RecordingCredits {
+            store: store.clone(),
+            times: Mutex::new(Vec::new()),
+        });
+        let worker = Worker::from_parts(credits.clone(), store.clone(), store.clone(), WorkerSettings::default());
+        let queued_at = time::macros::datetime!(2026-11-29 17:00:00.123 UTC);
+        let message =
+            QueueMessage::new(JobId::random(), 0, Payload::Accruals(vec![accrual(1, 1, "P")])).queued(queued_at);
+        let delivery = |receive_count| IncomingMessage {
+            message_id: "m-1".into(),
+            body: message.encode(),
+            receive_count,
+        };
+        worker.process_message(&delivery(1)).await.unwrap();
+        worker.process_message(&delivery(2)).await.unwrap();
+        assert_eq!(*credits.times.lock().unwrap(), vec![queued_at, queued_at]);
     }
 }

@@ -111,7 +111,6 @@ async fn receive(queue: &dyn WorkQueue, expected: usize) -> Vec<ReceivedMessage>
 }
 
 #[tokio::test]
-#[ignore = "defect #14.1: fixed on branch token (the redelivery resends its ClientRequestToken with other items: IdempotentParameterMismatch)"]
 async fn a_message_that_keeps_failing_reaches_the_dlq_and_a_redrive_applies_it_once() {
     // One-second visibility, two receives before the DLQ: all in seconds.
     let Some(backend) = backend::aws(Duration::from_secs(1), 2).await else {
@@ -206,7 +205,6 @@ async fn a_message_that_keeps_failing_reaches_the_dlq_and_a_redrive_applies_it_o
 }
 
 #[tokio::test]
-#[ignore = "defect #14.1: fixed on branch token (the redelivery resends its ClientRequestToken with other items: IdempotentParameterMismatch)"]
 async fn a_message_not_deleted_is_redelivered_after_the_visibility_timeout_and_applied_once() {
     let Some(backend) = backend::aws(Duration::from_secs(1), 5).await else {
         return;

@@ -9,24 +9,9 @@ async fn backend(visibility: Duration) -> Option<pointflow_tests::backend::Backe
     pointflow_tests::backend::aws(visibility, 2).await
 }
 
-/// Cases the strict layer shows failing on AWS because of a known product
-/// defect, ignored here until the branch that fixes it lands.
-macro_rules! known_aws_defects {
-    // Crediting a batch again with a later `now` resends its
-    // ClientRequestToken with other items: IdempotentParameterMismatch.
-    (ledger_credits_each_accrual_once, $($test:tt)*) => {
-        #[ignore = "defect #14.1: fixed on branch token"]
-        $($test)*
-    };
-    ($case:ident, $($test:tt)*) => {
-        $($test)*
-    };
-}
-
 // 1 s is SQS's smallest whole-second visibility timeout that still lets a
 // receive finish; an hour for the cases that must not see it expire.
 pointflow_tests::contract_suite!(
     backend(Duration::from_secs(1)),
-    long_visibility: backend(Duration::from_secs(3600)),
-    filter known_aws_defects
+    long_visibility: backend(Duration::from_secs(3600))
 );

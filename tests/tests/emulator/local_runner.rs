@@ -180,10 +180,10 @@ async fn bench_e2e_counts_real_requests_over_the_emulator() {
     let pointflow = run_one(&backend, &settings, &spec(Variant::Pointflow)).await.unwrap();
     let baseline = run_one(&backend, &settings, &spec(Variant::Baseline)).await.unwrap();
     assert!(pointflow.ok && baseline.ok, "{pointflow:?}\n{baseline:?}");
-    // One message, one 60-action transaction: 2 WRU per entry, 2 per its
-    // history index entry, 2 per balance.
+    // One message, one 61-action transaction: 2 WRU per entry, 2 per its
+    // history index entry, 2 per balance, 2 for the message's cancel check.
     assert_eq!((pointflow.messages, pointflow.writes.ledger_requests), (1, 1));
-    assert_eq!(pointflow.writes.ledger_units, 180);
+    assert_eq!(pointflow.writes.ledger_units, 182);
     // A standard put (1), its index entry (1) and an update (1) per accrual.
     assert_eq!((baseline.messages, baseline.writes.ledger_requests), (30, 60));
     assert_eq!(baseline.writes.ledger_units, 90);

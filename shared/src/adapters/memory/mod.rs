@@ -55,6 +55,8 @@ struct StoreState {
     chunks: HashSet<(JobId, u32)>,
     /// Messages whose cancel is recorded.
     cancelled: HashSet<(JobId, u32)>,
+    /// Messages whose cancel has begun: never credited again.
+    cancel_begun: HashSet<(JobId, u32)>,
     /// use_id → the use, what it took from each lot, when it was reversed.
     uses: HashMap<String, (UseRecord, Vec<Lot>, Option<OffsetDateTime>)>,
 }
@@ -95,6 +97,10 @@ impl Credits for MemoryStore {
             requests: 1,
             ..ApplyOutcome::default()
         };
+        if state.cancel_begun.contains(&(by.job_id, by.seq)) {
+            outcome.cancelled = accruals.len() as u64;
+            return Ok(outcome);
+        }
         for accrual in accruals {
             match state.ledger.get(&accrual.accrual_id) {
                 Some(credited) if credited.by == by => {
@@ -449,9 +455,15 @@ impl JobStore for MemoryStore {
         }))
     }
 
-    async fn folded_items(&self, job_id: JobId, seq: u32) -> Result<Option<FoldedItems>, StoreError> {
+    async fn begin_message_cancel(
+        &self,
+        job_id: JobId,
+        seq: u32,
+        _now: OffsetDateTime,
+    ) -> Result<Option<FoldedItems>, StoreError> {
         self.count();
-        let state = lock(&self.state);
+        let mut state = lock(&self.state);
+        state.cancel_begun.insert((job_id, seq));
         Ok(state.folded.get(&(job_id, seq)).map(|(_, items)| FoldedItems {
             items: items.clone(),
             cancelled: state.cancelled.contains(&(job_id, seq)),

@@ -294,8 +294,15 @@ impl JobStore for SqliteStore {
         .await
     }
 
-    async fn folded_items(&self, job_id: JobId, seq: u32) -> Result<Option<FoldedItems>, StoreError> {
-        self.run("folded_items", move |conn| {
+    async fn begin_message_cancel(
+        &self,
+        job_id: JobId,
+        seq: u32,
+        now: OffsetDateTime,
+    ) -> Result<Option<FoldedItems>, StoreError> {
+        self.run("begin_message_cancel", move |conn| {
+            conn.prepare_cached("INSERT OR IGNORE INTO cancel_begun (job_id, seq, begun_at) VALUES (?1, ?2, ?3)")?
+                .execute(params![job_id.to_string(), seq, rfc3339(now)?])?;
             Ok(conn
                 .prepare_cached("SELECT items, cancelled_at IS NOT NULL FROM folded WHERE job_id = ?1 AND seq = ?2")?
                 .query_row(params![job_id.to_string(), seq], |row| {

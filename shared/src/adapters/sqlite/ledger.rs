@@ -54,6 +54,15 @@ impl Credits for SqliteStore {
                 ..ApplyOutcome::default()
             };
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let cancel_begun = tx
+                .prepare_cached("SELECT 1 FROM cancel_begun WHERE job_id = ?1 AND seq = ?2")?
+                .query_row(params![job, seq], |_| Ok(()))
+                .optional()?
+                .is_some();
+            if cancel_begun {
+                outcome.cancelled = accruals.len() as u64;
+                return Ok(outcome);
+            }
             {
                 let mut insert = tx.prepare_cached(INSERT_LEDGER_ENTRY)?;
                 let mut credit = tx.prepare_cached(CREDIT_BALANCE)?;

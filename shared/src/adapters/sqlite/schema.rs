@@ -130,6 +130,16 @@ CREATE TABLE IF NOT EXISTS folded (
     PRIMARY KEY (job_id, seq)
 ) WITHOUT ROWID;
 
+-- Messages whose cancel has begun: a credit on their behalf checks this
+-- table in its transaction and credits nothing (created on every open, so
+-- a version-4 file gains it without a migration).
+CREATE TABLE IF NOT EXISTS cancel_begun (
+    job_id   TEXT NOT NULL,
+    seq      INTEGER NOT NULL,
+    begun_at TEXT NOT NULL,
+    PRIMARY KEY (job_id, seq)
+) WITHOUT ROWID;
+
 -- AUTOINCREMENT: ids (hence message ids) are never reused, even after the
 -- newest message is deleted.
 CREATE TABLE IF NOT EXISTS queue_messages (

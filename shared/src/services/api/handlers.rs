@@ -126,8 +126,12 @@ impl ApiService {
             // each into the job once even if it now arrives twice.
             CreateJob::Existing(job) => job,
         };
-        let bodies: Vec<String> = messages.iter().map(|m| m.encode()).collect();
-        drop(messages);
+        // The job's recorded creation time, not this attempt's: a retry that
+        // queues the messages again queues the very same bodies.
+        let bodies: Vec<String> = messages
+            .into_iter()
+            .map(|m| m.queued(job.created_at).encode())
+            .collect();
         self.queue
             .send_messages(&bodies)
             .await

@@ -140,6 +140,8 @@ struct Start {
     next_seq: u32,
     columns: Option<Vec<String>>,
     report_parts: Vec<u32>,
+    /// The job's creation time: what its messages carry as `queued_at`.
+    queued_at: OffsetDateTime,
 }
 
 impl Importer {
@@ -216,14 +218,16 @@ impl Importer {
                     reading: true,
                     created_at: OffsetDateTime::now_utc(),
                 };
-                if let CreateJob::Existing(job) = self.jobs.create_job(&new).await? {
-                    if !job.reading {
+                let job = match self.jobs.create_job(&new).await? {
+                    CreateJob::Created(job) => job,
+                    CreateJob::Existing(job) if !job.reading => {
                         return Ok(ChunkOutcome::Skipped {
                             job_id,
                             reason: "this object was imported before",
                         });
                     }
-                }
+                    CreateJob::Existing(job) => job,
+                };
                 // Tells the operator which job to poll, next to where the
                 // report will be.
                 let pointer = serde_json::json!({
@@ -245,6 +249,7 @@ impl Importer {
                     next_seq: 0,
                     columns: None,
                     report_parts: Vec::new(),
+                    queued_at: job.created_at,
                 }
             }
             Some(r) => Start {
@@ -254,6 +259,13 @@ impl Importer {
                 next_seq: r.next_seq,
                 columns: Some(r.columns.clone()),
                 report_parts: r.report_parts.clone(),
+                // The job's creation time, as the first chunk's messages
+                // carry it; a job gone meanwhile has nothing to credit to.
+                queued_at: self
+                    .jobs
+                    .get_job(job_id)
+                    .await?
+                    .map_or_else(OffsetDateTime::now_utc, |job| job.created_at),
             },
         };
         if self.jobs.chunk_recorded(job_id, start.chunk).await? {
@@ -296,6 +308,8 @@ impl Importer {
             let mut packed = pack_accruals(job_id, window.accruals, self.settings.packing);
             for message in &mut packed {
                 message.seq += next_seq;
+                // Reading a chunk again queues the very same bodies.
+                message.stamp(start.queued_at);
             }
             // A file of 2^32 messages would be 2 trillion accruals.
             next_seq += u32::try_from(packed.len()).unwrap_or(u32::MAX);

@@ -184,8 +184,17 @@ impl JobStore for FaultyJobStore {
         store_call!(self.sim, "begin_cancel", self.inner.begin_cancel(job_id, now))
     }
 
-    async fn folded_items(&self, job_id: JobId, seq: u32) -> Result<Option<FoldedItems>, StoreError> {
-        store_call!(self.sim, "folded_items", self.inner.folded_items(job_id, seq))
+    async fn begin_message_cancel(
+        &self,
+        job_id: JobId,
+        seq: u32,
+        now: OffsetDateTime,
+    ) -> Result<Option<FoldedItems>, StoreError> {
+        store_call!(
+            self.sim,
+            "begin_message_cancel",
+            self.inner.begin_message_cancel(job_id, seq, now)
+        )
     }
 
     async fn record_cancelled(
@@ -387,8 +396,13 @@ impl JobStore for EarlyEnqueuedJobs {
         self.inner.begin_cancel(job_id, now).await
     }
 
-    async fn folded_items(&self, job_id: JobId, seq: u32) -> Result<Option<FoldedItems>, StoreError> {
-        self.inner.folded_items(job_id, seq).await
+    async fn begin_message_cancel(
+        &self,
+        job_id: JobId,
+        seq: u32,
+        now: OffsetDateTime,
+    ) -> Result<Option<FoldedItems>, StoreError> {
+        self.inner.begin_message_cancel(job_id, seq, now).await
     }
 
     async fn record_cancelled(

@@ -425,7 +425,30 @@ impl JobStore for DynamoStore {
         }
     }
 
-    async fn folded_items(&self, job_id: JobId, seq: u32) -> Result<Option<FoldedItems>, StoreError> {
+    async fn begin_message_cancel(
+        &self,
+        job_id: JobId,
+        seq: u32,
+        now: OffsetDateTime,
+    ) -> Result<Option<FoldedItems>, StoreError> {
+        // A small item of its own, not an attribute of the (large) marker:
+        // every credit transaction of the message condition-checks it.
+        self.count_small_write();
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(keys::cancel_begun_key(job_id, seq)))
+            .update_expression(
+                "SET begun_at = if_not_exists(begun_at, :now), expires_at = if_not_exists(expires_at, :ttl)",
+            )
+            .expression_attribute_values(":now", s(rfc3339(now)))
+            .expression_attribute_values(
+                ":ttl",
+                AttributeValue::N((now.unix_timestamp() + MARKER_TTL_SECONDS).to_string()),
+            )
+            .send()
+            .await
+            .map_err(|e| single_call_error("UpdateItem", e))?;
         self.count();
         let output = self
             .client

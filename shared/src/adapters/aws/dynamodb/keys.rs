@@ -51,6 +51,12 @@ pub(super) fn message_marker_key(job_id: JobId, seq: u32) -> Item {
     key(pk, sk)
 }
 
+/// The key of message `seq`'s cancel item: written when the job's cancel
+/// begins on the message; every credit of the message checks its absence.
+pub(super) fn cancel_begun_key(job_id: JobId, seq: u32) -> Item {
+    key(format!("CANCEL#{job_id}#{seq}"), "CANCEL")
+}
+
 /// The `pk` and `sk` of an import chunk's marker.
 pub(super) fn chunk_marker(job_id: JobId, index: u32) -> (String, &'static str) {
     (format!("CHUNK#{job_id}#{index}"), "CHUNK")

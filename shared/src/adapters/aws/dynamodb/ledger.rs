@@ -8,7 +8,9 @@
 use std::collections::{BTreeMap, HashMap};
 
 use async_trait::async_trait;
-use aws_sdk_dynamodb::types::{AttributeValue, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{
+    AttributeValue, ConditionCheck, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
+};
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
@@ -71,7 +73,8 @@ pub(super) fn balance_update(
 }
 
 /// The actions crediting `accruals`: their ledger entries' puts, in order,
-/// then one update per balance item.
+/// then one update per balance item, then (last) the check that the
+/// message's cancel has not begun ([`keys::cancel_begun_key`]).
 fn ledger_transaction(
     table: &str,
     by: MessageRef,
@@ -88,15 +91,29 @@ fn ledger_transaction(
         let update = balance_update(table, member, point_type, &lots, now)?;
         items.push(TransactWriteItem::builder().update(update).build());
     }
+    let check = ConditionCheck::builder()
+        .table_name(table)
+        .set_key(Some(keys::cancel_begun_key(by.job_id, by.seq)))
+        .condition_expression("attribute_not_exists(pk)")
+        .build()
+        .map_err(|e| backend(OPERATION, e))?;
+    items.push(TransactWriteItem::builder().condition_check(check).build());
     Ok(items)
 }
 
 /// ClientRequestToken: the same transaction content gives the same token, so
 /// AWS treats a resend within 10 minutes as the same transaction (moto does
-/// not; the `job_id` read back through `ALL_OLD` covers that case).
-fn request_token(by: MessageRef, accruals: &[&Accrual]) -> String {
+/// not; the `job_id` read back through `ALL_OLD` covers that case). The
+/// token binds everything the items are built from: the message, its
+/// accruals and the time written (`now`), so that it never names two
+/// different contents (AWS would refuse the second with
+/// `IdempotentParameterMismatch`, which no retry mends). The worker writes
+/// a message's own `queued_at`, so a redelivery resends the same token and
+/// content; a message without one (an earlier release's) is written at the
+/// worker's clock, so each delivery is a transaction of its own.
+fn request_token(by: MessageRef, accruals: &[&Accrual], now: &str) -> String {
     let mut hasher = Sha256::new();
-    hasher.update(format!("{}#{}", by.job_id, by.seq).as_bytes());
+    hasher.update(format!("{}#{}#{now}", by.job_id, by.seq).as_bytes());
     for a in accruals {
         hasher.update(b"\n");
         hasher.update(a.accrual_id.as_bytes());
@@ -171,7 +188,7 @@ impl DynamoStore {
         let seq = by.seq.to_string();
         while !remaining.is_empty() {
             let actions = ledger_transaction(&self.table, by, &remaining, now, key_time)?;
-            let request = Request::new(actions).token(request_token(by, &remaining));
+            let request = Request::new(actions).token(request_token(by, &remaining, now));
             let cancel = match tx.send(&request).await? {
                 Sent::Committed => {
                     outcome.applied += remaining.len() as u64;
@@ -182,9 +199,13 @@ impl DynamoStore {
             let mut found = vec![false; remaining.len()];
             let mut retryable: Option<Retry> = None;
             let mut unmendable = false;
+            let mut cancel_begun = false;
+            let check = cancel.reasons.len().saturating_sub(1);
             for (index, reason) in cancel.reasons.iter().enumerate() {
                 match reason.code {
                     Code::Passed => {}
+                    // The last action: the message's cancel has begun.
+                    Code::ConditionFailed if index == check && index >= remaining.len() => cancel_begun = true,
                     Code::ConditionFailed if index < remaining.len() => {
                         found[index] = true;
                         let owner = reason
@@ -213,6 +234,10 @@ impl DynamoStore {
             }
             if unmendable {
                 return Err(cancel.into_error());
+            }
+            if cancel_begun {
+                outcome.cancelled += found.iter().filter(|f| !**f).count() as u64;
+                break;
             }
             let progressed = found.iter().any(|f| *f);
             let mut keep = found.iter().map(|f| !f);
@@ -273,10 +298,16 @@ impl Credits for DynamoStore {
         let now = rfc3339(now);
         let mut total = ApplyOutcome::default();
         for chunk in plan_transactions(accruals) {
+            if total.cancelled > 0 {
+                // The cancel has begun: the rest would be refused alike.
+                total.cancelled += chunk.len() as u64;
+                continue;
+            }
             let outcome = self.apply_chunk(by, &chunk, &now, &key_time).await?;
             total.applied += outcome.applied;
             total.replayed += outcome.replayed;
             total.duplicate += outcome.duplicate;
+            total.cancelled += outcome.cancelled;
             total.requests += outcome.requests;
         }
         Ok(total)
@@ -565,10 +596,38 @@ mod tests {
             job_id: JobId::random(),
             seq: 3,
         };
-        let t1 = request_token(by, &[&a, &b]);
+        let now = "2026-11-29T17:00:00Z";
+        let t1 = request_token(by, &[&a, &b], now);
         assert_eq!(t1.len(), 36);
-        assert_eq!(t1, request_token(by, &[&a, &b]));
-        assert_ne!(t1, request_token(by, &[&a]));
-        assert_ne!(t1, request_token(MessageRef { seq: 4, ..by }, &[&a, &b]));
+        assert_eq!(t1, request_token(by, &[&a, &b], now));
+        assert_ne!(t1, request_token(by, &[&a], now));
+        assert_ne!(t1, request_token(MessageRef { seq: 4, ..by }, &[&a, &b], now));
+        assert_ne!(t1, request_token(by, &[&a, &b], "2026-11-29T17:06:00Z"));
+    }
+
+    /// AWS answers a resend of a token with different content with
+    /// `IdempotentParameterMismatch`, which no retry mends: a token must
+    /// name one transaction content only, whatever time it is sent at.
+    #[test]
+    fn a_request_token_never_names_two_different_transactions() {
+        let a = accrual(1, 1, "P");
+        let b = accrual(2, 1, "P");
+        let by = MessageRef {
+            job_id: JobId::random(),
+            seq: 3,
+        };
+        let request = |at: OffsetDateTime| {
+            let items = ledger_transaction("t", by, &[&a, &b], &rfc3339(at), &history::key_time(at)).unwrap();
+            (request_token(by, &[&a, &b], &rfc3339(at)), items)
+        };
+        let first = time::macros::datetime!(2026-11-29 17:00:00 UTC);
+        // A redelivery after the visibility timeout, inside AWS's 10 minutes.
+        let (token, items) = request(first);
+        let (again, items_again) = request(first + time::Duration::seconds(360));
+        assert!(
+            token != again || items == items_again,
+            "the same ClientRequestToken for two different transactions"
+        );
+        assert_eq!(request(first), (token, items), "the same content gives the same token");
     }
 }
