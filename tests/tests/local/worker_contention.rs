@@ -132,8 +132,13 @@ impl JobStore for ConflictingFolds {
         self.inner.begin_cancel(job_id, now).await
     }
 
-    async fn folded_items(&self, job_id: JobId, seq: u32) -> Result<Option<FoldedItems>, StoreError> {
-        self.inner.folded_items(job_id, seq).await
+    async fn begin_message_cancel(
+        &self,
+        job_id: JobId,
+        seq: u32,
+        now: OffsetDateTime,
+    ) -> Result<Option<FoldedItems>, StoreError> {
+        self.inner.begin_message_cancel(job_id, seq, now).await
     }
 
     async fn record_cancelled(
