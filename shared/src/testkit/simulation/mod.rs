@@ -27,6 +27,7 @@
 
 mod exec;
 mod faults;
+mod model;
 mod queue;
 mod scenario;
 mod scheduler;

@@ -24,6 +24,7 @@ use crate::services::worker::{BatchReport, IncomingMessage, MessageRetry, Worker
 
 use super::exec::{Core, GatePoint, Sim, StoreFault, TaskId, Verdict};
 use super::faults::{DoubleCreditLedger, EarlyEnqueuedJobs, FaultyJobStore, FaultyLedger, FaultyQueue};
+use super::model::{ModelJobs, ModelLedger, SharedModel};
 use super::queue::{short, QueueId, SimQueue};
 use super::scenario::Scenario;
 use super::{FaultKind, Flaw, SeedOutcome, SimBackend, SimOptions};
@@ -32,6 +33,12 @@ use super::{FaultKind, Flaw, SeedOutcome, SimBackend, SimOptions};
 mod checks;
 // Polling the run's tasks and taking in what each one returned.
 mod tasks;
+// The clients that use, reverse and cancel, and what they are answered.
+mod ledger_clients;
+// The checks of the ledger against the reference model once the run drained.
+mod ledger_checks;
+
+use ledger_clients::Role;
 
 /// Scheduler steps with faults before they stop, whatever state the run is in.
 const CHAOS_STEPS: u64 = 2_000;
@@ -84,6 +91,9 @@ enum Client {
         at: u64,
     },
     InFlight,
+    /// Refused for now (a cancel of a job still running) while no faults
+    /// happen: asks again once the pipeline has nothing else to do.
+    Parked,
     Done,
 }
 
@@ -105,6 +115,10 @@ struct Run {
     next_task: TaskId,
     clients: Vec<Client>,
     requests: Vec<ApiRequest>,
+    /// What each client asks for (same indices as `clients`).
+    roles: Vec<Role>,
+    /// The reference ledger every store call is checked against.
+    model: SharedModel,
     violations: Vec<String>,
     steps: u64,
     invocations: u64,
@@ -182,6 +196,11 @@ fn run_unguarded(seed: u64, options: &SimOptions) -> SeedOutcome {
         }),
         _ => ledger.clone(),
     };
+    let model = SharedModel::default();
+    let production_ledger: Arc<dyn Ledger> = Arc::new(ModelLedger {
+        inner: production_ledger,
+        model: model.clone(),
+    });
     let faulty_ledger: Arc<dyn Ledger> = Arc::new(FaultyLedger {
         inner: production_ledger,
         sim: sim.clone(),
@@ -190,6 +209,10 @@ fn run_unguarded(seed: u64, options: &SimOptions) -> SeedOutcome {
         Some(Flaw::EnqueuedBeforeSending) => Arc::new(EarlyEnqueuedJobs { inner: jobs.clone() }),
         _ => jobs.clone(),
     };
+    let production_jobs: Arc<dyn JobStore> = Arc::new(ModelJobs {
+        inner: production_jobs,
+        model: model.clone(),
+    });
     let faulty_jobs: Arc<dyn JobStore> = Arc::new(FaultyJobStore {
         inner: production_jobs,
         sim: sim.clone(),
@@ -227,19 +250,24 @@ fn run_unguarded(seed: u64, options: &SimOptions) -> SeedOutcome {
         ..MessageRetry::default()
     });
     // Clients: one per submission, then the one reusing a key, if any.
-    let requests: Vec<ApiRequest> = (0..scenario.submissions.len())
+    let mut requests: Vec<ApiRequest> = (0..scenario.submissions.len())
         .map(|s| scenario.request(s))
         .chain(scenario.conflicting_request())
         .collect();
     let mut clients = vec![Client::Waiting { at: 0 }; scenario.submissions.len()];
+    let mut roles: Vec<Role> = (0..scenario.submissions.len()).map(Role::Submission).collect();
     if scenario.conflicting.is_some() {
         clients.push(Client::Blocked);
+        roles.push(Role::KeyReuse);
     }
+    ledger_clients::add_clients(&scenario, &mut clients, &mut roles, &mut requests);
     let items = scenario.submissions.iter().map(|s| s.items.len() as u64).sum();
     let mut run = Run {
         sim,
         clients,
         requests,
+        roles,
+        model,
         scenario,
         flaw: options.flaw,
         ingest,
@@ -266,6 +294,7 @@ fn run_unguarded(seed: u64, options: &SimOptions) -> SeedOutcome {
     run.redrive();
     run.calm("drain the redriven messages");
     run.check_final();
+    run.check_ledger();
     let mut core = run.sim.lock();
     SeedOutcome {
         seed,
@@ -335,7 +364,7 @@ impl Run {
     }
 
     fn all_done(&self) -> bool {
-        self.clients.iter().all(|c| *c == Client::Done)
+        self.clients.iter().all(|c| matches!(c, Client::Done | Client::Parked))
     }
 
     fn worker_tasks(&self) -> usize {
@@ -599,7 +628,8 @@ impl Run {
             },
             Box::pin(async move { TaskOutput::Answer(ingest.handle(&request).await) }),
         );
-        self.note(|| format!("task {id}: client {client} sends POST /v1/jobs"));
+        let (method, path) = (&self.requests[client].method, &self.requests[client].path);
+        self.note(|| format!("task {id}: client {client} sends {method} {path}"));
     }
 
     /// Lambda's event source receives a batch and invokes the worker.
@@ -643,6 +673,9 @@ impl Run {
             core.calm = true;
             core.note(|| format!("calm ({phase}): faults stop"));
         }
+        // A parked client (a cancel refused while its job still ran) asks
+        // again whenever the pipeline has gone quiet, a few times a phase.
+        let mut unparks = 3;
         for _ in 0..CALM_STEPS {
             self.steps += 1;
             let gates = self.sim.lock().pending_gates();
@@ -668,7 +701,14 @@ impl Run {
                 let mut core = self.sim.lock();
                 match core.next_visible(QueueId::Main) {
                     Some(t) => core.now_ms = t,
-                    None if !core.has_visible(QueueId::Main) => return,
+                    None if !core.has_visible(QueueId::Main) => {
+                        drop(core);
+                        if unparks > 0 && self.unpark() {
+                            unparks -= 1;
+                            continue;
+                        }
+                        return;
+                    }
                     None => {}
                 }
             }

@@ -58,6 +58,9 @@ impl Run {
                         response.body
                     )
                 });
+                if self.answer_ledger_client(client, abandoned, &response) {
+                    return;
+                }
                 let reuses_key = client >= self.scenario.submissions.len();
                 let acceptable = match status {
                     503 => true,
@@ -96,6 +99,7 @@ impl Run {
                     return;
                 }
                 self.clients[client] = Client::Done;
+                self.unblock_cancel(client);
                 if client == 0 && status == 202 {
                     if let Some(other) = self.clients.get_mut(self.scenario.submissions.len()) {
                         if *other == Client::Blocked {
