@@ -135,7 +135,11 @@ impl Model {
     fn apply_use(&mut self, u: &Use, at: OffsetDateTime) -> UseVerdict {
         if let Some(prior) = self.uses.get(&u.use_id) {
             let same = prior.member_id == u.member_id && prior.point_type == u.point_type && prior.amount == u.amount;
-            return if same { UseVerdict::Replayed } else { UseVerdict::IdReused };
+            return if same {
+                UseVerdict::Replayed
+            } else {
+                UseVerdict::IdReused
+            };
         }
         let now = at.unix_timestamp();
         let key = (u.member_id.clone(), u.point_type.clone());
@@ -202,7 +206,10 @@ impl Model {
                 if c.reversed {
                     return ReversalVerdict::Replayed;
                 }
-                let sheet = self.sheets.entry((c.member_id.clone(), c.point_type.clone())).or_default();
+                let sheet = self
+                    .sheets
+                    .entry((c.member_id.clone(), c.point_type.clone()))
+                    .or_default();
                 let lot = sheet.lots.entry(c.lot).or_default();
                 if *lot < c.amount {
                     return ReversalVerdict::AlreadySpent;
@@ -221,7 +228,10 @@ impl Model {
                 if u.reversed {
                     return ReversalVerdict::Replayed;
                 }
-                let sheet = self.sheets.entry((u.member_id.clone(), u.point_type.clone())).or_default();
+                let sheet = self
+                    .sheets
+                    .entry((u.member_id.clone(), u.point_type.clone()))
+                    .or_default();
                 for (k, n) in &u.consumed {
                     *sheet.lots.entry(*k).or_default() += n;
                 }
@@ -266,7 +276,12 @@ impl Model {
                 (
                     s.point_type.clone(),
                     ModelSheet {
-                        lots: s.lots.iter().filter(|l| l.amount > 0).map(|l| (l.key, l.amount)).collect(),
+                        lots: s
+                            .lots
+                            .iter()
+                            .filter(|l| l.amount > 0)
+                            .map(|l| (l.key, l.amount))
+                            .collect(),
                         earned: s.earned,
                         used: s.used,
                     },

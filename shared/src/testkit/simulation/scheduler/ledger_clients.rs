@@ -4,8 +4,8 @@
 //! again, with the same `use_id` or key; a cancel refused because its job
 //! still runs is asked again later.
 
-use super::*;
 use super::super::scenario::ReversalSpec;
+use super::*;
 
 /// What a client asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,12 +66,7 @@ enum Next {
 impl Run {
     /// Takes the answer to a ledger client's request; false if `client` is
     /// not one (a submitting client, handled by the caller).
-    pub(super) fn answer_ledger_client(
-        &mut self,
-        client: usize,
-        abandoned: bool,
-        response: &ApiResponse,
-    ) -> bool {
+    pub(super) fn answer_ledger_client(&mut self, client: usize, abandoned: bool, response: &ApiResponse) -> bool {
         let role = self.roles[client];
         let status = response.status;
         let code = response.body["error"]["code"].as_str().unwrap_or_default().to_owned();
@@ -82,8 +77,9 @@ impl Run {
                 match (status, code.as_str()) {
                     (200 | 201, _) => {
                         if !self.model.lock().uses.contains_key(&use_id) {
-                            self.violations
-                                .push(format!("use {use_id} answered {status}, but the ledger never applied it"));
+                            self.violations.push(format!(
+                                "use {use_id} answered {status}, but the ledger never applied it"
+                            ));
                         }
                         Next::Done
                     }

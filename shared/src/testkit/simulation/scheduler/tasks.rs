@@ -101,7 +101,11 @@ impl Run {
                 self.clients[client] = Client::Done;
                 self.unblock_cancel(client);
                 if client == 0 && status == 202 {
-                    if let Some(other) = self.clients.get_mut(self.scenario.submissions.len()) {
+                    // The client reusing the key, if the seed has one (the
+                    // index after the submissions may be a ledger client).
+                    let reuser = self.scenario.submissions.len();
+                    if self.roles.get(reuser) == Some(&Role::KeyReuse) {
+                        let other = &mut self.clients[reuser];
                         if *other == Client::Blocked {
                             let now = self.sim.lock().now_ms;
                             *other = Client::Waiting { at: now };
