@@ -61,16 +61,38 @@ struct StoreState {
     uses: HashMap<String, (UseRecord, Vec<Lot>, Option<OffsetDateTime>)>,
 }
 
+/// A deliberate defect of the store's own rules, for the simulation to show
+/// that its checks catch it (`testkit::simulation::Flaw`). This backend is
+/// compiled only for tests and the test kit, never into a Lambda.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemoryFlaw {
+    /// The ledger entry's put lost its condition: an accrual credited
+    /// before, by any message, is credited again.
+    CreditWithoutCondition,
+    /// The fold ignores its marker: a message folded before adds its
+    /// counts to its job again.
+    FoldWithoutMarker,
+}
+
 /// Ledger and job store in memory.
 #[derive(Default)]
 pub struct MemoryStore {
     state: Mutex<StoreState>,
     requests: AtomicU64,
+    flaw: Option<MemoryFlaw>,
 }
 
 impl MemoryStore {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A store with a deliberate defect (see [`MemoryFlaw`]).
+    pub fn with_flaw(flaw: MemoryFlaw) -> Self {
+        MemoryStore {
+            flaw: Some(flaw),
+            ..Self::default()
+        }
     }
 
     /// Calls made to this store so far.
@@ -101,8 +123,9 @@ impl Credits for MemoryStore {
             outcome.cancelled = accruals.len() as u64;
             return Ok(outcome);
         }
+        let unconditional = self.flaw == Some(MemoryFlaw::CreditWithoutCondition);
         for accrual in accruals {
-            match state.ledger.get(&accrual.accrual_id) {
+            match state.ledger.get(&accrual.accrual_id).filter(|_| !unconditional) {
                 Some(credited) if credited.by == by => {
                     outcome.applied += 1;
                     outcome.replayed += 1;
@@ -389,7 +412,11 @@ impl JobStore for MemoryStore {
         if !state.jobs.contains_key(&job_id) {
             return Ok(false);
         }
-        if let Some(before) = state.folded.get(&(job_id, seq)).map(|(counts, _)| *counts) {
+        let marker = match self.flaw {
+            Some(MemoryFlaw::FoldWithoutMarker) => None,
+            _ => state.folded.get(&(job_id, seq)).map(|(counts, _)| *counts),
+        };
+        if let Some(before) = marker {
             if !is_resettled(before, counts) {
                 return Ok(false);
             }

@@ -73,31 +73,10 @@ impl Credits for FaultyLedger {
         accruals: &[Accrual],
         now: OffsetDateTime,
     ) -> Result<ApplyOutcome, StoreError> {
-        if let Some(fault) = self.sim.before("apply_accruals").await {
-            // DynamoDB credits a message in several transactions of at most
-            // 100 actions: a later one can fail after earlier ones committed.
-            let committed = {
-                let mut core = self.sim.lock();
-                let prefix = (accruals.len() > 1 && core.rng.bool()).then(|| core.rng.usize(1..accruals.len()));
-                if let Some(k) = prefix {
-                    core.count(FaultKind::PartialApply);
-                    core.note(|| {
-                        format!(
-                            "  apply_accruals: first {k} of {} accruals committed, then failed",
-                            accruals.len()
-                        )
-                    });
-                }
-                prefix
-            };
-            if let Some(k) = committed {
-                run(self.inner.apply_accruals(by, &accruals[..k], now))?;
-            }
-            return Err(fault.store_error("apply_accruals"));
-        }
-        let result = run(self.inner.apply_accruals(by, accruals, now));
-        self.sim.after("apply_accruals").await;
-        result
+        // One call is one transaction: `TokenLedger` above splits a
+        // message's credit as DynamoDB does, so a failure or a crash here
+        // may come after earlier transactions of the message committed.
+        store_call!(self.sim, "apply_accruals", self.inner.apply_accruals(by, accruals, now))
     }
 
     async fn tally_credits(&self, by: MessageRef, accrual_ids: &[String]) -> Result<Option<CreditTally>, StoreError> {

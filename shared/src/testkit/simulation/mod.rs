@@ -12,7 +12,9 @@
 //!
 //! - retryable store errors (`ThrottlingException`,
 //!   `ProvisionedThroughputExceeded`, `TransactionConflict`), some after part
-//!   of a message's transactions committed;
+//!   of a message's transactions committed (a message is credited in
+//!   several transactions, each with its `ClientRequestToken`, whose
+//!   10-minute window the simulation keeps on its clock: `tokens.rs`);
 //! - a crash of a worker or of the ingest function after any store or queue
 //!   call took effect (the effect stays, the answer is lost);
 //! - a visibility timeout expiring while a worker still runs, so another
@@ -31,6 +33,7 @@ mod model;
 mod queue;
 mod scenario;
 mod scheduler;
+mod tokens;
 
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -69,11 +72,20 @@ pub enum FaultKind {
     RedriveMidRun,
     /// The redrive command died between its calls.
     RedriveCrash,
+    /// A worker died while crediting a message in several transactions,
+    /// after at least one of them committed.
+    CrashBetweenTransactions,
+    /// A transaction was resent with its `ClientRequestToken` within 10
+    /// minutes of committing: answered as the first time, without effect.
+    TokenReplay,
+    /// A transaction was resent more than 10 minutes after it committed:
+    /// its token was new again, and the store's conditions decided.
+    TokenExpired,
 }
 
 impl FaultKind {
     /// Every kind, in report order.
-    pub const ALL: [FaultKind; 15] = [
+    pub const ALL: [FaultKind; 18] = [
         FaultKind::Throttling,
         FaultKind::ProvisionedThroughputExceeded,
         FaultKind::TransactionConflict,
@@ -89,6 +101,9 @@ impl FaultKind {
         FaultKind::ClientTimeout,
         FaultKind::RedriveMidRun,
         FaultKind::RedriveCrash,
+        FaultKind::CrashBetweenTransactions,
+        FaultKind::TokenReplay,
+        FaultKind::TokenExpired,
     ];
 
     /// A short name for reports.
@@ -109,6 +124,9 @@ impl FaultKind {
             FaultKind::ClientTimeout => "client-timeout",
             FaultKind::RedriveMidRun => "redrive-mid-run",
             FaultKind::RedriveCrash => "redrive-crash",
+            FaultKind::CrashBetweenTransactions => "crash-between-transactions",
+            FaultKind::TokenReplay => "token-replay",
+            FaultKind::TokenExpired => "token-expired",
         }
     }
 }
@@ -178,6 +196,14 @@ pub enum Flaw {
     /// messages are sent: a retry after a crash or a partial send answers
     /// 202 as a replay and never queues what is missing.
     EnqueuedBeforeSending,
+    /// The in-memory store's ledger credits an accrual whatever credited it
+    /// before: its conditional put lost its condition (a change of the
+    /// store's own logic, not a wrapper).
+    CreditWithoutCondition,
+    /// The in-memory store folds a message's counts into its job on every
+    /// delivery: the fold ignores its `(job, seq)` marker (a change of the
+    /// store's own logic, not a wrapper).
+    FoldWithoutMarker,
 }
 
 /// The store under the fault-injecting wrappers.

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use futures::task::{waker, ArcWake};
 
+use crate::adapters::memory::{MemoryFlaw, MemoryStore};
 use crate::adapters::sqlite::SqliteStore;
 use crate::backend::{self, Ports, QueuePolicy};
 use crate::domain::lots::LotKey;
@@ -27,6 +28,7 @@ use super::faults::{DoubleCreditLedger, EarlyEnqueuedJobs, FaultyJobStore, Fault
 use super::model::{ModelJobs, ModelLedger, SharedModel};
 use super::queue::{short, QueueId, SimQueue};
 use super::scenario::Scenario;
+use super::tokens::{TokenLedger, TokenSettings};
 use super::{FaultKind, Flaw, SeedOutcome, SimBackend, SimOptions};
 
 // The checks a run makes of the stores once it has drained.
@@ -168,18 +170,34 @@ fn run_unguarded(seed: u64, options: &SimOptions) -> SeedOutcome {
         visibility_timeout: Duration::from_secs(30),
         max_receive_count: 3,
     };
+    let memory_flaw = match options.flaw {
+        Some(Flaw::CreditWithoutCondition) => Some(MemoryFlaw::CreditWithoutCondition),
+        Some(Flaw::FoldWithoutMarker) => Some(MemoryFlaw::FoldWithoutMarker),
+        _ => None,
+    };
     let Ports { ledger, jobs, .. } = match options.backend {
-        SimBackend::Memory => backend::memory::ports(policy),
+        SimBackend::Memory => match memory_flaw {
+            Some(flaw) => backend::memory::ports_on(Arc::new(MemoryStore::with_flaw(flaw)), policy),
+            None => backend::memory::ports(policy),
+        },
         SimBackend::Sqlite => match SqliteStore::in_memory() {
             Ok(store) => backend::sqlite::ports(&store, "unused", "unused-dlq", policy),
             Err(e) => return failed_to_start(seed, format!("cannot open SQLite: {e}")),
         },
     };
     let scenario = Scenario::generate(seed);
+    let transactions = TokenSettings::generate(seed);
+    let visibility_ms = transactions.visibility_ms.unwrap_or(scenario.visibility_ms);
     let mut core = Core::new(seed, scenario.rates, options.trace);
-    core.queues[QueueId::Main as usize].visibility_ms = scenario.visibility_ms;
+    core.queues[QueueId::Main as usize].visibility_ms = visibility_ms;
     core.queues[QueueId::Main as usize].max_receive_count = Some(scenario.max_receive_count);
-    core.queues[QueueId::Dead as usize].visibility_ms = scenario.visibility_ms;
+    core.queues[QueueId::Dead as usize].visibility_ms = visibility_ms;
+    core.note(|| {
+        format!(
+            "transactions of at most {} actions; {transactions:?}",
+            transactions.max_actions
+        )
+    });
     let sim = Sim::new(core);
     let main = Arc::new(SimQueue {
         sim: sim.clone(),
@@ -201,10 +219,16 @@ fn run_unguarded(seed: u64, options: &SimOptions) -> SeedOutcome {
         inner: production_ledger,
         model: model.clone(),
     });
-    let faulty_ledger: Arc<dyn Ledger> = Arc::new(FaultyLedger {
-        inner: production_ledger,
-        sim: sim.clone(),
-    });
+    // The model sees each transaction that took effect; the token ledger
+    // above the fault gates splits a message's credit into them.
+    let faulty_ledger: Arc<dyn Ledger> = Arc::new(TokenLedger::new(
+        Arc::new(FaultyLedger {
+            inner: production_ledger,
+            sim: sim.clone(),
+        }),
+        sim.clone(),
+        transactions.max_actions,
+    ));
     let production_jobs: Arc<dyn JobStore> = match options.flaw {
         Some(Flaw::EnqueuedBeforeSending) => Arc::new(EarlyEnqueuedJobs { inner: jobs.clone() }),
         _ => jobs.clone(),
