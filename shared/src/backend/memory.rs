@@ -9,11 +9,7 @@ use crate::domain::capacity::WriteCost;
 /// A fresh in-memory store with a work queue and its dead-letter queue.
 /// It charges no write units (only the DynamoDB and SQLite stores model them).
 pub fn ports(policy: QueuePolicy) -> Ports {
-    ports_on(Arc::new(MemoryStore::new()), policy)
-}
-
-/// [`ports`] over a given store (the simulation's flawed ones).
-pub fn ports_on(store: Arc<MemoryStore>, policy: QueuePolicy) -> Ports {
+    let store = Arc::new(MemoryStore::new());
     let dlq = Arc::new(MemoryQueue::new(policy.visibility_timeout));
     let queue = Arc::new(MemoryQueue::with_dead_letter_queue(
         policy.visibility_timeout,

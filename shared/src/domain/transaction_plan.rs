@@ -150,7 +150,9 @@ pub fn plan_transactions_within(accruals: &[Accrual], max_actions: usize) -> Vec
 pub fn request_token(by: MessageRef, accruals: &[&Accrual], now: &str) -> String {
     let mut hasher = Sha256::new();
     hasher.update(format!("{}#{}#{now}", by.job_id, by.seq).as_bytes());
-    for a in accruals {
+    // The simulation's deliberate defect: a token naming the message only.
+    let per_message = crate::flaws::active(crate::flaws::Flaw::TokenPerMessage);
+    for a in accruals.iter().filter(|_| !per_message) {
         hasher.update(b"\n");
         hasher.update(a.accrual_id.as_bytes());
     }

@@ -17,6 +17,7 @@ use crate::domain::uses::{Use, UseOutcome, UseRecord};
 use crate::domain::{
     Accrual, CancelCounts, CancelProgress, ChunkReport, FoldedItems, Job, JobId, MessageCounts, MessageRef, NewJob,
 };
+use crate::flaws::{self, Flaw};
 use crate::ports::{
     ApplyOutcome, CreateJob, CreditTally, JobStore, QueueError, ReceivedMessage, StoreError, WorkQueue,
 };
@@ -61,38 +62,16 @@ struct StoreState {
     uses: HashMap<String, (UseRecord, Vec<Lot>, Option<OffsetDateTime>)>,
 }
 
-/// A deliberate defect of the store's own rules, for the simulation to show
-/// that its checks catch it (`testkit::simulation::Flaw`). This backend is
-/// compiled only for tests and the test kit, never into a Lambda.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MemoryFlaw {
-    /// The ledger entry's put lost its condition: an accrual credited
-    /// before, by any message, is credited again.
-    CreditWithoutCondition,
-    /// The fold ignores its marker: a message folded before adds its
-    /// counts to its job again.
-    FoldWithoutMarker,
-}
-
 /// Ledger and job store in memory.
 #[derive(Default)]
 pub struct MemoryStore {
     state: Mutex<StoreState>,
     requests: AtomicU64,
-    flaw: Option<MemoryFlaw>,
 }
 
 impl MemoryStore {
     pub fn new() -> Self {
         Self::default()
-    }
-
-    /// A store with a deliberate defect (see [`MemoryFlaw`]).
-    pub fn with_flaw(flaw: MemoryFlaw) -> Self {
-        MemoryStore {
-            flaw: Some(flaw),
-            ..Self::default()
-        }
     }
 
     /// Calls made to this store so far.
@@ -123,7 +102,8 @@ impl Credits for MemoryStore {
             outcome.cancelled = accruals.len() as u64;
             return Ok(outcome);
         }
-        let unconditional = self.flaw == Some(MemoryFlaw::CreditWithoutCondition);
+        // The simulation's deliberate defect: the credit's condition lost.
+        let unconditional = flaws::active(Flaw::DoubleCredit);
         for accrual in accruals {
             match state.ledger.get(&accrual.accrual_id).filter(|_| !unconditional) {
                 Some(credited) if credited.by == by => {
@@ -412,9 +392,11 @@ impl JobStore for MemoryStore {
         if !state.jobs.contains_key(&job_id) {
             return Ok(false);
         }
-        let marker = match self.flaw {
-            Some(MemoryFlaw::FoldWithoutMarker) => None,
-            _ => state.folded.get(&(job_id, seq)).map(|(counts, _)| *counts),
+        // The simulation's deliberate defect: a replay folded as new.
+        let marker = if flaws::active(Flaw::FoldWithoutMarker) {
+            None
+        } else {
+            state.folded.get(&(job_id, seq)).map(|(counts, _)| *counts)
         };
         if let Some(before) = marker {
             if !is_resettled(before, counts) {

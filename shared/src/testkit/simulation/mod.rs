@@ -183,28 +183,11 @@ pub struct FaultRates {
     pub lost_delete: f64,
 }
 
-/// A deliberate defect, to show that the checks catch it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Flaw {
-    /// The ledger credits again whatever was credited before (a conditional
-    /// put without its condition): a redelivery double-credits.
-    DoubleCredit,
-    /// The event source deletes a batch as soon as it is received, before
-    /// the worker applied it: a crash or a failure loses messages.
-    AckBeforeApply,
-    /// The job is recorded as enqueued when it is created, before its
-    /// messages are sent: a retry after a crash or a partial send answers
-    /// 202 as a replay and never queues what is missing.
-    EnqueuedBeforeSending,
-    /// The in-memory store's ledger credits an accrual whatever credited it
-    /// before: its conditional put lost its condition (a change of the
-    /// store's own logic, not a wrapper).
-    CreditWithoutCondition,
-    /// The in-memory store folds a message's counts into its job on every
-    /// delivery: the fold ignores its `(job, seq)` marker (a change of the
-    /// store's own logic, not a wrapper).
-    FoldWithoutMarker,
-}
+/// The deliberate defects the simulation can switch on in the production
+/// code, to show that its checks catch them (see [`crate::flaws`]). They are
+/// branches of the in-memory store, the worker, the ingest and the token:
+/// run them on [`SimBackend::Memory`].
+pub use crate::flaws::Flaw;
 
 /// The store under the fault-injecting wrappers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

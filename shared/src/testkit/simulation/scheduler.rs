@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use futures::task::{waker, ArcWake};
 
-use crate::adapters::memory::{MemoryFlaw, MemoryStore};
 use crate::adapters::sqlite::SqliteStore;
 use crate::backend::{self, Ports, QueuePolicy};
 use crate::domain::lots::LotKey;
@@ -24,12 +23,12 @@ use crate::services::dlq::Redriven;
 use crate::services::worker::{BatchReport, IncomingMessage, MessageRetry, Worker, WorkerSettings};
 
 use super::exec::{Core, GatePoint, Sim, StoreFault, TaskId, Verdict};
-use super::faults::{DoubleCreditLedger, EarlyEnqueuedJobs, FaultyJobStore, FaultyLedger, FaultyQueue};
+use super::faults::{FaultyJobStore, FaultyLedger, FaultyQueue};
 use super::model::{ModelJobs, ModelLedger, SharedModel};
 use super::queue::{short, QueueId, SimQueue};
 use super::scenario::Scenario;
 use super::tokens::{TokenLedger, TokenSettings};
-use super::{FaultKind, Flaw, SeedOutcome, SimBackend, SimOptions};
+use super::{FaultKind, SeedOutcome, SimBackend, SimOptions};
 
 // The checks a run makes of the stores once it has drained.
 mod checks;
@@ -102,7 +101,6 @@ enum Client {
 struct Run {
     sim: Sim,
     scenario: Scenario,
-    flaw: Option<Flaw>,
     ingest: ApiService,
     worker: Worker,
     /// The store underneath, without faults, for the checks.
@@ -131,6 +129,8 @@ struct Run {
 
 /// Runs one seed (see [`super::run_seed`]).
 pub(crate) fn run(seed: u64, options: &SimOptions) -> SeedOutcome {
+    // On this thread only, for this seed only: the seed runs on it.
+    let _flaw = crate::flaws::switch_on(options.flaw);
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_unguarded(seed, options)));
     result.unwrap_or_else(|panic| {
         let message = panic
@@ -170,16 +170,8 @@ fn run_unguarded(seed: u64, options: &SimOptions) -> SeedOutcome {
         visibility_timeout: Duration::from_secs(30),
         max_receive_count: 3,
     };
-    let memory_flaw = match options.flaw {
-        Some(Flaw::CreditWithoutCondition) => Some(MemoryFlaw::CreditWithoutCondition),
-        Some(Flaw::FoldWithoutMarker) => Some(MemoryFlaw::FoldWithoutMarker),
-        _ => None,
-    };
     let Ports { ledger, jobs, .. } = match options.backend {
-        SimBackend::Memory => match memory_flaw {
-            Some(flaw) => backend::memory::ports_on(Arc::new(MemoryStore::with_flaw(flaw)), policy),
-            None => backend::memory::ports(policy),
-        },
+        SimBackend::Memory => backend::memory::ports(policy),
         SimBackend::Sqlite => match SqliteStore::in_memory() {
             Ok(store) => backend::sqlite::ports(&store, "unused", "unused-dlq", policy),
             Err(e) => return failed_to_start(seed, format!("cannot open SQLite: {e}")),
@@ -207,13 +199,7 @@ fn run_unguarded(seed: u64, options: &SimOptions) -> SeedOutcome {
         sim: sim.clone(),
         id: QueueId::Dead,
     });
-    let production_ledger: Arc<dyn Ledger> = match options.flaw {
-        Some(Flaw::DoubleCredit) => Arc::new(DoubleCreditLedger {
-            inner: ledger.clone(),
-            again: Default::default(),
-        }),
-        _ => ledger.clone(),
-    };
+    let production_ledger: Arc<dyn Ledger> = ledger.clone();
     let model = SharedModel::default();
     let production_ledger: Arc<dyn Ledger> = Arc::new(ModelLedger {
         inner: production_ledger,
@@ -229,12 +215,8 @@ fn run_unguarded(seed: u64, options: &SimOptions) -> SeedOutcome {
         sim.clone(),
         transactions.max_actions,
     ));
-    let production_jobs: Arc<dyn JobStore> = match options.flaw {
-        Some(Flaw::EnqueuedBeforeSending) => Arc::new(EarlyEnqueuedJobs { inner: jobs.clone() }),
-        _ => jobs.clone(),
-    };
     let production_jobs: Arc<dyn JobStore> = Arc::new(ModelJobs {
-        inner: production_jobs,
+        inner: jobs.clone(),
         model: model.clone(),
     });
     let faulty_jobs: Arc<dyn JobStore> = Arc::new(FaultyJobStore {
@@ -293,7 +275,6 @@ fn run_unguarded(seed: u64, options: &SimOptions) -> SeedOutcome {
         roles,
         model,
         scenario,
-        flaw: options.flaw,
         ingest,
         worker,
         ledger,
@@ -660,12 +641,7 @@ impl Run {
     fn invoke_worker(&mut self) {
         let batch = {
             let mut core = self.sim.lock();
-            let batch = core.receive(QueueId::Main, self.scenario.batch_size);
-            if self.flaw == Some(Flaw::AckBeforeApply) {
-                let handles: Vec<String> = batch.iter().map(|m| m.receipt_handle.clone()).collect();
-                core.delete(QueueId::Main, &handles, false);
-            }
-            batch
+            core.receive(QueueId::Main, self.scenario.batch_size)
         };
         if batch.is_empty() {
             return;

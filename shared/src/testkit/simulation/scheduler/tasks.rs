@@ -125,9 +125,6 @@ impl Run {
                         report.failed_message_ids, report.counts.applied, report.counts.duplicate
                     )
                 });
-                if self.flaw == Some(Flaw::AckBeforeApply) {
-                    return;
-                }
                 // The event source deletes what the worker did not report failed.
                 let done: Vec<String> = batch
                     .iter()
