@@ -380,9 +380,10 @@ impl Credits for ModelLedger {
                 ));
             }
         }
-        let members = accruals.iter().map(|a| a.member_id.clone()).collect();
-        self.compare(members, format!("after message {}#{} credited", by.job_id, by.seq))
-            .await;
+        // Balances after a credit are compared once the run drained
+        // (`check_ledger`): credits are most of the calls, and reading every
+        // member's balances after each one doubled the suite's time. A use
+        // or a reversal, which decide from the balance, is compared at once.
         Ok(outcome)
     }
 

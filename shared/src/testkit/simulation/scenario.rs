@@ -252,7 +252,7 @@ impl Scenario {
             self.extras.hot = true;
             self.packing.max_accruals = rng.usize(1..=3);
             for h in 0..2 {
-                let items = (0..rng.usize(12..=30))
+                let items = (0..rng.usize(8..=16))
                     .map(|_| {
                         let mut c = credit(&mut rng, members, point_types);
                         c.member_id = "m0".into();

@@ -65,7 +65,7 @@ impl TokenSettings {
 
 /// A committed transaction's token: what it carried and what it answered.
 struct Bound {
-    content: String,
+    content: (String, Vec<Accrual>),
     answer: ApplyOutcome,
     at_ms: u64,
 }
@@ -109,7 +109,9 @@ impl TokenLedger {
     ) -> Result<ApplyOutcome, StoreError> {
         let token = request_token(by, chunk, now_text);
         // Everything the adapter builds the transaction's items from.
-        let content = format!("{by:?} {now_text} {chunk:?}");
+        // (The token binds the message; the content its time and accruals.)
+        let owned: Vec<Accrual> = chunk.iter().map(|a| (*a).clone()).collect();
+        let content = (now_text.to_owned(), owned);
         // The token hashes the message's wall-clock `queued_at`: the trace
         // names the transaction by its message and first accrual instead,
         // so that a seed replays event by event.
@@ -157,10 +159,9 @@ impl TokenLedger {
                 None => {}
             }
         }
-        let owned: Vec<Accrual> = chunk.iter().map(|a| (*a).clone()).collect();
         // Through the fault-injecting store: it may fail without effect, or
         // the worker die once it committed.
-        let outcome = self.inner.apply_accruals(by, &owned, now).await?;
+        let outcome = self.inner.apply_accruals(by, &content.1, now).await?;
         // Only a transaction that committed at its first send binds its
         // token. One that found an accrual credited was cancelled (the
         // adapter resends the rest under another token, not modelled here),

@@ -134,8 +134,14 @@ impl Run {
         self.clients[client] = match next {
             Next::Done => Client::Done,
             Next::NotYet if core.calm => Client::Parked,
-            Next::Retry | Next::NotYet => Client::Waiting {
+            Next::Retry => Client::Waiting {
                 at: core.now_ms + core.rng.u64(500..=10_000),
+            },
+            // A job runs for minutes of virtual time under faults: asking
+            // every few seconds only made requests (and half the suite's
+            // time), not cases.
+            Next::NotYet => Client::Waiting {
+                at: core.now_ms + core.rng.u64(20_000..=60_000),
             },
         };
         true
