@@ -24,13 +24,14 @@ use crate::domain::capacity::{
 };
 use crate::domain::history::HistoryEntry;
 use crate::domain::lots::BalanceSheet;
+use crate::domain::reconcile::MemberLedger;
 use crate::domain::reversal::{ReversalOutcome, ReversalTarget};
 use crate::domain::transaction_plan::{plan_transactions, sum_by_balance};
 use crate::domain::uses::{Use, UseOutcome};
 use crate::domain::{
     Accrual, Balance, CancelCounts, ChunkReport, FoldedItems, Job, JobId, MessageCounts, MessageRef, NewJob,
 };
-use crate::ports::{ApplyOutcome, CreateJob, CreditTally, Credits, Debits, JobStore, LedgerReads, StoreError};
+use crate::ports::{ApplyOutcome, CreateJob, CreditTally, Credits, Debits, JobStore, LedgerReads, LedgerRepairs, StoreError};
 
 /// A store whose writes are charged to a [`WriteMeter`] as DynamoDB would
 /// bill them. Reads pass through uncharged.
@@ -138,6 +139,25 @@ impl<S: LedgerReads> LedgerReads for Metered<S> {
         limit: usize,
     ) -> Result<Vec<HistoryEntry>, StoreError> {
         self.inner.history_entries(member_id, point_type, before, limit).await
+    }
+
+    async fn member_ledger(&self, member_id: &str) -> Result<MemberLedger, StoreError> {
+        self.inner.member_ledger(member_id).await
+    }
+}
+
+#[async_trait]
+impl<S: LedgerRepairs> LedgerRepairs for Metered<S> {
+    async fn replace_balance_sheet(
+        &self,
+        member_id: &str,
+        read: Option<&BalanceSheet>,
+        sheet: &BalanceSheet,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        // As DynamoDB: one conditional UpdateItem of the balance item.
+        self.meter.charge_ledger(1, SMALL_WRITE_UNITS);
+        self.inner.replace_balance_sheet(member_id, read, sheet, now).await
     }
 }
 

@@ -6,6 +6,7 @@ use time::OffsetDateTime;
 
 use crate::domain::history::HistoryEntry;
 use crate::domain::lots::BalanceSheet;
+use crate::domain::reconcile::MemberLedger;
 use crate::domain::reversal::{ReversalOutcome, ReversalTarget};
 use crate::domain::uses::{Use, UseOutcome};
 use crate::domain::{Accrual, Balance, MessageRef};
@@ -124,11 +125,37 @@ pub trait LedgerReads: Send + Sync {
         before: Option<&str>,
         limit: usize,
     ) -> Result<Vec<HistoryEntry>, StoreError>;
+
+    /// Every credit and use of a member as the ledger records it: each
+    /// credited accrual with its amount, lot and whether it was reversed;
+    /// each applied use with what it took from each lot and whether it was
+    /// reversed. What [`crate::services::reconcile`] recomputes balances
+    /// from. Reads everything the member ever did: an operator's tool, not
+    /// a request path.
+    async fn member_ledger(&self, member_id: &str) -> Result<MemberLedger, StoreError>;
+}
+
+/// Rewriting a balance item: reconcile's repair, never a request path.
+#[async_trait]
+pub trait LedgerRepairs: Send + Sync {
+    /// Replaces the member's balance item of `sheet.point_type` with
+    /// `sheet` (its lots, lots absent from it removed, `earned` and `used`),
+    /// only if the item still holds `read` (`None`: there is no item), as
+    /// one conditional write. Returns whether it wrote; `false` means the
+    /// item changed since it was read (a concurrent credit or use: every
+    /// such write changes `earned` or `used`), and the caller reads again.
+    async fn replace_balance_sheet(
+        &self,
+        member_id: &str,
+        read: Option<&BalanceSheet>,
+        sheet: &BalanceSheet,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError>;
 }
 
 /// The whole ledger: credits accruals exactly once, deducts uses, reverses
 /// either, and keeps balances and history. A service that needs only one
-/// capability takes that trait; a store implements all three.
-pub trait Ledger: Credits + Debits + LedgerReads {}
+/// capability takes that trait; a store implements all of them.
+pub trait Ledger: Credits + Debits + LedgerReads + LedgerRepairs {}
 
-impl<T: Credits + Debits + LedgerReads + ?Sized> Ledger for T {}
+impl<T: Credits + Debits + LedgerReads + LedgerRepairs + ?Sized> Ledger for T {}

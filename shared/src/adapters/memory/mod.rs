@@ -12,6 +12,7 @@ use time::OffsetDateTime;
 
 use crate::domain::history::HistoryEntry;
 use crate::domain::lots::{BalanceSheet, Lot, LotKey};
+use crate::domain::reconcile::{CreditEntry, MemberLedger, UseEntry};
 use crate::domain::reversal::{ReversalKind, ReversalOutcome, ReversalRecord, ReversalTarget};
 use crate::domain::uses::{Use, UseOutcome, UseRecord};
 use crate::domain::{
@@ -20,7 +21,7 @@ use crate::domain::{
 use crate::ports::{
     ApplyOutcome, CreateJob, CreditTally, JobStore, QueueError, ReceivedMessage, StoreError, WorkQueue,
 };
-use crate::ports::{Credits, Debits, LedgerReads};
+use crate::ports::{Credits, Debits, LedgerReads, LedgerRepairs};
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding the lock leaves plain data behind, still usable.
@@ -33,6 +34,26 @@ struct Sheet {
     lots: BTreeMap<LotKey, u64>,
     earned: u64,
     used: u64,
+}
+
+impl Sheet {
+    /// The sheet as the ports show it: lots holding points only.
+    fn to_balance_sheet(&self, point_type: &str) -> BalanceSheet {
+        BalanceSheet {
+            point_type: point_type.to_owned(),
+            lots: self
+                .lots
+                .iter()
+                .filter(|(_, amount)| **amount > 0)
+                .map(|(key, amount)| Lot {
+                    key: *key,
+                    amount: *amount,
+                })
+                .collect(),
+            earned: self.earned,
+            used: self.used,
+        }
+    }
 }
 
 /// A credited accrual as the memory ledger keeps it.
@@ -278,21 +299,33 @@ impl LedgerReads for MemoryStore {
             .balances
             .range((member_id.to_owned(), String::new())..)
             .take_while(|((member, _), _)| member == member_id)
-            .map(|((_, point_type), sheet)| BalanceSheet {
-                point_type: point_type.clone(),
-                lots: sheet
-                    .lots
-                    .iter()
-                    .filter(|(_, amount)| **amount > 0)
-                    .map(|(key, amount)| Lot {
-                        key: *key,
-                        amount: *amount,
-                    })
-                    .collect(),
-                earned: sheet.earned,
-                used: sheet.used,
-            })
+            .map(|((_, point_type), sheet)| sheet.to_balance_sheet(point_type))
             .collect())
+    }
+
+    async fn member_ledger(&self, member_id: &str) -> Result<MemberLedger, StoreError> {
+        self.count();
+        let state = lock(&self.state);
+        let mut ledger = MemberLedger::default();
+        for credited in state.ledger.values().filter(|c| c.accrual.member_id == member_id) {
+            ledger.credits.push(CreditEntry {
+                accrual_id: credited.accrual.accrual_id.clone(),
+                point_type: credited.accrual.point_type.clone(),
+                amount: credited.accrual.amount,
+                lot: credited.accrual.lot(),
+                reversed: credited.reversed.is_some(),
+            });
+        }
+        for (record, consumed, reversed) in state.uses.values().filter(|(r, _, _)| r.member_id == member_id) {
+            ledger.uses.push(UseEntry {
+                use_id: record.use_id.clone(),
+                point_type: record.point_type.clone(),
+                amount: record.amount,
+                consumed: consumed.clone(),
+                reversed: reversed.is_some(),
+            });
+        }
+        Ok(ledger)
     }
 
     async fn history_entries(
@@ -346,6 +379,34 @@ impl LedgerReads for MemoryStore {
             .collect();
         keyed.sort_by(|a, b| b.0.cmp(&a.0));
         Ok(keyed.into_iter().take(limit).map(|(_, e)| e).collect())
+    }
+}
+
+#[async_trait]
+impl LedgerRepairs for MemoryStore {
+    async fn replace_balance_sheet(
+        &self,
+        member_id: &str,
+        read: Option<&BalanceSheet>,
+        sheet: &BalanceSheet,
+        _now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        self.count();
+        let mut state = lock(&self.state);
+        let key = (member_id.to_owned(), sheet.point_type.clone());
+        let current = state.balances.get(&key).map(|s| s.to_balance_sheet(&sheet.point_type));
+        if current.as_ref() != read {
+            return Ok(false);
+        }
+        state.balances.insert(
+            key,
+            Sheet {
+                lots: sheet.lots.iter().map(|lot| (lot.key, lot.amount)).collect(),
+                earned: sheet.earned,
+                used: sheet.used,
+            },
+        );
+        Ok(true)
     }
 }
 

@@ -9,10 +9,11 @@ use time::OffsetDateTime;
 use super::{from_unix_millis, rfc3339, to_i64, to_u64, unix_millis, Failure, SqliteStore};
 use crate::domain::history::{split_sort_key, EntryKind, HistoryEntry};
 use crate::domain::lots::{BalanceSheet, Lot, LotKey};
+use crate::domain::reconcile::{CreditEntry, MemberLedger, UseEntry};
 use crate::domain::reversal::{ReversalKind, ReversalOutcome, ReversalRecord, ReversalTarget};
 use crate::domain::uses::{Use, UseOutcome, UseRecord};
 use crate::domain::{Accrual, JobId, MessageRef};
-use crate::ports::{ApplyOutcome, CreditTally, Credits, Debits, LedgerReads, StoreError};
+use crate::ports::{ApplyOutcome, CreditTally, Credits, Debits, LedgerReads, LedgerRepairs, StoreError};
 
 #[async_trait]
 impl Credits for SqliteStore {
@@ -335,6 +336,130 @@ impl LedgerReads for SqliteStore {
         })
         .await
     }
+
+    async fn member_ledger(&self, member_id: &str) -> Result<MemberLedger, StoreError> {
+        let member_id = member_id.to_owned();
+        self.run("member_ledger", move |conn| {
+            // One transaction, so credits and uses are read as of one moment.
+            let tx = conn.transaction()?;
+            let ledger = read_member_ledger(&tx, &member_id)?;
+            tx.commit()?;
+            Ok(ledger)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl LedgerRepairs for SqliteStore {
+    async fn replace_balance_sheet(
+        &self,
+        member_id: &str,
+        read: Option<&BalanceSheet>,
+        sheet: &BalanceSheet,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let (member_id, read, sheet) = (member_id.to_owned(), read.cloned(), sheet.clone());
+        self.run("replace_balance_sheet", move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let pt = sheet.point_type.as_str();
+            if read_sheets(&tx, &member_id, Some(pt))?.pop() != read {
+                return Ok(false);
+            }
+            let plain = sheet.lots.iter().find(|lot| lot.key.is_plain()).map_or(0, |lot| lot.amount);
+            tx.prepare_cached(
+                "INSERT INTO balances (member_id, point_type, balance, earned, used, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (member_id, point_type) DO UPDATE SET
+                     balance = excluded.balance, earned = excluded.earned, used = excluded.used,
+                     updated_at = excluded.updated_at",
+            )?
+            .execute(params![
+                member_id,
+                pt,
+                to_i64(plain, "balance")?,
+                to_i64(sheet.earned, "earned")?,
+                to_i64(sheet.used, "used")?,
+                unix_millis(now)
+            ])?;
+            tx.prepare_cached("DELETE FROM lots WHERE member_id = ?1 AND point_type = ?2")?
+                .execute(params![member_id, pt])?;
+            for lot in sheet.lots.iter().filter(|lot| !lot.key.is_plain()) {
+                tx.prepare_cached(CREDIT_LOT)?
+                    .execute(params![member_id, pt, lot.key.attribute(), to_i64(lot.amount, "amount")?])?;
+            }
+            tx.commit()?;
+            Ok(true)
+        })
+        .await
+    }
+}
+
+/// Every credit and use of a member, as [`LedgerReads::member_ledger`] returns them.
+fn read_member_ledger(conn: &Connection, member_id: &str) -> Result<MemberLedger, Failure> {
+    let mut ledger = MemberLedger::default();
+    let mut statement = conn.prepare_cached(
+        "SELECT accrual_id, point_type, amount, lot, reversed_at IS NOT NULL FROM ledger WHERE member_id = ?1",
+    )?;
+    let mut rows = statement.query([member_id])?;
+    while let Some(row) = rows.next()? {
+        let accrual_id: String = row.get(0)?;
+        let key = || format!("accrual {accrual_id}");
+        let lot: Option<String> = row.get(3)?;
+        let lot = match lot {
+            None => LotKey::PLAIN,
+            Some(name) => LotKey::from_attribute(&name).ok_or_else(|| Failure::Corrupt {
+                key: key(),
+                detail: format!("lot {name:?} is not a lot name"),
+            })?,
+        };
+        ledger.credits.push(CreditEntry {
+            point_type: row.get(1)?,
+            amount: to_u64(row.get(2)?, key, "amount")?,
+            lot,
+            reversed: row.get(4)?,
+            accrual_id,
+        });
+    }
+    // No index on a use's member: an operator's full read, not a request path.
+    let mut statement = conn.prepare_cached(
+        "SELECT use_id, point_type, amount, consumed, reversed_at IS NOT NULL FROM uses WHERE member_id = ?1",
+    )?;
+    let mut rows = statement.query([member_id])?;
+    while let Some(row) = rows.next()? {
+        let use_id: String = row.get(0)?;
+        let key = || format!("use {use_id}");
+        let consumed: String = row.get(3)?;
+        let consumed: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(&consumed).map_err(|e| Failure::Corrupt {
+                key: key(),
+                detail: format!("consumed is not a JSON object: {e}"),
+            })?;
+        let mut lots = Vec::new();
+        for (name, amount) in consumed {
+            let lot_key = if name == "balance" {
+                LotKey::PLAIN
+            } else {
+                LotKey::from_attribute(&name).ok_or_else(|| Failure::Corrupt {
+                    key: key(),
+                    detail: format!("consumed lot {name:?} is not a lot name"),
+                })?
+            };
+            let amount = amount.as_u64().ok_or_else(|| Failure::Corrupt {
+                key: key(),
+                detail: format!("consumed[{name}] is not a count"),
+            })?;
+            lots.push(Lot { key: lot_key, amount });
+        }
+        ledger.uses.push(UseEntry {
+            point_type: row.get(1)?,
+            amount: to_u64(row.get(2)?, key, "amount")?,
+            consumed: lots,
+            reversed: row.get(4)?,
+            use_id,
+        });
+    }
+    Ok(ledger)
 }
 
 /// Records a ledger entry unless its accrual id was credited before.

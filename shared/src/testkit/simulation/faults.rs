@@ -14,6 +14,7 @@ use time::OffsetDateTime;
 
 use crate::domain::history::HistoryEntry;
 use crate::domain::lots::BalanceSheet;
+use crate::domain::reconcile::MemberLedger;
 use crate::domain::reversal::{ReversalOutcome, ReversalTarget};
 use crate::domain::uses::{Use, UseOutcome};
 use crate::domain::{Accrual, CancelCounts, ChunkReport, FoldedItems, Job, JobId, MessageCounts, MessageRef, NewJob};
@@ -23,7 +24,7 @@ use crate::ports::{
 
 use super::exec::{GatePoint, Sim, StoreFault, Verdict};
 use super::FaultKind;
-use crate::ports::{Credits, Debits, LedgerReads};
+use crate::ports::{Credits, Debits, LedgerReads, LedgerRepairs};
 
 /// Runs one port call of the store underneath to completion: in the
 /// simulation a call is one atomic step. (The in-memory store never waits;
@@ -134,6 +135,23 @@ impl LedgerReads for FaultyLedger {
             "history_entries",
             self.inner.history_entries(member_id, point_type, before, limit)
         )
+    }
+
+    async fn member_ledger(&self, member_id: &str) -> Result<MemberLedger, StoreError> {
+        self.inner.member_ledger(member_id).await
+    }
+}
+
+#[async_trait]
+impl LedgerRepairs for FaultyLedger {
+    async fn replace_balance_sheet(
+        &self,
+        member_id: &str,
+        read: Option<&BalanceSheet>,
+        sheet: &BalanceSheet,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        self.inner.replace_balance_sheet(member_id, read, sheet, now).await
     }
 }
 
@@ -346,6 +364,23 @@ impl LedgerReads for DoubleCreditLedger {
         limit: usize,
     ) -> Result<Vec<HistoryEntry>, StoreError> {
         self.inner.history_entries(member_id, point_type, before, limit).await
+    }
+
+    async fn member_ledger(&self, member_id: &str) -> Result<MemberLedger, StoreError> {
+        self.inner.member_ledger(member_id).await
+    }
+}
+
+#[async_trait]
+impl LedgerRepairs for DoubleCreditLedger {
+    async fn replace_balance_sheet(
+        &self,
+        member_id: &str,
+        read: Option<&BalanceSheet>,
+        sheet: &BalanceSheet,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        self.inner.replace_balance_sheet(member_id, read, sheet, now).await
     }
 }
 

@@ -28,6 +28,7 @@
 mod exec;
 mod faults;
 mod queue;
+mod reconcile_check;
 mod scenario;
 mod scheduler;
 

@@ -26,6 +26,7 @@ use super::{DynamoStore, Item};
 use crate::domain::capacity::{write_units, WriteKind};
 use crate::domain::history::{self, HistoryEntry};
 use crate::domain::lots::{BalanceSheet, LotKey, UsePlan};
+use crate::domain::reconcile::MemberLedger;
 use crate::domain::reversal::{ReversalKind, ReversalOutcome, ReversalRecord, ReversalTarget};
 use crate::domain::transaction_plan::{plan_transactions, sum_by_lot, use_expressions};
 use crate::domain::uses::{Use, UseOutcome, UseRecord};
@@ -579,6 +580,10 @@ impl LedgerReads for DynamoStore {
         }
         sheets.sort_by(|a, b| a.point_type.cmp(&b.point_type));
         Ok(sheets)
+    }
+
+    async fn member_ledger(&self, member_id: &str) -> Result<MemberLedger, StoreError> {
+        self.read_member_ledger(member_id).await
     }
 }
 

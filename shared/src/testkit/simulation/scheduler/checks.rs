@@ -163,5 +163,14 @@ impl Run {
                 }
             }
         }
+        self.check_reconciled();
+    }
+
+    /// Every member's balances recomputed from its ledger entries match the
+    /// stored ones (the `reconcile` command's check).
+    fn check_reconciled(&mut self) {
+        let members = self.scenario.members();
+        let found = super::super::reconcile_check::reconcile_violations(self.ledger.as_ref(), &members);
+        self.violations.extend(found);
     }
 }

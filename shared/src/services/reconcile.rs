@@ -1,0 +1,220 @@
+//! Reconcile: recompute a member's balances from the ledger and report
+//! (and with `repair`, rewrite) every value that differs — the operator's
+//! tool of last resort (docs/operations.md, "reconcile"). The rules are in
+//! [`crate::domain::reconcile`]; this holds the sequencing.
+
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use crate::domain::reconcile::{compare_member, expected_sheets, SheetDifference};
+use crate::ports::{LedgerReads, LedgerRepairs, StoreError};
+
+/// How often a repair reads again when the balance changed under it before
+/// giving up: each retry means a credit or use landed meanwhile, and the
+/// next read sees it.
+pub const REPAIR_ATTEMPTS: u32 = 5;
+
+/// What reconciling one member found, and did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MemberReport {
+    pub member_id: String,
+    /// Every value of the member's balance items that differed from the
+    /// ledger (with `repair`, as it was before the repair).
+    pub differences: Vec<SheetDifference>,
+    /// Whether the differences were written away (only with `repair`).
+    pub repaired: bool,
+}
+
+impl MemberReport {
+    /// Whether a difference remains in the store: found and not repaired.
+    pub fn has_unrepaired(&self) -> bool {
+        !self.differences.is_empty() && !self.repaired
+    }
+}
+
+/// Why a reconcile did not finish.
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The ledger takes more out of a lot than it put in (or a count does
+    /// not fit): there is no right value to write, so nothing is written.
+    #[error("the ledger of {member_id} is itself inconsistent for point type {point_type}: not repaired")]
+    LedgerInconsistent { member_id: String, point_type: String },
+    /// Every repair attempt found the balance changed since it was read.
+    #[error("the balances of {member_id} kept changing during {REPAIR_ATTEMPTS} repair attempts: not repaired")]
+    KeptChanging { member_id: String },
+}
+
+/// Reconciles `member_id`'s balances with its ledger at `now`; with
+/// `repair`, writes the recomputed balance items over the differing ones.
+///
+/// The balances are read **before** the ledger: a credit or use between the
+/// two reads is then in the ledger read (each is one atomic write of entry
+/// and balance) and changes the balance item's `earned` or `used` since it
+/// was read, so the repair's conditional write fails and reads again; it can
+/// never write a balance missing a change it did not see.
+pub async fn reconcile_member<L>(
+    ledger: &L,
+    member_id: &str,
+    repair: bool,
+    now: OffsetDateTime,
+) -> Result<MemberReport, ReconcileError>
+where
+    L: LedgerReads + LedgerRepairs + ?Sized,
+{
+    // Differences repaired by an attempt that wrote some point types, then
+    // found another changed: reported with those the final attempt finds.
+    let mut repaired_earlier: Vec<SheetDifference> = Vec::new();
+    for _ in 0..REPAIR_ATTEMPTS {
+        let stored = ledger.balance_sheets(member_id).await?;
+        let entries = ledger.member_ledger(member_id).await?;
+        let differences = compare_member(&entries, &stored);
+        if !repair || differences.is_empty() {
+            let mut all = repaired_earlier;
+            let repaired = !all.is_empty() && differences.is_empty();
+            all.extend(differences);
+            return Ok(MemberReport {
+                member_id: member_id.to_owned(),
+                differences: all,
+                repaired,
+            });
+        }
+        let expected = expected_sheets(&entries);
+        let mut point_types: Vec<&str> = differences.iter().map(|d| d.point_type.as_str()).collect();
+        point_types.dedup();
+        let mut all_written = true;
+        for point_type in point_types {
+            let sheet = match expected.iter().find(|e| e.point_type == point_type) {
+                Some(e) => e.to_sheet().ok_or_else(|| ReconcileError::LedgerInconsistent {
+                    member_id: member_id.to_owned(),
+                    point_type: point_type.to_owned(),
+                })?,
+                // A stored item no entry explains must hold nothing.
+                None => crate::domain::lots::BalanceSheet {
+                    point_type: point_type.to_owned(),
+                    ..Default::default()
+                },
+            };
+            let read = stored.iter().find(|s| s.point_type == point_type);
+            if ledger.replace_balance_sheet(member_id, read, &sheet, now).await? {
+                repaired_earlier.extend(differences.iter().filter(|d| d.point_type == point_type).cloned());
+            } else {
+                all_written = false;
+                break;
+            }
+        }
+        if all_written {
+            return Ok(MemberReport {
+                member_id: member_id.to_owned(),
+                differences: repaired_earlier,
+                repaired: true,
+            });
+        }
+    }
+    Err(ReconcileError::KeptChanging {
+        member_id: member_id.to_owned(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::adapters::memory::MemoryStore;
+    use crate::domain::lots::{BalanceSheet, Lot, LotKey};
+    use crate::domain::reconcile::SheetField;
+    use crate::domain::uses::Use;
+    use crate::domain::{Accrual, JobId, MessageRef};
+    use crate::ports::{Credits, Debits};
+
+    fn now() -> OffsetDateTime {
+        OffsetDateTime::from_unix_timestamp(1_790_000_000).expect("valid time")
+    }
+
+    async fn store_with_points() -> MemoryStore {
+        let store = MemoryStore::new();
+        let by = MessageRef {
+            job_id: JobId::random(),
+            seq: 0,
+        };
+        let accrual = Accrual {
+            accrual_id: "a-1".into(),
+            member_id: "m-1".into(),
+            point_type: "PT".into(),
+            amount: 100,
+            reason: None,
+            apply_at: None,
+            expires_at: None,
+        };
+        store.apply_accruals(by, &[accrual], now()).await.unwrap();
+        let u = Use {
+            use_id: "u-1".into(),
+            member_id: "m-1".into(),
+            point_type: "PT".into(),
+            amount: 30,
+            reason: None,
+        };
+        store.apply_use(&u, now()).await.unwrap();
+        store
+    }
+
+    fn tampered(plain: u64) -> BalanceSheet {
+        BalanceSheet {
+            point_type: "PT".into(),
+            lots: vec![Lot {
+                key: LotKey::PLAIN,
+                amount: plain,
+            }],
+            earned: 100,
+            used: 30,
+        }
+    }
+
+    #[tokio::test]
+    async fn an_untouched_member_reconciles_clean() {
+        let store = store_with_points().await;
+        let report = reconcile_member(&store, "m-1", true, now()).await.unwrap();
+        assert_eq!(report.differences, []);
+        assert!(!report.repaired && !report.has_unrepaired());
+    }
+
+    #[tokio::test]
+    async fn a_tampered_balance_is_reported_then_repaired() {
+        let store = store_with_points().await;
+        let read = store.balance_sheets("m-1").await.unwrap();
+        assert!(store
+            .replace_balance_sheet("m-1", read.first(), &tampered(75), now())
+            .await
+            .unwrap());
+
+        let report = reconcile_member(&store, "m-1", false, now()).await.unwrap();
+        let found: Vec<(SheetField, i128, i128)> =
+            report.differences.iter().map(|d| (d.field, d.expected, d.stored)).collect();
+        assert_eq!(found, [(SheetField::Lot(LotKey::PLAIN), 70, 75)]);
+        assert!(report.has_unrepaired());
+
+        let repaired = reconcile_member(&store, "m-1", true, now()).await.unwrap();
+        assert_eq!(repaired.differences, report.differences);
+        assert!(repaired.repaired && !repaired.has_unrepaired());
+        assert_eq!(store.balance_sheets("m-1").await.unwrap(), [tampered(70)]);
+        let again = reconcile_member(&store, "m-1", false, now()).await.unwrap();
+        assert_eq!(again.differences, []);
+    }
+
+    #[tokio::test]
+    async fn a_repair_never_overwrites_a_balance_changed_since_it_was_read() {
+        let store = store_with_points().await;
+        let read = store.balance_sheets("m-1").await.unwrap();
+        // A stale read: the balance changed since (the tamper).
+        store
+            .replace_balance_sheet("m-1", read.first(), &tampered(75), now())
+            .await
+            .unwrap();
+        let written = store
+            .replace_balance_sheet("m-1", read.first(), &tampered(1), now())
+            .await
+            .unwrap();
+        assert!(!written);
+        assert_eq!(store.balance_sheets("m-1").await.unwrap(), [tampered(75)]);
+    }
+}
