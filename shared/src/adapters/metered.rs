@@ -31,7 +31,9 @@ use crate::domain::uses::{Use, UseOutcome};
 use crate::domain::{
     Accrual, Balance, CancelCounts, ChunkReport, FoldedItems, Job, JobId, MessageCounts, MessageRef, NewJob,
 };
-use crate::ports::{ApplyOutcome, CreateJob, CreditTally, Credits, Debits, JobStore, LedgerReads, LedgerRepairs, StoreError};
+use crate::ports::{
+    ApplyOutcome, CreateJob, CreditTally, Credits, Debits, JobStore, LedgerReads, LedgerRepairs, StoreError,
+};
 
 /// A store whose writes are charged to a [`WriteMeter`] as DynamoDB would
 /// bill them. Reads pass through uncharged.

@@ -133,12 +133,10 @@ impl ExpectedSheet {
 pub fn expected_sheets(ledger: &MemberLedger) -> Vec<ExpectedSheet> {
     let mut sheets: BTreeMap<String, ExpectedSheet> = BTreeMap::new();
     fn sheet<'a>(sheets: &'a mut BTreeMap<String, ExpectedSheet>, point_type: &str) -> &'a mut ExpectedSheet {
-        sheets
-            .entry(point_type.to_owned())
-            .or_insert_with(|| ExpectedSheet {
-                point_type: point_type.to_owned(),
-                ..ExpectedSheet::default()
-            })
+        sheets.entry(point_type.to_owned()).or_insert_with(|| ExpectedSheet {
+            point_type: point_type.to_owned(),
+            ..ExpectedSheet::default()
+        })
     }
     for credit in ledger.credits.iter().filter(|c| !c.reversed) {
         let s = sheet(&mut sheets, &credit.point_type);
@@ -235,7 +233,13 @@ mod tests {
             use_id: id.into(),
             point_type: "PT".into(),
             amount: consumed.iter().map(|(_, a)| a).sum(),
-            consumed: consumed.iter().map(|(key, amount)| Lot { key: *key, amount: *amount }).collect(),
+            consumed: consumed
+                .iter()
+                .map(|(key, amount)| Lot {
+                    key: *key,
+                    amount: *amount,
+                })
+                .collect(),
             reversed,
         }
     }
@@ -243,7 +247,13 @@ mod tests {
     fn sheet(lots: &[(LotKey, u64)], earned: u64, used: u64) -> BalanceSheet {
         BalanceSheet {
             point_type: "PT".into(),
-            lots: lots.iter().map(|(key, amount)| Lot { key: *key, amount: *amount }).collect(),
+            lots: lots
+                .iter()
+                .map(|(key, amount)| Lot {
+                    key: *key,
+                    amount: *amount,
+                })
+                .collect(),
             earned,
             used,
         }
@@ -267,7 +277,7 @@ mod tests {
     fn a_sheet_matching_its_ledger_has_no_difference() {
         // The use took lot LOT whole: the store removed it, which is 0.
         let stored = sheet(&[(LotKey::PLAIN, 90)], 150, 60);
-        assert_eq!(compare_member(&ledger(), &[stored.clone()]), []);
+        assert_eq!(compare_member(&ledger(), std::slice::from_ref(&stored)), []);
         assert_eq!(expected_sheets(&ledger())[0].to_sheet(), Some(stored));
     }
 

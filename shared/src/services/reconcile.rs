@@ -188,8 +188,11 @@ mod tests {
             .unwrap());
 
         let report = reconcile_member(&store, "m-1", false, now()).await.unwrap();
-        let found: Vec<(SheetField, i128, i128)> =
-            report.differences.iter().map(|d| (d.field, d.expected, d.stored)).collect();
+        let found: Vec<(SheetField, i128, i128)> = report
+            .differences
+            .iter()
+            .map(|d| (d.field, d.expected, d.stored))
+            .collect();
         assert_eq!(found, [(SheetField::Lot(LotKey::PLAIN), 70, 75)]);
         assert!(report.has_unrepaired());
 

@@ -366,7 +366,11 @@ impl LedgerRepairs for SqliteStore {
             if read_sheets(&tx, &member_id, Some(pt))?.pop() != read {
                 return Ok(false);
             }
-            let plain = sheet.lots.iter().find(|lot| lot.key.is_plain()).map_or(0, |lot| lot.amount);
+            let plain = sheet
+                .lots
+                .iter()
+                .find(|lot| lot.key.is_plain())
+                .map_or(0, |lot| lot.amount);
             tx.prepare_cached(
                 "INSERT INTO balances (member_id, point_type, balance, earned, used, updated_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)
@@ -385,8 +389,12 @@ impl LedgerRepairs for SqliteStore {
             tx.prepare_cached("DELETE FROM lots WHERE member_id = ?1 AND point_type = ?2")?
                 .execute(params![member_id, pt])?;
             for lot in sheet.lots.iter().filter(|lot| !lot.key.is_plain()) {
-                tx.prepare_cached(CREDIT_LOT)?
-                    .execute(params![member_id, pt, lot.key.attribute(), to_i64(lot.amount, "amount")?])?;
+                tx.prepare_cached(CREDIT_LOT)?.execute(params![
+                    member_id,
+                    pt,
+                    lot.key.attribute(),
+                    to_i64(lot.amount, "amount")?
+                ])?;
             }
             tx.commit()?;
             Ok(true)

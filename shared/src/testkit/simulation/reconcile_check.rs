@@ -22,7 +22,12 @@ pub(crate) fn reconcile_violations<'a>(
                 let found: Vec<String> = report
                     .differences
                     .iter()
-                    .map(|d| format!("{} {}: ledger {} stored {}", d.point_type, d.field, d.expected, d.stored))
+                    .map(|d| {
+                        format!(
+                            "{} {}: ledger {} stored {}",
+                            d.point_type, d.field, d.expected, d.stored
+                        )
+                    })
                     .collect();
                 violations.push(format!("reconcile {member}: {}", found.join("; ")));
             }

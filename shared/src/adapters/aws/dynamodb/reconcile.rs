@@ -169,7 +169,11 @@ impl LedgerRepairs for DynamoStore {
             "earned = :earned".to_owned(),
             "used = :used".to_owned(),
         ];
-        let plain = sheet.lots.iter().find(|lot| lot.key.is_plain()).map_or(0, |lot| lot.amount);
+        let plain = sheet
+            .lots
+            .iter()
+            .find(|lot| lot.key.is_plain())
+            .map_or(0, |lot| lot.amount);
         set.push("balance = :plain".to_owned());
         values.insert(":plain".to_owned(), n(plain));
         for (i, lot) in sheet.lots.iter().filter(|lot| !lot.key.is_plain()).enumerate() {
@@ -239,10 +243,7 @@ mod tests {
     #[test]
     fn the_plain_lot_is_the_balance_attribute() {
         assert_eq!(lot_attribute(LotKey::PLAIN), "balance");
-        let lot = LotKey {
-            from: 5,
-            until: None,
-        };
+        let lot = LotKey { from: 5, until: None };
         assert_eq!(lot_attribute(lot), "L#5#-");
     }
 }
