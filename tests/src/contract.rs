@@ -17,6 +17,12 @@ use time::OffsetDateTime;
 
 use crate::backend::Backend;
 
+mod reconcile;
+pub use reconcile::{
+    reconcile_finds_a_clean_member_clean, reconcile_repair_never_writes_over_a_stale_read,
+    reconcile_reports_then_repairs_a_tampered_balance,
+};
+
 fn accrual(id: &str, member: &str, point_type: &str, amount: u64) -> Accrual {
     Accrual {
         accrual_id: id.into(),
@@ -1219,6 +1225,9 @@ macro_rules! contract_suite {
             a_job_cancel_resumes_and_reverses_only_its_own_credits,
             lots_stay_bounded_and_every_use_one_bounded_write,
             a_message_redriven_after_its_job_cancel_credits_nothing,
+            reconcile_finds_a_clean_member_clean,
+            reconcile_reports_then_repairs_a_tampered_balance,
+            reconcile_repair_never_writes_over_a_stale_read,
         );
     };
     (@cases $make:expr, $filter:tt; $(,)?) => {};

@@ -3,6 +3,8 @@
 //! tool of last resort (docs/operations.md, "reconcile"). The rules are in
 //! [`crate::domain::reconcile`]; this holds the sequencing.
 
+use std::time::Duration;
+
 use serde::Serialize;
 use time::OffsetDateTime;
 
@@ -54,10 +56,19 @@ pub enum ReconcileError {
 /// and balance) and changes the balance item's `earned` or `used` since it
 /// was read, so the repair's conditional write fails and reads again; it can
 /// never write a balance missing a change it did not see.
+///
+/// That holds if the ledger read sees every change made before the balance
+/// read. A store whose ledger read lags its writes (DynamoDB's history index
+/// is eventually consistent: an entry committed a moment ago can be missing
+/// from it) passes a `settle` longer than that lag: the ledger is read that
+/// long after the balances, so a credit the balance read saw is in it. Without
+/// it, a repair just after a credit could write the credit away. `ZERO` for
+/// stores whose reads are consistent (memory, SQLite).
 pub async fn reconcile_member<L>(
     ledger: &L,
     member_id: &str,
     repair: bool,
+    settle: Duration,
     now: OffsetDateTime,
 ) -> Result<MemberReport, ReconcileError>
 where
@@ -68,6 +79,9 @@ where
     let mut repaired_earlier: Vec<SheetDifference> = Vec::new();
     for _ in 0..REPAIR_ATTEMPTS {
         let stored = ledger.balance_sheets(member_id).await?;
+        if !settle.is_zero() {
+            tokio::time::sleep(settle).await;
+        }
         let entries = ledger.member_ledger(member_id).await?;
         let differences = compare_member(&entries, &stored);
         if !repair || differences.is_empty() {
@@ -173,7 +187,9 @@ mod tests {
     #[tokio::test]
     async fn an_untouched_member_reconciles_clean() {
         let store = store_with_points().await;
-        let report = reconcile_member(&store, "m-1", true, now()).await.unwrap();
+        let report = reconcile_member(&store, "m-1", true, Duration::ZERO, now())
+            .await
+            .unwrap();
         assert_eq!(report.differences, []);
         assert!(!report.repaired && !report.has_unrepaired());
     }
@@ -187,7 +203,9 @@ mod tests {
             .await
             .unwrap());
 
-        let report = reconcile_member(&store, "m-1", false, now()).await.unwrap();
+        let report = reconcile_member(&store, "m-1", false, Duration::ZERO, now())
+            .await
+            .unwrap();
         let found: Vec<(SheetField, i128, i128)> = report
             .differences
             .iter()
@@ -196,11 +214,15 @@ mod tests {
         assert_eq!(found, [(SheetField::Lot(LotKey::PLAIN), 70, 75)]);
         assert!(report.has_unrepaired());
 
-        let repaired = reconcile_member(&store, "m-1", true, now()).await.unwrap();
+        let repaired = reconcile_member(&store, "m-1", true, Duration::ZERO, now())
+            .await
+            .unwrap();
         assert_eq!(repaired.differences, report.differences);
         assert!(repaired.repaired && !repaired.has_unrepaired());
         assert_eq!(store.balance_sheets("m-1").await.unwrap(), [tampered(70)]);
-        let again = reconcile_member(&store, "m-1", false, now()).await.unwrap();
+        let again = reconcile_member(&store, "m-1", false, Duration::ZERO, now())
+            .await
+            .unwrap();
         assert_eq!(again.differences, []);
     }
 
@@ -219,5 +241,88 @@ mod tests {
             .unwrap();
         assert!(!written);
         assert_eq!(store.balance_sheets("m-1").await.unwrap(), [tampered(75)]);
+    }
+
+    /// A store whose ledger read lags its writes, as DynamoDB's history
+    /// index does: the entry of `hidden` is missing from `member_ledger`
+    /// until `lag` after the balances were last read.
+    struct LaggingLedger {
+        inner: MemoryStore,
+        hidden: &'static str,
+        lag: Duration,
+        balances_read_at: std::sync::Mutex<Option<std::time::Instant>>,
+    }
+
+    #[async_trait::async_trait]
+    impl LedgerReads for LaggingLedger {
+        async fn balance_sheets(&self, member_id: &str) -> Result<Vec<BalanceSheet>, StoreError> {
+            *self.balances_read_at.lock().unwrap() = Some(std::time::Instant::now());
+            self.inner.balance_sheets(member_id).await
+        }
+
+        async fn history_entries(
+            &self,
+            member_id: &str,
+            point_type: Option<&str>,
+            before: Option<&str>,
+            limit: usize,
+        ) -> Result<Vec<crate::domain::history::HistoryEntry>, StoreError> {
+            self.inner.history_entries(member_id, point_type, before, limit).await
+        }
+
+        async fn member_ledger(&self, member_id: &str) -> Result<crate::domain::reconcile::MemberLedger, StoreError> {
+            let mut ledger = self.inner.member_ledger(member_id).await?;
+            let read_at = self.balances_read_at.lock().unwrap().expect("balances read first");
+            if read_at.elapsed() < self.lag {
+                ledger.credits.retain(|c| c.accrual_id != self.hidden);
+            }
+            Ok(ledger)
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl LedgerRepairs for LaggingLedger {
+        async fn replace_balance_sheet(
+            &self,
+            member_id: &str,
+            read: Option<&BalanceSheet>,
+            sheet: &BalanceSheet,
+            now: OffsetDateTime,
+        ) -> Result<bool, StoreError> {
+            self.inner.replace_balance_sheet(member_id, read, sheet, now).await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_repair_waits_out_a_lagging_ledger_read_and_keeps_a_fresh_credit() {
+        let store = store_with_points().await;
+        let late = Accrual {
+            accrual_id: "a-late".into(),
+            member_id: "m-1".into(),
+            point_type: "PT".into(),
+            amount: 5,
+            reason: None,
+            apply_at: None,
+            expires_at: None,
+        };
+        let by = MessageRef {
+            job_id: JobId::random(),
+            seq: 1,
+        };
+        store.apply_accruals(by, &[late], now()).await.unwrap();
+        let lagging = LaggingLedger {
+            inner: store,
+            hidden: "a-late",
+            lag: Duration::from_millis(300),
+            balances_read_at: std::sync::Mutex::new(None),
+        };
+        // The ledger is read at least `settle` after the balances: the
+        // fresh credit is in it, so there is nothing to repair.
+        let report = reconcile_member(&lagging, "m-1", true, Duration::from_millis(300), now())
+            .await
+            .unwrap();
+        assert_eq!(report.differences, []);
+        let sheets = lagging.inner.balance_sheets("m-1").await.unwrap();
+        assert_eq!((sheets[0].earned, sheets[0].lots[0].amount), (105, 75));
     }
 }

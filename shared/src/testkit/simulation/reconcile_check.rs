@@ -16,7 +16,7 @@ pub(crate) fn reconcile_violations<'a>(
     let now = time::OffsetDateTime::UNIX_EPOCH;
     let mut violations = Vec::new();
     for member in members {
-        match futures::executor::block_on(reconcile_member(ledger, member, false, now)) {
+        match futures::executor::block_on(reconcile_member(ledger, member, false, std::time::Duration::ZERO, now)) {
             Ok(report) if report.differences.is_empty() => {}
             Ok(report) => {
                 let found: Vec<String> = report
