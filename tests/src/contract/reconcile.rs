@@ -153,6 +153,32 @@ pub async fn reconcile_reports_then_repairs_a_tampered_balance(b: &Backend) {
         .await
         .unwrap();
     assert_eq!(last.differences, []);
+
+    // A member only ever credited (on DynamoDB its item has no `used`
+    // attribute yet) is repaired too.
+    let credited = format!("{member}-credited");
+    b.ledger
+        .apply_accruals(
+            message(JobId::random(), 0),
+            &[accrual(&format!("{credited}-a"), &credited, "PT", 40)],
+            t0,
+        )
+        .await
+        .unwrap();
+    let read = b.ledger.balance_sheets(&credited).await.unwrap();
+    assert!(b
+        .ledger
+        .replace_balance_sheet(&credited, read.first(), &plain_sheet(44, 40, 0), t0)
+        .await
+        .unwrap());
+    let repaired = reconcile_member(b.ledger.as_ref(), &credited, true, Duration::ZERO, t0)
+        .await
+        .unwrap();
+    assert_eq!((repaired.differences.len(), repaired.repaired), (1, true));
+    assert_eq!(
+        b.ledger.balance_sheets(&credited).await.unwrap(),
+        [plain_sheet(40, 40, 0)]
+    );
 }
 
 /// A repair whose read is stale writes nothing: a credit landed after the

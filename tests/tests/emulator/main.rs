@@ -13,4 +13,5 @@ mod events;
 mod job_accounting;
 mod job_cancel;
 mod local_runner;
+mod reconcile_command;
 mod strict_aws;

@@ -143,7 +143,8 @@ impl LedgerRepairs for DynamoStore {
     /// `REMOVE` the lots read that `sheet` does not hold, under the
     /// condition that `earned`, `used` and every lot read still hold what
     /// was read (an item without `earned`, written before the counter
-    /// existed, passes on `attribute_not_exists`: its first credit adds it).
+    /// existed, passes on `attribute_not_exists`: its first credit adds it;
+    /// so does an item without `used` read as using 0: no use ever wrote it).
     /// Its expressions grow with the lots, about 3 operators per lot
     /// against DynamoDB's 300: a balance of more than about 90 lots is
     /// refused by DynamoDB and reported as an error, never half written.
@@ -191,9 +192,16 @@ impl LedgerRepairs for DynamoStore {
             Some(read) => {
                 values.insert(":read_earned".to_owned(), n(read.earned));
                 values.insert(":read_used".to_owned(), n(read.used));
+                // A balance never used has no `used` attribute (credits
+                // only `ADD earned`), which the read saw as 0.
+                let used = if read.used == 0 {
+                    "(used = :read_used OR attribute_not_exists(used))"
+                } else {
+                    "used = :read_used"
+                };
                 let mut condition = vec![
                     "(earned = :read_earned OR attribute_not_exists(earned))".to_owned(),
-                    "used = :read_used".to_owned(),
+                    used.to_owned(),
                 ];
                 for (i, lot) in read.lots.iter().enumerate() {
                     names.insert(format!("#r{i}"), lot_attribute(lot.key));
