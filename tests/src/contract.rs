@@ -19,8 +19,8 @@ use crate::backend::Backend;
 
 mod reconcile;
 pub use reconcile::{
-    reconcile_finds_a_clean_member_clean, reconcile_repair_never_writes_over_a_stale_read,
-    reconcile_reports_then_repairs_a_tampered_balance,
+    reconcile_finds_a_clean_member_clean, reconcile_recounts_a_job_from_its_messages,
+    reconcile_repair_never_writes_over_a_stale_read, reconcile_reports_then_repairs_a_tampered_balance,
 };
 
 fn accrual(id: &str, member: &str, point_type: &str, amount: u64) -> Accrual {
@@ -1228,6 +1228,7 @@ macro_rules! contract_suite {
             reconcile_finds_a_clean_member_clean,
             reconcile_reports_then_repairs_a_tampered_balance,
             reconcile_repair_never_writes_over_a_stale_read,
+            reconcile_recounts_a_job_from_its_messages,
         );
     };
     (@cases $make:expr, $filter:tt; $(,)?) => {};

@@ -234,6 +234,21 @@ impl<S: JobStore> JobStore for Metered<S> {
         self.meter.charge_jobs(2, MARKER_AND_UPDATE_UNITS + SMALL_WRITE_UNITS);
         self.inner.record_cancelled(job_id, seq, counts, now).await
     }
+    async fn folded_counts(&self, job_id: JobId) -> Result<Vec<(u32, MessageCounts)>, StoreError> {
+        self.inner.folded_counts(job_id).await
+    }
+
+    async fn replace_job_counts(
+        &self,
+        job_id: JobId,
+        read: MessageCounts,
+        counts: MessageCounts,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        // As DynamoDB: one conditional UpdateItem of the job.
+        self.meter.charge_jobs(1, SMALL_WRITE_UNITS);
+        self.inner.replace_job_counts(job_id, read, counts, now).await
+    }
 }
 
 /// The naive baseline's writes: a standard conditional put per entry (its

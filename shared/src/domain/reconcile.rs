@@ -14,6 +14,7 @@ use std::fmt;
 use serde::Serialize;
 
 use crate::domain::lots::{BalanceSheet, Lot, LotKey};
+use crate::domain::MessageCounts;
 
 /// A credited accrual as the ledger records it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -209,6 +210,50 @@ pub fn compare_member(ledger: &MemberLedger, stored: &[BalanceSheet]) -> Vec<She
         .collect()
 }
 
+/// One count of a job that is not what its messages' markers add up to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CountDifference {
+    /// `applied`, `duplicate`, `failed` or `refused`.
+    pub field: &'static str,
+    /// The sum over the job's folded messages.
+    pub expected: u64,
+    pub stored: u64,
+}
+
+/// A job's counts recomputed from what each of its folded messages
+/// recorded: every fold adds its message's counts to the job in the same
+/// atomic write as its marker, and a redriven message's move from `failed`
+/// rewrites the marker and the job together, so each count of the job is
+/// the sum of its markers'.
+pub fn expected_job_counts(folded: &[(u32, MessageCounts)]) -> MessageCounts {
+    folded
+        .iter()
+        .fold(MessageCounts::default(), |sum, (_, c)| MessageCounts {
+            applied: sum.applied + c.applied,
+            duplicate: sum.duplicate + c.duplicate,
+            failed: sum.failed + c.failed,
+            refused: sum.refused + c.refused,
+        })
+}
+
+/// Every count of `stored` that is not `expected`.
+pub fn compare_job_counts(expected: MessageCounts, stored: MessageCounts) -> Vec<CountDifference> {
+    [
+        ("applied", expected.applied, stored.applied),
+        ("duplicate", expected.duplicate, stored.duplicate),
+        ("failed", expected.failed, stored.failed),
+        ("refused", expected.refused, stored.refused),
+    ]
+    .into_iter()
+    .filter(|(_, expected, stored)| expected != stored)
+    .map(|(field, expected, stored)| CountDifference {
+        field,
+        expected,
+        stored,
+    })
+    .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -343,5 +388,34 @@ mod tests {
         assert_eq!(expected[0].lots[&LotKey::PLAIN], -5);
         assert_eq!(expected[0].to_sheet(), None);
         assert_eq!(compare_member(&ledger, &[])[0].expected, -5);
+    }
+
+    #[test]
+    fn a_job_counts_what_its_markers_add_up_to() {
+        let marker = |applied, duplicate, failed| MessageCounts {
+            applied,
+            duplicate,
+            failed,
+            refused: 0,
+        };
+        let folded = [(0, marker(3, 1, 0)), (2, marker(0, 0, 4)), (1, marker(2, 0, 0))];
+        let expected = expected_job_counts(&folded);
+        assert_eq!(expected, marker(5, 1, 4));
+        assert_eq!(compare_job_counts(expected, marker(5, 1, 4)), []);
+        assert_eq!(
+            compare_job_counts(expected, marker(9, 1, 0)),
+            [
+                CountDifference {
+                    field: "applied",
+                    expected: 5,
+                    stored: 9
+                },
+                CountDifference {
+                    field: "failed",
+                    expected: 4,
+                    stored: 0
+                }
+            ]
+        );
     }
 }

@@ -8,8 +8,11 @@ use std::time::Duration;
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use crate::domain::reconcile::{compare_member, expected_sheets, SheetDifference};
-use crate::ports::{LedgerReads, LedgerRepairs, StoreError};
+use crate::domain::reconcile::{
+    compare_job_counts, compare_member, expected_job_counts, expected_sheets, CountDifference, SheetDifference,
+};
+use crate::domain::JobId;
+use crate::ports::{JobStore, LedgerReads, LedgerRepairs, StoreError};
 
 /// How often a repair reads again when the balance changed under it before
 /// giving up: each retry means a credit or use landed meanwhile, and the
@@ -43,6 +46,13 @@ pub enum ReconcileError {
     /// not fit): there is no right value to write, so nothing is written.
     #[error("the ledger of {member_id} is itself inconsistent for point type {point_type}: not repaired")]
     LedgerInconsistent { member_id: String, point_type: String },
+    /// No job has this id.
+    #[error("no job {job_id}")]
+    NoSuchJob { job_id: JobId },
+    /// Every repair attempt found the job's counts changed since they were
+    /// read.
+    #[error("the counts of job {job_id} kept changing during {REPAIR_ATTEMPTS} repair attempts: not repaired")]
+    JobKeptChanging { job_id: JobId },
     /// Every repair attempt found the balance changed since it was read.
     #[error("the balances of {member_id} kept changing during {REPAIR_ATTEMPTS} repair attempts: not repaired")]
     KeptChanging { member_id: String },
@@ -129,6 +139,67 @@ where
     Err(ReconcileError::KeptChanging {
         member_id: member_id.to_owned(),
     })
+}
+
+/// What reconciling one job found, and did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct JobReport {
+    pub job_id: JobId,
+    /// The job's messages, and how many of them are folded (have a marker).
+    pub messages: u64,
+    pub folded: u64,
+    /// Every count that differed from the sum of the markers' (with
+    /// `repair`, as it was before the repair).
+    pub differences: Vec<CountDifference>,
+    /// Whether the differences were written away (only with `repair`).
+    pub repaired: bool,
+}
+
+impl JobReport {
+    /// Whether a difference remains in the store: found and not repaired.
+    pub fn has_unrepaired(&self) -> bool {
+        !self.differences.is_empty() && !self.repaired
+    }
+}
+
+/// Reconciles job `job_id`'s counts with what its folded messages recorded
+/// (their markers); with `repair`, writes the sums over the job's counts.
+///
+/// The job is read **before** the markers: a fold between the two reads
+/// writes its marker and the job's counts in one atomic write, so it is in
+/// the marker read and has changed the job's counts since they were read;
+/// the repair's conditional write then fails and reads again. Both reads
+/// are consistent on every store, so no wait is needed.
+pub async fn reconcile_job<J>(
+    jobs: &J,
+    job_id: JobId,
+    repair: bool,
+    now: OffsetDateTime,
+) -> Result<JobReport, ReconcileError>
+where
+    J: JobStore + ?Sized,
+{
+    for _ in 0..REPAIR_ATTEMPTS {
+        let job = jobs
+            .get_job(job_id)
+            .await?
+            .ok_or(ReconcileError::NoSuchJob { job_id })?;
+        let folded = jobs.folded_counts(job_id).await?;
+        let expected = expected_job_counts(&folded);
+        let differences = compare_job_counts(expected, job.counts());
+        let done = !repair || differences.is_empty();
+        if done || jobs.replace_job_counts(job_id, job.counts(), expected, now).await? {
+            return Ok(JobReport {
+                job_id,
+                messages: job.messages,
+                folded: folded.len() as u64,
+                repaired: !done,
+                differences,
+            });
+        }
+        // A fold landed since the read: read again.
+    }
+    Err(ReconcileError::JobKeptChanging { job_id })
 }
 
 #[cfg(test)]

@@ -10,10 +10,10 @@ use pointflow::domain::lots::{BalanceSheet, Lot, LotKey};
 use pointflow::domain::reconcile::SheetField;
 use pointflow::domain::reversal::{ReversalOutcome, ReversalTarget};
 use pointflow::domain::uses::UseOutcome;
-use pointflow::domain::JobId;
-use pointflow::services::reconcile::reconcile_member;
+use pointflow::domain::{JobId, MessageCounts};
+use pointflow::services::reconcile::{reconcile_job, reconcile_member};
 
-use super::{a_use, accrual, lot_accrual, message, now};
+use super::{a_use, accrual, lot_accrual, message, new_job, now};
 use crate::backend::Backend;
 
 /// A member with a plain and an expiring lot, a use across both, a reversed
@@ -210,4 +210,66 @@ pub async fn reconcile_repair_never_writes_over_a_stale_read(b: &Backend) {
         .await
         .unwrap();
     assert_eq!(report.differences, []);
+}
+
+fn counts(applied: u64, duplicate: u64, failed: u64) -> MessageCounts {
+    MessageCounts {
+        applied,
+        duplicate,
+        failed,
+        refused: 0,
+    }
+}
+
+/// A job's counts are the sum of what its folded messages recorded, a
+/// redriven message's move from `failed` included: clean. Counts changed
+/// behind the markers' back are reported field by field and, with
+/// `repair`, rewritten; a rewrite against a stale read writes nothing.
+pub async fn reconcile_recounts_a_job_from_its_messages(b: &Backend) {
+    let job = new_job(6, 3, "reconcile");
+    b.jobs.create_job(&job).await.unwrap();
+    let id = job.job_id;
+    let t = now();
+    let ids = |seq: u32| vec![format!("{id}-{seq}")];
+    b.jobs.fold_message(id, 0, counts(2, 1, 0), &ids(0), t).await.unwrap();
+    b.jobs.fold_message(id, 1, counts(0, 0, 2), &ids(1), t).await.unwrap();
+    // Redriven: its failed accruals are applied after all.
+    b.jobs.fold_message(id, 1, counts(2, 0, 0), &ids(1), t).await.unwrap();
+    let clean = reconcile_job(b.jobs.as_ref(), id, false, t).await.unwrap();
+    assert_eq!((clean.messages, clean.folded), (3, 2));
+    assert_eq!(clean.differences, []);
+
+    let read = b.jobs.get_job(id).await.unwrap().unwrap().counts();
+    assert_eq!(read, counts(4, 1, 0));
+    assert!(b.jobs.replace_job_counts(id, read, counts(9, 1, 1), t).await.unwrap());
+    assert!(
+        !b.jobs.replace_job_counts(id, read, counts(0, 0, 0), t).await.unwrap(),
+        "a stale read"
+    );
+    let found = reconcile_job(b.jobs.as_ref(), id, false, t).await.unwrap();
+    let fields: Vec<(&str, u64, u64)> = found
+        .differences
+        .iter()
+        .map(|d| (d.field, d.expected, d.stored))
+        .collect();
+    assert_eq!(fields, [("applied", 4, 9), ("failed", 0, 1)]);
+    assert!(found.has_unrepaired());
+    assert_eq!(b.jobs.get_job(id).await.unwrap().unwrap().counts(), counts(9, 1, 1));
+
+    let repaired = reconcile_job(b.jobs.as_ref(), id, true, t).await.unwrap();
+    assert_eq!((repaired.differences.len(), repaired.repaired), (2, true));
+    let repaired_job = b.jobs.get_job(id).await.unwrap().unwrap();
+    assert_eq!(repaired_job.counts(), counts(4, 1, 0));
+    assert!(repaired_job.completed_at.is_none(), "5 of 6 settled");
+    // The last message still folds on top of the repaired counts.
+    b.jobs.fold_message(id, 2, counts(1, 0, 0), &ids(2), t).await.unwrap();
+    let after = b.jobs.get_job(id).await.unwrap().unwrap();
+    assert_eq!(after.counts(), counts(5, 1, 0));
+    assert!(after.completed_at.is_some());
+    assert_eq!(
+        reconcile_job(b.jobs.as_ref(), id, false, t).await.unwrap().differences,
+        []
+    );
+    let unknown = reconcile_job(b.jobs.as_ref(), JobId::random(), false, t).await;
+    assert!(unknown.is_err());
 }

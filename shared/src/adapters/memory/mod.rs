@@ -561,6 +561,40 @@ impl JobStore for MemoryStore {
         }
         Ok(true)
     }
+    async fn folded_counts(&self, job_id: JobId) -> Result<Vec<(u32, MessageCounts)>, StoreError> {
+        self.count();
+        let state = lock(&self.state);
+        let mut counts: Vec<(u32, MessageCounts)> = state
+            .folded
+            .iter()
+            .filter(|((job, _), _)| *job == job_id)
+            .map(|((_, seq), (counts, _))| (*seq, *counts))
+            .collect();
+        counts.sort_by_key(|(seq, _)| *seq);
+        Ok(counts)
+    }
+
+    async fn replace_job_counts(
+        &self,
+        job_id: JobId,
+        read: MessageCounts,
+        counts: MessageCounts,
+        _now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        self.count();
+        let mut state = lock(&self.state);
+        let Some(job) = state.jobs.get_mut(&job_id) else {
+            return Ok(false);
+        };
+        if job.counts() != read {
+            return Ok(false);
+        }
+        job.applied = counts.applied;
+        job.duplicate = counts.duplicate;
+        job.failed = counts.failed;
+        job.refused = counts.refused;
+        Ok(true)
+    }
 }
 
 /// A message first counted failed (wholly or in part), now applied in full

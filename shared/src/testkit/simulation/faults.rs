@@ -228,6 +228,19 @@ impl JobStore for FaultyJobStore {
             self.inner.record_cancelled(job_id, seq, counts, now)
         )
     }
+    async fn folded_counts(&self, job_id: JobId) -> Result<Vec<(u32, MessageCounts)>, StoreError> {
+        self.inner.folded_counts(job_id).await
+    }
+
+    async fn replace_job_counts(
+        &self,
+        job_id: JobId,
+        read: MessageCounts,
+        counts: MessageCounts,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        self.inner.replace_job_counts(job_id, read, counts, now).await
+    }
 }
 
 /// The error of a queue call the simulation failed.
@@ -448,5 +461,18 @@ impl JobStore for EarlyEnqueuedJobs {
         now: OffsetDateTime,
     ) -> Result<bool, StoreError> {
         self.inner.record_cancelled(job_id, seq, counts, now).await
+    }
+    async fn folded_counts(&self, job_id: JobId) -> Result<Vec<(u32, MessageCounts)>, StoreError> {
+        self.inner.folded_counts(job_id).await
+    }
+
+    async fn replace_job_counts(
+        &self,
+        job_id: JobId,
+        read: MessageCounts,
+        counts: MessageCounts,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        self.inner.replace_job_counts(job_id, read, counts, now).await
     }
 }

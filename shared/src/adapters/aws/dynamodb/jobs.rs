@@ -533,4 +533,18 @@ impl JobStore for DynamoStore {
         }
         Ok(recorded)
     }
+
+    async fn folded_counts(&self, job_id: JobId) -> Result<Vec<(u32, MessageCounts)>, StoreError> {
+        self.read_folded_counts(job_id).await
+    }
+
+    async fn replace_job_counts(
+        &self,
+        job_id: JobId,
+        read: MessageCounts,
+        counts: MessageCounts,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        self.write_job_counts(job_id, read, counts, now).await
+    }
 }

@@ -1,6 +1,7 @@
 //! What reconcile reads and writes on DynamoDB: a member's whole ledger
 //! (from the `history` index, plus each use's own entry for what it took)
-//! and the conditional rewrite of one balance item.
+//! and the conditional rewrite of one balance item; a job's folded counts
+//! (its message markers) and the conditional rewrite of the job's counts.
 
 use std::collections::{HashMap, HashSet};
 
@@ -16,6 +17,7 @@ use super::schema::HISTORY_INDEX;
 use super::{DynamoStore, Item};
 use crate::domain::lots::{BalanceSheet, Lot, LotKey};
 use crate::domain::reconcile::{CreditEntry, MemberLedger, UseEntry};
+use crate::domain::{JobId, MessageCounts};
 use crate::ports::{LedgerRepairs, StoreError};
 
 impl DynamoStore {
@@ -125,6 +127,100 @@ impl DynamoStore {
             }
         }
         Ok(ledger)
+    }
+}
+
+impl DynamoStore {
+    /// [`crate::ports::JobStore::folded_counts`]: the job's `messages`, then
+    /// each marker `MSG#<job>#<seq>` for `seq` in `0..messages`, one
+    /// consistent `GetItem` each (only the counts are projected: a marker
+    /// also holds up to 260 KB of ids).
+    pub(super) async fn read_folded_counts(&self, job_id: JobId) -> Result<Vec<(u32, MessageCounts)>, StoreError> {
+        let Some(job) = crate::ports::JobStore::get_job(self, job_id).await? else {
+            return Ok(Vec::new());
+        };
+        let messages = u32::try_from(job.messages).unwrap_or(u32::MAX);
+        let mut counts = Vec::new();
+        for seq in 0..messages {
+            self.count();
+            let got = self
+                .client
+                .get_item()
+                .table_name(&self.table)
+                .set_key(Some(keys::message_marker_key(job_id, seq)))
+                .projection_expression("applied, duplicate, failed, refused")
+                .consistent_read(true)
+                .send()
+                .await
+                .map_err(|e| single_call_error("GetItem", e))?;
+            if let Some(marker) = got.item() {
+                counts.push((
+                    seq,
+                    MessageCounts {
+                        applied: marker.number("applied")?,
+                        duplicate: marker.number("duplicate")?,
+                        failed: marker.number("failed")?,
+                        refused: marker.number("refused")?,
+                    },
+                ));
+            }
+        }
+        Ok(counts)
+    }
+
+    /// [`crate::ports::JobStore::replace_job_counts`]: one `UpdateItem`
+    /// setting the four counts and moving `remaining` by the change in what
+    /// is settled, under the condition that the counts are still those read
+    /// (`refused`, absent on a job no use was refused in, passes when read
+    /// as 0).
+    pub(super) async fn write_job_counts(
+        &self,
+        job_id: JobId,
+        read: MessageCounts,
+        counts: MessageCounts,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let settled_change = i128::from(counts.settled()) - i128::from(read.settled());
+        let refused = if read.refused == 0 {
+            "(refused = :rr OR attribute_not_exists(refused))"
+        } else {
+            "refused = :rr"
+        };
+        self.count_small_write();
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(keys::job_key(job_id)))
+            .update_expression(
+                "SET applied = :a, duplicate = :d, failed = :f, refused = :r, updated_at = :now ADD remaining :left",
+            )
+            .condition_expression(format!(
+                "attribute_exists(pk) AND applied = :ra AND duplicate = :rd AND failed = :rf AND {refused}"
+            ))
+            .expression_attribute_values(":a", n(counts.applied))
+            .expression_attribute_values(":d", n(counts.duplicate))
+            .expression_attribute_values(":f", n(counts.failed))
+            .expression_attribute_values(":r", n(counts.refused))
+            .expression_attribute_values(":ra", n(read.applied))
+            .expression_attribute_values(":rd", n(read.duplicate))
+            .expression_attribute_values(":rf", n(read.failed))
+            .expression_attribute_values(":rr", n(read.refused))
+            .expression_attribute_values(":now", s(rfc3339(now)))
+            // `remaining` counts down as accruals settle.
+            .expression_attribute_values(":left", AttributeValue::N((-settled_change).to_string()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) => match e.as_service_error() {
+                Some(
+                    UpdateItemError::ConditionalCheckFailedException(_)
+                    | UpdateItemError::TransactionConflictException(_),
+                ) => Ok(false),
+                _ => Err(single_call_error("UpdateItem", e)),
+            },
+        }
     }
 }
 
