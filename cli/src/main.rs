@@ -49,7 +49,8 @@ enum Command {
     Wait(WaitArgs),
     /// Look into the dead-letter queue, or move its messages back to be applied.
     Dlq(DlqArgs),
-    /// Recompute balances from the ledger on the store itself, report differences, and with --repair rewrite them.
+    /// Recompute balances from the ledger, or job counts from their messages, on the store itself; report differences,
+    /// and with --repair rewrite them.
     Reconcile(ReconcileArgs),
     /// Predict drain time and cost of a campaign on AWS, and the limit that binds.
     Plan(PlanArgs),

@@ -1,12 +1,16 @@
-//! `pointflow reconcile member`: a member's balances against its ledger,
-//! on the embedded or the AWS backend (the store itself, not the API).
+//! `pointflow reconcile member` and `reconcile job`: a member's balances
+//! against its ledger, a job's counts against its messages, on the embedded
+//! or the AWS backend (the store itself, not the API).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
+use pointflow::domain::JobId;
 use pointflow_cli::backend::DEFAULT_DB;
-use pointflow_cli::reconcile::{exit_status, human, open_ledger, reconcile_members, ReconcileStore};
+use pointflow_cli::reconcile::{
+    exit_status, human, human_jobs, jobs_exit_status, open_store, reconcile_jobs, reconcile_members, ReconcileStore,
+};
 
 use super::BackendKind;
 use crate::render::{print_pretty_json, Output};
@@ -45,6 +49,19 @@ enum ReconcileCommand {
         #[arg(long)]
         repair: bool,
     },
+    /// Recompute jobs' counts (applied, duplicate, failed, refused) from what each folded message recorded.
+    ///
+    /// Exit status: 0 nothing differs (or, with --repair, every difference was rewritten); 3 differences remain;
+    /// 1 could not finish (e.g. no such job).
+    Job {
+        /// Job ids.
+        #[arg(required = true)]
+        jobs: Vec<JobId>,
+        /// Rewrite each differing job's counts to the sums of its messages (a conditional write: a job that
+        /// changes meanwhile is read again).
+        #[arg(long)]
+        repair: bool,
+    },
 }
 
 /// Reconciles members.
@@ -58,15 +75,23 @@ pub async fn run(args: ReconcileArgs) -> anyhow::Result<ExitCode> {
                 .ok_or_else(|| anyhow::anyhow!("--backend aws needs --table (or TABLE_NAME)"))?,
         },
     };
-    let (ledger, settle) = open_ledger(store).await?;
+    let opened = open_store(store).await?;
     match args.command {
         ReconcileCommand::Member { members, repair } => {
-            let reports = reconcile_members(ledger.as_ref(), &members, repair, settle).await?;
+            let reports = reconcile_members(opened.ledger.as_ref(), &members, repair, opened.settle).await?;
             match args.output {
                 Output::Json => print_pretty_json(&reports)?,
                 Output::Human => print!("{}", human(&reports)),
             }
             Ok(ExitCode::from(exit_status(&reports)))
+        }
+        ReconcileCommand::Job { jobs, repair } => {
+            let reports = reconcile_jobs(opened.jobs.as_ref(), &jobs, repair).await?;
+            match args.output {
+                Output::Json => print_pretty_json(&reports)?,
+                Output::Human => print!("{}", human_jobs(&reports)),
+            }
+            Ok(ExitCode::from(jobs_exit_status(&reports)))
         }
     }
 }

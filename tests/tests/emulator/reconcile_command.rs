@@ -7,7 +7,7 @@ use pointflow::domain::lots::{BalanceSheet, Lot, LotKey};
 use pointflow::domain::{Accrual, JobId, MessageRef};
 use pointflow::ports::{Credits, LedgerReads, LedgerRepairs};
 use pointflow_cli::reconcile::{
-    exit_status, open_ledger, reconcile_members, ReconcileStore, AWS_SETTLE, EXIT_UNREPAIRED,
+    exit_status, open_store, reconcile_members, ReconcileStore, AWS_SETTLE, EXIT_UNREPAIRED,
 };
 use pointflow_tests::backend::{emulator_config, unique_name};
 use time::OffsetDateTime;
@@ -51,7 +51,8 @@ async fn reconcile_on_dynamodb_reports_then_repairs_a_damaged_balance() {
         .await
         .unwrap());
 
-    let (ledger, settle) = open_ledger(ReconcileStore::Aws { table: &table }).await.unwrap();
+    let opened = open_store(ReconcileStore::Aws { table: &table }).await.unwrap();
+    let (ledger, settle) = (opened.ledger, opened.settle);
     assert_eq!(settle, AWS_SETTLE);
     let members = ["m-1".to_owned()];
     let found = reconcile_members(ledger.as_ref(), &members, false, settle)

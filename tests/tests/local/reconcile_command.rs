@@ -4,9 +4,12 @@
 
 use pointflow::adapters::sqlite::SqliteStore;
 use pointflow::domain::lots::{BalanceSheet, Lot, LotKey};
-use pointflow::domain::{Accrual, JobId, MessageRef};
-use pointflow::ports::{Credits, LedgerReads, LedgerRepairs};
-use pointflow_cli::reconcile::{exit_status, human, open_ledger, reconcile_members, ReconcileStore, EXIT_UNREPAIRED};
+use pointflow::domain::{Accrual, JobId, MessageCounts, MessageRef, NewJob};
+use pointflow::ports::{Credits, JobStore, LedgerReads, LedgerRepairs};
+use pointflow_cli::reconcile::{
+    exit_status, human, human_jobs, jobs_exit_status, open_store, reconcile_jobs, reconcile_members, ReconcileStore,
+    EXIT_UNREPAIRED,
+};
 use pointflow_tests::import::TempDir;
 use time::OffsetDateTime;
 
@@ -58,7 +61,8 @@ async fn reconcile_reports_a_damaged_balance_then_repairs_it() {
             .unwrap());
     }
     let members = ["m-1".to_owned(), "m-2".to_owned()];
-    let (ledger, settle) = open_ledger(ReconcileStore::Embedded { db: &db }).await.unwrap();
+    let opened = open_store(ReconcileStore::Embedded { db: &db }).await.unwrap();
+    let (ledger, settle) = (opened.ledger, opened.settle);
     assert_eq!(settle, std::time::Duration::ZERO);
 
     let found = reconcile_members(ledger.as_ref(), &members, false, settle)
@@ -94,9 +98,62 @@ async fn reconcile_reports_a_damaged_balance_then_repairs_it() {
     assert_eq!(exit_status(&clean), 0);
     assert!(clean.iter().all(|r| r.differences.is_empty()));
 
-    let missing = open_ledger(ReconcileStore::Embedded {
+    let missing = open_store(ReconcileStore::Embedded {
         db: &dir.0.join("nothing.db"),
     })
     .await;
     assert!(missing.is_err_and(|e| e.to_string().starts_with("no embedded database at")));
+}
+
+#[tokio::test]
+async fn reconcile_job_reports_damaged_counts_then_repairs_them() {
+    let dir = TempDir::new("pointflow-reconcile-job");
+    let db = dir.0.join("local.db");
+    let now = OffsetDateTime::now_utc();
+    let job = NewJob {
+        job_id: JobId::random(),
+        request_hash: "reconcile".into(),
+        total: 3,
+        deduplicated: 0,
+        messages: 2,
+        source: None,
+        reading: false,
+        created_at: now,
+    };
+    {
+        let store = SqliteStore::open(&db).unwrap();
+        store.create_job(&job).await.unwrap();
+        let applied = |n| MessageCounts {
+            applied: n,
+            ..MessageCounts::default()
+        };
+        store
+            .fold_message(job.job_id, 0, applied(2), &["a".into(), "b".into()], now)
+            .await
+            .unwrap();
+        let read = store.get_job(job.job_id).await.unwrap().unwrap().counts();
+        assert!(store
+            .replace_job_counts(job.job_id, read, applied(7), now)
+            .await
+            .unwrap());
+    }
+    let opened = open_store(ReconcileStore::Embedded { db: &db }).await.unwrap();
+    let jobs = [job.job_id];
+    let found = reconcile_jobs(opened.jobs.as_ref(), &jobs, false).await.unwrap();
+    assert_eq!(jobs_exit_status(&found), EXIT_UNREPAIRED);
+    assert_eq!(
+        human_jobs(&found),
+        format!(
+            "job {}: 1 count(s) differ from its messages (1 of 2 messages folded) (not repaired: run again with \
+             --repair to rewrite them)\n  applied: messages 2, stored 7\n",
+            job.job_id
+        )
+    );
+    let repaired = reconcile_jobs(opened.jobs.as_ref(), &jobs, true).await.unwrap();
+    assert_eq!(jobs_exit_status(&repaired), 0);
+    let clean = reconcile_jobs(opened.jobs.as_ref(), &jobs, false).await.unwrap();
+    assert!(human_jobs(&clean).ends_with("counts match its messages (1 of 2 messages folded)\n"));
+    assert!(reconcile_jobs(opened.jobs.as_ref(), &[JobId::random()], false)
+        .await
+        .is_err());
 }
