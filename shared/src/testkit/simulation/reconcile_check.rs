@@ -3,8 +3,9 @@
 //! difference is a violation. Kept out of the scheduler so the check is one
 //! call there.
 
-use crate::ports::Ledger;
-use crate::services::reconcile::reconcile_member;
+use crate::domain::JobId;
+use crate::ports::{JobStore, Ledger};
+use crate::services::reconcile::{reconcile_job, reconcile_member, ReconcileError};
 
 /// One violation per member whose balances differ from its ledger (or
 /// cannot be reconciled), read-only: nothing is repaired.
@@ -32,6 +33,30 @@ pub(crate) fn reconcile_violations<'a>(
                 violations.push(format!("reconcile {member}: {}", found.join("; ")));
             }
             Err(e) => violations.push(format!("reconcile {member}: {e}")),
+        }
+    }
+    violations
+}
+
+/// One violation per job whose counts differ from its message markers' (or
+/// cannot be reconciled), read-only. A job the run never created (its
+/// request was never answered) is no violation here.
+pub(crate) fn job_violations<'a>(jobs: &dyn JobStore, ids: impl IntoIterator<Item = &'a JobId>) -> Vec<String> {
+    let now = time::OffsetDateTime::UNIX_EPOCH;
+    let mut violations = Vec::new();
+    for job_id in ids {
+        match futures::executor::block_on(reconcile_job(jobs, *job_id, false, now)) {
+            Ok(report) if report.differences.is_empty() => {}
+            Ok(report) => {
+                let found: Vec<String> = report
+                    .differences
+                    .iter()
+                    .map(|d| format!("{}: messages {} stored {}", d.field, d.expected, d.stored))
+                    .collect();
+                violations.push(format!("reconcile job {job_id}: {}", found.join("; ")));
+            }
+            Err(ReconcileError::NoSuchJob { .. }) => {}
+            Err(e) => violations.push(format!("reconcile job {job_id}: {e}")),
         }
     }
     violations
