@@ -1003,6 +1003,15 @@ impl pointflow::ports::Debits for ReversalsFailAfter {
         self.inner.apply_use(u, now).await
     }
 
+    async fn apply_message_use(
+        &self,
+        by: MessageRef,
+        u: &Use,
+        now: OffsetDateTime,
+    ) -> Result<UseOutcome, pointflow::ports::StoreError> {
+        self.inner.apply_message_use(by, u, now).await
+    }
+
     async fn reverse(
         &self,
         target: &ReversalTarget,
@@ -1181,6 +1190,103 @@ pub async fn a_message_redriven_after_its_job_cancel_credits_nothing(b: &Backend
     assert!(cancel.completed_at.is_some());
 }
 
+/// A bulk-use job's cancel gives back what each of its messages deducted
+/// (counted `reversed`) and leaves alone what they did not (a use refused, or
+/// one another deduction holds the id of: `skipped`); and once the cancel has
+/// begun nothing of the job is ever deducted: a message that was in the DLQ
+/// when the cancel ran and is redriven afterwards deducts nothing, and a
+/// redelivery of a cancelled message deducts nothing again.
+pub async fn a_use_message_redriven_after_its_job_cancel_deducts_nothing(b: &Backend) {
+    use pointflow::domain::message::{Payload, QueueMessage};
+    use pointflow::domain::CancelCounts;
+    use pointflow::services::cancel::cancel_job;
+    use pointflow::services::worker::{IncomingMessage, Worker};
+
+    let tag = JobId::random();
+    let member = format!("ru-{tag}");
+    b.ledger
+        .apply_accruals(
+            message(JobId::random(), 0),
+            &[accrual(&format!("{tag}-credit"), &member, "PT", 200)],
+            now(),
+        )
+        .await
+        .unwrap();
+    // A use applied on its own, before the job, whose id the job repeats.
+    let single = a_use(&format!("{tag}-u0"), &member, "PT", 10);
+    assert!(matches!(
+        b.ledger.apply_use(&single, now()).await.unwrap(),
+        UseOutcome::Applied(_)
+    ));
+    let job = new_job(5, 2, "uses-redrive-after-cancel");
+    b.jobs.create_job(&job).await.unwrap();
+    let worker = Worker::new(b.ledger.clone(), b.jobs.clone(), b.worker_settings());
+    let deliver = |body: String, receive_count: u32| {
+        let worker = &worker;
+        async move {
+            let delivery = IncomingMessage {
+                message_id: format!("m-{receive_count}"),
+                body,
+                receive_count,
+            };
+            worker.process_message(&delivery).await.unwrap()
+        }
+    };
+    // Message 0: two uses apply, one is refused, one repeats the single use's id.
+    let applied = vec![
+        a_use(&format!("{tag}-u1"), &member, "PT", 50),
+        a_use(&format!("{tag}-u2"), &member, "PT", 30),
+        a_use(&format!("{tag}-u3"), &member, "PT", 1_000),
+        a_use(&format!("{tag}-u0"), &member, "PT", 7),
+    ];
+    let first = QueueMessage::new(job.job_id, 0, Payload::Uses(applied))
+        .queued(now())
+        .encode();
+    deliver(first.clone(), 1).await;
+    assert_eq!(b.ledger.balances(&member).await.unwrap(), [balance("PT", 110)]);
+    // Message 1 failed its last delivery and sits in the DLQ.
+    let dead = vec![a_use(&format!("{tag}-u4"), &member, "PT", 20)];
+    let failed = MessageCounts {
+        failed: 1,
+        ..MessageCounts::default()
+    };
+    let dead_ids = [dead[0].use_id.clone()];
+    b.jobs
+        .fold_message(job.job_id, 1, failed, &dead_ids, now())
+        .await
+        .unwrap();
+    let settled = b.jobs.get_job(job.job_id).await.unwrap().unwrap();
+    assert_eq!((settled.applied, settled.refused, settled.failed), (2, 2, 1));
+
+    let cancelled = cancel_job(b.ledger.as_ref(), b.jobs.as_ref(), job.job_id, b.parallelism())
+        .await
+        .unwrap();
+    let expected = CancelCounts {
+        reversed: 2,
+        spent: 0,
+        skipped: 3,
+    };
+    assert_eq!(cancelled.cancel.as_ref().map(|c| c.counts), Some(expected));
+    // What the job deducted is back; the single use's 10 stay deducted.
+    assert_eq!(b.ledger.balances(&member).await.unwrap(), [balance("PT", 190)]);
+
+    // The operator redrives the DLQ; the message is delivered (twice), and
+    // message 0 is delivered once more.
+    let body = QueueMessage::new(job.job_id, 1, Payload::Uses(dead))
+        .queued(now())
+        .encode();
+    for receive_count in 1..=2 {
+        deliver(body.clone(), receive_count).await;
+    }
+    deliver(first, 2).await;
+    assert_eq!(b.ledger.balances(&member).await.unwrap(), [balance("PT", 190)]);
+    let after = b.jobs.get_job(job.job_id).await.unwrap().unwrap();
+    assert_eq!((after.applied, after.refused, after.failed), (2, 2, 1));
+    let cancel = after.cancel.expect("a cancel");
+    assert_eq!(cancel.counts, expected);
+    assert!(cancel.completed_at.is_some());
+}
+
 /// `$make` is an async expression yielding `Option<Backend>` (`None` skips);
 /// `$long` the same with a visibility timeout of at least 10 minutes, for the
 /// cases that must tell "released" from "timed out".
@@ -1219,6 +1325,7 @@ macro_rules! contract_suite {
             a_job_cancel_resumes_and_reverses_only_its_own_credits,
             lots_stay_bounded_and_every_use_one_bounded_write,
             a_message_redriven_after_its_job_cancel_credits_nothing,
+            a_use_message_redriven_after_its_job_cancel_deducts_nothing,
         );
     };
     (@cases $make:expr, $filter:tt; $(,)?) => {};

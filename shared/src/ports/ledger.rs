@@ -83,11 +83,25 @@ pub trait Debits: Send + Sync {
     /// concurrent uses never overdraw a balance.
     async fn apply_use(&self, u: &Use, now: OffsetDateTime) -> Result<UseOutcome, StoreError>;
 
+    /// [`Debits::apply_use`] on behalf of message `by` of a bulk-use job:
+    /// the use records `by`, so that the job's cancel gives it back
+    /// ([`ReversalTarget::UseBy`]), and nothing is deducted once the
+    /// message's cancel has begun
+    /// ([`crate::ports::JobStore::begin_message_cancel`] on the same store):
+    /// the check is part of the use's atomic write, so a use either happened
+    /// before the cancel began (and the cancel sees it) or not at all
+    /// ([`UseOutcome::Cancelled`]). A use applied before (a redelivery)
+    /// replays as with `apply_use`.
+    async fn apply_message_use(&self, by: MessageRef, u: &Use, now: OffsetDateTime) -> Result<UseOutcome, StoreError>;
+
     /// Reverses one credited accrual or applied use, once (a second call is
     /// a replay). An accrual's points leave the lot they went to, only while
     /// it still holds them all (else [`ReversalOutcome::AlreadySpent`]); a
     /// use's points go back to the lots it took them from. The entry's mark
-    /// and the balance change are one atomic write.
+    /// and the balance change are one atomic write. A target naming a
+    /// message ([`ReversalTarget::CreditBy`], [`ReversalTarget::UseBy`]) is
+    /// reversed only if that message applied it, else
+    /// [`ReversalOutcome::NotFound`].
     async fn reverse(&self, target: &ReversalTarget, now: OffsetDateTime) -> Result<ReversalOutcome, StoreError>;
 }
 

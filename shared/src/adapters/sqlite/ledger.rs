@@ -110,12 +110,23 @@ impl Credits for SqliteStore {
     }
 }
 
-#[async_trait]
-impl Debits for SqliteStore {
-    async fn apply_use(&self, u: &Use, now: OffsetDateTime) -> Result<UseOutcome, StoreError> {
+impl SqliteStore {
+    /// A use, on behalf of message `by` if given: recorded with it, and
+    /// refused in the same transaction once the message's cancel has begun.
+    async fn use_points(&self, by: Option<MessageRef>, u: &Use, now: OffsetDateTime) -> Result<UseOutcome, StoreError> {
         let u = u.clone();
         self.run("apply_use", move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            if let Some(by) = by {
+                let cancel_begun = tx
+                    .prepare_cached("SELECT 1 FROM cancel_begun WHERE job_id = ?1 AND seq = ?2")?
+                    .query_row(params![by.job_id.to_string(), i64::from(by.seq)], |_| Ok(()))
+                    .optional()?
+                    .is_some();
+                if cancel_begun {
+                    return Ok(UseOutcome::Cancelled);
+                }
+            }
             if let Some(record) = read_use(&tx, &u.use_id)? {
                 return Ok(if record.matches(&u) {
                     UseOutcome::Replayed(record)
@@ -154,8 +165,8 @@ impl Debits for SqliteStore {
             )?
             .execute(params![u.member_id, u.point_type, amount, unix_millis(now)])?;
             tx.prepare_cached(
-                "INSERT INTO uses (use_id, member_id, point_type, amount, reason, applied_at, consumed)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT INTO uses (use_id, member_id, point_type, amount, reason, applied_at, consumed, job_id, seq)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             )?
             .execute(params![
                 u.use_id,
@@ -164,7 +175,9 @@ impl Debits for SqliteStore {
                 amount,
                 u.reason,
                 rfc3339(now)?,
-                serde_json::Value::Object(consumed).to_string()
+                serde_json::Value::Object(consumed).to_string(),
+                by.map(|by| by.job_id.to_string()),
+                by.map(|by| i64::from(by.seq))
             ])?;
             let record = UseRecord::of(&u, now);
             insert_history(
@@ -177,6 +190,17 @@ impl Debits for SqliteStore {
         })
         .await
     }
+}
+
+#[async_trait]
+impl Debits for SqliteStore {
+    async fn apply_use(&self, u: &Use, now: OffsetDateTime) -> Result<UseOutcome, StoreError> {
+        self.use_points(None, u, now).await
+    }
+
+    async fn apply_message_use(&self, by: MessageRef, u: &Use, now: OffsetDateTime) -> Result<UseOutcome, StoreError> {
+        self.use_points(Some(by), u, now).await
+    }
 
     async fn reverse(&self, target: &ReversalTarget, now: OffsetDateTime) -> Result<ReversalOutcome, StoreError> {
         let target = target.clone();
@@ -188,7 +212,7 @@ impl Debits for SqliteStore {
                     "SELECT member_id, point_type, amount, lot, reversed_at, job_id, seq FROM ledger WHERE accrual_id = ?1"
                 }
                 ReversalKind::Use => {
-                    "SELECT member_id, point_type, amount, consumed, reversed_at, NULL, NULL FROM uses WHERE use_id = ?1"
+                    "SELECT member_id, point_type, amount, consumed, reversed_at, job_id, seq FROM uses WHERE use_id = ?1"
                 }
             };
             let id = target.id().to_owned();
@@ -210,7 +234,7 @@ impl Debits for SqliteStore {
             let Some((member_id, point_type, amount, lot_or_consumed, reversed_at, job, seq)) = row else {
                 return Ok(ReversalOutcome::NotFound);
             };
-            if let ReversalTarget::CreditBy { by, .. } = &target {
+            if let Some(by) = target.by() {
                 if job.as_deref() != Some(by.job_id.to_string().as_str()) || seq != Some(i64::from(by.seq)) {
                     return Ok(ReversalOutcome::NotFound);
                 }

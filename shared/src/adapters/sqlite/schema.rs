@@ -67,7 +67,11 @@ CREATE TABLE IF NOT EXISTS uses (
     applied_at TEXT NOT NULL,
     -- What it took from each lot, as JSON {lot: amount} (for its reversal).
     consumed   TEXT NOT NULL DEFAULT '{}',
-    reversed_at TEXT
+    reversed_at TEXT,
+    -- The bulk-use message that applied it, if any (for its job's cancel;
+    -- added on open to older files, see `migrate`).
+    job_id     TEXT,
+    seq        INTEGER
 ) WITHOUT ROWID;
 
 -- A member's history of uses and reversals (version 4), written in the
@@ -208,6 +212,10 @@ pub(super) fn migrate(conn: &Connection) -> Result<(), Failure> {
         }
         add_column_if_missing(conn, "jobs", "cancel_completed_at", "TEXT")?;
     }
+    // A version-4 file written before bulk uses recorded their message gains
+    // the columns (NULL: applied by no message, never given back by a cancel).
+    add_column_if_missing(conn, "uses", "job_id", "TEXT")?;
+    add_column_if_missing(conn, "uses", "seq", "INTEGER")?;
     conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     Ok(())
 }

@@ -162,7 +162,7 @@ pub(super) fn ledger_entry(by: MessageRef, a: &Accrual, now: &str, key_time: &st
 }
 
 /// The entry of a use; `consumed` says what it took from each lot.
-pub(super) fn use_entry(u: &Use, consumed: &Item, now: &str, key_time: &str) -> Item {
+pub(super) fn use_entry(u: &Use, by: Option<MessageRef>, consumed: &Item, now: &str, key_time: &str) -> Item {
     let (pk, sk) = keys::use_entry(&u.use_id);
     let mut item: Item = HashMap::from([
         ("pk".to_owned(), s(pk)),
@@ -183,6 +183,12 @@ pub(super) fn use_entry(u: &Use, consumed: &Item, now: &str, key_time: &str) -> 
     ));
     if let Some(reason) = &u.reason {
         item.insert("reason".to_owned(), s(reason));
+    }
+    // The bulk-use message that applied it: its job's cancel gives back only
+    // what that message deducted.
+    if let Some(by) = by {
+        item.insert("job_id".to_owned(), s(by.job_id.to_string()));
+        item.insert("seq".to_owned(), n(u64::from(by.seq)));
     }
     item
 }
@@ -422,11 +428,38 @@ mod tests {
             reason: Some("checkout".into()),
         };
         let plain = HashMap::from([("balance".to_owned(), n(u.amount))]);
-        let item = use_entry(&u, &plain, "2026-11-26T02:12:31.123456789Z", "2026-11-26T02:12:31.123Z");
-        assert_eq!(item_bytes(&item), crate::domain::capacity::use_entry_bytes(&u));
+        let item = use_entry(
+            &u,
+            None,
+            &plain,
+            "2026-11-26T02:12:31.123456789Z",
+            "2026-11-26T02:12:31.123Z",
+        );
+        assert_eq!(item_bytes(&item), crate::domain::capacity::use_entry_bytes(&u, None));
+        let by = MessageRef {
+            job_id: JobId::random(),
+            seq: 1234,
+        };
+        let item = use_entry(
+            &u,
+            Some(by),
+            &plain,
+            "2026-11-26T02:12:31.123456789Z",
+            "2026-11-26T02:12:31.123Z",
+        );
+        assert_eq!(
+            item_bytes(&item),
+            crate::domain::capacity::use_entry_bytes(&u, Some(by))
+        );
         u.reason = None;
-        let item = use_entry(&u, &plain, "2026-11-26T02:12:31.123456789Z", "2026-11-26T02:12:31.123Z");
-        assert_eq!(item_bytes(&item), crate::domain::capacity::use_entry_bytes(&u));
+        let item = use_entry(
+            &u,
+            None,
+            &plain,
+            "2026-11-26T02:12:31.123456789Z",
+            "2026-11-26T02:12:31.123Z",
+        );
+        assert_eq!(item_bytes(&item), crate::domain::capacity::use_entry_bytes(&u, None));
         let record = use_from_item(&item).unwrap();
         assert!(record.matches(&u));
     }
