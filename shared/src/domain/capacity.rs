@@ -145,6 +145,9 @@ pub fn balance_item_bytes(member_id: &str, sheet: &crate::domain::lots::BalanceS
     bytes += "updated_at".len() + TIME_TEXT_BYTES;
     bytes += "earned".len() + number_bytes(&sheet.earned.to_string());
     bytes += "used".len() + number_bytes(&sheet.used.to_string());
+    if sheet.expired > 0 {
+        bytes += "expired".len() + number_bytes(&sheet.expired.to_string());
+    }
     bytes += "balance".len() + 2;
     // The flag: a name and a one-byte boolean.
     bytes += "lots".len() + 1;
@@ -353,6 +356,7 @@ mod tests {
             lots: lots.into_iter().map(|(key, amount)| Lot { key, amount }).collect(),
             earned,
             used: 0,
+            expired: 0,
         };
         let bytes = balance_item_bytes("m-1", &sheet);
         assert!(

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
-use crate::domain::history::HistoryEntry;
+use crate::domain::history::{pruned_expiry, HistoryEntry};
 use crate::domain::lots::{BalanceSheet, Lot, LotKey};
 use crate::domain::reversal::{ReversalKind, ReversalOutcome, ReversalRecord, ReversalTarget};
 use crate::domain::uses::{Use, UseOutcome, UseRecord};
@@ -33,6 +33,8 @@ struct Sheet {
     lots: BTreeMap<LotKey, u64>,
     earned: u64,
     used: u64,
+    /// Points of expired lots pruned by uses.
+    expired: u64,
 }
 
 /// A credited accrual as the memory ledger keeps it.
@@ -59,6 +61,8 @@ struct StoreState {
     cancel_begun: HashSet<(JobId, u32)>,
     /// use_id → the use, what it took from each lot, when it was reversed.
     uses: HashMap<String, Applied>,
+    /// The expiry entries of pruned lots, with their member.
+    expiries: Vec<(String, HistoryEntry)>,
 }
 
 /// An applied use as the memory ledger keeps it.
@@ -187,11 +191,16 @@ impl MemoryStore {
                 .collect(),
             earned: sheet.earned,
             used: sheet.used,
+            expired: sheet.expired,
         };
-        let plan = match current.plan_use(u.amount, now) {
-            Ok(plan) => plan.takes,
+        let (plan, prunes) = match current.plan_use(u.amount, now) {
+            Ok(plan) => (plan.takes, plan.prunes),
             Err(shortfall) => return shortfall.into(),
         };
+        for lot in &prunes {
+            sheet.lots.remove(&lot.key);
+            sheet.expired += lot.amount;
+        }
         for take in &plan {
             if let Some(amount) = sheet.lots.get_mut(&take.key) {
                 *amount -= take.amount;
@@ -203,6 +212,11 @@ impl MemoryStore {
             }
         }
         sheet.used += u.amount;
+        let expiries = prunes
+            .iter()
+            .filter_map(|lot| pruned_expiry(&u.point_type, lot.key, lot.amount, &u.use_id))
+            .map(|entry| (u.member_id.clone(), entry));
+        state.expiries.extend(expiries);
         let record = UseRecord::of(u, now);
         state.uses.insert(
             u.use_id.clone(),
@@ -333,6 +347,7 @@ impl LedgerReads for MemoryStore {
                     .collect(),
                 earned: sheet.earned,
                 used: sheet.used,
+                expired: sheet.expired,
             })
             .collect())
     }
@@ -380,6 +395,8 @@ impl LedgerReads for MemoryStore {
                 }));
             }
         }
+        let pruned = state.expiries.iter().filter(|(member, _)| member == member_id);
+        entries.extend(pruned.map(|(_, entry)| entry.clone()));
         let mut keyed: Vec<(String, HistoryEntry)> = entries
             .into_iter()
             .filter(|e| point_type.is_none_or(|wanted| wanted == e.point_type))

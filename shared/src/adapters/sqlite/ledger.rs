@@ -7,7 +7,7 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use super::{from_unix_millis, rfc3339, to_i64, to_u64, unix_millis, Failure, SqliteStore};
-use crate::domain::history::{split_sort_key, EntryKind, HistoryEntry};
+use crate::domain::history::{pruned_expiry, split_sort_key, EntryKind, HistoryEntry};
 use crate::domain::lots::{BalanceSheet, Lot, LotKey};
 use crate::domain::reversal::{ReversalKind, ReversalOutcome, ReversalRecord, ReversalTarget};
 use crate::domain::uses::{Use, UseOutcome, UseRecord};
@@ -135,11 +135,12 @@ impl SqliteStore {
                 });
             }
             let sheet = read_sheets(&tx, &u.member_id, Some(&u.point_type))?.pop();
-            let plan = match sheet.map(|sheet| sheet.plan_use(u.amount, now)) {
-                Some(Ok(plan)) => plan.takes,
+            let (plan, prunes) = match sheet.map(|sheet| sheet.plan_use(u.amount, now)) {
+                Some(Ok(plan)) => (plan.takes, plan.prunes),
                 Some(Err(shortfall)) => return Ok(shortfall.into()),
                 None => return Ok(UseOutcome::Insufficient { available: 0 }),
             };
+            prune_lots(&tx, &u, &prunes)?;
             let amount = to_i64(u.amount, "amount")?;
             let mut consumed = serde_json::Map::new();
             for take in &plan {
@@ -482,6 +483,32 @@ fn take_from_lot(
     Ok(changed == 1)
 }
 
+/// Prunes expired lots in a use's transaction: each row goes only if it
+/// holds what the plan read, its points move to the balance's `expired`,
+/// and its expiry is written to the history.
+fn prune_lots(conn: &Connection, u: &Use, prunes: &[Lot]) -> Result<(), Failure> {
+    let mut expired = 0i64;
+    for lot in prunes {
+        let amount = to_i64(lot.amount, "amount")?;
+        let deleted = conn
+            .prepare_cached("DELETE FROM lots WHERE member_id = ?1 AND point_type = ?2 AND lot = ?3 AND amount = ?4")?
+            .execute(params![u.member_id, u.point_type, lot.key.attribute(), amount])?;
+        if deleted != 1 {
+            // Planned from what this transaction just read: cannot happen.
+            return Err(Failure::Other("a lot changed under the use's own transaction".into()));
+        }
+        expired += amount;
+        if let Some(entry) = pruned_expiry(&u.point_type, lot.key, lot.amount, &u.use_id) {
+            insert_history(&mut conn.prepare_cached(INSERT_HISTORY)?, &u.member_id, &entry)?;
+        }
+    }
+    if expired > 0 {
+        conn.prepare_cached("UPDATE balances SET expired = expired + ?3 WHERE member_id = ?1 AND point_type = ?2")?
+            .execute(params![u.member_id, u.point_type, expired])?;
+    }
+    Ok(())
+}
+
 /// What a lot (the plain one when `lot` is `None`) holds.
 fn lot_amount(conn: &Connection, member_id: &str, point_type: &str, lot: Option<&str>) -> Result<u64, Failure> {
     let held: Option<i64> = match lot {
@@ -516,7 +543,7 @@ fn read_sheets(conn: &Connection, member_id: &str, point_type: Option<&str>) -> 
     let key = |pt: &str| format!("balance {member_id}/{pt}");
     let mut sheets = Vec::new();
     let mut statement = conn.prepare_cached(
-        "SELECT point_type, balance, earned, used FROM balances
+        "SELECT point_type, balance, earned, used, expired FROM balances
          WHERE member_id = ?1 AND (?2 IS NULL OR point_type = ?2) ORDER BY point_type",
     )?;
     let mut rows = statement.query(params![member_id, point_type])?;
@@ -534,6 +561,7 @@ fn read_sheets(conn: &Connection, member_id: &str, point_type: Option<&str>) -> 
             },
             earned: to_u64(row.get(2)?, || key(&pt), "earned")?,
             used: to_u64(row.get(3)?, || key(&pt), "used")?,
+            expired: to_u64(row.get(4)?, || key(&pt), "expired")?,
             point_type: pt,
         });
     }

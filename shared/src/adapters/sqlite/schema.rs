@@ -45,6 +45,8 @@ CREATE TABLE IF NOT EXISTS balances (
     updated_at INTEGER NOT NULL,
     earned     INTEGER NOT NULL DEFAULT 0,
     used       INTEGER NOT NULL DEFAULT 0,
+    -- Points of expired lots pruned by uses (added on open to older files).
+    expired    INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (member_id, point_type)
 ) WITHOUT ROWID;
 
@@ -216,6 +218,8 @@ pub(super) fn migrate(conn: &Connection) -> Result<(), Failure> {
     // the columns (NULL: applied by no message, never given back by a cancel).
     add_column_if_missing(conn, "uses", "job_id", "TEXT")?;
     add_column_if_missing(conn, "uses", "seq", "INTEGER")?;
+    // Likewise a file written before uses pruned expired lots.
+    add_column_if_missing(conn, "balances", "expired", "INTEGER NOT NULL DEFAULT 0")?;
     conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     Ok(())
 }

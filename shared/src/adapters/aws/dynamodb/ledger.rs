@@ -16,8 +16,8 @@ use time::OffsetDateTime;
 
 use super::errors::{backend, single_call_error};
 use super::items::{
-    history_from_item, item_bytes, ledger_entry, minus, n, reversal_entry, rfc3339, s, sheet_from_item, use_entry,
-    use_from_item, ItemExt,
+    expiry_entry, history_from_item, item_bytes, ledger_entry, minus, n, reversal_entry, rfc3339, s, sheet_from_item,
+    use_entry, use_from_item, ItemExt,
 };
 use super::keys;
 use super::schema::HISTORY_INDEX;
@@ -332,11 +332,17 @@ impl DynamoStore {
         let mut seen: Option<Option<Item>> = None;
         let mut tx = self.transaction(Meter::Ledger);
         loop {
-            let (update, consumed) = match &seen {
-                None => use_update_plain(&self.table, u, &now_text)?,
+            let (update, consumed, prunes) = match &seen {
+                None => {
+                    let (update, consumed) = use_update_plain(&self.table, u, &now_text)?;
+                    (update, consumed, Vec::new())
+                }
                 Some(None) => return Ok(UseOutcome::Insufficient { available: 0 }),
                 Some(Some(item)) => match sheet_from_item(item)?.plan_use(u.amount, now) {
-                    Ok(plan) => use_update_lots(&self.table, u, &plan, &now_text)?,
+                    Ok(plan) => {
+                        let (update, consumed) = use_update_lots(&self.table, u, &plan, &now_text)?;
+                        (update, consumed, plan.prunes)
+                    }
                     Err(shortfall) => return Ok(shortfall.into()),
                 },
             };
@@ -347,6 +353,19 @@ impl DynamoStore {
             ];
             if let Some(by) = by {
                 actions.push(cancel_check(&self.table, by)?);
+            }
+            // The expiries of the lots the update prunes, last: the actions
+            // above keep their places. Plain puts: the use's entry commits
+            // once, and so do they, under keys of that use.
+            for lot in &prunes {
+                if let Some(item) = expiry_entry(u, lot.key, lot.amount) {
+                    let put = Put::builder()
+                        .table_name(&self.table)
+                        .set_item(Some(item))
+                        .build()
+                        .map_err(|e| backend(OPERATION, e))?;
+                    actions.push(TransactWriteItem::builder().put(put).build());
+                }
             }
             let request = Request::new(actions);
             let cancel = match tx.send(&request).await? {
