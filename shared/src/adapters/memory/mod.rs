@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
-use crate::domain::history::HistoryEntry;
+use crate::domain::history::{pruned_expiry, HistoryEntry};
 use crate::domain::lots::{BalanceSheet, Lot, LotKey};
 use crate::domain::reversal::{ReversalKind, ReversalOutcome, ReversalRecord, ReversalTarget};
 use crate::domain::uses::{Use, UseOutcome, UseRecord};
@@ -33,6 +33,8 @@ struct Sheet {
     lots: BTreeMap<LotKey, u64>,
     earned: u64,
     used: u64,
+    /// Points of expired lots pruned by uses.
+    expired: u64,
 }
 
 /// A credited accrual as the memory ledger keeps it.
@@ -58,7 +60,19 @@ struct StoreState {
     /// Messages whose cancel has begun: never credited again.
     cancel_begun: HashSet<(JobId, u32)>,
     /// use_id → the use, what it took from each lot, when it was reversed.
-    uses: HashMap<String, (UseRecord, Vec<Lot>, Option<OffsetDateTime>)>,
+    uses: HashMap<String, Applied>,
+    /// The expiry entries of pruned lots, with their member.
+    expiries: Vec<(String, HistoryEntry)>,
+}
+
+/// An applied use as the memory ledger keeps it.
+struct Applied {
+    record: UseRecord,
+    /// What it took from each lot.
+    taken: Vec<Lot>,
+    /// The bulk-use message that applied it, if any.
+    by: Option<MessageRef>,
+    reversed: Option<OffsetDateTime>,
 }
 
 /// Ledger and job store in memory.
@@ -146,21 +160,24 @@ impl Credits for MemoryStore {
     }
 }
 
-#[async_trait]
-impl Debits for MemoryStore {
-    async fn apply_use(&self, u: &Use, now: OffsetDateTime) -> Result<UseOutcome, StoreError> {
+impl MemoryStore {
+    /// A use, on behalf of message `by` if given (checked against its cancel).
+    fn use_points(&self, by: Option<MessageRef>, u: &Use, now: OffsetDateTime) -> UseOutcome {
         self.count();
         let mut state = lock(&self.state);
-        if let Some((record, _, _)) = state.uses.get(&u.use_id) {
-            return Ok(if record.matches(u) {
+        if by.is_some_and(|by| state.cancel_begun.contains(&(by.job_id, by.seq))) {
+            return UseOutcome::Cancelled;
+        }
+        if let Some(Applied { record, .. }) = state.uses.get(&u.use_id) {
+            return if record.matches(u) {
                 UseOutcome::Replayed(record.clone())
             } else {
                 UseOutcome::IdReused(record.clone())
-            });
+            };
         }
         let key = (u.member_id.clone(), u.point_type.clone());
         let Some(sheet) = state.balances.get_mut(&key) else {
-            return Ok(UseOutcome::Insufficient { available: 0 });
+            return UseOutcome::Insufficient { available: 0 };
         };
         let current = BalanceSheet {
             point_type: u.point_type.clone(),
@@ -174,11 +191,16 @@ impl Debits for MemoryStore {
                 .collect(),
             earned: sheet.earned,
             used: sheet.used,
+            expired: sheet.expired,
         };
-        let plan = match current.plan_use(u.amount, now) {
-            Ok(plan) => plan.takes,
-            Err(shortfall) => return Ok(shortfall.into()),
+        let (plan, prunes) = match current.plan_use(u.amount, now) {
+            Ok(plan) => (plan.takes, plan.prunes),
+            Err(shortfall) => return shortfall.into(),
         };
+        for lot in &prunes {
+            sheet.lots.remove(&lot.key);
+            sheet.expired += lot.amount;
+        }
         for take in &plan {
             if let Some(amount) = sheet.lots.get_mut(&take.key) {
                 *amount -= take.amount;
@@ -190,9 +212,33 @@ impl Debits for MemoryStore {
             }
         }
         sheet.used += u.amount;
+        let expiries = prunes
+            .iter()
+            .filter_map(|lot| pruned_expiry(&u.point_type, lot.key, lot.amount, &u.use_id))
+            .map(|entry| (u.member_id.clone(), entry));
+        state.expiries.extend(expiries);
         let record = UseRecord::of(u, now);
-        state.uses.insert(u.use_id.clone(), (record.clone(), plan, None));
-        Ok(UseOutcome::Applied(record))
+        state.uses.insert(
+            u.use_id.clone(),
+            Applied {
+                record: record.clone(),
+                taken: plan,
+                by,
+                reversed: None,
+            },
+        );
+        UseOutcome::Applied(record)
+    }
+}
+
+#[async_trait]
+impl Debits for MemoryStore {
+    async fn apply_use(&self, u: &Use, now: OffsetDateTime) -> Result<UseOutcome, StoreError> {
+        Ok(self.use_points(None, u, now))
+    }
+
+    async fn apply_message_use(&self, by: MessageRef, u: &Use, now: OffsetDateTime) -> Result<UseOutcome, StoreError> {
+        Ok(self.use_points(Some(by), u, now))
     }
 
     async fn reverse(&self, target: &ReversalTarget, now: OffsetDateTime) -> Result<ReversalOutcome, StoreError> {
@@ -239,13 +285,23 @@ impl Debits for MemoryStore {
                 *reversed = Some(now);
                 Ok(ReversalOutcome::Reversed(record(now)))
             }
-            ReversalTarget::Use(id) => {
-                let Some((u, taken, reversed)) = state.uses.get_mut(id) else {
+            ReversalTarget::Use(_) | ReversalTarget::UseBy { .. } => {
+                let id = target.id();
+                let Some(Applied {
+                    record: u,
+                    taken,
+                    by,
+                    reversed,
+                }) = state.uses.get_mut(id)
+                else {
                     return Ok(ReversalOutcome::NotFound);
                 };
+                if target.by().is_some_and(|owner| Some(owner) != *by) {
+                    return Ok(ReversalOutcome::NotFound);
+                }
                 let record = |at| ReversalRecord {
                     kind: ReversalKind::Use,
-                    id: id.clone(),
+                    id: id.to_owned(),
                     member_id: u.member_id.clone(),
                     point_type: u.point_type.clone(),
                     amount: u.amount,
@@ -291,6 +347,7 @@ impl LedgerReads for MemoryStore {
                     .collect(),
                 earned: sheet.earned,
                 used: sheet.used,
+                expired: sheet.expired,
             })
             .collect())
     }
@@ -322,7 +379,7 @@ impl LedgerReads for MemoryStore {
                 }));
             }
         }
-        for (record, _, reversed) in state.uses.values() {
+        for Applied { record, reversed, .. } in state.uses.values() {
             if record.member_id != member_id {
                 continue;
             }
@@ -338,6 +395,8 @@ impl LedgerReads for MemoryStore {
                 }));
             }
         }
+        let pruned = state.expiries.iter().filter(|(member, _)| member == member_id);
+        entries.extend(pruned.map(|(_, entry)| entry.clone()));
         let mut keyed: Vec<(String, HistoryEntry)> = entries
             .into_iter()
             .filter(|e| point_type.is_none_or(|wanted| wanted == e.point_type))
