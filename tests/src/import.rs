@@ -121,6 +121,20 @@ impl ImportRig {
         }
     }
 
+    /// [`ImportRig::drop_file`] with the user metadata `campaign` set, as
+    /// `aws s3 cp --metadata campaign=<campaign>` sets it. On the local
+    /// folder the metadata is the sidecar file `DirObjects` reads
+    /// (`<root>/.metadata/<bucket>/<key>.json`).
+    pub async fn drop_file_in_campaign(&self, key: &str, content: &[u8], campaign: &str) -> ImportTask {
+        let task = self.drop_file(key, content).await;
+        let dir = self._dir.as_ref().expect("campaign metadata on the local rig only");
+        let sidecar = dir.0.join(".metadata").join(&self.bucket).join(format!("{key}.json"));
+        std::fs::create_dir_all(sidecar.parent().expect("a parent")).expect("create metadata folder");
+        let body = serde_json::json!({ "campaign": campaign }).to_string();
+        std::fs::write(&sidecar, body).expect("write metadata");
+        task
+    }
+
     /// Sends a start task to the import queue, as the bucket notification does.
     pub async fn notify(&self, task: &ImportTask) {
         self.tasks

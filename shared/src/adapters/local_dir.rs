@@ -1,6 +1,8 @@
 //! A local folder standing in for S3: bucket `b`, key `k` is the file
 //! `<root>/b/k`. For the local runner and tests; it does not check ETags (a
-//! file replaced mid-import is read as it now is).
+//! file replaced mid-import is read as it now is). An object's user
+//! metadata, if any, is the JSON object of strings in the file
+//! `<root>/.metadata/b/k.json` (no bucket starts with `.`).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Seek, SeekFrom, Write};
@@ -33,7 +35,33 @@ impl DirObjects {
         }
         Ok(self.root.join(bucket).join(relative))
     }
+
+    /// The file holding `bucket`/`key`'s user metadata.
+    pub fn metadata_path(&self, bucket: &str, key: &str) -> Result<PathBuf, ObjectError> {
+        self.path(bucket, key)?;
+        Ok(self.root.join(METADATA_DIR).join(bucket).join(format!("{key}.json")))
+    }
+
+    /// Sets `bucket`/`key`'s user metadata (as `aws s3 cp --metadata` does);
+    /// it applies to the next reads of the object.
+    pub fn set_metadata(
+        &self,
+        bucket: &str,
+        key: &str,
+        metadata: &std::collections::BTreeMap<String, String>,
+    ) -> Result<(), ObjectError> {
+        let path = self.metadata_path(bucket, key)?;
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent).map_err(|e| io("set_metadata", e))?;
+        }
+        // A map of strings always serialises.
+        let body = serde_json::to_vec(metadata).unwrap_or_default();
+        fs::write(&path, body).map_err(|e| io("set_metadata", e))
+    }
 }
+
+/// The folder of the objects' metadata, under the root.
+const METADATA_DIR: &str = ".metadata";
 
 fn io(operation: &'static str, error: std::io::Error) -> ObjectError {
     ObjectError::Backend {
@@ -79,6 +107,31 @@ impl ObjectStore for DirObjects {
                 source: Box::new(e),
             }),
         }
+    }
+
+    async fn metadata(&self, object: &ObjectRef, name: &str) -> Result<Option<String>, ObjectError> {
+        let object_path = self.path(&object.bucket, &object.key)?;
+        let path = self.metadata_path(&object.bucket, &object.key)?;
+        let (bucket, key, name) = (object.bucket.clone(), object.key.clone(), name.to_owned());
+        let found = blocking("metadata", move || {
+            if !object_path.exists() {
+                return Ok(None);
+            }
+            let text = match fs::read(&path) {
+                Ok(text) => text,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Some(None)),
+                Err(e) => return Err(e),
+            };
+            let map: std::collections::BTreeMap<String, String> = serde_json::from_slice(&text)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+            Ok(Some(map.get(&name).cloned()))
+        })
+        .await?;
+        found.ok_or_else(|| ObjectError::Changed {
+            bucket,
+            key,
+            detail: "no such file".to_owned(),
+        })
     }
 
     async fn put(&self, bucket: &str, key: &str, body: Vec<u8>) -> Result<(), ObjectError> {

@@ -83,6 +83,11 @@ pub trait ObjectStore: Send + Sync {
     /// blocks: read it on a blocking thread.
     async fn open(&self, object: &ObjectRef, offset: u64) -> Result<ObjectReader, ObjectError>;
 
+    /// The user metadata `name` of `object` (on S3 `x-amz-meta-<name>`), of
+    /// the version its event named; `None` when unset. `Changed` when that
+    /// version is gone, as for [`ObjectStore::open`].
+    async fn metadata(&self, object: &ObjectRef, name: &str) -> Result<Option<String>, ObjectError>;
+
     /// Writes a small object whole.
     async fn put(&self, bucket: &str, key: &str, body: Vec<u8>) -> Result<(), ObjectError>;
 

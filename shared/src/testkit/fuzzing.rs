@@ -163,6 +163,8 @@ pub fn csv_import(data: &[u8]) {
     // The importer's loop (`Importer::run_chunk`), without bucket or queues.
     let (mut offset, mut line, mut columns) = (0u64, 1u64, None::<Vec<String>>);
     let (mut accepted, mut handled) = (0u64, 0u64);
+    // Id scheme v2, its counts carried from chunk to chunk as the importer does.
+    let mut ids = crate::domain::accrual_ids::ContentIds::new("fuzz");
     loop {
         let start = usize::try_from(offset).unwrap_or(usize::MAX).min(file.len());
         let mut windows = 0u64;
@@ -177,6 +179,7 @@ pub fn csv_import(data: &[u8]) {
             offset,
             size,
             identity,
+            Some(&mut ids),
             &settings,
             send,
         ) {

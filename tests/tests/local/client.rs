@@ -556,3 +556,35 @@ async fn a_rerun_after_fixing_a_line_or_rechunking_credits_only_what_is_new() {
     assert_eq!(m0, [("P".to_owned(), 5 + 5 + 2 + 3)]);
     stack.runner.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_submitted_campaign_dropped_as_a_file_of_the_same_campaign_credits_nothing_new() {
+    let stack = stack().await;
+    let csv = campaign_csv(true);
+    let submitted = submit_text(&stack.client, &csv, Format::Csv, 7).await;
+    assert_eq!((submitted.applied, submitted.duplicate), (30, 0));
+
+    // The same file dropped in the bucket with `--metadata campaign=test`
+    // (`options` submits as campaign "test").
+    let import = stack.backend.import.clone().expect("the embedded backend imports");
+    let file = stack._dir.0.join("spring-2026.csv");
+    std::fs::write(&file, &csv).unwrap();
+    let key = "imports/2026/spring-2026.csv";
+    let root = import.bucket_dir.as_ref().unwrap().parent().unwrap().to_owned();
+    let sidecar = root.join(".metadata").join(&import.bucket).join(format!("{key}.json"));
+    std::fs::create_dir_all(sidecar.parent().unwrap()).unwrap();
+    std::fs::write(&sidecar, r#"{"campaign":"test"}"#).unwrap();
+    let object = import.drop_file(&file, key).await.unwrap();
+    let mut job = None;
+    for _ in 0..600 {
+        let found = stack.backend.jobs.get_job(object.job_id()).await.unwrap();
+        if let Some(found) = found.filter(|j| j.completed_at.is_some()) {
+            job = Some(found);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let job = job.expect("the import finishes");
+    assert_eq!((job.total, job.applied, job.duplicate), (30, 0, 30));
+    stack.runner.stop().await.unwrap();
+}

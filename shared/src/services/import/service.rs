@@ -11,6 +11,7 @@
 //! skipped whole, since everything it does came before the recording.
 
 use std::collections::hash_map::Entry;
+use std::io::Read;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -18,6 +19,7 @@ use time::OffsetDateTime;
 use tokio::sync::mpsc;
 use tracing::{info, info_span, warn, Instrument};
 
+use crate::domain::accrual_ids::{self, campaign_of_object, ContentIds, COUNT_ENTRY_BYTES};
 use crate::domain::csv_rows::{CsvAccruals, CsvFileError, CsvRow, RowError};
 use crate::domain::packing::{pack_accruals, PackingLimits};
 use crate::domain::{Accrual, ChunkEnd, ChunkReport, JobId, NewJob};
@@ -36,6 +38,13 @@ pub const REPORT_PART_BYTES: u64 = 8 * 1024 * 1024;
 /// Messages packed together: a member's rows within this window share a
 /// message, and exact repeats within it are collapsed.
 pub const WINDOW_MESSAGES: usize = 10;
+/// Most distinct rows without `accrual_id` one file may have: their
+/// occurrence counts (id scheme v2) are held in memory, about 40 bytes
+/// each, and written between chunks, 20 bytes each. Later rows without
+/// `accrual_id` whose content is new are rejected.
+pub const MAX_DERIVED_CONTENTS: usize = 4_000_000;
+/// The object metadata naming a dropped file's campaign (`x-amz-meta-campaign`).
+pub const CAMPAIGN_METADATA: &str = "campaign";
 
 /// Tunables of the importer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,6 +54,9 @@ pub struct ImportSettings {
     pub packing: PackingLimits,
     /// Where error reports go (`reports/` → `reports/<key>.errors.csv`).
     pub report_prefix: String,
+    /// Most distinct rows without `accrual_id` in one file
+    /// ([`MAX_DERIVED_CONTENTS`]).
+    pub max_derived_contents: usize,
 }
 
 impl Default for ImportSettings {
@@ -53,6 +65,7 @@ impl Default for ImportSettings {
             chunk_bytes: DEFAULT_CHUNK_BYTES,
             packing: PackingLimits::default(),
             report_prefix: "reports/".to_owned(),
+            max_derived_contents: MAX_DERIVED_CONTENTS,
         }
     }
 }
@@ -104,6 +117,8 @@ pub enum ImportError {
     Read(#[source] CsvFileError),
     #[error("the parsing thread stopped unexpectedly: {0}")]
     Parser(String),
+    #[error("reading the occurrence counts of the earlier chunks failed: {0}")]
+    Occurrences(String),
 }
 
 /// Reads files chunk by chunk into the accrual queue.
@@ -142,6 +157,9 @@ struct Start {
     report_parts: Vec<u32>,
     /// The job's creation time: what its messages carry as `queued_at`.
     queued_at: OffsetDateTime,
+    /// The campaign of id scheme v2; `None`: scheme v1 (a file whose import
+    /// started before v2).
+    campaign: Option<String>,
 }
 
 impl Importer {
@@ -210,7 +228,9 @@ impl Importer {
             None => {
                 let new = NewJob {
                     job_id,
-                    request_hash: object.identity_hash(),
+                    // Marks the job as one of scheme v2, so that its first
+                    // chunk read again keeps the scheme it started with.
+                    request_hash: format!("{}:{}", accrual_ids::SCHEME, object.identity_hash()),
                     total: 0,
                     deduplicated: 0,
                     messages: 0,
@@ -228,12 +248,37 @@ impl Importer {
                     }
                     CreateJob::Existing(job) => job,
                 };
+                let mut start = Start {
+                    chunk: 0,
+                    offset: 0,
+                    line: 1,
+                    next_seq: 0,
+                    columns: None,
+                    report_parts: Vec::new(),
+                    queued_at: job.created_at,
+                    campaign: None,
+                };
+                // A job an older importer started (scheme v1) is finished
+                // with v1 ids: v2 ids for rows it may have queued would
+                // credit them again.
+                if job.request_hash.starts_with(&format!("{}:", accrual_ids::SCHEME)) {
+                    match self.objects.metadata(object, CAMPAIGN_METADATA).await {
+                        Ok(campaign) => start.campaign = Some(campaign_of_object(&object.key, campaign.as_deref())),
+                        Err(ObjectError::Changed { detail, .. }) => {
+                            let reason = format!("the object changed or was deleted before being imported ({detail})");
+                            return self.fail(object, job_id, &start, reason, None).await;
+                        }
+                        Err(e) => return Err(ImportError::Object(e)),
+                    }
+                }
                 // Tells the operator which job to poll, next to where the
                 // report will be.
                 let pointer = serde_json::json!({
                     "job_id": job_id,
                     "source": object.url(),
                     "etag": object.etag,
+                    "campaign": start.campaign,
+                    "id_scheme": if start.campaign.is_some() { accrual_ids::SCHEME } else { "v1" },
                     "status_url": format!("/v1/jobs/{job_id}"),
                     "report": report::report_key(&self.settings.report_prefix, &object.key, job_id),
                 });
@@ -242,15 +287,7 @@ impl Importer {
                     .put(&object.bucket, &key, format!("{pointer}\n").into_bytes())
                     .await
                     .map_err(ImportError::Object)?;
-                Start {
-                    chunk: 0,
-                    offset: 0,
-                    line: 1,
-                    next_seq: 0,
-                    columns: None,
-                    report_parts: Vec::new(),
-                    queued_at: job.created_at,
-                }
+                start
             }
             Some(r) => Start {
                 chunk: r.chunk,
@@ -266,6 +303,7 @@ impl Importer {
                     .get_job(job_id)
                     .await?
                     .map_or_else(OffsetDateTime::now_utc, |job| job.created_at),
+                campaign: r.campaign.clone(),
             },
         };
         if self.jobs.chunk_recorded(job_id, start.chunk).await? {
@@ -286,6 +324,11 @@ impl Importer {
             Err(e) => return Err(ImportError::Object(e)),
         };
 
+        let mut ids = match &start.campaign {
+            Some(campaign) => Some(self.occurrences(object, job_id, start.chunk, campaign).await?),
+            None => None,
+        };
+
         // Parsing blocks (the reader streams from S3 or disk), so it runs on
         // a blocking thread and hands windows over a short channel: memory
         // holds a couple of windows, whatever the file's size.
@@ -297,7 +340,18 @@ impl Importer {
             let (offset, line, size) = (start.offset, start.line, object.size);
             tokio::task::spawn_blocking(move || {
                 let send = |window: Window| sender.blocking_send(window).is_ok();
-                parse_chunk(reader, columns, line, offset, size, &identity, &settings, send)
+                let parsed = parse_chunk(
+                    reader,
+                    columns,
+                    line,
+                    offset,
+                    size,
+                    &identity,
+                    ids.as_mut(),
+                    &settings,
+                    send,
+                );
+                (parsed, ids)
             })
         };
         let mut next_seq = start.next_seq;
@@ -319,9 +373,13 @@ impl Importer {
             // An error drops `windows`, which stops the parsing thread.
             self.accruals.send_messages(&bodies).await?;
         }
-        let parsed = match parse.await {
-            Ok(Ok(parsed)) => parsed,
-            Ok(Err(e)) if e.is_permanent() => {
+        let (parsed, ids) = match parse.await {
+            Ok((parsed, ids)) => (parsed, ids),
+            Err(e) => return Err(ImportError::Parser(e.to_string())),
+        };
+        let parsed = match parsed {
+            Ok(parsed) => parsed,
+            Err(e) if e.is_permanent() => {
                 let mut lines = Vec::new();
                 report::write_errors(
                     &mut lines,
@@ -334,8 +392,7 @@ impl Importer {
                 );
                 return self.fail(object, job_id, &start, e.to_string(), Some(lines)).await;
             }
-            Ok(Err(e)) => return Err(ImportError::Read(e)),
-            Err(e) => return Err(ImportError::Parser(e.to_string())),
+            Err(e) => return Err(ImportError::Read(e)),
         };
 
         let chunk = ChunkReport {
@@ -362,6 +419,15 @@ impl Importer {
                         .map_err(ImportError::Object)?;
                     parts.push(start.chunk);
                 }
+                // The next chunk's ids need this one's counts, so they are
+                // written before the continuation that reads them.
+                if let Some(ids) = &ids {
+                    let key = report::occurrences_key(prefix, job_id, start.chunk + 1);
+                    self.objects
+                        .put(&object.bucket, &key, ids.encode_counts())
+                        .await
+                        .map_err(ImportError::Object)?;
+                }
                 let next = ImportTask {
                     object: object.clone(),
                     resume: Some(Resume {
@@ -372,6 +438,7 @@ impl Importer {
                         next_seq,
                         columns: parsed.columns,
                         report_parts: parts,
+                        campaign: start.campaign.clone(),
                     }),
                 };
                 self.tasks.send_messages(&[next.encode()]).await?;
@@ -389,6 +456,54 @@ impl Importer {
             ChunkEnd::More => ChunkOutcome::Continued { job_id, chunk },
             _ => ChunkOutcome::Finished { job_id, chunk, report },
         })
+    }
+
+    /// The occurrence counts of `campaign`'s rows before chunk `chunk`: none
+    /// for the first, else what the chunk before it wrote, read in pieces.
+    async fn occurrences(
+        &self,
+        object: &ObjectRef,
+        job_id: JobId,
+        chunk: u32,
+        campaign: &str,
+    ) -> Result<ContentIds, ImportError> {
+        let mut ids = ContentIds::new(campaign);
+        if chunk == 0 {
+            return Ok(ids);
+        }
+        let table = ObjectRef {
+            bucket: object.bucket.clone(),
+            key: report::occurrences_key(&self.settings.report_prefix, job_id, chunk),
+            size: 0,
+            etag: None,
+            version_id: None,
+        };
+        // A missing table is an error, never an empty one: counting from
+        // zero again would give rows other ids than a single pass.
+        let mut reader = self.objects.open(&table, 0).await.map_err(ImportError::Object)?;
+        let read = tokio::task::spawn_blocking(move || {
+            let mut buffer = vec![0u8; COUNT_ENTRY_BYTES * 4096];
+            loop {
+                let mut filled = 0;
+                while filled < buffer.len() {
+                    match reader.read(&mut buffer[filled..]) {
+                        Ok(0) => break,
+                        Ok(n) => filled += n,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(e.to_string()),
+                    }
+                }
+                if filled == 0 {
+                    return Ok(ids);
+                }
+                ids.add_counts(&buffer[..filled]).map_err(|e| e.to_string())?;
+            }
+        })
+        .await;
+        match read {
+            Ok(result) => result.map_err(ImportError::Occurrences),
+            Err(e) => Err(ImportError::Parser(e.to_string())),
+        }
     }
 
     /// Writes the whole report from the earlier chunks' parts and this
@@ -467,6 +582,9 @@ impl Importer {
 
 /// Parses one chunk on a blocking thread, handing packing windows to
 /// `send` (false: the queueing side gave up) and collecting everything else.
+/// With `ids` (id scheme v2), rows without `accrual_id` get theirs from it,
+/// and its counts go on to the next chunk; without, they keep the v1 ids
+/// derived from `identity` and the line.
 /// Generic over the reader and the sink so that [`crate::testkit::fuzzing`] runs it
 /// without a bucket or a runtime.
 #[allow(clippy::too_many_arguments)]
@@ -477,6 +595,7 @@ pub(crate) fn parse_chunk<R: std::io::Read>(
     offset: u64,
     size: u64,
     identity: &str,
+    mut ids: Option<&mut ContentIds>,
     settings: &ImportSettings,
     mut send: impl FnMut(Window) -> bool,
 ) -> Result<Parsed, CsvFileError> {
@@ -496,7 +615,27 @@ pub(crate) fn parse_chunk<R: std::io::Read>(
     // accrual_id → (line, index in `window`), for this window only.
     let mut seen: HashMap<String, (u64, usize)> = HashMap::new();
     let mut at_end = true;
-    while let Some((line, row)) = rows.next_row()? {
+    while let Some((line, mut row)) = rows.next_row()? {
+        if let (CsvRow::Accrual(accrual), Some(ids)) = (&mut row, ids.as_deref_mut()) {
+            if !rows.row_has_accrual_id() {
+                let limit = settings.max_derived_contents;
+                match ids.next_id_within(accrual, limit) {
+                    Some(id) => accrual.accrual_id = id,
+                    None => {
+                        row = CsvRow::Rejected(vec![RowError {
+                            line,
+                            column: "accrual_id".to_owned(),
+                            reason: format!(
+                                "is empty, and the file already has {limit} distinct rows without accrual_id, \
+                                 the most one file may have: give this row an accrual_id, or split the file \
+                                 into files of different campaigns"
+                            ),
+                            raw: rows.raw_row(),
+                        }]);
+                    }
+                }
+            }
+        }
         match row {
             CsvRow::Accrual(accrual) => match seen.entry(accrual.accrual_id.clone()) {
                 Entry::Vacant(slot) => {
@@ -594,6 +733,7 @@ mod tests {
                 offset,
                 size,
                 "f",
+                None,
                 &settings,
                 |window| {
                     sent += window.accruals.len();
@@ -639,6 +779,7 @@ mod tests {
                 offset,
                 size,
                 "f",
+                None,
                 &settings,
                 |_| true,
             )
