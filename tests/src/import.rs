@@ -122,16 +122,15 @@ impl ImportRig {
     }
 
     /// [`ImportRig::drop_file`] with the user metadata `campaign` set, as
-    /// `aws s3 cp --metadata campaign=<campaign>` sets it. On the local
-    /// folder the metadata is the sidecar file `DirObjects` reads
-    /// (`<root>/.metadata/<bucket>/<key>.json`).
+    /// `aws s3 cp --metadata campaign=<campaign>` sets it (local rig only;
+    /// the emulator tests put with metadata themselves).
     pub async fn drop_file_in_campaign(&self, key: &str, content: &[u8], campaign: &str) -> ImportTask {
         let task = self.drop_file(key, content).await;
         let dir = self._dir.as_ref().expect("campaign metadata on the local rig only");
-        let sidecar = dir.0.join(".metadata").join(&self.bucket).join(format!("{key}.json"));
-        std::fs::create_dir_all(sidecar.parent().expect("a parent")).expect("create metadata folder");
-        let body = serde_json::json!({ "campaign": campaign }).to_string();
-        std::fs::write(&sidecar, body).expect("write metadata");
+        let metadata = [("campaign".to_owned(), campaign.to_owned())].into();
+        DirObjects::new(&dir.0)
+            .set_metadata(&self.bucket, key, &metadata)
+            .expect("set metadata");
         task
     }
 

@@ -2,8 +2,11 @@
 //! `<root>/b/k`. For the local runner and tests; it does not check ETags (a
 //! file replaced mid-import is read as it now is). An object's user
 //! metadata, if any, is the JSON object of strings in the file
-//! `<root>/.metadata/b/k.json` (no bucket starts with `.`).
+//! `<root>/.metadata/b/k.json` (no bucket starts with `.`); writing or
+//! deleting the object removes it, as a `PutObject` without metadata
+//! replaces S3's.
 
+use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Seek, SeekFrom, Write};
 use std::path::{Component, Path, PathBuf};
@@ -42,21 +45,32 @@ impl DirObjects {
         Ok(self.root.join(METADATA_DIR).join(bucket).join(format!("{key}.json")))
     }
 
-    /// Sets `bucket`/`key`'s user metadata (as `aws s3 cp --metadata` does);
-    /// it applies to the next reads of the object.
+    /// Sets `bucket`/`key`'s user metadata, replacing any (as `aws s3 cp
+    /// --metadata` does); an empty map removes it. Call it after writing
+    /// the object, which clears it.
     pub fn set_metadata(
         &self,
         bucket: &str,
         key: &str,
-        metadata: &std::collections::BTreeMap<String, String>,
+        metadata: &BTreeMap<String, String>,
     ) -> Result<(), ObjectError> {
         let path = self.metadata_path(bucket, key)?;
+        if metadata.is_empty() {
+            return remove_if_present(&path).map_err(|e| io("set_metadata", e));
+        }
         if let Some(parent) = path.parent() {
             fs::create_dir_all(parent).map_err(|e| io("set_metadata", e))?;
         }
         // A map of strings always serialises.
         let body = serde_json::to_vec(metadata).unwrap_or_default();
         fs::write(&path, body).map_err(|e| io("set_metadata", e))
+    }
+}
+
+fn remove_if_present(path: &Path) -> std::io::Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        other => other,
     }
 }
 
@@ -122,8 +136,8 @@ impl ObjectStore for DirObjects {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Some(None)),
                 Err(e) => return Err(e),
             };
-            let map: std::collections::BTreeMap<String, String> = serde_json::from_slice(&text)
-                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+            let map: BTreeMap<String, String> =
+                serde_json::from_slice(&text).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
             Ok(Some(map.get(&name).cloned()))
         })
         .await?;
@@ -136,20 +150,31 @@ impl ObjectStore for DirObjects {
 
     async fn put(&self, bucket: &str, key: &str, body: Vec<u8>) -> Result<(), ObjectError> {
         let path = self.path(bucket, key)?;
+        let metadata = self.metadata_path(bucket, key)?;
         blocking("put", move || {
             if let Some(parent) = path.parent() {
                 fs::create_dir_all(parent)?;
             }
-            fs::write(&path, body)
+            // Written aside and renamed, so a reader sees the old object or
+            // the new one whole, never a half-written one (as on S3).
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let aside = path.with_file_name(format!(".{name}.{}.part", uuid::Uuid::new_v4().simple()));
+            fs::write(&aside, body)?;
+            fs::rename(&aside, &path)?;
+            remove_if_present(&metadata)
         })
         .await
     }
 
     async fn delete(&self, bucket: &str, key: &str) -> Result<(), ObjectError> {
         let path = self.path(bucket, key)?;
-        blocking("delete", move || match fs::remove_file(&path) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            other => other,
+        let metadata = self.metadata_path(bucket, key)?;
+        blocking("delete", move || {
+            remove_if_present(&path)?;
+            remove_if_present(&metadata)
         })
         .await
     }

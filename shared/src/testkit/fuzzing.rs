@@ -22,7 +22,8 @@ use crate::domain::uses::Use;
 use crate::domain::validation::check_idempotency_key;
 use crate::domain::{Accrual, JobId};
 use crate::services::api::{parse_reversal, parse_submission, parse_use, Prepared, DEFAULT_MAX_ITEMS, MAX_BODY_BYTES};
-use crate::services::import::service::{parse_chunk, ImportSettings, DEFAULT_CHUNK_BYTES};
+use crate::services::import::parse::parse_chunk;
+use crate::services::import::service::{ImportSettings, DEFAULT_CHUNK_BYTES};
 use crate::services::import::task::parse_tasks;
 
 /// The `Idempotency-Key` the submission selector sends.
@@ -168,7 +169,7 @@ pub fn csv_import(data: &[u8]) {
     loop {
         let start = usize::try_from(offset).unwrap_or(usize::MAX).min(file.len());
         let mut windows = 0u64;
-        let send = |window: crate::services::import::service::Window| {
+        let send = |window: crate::services::import::parse::Window| {
             windows += window.accruals.len() as u64;
             true
         };
@@ -199,6 +200,12 @@ pub fn csv_import(data: &[u8]) {
                 offset = next_offset;
                 line = next_line;
                 columns = Some(parsed.columns);
+                // The next chunk starts from the table as written and read back.
+                let mut next_ids = crate::domain::accrual_ids::ContentIds::new("fuzz");
+                if let Err(e) = next_ids.add_counts(&ids.encode_counts()) {
+                    panic!("an occurrence table does not read back: {e}");
+                }
+                ids = next_ids;
             }
             None => break,
         }

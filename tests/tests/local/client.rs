@@ -570,11 +570,7 @@ async fn a_submitted_campaign_dropped_as_a_file_of_the_same_campaign_credits_not
     let file = stack._dir.0.join("spring-2026.csv");
     std::fs::write(&file, &csv).unwrap();
     let key = "imports/2026/spring-2026.csv";
-    let root = import.bucket_dir.as_ref().unwrap().parent().unwrap().to_owned();
-    let sidecar = root.join(".metadata").join(&import.bucket).join(format!("{key}.json"));
-    std::fs::create_dir_all(sidecar.parent().unwrap()).unwrap();
-    std::fs::write(&sidecar, r#"{"campaign":"test"}"#).unwrap();
-    let object = import.drop_file(&file, key).await.unwrap();
+    let object = import.drop_file(&file, key, Some("test")).await.unwrap();
     let mut job = None;
     for _ in 0..600 {
         let found = stack.backend.jobs.get_job(object.job_id()).await.unwrap();

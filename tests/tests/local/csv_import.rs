@@ -536,7 +536,11 @@ async fn the_same_rows_at_another_key_in_the_same_campaign_credit_nothing_new() 
         .await;
     rig.notify(&first).await;
     rig.run_until_quiet().await;
-    assert_eq!(balances(&rig, "m-1").await, [("P".into(), 20)], "identical rows are two credits");
+    assert_eq!(
+        balances(&rig, "m-1").await,
+        [("P".into(), 20)],
+        "identical rows are two credits"
+    );
 
     let moved = rig
         .drop_file_in_campaign("imports/archive/spring-copy.csv", content.as_bytes(), "spring-2026")
@@ -568,7 +572,11 @@ async fn the_same_file_uploaded_with_another_etag_credits_nothing_new() {
     multipart.object.etag = Some("9b2cf535f27731c974343645a3985328-2".into());
     rig.notify(&multipart).await;
     rig.run_until_quiet().await;
-    assert_ne!(multipart.object.job_id(), task.object.job_id(), "another object, another job");
+    assert_ne!(
+        multipart.object.job_id(),
+        task.object.job_id(),
+        "another object, another job"
+    );
     let job = rig.job(&multipart).await;
     assert_eq!((job.total, job.applied, job.duplicate), (3, 0, 3));
     assert_eq!(balances(&rig, "m-1").await, [("P".into(), 20)]);

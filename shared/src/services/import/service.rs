@@ -10,21 +10,20 @@
 //! queue the continuation, then record the chunk; a chunk found recorded is
 //! skipped whole, since everything it does came before the recording.
 
-use std::collections::hash_map::Entry;
-use std::io::Read;
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use time::OffsetDateTime;
 use tokio::sync::mpsc;
 use tracing::{info, info_span, warn, Instrument};
 
-use crate::domain::accrual_ids::{self, campaign_of_object, ContentIds, COUNT_ENTRY_BYTES};
-use crate::domain::csv_rows::{CsvAccruals, CsvFileError, CsvRow, RowError};
+use crate::domain::accrual_ids::{self, campaign_of_object};
+use crate::domain::csv_rows::{CsvFileError, RowError};
 use crate::domain::packing::{pack_accruals, PackingLimits};
-use crate::domain::{Accrual, ChunkEnd, ChunkReport, JobId, NewJob};
+use crate::domain::{ChunkEnd, ChunkReport, JobId, NewJob};
 use crate::ports::objects::{ObjectError, ObjectRef, ObjectStore};
 use crate::ports::{CreateJob, JobStore, QueueError, StoreError, WorkQueue};
+use crate::services::import::occurrences::{self, OccurrencesError};
+use crate::services::import::parse::{parse_chunk, Window};
 use crate::services::import::report::{self, HEADER};
 use crate::services::import::task::{ImportTask, Resume};
 
@@ -38,10 +37,11 @@ pub const REPORT_PART_BYTES: u64 = 8 * 1024 * 1024;
 /// Messages packed together: a member's rows within this window share a
 /// message, and exact repeats within it are collapsed.
 pub const WINDOW_MESSAGES: usize = 10;
-/// Most distinct rows without `accrual_id` one file may have: their
-/// occurrence counts (id scheme v2) are held in memory, about 40 bytes
-/// each, and written between chunks, 20 bytes each. Later rows without
-/// `accrual_id` whose content is new are rejected.
+/// Most distinct contents among one file's rows without `accrual_id`: their
+/// occurrence counts (id scheme v2) are held in memory, about 42 bytes each
+/// (170 MB at the bound) plus 20 each while they are written for the next
+/// chunk (80 MB). Past it, a row without `accrual_id` whose content is new
+/// is rejected (and reported); rows with an id are not affected.
 pub const MAX_DERIVED_CONTENTS: usize = 4_000_000;
 /// The object metadata naming a dropped file's campaign (`x-amz-meta-campaign`).
 pub const CAMPAIGN_METADATA: &str = "campaign";
@@ -117,8 +117,8 @@ pub enum ImportError {
     Read(#[source] CsvFileError),
     #[error("the parsing thread stopped unexpectedly: {0}")]
     Parser(String),
-    #[error("reading the occurrence counts of the earlier chunks failed: {0}")]
-    Occurrences(String),
+    #[error("reading the occurrence counts of the earlier chunks failed")]
+    Occurrences(#[source] OccurrencesError),
 }
 
 /// Reads files chunk by chunk into the accrual queue.
@@ -129,22 +129,6 @@ pub struct Importer {
     accruals: Arc<dyn WorkQueue>,
     tasks: Arc<dyn WorkQueue>,
     settings: ImportSettings,
-}
-
-/// Accruals of one packing window, from the parsing thread.
-pub(crate) struct Window {
-    pub(crate) accruals: Vec<Accrual>,
-}
-
-/// What the parsing thread found, besides the windows it sent.
-pub(crate) struct Parsed {
-    pub(crate) deduplicated: u64,
-    pub(crate) rejected: u64,
-    /// Report lines (no header).
-    pub(crate) report: Vec<u8>,
-    pub(crate) columns: Vec<String>,
-    /// `None` at the end of the file; else where the next chunk starts.
-    pub(crate) next: Option<(u64, u64)>,
 }
 
 /// Where a chunk starts.
@@ -248,6 +232,14 @@ impl Importer {
                     }
                     CreateJob::Existing(job) => job,
                 };
+                if self.jobs.chunk_recorded(job_id, 0).await? {
+                    // Checked before the metadata is read: the object may
+                    // have changed since, which must not fail a job under way.
+                    return Ok(ChunkOutcome::Skipped {
+                        job_id,
+                        reason: "this chunk was read before",
+                    });
+                }
                 let mut start = Start {
                     chunk: 0,
                     offset: 0,
@@ -260,7 +252,8 @@ impl Importer {
                 };
                 // A job an older importer started (scheme v1) is finished
                 // with v1 ids: v2 ids for rows it may have queued would
-                // credit them again.
+                // credit them again. Later chunks carry the scheme in their
+                // continuation (`Resume::campaign`).
                 if job.request_hash.starts_with(&format!("{}:", accrual_ids::SCHEME)) {
                     match self.objects.metadata(object, CAMPAIGN_METADATA).await {
                         Ok(campaign) => start.campaign = Some(campaign_of_object(&object.key, campaign.as_deref())),
@@ -324,8 +317,18 @@ impl Importer {
             Err(e) => return Err(ImportError::Object(e)),
         };
 
+        let prefix = &self.settings.report_prefix;
         let mut ids = match &start.campaign {
-            Some(campaign) => Some(self.occurrences(object, job_id, start.chunk, campaign).await?),
+            Some(campaign) => {
+                match occurrences::load(&*self.objects, &object.bucket, prefix, job_id, start.chunk, campaign).await {
+                    Ok(ids) => Some(ids),
+                    Err(e @ OccurrencesError::Missing { .. }) => {
+                        let reason = format!("{e}; rows before line {} were queued", start.line);
+                        return self.fail(object, job_id, &start, reason, None).await;
+                    }
+                    Err(e) => return Err(ImportError::Occurrences(e)),
+                }
+            }
             None => None,
         };
 
@@ -408,7 +411,6 @@ impl Importer {
             },
         };
         let mut parts = start.report_parts.clone();
-        let prefix = &self.settings.report_prefix;
         let report = match parsed.next {
             Some((offset, line)) => {
                 if !parsed.report.is_empty() {
@@ -422,9 +424,7 @@ impl Importer {
                 // The next chunk's ids need this one's counts, so they are
                 // written before the continuation that reads them.
                 if let Some(ids) = &ids {
-                    let key = report::occurrences_key(prefix, job_id, start.chunk + 1);
-                    self.objects
-                        .put(&object.bucket, &key, ids.encode_counts())
+                    occurrences::save(&*self.objects, &object.bucket, prefix, job_id, start.chunk + 1, ids)
                         .await
                         .map_err(ImportError::Object)?;
                 }
@@ -452,58 +452,17 @@ impl Importer {
         self.jobs
             .record_chunk(job_id, &chunk, OffsetDateTime::now_utc())
             .await?;
+        if start.campaign.is_some() && start.chunk > 0 {
+            // Nothing reads this chunk's table again: a redelivery of the
+            // chunk finds it recorded and skips it.
+            if let Err(e) = occurrences::remove(&*self.objects, &object.bucket, prefix, job_id, start.chunk).await {
+                warn!(error = %e, "the occurrence counts read are left for the lifecycle rule");
+            }
+        }
         Ok(match chunk.end {
             ChunkEnd::More => ChunkOutcome::Continued { job_id, chunk },
             _ => ChunkOutcome::Finished { job_id, chunk, report },
         })
-    }
-
-    /// The occurrence counts of `campaign`'s rows before chunk `chunk`: none
-    /// for the first, else what the chunk before it wrote, read in pieces.
-    async fn occurrences(
-        &self,
-        object: &ObjectRef,
-        job_id: JobId,
-        chunk: u32,
-        campaign: &str,
-    ) -> Result<ContentIds, ImportError> {
-        let mut ids = ContentIds::new(campaign);
-        if chunk == 0 {
-            return Ok(ids);
-        }
-        let table = ObjectRef {
-            bucket: object.bucket.clone(),
-            key: report::occurrences_key(&self.settings.report_prefix, job_id, chunk),
-            size: 0,
-            etag: None,
-            version_id: None,
-        };
-        // A missing table is an error, never an empty one: counting from
-        // zero again would give rows other ids than a single pass.
-        let mut reader = self.objects.open(&table, 0).await.map_err(ImportError::Object)?;
-        let read = tokio::task::spawn_blocking(move || {
-            let mut buffer = vec![0u8; COUNT_ENTRY_BYTES * 4096];
-            loop {
-                let mut filled = 0;
-                while filled < buffer.len() {
-                    match reader.read(&mut buffer[filled..]) {
-                        Ok(0) => break,
-                        Ok(n) => filled += n,
-                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                        Err(e) => return Err(e.to_string()),
-                    }
-                }
-                if filled == 0 {
-                    return Ok(ids);
-                }
-                ids.add_counts(&buffer[..filled]).map_err(|e| e.to_string())?;
-            }
-        })
-        .await;
-        match read {
-            Ok(result) => result.map_err(ImportError::Occurrences),
-            Err(e) => Err(ImportError::Parser(e.to_string())),
-        }
     }
 
     /// Writes the whole report from the earlier chunks' parts and this
@@ -577,227 +536,5 @@ impl Importer {
             .record_chunk(job_id, &chunk, OffsetDateTime::now_utc())
             .await?;
         Ok(ChunkOutcome::Failed { job_id, chunk, report })
-    }
-}
-
-/// Parses one chunk on a blocking thread, handing packing windows to
-/// `send` (false: the queueing side gave up) and collecting everything else.
-/// With `ids` (id scheme v2), rows without `accrual_id` get theirs from it,
-/// and its counts go on to the next chunk; without, they keep the v1 ids
-/// derived from `identity` and the line.
-/// Generic over the reader and the sink so that [`crate::testkit::fuzzing`] runs it
-/// without a bucket or a runtime.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn parse_chunk<R: std::io::Read>(
-    reader: R,
-    columns: Option<Vec<String>>,
-    first_line: u64,
-    offset: u64,
-    size: u64,
-    identity: &str,
-    mut ids: Option<&mut ContentIds>,
-    settings: &ImportSettings,
-    mut send: impl FnMut(Window) -> bool,
-) -> Result<Parsed, CsvFileError> {
-    let mut rows = match &columns {
-        None => CsvAccruals::new(reader, identity)?,
-        Some(columns) => CsvAccruals::resume(reader, columns, first_line, identity)?,
-    };
-    let window_size = settings.packing.max_accruals.saturating_mul(WINDOW_MESSAGES).max(1);
-    let mut parsed = Parsed {
-        deduplicated: 0,
-        rejected: 0,
-        report: Vec::new(),
-        columns: rows.columns().to_vec(),
-        next: None,
-    };
-    let mut window: Vec<Accrual> = Vec::with_capacity(window_size);
-    // accrual_id → (line, index in `window`), for this window only.
-    let mut seen: HashMap<String, (u64, usize)> = HashMap::new();
-    let mut at_end = true;
-    while let Some((line, mut row)) = rows.next_row()? {
-        if let (CsvRow::Accrual(accrual), Some(ids)) = (&mut row, ids.as_deref_mut()) {
-            if !rows.row_has_accrual_id() {
-                let limit = settings.max_derived_contents;
-                match ids.next_id_within(accrual, limit) {
-                    Some(id) => accrual.accrual_id = id,
-                    None => {
-                        row = CsvRow::Rejected(vec![RowError {
-                            line,
-                            column: "accrual_id".to_owned(),
-                            reason: format!(
-                                "is empty, and the file already has {limit} distinct rows without accrual_id, \
-                                 the most one file may have: give this row an accrual_id, or split the file \
-                                 into files of different campaigns"
-                            ),
-                            raw: rows.raw_row(),
-                        }]);
-                    }
-                }
-            }
-        }
-        match row {
-            CsvRow::Accrual(accrual) => match seen.entry(accrual.accrual_id.clone()) {
-                Entry::Vacant(slot) => {
-                    slot.insert((line, window.len()));
-                    window.push(accrual);
-                }
-                Entry::Occupied(first) => {
-                    let (first_line, index) = *first.get();
-                    if window[index] == accrual {
-                        parsed.deduplicated += 1;
-                    } else {
-                        // One message must not hold one id twice (a
-                        // transaction may not touch an item twice).
-                        parsed.rejected += 1;
-                        report::write_errors(
-                            &mut parsed.report,
-                            &[RowError {
-                                line,
-                                column: "accrual_id".to_owned(),
-                                reason: format!("repeats the accrual_id of line {first_line} with different content"),
-                                raw: rows.raw_row(),
-                            }],
-                        );
-                    }
-                }
-            },
-            CsvRow::Rejected(errors) => {
-                parsed.rejected += 1;
-                report::write_errors(&mut parsed.report, &errors);
-            }
-        }
-        if window.len() >= window_size {
-            seen.clear();
-            let full = std::mem::replace(&mut window, Vec::with_capacity(window_size));
-            if !send(Window { accruals: full }) {
-                // The queueing side gave up; its error is what gets reported.
-                return Ok(parsed);
-            }
-        }
-        if rows.stopped() {
-            // Past a row over the bound (an unclosed quote) nothing tells
-            // rows apart: the file ends here, with every earlier row kept.
-            break;
-        }
-        let (read, _) = rows.consumed();
-        // A chunk also ends when its report part is full: a short row whose
-        // every field is bad gives several report lines, each repeating the
-        // row, so a whole 64 MiB chunk of them would report gigabytes.
-        if read >= settings.chunk_bytes || parsed.report.len() as u64 >= settings.chunk_bytes.min(REPORT_PART_BYTES) {
-            // At the end of the file if the object's size says so (a size of
-            // 0 means unknown: the next chunk will find out).
-            at_end = size > 0 && offset + read >= size;
-            break;
-        }
-    }
-    if !window.is_empty() && !send(Window { accruals: window }) {
-        return Ok(parsed);
-    }
-    if !at_end {
-        let (read, next_line) = rows.consumed();
-        parsed.next = Some((offset + read, next_line));
-    }
-    Ok(parsed)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A row over the bound (an unclosed quote) ends the file in the chunk
-    /// that meets it, whatever the chunk size: no continuation resumes
-    /// inside the quoted field, and the rows before it are all sent.
-    #[test]
-    fn an_unclosed_quote_ends_the_file_with_every_earlier_row_sent() {
-        let mut file = b"member_id,point_type,amount\n".to_vec();
-        for i in 0..500 {
-            file.extend_from_slice(format!("m-{i},P,1\n").as_bytes());
-        }
-        file.extend_from_slice(b"m-x,P,\"1\n");
-        for i in 0..20_000 {
-            file.extend_from_slice(format!("m-{i},P,1\n").as_bytes());
-        }
-        let settings = ImportSettings {
-            chunk_bytes: 4096,
-            ..ImportSettings::default()
-        };
-        let size = file.len() as u64;
-        let (mut offset, mut line, mut columns) = (0u64, 1u64, None);
-        let (mut sent, mut rejected, mut report) = (0usize, 0u64, Vec::new());
-        loop {
-            let parsed = parse_chunk(
-                &file[offset as usize..],
-                columns.take(),
-                line,
-                offset,
-                size,
-                "f",
-                None,
-                &settings,
-                |window| {
-                    sent += window.accruals.len();
-                    true
-                },
-            )
-            .unwrap();
-            rejected += parsed.rejected;
-            report.extend_from_slice(&parsed.report);
-            match parsed.next {
-                Some((next_offset, next_line)) => {
-                    (offset, line, columns) = (next_offset, next_line, Some(parsed.columns));
-                }
-                None => break,
-            }
-        }
-        assert_eq!((sent, rejected), (500, 1));
-        let report = String::from_utf8(report).unwrap();
-        assert!(report.starts_with("502,(row),"), "{report}");
-        assert!(offset < 64 * 1024, "the file ended near the quote, at byte {offset}");
-    }
-
-    /// A chunk whose report part fills up ends there, and the next chunk
-    /// picks up at the next row: the report held in memory stays bounded
-    /// whatever the chunk size.
-    #[test]
-    fn a_chunk_ends_when_its_report_part_is_full() {
-        let mut file = b"member_id,point_type,amount\n".to_vec();
-        for _ in 0..1000 {
-            file.extend_from_slice(b"bad id,P,0\n");
-        }
-        let settings = ImportSettings {
-            chunk_bytes: 4096,
-            ..ImportSettings::default()
-        };
-        let size = file.len() as u64;
-        let (mut offset, mut line, mut columns, mut rejected, mut chunks) = (0u64, 1u64, None, 0u64, 0);
-        loop {
-            let parsed = parse_chunk(
-                &file[offset as usize..],
-                columns.take(),
-                line,
-                offset,
-                size,
-                "f",
-                None,
-                &settings,
-                |_| true,
-            )
-            .unwrap();
-            chunks += 1;
-            rejected += parsed.rejected;
-            assert!(parsed.report.len() < 4096 + 200, "{} report bytes", parsed.report.len());
-            match parsed.next {
-                Some((next_offset, next_line)) => {
-                    assert!(next_offset > offset);
-                    (offset, line, columns) = (next_offset, next_line, Some(parsed.columns));
-                }
-                None => break,
-            }
-        }
-        assert_eq!(rejected, 1000);
-        // 11 bytes of input a row, about 160 bytes of report: the report,
-        // not the bytes read, ends these chunks.
-        assert!(chunks > size / 4096 * 10, "{chunks} chunks");
     }
 }
