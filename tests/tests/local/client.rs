@@ -239,6 +239,17 @@ async fn a_json_array_file_is_streamed_item_by_item() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_lettered_messages_are_listed_and_redriven_then_applied() {
+    dead_letters_redriven(false).await;
+}
+
+/// The same, through an archive: `dlq archive` empties the DLQ into files,
+/// `dlq redrive --from` sends them back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_lettered_messages_archived_then_redriven_from_the_archive_are_applied() {
+    dead_letters_redriven(true).await;
+}
+
+async fn dead_letters_redriven(via_archive: bool) {
     let stack = stack().await;
     // A job whose two messages were dead-lettered (say, during an outage).
     let job_id = pointflow::domain::JobId::random();
@@ -302,9 +313,33 @@ async fn dead_lettered_messages_are_listed_and_redriven_then_applied() {
         .unwrap();
     assert_eq!(listed.len(), 2);
     assert!(listed.iter().all(|l| l.job_id == Some(job_id) && l.accruals == 2));
-    let moved = pointflow::services::dlq::redrive(stack.backend.dlq.as_ref(), stack.backend.queue.as_ref(), usize::MAX)
+    let now = time::OffsetDateTime::now_utc();
+    let moved = if via_archive {
+        let folder = stack._dir.0.join("dlq-archive");
+        let objects = pointflow::adapters::local_dir::DirObjects::new(&folder);
+        let archived = pointflow::services::dlq::archive(stack.backend.dlq.as_ref(), &objects, "", "", 100, now)
+            .await
+            .unwrap();
+        assert_eq!((archived.messages, archived.files.len()), (2, 1));
+        let left = pointflow::services::dlq::list(stack.backend.dlq.as_ref(), 100)
+            .await
+            .unwrap();
+        assert!(left.is_empty(), "archived messages leave the DLQ");
+        let file = std::fs::read(folder.join(&archived.files[0])).unwrap();
+        let letters = pointflow::services::dlq::decode_archive(&file).unwrap();
+        pointflow::services::dlq::redrive_archived(&letters, stack.backend.queue.as_ref(), now)
+            .await
+            .unwrap()
+    } else {
+        pointflow::services::dlq::redrive(
+            stack.backend.dlq.as_ref(),
+            stack.backend.queue.as_ref(),
+            usize::MAX,
+            now,
+        )
         .await
-        .unwrap();
+        .unwrap()
+    };
     assert_eq!((moved.messages, moved.accruals), (2, 4));
 
     let options = SubmitOptions {
