@@ -622,3 +622,50 @@ async fn fixing_a_bad_line_and_dropping_the_file_again_credits_only_that_line() 
     let expected = repeating_balances();
     assert_eq!(all_balances(&rig, &expected).await, expected);
 }
+
+/// The occurrence counts a chunk hands on are read by the next chunk and
+/// then deleted: none is left once a file is read. A chunk that finds them
+/// gone fails the job with the reason, instead of counting from zero (which
+/// would give later repeats the ids of earlier rows).
+#[tokio::test]
+async fn occurrence_counts_are_removed_once_read_and_their_loss_fails_the_job() {
+    let rig = rig(small_chunks(30));
+    let content: String = std::iter::once("member_id,point_type,amount\n".to_owned())
+        .chain((0..40).map(|i| format!("m-{},P,{}\n", i % 7, i % 2 + 1)))
+        .collect();
+    let tables = |job: pointflow::domain::JobId| {
+        let folder = rig
+            ._dir
+            .as_ref()
+            .unwrap()
+            .0
+            .join(&rig.bucket)
+            .join(format!("reports/.parts/{job}"));
+        std::fs::read_dir(folder).map_or(0, |entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter(|e| e.path().extension().is_some_and(|x| x == "occurrences"))
+                .count()
+        })
+    };
+    let whole = rig.drop_file("imports/whole.csv", content.as_bytes()).await;
+    rig.notify(&whole).await;
+    let quiet = rig.run_until_quiet().await;
+    assert!(quiet.import_invocations > 5, "{quiet:?}");
+    assert_eq!(rig.job(&whole).await.status(), JobStatus::Completed);
+    assert_eq!(tables(whole.object.job_id()), 0, "every table read was deleted");
+
+    let broken = rig.drop_file("imports/broken.csv", content.as_bytes()).await;
+    rig.notify(&broken).await;
+    let first = rig.tasks.receive_messages(1, Duration::from_millis(500)).await.unwrap();
+    assert_eq!(rig.invoke_import(&first).await, 0);
+    let job_id = broken.object.job_id();
+    assert_eq!(tables(job_id), 1, "the first chunk handed its counts on");
+    let key = pointflow::services::import::report::occurrences_key("reports/", job_id, 1);
+    rig.objects.delete(&rig.bucket, &key).await.unwrap();
+    rig.run_until_quiet().await;
+    let job = rig.job(&broken).await;
+    let error = job.error.clone().expect("a reason");
+    assert!(error.contains("occurrence counts of the earlier chunks"), "{error}");
+    assert!(job.completed_at.is_some(), "{job:?}");
+}
