@@ -203,3 +203,49 @@ impl ObjectStore for DirObjects {
         .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// As on S3: metadata belongs to one write of the object; writing the
+    /// object again, or deleting it, drops it.
+    #[tokio::test]
+    async fn metadata_lives_with_one_write_of_its_object() {
+        let root = std::env::temp_dir().join(format!("pointflow-dir-{}", uuid::Uuid::new_v4().simple()));
+        let objects = DirObjects::new(&root);
+        let object = ObjectRef {
+            bucket: "b".into(),
+            key: "imports/a.csv".into(),
+            size: 0,
+            etag: None,
+            version_id: None,
+        };
+        let campaign = BTreeMap::from([("campaign".to_owned(), "spring".to_owned())]);
+        objects.put("b", "imports/a.csv", b"x".to_vec()).await.unwrap();
+        assert_eq!(objects.metadata(&object, "campaign").await.unwrap(), None);
+        objects.set_metadata("b", "imports/a.csv", &campaign).unwrap();
+        assert_eq!(
+            objects.metadata(&object, "campaign").await.unwrap().as_deref(),
+            Some("spring")
+        );
+        assert_eq!(objects.metadata(&object, "other").await.unwrap(), None);
+        objects.put("b", "imports/a.csv", b"y".to_vec()).await.unwrap();
+        assert_eq!(
+            objects.metadata(&object, "campaign").await.unwrap(),
+            None,
+            "a new write has none"
+        );
+        objects.set_metadata("b", "imports/a.csv", &campaign).unwrap();
+        objects.set_metadata("b", "imports/a.csv", &BTreeMap::new()).unwrap();
+        assert_eq!(objects.metadata(&object, "campaign").await.unwrap(), None, "cleared");
+        objects.set_metadata("b", "imports/a.csv", &campaign).unwrap();
+        objects.delete("b", "imports/a.csv").await.unwrap();
+        assert!(matches!(
+            objects.metadata(&object, "campaign").await,
+            Err(ObjectError::Changed { .. })
+        ));
+        assert!(!objects.metadata_path("b", "imports/a.csv").unwrap().exists());
+        let _ = fs::remove_dir_all(&root);
+    }
+}
