@@ -36,7 +36,7 @@ pub enum CancelError {
     )]
     Running { job_id: JobId, settled: u64, total: u64 },
     #[error(
-        "message {seq} of job {job_id} has no record of its accruals (message records are kept 30 days); \
+        "message {seq} of job {job_id} has no record of its accruals (message records are kept 90 days); \
          reverse its accruals one by one instead"
     )]
     Forgotten { job_id: JobId, seq: u32 },

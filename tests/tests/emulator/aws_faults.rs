@@ -178,9 +178,14 @@ async fn a_message_that_keeps_failing_reaches_the_dlq_and_a_redrive_applies_it_o
     // once, and its accruals move from failed to applied.
     flaky.failing.store(false, Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(1100)).await; // `list` left it in flight
-    let moved = pointflow::services::dlq::redrive(backend.dlq.as_ref(), backend.queue.as_ref(), 10)
-        .await
-        .unwrap();
+    let moved = pointflow::services::dlq::redrive(
+        backend.dlq.as_ref(),
+        backend.queue.as_ref(),
+        10,
+        time::OffsetDateTime::now_utc(),
+    )
+    .await
+    .unwrap();
     assert_eq!((moved.messages, moved.accruals), (1, 12));
     let batch = receive(backend.queue.as_ref(), 1).await;
     assert_eq!(batch.len(), 1);
@@ -198,9 +203,14 @@ async fn a_message_that_keeps_failing_reaches_the_dlq_and_a_redrive_applies_it_o
     let job = backend.jobs.get_job(job_id).await.unwrap().unwrap();
     assert_eq!((job.applied, job.duplicate, job.failed), (12, 0, 0));
     assert_eq!(job.status(), JobStatus::Completed);
-    let again = pointflow::services::dlq::redrive(backend.dlq.as_ref(), backend.queue.as_ref(), 10)
-        .await
-        .unwrap();
+    let again = pointflow::services::dlq::redrive(
+        backend.dlq.as_ref(),
+        backend.queue.as_ref(),
+        10,
+        time::OffsetDateTime::now_utc(),
+    )
+    .await
+    .unwrap();
     assert_eq!(again.messages, 0, "the DLQ is empty");
 }
 
