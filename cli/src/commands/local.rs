@@ -141,6 +141,11 @@ struct ImportArgs {
     /// Object key to drop it at (default: imports/<file name>).
     #[arg(long)]
     key: Option<String>,
+    /// The campaign of its rows without accrual_id, set as the object's
+    /// `campaign` metadata (default: none, so the key is the campaign). The
+    /// same rows in the same campaign are credited once, whatever the file.
+    #[arg(long)]
+    campaign: Option<String>,
     /// Give up waiting after this many seconds.
     #[arg(long, default_value_t = 1800)]
     timeout: u64,
@@ -290,6 +295,7 @@ async fn import(
     let ImportArgs {
         file,
         key,
+        campaign,
         timeout,
         quiet,
     } = args;
@@ -300,7 +306,7 @@ async fn import(
     let runner = Runner::start(backend, settings, "127.0.0.1:0".parse()?, pollers).await?;
     eprintln!("import: {} → {key} on {}", file.display(), backend.description);
     let summary = tokio::select! {
-        summary = run_import(backend, &file, &key, !quiet, Duration::from_secs(timeout)) => summary,
+        summary = run_import(backend, &file, &key, campaign.as_deref(), !quiet, Duration::from_secs(timeout)) => summary,
         _ = tokio::signal::ctrl_c() => {
             eprintln!("interrupted: stopping cleanly; run the same import again to resume");
             runner.stop().await?;

@@ -104,10 +104,21 @@ impl<S: Debits> Debits for Metered<S> {
         // As DynamoDB: one transaction of a put and a balance update.
         self.meter.charge_ledger(
             1,
-            indexed_write_units(use_entry_bytes(u), WriteKind::Transactional)
+            indexed_write_units(use_entry_bytes(u, None), WriteKind::Transactional)
                 + write_units(0, WriteKind::Transactional),
         );
         self.inner.apply_use(u, now).await
+    }
+
+    async fn apply_message_use(&self, by: MessageRef, u: &Use, now: OffsetDateTime) -> Result<UseOutcome, StoreError> {
+        // As `apply_use`, plus the check that the message's cancel has not
+        // begun: one more action, a small transactional write.
+        self.meter.charge_ledger(
+            1,
+            indexed_write_units(use_entry_bytes(u, Some(by)), WriteKind::Transactional)
+                + 2 * write_units(0, WriteKind::Transactional),
+        );
+        self.inner.apply_message_use(by, u, now).await
     }
 
     async fn reverse(&self, target: &ReversalTarget, now: OffsetDateTime) -> Result<ReversalOutcome, StoreError> {

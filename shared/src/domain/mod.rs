@@ -12,6 +12,7 @@ pub mod lots;
 pub mod message;
 pub mod packing;
 pub mod reconcile;
+pub mod retention;
 pub mod reversal;
 pub mod strict_json;
 pub mod submission;

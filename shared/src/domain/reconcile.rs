@@ -13,6 +13,7 @@ use std::fmt;
 
 use serde::Serialize;
 
+use crate::domain::history::{EntryKind, HistoryEntry};
 use crate::domain::lots::{BalanceSheet, Lot, LotKey};
 use crate::domain::MessageCounts;
 
@@ -40,11 +41,38 @@ pub struct UseEntry {
     pub reversed: bool,
 }
 
-/// Every credit and use of one member, in no particular order.
+/// An expired lot a use pruned, as its expiry entry records it: the points
+/// left the lot for the balance's `expired` count.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpiryEntry {
+    pub point_type: String,
+    pub lot: LotKey,
+    pub amount: u64,
+}
+
+impl ExpiryEntry {
+    /// The pruning a stored history entry records
+    /// ([`crate::domain::history::pruned_expiry`]: kind `expiry`, id
+    /// `<lot>@<use_id>`, a negative amount); `None` for any other entry.
+    pub fn from_history(entry: &HistoryEntry) -> Option<Self> {
+        if entry.kind != EntryKind::Expiry {
+            return None;
+        }
+        let (lot, _use_id) = entry.id.split_once('@')?;
+        Some(ExpiryEntry {
+            point_type: entry.point_type.clone(),
+            lot: LotKey::from_attribute(lot)?,
+            amount: entry.amount.checked_neg().and_then(|a| u64::try_from(a).ok())?,
+        })
+    }
+}
+
+/// Every credit, use and pruned expiry of one member, in no particular order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MemberLedger {
     pub credits: Vec<CreditEntry>,
     pub uses: Vec<UseEntry>,
+    pub expiries: Vec<ExpiryEntry>,
 }
 
 /// What part of a balance item a difference is in.
@@ -56,6 +84,8 @@ pub enum SheetField {
     Earned,
     /// Points ever used (reversed uses excluded).
     Used,
+    /// Points of expired lots pruned by uses.
+    Expired,
 }
 
 impl fmt::Display for SheetField {
@@ -67,6 +97,7 @@ impl fmt::Display for SheetField {
             SheetField::Lot(key) => f.write_str(&key.attribute()),
             SheetField::Earned => f.write_str("earned"),
             SheetField::Used => f.write_str("used"),
+            SheetField::Expired => f.write_str("expired"),
         }
     }
 }
@@ -98,6 +129,7 @@ pub struct ExpectedSheet {
     pub lots: BTreeMap<LotKey, i128>,
     pub earned: i128,
     pub used: i128,
+    pub expired: i128,
 }
 
 impl ExpectedSheet {
@@ -118,6 +150,7 @@ impl ExpectedSheet {
             lots,
             earned: count(self.earned)?,
             used: count(self.used)?,
+            expired: count(self.expired)?,
         })
     }
 }
@@ -126,11 +159,11 @@ impl ExpectedSheet {
 /// (sorted), from the ledger alone: a credit not reversed adds its amount to
 /// its lot and to `earned`; a use not reversed takes what it `consumed` from
 /// each lot and adds its amount to `used`; a reversed one did both and then
-/// undid them, so it counts for nothing.
+/// undid them, so it counts for nothing; a pruned expiry takes its points
+/// out of its lot and adds them to `expired`.
 ///
-/// The one place the rule lives: a change to what a balance item holds (an
-/// `expired` counter for pruned lots, say) is added here and in
-/// [`compare_sheet`].
+/// The one place the rule lives: a change to what a balance item holds is
+/// added here and in [`compare_sheet`].
 pub fn expected_sheets(ledger: &MemberLedger) -> Vec<ExpectedSheet> {
     let mut sheets: BTreeMap<String, ExpectedSheet> = BTreeMap::new();
     fn sheet<'a>(sheets: &'a mut BTreeMap<String, ExpectedSheet>, point_type: &str) -> &'a mut ExpectedSheet {
@@ -150,6 +183,11 @@ pub fn expected_sheets(ledger: &MemberLedger) -> Vec<ExpectedSheet> {
             *s.lots.entry(take.key).or_default() -= i128::from(take.amount);
         }
         s.used += i128::from(u.amount);
+    }
+    for expiry in &ledger.expiries {
+        let s = sheet(&mut sheets, &expiry.point_type);
+        *s.lots.entry(expiry.lot).or_default() -= i128::from(expiry.amount);
+        s.expired += i128::from(expiry.amount);
     }
     sheets.into_values().collect()
 }
@@ -178,6 +216,7 @@ pub fn compare_sheet(expected: &ExpectedSheet, stored: Option<&BalanceSheet>) ->
         .collect();
     fields.push((SheetField::Earned, expected.earned, i128::from(stored.earned)));
     fields.push((SheetField::Used, expected.used, i128::from(stored.used)));
+    fields.push((SheetField::Expired, expected.expired, i128::from(stored.expired)));
     fields
         .into_iter()
         .filter(|(_, expected, stored)| expected != stored)
@@ -301,6 +340,7 @@ mod tests {
                 .collect(),
             earned,
             used,
+            expired: 0,
         }
     }
 
@@ -315,7 +355,41 @@ mod tests {
                 use_of("u", &[(LOT, 50), (LotKey::PLAIN, 10)], false),
                 use_of("v", &[(LotKey::PLAIN, 30)], true),
             ],
+            expiries: vec![],
         }
+    }
+
+    #[test]
+    fn a_pruned_expiry_moves_its_points_from_the_lot_to_expired() {
+        let lot = LotKey {
+            from: 0,
+            until: Some(86_400),
+        };
+        let entry = crate::domain::history::pruned_expiry("PT", lot, 30, "u-9").unwrap();
+        let expiry = ExpiryEntry::from_history(&entry).unwrap();
+        assert_eq!(
+            expiry,
+            ExpiryEntry {
+                point_type: "PT".into(),
+                lot,
+                amount: 30
+            }
+        );
+        let ledger = MemberLedger {
+            credits: vec![CreditEntry {
+                accrual_id: "a".into(),
+                point_type: "PT".into(),
+                amount: 50,
+                lot,
+                reversed: false,
+            }],
+            uses: vec![],
+            expiries: vec![expiry],
+        };
+        let mut stored = sheet(&[(lot, 20)], 50, 0);
+        assert_eq!(compare_member(&ledger, std::slice::from_ref(&stored)).len(), 1);
+        stored.expired = 30;
+        assert_eq!(compare_member(&ledger, &[stored]), []);
     }
 
     #[test]
@@ -331,6 +405,7 @@ mod tests {
         let ledger = MemberLedger {
             credits: vec![credit("a", 5, LotKey::PLAIN, false)],
             uses: vec![use_of("u", &[(LotKey::PLAIN, 5)], false)],
+            expiries: vec![],
         };
         assert_eq!(compare_member(&ledger, &[sheet(&[], 5, 5)]), []);
         assert_eq!(compare_member(&ledger, &[sheet(&[(LotKey::PLAIN, 0)], 5, 5)]), []);
@@ -359,6 +434,7 @@ mod tests {
         let ledger = MemberLedger {
             credits: vec![credit("a", 5, LotKey::PLAIN, false)],
             uses: vec![],
+            expiries: vec![],
         };
         let mut other = sheet(&[(LotKey::PLAIN, 4)], 4, 0);
         other.point_type = "ZZ".into();
@@ -383,6 +459,7 @@ mod tests {
         let ledger = MemberLedger {
             credits: vec![],
             uses: vec![use_of("u", &[(LotKey::PLAIN, 5)], false)],
+            expiries: vec![],
         };
         let expected = expected_sheets(&ledger);
         assert_eq!(expected[0].lots[&LotKey::PLAIN], -5);

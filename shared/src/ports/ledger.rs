@@ -81,14 +81,34 @@ pub trait Debits: Send + Sync {
     /// ([`BalanceSheet::plan_use`]). Recording the use and deducting happen
     /// together or not at all, and only while every lot it takes from holds
     /// what it takes — checked by the store in that same atomic write, so
-    /// concurrent uses never overdraw a balance.
+    /// concurrent uses never overdraw a balance. The same write prunes the
+    /// plan's expired lots ([`crate::domain::lots::UsePlan::prunes`]): each
+    /// removed only if it holds what the plan read, its points added to the
+    /// balance's `expired`, one stored expiry history entry each
+    /// ([`crate::domain::history::pruned_expiry`]).
     async fn apply_use(&self, u: &Use, now: OffsetDateTime) -> Result<UseOutcome, StoreError>;
+
+    /// [`Debits::apply_use`] on behalf of message `by` of a bulk-use job:
+    /// the use records `by`, so that the job's cancel gives it back
+    /// ([`ReversalTarget::UseBy`]), and nothing is deducted once the
+    /// message's cancel has begun
+    /// ([`crate::ports::JobStore::begin_message_cancel`] on the same store):
+    /// the check is part of the use's atomic write, so a use either happened
+    /// before the cancel began (and the cancel sees it) or not at all
+    /// ([`UseOutcome::Cancelled`]). Once the cancel has begun the answer is
+    /// `Cancelled` even for a use applied before (the cancel gives that one
+    /// back); until then a use applied before (a redelivery) replays as
+    /// with `apply_use`.
+    async fn apply_message_use(&self, by: MessageRef, u: &Use, now: OffsetDateTime) -> Result<UseOutcome, StoreError>;
 
     /// Reverses one credited accrual or applied use, once (a second call is
     /// a replay). An accrual's points leave the lot they went to, only while
     /// it still holds them all (else [`ReversalOutcome::AlreadySpent`]); a
     /// use's points go back to the lots it took them from. The entry's mark
-    /// and the balance change are one atomic write.
+    /// and the balance change are one atomic write. A target naming a
+    /// message ([`ReversalTarget::CreditBy`], [`ReversalTarget::UseBy`]) is
+    /// reversed only if that message applied it, else
+    /// [`ReversalOutcome::NotFound`].
     async fn reverse(&self, target: &ReversalTarget, now: OffsetDateTime) -> Result<ReversalOutcome, StoreError>;
 }
 
@@ -139,7 +159,7 @@ pub trait LedgerReads: Send + Sync {
 #[async_trait]
 pub trait LedgerRepairs: Send + Sync {
     /// Replaces the member's balance item of `sheet.point_type` with
-    /// `sheet` (its lots, lots absent from it removed, `earned` and `used`),
+    /// `sheet` (its lots, lots absent from it removed, `earned`, `used` and `expired`),
     /// only if the item still holds `read` (`None`: there is no item), as
     /// one conditional write. Returns whether it wrote; `false` means the
     /// item changed since it was read (a concurrent credit or use: every

@@ -252,6 +252,7 @@ mod tests {
             }],
             earned: 100,
             used: 30,
+            expired: 0,
         }
     }
 

@@ -76,6 +76,10 @@ impl<S: SingleWrites + Ledger + 'static> Debits for NaiveLedger<S> {
         self.store.apply_use(u, now).await
     }
 
+    async fn apply_message_use(&self, by: MessageRef, u: &Use, now: OffsetDateTime) -> Result<UseOutcome, StoreError> {
+        self.store.apply_message_use(by, u, now).await
+    }
+
     async fn reverse(&self, target: &ReversalTarget, now: OffsetDateTime) -> Result<ReversalOutcome, StoreError> {
         self.store.reverse(target, now).await
     }

@@ -60,6 +60,7 @@ fn plain_sheet(plain: u64, earned: u64, used: u64) -> BalanceSheet {
         }],
         earned,
         used,
+        expired: 0,
     }
 }
 

@@ -9,6 +9,7 @@ mod aws_import;
 mod aws_pipeline;
 mod bulk_uses;
 mod contract_aws;
+mod dlq_archive;
 mod events;
 mod job_accounting;
 mod job_cancel;

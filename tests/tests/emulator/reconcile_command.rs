@@ -45,6 +45,7 @@ async fn reconcile_on_dynamodb_reports_then_repairs_a_damaged_balance() {
         }],
         earned: 40,
         used: 0,
+        expired: 0,
     };
     assert!(store
         .replace_balance_sheet("m-1", read.first(), &damaged, now)

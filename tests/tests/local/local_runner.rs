@@ -151,9 +151,16 @@ async fn local_import_credits_a_file_in_chunks_and_reports_its_bad_rows() {
     let file = bucket.0.join("campaign.csv");
     std::fs::write(&file, &csv).unwrap();
 
-    let summary = run_import(&backend, &file, "imports/campaign.csv", false, Duration::from_secs(120))
-        .await
-        .unwrap();
+    let summary = run_import(
+        &backend,
+        &file,
+        "imports/campaign.csv",
+        None,
+        false,
+        Duration::from_secs(120),
+    )
+    .await
+    .unwrap();
     assert_eq!(
         (summary.job.total, summary.job.rejected, summary.job.applied),
         (4_995, 5, 4_995)
@@ -181,9 +188,16 @@ async fn local_import_credits_a_file_in_chunks_and_reports_its_bad_rows() {
         assert_eq!(balances[0].balance, expected);
     }
 
-    let again = run_import(&backend, &file, "imports/campaign.csv", false, Duration::from_secs(60))
-        .await
-        .unwrap();
+    let again = run_import(
+        &backend,
+        &file,
+        "imports/campaign.csv",
+        None,
+        false,
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap();
     assert!(again.already_imported);
     assert_eq!(again.job, summary.job);
     runner.stop().await.unwrap();

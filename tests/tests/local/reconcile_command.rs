@@ -54,6 +54,7 @@ async fn reconcile_reports_a_damaged_balance_then_repairs_it() {
             }],
             earned: 42,
             used: 0,
+            expired: 0,
         };
         assert!(store
             .replace_balance_sheet("m-1", read.first(), &damaged, now)

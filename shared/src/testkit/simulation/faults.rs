@@ -112,6 +112,10 @@ impl Debits for FaultyLedger {
         store_call!(self.sim, "apply_use", self.inner.apply_use(u, now))
     }
 
+    async fn apply_message_use(&self, by: MessageRef, u: &Use, now: OffsetDateTime) -> Result<UseOutcome, StoreError> {
+        store_call!(self.sim, "apply_use", self.inner.apply_message_use(by, u, now))
+    }
+
     async fn reverse(&self, target: &ReversalTarget, now: OffsetDateTime) -> Result<ReversalOutcome, StoreError> {
         store_call!(self.sim, "reverse", self.inner.reverse(target, now))
     }
@@ -356,6 +360,10 @@ impl Credits for DoubleCreditLedger {
 impl Debits for DoubleCreditLedger {
     async fn apply_use(&self, u: &Use, now: OffsetDateTime) -> Result<UseOutcome, StoreError> {
         self.inner.apply_use(u, now).await
+    }
+
+    async fn apply_message_use(&self, by: MessageRef, u: &Use, now: OffsetDateTime) -> Result<UseOutcome, StoreError> {
+        self.inner.apply_message_use(by, u, now).await
     }
 
     async fn reverse(&self, target: &ReversalTarget, now: OffsetDateTime) -> Result<ReversalOutcome, StoreError> {

@@ -100,6 +100,7 @@ mod tests {
             }],
             earned: 10,
             used: 0,
+            expired: 0,
         };
         assert!(futures::executor::block_on(store.replace_balance_sheet("m-1", read.first(), &tampered, now)).unwrap());
         assert_eq!(

@@ -20,12 +20,12 @@ use super::keys;
 use super::transaction::{put_new, Meter, Request, Sent, OPERATION};
 use super::{DynamoStore, Item};
 use crate::domain::capacity::MARKER_AND_UPDATE_UNITS;
+// Message markers, cancel items and chunk markers expire after 90 days
+// (DynamoDB TTL on `expires_at`): longer than any delivery of a message the
+// redrive rule lets through (`domain::retention`).
+use crate::domain::retention::MARKER_TTL_SECONDS;
 use crate::domain::{CancelCounts, ChunkReport, FoldedItems, Job, JobId, MessageCounts, NewJob};
 use crate::ports::{CreateJob, JobStore, StoreError};
-
-/// Message markers expire after 30 days (DynamoDB TTL on `expires_at`): longer
-/// than SQS's 14-day maximum retention, so no redelivery outlives its marker.
-const MARKER_TTL_SECONDS: i64 = 30 * 24 * 3600;
 
 /// What a marker-and-update transaction found.
 enum Marked {

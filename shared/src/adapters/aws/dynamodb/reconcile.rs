@@ -16,7 +16,7 @@ use super::keys;
 use super::schema::HISTORY_INDEX;
 use super::{DynamoStore, Item};
 use crate::domain::lots::{BalanceSheet, Lot, LotKey};
-use crate::domain::reconcile::{CreditEntry, MemberLedger, UseEntry};
+use crate::domain::reconcile::{CreditEntry, ExpiryEntry, MemberLedger, UseEntry};
 use crate::domain::{JobId, MessageCounts};
 use crate::ports::{LedgerRepairs, StoreError};
 
@@ -123,6 +123,13 @@ impl DynamoStore {
                     consumed: self.use_consumed(&use_id).await?,
                     reversed: is_reversed("use", &use_id),
                     use_id,
+                });
+            } else if pk.starts_with(keys::EXPIRY_PREFIX) {
+                // A lot a use pruned: its times name the lot.
+                ledger.expiries.push(ExpiryEntry {
+                    point_type: item.required_string("point_type")?,
+                    lot: LotKey::new(item.time("apply_at")?, item.time("expires_at")?),
+                    amount: item.number("amount")?,
                 });
             }
         }
@@ -235,9 +242,9 @@ fn lot_attribute(key: LotKey) -> String {
 
 #[async_trait]
 impl LedgerRepairs for DynamoStore {
-    /// One `UpdateItem`: `SET` every lot of `sheet`, `earned` and `used`,
+    /// One `UpdateItem`: `SET` every lot of `sheet`, `earned`, `used` and `expired`,
     /// `REMOVE` the lots read that `sheet` does not hold, under the
-    /// condition that `earned`, `used` and every lot read still hold what
+    /// condition that `earned`, `used`, `expired` and every lot read still hold what
     /// was read (an item without `earned`, written before the counter
     /// existed, passes on `attribute_not_exists`: its first credit adds it;
     /// so does an item without `used` read as using 0: no use ever wrote it).
@@ -258,6 +265,7 @@ impl LedgerRepairs for DynamoStore {
             (":now".to_owned(), s(rfc3339(now))),
             (":earned".to_owned(), n(sheet.earned)),
             (":used".to_owned(), n(sheet.used)),
+            (":expired".to_owned(), n(sheet.expired)),
         ]);
         let mut set = vec![
             "member_id = :m".to_owned(),
@@ -265,6 +273,7 @@ impl LedgerRepairs for DynamoStore {
             "updated_at = :now".to_owned(),
             "earned = :earned".to_owned(),
             "used = :used".to_owned(),
+            "expired = :expired".to_owned(),
         ];
         let plain = sheet
             .lots
@@ -295,9 +304,17 @@ impl LedgerRepairs for DynamoStore {
                 } else {
                     "used = :read_used"
                 };
+                // Likewise `expired`, until a use first prunes a lot.
+                values.insert(":read_expired".to_owned(), n(read.expired));
+                let expired = if read.expired == 0 {
+                    "(expired = :read_expired OR attribute_not_exists(expired))"
+                } else {
+                    "expired = :read_expired"
+                };
                 let mut condition = vec![
                     "(earned = :read_earned OR attribute_not_exists(earned))".to_owned(),
                     used.to_owned(),
+                    expired.to_owned(),
                 ];
                 for (i, lot) in read.lots.iter().enumerate() {
                     names.insert(format!("#r{i}"), lot_attribute(lot.key));
