@@ -11,6 +11,7 @@ pub mod bench;
 pub mod bench_e2e;
 pub mod client;
 pub mod demo;
+pub mod exposure;
 pub mod import;
 pub mod plan;
 pub mod poller;
