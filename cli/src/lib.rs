@@ -18,3 +18,5 @@ pub mod poller;
 pub mod runner;
 pub mod server;
 pub mod settings;
+#[cfg(test)]
+mod template_checks;
