@@ -12,6 +12,7 @@ pub mod bench;
 pub mod bench_e2e;
 pub mod client;
 pub mod demo;
+pub mod exposure;
 pub mod import;
 pub mod plan;
 pub mod poller;
@@ -19,3 +20,5 @@ pub mod reconcile;
 pub mod runner;
 pub mod server;
 pub mod settings;
+#[cfg(test)]
+mod template_checks;
