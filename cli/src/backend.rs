@@ -2,6 +2,7 @@
 //! (default) or the AWS adapters (moto, LocalStack or a real account, through
 //! the SDK's usual configuration).
 
+use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -23,6 +24,7 @@ use pointflow::backend::QueuePolicy;
 use pointflow::domain::capacity::WriteCost;
 use pointflow::ports::objects::{ObjectRef, ObjectStore};
 use pointflow::ports::{JobStore, Ledger, WorkQueue};
+use pointflow::services::import::service::CAMPAIGN_METADATA;
 use pointflow::services::import::task::object_created_notification;
 use pointflow::testkit::baseline::{NaiveLedger, Unbatched};
 use sha2::{Digest, Sha256};
@@ -242,10 +244,15 @@ impl LocalBackend {
 }
 
 impl ImportSide {
-    /// Drops `file` into the bucket at `key`, as an operator would, and
-    /// returns the object its event names. The embedded bucket has no
-    /// notifications, so its event is queued here.
-    pub async fn drop_file(&self, file: &Path, key: &str) -> anyhow::Result<ObjectRef> {
+    /// Drops `file` into the bucket at `key`, as an operator would, with
+    /// the user metadata `campaign` when given (`aws s3 cp --metadata
+    /// campaign=…`), and returns the object its event names. The embedded
+    /// bucket has no notifications, so its event is queued here.
+    pub async fn drop_file(&self, file: &Path, key: &str, campaign: Option<&str>) -> anyhow::Result<ObjectRef> {
+        let metadata: BTreeMap<String, String> = campaign
+            .map(|c| (CAMPAIGN_METADATA.to_owned(), c.to_owned()))
+            .into_iter()
+            .collect();
         let object = match &self.s3 {
             Some(s3) => {
                 let body = ByteStream::from_path(file)
@@ -257,6 +264,7 @@ impl ImportSide {
                     .bucket(&self.bucket)
                     .key(key)
                     .body(body)
+                    .set_metadata((!metadata.is_empty()).then(|| metadata.clone().into_iter().collect()))
                     .send()
                     .await
                     .with_context(|| format!("uploading to s3://{}/{key}", self.bucket))?;
@@ -274,11 +282,14 @@ impl ImportSide {
                     .clone()
                     .context("the embedded backend has no bucket folder")?;
                 let root = dir.parent().unwrap_or(Path::new(""));
-                let target = DirObjects::new(root).path(&self.bucket, key)?;
+                let objects = DirObjects::new(root);
+                let target = objects.path(&self.bucket, key)?;
                 let source = file.to_owned();
                 let (size, etag) = tokio::task::spawn_blocking(move || copy_hashing(&source, &target))
                     .await?
                     .with_context(|| format!("copying {} into {}", file.display(), dir.display()))?;
+                // Replaces (or clears) what an earlier drop at `key` set.
+                objects.set_metadata(&self.bucket, key, &metadata)?;
                 ObjectRef {
                     bucket: self.bucket.clone(),
                     key: key.to_owned(),

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use pointflow::domain::accrual_ids::campaign_of_object;
 use pointflow::domain::{Job, JobStatus};
 use pointflow::ports::objects::ObjectRef;
 use pointflow::services::import::report::report_key;
@@ -19,6 +20,8 @@ use crate::backend::{LocalBackend, IMPORT_PREFIX};
 #[derive(Debug, Clone)]
 pub struct ImportSummary {
     pub object: ObjectRef,
+    /// The campaign its rows without `accrual_id` belong to (id scheme v2).
+    pub campaign: String,
     pub job: Job,
     /// From dropping the file to the job's completion.
     pub elapsed: Duration,
@@ -49,11 +52,13 @@ pub fn default_key(file: &Path) -> anyhow::Result<String> {
     Ok(format!("{IMPORT_PREFIX}{name}"))
 }
 
-/// Drops `file` at `key` and waits (at most `timeout`) until its job completes.
+/// Drops `file` at `key`, in `campaign` when given (else the key is its
+/// campaign), and waits (at most `timeout`) until its job completes.
 pub async fn run_import(
     backend: &LocalBackend,
     file: &Path,
     key: &str,
+    campaign: Option<&str>,
     progress: bool,
     timeout: Duration,
 ) -> anyhow::Result<ImportSummary> {
@@ -63,7 +68,7 @@ pub async fn run_import(
         .context("no import bucket: pass --bucket and --import-queue-url (or --create) with --backend aws")?;
     let started = Instant::now();
     let dropped_at = OffsetDateTime::now_utc();
-    let object = import.drop_file(file, key).await?;
+    let object = import.drop_file(file, key, campaign).await?;
     let bar = ProgressBar::with_draw_target(
         None,
         if progress {
@@ -107,6 +112,7 @@ pub async fn run_import(
     Ok(ImportSummary {
         // Jobs are created by this process's importer, on this clock.
         already_imported: job.created_at < dropped_at,
+        campaign: campaign_of_object(&object.key, campaign),
         object,
         job,
         elapsed: started.elapsed(),
@@ -119,6 +125,7 @@ impl fmt::Display for ImportSummary {
         let j = &self.job;
         writeln!(f, "file      {} ({} bytes)", self.object.url(), self.object.size)?;
         writeln!(f, "job       {} — {:?}", j.job_id, j.status())?;
+        writeln!(f, "campaign  {}", self.campaign)?;
         if self.already_imported {
             writeln!(
                 f,

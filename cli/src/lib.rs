@@ -1,6 +1,7 @@
 //! The `pointflow` command's library: the local runner (the HTTP API and SQS
 //! pollers in one process over the embedded or AWS backend), its demo, the
-//! CSV file import, and the API client (`submit`, `status`, `wait`, `balance`).
+//! CSV file import, the API client (`submit`, `status`, `wait`, `balance`)
+//! and the store-side operator tool `reconcile`.
 //!
 //! The command line itself (clap arguments, output, exit statuses) is the
 //! binary's, not this library's: `main.rs` dispatches to `commands/<area>.rs`,
@@ -11,9 +12,13 @@ pub mod bench;
 pub mod bench_e2e;
 pub mod client;
 pub mod demo;
+pub mod exposure;
 pub mod import;
 pub mod plan;
 pub mod poller;
+pub mod reconcile;
 pub mod runner;
 pub mod server;
 pub mod settings;
+#[cfg(test)]
+mod template_checks;

@@ -15,6 +15,7 @@ use commands::jobs::{CancelArgs, StatusArgs, WaitArgs};
 use commands::local::LocalArgs;
 use commands::members::{BalanceArgs, HistoryArgs, ReverseArgs, UseArgs};
 use commands::plan::PlanArgs;
+use commands::reconcile::ReconcileArgs;
 use commands::simulate::SimulateArgs;
 use commands::submit::SubmitArgs;
 
@@ -48,6 +49,9 @@ enum Command {
     Wait(WaitArgs),
     /// Look into the dead-letter queue, or move its messages back to be applied.
     Dlq(DlqArgs),
+    /// Recompute balances from the ledger, or job counts from their messages, on the store itself; report differences,
+    /// and with --repair rewrite them.
+    Reconcile(ReconcileArgs),
     /// Predict drain time and cost of a campaign on AWS, and the limit that binds.
     Plan(PlanArgs),
     /// Run the deterministic simulation of the pipeline under faults (docs/simulation.md).
@@ -110,6 +114,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Wait(args) => commands::jobs::wait(args).await,
         Command::Cancel(args) => commands::jobs::cancel(args).await,
         Command::Dlq(args) => commands::dlq::run(args).await,
+        Command::Reconcile(args) => commands::reconcile::run(args).await,
         Command::Plan(args) => commands::plan::run(args),
         // The simulation is CPU-bound and blocking: off the runtime's threads.
         Command::Simulate(args) => tokio::task::spawn_blocking(move || commands::simulate::run(&args)).await?,

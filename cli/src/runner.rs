@@ -13,6 +13,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::backend::LocalBackend;
+use crate::exposure::{check_bind, Exposure};
 use crate::poller::{run_pollers, PollerSettings, PollerStats};
 use crate::server::serve;
 use crate::settings::StackSettings;
@@ -31,13 +32,26 @@ pub struct Runner {
 }
 
 impl Runner {
-    /// Starts the API on `addr` (port 0 picks a free one) and the pollers.
+    /// Starts the API on the loopback `addr` (port 0 picks a free one) and
+    /// the pollers; a non-loopback `addr` is refused.
     pub async fn start(
         backend: &LocalBackend,
         settings: &StackSettings,
         addr: SocketAddr,
         pollers: PollerSettings,
     ) -> anyhow::Result<Runner> {
+        Self::start_exposed(backend, settings, addr, pollers, Exposure::LoopbackOnly).await
+    }
+
+    /// [`Runner::start`], with the API reachable as `exposure` allows.
+    pub async fn start_exposed(
+        backend: &LocalBackend,
+        settings: &StackSettings,
+        addr: SocketAddr,
+        pollers: PollerSettings,
+        exposure: Exposure,
+    ) -> anyhow::Result<Runner> {
+        check_bind(addr, exposure)?;
         let service = ApiService::new(
             backend.jobs.clone(),
             backend.ledger.clone(),
@@ -51,7 +65,7 @@ impl Runner {
         let addr = listener.local_addr()?;
         let (shutdown, stop) = watch::channel(false);
         let mut server_stop = stop.clone();
-        let server = tokio::spawn(serve(listener, service, async move {
+        let server = tokio::spawn(serve(listener, service, exposure, async move {
             let _ = server_stop.wait_for(|stop| *stop).await;
         }));
         let stats = Arc::new(PollerStats::default());

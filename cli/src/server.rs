@@ -7,28 +7,64 @@ use std::future::Future;
 use aws_lambda_events::encodings::Body as LambdaBody;
 use aws_lambda_events::http::{HeaderMap, Method};
 use axum::body::{Body, Bytes};
-use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{StatusCode, Uri};
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{header, StatusCode, Uri};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::Router;
+use axum::{Json, Router};
 use pointflow::services::api::ApiService;
+use serde_json::json;
 use tokio::net::TcpListener;
+
+use crate::exposure::{check_host, Exposure, HostRefused};
 
 /// API Gateway's own payload limit (REST: 10 MB); the handler enforces the
 /// smaller Lambda limit itself and answers 413.
 const GATEWAY_MAX_BODY: usize = 10 * 1024 * 1024;
 
-/// Serves the API on `listener` until `shutdown` resolves.
+/// Serves the API on `listener` until `shutdown` resolves, answering only
+/// the `Host` headers `exposure` allows.
 pub async fn serve(
     listener: TcpListener,
     service: ApiService,
+    exposure: Exposure,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let port = listener.local_addr()?.port();
     let app = Router::new()
         .fallback(handle)
         .layer(DefaultBodyLimit::max(GATEWAY_MAX_BODY))
+        .layer(middleware::from_fn_with_state((port, exposure), guard_host))
         .with_state(service);
     axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+}
+
+/// Refuses, before the handler sees it, a request whose `Host` is not this
+/// loopback server: 421 Misdirected Request, with the API's JSON error shape.
+async fn guard_host(State((port, exposure)): State<(u16, Exposure)>, request: Request, next: Next) -> Response {
+    // HTTP/1.1 puts the authority in `Host`; an absolute-form target carries
+    // it in the URI instead, and then it is the one to check.
+    let host = match request.uri().authority() {
+        Some(authority) => Some(authority.as_str().to_owned()),
+        None => match request.headers().get(header::HOST) {
+            Some(value) => match value.to_str() {
+                Ok(text) => Some(text.to_owned()),
+                Err(_) => Some(String::from_utf8_lossy(value.as_bytes()).into_owned()),
+            },
+            None => None,
+        },
+    };
+    match check_host(host.as_deref(), port, exposure) {
+        Ok(()) => next.run(request).await,
+        Err(refused) => {
+            let code = match refused {
+                HostRefused::Missing => "host_missing",
+                HostRefused::Foreign { .. } => "host_not_allowed",
+            };
+            let body = json!({ "error": { "code": code, "message": refused.to_string() } });
+            (StatusCode::MISDIRECTED_REQUEST, Json(body)).into_response()
+        }
+    }
 }
 
 async fn handle(

@@ -182,6 +182,7 @@ impl ImportConfig {
                 chunk_bytes,
                 packing: packing(&lookup)?,
                 report_prefix,
+                max_derived_contents: defaults.max_derived_contents,
             },
         })
     }

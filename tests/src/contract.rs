@@ -6,16 +6,23 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use pointflow::domain::history::{EntryKind, HistoryEntry, HistoryQuery};
-use pointflow::domain::lots::{BalanceView, MAX_USE_LOTS};
+use pointflow::domain::lots::{BalanceSheet, BalanceView, MAX_PRUNE_LOTS, MAX_USE_LOTS};
 use pointflow::domain::reversal::{ReversalKind, ReversalOutcome, ReversalTarget};
 use pointflow::domain::uses::{Use, UseOutcome};
 use pointflow::domain::validation::accrual_from_json;
 use pointflow::domain::{Accrual, Balance, ChunkEnd, ChunkReport, JobId, JobStatus, MessageCounts, MessageRef, NewJob};
 use pointflow::ports::{CreateJob, CreditTally, ReceivedMessage};
 use pointflow::services::history::history_page;
+use pointflow::services::reconcile::reconcile_member;
 use time::OffsetDateTime;
 
 use crate::backend::Backend;
+
+mod reconcile;
+pub use reconcile::{
+    reconcile_finds_a_clean_member_clean, reconcile_recounts_a_job_from_its_messages,
+    reconcile_repair_never_writes_over_a_stale_read, reconcile_reports_then_repairs_a_tampered_balance,
+};
 
 fn accrual(id: &str, member: &str, point_type: &str, amount: u64) -> Accrual {
     Accrual {
@@ -874,6 +881,181 @@ pub async fn lots_stay_bounded_and_every_use_one_bounded_write(b: &Backend) {
     );
 }
 
+/// The one balance sheet of `member`.
+async fn sheet(b: &Backend, member: &str) -> BalanceSheet {
+    let mut sheets = b.ledger.balance_sheets(member).await.unwrap();
+    assert_eq!(sheets.len(), 1, "{sheets:?}");
+    sheets.remove(0)
+}
+
+/// Expired lots leave the balance item: the first use applied after they
+/// expired prunes them (at most MAX_PRUNE_LOTS per use) in its own write,
+/// their points moving to the `expired` counter with one expiry history entry
+/// each; expired points are never spent; a retried use prunes nothing again;
+/// a lot recreated by a late credit is pruned again, with an entry of its
+/// own; and uses racing each other and late credits prune each lot's points
+/// exactly once.
+pub async fn expired_lots_are_pruned_once_by_the_uses_that_meet_them(b: &Backend) {
+    let t0 = now();
+    let member = format!("x-{}", JobId::random());
+    let count = MAX_PRUNE_LOTS as i64 + 5;
+    // A lot of 10 expiring on each of days 1..=count, 100 plain points and 50
+    // expiring in a year.
+    let mut batch: Vec<Accrual> = (1..=count)
+        .map(|d| lot_accrual(&format!("{member}-e{d}"), &member, 10, t0, None, Some(d)))
+        .collect();
+    batch.push(lot_accrual(&format!("{member}-plain"), &member, 100, t0, None, None));
+    batch.push(lot_accrual(&format!("{member}-year"), &member, 50, t0, None, Some(365)));
+    b.ledger
+        .apply_accruals(message(JobId::random(), 0), &batch, t0)
+        .await
+        .unwrap();
+    let later = t0 + time::Duration::days(count + 1);
+    let mut expired = 10 * count as u64;
+    assert_eq!(sheet(b, &member).await.lots.len(), count as usize + 2);
+    let v = view(b, &member, later).await;
+    assert_eq!((v.available, v.expired), (150, expired));
+
+    // Expired points are never spent; a refused use changes nothing.
+    let too_much = a_use(&format!("{member}-u0"), &member, "PT", 151);
+    assert_eq!(
+        b.ledger.apply_use(&too_much, later).await.unwrap(),
+        UseOutcome::Insufficient { available: 150 }
+    );
+    assert_eq!(sheet(b, &member).await.lots.len(), count as usize + 2);
+
+    // The first use prunes the MAX_PRUNE_LOTS soonest; its retries nothing more.
+    let first = a_use(&format!("{member}-u1"), &member, "PT", 5);
+    assert!(matches!(
+        b.ledger.apply_use(&first, later).await.unwrap(),
+        UseOutcome::Applied(_)
+    ));
+    for _ in 0..2 {
+        assert!(matches!(
+            b.ledger.apply_use(&first, later).await.unwrap(),
+            UseOutcome::Replayed(_)
+        ));
+    }
+    let pruned = sheet(b, &member).await;
+    assert_eq!((pruned.lots.len(), pruned.expired), (5 + 2, 10 * MAX_PRUNE_LOTS as u64));
+    let v = pruned.view(later);
+    assert_eq!((v.available, v.expired), (145, expired));
+    // The next use prunes the rest: the item holds its two live lots.
+    let second = a_use(&format!("{member}-u2"), &member, "PT", 1);
+    assert!(matches!(
+        b.ledger.apply_use(&second, later).await.unwrap(),
+        UseOutcome::Applied(_)
+    ));
+    let pruned = sheet(b, &member).await;
+    assert_eq!((pruned.lots.len(), pruned.expired), (2, expired));
+    let history = whole_history(b, &member, None, 7, later).await;
+    let expiries: Vec<&HistoryEntry> = history.iter().filter(|e| e.kind == EntryKind::Expiry).collect();
+    assert_eq!(expiries.len(), count as usize);
+    assert_eq!(expiries.iter().map(|e| e.amount).sum::<i64>(), -(expired as i64));
+    assert_eq!(
+        expiries.last().map(|e| e.at.unix_timestamp()),
+        Some((t0 + time::Duration::days(1)).unix_timestamp())
+    );
+    let sum: i64 = history.iter().map(|e| e.amount).sum();
+    assert_eq!(sum, (v.available - 1 + v.pending) as i64, "{history:?}");
+
+    // A late credit (a message applied after its lot expired) recreates the
+    // first lot; the next use prunes it again, with an entry of its own.
+    let late = lot_accrual(&format!("{member}-late"), &member, 10, t0, None, Some(1));
+    b.ledger
+        .apply_accruals(message(JobId::random(), 0), &[late], later)
+        .await
+        .unwrap();
+    expired += 10;
+    assert_eq!(sheet(b, &member).await.lots.len(), 3);
+    let third = a_use(&format!("{member}-u3"), &member, "PT", 1);
+    assert!(matches!(
+        b.ledger.apply_use(&third, later).await.unwrap(),
+        UseOutcome::Applied(_)
+    ));
+    let pruned = sheet(b, &member).await;
+    assert_eq!((pruned.lots.len(), pruned.expired), (2, expired));
+    let first_day = whole_history(b, &member, None, 50, later)
+        .await
+        .into_iter()
+        .filter(|e| {
+            e.kind == EntryKind::Expiry && e.at.unix_timestamp() == (t0 + time::Duration::days(1)).unix_timestamp()
+        })
+        .collect::<Vec<_>>();
+    assert_eq!(first_day.len(), 2, "{first_day:?}");
+    assert_ne!(first_day[0].id, first_day[1].id);
+
+    // Six more lots expired by late credits, then four uses racing each
+    // other and two more late credits into lots being pruned.
+    let late: Vec<Accrual> = (1..=6)
+        .map(|d| lot_accrual(&format!("{member}-r{d}"), &member, 10, t0, None, Some(d)))
+        .collect();
+    b.ledger
+        .apply_accruals(message(JobId::random(), 0), &late, later)
+        .await
+        .unwrap();
+    expired += 60;
+    let conflicts_before = b.strict.as_ref().map(|s| s.stats().conflicts);
+    if let Some(strict) = &b.strict {
+        strict.hold_transactions(1);
+    }
+    let uses: Vec<_> = (0..4)
+        .map(|i| {
+            let (ledger, u) = (b.ledger.clone(), a_use(&format!("{member}-race{i}"), &member, "PT", 1));
+            tokio::spawn(async move { ledger.apply_use(&u, later).await.unwrap() })
+        })
+        .collect();
+    let credits: Vec<_> = (1..=2)
+        .map(|d| {
+            let ledger = b.ledger.clone();
+            let a = lot_accrual(&format!("{member}-rc{d}"), &member, 10, t0, None, Some(d));
+            tokio::spawn(async move {
+                ledger
+                    .apply_accruals(message(JobId::random(), 0), &[a], later)
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    for task in uses {
+        assert!(matches!(task.await.unwrap(), UseOutcome::Applied(_)));
+    }
+    for task in credits {
+        assert_eq!(task.await.unwrap().applied, 1);
+    }
+    expired += 20;
+    if let (Some(strict), Some(before)) = (&b.strict, conflicts_before) {
+        let stats = strict.stats();
+        assert!(
+            stats.overlaps >= 1 && stats.conflicts > before,
+            "the writes overlapped on the balance item: {stats:?}"
+        );
+    }
+    // A credit that landed after the last prune is pruned by the next use.
+    let last = a_use(&format!("{member}-u4"), &member, "PT", 1);
+    assert!(matches!(
+        b.ledger.apply_use(&last, later).await.unwrap(),
+        UseOutcome::Applied(_)
+    ));
+    let pruned = sheet(b, &member).await;
+    assert_eq!((pruned.lots.len(), pruned.expired), (2, expired));
+    let v = pruned.view(later);
+    assert_eq!((v.available, v.expired, v.lifetime_used), (150 - 12, expired, 12));
+    let history = whole_history(b, &member, None, 9, later).await;
+    let expiries: Vec<&HistoryEntry> = history.iter().filter(|e| e.kind == EntryKind::Expiry).collect();
+    assert_eq!(expiries.iter().map(|e| e.amount).sum::<i64>(), -(expired as i64));
+    let ids: HashSet<&str> = expiries.iter().map(|e| e.id.as_str()).collect();
+    assert_eq!(ids.len(), expiries.len(), "{expiries:?}");
+    let sum: i64 = history.iter().map(|e| e.amount).sum();
+    assert_eq!(sum, (v.available + v.pending) as i64, "{history:?}");
+    // The ledger, the expiries of pruned lots included, explains the
+    // balance item value for value, `expired` too.
+    let report = reconcile_member(b.ledger.as_ref(), &member, false, Duration::ZERO, later)
+        .await
+        .unwrap();
+    assert_eq!(report.differences, [], "{report:?}");
+}
+
 /// Every page of a member's history, read `limit` entries at a time as of `at`.
 async fn whole_history(
     b: &Backend,
@@ -1001,6 +1183,15 @@ struct ReversalsFailAfter {
 impl pointflow::ports::Debits for ReversalsFailAfter {
     async fn apply_use(&self, u: &Use, now: OffsetDateTime) -> Result<UseOutcome, pointflow::ports::StoreError> {
         self.inner.apply_use(u, now).await
+    }
+
+    async fn apply_message_use(
+        &self,
+        by: MessageRef,
+        u: &Use,
+        now: OffsetDateTime,
+    ) -> Result<UseOutcome, pointflow::ports::StoreError> {
+        self.inner.apply_message_use(by, u, now).await
     }
 
     async fn reverse(
@@ -1181,6 +1372,108 @@ pub async fn a_message_redriven_after_its_job_cancel_credits_nothing(b: &Backend
     assert!(cancel.completed_at.is_some());
 }
 
+/// A bulk-use job's cancel gives back what each of its messages deducted
+/// (counted `reversed`) and leaves alone what they did not (a use refused, or
+/// one another deduction holds the id of: `skipped`); and once the cancel has
+/// begun nothing of the job is ever deducted: a message that was in the DLQ
+/// when the cancel ran and is redriven afterwards deducts nothing, and a
+/// redelivery of a cancelled message deducts nothing again.
+pub async fn a_use_message_redriven_after_its_job_cancel_deducts_nothing(b: &Backend) {
+    use pointflow::domain::message::{Payload, QueueMessage};
+    use pointflow::domain::CancelCounts;
+    use pointflow::services::cancel::cancel_job;
+    use pointflow::services::worker::{IncomingMessage, Worker};
+
+    let tag = JobId::random();
+    let member = format!("ru-{tag}");
+    b.ledger
+        .apply_accruals(
+            message(JobId::random(), 0),
+            &[accrual(&format!("{tag}-credit"), &member, "PT", 200)],
+            now(),
+        )
+        .await
+        .unwrap();
+    // A use applied on its own, before the job, whose id the job repeats.
+    let single = a_use(&format!("{tag}-u0"), &member, "PT", 10);
+    assert!(matches!(
+        b.ledger.apply_use(&single, now()).await.unwrap(),
+        UseOutcome::Applied(_)
+    ));
+    let job = new_job(5, 2, "uses-redrive-after-cancel");
+    b.jobs.create_job(&job).await.unwrap();
+    let worker = Worker::new(b.ledger.clone(), b.jobs.clone(), b.worker_settings());
+    let deliver = |body: String, receive_count: u32| {
+        let worker = &worker;
+        async move {
+            let delivery = IncomingMessage {
+                message_id: format!("m-{receive_count}"),
+                body,
+                receive_count,
+            };
+            worker.process_message(&delivery).await.unwrap()
+        }
+    };
+    // Message 0: two uses apply, one is refused, one repeats the single use's id.
+    let applied = vec![
+        a_use(&format!("{tag}-u1"), &member, "PT", 50),
+        a_use(&format!("{tag}-u2"), &member, "PT", 30),
+        a_use(&format!("{tag}-u3"), &member, "PT", 1_000),
+        a_use(&format!("{tag}-u0"), &member, "PT", 7),
+    ];
+    let first = QueueMessage::new(job.job_id, 0, Payload::Uses(applied))
+        .queued(now())
+        .encode();
+    deliver(first.clone(), 1).await;
+    assert_eq!(b.ledger.balances(&member).await.unwrap(), [balance("PT", 110)]);
+    // Message 1 failed its last delivery and sits in the DLQ.
+    let dead = vec![a_use(&format!("{tag}-u4"), &member, "PT", 20)];
+    let failed = MessageCounts {
+        failed: 1,
+        ..MessageCounts::default()
+    };
+    let dead_ids = [dead[0].use_id.clone()];
+    b.jobs
+        .fold_message(job.job_id, 1, failed, &dead_ids, now())
+        .await
+        .unwrap();
+    let settled = b.jobs.get_job(job.job_id).await.unwrap().unwrap();
+    assert_eq!((settled.applied, settled.refused, settled.failed), (2, 2, 1));
+
+    let cancelled = cancel_job(b.ledger.as_ref(), b.jobs.as_ref(), job.job_id, b.parallelism())
+        .await
+        .unwrap();
+    let after_cancel = b.ledger.balances(&member).await.unwrap();
+
+    // The operator redrives the DLQ; the message is delivered (twice), and
+    // message 0 is delivered once more: nothing is deducted.
+    let body = QueueMessage::new(job.job_id, 1, Payload::Uses(dead))
+        .queued(now())
+        .encode();
+    for receive_count in 1..=2 {
+        deliver(body.clone(), receive_count).await;
+    }
+    deliver(first, 2).await;
+    assert_eq!(
+        b.ledger.balances(&member).await.unwrap(),
+        after_cancel,
+        "deliveries after the cancel deducted"
+    );
+    // What the job deducted is back; the single use's 10 stay deducted.
+    let expected = CancelCounts {
+        reversed: 2,
+        spent: 0,
+        skipped: 3,
+    };
+    assert_eq!(cancelled.cancel.as_ref().map(|c| c.counts), Some(expected));
+    assert_eq!(after_cancel, [balance("PT", 190)]);
+    let after = b.jobs.get_job(job.job_id).await.unwrap().unwrap();
+    assert_eq!((after.applied, after.refused, after.failed), (2, 2, 1));
+    let cancel = after.cancel.expect("a cancel");
+    assert_eq!(cancel.counts, expected);
+    assert!(cancel.completed_at.is_some());
+}
+
 /// `$make` is an async expression yielding `Option<Backend>` (`None` skips);
 /// `$long` the same with a visibility timeout of at least 10 minutes, for the
 /// cases that must tell "released" from "timed out".
@@ -1219,6 +1512,12 @@ macro_rules! contract_suite {
             a_job_cancel_resumes_and_reverses_only_its_own_credits,
             lots_stay_bounded_and_every_use_one_bounded_write,
             a_message_redriven_after_its_job_cancel_credits_nothing,
+            a_use_message_redriven_after_its_job_cancel_deducts_nothing,
+            expired_lots_are_pruned_once_by_the_uses_that_meet_them,
+            reconcile_finds_a_clean_member_clean,
+            reconcile_reports_then_repairs_a_tampered_balance,
+            reconcile_repair_never_writes_over_a_stale_read,
+            reconcile_recounts_a_job_from_its_messages,
         );
     };
     (@cases $make:expr, $filter:tt; $(,)?) => {};

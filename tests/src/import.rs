@@ -121,6 +121,19 @@ impl ImportRig {
         }
     }
 
+    /// [`ImportRig::drop_file`] with the user metadata `campaign` set, as
+    /// `aws s3 cp --metadata campaign=<campaign>` sets it (local rig only;
+    /// the emulator tests put with metadata themselves).
+    pub async fn drop_file_in_campaign(&self, key: &str, content: &[u8], campaign: &str) -> ImportTask {
+        let task = self.drop_file(key, content).await;
+        let dir = self._dir.as_ref().expect("campaign metadata on the local rig only");
+        let metadata = [("campaign".to_owned(), campaign.to_owned())].into();
+        DirObjects::new(&dir.0)
+            .set_metadata(&self.bucket, key, &metadata)
+            .expect("set metadata");
+        task
+    }
+
     /// Sends a start task to the import queue, as the bucket notification does.
     pub async fn notify(&self, task: &ImportTask) {
         self.tasks

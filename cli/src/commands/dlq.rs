@@ -1,12 +1,20 @@
-//! `pointflow dlq list` and `dlq redrive`: the dead-letter queue, read
-//! directly (not through the API), on the embedded or the AWS backend.
+//! `pointflow dlq list`, `dlq archive` and `dlq redrive`: the dead-letter
+//! queue, read directly (not through the API), on the embedded or the AWS
+//! backend; archives in a local folder or under an S3 prefix.
 
-use std::path::PathBuf;
+use std::io::Read;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
+use anyhow::Context;
 use clap::{Args, Subcommand};
-use pointflow::services::dlq::{DeadLetter, Redriven};
+use pointflow::adapters::aws::s3::S3Objects;
+use pointflow::adapters::local_dir::DirObjects;
+use pointflow::ports::objects::{ObjectRef, ObjectStore};
+use pointflow::services::dlq::{decode_archive, ArchivedLetter, DeadLetter, Redriven};
 use pointflow_cli::backend::{open_queues, DEFAULT_DB};
+use time::OffsetDateTime;
 
 use super::{template_settings, BackendKind};
 use crate::render::{print_pretty_json, Output};
@@ -41,12 +49,90 @@ enum DlqCommand {
         #[arg(long, default_value_t = 1000)]
         max: usize,
     },
-    /// Move dead-lettered messages back to the accrual queue; the worker applies them (nothing twice).
+    /// Move dead-lettered messages back to the accrual queue (or, with --from, archived ones); the worker
+    /// applies them, nothing twice. Messages too old for their job's records are refused and left where they are.
     Redrive {
+        /// At most this many (from the DLQ).
+        #[arg(long, default_value_t = usize::MAX)]
+        max: usize,
+        /// Archive files to send back instead of the DLQ: files or folders of `dlq archive`, or s3://bucket/key.
+        #[arg(long, num_args = 1..)]
+        from: Vec<String>,
+    },
+    /// Move dead-lettered messages into archive files before SQS drops them (14 days after they were sent).
+    Archive {
+        /// A folder, or s3://bucket/prefix.
+        #[arg(long)]
+        to: String,
         /// At most this many.
         #[arg(long, default_value_t = usize::MAX)]
         max: usize,
     },
+}
+
+/// Where archives are: a local folder, or a bucket and prefix.
+async fn archive_store(location: &str) -> (Arc<dyn ObjectStore>, String, String) {
+    match location.strip_prefix("s3://") {
+        Some(rest) => {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            let sdk = pointflow::adapters::aws::load_config().await;
+            let objects = Arc::new(S3Objects::new(pointflow::adapters::aws::s3_client(&sdk)));
+            (objects, bucket.to_owned(), prefix.to_owned())
+        }
+        // The folder is the "bucket": keys are file names in it.
+        None => (Arc::new(DirObjects::new(location)), String::new(), String::new()),
+    }
+}
+
+/// The archived messages of `sources`: files, folders (their `.jsonl`
+/// files, in name order) or S3 objects.
+async fn read_archives(sources: &[String]) -> anyhow::Result<Vec<ArchivedLetter>> {
+    let mut letters = Vec::new();
+    for source in sources {
+        let mut files: Vec<(String, Vec<u8>)> = Vec::new();
+        if let Some(rest) = source.strip_prefix("s3://") {
+            let (bucket, key) = rest
+                .split_once('/')
+                .with_context(|| format!("{source}: name an object, s3://bucket/key"))?;
+            let (objects, _, _) = archive_store(source).await;
+            let object = ObjectRef {
+                bucket: bucket.to_owned(),
+                key: key.to_owned(),
+                size: 0,
+                etag: None,
+                version_id: None,
+            };
+            let mut reader = objects
+                .open(&object, 0)
+                .await
+                .with_context(|| format!("reading {source}"))?;
+            let body = tokio::task::spawn_blocking(move || {
+                let mut body = Vec::new();
+                reader.read_to_end(&mut body).map(|_| body)
+            })
+            .await?
+            .with_context(|| format!("reading {source}"))?;
+            files.push((source.clone(), body));
+        } else if Path::new(source).is_dir() {
+            let mut paths: Vec<PathBuf> = std::fs::read_dir(source)
+                .with_context(|| format!("listing {source}"))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+                .collect();
+            paths.sort();
+            for path in paths {
+                let body = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+                files.push((path.display().to_string(), body));
+            }
+        } else {
+            let body = std::fs::read(source).with_context(|| format!("reading {source}"))?;
+            files.push((source.clone(), body));
+        }
+        for (name, body) in files {
+            letters.extend(decode_archive(&body).with_context(|| format!("reading {name}"))?);
+        }
+    }
+    Ok(letters)
 }
 
 /// Lists or redrives dead letters.
@@ -69,11 +155,47 @@ pub async fn run(args: DlqArgs) -> anyhow::Result<ExitCode> {
                 Output::Human => print_letters(&letters),
             }
         }
-        DlqCommand::Redrive { max } => {
-            let moved = pointflow::services::dlq::redrive(dlq.as_ref(), queue.as_ref(), max).await?;
+        DlqCommand::Redrive { max, from } => {
+            let now = OffsetDateTime::now_utc();
+            let moved = if from.is_empty() {
+                pointflow::services::dlq::redrive(dlq.as_ref(), queue.as_ref(), max, now).await?
+            } else {
+                let letters = read_archives(&from).await?;
+                pointflow::services::dlq::redrive_archived(&letters, queue.as_ref(), now).await?
+            };
             match args.output {
                 Output::Json => print_pretty_json(&moved)?,
                 Output::Human => print_redriven(&moved),
+            }
+        }
+        DlqCommand::Archive { to, max } => {
+            let (objects, bucket, prefix) = archive_store(&to).await;
+            let archived = pointflow::services::dlq::archive(
+                dlq.as_ref(),
+                objects.as_ref(),
+                &bucket,
+                &prefix,
+                max,
+                OffsetDateTime::now_utc(),
+            )
+            .await?;
+            match args.output {
+                Output::Json => print_pretty_json(&archived)?,
+                Output::Human => {
+                    let base = to.trim_end_matches('/');
+                    for file in &archived.files {
+                        if to.starts_with("s3://") {
+                            println!("s3://{bucket}/{file}");
+                        } else {
+                            println!("{base}/{file}");
+                        }
+                    }
+                    println!(
+                        "archived {} messages in {} files",
+                        archived.messages,
+                        archived.files.len()
+                    );
+                }
             }
         }
     }
@@ -105,6 +227,13 @@ fn print_letters(letters: &[DeadLetter]) {
 fn print_redriven(moved: &Redriven) {
     for (job, (messages, accruals)) in &moved.by_job {
         println!("{job}  {messages} messages, {accruals} accruals");
+    }
+    for refused in &moved.refused {
+        let job = refused.job_id.map(|j| j.to_string()).unwrap_or_else(|| "-".into());
+        println!(
+            "not moved: message {} of job {job}: {}",
+            refused.message_id, refused.reason
+        );
     }
     println!(
         "moved {} messages ({} accruals) back to the accrual queue{}",

@@ -13,6 +13,7 @@ use pointflow::domain::JobId;
 use pointflow::services::api::JobView;
 use pointflow_cli::backend::{AwsResources, BackendChoice, LocalBackend, DEFAULT_BUCKET_DIR, DEFAULT_DB};
 use pointflow_cli::demo::{run_demo, Campaign};
+use pointflow_cli::exposure::{check_bind, Exposure, ALLOW_REMOTE_FLAG};
 use pointflow_cli::import::{default_key, run_import};
 use pointflow_cli::poller::PollerSettings;
 use pointflow_cli::runner::Runner;
@@ -87,10 +88,17 @@ impl BackendArgs {
 #[derive(Subcommand)]
 enum LocalCommand {
     /// Serve the API on loopback (like `sam local start-api`) with pollers applying the queue.
+    ///
+    /// It takes unsigned requests, so it listens on loopback only and answers only requests whose Host header is
+    /// localhost, 127.0.0.1 or [::1] with its port (against DNS rebinding), unless --allow-remote is given.
     Serve {
-        /// Address to listen on.
+        /// Address to listen on (loopback unless --allow-remote).
         #[arg(long, default_value = "127.0.0.1:3000")]
         addr: SocketAddr,
+        /// Listen on a non-loopback address and answer any Host header: anyone who reaches the port can
+        /// credit, use and cancel points on this backend without credentials.
+        #[arg(long)]
+        allow_remote: bool,
     },
     /// Generate a campaign, submit it through the local API, wait, verify, report.
     Demo(DemoArgs),
@@ -141,6 +149,11 @@ struct ImportArgs {
     /// Object key to drop it at (default: imports/<file name>).
     #[arg(long)]
     key: Option<String>,
+    /// The campaign of its rows without accrual_id, set as the object's
+    /// `campaign` metadata (default: none, so the key is the campaign). The
+    /// same rows in the same campaign are credited once, whatever the file.
+    #[arg(long)]
+    campaign: Option<String>,
     /// Give up waiting after this many seconds.
     #[arg(long, default_value_t = 1800)]
     timeout: u64,
@@ -164,6 +177,10 @@ struct CancelArgs {
 /// Opens the backend (every subcommand needs it) and runs the subcommand.
 pub async fn run(args: LocalArgs) -> anyhow::Result<ExitCode> {
     let LocalArgs { backend, command } = args;
+    if let LocalCommand::Serve { addr, allow_remote } = &command {
+        // Refused before the backend is opened (or, with --create, created).
+        check_bind(*addr, exposure(*allow_remote))?;
+    }
     let mut settings = template_settings()?;
     if let Some(cap) = backend.concurrency {
         settings.maximum_concurrency = cap.max(1);
@@ -172,9 +189,19 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<ExitCode> {
     let pollers = settings.worker_pollers(Duration::from_secs(1));
     match command {
         LocalCommand::Cancel(args) => cancel(&backend, args).await,
-        LocalCommand::Serve { addr } => serve(&backend, &settings, pollers, addr).await,
+        LocalCommand::Serve { addr, allow_remote } => {
+            serve(&backend, &settings, pollers, addr, exposure(allow_remote)).await
+        }
         LocalCommand::Demo(args) => demo(&backend, &settings, pollers, args).await,
         LocalCommand::Import(args) => import(&backend, &settings, pollers, args).await,
+    }
+}
+
+fn exposure(allow_remote: bool) -> Exposure {
+    if allow_remote {
+        Exposure::Remote
+    } else {
+        Exposure::LoopbackOnly
     }
 }
 
@@ -202,8 +229,16 @@ async fn serve(
     settings: &StackSettings,
     pollers: PollerSettings,
     addr: SocketAddr,
+    exposure: Exposure,
 ) -> anyhow::Result<ExitCode> {
-    let runner = Runner::start(backend, settings, addr, pollers).await?;
+    if exposure == Exposure::Remote {
+        eprintln!(
+            "warning: {ALLOW_REMOTE_FLAG}: anyone who can reach {addr} can credit, use and cancel points on {} \
+             without credentials",
+            backend.description
+        );
+    }
+    let runner = Runner::start_exposed(backend, settings, addr, pollers, exposure).await?;
     eprintln!(
         "Pointflow API on {} ({}); up to {} worker invocations at once. Ctrl-C stops.",
         runner.base_url(),
@@ -290,6 +325,7 @@ async fn import(
     let ImportArgs {
         file,
         key,
+        campaign,
         timeout,
         quiet,
     } = args;
@@ -300,7 +336,7 @@ async fn import(
     let runner = Runner::start(backend, settings, "127.0.0.1:0".parse()?, pollers).await?;
     eprintln!("import: {} → {key} on {}", file.display(), backend.description);
     let summary = tokio::select! {
-        summary = run_import(backend, &file, &key, !quiet, Duration::from_secs(timeout)) => summary,
+        summary = run_import(backend, &file, &key, campaign.as_deref(), !quiet, Duration::from_secs(timeout)) => summary,
         _ = tokio::signal::ctrl_c() => {
             eprintln!("interrupted: stopping cleanly; run the same import again to resume");
             runner.stop().await?;

@@ -17,6 +17,7 @@ pub mod jobs;
 pub mod local;
 pub mod members;
 pub mod plan;
+pub mod reconcile;
 pub mod simulate;
 pub mod submit;
 

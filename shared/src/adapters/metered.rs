@@ -24,13 +24,16 @@ use crate::domain::capacity::{
 };
 use crate::domain::history::HistoryEntry;
 use crate::domain::lots::BalanceSheet;
+use crate::domain::reconcile::MemberLedger;
 use crate::domain::reversal::{ReversalOutcome, ReversalTarget};
 use crate::domain::transaction_plan::{plan_transactions, sum_by_balance};
 use crate::domain::uses::{Use, UseOutcome};
 use crate::domain::{
     Accrual, Balance, CancelCounts, ChunkReport, FoldedItems, Job, JobId, MessageCounts, MessageRef, NewJob,
 };
-use crate::ports::{ApplyOutcome, CreateJob, CreditTally, Credits, Debits, JobStore, LedgerReads, StoreError};
+use crate::ports::{
+    ApplyOutcome, CreateJob, CreditTally, Credits, Debits, JobStore, LedgerReads, LedgerRepairs, StoreError,
+};
 
 /// A store whose writes are charged to a [`WriteMeter`] as DynamoDB would
 /// bill them. Reads pass through uncharged.
@@ -101,10 +104,21 @@ impl<S: Debits> Debits for Metered<S> {
         // As DynamoDB: one transaction of a put and a balance update.
         self.meter.charge_ledger(
             1,
-            indexed_write_units(use_entry_bytes(u), WriteKind::Transactional)
+            indexed_write_units(use_entry_bytes(u, None), WriteKind::Transactional)
                 + write_units(0, WriteKind::Transactional),
         );
         self.inner.apply_use(u, now).await
+    }
+
+    async fn apply_message_use(&self, by: MessageRef, u: &Use, now: OffsetDateTime) -> Result<UseOutcome, StoreError> {
+        // As `apply_use`, plus the check that the message's cancel has not
+        // begun: one more action, a small transactional write.
+        self.meter.charge_ledger(
+            1,
+            indexed_write_units(use_entry_bytes(u, Some(by)), WriteKind::Transactional)
+                + 2 * write_units(0, WriteKind::Transactional),
+        );
+        self.inner.apply_message_use(by, u, now).await
     }
 
     async fn reverse(&self, target: &ReversalTarget, now: OffsetDateTime) -> Result<ReversalOutcome, StoreError> {
@@ -138,6 +152,25 @@ impl<S: LedgerReads> LedgerReads for Metered<S> {
         limit: usize,
     ) -> Result<Vec<HistoryEntry>, StoreError> {
         self.inner.history_entries(member_id, point_type, before, limit).await
+    }
+
+    async fn member_ledger(&self, member_id: &str) -> Result<MemberLedger, StoreError> {
+        self.inner.member_ledger(member_id).await
+    }
+}
+
+#[async_trait]
+impl<S: LedgerRepairs> LedgerRepairs for Metered<S> {
+    async fn replace_balance_sheet(
+        &self,
+        member_id: &str,
+        read: Option<&BalanceSheet>,
+        sheet: &BalanceSheet,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        // As DynamoDB: one conditional UpdateItem of the balance item.
+        self.meter.charge_ledger(1, SMALL_WRITE_UNITS);
+        self.inner.replace_balance_sheet(member_id, read, sheet, now).await
     }
 }
 
@@ -211,6 +244,21 @@ impl<S: JobStore> JobStore for Metered<S> {
         // As DynamoDB: the marker-and-job transaction, then the completion stamp.
         self.meter.charge_jobs(2, MARKER_AND_UPDATE_UNITS + SMALL_WRITE_UNITS);
         self.inner.record_cancelled(job_id, seq, counts, now).await
+    }
+    async fn folded_counts(&self, job_id: JobId) -> Result<Vec<(u32, MessageCounts)>, StoreError> {
+        self.inner.folded_counts(job_id).await
+    }
+
+    async fn replace_job_counts(
+        &self,
+        job_id: JobId,
+        read: MessageCounts,
+        counts: MessageCounts,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        // As DynamoDB: one conditional UpdateItem of the job.
+        self.meter.charge_jobs(1, SMALL_WRITE_UNITS);
+        self.inner.replace_job_counts(job_id, read, counts, now).await
     }
 }
 

@@ -104,8 +104,9 @@ pub fn ledger_entry_bytes(accrual: &Accrual, by: MessageRef) -> usize {
 /// Size of the use entry the DynamoDB adapter writes (`pk`, `sk`, `use_id`,
 /// `member_id`, `point_type`, `amount`, `applied_at`, `reason`, and
 /// `consumed`, a map of what it took from each lot: here from the plain lot
-/// alone, as most uses do; and the history keys).
-pub fn use_entry_bytes(u: &crate::domain::uses::Use) -> usize {
+/// alone, as most uses do; and the history keys), plus `job_id` and `seq`
+/// for a use of a bulk-use message `by`.
+pub fn use_entry_bytes(u: &crate::domain::uses::Use, by: Option<MessageRef>) -> usize {
     let id = u.use_id.len();
     let mut bytes = history_key_bytes(&u.member_id, "use", &u.use_id);
     bytes += "pk".len() + "USE#".len() + id;
@@ -119,6 +120,11 @@ pub fn use_entry_bytes(u: &crate::domain::uses::Use) -> usize {
     bytes += "consumed".len() + 3 + 1 + "balance".len() + number_bytes(&u.amount.to_string());
     if let Some(reason) = &u.reason {
         bytes += "reason".len() + reason.len();
+    }
+    if let Some(by) = by {
+        // A job id is a hyphenated UUID.
+        bytes += "job_id".len() + 36;
+        bytes += "seq".len() + number_bytes(&by.seq.to_string());
     }
     bytes
 }
@@ -139,6 +145,9 @@ pub fn balance_item_bytes(member_id: &str, sheet: &crate::domain::lots::BalanceS
     bytes += "updated_at".len() + TIME_TEXT_BYTES;
     bytes += "earned".len() + number_bytes(&sheet.earned.to_string());
     bytes += "used".len() + number_bytes(&sheet.used.to_string());
+    if sheet.expired > 0 {
+        bytes += "expired".len() + number_bytes(&sheet.expired.to_string());
+    }
     bytes += "balance".len() + 2;
     // The flag: a name and a one-byte boolean.
     bytes += "lots".len() + 1;
@@ -347,6 +356,7 @@ mod tests {
             lots: lots.into_iter().map(|(key, amount)| Lot { key, amount }).collect(),
             earned,
             used: 0,
+            expired: 0,
         };
         let bytes = balance_item_bytes("m-1", &sheet);
         assert!(

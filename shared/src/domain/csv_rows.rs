@@ -7,7 +7,10 @@
 //! repeated columns are refused. UTF-8 (a byte-order mark is skipped), LF or
 //! CRLF, quoted fields, blank lines skipped, trailing newline optional. A row
 //! without `accrual_id` gets one derived from the file's identity and the
-//! row's line number, so re-reading the same file derives the same ids.
+//! row's line number (id scheme v1), so re-reading the same file derives the
+//! same ids; the importer and `pointflow submit` replace it with the scheme
+//! v2 id of [`crate::domain::accrual_ids`] (campaign, content, occurrence),
+//! except for an import that started before v2.
 //!
 //! A file may be read in chunks: [`CsvAccruals::consumed`] says where the
 //! next row starts, and [`CsvAccruals::resume`] reads on from there with the

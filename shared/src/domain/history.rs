@@ -5,9 +5,10 @@
 //! Stores keep one history entry per credited accrual, applied use and
 //! reversal, written in the same atomic write as the change itself, under a
 //! sort key `<time>#<kind>#<id>` per member (DynamoDB: the `history` GSI;
-//! SQLite: the `history` table). Expiries are not written by anyone: they
-//! follow from the lots ([`crate::domain::lots`]) and are merged in when a page is
-//! read, at the time the lot expired, for what it still held.
+//! SQLite: the `history` table). An expired lot's expiry follows from the
+//! lot ([`crate::domain::lots`]) and is merged in when a page is read, at the
+//! time the lot expired, for what it still holds; once a use's write prunes
+//! the lot, that write stores the expiry instead ([`pruned_expiry`]).
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -293,10 +294,25 @@ pub fn expiry(point_type: &str, lot: LotKey, amount: u64, now: OffsetDateTime) -
     if amount == 0 || lot.state_at(now) != LotState::Expired {
         return None;
     }
+    expiry_entry(point_type, lot, amount, lot.attribute())
+}
+
+/// The stored expiry of expired lot `lot`, pruned holding `amount` points by
+/// use `use_id`'s write ([`crate::domain::lots::UsePlan::prunes`]). Its id
+/// is `<lot>@<use_id>`: a use's write commits once, so each pruning has an
+/// entry of its own, even of a lot a reversal or late credit recreated and
+/// a later use pruned again. `None` for a lot that never expires (never
+/// pruned).
+pub fn pruned_expiry(point_type: &str, lot: LotKey, amount: u64, use_id: &str) -> Option<HistoryEntry> {
+    expiry_entry(point_type, lot, amount, format!("{}@{use_id}", lot.attribute()))
+}
+
+/// An expiry entry at the lot's expiry time.
+fn expiry_entry(point_type: &str, lot: LotKey, amount: u64, id: String) -> Option<HistoryEntry> {
     let at = OffsetDateTime::from_unix_timestamp(lot.until?).ok()?;
     Some(HistoryEntry {
         kind: EntryKind::Expiry,
-        id: lot.attribute(),
+        id,
         point_type: point_type.to_owned(),
         amount: -signed(amount),
         at,

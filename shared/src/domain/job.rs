@@ -131,6 +131,16 @@ pub struct FoldedItems {
 }
 
 impl Job {
+    /// The job's settled counts, as one message's are kept.
+    pub fn counts(&self) -> MessageCounts {
+        MessageCounts {
+            applied: self.applied,
+            duplicate: self.duplicate,
+            failed: self.failed,
+            refused: self.refused,
+        }
+    }
+
     /// A just-created job.
     pub fn from_new(new: &NewJob) -> Self {
         Job {

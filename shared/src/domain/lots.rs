@@ -151,6 +151,9 @@ pub struct BalanceSheet {
     pub earned: u64,
     /// Points ever deducted by uses.
     pub used: u64,
+    /// Points of expired lots that a use's write pruned from `lots`
+    /// ([`UsePlan::prunes`]): still counted as expired, no longer a lot.
+    pub expired: u64,
 }
 
 /// How far ahead "expiring soon" looks.
@@ -196,7 +199,7 @@ impl BalanceSheet {
                 .filter(|lot| lot.key.until.is_some_and(|until| until <= soon))
                 .map(|lot| lot.amount)
                 .sum(),
-            expired: self.sum(now, LotState::Expired),
+            expired: self.sum(now, LotState::Expired) + self.expired,
             lifetime_earned: self.earned.saturating_sub(pending),
             lifetime_used: self.used,
         }
@@ -234,7 +237,22 @@ impl BalanceSheet {
             plan.last_empties = take == lot.amount;
             left -= take;
         }
+        plan.prunes = self.expired_lots(now);
         Ok(plan)
+    }
+
+    /// The expired lots still holding points at `now`, soonest expiry first,
+    /// at most [`MAX_PRUNE_LOTS`]: what a use's write prunes.
+    pub fn expired_lots(&self, now: OffsetDateTime) -> Vec<Lot> {
+        let mut expired: Vec<Lot> = self
+            .lots
+            .iter()
+            .filter(|lot| lot.amount > 0 && lot.key.state_at(now) == LotState::Expired)
+            .copied()
+            .collect();
+        expired.sort_by_key(|lot| lot.key.use_order());
+        expired.truncate(MAX_PRUNE_LOTS);
+        expired
     }
 }
 
@@ -244,6 +262,14 @@ impl BalanceSheet {
 /// stays far below with 50; docs/capacity-model.md).
 pub const MAX_USE_LOTS: usize = 50;
 
+/// At most this many expired lots one use prunes in its write: each is one
+/// more condition and removal in its balance update and one more history
+/// entry in its transaction, so with [`MAX_USE_LOTS`] the expressions and
+/// the transaction stay within DynamoDB's limits
+/// ([`crate::domain::transaction_plan::use_expressions`]). Lots expire at
+/// most one a day, so uses catch up with any backlog.
+pub const MAX_PRUNE_LOTS: usize = 25;
+
 /// What a use takes, lot by lot.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct UsePlan {
@@ -252,6 +278,11 @@ pub struct UsePlan {
     pub takes: Vec<Lot>,
     /// Whether the last lot is taken whole too.
     pub last_empties: bool,
+    /// Expired lots the same write removes, moving what they hold to the
+    /// balance's `expired` counter, each under the condition that it holds
+    /// exactly that, with an expiry history entry each
+    /// ([`BalanceSheet::expired_lots`]). Nothing a use takes.
+    pub prunes: Vec<Lot>,
 }
 
 impl UsePlan {
@@ -330,6 +361,7 @@ mod tests {
             ],
             earned: 161,
             used: 0,
+            expired: 0,
         };
         let view = sheet.view(at(2 * day));
         assert_eq!(
@@ -358,6 +390,7 @@ mod tests {
             ],
             earned: 200,
             used: 0,
+            expired: 0,
         };
         // At 350 the lot ending at 300 has expired and the one from 400 is pending.
         assert_eq!(
@@ -375,6 +408,40 @@ mod tests {
             sheet.plan_use(131, at(350)),
             Err(UseShortfall::Insufficient { available: 130 })
         );
+    }
+
+    /// A use prunes the expired lots that still hold points, soonest first
+    /// and at most MAX_PRUNE_LOTS, and never takes from them; pruned points
+    /// still count as expired.
+    #[test]
+    fn a_use_prunes_expired_lots_it_never_takes_from() {
+        let mut lots: Vec<Lot> = (1..=(MAX_PRUNE_LOTS as i64 + 3)).map(|i| lot(0, Some(i), 2)).collect();
+        lots.push(lot(0, Some(1_000), 5));
+        lots.push(lot(0, None, 4));
+        lots.push(lot(0, Some(0), 0));
+        let sheet = BalanceSheet {
+            point_type: "PT".into(),
+            earned: 2 * (MAX_PRUNE_LOTS as u64 + 3) + 9,
+            lots,
+            used: 0,
+            expired: 0,
+        };
+        let plan = sheet.plan_use(6, at(500)).unwrap();
+        assert_eq!(plan.takes, vec![lot(0, Some(1_000), 5), lot(0, None, 1)]);
+        assert_eq!(plan.prunes.len(), MAX_PRUNE_LOTS);
+        assert_eq!(plan.prunes[0], lot(0, Some(1), 2));
+        assert_eq!(plan.prunes[MAX_PRUNE_LOTS - 1], lot(0, Some(MAX_PRUNE_LOTS as i64), 2));
+        assert_eq!(
+            sheet.plan_use(10, at(500)),
+            Err(UseShortfall::Insufficient { available: 9 })
+        );
+        assert!(sheet.plan_use(1, at(0)).unwrap().prunes.is_empty());
+        let pruned = BalanceSheet {
+            lots: vec![lot(0, None, 4)],
+            expired: 70,
+            ..sheet
+        };
+        assert_eq!(pruned.view(at(500)).expired, 70);
     }
 
     #[test]
@@ -434,6 +501,7 @@ mod tests {
             earned: 10 * lots.len() as u64,
             lots,
             used: 0,
+            expired: 0,
         };
         let plan = sheet.plan_use(10 * MAX_USE_LOTS as u64, at(0)).unwrap();
         assert_eq!(plan.takes.len(), MAX_USE_LOTS);

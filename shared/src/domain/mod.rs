@@ -11,6 +11,8 @@ pub mod job;
 pub mod lots;
 pub mod message;
 pub mod packing;
+pub mod reconcile;
+pub mod retention;
 pub mod reversal;
 pub mod strict_json;
 pub mod submission;

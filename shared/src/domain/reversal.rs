@@ -24,13 +24,20 @@ pub enum ReversalTarget {
         accrual_id: String,
         by: MessageRef,
     },
+    /// A use, only if message `by` (of a bulk-use job) applied it: a job
+    /// cancel must not give back a deduction made on its own or by another
+    /// job under the same `use_id`. Otherwise [`ReversalOutcome::NotFound`].
+    UseBy {
+        use_id: String,
+        by: MessageRef,
+    },
 }
 
 impl ReversalTarget {
     pub fn kind(&self) -> ReversalKind {
         match self {
             ReversalTarget::Accrual(_) | ReversalTarget::CreditBy { .. } => ReversalKind::Accrual,
-            ReversalTarget::Use(_) => ReversalKind::Use,
+            ReversalTarget::Use(_) | ReversalTarget::UseBy { .. } => ReversalKind::Use,
         }
     }
 
@@ -38,6 +45,15 @@ impl ReversalTarget {
         match self {
             ReversalTarget::Accrual(id) | ReversalTarget::Use(id) => id,
             ReversalTarget::CreditBy { accrual_id, .. } => accrual_id,
+            ReversalTarget::UseBy { use_id, .. } => use_id,
+        }
+    }
+
+    /// The message the target must have been applied by, if any.
+    pub fn by(&self) -> Option<MessageRef> {
+        match self {
+            ReversalTarget::Accrual(_) | ReversalTarget::Use(_) => None,
+            ReversalTarget::CreditBy { by, .. } | ReversalTarget::UseBy { by, .. } => Some(*by),
         }
     }
 }

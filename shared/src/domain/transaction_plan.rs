@@ -31,9 +31,12 @@ pub struct UseExpressions {
     /// pile up on the item.
     pub update: String,
     /// Per lot `#t<i> >= :take<i>` (or `#t<i> = :take<i>` for a lot
-    /// removed): the overdraft guard, and a removal only of what was planned.
+    /// removed): the overdraft guard, and a removal only of what was planned;
+    /// per expired lot pruned `#p<i> = :prune<i>` (removed, its points added
+    /// to `expired`).
     pub condition: String,
-    /// `#t<i>` and the attribute it names (`balance` for the plain lot).
+    /// `#t<i>` (`#p<i>`) and the attribute it names (`balance` for the
+    /// plain lot).
     pub names: Vec<(String, String)>,
     /// Placeholders and their numbers, as text (`:now` is the caller's).
     pub values: Vec<(String, String)>,
@@ -63,6 +66,20 @@ pub fn use_expressions(plan: &UsePlan, amount: u64) -> UseExpressions {
             values.push((format!(":minus{i}"), format!("-{}", take.amount)));
             conditions.push(format!("#t{i} >= :take{i}"));
         }
+    }
+    // Expired lots pruned: removed only if they hold what the plan saw (a
+    // late credit or a reversal may have added to one since), their points
+    // moved to `expired`.
+    for (i, lot) in plan.prunes.iter().enumerate() {
+        names.push((format!("#p{i}"), lot.key.attribute()));
+        values.push((format!(":prune{i}"), lot.amount.to_string()));
+        remove.push(format!("#p{i}"));
+        conditions.push(format!("#p{i} = :prune{i}"));
+    }
+    if !plan.prunes.is_empty() {
+        let expired: u64 = plan.prunes.iter().map(|lot| lot.amount).sum();
+        add.push("expired :expired".to_owned());
+        values.push((":expired".to_owned(), expired.to_string()));
     }
     let mut update = format!("SET updated_at = :now ADD {}", add.join(", "));
     if !remove.is_empty() {
@@ -252,10 +269,11 @@ mod tests {
     }
 
     /// A use of as many lots as it may take stays far within DynamoDB's
-    /// expression limits, with the longest lot names there are.
+    /// expression limits, with the longest lot names there are; pruning as
+    /// many expired lots as it may in the same write keeps it within them.
     #[test]
     fn the_largest_use_fits_the_expression_limits() {
-        use crate::domain::lots::{Lot, MAX_USE_LOTS};
+        use crate::domain::lots::{Lot, MAX_PRUNE_LOTS, MAX_USE_LOTS};
         for last_empties in [false, true] {
             let plan = UsePlan {
                 takes: (0..MAX_USE_LOTS as i64)
@@ -268,6 +286,7 @@ mod tests {
                     })
                     .collect(),
                 last_empties,
+                prunes: Vec::new(),
             };
             let e = use_expressions(&plan, u64::MAX);
             for expression in [&e.update, &e.condition] {
@@ -279,6 +298,24 @@ mod tests {
                 );
             }
             assert!(e.names.iter().all(|(_, name)| name.len() <= 255));
+            let pruning = UsePlan {
+                prunes: (0..MAX_PRUNE_LOTS as i64)
+                    .map(|i| Lot {
+                        key: LotKey {
+                            from: -253_402_300_799 + i,
+                            until: Some(-253_402_300_799 + i + 1),
+                        },
+                        amount: 1_000_000_000_000,
+                    })
+                    .collect(),
+                ..plan
+            };
+            let e = use_expressions(&pruning, u64::MAX);
+            for expression in [&e.update, &e.condition] {
+                assert!(expression.len() <= MAX_EXPRESSION_BYTES, "{}", expression.len());
+                let operators = expression_operators(expression);
+                assert!(operators <= MAX_EXPRESSION_OPERATORS, "{operators}");
+            }
         }
     }
 
@@ -292,6 +329,7 @@ mod tests {
         let plan = UsePlan {
             takes: vec![lot(Some(5), 10), lot(None, 4)],
             last_empties: true,
+            prunes: Vec::new(),
         };
         let e = use_expressions(&plan, 14);
         assert_eq!(
@@ -302,5 +340,20 @@ mod tests {
         assert_eq!(e.names[1], ("#t1".to_owned(), "balance".to_owned()));
         assert_eq!(expression_operators(&e.condition), 3);
         assert_eq!(expression_operators(&e.update), 5);
+        let pruning = UsePlan {
+            prunes: vec![lot(Some(2), 7), lot(Some(3), 1)],
+            ..plan
+        };
+        let e = use_expressions(&pruning, 14);
+        assert_eq!(
+            e.update,
+            "SET updated_at = :now ADD used :amount, #t1 :minus1, expired :expired REMOVE #t0, #p0, #p1"
+        );
+        assert_eq!(
+            e.condition,
+            "#t0 = :take0 AND #t1 >= :take1 AND #p0 = :prune0 AND #p1 = :prune1"
+        );
+        assert_eq!(e.names[2], ("#p0".to_owned(), "L#0#2".to_owned()));
+        assert!(e.values.contains(&(":expired".to_owned(), "8".to_owned())));
     }
 }

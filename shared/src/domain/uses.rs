@@ -74,6 +74,10 @@ pub enum UseOutcome {
     /// ([`crate::domain::lots::MAX_USE_LOTS`]): nothing changed; a use of at
     /// most `at_most` points would apply now (the rest in another use).
     TooManyLots { at_most: u64 },
+    /// Not deducted: the use came in a message of a bulk-use job whose
+    /// cancel has begun on that message
+    /// ([`crate::ports::Debits::apply_message_use`]). Nothing changed.
+    Cancelled,
 }
 
 impl From<UseShortfall> for UseOutcome {

@@ -84,4 +84,25 @@ pub trait JobStore: Send + Sync {
         counts: CancelCounts,
         now: OffsetDateTime,
     ) -> Result<bool, StoreError>;
+
+    /// The counts each folded message of the job recorded (its marker), by
+    /// `seq`; messages not folded yet are absent. What
+    /// [`crate::services::reconcile::reconcile_job`] recomputes the job's
+    /// counts from. Reads every message of the job: an operator's tool, not
+    /// a request path.
+    async fn folded_counts(&self, job_id: JobId) -> Result<Vec<(u32, MessageCounts)>, StoreError>;
+
+    /// Replaces the job's `applied`, `duplicate`, `failed` and `refused` by
+    /// `counts`, only if they still are `read`, as one conditional write
+    /// (reconcile's repair). Returns whether it wrote; `false` means the job
+    /// changed since it was read (a fold landed) or does not exist. It
+    /// stamps no completion (the next fold does); `now` is the job's
+    /// `updated_at` where the store keeps one.
+    async fn replace_job_counts(
+        &self,
+        job_id: JobId,
+        read: MessageCounts,
+        counts: MessageCounts,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError>;
 }

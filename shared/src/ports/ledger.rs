@@ -6,6 +6,7 @@ use time::OffsetDateTime;
 
 use crate::domain::history::HistoryEntry;
 use crate::domain::lots::BalanceSheet;
+use crate::domain::reconcile::MemberLedger;
 use crate::domain::reversal::{ReversalOutcome, ReversalTarget};
 use crate::domain::uses::{Use, UseOutcome};
 use crate::domain::{Accrual, Balance, MessageRef};
@@ -80,14 +81,34 @@ pub trait Debits: Send + Sync {
     /// ([`BalanceSheet::plan_use`]). Recording the use and deducting happen
     /// together or not at all, and only while every lot it takes from holds
     /// what it takes — checked by the store in that same atomic write, so
-    /// concurrent uses never overdraw a balance.
+    /// concurrent uses never overdraw a balance. The same write prunes the
+    /// plan's expired lots ([`crate::domain::lots::UsePlan::prunes`]): each
+    /// removed only if it holds what the plan read, its points added to the
+    /// balance's `expired`, one stored expiry history entry each
+    /// ([`crate::domain::history::pruned_expiry`]).
     async fn apply_use(&self, u: &Use, now: OffsetDateTime) -> Result<UseOutcome, StoreError>;
+
+    /// [`Debits::apply_use`] on behalf of message `by` of a bulk-use job:
+    /// the use records `by`, so that the job's cancel gives it back
+    /// ([`ReversalTarget::UseBy`]), and nothing is deducted once the
+    /// message's cancel has begun
+    /// ([`crate::ports::JobStore::begin_message_cancel`] on the same store):
+    /// the check is part of the use's atomic write, so a use either happened
+    /// before the cancel began (and the cancel sees it) or not at all
+    /// ([`UseOutcome::Cancelled`]). Once the cancel has begun the answer is
+    /// `Cancelled` even for a use applied before (the cancel gives that one
+    /// back); until then a use applied before (a redelivery) replays as
+    /// with `apply_use`.
+    async fn apply_message_use(&self, by: MessageRef, u: &Use, now: OffsetDateTime) -> Result<UseOutcome, StoreError>;
 
     /// Reverses one credited accrual or applied use, once (a second call is
     /// a replay). An accrual's points leave the lot they went to, only while
     /// it still holds them all (else [`ReversalOutcome::AlreadySpent`]); a
     /// use's points go back to the lots it took them from. The entry's mark
-    /// and the balance change are one atomic write.
+    /// and the balance change are one atomic write. A target naming a
+    /// message ([`ReversalTarget::CreditBy`], [`ReversalTarget::UseBy`]) is
+    /// reversed only if that message applied it, else
+    /// [`ReversalOutcome::NotFound`].
     async fn reverse(&self, target: &ReversalTarget, now: OffsetDateTime) -> Result<ReversalOutcome, StoreError>;
 }
 
@@ -124,11 +145,37 @@ pub trait LedgerReads: Send + Sync {
         before: Option<&str>,
         limit: usize,
     ) -> Result<Vec<HistoryEntry>, StoreError>;
+
+    /// Every credit and use of a member as the ledger records it: each
+    /// credited accrual with its amount, lot and whether it was reversed;
+    /// each applied use with what it took from each lot and whether it was
+    /// reversed. What [`crate::services::reconcile`] recomputes balances
+    /// from. Reads everything the member ever did: an operator's tool, not
+    /// a request path.
+    async fn member_ledger(&self, member_id: &str) -> Result<MemberLedger, StoreError>;
+}
+
+/// Rewriting a balance item: reconcile's repair, never a request path.
+#[async_trait]
+pub trait LedgerRepairs: Send + Sync {
+    /// Replaces the member's balance item of `sheet.point_type` with
+    /// `sheet` (its lots, lots absent from it removed, `earned`, `used` and `expired`),
+    /// only if the item still holds `read` (`None`: there is no item), as
+    /// one conditional write. Returns whether it wrote; `false` means the
+    /// item changed since it was read (a concurrent credit or use: every
+    /// such write changes `earned` or `used`), and the caller reads again.
+    async fn replace_balance_sheet(
+        &self,
+        member_id: &str,
+        read: Option<&BalanceSheet>,
+        sheet: &BalanceSheet,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError>;
 }
 
 /// The whole ledger: credits accruals exactly once, deducts uses, reverses
 /// either, and keeps balances and history. A service that needs only one
-/// capability takes that trait; a store implements all three.
-pub trait Ledger: Credits + Debits + LedgerReads {}
+/// capability takes that trait; a store implements all of them.
+pub trait Ledger: Credits + Debits + LedgerReads + LedgerRepairs {}
 
-impl<T: Credits + Debits + LedgerReads + ?Sized> Ledger for T {}
+impl<T: Credits + Debits + LedgerReads + LedgerRepairs + ?Sized> Ledger for T {}

@@ -11,5 +11,5 @@ pub mod queue;
 
 pub use error::{BoxError, QueueError, StoreError};
 pub use jobs::{CreateJob, JobStore};
-pub use ledger::{ApplyOutcome, CreditTally, Credits, Debits, Ledger, LedgerReads};
+pub use ledger::{ApplyOutcome, CreditTally, Credits, Debits, Ledger, LedgerReads, LedgerRepairs};
 pub use queue::{ReceivedMessage, WorkQueue};

@@ -29,10 +29,12 @@ pub struct ObjectRef {
 }
 
 impl ObjectRef {
-    /// What identifies the file's content: bucket, key and ETag (or version
-    /// when there is no ETag). Seeds the job id and the ids of rows without
-    /// `accrual_id`, so re-dropping the same content, or the same event
-    /// delivered twice, names the same job and credits nothing twice.
+    /// What identifies one upload: bucket, key and ETag (or version when
+    /// there is no ETag). Seeds the job id, so the same event delivered
+    /// twice, or the same bytes dropped again at the same key, names the
+    /// same job. (It seeded the ids of rows without `accrual_id` too, in id
+    /// scheme v1; scheme v2 derives them from the campaign and the row,
+    /// [`crate::domain::accrual_ids`].)
     pub fn identity(&self) -> String {
         let tag = self.etag.as_deref().or(self.version_id.as_deref()).unwrap_or("");
         format!("s3://{}/{}#{}", self.bucket, self.key, tag)
@@ -82,6 +84,15 @@ pub trait ObjectStore: Send + Sync {
     /// Reads `object` from byte `offset` to its end, streaming. The reader
     /// blocks: read it on a blocking thread.
     async fn open(&self, object: &ObjectRef, offset: u64) -> Result<ObjectReader, ObjectError>;
+
+    /// The user metadata `name` of `object` (on S3 `x-amz-meta-<name>`), of
+    /// the version its event named; `None` when unset. `Changed` when that
+    /// version is gone, as for [`ObjectStore::open`]. A store without user
+    /// metadata keeps this default: never set.
+    async fn metadata(&self, object: &ObjectRef, name: &str) -> Result<Option<String>, ObjectError> {
+        let _ = (object, name);
+        Ok(None)
+    }
 
     /// Writes a small object whole.
     async fn put(&self, bucket: &str, key: &str, body: Vec<u8>) -> Result<(), ObjectError>;

@@ -2,13 +2,15 @@
 //! by the same rule as a single reversal ([`crate::domain::reversal`]): points
 //! already spent are not taken back (counted `spent`), and an id the job
 //! did not credit itself (another job had, or its message failed) is left
-//! alone (counted `skipped`).
+//! alone (counted `skipped`). A bulk-use job's uses are given back the same
+//! way: each use its message applied is reversed (`reversed`), the rest
+//! (refused, failed, or an id another deduction holds) are `skipped`.
 //!
 //! Work goes message by message, from the item ids each message's fold
 //! recorded ([`JobStore::begin_message_cancel`], which first stops every
-//! later credit of the message: a message still queued, redelivered or
-//! redriven from the DLQ after its cancel credits nothing, so a `skipped`
-//! accrual stays uncredited for good). A message's counts are recorded
+//! later credit or use of the message: a message still queued, redelivered
+//! or redriven from the DLQ after its cancel credits or deducts nothing, so
+//! a `skipped` item stays unapplied for good). A message's counts are recorded
 //! once, after all its reversals; reversals are idempotent, so a cancel
 //! that stops part-way (a crash, a throttled table) is finished by running
 //! it again: done messages are skipped, a half-done one is redone and its
@@ -34,7 +36,7 @@ pub enum CancelError {
     )]
     Running { job_id: JobId, settled: u64, total: u64 },
     #[error(
-        "message {seq} of job {job_id} has no record of its accruals (message records are kept 30 days); \
+        "message {seq} of job {job_id} has no record of its accruals (message records are kept 90 days); \
          reverse its accruals one by one instead"
     )]
     Forgotten { job_id: JobId, seq: u32 },
@@ -144,9 +146,20 @@ pub async fn cancel_message<L: Debits + ?Sized>(
         return Ok(());
     }
     let mut counts = CancelCounts::default();
-    for accrual_id in folded.items {
-        let target = ReversalTarget::CreditBy { accrual_id, by };
-        match ledger.reverse(&target, OffsetDateTime::now_utc()).await? {
+    for id in folded.items {
+        // A message's items are accruals or uses, and the marker does not
+        // say which: whichever this message applied is reversed (an id this
+        // message did not apply is NotFound both ways).
+        let credit = ReversalTarget::CreditBy {
+            accrual_id: id.clone(),
+            by,
+        };
+        let mut outcome = ledger.reverse(&credit, OffsetDateTime::now_utc()).await?;
+        if outcome == ReversalOutcome::NotFound {
+            let target = ReversalTarget::UseBy { use_id: id, by };
+            outcome = ledger.reverse(&target, OffsetDateTime::now_utc()).await?;
+        }
+        match outcome {
             ReversalOutcome::Reversed(_) | ReversalOutcome::Replayed(_) => counts.reversed += 1,
             ReversalOutcome::AlreadySpent { .. } => counts.spent += 1,
             ReversalOutcome::NotFound => counts.skipped += 1,

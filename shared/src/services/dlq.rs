@@ -1,17 +1,25 @@
-//! Looking into a dead-letter queue and moving its messages back.
+//! Looking into a dead-letter queue, archiving its messages, and moving
+//! them back.
 //!
 //! Messages land in the DLQ after `maxReceiveCount` failed deliveries; their
 //! accruals are then counted `failed` on their job. Moving them back is safe
 //! whenever the cause is fixed: the ledger credits each accrual once, however
-//! often its message is delivered.
+//! often its message is delivered, as long as the message is younger than
+//! the redrive bound of [`crate::domain::retention`] (older ones are refused
+//! and stay where they are). SQS drops a message 14 days after it was first
+//! sent; [`archive`] moves messages to files (or S3 objects) that keep them,
+//! and [`redrive_archived`] sends them back from there.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
 
 use crate::domain::message::QueueMessage;
+use crate::domain::retention::check_redrive;
 use crate::domain::JobId;
+use crate::ports::objects::{ObjectError, ObjectStore};
 use crate::ports::{QueueError, ReceivedMessage, WorkQueue};
 
 /// How long a receive waits for the first message before the queue counts
@@ -32,10 +40,14 @@ pub struct DeadLetter {
 
 impl DeadLetter {
     fn from_received(m: &ReceivedMessage) -> Self {
-        let decoded = QueueMessage::decode(&m.body);
+        Self::from_body(&m.message_id, m.receive_count, &m.body)
+    }
+
+    fn from_body(message_id: &str, receive_count: u32, body: &str) -> Self {
+        let decoded = QueueMessage::decode(body);
         DeadLetter {
-            message_id: m.message_id.clone(),
-            receive_count: m.receive_count,
+            message_id: message_id.to_owned(),
+            receive_count,
             job_id: decoded.as_ref().ok().map(|d| d.job_id),
             seq: decoded.as_ref().ok().map(|d| d.seq),
             accruals: decoded.as_ref().map_or(0, |d| d.accruals().len()),
@@ -69,13 +81,65 @@ pub struct Redriven {
     pub undecodable: usize,
     /// job → (messages, accruals)
     pub by_job: BTreeMap<String, (usize, u64)>,
+    /// Messages too old to be redriven, left where they were, with why.
+    pub refused: Vec<RefusedLetter>,
+}
+
+/// A message a redrive did not move.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RefusedLetter {
+    pub message_id: String,
+    pub job_id: Option<JobId>,
+    pub reason: String,
+}
+
+impl Redriven {
+    fn count(&mut self, body: &str) {
+        let letter = DeadLetter::from_body("", 0, body);
+        self.messages += 1;
+        self.accruals += letter.accruals as u64;
+        match letter.job_id {
+            Some(job) => {
+                let entry = self.by_job.entry(job.to_string()).or_default();
+                entry.0 += 1;
+                entry.1 += letter.accruals as u64;
+            }
+            None => self.undecodable += 1,
+        }
+    }
+}
+
+/// Why a message may not be redriven at `now` (too old), if it may not.
+fn refusal(
+    message_id: &str,
+    body: &str,
+    archived_at: Option<OffsetDateTime>,
+    now: OffsetDateTime,
+) -> Option<RefusedLetter> {
+    // An undecodable body has no stamp: it is moved, and fails again.
+    let decoded = QueueMessage::decode(body).ok();
+    let queued_at = decoded.as_ref().and_then(|m| m.queued_at);
+    check_redrive(queued_at, archived_at, now)
+        .err()
+        .map(|too_old| RefusedLetter {
+            message_id: message_id.to_owned(),
+            job_id: decoded.map(|m| m.job_id),
+            reason: too_old.to_string(),
+        })
 }
 
 /// Moves up to `max` messages from `dlq` back to `target`: each batch is
 /// sent first and deleted from the DLQ after, so a crash in between leaves a
-/// message in both (applied once) and never in neither.
-pub async fn redrive(dlq: &dyn WorkQueue, target: &dyn WorkQueue, max: usize) -> Result<Redriven, QueueError> {
+/// message in both (applied once) and never in neither. Messages too old to
+/// be redriven at `now` stay in the DLQ and are listed in `refused`.
+pub async fn redrive(
+    dlq: &dyn WorkQueue,
+    target: &dyn WorkQueue,
+    max: usize,
+    now: OffsetDateTime,
+) -> Result<Redriven, QueueError> {
     let mut moved = Redriven::default();
+    let mut kept: Vec<String> = Vec::new();
     while moved.messages < max {
         let batch = dlq
             .receive_messages((max - moved.messages).min(10), RECEIVE_WAIT)
@@ -83,21 +147,173 @@ pub async fn redrive(dlq: &dyn WorkQueue, target: &dyn WorkQueue, max: usize) ->
         if batch.is_empty() {
             break;
         }
-        let bodies: Vec<String> = batch.iter().map(|m| m.body.clone()).collect();
-        target.send_messages(&bodies).await?;
-        let handles: Vec<String> = batch.iter().map(|m| m.receipt_handle.clone()).collect();
-        dlq.delete_messages(&handles).await?;
-        for letter in batch.iter().map(DeadLetter::from_received) {
-            moved.messages += 1;
-            moved.accruals += letter.accruals as u64;
-            match letter.job_id {
-                Some(job) => {
-                    let entry = moved.by_job.entry(job.to_string()).or_default();
-                    entry.0 += 1;
-                    entry.1 += letter.accruals as u64;
+        let mut send = Vec::with_capacity(batch.len());
+        for m in batch {
+            match refusal(&m.message_id, &m.body, None, now) {
+                // Held invisible until the end, so this run does not meet it again.
+                Some(refused) => {
+                    moved.refused.push(refused);
+                    kept.push(m.receipt_handle);
                 }
-                None => moved.undecodable += 1,
+                None => send.push(m),
             }
+        }
+        if send.is_empty() {
+            continue;
+        }
+        let bodies: Vec<String> = send.iter().map(|m| m.body.clone()).collect();
+        target.send_messages(&bodies).await?;
+        let handles: Vec<String> = send.iter().map(|m| m.receipt_handle.clone()).collect();
+        dlq.delete_messages(&handles).await?;
+        for body in &bodies {
+            moved.count(body);
+        }
+    }
+    if !kept.is_empty() {
+        dlq.release_messages(&kept).await?;
+    }
+    Ok(moved)
+}
+
+/// One archived message: what `dlq archive` writes, one JSON object a line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArchivedLetter {
+    pub message_id: String,
+    pub receive_count: u32,
+    #[serde(with = "time::serde::rfc3339")]
+    pub archived_at: OffsetDateTime,
+    /// The message body, as the worker reads it.
+    pub body: String,
+}
+
+/// A DLQ operation that did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    #[error("the queue failed")]
+    Queue(#[from] QueueError),
+    #[error("writing or reading the archive failed")]
+    Object(#[from] ObjectError),
+    #[error("line {line} of the archive is not an archived message: {reason}")]
+    Corrupt { line: usize, reason: String },
+}
+
+/// Messages per archive file: a file is written whole, and a message is at
+/// most 1 MiB (the queues' `MaximumMessageSize`), so a file holds at most
+/// 100 MiB (a message of 500 accruals is about 60 KiB).
+pub const ARCHIVE_FILE_MESSAGES: usize = 100;
+
+/// What an archive run wrote.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Archived {
+    pub messages: usize,
+    /// The keys written, under the archive's prefix.
+    pub files: Vec<String>,
+}
+
+/// The archive's lines.
+pub fn encode_archive(letters: &[ArchivedLetter]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for letter in letters {
+        // Strings, a number and a time always serialise.
+        out.extend_from_slice(&serde_json::to_vec(letter).unwrap_or_default());
+        out.push(b'\n');
+    }
+    out
+}
+
+/// Reads an archive written by [`encode_archive`] (blank lines skipped).
+pub fn decode_archive(bytes: &[u8]) -> Result<Vec<ArchivedLetter>, ArchiveError> {
+    let mut letters = Vec::new();
+    for (i, line) in bytes.split(|b| *b == b'\n').enumerate() {
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let letter = serde_json::from_slice(line).map_err(|e| ArchiveError::Corrupt {
+            line: i + 1,
+            reason: e.to_string(),
+        })?;
+        letters.push(letter);
+    }
+    Ok(letters)
+}
+
+/// Moves up to `max` messages from `dlq` into files of at most
+/// [`ARCHIVE_FILE_MESSAGES`] under `prefix` in `bucket`
+/// (`<prefix>dlq-<now>-<n>.jsonl`): each file is written first and its
+/// messages deleted from the DLQ after, so a crash in between leaves a
+/// message in both (redriving both applies it once), never in neither.
+pub async fn archive(
+    dlq: &dyn WorkQueue,
+    objects: &dyn ObjectStore,
+    bucket: &str,
+    prefix: &str,
+    max: usize,
+    now: OffsetDateTime,
+) -> Result<Archived, ArchiveError> {
+    let mut archived = Archived::default();
+    let stamp = format!(
+        "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
+        now.year(),
+        u8::from(now.month()),
+        now.day(),
+        now.hour(),
+        now.minute(),
+        now.second()
+    );
+    while archived.messages < max {
+        let mut file: Vec<ReceivedMessage> = Vec::new();
+        let room = (max - archived.messages).min(ARCHIVE_FILE_MESSAGES);
+        while file.len() < room {
+            let batch = dlq.receive_messages((room - file.len()).min(10), RECEIVE_WAIT).await?;
+            if batch.is_empty() {
+                break;
+            }
+            file.extend(batch);
+        }
+        if file.is_empty() {
+            break;
+        }
+        let letters: Vec<ArchivedLetter> = file
+            .iter()
+            .map(|m| ArchivedLetter {
+                message_id: m.message_id.clone(),
+                receive_count: m.receive_count,
+                archived_at: now,
+                body: m.body.clone(),
+            })
+            .collect();
+        let key = format!("{prefix}dlq-{stamp}-{:04}.jsonl", archived.files.len());
+        objects.put(bucket, &key, encode_archive(&letters)).await?;
+        let handles: Vec<String> = file.iter().map(|m| m.receipt_handle.clone()).collect();
+        dlq.delete_messages(&handles).await?;
+        archived.messages += file.len();
+        archived.files.push(key);
+    }
+    Ok(archived)
+}
+
+/// Sends archived messages back to `target`, except those too old at `now`
+/// (listed in `refused`). Sending the same archive twice is harmless (each
+/// message is applied and folded once), so a run that failed half-way is
+/// simply run again.
+pub async fn redrive_archived(
+    letters: &[ArchivedLetter],
+    target: &dyn WorkQueue,
+    now: OffsetDateTime,
+) -> Result<Redriven, QueueError> {
+    let mut moved = Redriven::default();
+    let mut send: Vec<&ArchivedLetter> = Vec::new();
+    for letter in letters {
+        match refusal(&letter.message_id, &letter.body, Some(letter.archived_at), now) {
+            Some(refused) => moved.refused.push(refused),
+            None => send.push(letter),
+        }
+    }
+    for batch in send.chunks(10) {
+        let bodies: Vec<String> = batch.iter().map(|l| l.body.clone()).collect();
+        target.send_messages(&bodies).await?;
+        for body in &bodies {
+            moved.count(body);
         }
     }
     Ok(moved)
@@ -145,9 +361,98 @@ mod tests {
         assert_eq!(listed.iter().filter(|l| l.problem.is_some()).count(), 1);
         assert_eq!(list(&dlq, 100).await.unwrap().len(), 13, "still all there");
 
-        let moved = redrive(&dlq, &main, 100).await.unwrap();
+        let moved = redrive(&dlq, &main, 100, OffsetDateTime::now_utc()).await.unwrap();
         assert_eq!((moved.messages, moved.accruals, moved.undecodable), (13, 36, 1));
         assert_eq!(moved.by_job[&job.to_string()], (12, 36));
         assert_eq!((dlq.len(), main.len()), (0, 13));
+    }
+
+    fn stamped(job: JobId, seq: u32, queued_at: OffsetDateTime) -> String {
+        let body = message(job, seq, 2);
+        QueueMessage::decode(&body).unwrap().queued(queued_at).encode()
+    }
+
+    /// A temporary folder standing in for the archive bucket.
+    struct Folder(std::path::PathBuf);
+    impl Drop for Folder {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[tokio::test]
+    async fn archive_keeps_every_message_and_redrive_from_it_sends_each_back_once() {
+        let dlq = MemoryQueue::new(Duration::from_secs(60));
+        let main = MemoryQueue::new(Duration::from_secs(60));
+        let folder = Folder(std::env::temp_dir().join(format!("pointflow-archive-{}", uuid::Uuid::new_v4().simple())));
+        let objects = crate::adapters::local_dir::DirObjects::new(&folder.0);
+        let now = OffsetDateTime::now_utc();
+        let job = JobId::random();
+        let mut bodies: Vec<String> = (0..130)
+            .map(|seq| stamped(job, seq, now - time::Duration::days(3)))
+            .collect();
+        bodies.push("not json".into());
+        dlq.send_messages(&bodies).await.unwrap();
+
+        let archived = archive(&dlq, &objects, "", "dlq/", usize::MAX, now).await.unwrap();
+        assert_eq!(archived.messages, 131);
+        assert_eq!(archived.files.len(), 2, "{:?}", archived.files);
+        assert_eq!(dlq.len(), 0, "archived messages leave the DLQ");
+
+        let mut letters = Vec::new();
+        for file in &archived.files {
+            letters.extend(decode_archive(&std::fs::read(folder.0.join(file)).unwrap()).unwrap());
+        }
+        let mut read: Vec<String> = letters.iter().map(|l| l.body.clone()).collect();
+        read.sort();
+        bodies.sort();
+        assert_eq!(read, bodies, "every message archived once, body intact");
+
+        let moved = redrive_archived(&letters, &main, now).await.unwrap();
+        assert_eq!((moved.messages, moved.accruals, moved.undecodable), (131, 260, 1));
+        assert!(moved.refused.is_empty());
+        assert_eq!(main.len(), 131);
+        assert!(matches!(
+            decode_archive(b"{\"message_id\":1}\n"),
+            Err(ArchiveError::Corrupt { line: 1, .. })
+        ));
+    }
+
+    /// A message whose job's records may have expired by its last delivery
+    /// is not redriven: from the DLQ it stays there, from an archive it is
+    /// left out; both are listed with the reason.
+    #[tokio::test]
+    async fn messages_too_old_for_their_records_are_refused() {
+        use crate::domain::retention::REDRIVE_MAX_AGE_DAYS;
+        let dlq = MemoryQueue::new(Duration::from_secs(60));
+        let main = MemoryQueue::new(Duration::from_secs(60));
+        let now = OffsetDateTime::now_utc();
+        let (old_job, young_job) = (JobId::random(), JobId::random());
+        let old = stamped(old_job, 0, now - time::Duration::days(REDRIVE_MAX_AGE_DAYS));
+        let young = stamped(young_job, 0, now - time::Duration::days(REDRIVE_MAX_AGE_DAYS - 1));
+        dlq.send_messages(&[old.clone(), young.clone()]).await.unwrap();
+
+        let moved = redrive(&dlq, &main, usize::MAX, now).await.unwrap();
+        assert_eq!(moved.messages, 1);
+        assert_eq!(moved.by_job.keys().collect::<Vec<_>>(), [&young_job.to_string()]);
+        assert_eq!(moved.refused.len(), 1);
+        assert_eq!(moved.refused[0].job_id, Some(old_job));
+        assert!(
+            moved.refused[0].reason.contains("submit its accruals again"),
+            "{:?}",
+            moved.refused
+        );
+        assert_eq!((dlq.len(), main.len()), (1, 1), "the old message stays in the DLQ");
+
+        let letter = |body: &str| ArchivedLetter {
+            message_id: "m".into(),
+            receive_count: 5,
+            archived_at: now,
+            body: body.to_owned(),
+        };
+        let moved = redrive_archived(&[letter(&old), letter(&young)], &main, now)
+            .await
+            .unwrap();
+        assert_eq!((moved.messages, moved.refused.len()), (1, 1));
     }
 }

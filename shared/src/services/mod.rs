@@ -5,4 +5,5 @@ pub mod cancel;
 pub mod dlq;
 pub mod history;
 pub mod import;
+pub mod reconcile;
 pub mod worker;

@@ -333,7 +333,30 @@ impl Worker {
                 }
                 applied
             }
-            Payload::Uses(uses) => self.apply_uses(uses, at).await?,
+            Payload::Uses(uses) => {
+                let by = MessageRef {
+                    job_id,
+                    seq: decoded.seq,
+                };
+                let applied = self.apply_uses(by, uses, at).await?;
+                if applied.cancelled > 0 {
+                    // As for credits: the cancel gives back what was deducted
+                    // before it began and counted the rest `skipped`.
+                    info!(
+                        cancelled = applied.cancelled,
+                        "message of a cancelled job: nothing more deducted"
+                    );
+                    return Ok(MessageReport {
+                        job_id,
+                        seq: decoded.seq,
+                        counts: MessageCounts::default(),
+                        replayed: applied.replayed,
+                        folded: false,
+                        store_requests: applied.requests,
+                    });
+                }
+                applied
+            }
         };
         let folded = self
             .jobs
@@ -395,12 +418,16 @@ impl Worker {
     /// Applies a bulk-use job's message: each use in order, each exactly
     /// once by its `use_id` (a redelivery replays what an earlier delivery
     /// applied); a use the balance cannot cover, or whose `use_id` was taken
-    /// by a different deduction, is refused and counted so.
-    async fn apply_uses(&self, uses: &[Use], now: OffsetDateTime) -> Result<Applied, MessageError> {
+    /// by a different deduction, is refused and counted so. Once the
+    /// message's cancel has begun nothing more is deducted: the rest of the
+    /// message counts `cancelled`.
+    async fn apply_uses(&self, by: MessageRef, uses: &[Use], now: OffsetDateTime) -> Result<Applied, MessageError> {
         let mut counts = MessageCounts::default();
         let mut replayed = 0u64;
-        for u in uses {
-            match self.debits.apply_use(u, now).await {
+        let mut requests = 0u64;
+        for (index, u) in uses.iter().enumerate() {
+            requests += 1;
+            match self.debits.apply_message_use(by, u, now).await {
                 Ok(UseOutcome::Applied(_)) => counts.applied += 1,
                 Ok(UseOutcome::Replayed(_)) => {
                     counts.applied += 1;
@@ -418,6 +445,14 @@ impl Worker {
                     info!(use_id = %u.use_id, "use refused: use_id taken by a different deduction");
                     counts.refused += 1;
                 }
+                Ok(UseOutcome::Cancelled) => {
+                    return Ok(Applied {
+                        counts,
+                        replayed,
+                        cancelled: (uses.len() - index) as u64,
+                        requests,
+                    });
+                }
                 Err(error) => return Err(MessageError::Apply(error)),
             }
         }
@@ -425,7 +460,7 @@ impl Worker {
             counts,
             replayed,
             cancelled: 0,
-            requests: uses.len() as u64,
+            requests,
         })
     }
 

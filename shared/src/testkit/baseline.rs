@@ -16,11 +16,12 @@ use time::OffsetDateTime;
 
 use crate::domain::history::HistoryEntry;
 use crate::domain::lots::BalanceSheet;
+use crate::domain::reconcile::MemberLedger;
 use crate::domain::reversal::{ReversalOutcome, ReversalTarget};
 use crate::domain::uses::{Use, UseOutcome};
 use crate::domain::{Accrual, MessageRef};
 use crate::ports::{ApplyOutcome, Ledger, QueueError, ReceivedMessage, StoreError, WorkQueue};
-use crate::ports::{Credits, Debits, LedgerReads};
+use crate::ports::{Credits, Debits, LedgerReads, LedgerRepairs};
 
 /// A store's single-item writes, one request each.
 #[async_trait]
@@ -75,6 +76,10 @@ impl<S: SingleWrites + Ledger + 'static> Debits for NaiveLedger<S> {
         self.store.apply_use(u, now).await
     }
 
+    async fn apply_message_use(&self, by: MessageRef, u: &Use, now: OffsetDateTime) -> Result<UseOutcome, StoreError> {
+        self.store.apply_message_use(by, u, now).await
+    }
+
     async fn reverse(&self, target: &ReversalTarget, now: OffsetDateTime) -> Result<ReversalOutcome, StoreError> {
         self.store.reverse(target, now).await
     }
@@ -94,6 +99,23 @@ impl<S: SingleWrites + Ledger + 'static> LedgerReads for NaiveLedger<S> {
         limit: usize,
     ) -> Result<Vec<HistoryEntry>, StoreError> {
         self.store.history_entries(member_id, point_type, before, limit).await
+    }
+
+    async fn member_ledger(&self, member_id: &str) -> Result<MemberLedger, StoreError> {
+        self.store.member_ledger(member_id).await
+    }
+}
+
+#[async_trait]
+impl<S: SingleWrites + Ledger + 'static> LedgerRepairs for NaiveLedger<S> {
+    async fn replace_balance_sheet(
+        &self,
+        member_id: &str,
+        read: Option<&BalanceSheet>,
+        sheet: &BalanceSheet,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        self.store.replace_balance_sheet(member_id, read, sheet, now).await
     }
 }
 

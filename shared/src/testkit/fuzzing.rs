@@ -22,7 +22,8 @@ use crate::domain::uses::Use;
 use crate::domain::validation::check_idempotency_key;
 use crate::domain::{Accrual, JobId};
 use crate::services::api::{parse_reversal, parse_submission, parse_use, Prepared, DEFAULT_MAX_ITEMS, MAX_BODY_BYTES};
-use crate::services::import::service::{parse_chunk, ImportSettings, DEFAULT_CHUNK_BYTES};
+use crate::services::import::parse::parse_chunk;
+use crate::services::import::service::{ImportSettings, DEFAULT_CHUNK_BYTES};
 use crate::services::import::task::parse_tasks;
 
 /// The `Idempotency-Key` the submission selector sends.
@@ -163,10 +164,12 @@ pub fn csv_import(data: &[u8]) {
     // The importer's loop (`Importer::run_chunk`), without bucket or queues.
     let (mut offset, mut line, mut columns) = (0u64, 1u64, None::<Vec<String>>);
     let (mut accepted, mut handled) = (0u64, 0u64);
+    // Id scheme v2, its counts carried from chunk to chunk as the importer does.
+    let mut ids = crate::domain::accrual_ids::ContentIds::new("fuzz");
     loop {
         let start = usize::try_from(offset).unwrap_or(usize::MAX).min(file.len());
         let mut windows = 0u64;
-        let send = |window: crate::services::import::service::Window| {
+        let send = |window: crate::services::import::parse::Window| {
             windows += window.accruals.len() as u64;
             true
         };
@@ -177,6 +180,7 @@ pub fn csv_import(data: &[u8]) {
             offset,
             size,
             identity,
+            Some(&mut ids),
             &settings,
             send,
         ) {
@@ -196,6 +200,12 @@ pub fn csv_import(data: &[u8]) {
                 offset = next_offset;
                 line = next_line;
                 columns = Some(parsed.columns);
+                // The next chunk starts from the table as written and read back.
+                let mut next_ids = crate::domain::accrual_ids::ContentIds::new("fuzz");
+                if let Err(e) = next_ids.add_counts(&ids.encode_counts()) {
+                    panic!("an occurrence table does not read back: {e}");
+                }
+                ids = next_ids;
             }
             None => break,
         }

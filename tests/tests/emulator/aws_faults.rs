@@ -178,9 +178,14 @@ async fn a_message_that_keeps_failing_reaches_the_dlq_and_a_redrive_applies_it_o
     // once, and its accruals move from failed to applied.
     flaky.failing.store(false, Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(1100)).await; // `list` left it in flight
-    let moved = pointflow::services::dlq::redrive(backend.dlq.as_ref(), backend.queue.as_ref(), 10)
-        .await
-        .unwrap();
+    let moved = pointflow::services::dlq::redrive(
+        backend.dlq.as_ref(),
+        backend.queue.as_ref(),
+        10,
+        time::OffsetDateTime::now_utc(),
+    )
+    .await
+    .unwrap();
     assert_eq!((moved.messages, moved.accruals), (1, 12));
     let batch = receive(backend.queue.as_ref(), 1).await;
     assert_eq!(batch.len(), 1);
@@ -198,9 +203,14 @@ async fn a_message_that_keeps_failing_reaches_the_dlq_and_a_redrive_applies_it_o
     let job = backend.jobs.get_job(job_id).await.unwrap().unwrap();
     assert_eq!((job.applied, job.duplicate, job.failed), (12, 0, 0));
     assert_eq!(job.status(), JobStatus::Completed);
-    let again = pointflow::services::dlq::redrive(backend.dlq.as_ref(), backend.queue.as_ref(), 10)
-        .await
-        .unwrap();
+    let again = pointflow::services::dlq::redrive(
+        backend.dlq.as_ref(),
+        backend.queue.as_ref(),
+        10,
+        time::OffsetDateTime::now_utc(),
+    )
+    .await
+    .unwrap();
     assert_eq!(again.messages, 0, "the DLQ is empty");
 }
 
@@ -611,16 +621,7 @@ async fn throttling_over_the_wire_is_retried_and_everything_is_applied_once() {
     };
     // Resources made and checked directly; the code under test talks
     // through the proxy.
-    let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
-    let sqs = aws_sdk_sqs::Client::new(&sdk);
-    let table = backend::unique_name("pointflow");
-    create_table(&dynamo, &table).await.expect("create table");
-    let (queue_url, _dlq_url) =
-        create_queue_with_dlq(&sqs, &backend::unique_name("accruals"), Duration::from_secs(30), 3)
-            .await
-            .expect("create queues");
-    let direct_store = DynamoStore::new(dynamo, &table);
-    let direct_queue = SqsQueue::new(sqs, &queue_url);
+    let direct = direct_resources(&sdk, "accruals").await;
     let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap();
     // Every TransactWriteItems and SendMessageBatch is refused three times,
     // then let through: the SDK's own retries (3 attempts, as in production)
@@ -632,27 +633,9 @@ async fn throttling_over_the_wire_is_retried_and_everything_is_applied_once() {
             ("AmazonSQS.SendMessageBatch", 3),
         ],
     );
-    let proxied = sdk
-        .to_builder()
-        // Production's retry mode and attempts; only the SDK's backoff is
-        // shortened (1 s base by default) so the test takes seconds.
-        .retry_config(
-            aws_config::retry::RetryConfig::standard()
-                .with_max_attempts(3)
-                .with_initial_backoff(Duration::from_millis(5)),
-        )
-        .build();
     // Production's backoff for the production retries.
-    // Set on each client: the SDK prefers AWS_ENDPOINT_URL from the
-    // environment to the shared config's endpoint.
-    let dynamo = aws_sdk_dynamodb::config::Builder::from(&proxied)
-        .endpoint_url(&proxy.url)
-        .build();
-    let sqs = aws_sdk_sqs::config::Builder::from(&proxied)
-        .endpoint_url(&proxy.url)
-        .build();
-    let store = Arc::new(DynamoStore::new(aws_sdk_dynamodb::Client::from_conf(dynamo), &table));
-    let queue = Arc::new(SqsQueue::new(aws_sdk_sqs::Client::from_conf(sqs), &queue_url));
+    let store = Arc::new(DynamoStore::new(dynamo_through(&sdk, &proxy), &direct.table));
+    let queue = Arc::new(SqsQueue::new(sqs_through(&sdk, &proxy), &direct.queue_url));
     let service = ApiService::new(
         store.clone(),
         store.clone(),
@@ -683,11 +666,13 @@ async fn throttling_over_the_wire_is_retried_and_everything_is_applied_once() {
     );
     assert_eq!(proxy.throttled("AmazonSQS.SendMessageBatch"), 3);
 
-    let messages = receive(&direct_queue, 5).await;
+    let messages = receive(direct.queue.as_ref(), 5).await;
     assert_eq!(messages.len(), 5);
     let requests_before = store.requests();
     let dynamo_before = proxy.forwarded("DynamoDB_20120810.");
-    let (done, failed) = invoke_and_acknowledge(&direct_queue, &worker, &messages).await.unwrap();
+    let (done, failed) = invoke_and_acknowledge(direct.queue.as_ref(), &worker, &messages)
+        .await
+        .unwrap();
     assert_eq!((done, failed), (5, 0), "every message applied despite throttling");
     let transactions = proxy.forwarded("DynamoDB_20120810.TransactWriteItems");
     let throttled = proxy.throttled("DynamoDB_20120810.TransactWriteItems");
@@ -711,8 +696,8 @@ async fn throttling_over_the_wire_is_retried_and_everything_is_applied_once() {
          worker store requests counted {counted} ({reached} reached the emulator)"
     );
 
-    assert_balances(&direct_store, &expected).await;
-    let job = direct_store.get_job(job_id).await.unwrap().unwrap();
+    assert_balances(direct.store.as_ref(), &expected).await;
+    let job = direct.store.get_job(job_id).await.unwrap().unwrap();
     assert_eq!(
         (job.total, job.applied, job.duplicate, job.failed, job.messages),
         (100, 100, 0, 0, 5)
@@ -720,11 +705,60 @@ async fn throttling_over_the_wire_is_retried_and_everything_is_applied_once() {
     assert_eq!(job.status(), JobStatus::Completed);
 }
 
+/// A table and a work queue (with its DLQ) made directly on the emulator,
+/// and the production adapters on them: to set a test up and check its
+/// outcome, while the code under test talks through a proxy.
+struct Direct {
+    table: String,
+    queue_url: String,
+    store: Arc<DynamoStore>,
+    queue: Arc<SqsQueue>,
+}
+
+/// Makes a fresh table and a queue named after `queue_prefix` (30 s
+/// visibility, 3 receives before the DLQ).
+async fn direct_resources(sdk: &aws_config::SdkConfig, queue_prefix: &str) -> Direct {
+    let dynamo = aws_sdk_dynamodb::Client::new(sdk);
+    let sqs = aws_sdk_sqs::Client::new(sdk);
+    let table = backend::unique_name("pointflow");
+    create_table(&dynamo, &table).await.expect("create table");
+    let (queue_url, _dlq_url) =
+        create_queue_with_dlq(&sqs, &backend::unique_name(queue_prefix), Duration::from_secs(30), 3)
+            .await
+            .expect("create queues");
+    Direct {
+        store: Arc::new(DynamoStore::new(dynamo, &table)),
+        queue: Arc::new(SqsQueue::new(sqs, &queue_url)),
+        table,
+        queue_url,
+    }
+}
+
+/// Production's retry mode and attempts (standard, 3), with only the SDK's
+/// backoff shortened (1 s base by default) so a test takes seconds.
+fn short_sdk_retries() -> aws_config::retry::RetryConfig {
+    aws_config::retry::RetryConfig::standard()
+        .with_max_attempts(3)
+        .with_initial_backoff(Duration::from_millis(5))
+}
+
+// The endpoint is set on each client: the SDK prefers AWS_ENDPOINT_URL from
+// the environment to the shared config's endpoint.
+
+/// A DynamoDB client that talks through `proxy`, with a short SDK backoff.
+pub(crate) fn dynamo_through(sdk: &aws_config::SdkConfig, proxy: &FaultProxy) -> aws_sdk_dynamodb::Client {
+    let conf = aws_sdk_dynamodb::config::Builder::from(sdk)
+        .endpoint_url(&proxy.url)
+        .retry_config(short_sdk_retries())
+        .build();
+    aws_sdk_dynamodb::Client::from_conf(conf)
+}
+
 /// An SQS client that talks through `proxy`, with a short SDK backoff.
 fn sqs_through(sdk: &aws_config::SdkConfig, proxy: &FaultProxy) -> aws_sdk_sqs::Client {
     let conf = aws_sdk_sqs::config::Builder::from(sdk)
         .endpoint_url(&proxy.url)
-        .retry_config(aws_config::retry::RetryConfig::standard().with_initial_backoff(Duration::from_millis(5)))
+        .retry_config(short_sdk_retries())
         .build();
     aws_sdk_sqs::Client::from_conf(conf)
 }
@@ -745,15 +779,10 @@ async fn entries_sqs_fails_inside_a_batch_are_sent_again_and_queued_once() {
     let Some(sdk) = backend::emulator_config().await else {
         return;
     };
-    let sqs = aws_sdk_sqs::Client::new(&sdk);
-    let (queue_url, _dlq_url) =
-        create_queue_with_dlq(&sqs, &backend::unique_name("partial"), Duration::from_secs(30), 3)
-            .await
-            .expect("create queues");
-    let direct = SqsQueue::new(sqs, &queue_url);
+    let direct = direct_resources(&sdk, "partial").await;
     let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap();
     let proxy = FaultProxy::start_with_entry_fault(&endpoint, &[], EntryFault::LastOfSeveral);
-    let queue = SqsQueue::new(sqs_through(&sdk, &proxy), &queue_url).with_backoff(short_backoff());
+    let queue = SqsQueue::new(sqs_through(&sdk, &proxy), &direct.queue_url).with_backoff(short_backoff());
 
     let bodies: Vec<String> = (0..13).map(|i| format!("{{\"partial\":{i}}}")).collect();
     queue.send_messages(&bodies).await.unwrap();
@@ -762,7 +791,7 @@ async fn entries_sqs_fails_inside_a_batch_are_sent_again_and_queued_once() {
     assert_eq!(proxy.entries_failed("AmazonSQS.SendMessageBatch"), 2);
     assert_eq!(queue.requests(), 4);
 
-    let received = receive(&direct, bodies.len()).await;
+    let received = receive(direct.queue.as_ref(), bodies.len()).await;
     let mut got: Vec<&str> = received.iter().map(|m| m.body.as_str()).collect();
     got.sort_unstable();
     let mut sent: Vec<&str> = bodies.iter().map(String::as_str).collect();
@@ -770,7 +799,10 @@ async fn entries_sqs_fails_inside_a_batch_are_sent_again_and_queued_once() {
     assert_eq!(got, sent, "each body queued exactly once");
     // Anything queued twice would be visible now (the ones received stay
     // invisible for 30 s).
-    assert_eq!(direct.receive_messages(10, Duration::from_secs(1)).await.unwrap(), []);
+    assert_eq!(
+        direct.queue.receive_messages(10, Duration::from_secs(1)).await.unwrap(),
+        []
+    );
 }
 
 /// When SQS keeps failing an entry, the API answers 503
@@ -782,16 +814,12 @@ async fn an_entry_sqs_keeps_failing_answers_enqueue_incomplete_and_a_retry_finis
     let Some(sdk) = backend::emulator_config().await else {
         return;
     };
-    let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
-    let sqs = aws_sdk_sqs::Client::new(&sdk);
-    let table = backend::unique_name("pointflow");
-    create_table(&dynamo, &table).await.expect("create table");
-    let (queue_url, _dlq_url) =
-        create_queue_with_dlq(&sqs, &backend::unique_name("partial"), Duration::from_secs(30), 3)
-            .await
-            .expect("create queues");
-    let store = Arc::new(DynamoStore::new(dynamo, &table));
-    let queue = Arc::new(SqsQueue::new(sqs, &queue_url));
+    let Direct {
+        queue_url,
+        store,
+        queue,
+        ..
+    } = direct_resources(&sdk, "partial").await;
     let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap();
     let proxy = FaultProxy::start_with_entry_fault(&endpoint, &[], EntryFault::Last);
     let broken = Arc::new(SqsQueue::new(sqs_through(&sdk, &proxy), &queue_url).with_backoff(short_backoff()));

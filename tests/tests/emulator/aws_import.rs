@@ -115,3 +115,139 @@ async fn a_dropped_file_is_imported_through_the_bucket_notification() {
     let again = rig.backend.jobs.get_job(object.job_id()).await.unwrap().unwrap();
     assert_eq!(again, job);
 }
+
+/// Rows of a campaign: `m-1,P,10` twice (two credits), a chunk apart.
+const CAMPAIGN: &str = "member_id,point_type,amount
+m-1,P,10
+m-2,P,20
+m-3,P,30
+m-1,P,10
+";
+
+/// The same rows uploaded again in parts (another ETag, so another object
+/// and job), or at another key with the same `campaign` metadata, credit
+/// nothing new; at another key without it (the key is the campaign), they
+/// are another campaign's. Through S3: the metadata from `HeadObject`, the
+/// occurrence counts carried from chunk to chunk as objects.
+#[tokio::test]
+async fn the_same_rows_uploaded_again_or_moved_in_their_campaign_credit_nothing_new() {
+    let Some(b) = backend::aws(Duration::from_secs(30), 3).await else {
+        return;
+    };
+    let sdk = pointflow::adapters::aws::load_config().await;
+    let s3 = pointflow::adapters::aws::s3_client(&sdk);
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let bucket = unique_name("imports");
+    let (tasks_url, _) = create_queue_with_dlq(&sqs, &unique_name("import-tasks"), Duration::from_secs(30), 3)
+        .await
+        .unwrap();
+    create_bucket_notifying(&s3, &sqs, &bucket, &tasks_url).await.unwrap();
+    let settings = ImportSettings {
+        // A row or two a chunk: the repeat of m-1 is chunks away.
+        chunk_bytes: 12,
+        ..ImportSettings::default()
+    };
+    let rig = ImportRig::new(
+        b,
+        Arc::new(SqsQueue::new(sqs.clone(), tasks_url)),
+        Arc::new(S3Objects::new(s3.clone())),
+        bucket.clone(),
+        settings,
+        None,
+    );
+    let object = |key: &str, etag: Option<&str>| ObjectRef {
+        bucket: bucket.clone(),
+        key: key.to_owned(),
+        size: CAMPAIGN.len() as u64,
+        etag: etag.map(|e| e.trim_matches('"').to_owned()),
+        version_id: None,
+    };
+    let put = |key: &'static str, campaign: Option<&'static str>| {
+        let mut request = s3
+            .put_object()
+            .bucket(&bucket)
+            .key(key)
+            .body(CAMPAIGN.as_bytes().to_vec().into());
+        if let Some(campaign) = campaign {
+            request = request.metadata("campaign", campaign);
+        }
+        request.send()
+    };
+    let counts = |job: pointflow::domain::Job| (job.total, job.applied, job.duplicate);
+    let balance = |member: &'static str| {
+        let ledger = rig.backend.ledger.clone();
+        async move {
+            let balances = ledger.balances(member).await.unwrap();
+            balances.iter().map(|b| b.balance).sum::<u64>()
+        }
+    };
+
+    let first = put("imports/spring.csv", Some("spring-2026")).await.unwrap();
+    let quiet = rig.run_until_quiet().await;
+    assert_eq!(quiet.import_failures, 0);
+    assert!(quiet.import_invocations >= 4, "{quiet:?}");
+    let first = object("imports/spring.csv", first.e_tag());
+    let job = rig.backend.jobs.get_job(first.job_id()).await.unwrap().unwrap();
+    assert_eq!(counts(job), (4, 4, 0), "identical rows are two credits");
+
+    // The same bytes uploaded in one part of a multipart upload: an ETag
+    // of the form <md5 of md5s>-1, another object to S3.
+    let upload = s3
+        .create_multipart_upload()
+        .bucket(&bucket)
+        .key("imports/spring.csv")
+        .metadata("campaign", "spring-2026")
+        .send()
+        .await
+        .unwrap();
+    let upload_id = upload.upload_id().unwrap();
+    let part = s3
+        .upload_part()
+        .bucket(&bucket)
+        .key("imports/spring.csv")
+        .upload_id(upload_id)
+        .part_number(1)
+        .body(CAMPAIGN.as_bytes().to_vec().into())
+        .send()
+        .await
+        .unwrap();
+    let done = s3
+        .complete_multipart_upload()
+        .bucket(&bucket)
+        .key("imports/spring.csv")
+        .upload_id(upload_id)
+        .multipart_upload(
+            aws_sdk_s3::types::CompletedMultipartUpload::builder()
+                .parts(
+                    aws_sdk_s3::types::CompletedPart::builder()
+                        .part_number(1)
+                        .set_e_tag(part.e_tag().map(str::to_owned))
+                        .build(),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let reuploaded = object("imports/spring.csv", done.e_tag());
+    assert_ne!(reuploaded.etag, first.etag);
+    rig.run_until_quiet().await;
+    let job = rig.backend.jobs.get_job(reuploaded.job_id()).await.unwrap().unwrap();
+    assert_eq!(counts(job), (4, 0, 4), "uploaded again: nothing new");
+
+    let moved = put("imports/archive/spring-copy.csv", Some("spring-2026"))
+        .await
+        .unwrap();
+    rig.run_until_quiet().await;
+    let moved = object("imports/archive/spring-copy.csv", moved.e_tag());
+    let job = rig.backend.jobs.get_job(moved.job_id()).await.unwrap().unwrap();
+    assert_eq!(counts(job), (4, 0, 4), "at another key, same campaign: nothing new");
+    assert_eq!(balance("m-1").await, 20);
+
+    let other = put("imports/autumn.csv", None).await.unwrap();
+    rig.run_until_quiet().await;
+    let other = object("imports/autumn.csv", other.e_tag());
+    let job = rig.backend.jobs.get_job(other.job_id()).await.unwrap().unwrap();
+    assert_eq!(counts(job), (4, 4, 0), "no metadata: the key is the campaign");
+    assert_eq!(balance("m-1").await, 40);
+}

@@ -16,7 +16,7 @@ use pointflow::services::cancel::cancel_job;
 use pointflow_tests::backend;
 use time::OffsetDateTime;
 
-use crate::aws_faults::{FaultProxy, Refusal};
+use crate::aws_faults::{dynamo_through, FaultProxy, Refusal};
 
 /// `UpdateItem` on an item a transaction holds.
 const UPDATE_CONFLICT: &str = r#"{"__type":"com.amazonaws.dynamodb.v20120810#TransactionConflictException","message":"Transaction is ongoing for the item"}"#;
@@ -45,20 +45,9 @@ async fn stores(refusals: &[Refusal]) -> Option<Stores> {
     create_table(&dynamo, &table).await.expect("create table");
     let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap();
     let proxy = FaultProxy::start_with(&endpoint, &[], refusals);
-    // Production's SDK retries, with a short SDK backoff so the test takes
+    // Production's SDK retries with a short SDK backoff, so the test takes
     // seconds; the store's own backoff is shortened the same way.
-    let proxied = sdk
-        .to_builder()
-        .retry_config(
-            aws_config::retry::RetryConfig::standard()
-                .with_max_attempts(3)
-                .with_initial_backoff(Duration::from_millis(5)),
-        )
-        .build();
-    let config = aws_sdk_dynamodb::config::Builder::from(&proxied)
-        .endpoint_url(&proxy.url)
-        .build();
-    let store = DynamoStore::new(aws_sdk_dynamodb::Client::from_conf(config), &table).with_backoff(Backoff {
+    let store = DynamoStore::new(dynamo_through(&sdk, &proxy), &table).with_backoff(Backoff {
         base: Duration::from_millis(1),
         cap: Duration::from_millis(10),
         max_attempts: 8,

@@ -83,9 +83,16 @@ async fn local_import_over_the_emulator_goes_through_the_bucket_notification() {
     let dir = TempDir::new("pointflow-files");
     let file = dir.0.join("small.csv");
     std::fs::write(&file, "member_id,point_type,amount\nm-1,P,10\nm-2,P,20\nm-1,P,5\n").unwrap();
-    let summary = run_import(&backend, &file, "imports/small.csv", false, Duration::from_secs(60))
-        .await
-        .unwrap();
+    let summary = run_import(
+        &backend,
+        &file,
+        "imports/small.csv",
+        None,
+        false,
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap();
     assert_eq!((summary.job.total, summary.job.applied, summary.exit_code()), (3, 3, 0));
     assert_eq!(backend.ledger.balances("m-1").await.unwrap()[0].balance, 15);
     runner.stop().await.unwrap();

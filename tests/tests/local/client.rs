@@ -239,6 +239,17 @@ async fn a_json_array_file_is_streamed_item_by_item() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_lettered_messages_are_listed_and_redriven_then_applied() {
+    dead_letters_redriven(false).await;
+}
+
+/// The same, through an archive: `dlq archive` empties the DLQ into files,
+/// `dlq redrive --from` sends them back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_lettered_messages_archived_then_redriven_from_the_archive_are_applied() {
+    dead_letters_redriven(true).await;
+}
+
+async fn dead_letters_redriven(via_archive: bool) {
     let stack = stack().await;
     // A job whose two messages were dead-lettered (say, during an outage).
     let job_id = pointflow::domain::JobId::random();
@@ -302,9 +313,33 @@ async fn dead_lettered_messages_are_listed_and_redriven_then_applied() {
         .unwrap();
     assert_eq!(listed.len(), 2);
     assert!(listed.iter().all(|l| l.job_id == Some(job_id) && l.accruals == 2));
-    let moved = pointflow::services::dlq::redrive(stack.backend.dlq.as_ref(), stack.backend.queue.as_ref(), usize::MAX)
+    let now = time::OffsetDateTime::now_utc();
+    let moved = if via_archive {
+        let folder = stack._dir.0.join("dlq-archive");
+        let objects = pointflow::adapters::local_dir::DirObjects::new(&folder);
+        let archived = pointflow::services::dlq::archive(stack.backend.dlq.as_ref(), &objects, "", "", 100, now)
+            .await
+            .unwrap();
+        assert_eq!((archived.messages, archived.files.len()), (2, 1));
+        let left = pointflow::services::dlq::list(stack.backend.dlq.as_ref(), 100)
+            .await
+            .unwrap();
+        assert!(left.is_empty(), "archived messages leave the DLQ");
+        let file = std::fs::read(folder.join(&archived.files[0])).unwrap();
+        let letters = pointflow::services::dlq::decode_archive(&file).unwrap();
+        pointflow::services::dlq::redrive_archived(&letters, stack.backend.queue.as_ref(), now)
+            .await
+            .unwrap()
+    } else {
+        pointflow::services::dlq::redrive(
+            stack.backend.dlq.as_ref(),
+            stack.backend.queue.as_ref(),
+            usize::MAX,
+            now,
+        )
         .await
-        .unwrap();
+        .unwrap()
+    };
     assert_eq!((moved.messages, moved.accruals), (2, 4));
 
     let options = SubmitOptions {
@@ -554,5 +589,33 @@ async fn a_rerun_after_fixing_a_line_or_rechunking_credits_only_what_is_new() {
         "the identical lines were credited twice, once each"
     );
     assert_eq!(m0, [("P".to_owned(), 5 + 5 + 2 + 3)]);
+    stack.runner.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_submitted_campaign_dropped_as_a_file_of_the_same_campaign_credits_nothing_new() {
+    let stack = stack().await;
+    let csv = campaign_csv(true);
+    let submitted = submit_text(&stack.client, &csv, Format::Csv, 7).await;
+    assert_eq!((submitted.applied, submitted.duplicate), (30, 0));
+
+    // The same file dropped in the bucket with `--metadata campaign=test`
+    // (`options` submits as campaign "test").
+    let import = stack.backend.import.clone().expect("the embedded backend imports");
+    let file = stack._dir.0.join("spring-2026.csv");
+    std::fs::write(&file, &csv).unwrap();
+    let key = "imports/2026/spring-2026.csv";
+    let object = import.drop_file(&file, key, Some("test")).await.unwrap();
+    let mut job = None;
+    for _ in 0..600 {
+        let found = stack.backend.jobs.get_job(object.job_id()).await.unwrap();
+        if let Some(found) = found.filter(|j| j.completed_at.is_some()) {
+            job = Some(found);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let job = job.expect("the import finishes");
+    assert_eq!((job.total, job.applied, job.duplicate), (30, 0, 30));
     stack.runner.stop().await.unwrap();
 }

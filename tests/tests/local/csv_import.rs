@@ -490,3 +490,182 @@ async fn a_reused_file_name_keeps_each_files_report() {
     let second = rig.read(&reports[1]).await.unwrap();
     assert!(second.contains("\"m-3,P,0\"") && !second.contains("m-1"), "{second}");
 }
+
+/// 60 rows in which every content appears twice, 30 rows apart (so the
+/// copies sit in different chunks of a small-chunk import), except row 5,
+/// `m-fix`, whose amount is 0 (rejected) unless `fixed`.
+fn repeating_csv(fixed: bool) -> String {
+    let mut csv = String::from("member_id,point_type,amount,reason\n");
+    for i in 0..60u64 {
+        match i {
+            5 if fixed => csv.push_str("m-fix,P,9,spring\n"),
+            5 => csv.push_str("m-fix,P,0,spring\n"),
+            _ => csv.push_str(&format!("m-{},P,{},spring\n", i % 10, i % 3 + 1)),
+        }
+    }
+    csv
+}
+
+/// Each member's balance of `P` after `repeating_csv(true)` credited once.
+fn repeating_balances() -> Vec<(String, u64)> {
+    let mut sums = std::collections::BTreeMap::new();
+    for i in 0..60u64 {
+        if i != 5 {
+            *sums.entry(format!("m-{}", i % 10)).or_insert(0) += i % 3 + 1;
+        }
+    }
+    sums.insert("m-fix".to_owned(), 9);
+    sums.into_iter().collect()
+}
+
+async fn all_balances(rig: &ImportRig, members: &[(String, u64)]) -> Vec<(String, u64)> {
+    let mut out = Vec::new();
+    for (member, _) in members {
+        let p = balances(rig, member).await;
+        out.push((member.clone(), p.first().map_or(0, |(_, b)| *b)));
+    }
+    out
+}
+
+#[tokio::test]
+async fn the_same_rows_at_another_key_in_the_same_campaign_credit_nothing_new() {
+    let rig = rig(ImportSettings::default());
+    let content = "member_id,point_type,amount,reason\nm-1,P,10,spring\nm-1,P,10,spring\nm-2,P,20,spring\n";
+    let first = rig
+        .drop_file_in_campaign("imports/spring.csv", content.as_bytes(), "spring-2026")
+        .await;
+    rig.notify(&first).await;
+    rig.run_until_quiet().await;
+    assert_eq!(
+        balances(&rig, "m-1").await,
+        [("P".into(), 20)],
+        "identical rows are two credits"
+    );
+
+    let moved = rig
+        .drop_file_in_campaign("imports/archive/spring-copy.csv", content.as_bytes(), "spring-2026")
+        .await;
+    rig.notify(&moved).await;
+    rig.run_until_quiet().await;
+    let job = rig.job(&moved).await;
+    assert_eq!((job.total, job.applied, job.duplicate), (3, 0, 3));
+    assert_eq!(balances(&rig, "m-1").await, [("P".into(), 20)]);
+    assert_eq!(balances(&rig, "m-2").await, [("P".into(), 20)]);
+
+    // Without the metadata the key is the campaign: another key, another campaign.
+    let other = rig.drop_file("imports/autumn.csv", content.as_bytes()).await;
+    rig.notify(&other).await;
+    rig.run_until_quiet().await;
+    assert_eq!(rig.job(&other).await.applied, 3);
+    assert_eq!(balances(&rig, "m-1").await, [("P".into(), 40)]);
+}
+
+#[tokio::test]
+async fn the_same_file_uploaded_with_another_etag_credits_nothing_new() {
+    let rig = rig(ImportSettings::default());
+    let content = "member_id,point_type,amount\nm-1,P,10\nm-1,P,10\nm-2,P,20\n";
+    let task = rig.drop_file("imports/big.csv", content.as_bytes()).await;
+    rig.notify(&task).await;
+    rig.run_until_quiet().await;
+    // The same bytes uploaded in parts (or with SSE-KMS): another ETag.
+    let mut multipart = task.clone();
+    multipart.object.etag = Some("9b2cf535f27731c974343645a3985328-2".into());
+    rig.notify(&multipart).await;
+    rig.run_until_quiet().await;
+    assert_ne!(
+        multipart.object.job_id(),
+        task.object.job_id(),
+        "another object, another job"
+    );
+    let job = rig.job(&multipart).await;
+    assert_eq!((job.total, job.applied, job.duplicate), (3, 0, 3));
+    assert_eq!(balances(&rig, "m-1").await, [("P".into(), 20)]);
+    assert_eq!(balances(&rig, "m-2").await, [("P".into(), 20)]);
+}
+
+#[tokio::test]
+async fn fixing_a_bad_line_and_dropping_the_file_again_credits_only_that_line() {
+    // Two or three rows a chunk: every repeated row's copies are chunks apart.
+    let mut rig = rig(small_chunks(40));
+    let first = rig
+        .drop_file_in_campaign("imports/spring.csv", repeating_csv(false).as_bytes(), "spring")
+        .await;
+    rig.notify(&first).await;
+    let quiet = rig.run_until_quiet().await;
+    assert!(quiet.import_invocations > 10, "{quiet:?}");
+    let job = rig.job(&first).await;
+    assert_eq!((job.total, job.applied, job.rejected), (59, 59, 1));
+
+    let fixed = rig
+        .drop_file_in_campaign("imports/spring.csv", repeating_csv(true).as_bytes(), "spring")
+        .await;
+    rig.notify(&fixed).await;
+    rig.run_until_quiet().await;
+    let job = rig.job(&fixed).await;
+    assert_eq!((job.total, job.applied, job.duplicate, job.rejected), (60, 1, 59, 0));
+
+    // Read again in one chunk, from another key of the campaign: nothing new.
+    rig.importer = pointflow::services::import::Importer::new(
+        rig.objects.clone(),
+        rig.backend.jobs.clone(),
+        rig.backend.queue.clone(),
+        rig.tasks.clone(),
+        ImportSettings::default(),
+    );
+    let again = rig
+        .drop_file_in_campaign("imports/spring-again.csv", repeating_csv(true).as_bytes(), "spring")
+        .await;
+    rig.notify(&again).await;
+    rig.run_until_quiet().await;
+    let job = rig.job(&again).await;
+    assert_eq!((job.total, job.applied, job.duplicate), (60, 0, 60));
+    let expected = repeating_balances();
+    assert_eq!(all_balances(&rig, &expected).await, expected);
+}
+
+/// The occurrence counts a chunk hands on are read by the next chunk and
+/// then deleted: none is left once a file is read. A chunk that finds them
+/// gone fails the job with the reason, instead of counting from zero (which
+/// would give later repeats the ids of earlier rows).
+#[tokio::test]
+async fn occurrence_counts_are_removed_once_read_and_their_loss_fails_the_job() {
+    let rig = rig(small_chunks(30));
+    let content: String = std::iter::once("member_id,point_type,amount\n".to_owned())
+        .chain((0..40).map(|i| format!("m-{},P,{}\n", i % 7, i % 2 + 1)))
+        .collect();
+    let tables = |job: pointflow::domain::JobId| {
+        let folder = rig
+            ._dir
+            .as_ref()
+            .unwrap()
+            .0
+            .join(&rig.bucket)
+            .join(format!("reports/.parts/{job}"));
+        std::fs::read_dir(folder).map_or(0, |entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter(|e| e.path().extension().is_some_and(|x| x == "occurrences"))
+                .count()
+        })
+    };
+    let whole = rig.drop_file("imports/whole.csv", content.as_bytes()).await;
+    rig.notify(&whole).await;
+    let quiet = rig.run_until_quiet().await;
+    assert!(quiet.import_invocations > 5, "{quiet:?}");
+    assert_eq!(rig.job(&whole).await.status(), JobStatus::Completed);
+    assert_eq!(tables(whole.object.job_id()), 0, "every table read was deleted");
+
+    let broken = rig.drop_file("imports/broken.csv", content.as_bytes()).await;
+    rig.notify(&broken).await;
+    let first = rig.tasks.receive_messages(1, Duration::from_millis(500)).await.unwrap();
+    assert_eq!(rig.invoke_import(&first).await, 0);
+    let job_id = broken.object.job_id();
+    assert_eq!(tables(job_id), 1, "the first chunk handed its counts on");
+    let key = pointflow::services::import::report::occurrences_key("reports/", job_id, 1);
+    rig.objects.delete(&rig.bucket, &key).await.unwrap();
+    rig.run_until_quiet().await;
+    let job = rig.job(&broken).await;
+    let error = job.error.clone().expect("a reason");
+    assert!(error.contains("occurrence counts of the earlier chunks"), "{error}");
+    assert!(job.completed_at.is_some(), "{job:?}");
+}

@@ -271,6 +271,8 @@ async fn check_ledger_history(b: &backend::Backend, pool: &[PoolAccrual], steps:
     let mut lots: Vec<BTreeMap<pointflow::domain::lots::LotKey, u64>> = vec![BTreeMap::new(); 2];
     let mut used = [0u64; 2];
     let mut earned = [0u64; 2];
+    // Points of expired lots that uses pruned.
+    let mut pruned = [0u64; 2];
     let mut credited = HashSet::new();
     let mut reversed_accruals = HashSet::new();
     // use id → (member, amount, what it took, reversed)
@@ -306,6 +308,15 @@ async fn check_ledger_history(b: &backend::Backend, pool: &[PoolAccrual], steps:
                             assert!(matches!(outcome, UseOutcome::Applied(_)), "{outcome:?}");
                             for take in &plan {
                                 *lots[*m].get_mut(&take.key).unwrap() -= take.amount;
+                            }
+                            // The use's write prunes every expired lot that
+                            // still holds points (pools stay below the 25
+                            // one use may prune).
+                            let t = now.unix_timestamp();
+                            for (key, held) in lots[*m].iter_mut() {
+                                if key.until.is_some_and(|until| until <= t) {
+                                    pruned[*m] += std::mem::take(held);
+                                }
                             }
                             used[*m] += amount;
                             uses.insert(*id, (*m, *amount, plan, false));
@@ -374,6 +385,13 @@ async fn check_ledger_history(b: &backend::Backend, pool: &[PoolAccrual], steps:
             // Every point earned so far is available, used or expired.
             assert_eq!(v.lifetime_earned, v.available + v.lifetime_used + v.expired, "{v:?}");
             assert_eq!(v.lifetime_used, used[m]);
+            let t = now.unix_timestamp();
+            let expired_lots: u64 = lots[m]
+                .iter()
+                .filter(|(key, _)| key.until.is_some_and(|until| until <= t))
+                .map(|(_, held)| held)
+                .sum();
+            assert_eq!(v.expired, expired_lots + pruned[m], "expired of member {m}");
             // The history, read in pages, adds up to what the member holds.
             let mut query = HistoryQuery {
                 point_type: None,

@@ -151,9 +151,16 @@ async fn local_import_credits_a_file_in_chunks_and_reports_its_bad_rows() {
     let file = bucket.0.join("campaign.csv");
     std::fs::write(&file, &csv).unwrap();
 
-    let summary = run_import(&backend, &file, "imports/campaign.csv", false, Duration::from_secs(120))
-        .await
-        .unwrap();
+    let summary = run_import(
+        &backend,
+        &file,
+        "imports/campaign.csv",
+        None,
+        false,
+        Duration::from_secs(120),
+    )
+    .await
+    .unwrap();
     assert_eq!(
         (summary.job.total, summary.job.rejected, summary.job.applied),
         (4_995, 5, 4_995)
@@ -181,9 +188,16 @@ async fn local_import_credits_a_file_in_chunks_and_reports_its_bad_rows() {
         assert_eq!(balances[0].balance, expected);
     }
 
-    let again = run_import(&backend, &file, "imports/campaign.csv", false, Duration::from_secs(60))
-        .await
-        .unwrap();
+    let again = run_import(
+        &backend,
+        &file,
+        "imports/campaign.csv",
+        None,
+        false,
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap();
     assert!(again.already_imported);
     assert_eq!(again.job, summary.job);
     runner.stop().await.unwrap();
@@ -237,4 +251,67 @@ async fn bench_e2e_runs_pointflow_and_the_baseline_side_by_side() {
     assert!(baseline.requests_per_accrual > 4.0, "{}", baseline.requests_per_accrual);
     // Each run's database is removed after it.
     assert_eq!(std::fs::read_dir(&work.0).unwrap().count(), 0);
+}
+
+/// `local serve` against DNS rebinding: a request whose `Host` names another
+/// site is refused with 421 and a JSON error before the API sees it; the same
+/// request with a loopback `Host` is answered. A non-loopback listen address
+/// is refused unless `--allow-remote` (`Exposure::Remote`) is given.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_local_server_answers_loopback_hosts_only() {
+    use pointflow_cli::exposure::{Exposure, ALLOW_REMOTE_FLAG};
+    pointflow_tests::init_logging();
+    let settings = StackSettings::from_template().unwrap();
+    let bucket = TempDir::new("pointflow-bucket");
+    let backend = LocalBackend::open(&embedded(&bucket), &settings).await.unwrap();
+    let refused = Runner::start(&backend, &settings, "0.0.0.0:0".parse().unwrap(), pollers(&settings)).await;
+    let err = refused.err().expect("a non-loopback address is refused").to_string();
+    assert!(err.contains(ALLOW_REMOTE_FLAG), "{err}");
+
+    let runner = Runner::start(&backend, &settings, "127.0.0.1:0".parse().unwrap(), pollers(&settings))
+        .await
+        .unwrap();
+    let port = runner.addr.port();
+    let url = format!("{}/v1/jobs/00000000-0000-4000-8000-000000000000", runner.base_url());
+    let client = reqwest::Client::new();
+    let get = |host: String| client.get(&url).header(reqwest::header::HOST, host).send();
+
+    let foreign = get(format!("rebound.example:{port}")).await.unwrap();
+    assert_eq!(foreign.status().as_u16(), 421);
+    let body: serde_json::Value = foreign.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "host_not_allowed", "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("rebound.example") && message.contains(ALLOW_REMOTE_FLAG),
+        "{message}"
+    );
+    let wrong_port = get(format!("localhost:{}", port.wrapping_add(1))).await.unwrap();
+    assert_eq!(wrong_port.status().as_u16(), 421);
+
+    // The API itself answers loopback hosts: an unknown job is its 404.
+    for host in [format!("localhost:{port}"), format!("127.0.0.1:{port}")] {
+        let answered = get(host.clone()).await.unwrap();
+        assert_eq!(answered.status().as_u16(), 404, "{host}");
+    }
+    runner.stop().await.unwrap();
+
+    // With the flag, other names are served (the operator chose it).
+    let runner = Runner::start_exposed(
+        &backend,
+        &settings,
+        "127.0.0.1:0".parse().unwrap(),
+        pollers(&settings),
+        Exposure::Remote,
+    )
+    .await
+    .unwrap();
+    let url = format!("{}/v1/jobs/00000000-0000-4000-8000-000000000000", runner.base_url());
+    let answered = client
+        .get(&url)
+        .header(reqwest::header::HOST, "pointflow.internal")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answered.status().as_u16(), 404);
+    runner.stop().await.unwrap();
 }

@@ -12,6 +12,7 @@ mod csv_import;
 mod exactly_once;
 mod job_cancel;
 mod local_runner;
+mod reconcile_command;
 mod simulation;
 mod worker_contention;
 mod worker_rules;

@@ -150,6 +150,19 @@ impl JobStore for ConflictingFolds {
     ) -> Result<bool, StoreError> {
         self.inner.record_cancelled(job_id, seq, counts, now).await
     }
+    async fn folded_counts(&self, job_id: JobId) -> Result<Vec<(u32, MessageCounts)>, StoreError> {
+        self.inner.folded_counts(job_id).await
+    }
+
+    async fn replace_job_counts(
+        &self,
+        job_id: JobId,
+        read: MessageCounts,
+        counts: MessageCounts,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        self.inner.replace_job_counts(job_id, read, counts, now).await
+    }
 }
 
 /// Message `seq` of `n` accruals, all of `member`.

@@ -40,6 +40,12 @@ impl Debits for DownLedger {
         })
     }
 
+    async fn apply_message_use(&self, _: MessageRef, _: &Use, _: OffsetDateTime) -> Result<UseOutcome, StoreError> {
+        Err(StoreError::Throttled {
+            operation: "TransactWriteItems",
+        })
+    }
+
     async fn reverse(&self, _: &ReversalTarget, _: OffsetDateTime) -> Result<ReversalOutcome, StoreError> {
         Err(StoreError::Throttled {
             operation: "TransactWriteItems",

@@ -72,6 +72,30 @@ impl ObjectStore for S3Objects {
         }
     }
 
+    async fn metadata(&self, object: &ObjectRef, name: &str) -> Result<Option<String>, ObjectError> {
+        let mut request = self.client.head_object().bucket(&object.bucket).key(&object.key);
+        request = match (&object.version_id, &object.etag) {
+            (Some(version), _) => request.version_id(version),
+            (None, Some(etag)) => request.if_match(format!("\"{etag}\"")),
+            (None, None) => request,
+        };
+        match request.send().await {
+            Ok(output) => Ok(output.metadata().and_then(|m| m.get(name)).cloned()),
+            Err(error) => {
+                let changed = |detail: &str| ObjectError::Changed {
+                    bucket: object.bucket.clone(),
+                    key: object.key.clone(),
+                    detail: detail.to_owned(),
+                };
+                match error.raw_response().map(|r| r.status().as_u16()) {
+                    Some(404) => Err(changed("not found")),
+                    Some(412) => Err(changed("its ETag no longer matches")),
+                    _ => Err(backend("HeadObject", error)),
+                }
+            }
+        }
+    }
+
     async fn put(&self, bucket: &str, key: &str, body: Vec<u8>) -> Result<(), ObjectError> {
         self.client
             .put_object()

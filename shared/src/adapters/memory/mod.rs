@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
-use crate::domain::history::HistoryEntry;
+use crate::domain::history::{pruned_expiry, HistoryEntry};
 use crate::domain::lots::{BalanceSheet, Lot, LotKey};
+use crate::domain::reconcile::{CreditEntry, ExpiryEntry, MemberLedger, UseEntry};
 use crate::domain::reversal::{ReversalKind, ReversalOutcome, ReversalRecord, ReversalTarget};
 use crate::domain::uses::{Use, UseOutcome, UseRecord};
 use crate::domain::{
@@ -21,7 +22,7 @@ use crate::flaws::{self, Flaw};
 use crate::ports::{
     ApplyOutcome, CreateJob, CreditTally, JobStore, QueueError, ReceivedMessage, StoreError, WorkQueue,
 };
-use crate::ports::{Credits, Debits, LedgerReads};
+use crate::ports::{Credits, Debits, LedgerReads, LedgerRepairs};
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding the lock leaves plain data behind, still usable.
@@ -34,6 +35,29 @@ struct Sheet {
     lots: BTreeMap<LotKey, u64>,
     earned: u64,
     used: u64,
+    /// Points of expired lots pruned by uses.
+    expired: u64,
+}
+
+impl Sheet {
+    /// The sheet as the ports show it: lots holding points only.
+    fn to_balance_sheet(&self, point_type: &str) -> BalanceSheet {
+        BalanceSheet {
+            point_type: point_type.to_owned(),
+            lots: self
+                .lots
+                .iter()
+                .filter(|(_, amount)| **amount > 0)
+                .map(|(key, amount)| Lot {
+                    key: *key,
+                    amount: *amount,
+                })
+                .collect(),
+            earned: self.earned,
+            used: self.used,
+            expired: self.expired,
+        }
+    }
 }
 
 /// A credited accrual as the memory ledger keeps it.
@@ -59,7 +83,19 @@ struct StoreState {
     /// Messages whose cancel has begun: never credited again.
     cancel_begun: HashSet<(JobId, u32)>,
     /// use_id → the use, what it took from each lot, when it was reversed.
-    uses: HashMap<String, (UseRecord, Vec<Lot>, Option<OffsetDateTime>)>,
+    uses: HashMap<String, Applied>,
+    /// The expiry entries of pruned lots, with their member.
+    expiries: Vec<(String, HistoryEntry)>,
+}
+
+/// An applied use as the memory ledger keeps it.
+struct Applied {
+    record: UseRecord,
+    /// What it took from each lot.
+    taken: Vec<Lot>,
+    /// The bulk-use message that applied it, if any.
+    by: Option<MessageRef>,
+    reversed: Option<OffsetDateTime>,
 }
 
 /// Ledger and job store in memory.
@@ -149,21 +185,24 @@ impl Credits for MemoryStore {
     }
 }
 
-#[async_trait]
-impl Debits for MemoryStore {
-    async fn apply_use(&self, u: &Use, now: OffsetDateTime) -> Result<UseOutcome, StoreError> {
+impl MemoryStore {
+    /// A use, on behalf of message `by` if given (checked against its cancel).
+    fn use_points(&self, by: Option<MessageRef>, u: &Use, now: OffsetDateTime) -> UseOutcome {
         self.count();
         let mut state = lock(&self.state);
-        if let Some((record, _, _)) = state.uses.get(&u.use_id) {
-            return Ok(if record.matches(u) {
+        if by.is_some_and(|by| state.cancel_begun.contains(&(by.job_id, by.seq))) {
+            return UseOutcome::Cancelled;
+        }
+        if let Some(Applied { record, .. }) = state.uses.get(&u.use_id) {
+            return if record.matches(u) {
                 UseOutcome::Replayed(record.clone())
             } else {
                 UseOutcome::IdReused(record.clone())
-            });
+            };
         }
         let key = (u.member_id.clone(), u.point_type.clone());
         let Some(sheet) = state.balances.get_mut(&key) else {
-            return Ok(UseOutcome::Insufficient { available: 0 });
+            return UseOutcome::Insufficient { available: 0 };
         };
         let current = BalanceSheet {
             point_type: u.point_type.clone(),
@@ -177,11 +216,16 @@ impl Debits for MemoryStore {
                 .collect(),
             earned: sheet.earned,
             used: sheet.used,
+            expired: sheet.expired,
         };
-        let plan = match current.plan_use(u.amount, now) {
-            Ok(plan) => plan.takes,
-            Err(shortfall) => return Ok(shortfall.into()),
+        let (plan, prunes) = match current.plan_use(u.amount, now) {
+            Ok(plan) => (plan.takes, plan.prunes),
+            Err(shortfall) => return shortfall.into(),
         };
+        for lot in &prunes {
+            sheet.lots.remove(&lot.key);
+            sheet.expired += lot.amount;
+        }
         for take in &plan {
             if let Some(amount) = sheet.lots.get_mut(&take.key) {
                 *amount -= take.amount;
@@ -193,9 +237,33 @@ impl Debits for MemoryStore {
             }
         }
         sheet.used += u.amount;
+        let expiries = prunes
+            .iter()
+            .filter_map(|lot| pruned_expiry(&u.point_type, lot.key, lot.amount, &u.use_id))
+            .map(|entry| (u.member_id.clone(), entry));
+        state.expiries.extend(expiries);
         let record = UseRecord::of(u, now);
-        state.uses.insert(u.use_id.clone(), (record.clone(), plan, None));
-        Ok(UseOutcome::Applied(record))
+        state.uses.insert(
+            u.use_id.clone(),
+            Applied {
+                record: record.clone(),
+                taken: plan,
+                by,
+                reversed: None,
+            },
+        );
+        UseOutcome::Applied(record)
+    }
+}
+
+#[async_trait]
+impl Debits for MemoryStore {
+    async fn apply_use(&self, u: &Use, now: OffsetDateTime) -> Result<UseOutcome, StoreError> {
+        Ok(self.use_points(None, u, now))
+    }
+
+    async fn apply_message_use(&self, by: MessageRef, u: &Use, now: OffsetDateTime) -> Result<UseOutcome, StoreError> {
+        Ok(self.use_points(Some(by), u, now))
     }
 
     async fn reverse(&self, target: &ReversalTarget, now: OffsetDateTime) -> Result<ReversalOutcome, StoreError> {
@@ -242,13 +310,23 @@ impl Debits for MemoryStore {
                 *reversed = Some(now);
                 Ok(ReversalOutcome::Reversed(record(now)))
             }
-            ReversalTarget::Use(id) => {
-                let Some((u, taken, reversed)) = state.uses.get_mut(id) else {
+            ReversalTarget::Use(_) | ReversalTarget::UseBy { .. } => {
+                let id = target.id();
+                let Some(Applied {
+                    record: u,
+                    taken,
+                    by,
+                    reversed,
+                }) = state.uses.get_mut(id)
+                else {
                     return Ok(ReversalOutcome::NotFound);
                 };
+                if target.by().is_some_and(|owner| Some(owner) != *by) {
+                    return Ok(ReversalOutcome::NotFound);
+                }
                 let record = |at| ReversalRecord {
                     kind: ReversalKind::Use,
-                    id: id.clone(),
+                    id: id.to_owned(),
                     member_id: u.member_id.clone(),
                     point_type: u.point_type.clone(),
                     amount: u.amount,
@@ -281,21 +359,39 @@ impl LedgerReads for MemoryStore {
             .balances
             .range((member_id.to_owned(), String::new())..)
             .take_while(|((member, _), _)| member == member_id)
-            .map(|((_, point_type), sheet)| BalanceSheet {
-                point_type: point_type.clone(),
-                lots: sheet
-                    .lots
-                    .iter()
-                    .filter(|(_, amount)| **amount > 0)
-                    .map(|(key, amount)| Lot {
-                        key: *key,
-                        amount: *amount,
-                    })
-                    .collect(),
-                earned: sheet.earned,
-                used: sheet.used,
-            })
+            .map(|((_, point_type), sheet)| sheet.to_balance_sheet(point_type))
             .collect())
+    }
+
+    async fn member_ledger(&self, member_id: &str) -> Result<MemberLedger, StoreError> {
+        self.count();
+        let state = lock(&self.state);
+        let mut ledger = MemberLedger::default();
+        for credited in state.ledger.values().filter(|c| c.accrual.member_id == member_id) {
+            ledger.credits.push(CreditEntry {
+                accrual_id: credited.accrual.accrual_id.clone(),
+                point_type: credited.accrual.point_type.clone(),
+                amount: credited.accrual.amount,
+                lot: credited.accrual.lot(),
+                reversed: credited.reversed.is_some(),
+            });
+        }
+        for applied in state.uses.values().filter(|a| a.record.member_id == member_id) {
+            ledger.uses.push(UseEntry {
+                use_id: applied.record.use_id.clone(),
+                point_type: applied.record.point_type.clone(),
+                amount: applied.record.amount,
+                consumed: applied.taken.clone(),
+                reversed: applied.reversed.is_some(),
+            });
+        }
+        ledger.expiries = state
+            .expiries
+            .iter()
+            .filter(|(member, _)| member == member_id)
+            .filter_map(|(_, entry)| ExpiryEntry::from_history(entry))
+            .collect();
+        Ok(ledger)
     }
 
     async fn history_entries(
@@ -325,7 +421,7 @@ impl LedgerReads for MemoryStore {
                 }));
             }
         }
-        for (record, _, reversed) in state.uses.values() {
+        for Applied { record, reversed, .. } in state.uses.values() {
             if record.member_id != member_id {
                 continue;
             }
@@ -341,6 +437,8 @@ impl LedgerReads for MemoryStore {
                 }));
             }
         }
+        let pruned = state.expiries.iter().filter(|(member, _)| member == member_id);
+        entries.extend(pruned.map(|(_, entry)| entry.clone()));
         let mut keyed: Vec<(String, HistoryEntry)> = entries
             .into_iter()
             .filter(|e| point_type.is_none_or(|wanted| wanted == e.point_type))
@@ -349,6 +447,35 @@ impl LedgerReads for MemoryStore {
             .collect();
         keyed.sort_by(|a, b| b.0.cmp(&a.0));
         Ok(keyed.into_iter().take(limit).map(|(_, e)| e).collect())
+    }
+}
+
+#[async_trait]
+impl LedgerRepairs for MemoryStore {
+    async fn replace_balance_sheet(
+        &self,
+        member_id: &str,
+        read: Option<&BalanceSheet>,
+        sheet: &BalanceSheet,
+        _now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        self.count();
+        let mut state = lock(&self.state);
+        let key = (member_id.to_owned(), sheet.point_type.clone());
+        let current = state.balances.get(&key).map(|s| s.to_balance_sheet(&sheet.point_type));
+        if current.as_ref() != read {
+            return Ok(false);
+        }
+        state.balances.insert(
+            key,
+            Sheet {
+                lots: sheet.lots.iter().map(|lot| (lot.key, lot.amount)).collect(),
+                earned: sheet.earned,
+                used: sheet.used,
+                expired: sheet.expired,
+            },
+        );
+        Ok(true)
     }
 }
 
@@ -507,6 +634,40 @@ impl JobStore for MemoryStore {
         if cancel.messages >= messages && cancel.completed_at.is_none() {
             cancel.completed_at = Some(now);
         }
+        Ok(true)
+    }
+    async fn folded_counts(&self, job_id: JobId) -> Result<Vec<(u32, MessageCounts)>, StoreError> {
+        self.count();
+        let state = lock(&self.state);
+        let mut counts: Vec<(u32, MessageCounts)> = state
+            .folded
+            .iter()
+            .filter(|((job, _), _)| *job == job_id)
+            .map(|((_, seq), (counts, _))| (*seq, *counts))
+            .collect();
+        counts.sort_by_key(|(seq, _)| *seq);
+        Ok(counts)
+    }
+
+    async fn replace_job_counts(
+        &self,
+        job_id: JobId,
+        read: MessageCounts,
+        counts: MessageCounts,
+        _now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        self.count();
+        let mut state = lock(&self.state);
+        let Some(job) = state.jobs.get_mut(&job_id) else {
+            return Ok(false);
+        };
+        if job.counts() != read {
+            return Ok(false);
+        }
+        job.applied = counts.applied;
+        job.duplicate = counts.duplicate;
+        job.failed = counts.failed;
+        job.refused = counts.refused;
         Ok(true)
     }
 }

@@ -371,4 +371,59 @@ impl JobStore for SqliteStore {
         })
         .await
     }
+    async fn folded_counts(&self, job_id: JobId) -> Result<Vec<(u32, MessageCounts)>, StoreError> {
+        self.run("folded_counts", move |conn| {
+            let id = job_id.to_string();
+            let mut statement = conn.prepare_cached(
+                "SELECT seq, applied, duplicate, failed, refused FROM folded WHERE job_id = ?1 ORDER BY seq",
+            )?;
+            let mut rows = statement.query([&id])?;
+            let mut counts = Vec::new();
+            while let Some(row) = rows.next()? {
+                let seq: u32 = row.get(0)?;
+                let key = || format!("folded {id}#{seq}");
+                counts.push((
+                    seq,
+                    MessageCounts {
+                        applied: to_u64(row.get(1)?, key, "applied")?,
+                        duplicate: to_u64(row.get(2)?, key, "duplicate")?,
+                        failed: to_u64(row.get(3)?, key, "failed")?,
+                        refused: to_u64(row.get(4)?, key, "refused")?,
+                    },
+                ));
+            }
+            Ok(counts)
+        })
+        .await
+    }
+
+    async fn replace_job_counts(
+        &self,
+        job_id: JobId,
+        read: MessageCounts,
+        counts: MessageCounts,
+        _now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        self.run("replace_job_counts", move |conn| {
+            let id = job_id.to_string();
+            let changed = conn
+                .prepare_cached(
+                    "UPDATE jobs SET applied = ?6, duplicate = ?7, failed = ?8, refused = ?9
+                     WHERE job_id = ?1 AND applied = ?2 AND duplicate = ?3 AND failed = ?4 AND refused = ?5",
+                )?
+                .execute(params![
+                    id,
+                    to_i64(read.applied, "applied")?,
+                    to_i64(read.duplicate, "duplicate")?,
+                    to_i64(read.failed, "failed")?,
+                    to_i64(read.refused, "refused")?,
+                    to_i64(counts.applied, "applied")?,
+                    to_i64(counts.duplicate, "duplicate")?,
+                    to_i64(counts.failed, "failed")?,
+                    to_i64(counts.refused, "refused")?
+                ])?;
+            Ok(changed == 1)
+        })
+        .await
+    }
 }

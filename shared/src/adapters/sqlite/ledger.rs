@@ -7,12 +7,13 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use super::{from_unix_millis, rfc3339, to_i64, to_u64, unix_millis, Failure, SqliteStore};
-use crate::domain::history::{split_sort_key, EntryKind, HistoryEntry};
+use crate::domain::history::{pruned_expiry, split_sort_key, EntryKind, HistoryEntry};
 use crate::domain::lots::{BalanceSheet, Lot, LotKey};
+use crate::domain::reconcile::{CreditEntry, ExpiryEntry, MemberLedger, UseEntry};
 use crate::domain::reversal::{ReversalKind, ReversalOutcome, ReversalRecord, ReversalTarget};
 use crate::domain::uses::{Use, UseOutcome, UseRecord};
 use crate::domain::{Accrual, JobId, MessageRef};
-use crate::ports::{ApplyOutcome, CreditTally, Credits, Debits, LedgerReads, StoreError};
+use crate::ports::{ApplyOutcome, CreditTally, Credits, Debits, LedgerReads, LedgerRepairs, StoreError};
 
 #[async_trait]
 impl Credits for SqliteStore {
@@ -110,12 +111,23 @@ impl Credits for SqliteStore {
     }
 }
 
-#[async_trait]
-impl Debits for SqliteStore {
-    async fn apply_use(&self, u: &Use, now: OffsetDateTime) -> Result<UseOutcome, StoreError> {
+impl SqliteStore {
+    /// A use, on behalf of message `by` if given: recorded with it, and
+    /// refused in the same transaction once the message's cancel has begun.
+    async fn use_points(&self, by: Option<MessageRef>, u: &Use, now: OffsetDateTime) -> Result<UseOutcome, StoreError> {
         let u = u.clone();
         self.run("apply_use", move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            if let Some(by) = by {
+                let cancel_begun = tx
+                    .prepare_cached("SELECT 1 FROM cancel_begun WHERE job_id = ?1 AND seq = ?2")?
+                    .query_row(params![by.job_id.to_string(), i64::from(by.seq)], |_| Ok(()))
+                    .optional()?
+                    .is_some();
+                if cancel_begun {
+                    return Ok(UseOutcome::Cancelled);
+                }
+            }
             if let Some(record) = read_use(&tx, &u.use_id)? {
                 return Ok(if record.matches(&u) {
                     UseOutcome::Replayed(record)
@@ -124,11 +136,12 @@ impl Debits for SqliteStore {
                 });
             }
             let sheet = read_sheets(&tx, &u.member_id, Some(&u.point_type))?.pop();
-            let plan = match sheet.map(|sheet| sheet.plan_use(u.amount, now)) {
-                Some(Ok(plan)) => plan.takes,
+            let (plan, prunes) = match sheet.map(|sheet| sheet.plan_use(u.amount, now)) {
+                Some(Ok(plan)) => (plan.takes, plan.prunes),
                 Some(Err(shortfall)) => return Ok(shortfall.into()),
                 None => return Ok(UseOutcome::Insufficient { available: 0 }),
             };
+            prune_lots(&tx, &u, &prunes)?;
             let amount = to_i64(u.amount, "amount")?;
             let mut consumed = serde_json::Map::new();
             for take in &plan {
@@ -154,8 +167,8 @@ impl Debits for SqliteStore {
             )?
             .execute(params![u.member_id, u.point_type, amount, unix_millis(now)])?;
             tx.prepare_cached(
-                "INSERT INTO uses (use_id, member_id, point_type, amount, reason, applied_at, consumed)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT INTO uses (use_id, member_id, point_type, amount, reason, applied_at, consumed, job_id, seq)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             )?
             .execute(params![
                 u.use_id,
@@ -164,7 +177,9 @@ impl Debits for SqliteStore {
                 amount,
                 u.reason,
                 rfc3339(now)?,
-                serde_json::Value::Object(consumed).to_string()
+                serde_json::Value::Object(consumed).to_string(),
+                by.map(|by| by.job_id.to_string()),
+                by.map(|by| i64::from(by.seq))
             ])?;
             let record = UseRecord::of(&u, now);
             insert_history(
@@ -177,6 +192,17 @@ impl Debits for SqliteStore {
         })
         .await
     }
+}
+
+#[async_trait]
+impl Debits for SqliteStore {
+    async fn apply_use(&self, u: &Use, now: OffsetDateTime) -> Result<UseOutcome, StoreError> {
+        self.use_points(None, u, now).await
+    }
+
+    async fn apply_message_use(&self, by: MessageRef, u: &Use, now: OffsetDateTime) -> Result<UseOutcome, StoreError> {
+        self.use_points(Some(by), u, now).await
+    }
 
     async fn reverse(&self, target: &ReversalTarget, now: OffsetDateTime) -> Result<ReversalOutcome, StoreError> {
         let target = target.clone();
@@ -188,7 +214,7 @@ impl Debits for SqliteStore {
                     "SELECT member_id, point_type, amount, lot, reversed_at, job_id, seq FROM ledger WHERE accrual_id = ?1"
                 }
                 ReversalKind::Use => {
-                    "SELECT member_id, point_type, amount, consumed, reversed_at, NULL, NULL FROM uses WHERE use_id = ?1"
+                    "SELECT member_id, point_type, amount, consumed, reversed_at, job_id, seq FROM uses WHERE use_id = ?1"
                 }
             };
             let id = target.id().to_owned();
@@ -210,7 +236,7 @@ impl Debits for SqliteStore {
             let Some((member_id, point_type, amount, lot_or_consumed, reversed_at, job, seq)) = row else {
                 return Ok(ReversalOutcome::NotFound);
             };
-            if let ReversalTarget::CreditBy { by, .. } = &target {
+            if let Some(by) = target.by() {
                 if job.as_deref() != Some(by.job_id.to_string().as_str()) || seq != Some(i64::from(by.seq)) {
                     return Ok(ReversalOutcome::NotFound);
                 }
@@ -335,6 +361,154 @@ impl LedgerReads for SqliteStore {
         })
         .await
     }
+
+    async fn member_ledger(&self, member_id: &str) -> Result<MemberLedger, StoreError> {
+        let member_id = member_id.to_owned();
+        self.run("member_ledger", move |conn| {
+            // One transaction, so credits and uses are read as of one moment.
+            let tx = conn.transaction()?;
+            let ledger = read_member_ledger(&tx, &member_id)?;
+            tx.commit()?;
+            Ok(ledger)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl LedgerRepairs for SqliteStore {
+    async fn replace_balance_sheet(
+        &self,
+        member_id: &str,
+        read: Option<&BalanceSheet>,
+        sheet: &BalanceSheet,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let (member_id, read, sheet) = (member_id.to_owned(), read.cloned(), sheet.clone());
+        self.run("replace_balance_sheet", move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let pt = sheet.point_type.as_str();
+            if read_sheets(&tx, &member_id, Some(pt))?.pop() != read {
+                return Ok(false);
+            }
+            let plain = sheet
+                .lots
+                .iter()
+                .find(|lot| lot.key.is_plain())
+                .map_or(0, |lot| lot.amount);
+            tx.prepare_cached(
+                "INSERT INTO balances (member_id, point_type, balance, earned, used, expired, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT (member_id, point_type) DO UPDATE SET
+                     balance = excluded.balance, earned = excluded.earned, used = excluded.used,
+                     expired = excluded.expired, updated_at = excluded.updated_at",
+            )?
+            .execute(params![
+                member_id,
+                pt,
+                to_i64(plain, "balance")?,
+                to_i64(sheet.earned, "earned")?,
+                to_i64(sheet.used, "used")?,
+                to_i64(sheet.expired, "expired")?,
+                unix_millis(now)
+            ])?;
+            tx.prepare_cached("DELETE FROM lots WHERE member_id = ?1 AND point_type = ?2")?
+                .execute(params![member_id, pt])?;
+            for lot in sheet.lots.iter().filter(|lot| !lot.key.is_plain()) {
+                tx.prepare_cached(CREDIT_LOT)?.execute(params![
+                    member_id,
+                    pt,
+                    lot.key.attribute(),
+                    to_i64(lot.amount, "amount")?
+                ])?;
+            }
+            tx.commit()?;
+            Ok(true)
+        })
+        .await
+    }
+}
+
+/// Every credit and use of a member, as [`LedgerReads::member_ledger`] returns them.
+fn read_member_ledger(conn: &Connection, member_id: &str) -> Result<MemberLedger, Failure> {
+    let mut ledger = MemberLedger::default();
+    let mut statement = conn.prepare_cached(
+        "SELECT accrual_id, point_type, amount, lot, reversed_at IS NOT NULL FROM ledger WHERE member_id = ?1",
+    )?;
+    let mut rows = statement.query([member_id])?;
+    while let Some(row) = rows.next()? {
+        let accrual_id: String = row.get(0)?;
+        let key = || format!("accrual {accrual_id}");
+        let lot: Option<String> = row.get(3)?;
+        let lot = match lot {
+            None => LotKey::PLAIN,
+            Some(name) => LotKey::from_attribute(&name).ok_or_else(|| Failure::Corrupt {
+                key: key(),
+                detail: format!("lot {name:?} is not a lot name"),
+            })?,
+        };
+        ledger.credits.push(CreditEntry {
+            point_type: row.get(1)?,
+            amount: to_u64(row.get(2)?, key, "amount")?,
+            lot,
+            reversed: row.get(4)?,
+            accrual_id,
+        });
+    }
+    // No index on a use's member: an operator's full read, not a request path.
+    let mut statement = conn.prepare_cached(
+        "SELECT use_id, point_type, amount, consumed, reversed_at IS NOT NULL FROM uses WHERE member_id = ?1",
+    )?;
+    let mut rows = statement.query([member_id])?;
+    while let Some(row) = rows.next()? {
+        let use_id: String = row.get(0)?;
+        let key = || format!("use {use_id}");
+        let consumed: String = row.get(3)?;
+        let consumed: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(&consumed).map_err(|e| Failure::Corrupt {
+                key: key(),
+                detail: format!("consumed is not a JSON object: {e}"),
+            })?;
+        let mut lots = Vec::new();
+        for (name, amount) in consumed {
+            let lot_key = if name == "balance" {
+                LotKey::PLAIN
+            } else {
+                LotKey::from_attribute(&name).ok_or_else(|| Failure::Corrupt {
+                    key: key(),
+                    detail: format!("consumed lot {name:?} is not a lot name"),
+                })?
+            };
+            let amount = amount.as_u64().ok_or_else(|| Failure::Corrupt {
+                key: key(),
+                detail: format!("consumed[{name}] is not a count"),
+            })?;
+            lots.push(Lot { key: lot_key, amount });
+        }
+        ledger.uses.push(UseEntry {
+            point_type: row.get(1)?,
+            amount: to_u64(row.get(2)?, key, "amount")?,
+            consumed: lots,
+            reversed: row.get(4)?,
+            use_id,
+        });
+    }
+    // Pruned expiries are history rows only; their sort key names the kind.
+    let mut statement =
+        conn.prepare_cached("SELECT sort_key, entry FROM history WHERE member_id = ?1 AND sort_key LIKE '%#expiry#%'")?;
+    let mut rows = statement.query([member_id])?;
+    while let Some(row) = rows.next()? {
+        let sort_key: String = row.get(0)?;
+        let json: String = row.get(1)?;
+        let entry: HistoryEntry = serde_json::from_str(&json).map_err(|e| Failure::Corrupt {
+            key: format!("history {sort_key}"),
+            detail: format!("not a history entry: {e}"),
+        })?;
+        if let Some(expiry) = ExpiryEntry::from_history(&entry) {
+            ledger.expiries.push(expiry);
+        }
+    }
+    Ok(ledger)
 }
 
 /// Records a ledger entry unless its accrual id was credited before.
@@ -458,6 +632,32 @@ fn take_from_lot(
     Ok(changed == 1)
 }
 
+/// Prunes expired lots in a use's transaction: each row goes only if it
+/// holds what the plan read, its points move to the balance's `expired`,
+/// and its expiry is written to the history.
+fn prune_lots(conn: &Connection, u: &Use, prunes: &[Lot]) -> Result<(), Failure> {
+    let mut expired = 0i64;
+    for lot in prunes {
+        let amount = to_i64(lot.amount, "amount")?;
+        let deleted = conn
+            .prepare_cached("DELETE FROM lots WHERE member_id = ?1 AND point_type = ?2 AND lot = ?3 AND amount = ?4")?
+            .execute(params![u.member_id, u.point_type, lot.key.attribute(), amount])?;
+        if deleted != 1 {
+            // Planned from what this transaction just read: cannot happen.
+            return Err(Failure::Other("a lot changed under the use's own transaction".into()));
+        }
+        expired += amount;
+        if let Some(entry) = pruned_expiry(&u.point_type, lot.key, lot.amount, &u.use_id) {
+            insert_history(&mut conn.prepare_cached(INSERT_HISTORY)?, &u.member_id, &entry)?;
+        }
+    }
+    if expired > 0 {
+        conn.prepare_cached("UPDATE balances SET expired = expired + ?3 WHERE member_id = ?1 AND point_type = ?2")?
+            .execute(params![u.member_id, u.point_type, expired])?;
+    }
+    Ok(())
+}
+
 /// What a lot (the plain one when `lot` is `None`) holds.
 fn lot_amount(conn: &Connection, member_id: &str, point_type: &str, lot: Option<&str>) -> Result<u64, Failure> {
     let held: Option<i64> = match lot {
@@ -492,7 +692,7 @@ fn read_sheets(conn: &Connection, member_id: &str, point_type: Option<&str>) -> 
     let key = |pt: &str| format!("balance {member_id}/{pt}");
     let mut sheets = Vec::new();
     let mut statement = conn.prepare_cached(
-        "SELECT point_type, balance, earned, used FROM balances
+        "SELECT point_type, balance, earned, used, expired FROM balances
          WHERE member_id = ?1 AND (?2 IS NULL OR point_type = ?2) ORDER BY point_type",
     )?;
     let mut rows = statement.query(params![member_id, point_type])?;
@@ -510,6 +710,7 @@ fn read_sheets(conn: &Connection, member_id: &str, point_type: Option<&str>) -> 
             },
             earned: to_u64(row.get(2)?, || key(&pt), "earned")?,
             used: to_u64(row.get(3)?, || key(&pt), "used")?,
+            expired: to_u64(row.get(4)?, || key(&pt), "expired")?,
             point_type: pt,
         });
     }

@@ -45,6 +45,8 @@ CREATE TABLE IF NOT EXISTS balances (
     updated_at INTEGER NOT NULL,
     earned     INTEGER NOT NULL DEFAULT 0,
     used       INTEGER NOT NULL DEFAULT 0,
+    -- Points of expired lots pruned by uses (added on open to older files).
+    expired    INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (member_id, point_type)
 ) WITHOUT ROWID;
 
@@ -67,7 +69,11 @@ CREATE TABLE IF NOT EXISTS uses (
     applied_at TEXT NOT NULL,
     -- What it took from each lot, as JSON {lot: amount} (for its reversal).
     consumed   TEXT NOT NULL DEFAULT '{}',
-    reversed_at TEXT
+    reversed_at TEXT,
+    -- The bulk-use message that applied it, if any (for its job's cancel;
+    -- added on open to older files, see `migrate`).
+    job_id     TEXT,
+    seq        INTEGER
 ) WITHOUT ROWID;
 
 -- A member's history of uses and reversals (version 4), written in the
@@ -208,6 +214,12 @@ pub(super) fn migrate(conn: &Connection) -> Result<(), Failure> {
         }
         add_column_if_missing(conn, "jobs", "cancel_completed_at", "TEXT")?;
     }
+    // A version-4 file written before bulk uses recorded their message gains
+    // the columns (NULL: applied by no message, never given back by a cancel).
+    add_column_if_missing(conn, "uses", "job_id", "TEXT")?;
+    add_column_if_missing(conn, "uses", "seq", "INTEGER")?;
+    // Likewise a file written before uses pruned expired lots.
+    add_column_if_missing(conn, "balances", "expired", "INTEGER NOT NULL DEFAULT 0")?;
     conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     Ok(())
 }

@@ -17,7 +17,7 @@ use crate::domain::submission::job_id_for_key;
 use crate::domain::uses::UseOutcome;
 use crate::domain::validation::{check_idempotency_key, check_member_id};
 use crate::domain::{Job, JobId, NewJob};
-use crate::ports::CreateJob;
+use crate::ports::{CreateJob, StoreError};
 use crate::services::cancel::{request_cancel, CancelError};
 use crate::services::history::history_page;
 
@@ -54,6 +54,12 @@ impl ApiService {
                 point_type: record.point_type,
                 amount: record.amount,
             }),
+            // Only a use on behalf of a job's message can meet its cancel;
+            // a store answering so here is broken.
+            UseOutcome::Cancelled => Err(ApiError::Internal(StoreError::Backend {
+                operation: "apply_use",
+                source: "a use made through the API was refused as cancelled".into(),
+            })),
         }
     }
 

@@ -5,9 +5,13 @@
 //!
 //! - [`task`]: the import queue's messages (S3 notifications and the
 //!   continuations that carry a file from one chunk to the next).
-//! - [`report`]: the error report's format.
+//! - [`report`]: the error report's format and where it and the parts go.
 //! - [`service`]: [`service::Importer`], which reads one chunk per call.
+//! - [`parse`]: the parsing half of a chunk, pure over a reader.
+//! - [`occurrences`]: the id-scheme-v2 counts a chunk hands the next.
 
+pub mod occurrences;
+pub mod parse;
 pub mod report;
 pub mod service;
 pub mod task;

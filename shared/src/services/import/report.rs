@@ -26,6 +26,12 @@ pub fn part_key(prefix: &str, job: impl std::fmt::Display, chunk: u32) -> String
     format!("{prefix}.parts/{job}/{chunk:06}.csv")
 }
 
+/// Where chunk `chunk` of a job finds the occurrence counts of the chunks
+/// before it (id scheme v2), next to the report parts and removed with them.
+pub fn occurrences_key(prefix: &str, job: impl std::fmt::Display, chunk: u32) -> String {
+    format!("{prefix}.parts/{job}/{chunk:06}.occurrences")
+}
+
 /// Appends one report line per error.
 pub fn write_errors(out: &mut Vec<u8>, errors: &[RowError]) {
     for e in errors {

@@ -10,19 +10,20 @@
 //! queue the continuation, then record the chunk; a chunk found recorded is
 //! skipped whole, since everything it does came before the recording.
 
-use std::collections::hash_map::Entry;
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use time::OffsetDateTime;
 use tokio::sync::mpsc;
 use tracing::{info, info_span, warn, Instrument};
 
-use crate::domain::csv_rows::{CsvAccruals, CsvFileError, CsvRow, RowError};
+use crate::domain::accrual_ids::{self, campaign_of_object};
+use crate::domain::csv_rows::{CsvFileError, RowError};
 use crate::domain::packing::{pack_accruals, PackingLimits};
-use crate::domain::{Accrual, ChunkEnd, ChunkReport, JobId, NewJob};
+use crate::domain::{ChunkEnd, ChunkReport, JobId, NewJob};
 use crate::ports::objects::{ObjectError, ObjectRef, ObjectStore};
 use crate::ports::{CreateJob, JobStore, QueueError, StoreError, WorkQueue};
+use crate::services::import::occurrences::{self, OccurrencesError};
+use crate::services::import::parse::{parse_chunk, Window};
 use crate::services::import::report::{self, HEADER};
 use crate::services::import::task::{ImportTask, Resume};
 
@@ -36,6 +37,14 @@ pub const REPORT_PART_BYTES: u64 = 8 * 1024 * 1024;
 /// Messages packed together: a member's rows within this window share a
 /// message, and exact repeats within it are collapsed.
 pub const WINDOW_MESSAGES: usize = 10;
+/// Most distinct contents among one file's rows without `accrual_id`: their
+/// occurrence counts (id scheme v2) are held in memory, about 42 bytes each
+/// (170 MB at the bound) plus 20 each while they are written for the next
+/// chunk (80 MB). Past it, a row without `accrual_id` whose content is new
+/// is rejected (and reported); rows with an id are not affected.
+pub const MAX_DERIVED_CONTENTS: usize = 4_000_000;
+/// The object metadata naming a dropped file's campaign (`x-amz-meta-campaign`).
+pub const CAMPAIGN_METADATA: &str = "campaign";
 
 /// Tunables of the importer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,6 +54,9 @@ pub struct ImportSettings {
     pub packing: PackingLimits,
     /// Where error reports go (`reports/` → `reports/<key>.errors.csv`).
     pub report_prefix: String,
+    /// Most distinct rows without `accrual_id` in one file
+    /// ([`MAX_DERIVED_CONTENTS`]).
+    pub max_derived_contents: usize,
 }
 
 impl Default for ImportSettings {
@@ -53,6 +65,7 @@ impl Default for ImportSettings {
             chunk_bytes: DEFAULT_CHUNK_BYTES,
             packing: PackingLimits::default(),
             report_prefix: "reports/".to_owned(),
+            max_derived_contents: MAX_DERIVED_CONTENTS,
         }
     }
 }
@@ -104,6 +117,8 @@ pub enum ImportError {
     Read(#[source] CsvFileError),
     #[error("the parsing thread stopped unexpectedly: {0}")]
     Parser(String),
+    #[error("reading the occurrence counts of the earlier chunks failed")]
+    Occurrences(#[source] OccurrencesError),
 }
 
 /// Reads files chunk by chunk into the accrual queue.
@@ -116,22 +131,6 @@ pub struct Importer {
     settings: ImportSettings,
 }
 
-/// Accruals of one packing window, from the parsing thread.
-pub(crate) struct Window {
-    pub(crate) accruals: Vec<Accrual>,
-}
-
-/// What the parsing thread found, besides the windows it sent.
-pub(crate) struct Parsed {
-    pub(crate) deduplicated: u64,
-    pub(crate) rejected: u64,
-    /// Report lines (no header).
-    pub(crate) report: Vec<u8>,
-    pub(crate) columns: Vec<String>,
-    /// `None` at the end of the file; else where the next chunk starts.
-    pub(crate) next: Option<(u64, u64)>,
-}
-
 /// Where a chunk starts.
 struct Start {
     chunk: u32,
@@ -142,6 +141,9 @@ struct Start {
     report_parts: Vec<u32>,
     /// The job's creation time: what its messages carry as `queued_at`.
     queued_at: OffsetDateTime,
+    /// The campaign of id scheme v2; `None`: scheme v1 (a file whose import
+    /// started before v2).
+    campaign: Option<String>,
 }
 
 impl Importer {
@@ -210,7 +212,9 @@ impl Importer {
             None => {
                 let new = NewJob {
                     job_id,
-                    request_hash: object.identity_hash(),
+                    // Marks the job as one of scheme v2, so that its first
+                    // chunk read again keeps the scheme it started with.
+                    request_hash: format!("{}:{}", accrual_ids::SCHEME, object.identity_hash()),
                     total: 0,
                     deduplicated: 0,
                     messages: 0,
@@ -228,12 +232,46 @@ impl Importer {
                     }
                     CreateJob::Existing(job) => job,
                 };
+                if self.jobs.chunk_recorded(job_id, 0).await? {
+                    // Checked before the metadata is read: the object may
+                    // have changed since, which must not fail a job under way.
+                    return Ok(ChunkOutcome::Skipped {
+                        job_id,
+                        reason: "this chunk was read before",
+                    });
+                }
+                let mut start = Start {
+                    chunk: 0,
+                    offset: 0,
+                    line: 1,
+                    next_seq: 0,
+                    columns: None,
+                    report_parts: Vec::new(),
+                    queued_at: job.created_at,
+                    campaign: None,
+                };
+                // A job an older importer started (scheme v1) is finished
+                // with v1 ids: v2 ids for rows it may have queued would
+                // credit them again. Later chunks carry the scheme in their
+                // continuation (`Resume::campaign`).
+                if job.request_hash.starts_with(&format!("{}:", accrual_ids::SCHEME)) {
+                    match self.objects.metadata(object, CAMPAIGN_METADATA).await {
+                        Ok(campaign) => start.campaign = Some(campaign_of_object(&object.key, campaign.as_deref())),
+                        Err(ObjectError::Changed { detail, .. }) => {
+                            let reason = format!("the object changed or was deleted before being imported ({detail})");
+                            return self.fail(object, job_id, &start, reason, None).await;
+                        }
+                        Err(e) => return Err(ImportError::Object(e)),
+                    }
+                }
                 // Tells the operator which job to poll, next to where the
                 // report will be.
                 let pointer = serde_json::json!({
                     "job_id": job_id,
                     "source": object.url(),
                     "etag": object.etag,
+                    "campaign": start.campaign,
+                    "id_scheme": if start.campaign.is_some() { accrual_ids::SCHEME } else { "v1" },
                     "status_url": format!("/v1/jobs/{job_id}"),
                     "report": report::report_key(&self.settings.report_prefix, &object.key, job_id),
                 });
@@ -242,15 +280,7 @@ impl Importer {
                     .put(&object.bucket, &key, format!("{pointer}\n").into_bytes())
                     .await
                     .map_err(ImportError::Object)?;
-                Start {
-                    chunk: 0,
-                    offset: 0,
-                    line: 1,
-                    next_seq: 0,
-                    columns: None,
-                    report_parts: Vec::new(),
-                    queued_at: job.created_at,
-                }
+                start
             }
             Some(r) => Start {
                 chunk: r.chunk,
@@ -266,6 +296,7 @@ impl Importer {
                     .get_job(job_id)
                     .await?
                     .map_or_else(OffsetDateTime::now_utc, |job| job.created_at),
+                campaign: r.campaign.clone(),
             },
         };
         if self.jobs.chunk_recorded(job_id, start.chunk).await? {
@@ -286,6 +317,21 @@ impl Importer {
             Err(e) => return Err(ImportError::Object(e)),
         };
 
+        let prefix = &self.settings.report_prefix;
+        let mut ids = match &start.campaign {
+            Some(campaign) => {
+                match occurrences::load(&*self.objects, &object.bucket, prefix, job_id, start.chunk, campaign).await {
+                    Ok(ids) => Some(ids),
+                    Err(e @ OccurrencesError::Missing { .. }) => {
+                        let reason = format!("{e}; rows before line {} were queued", start.line);
+                        return self.fail(object, job_id, &start, reason, None).await;
+                    }
+                    Err(e) => return Err(ImportError::Occurrences(e)),
+                }
+            }
+            None => None,
+        };
+
         // Parsing blocks (the reader streams from S3 or disk), so it runs on
         // a blocking thread and hands windows over a short channel: memory
         // holds a couple of windows, whatever the file's size.
@@ -297,7 +343,18 @@ impl Importer {
             let (offset, line, size) = (start.offset, start.line, object.size);
             tokio::task::spawn_blocking(move || {
                 let send = |window: Window| sender.blocking_send(window).is_ok();
-                parse_chunk(reader, columns, line, offset, size, &identity, &settings, send)
+                let parsed = parse_chunk(
+                    reader,
+                    columns,
+                    line,
+                    offset,
+                    size,
+                    &identity,
+                    ids.as_mut(),
+                    &settings,
+                    send,
+                );
+                (parsed, ids)
             })
         };
         let mut next_seq = start.next_seq;
@@ -319,9 +376,13 @@ impl Importer {
             // An error drops `windows`, which stops the parsing thread.
             self.accruals.send_messages(&bodies).await?;
         }
-        let parsed = match parse.await {
-            Ok(Ok(parsed)) => parsed,
-            Ok(Err(e)) if e.is_permanent() => {
+        let (parsed, ids) = match parse.await {
+            Ok((parsed, ids)) => (parsed, ids),
+            Err(e) => return Err(ImportError::Parser(e.to_string())),
+        };
+        let parsed = match parsed {
+            Ok(parsed) => parsed,
+            Err(e) if e.is_permanent() => {
                 let mut lines = Vec::new();
                 report::write_errors(
                     &mut lines,
@@ -334,8 +395,7 @@ impl Importer {
                 );
                 return self.fail(object, job_id, &start, e.to_string(), Some(lines)).await;
             }
-            Ok(Err(e)) => return Err(ImportError::Read(e)),
-            Err(e) => return Err(ImportError::Parser(e.to_string())),
+            Err(e) => return Err(ImportError::Read(e)),
         };
 
         let chunk = ChunkReport {
@@ -351,7 +411,6 @@ impl Importer {
             },
         };
         let mut parts = start.report_parts.clone();
-        let prefix = &self.settings.report_prefix;
         let report = match parsed.next {
             Some((offset, line)) => {
                 if !parsed.report.is_empty() {
@@ -361,6 +420,13 @@ impl Importer {
                         .await
                         .map_err(ImportError::Object)?;
                     parts.push(start.chunk);
+                }
+                // The next chunk's ids need this one's counts, so they are
+                // written before the continuation that reads them.
+                if let Some(ids) = &ids {
+                    occurrences::save(&*self.objects, &object.bucket, prefix, job_id, start.chunk + 1, ids)
+                        .await
+                        .map_err(ImportError::Object)?;
                 }
                 let next = ImportTask {
                     object: object.clone(),
@@ -372,6 +438,7 @@ impl Importer {
                         next_seq,
                         columns: parsed.columns,
                         report_parts: parts,
+                        campaign: start.campaign.clone(),
                     }),
                 };
                 self.tasks.send_messages(&[next.encode()]).await?;
@@ -385,6 +452,13 @@ impl Importer {
         self.jobs
             .record_chunk(job_id, &chunk, OffsetDateTime::now_utc())
             .await?;
+        if start.campaign.is_some() && start.chunk > 0 {
+            // Nothing reads this chunk's table again: a redelivery of the
+            // chunk finds it recorded and skips it.
+            if let Err(e) = occurrences::remove(&*self.objects, &object.bucket, prefix, job_id, start.chunk).await {
+                warn!(error = %e, "the occurrence counts read are left for the lifecycle rule");
+            }
+        }
         Ok(match chunk.end {
             ChunkEnd::More => ChunkOutcome::Continued { job_id, chunk },
             _ => ChunkOutcome::Finished { job_id, chunk, report },
@@ -462,201 +536,5 @@ impl Importer {
             .record_chunk(job_id, &chunk, OffsetDateTime::now_utc())
             .await?;
         Ok(ChunkOutcome::Failed { job_id, chunk, report })
-    }
-}
-
-/// Parses one chunk on a blocking thread, handing packing windows to
-/// `send` (false: the queueing side gave up) and collecting everything else.
-/// Generic over the reader and the sink so that [`crate::testkit::fuzzing`] runs it
-/// without a bucket or a runtime.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn parse_chunk<R: std::io::Read>(
-    reader: R,
-    columns: Option<Vec<String>>,
-    first_line: u64,
-    offset: u64,
-    size: u64,
-    identity: &str,
-    settings: &ImportSettings,
-    mut send: impl FnMut(Window) -> bool,
-) -> Result<Parsed, CsvFileError> {
-    let mut rows = match &columns {
-        None => CsvAccruals::new(reader, identity)?,
-        Some(columns) => CsvAccruals::resume(reader, columns, first_line, identity)?,
-    };
-    let window_size = settings.packing.max_accruals.saturating_mul(WINDOW_MESSAGES).max(1);
-    let mut parsed = Parsed {
-        deduplicated: 0,
-        rejected: 0,
-        report: Vec::new(),
-        columns: rows.columns().to_vec(),
-        next: None,
-    };
-    let mut window: Vec<Accrual> = Vec::with_capacity(window_size);
-    // accrual_id → (line, index in `window`), for this window only.
-    let mut seen: HashMap<String, (u64, usize)> = HashMap::new();
-    let mut at_end = true;
-    while let Some((line, row)) = rows.next_row()? {
-        match row {
-            CsvRow::Accrual(accrual) => match seen.entry(accrual.accrual_id.clone()) {
-                Entry::Vacant(slot) => {
-                    slot.insert((line, window.len()));
-                    window.push(accrual);
-                }
-                Entry::Occupied(first) => {
-                    let (first_line, index) = *first.get();
-                    if window[index] == accrual {
-                        parsed.deduplicated += 1;
-                    } else {
-                        // One message must not hold one id twice (a
-                        // transaction may not touch an item twice).
-                        parsed.rejected += 1;
-                        report::write_errors(
-                            &mut parsed.report,
-                            &[RowError {
-                                line,
-                                column: "accrual_id".to_owned(),
-                                reason: format!("repeats the accrual_id of line {first_line} with different content"),
-                                raw: rows.raw_row(),
-                            }],
-                        );
-                    }
-                }
-            },
-            CsvRow::Rejected(errors) => {
-                parsed.rejected += 1;
-                report::write_errors(&mut parsed.report, &errors);
-            }
-        }
-        if window.len() >= window_size {
-            seen.clear();
-            let full = std::mem::replace(&mut window, Vec::with_capacity(window_size));
-            if !send(Window { accruals: full }) {
-                // The queueing side gave up; its error is what gets reported.
-                return Ok(parsed);
-            }
-        }
-        if rows.stopped() {
-            // Past a row over the bound (an unclosed quote) nothing tells
-            // rows apart: the file ends here, with every earlier row kept.
-            break;
-        }
-        let (read, _) = rows.consumed();
-        // A chunk also ends when its report part is full: a short row whose
-        // every field is bad gives several report lines, each repeating the
-        // row, so a whole 64 MiB chunk of them would report gigabytes.
-        if read >= settings.chunk_bytes || parsed.report.len() as u64 >= settings.chunk_bytes.min(REPORT_PART_BYTES) {
-            // At the end of the file if the object's size says so (a size of
-            // 0 means unknown: the next chunk will find out).
-            at_end = size > 0 && offset + read >= size;
-            break;
-        }
-    }
-    if !window.is_empty() && !send(Window { accruals: window }) {
-        return Ok(parsed);
-    }
-    if !at_end {
-        let (read, next_line) = rows.consumed();
-        parsed.next = Some((offset + read, next_line));
-    }
-    Ok(parsed)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A row over the bound (an unclosed quote) ends the file in the chunk
-    /// that meets it, whatever the chunk size: no continuation resumes
-    /// inside the quoted field, and the rows before it are all sent.
-    #[test]
-    fn an_unclosed_quote_ends_the_file_with_every_earlier_row_sent() {
-        let mut file = b"member_id,point_type,amount\n".to_vec();
-        for i in 0..500 {
-            file.extend_from_slice(format!("m-{i},P,1\n").as_bytes());
-        }
-        file.extend_from_slice(b"m-x,P,\"1\n");
-        for i in 0..20_000 {
-            file.extend_from_slice(format!("m-{i},P,1\n").as_bytes());
-        }
-        let settings = ImportSettings {
-            chunk_bytes: 4096,
-            ..ImportSettings::default()
-        };
-        let size = file.len() as u64;
-        let (mut offset, mut line, mut columns) = (0u64, 1u64, None);
-        let (mut sent, mut rejected, mut report) = (0usize, 0u64, Vec::new());
-        loop {
-            let parsed = parse_chunk(
-                &file[offset as usize..],
-                columns.take(),
-                line,
-                offset,
-                size,
-                "f",
-                &settings,
-                |window| {
-                    sent += window.accruals.len();
-                    true
-                },
-            )
-            .unwrap();
-            rejected += parsed.rejected;
-            report.extend_from_slice(&parsed.report);
-            match parsed.next {
-                Some((next_offset, next_line)) => {
-                    (offset, line, columns) = (next_offset, next_line, Some(parsed.columns));
-                }
-                None => break,
-            }
-        }
-        assert_eq!((sent, rejected), (500, 1));
-        let report = String::from_utf8(report).unwrap();
-        assert!(report.starts_with("502,(row),"), "{report}");
-        assert!(offset < 64 * 1024, "the file ended near the quote, at byte {offset}");
-    }
-
-    /// A chunk whose report part fills up ends there, and the next chunk
-    /// picks up at the next row: the report held in memory stays bounded
-    /// whatever the chunk size.
-    #[test]
-    fn a_chunk_ends_when_its_report_part_is_full() {
-        let mut file = b"member_id,point_type,amount\n".to_vec();
-        for _ in 0..1000 {
-            file.extend_from_slice(b"bad id,P,0\n");
-        }
-        let settings = ImportSettings {
-            chunk_bytes: 4096,
-            ..ImportSettings::default()
-        };
-        let size = file.len() as u64;
-        let (mut offset, mut line, mut columns, mut rejected, mut chunks) = (0u64, 1u64, None, 0u64, 0);
-        loop {
-            let parsed = parse_chunk(
-                &file[offset as usize..],
-                columns.take(),
-                line,
-                offset,
-                size,
-                "f",
-                &settings,
-                |_| true,
-            )
-            .unwrap();
-            chunks += 1;
-            rejected += parsed.rejected;
-            assert!(parsed.report.len() < 4096 + 200, "{} report bytes", parsed.report.len());
-            match parsed.next {
-                Some((next_offset, next_line)) => {
-                    assert!(next_offset > offset);
-                    (offset, line, columns) = (next_offset, next_line, Some(parsed.columns));
-                }
-                None => break,
-            }
-        }
-        assert_eq!(rejected, 1000);
-        // 11 bytes of input a row, about 160 bytes of report: the report,
-        // not the bytes read, ends these chunks.
-        assert!(chunks > size / 4096 * 10, "{chunks} chunks");
     }
 }

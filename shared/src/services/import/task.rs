@@ -36,6 +36,12 @@ pub struct Resume {
     /// Earlier chunks that wrote a part of the error report.
     #[serde(default)]
     pub report_parts: Vec<u32>,
+    /// The file's campaign: its rows without `accrual_id` get id scheme v2
+    /// ids, whose occurrence counts so far the previous chunk wrote
+    /// (`report::occurrences_key`). `None`: a file whose import started
+    /// before scheme v2, which keeps its v1 ids to the end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub campaign: Option<String>,
 }
 
 /// The envelope of a continuation on the import queue.
@@ -235,6 +241,7 @@ mod tests {
             next_seq: 3000,
             columns: vec!["member_id".into(), "point_type".into(), "amount".into()],
             report_parts: vec![0, 2],
+            campaign: Some("spring-2026".into()),
         });
         assert_eq!(parse_tasks(&task.encode()).unwrap(), [task]);
     }

@@ -14,6 +14,7 @@ use time::OffsetDateTime;
 
 use crate::domain::history::HistoryEntry;
 use crate::domain::lots::BalanceSheet;
+use crate::domain::reconcile::MemberLedger;
 use crate::domain::reversal::{ReversalOutcome, ReversalTarget};
 use crate::domain::uses::{Use, UseOutcome};
 use crate::domain::{Accrual, CancelCounts, ChunkReport, FoldedItems, Job, JobId, MessageCounts, MessageRef, NewJob};
@@ -23,7 +24,7 @@ use crate::ports::{
 
 use super::exec::{GatePoint, Sim, StoreFault, Verdict};
 use super::FaultKind;
-use crate::ports::{Credits, Debits, LedgerReads};
+use crate::ports::{Credits, Debits, LedgerReads, LedgerRepairs};
 
 /// Runs one port call of the store underneath to completion: in the
 /// simulation a call is one atomic step. (The in-memory store never waits;
@@ -90,6 +91,10 @@ impl Debits for FaultyLedger {
         store_call!(self.sim, "apply_use", self.inner.apply_use(u, now))
     }
 
+    async fn apply_message_use(&self, by: MessageRef, u: &Use, now: OffsetDateTime) -> Result<UseOutcome, StoreError> {
+        store_call!(self.sim, "apply_use", self.inner.apply_message_use(by, u, now))
+    }
+
     async fn reverse(&self, target: &ReversalTarget, now: OffsetDateTime) -> Result<ReversalOutcome, StoreError> {
         store_call!(self.sim, "reverse", self.inner.reverse(target, now))
     }
@@ -113,6 +118,23 @@ impl LedgerReads for FaultyLedger {
             "history_entries",
             self.inner.history_entries(member_id, point_type, before, limit)
         )
+    }
+
+    async fn member_ledger(&self, member_id: &str) -> Result<MemberLedger, StoreError> {
+        self.inner.member_ledger(member_id).await
+    }
+}
+
+#[async_trait]
+impl LedgerRepairs for FaultyLedger {
+    async fn replace_balance_sheet(
+        &self,
+        member_id: &str,
+        read: Option<&BalanceSheet>,
+        sheet: &BalanceSheet,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        self.inner.replace_balance_sheet(member_id, read, sheet, now).await
     }
 }
 
@@ -188,6 +210,19 @@ impl JobStore for FaultyJobStore {
             "record_cancelled",
             self.inner.record_cancelled(job_id, seq, counts, now)
         )
+    }
+    async fn folded_counts(&self, job_id: JobId) -> Result<Vec<(u32, MessageCounts)>, StoreError> {
+        self.inner.folded_counts(job_id).await
+    }
+
+    async fn replace_job_counts(
+        &self,
+        job_id: JobId,
+        read: MessageCounts,
+        counts: MessageCounts,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        self.inner.replace_job_counts(job_id, read, counts, now).await
     }
 }
 

@@ -31,6 +31,7 @@ mod exec;
 mod faults;
 mod model;
 mod queue;
+mod reconcile_check;
 mod scenario;
 mod scheduler;
 mod tokens;

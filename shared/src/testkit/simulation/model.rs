@@ -17,10 +17,13 @@ use time::OffsetDateTime;
 
 use crate::domain::history::HistoryEntry;
 use crate::domain::lots::{BalanceSheet, LotKey};
+use crate::domain::reconcile::MemberLedger;
 use crate::domain::reversal::{ReversalOutcome, ReversalTarget};
 use crate::domain::uses::{Use, UseOutcome};
 use crate::domain::{Accrual, CancelCounts, ChunkReport, FoldedItems, Job, JobId, MessageCounts, MessageRef, NewJob};
-use crate::ports::{ApplyOutcome, CreateJob, CreditTally, Credits, Debits, JobStore, Ledger, LedgerReads, StoreError};
+use crate::ports::{
+    ApplyOutcome, CreateJob, CreditTally, Credits, Debits, JobStore, Ledger, LedgerReads, LedgerRepairs, StoreError,
+};
 
 /// One balance of the model: its lots, and what was ever credited and used.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -28,6 +31,8 @@ pub(crate) struct ModelSheet {
     pub lots: BTreeMap<LotKey, u64>,
     pub earned: u64,
     pub used: u64,
+    /// Points of expired lots a use pruned.
+    pub expired: u64,
 }
 
 /// An accrual the store credited.
@@ -44,6 +49,8 @@ pub(crate) struct ModelCredit {
 /// A use the store applied, with what it took from each lot.
 #[derive(Debug, Clone)]
 pub(crate) struct ModelUse {
+    /// The bulk-use message that applied it, if any.
+    pub by: Option<MessageRef>,
     pub member_id: String,
     pub point_type: String,
     pub amount: u64,
@@ -131,8 +138,15 @@ impl Model {
 
     /// Applies `u` at `at` by the rule: once per `use_id`; only available
     /// lots (started, not expired), soonest expiry first (never-expiring
-    /// last), then earliest start; all or nothing.
-    fn apply_use(&mut self, u: &Use, at: OffsetDateTime) -> UseVerdict {
+    /// last), then earliest start; all or nothing. A use on behalf of
+    /// message `by` is refused once that message's cancel began, a replay
+    /// included. An applied use prunes the expired lots still holding
+    /// points, soonest expiry first, at most `MAX_PRUNE_LOTS`: they leave
+    /// the balance for its `expired` count.
+    fn apply_use(&mut self, by: Option<MessageRef>, u: &Use, at: OffsetDateTime) -> UseVerdict {
+        if by.is_some_and(|by| self.cancel_begun.contains(&(by.job_id, by.seq))) {
+            return UseVerdict::Cancelled;
+        }
         if let Some(prior) = self.uses.get(&u.use_id) {
             let same = prior.member_id == u.member_id && prior.point_type == u.point_type && prior.amount == u.amount;
             return if same {
@@ -168,7 +182,19 @@ impl Model {
         if consumed.len() > crate::domain::lots::MAX_USE_LOTS {
             return UseVerdict::TooManyLots;
         }
+        let mut expired: Vec<(LotKey, u64)> = sheet
+            .lots
+            .iter()
+            .filter(|(k, n)| **n > 0 && k.until.is_some_and(|until| until <= now))
+            .map(|(k, n)| (*k, *n))
+            .collect();
+        expired.sort_by_key(|(k, _)| (k.until.unwrap_or(i64::MAX), k.from));
+        expired.truncate(crate::domain::lots::MAX_PRUNE_LOTS);
         let sheet = self.sheets.entry(key).or_default();
+        for (k, n) in expired {
+            sheet.lots.remove(&k);
+            sheet.expired += n;
+        }
         for (k, take) in &consumed {
             if let Some(n) = sheet.lots.get_mut(k) {
                 *n -= take;
@@ -178,6 +204,7 @@ impl Model {
         self.uses.insert(
             u.use_id.clone(),
             ModelUse {
+                by,
                 member_id: u.member_id.clone(),
                 point_type: u.point_type.clone(),
                 amount: u.amount,
@@ -221,10 +248,13 @@ impl Model {
                 }
                 ReversalVerdict::Reversed
             }
-            ReversalTarget::Use(id) => {
+            ReversalTarget::Use(id) | ReversalTarget::UseBy { use_id: id, .. } => {
                 let Some(u) = self.uses.get(id).cloned() else {
                     return ReversalVerdict::NotFound;
                 };
+                if target.by().is_some_and(|owner| Some(owner) != u.by) {
+                    return ReversalVerdict::NotFound;
+                }
                 if u.reversed {
                     return ReversalVerdict::Replayed;
                 }
@@ -284,6 +314,7 @@ impl Model {
                             .collect(),
                         earned: s.earned,
                         used: s.used,
+                        expired: s.expired,
                     },
                 )
             })
@@ -300,6 +331,7 @@ impl Model {
                         lots: s.lots.iter().filter(|(_, n)| **n > 0).map(|(k, n)| (*k, *n)).collect(),
                         earned: s.earned,
                         used: s.used,
+                        expired: s.expired,
                     },
                 )
             })
@@ -320,6 +352,7 @@ enum UseVerdict {
     Insufficient,
     TooManyLots,
     IdReused,
+    Cancelled,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -396,25 +429,13 @@ impl Credits for ModelLedger {
 impl Debits for ModelLedger {
     async fn apply_use(&self, u: &Use, now: OffsetDateTime) -> Result<UseOutcome, StoreError> {
         let outcome = self.inner.apply_use(u, now).await?;
-        {
-            let mut model = self.model.lock();
-            let want = model.apply_use(u, now);
-            let got = match &outcome {
-                UseOutcome::Applied(_) => UseVerdict::Applied,
-                UseOutcome::Replayed(_) => UseVerdict::Replayed,
-                UseOutcome::Insufficient { .. } => UseVerdict::Insufficient,
-                UseOutcome::TooManyLots { .. } => UseVerdict::TooManyLots,
-                UseOutcome::IdReused(_) => UseVerdict::IdReused,
-            };
-            if got != want {
-                model.fail(format!(
-                    "use {} ({} {} of {}): the store answered {got:?}; the reference model says {want:?}",
-                    u.use_id, u.amount, u.point_type, u.member_id
-                ));
-            }
-        }
-        self.compare(BTreeSet::from([u.member_id.clone()]), format!("after use {}", u.use_id))
-            .await;
+        self.check_use(None, u, now, &outcome).await;
+        Ok(outcome)
+    }
+
+    async fn apply_message_use(&self, by: MessageRef, u: &Use, now: OffsetDateTime) -> Result<UseOutcome, StoreError> {
+        let outcome = self.inner.apply_message_use(by, u, now).await?;
+        self.check_use(Some(by), u, now, &outcome).await;
         Ok(outcome)
     }
 
@@ -438,7 +459,9 @@ impl Debits for ModelLedger {
                 model.spent_at_cancel.insert(accrual_id.clone());
             }
             match target {
-                ReversalTarget::Use(id) => model.uses.get(id).map(|u| u.member_id.clone()),
+                ReversalTarget::Use(id) | ReversalTarget::UseBy { use_id: id, .. } => {
+                    model.uses.get(id).map(|u| u.member_id.clone())
+                }
                 _ => model.credits.get(target.id()).map(|c| c.member_id.clone()),
             }
         };
@@ -447,6 +470,32 @@ impl Debits for ModelLedger {
                 .await;
         }
         Ok(outcome)
+    }
+}
+
+impl ModelLedger {
+    /// Checks a use's answer against the model, then the member's balances.
+    async fn check_use(&self, by: Option<MessageRef>, u: &Use, now: OffsetDateTime, outcome: &UseOutcome) {
+        {
+            let mut model = self.model.lock();
+            let want = model.apply_use(by, u, now);
+            let got = match &outcome {
+                UseOutcome::Applied(_) => UseVerdict::Applied,
+                UseOutcome::Replayed(_) => UseVerdict::Replayed,
+                UseOutcome::Insufficient { .. } => UseVerdict::Insufficient,
+                UseOutcome::TooManyLots { .. } => UseVerdict::TooManyLots,
+                UseOutcome::IdReused(_) => UseVerdict::IdReused,
+                UseOutcome::Cancelled => UseVerdict::Cancelled,
+            };
+            if got != want {
+                model.fail(format!(
+                    "use {} ({} {} of {}): the store answered {got:?}; the reference model says {want:?}",
+                    u.use_id, u.amount, u.point_type, u.member_id
+                ));
+            }
+        }
+        self.compare(BTreeSet::from([u.member_id.clone()]), format!("after use {}", u.use_id))
+            .await;
     }
 }
 
@@ -464,6 +513,23 @@ impl LedgerReads for ModelLedger {
         limit: usize,
     ) -> Result<Vec<HistoryEntry>, StoreError> {
         self.inner.history_entries(member_id, point_type, before, limit).await
+    }
+
+    async fn member_ledger(&self, member_id: &str) -> Result<MemberLedger, StoreError> {
+        self.inner.member_ledger(member_id).await
+    }
+}
+
+#[async_trait]
+impl LedgerRepairs for ModelLedger {
+    async fn replace_balance_sheet(
+        &self,
+        member_id: &str,
+        read: Option<&BalanceSheet>,
+        sheet: &BalanceSheet,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        self.inner.replace_balance_sheet(member_id, read, sheet, now).await
     }
 }
 
@@ -531,5 +597,19 @@ impl JobStore for ModelJobs {
         now: OffsetDateTime,
     ) -> Result<bool, StoreError> {
         self.inner.record_cancelled(job_id, seq, counts, now).await
+    }
+
+    async fn folded_counts(&self, job_id: JobId) -> Result<Vec<(u32, MessageCounts)>, StoreError> {
+        self.inner.folded_counts(job_id).await
+    }
+
+    async fn replace_job_counts(
+        &self,
+        job_id: JobId,
+        read: MessageCounts,
+        counts: MessageCounts,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        self.inner.replace_job_counts(job_id, read, counts, now).await
     }
 }

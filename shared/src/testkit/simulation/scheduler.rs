@@ -586,7 +586,10 @@ impl Run {
         let id = self.spawn(
             TaskKind::Redrive,
             Box::pin(async move {
-                TaskOutput::Redriven(crate::services::dlq::redrive(dead.as_ref(), main.as_ref(), max).await)
+                // Messages carry real-clock `queued_at` stamps, so the age
+                // rule is checked on the real clock: nothing here is too old.
+                let now = time::OffsetDateTime::now_utc();
+                TaskOutput::Redriven(crate::services::dlq::redrive(dead.as_ref(), main.as_ref(), max, now).await)
             }),
         );
         let mut core = self.sim.lock();
@@ -735,7 +738,12 @@ impl Run {
         }
         let dead: Arc<dyn WorkQueue> = self.dead.clone();
         let main: Arc<dyn WorkQueue> = self.main.clone();
-        match futures::executor::block_on(crate::services::dlq::redrive(dead.as_ref(), main.as_ref(), usize::MAX)) {
+        match futures::executor::block_on(crate::services::dlq::redrive(
+            dead.as_ref(),
+            main.as_ref(),
+            usize::MAX,
+            time::OffsetDateTime::now_utc(),
+        )) {
             Ok(moved) => self.note(|| format!("redrive: {} messages, {} accruals", moved.messages, moved.accruals)),
             Err(e) => self.violations.push(format!("redrive failed: {e}")),
         }

@@ -23,11 +23,12 @@ use time::OffsetDateTime;
 
 use crate::domain::history::HistoryEntry;
 use crate::domain::lots::BalanceSheet;
+use crate::domain::reconcile::MemberLedger;
 use crate::domain::reversal::{ReversalOutcome, ReversalTarget};
 use crate::domain::transaction_plan::{plan_transactions_within, request_token};
 use crate::domain::uses::{Use, UseOutcome};
 use crate::domain::{Accrual, MessageRef};
-use crate::ports::{ApplyOutcome, CreditTally, Credits, Debits, Ledger, LedgerReads, StoreError};
+use crate::ports::{ApplyOutcome, CreditTally, Credits, Debits, Ledger, LedgerReads, LedgerRepairs, StoreError};
 
 use super::exec::Sim;
 use super::queue::short;
@@ -256,6 +257,10 @@ impl Debits for TokenLedger {
         self.inner.apply_use(u, now).await
     }
 
+    async fn apply_message_use(&self, by: MessageRef, u: &Use, now: OffsetDateTime) -> Result<UseOutcome, StoreError> {
+        self.inner.apply_message_use(by, u, now).await
+    }
+
     async fn reverse(&self, target: &ReversalTarget, now: OffsetDateTime) -> Result<ReversalOutcome, StoreError> {
         self.inner.reverse(target, now).await
     }
@@ -275,6 +280,23 @@ impl LedgerReads for TokenLedger {
         limit: usize,
     ) -> Result<Vec<HistoryEntry>, StoreError> {
         self.inner.history_entries(member_id, point_type, before, limit).await
+    }
+
+    async fn member_ledger(&self, member_id: &str) -> Result<MemberLedger, StoreError> {
+        self.inner.member_ledger(member_id).await
+    }
+}
+
+#[async_trait]
+impl LedgerRepairs for TokenLedger {
+    async fn replace_balance_sheet(
+        &self,
+        member_id: &str,
+        read: Option<&BalanceSheet>,
+        sheet: &BalanceSheet,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        self.inner.replace_balance_sheet(member_id, read, sheet, now).await
     }
 }
 

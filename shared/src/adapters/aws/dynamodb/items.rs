@@ -7,7 +7,7 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use super::{keys, Item};
-use crate::domain::history::{EntryKind, HistoryEntry};
+use crate::domain::history::{self, pruned_expiry, EntryKind, HistoryEntry};
 use crate::domain::lots::{BalanceSheet, Lot, LotKey};
 use crate::domain::reversal::{ReversalKind, ReversalRecord};
 use crate::domain::uses::{Use, UseRecord};
@@ -162,7 +162,7 @@ pub(super) fn ledger_entry(by: MessageRef, a: &Accrual, now: &str, key_time: &st
 }
 
 /// The entry of a use; `consumed` says what it took from each lot.
-pub(super) fn use_entry(u: &Use, consumed: &Item, now: &str, key_time: &str) -> Item {
+pub(super) fn use_entry(u: &Use, by: Option<MessageRef>, consumed: &Item, now: &str, key_time: &str) -> Item {
     let (pk, sk) = keys::use_entry(&u.use_id);
     let mut item: Item = HashMap::from([
         ("pk".to_owned(), s(pk)),
@@ -183,6 +183,12 @@ pub(super) fn use_entry(u: &Use, consumed: &Item, now: &str, key_time: &str) -> 
     ));
     if let Some(reason) = &u.reason {
         item.insert("reason".to_owned(), s(reason));
+    }
+    // The bulk-use message that applied it: its job's cancel gives back only
+    // what that message deducted.
+    if let Some(by) = by {
+        item.insert("job_id".to_owned(), s(by.job_id.to_string()));
+        item.insert("seq".to_owned(), n(u64::from(by.seq)));
     }
     item
 }
@@ -212,6 +218,36 @@ pub(super) fn reversal_entry(record: &ReversalRecord, now: &str, key_time: &str)
         &record.id,
     ));
     item
+}
+
+/// The history entry of lot `lot`, expired and pruned holding `amount`
+/// points by use `u`'s transaction; `None` for a lot that never expires. The
+/// lot is kept as `apply_at` and `expires_at` (RFC 3339 strings, which TTL
+/// ignores): attributes the history index already projects.
+pub(super) fn expiry_entry(u: &Use, lot: LotKey, amount: u64) -> Option<Item> {
+    let entry = pruned_expiry(&u.point_type, lot, amount, &u.use_id)?;
+    let (pk, sk) = keys::expiry_entry(&u.use_id, &lot.attribute());
+    let mut item: Item = HashMap::from([
+        ("pk".to_owned(), s(pk)),
+        ("sk".to_owned(), s(sk)),
+        ("use_id".to_owned(), s(&u.use_id)),
+        ("member_id".to_owned(), s(&u.member_id)),
+        ("point_type".to_owned(), s(&u.point_type)),
+        ("amount".to_owned(), n(amount)),
+        ("expires_at".to_owned(), s(rfc3339(entry.at))),
+    ]);
+    if lot.from != 0 {
+        let from = OffsetDateTime::from_unix_timestamp(lot.from).ok()?;
+        item.insert("apply_at".to_owned(), s(rfc3339(from)));
+    }
+    item.extend(keys::history_keys(
+        &u.member_id,
+        &history::key_time(entry.at),
+        EntryKind::Expiry,
+        None,
+        &entry.id,
+    ));
+    Some(item)
 }
 
 /// A balance item's lots and counters.
@@ -249,6 +285,7 @@ pub(super) fn sheet_from_item(item: &Item) -> Result<BalanceSheet, StoreError> {
         lots,
         earned,
         used,
+        expired: item.number("expired")?,
     })
 }
 
@@ -291,6 +328,12 @@ pub(super) fn history_from_item(item: &Item) -> Result<HistoryEntry, StoreError>
             amount: item.number("amount")?,
             reversed_at: at("applied_at")?,
         }))
+    } else if pk.starts_with(keys::EXPIRY_PREFIX) {
+        let lot = LotKey::new(item.time("apply_at")?, item.time("expires_at")?);
+        let point_type = item.required_string("point_type")?;
+        let use_id = item.required_string("use_id")?;
+        pruned_expiry(&point_type, lot, item.number("amount")?, &use_id)
+            .ok_or_else(|| item.corrupt("expires_at is missing"))
     } else {
         Err(item.corrupt("not a history entry"))
     }
@@ -422,13 +465,70 @@ mod tests {
             reason: Some("checkout".into()),
         };
         let plain = HashMap::from([("balance".to_owned(), n(u.amount))]);
-        let item = use_entry(&u, &plain, "2026-11-26T02:12:31.123456789Z", "2026-11-26T02:12:31.123Z");
-        assert_eq!(item_bytes(&item), crate::domain::capacity::use_entry_bytes(&u));
+        let item = use_entry(
+            &u,
+            None,
+            &plain,
+            "2026-11-26T02:12:31.123456789Z",
+            "2026-11-26T02:12:31.123Z",
+        );
+        assert_eq!(item_bytes(&item), crate::domain::capacity::use_entry_bytes(&u, None));
+        let by = MessageRef {
+            job_id: JobId::random(),
+            seq: 1234,
+        };
+        let item = use_entry(
+            &u,
+            Some(by),
+            &plain,
+            "2026-11-26T02:12:31.123456789Z",
+            "2026-11-26T02:12:31.123Z",
+        );
+        assert_eq!(
+            item_bytes(&item),
+            crate::domain::capacity::use_entry_bytes(&u, Some(by))
+        );
         u.reason = None;
-        let item = use_entry(&u, &plain, "2026-11-26T02:12:31.123456789Z", "2026-11-26T02:12:31.123Z");
-        assert_eq!(item_bytes(&item), crate::domain::capacity::use_entry_bytes(&u));
+        let item = use_entry(
+            &u,
+            None,
+            &plain,
+            "2026-11-26T02:12:31.123456789Z",
+            "2026-11-26T02:12:31.123Z",
+        );
+        assert_eq!(item_bytes(&item), crate::domain::capacity::use_entry_bytes(&u, None));
         let record = use_from_item(&item).unwrap();
         assert!(record.matches(&u));
+    }
+
+    /// A pruned lot's expiry reads back from the attributes the history
+    /// index projects, with the sort key it was written under.
+    #[test]
+    fn a_pruned_expiry_reads_back_as_written() {
+        let u = Use {
+            use_id: "order-7".into(),
+            member_id: "m-1".into(),
+            point_type: "PT".into(),
+            amount: 3,
+            reason: None,
+        };
+        for lot in [
+            LotKey {
+                from: 0,
+                until: Some(1_700_000_000),
+            },
+            LotKey {
+                from: 1_690_000_000,
+                until: Some(1_700_000_000),
+            },
+        ] {
+            let item = expiry_entry(&u, lot, 40).expect("an expiring lot");
+            let entry = history_from_item(&item).unwrap();
+            assert_eq!(Some(&entry), pruned_expiry("PT", lot, 40, "order-7").as_ref());
+            assert_eq!(item.string("hist_sk"), Some(entry.sort_key().as_str()));
+            assert_eq!((entry.amount, entry.kind), (-40, EntryKind::Expiry));
+        }
+        assert!(expiry_entry(&u, LotKey::PLAIN, 40).is_none());
     }
 
     #[test]

@@ -20,12 +20,12 @@ use super::keys;
 use super::transaction::{put_new, Meter, Request, Sent, OPERATION};
 use super::{DynamoStore, Item};
 use crate::domain::capacity::MARKER_AND_UPDATE_UNITS;
+// Message markers, cancel items and chunk markers expire after 90 days
+// (DynamoDB TTL on `expires_at`): longer than any delivery of a message the
+// redrive rule lets through (`domain::retention`).
+use crate::domain::retention::MARKER_TTL_SECONDS;
 use crate::domain::{CancelCounts, ChunkReport, FoldedItems, Job, JobId, MessageCounts, NewJob};
 use crate::ports::{CreateJob, JobStore, StoreError};
-
-/// Message markers expire after 30 days (DynamoDB TTL on `expires_at`): longer
-/// than SQS's 14-day maximum retention, so no redelivery outlives its marker.
-const MARKER_TTL_SECONDS: i64 = 30 * 24 * 3600;
 
 /// What a marker-and-update transaction found.
 enum Marked {
@@ -532,5 +532,19 @@ impl JobStore for DynamoStore {
             Err(e) => return Err(single_call_error("UpdateItem", e)),
         }
         Ok(recorded)
+    }
+
+    async fn folded_counts(&self, job_id: JobId) -> Result<Vec<(u32, MessageCounts)>, StoreError> {
+        self.read_folded_counts(job_id).await
+    }
+
+    async fn replace_job_counts(
+        &self,
+        job_id: JobId,
+        read: MessageCounts,
+        counts: MessageCounts,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        self.write_job_counts(job_id, read, counts, now).await
     }
 }

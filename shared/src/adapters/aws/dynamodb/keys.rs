@@ -17,6 +17,8 @@ pub(super) const ACCRUAL_PREFIX: &str = "ACCRUAL#";
 pub(super) const USE_PREFIX: &str = "USE#";
 /// The `pk` prefix of reversal entries.
 pub(super) const REVERSAL_PREFIX: &str = "REVERSAL#";
+/// The `pk` prefix of the expiry entries of pruned lots.
+pub(super) const EXPIRY_PREFIX: &str = "EXPIRY#";
 /// The `sk` prefix of a member's balance items.
 pub(super) const BALANCE_PREFIX: &str = "BALANCE#";
 
@@ -76,6 +78,12 @@ pub(super) fn accrual_entry(accrual_id: &str) -> (String, &'static str) {
 /// The `pk` and `sk` of a use's entry.
 pub(super) fn use_entry(use_id: &str) -> (String, &'static str) {
     (format!("{USE_PREFIX}{use_id}"), "USE")
+}
+
+/// The `pk` and `sk` of the expiry entry of lot `lot` pruned by use
+/// `use_id`'s transaction: a use commits once, so the key is its own.
+pub(super) fn expiry_entry(use_id: &str, lot: &str) -> (String, &'static str) {
+    (format!("{EXPIRY_PREFIX}{use_id}#{lot}"), "EXPIRY")
 }
 
 /// The key of the entry a reversal of `kind` targets.

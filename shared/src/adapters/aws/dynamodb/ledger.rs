@@ -15,8 +15,8 @@ use time::OffsetDateTime;
 
 use super::errors::{backend, single_call_error};
 use super::items::{
-    history_from_item, item_bytes, ledger_entry, minus, n, reversal_entry, rfc3339, s, sheet_from_item, use_entry,
-    use_from_item, ItemExt,
+    expiry_entry, history_from_item, item_bytes, ledger_entry, minus, n, reversal_entry, rfc3339, s, sheet_from_item,
+    use_entry, use_from_item, ItemExt,
 };
 use super::keys;
 use super::schema::HISTORY_INDEX;
@@ -25,6 +25,7 @@ use super::{DynamoStore, Item};
 use crate::domain::capacity::{write_units, WriteKind};
 use crate::domain::history::{self, HistoryEntry};
 use crate::domain::lots::{BalanceSheet, LotKey, UsePlan};
+use crate::domain::reconcile::MemberLedger;
 use crate::domain::reversal::{ReversalKind, ReversalOutcome, ReversalRecord, ReversalTarget};
 use crate::domain::transaction_plan::{plan_transactions, request_token, sum_by_lot, use_expressions};
 use crate::domain::uses::{Use, UseOutcome, UseRecord};
@@ -90,14 +91,20 @@ fn ledger_transaction(
         let update = balance_update(table, member, point_type, &lots, now)?;
         items.push(TransactWriteItem::builder().update(update).build());
     }
+    items.push(cancel_check(table, by)?);
+    Ok(items)
+}
+
+/// The check that message `by`'s cancel has not begun: its cancel item is
+/// absent ([`keys::cancel_begun_key`]).
+fn cancel_check(table: &str, by: MessageRef) -> Result<TransactWriteItem, StoreError> {
     let check = ConditionCheck::builder()
         .table_name(table)
         .set_key(Some(keys::cancel_begun_key(by.job_id, by.seq)))
         .condition_expression("attribute_not_exists(pk)")
         .build()
         .map_err(|e| backend(OPERATION, e))?;
-    items.push(TransactWriteItem::builder().condition_check(check).build());
-    Ok(items)
+    Ok(TransactWriteItem::builder().condition_check(check).build())
 }
 
 /// A use's balance update when the balance has only its plain lot: no read
@@ -292,9 +299,11 @@ impl Credits for DynamoStore {
     }
 }
 
-#[async_trait]
-impl Debits for DynamoStore {
-    async fn apply_use(&self, u: &Use, now: OffsetDateTime) -> Result<UseOutcome, StoreError> {
+impl DynamoStore {
+    /// A use, on behalf of message `by` if given: the entry records it, and
+    /// the transaction checks (last action) that the message's cancel has
+    /// not begun.
+    async fn use_points(&self, by: Option<MessageRef>, u: &Use, now: OffsetDateTime) -> Result<UseOutcome, StoreError> {
         let now_text = rfc3339(now);
         let key_time = history::key_time(now);
         // The balance item as last seen (through ALL_OLD): `None` until a
@@ -302,23 +311,49 @@ impl Debits for DynamoStore {
         let mut seen: Option<Option<Item>> = None;
         let mut tx = self.transaction(Meter::Ledger);
         loop {
-            let (update, consumed) = match &seen {
-                None => use_update_plain(&self.table, u, &now_text)?,
+            let (update, consumed, prunes) = match &seen {
+                None => {
+                    let (update, consumed) = use_update_plain(&self.table, u, &now_text)?;
+                    (update, consumed, Vec::new())
+                }
                 Some(None) => return Ok(UseOutcome::Insufficient { available: 0 }),
                 Some(Some(item)) => match sheet_from_item(item)?.plan_use(u.amount, now) {
-                    Ok(plan) => use_update_lots(&self.table, u, &plan, &now_text)?,
+                    Ok(plan) => {
+                        let (update, consumed) = use_update_lots(&self.table, u, &plan, &now_text)?;
+                        (update, consumed, plan.prunes)
+                    }
                     Err(shortfall) => return Ok(shortfall.into()),
                 },
             };
-            let entry = put_new(&self.table, use_entry(u, &consumed, &now_text, &key_time))?;
-            let request = Request::new(vec![
+            let entry = put_new(&self.table, use_entry(u, by, &consumed, &now_text, &key_time))?;
+            let mut actions = vec![
                 TransactWriteItem::builder().put(entry).build(),
                 TransactWriteItem::builder().update(update).build(),
-            ]);
+            ];
+            if let Some(by) = by {
+                actions.push(cancel_check(&self.table, by)?);
+            }
+            // The expiries of the lots the update prunes, last: the actions
+            // above keep their places. Plain puts: the use's entry commits
+            // once, and so do they, under keys of that use.
+            for lot in &prunes {
+                if let Some(item) = expiry_entry(u, lot.key, lot.amount) {
+                    let put = Put::builder()
+                        .table_name(&self.table)
+                        .set_item(Some(item))
+                        .build()
+                        .map_err(|e| backend(OPERATION, e))?;
+                    actions.push(TransactWriteItem::builder().put(put).build());
+                }
+            }
+            let request = Request::new(actions);
             let cancel = match tx.send(&request).await? {
                 Sent::Committed => return Ok(UseOutcome::Applied(UseRecord::of(u, now))),
                 Sent::Cancelled(cancel) => cancel,
             };
+            if cancel.condition_failed(2) {
+                return Ok(UseOutcome::Cancelled);
+            }
             if cancel.condition_failed(0) {
                 let record = match cancel.old(0) {
                     Some(item) => use_from_item(item)?,
@@ -344,12 +379,20 @@ impl Debits for DynamoStore {
             }
         }
     }
+}
+
+#[async_trait]
+impl Debits for DynamoStore {
+    async fn apply_use(&self, u: &Use, now: OffsetDateTime) -> Result<UseOutcome, StoreError> {
+        self.use_points(None, u, now).await
+    }
+
+    async fn apply_message_use(&self, by: MessageRef, u: &Use, now: OffsetDateTime) -> Result<UseOutcome, StoreError> {
+        self.use_points(Some(by), u, now).await
+    }
 
     async fn reverse(&self, target: &ReversalTarget, now: OffsetDateTime) -> Result<ReversalOutcome, StoreError> {
-        let kind = match target {
-            ReversalTarget::Accrual(_) | ReversalTarget::CreditBy { .. } => ReversalKind::Accrual,
-            ReversalTarget::Use(_) => ReversalKind::Use,
-        };
+        let kind = target.kind();
         let id = target.id();
         let entry_key = keys::entry_key(kind, id);
         self.count();
@@ -365,7 +408,7 @@ impl Debits for DynamoStore {
         let Some(entry) = entry.item() else {
             return Ok(ReversalOutcome::NotFound);
         };
-        if let ReversalTarget::CreditBy { by, .. } = target {
+        if let Some(by) = target.by() {
             let seq = by.seq.to_string();
             let job = by.job_id.to_string();
             if entry.string("job_id") != Some(job.as_str()) || entry.number_text("seq") != Some(seq.as_str()) {
@@ -557,6 +600,10 @@ impl LedgerReads for DynamoStore {
         }
         sheets.sort_by(|a, b| a.point_type.cmp(&b.point_type));
         Ok(sheets)
+    }
+
+    async fn member_ledger(&self, member_id: &str) -> Result<MemberLedger, StoreError> {
+        self.read_member_ledger(member_id).await
     }
 }
 

@@ -37,6 +37,7 @@ mod items;
 mod jobs;
 mod keys;
 mod ledger;
+mod reconcile;
 mod schema;
 mod transaction;
 

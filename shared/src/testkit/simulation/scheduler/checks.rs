@@ -175,5 +175,23 @@ impl Run {
                 }
             }
         }
+        self.check_reconciled();
+    }
+
+    /// Every member's balances recomputed from its ledger entries, and every
+    /// job's counts recomputed from its message markers, match the stored
+    /// ones (the `reconcile` command's checks).
+    fn check_reconciled(&mut self) {
+        let members = self.scenario.members();
+        let found = super::super::reconcile_check::reconcile_violations(self.ledger.as_ref(), &members);
+        self.violations.extend(found);
+        let jobs: BTreeSet<JobId> = self
+            .scenario
+            .submissions
+            .iter()
+            .map(|submission| job_id_for_key(&submission.key))
+            .collect();
+        let found = super::super::reconcile_check::job_violations(self.jobs.as_ref(), &jobs);
+        self.violations.extend(found);
     }
 }
