@@ -74,6 +74,9 @@ struct Held {
     holds_left: usize,
     /// Held transactions another request has met.
     met: HashSet<u64>,
+    /// Single-item writes still to refuse as if a transaction held their
+    /// item: a part of the item's key, and how many more.
+    forced: Vec<(String, usize)>,
 }
 
 struct Shared {
@@ -139,6 +142,15 @@ impl StrictProxy {
     /// overlap a race test needs happens for certain.
     pub fn hold_transactions(&self, n: usize) {
         lock(&self.shared.held).holds_left = n;
+    }
+
+    /// Answers the next `n` single-item writes (`PutItem`, `UpdateItem`,
+    /// `DeleteItem`) to an item whose key contains `key_part` with
+    /// `TransactionConflictException`, as AWS answers a write to an item a
+    /// transaction holds: the conflict at a chosen write, which racing
+    /// clients would give only by chance.
+    pub fn conflict_single_writes(&self, key_part: &str, n: usize) {
+        lock(&self.shared.held).forced.push((key_part.to_owned(), n));
     }
 
     /// Transactions holding item keys now.
@@ -413,6 +425,16 @@ fn single_write(
     }
     if let Some(key) = shared.item_key(request, body) {
         let mut held = lock(&shared.held);
+        if let Some((_, left)) = held
+            .forced
+            .iter_mut()
+            .find(|(part, left)| *left > 0 && key.contains(part.as_str()))
+        {
+            *left -= 1;
+            drop(held);
+            shared.count(|s| s.conflicts += 1);
+            return Ok(error("TransactionConflictException", CONFLICT_MESSAGE, None));
+        }
         if let Some(holder) = held.keys.get(&key).copied() {
             held.met.insert(holder);
             shared.released.notify_all();

@@ -163,12 +163,12 @@ async fn a_resettle_cancelled_by_a_conflict_is_retried_not_taken_for_done() {
 
 #[tokio::test]
 async fn a_cancel_whose_completion_stamp_failed_is_stamped_when_asked_again() {
-    // Every SDK attempt of the first stamp is throttled: the cancel fails
-    // after recording its message.
+    // Every attempt of the first stamp is throttled, the SDK's 3 within
+    // each of the store's 8: the cancel fails after recording its message.
     let refusal = Refusal {
         target: UPDATE_ITEM,
         needle: "SET cancel_completed_at = :now",
-        times: 3,
+        times: 3 * 8,
         error: THROTTLED,
     };
     let Some(s) = stores(&[refusal]).await else {

@@ -8,7 +8,8 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
-use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
+use aws_sdk_dynamodb::operation::update_item::{UpdateItemError, UpdateItemOutput};
 use aws_sdk_dynamodb::types::{
     AttributeValue, Put, ReturnValue, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
 };
@@ -149,35 +150,26 @@ impl DynamoStore {
         }
     }
 
-    /// Stamps `completed_at` if every accrual of the job is settled and
-    /// it is not stamped yet. A plain update of the job item, which every
-    /// fold of the job also writes: a `TransactionConflict` or throttling
-    /// is retried with the store's backoff.
-    async fn try_complete(&self, job_id: JobId, now: &str) -> Result<(), StoreError> {
+    /// Sends a plain `UpdateItem` of an item that transactions also write
+    /// (the job item, written by every fold and cancel record; a message's
+    /// cancel item, condition-checked by every credit of the message).
+    /// While a transaction holds the item DynamoDB refuses the update with
+    /// `TransactionConflictException`, which the SDK does not retry: it is
+    /// retried here with the store's backoff, like throttling. `Ok(None)`:
+    /// the update's condition failed.
+    async fn update_retrying<F>(&self, update: F) -> Result<Option<UpdateItemOutput>, StoreError>
+    where
+        F: Fn() -> UpdateItemFluentBuilder,
+    {
         let mut attempt = 0;
         loop {
             self.count_small_write();
-            let result = self
-                .client
-                .update_item()
-                .table_name(&self.table)
-                .set_key(Some(keys::job_key(job_id)))
-                .update_expression("SET completed_at = :now")
-                .condition_expression(
-                    "attribute_exists(pk) AND remaining <= :zero AND reading = :no AND attribute_not_exists(completed_at)",
-                )
-                .expression_attribute_values(":now", s(now))
-                .expression_attribute_values(":zero", n(0))
-                .expression_attribute_values(":no", AttributeValue::Bool(false))
-                .send()
-                .await;
-            let error = match result {
-                Ok(_) => return Ok(()),
+            let error = match update().send().await {
+                Ok(output) => return Ok(Some(output)),
                 Err(e) => e,
             };
             let conflict = match error.as_service_error() {
-                // Not settled yet, or stamped already.
-                Some(UpdateItemError::ConditionalCheckFailedException(_)) => return Ok(()),
+                Some(UpdateItemError::ConditionalCheckFailedException(_)) => return Ok(None),
                 Some(UpdateItemError::TransactionConflictException(_)) => true,
                 _ if is_throttling(&error) => false,
                 _ => return Err(single_call_error("UpdateItem", error)),
@@ -193,6 +185,26 @@ impl DynamoStore {
             }
             self.backoff.sleep(attempt - 1).await;
         }
+    }
+
+    /// Stamps `completed_at` if every accrual of the job is settled and
+    /// it is not stamped yet (else its condition fails: nothing to do).
+    async fn try_complete(&self, job_id: JobId, now: &str) -> Result<(), StoreError> {
+        self.update_retrying(|| {
+            self.client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(keys::job_key(job_id)))
+                .update_expression("SET completed_at = :now")
+                .condition_expression(
+                    "attribute_exists(pk) AND remaining <= :zero AND reading = :no AND attribute_not_exists(completed_at)",
+                )
+                .expression_attribute_values(":now", s(now))
+                .expression_attribute_values(":zero", n(0))
+                .expression_attribute_values(":no", AttributeValue::Bool(false))
+        })
+        .await
+        .map(|_| ())
     }
 
     /// [`Self::try_complete`] after a fold or a chunk that committed: if
@@ -399,29 +411,23 @@ impl JobStore for DynamoStore {
     }
 
     async fn begin_cancel(&self, job_id: JobId, now: OffsetDateTime) -> Result<Option<Job>, StoreError> {
-        self.count_small_write();
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(keys::job_key(job_id)))
-            .update_expression("SET cancel_requested_at = if_not_exists(cancel_requested_at, :now)")
-            .condition_expression("attribute_exists(pk)")
-            .expression_attribute_values(":now", s(rfc3339(now)))
-            .return_values(ReturnValue::AllNew)
-            .send()
-            .await;
-        match result {
-            Ok(output) => output.attributes().map(job_from_item).transpose(),
-            Err(e)
-                if matches!(
-                    e.as_service_error(),
-                    Some(UpdateItemError::ConditionalCheckFailedException(_))
-                ) =>
-            {
-                Ok(None)
-            }
-            Err(e) => Err(single_call_error("UpdateItem", e)),
+        let now = rfc3339(now);
+        let updated = self
+            .update_retrying(|| {
+                self.client
+                    .update_item()
+                    .table_name(&self.table)
+                    .set_key(Some(keys::job_key(job_id)))
+                    .update_expression("SET cancel_requested_at = if_not_exists(cancel_requested_at, :now)")
+                    .condition_expression("attribute_exists(pk)")
+                    .expression_attribute_values(":now", s(&now))
+                    .return_values(ReturnValue::AllNew)
+            })
+            .await?;
+        // No such job: the condition failed.
+        match updated {
+            Some(output) => output.attributes().map(job_from_item).transpose(),
+            None => Ok(None),
         }
     }
 
@@ -433,22 +439,19 @@ impl JobStore for DynamoStore {
     ) -> Result<Option<FoldedItems>, StoreError> {
         // A small item of its own, not an attribute of the (large) marker:
         // every credit transaction of the message condition-checks it.
-        self.count_small_write();
-        self.client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(keys::cancel_begun_key(job_id, seq)))
-            .update_expression(
-                "SET begun_at = if_not_exists(begun_at, :now), expires_at = if_not_exists(expires_at, :ttl)",
-            )
-            .expression_attribute_values(":now", s(rfc3339(now)))
-            .expression_attribute_values(
-                ":ttl",
-                AttributeValue::N((now.unix_timestamp() + MARKER_TTL_SECONDS).to_string()),
-            )
-            .send()
-            .await
-            .map_err(|e| single_call_error("UpdateItem", e))?;
+        let (now_text, ttl) = (rfc3339(now), (now.unix_timestamp() + MARKER_TTL_SECONDS).to_string());
+        self.update_retrying(|| {
+            self.client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(keys::cancel_begun_key(job_id, seq)))
+                .update_expression(
+                    "SET begun_at = if_not_exists(begun_at, :now), expires_at = if_not_exists(expires_at, :ttl)",
+                )
+                .expression_attribute_values(":now", s(&now_text))
+                .expression_attribute_values(":ttl", AttributeValue::N(ttl.clone()))
+        })
+        .await?;
         self.count();
         let output = self
             .client
@@ -511,26 +514,19 @@ impl JobStore for DynamoStore {
         );
         // Also when recorded before: an earlier call may have died before
         // stamping the completion.
-        self.count_small_write();
-        let stamped = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(keys::job_key(job_id)))
-            .update_expression("SET cancel_completed_at = :now")
-            .condition_expression("cancel_messages >= messages AND attribute_not_exists(cancel_completed_at)")
-            .expression_attribute_values(":now", s(&now_text))
-            .send()
-            .await;
-        match stamped {
-            Ok(_) => {}
-            Err(e)
-                if matches!(
-                    e.as_service_error(),
-                    Some(UpdateItemError::ConditionalCheckFailedException(_))
-                ) => {}
-            Err(e) => return Err(single_call_error("UpdateItem", e)),
-        }
+        // Other messages' cancel records hold the job item in transactions:
+        // the stamp is retried past them. Its condition failing means other
+        // messages are still to be done, or it is stamped already.
+        self.update_retrying(|| {
+            self.client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(keys::job_key(job_id)))
+                .update_expression("SET cancel_completed_at = :now")
+                .condition_expression("cancel_messages >= messages AND attribute_not_exists(cancel_completed_at)")
+                .expression_attribute_values(":now", s(&now_text))
+        })
+        .await?;
         Ok(recorded)
     }
 
