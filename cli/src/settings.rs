@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use pointflow::domain::limits::Ceilings;
 use pointflow::domain::packing::PackingLimits;
 use pointflow::services::api::{ApiSettings, MAX_BODY_BYTES};
 use pointflow::services::import::ImportSettings;
@@ -89,6 +90,11 @@ impl StackSettings {
                 max_items: param("MaxItemsPerRequest")? as usize,
                 max_body_bytes: MAX_BODY_BYTES,
                 packing,
+                ceilings: Ceilings {
+                    max_amount_per_accrual: param("MaxAmountPerAccrual")?,
+                    max_points_per_job: param("MaxPointsPerJob")?,
+                    max_accruals_per_job: param("MaxAccrualsPerJob")?,
+                },
             },
             import: ImportSettings {
                 chunk_bytes: param("ImportChunkBytes")?,
@@ -189,6 +195,8 @@ mod tests {
         assert_eq!(s.batch_size, 10);
         assert_eq!(s.ingest.packing, PackingLimits::default());
         assert_eq!(s.ingest.max_items, pointflow::services::api::DEFAULT_MAX_ITEMS);
+        // The template's defaults are the library's, documented once.
+        assert_eq!(s.ingest.ceilings, Ceilings::default());
         assert!(s.visibility_timeout >= Duration::from_secs(60));
         assert_eq!(s.import, ImportSettings::default());
     }
