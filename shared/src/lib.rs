@@ -12,6 +12,9 @@
 //!   (AWS behind feature `aws`, SQLite behind `sqlite`, in memory behind
 //!   `testkit`), and [`backend`] wires each backend's set of ports.
 //!
+//! [`flaws`] holds the deliberate defects the simulation switches on to
+//! show its checks catch them: a constant `false` without feature `testkit`.
+//!
 //! Function crates (`functions/*`) only translate Lambda events into calls
 //! on [`services`] and back. `docs/ARCHITECTURE.md` has the whole map.
 
@@ -20,6 +23,7 @@ pub mod backend;
 #[cfg(feature = "aws")]
 pub mod config;
 pub mod domain;
+pub mod flaws;
 pub mod ports;
 pub mod services;
 pub mod telemetry;

@@ -6,8 +6,10 @@
 
 use std::collections::{BTreeMap, HashSet};
 
+use sha2::{Digest, Sha256};
+
 use crate::domain::lots::{LotKey, UsePlan};
-use crate::domain::Accrual;
+use crate::domain::{Accrual, MessageRef};
 
 /// TransactWriteItems takes at most 100 actions (DynamoDB service quotas).
 pub const MAX_TRANSACTION_ACTIONS: usize = 100;
@@ -123,13 +125,21 @@ pub const CREDIT_CHECK_ACTIONS: usize = 1;
 /// actions: one put per accrual plus one update per distinct balance, plus
 /// [`CREDIT_CHECK_ACTIONS`].
 pub fn plan_transactions(accruals: &[Accrual]) -> Vec<Vec<&Accrual>> {
+    plan_transactions_within(accruals, MAX_TRANSACTION_ACTIONS)
+}
+
+/// [`plan_transactions`] with at most `max_actions` actions a transaction
+/// (at least 3: one put, one update and the check), so that the simulation
+/// splits its few-accrual messages the way DynamoDB splits 500.
+pub fn plan_transactions_within(accruals: &[Accrual], max_actions: usize) -> Vec<Vec<&Accrual>> {
+    let max_actions = max_actions.max(2 + CREDIT_CHECK_ACTIONS);
     let mut chunks: Vec<Vec<&Accrual>> = Vec::new();
     let mut current: Vec<&Accrual> = Vec::new();
     let mut keys = HashSet::new();
     for accrual in accruals {
         let new_key = !keys.contains(&accrual.balance_key());
         let actions = current.len() + keys.len() + 1 + usize::from(new_key);
-        if actions + CREDIT_CHECK_ACTIONS > MAX_TRANSACTION_ACTIONS {
+        if actions + CREDIT_CHECK_ACTIONS > max_actions && !current.is_empty() {
             chunks.push(std::mem::take(&mut current));
             keys.clear();
         }
@@ -140,6 +150,31 @@ pub fn plan_transactions(accruals: &[Accrual]) -> Vec<Vec<&Accrual>> {
         chunks.push(current);
     }
     chunks
+}
+
+/// The `ClientRequestToken` of the transaction crediting `accruals` for
+/// message `by`, written at `now` (RFC 3339): the same content gives the
+/// same token, so DynamoDB answers a resend within 10 minutes as the first
+/// send without applying it again. The token binds everything the items are
+/// built from (the message, its accruals, the time written), so that it
+/// never names two different contents: DynamoDB would refuse the second with
+/// `IdempotentParameterMismatch`, which no retry mends. The worker writes a
+/// message's own `queued_at`, so a redelivery resends the same token and
+/// content; a message without one (an earlier release's) is written at the
+/// worker's clock, so each delivery is a transaction of its own. Pure, so
+/// the DynamoDB adapter sends it and the simulation's token model
+/// (`testkit::simulation`) computes the very same.
+pub fn request_token(by: MessageRef, accruals: &[&Accrual], now: &str) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(format!("{}#{}#{now}", by.job_id, by.seq).as_bytes());
+    // The simulation's deliberate defect: a token naming the message only.
+    let per_message = crate::flaws::active(crate::flaws::Flaw::TokenPerMessage);
+    for a in accruals.iter().filter(|_| !per_message) {
+        hasher.update(b"\n");
+        hasher.update(a.accrual_id.as_bytes());
+    }
+    // Tokens are at most 36 characters (TransactWriteItems API Reference).
+    hex::encode(hasher.finalize())[..36].to_owned()
 }
 
 /// Sums accruals per balance item: DynamoDB refuses two actions on one item
@@ -169,6 +204,39 @@ pub fn sum_by_lot<'a>(accruals: &[&'a Accrual]) -> BTreeMap<(&'a str, &'a str), 
 mod tests {
     use super::*;
     use crate::domain::accrual::sample as accrual;
+
+    #[test]
+    fn request_token_is_short_and_content_bound() {
+        let a = accrual(1, 1, "P");
+        let b = accrual(2, 1, "P");
+        let by = MessageRef {
+            job_id: crate::domain::JobId::random(),
+            seq: 3,
+        };
+        let now = "2026-11-29T17:00:00Z";
+        let t1 = request_token(by, &[&a, &b], now);
+        assert_eq!(t1.len(), 36);
+        assert_eq!(t1, request_token(by, &[&a, &b], now));
+        assert_ne!(t1, request_token(by, &[&a], now));
+        assert_ne!(t1, request_token(MessageRef { seq: 4, ..by }, &[&a, &b], now));
+        assert_ne!(t1, request_token(by, &[&a, &b], "2026-11-29T17:06:00Z"));
+    }
+
+    /// The simulation's scaled-down split: a few accruals already span
+    /// several transactions, each within its actions.
+    #[test]
+    fn a_smaller_limit_splits_alike() {
+        let accruals: Vec<Accrual> = (0..6).map(|i| accrual(i, i % 2, "P")).collect();
+        for max_actions in 3..=8 {
+            let chunks = plan_transactions_within(&accruals, max_actions);
+            assert_eq!(chunks.iter().map(Vec::len).sum::<usize>(), 6);
+            for chunk in &chunks {
+                let actions = chunk.len() + sum_by_balance(chunk).len() + CREDIT_CHECK_ACTIONS;
+                assert!(actions <= max_actions, "{actions} > {max_actions}");
+            }
+        }
+        assert_eq!(plan_transactions_within(&accruals, 3).len(), 6);
+    }
 
     #[test]
     fn distinct_members_take_two_actions_each() {

@@ -385,6 +385,22 @@ impl Worker {
             seq: decoded.seq,
         };
         match self.credits.apply_accruals(by, accruals, now).await {
+            // The simulation's deliberate defect: this message's own earlier
+            // credit taken for another job's.
+            Ok(mut outcome) if crate::flaws::active(crate::flaws::Flaw::ReplayCountedDuplicate) => {
+                outcome.applied -= outcome.replayed;
+                outcome.duplicate += outcome.replayed;
+                Ok(Applied {
+                    counts: MessageCounts {
+                        applied: outcome.applied,
+                        duplicate: outcome.duplicate,
+                        ..MessageCounts::default()
+                    },
+                    replayed: 0,
+                    cancelled: outcome.cancelled,
+                    requests: outcome.requests,
+                })
+            }
             Ok(outcome) => Ok(Applied {
                 counts: MessageCounts {
                     applied: outcome.applied,

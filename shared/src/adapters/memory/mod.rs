@@ -18,6 +18,7 @@ use crate::domain::uses::{Use, UseOutcome, UseRecord};
 use crate::domain::{
     Accrual, CancelCounts, CancelProgress, ChunkReport, FoldedItems, Job, JobId, MessageCounts, MessageRef, NewJob,
 };
+use crate::flaws::{self, Flaw};
 use crate::ports::{
     ApplyOutcome, CreateJob, CreditTally, JobStore, QueueError, ReceivedMessage, StoreError, WorkQueue,
 };
@@ -137,8 +138,10 @@ impl Credits for MemoryStore {
             outcome.cancelled = accruals.len() as u64;
             return Ok(outcome);
         }
+        // The simulation's deliberate defect: the credit's condition lost.
+        let unconditional = flaws::active(Flaw::DoubleCredit);
         for accrual in accruals {
-            match state.ledger.get(&accrual.accrual_id) {
+            match state.ledger.get(&accrual.accrual_id).filter(|_| !unconditional) {
                 Some(credited) if credited.by == by => {
                     outcome.applied += 1;
                     outcome.replayed += 1;
@@ -516,7 +519,13 @@ impl JobStore for MemoryStore {
         if !state.jobs.contains_key(&job_id) {
             return Ok(false);
         }
-        if let Some(before) = state.folded.get(&(job_id, seq)).map(|(counts, _)| *counts) {
+        // The simulation's deliberate defect: a replay folded as new.
+        let marker = if flaws::active(Flaw::FoldWithoutMarker) {
+            None
+        } else {
+            state.folded.get(&(job_id, seq)).map(|(counts, _)| *counts)
+        };
+        if let Some(before) = marker {
             if !is_resettled(before, counts) {
                 return Ok(false);
             }

@@ -127,7 +127,13 @@ impl ApiService {
             created_at: OffsetDateTime::now_utc(),
         };
         let job = match self.jobs.create_job(&new_job).await? {
-            CreateJob::Created(job) => job,
+            CreateJob::Created(job) => {
+                // The simulation's deliberate defect: enqueued before sending.
+                if crate::flaws::active(crate::flaws::Flaw::EnqueuedBeforeSending) {
+                    self.jobs.mark_enqueued(job_id).await?;
+                }
+                job
+            }
             CreateJob::Existing(job) if job.request_hash != new_job.request_hash => {
                 return Err(ApiError::KeyReused { job_id });
             }

@@ -12,7 +12,9 @@
 //!
 //! - retryable store errors (`ThrottlingException`,
 //!   `ProvisionedThroughputExceeded`, `TransactionConflict`), some after part
-//!   of a message's transactions committed;
+//!   of a message's transactions committed (a message is credited in
+//!   several transactions, each with its `ClientRequestToken`, whose
+//!   10-minute window the simulation keeps on its clock: `tokens.rs`);
 //! - a crash of a worker or of the ingest function after any store or queue
 //!   call took effect (the effect stays, the answer is lost);
 //! - a visibility timeout expiring while a worker still runs, so another
@@ -27,10 +29,12 @@
 
 mod exec;
 mod faults;
+mod model;
 mod queue;
 mod reconcile_check;
 mod scenario;
 mod scheduler;
+mod tokens;
 
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -69,11 +73,20 @@ pub enum FaultKind {
     RedriveMidRun,
     /// The redrive command died between its calls.
     RedriveCrash,
+    /// A worker died while crediting a message in several transactions,
+    /// after at least one of them committed.
+    CrashBetweenTransactions,
+    /// A transaction was resent with its `ClientRequestToken` within 10
+    /// minutes of committing: answered as the first time, without effect.
+    TokenReplay,
+    /// A transaction was resent more than 10 minutes after it committed:
+    /// its token was new again, and the store's conditions decided.
+    TokenExpired,
 }
 
 impl FaultKind {
     /// Every kind, in report order.
-    pub const ALL: [FaultKind; 15] = [
+    pub const ALL: [FaultKind; 18] = [
         FaultKind::Throttling,
         FaultKind::ProvisionedThroughputExceeded,
         FaultKind::TransactionConflict,
@@ -89,6 +102,9 @@ impl FaultKind {
         FaultKind::ClientTimeout,
         FaultKind::RedriveMidRun,
         FaultKind::RedriveCrash,
+        FaultKind::CrashBetweenTransactions,
+        FaultKind::TokenReplay,
+        FaultKind::TokenExpired,
     ];
 
     /// A short name for reports.
@@ -109,6 +125,9 @@ impl FaultKind {
             FaultKind::ClientTimeout => "client-timeout",
             FaultKind::RedriveMidRun => "redrive-mid-run",
             FaultKind::RedriveCrash => "redrive-crash",
+            FaultKind::CrashBetweenTransactions => "crash-between-transactions",
+            FaultKind::TokenReplay => "token-replay",
+            FaultKind::TokenExpired => "token-expired",
         }
     }
 }
@@ -165,20 +184,11 @@ pub struct FaultRates {
     pub lost_delete: f64,
 }
 
-/// A deliberate defect, to show that the checks catch it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Flaw {
-    /// The ledger credits again whatever was credited before (a conditional
-    /// put without its condition): a redelivery double-credits.
-    DoubleCredit,
-    /// The event source deletes a batch as soon as it is received, before
-    /// the worker applied it: a crash or a failure loses messages.
-    AckBeforeApply,
-    /// The job is recorded as enqueued when it is created, before its
-    /// messages are sent: a retry after a crash or a partial send answers
-    /// 202 as a replay and never queues what is missing.
-    EnqueuedBeforeSending,
-}
+/// The deliberate defects the simulation can switch on in the production
+/// code, to show that its checks catch them (see [`crate::flaws`]). They are
+/// branches of the in-memory store, the worker, the ingest and the token:
+/// run them on [`SimBackend::Memory`].
+pub use crate::flaws::Flaw;
 
 /// The store under the fault-injecting wrappers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

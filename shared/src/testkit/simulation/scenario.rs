@@ -7,6 +7,7 @@ use time::OffsetDateTime;
 
 use crate::domain::lots::{lot_times, LotKey};
 use crate::domain::packing::PackingLimits;
+use crate::domain::submission::job_id_for_key;
 use crate::services::api::ApiRequest;
 
 use super::FaultRates;
@@ -71,6 +72,21 @@ pub(crate) struct Submission {
     pub items: Vec<Item>,
 }
 
+/// A JSON `POST` to `path`, with an `Idempotency-Key` if given.
+fn post(path: &str, key: Option<&str>, body: Value) -> ApiRequest {
+    let mut headers = vec![("Content-Type".to_owned(), "application/json".to_owned())];
+    if let Some(key) = key {
+        headers.push(("Idempotency-Key".into(), key.to_owned()));
+    }
+    ApiRequest {
+        method: "POST".into(),
+        path: path.into(),
+        query: Vec::new(),
+        headers,
+        body: body.to_string().into_bytes(),
+    }
+}
+
 /// One seed's campaign and settings.
 #[derive(Debug, Clone)]
 pub(crate) struct Scenario {
@@ -87,6 +103,70 @@ pub(crate) struct Scenario {
     pub maximum_concurrency: usize,
     pub visibility_ms: u64,
     pub rates: FaultRates,
+    /// Uses, reversals, a cancel: the ledger's other writes, racing the credits.
+    pub extras: Extras,
+}
+
+/// One deduction a client asks for (`POST /v1/members/{id}/uses`, or an
+/// item of a bulk-use job).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct UseSpec {
+    pub use_id: String,
+    pub member_id: String,
+    pub point_type: String,
+    pub amount: u64,
+}
+
+impl UseSpec {
+    fn to_json(&self, with_member: bool) -> Value {
+        let mut item = Map::new();
+        item.insert("use_id".into(), json!(self.use_id));
+        if with_member {
+            item.insert("member_id".into(), json!(self.member_id));
+        }
+        item.insert("point_type".into(), json!(self.point_type));
+        item.insert("amount".into(), json!(self.amount));
+        Value::Object(item)
+    }
+}
+
+/// A bulk-use job (`POST /v1/jobs` with `{"uses": [...]}`).
+#[derive(Debug, Clone)]
+pub(crate) struct UseJob {
+    pub key: String,
+    pub uses: Vec<UseSpec>,
+}
+
+/// What a `POST /v1/reversals` names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ReversalSpec {
+    /// Accrual `a<i>` of the pool.
+    Accrual(usize),
+    /// A use, single or bulk, by its id.
+    Use(String),
+}
+
+/// The campaign's writes other than credits, and its hot spots.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Extras {
+    /// Single uses, each sent at its virtual time (ms).
+    pub uses: Vec<(UseSpec, u64)>,
+    pub use_jobs: Vec<(UseJob, u64)>,
+    /// Reversals, each sent at its virtual time (ms).
+    pub reversals: Vec<(ReversalSpec, u64)>,
+    /// The submission whose job a client cancels once it is accepted (and
+    /// again until the API takes the cancel: it refuses a running job).
+    pub cancel: Option<usize>,
+    /// Submissions crediting one member many times over (a whale), each
+    /// many messages (a hot job).
+    pub hot: bool,
+}
+
+impl Extras {
+    /// Whether the seed writes nothing but credits.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.uses.is_empty() && self.use_jobs.is_empty() && self.reversals.is_empty() && self.cancel.is_none()
+    }
 }
 
 const POINT_TYPES: [&str; 3] = ["WELCOME", "BONUS", "PROMO"];
@@ -136,7 +216,7 @@ impl Scenario {
             items
         });
         let intensity = [0.02, 0.08, 0.15, 0.3][rng.usize(..4)];
-        Scenario {
+        let mut scenario = Scenario {
             pool,
             submissions,
             conflicting,
@@ -156,6 +236,124 @@ impl Scenario {
                 duplicate_delivery: intensity / 2.0,
                 lost_delete: intensity / 3.0,
             },
+            extras: Extras::default(),
+        };
+        scenario.draw_extras(seed, members, point_types);
+        scenario
+    }
+
+    /// Draws the uses, reversals, cancel and hot spots from a generator of
+    /// their own, so the rest of the campaign stays what it was.
+    fn draw_extras(&mut self, seed: u64, members: usize, point_types: usize) {
+        let mut rng = fastrand::Rng::with_seed(seed ^ 0x5eed_5ce4_a710_0002);
+        if rng.u8(..8) == 0 {
+            // A whale: one member credited by two jobs of many small
+            // messages each, all folding into their job at once.
+            self.extras.hot = true;
+            self.packing.max_accruals = rng.usize(1..=3);
+            for h in 0..2 {
+                let items = (0..rng.usize(8..=16))
+                    .map(|_| {
+                        let mut c = credit(&mut rng, members, point_types);
+                        c.member_id = "m0".into();
+                        Item::Derived(c)
+                    })
+                    .collect();
+                self.submissions.push(Submission {
+                    key: format!("sim-{seed}-hot{h}"),
+                    items,
+                });
+            }
+        }
+        let some_member = |rng: &mut fastrand::Rng| {
+            if rng.bool() {
+                "m0".to_owned()
+            } else {
+                format!("m{}", rng.usize(..members))
+            }
+        };
+        let mut use_ids = Vec::new();
+        if rng.u8(..3) == 0 {
+            for u in 0..rng.usize(1..=4) {
+                let spec = UseSpec {
+                    use_id: format!("u{u}"),
+                    member_id: some_member(&mut rng),
+                    point_type: POINT_TYPES[rng.usize(..point_types)].into(),
+                    amount: rng.u64(1..=800),
+                };
+                use_ids.push(spec.use_id.clone());
+                self.extras.uses.push((spec, rng.u64(0..=20_000)));
+            }
+        }
+        if rng.u8(..4) == 0 {
+            let uses = (0..rng.usize(1..=8))
+                .map(|u| {
+                    let spec = UseSpec {
+                        use_id: format!("bu{u}"),
+                        member_id: some_member(&mut rng),
+                        point_type: POINT_TYPES[rng.usize(..point_types)].into(),
+                        amount: rng.u64(1..=600),
+                    };
+                    use_ids.push(spec.use_id.clone());
+                    spec
+                })
+                .collect();
+            let job = UseJob {
+                key: format!("sim-{seed}-uses"),
+                uses,
+            };
+            self.extras.use_jobs.push((job, rng.u64(0..=20_000)));
+        }
+        if rng.u8(..4) == 0 {
+            for _ in 0..rng.usize(1..=4) {
+                let target = if !use_ids.is_empty() && rng.bool() {
+                    ReversalSpec::Use(use_ids[rng.usize(..use_ids.len())].clone())
+                } else {
+                    ReversalSpec::Accrual(rng.usize(..self.pool.len()))
+                };
+                self.extras.reversals.push((target, rng.u64(0..=30_000)));
+            }
+        }
+        if rng.u8(..4) == 0 {
+            self.extras.cancel = Some(rng.usize(..self.submissions.len()));
+        }
+    }
+
+    /// The request of single use `i`.
+    pub(crate) fn use_request(&self, i: usize) -> ApiRequest {
+        let (spec, _) = &self.extras.uses[i];
+        post(
+            &format!("/v1/members/{}/uses", spec.member_id),
+            None,
+            spec.to_json(false),
+        )
+    }
+
+    /// The request of bulk-use job `i`.
+    pub(crate) fn use_job_request(&self, i: usize) -> ApiRequest {
+        let (job, _) = &self.extras.use_jobs[i];
+        let uses: Vec<Value> = job.uses.iter().map(|u| u.to_json(true)).collect();
+        post("/v1/jobs", Some(&job.key), json!({ "uses": uses }))
+    }
+
+    /// The request of reversal `i`.
+    pub(crate) fn reversal_request(&self, i: usize) -> ApiRequest {
+        let body = match &self.extras.reversals[i].0 {
+            ReversalSpec::Accrual(p) => json!({ "accrual_id": format!("a{p}") }),
+            ReversalSpec::Use(id) => json!({ "use_id": id }),
+        };
+        post("/v1/reversals", None, body)
+    }
+
+    /// The cancel of submission `s`'s job.
+    pub(crate) fn cancel_request(&self, s: usize) -> ApiRequest {
+        let job = job_id_for_key(&self.submissions[s].key);
+        ApiRequest {
+            method: "POST".into(),
+            path: format!("/v1/jobs/{job}/cancel"),
+            query: Vec::new(),
+            headers: Vec::new(),
+            body: Vec::new(),
         }
     }
 
@@ -267,7 +465,7 @@ impl Scenario {
         expected
     }
 
-    /// Members to look at: every member a credit could go to.
+    /// Members to look at: every member a credit or a use could go to.
     pub(crate) fn members(&self) -> BTreeSet<String> {
         self.pool
             .iter()
@@ -278,6 +476,13 @@ impl Scenario {
                     Item::Pooled(_) => None,
                 })
             }))
+            .chain(self.extras.uses.iter().map(|(u, _)| u.member_id.clone()))
+            .chain(
+                self.extras
+                    .use_jobs
+                    .iter()
+                    .flat_map(|(j, _)| j.uses.iter().map(|u| u.member_id.clone())),
+            )
             .collect()
     }
 }

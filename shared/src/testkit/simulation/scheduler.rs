@@ -23,15 +23,23 @@ use crate::services::dlq::Redriven;
 use crate::services::worker::{BatchReport, IncomingMessage, MessageRetry, Worker, WorkerSettings};
 
 use super::exec::{Core, GatePoint, Sim, StoreFault, TaskId, Verdict};
-use super::faults::{DoubleCreditLedger, EarlyEnqueuedJobs, FaultyJobStore, FaultyLedger, FaultyQueue};
+use super::faults::{FaultyJobStore, FaultyLedger, FaultyQueue};
+use super::model::{ModelJobs, ModelLedger, SharedModel};
 use super::queue::{short, QueueId, SimQueue};
 use super::scenario::Scenario;
-use super::{FaultKind, Flaw, SeedOutcome, SimBackend, SimOptions};
+use super::tokens::{TokenLedger, TokenSettings};
+use super::{FaultKind, SeedOutcome, SimBackend, SimOptions};
 
 // The checks a run makes of the stores once it has drained.
 mod checks;
 // Polling the run's tasks and taking in what each one returned.
 mod tasks;
+// The clients that use, reverse and cancel, and what they are answered.
+mod ledger_clients;
+// The checks of the ledger against the reference model once the run drained.
+mod ledger_checks;
+
+use ledger_clients::Role;
 
 /// Scheduler steps with faults before they stop, whatever state the run is in.
 const CHAOS_STEPS: u64 = 2_000;
@@ -84,13 +92,15 @@ enum Client {
         at: u64,
     },
     InFlight,
+    /// Refused for now (a cancel of a job still running) while no faults
+    /// happen: asks again once the pipeline has nothing else to do.
+    Parked,
     Done,
 }
 
 struct Run {
     sim: Sim,
     scenario: Scenario,
-    flaw: Option<Flaw>,
     ingest: ApiService,
     worker: Worker,
     /// The store underneath, without faults, for the checks.
@@ -105,6 +115,10 @@ struct Run {
     next_task: TaskId,
     clients: Vec<Client>,
     requests: Vec<ApiRequest>,
+    /// What each client asks for (same indices as `clients`).
+    roles: Vec<Role>,
+    /// The reference ledger every store call is checked against.
+    model: SharedModel,
     violations: Vec<String>,
     steps: u64,
     invocations: u64,
@@ -115,6 +129,8 @@ struct Run {
 
 /// Runs one seed (see [`super::run_seed`]).
 pub(crate) fn run(seed: u64, options: &SimOptions) -> SeedOutcome {
+    // On this thread only, for this seed only: the seed runs on it.
+    let _flaw = crate::flaws::switch_on(options.flaw);
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_unguarded(seed, options)));
     result.unwrap_or_else(|panic| {
         let message = panic
@@ -162,10 +178,18 @@ fn run_unguarded(seed: u64, options: &SimOptions) -> SeedOutcome {
         },
     };
     let scenario = Scenario::generate(seed);
+    let transactions = TokenSettings::generate(seed);
+    let visibility_ms = transactions.visibility_ms.unwrap_or(scenario.visibility_ms);
     let mut core = Core::new(seed, scenario.rates, options.trace);
-    core.queues[QueueId::Main as usize].visibility_ms = scenario.visibility_ms;
+    core.queues[QueueId::Main as usize].visibility_ms = visibility_ms;
     core.queues[QueueId::Main as usize].max_receive_count = Some(scenario.max_receive_count);
-    core.queues[QueueId::Dead as usize].visibility_ms = scenario.visibility_ms;
+    core.queues[QueueId::Dead as usize].visibility_ms = visibility_ms;
+    core.note(|| {
+        format!(
+            "transactions of at most {} actions; {transactions:?}",
+            transactions.max_actions
+        )
+    });
     let sim = Sim::new(core);
     let main = Arc::new(SimQueue {
         sim: sim.clone(),
@@ -175,21 +199,26 @@ fn run_unguarded(seed: u64, options: &SimOptions) -> SeedOutcome {
         sim: sim.clone(),
         id: QueueId::Dead,
     });
-    let production_ledger: Arc<dyn Ledger> = match options.flaw {
-        Some(Flaw::DoubleCredit) => Arc::new(DoubleCreditLedger {
-            inner: ledger.clone(),
-            again: Default::default(),
-        }),
-        _ => ledger.clone(),
-    };
-    let faulty_ledger: Arc<dyn Ledger> = Arc::new(FaultyLedger {
+    let production_ledger: Arc<dyn Ledger> = ledger.clone();
+    let model = SharedModel::default();
+    let production_ledger: Arc<dyn Ledger> = Arc::new(ModelLedger {
         inner: production_ledger,
-        sim: sim.clone(),
+        model: model.clone(),
     });
-    let production_jobs: Arc<dyn JobStore> = match options.flaw {
-        Some(Flaw::EnqueuedBeforeSending) => Arc::new(EarlyEnqueuedJobs { inner: jobs.clone() }),
-        _ => jobs.clone(),
-    };
+    // The model sees each transaction that took effect; the token ledger
+    // above the fault gates splits a message's credit into them.
+    let faulty_ledger: Arc<dyn Ledger> = Arc::new(TokenLedger::new(
+        Arc::new(FaultyLedger {
+            inner: production_ledger,
+            sim: sim.clone(),
+        }),
+        sim.clone(),
+        transactions.max_actions,
+    ));
+    let production_jobs: Arc<dyn JobStore> = Arc::new(ModelJobs {
+        inner: jobs.clone(),
+        model: model.clone(),
+    });
     let faulty_jobs: Arc<dyn JobStore> = Arc::new(FaultyJobStore {
         inner: production_jobs,
         sim: sim.clone(),
@@ -227,21 +256,25 @@ fn run_unguarded(seed: u64, options: &SimOptions) -> SeedOutcome {
         ..MessageRetry::default()
     });
     // Clients: one per submission, then the one reusing a key, if any.
-    let requests: Vec<ApiRequest> = (0..scenario.submissions.len())
+    let mut requests: Vec<ApiRequest> = (0..scenario.submissions.len())
         .map(|s| scenario.request(s))
         .chain(scenario.conflicting_request())
         .collect();
     let mut clients = vec![Client::Waiting { at: 0 }; scenario.submissions.len()];
+    let mut roles: Vec<Role> = (0..scenario.submissions.len()).map(Role::Submission).collect();
     if scenario.conflicting.is_some() {
         clients.push(Client::Blocked);
+        roles.push(Role::KeyReuse);
     }
+    ledger_clients::add_clients(&scenario, &mut clients, &mut roles, &mut requests);
     let items = scenario.submissions.iter().map(|s| s.items.len() as u64).sum();
     let mut run = Run {
         sim,
         clients,
         requests,
+        roles,
+        model,
         scenario,
-        flaw: options.flaw,
         ingest,
         worker,
         ledger,
@@ -266,6 +299,7 @@ fn run_unguarded(seed: u64, options: &SimOptions) -> SeedOutcome {
     run.redrive();
     run.calm("drain the redriven messages");
     run.check_final();
+    run.check_ledger();
     let mut core = run.sim.lock();
     SeedOutcome {
         seed,
@@ -335,7 +369,7 @@ impl Run {
     }
 
     fn all_done(&self) -> bool {
-        self.clients.iter().all(|c| *c == Client::Done)
+        self.clients.iter().all(|c| matches!(c, Client::Done | Client::Parked))
     }
 
     fn worker_tasks(&self) -> usize {
@@ -602,19 +636,15 @@ impl Run {
             },
             Box::pin(async move { TaskOutput::Answer(ingest.handle(&request).await) }),
         );
-        self.note(|| format!("task {id}: client {client} sends POST /v1/jobs"));
+        let (method, path) = (&self.requests[client].method, &self.requests[client].path);
+        self.note(|| format!("task {id}: client {client} sends {method} {path}"));
     }
 
     /// Lambda's event source receives a batch and invokes the worker.
     fn invoke_worker(&mut self) {
         let batch = {
             let mut core = self.sim.lock();
-            let batch = core.receive(QueueId::Main, self.scenario.batch_size);
-            if self.flaw == Some(Flaw::AckBeforeApply) {
-                let handles: Vec<String> = batch.iter().map(|m| m.receipt_handle.clone()).collect();
-                core.delete(QueueId::Main, &handles, false);
-            }
-            batch
+            core.receive(QueueId::Main, self.scenario.batch_size)
         };
         if batch.is_empty() {
             return;
@@ -646,6 +676,9 @@ impl Run {
             core.calm = true;
             core.note(|| format!("calm ({phase}): faults stop"));
         }
+        // A parked client (a cancel refused while its job still ran) asks
+        // again whenever the pipeline has gone quiet, a few times a phase.
+        let mut unparks = 3;
         for _ in 0..CALM_STEPS {
             self.steps += 1;
             let gates = self.sim.lock().pending_gates();
@@ -671,7 +704,14 @@ impl Run {
                 let mut core = self.sim.lock();
                 match core.next_visible(QueueId::Main) {
                     Some(t) => core.now_ms = t,
-                    None if !core.has_visible(QueueId::Main) => return,
+                    None if !core.has_visible(QueueId::Main) => {
+                        drop(core);
+                        if unparks > 0 && self.unpark() {
+                            unparks -= 1;
+                            continue;
+                        }
+                        return;
+                    }
                     None => {}
                 }
             }

@@ -11,7 +11,6 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{
     AttributeValue, ConditionCheck, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
 };
-use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
 use super::errors::{backend, single_call_error};
@@ -28,7 +27,7 @@ use crate::domain::history::{self, HistoryEntry};
 use crate::domain::lots::{BalanceSheet, LotKey, UsePlan};
 use crate::domain::reconcile::MemberLedger;
 use crate::domain::reversal::{ReversalKind, ReversalOutcome, ReversalRecord, ReversalTarget};
-use crate::domain::transaction_plan::{plan_transactions, sum_by_lot, use_expressions};
+use crate::domain::transaction_plan::{plan_transactions, request_token, sum_by_lot, use_expressions};
 use crate::domain::uses::{Use, UseOutcome, UseRecord};
 use crate::domain::{Accrual, MessageRef};
 use crate::ports::{ApplyOutcome, CreditTally, Credits, Debits, LedgerReads, StoreError};
@@ -106,27 +105,6 @@ fn cancel_check(table: &str, by: MessageRef) -> Result<TransactWriteItem, StoreE
         .build()
         .map_err(|e| backend(OPERATION, e))?;
     Ok(TransactWriteItem::builder().condition_check(check).build())
-}
-
-/// ClientRequestToken: the same transaction content gives the same token, so
-/// AWS treats a resend within 10 minutes as the same transaction (moto does
-/// not; the `job_id` read back through `ALL_OLD` covers that case). The
-/// token binds everything the items are built from: the message, its
-/// accruals and the time written (`now`), so that it never names two
-/// different contents (AWS would refuse the second with
-/// `IdempotentParameterMismatch`, which no retry mends). The worker writes
-/// a message's own `queued_at`, so a redelivery resends the same token and
-/// content; a message without one (an earlier release's) is written at the
-/// worker's clock, so each delivery is a transaction of its own.
-fn request_token(by: MessageRef, accruals: &[&Accrual], now: &str) -> String {
-    let mut hasher = Sha256::new();
-    hasher.update(format!("{}#{}#{now}", by.job_id, by.seq).as_bytes());
-    for a in accruals {
-        hasher.update(b"\n");
-        hasher.update(a.accrual_id.as_bytes());
-    }
-    // Tokens are at most 36 characters (TransactWriteItems API Reference).
-    hex::encode(hasher.finalize())[..36].to_owned()
 }
 
 /// A use's balance update when the balance has only its plain lot: no read
@@ -634,23 +612,6 @@ mod tests {
     use super::*;
     use crate::domain::accrual::sample as accrual;
     use crate::domain::JobId;
-
-    #[test]
-    fn request_token_is_short_and_content_bound() {
-        let a = accrual(1, 1, "P");
-        let b = accrual(2, 1, "P");
-        let by = MessageRef {
-            job_id: JobId::random(),
-            seq: 3,
-        };
-        let now = "2026-11-29T17:00:00Z";
-        let t1 = request_token(by, &[&a, &b], now);
-        assert_eq!(t1.len(), 36);
-        assert_eq!(t1, request_token(by, &[&a, &b], now));
-        assert_ne!(t1, request_token(by, &[&a], now));
-        assert_ne!(t1, request_token(MessageRef { seq: 4, ..by }, &[&a, &b], now));
-        assert_ne!(t1, request_token(by, &[&a, &b], "2026-11-29T17:06:00Z"));
-    }
 
     /// AWS answers a resend of a token with different content with
     /// `IdempotentParameterMismatch`, which no retry mends: a token must

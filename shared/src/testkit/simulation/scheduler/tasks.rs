@@ -58,6 +58,9 @@ impl Run {
                         response.body
                     )
                 });
+                if self.answer_ledger_client(client, abandoned, &response) {
+                    return;
+                }
                 let reuses_key = client >= self.scenario.submissions.len();
                 let acceptable = match status {
                     503 => true,
@@ -96,8 +99,13 @@ impl Run {
                     return;
                 }
                 self.clients[client] = Client::Done;
+                self.unblock_cancel(client);
                 if client == 0 && status == 202 {
-                    if let Some(other) = self.clients.get_mut(self.scenario.submissions.len()) {
+                    // The client reusing the key, if the seed has one (the
+                    // index after the submissions may be a ledger client).
+                    let reuser = self.scenario.submissions.len();
+                    if self.roles.get(reuser) == Some(&Role::KeyReuse) {
+                        let other = &mut self.clients[reuser];
                         if *other == Client::Blocked {
                             let now = self.sim.lock().now_ms;
                             *other = Client::Waiting { at: now };
@@ -117,9 +125,6 @@ impl Run {
                         report.failed_message_ids, report.counts.applied, report.counts.duplicate
                     )
                 });
-                if self.flaw == Some(Flaw::AckBeforeApply) {
-                    return;
-                }
                 // The event source deletes what the worker did not report failed.
                 let done: Vec<String> = batch
                     .iter()
