@@ -179,3 +179,144 @@ fn the_dashboard_shows_only_existing_resources_and_emitted_metrics() {
         assert!(shown.contains(wanted), "the dashboard lacks {wanted}");
     }
 }
+
+/// A `!Sub` as its string and its variables (empty for the one-string form).
+fn sub(v: &Value) -> (&str, Option<&Value>) {
+    match v {
+        Value::Tagged(tagged) if tagged.tag == "Sub" => match &tagged.value {
+            Value::String(text) => (text, None),
+            Value::Sequence(parts) if parts.len() == 2 => (parts[0].as_str().expect("a !Sub string"), Some(&parts[1])),
+            other => panic!("not a !Sub: {other:?}"),
+        },
+        other => panic!("not a !Sub: {other:?}"),
+    }
+}
+
+/// Every resource of `kind`, by logical id.
+fn resources_of<'a>(doc: &'a Value, kind: &str) -> Vec<(&'a str, &'a Value)> {
+    doc["Resources"]
+        .as_mapping()
+        .unwrap()
+        .iter()
+        .filter(|(_, r)| r["Type"].as_str() == Some(kind))
+        .map(|(name, r)| (name.as_str().unwrap(), r))
+        .collect()
+}
+
+/// The import queue takes `SendMessage` only from S3 on behalf of the
+/// stack's own bucket in the stack's account: `aws:SourceArn` is exactly the
+/// bucket's ARN (built from its name, no wildcard) and `aws:SourceAccount` is
+/// the account, as
+/// <https://docs.aws.amazon.com/AmazonS3/latest/userguide/grant-destinations-permissions-to-s3.html>
+/// recommends. Any bucket of the account could otherwise mint points.
+#[test]
+fn the_import_queue_takes_notifications_only_from_the_stacks_bucket() {
+    let doc = template();
+    let resources = &doc["Resources"];
+    let (bucket_name, bucket_vars) = sub(&resources["ImportBucket"]["Properties"]["BucketName"]);
+    let policies: Vec<_> = resources_of(&doc, "AWS::SQS::QueuePolicy")
+        .into_iter()
+        .filter(|(_, p)| {
+            as_list(&p["Properties"]["Queues"])
+                .into_iter()
+                .any(|q| referenced(q) == Some("ImportQueue"))
+        })
+        .collect();
+    assert_eq!(policies.len(), 1, "{policies:?}");
+    let statements = as_list(&policies[0].1["Properties"]["PolicyDocument"]["Statement"]);
+    assert!(!statements.is_empty());
+    for statement in statements {
+        if statement["Effect"].as_str() != Some("Allow") {
+            continue;
+        }
+        assert_eq!(statement["Principal"]["Service"].as_str(), Some("s3.amazonaws.com"));
+        let condition = &statement["Condition"];
+        assert_eq!(
+            referenced(&condition["StringEquals"]["aws:SourceAccount"]),
+            Some("AWS::AccountId"),
+            "{statement:?}"
+        );
+        let (arn, vars) = sub(&condition["ArnEquals"]["aws:SourceArn"]);
+        assert!(!arn.contains('*'), "{arn}");
+        assert_eq!(arn, format!("arn:${{AWS::Partition}}:s3:::{bucket_name}"));
+        assert_eq!(vars, bucket_vars);
+    }
+}
+
+/// Each dead-letter queue lets only its own source queue use it
+/// (`RedriveAllowPolicy` `byQueue` with that queue's ARN, built from its
+/// name), so no other queue can move messages into a DLQ that
+/// `pointflow dlq redrive` would then send to the worker.
+#[test]
+fn each_dead_letter_queue_takes_only_its_source_queue() {
+    let doc = template();
+    let resources = &doc["Resources"];
+    let queues = resources_of(&doc, "AWS::SQS::Queue");
+    let mut dlqs = BTreeSet::new();
+    for (source, queue) in &queues {
+        let Some(dlq) = referenced(&queue["Properties"]["RedrivePolicy"]["deadLetterTargetArn"]) else {
+            continue;
+        };
+        dlqs.insert(dlq);
+        let (name, name_vars) = sub(&queue["Properties"]["QueueName"]);
+        let allow = &resources[dlq]["Properties"]["RedriveAllowPolicy"];
+        assert_eq!(allow["redrivePermission"].as_str(), Some("byQueue"), "{dlq}");
+        let arns = as_list(&allow["sourceQueueArns"]);
+        assert_eq!(arns.len(), 1, "{dlq}: {arns:?}");
+        let (arn, vars) = sub(arns[0]);
+        assert_eq!(
+            arn,
+            format!("arn:${{AWS::Partition}}:sqs:${{AWS::Region}}:${{AWS::AccountId}}:{name}"),
+            "{dlq} names {source}"
+        );
+        assert_eq!(vars, name_vars, "{dlq}");
+    }
+    assert_eq!(dlqs.len(), 2, "{dlqs:?}");
+    // No other queue accepts redrives from anywhere.
+    for (name, queue) in &queues {
+        let allow = &queue["Properties"]["RedriveAllowPolicy"];
+        if !allow.is_null() {
+            assert!(dlqs.contains(name), "{name}: {allow:?}");
+        }
+    }
+}
+
+/// Every bucket has a policy that denies all requests not made over TLS.
+#[test]
+fn every_bucket_refuses_requests_without_tls() {
+    let doc = template();
+    let buckets = resources_of(&doc, "AWS::S3::Bucket");
+    assert!(!buckets.is_empty());
+    let policies = resources_of(&doc, "AWS::S3::BucketPolicy");
+    for (bucket, _) in buckets {
+        let denies_plain_http = policies
+            .iter()
+            .filter(|(_, p)| referenced(&p["Properties"]["Bucket"]) == Some(bucket))
+            .flat_map(|(_, p)| as_list(&p["Properties"]["PolicyDocument"]["Statement"]))
+            .any(|s| {
+                let resources: Vec<String> = as_list(&s["Resource"]).iter().map(|r| format!("{r:?}")).collect();
+                s["Effect"].as_str() == Some("Deny")
+                    && s["Principal"].as_str() == Some("*")
+                    && s["Action"].as_str() == Some("s3:*")
+                    && resources.len() == 2
+                    && resources.iter().any(|r| r.contains("/*"))
+                    && s["Condition"]["Bool"]["aws:SecureTransport"].as_str() == Some("false")
+            });
+        assert!(denies_plain_http, "{bucket} has no TLS-only policy");
+    }
+}
+
+/// The ledger table cannot be deleted by accident: deletion protection is
+/// on, not a parameter, and the stack retains it.
+#[test]
+fn the_table_has_deletion_protection() {
+    let doc = template();
+    for (name, table) in resources_of(&doc, "AWS::DynamoDB::Table") {
+        assert_eq!(
+            table["Properties"]["DeletionProtectionEnabled"].as_bool(),
+            Some(true),
+            "{name}"
+        );
+        assert_eq!(table["DeletionPolicy"].as_str(), Some("Retain"), "{name}");
+    }
+}

@@ -1,6 +1,7 @@
 //! Configuration from environment variables, read once per cold start into
 //! typed structs. Errors name the variable.
 
+use crate::domain::limits::Ceilings;
 use crate::domain::packing::PackingLimits;
 use crate::services::api::{ApiSettings, DEFAULT_MAX_ITEMS, MAX_BODY_BYTES};
 use crate::services::import::ImportSettings;
@@ -59,6 +60,27 @@ fn packing(lookup: &impl Fn(&str) -> Option<String>) -> Result<PackingLimits, Co
     })
 }
 
+/// `MAX_AMOUNT_PER_ACCRUAL`, `MAX_POINTS_PER_JOB`, `MAX_ACCRUALS_PER_JOB`:
+/// positive integers, the defaults of [`Ceilings`] when unset.
+pub fn ceilings(lookup: &impl Fn(&str) -> Option<String>) -> Result<Ceilings, ConfigError> {
+    let defaults = Ceilings::default();
+    let positive = |name: &'static str, default: u64| -> Result<u64, ConfigError> {
+        match number(lookup, name, default, "a positive integer")? {
+            0 => Err(ConfigError::Invalid {
+                name,
+                expected: "a positive integer",
+                value: "0".into(),
+            }),
+            n => Ok(n),
+        }
+    };
+    Ok(Ceilings {
+        max_amount_per_accrual: positive("MAX_AMOUNT_PER_ACCRUAL", defaults.max_amount_per_accrual)?,
+        max_points_per_job: positive("MAX_POINTS_PER_JOB", defaults.max_points_per_job)?,
+        max_accruals_per_job: positive("MAX_ACCRUALS_PER_JOB", defaults.max_accruals_per_job)?,
+    })
+}
+
 /// The ingest function's configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IngestConfig {
@@ -73,7 +95,8 @@ impl IngestConfig {
     }
 
     /// Reads `TABLE_NAME`, `QUEUE_URL`, `MAX_ITEMS_PER_REQUEST`,
-    /// `MESSAGE_MAX_ACCRUALS`, `MESSAGE_MAX_BYTES` through `lookup`.
+    /// `MESSAGE_MAX_ACCRUALS`, `MESSAGE_MAX_BYTES` and the [`ceilings`]
+    /// through `lookup`.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let packing = packing(&lookup)?;
         let max_items = number(
@@ -96,6 +119,7 @@ impl IngestConfig {
                 max_items,
                 max_body_bytes: MAX_BODY_BYTES,
                 packing,
+                ceilings: ceilings(&lookup)?,
             },
         })
     }
@@ -260,5 +284,30 @@ mod tests {
         let c = WorkerConfig::from_lookup(env(&[("TABLE_NAME", "t"), ("MAX_RECEIVE_COUNT", "3")])).unwrap();
         assert_eq!(c.settings.max_receive_count, 3);
         assert_eq!(c.settings.message_concurrency, 4);
+    }
+
+    #[test]
+    fn reads_the_ceilings_and_refuses_zero() {
+        assert_eq!(ceilings(&env(&[])), Ok(Ceilings::default()));
+        let read = ceilings(&env(&[
+            ("MAX_AMOUNT_PER_ACCRUAL", "5"),
+            ("MAX_POINTS_PER_JOB", "50"),
+            ("MAX_ACCRUALS_PER_JOB", "10"),
+        ]));
+        assert_eq!(
+            read,
+            Ok(Ceilings {
+                max_amount_per_accrual: 5,
+                max_points_per_job: 50,
+                max_accruals_per_job: 10
+            })
+        );
+        for name in ["MAX_AMOUNT_PER_ACCRUAL", "MAX_POINTS_PER_JOB", "MAX_ACCRUALS_PER_JOB"] {
+            assert!(
+                matches!(ceilings(&env(&[(name, "0")])), Err(ConfigError::Invalid { name: n, .. }) if n == name),
+                "{name}"
+            );
+        }
+        assert!(ceilings(&env(&[("MAX_POINTS_PER_JOB", "many")])).is_err());
     }
 }

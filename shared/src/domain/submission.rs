@@ -67,6 +67,8 @@ pub fn job_id_for_key(key: &str) -> JobId {
 pub struct PreparedSubmission {
     /// Distinct accruals, in submission order.
     pub accruals: Vec<Accrual>,
+    /// Each accrual's position in the request, for errors that name it.
+    pub indices: Vec<usize>,
     /// Items dropped because they repeated an earlier item exactly.
     pub deduplicated: u64,
     /// SHA-256 over the distinct accruals: equal for a retry of the same request.
@@ -115,6 +117,8 @@ pub enum SubmissionError {
 /// Items validated, with exact repeats collapsed.
 struct Collapsed<T> {
     items: Vec<T>,
+    /// Each kept item's position in the request.
+    indices: Vec<usize>,
     deduplicated: u64,
 }
 
@@ -149,6 +153,7 @@ fn collapse<T: PartialEq>(
         errors.extend(errs);
     };
     let mut kept: Vec<T> = Vec::with_capacity(items.len());
+    let mut indices: Vec<usize> = Vec::with_capacity(items.len());
     let mut first_index: HashMap<String, (usize, usize)> = HashMap::with_capacity(items.len());
     let mut deduplicated = 0u64;
     for (index, value) in items.iter().enumerate() {
@@ -163,6 +168,7 @@ fn collapse<T: PartialEq>(
             Entry::Vacant(slot) => {
                 slot.insert((index, kept.len()));
                 kept.push(item);
+                indices.push(index);
             }
             Entry::Occupied(seen) => {
                 let (first_item, position) = *seen.get();
@@ -194,6 +200,7 @@ fn collapse<T: PartialEq>(
     }
     Ok(Collapsed {
         items: kept,
+        indices,
         deduplicated,
     })
 }
@@ -219,6 +226,7 @@ pub fn prepare_submission(
     let request_hash = fingerprint(&collapsed.items);
     Ok(PreparedSubmission {
         accruals: collapsed.items,
+        indices: collapsed.indices,
         deduplicated: collapsed.deduplicated,
         request_hash,
     })

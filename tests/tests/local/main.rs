@@ -5,6 +5,7 @@
 
 mod api_errors;
 mod bulk_uses;
+mod ceilings;
 mod client;
 mod contract_memory;
 mod contract_sqlite;

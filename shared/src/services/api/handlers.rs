@@ -99,6 +99,14 @@ impl ApiService {
         let (messages, request_hash, deduplicated) =
             match parse_submission(&request.body, key, self.settings.max_items)? {
                 Prepared::Accruals(prepared) => {
+                    // Before the job is recorded or anything queued.
+                    self.settings.ceilings.check(
+                        prepared
+                            .indices
+                            .iter()
+                            .zip(&prepared.accruals)
+                            .map(|(index, accrual)| (*index, accrual.amount)),
+                    )?;
                     let messages = pack_accruals(job_id, prepared.accruals, self.settings.packing);
                     (messages, prepared.request_hash, prepared.deduplicated)
                 }

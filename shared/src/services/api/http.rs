@@ -5,6 +5,7 @@
 use serde::Serialize;
 use serde_json::{json, Value};
 
+use crate::domain::limits::CeilingError;
 use crate::domain::submission::{ItemKind, SubmissionError};
 use crate::domain::validation::FieldError;
 use crate::domain::JobId;
@@ -79,6 +80,8 @@ pub enum ApiError {
     InvalidIdempotencyKey { reason: String },
     #[error(transparent)]
     Submission(SubmissionError),
+    #[error(transparent)]
+    Ceiling(#[from] CeilingError),
     #[error(
         "Idempotency-Key was already used for job {job_id} with a different request; use a new key for a new request"
     )]
@@ -165,6 +168,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType { .. } => 415,
             ApiError::PayloadTooLarge { .. } => 413,
             ApiError::Submission(SubmissionError::TooMany { .. }) => 413,
+            ApiError::Ceiling(_) => 422,
             ApiError::MalformedJson { .. }
             | ApiError::InvalidIdempotencyKey { .. }
             | ApiError::InvalidPathParameter { .. }
@@ -200,6 +204,7 @@ impl ApiError {
                 ItemKind::Accruals => "invalid_accruals",
                 ItemKind::Uses => "invalid_uses",
             },
+            ApiError::Ceiling(e) => e.code(),
             ApiError::KeyReused { .. } => "idempotency_key_reused",
             ApiError::InvalidUse { .. } => "invalid_use",
             ApiError::InsufficientBalance { .. } => "insufficient_balance",
@@ -229,6 +234,14 @@ impl ApiError {
                 error["total_errors"] = json!(total_errors);
             }
             ApiError::KeyReused { job_id } => error["job_id"] = json!(job_id),
+            ApiError::Ceiling(e) => {
+                error["limit"] = json!(e.limit());
+                error["value"] = json!(e.value());
+                if let CeilingError::AmountPerAccrual { index, field, .. } = e {
+                    error["index"] = json!(index);
+                    error["field"] = json!(field);
+                }
+            }
             ApiError::InvalidUse { errors } | ApiError::InvalidReversal { errors } => error["errors"] = json!(errors),
             ApiError::AlreadySpent { remaining, .. } => error["remaining"] = json!(remaining),
             ApiError::InsufficientBalance {

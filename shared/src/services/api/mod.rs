@@ -21,6 +21,7 @@ pub use views::{rfc3339, Accepted, JobView};
 
 use std::sync::Arc;
 
+use crate::domain::limits::Ceilings;
 use crate::domain::packing::PackingLimits;
 use crate::ports::{Debits, JobStore, Ledger, LedgerReads, WorkQueue};
 
@@ -37,6 +38,8 @@ pub struct ApiSettings {
     pub max_items: usize,
     pub max_body_bytes: usize,
     pub packing: PackingLimits,
+    /// Amount, points and accruals a job of accruals may reach.
+    pub ceilings: Ceilings,
 }
 
 impl Default for ApiSettings {
@@ -45,6 +48,7 @@ impl Default for ApiSettings {
             max_items: DEFAULT_MAX_ITEMS,
             max_body_bytes: MAX_BODY_BYTES,
             packing: PackingLimits::default(),
+            ceilings: Ceilings::default(),
         }
     }
 }
