@@ -19,10 +19,12 @@ use time::OffsetDateTime;
 use crate::backend::Backend;
 
 mod reconcile;
+mod refusals;
 pub use reconcile::{
     reconcile_finds_a_clean_member_clean, reconcile_recounts_a_job_from_its_messages,
     reconcile_repair_never_writes_over_a_stale_read, reconcile_reports_then_repairs_a_tampered_balance,
 };
+pub use refusals::{a_bulk_use_refused_once_stays_refused, racing_deliveries_decide_a_bulk_use_once};
 
 fn accrual(id: &str, member: &str, point_type: &str, amount: u64) -> Accrual {
     Accrual {
@@ -1518,6 +1520,8 @@ macro_rules! contract_suite {
             reconcile_reports_then_repairs_a_tampered_balance,
             reconcile_repair_never_writes_over_a_stale_read,
             reconcile_recounts_a_job_from_its_messages,
+            a_bulk_use_refused_once_stays_refused,
+            racing_deliveries_decide_a_bulk_use_once,
         );
     };
     (@cases $make:expr, $filter:tt; $(,)?) => {};

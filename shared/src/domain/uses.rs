@@ -74,6 +74,11 @@ pub enum UseOutcome {
     /// ([`crate::domain::lots::MAX_USE_LOTS`]): nothing changed; a use of at
     /// most `at_most` points would apply now (the rest in another use).
     TooManyLots { at_most: u64 },
+    /// Refused before: an earlier delivery of the same bulk-use message
+    /// found too few points or too many lots for it, and the store recorded
+    /// the refusal, so it stands whatever the balance holds now (the job
+    /// counted it `refused` once). Nothing changed.
+    RefusedBefore,
     /// Not deducted: the use came in a message of a bulk-use job whose
     /// cancel has begun on that message
     /// ([`crate::ports::Debits::apply_message_use`]). Nothing changed.

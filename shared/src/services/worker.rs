@@ -441,6 +441,10 @@ impl Worker {
                     info!(use_id = %u.use_id, requested = u.amount, at_most, "use refused: spread over too many lots");
                     counts.refused += 1;
                 }
+                Ok(UseOutcome::RefusedBefore) => {
+                    info!(use_id = %u.use_id, "use refused on an earlier delivery: the refusal stands");
+                    counts.refused += 1;
+                }
                 Ok(UseOutcome::IdReused(_)) => {
                     info!(use_id = %u.use_id, "use refused: use_id taken by a different deduction");
                     counts.refused += 1;

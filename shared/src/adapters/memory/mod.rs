@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
-use crate::domain::history::{pruned_expiry, HistoryEntry};
+use crate::domain::history::HistoryEntry;
 use crate::domain::lots::{BalanceSheet, Lot, LotKey};
 use crate::domain::reconcile::{CreditEntry, ExpiryEntry, MemberLedger, UseEntry};
 use crate::domain::reversal::{ReversalKind, ReversalOutcome, ReversalRecord, ReversalTarget};
@@ -23,6 +23,8 @@ use crate::ports::{
     ApplyOutcome, CreateJob, CreditTally, JobStore, QueueError, ReceivedMessage, StoreError, WorkQueue,
 };
 use crate::ports::{Credits, Debits, LedgerReads, LedgerRepairs};
+
+mod uses;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding the lock leaves plain data behind, still usable.
@@ -84,6 +86,9 @@ struct StoreState {
     cancel_begun: HashSet<(JobId, u32)>,
     /// use_id → the use, what it took from each lot, when it was reversed.
     uses: HashMap<String, Applied>,
+    /// The bulk uses refused once, by `use_id`: what was asked and by which
+    /// message, so that a redelivery replays the refusal.
+    refusals: HashMap<String, (UseRecord, MessageRef)>,
     /// The expiry entries of pruned lots, with their member.
     expiries: Vec<(String, HistoryEntry)>,
 }
@@ -182,77 +187,6 @@ impl Credits for MemoryStore {
             }
         }
         Ok(Some(tally))
-    }
-}
-
-impl MemoryStore {
-    /// A use, on behalf of message `by` if given (checked against its cancel).
-    fn use_points(&self, by: Option<MessageRef>, u: &Use, now: OffsetDateTime) -> UseOutcome {
-        self.count();
-        let mut state = lock(&self.state);
-        if by.is_some_and(|by| state.cancel_begun.contains(&(by.job_id, by.seq))) {
-            return UseOutcome::Cancelled;
-        }
-        if let Some(Applied { record, .. }) = state.uses.get(&u.use_id) {
-            return if record.matches(u) {
-                UseOutcome::Replayed(record.clone())
-            } else {
-                UseOutcome::IdReused(record.clone())
-            };
-        }
-        let key = (u.member_id.clone(), u.point_type.clone());
-        let Some(sheet) = state.balances.get_mut(&key) else {
-            return UseOutcome::Insufficient { available: 0 };
-        };
-        let current = BalanceSheet {
-            point_type: u.point_type.clone(),
-            lots: sheet
-                .lots
-                .iter()
-                .map(|(key, amount)| Lot {
-                    key: *key,
-                    amount: *amount,
-                })
-                .collect(),
-            earned: sheet.earned,
-            used: sheet.used,
-            expired: sheet.expired,
-        };
-        let (plan, prunes) = match current.plan_use(u.amount, now) {
-            Ok(plan) => (plan.takes, plan.prunes),
-            Err(shortfall) => return shortfall.into(),
-        };
-        for lot in &prunes {
-            sheet.lots.remove(&lot.key);
-            sheet.expired += lot.amount;
-        }
-        for take in &plan {
-            if let Some(amount) = sheet.lots.get_mut(&take.key) {
-                *amount -= take.amount;
-                // A spent lot goes, as the other stores remove it; the
-                // plain lot stays (at zero).
-                if *amount == 0 && !take.key.is_plain() {
-                    sheet.lots.remove(&take.key);
-                }
-            }
-        }
-        sheet.used += u.amount;
-        let expiries = prunes
-            .iter()
-            .filter_map(|lot| pruned_expiry(&u.point_type, lot.key, lot.amount, &u.use_id))
-            .map(|entry| (u.member_id.clone(), entry));
-        state.expiries.extend(expiries);
-        let record = UseRecord::of(u, now);
-        state.uses.insert(
-            u.use_id.clone(),
-            Applied {
-                record: record.clone(),
-                taken: plan,
-                by,
-                reversed: None,
-            },
-        );
-        UseOutcome::Applied(record)
     }
 }
 

@@ -111,89 +111,6 @@ impl Credits for SqliteStore {
     }
 }
 
-impl SqliteStore {
-    /// A use, on behalf of message `by` if given: recorded with it, and
-    /// refused in the same transaction once the message's cancel has begun.
-    async fn use_points(&self, by: Option<MessageRef>, u: &Use, now: OffsetDateTime) -> Result<UseOutcome, StoreError> {
-        let u = u.clone();
-        self.run("apply_use", move |conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            if let Some(by) = by {
-                let cancel_begun = tx
-                    .prepare_cached("SELECT 1 FROM cancel_begun WHERE job_id = ?1 AND seq = ?2")?
-                    .query_row(params![by.job_id.to_string(), i64::from(by.seq)], |_| Ok(()))
-                    .optional()?
-                    .is_some();
-                if cancel_begun {
-                    return Ok(UseOutcome::Cancelled);
-                }
-            }
-            if let Some(record) = read_use(&tx, &u.use_id)? {
-                return Ok(if record.matches(&u) {
-                    UseOutcome::Replayed(record)
-                } else {
-                    UseOutcome::IdReused(record)
-                });
-            }
-            let sheet = read_sheets(&tx, &u.member_id, Some(&u.point_type))?.pop();
-            let (plan, prunes) = match sheet.map(|sheet| sheet.plan_use(u.amount, now)) {
-                Some(Ok(plan)) => (plan.takes, plan.prunes),
-                Some(Err(shortfall)) => return Ok(shortfall.into()),
-                None => return Ok(UseOutcome::Insufficient { available: 0 }),
-            };
-            prune_lots(&tx, &u, &prunes)?;
-            let amount = to_i64(u.amount, "amount")?;
-            let mut consumed = serde_json::Map::new();
-            for take in &plan {
-                let taken = to_i64(take.amount, "amount")?;
-                let name = if take.key.is_plain() {
-                    "balance".to_owned()
-                } else {
-                    take.key.attribute()
-                };
-                let lot = (!take.key.is_plain()).then(|| name.clone());
-                let taken_ok = take_from_lot(&tx, &u.member_id, &u.point_type, lot.as_deref(), taken)?;
-                consumed.insert(name, take.amount.into());
-                if !taken_ok {
-                    // Planned from what this transaction just read: cannot happen.
-                    return Err(Failure::Other("a lot changed under the use's own transaction".into()));
-                }
-            }
-            // Spent lots go in the same transaction, so they do not pile up.
-            tx.prepare_cached("DELETE FROM lots WHERE member_id = ?1 AND point_type = ?2 AND amount = 0")?
-                .execute(params![u.member_id, u.point_type])?;
-            tx.prepare_cached(
-                "UPDATE balances SET used = used + ?3, updated_at = ?4 WHERE member_id = ?1 AND point_type = ?2",
-            )?
-            .execute(params![u.member_id, u.point_type, amount, unix_millis(now)])?;
-            tx.prepare_cached(
-                "INSERT INTO uses (use_id, member_id, point_type, amount, reason, applied_at, consumed, job_id, seq)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            )?
-            .execute(params![
-                u.use_id,
-                u.member_id,
-                u.point_type,
-                amount,
-                u.reason,
-                rfc3339(now)?,
-                serde_json::Value::Object(consumed).to_string(),
-                by.map(|by| by.job_id.to_string()),
-                by.map(|by| i64::from(by.seq))
-            ])?;
-            let record = UseRecord::of(&u, now);
-            insert_history(
-                &mut tx.prepare_cached(INSERT_HISTORY)?,
-                &u.member_id,
-                &HistoryEntry::use_of(&record),
-            )?;
-            tx.commit()?;
-            Ok(UseOutcome::Applied(record))
-        })
-        .await
-    }
-}
-
 #[async_trait]
 impl Debits for SqliteStore {
     async fn apply_use(&self, u: &Use, now: OffsetDateTime) -> Result<UseOutcome, StoreError> {
@@ -608,7 +525,7 @@ pub(super) fn lot_column(a: &Accrual) -> Option<String> {
 
 /// Takes `amount` out of a lot (the plain one when `lot` is `None`) if it
 /// holds that much; returns whether it did.
-fn take_from_lot(
+pub(super) fn take_from_lot(
     conn: &Connection,
     member_id: &str,
     point_type: &str,
@@ -635,7 +552,7 @@ fn take_from_lot(
 /// Prunes expired lots in a use's transaction: each row goes only if it
 /// holds what the plan read, its points move to the balance's `expired`,
 /// and its expiry is written to the history.
-fn prune_lots(conn: &Connection, u: &Use, prunes: &[Lot]) -> Result<(), Failure> {
+pub(super) fn prune_lots(conn: &Connection, u: &Use, prunes: &[Lot]) -> Result<(), Failure> {
     let mut expired = 0i64;
     for lot in prunes {
         let amount = to_i64(lot.amount, "amount")?;
@@ -688,7 +605,11 @@ const CREDIT_LOT: &str = "INSERT INTO lots (member_id, point_type, lot, amount) 
      ON CONFLICT (member_id, point_type, lot) DO UPDATE SET amount = amount + excluded.amount";
 
 /// A member's balance sheets, read in one transaction.
-fn read_sheets(conn: &Connection, member_id: &str, point_type: Option<&str>) -> Result<Vec<BalanceSheet>, Failure> {
+pub(super) fn read_sheets(
+    conn: &Connection,
+    member_id: &str,
+    point_type: Option<&str>,
+) -> Result<Vec<BalanceSheet>, Failure> {
     let key = |pt: &str| format!("balance {member_id}/{pt}");
     let mut sheets = Vec::new();
     let mut statement = conn.prepare_cached(

@@ -37,6 +37,7 @@ mod jobs;
 mod ledger;
 mod queue;
 mod schema;
+mod uses;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -146,6 +146,21 @@ CREATE TABLE IF NOT EXISTS cancel_begun (
     PRIMARY KEY (job_id, seq)
 ) WITHOUT ROWID;
 
+-- Bulk uses refused once (too few points, too many lots), by use_id: a
+-- redelivery of the message replays the refusal instead of applying the use
+-- (created on every open, so a version-4 file gains it without a
+-- migration). Not a balance change: never in `history`.
+CREATE TABLE IF NOT EXISTS use_refusals (
+    use_id     TEXT NOT NULL PRIMARY KEY,
+    member_id  TEXT NOT NULL,
+    point_type TEXT NOT NULL,
+    amount     INTEGER NOT NULL,
+    reason     TEXT,
+    refused_at TEXT NOT NULL,
+    job_id     TEXT NOT NULL,
+    seq        INTEGER NOT NULL
+) WITHOUT ROWID;
+
 -- AUTOINCREMENT: ids (hence message ids) are never reused, even after the
 -- newest message is deleted.
 CREATE TABLE IF NOT EXISTS queue_messages (

@@ -54,11 +54,12 @@ impl ApiService {
                 point_type: record.point_type,
                 amount: record.amount,
             }),
-            // Only a use on behalf of a job's message can meet its cancel;
-            // a store answering so here is broken.
-            UseOutcome::Cancelled => Err(ApiError::Internal(StoreError::Backend {
+            // Only a use on behalf of a job's message can meet its cancel
+            // or replay its message's refusal (a single use whose id a job
+            // refused is `IdReused`); a store answering so here is broken.
+            UseOutcome::Cancelled | UseOutcome::RefusedBefore => Err(ApiError::Internal(StoreError::Backend {
                 operation: "apply_use",
-                source: "a use made through the API was refused as cancelled".into(),
+                source: "a use made through the API was answered as a bulk use (cancelled, or refused before)".into(),
             })),
         }
     }

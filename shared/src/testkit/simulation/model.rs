@@ -67,6 +67,9 @@ pub(crate) struct Model {
     pub sheets: BTreeMap<SheetKey, ModelSheet>,
     pub credits: BTreeMap<String, ModelCredit>,
     pub uses: BTreeMap<String, ModelUse>,
+    /// Bulk uses refused once, by `use_id`: the message and what it asked
+    /// (member, point type, amount); the refusal stands for good.
+    pub refusals: BTreeMap<String, (MessageRef, String, String, u64)>,
     /// Messages whose cancel began (no credit of theirs may follow).
     pub cancel_begun: BTreeSet<(JobId, u32)>,
     /// Accruals a cancel found spent (its reversal refused `already_spent`).
@@ -155,6 +158,26 @@ impl Model {
                 UseVerdict::IdReused
             };
         }
+        if let Some((refused_by, member_id, point_type, amount)) = self.refusals.get(&u.use_id) {
+            let same = *member_id == u.member_id && *point_type == u.point_type && *amount == u.amount;
+            return if same && by == Some(*refused_by) {
+                UseVerdict::RefusedBefore
+            } else {
+                UseVerdict::IdReused
+            };
+        }
+        let verdict = self.deduct(by, u, at);
+        if let (Some(by), UseVerdict::Insufficient | UseVerdict::TooManyLots) = (by, verdict) {
+            self.refusals.insert(
+                u.use_id.clone(),
+                (by, u.member_id.clone(), u.point_type.clone(), u.amount),
+            );
+        }
+        verdict
+    }
+
+    /// Deducts `u` if the balance covers it, by the rule of [`Model::apply_use`].
+    fn deduct(&mut self, by: Option<MessageRef>, u: &Use, at: OffsetDateTime) -> UseVerdict {
         let now = at.unix_timestamp();
         let key = (u.member_id.clone(), u.point_type.clone());
         let sheet = self.sheets.get(&key).cloned().unwrap_or_default();
@@ -352,6 +375,7 @@ enum UseVerdict {
     Insufficient,
     TooManyLots,
     IdReused,
+    RefusedBefore,
     Cancelled,
 }
 
@@ -485,6 +509,7 @@ impl ModelLedger {
                 UseOutcome::Insufficient { .. } => UseVerdict::Insufficient,
                 UseOutcome::TooManyLots { .. } => UseVerdict::TooManyLots,
                 UseOutcome::IdReused(_) => UseVerdict::IdReused,
+                UseOutcome::RefusedBefore => UseVerdict::RefusedBefore,
                 UseOutcome::Cancelled => UseVerdict::Cancelled,
             };
             if got != want {

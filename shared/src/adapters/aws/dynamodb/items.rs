@@ -193,6 +193,61 @@ pub(super) fn use_entry(u: &Use, by: Option<MessageRef>, consumed: &Item, now: &
     item
 }
 
+/// The refusal of a bulk use, under the key its use entry would have (so a
+/// use and its refusal exclude each other by `attribute_not_exists(pk)`):
+/// what was asked, when, and by which message. No `hist_pk`/`hist_sk`, so it
+/// stays out of the history index (a refusal moves no points: no history,
+/// no reconcile), and no `applied_at` or `consumed`.
+pub(super) fn refusal_entry(u: &Use, by: MessageRef, now: &str) -> Item {
+    let (pk, sk) = keys::use_entry(&u.use_id);
+    let mut item: Item = HashMap::from([
+        ("pk".to_owned(), s(pk)),
+        ("sk".to_owned(), s(sk)),
+        ("use_id".to_owned(), s(&u.use_id)),
+        ("member_id".to_owned(), s(&u.member_id)),
+        ("point_type".to_owned(), s(&u.point_type)),
+        ("amount".to_owned(), n(u.amount)),
+        ("refused_at".to_owned(), s(now)),
+        ("job_id".to_owned(), s(by.job_id.to_string())),
+        ("seq".to_owned(), n(u64::from(by.seq))),
+    ]);
+    if let Some(reason) = &u.reason {
+        item.insert("reason".to_owned(), s(reason));
+    }
+    item
+}
+
+/// A use entry read back: the use it applied, or the refusal of a bulk use
+/// with the message that refused it.
+#[derive(Debug)]
+pub(super) enum StoredUse {
+    Applied(UseRecord),
+    Refused(UseRecord, MessageRef),
+}
+
+/// Reads a use entry or a refusal ([`refusal_entry`]); a refusal's record
+/// carries its `refused_at` as `applied_at`.
+pub(super) fn stored_use_from_item(item: &Item) -> Result<StoredUse, StoreError> {
+    let Some(refused_at) = item.time("refused_at")? else {
+        return Ok(StoredUse::Applied(use_from_item(item)?));
+    };
+    let job = item.required_string("job_id")?;
+    let job_id = job
+        .parse()
+        .map(JobId)
+        .map_err(|_| item.corrupt(format!("job_id is not a UUID: {job}")))?;
+    let seq = u32::try_from(item.number("seq")?).map_err(|_| item.corrupt("seq is out of range"))?;
+    let record = UseRecord {
+        use_id: item.required_string("use_id")?,
+        member_id: item.required_string("member_id")?,
+        point_type: item.required_string("point_type")?,
+        amount: item.number("amount")?,
+        reason: item.string("reason").map(str::to_owned),
+        applied_at: refused_at,
+    };
+    Ok(StoredUse::Refused(record, MessageRef { job_id, seq }))
+}
+
 /// The history entry of a reversal: an item of its own, so that the history
 /// shows it at its own time.
 pub(super) fn reversal_entry(record: &ReversalRecord, now: &str, key_time: &str) -> Item {
@@ -432,6 +487,42 @@ pub(super) fn job_to_item(job: &NewJob) -> Item {
 mod tests {
     use super::*;
     use crate::domain::accrual::sample as accrual;
+
+    #[test]
+    fn a_refusal_reads_back_as_refused_by_its_message_and_stays_out_of_the_history_index() {
+        let by = MessageRef {
+            job_id: JobId(uuid::Uuid::from_u128(7)),
+            seq: 3,
+        };
+        let u = Use {
+            use_id: "u-1".into(),
+            member_id: "m-1".into(),
+            point_type: "PT".into(),
+            amount: 30,
+            reason: None,
+        };
+        let item = refusal_entry(&u, by, "2026-12-07T02:00:00Z");
+        assert!(
+            !item.contains_key("hist_pk") && !item.contains_key("hist_sk"),
+            "{item:?}"
+        );
+        assert_eq!(keys::use_entry("u-1").0, item.required_string("pk").unwrap());
+        match stored_use_from_item(&item).unwrap() {
+            StoredUse::Refused(record, refused_by) => {
+                assert!(record.matches(&u));
+                assert_eq!(refused_by, by);
+            }
+            StoredUse::Applied(record) => panic!("read as applied: {record:?}"),
+        }
+        let applied = use_entry(
+            &u,
+            Some(by),
+            &Item::new(),
+            "2026-12-07T02:00:00Z",
+            "2026-12-07T02:00:00.000Z",
+        );
+        assert!(matches!(stored_use_from_item(&applied).unwrap(), StoredUse::Applied(_)));
+    }
 
     #[test]
     fn the_capacity_model_sizes_ledger_entries_as_written() {

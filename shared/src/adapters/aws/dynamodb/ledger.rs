@@ -15,8 +15,8 @@ use time::OffsetDateTime;
 
 use super::errors::{backend, single_call_error};
 use super::items::{
-    expiry_entry, history_from_item, item_bytes, ledger_entry, minus, n, reversal_entry, rfc3339, s, sheet_from_item,
-    use_entry, use_from_item, ItemExt,
+    expiry_entry, history_from_item, item_bytes, ledger_entry, minus, n, refusal_entry, reversal_entry, rfc3339, s,
+    sheet_from_item, stored_use_from_item, use_entry, ItemExt, StoredUse,
 };
 use super::keys;
 use super::schema::HISTORY_INDEX;
@@ -302,7 +302,9 @@ impl Credits for DynamoStore {
 impl DynamoStore {
     /// A use, on behalf of message `by` if given: the entry records it, and
     /// the transaction checks (last action) that the message's cancel has
-    /// not begun.
+    /// not begun. A bulk use refused (too few points, too many lots) is
+    /// recorded so under the use entry's key, so that no later delivery
+    /// applies it ([`Self::refuse`]).
     async fn use_points(&self, by: Option<MessageRef>, u: &Use, now: OffsetDateTime) -> Result<UseOutcome, StoreError> {
         let now_text = rfc3339(now);
         let key_time = history::key_time(now);
@@ -311,18 +313,28 @@ impl DynamoStore {
         let mut seen: Option<Option<Item>> = None;
         let mut tx = self.transaction(Meter::Ledger);
         loop {
-            let (update, consumed, prunes) = match &seen {
-                None => {
-                    let (update, consumed) = use_update_plain(&self.table, u, &now_text)?;
-                    (update, consumed, Vec::new())
-                }
-                Some(None) => return Ok(UseOutcome::Insufficient { available: 0 }),
+            let planned = match &seen {
+                None => use_update_plain(&self.table, u, &now_text)
+                    .map(|(update, consumed)| Ok((update, consumed, Vec::new())))?,
+                Some(None) => Err(UseOutcome::Insufficient { available: 0 }),
                 Some(Some(item)) => match sheet_from_item(item)?.plan_use(u.amount, now) {
                     Ok(plan) => {
                         let (update, consumed) = use_update_lots(&self.table, u, &plan, &now_text)?;
-                        (update, consumed, plan.prunes)
+                        Ok((update, consumed, plan.prunes))
                     }
-                    Err(shortfall) => return Ok(shortfall.into()),
+                    Err(shortfall) => Err(shortfall.into()),
+                },
+            };
+            let (update, consumed, prunes) = match (planned, by) {
+                (Ok(planned), _) => planned,
+                (Err(refusal), None) => return Ok(refusal),
+                (Err(refusal), Some(by)) => match self.refuse(by, u, &now_text, refusal).await? {
+                    Some(outcome) => return Ok(outcome),
+                    // A use or refusal came first: read it by trying again.
+                    None => {
+                        seen = None;
+                        continue;
+                    }
                 },
             };
             let entry = put_new(&self.table, use_entry(u, by, &consumed, &now_text, &key_time))?;
@@ -355,15 +367,10 @@ impl DynamoStore {
                 return Ok(UseOutcome::Cancelled);
             }
             if cancel.condition_failed(0) {
-                let record = match cancel.old(0) {
-                    Some(item) => use_from_item(item)?,
-                    None => return Err(cancel.into_error()),
+                return match cancel.old(0) {
+                    Some(item) => stored_use_outcome(item, by, u),
+                    None => Err(cancel.into_error()),
                 };
-                return Ok(if record.matches(u) {
-                    UseOutcome::Replayed(record)
-                } else {
-                    UseOutcome::IdReused(record)
-                });
             }
             if cancel.condition_failed(1) {
                 // The balance is not what the plan assumed (it has lots,
@@ -379,6 +386,53 @@ impl DynamoStore {
             }
         }
     }
+
+    /// Records that message `by` refused `u` (`refusal`, the answer): a put
+    /// under the use entry's key if nothing is there, with the check that
+    /// the message's cancel has not begun, in one transaction (2 small
+    /// actions; refusals are rare). `None` when an entry came first (a
+    /// concurrent delivery applied or refused the use): the caller reads it.
+    async fn refuse(
+        &self,
+        by: MessageRef,
+        u: &Use,
+        now: &str,
+        refusal: UseOutcome,
+    ) -> Result<Option<UseOutcome>, StoreError> {
+        let mut tx = self.transaction(Meter::Ledger);
+        let request = Request::new(vec![
+            TransactWriteItem::builder()
+                .put(put_new(&self.table, refusal_entry(u, by, now))?)
+                .build(),
+            cancel_check(&self.table, by)?,
+        ]);
+        loop {
+            let cancel = match tx.send(&request).await? {
+                Sent::Committed => return Ok(Some(refusal)),
+                Sent::Cancelled(cancel) => cancel,
+            };
+            if cancel.condition_failed(1) {
+                return Ok(Some(UseOutcome::Cancelled));
+            }
+            if cancel.condition_failed(0) {
+                return Ok(None);
+            }
+            tx.retry(cancel).await?;
+        }
+    }
+}
+
+/// The answer to a use whose entry is already there: a replay of the same
+/// use, the replay of this message's refusal, or an id taken by another
+/// deduction (or refused on behalf of another message).
+fn stored_use_outcome(item: &Item, by: Option<MessageRef>, u: &Use) -> Result<UseOutcome, StoreError> {
+    Ok(match stored_use_from_item(item)? {
+        StoredUse::Applied(record) if record.matches(u) => UseOutcome::Replayed(record),
+        StoredUse::Refused(record, refused_by) if record.matches(u) && by == Some(refused_by) => {
+            UseOutcome::RefusedBefore
+        }
+        StoredUse::Applied(record) | StoredUse::Refused(record, _) => UseOutcome::IdReused(record),
+    })
 }
 
 #[async_trait]
@@ -405,7 +459,9 @@ impl Debits for DynamoStore {
             .send()
             .await
             .map_err(|e| single_call_error("GetItem", e))?;
-        let Some(entry) = entry.item() else {
+        // A refusal (a bulk use never applied) under a use's key: nothing
+        // to give back.
+        let Some(entry) = entry.item().filter(|entry| !entry.contains_key("refused_at")) else {
             return Ok(ReversalOutcome::NotFound);
         };
         if let Some(by) = target.by() {

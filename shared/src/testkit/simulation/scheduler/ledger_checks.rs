@@ -147,20 +147,26 @@ impl Run {
         }
     }
 
-    /// A bulk-use job settles every use, applied or refused, and never
-    /// counts `applied` a use the ledger does not hold.
-    ///
-    /// Not `applied` = the uses the ledger holds: a redelivery of a message
-    /// already folded applies its uses again, and one refused the first time
-    /// (too few points then) can apply now, while the job keeps counting it
-    /// `refused` (a known defect, docs/simulation.md "Known defects").
+    /// A bulk-use job settles every use, applied or refused, and its counts
+    /// agree with the ledger: `applied` is exactly the uses the ledger holds
+    /// applied by that job, `refused` the others. A use refused on one
+    /// delivery must stay refused on every later one (a redelivery after
+    /// credits arrived must not apply it).
     fn check_use_jobs(&mut self) {
         for i in 0..self.scenario.extras.use_jobs.len() {
             let (spec, _) = &self.scenario.extras.use_jobs[i];
             let job_id = job_id_for_key(&spec.key);
             let in_ledger = {
                 let model = self.model.lock();
-                spec.uses.iter().filter(|u| model.uses.contains_key(&u.use_id)).count() as u64
+                spec.uses
+                    .iter()
+                    .filter(|u| {
+                        model
+                            .uses
+                            .get(&u.use_id)
+                            .is_some_and(|held| held.by.is_some_and(|by| by.job_id == job_id))
+                    })
+                    .count() as u64
             };
             let total = spec.uses.len() as u64;
             let Some(job) = self.job(job_id) else {
@@ -172,11 +178,11 @@ impl Run {
                 || job.failed != 0
                 || job.duplicate != 0
                 || job.completed_at.is_none()
-                || job.applied > in_ledger
+                || job.applied != in_ledger
             {
                 self.violations.push(format!(
                     "bulk-use job {} at the end: total {} applied {} refused {} failed {} completed {}; \
-                     {total} uses submitted, {in_ledger} applied in the ledger",
+                     {total} uses submitted, {in_ledger} applied by the job in the ledger",
                     short(job_id),
                     job.total,
                     job.applied,
