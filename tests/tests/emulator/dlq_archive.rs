@@ -42,9 +42,17 @@ async fn dead_letters_archived_to_s3_leave_the_dlq_and_redrive_from_there() {
     b.dlq.send_messages(&bodies).await.unwrap();
 
     let now = OffsetDateTime::now_utc();
-    let archived = dlq::archive(b.dlq.as_ref(), &objects, &bucket, "dlq-archive/", usize::MAX, now)
-        .await
-        .unwrap();
+    let archived = dlq::archive(
+        b.dlq.as_ref(),
+        dlq::QueueKind::Accruals,
+        &objects,
+        &bucket,
+        "dlq-archive/",
+        usize::MAX,
+        now,
+    )
+    .await
+    .unwrap();
     assert_eq!((archived.messages, archived.files.len()), (12, 1));
     assert!(
         archived.files[0].starts_with("dlq-archive/dlq-"),
@@ -52,7 +60,10 @@ async fn dead_letters_archived_to_s3_leave_the_dlq_and_redrive_from_there() {
         archived.files
     );
     assert!(
-        dlq::list(b.dlq.as_ref(), 100).await.unwrap().is_empty(),
+        dlq::list(b.dlq.as_ref(), dlq::QueueKind::Accruals, 100)
+            .await
+            .unwrap()
+            .is_empty(),
         "the DLQ is empty"
     );
 
@@ -78,7 +89,16 @@ async fn dead_letters_archived_to_s3_leave_the_dlq_and_redrive_from_there() {
     sent.sort();
     assert_eq!(read, sent);
 
-    let moved = dlq::redrive_archived(&letters, b.queue.as_ref(), now).await.unwrap();
+    let moved = dlq::redrive_archived(
+        &letters,
+        dlq::RedriveTargets {
+            accruals: b.queue.as_ref(),
+            imports: None,
+        },
+        now,
+    )
+    .await
+    .unwrap();
     assert_eq!((moved.messages, moved.accruals), (12, 12));
     let mut back = Vec::new();
     for _ in 0..10 {
