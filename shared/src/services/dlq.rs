@@ -133,6 +133,10 @@ pub async fn list(dlq: &dyn WorkQueue, kind: QueueKind, max: usize) -> Result<Ve
     }
     let handles: Vec<String> = seen.iter().map(|m| m.receipt_handle.clone()).collect();
     dlq.release_messages(&handles).await?;
+    // A message whose visibility timeout ran out during the look came
+    // back: shown once.
+    let mut ids = std::collections::HashSet::new();
+    seen.retain(|m| ids.insert(m.message_id.clone()));
     Ok(seen.iter().map(|m| DeadLetter::from_received(kind, m)).collect())
 }
 
@@ -385,8 +389,12 @@ pub async fn archive(
         if file.is_empty() {
             break;
         }
+        // A message whose visibility timeout ran out while the file filled
+        // came back: archived once (every handle is still deleted).
+        let mut ids = std::collections::HashSet::new();
         let letters: Vec<ArchivedLetter> = file
             .iter()
+            .filter(|m| ids.insert(m.message_id.clone()))
             .map(|m| ArchivedLetter {
                 message_id: m.message_id.clone(),
                 receive_count: m.receive_count,
@@ -403,7 +411,7 @@ pub async fn archive(
         objects.put(bucket, &key, encode_archive(&letters)).await?;
         let handles: Vec<String> = file.iter().map(|m| m.receipt_handle.clone()).collect();
         dlq.delete_messages(&handles).await?;
-        archived.messages += file.len();
+        archived.messages += letters.len();
         archived.files.push(key);
     }
     Ok(archived)
