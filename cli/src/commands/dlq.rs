@@ -190,12 +190,18 @@ pub async fn run(args: DlqArgs) -> anyhow::Result<ExitCode> {
                 }
                 _ => None,
             };
-            let sqs = aws_sdk_sqs::Client::new(&pointflow::adapters::aws::load_config().await);
-            let open = |url: &Option<String>| {
-                url.as_deref()
-                    .map(|url| Arc::new(SqsQueue::new(sqs.clone(), url)) as Arc<dyn WorkQueue>)
+            let (import_queue, import_dlq) = match (&args.import_queue_url, &args.import_dlq_url) {
+                (None, None) => (None, None),
+                (queue_url, dlq_url) => {
+                    let sqs = aws_sdk_sqs::Client::new(&pointflow::adapters::aws::load_config().await);
+                    let open = |url: &Option<String>| {
+                        url.as_deref()
+                            .map(|url| Arc::new(SqsQueue::new(sqs.clone(), url)) as Arc<dyn WorkQueue>)
+                    };
+                    (open(queue_url), open(dlq_url))
+                }
             };
-            (accruals, open(&args.import_queue_url), open(&args.import_dlq_url))
+            (accruals, import_queue, import_dlq)
         }
     };
     let dlq_pair = || -> anyhow::Result<(Arc<dyn WorkQueue>, Arc<dyn WorkQueue>)> {
