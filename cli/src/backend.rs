@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use aws_sdk_s3::primitives::ByteStream;
@@ -396,6 +397,35 @@ pub async fn open_queues(
     urls: Option<(&str, &str)>,
     settings: &StackSettings,
 ) -> anyhow::Result<(Arc<dyn WorkQueue>, Arc<dyn WorkQueue>)> {
+    open_queue_pair(db, urls, (QUEUE_NAME, DLQ_NAME), settings.visibility_timeout, settings).await
+}
+
+/// The import queue and its dead-letter queue alone, for `pointflow dlq
+/// --queue imports`: in the embedded database at `db`, or on SQS at the
+/// given URLs.
+pub async fn open_import_queues(
+    db: Option<&Path>,
+    urls: Option<(&str, &str)>,
+    settings: &StackSettings,
+) -> anyhow::Result<(Arc<dyn WorkQueue>, Arc<dyn WorkQueue>)> {
+    open_queue_pair(
+        db,
+        urls,
+        (IMPORT_QUEUE_NAME, IMPORT_DLQ_NAME),
+        settings.import_visibility_timeout,
+        settings,
+    )
+    .await
+}
+
+/// A queue and its dead-letter queue, by embedded names or SQS URLs.
+async fn open_queue_pair(
+    db: Option<&Path>,
+    urls: Option<(&str, &str)>,
+    (queue_name, dlq_name): (&str, &str),
+    visibility_timeout: Duration,
+    settings: &StackSettings,
+) -> anyhow::Result<(Arc<dyn WorkQueue>, Arc<dyn WorkQueue>)> {
     match (db, urls) {
         (_, Some((queue_url, dlq_url))) => {
             let sqs = aws_sdk_sqs::Client::new(&pointflow::adapters::aws::load_config().await);
@@ -407,11 +437,11 @@ pub async fn open_queues(
         (Some(db), None) => {
             let store = SqliteStore::open(db).with_context(|| format!("opening {}", db.display()))?;
             let queue = store.queue(
-                QUEUE_NAME,
-                settings.visibility_timeout,
-                Some((settings.max_receive_count, DLQ_NAME.to_owned())),
+                queue_name,
+                visibility_timeout,
+                Some((settings.max_receive_count, dlq_name.to_owned())),
             );
-            let dlq = store.queue(DLQ_NAME, settings.visibility_timeout, None);
+            let dlq = store.queue(dlq_name, visibility_timeout, None);
             Ok((Arc::new(queue), Arc::new(dlq)))
         }
         (None, None) => anyhow::bail!("name the queues: --db for the embedded backend, or --queue-url and --dlq-url"),

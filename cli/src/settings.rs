@@ -154,6 +154,12 @@ mod tests {
             .find(|r| r["Prefix"].as_str() == Some("reports/.parts/"))
             .unwrap();
         let days = parts["ExpirationInDays"].as_u64().unwrap();
+        // The import side's redrive rule counts on exactly this lifetime.
+        assert_eq!(
+            days as i64,
+            pointflow::domain::retention::IMPORT_PARTS_TTL_DAYS,
+            "retention.rs's IMPORT_PARTS_TTL_DAYS must be the parts' lifecycle rule"
+        );
         let needed = retention(IMPORT_QUEUE_NAME) + retention(IMPORT_DLQ_NAME);
         assert!(
             days * 86_400 >= needed,

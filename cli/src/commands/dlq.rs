@@ -1,6 +1,7 @@
 //! `pointflow dlq list`, `dlq archive` and `dlq redrive`: the dead-letter
-//! queue, read directly (not through the API), on the embedded or the AWS
-//! backend; archives in a local folder or under an S3 prefix.
+//! queues (the accrual queue's, or with `--queue imports` the import
+//! queue's), read directly (not through the API), on the embedded or the
+//! AWS backend; archives in a local folder or under an S3 prefix.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -10,10 +11,12 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use pointflow::adapters::aws::s3::S3Objects;
+use pointflow::adapters::aws::sqs::SqsQueue;
 use pointflow::adapters::local_dir::DirObjects;
 use pointflow::ports::objects::{ObjectRef, ObjectStore};
-use pointflow::services::dlq::{decode_archive, ArchivedLetter, DeadLetter, Redriven};
-use pointflow_cli::backend::{open_queues, DEFAULT_DB};
+use pointflow::ports::WorkQueue;
+use pointflow::services::dlq::{decode_archive, ArchivedLetter, DeadLetter, QueueKind, RedriveTargets, Redriven};
+use pointflow_cli::backend::{open_import_queues, open_queues, DEFAULT_DB};
 use time::OffsetDateTime;
 
 use super::{template_settings, BackendKind};
@@ -34,11 +37,40 @@ pub struct DlqArgs {
     /// Dead-letter queue URL (aws backend; the DeadLetterQueueUrl output).
     #[arg(long, env = "DLQ_URL", global = true)]
     dlq_url: Option<String>,
+    /// Which dead-letter queue `list`, `archive` and `redrive` (without `--from`) read: the accrual
+    /// queue's, or the import queue's (S3 notifications and chunk continuations of CSV imports).
+    #[arg(long, value_enum, default_value = "accruals", global = true)]
+    queue: QueueArg,
+    /// Import queue URL (aws backend; the ImportQueueUrl output): needed by `--queue imports`, and by
+    /// `redrive --from` for the import tasks of an archive.
+    #[arg(long, env = "IMPORT_QUEUE_URL", global = true)]
+    import_queue_url: Option<String>,
+    /// Import dead-letter queue URL (aws backend; the ImportDeadLetterQueueUrl output).
+    #[arg(long, env = "IMPORT_DLQ_URL", global = true)]
+    import_dlq_url: Option<String>,
     /// Output for people or for scripts.
     #[arg(long, value_enum, default_value = "human", global = true)]
     output: Output,
     #[command(subcommand)]
     command: DlqCommand,
+}
+
+/// `--queue`: which dead-letter queue.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum QueueArg {
+    /// The accrual queue's DLQ.
+    Accruals,
+    /// The import queue's DLQ.
+    Imports,
+}
+
+impl From<QueueArg> for QueueKind {
+    fn from(arg: QueueArg) -> Self {
+        match arg {
+            QueueArg::Accruals => QueueKind::Accruals,
+            QueueArg::Imports => QueueKind::Imports,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -49,8 +81,9 @@ enum DlqCommand {
         #[arg(long, default_value_t = 1000)]
         max: usize,
     },
-    /// Move dead-lettered messages back to the accrual queue (or, with --from, archived ones); the worker
-    /// applies them, nothing twice. Messages too old for their job's records are refused and left where they are.
+    /// Move dead-lettered messages back to their queue (or, with --from, archived ones, each to the queue it
+    /// came from); they are applied nothing twice. Messages too old for their job's records (import tasks: for
+    /// their file's report parts) are refused and left where they are.
     Redrive {
         /// At most this many (from the DLQ).
         #[arg(long, default_value_t = usize::MAX)]
@@ -138,30 +171,73 @@ async fn read_archives(sources: &[String]) -> anyhow::Result<Vec<ArchivedLetter>
 /// Lists or redrives dead letters.
 pub async fn run(args: DlqArgs) -> anyhow::Result<ExitCode> {
     let settings = template_settings()?;
-    let (queue, dlq) = match args.backend {
-        BackendKind::Embedded => open_queues(Some(&args.db), None, &settings).await?,
+    let kind = QueueKind::from(args.queue);
+    // Each queue opened when it is named (aws) or always (embedded); a
+    // command then takes what it needs, or says which option is missing.
+    let (accruals, import_queue, import_dlq) = match args.backend {
+        BackendKind::Embedded => {
+            let (import_queue, import_dlq) = open_import_queues(Some(&args.db), None, &settings).await?;
+            (
+                Some(open_queues(Some(&args.db), None, &settings).await?),
+                Some(import_queue),
+                Some(import_dlq),
+            )
+        }
         BackendKind::Aws => {
-            let (Some(queue_url), Some(dlq_url)) = (args.queue_url.as_deref(), args.dlq_url.as_deref()) else {
-                anyhow::bail!("--backend aws needs --queue-url and --dlq-url");
+            let accruals = match (args.queue_url.as_deref(), args.dlq_url.as_deref()) {
+                (Some(queue_url), Some(dlq_url)) => {
+                    Some(open_queues(None, Some((queue_url, dlq_url)), &settings).await?)
+                }
+                _ => None,
             };
-            open_queues(None, Some((queue_url, dlq_url)), &settings).await?
+            let (import_queue, import_dlq) = match (&args.import_queue_url, &args.import_dlq_url) {
+                (None, None) => (None, None),
+                (queue_url, dlq_url) => {
+                    let sqs = aws_sdk_sqs::Client::new(&pointflow::adapters::aws::load_config().await);
+                    let open = |url: &Option<String>| {
+                        url.as_deref()
+                            .map(|url| Arc::new(SqsQueue::new(sqs.clone(), url)) as Arc<dyn WorkQueue>)
+                    };
+                    (open(queue_url), open(dlq_url))
+                }
+            };
+            (accruals, import_queue, import_dlq)
+        }
+    };
+    let dlq_pair = || -> anyhow::Result<(Arc<dyn WorkQueue>, Arc<dyn WorkQueue>)> {
+        match kind {
+            QueueKind::Accruals => accruals
+                .clone()
+                .context("--backend aws needs --queue-url and --dlq-url"),
+            QueueKind::Imports => match (&import_queue, &import_dlq) {
+                (Some(queue), Some(dlq)) => Ok((queue.clone(), dlq.clone())),
+                _ => anyhow::bail!("--queue imports with --backend aws needs --import-queue-url and --import-dlq-url"),
+            },
         }
     };
     match args.command {
         DlqCommand::List { max } => {
-            let letters = pointflow::services::dlq::list(dlq.as_ref(), max).await?;
+            let (_, dlq) = dlq_pair()?;
+            let letters = pointflow::services::dlq::list(dlq.as_ref(), kind, max).await?;
             match args.output {
                 Output::Json => print_pretty_json(&letters)?,
-                Output::Human => print_letters(&letters),
+                Output::Human => print_letters(kind, &letters),
             }
         }
         DlqCommand::Redrive { max, from } => {
             let now = OffsetDateTime::now_utc();
             let moved = if from.is_empty() {
-                pointflow::services::dlq::redrive(dlq.as_ref(), queue.as_ref(), max, now).await?
+                let (queue, dlq) = dlq_pair()?;
+                pointflow::services::dlq::redrive(dlq.as_ref(), queue.as_ref(), kind, max, now).await?
             } else {
                 let letters = read_archives(&from).await?;
-                pointflow::services::dlq::redrive_archived(&letters, queue.as_ref(), now).await?
+                let (accruals, _) = accruals.context("--backend aws needs --queue-url and --dlq-url")?;
+                let targets = RedriveTargets {
+                    accruals: accruals.as_ref(),
+                    // Without it, the archive's import tasks are refused and listed.
+                    imports: import_queue.as_deref(),
+                };
+                pointflow::services::dlq::redrive_archived(&letters, targets, now).await?
             };
             match args.output {
                 Output::Json => print_pretty_json(&moved)?,
@@ -169,9 +245,11 @@ pub async fn run(args: DlqArgs) -> anyhow::Result<ExitCode> {
             }
         }
         DlqCommand::Archive { to, max } => {
+            let (_, dlq) = dlq_pair()?;
             let (objects, bucket, prefix) = archive_store(&to).await;
             let archived = pointflow::services::dlq::archive(
                 dlq.as_ref(),
+                kind,
                 objects.as_ref(),
                 &bucket,
                 &prefix,
@@ -203,10 +281,14 @@ pub async fn run(args: DlqArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// One line per dead letter, and the totals.
-fn print_letters(letters: &[DeadLetter]) {
+fn print_letters(kind: QueueKind, letters: &[DeadLetter]) {
+    let seq = match kind {
+        QueueKind::Accruals => "seq",
+        QueueKind::Imports => "chunk",
+    };
     println!(
-        "{:<40}  {:>8}  {:<36}  {:>6}  {:>8}",
-        "message", "receives", "job", "seq", "accruals"
+        "{:<40}  {:>8}  {:<36}  {seq:>6}  {:>8}",
+        "message", "receives", "job", "accruals"
     );
     for l in letters {
         let job = l.job_id.map(|j| j.to_string()).unwrap_or_else(|| "-".into());
@@ -216,7 +298,7 @@ fn print_letters(letters: &[DeadLetter]) {
             l.message_id, l.receive_count, l.accruals
         );
         if let Some(problem) = &l.problem {
-            println!("  not an accrual message: {problem}");
+            println!("  not a message of the {kind} queue: {problem}");
         }
     }
     let accruals: usize = letters.iter().map(|l| l.accruals).sum();
@@ -236,11 +318,15 @@ fn print_redriven(moved: &Redriven) {
         );
     }
     println!(
-        "moved {} messages ({} accruals) back to the accrual queue{}",
+        "moved {} messages ({} accruals, {} import tasks) back to their queues{}",
         moved.messages,
         moved.accruals,
+        moved.import_tasks,
         if moved.undecodable > 0 {
-            format!("; {} are not accrual messages and will fail again", moved.undecodable)
+            format!(
+                "; {} are not messages of their queue and will fail again",
+                moved.undecodable
+            )
         } else {
             String::new()
         }

@@ -39,6 +39,20 @@ const UNSTAMPED_LIFETIME_DAYS: i64 = 2 * SQS_MAX_RETENTION_DAYS;
 const _: () = assert!(REDRIVE_MAX_AGE_DAYS + SQS_MAX_RETENTION_DAYS < MARKER_TTL_DAYS);
 const _: () = assert!(UNSTAMPED_LIFETIME_DAYS < REDRIVE_MAX_AGE_DAYS);
 
+/// Days a file's report parts and occurrence tables (`reports/.parts/`) live
+/// after being written: the import bucket's lifecycle rule.
+pub const IMPORT_PARTS_TTL_DAYS: i64 = 30;
+/// The oldest a file's import may be (since its job was created) when one
+/// of its import tasks is redriven: a redriven task may wait
+/// [`SQS_MAX_RETENTION_DAYS`] in the import queue, and its last chunk reads
+/// every part written since the job began.
+pub const IMPORT_REDRIVE_MAX_AGE_DAYS: i64 = IMPORT_PARTS_TTL_DAYS - SQS_MAX_RETENTION_DAYS - 1;
+
+// Checked when compiling: a task redriven at the last moment, then kept the
+// longest SQS keeps it, still finds its file's first part.
+const _: () = assert!(IMPORT_REDRIVE_MAX_AGE_DAYS + SQS_MAX_RETENTION_DAYS < IMPORT_PARTS_TTL_DAYS);
+const _: () = assert!(IMPORT_REDRIVE_MAX_AGE_DAYS > 0);
+
 /// Seconds a marker lives: what the DynamoDB adapter adds to `expires_at`.
 pub const MARKER_TTL_SECONDS: i64 = MARKER_TTL_DAYS * 86_400;
 
@@ -75,6 +89,43 @@ pub fn check_redrive(
     Ok(())
 }
 
+/// An import task too old to be redriven.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "its file's import started {age_days} days ago, more than the {IMPORT_REDRIVE_MAX_AGE_DAYS} days an import task \
+     may be redriven (the file's report parts expire after {IMPORT_PARTS_TTL_DAYS} days): copy the file to a new key \
+     with the `campaign` metadata its reports/<key>.job.json names; rows already credited are not credited again"
+)]
+pub struct ImportTooOld {
+    pub age_days: i64,
+}
+
+/// Whether an import task may be redriven at `now`. `started_at` is when
+/// its file's job was created (a continuation carries it; a notification's
+/// `eventTime` stands for it). Without one (a continuation queued by a
+/// release before the stamp), its age is counted from `archived_at` plus
+/// the [`SQS_MAX_RETENTION_DAYS`] it can have waited before (a task chains
+/// from chunk to chunk within seconds, so its job began about when it was
+/// first sent), or, fresh from the dead-letter queue, allowed: at most 14
+/// days there and 14 after the redrive stay within the parts' 30 days.
+pub fn check_import_redrive(
+    started_at: Option<OffsetDateTime>,
+    archived_at: Option<OffsetDateTime>,
+    now: OffsetDateTime,
+) -> Result<(), ImportTooOld> {
+    let age = match (started_at, archived_at) {
+        (Some(started_at), _) => now - started_at,
+        (None, Some(archived_at)) => now - archived_at + Duration::days(SQS_MAX_RETENTION_DAYS),
+        (None, None) => return Ok(()),
+    };
+    if age >= Duration::days(IMPORT_REDRIVE_MAX_AGE_DAYS) {
+        return Err(ImportTooOld {
+            age_days: age.whole_days(),
+        });
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -101,5 +152,31 @@ mod tests {
         );
         assert!(check_redrive(None, Some(archived), limit).is_err());
         assert_eq!(check_redrive(None, None, old), Ok(()));
+    }
+
+    #[test]
+    fn import_redrive_is_refused_from_the_age_on_where_report_parts_could_expire() {
+        let started = datetime!(2026-01-01 00:00 UTC);
+        let limit = started + Duration::days(IMPORT_REDRIVE_MAX_AGE_DAYS);
+        assert_eq!(IMPORT_REDRIVE_MAX_AGE_DAYS, 15);
+        assert_eq!(
+            check_import_redrive(Some(started), None, limit - Duration::seconds(1)),
+            Ok(())
+        );
+        assert_eq!(
+            check_import_redrive(Some(started), Some(started), limit),
+            Err(ImportTooOld { age_days: 15 })
+        );
+        // Far younger than the accrual side's bound, yet refused.
+        assert!(check_redrive(Some(started), None, limit).is_ok());
+        // No stamp: the archive's time plus the 14 days before it count.
+        let archived = started;
+        let unstamped_limit = archived + Duration::days(IMPORT_REDRIVE_MAX_AGE_DAYS - SQS_MAX_RETENTION_DAYS);
+        assert_eq!(
+            check_import_redrive(None, Some(archived), unstamped_limit - Duration::seconds(1)),
+            Ok(())
+        );
+        assert!(check_import_redrive(None, Some(archived), unstamped_limit).is_err());
+        assert_eq!(check_import_redrive(None, None, limit), Ok(()));
     }
 }

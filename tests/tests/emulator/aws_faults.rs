@@ -160,7 +160,9 @@ async fn a_message_that_keeps_failing_reaches_the_dlq_and_a_redrive_applies_it_o
             .unwrap(),
         []
     );
-    let dead = pointflow::services::dlq::list(backend.dlq.as_ref(), 10).await.unwrap();
+    let dead = pointflow::services::dlq::list(backend.dlq.as_ref(), pointflow::services::dlq::QueueKind::Accruals, 10)
+        .await
+        .unwrap();
     assert_eq!(dead.len(), 1);
     assert_eq!((dead[0].job_id, dead[0].accruals), (Some(job_id), 12));
     assert_eq!(flaky.failures.load(Ordering::SeqCst), 2, "one failure per delivery");
@@ -181,6 +183,7 @@ async fn a_message_that_keeps_failing_reaches_the_dlq_and_a_redrive_applies_it_o
     let moved = pointflow::services::dlq::redrive(
         backend.dlq.as_ref(),
         backend.queue.as_ref(),
+        pointflow::services::dlq::QueueKind::Accruals,
         10,
         time::OffsetDateTime::now_utc(),
     )
@@ -206,6 +209,7 @@ async fn a_message_that_keeps_failing_reaches_the_dlq_and_a_redrive_applies_it_o
     let again = pointflow::services::dlq::redrive(
         backend.dlq.as_ref(),
         backend.queue.as_ref(),
+        pointflow::services::dlq::QueueKind::Accruals,
         10,
         time::OffsetDateTime::now_utc(),
     )

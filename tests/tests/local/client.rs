@@ -308,32 +308,56 @@ async fn dead_letters_redriven(via_archive: bool) {
     let before = stack.client.job(&job_id.to_string()).await.unwrap();
     assert_eq!((before.failed, before.status), (4, JobStatus::CompletedWithErrors));
 
-    let listed = pointflow::services::dlq::list(stack.backend.dlq.as_ref(), 100)
-        .await
-        .unwrap();
+    let listed = pointflow::services::dlq::list(
+        stack.backend.dlq.as_ref(),
+        pointflow::services::dlq::QueueKind::Accruals,
+        100,
+    )
+    .await
+    .unwrap();
     assert_eq!(listed.len(), 2);
     assert!(listed.iter().all(|l| l.job_id == Some(job_id) && l.accruals == 2));
     let now = time::OffsetDateTime::now_utc();
     let moved = if via_archive {
         let folder = stack._dir.0.join("dlq-archive");
         let objects = pointflow::adapters::local_dir::DirObjects::new(&folder);
-        let archived = pointflow::services::dlq::archive(stack.backend.dlq.as_ref(), &objects, "", "", 100, now)
-            .await
-            .unwrap();
+        let archived = pointflow::services::dlq::archive(
+            stack.backend.dlq.as_ref(),
+            pointflow::services::dlq::QueueKind::Accruals,
+            &objects,
+            "",
+            "",
+            100,
+            now,
+        )
+        .await
+        .unwrap();
         assert_eq!((archived.messages, archived.files.len()), (2, 1));
-        let left = pointflow::services::dlq::list(stack.backend.dlq.as_ref(), 100)
-            .await
-            .unwrap();
+        let left = pointflow::services::dlq::list(
+            stack.backend.dlq.as_ref(),
+            pointflow::services::dlq::QueueKind::Accruals,
+            100,
+        )
+        .await
+        .unwrap();
         assert!(left.is_empty(), "archived messages leave the DLQ");
         let file = std::fs::read(folder.join(&archived.files[0])).unwrap();
         let letters = pointflow::services::dlq::decode_archive(&file).unwrap();
-        pointflow::services::dlq::redrive_archived(&letters, stack.backend.queue.as_ref(), now)
-            .await
-            .unwrap()
+        pointflow::services::dlq::redrive_archived(
+            &letters,
+            pointflow::services::dlq::RedriveTargets {
+                accruals: stack.backend.queue.as_ref(),
+                imports: None,
+            },
+            now,
+        )
+        .await
+        .unwrap()
     } else {
         pointflow::services::dlq::redrive(
             stack.backend.dlq.as_ref(),
             stack.backend.queue.as_ref(),
+            pointflow::services::dlq::QueueKind::Accruals,
             usize::MAX,
             now,
         )
@@ -360,10 +384,14 @@ async fn dead_letters_redriven(via_archive: bool) {
     }
     assert_eq!((view.applied, view.failed, view.status), (4, 0, JobStatus::Completed));
     assert_eq!(balance(&stack, "m-dlq").await, [("P".to_owned(), 20)]);
-    assert!(pointflow::services::dlq::list(stack.backend.dlq.as_ref(), 100)
-        .await
-        .unwrap()
-        .is_empty());
+    assert!(pointflow::services::dlq::list(
+        stack.backend.dlq.as_ref(),
+        pointflow::services::dlq::QueueKind::Accruals,
+        100
+    )
+    .await
+    .unwrap()
+    .is_empty());
     stack.runner.stop().await.unwrap();
 }
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 use pointflow::adapters::sqlite::SqliteStore;
 use pointflow::domain::packing::PackingLimits;
 use pointflow::domain::{Balance, JobStatus};
+use pointflow::ports::WorkQueue;
 use pointflow::services::import::ImportSettings;
 use pointflow_tests::backend::Backend;
 use pointflow_tests::import::ImportRig;
@@ -14,11 +15,17 @@ use pointflow_tests::import::ImportRig;
 const VISIBILITY: Duration = Duration::from_millis(500);
 
 fn rig(settings: ImportSettings) -> ImportRig {
+    rig_with_import_dlq(settings).0
+}
+
+/// The rig, and the import queue's dead-letter queue.
+fn rig_with_import_dlq(settings: ImportSettings) -> (ImportRig, Arc<dyn WorkQueue>) {
     pointflow_tests::init_logging();
     let store = SqliteStore::in_memory().expect("open SQLite");
     let queue = store.queue("accruals", VISIBILITY, Some((3, "accruals-dlq".to_owned())));
     let dlq = store.queue("accruals-dlq", VISIBILITY, None);
     let tasks = store.queue("imports", VISIBILITY, Some((3, "imports-dlq".to_owned())));
+    let import_dlq: Arc<dyn WorkQueue> = Arc::new(store.queue("imports-dlq", VISIBILITY, None));
     let store = Arc::new(store);
     let counter = store.clone();
     let backend = Backend {
@@ -32,7 +39,7 @@ fn rig(settings: ImportSettings) -> ImportRig {
         races_are_safe: true,
         strict: None,
     };
-    ImportRig::local(backend, Arc::new(tasks), settings)
+    (ImportRig::local(backend, Arc::new(tasks), settings), import_dlq)
 }
 
 async fn balances(rig: &ImportRig, member: &str) -> Vec<(String, u64)> {
@@ -668,4 +675,85 @@ async fn occurrence_counts_are_removed_once_read_and_their_loss_fails_the_job() 
     let error = job.error.clone().expect("a reason");
     assert!(error.contains("occurrence counts of the earlier chunks"), "{error}");
     assert!(job.completed_at.is_some(), "{job:?}");
+}
+
+/// A file's continuation dead-letters (its chunk failed `MaxReceiveCount`
+/// times), is archived from the import DLQ and redriven from the archive
+/// to the import queue: the file finishes, every row credited once and the
+/// report whole; redriving the archive again credits nothing twice; and
+/// once its file's report parts may have expired, the redrive refuses it.
+#[tokio::test]
+async fn a_dead_lettered_continuation_archived_then_redriven_finishes_its_file_once() {
+    use pointflow::services::dlq::{self, QueueKind, RedriveTargets};
+    let (rig, import_dlq) = rig_with_import_dlq(small_chunks(40));
+    let task = rig.drop_file("imports/dead.csv", MIXED.as_bytes()).await;
+    rig.notify(&task).await;
+    let first = rig.tasks.receive_messages(1, Duration::ZERO).await.unwrap();
+    assert_eq!(rig.invoke_import(&first).await, 0, "the first chunk runs");
+    // Its continuation fails three deliveries (an outage), then dead-letters.
+    for _ in 0..3 {
+        let delivery = rig.tasks.receive_messages(1, Duration::ZERO).await.unwrap();
+        assert_eq!(delivery.len(), 1);
+        rig.tasks
+            .release_messages(&[delivery[0].receipt_handle.clone()])
+            .await
+            .unwrap();
+    }
+    assert!(rig.tasks.receive_messages(1, Duration::ZERO).await.unwrap().is_empty());
+    rig.run_until_quiet().await;
+    assert_eq!(
+        rig.job(&task).await.status(),
+        JobStatus::Importing,
+        "the file is half read"
+    );
+
+    let listed = dlq::list(import_dlq.as_ref(), QueueKind::Imports, 10).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(
+        (listed[0].job_id, listed[0].seq),
+        (Some(rig.job(&task).await.job_id), Some(1))
+    );
+    let folder = pointflow_tests::import::TempDir::new("pointflow-import-archive");
+    let objects = pointflow::adapters::local_dir::DirObjects::new(&folder.0);
+    let now = time::OffsetDateTime::now_utc();
+    let archived = dlq::archive(import_dlq.as_ref(), QueueKind::Imports, &objects, "", "", 10, now)
+        .await
+        .unwrap();
+    assert_eq!((archived.messages, archived.files.len()), (1, 1));
+    assert!(dlq::list(import_dlq.as_ref(), QueueKind::Imports, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    let letters = dlq::decode_archive(&std::fs::read(folder.0.join(&archived.files[0])).unwrap()).unwrap();
+
+    let targets = RedriveTargets {
+        accruals: rig.backend.queue.as_ref(),
+        imports: Some(rig.tasks.as_ref()),
+    };
+    for _ in 0..2 {
+        let moved = dlq::redrive_archived(&letters, targets, now).await.unwrap();
+        assert_eq!((moved.messages, moved.import_tasks, moved.refused.len()), (1, 1, 0));
+        rig.run_until_quiet().await;
+        assert_eq!(
+            balances(&rig, "m-1").await,
+            [("BONUS".into(), 150), ("WELCOME".into(), 2000)]
+        );
+        assert_eq!(balances(&rig, "m-2").await, [("WELCOME".into(), 700)]);
+        assert_eq!(balances(&rig, "m-3").await, [("WELCOME".into(), 2000)]);
+        assert_eq!(rig.report("imports/dead.csv").await.as_deref(), Some(MIXED_REPORT));
+        let job = rig.job(&task).await;
+        assert_eq!(
+            (job.total, job.applied, job.duplicate, job.rejected, job.status()),
+            (4, 4, 0, 4, JobStatus::CompletedWithErrors)
+        );
+    }
+
+    let too_late = now + time::Duration::days(pointflow::domain::retention::IMPORT_REDRIVE_MAX_AGE_DAYS);
+    let moved = dlq::redrive_archived(&letters, targets, too_late).await.unwrap();
+    assert_eq!((moved.messages, moved.refused.len()), (0, 1));
+    assert!(
+        moved.refused[0].reason.contains("report parts expire"),
+        "{:?}",
+        moved.refused
+    );
 }

@@ -439,6 +439,7 @@ impl Importer {
                         columns: parsed.columns,
                         report_parts: parts,
                         campaign: start.campaign.clone(),
+                        started_at: Some(start.queued_at),
                     }),
                 };
                 self.tasks.send_messages(&[next.encode()]).await?;

@@ -42,6 +42,16 @@ pub struct Resume {
     /// before scheme v2, which keeps its v1 ids to the end.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub campaign: Option<String>,
+    /// When the file's job was created: no report part or occurrence table
+    /// of the file is older, so a redrive checks its age against their
+    /// expiry (`domain::retention::check_import_redrive`). `None`: queued
+    /// by a release before this stamp.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
+    pub started_at: Option<time::OffsetDateTime>,
 }
 
 /// The envelope of a continuation on the import queue.
@@ -242,6 +252,7 @@ mod tests {
             columns: vec!["member_id".into(), "point_type".into(), "amount".into()],
             report_parts: vec![0, 2],
             campaign: Some("spring-2026".into()),
+            started_at: Some(time::macros::datetime!(2026-03-01 10:00:00 UTC)),
         });
         assert_eq!(parse_tasks(&task.encode()).unwrap(), [task]);
     }

@@ -19,7 +19,7 @@ use crate::domain::JobId;
 use crate::ports::{JobStore, Ledger, QueueError, ReceivedMessage, WorkQueue};
 use crate::services::api::{ApiRequest, ApiResponse};
 use crate::services::api::{ApiService, ApiSettings};
-use crate::services::dlq::Redriven;
+use crate::services::dlq::{QueueKind, Redriven};
 use crate::services::worker::{BatchReport, IncomingMessage, MessageRetry, Worker, WorkerSettings};
 
 use super::exec::{Core, GatePoint, Sim, StoreFault, TaskId, Verdict};
@@ -589,7 +589,9 @@ impl Run {
                 // Messages carry real-clock `queued_at` stamps, so the age
                 // rule is checked on the real clock: nothing here is too old.
                 let now = time::OffsetDateTime::now_utc();
-                TaskOutput::Redriven(crate::services::dlq::redrive(dead.as_ref(), main.as_ref(), max, now).await)
+                TaskOutput::Redriven(
+                    crate::services::dlq::redrive(dead.as_ref(), main.as_ref(), QueueKind::Accruals, max, now).await,
+                )
             }),
         );
         let mut core = self.sim.lock();
@@ -741,6 +743,7 @@ impl Run {
         match futures::executor::block_on(crate::services::dlq::redrive(
             dead.as_ref(),
             main.as_ref(),
+            QueueKind::Accruals,
             usize::MAX,
             time::OffsetDateTime::now_utc(),
         )) {
