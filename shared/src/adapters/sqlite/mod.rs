@@ -46,6 +46,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rusqlite::Connection;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
+use tokio::sync::Notify;
 
 use crate::ports::{BoxError, QueueError, StoreError};
 
@@ -201,6 +202,10 @@ fn prepare(conn: &Connection, file_backed: bool) -> Result<(), Failure> {
 pub struct SqliteStore {
     db: Db,
     requests: Arc<AtomicU64>,
+    /// Signalled whenever a message may have become visible in any of this
+    /// store's queues (send, release): waiting receivers wake on it instead
+    /// of polling.
+    wake: Arc<Notify>,
 }
 
 impl SqliteStore {
@@ -230,6 +235,7 @@ impl SqliteStore {
         SqliteStore {
             db: Arc::new(Mutex::new(conn)),
             requests: Arc::new(AtomicU64::new(0)),
+            wake: Arc::new(Notify::new()),
         }
     }
 
@@ -238,7 +244,13 @@ impl SqliteStore {
     /// queue `dlq_name` instead of delivering it once it has been received
     /// `max_receive_count` times. Queues need no creation: a name is enough.
     pub fn queue(&self, name: &str, visibility_timeout: Duration, redrive: Option<(u32, String)>) -> SqliteQueue {
-        SqliteQueue::new(Arc::clone(&self.db), name, visibility_timeout, redrive)
+        SqliteQueue::new(
+            Arc::clone(&self.db),
+            Arc::clone(&self.wake),
+            name,
+            visibility_timeout,
+            redrive,
+        )
     }
 
     /// Port calls made to this store (and its clones) so far.
