@@ -24,6 +24,7 @@
 //!
 //! Files: this one holds the store (connection, opening, counters, the
 //! inspection methods); `schema.rs` the schema and its migrations;
+//! `leases.rs` the runner lock and the release of a gone runner's leases;
 //! `ledger.rs` the ledger ports; `jobs.rs` the job store; `queue.rs` the
 //! queues; `baseline.rs` the naive baseline's single writes (`testkit`).
 //!
@@ -34,6 +35,7 @@
 #[cfg(feature = "testkit")]
 mod baseline;
 mod jobs;
+mod leases;
 mod ledger;
 mod queue;
 mod schema;
@@ -50,6 +52,7 @@ use tokio::sync::Notify;
 
 use crate::ports::{BoxError, QueueError, StoreError};
 
+pub use leases::RunnerLock;
 pub use queue::SqliteQueue;
 
 /// How long a call waits for another process's write lock on the file.
