@@ -52,9 +52,9 @@ enum DlqCommand {
     /// Move dead-lettered messages back to the accrual queue (or, with --from, archived ones); the worker
     /// applies them, nothing twice. Messages too old for their job's records are refused and left where they are.
     Redrive {
-        /// At most this many (from the DLQ).
-        #[arg(long, default_value_t = usize::MAX)]
-        max: usize,
+        /// At most this many (from the DLQ; default all).
+        #[arg(long)]
+        max: Option<usize>,
         /// Archive files to send back instead of the DLQ: files or folders of `dlq archive`, or s3://bucket/key.
         #[arg(long, num_args = 1..)]
         from: Vec<String>,
@@ -64,9 +64,9 @@ enum DlqCommand {
         /// A folder, or s3://bucket/prefix.
         #[arg(long)]
         to: String,
-        /// At most this many.
-        #[arg(long, default_value_t = usize::MAX)]
-        max: usize,
+        /// At most this many (default all).
+        #[arg(long)]
+        max: Option<usize>,
     },
 }
 
@@ -158,7 +158,7 @@ pub async fn run(args: DlqArgs) -> anyhow::Result<ExitCode> {
         DlqCommand::Redrive { max, from } => {
             let now = OffsetDateTime::now_utc();
             let moved = if from.is_empty() {
-                pointflow::services::dlq::redrive(dlq.as_ref(), queue.as_ref(), max, now).await?
+                pointflow::services::dlq::redrive(dlq.as_ref(), queue.as_ref(), max.unwrap_or(usize::MAX), now).await?
             } else {
                 let letters = read_archives(&from).await?;
                 pointflow::services::dlq::redrive_archived(&letters, queue.as_ref(), now).await?
@@ -175,7 +175,7 @@ pub async fn run(args: DlqArgs) -> anyhow::Result<ExitCode> {
                 objects.as_ref(),
                 &bucket,
                 &prefix,
-                max,
+                max.unwrap_or(usize::MAX),
                 OffsetDateTime::now_utc(),
             )
             .await?;
