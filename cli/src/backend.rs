@@ -99,6 +99,9 @@ pub struct LocalBackend {
     pub baseline_ledger: Arc<dyn Ledger>,
     /// The SQLite store, when embedded (for whole-table verification).
     pub embedded: Option<SqliteStore>,
+    /// The embedded database's file (none in memory or on AWS): a runner
+    /// takes its lock and releases the leases a gone runner left.
+    pub db_file: Option<PathBuf>,
     /// Human-readable description for banners.
     pub description: String,
 }
@@ -154,6 +157,7 @@ impl LocalBackend {
             }),
             store_requests: ports.store_requests,
             embedded: Some(store),
+            db_file: (db.as_os_str() != ":memory:").then(|| db.to_owned()),
             description: format!("embedded SQLite at {}", db.display()),
         })
     }
@@ -227,6 +231,7 @@ impl LocalBackend {
             }),
             store_requests: ports.store_requests,
             embedded: None,
+            db_file: None,
             description: format!("AWS: table {} and queue {queue_url}", resources.table),
         })
     }

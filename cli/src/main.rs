@@ -4,7 +4,9 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use std::io::IsTerminal;
+
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 mod commands;
 mod render;
@@ -79,18 +81,68 @@ enum Command {
     Use(UseArgs),
 }
 
+/// The top-level help lists commands by what they are for, campaign work
+/// first and the measuring tools last. Clap has no subcommand groups, so the
+/// list is built from the commands' own definitions (names and about lines).
+const COMMAND_GROUPS: &[(&str, &[&str])] = &[
+    ("Campaigns", &["submit", "status", "wait", "cancel"]),
+    ("Members", &["balance", "history", "use", "reverse"]),
+    ("Operations", &["dlq", "reconcile"]),
+    ("Running locally", &["local"]),
+    ("Planning and measuring", &["plan", "bench", "simulate"]),
+];
+
+/// The command with its help's command list grouped by [`COMMAND_GROUPS`].
+fn grouped_command() -> clap::Command {
+    let command = Cli::command();
+    let width = COMMAND_GROUPS
+        .iter()
+        .flat_map(|(_, names)| names.iter().map(|n| n.len()))
+        .max()
+        .unwrap_or(0);
+    let mut groups = String::new();
+    for (heading, names) in COMMAND_GROUPS {
+        groups.push_str(&format!("{heading}:\n"));
+        for name in *names {
+            let about = command
+                .find_subcommand(name)
+                .and_then(|c| c.get_about())
+                .map(|a| a.to_string())
+                .unwrap_or_default();
+            groups.push_str(&format!("  {name:<width$}  {about}\n"));
+        }
+        groups.push('\n');
+    }
+    // Braces in the command text must not read as template variables.
+    let groups = groups.replace('{', "{{").replace('}', "}}");
+    command.help_template(format!(
+        "{{about-with-newline}}\n{{usage-heading}} {{usage}}\n\n{groups}\
+         Run `pointflow help <COMMAND>` for a command's options.\n\nOptions:\n{{options}}{{after-help}}"
+    ))
+}
+
+/// Colour only for a person at a terminal: never when stderr is a file or a
+/// pipe, nor when `NO_COLOR` is set to anything (https://no-color.org).
+fn use_colour() -> bool {
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(use_colour())
         .try_init();
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::from_arg_matches(&grouped_command().get_matches()) {
+        Ok(cli) => cli,
+        Err(error) => error.exit(),
+    };
     // The simulation makes the worker fail on purpose thousands of times:
     // its warnings would drown the report.
     if !matches!(cli.command, Command::Simulate(_)) {
@@ -122,5 +174,58 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::History(args) => commands::members::history(args).await,
         Command::Reverse(args) => commands::members::reverse(args).await,
         Command::Use(args) => commands::members::use_points(args).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_command_is_in_exactly_one_help_group() {
+        let command = Cli::command();
+        let mut listed: Vec<&str> = COMMAND_GROUPS
+            .iter()
+            .flat_map(|(_, names)| names.iter().copied())
+            .collect();
+        listed.sort_unstable();
+        let mut defined: Vec<&str> = command.get_subcommands().map(|c| c.get_name()).collect();
+        defined.sort_unstable();
+        assert_eq!(listed, defined);
+    }
+
+    #[test]
+    fn help_has_no_blank_argument_help_and_no_huge_defaults() {
+        fn check(command: &clap::Command, path: &str) {
+            for arg in command.get_arguments() {
+                let id = arg.get_id().as_str();
+                if matches!(id, "help" | "version") {
+                    continue;
+                }
+                assert!(arg.get_help().is_some(), "{path} {id} has no help");
+                for default in arg.get_default_values() {
+                    let default = default.to_string_lossy();
+                    // A number this long is a type's maximum standing in for "all".
+                    let huge = default.len() >= 12 && default.chars().all(|c| c.is_ascii_digit());
+                    assert!(!huge, "{path} {id} shows default {default}");
+                }
+            }
+            for sub in command.get_subcommands() {
+                check(sub, &format!("{path} {}", sub.get_name()));
+            }
+        }
+        check(&Cli::command(), "pointflow");
+    }
+
+    #[test]
+    fn grouped_help_names_every_command() {
+        let help = grouped_command().render_help().to_string();
+        assert!(help.starts_with("Bulk loyalty-point accruals"), "{help}");
+        for (heading, names) in COMMAND_GROUPS {
+            assert!(help.contains(&format!("{heading}:")), "{help}");
+            for name in *names {
+                assert!(help.contains(&format!("  {name} ")), "{help}");
+            }
+        }
     }
 }

@@ -66,8 +66,10 @@ impl PollerStats {
 
 /// Runs `maximum_concurrency` pollers until `shutdown` turns true; each
 /// finishes the batch in hand first. (A hard kill instead leaves in-flight
-/// messages invisible until their visibility timeout, as on SQS; they are
-/// then applied as redeliveries.)
+/// messages invisible until their visibility timeout, as on SQS; on the
+/// embedded backend the next runner releases them at start, see
+/// [`crate::runner::Runner::start`]. Either way they are applied as
+/// redeliveries.)
 pub async fn run_pollers(
     queue: Arc<dyn WorkQueue>,
     handler: Arc<dyn SqsHandler>,

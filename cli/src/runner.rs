@@ -2,9 +2,12 @@
 //! import's pollers over one backend.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
+use pointflow::adapters::sqlite::RunnerLock;
 use pointflow::services::api::ApiService;
 use pointflow::services::import::Importer;
 use pointflow::services::worker::Worker;
@@ -16,7 +19,7 @@ use crate::backend::LocalBackend;
 use crate::exposure::{check_bind, Exposure};
 use crate::poller::{run_pollers, PollerSettings, PollerStats};
 use crate::server::serve;
-use crate::settings::StackSettings;
+use crate::settings::{StackSettings, IMPORT_QUEUE_NAME, QUEUE_NAME};
 
 /// A running local stack.
 pub struct Runner {
@@ -25,6 +28,10 @@ pub struct Runner {
     pub stats: Arc<PollerStats>,
     /// What the import pollers did.
     pub import_stats: Arc<PollerStats>,
+    /// Whether this runner owns the embedded database's queues.
+    pub takeover: Takeover,
+    /// Held while the runner lives (dropped with it).
+    _owner: Option<RunnerLock>,
     shutdown: watch::Sender<bool>,
     server: JoinHandle<std::io::Result<()>>,
     pollers: JoinHandle<()>,
@@ -52,6 +59,7 @@ impl Runner {
         exposure: Exposure,
     ) -> anyhow::Result<Runner> {
         check_bind(addr, exposure)?;
+        let (takeover, owner) = take_over(backend)?;
         let service = ApiService::new(
             backend.jobs.clone(),
             backend.ledger.clone(),
@@ -104,6 +112,8 @@ impl Runner {
             addr,
             stats,
             import_stats,
+            takeover,
+            _owner: owner,
             shutdown,
             server,
             pollers,
@@ -126,4 +136,58 @@ impl Runner {
         self.server.await.context("server")?.context("server")?;
         Ok(())
     }
+}
+
+/// What a starting runner found about the embedded database's queues.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Takeover {
+    /// In memory or on AWS: no earlier runner's leases to release.
+    NotApplicable,
+    /// This runner is the database's only runner (it holds `lock`) and made
+    /// `released` messages visible that a stopped runner had left in flight.
+    Owner { released: u64, lock: PathBuf },
+    /// Another live process holds `lock`: its in-flight messages stay its own.
+    Shared { lock: PathBuf },
+}
+
+impl Takeover {
+    /// What to tell the user at start, if anything: what was released, or
+    /// what the runner waits on.
+    pub fn notice(&self, visibility_timeout: Duration) -> Option<String> {
+        match self {
+            Takeover::NotApplicable | Takeover::Owner { released: 0, .. } => None,
+            Takeover::Owner { released, .. } => Some(format!(
+                "resuming: {released} message(s) a stopped run left in flight are delivered again now"
+            )),
+            Takeover::Shared { lock } => Some(format!(
+                "another pointflow process runs on this database (it holds {}): messages it has in flight \
+                 stay with it, or come back {} s after it received them if it dies",
+                lock.display(),
+                visibility_timeout.as_secs()
+            )),
+        }
+    }
+}
+
+/// Takes the embedded database's runner lock and, holding it, releases the
+/// leases of runners that are gone (`kill -9`, a crash): without this they
+/// sit out the whole visibility timeout. The dead-letter queues are left
+/// alone: `pointflow dlq` commands lease from them without the lock.
+fn take_over(backend: &LocalBackend) -> anyhow::Result<(Takeover, Option<RunnerLock>)> {
+    let (Some(store), Some(db)) = (&backend.embedded, &backend.db_file) else {
+        return Ok((Takeover::NotApplicable, None));
+    };
+    let Some(owner) = RunnerLock::try_acquire(db).with_context(|| format!("locking {}", db.display()))? else {
+        return Ok((
+            Takeover::Shared {
+                lock: RunnerLock::path_for(db),
+            },
+            None,
+        ));
+    };
+    let released = store
+        .release_leases(&owner, &[QUEUE_NAME, IMPORT_QUEUE_NAME])
+        .with_context(|| format!("releasing the leases of a stopped run in {}", db.display()))?;
+    let lock = owner.path().to_owned();
+    Ok((Takeover::Owner { released, lock }, Some(owner)))
 }

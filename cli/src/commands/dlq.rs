@@ -85,9 +85,9 @@ enum DlqCommand {
     /// came from); they are applied nothing twice. Messages too old for their job's records (import tasks: for
     /// their file's report parts) are refused and left where they are.
     Redrive {
-        /// At most this many (from the DLQ).
-        #[arg(long, default_value_t = usize::MAX)]
-        max: usize,
+        /// At most this many (from the DLQ; default all).
+        #[arg(long)]
+        max: Option<usize>,
         /// Archive files to send back instead of the DLQ: files or folders of `dlq archive`, or s3://bucket/key.
         #[arg(long, num_args = 1..)]
         from: Vec<String>,
@@ -97,9 +97,9 @@ enum DlqCommand {
         /// A folder, or s3://bucket/prefix.
         #[arg(long)]
         to: String,
-        /// At most this many.
-        #[arg(long, default_value_t = usize::MAX)]
-        max: usize,
+        /// At most this many (default all).
+        #[arg(long)]
+        max: Option<usize>,
     },
 }
 
@@ -228,7 +228,7 @@ pub async fn run(args: DlqArgs) -> anyhow::Result<ExitCode> {
             let now = OffsetDateTime::now_utc();
             let moved = if from.is_empty() {
                 let (queue, dlq) = dlq_pair()?;
-                pointflow::services::dlq::redrive(dlq.as_ref(), queue.as_ref(), kind, max, now).await?
+                pointflow::services::dlq::redrive(dlq.as_ref(), queue.as_ref(), kind, max.unwrap_or(usize::MAX), now).await?
             } else {
                 let letters = read_archives(&from).await?;
                 let (accruals, _) = accruals.context("--backend aws needs --queue-url and --dlq-url")?;
@@ -253,7 +253,7 @@ pub async fn run(args: DlqArgs) -> anyhow::Result<ExitCode> {
                 objects.as_ref(),
                 &bucket,
                 &prefix,
-                max,
+                max.unwrap_or(usize::MAX),
                 OffsetDateTime::now_utc(),
             )
             .await?;

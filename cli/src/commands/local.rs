@@ -239,6 +239,9 @@ async fn serve(
         );
     }
     let runner = Runner::start_exposed(backend, settings, addr, pollers, exposure).await?;
+    if let Some(notice) = runner.takeover.notice(settings.visibility_timeout) {
+        eprintln!("{notice}");
+    }
     eprintln!(
         "Pointflow API on {} ({}); up to {} worker invocations at once. Ctrl-C stops.",
         runner.base_url(),
@@ -279,6 +282,9 @@ async fn demo(
             .min(settings.ingest.max_items),
     };
     let runner = Runner::start(backend, settings, "127.0.0.1:0".parse()?, pollers).await?;
+    if let Some(notice) = runner.takeover.notice(settings.visibility_timeout) {
+        eprintln!("{notice}");
+    }
     eprintln!(
         "demo: {} accruals ({members} members × {point_types} point types × {repeats}), seed {seed}, \
          on {}; worker cap {}",
@@ -334,6 +340,9 @@ async fn import(
         None => default_key(&file)?,
     };
     let runner = Runner::start(backend, settings, "127.0.0.1:0".parse()?, pollers).await?;
+    if let Some(notice) = runner.takeover.notice(settings.visibility_timeout) {
+        eprintln!("{notice}");
+    }
     eprintln!("import: {} → {key} on {}", file.display(), backend.description);
     let summary = tokio::select! {
         summary = run_import(backend, &file, &key, campaign.as_deref(), !quiet, Duration::from_secs(timeout)) => summary,

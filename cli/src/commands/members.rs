@@ -15,6 +15,7 @@ use crate::render::Output;
 pub struct BalanceArgs {
     #[command(flatten)]
     api: ApiArgs,
+    /// The member's id.
     member: String,
 }
 
@@ -23,6 +24,7 @@ pub struct BalanceArgs {
 pub struct HistoryArgs {
     #[command(flatten)]
     api: ApiArgs,
+    /// The member's id.
     member: String,
     /// Only this point type.
     #[arg(long)]
@@ -43,14 +45,18 @@ pub struct HistoryArgs {
 pub struct UseArgs {
     #[command(flatten)]
     api: ApiArgs,
+    /// The member whose points are used.
     member: String,
     /// Idempotency id of this deduction, e.g. the order number.
     #[arg(long)]
     use_id: String,
+    /// The point type to deduct from.
     #[arg(long)]
     point_type: String,
+    /// Points to deduct (a positive whole number).
     #[arg(long)]
     amount: u64,
+    /// Why, recorded with the use and shown in the history.
     #[arg(long)]
     reason: Option<String>,
 }
@@ -66,6 +72,7 @@ pub struct ReverseArgs {
     /// The use to cancel (its points go back).
     #[arg(long)]
     use_id: Option<String>,
+    /// Why, recorded with the reversal and shown in the history.
     #[arg(long)]
     reason: Option<String>,
 }

@@ -315,3 +315,88 @@ async fn the_local_server_answers_loopback_hosts_only() {
     assert_eq!(answered.status().as_u16(), 404);
     runner.stop().await.unwrap();
 }
+
+/// `kill -9` leaves the messages a runner held in flight invisible for the
+/// whole visibility timeout (360 s). A runner that starts as the database's
+/// only user releases them: they are delivered and applied at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runner_started_after_a_hard_kill_delivers_the_left_leases_at_once() {
+    use pointflow_cli::runner::Takeover;
+
+    pointflow_tests::init_logging();
+    let settings = StackSettings::from_template().unwrap();
+    let dir = TempDir::new("pointflow-kill");
+    let choice = BackendChoice::Embedded {
+        db: dir.0.join("local.db"),
+        bucket_dir: dir.0.join("bucket"),
+    };
+    let job_id;
+    {
+        // A run that queued a job's messages and received them, then died.
+        let backend = LocalBackend::open(&choice, &settings).await.unwrap();
+        let runner = Runner::start(&backend, &settings, "127.0.0.1:0".parse().unwrap(), pollers(&settings))
+            .await
+            .unwrap();
+        runner.stop().await.unwrap();
+        let service = pointflow::services::api::ApiService::new(
+            backend.jobs.clone(),
+            backend.ledger.clone(),
+            backend.queue.clone(),
+            settings.ingest,
+        );
+        let body = serde_json::json!({"accruals": (0..3).map(|i| serde_json::json!(
+            {"member_id": format!("m-{i}"), "point_type": "WELCOME", "amount": 10}
+        )).collect::<Vec<_>>()});
+        let response = service
+            .handle(&pointflow::services::api::ApiRequest {
+                method: "POST".into(),
+                path: "/v1/jobs".into(),
+                query: vec![],
+                headers: vec![
+                    ("content-type".into(), "application/json".into()),
+                    ("idempotency-key".into(), "kill-test".into()),
+                ],
+                body: serde_json::to_vec(&body).unwrap(),
+            })
+            .await;
+        assert_eq!(response.status, 202, "{}", response.body);
+        job_id = response.body["job_id"]
+            .as_str()
+            .unwrap()
+            .parse::<pointflow::domain::JobId>()
+            .unwrap();
+        let leased = backend.queue.receive_messages(10, Duration::ZERO).await.unwrap();
+        assert!(!leased.is_empty());
+        assert_eq!(backend.queue.receive_messages(10, Duration::ZERO).await.unwrap(), []);
+    }
+    let backend = LocalBackend::open(&choice, &settings).await.unwrap();
+    let runner = Runner::start(&backend, &settings, "127.0.0.1:0".parse().unwrap(), pollers(&settings))
+        .await
+        .unwrap();
+    assert!(
+        matches!(runner.takeover, Takeover::Owner { released, .. } if released > 0),
+        "{:?}",
+        runner.takeover
+    );
+    // A second runner on the same file does not take over (and says why).
+    let second = Runner::start(&backend, &settings, "127.0.0.1:0".parse().unwrap(), pollers(&settings))
+        .await
+        .unwrap();
+    assert!(matches!(second.takeover, Takeover::Shared { .. }));
+    assert!(second.takeover.notice(settings.visibility_timeout).is_some());
+    second.stop().await.unwrap();
+    // Guard against hanging for the 360 s visibility timeout; not a speed check.
+    let job = tokio::time::timeout(Duration::from_secs(120), async {
+        loop {
+            let job = backend.jobs.get_job(job_id).await.unwrap().unwrap();
+            if job.completed_at.is_some() {
+                break job;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the left leases were not delivered");
+    assert_eq!((job.applied, job.status()), (3, JobStatus::Completed));
+    runner.stop().await.unwrap();
+}

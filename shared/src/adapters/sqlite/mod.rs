@@ -24,6 +24,7 @@
 //!
 //! Files: this one holds the store (connection, opening, counters, the
 //! inspection methods); `schema.rs` the schema and its migrations;
+//! `leases.rs` the runner lock and the release of a gone runner's leases;
 //! `ledger.rs` the ledger ports; `jobs.rs` the job store; `queue.rs` the
 //! queues; `baseline.rs` the naive baseline's single writes (`testkit`).
 //!
@@ -34,6 +35,7 @@
 #[cfg(feature = "testkit")]
 mod baseline;
 mod jobs;
+mod leases;
 mod ledger;
 mod queue;
 mod schema;
@@ -47,9 +49,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rusqlite::Connection;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
+use tokio::sync::Notify;
 
 use crate::ports::{BoxError, QueueError, StoreError};
 
+pub use leases::RunnerLock;
 pub use queue::SqliteQueue;
 
 /// How long a call waits for another process's write lock on the file.
@@ -202,6 +206,10 @@ fn prepare(conn: &Connection, file_backed: bool) -> Result<(), Failure> {
 pub struct SqliteStore {
     db: Db,
     requests: Arc<AtomicU64>,
+    /// Signalled whenever a message may have become visible in any of this
+    /// store's queues (send, release): waiting receivers wake on it instead
+    /// of polling.
+    wake: Arc<Notify>,
 }
 
 impl SqliteStore {
@@ -231,6 +239,7 @@ impl SqliteStore {
         SqliteStore {
             db: Arc::new(Mutex::new(conn)),
             requests: Arc::new(AtomicU64::new(0)),
+            wake: Arc::new(Notify::new()),
         }
     }
 
@@ -239,7 +248,13 @@ impl SqliteStore {
     /// queue `dlq_name` instead of delivering it once it has been received
     /// `max_receive_count` times. Queues need no creation: a name is enough.
     pub fn queue(&self, name: &str, visibility_timeout: Duration, redrive: Option<(u32, String)>) -> SqliteQueue {
-        SqliteQueue::new(Arc::clone(&self.db), name, visibility_timeout, redrive)
+        SqliteQueue::new(
+            Arc::clone(&self.db),
+            Arc::clone(&self.wake),
+            name,
+            visibility_timeout,
+            redrive,
+        )
     }
 
     /// Port calls made to this store (and its clones) so far.

@@ -2,16 +2,21 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
-use rusqlite::{params, Connection, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use tokio::sync::Notify;
+use tokio::time::Instant;
 
 use super::{duration_millis, run_blocking, to_i64, wall_millis, Db, Failure};
 use crate::ports::{QueueError, ReceivedMessage, WorkQueue};
 
-/// Pause between polls of an empty queue while a receive waits.
-const POLL_INTERVAL: Duration = Duration::from_millis(10);
+/// Longest a waiting receive sleeps between looks when nothing wakes it.
+/// Sends and releases through this process wake it at once; this only
+/// bounds the delay for messages another process writes into the same file
+/// (it cannot signal this one) at one cheap query a second per receiver.
+const RECHECK_INTERVAL: Duration = Duration::from_secs(1);
 /// SQS's batch size, used for request accounting and as the receive cap.
 const BATCH: usize = 10;
 
@@ -24,22 +29,44 @@ const BATCH: usize = 10;
 #[derive(Debug, Clone)]
 pub struct SqliteQueue {
     db: Db,
+    /// The store's wake-up signal, shared by all its queues.
+    wake: Arc<Notify>,
     name: Arc<str>,
     visibility_timeout: Duration,
     /// `(max_receive_count, dead-letter queue name)`.
     redrive: Option<(u32, Arc<str>)>,
     requests: Arc<AtomicU64>,
+    /// Longest sleep of a waiting receive without a wake-up.
+    recheck: Duration,
+    waits: Arc<WaitCounts>,
+}
+
+/// How often receives looked at the queue and went to sleep on it (tests
+/// count wake-ups with these instead of measuring time).
+#[derive(Debug, Default)]
+struct WaitCounts {
+    looks: AtomicU64,
+    sleeps: AtomicU64,
 }
 
 impl SqliteQueue {
     /// A queue over `db`; see [`super::SqliteStore::queue`].
-    pub(super) fn new(db: Db, name: &str, visibility_timeout: Duration, redrive: Option<(u32, String)>) -> Self {
+    pub(super) fn new(
+        db: Db,
+        wake: Arc<Notify>,
+        name: &str,
+        visibility_timeout: Duration,
+        redrive: Option<(u32, String)>,
+    ) -> Self {
         SqliteQueue {
             db,
+            wake,
             name: name.into(),
             visibility_timeout,
             redrive: redrive.map(|(max, dlq)| (max, dlq.into())),
             requests: Arc::new(AtomicU64::new(0)),
+            recheck: RECHECK_INTERVAL,
+            waits: Arc::default(),
         }
     }
 
@@ -61,8 +88,9 @@ impl SqliteQueue {
     }
 
     /// Delivers up to `max` visible messages, moving those out of receives to
-    /// the dead-letter queue on the way.
-    async fn take_visible(&self, max: usize) -> Result<Vec<ReceivedMessage>, QueueError> {
+    /// the dead-letter queue on the way. When it delivers none, also says in
+    /// how many milliseconds the queue's next invisible message turns visible.
+    async fn take_visible(&self, max: usize) -> Result<Taken, QueueError> {
         let queue = Arc::clone(&self.name);
         let redrive = self.redrive.clone();
         let hidden_for = duration_millis(self.visibility_timeout);
@@ -71,6 +99,7 @@ impl SqliteQueue {
             let invisible_until = now.saturating_add(hidden_for);
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let mut received: Vec<ReceivedMessage> = Vec::new();
+            let mut dead_lettered = false;
             {
                 let mut select = tx.prepare_cached(
                     "SELECT id, body, receive_count FROM queue_messages
@@ -108,6 +137,7 @@ impl SqliteQueue {
                             if receive_count >= *max_receives {
                                 dead_letter.execute(params![id, &**dlq, now])?;
                                 redriven += 1;
+                                dead_lettered = true;
                                 continue;
                             }
                         }
@@ -133,11 +163,33 @@ impl SqliteQueue {
                     }
                 }
             }
+            let next_visible_in = if received.is_empty() {
+                tx.prepare_cached("SELECT MIN(visible_at) FROM queue_messages WHERE queue = ?1 AND visible_at > ?2")?
+                    .query_row(params![&*queue, now], |row| row.get::<_, Option<i64>>(0))
+                    .optional()?
+                    .flatten()
+                    .map(|at| Duration::from_millis(u64::try_from(at.saturating_sub(now)).unwrap_or(0)))
+            } else {
+                None
+            };
             tx.commit()?;
-            Ok(received)
+            Ok(Taken {
+                received,
+                next_visible_in,
+                dead_lettered,
+            })
         })
         .await
     }
+}
+
+/// What one look at the queue found.
+struct Taken {
+    received: Vec<ReceivedMessage>,
+    /// With nothing received: when the next in-flight message turns visible.
+    next_visible_in: Option<Duration>,
+    /// Messages moved to the dead-letter queue (which may have receivers waiting).
+    dead_lettered: bool,
 }
 
 fn message_id(id: i64) -> String {
@@ -165,18 +217,41 @@ impl WorkQueue for SqliteQueue {
             tx.commit()?;
             Ok(())
         })
-        .await
+        .await?;
+        self.wake.notify_waiters();
+        Ok(())
     }
 
     async fn receive_messages(&self, max: usize, wait: Duration) -> Result<Vec<ReceivedMessage>, QueueError> {
         self.count(1);
         let deadline = Instant::now() + wait;
         loop {
-            let received = self.take_visible(max.min(BATCH)).await?;
-            if !received.is_empty() || Instant::now() >= deadline {
-                return Ok(received);
+            // Registered before looking, so that a send landing between the
+            // look and the wait still wakes this receiver.
+            let woken = self.wake.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            self.waits.looks.fetch_add(1, Ordering::SeqCst);
+            let taken = self.take_visible(max.min(BATCH)).await?;
+            if taken.dead_lettered {
+                self.wake.notify_waiters();
             }
-            tokio::time::sleep(POLL_INTERVAL).await;
+            let now = Instant::now();
+            if !taken.received.is_empty() || now >= deadline {
+                return Ok(taken.received);
+            }
+            // Like SQS long polling: sleep until a send or release wakes us,
+            // an in-flight message's visibility timeout ends, or the wait is
+            // over; no polling of an idle queue.
+            let mut wake_at = deadline.min(now + self.recheck);
+            if let Some(visible_in) = taken.next_visible_in {
+                wake_at = wake_at.min(now + visible_in);
+            }
+            self.waits.sleeps.fetch_add(1, Ordering::SeqCst);
+            tokio::select! {
+                () = &mut woken => {}
+                () = tokio::time::sleep_until(wake_at) => {}
+            }
         }
     }
 
@@ -226,7 +301,9 @@ impl WorkQueue for SqliteQueue {
             tx.commit()?;
             Ok(())
         })
-        .await
+        .await?;
+        self.wake.notify_waiters();
+        Ok(())
     }
 
     fn requests(&self) -> u64 {
@@ -272,5 +349,75 @@ mod tests {
         let got = queue.receive_messages(50, Duration::ZERO).await.unwrap();
         let got: Vec<&str> = got.iter().map(|m| m.body.as_str()).collect();
         assert_eq!(got, bodies[..10].iter().map(String::as_str).collect::<Vec<_>>());
+    }
+
+    /// Lets `queue` receive with a `wait` long enough that only a wake-up
+    /// can deliver in time, once its receiver is asleep on an empty queue;
+    /// `act` then makes a message visible.
+    async fn woken_receive<F, Fut>(queue: SqliteQueue, act: F) -> Vec<ReceivedMessage>
+    where
+        F: FnOnce(SqliteQueue) -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
+        let mut queue = queue;
+        // No rechecks: only a wake-up ends this receive before its hour.
+        queue.recheck = Duration::from_secs(3600);
+        let receiver = {
+            let queue = queue.clone();
+            tokio::spawn(async move { queue.receive_messages(10, Duration::from_secs(3600)).await })
+        };
+        while queue.waits.sleeps.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        act(queue.clone()).await;
+        // A guard against hanging for the hour, not a speed check: a woken
+        // receive returns as soon as its second look is done.
+        let got = tokio::time::timeout(Duration::from_secs(60), receiver)
+            .await
+            .expect("the waiting receive was not woken")
+            .unwrap()
+            .unwrap();
+        // One look found the queue empty, the wake-up's look found the message.
+        assert_eq!(queue.waits.looks.load(Ordering::SeqCst), 2);
+        got
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn waiting_receive_is_woken_by_a_send() {
+        let store = SqliteStore::in_memory().unwrap();
+        let queue = store.queue("q", Duration::from_secs(60), None);
+        let got = woken_receive(queue, |queue| async move {
+            queue.send_messages(&["hello".to_owned()]).await.unwrap();
+        })
+        .await;
+        assert_eq!(got.len(), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn waiting_receive_is_woken_by_a_release() {
+        let store = SqliteStore::in_memory().unwrap();
+        let queue = store.queue("q", Duration::from_secs(3600), None);
+        queue.send_messages(&["hello".to_owned()]).await.unwrap();
+        let first = queue.receive_messages(10, Duration::ZERO).await.unwrap();
+        let handle = first[0].receipt_handle.clone();
+        // A fresh handle on the queue, so the counts start at zero.
+        let queue = store.queue("q", Duration::from_secs(3600), None);
+        let got = woken_receive(queue, |queue| async move {
+            queue.release_messages(&[handle]).await.unwrap();
+        })
+        .await;
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].receive_count, 2);
+    }
+
+    #[tokio::test]
+    async fn waiting_receive_gets_a_message_whose_visibility_timeout_ends() {
+        let store = SqliteStore::in_memory().unwrap();
+        let queue = store.queue("q", Duration::from_millis(50), None);
+        queue.send_messages(&["hello".to_owned()]).await.unwrap();
+        assert_eq!(queue.receive_messages(10, Duration::ZERO).await.unwrap().len(), 1);
+        let again = queue.receive_messages(10, Duration::from_secs(20)).await.unwrap();
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].receive_count, 2);
     }
 }
