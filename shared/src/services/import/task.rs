@@ -4,6 +4,8 @@
 
 use percent_encoding::percent_decode_str;
 use serde::{Deserialize, Serialize};
+
+use crate::domain::text_encoding::EncodingRecord;
 use serde_json::Value;
 
 use crate::domain::JobId;
@@ -42,6 +44,11 @@ pub struct Resume {
     /// before scheme v2, which keeps its v1 ids to the end.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub campaign: Option<String>,
+    /// The encoding the first chunk chose (declared, byte-order mark,
+    /// detected or default). `None`: a continuation written before
+    /// encodings were read, of a UTF-8 file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoding: Option<EncodingRecord>,
 }
 
 /// The envelope of a continuation on the import queue.
@@ -242,6 +249,7 @@ mod tests {
             columns: vec!["member_id".into(), "point_type".into(), "amount".into()],
             report_parts: vec![0, 2],
             campaign: Some("spring-2026".into()),
+            encoding: Some(crate::domain::text_encoding::declared("cp949").unwrap().record()),
         });
         assert_eq!(parse_tasks(&task.encode()).unwrap(), [task]);
     }
