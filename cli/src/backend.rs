@@ -25,7 +25,7 @@ use pointflow::backend::QueuePolicy;
 use pointflow::domain::capacity::WriteCost;
 use pointflow::ports::objects::{ObjectRef, ObjectStore};
 use pointflow::ports::{JobStore, Ledger, WorkQueue};
-use pointflow::services::import::service::CAMPAIGN_METADATA;
+use pointflow::services::import::service::{CAMPAIGN_METADATA, ENCODING_METADATA};
 use pointflow::services::import::task::object_created_notification;
 use pointflow::testkit::baseline::{NaiveLedger, Unbatched};
 use sha2::{Digest, Sha256};
@@ -252,12 +252,20 @@ impl LocalBackend {
 impl ImportSide {
     /// Drops `file` into the bucket at `key`, as an operator would, with
     /// the user metadata `campaign` when given (`aws s3 cp --metadata
-    /// campaign=…`), and returns the object its event names. The embedded
-    /// bucket has no notifications, so its event is queued here.
-    pub async fn drop_file(&self, file: &Path, key: &str, campaign: Option<&str>) -> anyhow::Result<ObjectRef> {
+    /// campaign=…`) and `encoding` when given (`--metadata encoding=cp949`),
+    /// and returns the object its event names. The embedded bucket has no
+    /// notifications, so its event is queued here.
+    pub async fn drop_file(
+        &self,
+        file: &Path,
+        key: &str,
+        campaign: Option<&str>,
+        encoding: Option<&str>,
+    ) -> anyhow::Result<ObjectRef> {
         let metadata: BTreeMap<String, String> = campaign
             .map(|c| (CAMPAIGN_METADATA.to_owned(), c.to_owned()))
             .into_iter()
+            .chain(encoding.map(|e| (ENCODING_METADATA.to_owned(), e.to_owned())))
             .collect();
         let object = match &self.s3 {
             Some(s3) => {

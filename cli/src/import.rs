@@ -9,9 +9,10 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use pointflow::domain::accrual_ids::campaign_of_object;
+use pointflow::domain::text_encoding::{self, EncodingRecord, EncodingSource};
 use pointflow::domain::{Job, JobStatus};
 use pointflow::ports::objects::ObjectRef;
-use pointflow::services::import::report::report_key;
+use pointflow::services::import::report::{job_key, report_key};
 use time::OffsetDateTime;
 
 use crate::backend::{LocalBackend, IMPORT_PREFIX};
@@ -29,6 +30,9 @@ pub struct ImportSummary {
     pub already_imported: bool,
     /// Where the error report is, if rows were rejected.
     pub report: Option<String>,
+    /// The encoding the file was read in, and why (from the job's
+    /// `reports/<key>.job.json`); `None` if the file failed before.
+    pub encoding: Option<EncodingRecord>,
 }
 
 impl ImportSummary {
@@ -53,12 +57,16 @@ pub fn default_key(file: &Path) -> anyhow::Result<String> {
 }
 
 /// Drops `file` at `key`, in `campaign` when given (else the key is its
-/// campaign), and waits (at most `timeout`) until its job completes.
+/// campaign), declared in `encoding` when given (else detected), and waits
+/// (at most `timeout`) until its job completes. An encoding label no
+/// decoder knows is refused before anything is dropped.
+#[allow(clippy::too_many_arguments)]
 pub async fn run_import(
     backend: &LocalBackend,
     file: &Path,
     key: &str,
     campaign: Option<&str>,
+    encoding: Option<&str>,
     progress: bool,
     timeout: Duration,
 ) -> anyhow::Result<ImportSummary> {
@@ -66,9 +74,12 @@ pub async fn run_import(
         .import
         .as_ref()
         .context("no import bucket: pass --bucket and --import-queue-url (or --create) with --backend aws")?;
+    if let Some(label) = encoding {
+        text_encoding::declared(label).with_context(|| format!("--encoding {label}"))?;
+    }
     let started = Instant::now();
     let dropped_at = OffsetDateTime::now_utc();
-    let object = import.drop_file(file, key, campaign).await?;
+    let object = import.drop_file(file, key, campaign, encoding).await?;
     let bar = ProgressBar::with_draw_target(
         None,
         if progress {
@@ -109,7 +120,9 @@ pub async fn run_import(
             None => format!("s3://{}/{key}", object.bucket),
         }
     });
+    let encoding = read_encoding(import, &object).await;
     Ok(ImportSummary {
+        encoding,
         // Jobs are created by this process's importer, on this clock.
         already_imported: job.created_at < dropped_at,
         campaign: campaign_of_object(&object.key, campaign),
@@ -120,12 +133,38 @@ pub async fn run_import(
     })
 }
 
+/// The encoding the job's pointer (`reports/<key>.job.json`) names; `None`
+/// if it cannot be read or names none (a file that failed before its first
+/// chunk was read).
+async fn read_encoding(import: &crate::backend::ImportSide, object: &ObjectRef) -> Option<EncodingRecord> {
+    let key = job_key(&import.report_prefix, &object.key);
+    let body = match (&import.bucket_dir, &import.s3) {
+        (Some(dir), _) => std::fs::read(dir.join(&key)).ok()?,
+        (None, Some(s3)) => {
+            let output = s3.get_object().bucket(&object.bucket).key(&key).send().await.ok()?;
+            output.body.collect().await.ok()?.into_bytes().to_vec()
+        }
+        (None, None) => return None,
+    };
+    let pointer: serde_json::Value = serde_json::from_slice(&body).ok()?;
+    serde_json::from_value(pointer.get("encoding")?.clone()).ok()
+}
+
 impl fmt::Display for ImportSummary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let j = &self.job;
         writeln!(f, "file      {} ({} bytes)", self.object.url(), self.object.size)?;
         writeln!(f, "job       {} — {:?}", j.job_id, j.status())?;
         writeln!(f, "campaign  {}", self.campaign)?;
+        if let Some(encoding) = &self.encoding {
+            let why = match encoding.source {
+                EncodingSource::Declared => "declared",
+                EncodingSource::Bom => "byte-order mark",
+                EncodingSource::Detected => "detected",
+                EncodingSource::Default => "default: the first bytes are ASCII",
+            };
+            writeln!(f, "encoding  {} ({why})", encoding.name)?;
+        }
         if self.already_imported {
             writeln!(
                 f,

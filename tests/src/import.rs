@@ -125,9 +125,19 @@ impl ImportRig {
     /// `aws s3 cp --metadata campaign=<campaign>` sets it (local rig only;
     /// the emulator tests put with metadata themselves).
     pub async fn drop_file_in_campaign(&self, key: &str, content: &[u8], campaign: &str) -> ImportTask {
+        self.drop_file_with_metadata(key, content, &[("campaign", campaign)])
+            .await
+    }
+
+    /// [`ImportRig::drop_file`] with user metadata (`campaign`,
+    /// `encoding`), as `aws s3 cp --metadata` sets it (local rig only).
+    pub async fn drop_file_with_metadata(&self, key: &str, content: &[u8], metadata: &[(&str, &str)]) -> ImportTask {
         let task = self.drop_file(key, content).await;
-        let dir = self._dir.as_ref().expect("campaign metadata on the local rig only");
-        let metadata = [("campaign".to_owned(), campaign.to_owned())].into();
+        let dir = self._dir.as_ref().expect("metadata on the local rig only");
+        let metadata = metadata
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
         DirObjects::new(&dir.0)
             .set_metadata(&self.bucket, key, &metadata)
             .expect("set metadata");

@@ -13,7 +13,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use pointflow::domain::accrual_ids::ContentIds;
-use pointflow::domain::csv_rows::{CsvAccruals, CsvRow};
+use pointflow::domain::csv_rows::{sniff_input, CsvAccruals, CsvRow};
 use pointflow::domain::validation::accrual_from_json;
 use pointflow::domain::Accrual;
 
@@ -314,7 +314,10 @@ pub fn read_chunks(
             }
         }
         Format::Csv => {
-            let mut rows = CsvAccruals::new(input, "")?;
+            // The same choice as the importer's: a byte-order mark, else
+            // detected from the first 64 KiB.
+            let (encoding, input) = sniff_input(input, None)?;
+            let mut rows = CsvAccruals::new_in(input, "", encoding.encoding)?;
             while let Some((line, row)) = rows.next_row()? {
                 match row {
                     CsvRow::Accrual(accrual) => {
@@ -423,6 +426,32 @@ mod tests {
         .unwrap();
         chunks.extend(last);
         (chunks, errors)
+    }
+
+    #[test]
+    fn a_cp949_csv_submits_the_bodies_of_its_utf8_copy() {
+        let text = "member_id,point_type,amount,reason\nm-1,WELCOME,100,신규 가입 적립\nm-2,WELCOME,200,\"신규, 가입\"\nm-3,P,3,적립\n";
+        let (cp949, _, unmappable) = encoding_rs::EUC_KR.encode(text);
+        assert!(!unmappable && cp949.as_ref() != text.as_bytes());
+        let mut chunks = Vec::new();
+        let mut chunker = Chunker::new(LIMITS, "test");
+        let last = read_chunks(
+            cp949.as_ref(),
+            Format::Csv,
+            &mut chunker,
+            || 0,
+            |c| {
+                chunks.push(c);
+                true
+            },
+            |e| panic!("{e:?}"),
+        )
+        .unwrap();
+        chunks.extend(last);
+        let (utf8, errors) = read(text, Format::Csv, LIMITS);
+        assert!(errors.is_empty());
+        assert_eq!(bodies(&chunks), bodies(&utf8));
+        assert!(String::from_utf8_lossy(&chunks[0].body).contains("신규 가입 적립"));
     }
 
     fn bodies(chunks: &[Chunk]) -> Vec<Value> {

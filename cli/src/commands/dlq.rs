@@ -228,7 +228,8 @@ pub async fn run(args: DlqArgs) -> anyhow::Result<ExitCode> {
             let now = OffsetDateTime::now_utc();
             let moved = if from.is_empty() {
                 let (queue, dlq) = dlq_pair()?;
-                pointflow::services::dlq::redrive(dlq.as_ref(), queue.as_ref(), kind, max.unwrap_or(usize::MAX), now).await?
+                pointflow::services::dlq::redrive(dlq.as_ref(), queue.as_ref(), kind, max.unwrap_or(usize::MAX), now)
+                    .await?
             } else {
                 let letters = read_archives(&from).await?;
                 let (accruals, _) = accruals.context("--backend aws needs --queue-url and --dlq-url")?;

@@ -4,8 +4,10 @@
 //! Format: a header row naming the columns `member_id`, `point_type`,
 //! `amount` and optionally `accrual_id`, `reason`, `apply_at`, `expires_at`
 //! (RFC 3339 times), in any order; unknown or
-//! repeated columns are refused. UTF-8 (a byte-order mark is skipped), LF or
-//! CRLF, quoted fields, blank lines skipped, trailing newline optional. A row
+//! repeated columns are refused. UTF-8 (a byte-order mark is skipped) or
+//! another ASCII-compatible encoding ([`crate::domain::text_encoding`]: each
+//! field is decoded on its own, so lines and byte offsets are those of the
+//! original bytes), LF or CRLF, quoted fields, blank lines skipped, trailing newline optional. A row
 //! without `accrual_id` gets one derived from the file's identity and the
 //! row's line number (id scheme v1), so re-reading the same file derives the
 //! same ids; the importer and `pointflow submit` replace it with the scheme
@@ -17,7 +19,12 @@
 //! header's columns and the line count carried over, giving the same rows
 //! (ids and line numbers included) as one pass would.
 
+use std::borrow::Cow;
 use std::io::Read;
+
+use encoding_rs::Encoding;
+
+use crate::domain::text_encoding::{self, FileEncoding};
 
 use crate::domain::lots::lot_times;
 use crate::domain::submission::{derived_id, file_id_prefix};
@@ -43,8 +50,11 @@ const ROW_BUDGET: u64 = MAX_ROW_BYTES + 8 * 1024;
 pub enum CsvFileError {
     #[error("the file is empty: a header row naming the columns {} is required", REQUIRED.join(", "))]
     NoHeader,
-    #[error("the header (line {line}) is not UTF-8 text")]
-    NotUtf8 { line: u64 },
+    #[error(
+        "the header (line {line}) is not {encoding} text: declare the file's encoding (metadata `encoding`, \
+         or --encoding)"
+    )]
+    NotText { line: u64, encoding: &'static str },
     #[error("unknown column {column:?} in the header; allowed columns are {}", COLUMNS.join(", "))]
     UnknownColumn { column: String },
     #[error("column {column:?} appears twice in the header")]
@@ -53,6 +63,10 @@ pub enum CsvFileError {
     MissingColumn { column: &'static str },
     #[error("the header (line {line}) is longer than {max} bytes; is a quote never closed?", max = MAX_ROW_BYTES)]
     HeaderTooLong { line: u64 },
+    #[error(transparent)]
+    Encoding(#[from] crate::domain::text_encoding::EncodingError),
+    #[error("reading the file's first bytes failed")]
+    Prefix(#[source] std::io::Error),
     #[error("reading the file failed at line {line}")]
     Read {
         line: u64,
@@ -65,7 +79,7 @@ impl CsvFileError {
     /// Whether the file itself is unusable (as opposed to reading it failing,
     /// which may succeed on a retry).
     pub fn is_permanent(&self) -> bool {
-        !matches!(self, CsvFileError::Read { .. })
+        !matches!(self, CsvFileError::Read { .. } | CsvFileError::Prefix(_))
     }
 }
 
@@ -139,6 +153,8 @@ pub struct CsvAccruals<R: Read> {
     prefix: u64,
     /// The line a resumed reader starts at (0 unless resumed).
     first_line: u64,
+    /// What each field is decoded from.
+    encoding: &'static Encoding,
     /// A row went over [`MAX_ROW_BYTES`]: nothing after it can be told apart
     /// from the inside of a quoted field, so reading has stopped.
     stopped: bool,
@@ -148,6 +164,13 @@ impl<R: Read> CsvAccruals<R> {
     /// Reads and checks the header. `file_identity` (e.g. bucket, key and
     /// ETag) seeds the ids of rows without `accrual_id`.
     pub fn new(input: R, file_identity: &str) -> Result<Self, CsvFileError> {
+        Self::new_in(input, file_identity, encoding_rs::UTF_8)
+    }
+
+    /// [`CsvAccruals::new`] for a file in `encoding`, which must be
+    /// ASCII-compatible ([`crate::domain::text_encoding::sniff`] chooses
+    /// only such): fields are decoded from it one by one.
+    pub fn new_in(input: R, file_identity: &str, encoding: &'static Encoding) -> Result<Self, CsvFileError> {
         let mut reader = csv_reader(b"", input);
         let mut header = csv::ByteRecord::new();
         match reader.read_byte_record(&mut header) {
@@ -159,11 +182,16 @@ impl<R: Read> CsvAccruals<R> {
         let line = header.position().map_or(1, |p| p.line());
         let mut names = Vec::with_capacity(header.len());
         for (i, field) in header.iter().enumerate() {
-            let text = std::str::from_utf8(field).map_err(|_| CsvFileError::NotUtf8 { line })?;
+            let text = encoding
+                .decode_without_bom_handling_and_without_replacement(field)
+                .ok_or(CsvFileError::NotText {
+                    line,
+                    encoding: encoding.name(),
+                })?;
             let text = if i == 0 {
                 text.trim_start_matches('\u{feff}')
             } else {
-                text
+                &text
             };
             names.push(text.trim().to_owned());
         }
@@ -179,6 +207,7 @@ impl<R: Read> CsvAccruals<R> {
             lines_before: 0,
             prefix: 0,
             first_line: 0,
+            encoding,
             stopped: false,
         })
     }
@@ -187,6 +216,19 @@ impl<R: Read> CsvAccruals<R> {
     /// [`CsvAccruals::columns`]) and `first_line` is the line number of the
     /// row `input` starts at.
     pub fn resume(input: R, columns: &[String], first_line: u64, file_identity: &str) -> Result<Self, CsvFileError> {
+        Self::resume_in(input, columns, first_line, file_identity, encoding_rs::UTF_8)
+    }
+
+    /// [`CsvAccruals::resume`] for a file in `encoding` (as
+    /// [`CsvAccruals::new_in`]). A chunk starts at a line start, where no
+    /// multi-byte character can be cut: every field starts a fresh decoder.
+    pub fn resume_in(
+        input: R,
+        columns: &[String],
+        first_line: u64,
+        file_identity: &str,
+        encoding: &'static Encoding,
+    ) -> Result<Self, CsvFileError> {
         // The csv parser drops a byte-order mark at the start of its input,
         // so a row that starts a chunk with one would lose it (and a row a
         // single pass rejects could pass). A chunk starts right after a line
@@ -201,6 +243,7 @@ impl<R: Read> CsvAccruals<R> {
             lines_before: first_line.saturating_sub(2),
             prefix: RESUME_PREFIX.len() as u64,
             first_line,
+            encoding,
             stopped: false,
         })
     }
@@ -235,15 +278,16 @@ impl<R: Read> CsvAccruals<R> {
         self.layout
             .accrual_id
             .and_then(|i| self.record.get(i))
-            .is_some_and(|v| !String::from_utf8_lossy(v).trim().is_empty())
+            .is_some_and(|v| !self.encoding.decode_without_bom_handling(v).0.trim().is_empty())
     }
 
-    /// The row last returned, re-encoded as CSV (invalid UTF-8 replaced).
+    /// The row last returned, decoded and re-encoded as CSV (UTF-8; bytes
+    /// that do not decode replaced by U+FFFD).
     pub fn raw_row(&self) -> String {
         let fields: Vec<String> = self
             .record
             .iter()
-            .map(|f| String::from_utf8_lossy(f).into_owned())
+            .map(|f| self.encoding.decode_without_bom_handling(f).0.into_owned())
             .collect();
         let mut refs: Vec<&str> = fields.iter().map(String::as_str).collect();
         if let Some(last) = refs.last_mut() {
@@ -259,7 +303,7 @@ impl<R: Read> CsvAccruals<R> {
     }
 
     /// The next data row, or `None` at the end of the file. A row that is
-    /// not UTF-8 text is rejected like any other bad row. A row longer than
+    /// not text in the file's encoding is rejected like any other bad row. A row longer than
     /// [`MAX_ROW_BYTES`] is rejected naming the line it starts at, and ends
     /// the file: past an unclosed quote nothing tells rows apart.
     pub fn next_row(&mut self) -> Result<Option<(u64, CsvRow)>, CsvFileError> {
@@ -285,17 +329,18 @@ impl<R: Read> CsvAccruals<R> {
                 return Ok(None);
             }
             let line = self.line_at(self.record.position().map_or(0, |p| p.line()));
-            let Some(fields) = fields(&self.record) else {
+            let Some(decoded) = fields(&self.record, self.encoding) else {
                 return Ok(Some((
                     line,
                     CsvRow::Rejected(vec![RowError {
                         line,
                         column: "(row)".to_owned(),
-                        reason: "is not UTF-8 text".to_owned(),
+                        reason: format!("is not {} text", self.encoding.name()),
                         raw: self.raw_row(),
                     }]),
                 )));
             };
+            let fields: Vec<&str> = decoded.iter().map(|f| &**f).collect();
             // A line of nothing but a lone empty field is a blank line.
             if fields.len() == 1 && fields[0].is_empty() {
                 continue;
@@ -423,6 +468,32 @@ fn too_long(line: u64) -> RowError {
     }
 }
 
+/// A reader with the bytes read ahead put back in front.
+pub type Replayed<R> = std::io::Chain<std::io::Cursor<Vec<u8>>, R>;
+
+/// The encoding of the file `reader` gives from its start
+/// ([`text_encoding::sniff`] over its first [`text_encoding::DETECT_BYTES`]
+/// bytes, or `declared` unless a byte-order mark says otherwise), and a
+/// reader giving every byte of it again, for [`CsvAccruals::new_in`].
+pub fn sniff_input<R: Read>(
+    mut reader: R,
+    declared: Option<FileEncoding>,
+) -> Result<(FileEncoding, Replayed<R>), CsvFileError> {
+    let mut prefix = vec![0u8; text_encoding::DETECT_BYTES];
+    let mut filled = 0;
+    while filled < prefix.len() {
+        match reader.read(&mut prefix[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(CsvFileError::Prefix(e)),
+        }
+    }
+    prefix.truncate(filled);
+    let encoding = text_encoding::sniff(&prefix, declared)?;
+    Ok((encoding, std::io::Cursor::new(prefix).chain(reader)))
+}
+
 /// What a resumed reader reads before its input: the line end the chunk
 /// starts after.
 const RESUME_PREFIX: &[u8] = b"\n";
@@ -473,14 +544,21 @@ fn layout(names: &[String]) -> Result<Layout, CsvFileError> {
 }
 
 /// A record's fields as text, without the CR of a CRLF line ending; `None`
-/// if a field is not UTF-8.
-fn fields(record: &csv::ByteRecord) -> Option<Vec<&str>> {
+/// if a field is not text in `encoding`. UTF-8 fields are borrowed.
+fn fields<'a>(record: &'a csv::ByteRecord, encoding: &'static Encoding) -> Option<Vec<Cow<'a, str>>> {
     let mut out = Vec::with_capacity(record.len());
     for field in record {
-        out.push(std::str::from_utf8(field).ok()?);
+        out.push(encoding.decode_without_bom_handling_and_without_replacement(field)?);
     }
     if let Some(last) = out.last_mut() {
-        *last = last.strip_suffix('\r').unwrap_or(last);
+        match last {
+            Cow::Borrowed(text) => *text = text.strip_suffix('\r').unwrap_or(text),
+            Cow::Owned(text) => {
+                if text.ends_with('\r') {
+                    text.pop();
+                }
+            }
+        }
     }
     Some(out)
 }
@@ -642,7 +720,10 @@ mod tests {
         ));
         assert!(matches!(
             CsvAccruals::new(&b"member_id,point_type,amount\xff\n"[..], "f"),
-            Err(CsvFileError::NotUtf8 { line: 1 })
+            Err(CsvFileError::NotText {
+                line: 1,
+                encoding: "UTF-8"
+            })
         ));
         let mut r = CsvAccruals::new(&b"member_id,point_type,amount\nm,P,\xfe\nm,P,3\n"[..], "f").unwrap();
         let Some((2, CsvRow::Rejected(e))) = r.next_row().unwrap() else {

@@ -17,6 +17,7 @@ pub mod retention;
 pub mod reversal;
 pub mod strict_json;
 pub mod submission;
+pub mod text_encoding;
 pub mod transaction_plan;
 pub mod uses;
 pub mod validation;

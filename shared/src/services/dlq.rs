@@ -652,6 +652,7 @@ mod tests {
                 report_parts: vec![0],
                 campaign: Some("c".into()),
                 started_at,
+                encoding: None,
             }),
         };
         (job_id, task.encode())

@@ -18,11 +18,12 @@
 use crate::domain::csv_rows::{CsvAccruals, CsvRow};
 use crate::domain::message::QueueMessage;
 use crate::domain::packing::{pack_accruals, pack_uses, PackingLimits, MIN_MESSAGE_BYTES};
+use crate::domain::text_encoding::FileEncoding;
 use crate::domain::uses::Use;
 use crate::domain::validation::check_idempotency_key;
 use crate::domain::{Accrual, JobId};
 use crate::services::api::{parse_reversal, parse_submission, parse_use, Prepared, DEFAULT_MAX_ITEMS, MAX_BODY_BYTES};
-use crate::services::import::parse::parse_chunk;
+use crate::services::import::parse::{parse_chunk, EncodingChoice};
 use crate::services::import::service::{ImportSettings, DEFAULT_CHUNK_BYTES};
 use crate::services::import::task::parse_tasks;
 
@@ -166,6 +167,9 @@ pub fn csv_import(data: &[u8]) {
     let (mut accepted, mut handled) = (0u64, 0u64);
     // Id scheme v2, its counts carried from chunk to chunk as the importer does.
     let mut ids = crate::domain::accrual_ids::ContentIds::new("fuzz");
+    // The first chunk detects the file's encoding; the later ones are told it.
+    let mut encoding = EncodingChoice::Sniff(None);
+    let mut chosen: FileEncoding;
     loop {
         let start = usize::try_from(offset).unwrap_or(usize::MAX).min(file.len());
         let mut windows = 0u64;
@@ -180,6 +184,7 @@ pub fn csv_import(data: &[u8]) {
             offset,
             size,
             identity,
+            encoding,
             Some(&mut ids),
             &settings,
             send,
@@ -188,6 +193,8 @@ pub fn csv_import(data: &[u8]) {
             // The file fails (header) or reading stops: the job ends there.
             Err(_) => return,
         };
+        chosen = parsed.encoding;
+        encoding = EncodingChoice::Known(parsed.encoding);
         accepted += windows;
         handled += windows + parsed.deduplicated + parsed.rejected;
         match parsed.next {
@@ -214,10 +221,11 @@ pub fn csv_import(data: &[u8]) {
     // The row reader alone, in one pass, must see every row the chunks did,
     // and read resumed at every chunk boundary it must give the same rows.
     // Compared row by row, so that this check holds no more than a row.
-    let Ok(mut reader) = CsvAccruals::new(file, identity) else {
+    let Ok(mut reader) = CsvAccruals::new_in(file, identity, chosen.encoding) else {
         panic!("the chunk parser read a header the row reader refuses");
     };
-    let mut chunked = (chunk_bytes != DEFAULT_CHUNK_BYTES).then(|| ChunkedRows::new(file, identity, chunk_bytes));
+    let mut chunked =
+        (chunk_bytes != DEFAULT_CHUNK_BYTES).then(|| ChunkedRows::new(file, identity, chunk_bytes, chosen));
     let (mut rows, mut good) = (0u64, 0u64);
     while let Ok(Some(row)) = reader.next_row() {
         rows += 1;
@@ -243,6 +251,7 @@ struct ChunkedRows<'f> {
     file: &'f [u8],
     identity: &'f str,
     chunk: u64,
+    encoding: FileEncoding,
     columns: Vec<String>,
     /// Where the current reader started.
     offset: usize,
@@ -250,13 +259,14 @@ struct ChunkedRows<'f> {
 }
 
 impl<'f> ChunkedRows<'f> {
-    fn new(file: &'f [u8], identity: &'f str, chunk: u64) -> Self {
-        let reader = CsvAccruals::new(file, identity).ok();
+    fn new(file: &'f [u8], identity: &'f str, chunk: u64, encoding: FileEncoding) -> Self {
+        let reader = CsvAccruals::new_in(file, identity, encoding.encoding).ok();
         let columns = reader.as_ref().map(|r| r.columns().to_vec()).unwrap_or_default();
         ChunkedRows {
             file,
             identity,
             chunk,
+            encoding,
             columns,
             offset: 0,
             reader,
@@ -275,7 +285,13 @@ impl<'f> ChunkedRows<'f> {
                 self.reader = None;
                 return None;
             }
-            match CsvAccruals::resume(&self.file[self.offset..], &self.columns, next_line, self.identity) {
+            match CsvAccruals::resume_in(
+                &self.file[self.offset..],
+                &self.columns,
+                next_line,
+                self.identity,
+                self.encoding.encoding,
+            ) {
                 Ok(next) => self.reader = Some(next),
                 Err(e) => panic!("resuming with the header's own columns failed: {e}"),
             }

@@ -251,3 +251,63 @@ async fn the_same_rows_uploaded_again_or_moved_in_their_campaign_credit_nothing_
     assert_eq!(counts(job), (4, 4, 0), "no metadata: the key is the campaign");
     assert_eq!(balance("m-1").await, 40);
 }
+
+/// A CP949 file (Excel's "CSV" on Korean Windows) dropped with
+/// `x-amz-meta-encoding: cp949`, read through S3 ranged reads in chunks of
+/// a few rows: every row credited, the pointer naming the declared
+/// encoding; a row that is not CP949 is a row error naming its line.
+#[tokio::test]
+async fn a_cp949_file_with_encoding_metadata_is_read_in_chunks() {
+    let Some(b) = backend::aws(Duration::from_secs(30), 3).await else {
+        return;
+    };
+    let sdk = pointflow::adapters::aws::load_config().await;
+    let s3 = pointflow::adapters::aws::s3_client(&sdk);
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let bucket = unique_name("imports");
+    let (tasks_url, _) = create_queue_with_dlq(&sqs, &unique_name("import-tasks"), Duration::from_secs(30), 3)
+        .await
+        .unwrap();
+    create_bucket_notifying(&s3, &sqs, &bucket, &tasks_url).await.unwrap();
+    let settings = ImportSettings {
+        chunk_bytes: 40,
+        ..ImportSettings::default()
+    };
+    let rig = ImportRig::new(
+        b,
+        Arc::new(SqsQueue::new(sqs.clone(), tasks_url)),
+        Arc::new(S3Objects::new(s3.clone())),
+        bucket.clone(),
+        settings,
+        None,
+    );
+    let text = "member_id,point_type,amount,reason\nm-1,P,10,신규 가입 적립\nm-2,P,20,\"신규, 가입\"\nm-3,P,30,적립\n";
+    let (mut file, _, unmappable) = encoding_rs::EUC_KR.encode(text);
+    assert!(!unmappable);
+    // Line 5: a lead byte with no trail byte, not CP949.
+    file.to_mut().extend_from_slice(b"m-4,P,40,\xb0\n");
+    s3.put_object()
+        .bucket(&bucket)
+        .key("imports/korean.csv")
+        .metadata("encoding", "cp949")
+        .body(file.into_owned().into())
+        .send()
+        .await
+        .unwrap();
+    let quiet = rig.run_until_quiet().await;
+    assert_eq!(quiet.import_failures, 0);
+    assert!(quiet.import_invocations >= 3, "{quiet:?}");
+    for (member, amount) in [("m-1", 10), ("m-2", 20), ("m-3", 30)] {
+        let balances = rig.backend.ledger.balances(member).await.unwrap();
+        assert_eq!(balances.iter().map(|b| b.balance).sum::<u64>(), amount, "{member}");
+    }
+    assert!(rig.backend.ledger.balances("m-4").await.unwrap().is_empty());
+    let pointer = rig.read("reports/imports/korean.csv.job.json").await.unwrap();
+    let pointer: serde_json::Value = serde_json::from_str(&pointer).unwrap();
+    assert_eq!(
+        pointer["encoding"],
+        serde_json::json!({"name": "EUC-KR", "source": "declared"})
+    );
+    let report = rig.report("imports/korean.csv").await.unwrap();
+    assert!(report.contains("\n5,(row),is not EUC-KR text,"), "{report}");
+}

@@ -155,6 +155,7 @@ async fn import_dead_letters_archived_to_s3_go_back_to_the_import_queue() {
             report_parts: vec![],
             campaign: Some("c".into()),
             started_at: Some(now),
+            encoding: None,
         }),
         object,
     }

@@ -88,6 +88,7 @@ async fn local_import_over_the_emulator_goes_through_the_bucket_notification() {
         &file,
         "imports/small.csv",
         None,
+        None,
         false,
         Duration::from_secs(60),
     )

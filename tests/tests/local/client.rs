@@ -633,7 +633,7 @@ async fn a_submitted_campaign_dropped_as_a_file_of_the_same_campaign_credits_not
     let file = stack._dir.0.join("spring-2026.csv");
     std::fs::write(&file, &csv).unwrap();
     let key = "imports/2026/spring-2026.csv";
-    let object = import.drop_file(&file, key, Some("test")).await.unwrap();
+    let object = import.drop_file(&file, key, Some("test"), None).await.unwrap();
     let mut job = None;
     for _ in 0..600 {
         let found = stack.backend.jobs.get_job(object.job_id()).await.unwrap();

@@ -156,6 +156,7 @@ async fn local_import_credits_a_file_in_chunks_and_reports_its_bad_rows() {
         &file,
         "imports/campaign.csv",
         None,
+        None,
         false,
         Duration::from_secs(120),
     )
@@ -192,6 +193,7 @@ async fn local_import_credits_a_file_in_chunks_and_reports_its_bad_rows() {
         &backend,
         &file,
         "imports/campaign.csv",
+        None,
         None,
         false,
         Duration::from_secs(60),

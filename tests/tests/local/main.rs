@@ -10,6 +10,7 @@ mod client;
 mod contract_memory;
 mod contract_sqlite;
 mod csv_import;
+mod encodings;
 mod exactly_once;
 mod job_cancel;
 mod local_runner;

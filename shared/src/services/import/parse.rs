@@ -8,7 +8,8 @@ use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 
 use crate::domain::accrual_ids::ContentIds;
-use crate::domain::csv_rows::{CsvAccruals, CsvFileError, CsvRow, RowError};
+use crate::domain::csv_rows::{sniff_input, CsvAccruals, CsvFileError, CsvRow, Replayed, RowError};
+use crate::domain::text_encoding::FileEncoding;
 use crate::domain::Accrual;
 use crate::services::import::report;
 use crate::services::import::service::{ImportSettings, REPORT_PART_BYTES, WINDOW_MESSAGES};
@@ -27,6 +28,31 @@ pub(crate) struct Parsed {
     pub(crate) columns: Vec<String>,
     /// `None` at the end of the file; else where the next chunk starts.
     pub(crate) next: Option<(u64, u64)>,
+    /// What the file was decoded from, and why.
+    pub(crate) encoding: FileEncoding,
+}
+
+/// How a chunk learns the file's encoding.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum EncodingChoice {
+    /// The first chunk: from a byte-order mark, else the declared one (if
+    /// any), else detected from the file's first bytes.
+    Sniff(Option<FileEncoding>),
+    /// A later chunk: the one the first chunk chose.
+    Known(FileEncoding),
+}
+
+/// The file's encoding, and a reader giving `reader`'s bytes from the start.
+fn choose_encoding<R: std::io::Read>(
+    reader: R,
+    choice: EncodingChoice,
+) -> Result<(FileEncoding, Replayed<R>), CsvFileError> {
+    match choice {
+        EncodingChoice::Known(encoding) => {
+            Ok((encoding, std::io::Read::chain(std::io::Cursor::new(Vec::new()), reader)))
+        }
+        EncodingChoice::Sniff(declared) => sniff_input(reader, declared),
+    }
 }
 
 /// Parses one chunk on a blocking thread, handing packing windows to
@@ -43,13 +69,15 @@ pub(crate) fn parse_chunk<R: std::io::Read>(
     offset: u64,
     size: u64,
     identity: &str,
+    encoding: EncodingChoice,
     mut ids: Option<&mut ContentIds>,
     settings: &ImportSettings,
     mut send: impl FnMut(Window) -> bool,
 ) -> Result<Parsed, CsvFileError> {
+    let (encoding, reader) = choose_encoding(reader, encoding)?;
     let mut rows = match &columns {
-        None => CsvAccruals::new(reader, identity)?,
-        Some(columns) => CsvAccruals::resume(reader, columns, first_line, identity)?,
+        None => CsvAccruals::new_in(reader, identity, encoding.encoding)?,
+        Some(columns) => CsvAccruals::resume_in(reader, columns, first_line, identity, encoding.encoding)?,
     };
     let window_size = settings.packing.max_accruals.saturating_mul(WINDOW_MESSAGES).max(1);
     let mut parsed = Parsed {
@@ -58,6 +86,7 @@ pub(crate) fn parse_chunk<R: std::io::Read>(
         report: Vec::new(),
         columns: rows.columns().to_vec(),
         next: None,
+        encoding,
     };
     let mut window: Vec<Accrual> = Vec::with_capacity(window_size);
     // accrual_id → (line, index in `window`), for this window only.
@@ -162,6 +191,7 @@ fn derive_id(row: CsvRow, line: u64, ids: &mut ContentIds, limit: usize, raw: im
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::Accrual;
 
     /// A row over the bound (an unclosed quote) ends the file in the chunk
     /// that meets it, whatever the chunk size: no continuation resumes
@@ -191,6 +221,7 @@ mod tests {
                 offset,
                 size,
                 "f",
+                EncodingChoice::Sniff(None),
                 None,
                 &settings,
                 |window| {
@@ -237,6 +268,7 @@ mod tests {
                 offset,
                 size,
                 "f",
+                EncodingChoice::Sniff(None),
                 None,
                 &settings,
                 |_| true,
@@ -278,6 +310,7 @@ mod tests {
             0,
             file.len() as u64,
             "f",
+            EncodingChoice::Sniff(None),
             Some(&mut ids),
             &settings,
             |w| {
@@ -297,5 +330,117 @@ mod tests {
             "{report}"
         );
         assert_eq!(ids.distinct(), 2);
+    }
+
+    /// Reads `file` chunk after chunk as the importer does (the first chunk
+    /// choosing the encoding, the later ones told it), with ids of scheme v2:
+    /// every accrual, the report, and the encoding.
+    fn import(file: &[u8], chunk_bytes: u64, declared: Option<FileEncoding>) -> (Vec<Accrual>, String, FileEncoding) {
+        let settings = ImportSettings {
+            chunk_bytes,
+            ..ImportSettings::default()
+        };
+        let size = file.len() as u64;
+        let (mut offset, mut line, mut columns) = (0u64, 1u64, None);
+        let mut choice = EncodingChoice::Sniff(declared);
+        let mut ids = ContentIds::new("spring");
+        let (mut accepted, mut report) = (Vec::new(), Vec::new());
+        loop {
+            let parsed = parse_chunk(
+                &file[offset as usize..],
+                columns.take(),
+                line,
+                offset,
+                size,
+                "f",
+                choice,
+                Some(&mut ids),
+                &settings,
+                |w| {
+                    accepted.extend(w.accruals);
+                    true
+                },
+            )
+            .unwrap();
+            report.extend_from_slice(&parsed.report);
+            choice = EncodingChoice::Known(parsed.encoding);
+            match parsed.next {
+                Some((next, next_line)) => {
+                    // A chunk starts at a line start of the original bytes.
+                    assert_eq!(file[next as usize - 1], b'\n', "chunk at {next}");
+                    (offset, line, columns) = (next, next_line, Some(parsed.columns));
+                }
+                None => return (accepted, String::from_utf8(report).unwrap(), parsed.encoding),
+            }
+        }
+    }
+
+    fn korean_file(rows: usize) -> String {
+        let mut text = String::from("member_id,point_type,amount,reason\n");
+        for i in 0..rows {
+            text.push_str(&format!("m-{i},WELCOME,{},\"신규 가입 적립, 회원 {i}\"\n", 100 + i % 7));
+        }
+        text
+    }
+
+    #[test]
+    fn a_cp949_file_credits_the_ids_of_its_utf8_copy_in_one_pass_or_in_chunks() {
+        let text = korean_file(300);
+        let (cp949, _, unmappable) = encoding_rs::EUC_KR.encode(&text);
+        assert!(!unmappable);
+        assert_ne!(cp949.as_ref(), text.as_bytes(), "real CP949 bytes, not ASCII");
+        let (utf8, report, encoding) = import(text.as_bytes(), 1 << 20, None);
+        assert_eq!((encoding.name(), report.as_str()), ("UTF-8", ""));
+        assert_eq!(utf8.len(), 300);
+        assert_eq!(utf8[7].reason.as_deref(), Some("신규 가입 적립, 회원 7"));
+        for (chunk_bytes, declared) in [
+            (1 << 20, None),
+            (1 << 20, Some(crate::domain::text_encoding::declared("cp949").unwrap())),
+            (97, None),
+            (1, Some(crate::domain::text_encoding::declared("euc-kr").unwrap())),
+        ] {
+            let (korean, report, encoding) = import(&cp949, chunk_bytes, declared);
+            assert_eq!(encoding.name(), "EUC-KR", "chunks of {chunk_bytes}");
+            assert_eq!(report, "");
+            assert_eq!(korean, utf8, "chunks of {chunk_bytes}, declared {declared:?}");
+        }
+    }
+
+    #[test]
+    fn an_undecodable_row_in_a_declared_encoding_is_a_row_error_naming_its_line() {
+        let (mut bytes, _, _) =
+            encoding_rs::SHIFT_JIS.encode("member_id,point_type,amount,reason\nm-1,P,1,新規入会ポイント\n");
+        let mut bytes = bytes.to_mut().clone();
+        // 0x81 0x20: a lead byte without a valid trail byte.
+        bytes.extend_from_slice(b"m-2,P,2,bad \x81\x20 text\nm-3,P,3,ok\n");
+        let declared = crate::domain::text_encoding::declared("shift_jis").unwrap();
+        let (accepted, report, encoding) = import(&bytes, 1 << 20, Some(declared));
+        assert_eq!(encoding, declared);
+        let members: Vec<&str> = accepted.iter().map(|a| a.member_id.as_str()).collect();
+        assert_eq!(members, ["m-1", "m-3"]);
+        assert_eq!(accepted[0].reason.as_deref(), Some("新規入会ポイント"));
+        assert!(report.starts_with("3,(row),is not Shift_JIS text,"), "{report}");
+    }
+
+    #[test]
+    fn a_binary_file_fails_as_a_whole_naming_why() {
+        let settings = ImportSettings::default();
+        let file = b"PK\x03\x04\x14\x00\x06\x00\x08\x00\x00\x00!\x00[Content_Types].xml";
+        let Err(e) = parse_chunk(
+            &file[..],
+            None,
+            1,
+            0,
+            file.len() as u64,
+            "f",
+            EncodingChoice::Sniff(None),
+            None,
+            &settings,
+            |_| true,
+        ) else {
+            panic!("a zip archive was read as CSV")
+        };
+        assert!(e.is_permanent());
+        assert!(e.to_string().contains("zip archive"), "{e}");
     }
 }

@@ -19,11 +19,12 @@ use tracing::{info, info_span, warn, Instrument};
 use crate::domain::accrual_ids::{self, campaign_of_object};
 use crate::domain::csv_rows::{CsvFileError, RowError};
 use crate::domain::packing::{pack_accruals, PackingLimits};
+use crate::domain::text_encoding::{self, FileEncoding};
 use crate::domain::{ChunkEnd, ChunkReport, JobId, NewJob};
 use crate::ports::objects::{ObjectError, ObjectRef, ObjectStore};
 use crate::ports::{CreateJob, JobStore, QueueError, StoreError, WorkQueue};
 use crate::services::import::occurrences::{self, OccurrencesError};
-use crate::services::import::parse::{parse_chunk, Window};
+use crate::services::import::parse::{parse_chunk, EncodingChoice, Window};
 use crate::services::import::report::{self, HEADER};
 use crate::services::import::task::{ImportTask, Resume};
 
@@ -45,6 +46,10 @@ pub const WINDOW_MESSAGES: usize = 10;
 pub const MAX_DERIVED_CONTENTS: usize = 4_000_000;
 /// The object metadata naming a dropped file's campaign (`x-amz-meta-campaign`).
 pub const CAMPAIGN_METADATA: &str = "campaign";
+/// The object metadata declaring a dropped file's text encoding
+/// (`x-amz-meta-encoding`: `cp949`, `shift_jis`, …); without it the encoding
+/// is detected.
+pub const ENCODING_METADATA: &str = "encoding";
 
 /// Tunables of the importer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -144,6 +149,8 @@ struct Start {
     /// The campaign of id scheme v2; `None`: scheme v1 (a file whose import
     /// started before v2).
     campaign: Option<String>,
+    /// How the chunk learns the file's encoding.
+    encoding: EncodingChoice,
 }
 
 impl Importer {
@@ -249,6 +256,7 @@ impl Importer {
                     report_parts: Vec::new(),
                     queued_at: job.created_at,
                     campaign: None,
+                    encoding: EncodingChoice::Sniff(None),
                 };
                 // A job an older importer started (scheme v1) is finished
                 // with v1 ids: v2 ids for rows it may have queued would
@@ -264,22 +272,23 @@ impl Importer {
                         Err(e) => return Err(ImportError::Object(e)),
                     }
                 }
-                // Tells the operator which job to poll, next to where the
-                // report will be.
-                let pointer = serde_json::json!({
-                    "job_id": job_id,
-                    "source": object.url(),
-                    "etag": object.etag,
-                    "campaign": start.campaign,
-                    "id_scheme": if start.campaign.is_some() { accrual_ids::SCHEME } else { "v1" },
-                    "status_url": format!("/v1/jobs/{job_id}"),
-                    "report": report::report_key(&self.settings.report_prefix, &object.key, job_id),
-                });
-                let key = report::job_key(&self.settings.report_prefix, &object.key);
-                self.objects
-                    .put(&object.bucket, &key, format!("{pointer}\n").into_bytes())
-                    .await
-                    .map_err(ImportError::Object)?;
+                match self.objects.metadata(object, ENCODING_METADATA).await {
+                    Ok(None) => {}
+                    Ok(Some(label)) => match text_encoding::declared(&label) {
+                        Ok(declared) => start.encoding = EncodingChoice::Sniff(Some(declared)),
+                        Err(e) => {
+                            let reason = format!("the metadata {ENCODING_METADATA}: {e}");
+                            return self.fail(object, job_id, &start, reason, None).await;
+                        }
+                    },
+                    Err(ObjectError::Changed { detail, .. }) => {
+                        let reason = format!("the object changed or was deleted before being imported ({detail})");
+                        return self.fail(object, job_id, &start, reason, None).await;
+                    }
+                    Err(e) => return Err(ImportError::Object(e)),
+                }
+                self.write_pointer(object, job_id, start.campaign.as_deref(), None)
+                    .await?;
                 start
             }
             Some(r) => Start {
@@ -297,6 +306,15 @@ impl Importer {
                     .await?
                     .map_or_else(OffsetDateTime::now_utc, |job| job.created_at),
                 campaign: r.campaign.clone(),
+                // A continuation from before encodings were read is of a
+                // UTF-8 file; a name no decoder knows cannot come from the
+                // first chunk, which chose it.
+                encoding: EncodingChoice::Known(
+                    r.encoding
+                        .as_ref()
+                        .and_then(|record| record.encoding())
+                        .unwrap_or_else(FileEncoding::utf8),
+                ),
             },
         };
         if self.jobs.chunk_recorded(job_id, start.chunk).await? {
@@ -340,7 +358,7 @@ impl Importer {
             let identity = object.identity();
             let settings = self.settings.clone();
             let columns = start.columns.clone();
-            let (offset, line, size) = (start.offset, start.line, object.size);
+            let (offset, line, size, encoding) = (start.offset, start.line, object.size, start.encoding);
             tokio::task::spawn_blocking(move || {
                 let send = |window: Window| sender.blocking_send(window).is_ok();
                 let parsed = parse_chunk(
@@ -350,6 +368,7 @@ impl Importer {
                     offset,
                     size,
                     &identity,
+                    encoding,
                     ids.as_mut(),
                     &settings,
                     send,
@@ -398,6 +417,15 @@ impl Importer {
             Err(e) => return Err(ImportError::Read(e)),
         };
 
+        if start.chunk == 0 {
+            info!(
+                encoding = parsed.encoding.name(),
+                why = ?parsed.encoding.source,
+                "file encoding chosen"
+            );
+            self.write_pointer(object, job_id, start.campaign.as_deref(), Some(parsed.encoding))
+                .await?;
+        }
         let chunk = ChunkReport {
             index: start.chunk,
             accepted,
@@ -440,6 +468,7 @@ impl Importer {
                         report_parts: parts,
                         campaign: start.campaign.clone(),
                         started_at: Some(start.queued_at),
+                        encoding: Some(parsed.encoding.record()),
                     }),
                 };
                 self.tasks.send_messages(&[next.encode()]).await?;
@@ -464,6 +493,35 @@ impl Importer {
             ChunkEnd::More => ChunkOutcome::Continued { job_id, chunk },
             _ => ChunkOutcome::Finished { job_id, chunk, report },
         })
+    }
+
+    /// Writes `reports/<key>.job.json`, which tells the operator which job
+    /// to poll, next to where the report will be; once the first chunk has
+    /// chosen it, with the file's encoding and why.
+    async fn write_pointer(
+        &self,
+        object: &ObjectRef,
+        job_id: JobId,
+        campaign: Option<&str>,
+        encoding: Option<FileEncoding>,
+    ) -> Result<(), ImportError> {
+        let mut pointer = serde_json::json!({
+            "job_id": job_id,
+            "source": object.url(),
+            "etag": object.etag,
+            "campaign": campaign,
+            "id_scheme": if campaign.is_some() { accrual_ids::SCHEME } else { "v1" },
+            "status_url": format!("/v1/jobs/{job_id}"),
+            "report": report::report_key(&self.settings.report_prefix, &object.key, job_id),
+        });
+        if let (Some(encoding), Some(map)) = (encoding, pointer.as_object_mut()) {
+            map.insert("encoding".to_owned(), serde_json::json!(encoding.record()));
+        }
+        let key = report::job_key(&self.settings.report_prefix, &object.key);
+        self.objects
+            .put(&object.bucket, &key, format!("{pointer}\n").into_bytes())
+            .await
+            .map_err(ImportError::Object)
     }
 
     /// Writes the whole report from the earlier chunks' parts and this

@@ -4,6 +4,8 @@
 
 use percent_encoding::percent_decode_str;
 use serde::{Deserialize, Serialize};
+
+use crate::domain::text_encoding::EncodingRecord;
 use serde_json::Value;
 
 use crate::domain::JobId;
@@ -52,6 +54,11 @@ pub struct Resume {
         with = "time::serde::rfc3339::option"
     )]
     pub started_at: Option<time::OffsetDateTime>,
+    /// The encoding the first chunk chose (declared, byte-order mark,
+    /// detected or default). `None`: a continuation written before
+    /// encodings were read, of a UTF-8 file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoding: Option<EncodingRecord>,
 }
 
 /// The envelope of a continuation on the import queue.
@@ -253,6 +260,7 @@ mod tests {
             report_parts: vec![0, 2],
             campaign: Some("spring-2026".into()),
             started_at: Some(time::macros::datetime!(2026-03-01 10:00:00 UTC)),
+            encoding: Some(crate::domain::text_encoding::declared("cp949").unwrap().record()),
         });
         assert_eq!(parse_tasks(&task.encode()).unwrap(), [task]);
     }
