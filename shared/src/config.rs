@@ -178,8 +178,8 @@ impl ImportConfig {
     }
 
     /// Reads `TABLE_NAME`, `QUEUE_URL`, `IMPORT_QUEUE_URL`,
-    /// `IMPORT_CHUNK_BYTES`, `REPORT_PREFIX`, `MESSAGE_MAX_ACCRUALS` and
-    /// `MESSAGE_MAX_BYTES` through `lookup`.
+    /// `IMPORT_CHUNK_BYTES`, `REPORT_PREFIX`, `MESSAGE_MAX_ACCRUALS`,
+    /// `MESSAGE_MAX_BYTES` and the [`ceilings`] through `lookup`.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let defaults = ImportSettings::default();
         let chunk_bytes = number(
@@ -207,6 +207,7 @@ impl ImportConfig {
                 packing: packing(&lookup)?,
                 report_prefix,
                 max_derived_contents: defaults.max_derived_contents,
+                ceilings: ceilings(&lookup)?,
             },
         })
     }
