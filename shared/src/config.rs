@@ -281,6 +281,30 @@ mod tests {
     }
 
     #[test]
+    fn import_config_reads_the_same_ceilings_as_ingest() {
+        let vars = [
+            ("TABLE_NAME", "t"),
+            ("QUEUE_URL", "q"),
+            ("IMPORT_QUEUE_URL", "i"),
+            ("MAX_AMOUNT_PER_ACCRUAL", "5"),
+            ("MAX_POINTS_PER_JOB", "50"),
+            ("MAX_ACCRUALS_PER_JOB", "10"),
+        ];
+        let import = ImportConfig::from_lookup(env(&vars)).unwrap();
+        let ingest = IngestConfig::from_lookup(env(&vars)).unwrap();
+        assert_eq!(import.settings.ceilings, ingest.settings.ceilings);
+        assert_eq!(import.settings.ceilings.max_points_per_job, 50);
+        let zero = [vars[0], vars[1], vars[2], ("MAX_POINTS_PER_JOB", "0")];
+        assert!(matches!(
+            ImportConfig::from_lookup(env(&zero)),
+            Err(ConfigError::Invalid {
+                name: "MAX_POINTS_PER_JOB",
+                ..
+            })
+        ));
+    }
+
+    #[test]
     fn worker_config_reads_receive_count() {
         let c = WorkerConfig::from_lookup(env(&[("TABLE_NAME", "t"), ("MAX_RECEIVE_COUNT", "3")])).unwrap();
         assert_eq!(c.settings.max_receive_count, 3);
