@@ -85,20 +85,22 @@ impl StackSettings {
             max_accruals: param("MessageMaxAccruals")? as usize,
             max_bytes: param("MessageMaxBytes")? as usize,
         };
+        let ceilings = Ceilings {
+            max_amount_per_accrual: param("MaxAmountPerAccrual")?,
+            max_points_per_job: param("MaxPointsPerJob")?,
+            max_accruals_per_job: param("MaxAccrualsPerJob")?,
+        };
         Ok(StackSettings {
             ingest: ApiSettings {
                 max_items: param("MaxItemsPerRequest")? as usize,
                 max_body_bytes: MAX_BODY_BYTES,
                 packing,
-                ceilings: Ceilings {
-                    max_amount_per_accrual: param("MaxAmountPerAccrual")?,
-                    max_points_per_job: param("MaxPointsPerJob")?,
-                    max_accruals_per_job: param("MaxAccrualsPerJob")?,
-                },
+                ceilings,
             },
             import: ImportSettings {
                 chunk_bytes: param("ImportChunkBytes")?,
                 packing,
+                ceilings,
                 ..ImportSettings::default()
             },
             import_maximum_concurrency: param("ImportMaximumConcurrency")? as usize,

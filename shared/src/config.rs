@@ -178,8 +178,8 @@ impl ImportConfig {
     }
 
     /// Reads `TABLE_NAME`, `QUEUE_URL`, `IMPORT_QUEUE_URL`,
-    /// `IMPORT_CHUNK_BYTES`, `REPORT_PREFIX`, `MESSAGE_MAX_ACCRUALS` and
-    /// `MESSAGE_MAX_BYTES` through `lookup`.
+    /// `IMPORT_CHUNK_BYTES`, `REPORT_PREFIX`, `MESSAGE_MAX_ACCRUALS`,
+    /// `MESSAGE_MAX_BYTES` and the [`ceilings`] through `lookup`.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let defaults = ImportSettings::default();
         let chunk_bytes = number(
@@ -207,6 +207,7 @@ impl ImportConfig {
                 packing: packing(&lookup)?,
                 report_prefix,
                 max_derived_contents: defaults.max_derived_contents,
+                ceilings: ceilings(&lookup)?,
             },
         })
     }
@@ -277,6 +278,30 @@ mod tests {
             ImportConfig::from_lookup(env(&base[..2])),
             Err(ConfigError::Missing("IMPORT_QUEUE_URL"))
         );
+    }
+
+    #[test]
+    fn import_config_reads_the_same_ceilings_as_ingest() {
+        let vars = [
+            ("TABLE_NAME", "t"),
+            ("QUEUE_URL", "q"),
+            ("IMPORT_QUEUE_URL", "i"),
+            ("MAX_AMOUNT_PER_ACCRUAL", "5"),
+            ("MAX_POINTS_PER_JOB", "50"),
+            ("MAX_ACCRUALS_PER_JOB", "10"),
+        ];
+        let import = ImportConfig::from_lookup(env(&vars)).unwrap();
+        let ingest = IngestConfig::from_lookup(env(&vars)).unwrap();
+        assert_eq!(import.settings.ceilings, ingest.settings.ceilings);
+        assert_eq!(import.settings.ceilings.max_points_per_job, 50);
+        let zero = [vars[0], vars[1], vars[2], ("MAX_POINTS_PER_JOB", "0")];
+        assert!(matches!(
+            ImportConfig::from_lookup(env(&zero)),
+            Err(ConfigError::Invalid {
+                name: "MAX_POINTS_PER_JOB",
+                ..
+            })
+        ));
     }
 
     #[test]

@@ -311,3 +311,71 @@ async fn a_cp949_file_with_encoding_metadata_is_read_in_chunks() {
     let report = rig.report("imports/korean.csv").await.unwrap();
     assert!(report.contains("\n5,(row),is not EUC-KR text,"), "{report}");
 }
+
+/// A file over the points ceiling only at its last chunk, dropped through
+/// the bucket notification: the job fails with the reason (also in its
+/// `job.json` on S3) and nothing is credited.
+#[tokio::test]
+async fn a_dropped_file_over_the_points_ceiling_credits_nothing() {
+    let Some(b) = backend::aws(Duration::from_secs(30), 3).await else {
+        return;
+    };
+    let sdk = pointflow::adapters::aws::load_config().await;
+    let s3 = pointflow::adapters::aws::s3_client(&sdk);
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let bucket = unique_name("imports");
+    let (tasks_url, _) = create_queue_with_dlq(&sqs, &unique_name("import-tasks"), Duration::from_secs(30), 3)
+        .await
+        .unwrap();
+    create_bucket_notifying(&s3, &sqs, &bucket, &tasks_url).await.unwrap();
+    let settings = ImportSettings {
+        chunk_bytes: 24,
+        ceilings: pointflow::domain::limits::Ceilings {
+            max_amount_per_accrual: 100,
+            max_points_per_job: 40,
+            max_accruals_per_job: 100,
+        },
+        ..ImportSettings::default()
+    };
+    let rig = ImportRig::new(
+        b,
+        Arc::new(SqsQueue::new(sqs.clone(), tasks_url)),
+        Arc::new(S3Objects::new(s3.clone())),
+        bucket.clone(),
+        settings,
+        None,
+    );
+    // 10 + 10 + 10 + 11 = 41 points: over 40 only at the last row.
+    let file = "member_id,point_type,amount\nm-1,P,10\nm-2,P,10\nm-3,P,10\nm-4,P,11\n";
+    let etag = s3
+        .put_object()
+        .bucket(&bucket)
+        .key("imports/over.csv")
+        .body(file.as_bytes().to_vec().into())
+        .send()
+        .await
+        .unwrap()
+        .e_tag()
+        .unwrap()
+        .trim_matches('"')
+        .to_owned();
+    let quiet = rig.run_until_quiet().await;
+    assert_eq!(quiet.import_failures, 0);
+    let object = ObjectRef {
+        bucket: bucket.clone(),
+        key: "imports/over.csv".into(),
+        size: file.len() as u64,
+        etag: Some(etag),
+        version_id: None,
+    };
+    let job = rig.backend.jobs.get_job(object.job_id()).await.unwrap().unwrap();
+    let reason = "the job credits 41 points in all, over the ceiling of 40 points per job; nothing was queued";
+    assert_eq!(job.status(), JobStatus::Failed);
+    assert_eq!((job.total, job.messages, job.error.as_deref()), (0, 0, Some(reason)));
+    let pointer: serde_json::Value =
+        serde_json::from_str(&rig.read("reports/imports/over.csv.job.json").await.unwrap()).unwrap();
+    assert_eq!(pointer["error"].as_str(), Some(reason));
+    for member in ["m-1", "m-2", "m-3", "m-4"] {
+        assert_eq!(rig.backend.ledger.balances(member).await.unwrap(), []);
+    }
+}

@@ -12,6 +12,7 @@ mod contract_sqlite;
 mod csv_import;
 mod encodings;
 mod exactly_once;
+mod file_ceilings;
 mod job_cancel;
 mod local_runner;
 mod reconcile_command;

@@ -17,6 +17,8 @@ use crate::services::import::service::{ImportSettings, REPORT_PART_BYTES, WINDOW
 /// Accruals of one packing window, from the parsing thread.
 pub(crate) struct Window {
     pub(crate) accruals: Vec<Accrual>,
+    /// The file line of each accrual (same order), for errors naming it.
+    pub(crate) lines: Vec<u64>,
 }
 
 /// What the parsing thread found, besides the windows it sent.
@@ -89,6 +91,7 @@ pub(crate) fn parse_chunk<R: std::io::Read>(
         encoding,
     };
     let mut window: Vec<Accrual> = Vec::with_capacity(window_size);
+    let mut lines: Vec<u64> = Vec::with_capacity(window_size);
     // accrual_id → (line, index in `window`), for this window only.
     let mut seen: HashMap<String, (u64, usize)> = HashMap::new();
     let mut at_end = true;
@@ -103,6 +106,7 @@ pub(crate) fn parse_chunk<R: std::io::Read>(
                 Entry::Vacant(slot) => {
                     slot.insert((line, window.len()));
                     window.push(accrual);
+                    lines.push(line);
                 }
                 Entry::Occupied(first) => {
                     let (first_line, index) = *first.get();
@@ -132,7 +136,11 @@ pub(crate) fn parse_chunk<R: std::io::Read>(
         if window.len() >= window_size {
             seen.clear();
             let full = std::mem::replace(&mut window, Vec::with_capacity(window_size));
-            if !send(Window { accruals: full }) {
+            let full_lines = std::mem::replace(&mut lines, Vec::with_capacity(window_size));
+            if !send(Window {
+                accruals: full,
+                lines: full_lines,
+            }) {
                 // The queueing side gave up; its error is what gets reported.
                 return Ok(parsed);
             }
@@ -153,7 +161,12 @@ pub(crate) fn parse_chunk<R: std::io::Read>(
             break;
         }
     }
-    if !window.is_empty() && !send(Window { accruals: window }) {
+    if !window.is_empty()
+        && !send(Window {
+            accruals: window,
+            lines,
+        })
+    {
         return Ok(parsed);
     }
     if !at_end {

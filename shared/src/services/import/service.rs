@@ -16,8 +16,9 @@ use time::OffsetDateTime;
 use tokio::sync::mpsc;
 use tracing::{info, info_span, warn, Instrument};
 
-use crate::domain::accrual_ids::{self, campaign_of_object};
+use crate::domain::accrual_ids::{self, campaign_of_object, ContentIds};
 use crate::domain::csv_rows::{CsvFileError, RowError};
+use crate::domain::limits::{CeilingError, Ceilings, JobTally};
 use crate::domain::packing::{pack_accruals, PackingLimits};
 use crate::domain::text_encoding::{self, FileEncoding};
 use crate::domain::{ChunkEnd, ChunkReport, JobId, NewJob};
@@ -62,6 +63,9 @@ pub struct ImportSettings {
     /// Most distinct rows without `accrual_id` in one file
     /// ([`MAX_DERIVED_CONTENTS`]).
     pub max_derived_contents: usize,
+    /// The job ceilings a whole file is held to before anything of it is
+    /// queued (the API's, `domain::limits`).
+    pub ceilings: Ceilings,
 }
 
 impl Default for ImportSettings {
@@ -71,6 +75,7 @@ impl Default for ImportSettings {
             packing: PackingLimits::default(),
             report_prefix: "reports/".to_owned(),
             max_derived_contents: MAX_DERIVED_CONTENTS,
+            ceilings: Ceilings::default(),
         }
     }
 }
@@ -134,6 +139,28 @@ pub struct Importer {
     accruals: Arc<dyn WorkQueue>,
     tasks: Arc<dyn WorkQueue>,
     settings: ImportSettings,
+}
+
+/// A ceiling passed, as a file's job states it: an accrual is named by
+/// its line, as a bad row is.
+fn file_reason(e: &CeilingError) -> String {
+    match e {
+        CeilingError::AmountPerAccrual {
+            index,
+            field,
+            value,
+            limit,
+        } => format!(
+            "line {index}: {field} {value} is over the ceiling of {limit} points per accrual; nothing was queued"
+        ),
+        other => other.to_string(),
+    }
+}
+
+/// What the counting pass found.
+enum Counted {
+    Within,
+    Over(CeilingError),
 }
 
 /// Where a chunk starts.
@@ -287,8 +314,19 @@ impl Importer {
                     }
                     Err(e) => return Err(ImportError::Object(e)),
                 }
-                self.write_pointer(object, job_id, start.campaign.as_deref(), None)
+                self.write_pointer(object, job_id, start.campaign.as_deref(), None, None)
                     .await?;
+                // The ceilings hold for the whole file, so the whole file
+                // is counted before its first row is queued.
+                match self.count_file(object, &start).await? {
+                    Counted::Within => {}
+                    Counted::Over(e) => {
+                        let reason = file_reason(&e);
+                        self.write_pointer(object, job_id, start.campaign.as_deref(), None, Some(&reason))
+                            .await?;
+                        return self.fail(object, job_id, &start, reason, None).await;
+                    }
+                }
                 start
             }
             Some(r) => Start {
@@ -423,7 +461,7 @@ impl Importer {
                 why = ?parsed.encoding.source,
                 "file encoding chosen"
             );
-            self.write_pointer(object, job_id, start.campaign.as_deref(), Some(parsed.encoding))
+            self.write_pointer(object, job_id, start.campaign.as_deref(), Some(parsed.encoding), None)
                 .await?;
         }
         let chunk = ChunkReport {
@@ -495,6 +533,76 @@ impl Importer {
         })
     }
 
+    /// The counting pass: reads the whole file once, as the chunks will
+    /// (same parsing, same ids, same collapsing of repeats), tallying its
+    /// accruals against the ceilings and queueing nothing. Memory stays
+    /// that of one chunk; a file whose header or encoding cannot be read
+    /// is left to the first chunk, which fails it with the usual reason.
+    async fn count_file(&self, object: &ObjectRef, start: &Start) -> Result<Counted, ImportError> {
+        let ceilings = self.settings.ceilings;
+        let mut ids = start.campaign.as_deref().map(ContentIds::new);
+        let (mut offset, mut line, mut columns, mut encoding) = (0u64, 1u64, None, start.encoding);
+        let mut tally = JobTally::default();
+        loop {
+            let reader = match self.objects.open(object, offset).await {
+                Ok(reader) => reader,
+                // The first chunk finds the change too and fails the job.
+                Err(ObjectError::Changed { .. }) => return Ok(Counted::Within),
+                Err(e) => return Err(ImportError::Object(e)),
+            };
+            let identity = object.identity();
+            let settings = self.settings.clone();
+            let size = object.size;
+            let (parsed, back_ids, back_tally, over) = tokio::task::spawn_blocking(move || {
+                let mut over = None;
+                let send = |window: Window| {
+                    for (accrual, line) in window.accruals.iter().zip(&window.lines) {
+                        // A line number past usize cannot occur on the
+                        // platforms Lambda runs (64-bit).
+                        let index = usize::try_from(*line).unwrap_or(usize::MAX);
+                        if let Err(e) = tally.add(&ceilings, index, accrual.amount) {
+                            over = Some(e);
+                            return false;
+                        }
+                    }
+                    true
+                };
+                let parsed = parse_chunk(
+                    reader,
+                    columns,
+                    line,
+                    offset,
+                    size,
+                    &identity,
+                    encoding,
+                    ids.as_mut(),
+                    &settings,
+                    send,
+                );
+                (parsed, ids, tally, over)
+            })
+            .await
+            .map_err(|e| ImportError::Parser(e.to_string()))?;
+            if let Some(e) = over {
+                return Ok(Counted::Over(e));
+            }
+            let parsed = match parsed {
+                Ok(parsed) => parsed,
+                Err(e) if e.is_permanent() => return Ok(Counted::Within),
+                Err(e) => return Err(ImportError::Read(e)),
+            };
+            (ids, tally) = (back_ids, back_tally);
+            match parsed.next {
+                None => return Ok(Counted::Within),
+                Some((next_offset, next_line)) => {
+                    (offset, line) = (next_offset, next_line);
+                    columns = Some(parsed.columns);
+                    encoding = EncodingChoice::Known(parsed.encoding);
+                }
+            }
+        }
+    }
+
     /// Writes `reports/<key>.job.json`, which tells the operator which job
     /// to poll, next to where the report will be; once the first chunk has
     /// chosen it, with the file's encoding and why.
@@ -504,6 +612,7 @@ impl Importer {
         job_id: JobId,
         campaign: Option<&str>,
         encoding: Option<FileEncoding>,
+        error: Option<&str>,
     ) -> Result<(), ImportError> {
         let mut pointer = serde_json::json!({
             "job_id": job_id,
@@ -514,8 +623,13 @@ impl Importer {
             "status_url": format!("/v1/jobs/{job_id}"),
             "report": report::report_key(&self.settings.report_prefix, &object.key, job_id),
         });
-        if let (Some(encoding), Some(map)) = (encoding, pointer.as_object_mut()) {
-            map.insert("encoding".to_owned(), serde_json::json!(encoding.record()));
+        if let Some(map) = pointer.as_object_mut() {
+            if let Some(encoding) = encoding {
+                map.insert("encoding".to_owned(), serde_json::json!(encoding.record()));
+            }
+            if let Some(error) = error {
+                map.insert("error".to_owned(), serde_json::json!(error));
+            }
         }
         let key = report::job_key(&self.settings.report_prefix, &object.key);
         self.objects
