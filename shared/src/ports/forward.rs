@@ -87,3 +87,41 @@ macro_rules! forward_ledger_repairs {
         $crate::forward_ledger_repairs!([] $ty, $self => $inner);
     };
 }
+
+/// Implements [`crate::ports::Debits`] for a wrapper by forwarding every
+/// method to an inner ledger. See [`crate::ports::forward`].
+#[macro_export]
+macro_rules! forward_debits {
+    ([$($generics:tt)*] $ty:ty, $self:ident => $inner:expr) => {
+        #[$crate::ports::forward::__async_trait]
+        impl $($generics)* $crate::ports::Debits for $ty {
+            async fn apply_use(
+                &$self,
+                u: &$crate::domain::uses::Use,
+                now: $crate::ports::forward::__OffsetDateTime,
+            ) -> ::std::result::Result<$crate::domain::uses::UseOutcome, $crate::ports::StoreError> {
+                $inner.apply_use(u, now).await
+            }
+
+            async fn apply_message_use(
+                &$self,
+                by: $crate::domain::MessageRef,
+                u: &$crate::domain::uses::Use,
+                now: $crate::ports::forward::__OffsetDateTime,
+            ) -> ::std::result::Result<$crate::domain::uses::UseOutcome, $crate::ports::StoreError> {
+                $inner.apply_message_use(by, u, now).await
+            }
+
+            async fn reverse(
+                &$self,
+                target: &$crate::domain::reversal::ReversalTarget,
+                now: $crate::ports::forward::__OffsetDateTime,
+            ) -> ::std::result::Result<$crate::domain::reversal::ReversalOutcome, $crate::ports::StoreError> {
+                $inner.reverse(target, now).await
+            }
+        }
+    };
+    ($ty:ty, $self:ident => $inner:expr) => {
+        $crate::forward_debits!([] $ty, $self => $inner);
+    };
+}

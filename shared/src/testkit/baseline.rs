@@ -14,11 +14,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
-use crate::domain::reversal::{ReversalOutcome, ReversalTarget};
-use crate::domain::uses::{Use, UseOutcome};
 use crate::domain::{Accrual, MessageRef};
+use crate::ports::Credits;
 use crate::ports::{ApplyOutcome, Ledger, QueueError, ReceivedMessage, StoreError, WorkQueue};
-use crate::ports::{Credits, Debits};
 
 /// A store's single-item writes, one request each.
 #[async_trait]
@@ -67,20 +65,7 @@ impl<S: SingleWrites + Ledger + 'static> Credits for NaiveLedger<S> {
     }
 }
 
-#[async_trait]
-impl<S: SingleWrites + Ledger + 'static> Debits for NaiveLedger<S> {
-    async fn apply_use(&self, u: &Use, now: OffsetDateTime) -> Result<UseOutcome, StoreError> {
-        self.store.apply_use(u, now).await
-    }
-
-    async fn apply_message_use(&self, by: MessageRef, u: &Use, now: OffsetDateTime) -> Result<UseOutcome, StoreError> {
-        self.store.apply_message_use(by, u, now).await
-    }
-
-    async fn reverse(&self, target: &ReversalTarget, now: OffsetDateTime) -> Result<ReversalOutcome, StoreError> {
-        self.store.reverse(target, now).await
-    }
-}
+crate::forward_debits!([<S: SingleWrites + Ledger + 'static>] NaiveLedger<S>, self => self.store);
 
 crate::forward_ledger_reads!([<S: SingleWrites + Ledger + 'static>] NaiveLedger<S>, self => self.store);
 

@@ -21,11 +21,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
-use crate::domain::reversal::{ReversalOutcome, ReversalTarget};
 use crate::domain::transaction_plan::{plan_transactions_within, request_token};
-use crate::domain::uses::{Use, UseOutcome};
 use crate::domain::{Accrual, MessageRef};
-use crate::ports::{ApplyOutcome, CreditTally, Credits, Debits, Ledger, StoreError};
+use crate::ports::{ApplyOutcome, CreditTally, Credits, Ledger, StoreError};
 
 use super::exec::Sim;
 use super::queue::short;
@@ -248,20 +246,7 @@ impl Credits for TokenLedger {
     }
 }
 
-#[async_trait]
-impl Debits for TokenLedger {
-    async fn apply_use(&self, u: &Use, now: OffsetDateTime) -> Result<UseOutcome, StoreError> {
-        self.inner.apply_use(u, now).await
-    }
-
-    async fn apply_message_use(&self, by: MessageRef, u: &Use, now: OffsetDateTime) -> Result<UseOutcome, StoreError> {
-        self.inner.apply_message_use(by, u, now).await
-    }
-
-    async fn reverse(&self, target: &ReversalTarget, now: OffsetDateTime) -> Result<ReversalOutcome, StoreError> {
-        self.inner.reverse(target, now).await
-    }
-}
+crate::forward_debits!(TokenLedger, self => self.inner);
 
 crate::forward_ledger_reads!(TokenLedger, self => self.inner);
 
