@@ -22,15 +22,11 @@ use crate::domain::capacity::{
     fold_units, indexed_write_units, ledger_transaction_units, use_entry_bytes, write_units, WriteCost, WriteKind,
     WriteMeter, MARKER_AND_UPDATE_UNITS, SMALL_WRITE_UNITS,
 };
-use crate::domain::history::HistoryEntry;
 use crate::domain::lots::BalanceSheet;
-use crate::domain::reconcile::MemberLedger;
 use crate::domain::reversal::{ReversalOutcome, ReversalTarget};
 use crate::domain::transaction_plan::{plan_transactions, sum_by_balance};
 use crate::domain::uses::{Use, UseOutcome};
-use crate::domain::{
-    Accrual, Balance, CancelCounts, ChunkReport, FoldedItems, Job, JobId, MessageCounts, MessageRef, NewJob,
-};
+use crate::domain::{Accrual, CancelCounts, ChunkReport, FoldedItems, Job, JobId, MessageCounts, MessageRef, NewJob};
 use crate::ports::{
     ApplyOutcome, CreateJob, CreditTally, Credits, Debits, JobStore, LedgerReads, LedgerRepairs, StoreError,
 };
@@ -132,32 +128,7 @@ impl<S: Debits> Debits for Metered<S> {
     }
 }
 
-#[async_trait]
-impl<S: LedgerReads> LedgerReads for Metered<S> {
-    async fn balance_sheets(&self, member_id: &str) -> Result<Vec<BalanceSheet>, StoreError> {
-        self.inner.balance_sheets(member_id).await
-    }
-
-    // Delegated rather than left to the default, in case the store has a
-    // cheaper way of its own.
-    async fn balances(&self, member_id: &str) -> Result<Vec<Balance>, StoreError> {
-        self.inner.balances(member_id).await
-    }
-
-    async fn history_entries(
-        &self,
-        member_id: &str,
-        point_type: Option<&str>,
-        before: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<HistoryEntry>, StoreError> {
-        self.inner.history_entries(member_id, point_type, before, limit).await
-    }
-
-    async fn member_ledger(&self, member_id: &str) -> Result<MemberLedger, StoreError> {
-        self.inner.member_ledger(member_id).await
-    }
-}
+crate::forward_ledger_reads!([<S: LedgerReads>] Metered<S>, self => self.inner);
 
 #[async_trait]
 impl<S: LedgerRepairs> LedgerRepairs for Metered<S> {

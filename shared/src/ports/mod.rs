@@ -4,6 +4,7 @@
 //! (`tests/src/contract.rs`).
 
 pub mod error;
+pub mod forward;
 pub mod jobs;
 pub mod ledger;
 pub mod objects;

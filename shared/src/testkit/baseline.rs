@@ -14,14 +14,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
-use crate::domain::history::HistoryEntry;
-use crate::domain::lots::BalanceSheet;
-use crate::domain::reconcile::MemberLedger;
-use crate::domain::reversal::{ReversalOutcome, ReversalTarget};
-use crate::domain::uses::{Use, UseOutcome};
 use crate::domain::{Accrual, MessageRef};
+use crate::ports::Credits;
 use crate::ports::{ApplyOutcome, Ledger, QueueError, ReceivedMessage, StoreError, WorkQueue};
-use crate::ports::{Credits, Debits, LedgerReads, LedgerRepairs};
 
 /// A store's single-item writes, one request each.
 #[async_trait]
@@ -70,54 +65,11 @@ impl<S: SingleWrites + Ledger + 'static> Credits for NaiveLedger<S> {
     }
 }
 
-#[async_trait]
-impl<S: SingleWrites + Ledger + 'static> Debits for NaiveLedger<S> {
-    async fn apply_use(&self, u: &Use, now: OffsetDateTime) -> Result<UseOutcome, StoreError> {
-        self.store.apply_use(u, now).await
-    }
+crate::forward_debits!([<S: SingleWrites + Ledger + 'static>] NaiveLedger<S>, self => self.store);
 
-    async fn apply_message_use(&self, by: MessageRef, u: &Use, now: OffsetDateTime) -> Result<UseOutcome, StoreError> {
-        self.store.apply_message_use(by, u, now).await
-    }
+crate::forward_ledger_reads!([<S: SingleWrites + Ledger + 'static>] NaiveLedger<S>, self => self.store);
 
-    async fn reverse(&self, target: &ReversalTarget, now: OffsetDateTime) -> Result<ReversalOutcome, StoreError> {
-        self.store.reverse(target, now).await
-    }
-}
-
-#[async_trait]
-impl<S: SingleWrites + Ledger + 'static> LedgerReads for NaiveLedger<S> {
-    async fn balance_sheets(&self, member_id: &str) -> Result<Vec<BalanceSheet>, StoreError> {
-        self.store.balance_sheets(member_id).await
-    }
-
-    async fn history_entries(
-        &self,
-        member_id: &str,
-        point_type: Option<&str>,
-        before: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<HistoryEntry>, StoreError> {
-        self.store.history_entries(member_id, point_type, before, limit).await
-    }
-
-    async fn member_ledger(&self, member_id: &str) -> Result<MemberLedger, StoreError> {
-        self.store.member_ledger(member_id).await
-    }
-}
-
-#[async_trait]
-impl<S: SingleWrites + Ledger + 'static> LedgerRepairs for NaiveLedger<S> {
-    async fn replace_balance_sheet(
-        &self,
-        member_id: &str,
-        read: Option<&BalanceSheet>,
-        sheet: &BalanceSheet,
-        now: OffsetDateTime,
-    ) -> Result<bool, StoreError> {
-        self.store.replace_balance_sheet(member_id, read, sheet, now).await
-    }
-}
+crate::forward_ledger_repairs!([<S: SingleWrites + Ledger + 'static>] NaiveLedger<S>, self => self.store);
 
 /// A queue that sends every message in a request of its own (`SendMessage`
 /// rather than `SendMessageBatch`); everything else as the queue it wraps.
@@ -163,6 +115,7 @@ mod tests {
     use crate::adapters::metered::Metered;
     use crate::adapters::sqlite::SqliteStore;
     use crate::domain::JobId;
+    use crate::ports::LedgerReads;
 
     fn accrual(id: &str, member: &str, amount: u64) -> Accrual {
         Accrual {

@@ -24,7 +24,7 @@ use crate::ports::{
 
 use super::exec::{GatePoint, Sim, StoreFault, Verdict};
 use super::FaultKind;
-use crate::ports::{Credits, Debits, LedgerReads, LedgerRepairs};
+use crate::ports::{Credits, Debits, LedgerReads};
 
 /// Runs one port call of the store underneath to completion: in the
 /// simulation a call is one atomic step. (The in-memory store never waits;
@@ -125,18 +125,7 @@ impl LedgerReads for FaultyLedger {
     }
 }
 
-#[async_trait]
-impl LedgerRepairs for FaultyLedger {
-    async fn replace_balance_sheet(
-        &self,
-        member_id: &str,
-        read: Option<&BalanceSheet>,
-        sheet: &BalanceSheet,
-        now: OffsetDateTime,
-    ) -> Result<bool, StoreError> {
-        self.inner.replace_balance_sheet(member_id, read, sheet, now).await
-    }
-}
+crate::forward_ledger_repairs!(FaultyLedger, self => self.inner);
 
 /// A [`JobStore`] whose calls can fail, interleave and be followed by a crash.
 pub(crate) struct FaultyJobStore {

@@ -21,14 +21,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
-use crate::domain::history::HistoryEntry;
-use crate::domain::lots::BalanceSheet;
-use crate::domain::reconcile::MemberLedger;
-use crate::domain::reversal::{ReversalOutcome, ReversalTarget};
 use crate::domain::transaction_plan::{plan_transactions_within, request_token};
-use crate::domain::uses::{Use, UseOutcome};
 use crate::domain::{Accrual, MessageRef};
-use crate::ports::{ApplyOutcome, CreditTally, Credits, Debits, Ledger, LedgerReads, LedgerRepairs, StoreError};
+use crate::ports::{ApplyOutcome, CreditTally, Credits, Ledger, StoreError};
 
 use super::exec::Sim;
 use super::queue::short;
@@ -251,54 +246,11 @@ impl Credits for TokenLedger {
     }
 }
 
-#[async_trait]
-impl Debits for TokenLedger {
-    async fn apply_use(&self, u: &Use, now: OffsetDateTime) -> Result<UseOutcome, StoreError> {
-        self.inner.apply_use(u, now).await
-    }
+crate::forward_debits!(TokenLedger, self => self.inner);
 
-    async fn apply_message_use(&self, by: MessageRef, u: &Use, now: OffsetDateTime) -> Result<UseOutcome, StoreError> {
-        self.inner.apply_message_use(by, u, now).await
-    }
+crate::forward_ledger_reads!(TokenLedger, self => self.inner);
 
-    async fn reverse(&self, target: &ReversalTarget, now: OffsetDateTime) -> Result<ReversalOutcome, StoreError> {
-        self.inner.reverse(target, now).await
-    }
-}
-
-#[async_trait]
-impl LedgerReads for TokenLedger {
-    async fn balance_sheets(&self, member_id: &str) -> Result<Vec<BalanceSheet>, StoreError> {
-        self.inner.balance_sheets(member_id).await
-    }
-
-    async fn history_entries(
-        &self,
-        member_id: &str,
-        point_type: Option<&str>,
-        before: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<HistoryEntry>, StoreError> {
-        self.inner.history_entries(member_id, point_type, before, limit).await
-    }
-
-    async fn member_ledger(&self, member_id: &str) -> Result<MemberLedger, StoreError> {
-        self.inner.member_ledger(member_id).await
-    }
-}
-
-#[async_trait]
-impl LedgerRepairs for TokenLedger {
-    async fn replace_balance_sheet(
-        &self,
-        member_id: &str,
-        read: Option<&BalanceSheet>,
-        sheet: &BalanceSheet,
-        now: OffsetDateTime,
-    ) -> Result<bool, StoreError> {
-        self.inner.replace_balance_sheet(member_id, read, sheet, now).await
-    }
-}
+crate::forward_ledger_repairs!(TokenLedger, self => self.inner);
 
 #[cfg(test)]
 mod tests {
