@@ -15,15 +15,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
-use crate::domain::history::HistoryEntry;
 use crate::domain::lots::{BalanceSheet, LotKey};
-use crate::domain::reconcile::MemberLedger;
 use crate::domain::reversal::{ReversalOutcome, ReversalTarget};
 use crate::domain::uses::{Use, UseOutcome};
 use crate::domain::{Accrual, CancelCounts, ChunkReport, FoldedItems, Job, JobId, MessageCounts, MessageRef, NewJob};
-use crate::ports::{
-    ApplyOutcome, CreateJob, CreditTally, Credits, Debits, JobStore, Ledger, LedgerReads, LedgerRepairs, StoreError,
-};
+use crate::ports::{ApplyOutcome, CreateJob, CreditTally, Credits, Debits, JobStore, Ledger, StoreError};
 
 /// One balance of the model: its lots, and what was ever credited and used.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -524,39 +520,10 @@ impl ModelLedger {
     }
 }
 
-#[async_trait]
-impl LedgerReads for ModelLedger {
-    async fn balance_sheets(&self, member_id: &str) -> Result<Vec<BalanceSheet>, StoreError> {
-        self.inner.balance_sheets(member_id).await
-    }
+// Reads and repairs pass through unchecked: the model follows writes only.
+crate::forward_ledger_reads!(ModelLedger, self => self.inner);
 
-    async fn history_entries(
-        &self,
-        member_id: &str,
-        point_type: Option<&str>,
-        before: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<HistoryEntry>, StoreError> {
-        self.inner.history_entries(member_id, point_type, before, limit).await
-    }
-
-    async fn member_ledger(&self, member_id: &str) -> Result<MemberLedger, StoreError> {
-        self.inner.member_ledger(member_id).await
-    }
-}
-
-#[async_trait]
-impl LedgerRepairs for ModelLedger {
-    async fn replace_balance_sheet(
-        &self,
-        member_id: &str,
-        read: Option<&BalanceSheet>,
-        sheet: &BalanceSheet,
-        now: OffsetDateTime,
-    ) -> Result<bool, StoreError> {
-        self.inner.replace_balance_sheet(member_id, read, sheet, now).await
-    }
-}
+crate::forward_ledger_repairs!(ModelLedger, self => self.inner);
 
 /// A [`JobStore`] that tells the model when a message's cancel began.
 pub(crate) struct ModelJobs {
