@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use pointflow_cli::client::api::{ApiClient, DEFAULT_ENDPOINT};
+use pointflow_cli::client::signing::{SignMode, Signer};
 use pointflow_cli::settings::StackSettings;
 
 use crate::render::Output;
@@ -27,9 +28,13 @@ pub struct ApiArgs {
     /// The API: a deployed stage URL (the ApiUrl output) or `pointflow local serve`.
     #[arg(long, env = "POINTFLOW_ENDPOINT", default_value = DEFAULT_ENDPOINT)]
     endpoint: String,
-    /// API key (sent as x-api-key), as the template's usage plan requires.
+    /// API key (sent as x-api-key), as the template's usage plan requires in both auth modes.
     #[arg(long, env = "POINTFLOW_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
+    /// SigV4-sign requests with the standard AWS credentials (AWS_PROFILE, AWS_ACCESS_KEY_ID, SSO, a
+    /// role…), as a stack with AuthMode iam requires: auto signs unless the endpoint is on loopback.
+    #[arg(long, value_enum, env = "POINTFLOW_SIGN", default_value = "auto")]
+    sign: SignMode,
     /// Output for people or for scripts.
     #[arg(long, value_enum, default_value = "human")]
     pub output: Output,
@@ -39,13 +44,25 @@ pub struct ApiArgs {
 }
 
 impl ApiArgs {
-    /// A client of the API these arguments name.
-    pub fn client(&self) -> anyhow::Result<ApiClient> {
-        Ok(ApiClient::new(
+    /// A client of the API these arguments name, signing its requests
+    /// when `--sign` says so (credentials are looked up here, so a missing
+    /// one stops the command before anything is sent).
+    pub async fn client(&self) -> anyhow::Result<ApiClient> {
+        let client = ApiClient::new(
             &self.endpoint,
             self.api_key.clone(),
             Duration::from_secs(self.request_timeout.max(1)),
-        )?)
+        )?;
+        if !self.sign.signs(&self.endpoint) {
+            return Ok(client);
+        }
+        let signer = Signer::from_environment(&self.endpoint).await.with_context(|| {
+            format!(
+                "signing requests to {} (--sign never sends them unsigned)",
+                self.endpoint
+            )
+        })?;
+        Ok(client.with_signer(signer))
     }
 }
 
