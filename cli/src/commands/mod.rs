@@ -58,7 +58,7 @@ impl ApiArgs {
         }
         let signer = Signer::from_environment(&self.endpoint).await.with_context(|| {
             format!(
-                "signing requests to {} (--sign never sends them unsigned)",
+                "signing requests to {} (for a stack with AuthMode api-key, pass --sign never)",
                 self.endpoint
             )
         })?;
