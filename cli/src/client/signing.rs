@@ -120,8 +120,15 @@ impl Signer {
     /// credentials are looked up once here, so a missing one is reported
     /// before any request is sent.
     pub async fn from_environment(endpoint: &str) -> Result<Self, SigningError> {
-        let config = aws_config::defaults(BehaviorVersion::latest()).load().await;
-        let region = region_of_endpoint(endpoint)
+        let from_endpoint = region_of_endpoint(endpoint);
+        let mut loader = aws_config::defaults(BehaviorVersion::latest());
+        // A region the endpoint names is final: no need to look further
+        // (the chain's last resort is the instance metadata service).
+        if let Some(region) = &from_endpoint {
+            loader = loader.region(aws_config::Region::new(region.clone()));
+        }
+        let config = loader.load().await;
+        let region = from_endpoint
             .or_else(|| config.region().map(|r| r.to_string()))
             .ok_or_else(|| SigningError::NoRegion {
                 endpoint: endpoint.to_owned(),
