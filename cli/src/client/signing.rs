@@ -359,6 +359,71 @@ mod tests {
         authorization.unwrap()
     }
 
+    /// SigV4 as its specification writes it, independent of aws-sigv4
+    /// (<https://docs.aws.amazon.com/IAM/latest/UserGuide/create-signed-request.html>):
+    /// the signature a verifier such as API Gateway computes for the request
+    /// as received, for `signed` headers, at `amz_date`.
+    fn signature_by_the_spec(recorded: &Recorded, signed: &[&str], secret: &str, amz_date: &str) -> String {
+        use sha2::{Digest, Sha256};
+        fn hmac(key: &[u8], data: &[u8]) -> Vec<u8> {
+            let mut block = [0u8; 64];
+            if key.len() > 64 {
+                block[..32].copy_from_slice(&Sha256::digest(key));
+            } else {
+                block[..key.len()].copy_from_slice(key);
+            }
+            let pad = |byte: u8| block.iter().map(|b| b ^ byte).collect::<Vec<u8>>();
+            let inner = Sha256::new().chain_update(pad(0x36)).chain_update(data).finalize();
+            Sha256::new()
+                .chain_update(pad(0x5c))
+                .chain_update(inner)
+                .finalize()
+                .to_vec()
+        }
+        // RFC 3986 unreserved characters stay, every other byte is %XX.
+        fn encode(text: &str) -> String {
+            text.bytes()
+                .map(|b| match b {
+                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+                    _ => format!("%{b:02X}"),
+                })
+                .collect()
+        }
+        let (path, query) = recorded.target.split_once('?').unwrap_or((&recorded.target, ""));
+        // Services other than S3 encode each path segment (as sent) again.
+        let canonical_uri = path.split('/').map(encode).collect::<Vec<_>>().join("/");
+        let mut pairs: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
+            .map(|(k, v)| (encode(&k), encode(&v)))
+            .collect();
+        pairs.sort();
+        let canonical_query = pairs
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("&");
+        let canonical_headers: String = signed
+            .iter()
+            .map(|name| format!("{name}:{}\n", recorded.header(name).unwrap().trim()))
+            .collect();
+        let canonical_request = format!(
+            "{}\n{canonical_uri}\n{canonical_query}\n{canonical_headers}\n{}\n{}",
+            recorded.method,
+            signed.join(";"),
+            hex::encode(Sha256::digest(&recorded.body))
+        );
+        let date = &amz_date[..8];
+        let scope = format!("{date}/eu-west-1/execute-api/aws4_request");
+        let string_to_sign = format!(
+            "AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{}",
+            hex::encode(Sha256::digest(canonical_request.as_bytes()))
+        );
+        let mut key = hmac(format!("AWS4{secret}").as_bytes(), date.as_bytes());
+        for part in ["eu-west-1", "execute-api", "aws4_request"] {
+            key = hmac(&key, part.as_bytes());
+        }
+        hex::encode(hmac(&key, string_to_sign.as_bytes()))
+    }
+
     #[tokio::test]
     async fn a_signed_request_carries_a_sigv4_authorization_that_verifies() {
         let (url, seen) = recording_listener().await;
@@ -392,6 +457,18 @@ mod tests {
             // ... and another secret would not.
             let other = Credentials::new("AKIDEXAMPLE", "another-secret", None, None, "test");
             assert_ne!(recompute(recorded, other), authorization);
+            // And the specification's own steps, written out here, agree.
+            let signed: Vec<&str> = signed_headers.split(';').collect();
+            let expected = signature_by_the_spec(
+                recorded,
+                &signed,
+                "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
+                "20261207T040000Z",
+            );
+            assert!(
+                authorization.ends_with(&format!("Signature={expected}")),
+                "{authorization} vs {expected}"
+            );
         }
         assert_eq!(
             seen[1].target,
