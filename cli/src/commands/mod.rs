@@ -18,6 +18,7 @@ pub mod local;
 pub mod members;
 pub mod plan;
 pub mod reconcile;
+pub mod shell;
 pub mod simulate;
 pub mod submit;
 
