@@ -615,7 +615,8 @@ fn iam_is_the_default_auth_mode() {
 }
 
 /// The operate policy lets `pointflow dlq` read and drain both dead-letter
-/// queues and send back to both source queues, and nothing else of SQS.
+/// queues, send back to both source queues, and find them with `--stack`
+/// (this stack's outputs); the other two policies only invoke routes.
 #[test]
 fn operate_may_list_archive_and_redrive_the_dead_letter_queues() {
     let doc = template();
@@ -640,6 +641,11 @@ fn operate_may_list_archive_and_redrive_the_dead_letter_queues() {
     assert_eq!(
         grants("sqs:SendMessage"),
         BTreeSet::from(["AccrualQueue", "ImportQueue"])
+    );
+    // `--stack NAME` reads the outputs of this stack, and of no other.
+    assert_eq!(
+        grants("cloudformation:DescribeStacks"),
+        BTreeSet::from(["AWS::StackId"])
     );
     for (name, capability, _) in CAPABILITY_POLICIES {
         if capability == Capability::Operate {
