@@ -27,9 +27,12 @@ pub mod submit;
 /// How to reach the HTTP API, for the commands that are its clients.
 #[derive(Args, Clone)]
 pub struct ApiArgs {
-    /// The API: a deployed stage URL (the ApiUrl output) or `pointflow local serve`.
-    #[arg(long, env = "POINTFLOW_ENDPOINT", default_value = DEFAULT_ENDPOINT)]
-    endpoint: String,
+    /// The API: a deployed stage URL (the ApiUrl output) or `pointflow local serve` [default: the --stack's
+    /// ApiUrl, else http://127.0.0.1:3000, the local server].
+    #[arg(long, env = "POINTFLOW_ENDPOINT")]
+    endpoint: Option<String>,
+    #[command(flatten)]
+    stack: StackArg,
     /// API key (sent as x-api-key), as the template's usage plan requires in both auth modes.
     #[arg(long, env = "POINTFLOW_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
@@ -50,19 +53,21 @@ impl ApiArgs {
     /// when `--sign` says so (credentials are looked up here, so a missing
     /// one stops the command before anything is sent).
     pub async fn client(&self) -> anyhow::Result<ApiClient> {
+        let endpoint = match (&self.endpoint, &self.stack.stack) {
+            (Some(endpoint), _) => endpoint.clone(),
+            (None, Some(stack)) => StackOutputs::require(stack, None, &self.stack.outputs().await?.api_url, "ApiUrl")?,
+            (None, None) => DEFAULT_ENDPOINT.to_owned(),
+        };
         let client = ApiClient::new(
-            &self.endpoint,
+            &endpoint,
             self.api_key.clone(),
             Duration::from_secs(self.request_timeout.max(1)),
         )?;
-        if !self.sign.signs(&self.endpoint) {
+        if !self.sign.signs(&endpoint) {
             return Ok(client);
         }
-        let signer = Signer::from_environment(&self.endpoint).await.with_context(|| {
-            format!(
-                "signing requests to {} (for a stack with AuthMode api-key, pass --sign never)",
-                self.endpoint
-            )
+        let signer = Signer::from_environment(&endpoint).await.with_context(|| {
+            format!("signing requests to {endpoint} (for a stack with AuthMode api-key, pass --sign never)")
         })?;
         Ok(client.with_signer(signer))
     }
