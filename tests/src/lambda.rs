@@ -55,9 +55,28 @@ pub fn response_json(response: &ApiGatewayProxyResponse) -> (i64, Value) {
     (response.status_code, body)
 }
 
-/// Calls the ingest handler and returns status and body.
+/// Calls the ingest handler and returns status and body, after checking
+/// that the answer is one `docs/openapi.yaml` documents for the route
+/// (status, body schema, headers): every test that calls the API through
+/// here also tests the document.
 pub async fn call_api(service: &ApiService, event: ApiGatewayProxyRequest) -> (i64, Value) {
-    response_json(&ingest_api::handle(service, event).await)
+    let method = event.http_method.as_str().to_owned();
+    let path = event.path.clone().unwrap_or_default();
+    let response = ingest_api::handle(service, event).await;
+    let (status, body) = response_json(&response);
+    let headers: Vec<(String, String)> = response
+        .headers
+        .iter()
+        .map(|(name, value)| {
+            (
+                name.as_str().to_owned(),
+                String::from_utf8_lossy(value.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    let status_code = u16::try_from(status).expect("an HTTP status");
+    crate::openapi::assert_conforms(&method, &path, status_code, &headers, &body);
+    (status, body)
 }
 
 /// An SQS event as Lambda's event source mapping builds it.
