@@ -2,13 +2,15 @@
 //! (in-memory, and the AWS adapters over the moto emulator), the port
 //! contract suite every backend must pass, end-to-end cases every backend
 //! must pass (`pipeline`), helpers that drive the real Lambda handlers, and
-//! the OpenAPI document as a checker of the API's answers (`openapi`).
+//! the OpenAPI document as a checker of the API's answers (`openapi`, and
+//! `openapi_proxy` in front of a real server).
 
 pub mod backend;
 pub mod contract;
 pub mod import;
 pub mod lambda;
 pub mod openapi;
+pub mod openapi_proxy;
 pub mod pipeline;
 pub mod strict;
 

@@ -1,6 +1,8 @@
 //! `pointflow submit` / `wait` / `status` / `balance` against the local
 //! runner (`pointflow local serve`'s stack) on the embedded backend (`submit`
-//! over the emulator: `tests/emulator/local_runner.rs`).
+//! over the emulator: `tests/emulator/local_runner.rs`). The client talks to
+//! the runner through a proxy that checks every answer against
+//! `docs/openapi.yaml` (`pointflow_tests::openapi_proxy`).
 
 use std::io::Read;
 use std::time::Duration;
@@ -13,11 +15,14 @@ use pointflow_cli::client::submit::{submit, SubmitError, SubmitOptions, SubmitRe
 use pointflow_cli::runner::Runner;
 use pointflow_cli::settings::StackSettings;
 use pointflow_tests::import::TempDir;
+use pointflow_tests::openapi_proxy::CheckingProxy;
 
 struct Stack {
     backend: LocalBackend,
     runner: Runner,
     client: ApiClient,
+    /// Fails the test when dropped if an answer broke the document.
+    _proxy: CheckingProxy,
     _dir: TempDir,
 }
 
@@ -34,11 +39,13 @@ async fn stack() -> Stack {
     let runner = Runner::start(&backend, &settings, "127.0.0.1:0".parse().unwrap(), pollers)
         .await
         .unwrap();
-    let client = ApiClient::new(&runner.base_url(), None, Duration::from_secs(30)).unwrap();
+    let proxy = CheckingProxy::start(&runner.base_url()).await;
+    let client = ApiClient::new(proxy.base_url(), None, Duration::from_secs(30)).unwrap();
     Stack {
         backend,
         runner,
         client,
+        _proxy: proxy,
         _dir: dir,
     }
 }
