@@ -91,7 +91,8 @@ fn codes_of(doc: &Value, schema: &Value) -> BTreeSet<String> {
 fn error_table() -> BTreeSet<(u16, String)> {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/http-api.md");
     let text = std::fs::read_to_string(path).unwrap();
-    let table = text.split("\n## Errors\n").nth(1).expect("an Errors section");
+    let section = text.split("\n## Errors\n").nth(1).expect("an Errors section");
+    let table = section.split("\n## ").next().unwrap_or(section);
     let mut pairs = BTreeSet::new();
     for line in table.lines().filter(|l| l.starts_with("| ")) {
         let cells: Vec<&str> = line.split('|').map(str::trim).collect();
