@@ -7,7 +7,9 @@
 //!
 //! Requests no operation describes are checked too: an unknown path must be
 //! `404 no_such_route`, a method the path does not take `405
-//! method_not_allowed` with an `Allow` header naming the path's methods.
+//! method_not_allowed` with an `Allow` header naming the path's methods
+//! (or, from a deployed stack's handler, `403` for a request without the
+//! identity its `AuthMode` requires, refused before routing).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -163,6 +165,7 @@ pub struct Contract {
     error: Validator,
     no_such_route: Validator,
     method_not_allowed: Validator,
+    unauthenticated: Validator,
 }
 
 impl Contract {
@@ -212,6 +215,7 @@ impl Contract {
             error: validator_at("/components/schemas/Error")?,
             no_such_route: validator_at("/components/schemas/NoSuchRouteCode")?,
             method_not_allowed: validator_at("/components/schemas/MethodNotAllowedCode")?,
+            unauthenticated: validator_at("/components/schemas/UnauthenticatedCodes")?,
         })
     }
 
@@ -244,7 +248,20 @@ impl Contract {
             problems.extend(errors(&self.error, body));
             problems.extend(errors(codes, body));
         };
+        // A deployed stack's function refuses a request without the identity
+        // its AuthMode requires before routing it, whatever the path.
+        let unrouted_refusal = |problems: &mut Vec<String>| {
+            error_body(problems, &self.unauthenticated);
+            if problems.is_empty() {
+                Ok(())
+            } else {
+                Err(std::mem::take(problems))
+            }
+        };
         let Some(item) = self.paths.iter().find(|p| p.matches(path)) else {
+            if status == 403 {
+                return unrouted_refusal(&mut problems);
+            }
             if status != 404 {
                 problems.push(format!(
                     "{path} is no documented path, so the answer must be 404, not {status}"
@@ -255,6 +272,9 @@ impl Contract {
         };
         let method = method.to_ascii_uppercase();
         let Some(operation) = item.operations.iter().find(|o| o.method == method) else {
+            if status == 403 {
+                return unrouted_refusal(&mut problems);
+            }
             if status != 405 {
                 problems.push(format!(
                     "{method} is not documented on {}, so the answer must be 405, not {status}",

@@ -76,7 +76,8 @@ fn codes_of(doc: &Value, schema: &Value) -> BTreeSet<String> {
     for value in code["enum"].as_array().into_iter().flatten() {
         codes.insert(value.as_str().unwrap().to_owned());
     }
-    for part in schema["allOf"].as_array().into_iter().flatten() {
+    let parts = schema["allOf"].as_array().into_iter().chain(schema["anyOf"].as_array());
+    for part in parts.flatten() {
         let (part, pointer) = resolve(doc, part, String::new());
         // The general error shape lists every code; a route narrows it.
         if pointer != "/components/schemas/Error" {
@@ -247,6 +248,15 @@ fn the_checker_refuses_answers_the_document_does_not_allow() {
     refused(c.check("GET", "/v1/nothing", 200, &json, &job()), "must be 404");
     refused(
         c.check("GET", "/v1/nothing", 404, &json, &error("not_found")),
+        "/error/code",
+    );
+    // A deployed stack refuses a request without its identity before routing.
+    c.check("GET", "/v1/nothing", 403, &json, &error("missing_iam_identity"))
+        .unwrap();
+    c.check("GET", &job_path, 403, &json, &json!({"message": "Forbidden"}))
+        .unwrap();
+    refused(
+        c.check("GET", "/v1/nothing", 403, &json, &error("not_found")),
         "/error/code",
     );
     // A method the path does not take: 405 with the path's methods in Allow.
