@@ -1,8 +1,9 @@
 //! Checks on `template.yaml` as shipped: the alarm path (alarms → an SNS
 //! topic under a key CloudWatch may use), the dashboard (only resources
 //! and metrics the stack really has), the queue, bucket and table
-//! hardening, and authorization (each capability policy invokes exactly
-//! its routes; IAM is the default mode).
+//! hardening, authorization (each capability policy invokes exactly its
+//! routes; IAM is the default mode), and the API routes (those of
+//! `docs/openapi.yaml`).
 
 use std::collections::BTreeSet;
 
@@ -323,6 +324,53 @@ fn the_table_has_deletion_protection() {
         );
         assert_eq!(table["DeletionPolicy"].as_str(), Some("Retain"), "{name}");
     }
+}
+
+/// The API's OpenAPI document, as shipped.
+const OPENAPI: &str = include_str!("../../docs/openapi.yaml");
+
+/// The methods an OpenAPI path item may describe.
+const OPENAPI_METHODS: [&str; 8] = ["get", "put", "post", "delete", "options", "head", "patch", "trace"];
+
+/// The routes API Gateway sends to the function (the `Api` events of the
+/// template's functions) are exactly the operations `docs/openapi.yaml`
+/// describes, method and path: a route added to one and not the other fails.
+#[test]
+fn the_templates_routes_are_the_operations_of_the_openapi_document() {
+    let doc = template();
+    let mut routes = BTreeSet::new();
+    for (name, function) in resources_of(&doc, "AWS::Serverless::Function") {
+        for (event, properties) in function["Properties"]["Events"].as_mapping().into_iter().flatten() {
+            if properties["Type"].as_str() != Some("Api") {
+                continue;
+            }
+            assert_eq!(
+                name, "IngestApiFunction",
+                "{event:?}: only the ingest function serves the API"
+            );
+            let properties = &properties["Properties"];
+            assert_eq!(referenced(&properties["RestApiId"]), Some("PointflowApi"), "{event:?}");
+            let method = properties["Method"].as_str().expect("a method").to_ascii_uppercase();
+            let path = properties["Path"].as_str().expect("a path").to_owned();
+            assert!(routes.insert((method, path)), "{event:?} repeats a route");
+        }
+    }
+    let openapi: Value = serde_norway::from_str(OPENAPI).expect("docs/openapi.yaml is YAML");
+    let mut operations = BTreeSet::new();
+    for (path, item) in openapi["paths"].as_mapping().expect("paths") {
+        for method in OPENAPI_METHODS {
+            if !item[method].is_null() {
+                operations.insert((method.to_ascii_uppercase(), path.as_str().expect("a path").to_owned()));
+            }
+        }
+    }
+    assert!(routes.len() >= 7, "{routes:?}");
+    let only_template: Vec<_> = routes.difference(&operations).collect();
+    let only_document: Vec<_> = operations.difference(&routes).collect();
+    assert!(
+        only_template.is_empty() && only_document.is_empty(),
+        "routes in template.yaml only: {only_template:?}\noperations in docs/openapi.yaml only: {only_document:?}"
+    );
 }
 
 /// Whether `value` matches an IAM policy pattern: `*` stands for any run of

@@ -1,6 +1,8 @@
 //! `pointflow submit` / `wait` / `status` / `balance` against the local
 //! runner (`pointflow local serve`'s stack) on the embedded backend (`submit`
-//! over the emulator: `tests/emulator/local_runner.rs`).
+//! over the emulator: `tests/emulator/local_runner.rs`). The client talks to
+//! the runner through a proxy that checks every answer against
+//! `docs/openapi.yaml` (`pointflow_tests::openapi_proxy`).
 
 use std::io::Read;
 use std::time::Duration;
@@ -13,11 +15,14 @@ use pointflow_cli::client::submit::{submit, SubmitError, SubmitOptions, SubmitRe
 use pointflow_cli::runner::Runner;
 use pointflow_cli::settings::StackSettings;
 use pointflow_tests::import::TempDir;
+use pointflow_tests::openapi_proxy::CheckingProxy;
 
 struct Stack {
     backend: LocalBackend,
     runner: Runner,
     client: ApiClient,
+    /// Fails the test when dropped if an answer broke the document.
+    proxy: CheckingProxy,
     _dir: TempDir,
 }
 
@@ -34,11 +39,13 @@ async fn stack() -> Stack {
     let runner = Runner::start(&backend, &settings, "127.0.0.1:0".parse().unwrap(), pollers)
         .await
         .unwrap();
-    let client = ApiClient::new(&runner.base_url(), None, Duration::from_secs(30)).unwrap();
+    let proxy = CheckingProxy::start(&runner.base_url()).await;
+    let client = ApiClient::new(proxy.base_url(), None, Duration::from_secs(30)).unwrap();
     Stack {
         backend,
         runner,
         client,
+        proxy,
         _dir: dir,
     }
 }
@@ -660,13 +667,9 @@ async fn the_local_server_ignores_a_signature() {
     let stack = stack().await;
     let credentials = Credentials::new("AKIDNOTREAL", "not-a-real-secret", None, None, "test");
     let signer = Signer::new(SharedCredentialsProvider::new(credentials), "eu-west-1");
-    let client = ApiClient::new(
-        &stack.runner.base_url(),
-        Some("any-key".into()),
-        Duration::from_secs(30),
-    )
-    .unwrap()
-    .with_signer(signer);
+    let client = ApiClient::new(stack.proxy.base_url(), Some("any-key".into()), Duration::from_secs(30))
+        .unwrap()
+        .with_signer(signer);
     assert!(client.signs());
     let report = submit_text(&client, &ndjson(3), Format::Ndjson, 100).await;
     assert_eq!(report.accepted, 6, "{report:?}");

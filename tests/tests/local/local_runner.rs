@@ -13,6 +13,7 @@ use pointflow_cli::poller::PollerSettings;
 use pointflow_cli::runner::Runner;
 use pointflow_cli::settings::StackSettings;
 use pointflow_tests::import::TempDir;
+use pointflow_tests::openapi_proxy::CheckingProxy;
 
 /// The embedded backend in memory, with `bucket` as the import bucket.
 fn embedded(bucket: &TempDir) -> BackendChoice {
@@ -36,6 +37,8 @@ async fn a_twenty_thousand_accrual_demo_is_credited_exactly_within_the_cap() {
     let runner = Runner::start(&backend, &settings, "127.0.0.1:0".parse().unwrap(), pollers(&settings))
         .await
         .unwrap();
+    // Every answer the demo gets is checked against docs/openapi.yaml.
+    let proxy = CheckingProxy::start(&runner.base_url()).await;
     // 5,000 members × 2 point types × 2 repeats, in 4 requests of 5,000.
     let campaign = Campaign {
         members: 5_000,
@@ -45,7 +48,7 @@ async fn a_twenty_thousand_accrual_demo_is_credited_exactly_within_the_cap() {
         chunk: 5_000,
     };
     let report = run_demo(
-        &runner.base_url(),
+        proxy.base_url(),
         &backend,
         &runner.stats,
         campaign,
@@ -68,7 +71,7 @@ async fn a_twenty_thousand_accrual_demo_is_credited_exactly_within_the_cap() {
 
     // The same seed again: every request is a replay, nothing is credited twice.
     let again = run_demo(
-        &runner.base_url(),
+        proxy.base_url(),
         &backend,
         &runner.stats,
         campaign,
@@ -80,6 +83,8 @@ async fn a_twenty_thousand_accrual_demo_is_credited_exactly_within_the_cap() {
     .unwrap();
     assert_eq!(again.replayed_requests, 4);
     assert_eq!(again.balance_mismatches, 0);
+    // The demo's 8 submissions went through the checking proxy.
+    assert!(proxy.answers() >= 8, "{}", proxy.answers());
     runner.stop().await.unwrap();
 }
 

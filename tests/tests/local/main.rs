@@ -16,6 +16,7 @@ mod exactly_once;
 mod file_ceilings;
 mod job_cancel;
 mod local_runner;
+mod openapi;
 mod reconcile_command;
 mod simulation;
 mod worker_contention;
