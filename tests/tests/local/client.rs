@@ -265,6 +265,7 @@ async fn dead_letters_redriven(via_archive: bool) {
             source: None,
             reading: false,
             created_at: time::OffsetDateTime::now_utc(),
+            audit: None,
         })
         .await
         .unwrap();

@@ -359,6 +359,7 @@ async fn a_runner_started_after_a_hard_kill_delivers_the_left_leases_at_once() {
                     ("idempotency-key".into(), "kill-test".into()),
                 ],
                 body: serde_json::to_vec(&body).unwrap(),
+                ..Default::default()
             })
             .await;
         assert_eq!(response.status, 202, "{}", response.body);

@@ -5,6 +5,7 @@
 use percent_encoding::percent_decode_str;
 use serde::{Deserialize, Serialize};
 
+use crate::domain::audit::{Audit, Caller};
 use crate::domain::text_encoding::EncodingRecord;
 use serde_json::Value;
 
@@ -18,6 +19,10 @@ pub struct ImportTask {
     /// Where to pick up; `None` starts the file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resume: Option<Resume>,
+    /// Who dropped the file, from which S3 request (from the S3 event;
+    /// recorded on the file's job when its first chunk creates it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit: Option<Audit>,
 }
 
 /// Where the next chunk of a file starts, and what it needs from earlier
@@ -152,6 +157,13 @@ pub fn parse_tasks_value(value: &Value) -> Result<Vec<ImportTask>, TaskError> {
                     .map(str::to_owned),
             },
             resume: None,
+            audit: Some(Audit::new(
+                Caller::s3(
+                    text(&["userIdentity", "principalId"]),
+                    text(&["requestParameters", "sourceIPAddress"]),
+                ),
+                text(&["responseElements", "x-amz-request-id"]),
+            )),
         });
     }
     Ok(tasks)
@@ -244,7 +256,8 @@ mod tests {
             version_id: None,
         };
         let tasks = parse_tasks(&object_created_notification(&object)).unwrap();
-        assert_eq!(tasks, [ImportTask { object, resume: None }]);
+        assert_eq!(tasks.len(), 1);
+        assert_eq!((&tasks[0].object, &tasks[0].resume), (&object, &None));
     }
 
     #[test]
