@@ -381,26 +381,18 @@ impl LedgerReads for MemoryStore {
                 }));
             }
         }
-        for Applied {
-            record,
-            reversed,
-            reversal_audit,
-            ..
-        } in state.uses.values()
-        {
-            if record.member_id != member_id {
-                continue;
-            }
+        for applied in state.uses.values().filter(|a| a.record.member_id == member_id) {
+            let record = &applied.record;
             entries.push(HistoryEntry::use_of(record));
-            if let Some(at) = reversed {
+            if let Some(at) = applied.reversed {
                 entries.push(HistoryEntry::reversal(&ReversalRecord {
                     kind: ReversalKind::Use,
                     id: record.use_id.clone(),
                     member_id: record.member_id.clone(),
                     point_type: record.point_type.clone(),
                     amount: record.amount,
-                    reversed_at: *at,
-                    audit: reversal_audit.clone(),
+                    reversed_at: at,
+                    audit: applied.reversal_audit.clone(),
                 }));
             }
         }
