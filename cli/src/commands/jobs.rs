@@ -55,7 +55,7 @@ pub struct CancelArgs {
 
 /// Prints the jobs as they are now.
 pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
-    let client = args.api.client()?;
+    let client = args.api.client().await?;
     let mut views = Vec::new();
     for job in &args.jobs {
         views.push(client.job(job).await?);
@@ -66,7 +66,7 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
 
 /// Waits for the jobs to complete; exit status 3 when any did with errors.
 pub async fn wait(args: WaitArgs) -> anyhow::Result<ExitCode> {
-    let client = args.api.client()?;
+    let client = args.api.client().await?;
     // Only the waiting half of the options matters here; the rest are
     // `submit`'s defaults.
     let options = SubmitOptions {
@@ -95,7 +95,7 @@ pub async fn cancel(args: CancelArgs) -> anyhow::Result<ExitCode> {
         wait,
         timeout,
     } = args;
-    let client = api.client()?;
+    let client = api.client().await?;
     let started = Instant::now();
     let mut view = client.cancel_job(&job, reason.as_deref()).await?;
     while wait && view.cancel.as_ref().is_some_and(|c| c.completed_at.is_none()) {

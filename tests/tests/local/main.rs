@@ -5,6 +5,7 @@
 
 mod api_errors;
 mod audit_trail;
+mod authorization;
 mod bulk_uses;
 mod ceilings;
 mod client;
