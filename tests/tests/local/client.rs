@@ -272,6 +272,7 @@ async fn dead_letters_redriven(via_archive: bool) {
             source: None,
             reading: false,
             created_at: time::OffsetDateTime::now_utc(),
+            audit: None,
         })
         .await
         .unwrap();
@@ -549,7 +550,7 @@ async fn a_finished_job_is_cancelled_through_the_api() {
     let report = submit_text(&stack.client, &ndjson(3), Format::Ndjson, 100).await;
     assert_eq!(report.applied, 6);
     let job = report.jobs[0].job_id.to_string();
-    let mut view = stack.client.cancel_job(&job).await.unwrap();
+    let mut view = stack.client.cancel_job(&job, Some("sent twice")).await.unwrap();
     for _ in 0..200 {
         if view.cancel.as_ref().is_some_and(|c| c.completed_at.is_some()) {
             break;
@@ -560,9 +561,17 @@ async fn a_finished_job_is_cancelled_through_the_api() {
     let cancel = view.cancel.expect("a cancel");
     assert_eq!((cancel.counts.reversed, cancel.counts.spent), (6, 0));
     assert!(cancel.completed_at.is_some());
+    // The reason the client gave is kept with who asked.
+    let audit = cancel.audit.expect("the cancel's audit record");
+    assert_eq!(audit.reason.as_deref(), Some("sent twice"));
+    assert_eq!(audit.caller.kind, pointflow::domain::audit::CallerKind::Local);
     assert_eq!(balance(&stack, "m-2").await, [("A".to_owned(), 0), ("B".to_owned(), 0)]);
-    let again = stack.client.cancel_job(&job).await.unwrap();
-    assert_eq!(again.cancel.map(|c| c.counts.reversed), Some(6));
+    let again = stack.client.cancel_job(&job, None).await.unwrap();
+    assert_eq!(again.cancel.as_ref().map(|c| c.counts.reversed), Some(6));
+    assert_eq!(
+        again.cancel.and_then(|c| c.audit).and_then(|a| a.reason).as_deref(),
+        Some("sent twice")
+    );
     stack.runner.stop().await.unwrap();
 }
 

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use pointflow::domain::audit::CallerKind;
 use pointflow::domain::JobStatus;
 use pointflow_cli::backend::{BackendChoice, LocalBackend};
 use pointflow_cli::bench_e2e::{run_one, BenchBackend, RunSpec, Variant};
@@ -174,6 +175,13 @@ async fn local_import_credits_a_file_in_chunks_and_reports_its_bad_rows() {
     assert_eq!(summary.job.status(), JobStatus::CompletedWithErrors);
     assert_eq!(summary.exit_code(), 3);
     assert!(!summary.already_imported);
+    // A file dropped locally is recorded as dropped by `local`.
+    let dropped_by = summary
+        .job
+        .audit
+        .as_ref()
+        .map(|a| (a.caller.kind, a.caller.id.as_deref()));
+    assert_eq!(dropped_by, Some((CallerKind::S3, Some("local"))));
     let report_path = summary.report.clone().expect("a report");
     let report = std::fs::read_to_string(&report_path).unwrap();
     assert_eq!(report.lines().count(), 6, "{report}");
@@ -364,6 +372,7 @@ async fn a_runner_started_after_a_hard_kill_delivers_the_left_leases_at_once() {
                     ("idempotency-key".into(), "kill-test".into()),
                 ],
                 body: serde_json::to_vec(&body).unwrap(),
+                ..Default::default()
             })
             .await;
         assert_eq!(response.status, 202, "{}", response.body);
