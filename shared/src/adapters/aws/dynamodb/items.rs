@@ -8,6 +8,7 @@ use time::OffsetDateTime;
 
 use super::{keys, Item};
 use crate::domain::history::{self, pruned_expiry, EntryKind, HistoryEntry};
+use crate::domain::job_list::JobListKey;
 use crate::domain::lots::{BalanceSheet, Lot, LotKey};
 use crate::domain::reversal::{ReversalKind, ReversalRecord};
 use crate::domain::uses::{Use, UseRecord};
@@ -480,6 +481,11 @@ pub(super) fn job_to_item(job: &NewJob) -> Item {
     if let Some(source) = &job.source {
         item.insert("source".to_owned(), s(source));
     }
+    // Set once: the `job_list` index never sees a fold.
+    item.extend(super::job_list::list_attributes(&JobListKey::of(
+        job.created_at,
+        job.job_id,
+    )));
     item
 }
 
