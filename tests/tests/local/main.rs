@@ -14,6 +14,7 @@ mod encodings;
 mod exactly_once;
 mod file_ceilings;
 mod job_cancel;
+mod job_list;
 mod local_runner;
 mod reconcile_command;
 mod simulation;
