@@ -37,7 +37,8 @@ pub async fn job_page<J: JobStore + ?Sized>(
     loop {
         // One more match than a page holds says whether another page follows.
         let wanted = limit + 1 - jobs.len();
-        let ask = if filtered { wanted.max(READ_CHUNK) } else { wanted }.min(MAX_JOBS_EXAMINED - examined);
+        let chunk = if filtered { wanted.max(READ_CHUNK) } else { wanted };
+        let ask = chunk.min(MAX_JOBS_EXAMINED - examined);
         let batch = store.list_jobs(&range, ask, now).await?;
         let exhausted = batch.len() < ask;
         for job in batch {
