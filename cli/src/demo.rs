@@ -1,7 +1,6 @@
 //! `pointflow local demo`: a generated campaign submitted through the local
 //! HTTP API, applied by the pollers, and verified balance by balance.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
@@ -282,7 +281,8 @@ async fn submit(
     campaign: Campaign,
     c: usize,
 ) -> anyhow::Result<(Accepted, bool)> {
-    let body = campaign.body(c);
+    // Shared, not copied, by each attempt.
+    let body = axum::body::Bytes::from(campaign.body(c));
     let mut attempt = 0;
     loop {
         let response = client
@@ -317,6 +317,57 @@ async fn get_job(client: &reqwest::Client, base_url: &str, job_id: JobId) -> any
     Ok(response.json().await?)
 }
 
+/// The balances of a campaign as the store lists them, counted rather than
+/// collected: a million-member check holds no map. Balances are unique per
+/// (member, point type), so those found right, those found at all and those
+/// outside the campaign say everything.
+#[derive(Debug)]
+struct BalanceTally {
+    campaign: Campaign,
+    /// The campaign's member ids start with it.
+    prefix: String,
+    right: usize,
+    found: usize,
+    foreign: usize,
+}
+
+impl BalanceTally {
+    fn new(campaign: Campaign) -> Self {
+        Self {
+            campaign,
+            prefix: format!("demo{}-m", campaign.seed),
+            right: 0,
+            found: 0,
+            foreign: 0,
+        }
+    }
+
+    /// Counts one balance; balances of other campaigns are ignored.
+    fn see(&mut self, member: &str, point_type: &str, balance: u64) {
+        let campaign = self.campaign;
+        let Some(m) = member.strip_prefix(&self.prefix).and_then(|m| m.parse::<usize>().ok()) else {
+            return;
+        };
+        let Some(t) = point_type.strip_prefix("PT").and_then(|t| t.parse::<usize>().ok()) else {
+            return;
+        };
+        if m >= campaign.members || t >= campaign.point_types {
+            self.foreign += 1;
+            return;
+        }
+        self.found += 1;
+        if balance == campaign.expected_balance(m, t) {
+            self.right += 1;
+        }
+    }
+
+    /// Balances missing, wrong, or of this campaign's members that it never sent.
+    fn wrong(&self) -> usize {
+        let expected = self.campaign.members * self.campaign.point_types;
+        expected.saturating_sub(self.found) + (self.found - self.right) + self.foreign
+    }
+}
+
 /// Every balance on the embedded backend (one query); a sample through the
 /// API otherwise. Returns (checked, wrong).
 async fn verify_balances(
@@ -326,28 +377,11 @@ async fn verify_balances(
     campaign: Campaign,
 ) -> anyhow::Result<(usize, usize)> {
     if let Some(store) = &backend.embedded {
-        let prefix = format!("demo{}-m", campaign.seed);
-        let mut actual: HashMap<(usize, usize), u64> = HashMap::with_capacity(campaign.members * campaign.point_types);
-        for (member, point_type, balance) in store.all_balances()? {
-            let Some(m) = member.strip_prefix(&prefix).and_then(|m| m.parse::<usize>().ok()) else {
-                continue;
-            };
-            let Some(t) = point_type.strip_prefix("PT").and_then(|t| t.parse::<usize>().ok()) else {
-                continue;
-            };
-            actual.insert((m, t), balance);
-        }
-        let mut wrong = 0;
-        for m in 0..campaign.members {
-            for t in 0..campaign.point_types {
-                if actual.get(&(m, t)).copied() != Some(campaign.expected_balance(m, t)) {
-                    wrong += 1;
-                }
-            }
-        }
-        // Balances of this campaign's members that it never sent count as wrong too.
-        wrong += actual.len().saturating_sub(campaign.members * campaign.point_types);
-        return Ok((campaign.members * campaign.point_types, wrong));
+        let mut tally = BalanceTally::new(campaign);
+        store.for_each_balance(|member, point_type, balance| tally.see(member, point_type, balance))?;
+        let expected = campaign.members * campaign.point_types;
+        let wrong = tally.wrong();
+        return Ok((expected, wrong));
     }
     let step = (campaign.members / 200).max(1);
     let mut checked = 0;
@@ -380,7 +414,7 @@ mod tests {
         };
         assert_eq!(c.len(), 42);
         assert_eq!(c.chunks(), 5);
-        let mut per_balance: HashMap<(String, String), u64> = HashMap::new();
+        let mut per_balance: std::collections::HashMap<(String, String), u64> = Default::default();
         let mut items = 0;
         for chunk in 0..c.chunks() {
             let body: serde_json::Value = serde_json::from_str(&c.body(chunk)).unwrap();
@@ -403,5 +437,33 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn the_balance_tally_counts_missing_wrong_and_foreign_balances() {
+        let c = Campaign {
+            members: 3,
+            point_types: 2,
+            repeats: 1,
+            seed: 4,
+            chunk: 10,
+        };
+        let mut all_right = BalanceTally::new(c);
+        for m in 0..3 {
+            for t in 0..2 {
+                all_right.see(&c.member_id(m), &c.point_type(t), c.expected_balance(m, t));
+            }
+        }
+        // Another campaign's balances are not this one's business.
+        all_right.see("demo5-m0000000", "PT0", 1);
+        assert_eq!(all_right.wrong(), 0);
+
+        let mut tally = BalanceTally::new(c);
+        tally.see(&c.member_id(0), "PT0", c.expected_balance(0, 0));
+        tally.see(&c.member_id(0), "PT1", c.expected_balance(0, 1) + 1); // wrong
+        tally.see(&c.member_id(1), "PT0", c.expected_balance(1, 0));
+        tally.see(&c.member_id(7), "PT0", 5); // a member the campaign never sent
+                                              // (1, PT1), (2, PT0) and (2, PT1) are missing.
+        assert_eq!(tally.wrong(), 1 + 1 + 3);
     }
 }

@@ -20,5 +20,6 @@ pub mod reconcile;
 pub mod runner;
 pub mod server;
 pub mod settings;
+pub mod stack;
 #[cfg(test)]
 mod template_checks;

@@ -18,6 +18,7 @@ use commands::local::LocalArgs;
 use commands::members::{BalanceArgs, HistoryArgs, ReverseArgs, UseArgs};
 use commands::plan::PlanArgs;
 use commands::reconcile::ReconcileArgs;
+use commands::shell::{CompletionsArgs, ManArgs};
 use commands::simulate::SimulateArgs;
 use commands::submit::SubmitArgs;
 
@@ -81,6 +82,12 @@ enum Command {
     /// Exit status: 0 deducted (or deducted before by the same use); 3 refused (insufficient balance, or the use id
     /// was used for a different deduction); 1 could not finish.
     Use(UseArgs),
+    /// Print the completion script for a shell (bash, zsh, fish, elvish, powershell).
+    ///
+    /// For example `pointflow completions bash > ~/.local/share/bash-completion/completions/pointflow`.
+    Completions(CompletionsArgs),
+    /// Print the manual page, or write one page per command with --out DIR.
+    Man(ManArgs),
 }
 
 /// The top-level help lists commands by what they are for, campaign work
@@ -92,6 +99,7 @@ const COMMAND_GROUPS: &[(&str, &[&str])] = &[
     ("Operations", &["dlq", "reconcile"]),
     ("Running locally", &["local"]),
     ("Planning and measuring", &["plan", "bench", "simulate"]),
+    ("Setting up", &["completions", "man"]),
 ];
 
 /// The command with its help's command list grouped by [`COMMAND_GROUPS`].
@@ -177,6 +185,9 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::History(args) => commands::members::history(args).await,
         Command::Reverse(args) => commands::members::reverse(args).await,
         Command::Use(args) => commands::members::use_points(args).await,
+        // Generated from the same definitions as the help, grouping included.
+        Command::Completions(args) => commands::shell::completions(&args, grouped_command()),
+        Command::Man(args) => commands::shell::man(&args, grouped_command()),
     }
 }
 

@@ -75,7 +75,9 @@ async fn handle(
     body: Bytes,
 ) -> Response {
     let target = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
-    let event = ingest_api::proxy_event(method, target, headers, body.to_vec());
+    // Moved, not copied, when the body arrived in one buffer (a 50,000-item
+    // request is ~4.5 MB).
+    let event = ingest_api::proxy_event(method, target, headers, Vec::from(body));
     let response = ingest_api::handle(&service, event).await;
     let status = u16::try_from(response.status_code)
         .ok()

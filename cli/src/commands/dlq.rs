@@ -19,15 +19,19 @@ use pointflow::services::dlq::{decode_archive, ArchivedLetter, DeadLetter, Queue
 use pointflow_cli::backend::{open_import_queues, open_queues, DEFAULT_DB};
 use time::OffsetDateTime;
 
-use super::{template_settings, BackendKind};
+use pointflow_cli::stack::StackOutputs;
+
+use super::{template_settings, BackendKind, StackArg};
 use crate::render::{print_pretty_json, Output};
 
 /// `pointflow dlq`'s arguments: where the queues are, and the subcommand.
 #[derive(Args)]
 pub struct DlqArgs {
-    /// Where the queues are.
-    #[arg(long, value_enum, default_value = "embedded", global = true)]
-    backend: BackendKind,
+    /// Where the queues are [default: embedded, or aws with --stack].
+    #[arg(long, value_enum, global = true)]
+    backend: Option<BackendKind>,
+    #[command(flatten)]
+    stack: StackArg,
     /// Embedded database file.
     #[arg(long, default_value = DEFAULT_DB, global = true)]
     db: PathBuf,
@@ -174,7 +178,12 @@ pub async fn run(args: DlqArgs) -> anyhow::Result<ExitCode> {
     let kind = QueueKind::from(args.queue);
     // Each queue opened when it is named (aws) or always (embedded); a
     // command then takes what it needs, or says which option is missing.
-    let (accruals, import_queue, import_dlq) = match args.backend {
+    let outputs = args.stack.outputs().await?;
+    let queue_url = StackOutputs::or_output(args.queue_url, &outputs.queue_url);
+    let dlq_url = StackOutputs::or_output(args.dlq_url, &outputs.dlq_url);
+    let import_queue_url = StackOutputs::or_output(args.import_queue_url, &outputs.import_queue_url);
+    let import_dlq_url = StackOutputs::or_output(args.import_dlq_url, &outputs.import_dlq_url);
+    let (accruals, import_queue, import_dlq) = match args.stack.backend(args.backend)? {
         BackendKind::Embedded => {
             let (import_queue, import_dlq) = open_import_queues(Some(&args.db), None, &settings).await?;
             (
@@ -184,13 +193,13 @@ pub async fn run(args: DlqArgs) -> anyhow::Result<ExitCode> {
             )
         }
         BackendKind::Aws => {
-            let accruals = match (args.queue_url.as_deref(), args.dlq_url.as_deref()) {
+            let accruals = match (queue_url.as_deref(), dlq_url.as_deref()) {
                 (Some(queue_url), Some(dlq_url)) => {
                     Some(open_queues(None, Some((queue_url, dlq_url)), &settings).await?)
                 }
                 _ => None,
             };
-            let (import_queue, import_dlq) = match (&args.import_queue_url, &args.import_dlq_url) {
+            let (import_queue, import_dlq) = match (&import_queue_url, &import_dlq_url) {
                 (None, None) => (None, None),
                 (queue_url, dlq_url) => {
                     let sqs = aws_sdk_sqs::Client::new(&pointflow::adapters::aws::load_config().await);
@@ -208,10 +217,12 @@ pub async fn run(args: DlqArgs) -> anyhow::Result<ExitCode> {
         match kind {
             QueueKind::Accruals => accruals
                 .clone()
-                .context("--backend aws needs --queue-url and --dlq-url"),
+                .context("--backend aws needs --queue-url and --dlq-url (or --stack)"),
             QueueKind::Imports => match (&import_queue, &import_dlq) {
                 (Some(queue), Some(dlq)) => Ok((queue.clone(), dlq.clone())),
-                _ => anyhow::bail!("--queue imports with --backend aws needs --import-queue-url and --import-dlq-url"),
+                _ => anyhow::bail!(
+                    "--queue imports with --backend aws needs --import-queue-url and --import-dlq-url (or --stack)"
+                ),
             },
         }
     };
@@ -232,7 +243,7 @@ pub async fn run(args: DlqArgs) -> anyhow::Result<ExitCode> {
                     .await?
             } else {
                 let letters = read_archives(&from).await?;
-                let (accruals, _) = accruals.context("--backend aws needs --queue-url and --dlq-url")?;
+                let (accruals, _) = accruals.context("--backend aws needs --queue-url and --dlq-url (or --stack)")?;
                 let targets = RedriveTargets {
                     accruals: accruals.as_ref(),
                     // Without it, the archive's import tasks are refused and listed.

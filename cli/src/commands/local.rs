@@ -22,8 +22,13 @@ use pointflow_cli::runner::Runner;
 use pointflow_cli::settings::StackSettings;
 use time::OffsetDateTime;
 
+use pointflow_cli::stack::StackOutputs;
+
 use super::jobs::ListFilters;
-use super::{template_settings, BackendKind};
+use super::{template_settings, BackendKind, StackArg};
+
+/// The table of `--backend aws` when neither --table nor --stack names one (an emulator's).
+const DEFAULT_TABLE: &str = "pointflow-local";
 use crate::render::{cancel_summary, Output};
 
 /// `pointflow local`'s arguments: the backend (global, so they may follow the subcommand), and the subcommand.
@@ -37,15 +42,17 @@ pub struct LocalArgs {
 
 #[derive(Args)]
 struct BackendArgs {
-    /// Where accruals are stored and queued.
-    #[arg(long, value_enum, default_value = "embedded", global = true)]
-    backend: BackendKind,
+    /// Where accruals are stored and queued [default: embedded, or aws with --stack].
+    #[arg(long, value_enum, global = true)]
+    backend: Option<BackendKind>,
+    #[command(flatten)]
+    stack: StackArg,
     /// Embedded database file (`:memory:` for a throw-away run).
     #[arg(long, default_value = DEFAULT_DB, global = true)]
     db: PathBuf,
-    /// DynamoDB table (aws backend).
-    #[arg(long, env = "TABLE_NAME", default_value = "pointflow-local", global = true)]
-    table: String,
+    /// DynamoDB table (aws backend) [default: the stack's TableName, or pointflow-local].
+    #[arg(long, env = "TABLE_NAME", global = true)]
+    table: Option<String>,
     /// Accrual queue URL (aws backend).
     #[arg(long, env = "QUEUE_URL", global = true)]
     queue_url: Option<String>,
@@ -71,21 +78,25 @@ struct BackendArgs {
 
 impl BackendArgs {
     /// The backend these arguments name.
-    fn choice(self) -> BackendChoice {
-        match self.backend {
+    async fn choice(self) -> anyhow::Result<BackendChoice> {
+        Ok(match self.stack.backend(self.backend)? {
             BackendKind::Embedded => BackendChoice::Embedded {
                 db: self.db,
                 bucket_dir: self.bucket_dir,
             },
-            BackendKind::Aws => BackendChoice::Aws(AwsResources {
-                table: self.table,
-                queue_url: self.queue_url,
-                dlq_url: self.dlq_url,
-                bucket: self.bucket,
-                import_queue_url: self.import_queue_url,
-                create: self.create,
-            }),
-        }
+            BackendKind::Aws => {
+                let outputs = self.stack.outputs().await?;
+                BackendChoice::Aws(AwsResources {
+                    table: StackOutputs::or_output(self.table, &outputs.table)
+                        .unwrap_or_else(|| DEFAULT_TABLE.to_owned()),
+                    queue_url: StackOutputs::or_output(self.queue_url, &outputs.queue_url),
+                    dlq_url: StackOutputs::or_output(self.dlq_url, &outputs.dlq_url),
+                    bucket: StackOutputs::or_output(self.bucket, &outputs.bucket),
+                    import_queue_url: StackOutputs::or_output(self.import_queue_url, &outputs.import_queue_url),
+                    create: self.create,
+                })
+            }
+        })
     }
 }
 
@@ -205,7 +216,7 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<ExitCode> {
     if let Some(cap) = backend.concurrency {
         settings.maximum_concurrency = cap.max(1);
     }
-    let backend = LocalBackend::open(&backend.choice(), &settings).await?;
+    let backend = LocalBackend::open(&backend.choice().await?, &settings).await?;
     let pollers = settings.worker_pollers(Duration::from_secs(1));
     match command {
         LocalCommand::Cancel(args) => cancel(&backend, args).await,

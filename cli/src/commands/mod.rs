@@ -8,6 +8,7 @@ use anyhow::Context;
 use clap::{Args, ValueEnum};
 use pointflow_cli::client::api::{ApiClient, DEFAULT_ENDPOINT};
 use pointflow_cli::settings::StackSettings;
+use pointflow_cli::stack::StackOutputs;
 
 use crate::render::Output;
 
@@ -18,6 +19,7 @@ pub mod local;
 pub mod members;
 pub mod plan;
 pub mod reconcile;
+pub mod shell;
 pub mod simulate;
 pub mod submit;
 
@@ -56,6 +58,39 @@ pub enum BackendKind {
     Embedded,
     /// The AWS adapters, configured like the AWS SDK (AWS_ENDPOINT_URL for moto or LocalStack).
     Aws,
+}
+
+/// `--stack NAME`: a deployed stack whose outputs fill the resource options
+/// that are not given.
+#[derive(Args, Clone, Default)]
+pub struct StackArg {
+    /// A deployed Pointflow stack (its CloudFormation name): its outputs (TableName, QueueUrl, DeadLetterQueueUrl,
+    /// ImportQueueUrl, …) fill every resource option not given, and the backend is aws. Read with the AWS
+    /// credentials and region of the environment (profile, AWS_REGION).
+    #[arg(long, env = "POINTFLOW_STACK", global = true)]
+    pub stack: Option<String>,
+}
+
+impl StackArg {
+    /// The backend: the one given, else aws with a stack and embedded without.
+    pub fn backend(&self, given: Option<BackendKind>) -> anyhow::Result<BackendKind> {
+        match (given, &self.stack) {
+            (Some(BackendKind::Embedded), Some(stack)) => {
+                anyhow::bail!("--stack {stack} names a deployed stack: it goes with --backend aws, not embedded")
+            }
+            (Some(kind), _) => Ok(kind),
+            (None, Some(_)) => Ok(BackendKind::Aws),
+            (None, None) => Ok(BackendKind::Embedded),
+        }
+    }
+
+    /// The stack's outputs, or none without `--stack`.
+    pub async fn outputs(&self) -> anyhow::Result<StackOutputs> {
+        match &self.stack {
+            Some(name) => Ok(StackOutputs::describe(name).await?),
+            None => Ok(StackOutputs::default()),
+        }
+    }
 }
 
 /// The deployed stack's settings, from the compiled-in `template.yaml`.

@@ -12,15 +12,19 @@ use pointflow_cli::reconcile::{
     exit_status, human, human_jobs, jobs_exit_status, open_store, reconcile_jobs, reconcile_members, ReconcileStore,
 };
 
-use super::BackendKind;
+use pointflow_cli::stack::StackOutputs;
+
+use super::{BackendKind, StackArg};
 use crate::render::{print_pretty_json, Output};
 
 /// `pointflow reconcile`'s arguments: where the store is, and the subcommand.
 #[derive(Args)]
 pub struct ReconcileArgs {
-    /// Where the ledger is.
-    #[arg(long, value_enum, default_value = "embedded", global = true)]
-    backend: BackendKind,
+    /// Where the ledger is [default: embedded, or aws with --stack].
+    #[arg(long, value_enum, global = true)]
+    backend: Option<BackendKind>,
+    #[command(flatten)]
+    stack: StackArg,
     /// Embedded database file.
     #[arg(long, default_value = DEFAULT_DB, global = true)]
     db: PathBuf,
@@ -66,13 +70,14 @@ enum ReconcileCommand {
 
 /// Reconciles members.
 pub async fn run(args: ReconcileArgs) -> anyhow::Result<ExitCode> {
-    let store = match args.backend {
+    let backend = args.stack.backend(args.backend)?;
+    let table = StackOutputs::or_output(args.table, &args.stack.outputs().await?.table);
+    let store = match backend {
         BackendKind::Embedded => ReconcileStore::Embedded { db: &args.db },
         BackendKind::Aws => ReconcileStore::Aws {
-            table: args
-                .table
+            table: table
                 .as_deref()
-                .ok_or_else(|| anyhow::anyhow!("--backend aws needs --table (or TABLE_NAME)"))?,
+                .ok_or_else(|| anyhow::anyhow!("--backend aws needs --table (or TABLE_NAME, or --stack)"))?,
         },
     };
     let opened = open_store(store).await?;

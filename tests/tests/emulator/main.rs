@@ -15,4 +15,5 @@ mod job_accounting;
 mod job_cancel;
 mod local_runner;
 mod reconcile_command;
+mod stack_outputs;
 mod strict_aws;

@@ -290,18 +290,29 @@ impl SqliteStore {
     /// Every balance as `(member_id, point_type, balance)`, sorted by member
     /// then point type: one query for a verifier.
     pub fn all_balances(&self) -> Result<Vec<(String, String, u64)>, StoreError> {
+        let mut all = Vec::new();
+        self.for_each_balance(|member, point_type, balance| {
+            all.push((member.to_owned(), point_type.to_owned(), balance));
+        })?;
+        Ok(all)
+    }
+
+    /// Calls `f` with every balance, sorted by member then point type, in one
+    /// query and without holding them all: a million-member verifier stays
+    /// within a few kilobytes.
+    pub fn for_each_balance(&self, mut f: impl FnMut(&str, &str, u64)) -> Result<(), StoreError> {
         let conn = lock(&self.db);
-        let read = || -> Result<Vec<(String, String, u64)>, Failure> {
+        let mut read = || -> Result<(), Failure> {
             let mut statement = conn
                 .prepare_cached("SELECT member_id, point_type, balance FROM balances ORDER BY member_id, point_type")?;
             let mut rows = statement.query([])?;
-            let mut all = Vec::new();
             while let Some(row) = rows.next()? {
-                let (member, point_type): (String, String) = (row.get(0)?, row.get(1)?);
+                let text = |i: usize| row.get_ref(i).and_then(|v| v.as_str().map_err(rusqlite::Error::from));
+                let (member, point_type) = (text(0)?, text(1)?);
                 let balance = to_u64(row.get(2)?, || format!("balance {member}/{point_type}"), "balance")?;
-                all.push((member, point_type, balance));
+                f(member, point_type, balance);
             }
-            Ok(all)
+            Ok(())
         };
         read().map_err(|e| e.into_store("all_balances"))
     }
