@@ -245,3 +245,39 @@ pub async fn cancel(args: CancelArgs) -> anyhow::Result<ExitCode> {
         ExitCode::SUCCESS
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The next page's command repeats the filters, quoted for a shell
+    /// where they need it, so a copied line lists the same jobs.
+    #[test]
+    fn the_next_page_command_repeats_the_filters_quoted() {
+        let filters = ListFilters {
+            status: Some("running".into()),
+            source: Some("s3://b/it's here/".into()),
+            created_after: Some("2026-12-01T00:00:00+09:00".into()),
+            limit: 7,
+            cursor: None,
+            all: false,
+        };
+        assert_eq!(
+            filters.flags(),
+            r" --status running --source 's3://b/it'\''s here/' --created-after 2026-12-01T00:00:00+09:00 --limit 7"
+        );
+        let error = filters_with_status("done").query(None).unwrap_err().to_string();
+        assert!(error.starts_with("--status: must be one of importing,"), "{error}");
+    }
+
+    fn filters_with_status(status: &str) -> ListFilters {
+        ListFilters {
+            status: Some(status.into()),
+            source: None,
+            created_after: None,
+            limit: 50,
+            cursor: None,
+            all: false,
+        }
+    }
+}
