@@ -1,8 +1,12 @@
 //! Checks on `template.yaml` as shipped: the alarm path (alarms → an SNS
-//! topic under a key CloudWatch may use) and the dashboard (only resources
-//! and metrics the stack really has).
+//! topic under a key CloudWatch may use), the dashboard (only resources
+//! and metrics the stack really has), the queue, bucket and table
+//! hardening, and authorization (each capability policy invokes exactly
+//! its routes; IAM is the default mode).
 
 use std::collections::BTreeSet;
+
+use pointflow::domain::capabilities::{route_for, AuthMode, Capability, Route, ROUTES};
 
 use pointflow::telemetry::metrics::{BatchMetrics, NAMESPACE};
 use serde_norway::Value;
@@ -318,5 +322,339 @@ fn the_table_has_deletion_protection() {
             "{name}"
         );
         assert_eq!(table["DeletionPolicy"].as_str(), Some("Retain"), "{name}");
+    }
+}
+
+/// Whether `value` matches an IAM policy pattern: `*` stands for any run of
+/// characters (none, or many, `/` included) and `?` for exactly one, as IAM
+/// matches resource ARNs
+/// (<https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_policies_elements_resource.html>).
+fn iam_matches(pattern: &str, value: &str) -> bool {
+    let (p, v): (Vec<char>, Vec<char>) = (pattern.chars().collect(), value.chars().collect());
+    // Greedy match with backtracking to the last `*`.
+    let (mut i, mut j) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while j < v.len() {
+        if i < p.len() && (p[i] == '?' || p[i] == v[j]) {
+            i += 1;
+            j += 1;
+        } else if i < p.len() && p[i] == '*' {
+            star = Some((i, j));
+            i += 1;
+        } else if let Some((si, sj)) = star {
+            i = si + 1;
+            j = sj + 1;
+            star = Some((si, sj + 1));
+        } else {
+            return false;
+        }
+    }
+    p[i..].iter().all(|&c| c == '*')
+}
+
+#[test]
+fn iam_wildcards_match_as_iam_does() {
+    let arn = "arn:aws:execute-api:eu-west-1:1:api/prod/POST/v1/jobs/j-1/cancel";
+    assert!(iam_matches(arn, arn));
+    assert!(iam_matches(
+        "arn:aws:execute-api:eu-west-1:1:api/prod/POST/v1/jobs/*/cancel",
+        arn
+    ));
+    // `*` crosses `/`: GET/v1/jobs/* would also match a deeper GET path.
+    assert!(iam_matches("arn:aws:execute-api:eu-west-1:1:api/prod/POST/*", arn));
+    assert!(iam_matches("*", arn));
+    assert!(iam_matches(
+        "arn:aws:execute-api:eu-west-1:?:api/prod/POST/v1/jobs/j-?/cancel",
+        arn
+    ));
+    assert!(!iam_matches(
+        "arn:aws:execute-api:eu-west-1:1:api/prod/POST/v1/jobs",
+        arn
+    ));
+    assert!(!iam_matches(
+        "arn:aws:execute-api:eu-west-1:1:api/prod/GET/v1/jobs/*",
+        arn
+    ));
+    assert!(!iam_matches(
+        "arn:aws:execute-api:eu-west-1:1:api/prod/POST/v1/jobs/?/cancel",
+        arn
+    ));
+    assert!(!iam_matches(
+        "arn:aws:execute-api:eu-west-1:1:api/prod/POST/v1/jobs/*/cancel/x",
+        arn
+    ));
+    assert!(iam_matches("a*b*c", "abc"));
+    assert!(iam_matches("a*b*c", "aXbYbZc"));
+    assert!(!iam_matches("a*b*c", "aXbYbZ"));
+    assert!(iam_matches("", ""));
+    assert!(!iam_matches("", "a"));
+}
+
+/// The stand-ins for a `!Sub` ARN's variables: a region, account, API id
+/// and stage such as a deployed stack has.
+fn expand_arn(v: &Value) -> String {
+    let (text, vars) = sub(v);
+    assert!(vars.is_none(), "a one-string !Sub: {v:?}");
+    let mut arn = text.to_owned();
+    for name in substitutions(text) {
+        let value = match name {
+            "AWS::Partition" => "aws",
+            "AWS::Region" => "eu-west-1",
+            "AWS::AccountId" => "123456789012",
+            "PointflowApi" => "a1b2c3d4e5",
+            "StageName" => "prod",
+            other => panic!("unexpected ${{{other}}} in {text}"),
+        };
+        arn = arn.replace(&format!("${{{name}}}"), value);
+    }
+    arn
+}
+
+/// The ARN API Gateway checks for a request on `route` of that stack, with
+/// each path parameter given the value `value`.
+fn request_arn(route: &Route, value: &str) -> String {
+    let path: Vec<&str> = route
+        .path
+        .split('/')
+        .map(|s| if s.starts_with('{') { value } else { s })
+        .collect();
+    format!(
+        "arn:aws:execute-api:eu-west-1:123456789012:a1b2c3d4e5/prod/{}{}",
+        route.method,
+        path.join("/")
+    )
+}
+
+/// The capability each managed policy of the template grants.
+const CAPABILITY_POLICIES: [(&str, Capability, &str); 3] = [
+    ("SubmitPolicy", Capability::Submit, "SubmitPolicyArn"),
+    ("ReadPolicy", Capability::Read, "ReadPolicyArn"),
+    ("OperatePolicy", Capability::Operate, "OperatePolicyArn"),
+];
+
+/// Whether `policy` lets its holder invoke the request `arn`: some Allow
+/// statement names `execute-api:Invoke` and a resource matching the ARN.
+/// (The policies have no Deny, NotAction or NotResource: checked, so this is
+/// all IAM would evaluate of them.)
+fn policy_allows_invoke(policy: &Value, arn: &str) -> bool {
+    as_list(&policy["Properties"]["PolicyDocument"]["Statement"])
+        .into_iter()
+        .any(|statement| {
+            statement["Effect"].as_str() == Some("Allow")
+                && as_list(&statement["Action"])
+                    .iter()
+                    .any(|a| iam_matches(a.as_str().unwrap_or_default(), "execute-api:Invoke"))
+                && as_list(&statement["Resource"])
+                    .into_iter()
+                    .any(|r| iam_matches(&expand_arn(r), arn))
+        })
+}
+
+/// The auth matrix: for every route of the capability table and every
+/// capability policy of the template, IAM would allow the call exactly when
+/// the table says so. A caller holding one policy cannot use another's
+/// routes. Printed as the table in docs/deploying.md.
+#[test]
+fn each_capability_policy_invokes_exactly_its_routes() {
+    let doc = template();
+    let resources = &doc["Resources"];
+    let policies = resources_of(&doc, "AWS::IAM::ManagedPolicy");
+    let names: BTreeSet<&str> = policies.iter().map(|(name, _)| *name).collect();
+    assert_eq!(
+        names,
+        CAPABILITY_POLICIES.iter().map(|(name, _, _)| *name).collect(),
+        "one managed policy per capability, no other"
+    );
+    for (name, policy) in &policies {
+        for statement in as_list(&policy["Properties"]["PolicyDocument"]["Statement"]) {
+            assert_eq!(statement["Effect"].as_str(), Some("Allow"), "{name}: {statement:?}");
+            for key in ["NotAction", "NotResource", "NotPrincipal", "Principal"] {
+                assert!(statement[key].is_null(), "{name} has {key}");
+            }
+        }
+    }
+    for (name, _, output) in CAPABILITY_POLICIES {
+        assert_eq!(referenced(&doc["Outputs"][output]["Value"]), Some(name), "{output}");
+    }
+
+    let mut table = String::from("| route | submit | read | operate |\n|---|---|---|---|\n");
+    for route in ROUTES {
+        let mut row = format!("| `{} {}` |", route.method, route.path);
+        for (name, capability, _) in CAPABILITY_POLICIES {
+            let policy = &resources[name];
+            // A value with a `/` would be another route (API Gateway path
+            // parameters hold one segment); these are the ones a request can have.
+            for value in ["p-1", "x", "cancel", "*"] {
+                let arn = request_arn(route, value);
+                assert_eq!(
+                    policy_allows_invoke(policy, &arn),
+                    route.allows(capability),
+                    "{name} on {arn}"
+                );
+            }
+            row += if route.allows(capability) {
+                " allowed |"
+            } else {
+                " refused |"
+            };
+        }
+        table += &row;
+        table.push('\n');
+    }
+    println!("{table}");
+
+    // No request outside the table is granted: another method, another
+    // stage, another API.
+    for route in ROUTES {
+        let arn = request_arn(route, "p-1");
+        for other in [
+            arn.replacen(&format!("/prod/{}", route.method), "/prod/DELETE", 1),
+            arn.replacen("/prod/", "/test/", 1),
+            arn.replacen("a1b2c3d4e5", "zzzzzzzzzz", 1),
+        ] {
+            for (name, _, _) in CAPABILITY_POLICIES {
+                assert!(!policy_allows_invoke(&resources[name], &other), "{name} allows {other}");
+            }
+        }
+        // One segment more is another route, or none. `GET/v1/jobs/*` also
+        // matches deeper GET paths under a job, which are no route (API
+        // Gateway refuses an undeclared resource before IAM is asked).
+        let longer = format!("{}/more", route.path.replace(['{', '}'], ""));
+        let arn = format!("{arn}/more");
+        for (name, capability, _) in CAPABILITY_POLICIES {
+            let job_route = ROUTES
+                .iter()
+                .find(|r| (r.method, r.path) == ("GET", "/v1/jobs/{job_id}"))
+                .unwrap();
+            let expected = route_for(route.method, &longer).is_some_and(|r| r.allows(capability))
+                || (route.method == "GET" && longer.starts_with("/v1/jobs/") && job_route.allows(capability));
+            assert_eq!(
+                policy_allows_invoke(&resources[name], &arn),
+                expected,
+                "{name} on {arn}"
+            );
+        }
+    }
+}
+
+/// Every route the template gives the ingest function is in the capability
+/// table, so no route escapes the policies; the table's routes are the
+/// template's (GET /v1/jobs may wait for the jobs listing's event).
+#[test]
+fn the_template_routes_are_the_capability_table() {
+    let doc = template();
+    let events = doc["Resources"]["IngestApiFunction"]["Properties"]["Events"]
+        .as_mapping()
+        .unwrap();
+    let mut declared = BTreeSet::new();
+    for (name, event) in events {
+        assert_eq!(event["Type"].as_str(), Some("Api"), "{name:?}");
+        let method = event["Properties"]["Method"].as_str().unwrap().to_ascii_uppercase();
+        let path = event["Properties"]["Path"].as_str().unwrap().to_owned();
+        assert!(
+            ROUTES.iter().any(|r| r.method == method && r.path == path),
+            "{method} {path} is not in shared/src/domain/capabilities.rs"
+        );
+        declared.insert((method, path));
+    }
+    for route in ROUTES {
+        let key = (route.method.to_owned(), route.path.to_owned());
+        assert!(
+            declared.contains(&key) || (route.method, route.path) == ("GET", "/v1/jobs"),
+            "{} {} has no event in the template",
+            route.method,
+            route.path
+        );
+    }
+}
+
+/// `AuthMode` is `iam` by default; in that mode the API's default
+/// authorizer is AWS_IAM (API Gateway invoking the function with its own
+/// permission, not the caller's credentials), the API key is required in
+/// both modes (the usage plan meters only keyed requests), and the function
+/// is told the mode. The `!If` relies on `AWS::LanguageExtensions` running
+/// before the SAM transform.
+#[test]
+fn iam_is_the_default_auth_mode() {
+    let doc = template();
+    let parameter = &doc["Parameters"]["AuthMode"];
+    assert_eq!(parameter["Default"].as_str(), Some(AuthMode::Iam.name()));
+    let allowed: Vec<&str> = as_list(&parameter["AllowedValues"])
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect();
+    assert_eq!(allowed, [AuthMode::Iam.name(), AuthMode::ApiKey.name()]);
+    let transforms: Vec<&str> = as_list(&doc["Transform"]).iter().filter_map(|v| v.as_str()).collect();
+    assert_eq!(transforms, ["AWS::LanguageExtensions", "AWS::Serverless-2016-10-31"]);
+    assert_eq!(
+        format!("{:?}", doc["Conditions"]["UseIam"]),
+        format!(
+            "{:?}",
+            serde_norway::from_str::<Value>("!Equals [!Ref AuthMode, iam]").unwrap()
+        )
+    );
+    let auth = &doc["Resources"]["PointflowApi"]["Properties"]["Auth"];
+    assert_eq!(
+        format!("{:?}", auth["DefaultAuthorizer"]),
+        format!(
+            "{:?}",
+            serde_norway::from_str::<Value>("!If [UseIam, AWS_IAM, !Ref AWS::NoValue]").unwrap()
+        )
+    );
+    assert_eq!(auth["InvokeRole"].as_str(), Some("NONE"));
+    assert_eq!(auth["ApiKeyRequired"].as_bool(), Some(true));
+    // No event overrides the default authorizer.
+    for (name, event) in doc["Resources"]["IngestApiFunction"]["Properties"]["Events"]
+        .as_mapping()
+        .unwrap()
+    {
+        assert!(event["Properties"]["Auth"].is_null(), "{name:?} sets its own Auth");
+    }
+    let variables = &doc["Resources"]["IngestApiFunction"]["Properties"]["Environment"]["Variables"];
+    assert_eq!(referenced(&variables["AUTH_MODE"]), Some("AuthMode"));
+}
+
+/// The operate policy lets `pointflow dlq` read and drain both dead-letter
+/// queues, send back to both source queues, and find them with `--stack`
+/// (this stack's outputs); the other two policies only invoke routes.
+#[test]
+fn operate_may_list_archive_and_redrive_the_dead_letter_queues() {
+    let doc = template();
+    let statements = as_list(&doc["Resources"]["OperatePolicy"]["Properties"]["PolicyDocument"]["Statement"]);
+    let grants = |action: &str| -> BTreeSet<&str> {
+        statements
+            .iter()
+            .filter(|s| as_list(&s["Action"]).iter().any(|a| a.as_str() == Some(action)))
+            .flat_map(|s| as_list(&s["Resource"]))
+            .filter_map(referenced)
+            .collect()
+    };
+    let dlqs = BTreeSet::from(["AccrualDeadLetterQueue", "ImportDeadLetterQueue"]);
+    for action in [
+        "sqs:ReceiveMessage",
+        "sqs:DeleteMessage",
+        "sqs:ChangeMessageVisibility",
+        "sqs:GetQueueAttributes",
+    ] {
+        assert_eq!(grants(action), dlqs, "{action}");
+    }
+    assert_eq!(
+        grants("sqs:SendMessage"),
+        BTreeSet::from(["AccrualQueue", "ImportQueue"])
+    );
+    // `--stack NAME` reads the outputs of this stack, and of no other.
+    assert_eq!(
+        grants("cloudformation:DescribeStacks"),
+        BTreeSet::from(["AWS::StackId"])
+    );
+    for (name, capability, _) in CAPABILITY_POLICIES {
+        if capability == Capability::Operate {
+            continue;
+        }
+        for statement in as_list(&doc["Resources"][name]["Properties"]["PolicyDocument"]["Statement"]) {
+            for action in as_list(&statement["Action"]) {
+                assert_eq!(action.as_str(), Some("execute-api:Invoke"), "{name}");
+            }
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! Configuration from environment variables, read once per cold start into
 //! typed structs. Errors name the variable.
 
+use crate::domain::capabilities::AuthMode;
 use crate::domain::limits::Ceilings;
 use crate::domain::packing::PackingLimits;
 use crate::services::api::{ApiSettings, DEFAULT_MAX_ITEMS, MAX_BODY_BYTES};
@@ -87,6 +88,8 @@ pub struct IngestConfig {
     pub table_name: String,
     pub queue_url: String,
     pub settings: ApiSettings,
+    /// The identity a request's context must carry (`AUTH_MODE`).
+    pub auth_mode: AuthMode,
 }
 
 impl IngestConfig {
@@ -95,8 +98,8 @@ impl IngestConfig {
     }
 
     /// Reads `TABLE_NAME`, `QUEUE_URL`, `MAX_ITEMS_PER_REQUEST`,
-    /// `MESSAGE_MAX_ACCRUALS`, `MESSAGE_MAX_BYTES` and the [`ceilings`]
-    /// through `lookup`.
+    /// `MESSAGE_MAX_ACCRUALS`, `MESSAGE_MAX_BYTES`, the [`ceilings`] and
+    /// `AUTH_MODE` (`iam` when unset: the stricter mode) through `lookup`.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let packing = packing(&lookup)?;
         let max_items = number(
@@ -121,7 +124,20 @@ impl IngestConfig {
                 packing,
                 ceilings: ceilings(&lookup)?,
             },
+            auth_mode: auth_mode(&lookup)?,
         })
+    }
+}
+
+/// `AUTH_MODE`: `iam` or `api-key`; unset or empty is `iam`.
+fn auth_mode(lookup: &impl Fn(&str) -> Option<String>) -> Result<AuthMode, ConfigError> {
+    match lookup("AUTH_MODE").filter(|v| !v.is_empty()) {
+        None => Ok(AuthMode::Iam),
+        Some(value) => value.parse().map_err(|_| ConfigError::Invalid {
+            name: "AUTH_MODE",
+            expected: "iam or api-key",
+            value,
+        }),
     }
 }
 
@@ -260,6 +276,28 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn ingest_config_reads_the_auth_mode_iam_when_unset() {
+        let base = [("TABLE_NAME", "t"), ("QUEUE_URL", "q")];
+        assert_eq!(IngestConfig::from_lookup(env(&base)).unwrap().auth_mode, AuthMode::Iam);
+        let mut api_key = base.to_vec();
+        api_key.push(("AUTH_MODE", "api-key"));
+        assert_eq!(
+            IngestConfig::from_lookup(env(&api_key)).unwrap().auth_mode,
+            AuthMode::ApiKey
+        );
+        let mut bad = base.to_vec();
+        bad.push(("AUTH_MODE", "none"));
+        assert_eq!(
+            IngestConfig::from_lookup(env(&bad)),
+            Err(ConfigError::Invalid {
+                name: "AUTH_MODE",
+                expected: "iam or api-key",
+                value: "none".into()
+            })
+        );
     }
 
     #[test]

@@ -60,6 +60,17 @@ pub async fn call_api(service: &ApiService, event: ApiGatewayProxyRequest) -> (i
     response_json(&ingest_api::handle(service, event).await)
 }
 
+/// Calls the ingest handler as a deployed stack does (refusing a request
+/// whose context lacks the identity `mode` requires) and returns status
+/// and body.
+pub async fn call_api_authenticated(
+    service: &ApiService,
+    mode: pointflow::domain::capabilities::AuthMode,
+    event: ApiGatewayProxyRequest,
+) -> (i64, Value) {
+    response_json(&ingest_api::handle_authenticated(service, mode, event).await)
+}
+
 /// An SQS event as Lambda's event source mapping builds it.
 pub fn sqs_event(messages: &[ReceivedMessage]) -> SqsEvent {
     worker::to_sqs_event(messages)

@@ -3,8 +3,10 @@
 //!
 //! - [`input`]: files (JSON, NDJSON, CSV) into validated, keyed chunks.
 //! - [`api`]: the HTTP client, with retries.
+//! - [`signing`]: SigV4 signing of its requests (a stack with `AuthMode` iam).
 //! - [`submit`]: `submit` and `wait`.
 
 pub mod api;
 pub mod input;
+pub mod signing;
 pub mod submit;

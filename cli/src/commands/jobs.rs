@@ -134,7 +134,7 @@ pub struct JobsArgs {
 /// Lists jobs through the API, newest first.
 pub async fn list(args: JobsArgs) -> anyhow::Result<ExitCode> {
     let JobsArgs { api, filters } = args;
-    let client = api.client()?;
+    let client = api.client().await?;
     filters
         .print_pages(api.output, "pointflow jobs", |cursor| {
             let parameters = filters.parameters(cursor.as_deref());
@@ -185,7 +185,7 @@ pub struct CancelArgs {
 
 /// Prints the jobs as they are now.
 pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
-    let client = args.api.client()?;
+    let client = args.api.client().await?;
     let mut views = Vec::new();
     for job in &args.jobs {
         views.push(client.job(job).await?);
@@ -196,7 +196,7 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
 
 /// Waits for the jobs to complete; exit status 3 when any did with errors.
 pub async fn wait(args: WaitArgs) -> anyhow::Result<ExitCode> {
-    let client = args.api.client()?;
+    let client = args.api.client().await?;
     // Only the waiting half of the options matters here; the rest are
     // `submit`'s defaults.
     let options = SubmitOptions {
@@ -224,7 +224,7 @@ pub async fn cancel(args: CancelArgs) -> anyhow::Result<ExitCode> {
         wait,
         timeout,
     } = args;
-    let client = api.client()?;
+    let client = api.client().await?;
     let started = Instant::now();
     let mut view = client.cancel_job(&job).await?;
     while wait && view.cancel.as_ref().is_some_and(|c| c.completed_at.is_none()) {

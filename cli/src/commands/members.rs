@@ -79,7 +79,7 @@ pub struct ReverseArgs {
 
 /// Prints the member's balance of every point type.
 pub async fn balance(args: BalanceArgs) -> anyhow::Result<ExitCode> {
-    let client = args.api.client()?;
+    let client = args.api.client().await?;
     let balances = client.balances(&args.member).await?;
     match args.api.output {
         Output::Json => println!("{balances}"),
@@ -111,7 +111,7 @@ pub async fn history(args: HistoryArgs) -> anyhow::Result<ExitCode> {
         mut cursor,
         all,
     } = args;
-    let client = api.client()?;
+    let client = api.client().await?;
     loop {
         let page = client
             .history(&member, point_type.as_deref(), Some(limit), cursor.as_deref())
@@ -166,7 +166,7 @@ pub async fn use_points(args: UseArgs) -> anyhow::Result<ExitCode> {
         amount,
         reason,
     } = args;
-    let client = api.client()?;
+    let client = api.client().await?;
     let mut body = serde_json::json!({ "use_id": use_id, "point_type": point_type, "amount": amount });
     if let Some(reason) = reason {
         body["reason"] = reason.into();
@@ -191,7 +191,7 @@ pub async fn use_points(args: UseArgs) -> anyhow::Result<ExitCode> {
 
 /// Cancels one accrual or one use; exit status 3 when the API refuses.
 pub async fn reverse(args: ReverseArgs) -> anyhow::Result<ExitCode> {
-    let client = args.api.client()?;
+    let client = args.api.client().await?;
     let mut body = match (&args.accrual_id, &args.use_id) {
         (Some(id), _) => serde_json::json!({ "accrual_id": id }),
         (None, Some(id)) => serde_json::json!({ "use_id": id }),

@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use pointflow_cli::client::api::{ApiClient, DEFAULT_ENDPOINT};
+use pointflow_cli::client::signing::{SignMode, Signer};
 use pointflow_cli::settings::StackSettings;
 use pointflow_cli::stack::StackOutputs;
 
@@ -26,12 +27,19 @@ pub mod submit;
 /// How to reach the HTTP API, for the commands that are its clients.
 #[derive(Args, Clone)]
 pub struct ApiArgs {
-    /// The API: a deployed stage URL (the ApiUrl output) or `pointflow local serve`.
-    #[arg(long, env = "POINTFLOW_ENDPOINT", default_value = DEFAULT_ENDPOINT)]
-    endpoint: String,
-    /// API key (sent as x-api-key), as the template's usage plan requires.
+    /// The API: a deployed stage URL (the ApiUrl output) or `pointflow local serve` [default: the --stack's
+    /// ApiUrl, else http://127.0.0.1:3000, the local server].
+    #[arg(long, env = "POINTFLOW_ENDPOINT")]
+    endpoint: Option<String>,
+    #[command(flatten)]
+    stack: StackArg,
+    /// API key (sent as x-api-key), as the template's usage plan requires in both auth modes.
     #[arg(long, env = "POINTFLOW_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
+    /// SigV4-sign requests with the standard AWS credentials (AWS_PROFILE, AWS_ACCESS_KEY_ID, SSO, a
+    /// role…), as a stack with AuthMode iam requires: auto signs unless the endpoint is on loopback.
+    #[arg(long, value_enum, env = "POINTFLOW_SIGN", default_value = "auto")]
+    sign: SignMode,
     /// Output for people or for scripts.
     #[arg(long, value_enum, default_value = "human")]
     pub output: Output,
@@ -41,13 +49,27 @@ pub struct ApiArgs {
 }
 
 impl ApiArgs {
-    /// A client of the API these arguments name.
-    pub fn client(&self) -> anyhow::Result<ApiClient> {
-        Ok(ApiClient::new(
-            &self.endpoint,
+    /// A client of the API these arguments name, signing its requests
+    /// when `--sign` says so (credentials are looked up here, so a missing
+    /// one stops the command before anything is sent).
+    pub async fn client(&self) -> anyhow::Result<ApiClient> {
+        let endpoint = match (&self.endpoint, &self.stack.stack) {
+            (Some(endpoint), _) => endpoint.clone(),
+            (None, Some(stack)) => StackOutputs::require(stack, None, &self.stack.outputs().await?.api_url, "ApiUrl")?,
+            (None, None) => DEFAULT_ENDPOINT.to_owned(),
+        };
+        let client = ApiClient::new(
+            &endpoint,
             self.api_key.clone(),
             Duration::from_secs(self.request_timeout.max(1)),
-        )?)
+        )?;
+        if !self.sign.signs(&endpoint) {
+            return Ok(client);
+        }
+        let signer = Signer::from_environment(&endpoint).await.with_context(|| {
+            format!("signing requests to {endpoint} (for a stack with AuthMode api-key, pass --sign never)")
+        })?;
+        Ok(client.with_signer(signer))
     }
 }
 

@@ -52,7 +52,7 @@ pub struct SubmitArgs {
 /// Submits the file and reports; the exit status is the report's (130 when
 /// interrupted, which a re-run resumes).
 pub async fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
-    let client = args.api.client()?;
+    let client = args.api.client().await?;
     let name = args.file.to_string_lossy().into_owned();
     let format = match args.format.or_else(|| Format::from_name(&name)) {
         Some(format) => format,

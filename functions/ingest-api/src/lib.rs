@@ -8,8 +8,10 @@ use std::collections::HashMap;
 
 use aws_lambda_events::query_map::QueryMap;
 use base64::Engine;
+use pointflow::domain::capabilities::{check_caller, AuthMode, CallerContext};
 use pointflow::services::api::ApiService;
-use pointflow::services::api::{ApiRequest, ApiResponse};
+use pointflow::services::api::{ApiError, ApiRequest, ApiResponse};
+use tracing::warn;
 
 /// Reads an API Gateway event into the API's request type. A body that is
 /// flagged base64 but isn't comes back as the response to send.
@@ -106,7 +108,42 @@ pub fn to_gateway_response(response: ApiResponse) -> ApiGatewayProxyResponse {
     out
 }
 
-/// Answers one API Gateway event.
+/// What API Gateway authenticated for this request (its
+/// `requestContext.identity`).
+pub fn caller_context(event: &ApiGatewayProxyRequest) -> CallerContext<'_> {
+    let identity = &event.request_context.identity;
+    CallerContext {
+        user_arn: identity.user_arn.as_deref(),
+        caller: identity.caller.as_deref(),
+        api_key_id: identity.api_key_id.as_deref(),
+    }
+}
+
+/// Answers one API Gateway event of a deployed stack: a request whose
+/// context lacks the identity `mode` requires (a route API Gateway let
+/// through without authenticating it) is refused `403` before any handler
+/// runs.
+pub async fn handle_authenticated(
+    service: &ApiService,
+    mode: AuthMode,
+    event: ApiGatewayProxyRequest,
+) -> ApiGatewayProxyResponse {
+    if let Err(refused) = check_caller(mode, &caller_context(&event)) {
+        warn!(
+            code = refused.code(),
+            mode = mode.name(),
+            method = event.http_method.as_str(),
+            resource = event.resource.as_deref().unwrap_or(""),
+            "request without the caller identity the auth mode requires"
+        );
+        return to_gateway_response(ApiError::from(refused).to_response());
+    }
+    handle(service, event).await
+}
+
+/// Answers one API Gateway event without looking at who sent it: for the
+/// local server (loopback only) and tests; a deployed stack uses
+/// [`handle_authenticated`].
 pub async fn handle(service: &ApiService, event: ApiGatewayProxyRequest) -> ApiGatewayProxyResponse {
     let response = match to_api_request(event) {
         Ok(request) => service.handle(&request).await,

@@ -14,9 +14,10 @@ async fn main() -> Result<(), Error> {
     let sdk = aws::load_config().await;
     let service = backend::aws::api_service(&config, &sdk);
     let service = &service;
+    let auth_mode = config.auth_mode;
     run(service_fn(
         move |event: LambdaEvent<ApiGatewayProxyRequest>| async move {
-            Ok::<_, Error>(ingest_api::handle(service, event.payload).await)
+            Ok::<_, Error>(ingest_api::handle_authenticated(service, auth_mode, event.payload).await)
         },
     ))
     .await

@@ -647,3 +647,31 @@ async fn a_submitted_campaign_dropped_as_a_file_of_the_same_campaign_credits_not
     assert_eq!((job.total, job.applied, job.duplicate), (30, 0, 30));
     stack.runner.stop().await.unwrap();
 }
+
+/// The local server takes signed requests as it takes unsigned ones: it
+/// checks no signature (it is for loopback only), so a client signing as it
+/// would for a deployed stack, even with keys AWS would refuse, is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_local_server_ignores_a_signature() {
+    use aws_credential_types::provider::SharedCredentialsProvider;
+    use aws_credential_types::Credentials;
+    use pointflow_cli::client::signing::Signer;
+
+    let stack = stack().await;
+    let credentials = Credentials::new("AKIDNOTREAL", "not-a-real-secret", None, None, "test");
+    let signer = Signer::new(SharedCredentialsProvider::new(credentials), "eu-west-1");
+    let client = ApiClient::new(
+        &stack.runner.base_url(),
+        Some("any-key".into()),
+        Duration::from_secs(30),
+    )
+    .unwrap()
+    .with_signer(signer);
+    assert!(client.signs());
+    let report = submit_text(&client, &ndjson(3), Format::Ndjson, 100).await;
+    assert_eq!(report.accepted, 6, "{report:?}");
+    let balances = client.balances("m-2").await.unwrap();
+    assert_eq!(balances["balances"], serde_json::json!({"A": 3, "B": 5}), "{balances}");
+    assert_eq!(balance(&stack, "m-2").await, [("A".into(), 3), ("B".into(), 5)]);
+    stack.runner.stop().await.unwrap();
+}

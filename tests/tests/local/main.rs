@@ -4,6 +4,7 @@
 //! the dependencies are linked once.
 
 mod api_errors;
+mod authorization;
 mod bulk_uses;
 mod ceilings;
 mod client;

@@ -5,6 +5,7 @@
 use serde::Serialize;
 use serde_json::{json, Value};
 
+use crate::domain::capabilities::CallerRefused;
 use crate::domain::limits::CeilingError;
 use crate::domain::submission::{ItemKind, SubmissionError};
 use crate::domain::validation::FieldError;
@@ -135,6 +136,10 @@ pub enum ApiError {
     InvalidPathParameter { what: &'static str, reason: String },
     #[error(transparent)]
     InvalidQueryParameter(#[from] crate::domain::history::QueryParameterError),
+    /// API Gateway passed no identity of the kind the stack's `AuthMode`
+    /// requires: a route left without authorization (defence in depth).
+    #[error(transparent)]
+    Unauthenticated(#[from] CallerRefused),
     #[error("the service is busy; retry shortly")]
     Unavailable(#[source] StoreError),
     #[error("internal error")]
@@ -164,6 +169,7 @@ impl ApiError {
     pub fn status(&self) -> u16 {
         match self {
             ApiError::NotFoundRoute { .. } | ApiError::NotFound { .. } => 404,
+            ApiError::Unauthenticated(_) => 403,
             ApiError::MethodNotAllowed { .. } => 405,
             ApiError::UnsupportedMediaType { .. } => 415,
             ApiError::PayloadTooLarge { .. } => 413,
@@ -190,6 +196,7 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         match self {
             ApiError::NotFoundRoute { .. } => "no_such_route",
+            ApiError::Unauthenticated(refused) => refused.code(),
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::UnsupportedMediaType { .. } => "unsupported_media_type",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
