@@ -13,7 +13,7 @@ mod render;
 
 use commands::bench::BenchCommand;
 use commands::dlq::DlqArgs;
-use commands::jobs::{CancelArgs, StatusArgs, WaitArgs};
+use commands::jobs::{CancelArgs, JobsArgs, StatusArgs, WaitArgs};
 use commands::local::LocalArgs;
 use commands::members::{BalanceArgs, HistoryArgs, ReverseArgs, UseArgs};
 use commands::plan::PlanArgs;
@@ -64,6 +64,8 @@ enum Command {
     /// Exit status: 0 all sent (and with --wait, credited); 3 lines rejected, requests refused or accruals failed;
     /// 1 could not finish (network, timeout; run the same command again to resume).
     Submit(SubmitArgs),
+    /// List jobs newest first, filtered by status, source or creation time.
+    Jobs(JobsArgs),
     /// Show jobs.
     Status(StatusArgs),
     /// Wait until jobs complete, with progress. Exit status 3 if any completed with errors.
@@ -110,7 +112,7 @@ enum Command {
 /// first and the measuring tools last. Clap has no subcommand groups, so the
 /// list is built from the commands' own definitions (names and about lines).
 const COMMAND_GROUPS: &[(&str, &[&str])] = &[
-    ("Campaigns", &["submit", "status", "wait", "cancel"]),
+    ("Campaigns", &["submit", "jobs", "status", "wait", "cancel"]),
     ("Members", &["balance", "history", "use", "reverse"]),
     ("Operations", &["dlq", "reconcile"]),
     ("Running locally", &["local"]),
@@ -189,6 +191,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Local(args) => commands::local::run(*args).await,
         Command::Bench(command) => commands::bench::run(command).await,
         Command::Submit(args) => commands::submit::run(args).await,
+        Command::Jobs(args) => commands::jobs::list(args).await,
         Command::Status(args) => commands::jobs::status(args).await,
         Command::Wait(args) => commands::jobs::wait(args).await,
         Command::Cancel(args) => commands::jobs::cancel(args).await,

@@ -1,5 +1,5 @@
 //! Output shared by several commands: the `--output` choice, pretty JSON, the
-//! job table and the one-line cancel summary. A command's own table lives with
+//! job tables (`status`, `jobs`) and the one-line cancel summary. A command's own table lives with
 //! the command.
 
 use clap::ValueEnum;
@@ -7,7 +7,7 @@ use std::fmt::Display;
 
 use pointflow::domain::audit::Audit;
 use pointflow::domain::CancelProgress;
-use pointflow::services::api::JobView;
+use pointflow::services::api::{JobList, JobView};
 
 /// `--output`: for people or for scripts.
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -98,6 +98,72 @@ pub fn describe_audit(audit: &Audit) -> String {
         text.push_str(&format!(", reason {reason:?}"));
     }
     text
+}
+
+/// Prints one page of `pointflow jobs` (or `local jobs`): a table for
+/// people (its header above the first page only), or the page as the API
+/// answered it, one JSON object per line.
+pub fn print_job_page(page: &JobList, output: Output, first: bool) -> anyhow::Result<()> {
+    match output {
+        Output::Json => println!("{}", serde_json::to_string(page)?),
+        Output::Human => print!("{}", job_list_table(&page.jobs, first)),
+    }
+    Ok(())
+}
+
+/// The listing's table: one line per job, its source last (S3 keys are long).
+pub fn job_list_table(views: &[JobView], header: bool) -> String {
+    let mut table = String::new();
+    if header {
+        table.push_str(&format!(
+            "{:<36}  {:<21}  {:<20}  {:>9}  {:>9}  {:>9}  {:>7}  {:>8}  {:>8}  {}\n",
+            "job",
+            "status",
+            "created (UTC)",
+            "total",
+            "applied",
+            "duplicate",
+            "failed",
+            "rejected",
+            "progress",
+            "source"
+        ));
+    }
+    for v in views {
+        table.push_str(&format!(
+            "{:<36}  {:<21}  {:<20}  {:>9}  {:>9}  {:>9}  {:>7}  {:>8}  {:>8}  {}\n",
+            v.job_id.to_string(),
+            pointflow::domain::job_list::status_name(v.status),
+            to_the_second(&v.created_at),
+            v.total,
+            v.applied,
+            v.duplicate,
+            v.failed,
+            v.rejected,
+            progress(v),
+            v.source.as_deref().unwrap_or("api"),
+        ));
+    }
+    table
+}
+
+/// Settled items as a share of the total: `-` while a file's total is still 0.
+fn progress(v: &JobView) -> String {
+    let settled = v.applied + v.duplicate + v.failed + v.refused;
+    if v.total == 0 {
+        "-".to_owned()
+    } else {
+        // Floor, so that 100 % means done.
+        format!("{} %", (u128::from(settled.min(v.total)) * 100 / u128::from(v.total)))
+    }
+}
+
+/// `2026-12-07T04:05:06.789Z` as `2026-12-07 04:05:06Z`: a table needs no fractions.
+fn to_the_second(rfc3339: &str) -> String {
+    match rfc3339.get(..19) {
+        Some(seconds) if rfc3339.ends_with('Z') => format!("{}Z", seconds.replacen('T', " ", 1)),
+        _ => rfc3339.to_owned(),
+    }
 }
 
 /// The line `cancel` prints for people: what the cancel of `job` did so far,

@@ -290,7 +290,7 @@ mod tests {
                 }
             }
         }
-        assert_eq!(routes, 7, "every API route is checked");
+        assert_eq!(routes, 8, "every API route is checked");
     }
 
     /// The table the template deploys has the history index the adapter
@@ -319,6 +319,34 @@ mod tests {
             .filter_map(Value::as_str)
             .collect();
         assert_eq!(projected, HISTORY_PROJECTION);
+    }
+
+    /// The table the template deploys has the job list index the adapter
+    /// queries (keys only, so folds write no index entry), and the ingest
+    /// function may query it and read the jobs it lists.
+    #[test]
+    fn the_template_job_list_index_matches_the_adapter() {
+        use pointflow::adapters::aws::dynamodb::JOB_LIST_INDEX;
+        let doc: Value = serde_norway::from_str(TEMPLATE).unwrap();
+        let table = &doc["Resources"]["PointflowTable"]["Properties"];
+        let index = table["GlobalSecondaryIndexes"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find(|i| i["IndexName"].as_str() == Some(JOB_LIST_INDEX))
+            .expect("the job list index");
+        let keys: Vec<&str> = index["KeySchema"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .filter_map(|k| k["AttributeName"].as_str())
+            .collect();
+        assert_eq!(keys, ["list_pk", "list_sk"]);
+        assert_eq!(index["Projection"]["ProjectionType"].as_str(), Some("KEYS_ONLY"));
+        let statements =
+            serde_norway::to_string(&doc["Resources"]["IngestApiFunction"]["Properties"]["Policies"]).unwrap();
+        assert!(statements.contains("dynamodb:BatchGetItem"), "{statements}");
+        assert!(statements.contains(&format!("/index/{JOB_LIST_INDEX}")), "{statements}");
     }
 
     #[test]

@@ -19,9 +19,14 @@ use time::OffsetDateTime;
 use crate::backend::Backend;
 
 mod audit;
+mod job_list;
 mod reconcile;
 mod refusals;
 pub use audit::the_audit_trail_keeps_who_asked_for_each_change;
+pub use job_list::{
+    a_bad_job_list_parameter_is_refused_naming_it, job_listing_filters_by_status_source_and_creation_time,
+    jobs_are_listed_newest_first_in_pages,
+};
 pub use reconcile::{
     reconcile_finds_a_clean_member_clean, reconcile_recounts_a_job_from_its_messages,
     reconcile_repair_never_writes_over_a_stale_read, reconcile_reports_then_repairs_a_tampered_balance,
@@ -1532,6 +1537,9 @@ macro_rules! contract_suite {
             a_bulk_use_refused_once_stays_refused,
             racing_deliveries_decide_a_bulk_use_once,
             the_audit_trail_keeps_who_asked_for_each_change,
+            jobs_are_listed_newest_first_in_pages,
+            job_listing_filters_by_status_source_and_creation_time,
+            a_bad_job_list_parameter_is_refused_naming_it,
         );
     };
     (@cases $make:expr, $filter:tt; $(,)?) => {};

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use pointflow::adapters::retry::Backoff;
-use pointflow::services::api::{Accepted, JobView};
+use pointflow::services::api::{Accepted, JobList, JobView};
 use reqwest::StatusCode;
 use serde_json::Value;
 
@@ -213,6 +213,22 @@ impl ApiClient {
     pub async fn job(&self, job_id: &str) -> Result<JobView, ClientError> {
         let url = format!("{}/v1/jobs/{job_id}", self.endpoint);
         let what = format!("GET /v1/jobs/{job_id}");
+        let (status, _, bytes) = self.send(&what, || self.http.get(&url)).await?;
+        if status != StatusCode::OK {
+            return Err(refused(what, status, &bytes));
+        }
+        decode(&what, &bytes)
+    }
+
+    /// `GET /v1/jobs`: one page of the jobs, newest first, with the query
+    /// parameters given (`status`, `source`, `created_after`, `limit`,
+    /// `cursor`); pass the page's `next_cursor` as `cursor` for the next.
+    pub async fn jobs(&self, query: &[(String, String)]) -> Result<JobList, ClientError> {
+        let what = "GET /v1/jobs".to_owned();
+        let query = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(query)
+            .finish();
+        let url = format!("{}/v1/jobs?{query}", self.endpoint);
         let (status, _, bytes) = self.send(&what, || self.http.get(&url)).await?;
         if status != StatusCode::OK {
             return Err(refused(what, status, &bytes));

@@ -1,4 +1,4 @@
-//! `pointflow local serve`, `demo`, `import` and `cancel`: the whole pipeline
+//! `pointflow local serve`, `demo`, `import`, `cancel` and `jobs`: the whole pipeline
 //! in this process (the API, the pollers standing in for the event source
 //! mappings, the workers) over the embedded or the AWS backend.
 
@@ -10,8 +10,10 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use pointflow::domain::audit::Audit;
+use pointflow::domain::job_list::JobCursor;
 use pointflow::domain::JobId;
-use pointflow::services::api::JobView;
+use pointflow::services::api::{JobList, JobView};
+use pointflow::services::job_list::job_page;
 use pointflow_cli::backend::{AwsResources, BackendChoice, LocalBackend, DEFAULT_BUCKET_DIR, DEFAULT_DB};
 use pointflow_cli::demo::{run_demo, Campaign};
 use pointflow_cli::exposure::{check_bind, Exposure, ALLOW_REMOTE_FLAG};
@@ -19,9 +21,11 @@ use pointflow_cli::import::{default_key, run_import};
 use pointflow_cli::poller::PollerSettings;
 use pointflow_cli::runner::Runner;
 use pointflow_cli::settings::StackSettings;
+use time::OffsetDateTime;
 
 use pointflow_cli::stack::StackOutputs;
 
+use super::jobs::ListFilters;
 use super::{template_settings, BackendKind, StackArg};
 
 /// The table of `--backend aws` when neither --table nor --stack names one (an emulator's).
@@ -124,6 +128,8 @@ enum LocalCommand {
     /// Points already spent are not taken back (counted "spent"); ids the job did not credit itself are left
     /// alone ("skipped"). Exit status: 0 every credit reversed, 3 some were already spent, 1 could not finish.
     Cancel(CancelArgs),
+    /// List jobs newest first, read from the store itself (as `GET /v1/jobs` would list them).
+    Jobs(JobsArgs),
 }
 
 #[derive(Args)]
@@ -180,6 +186,15 @@ struct ImportArgs {
 }
 
 #[derive(Args)]
+struct JobsArgs {
+    #[command(flatten)]
+    filters: ListFilters,
+    /// Output for people or for scripts.
+    #[arg(long, value_enum, default_value = "human")]
+    output: Output,
+}
+
+#[derive(Args)]
 struct CancelArgs {
     /// The job id.
     job_id: String,
@@ -206,6 +221,7 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<ExitCode> {
     let pollers = settings.worker_pollers(Duration::from_secs(1));
     match command {
         LocalCommand::Cancel(args) => cancel(&backend, args).await,
+        LocalCommand::Jobs(args) => jobs(&backend, args).await,
         LocalCommand::Serve { addr, allow_remote } => {
             serve(&backend, &settings, pollers, addr, exposure(allow_remote)).await
         }
@@ -245,6 +261,25 @@ async fn cancel(backend: &LocalBackend, args: CancelArgs) -> anyhow::Result<Exit
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Lists jobs from the store (no API, no pollers), paged as the API pages them.
+async fn jobs(backend: &LocalBackend, args: JobsArgs) -> anyhow::Result<ExitCode> {
+    let JobsArgs { filters, output } = args;
+    filters
+        .print_pages(output, "pointflow local jobs", |cursor| {
+            let query = filters.query(cursor.as_deref());
+            let store = backend.jobs.clone();
+            async move {
+                let page = job_page(store.as_ref(), &query?, OffsetDateTime::now_utc()).await?;
+                Ok(JobList {
+                    jobs: page.jobs.iter().map(JobView::from).collect(),
+                    next_cursor: page.next_cursor.as_ref().map(JobCursor::encode),
+                })
+            }
+        })
+        .await?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Serves the API until Ctrl-C, then lets in-flight batches finish.

@@ -23,6 +23,7 @@ use crate::domain::capacity::{
     fold_units, indexed_write_units, ledger_transaction_units, use_entry_bytes, write_units, WriteCost, WriteKind,
     WriteMeter, MARKER_AND_UPDATE_UNITS, SMALL_WRITE_UNITS,
 };
+use crate::domain::job_list::JobRange;
 use crate::domain::lots::BalanceSheet;
 use crate::domain::reversal::{ReversalOutcome, ReversalTarget};
 use crate::domain::transaction_plan::{plan_transactions, sum_by_balance};
@@ -246,6 +247,11 @@ impl<S: JobStore> JobStore for Metered<S> {
         // As DynamoDB: one conditional UpdateItem of the job.
         self.meter.charge_jobs(1, SMALL_WRITE_UNITS);
         self.inner.replace_job_counts(job_id, read, counts, now).await
+    }
+
+    async fn list_jobs(&self, range: &JobRange, limit: usize, now: OffsetDateTime) -> Result<Vec<Job>, StoreError> {
+        // A read: no write units.
+        self.inner.list_jobs(range, limit, now).await
     }
 }
 

@@ -10,6 +10,7 @@ pub mod capacity;
 pub mod csv_rows;
 pub mod history;
 pub mod job;
+pub mod job_list;
 pub mod limits;
 pub mod lots;
 pub mod message;

@@ -4,6 +4,7 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 
 use crate::domain::audit::Audit;
+use crate::domain::job_list::JobRange;
 use crate::domain::{CancelCounts, ChunkReport, FoldedItems, Job, JobId, MessageCounts, NewJob};
 use crate::ports::StoreError;
 
@@ -112,4 +113,13 @@ pub trait JobStore: Send + Sync {
         counts: MessageCounts,
         now: OffsetDateTime,
     ) -> Result<bool, StoreError>;
+
+    /// Up to `limit` jobs of `range`, in listing order: newest first, by
+    /// [`crate::domain::job_list::JobListKey`] descending (creation time to
+    /// the millisecond, then job id). Every job created through this store
+    /// is listed, whatever its status; jobs created after `now` plus a day
+    /// may be missed (DynamoDB reads its index's year buckets from there
+    /// down). Reads what it returns and little more: the paging over it is
+    /// [`crate::services::job_list`].
+    async fn list_jobs(&self, range: &JobRange, limit: usize, now: OffsetDateTime) -> Result<Vec<Job>, StoreError>;
 }

@@ -5,5 +5,6 @@ pub mod cancel;
 pub mod dlq;
 pub mod history;
 pub mod import;
+pub mod job_list;
 pub mod reconcile;
 pub mod worker;

@@ -19,8 +19,9 @@ use pointflow_tests::lambda::{call_api, event_path, load_event};
 use serde_json::json;
 use time::OffsetDateTime;
 
-const KNOWN: [&str; 10] = [
+const KNOWN: [&str; 11] = [
     "apigw-post-job.json",
+    "apigw-get-jobs.json",
     "apigw-post-use.json",
     "apigw-post-reversal.json",
     "apigw-get-job.json",
@@ -90,6 +91,10 @@ async fn sample_events_drive_the_handlers() {
     assert_eq!(status, 200, "{job}");
     assert_eq!(job["status"], "completed");
     assert_eq!((job["applied"].as_u64(), job["duplicate"].as_u64()), (Some(6), Some(0)));
+    // The sample lists completed API jobs, 2 a page: the sample job alone.
+    let (status, jobs) = call_api(&ingest, load_event::<ApiGatewayProxyRequest>("apigw-get-jobs.json")).await;
+    assert_eq!(status, 200, "{jobs}");
+    assert_eq!(jobs, json!({"jobs": [job]}), "the job's own view, and no next page");
 
     let (status, balances) = call_api(&ingest, load_event::<ApiGatewayProxyRequest>("apigw-get-balances.json")).await;
     assert_eq!(status, 200);

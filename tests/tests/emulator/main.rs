@@ -13,6 +13,7 @@ mod dlq_archive;
 mod events;
 mod job_accounting;
 mod job_cancel;
+mod job_list_cost;
 mod local_runner;
 mod reconcile_command;
 mod stack_outputs;

@@ -16,6 +16,7 @@ mod encodings;
 mod exactly_once;
 mod file_ceilings;
 mod job_cancel;
+mod job_list;
 mod local_runner;
 mod openapi;
 mod reconcile_command;

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use pointflow::domain::job_list::JobRange;
 use pointflow::domain::message::{Payload, QueueMessage};
 use pointflow::domain::{
     Accrual, CancelCounts, ChunkReport, FoldedItems, Job, JobId, JobStatus, MessageCounts, MessageRef, NewJob,
@@ -167,6 +168,10 @@ impl JobStore for ConflictingFolds {
         now: OffsetDateTime,
     ) -> Result<bool, StoreError> {
         self.inner.replace_job_counts(job_id, read, counts, now).await
+    }
+
+    async fn list_jobs(&self, range: &JobRange, limit: usize, now: OffsetDateTime) -> Result<Vec<Job>, StoreError> {
+        self.inner.list_jobs(range, limit, now).await
     }
 }
 

@@ -12,6 +12,7 @@ use time::OffsetDateTime;
 
 use crate::domain::audit::Audit;
 use crate::domain::history::HistoryEntry;
+use crate::domain::job_list::{JobListKey, JobRange};
 use crate::domain::lots::{BalanceSheet, Lot, LotKey};
 use crate::domain::reconcile::{CreditEntry, ExpiryEntry, MemberLedger, UseEntry};
 use crate::domain::reversal::{ReversalKind, ReversalOutcome, ReversalRecord, ReversalTarget};
@@ -634,6 +635,19 @@ impl JobStore for MemoryStore {
         job.failed = counts.failed;
         job.refused = counts.refused;
         Ok(true)
+    }
+
+    async fn list_jobs(&self, range: &JobRange, limit: usize, _now: OffsetDateTime) -> Result<Vec<Job>, StoreError> {
+        self.count();
+        let state = lock(&self.state);
+        let mut listed: Vec<(JobListKey, &Job)> = state
+            .jobs
+            .values()
+            .map(|job| (JobListKey::of_job(job), job))
+            .filter(|(key, _)| range.contains(key))
+            .collect();
+        listed.sort_by(|a, b| b.0.cmp(&a.0));
+        Ok(listed.into_iter().take(limit).map(|(_, job)| job.clone()).collect())
     }
 }
 

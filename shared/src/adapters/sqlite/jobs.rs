@@ -8,6 +8,7 @@ use time::OffsetDateTime;
 
 use super::{rfc3339, to_i64, to_u64, Failure, SqliteStore};
 use crate::domain::audit::Audit;
+use crate::domain::job_list::{JobListKey, JobRange};
 use crate::domain::{CancelCounts, CancelProgress, ChunkReport, FoldedItems, Job, JobId, MessageCounts, NewJob};
 use crate::ports::{CreateJob, JobStore, StoreError};
 
@@ -19,18 +20,25 @@ fn job_exists(conn: &Connection, job_id: &str) -> Result<bool, Failure> {
         .is_some())
 }
 
+/// The columns [`job_from_row`] reads, in its order.
+const JOB_COLUMNS: &str =
+    "request_hash, total, deduplicated, messages, created_at, enqueued, applied, duplicate, failed,
+    completed_at, source, reading, rejected, error, refused,
+    cancel_requested_at, cancel_reversed, cancel_spent, cancel_skipped, cancel_messages, cancel_completed_at, job_id,
+    audit, cancel_audit";
+
 fn read_job(conn: &Connection, job_id: &str) -> Result<Option<Job>, Failure> {
-    let mut statement = conn.prepare_cached(
-        "SELECT request_hash, total, deduplicated, messages, created_at, enqueued, applied, duplicate, failed,
-                completed_at, source, reading, rejected, error, refused,
-                cancel_requested_at, cancel_reversed, cancel_spent, cancel_skipped, cancel_messages, cancel_completed_at,
-                audit, cancel_audit
-         FROM jobs WHERE job_id = ?1",
-    )?;
+    let mut statement = conn.prepare_cached(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE job_id = ?1"))?;
     let mut rows = statement.query([job_id])?;
-    let Some(row) = rows.next()? else {
-        return Ok(None);
-    };
+    match rows.next()? {
+        Some(row) => job_from_row(row).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// A job from a row of [`JOB_COLUMNS`].
+fn job_from_row(row: &rusqlite::Row<'_>) -> Result<Job, Failure> {
+    let job_id: String = row.get(21)?;
     let key = || format!("job {job_id}");
     let corrupt = |detail: String| Failure::Corrupt { key: key(), detail };
     let time = |text: &str, what: &str| {
@@ -39,7 +47,7 @@ fn read_job(conn: &Connection, job_id: &str) -> Result<Option<Job>, Failure> {
     let audit = |text: Option<String>| text.map(|t| Audit::from_json(&t).map_err(&corrupt)).transpose();
     let created_at: String = row.get(4)?;
     let completed_at: Option<String> = row.get(9)?;
-    Ok(Some(Job {
+    Ok(Job {
         job_id: job_id.parse().map_err(|_| corrupt("job_id is not a UUID".to_owned()))?,
         request_hash: row.get(0)?,
         total: to_u64(row.get(1)?, key, "total")?,
@@ -70,11 +78,11 @@ fn read_job(conn: &Connection, job_id: &str) -> Result<Option<Job>, Failure> {
                     .get::<_, Option<String>>(20)?
                     .map(|t| time(&t, "cancel_completed_at"))
                     .transpose()?,
-                audit: audit(row.get(22)?)?,
+                audit: audit(row.get(23)?)?,
             }),
         },
-        audit: audit(row.get(21)?)?,
-    }))
+        audit: audit(row.get(22)?)?,
+    })
 }
 
 #[async_trait]
@@ -87,8 +95,8 @@ impl JobStore for SqliteStore {
             let inserted = tx
                 .prepare_cached(
                     "INSERT INTO jobs (job_id, request_hash, total, deduplicated, messages, created_at, source, reading,
-                                       audit)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT (job_id) DO NOTHING",
+                                       audit, list_key)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT (job_id) DO NOTHING",
                 )?
                 .execute(params![
                     id,
@@ -100,6 +108,7 @@ impl JobStore for SqliteStore {
                     job.source,
                     job.reading,
                     job.audit.as_ref().map(Audit::to_json),
+                    JobListKey::of(job.created_at, job.job_id).as_str(),
                 ])?;
             let result = if inserted == 1 {
                 CreateJob::Created(Job::from_new(&job))
@@ -439,6 +448,24 @@ impl JobStore for SqliteStore {
                     to_i64(counts.refused, "refused")?
                 ])?;
             Ok(changed == 1)
+        })
+        .await
+    }
+
+    async fn list_jobs(&self, range: &JobRange, limit: usize, _now: OffsetDateTime) -> Result<Vec<Job>, StoreError> {
+        // Above and below every key (keys start with a year's digits).
+        let before = range.before.as_ref().map_or("~".to_owned(), |k| k.as_str().to_owned());
+        let after = range.after_bound().unwrap_or_default();
+        self.run("list_jobs", move |conn| {
+            let mut statement = conn.prepare_cached(&format!(
+                "SELECT {JOB_COLUMNS} FROM jobs WHERE list_key < ?1 AND list_key > ?2 ORDER BY list_key DESC LIMIT ?3"
+            ))?;
+            let mut rows = statement.query(params![before, after, to_i64(limit as u64, "limit")?])?;
+            let mut jobs = Vec::new();
+            while let Some(row) = rows.next()? {
+                jobs.push(job_from_row(row)?);
+            }
+            Ok(jobs)
         })
         .await
     }

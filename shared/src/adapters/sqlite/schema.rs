@@ -6,7 +6,9 @@ use rusqlite::{Connection, OptionalExtension};
 use super::ledger::{insert_history, read_use, INSERT_HISTORY};
 use super::{parse_rfc3339, to_u64, Failure};
 use crate::domain::history::HistoryEntry;
+use crate::domain::job_list::JobListKey;
 use crate::domain::reversal::{ReversalKind, ReversalRecord};
+use crate::domain::JobId;
 
 /// The schema this code reads and writes (`PRAGMA user_version`).
 const SCHEMA_VERSION: i64 = 5;
@@ -120,7 +122,10 @@ CREATE TABLE IF NOT EXISTS jobs (
     cancel_completed_at TEXT,
     -- Who asked for the job and for its cancel: Audit JSON (version 5).
     audit               TEXT,
-    cancel_audit        TEXT
+    cancel_audit        TEXT,
+    -- The job's listing key, JobListKey: `<created_at, UTC to the
+    -- millisecond>#<job_id>` (version 5; `jobs_listed` indexes it).
+    list_key TEXT
 ) WITHOUT ROWID;
 
 CREATE TABLE IF NOT EXISTS chunks (
@@ -184,6 +189,10 @@ CREATE INDEX IF NOT EXISTS queue_messages_fifo ON queue_messages (queue, id);
 -- A member's credits in time order, for the history (version 4).
 CREATE INDEX IF NOT EXISTS ledger_member ON ledger (member_id, applied_at);
 ";
+
+/// The index jobs are listed by, newest first (`ORDER BY list_key DESC`).
+/// Created after the migrations, since older files gain the column then.
+const JOB_LIST_INDEX: &str = "CREATE INDEX IF NOT EXISTS jobs_listed ON jobs (list_key);";
 
 /// Upgrades a version-1 database; `SCHEMA` then adds the new tables.
 const MIGRATE_1_TO_2: &str = "
@@ -253,6 +262,11 @@ pub(super) fn migrate(conn: &Connection) -> Result<(), Failure> {
     add_column_if_missing(conn, "uses", "seq", "INTEGER")?;
     // Likewise a file written before uses pruned expired lots.
     add_column_if_missing(conn, "balances", "expired", "INTEGER NOT NULL DEFAULT 0")?;
+    // Version 5 lists jobs newest first, by a key of their own (also on a
+    // file some development build of version 5 wrote before the listing).
+    add_column_if_missing(conn, "jobs", "list_key", "TEXT")?;
+    backfill_job_list_keys(conn)?;
+    conn.execute_batch(JOB_LIST_INDEX)?;
     conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     Ok(())
 }
@@ -265,6 +279,26 @@ fn add_column_if_missing(conn: &Connection, table: &str, column: &str, declarati
         .is_some();
     if !exists {
         conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {declaration}"))?;
+    }
+    Ok(())
+}
+
+/// Gives every job of a database from before version 5 its listing key,
+/// from its creation time as stored.
+fn backfill_job_list_keys(conn: &Connection) -> Result<(), Failure> {
+    let jobs: Vec<(String, String)> = conn
+        .prepare("SELECT job_id, created_at FROM jobs WHERE list_key IS NULL")?
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    let mut update = conn.prepare("UPDATE jobs SET list_key = ?2 WHERE job_id = ?1")?;
+    for (job_id, created_at) in jobs {
+        let key = || format!("job {job_id}");
+        let created_at = parse_rfc3339(&created_at, key)?;
+        let id: JobId = job_id.parse().map_err(|_| Failure::Corrupt {
+            key: key(),
+            detail: "job_id is not a UUID".to_owned(),
+        })?;
+        update.execute([&job_id, JobListKey::of(created_at, id).as_str()])?;
     }
     Ok(())
 }
@@ -477,6 +511,70 @@ mod tests {
         assert!(history
             .iter()
             .any(|e| e.kind == EntryKind::Reversal && e.audit.as_ref() == Some(&support)));
+        drop(store);
+        let version: i64 = Connection::open(&path)
+            .unwrap()
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+    }
+
+    /// A version-4 database (as the previous release wrote it: the jobs
+    /// table without `list_key`) lists its jobs once opened, newest first,
+    /// and lists the jobs created after alike.
+    #[tokio::test]
+    async fn a_version_4_database_gains_the_job_listing() {
+        use crate::domain::job_list::JobRange;
+        use crate::domain::{JobId, NewJob};
+        use crate::ports::JobStore;
+
+        let dir = TempDir::new();
+        std::fs::create_dir_all(&dir.0).unwrap();
+        let path = dir.0.join("v4.db");
+        let job = |seconds: i64| NewJob {
+            job_id: JobId::random(),
+            request_hash: String::new(),
+            total: 1,
+            deduplicated: 0,
+            messages: 1,
+            source: None,
+            reading: false,
+            created_at: OffsetDateTime::from_unix_timestamp(1_796_000_000 + seconds).unwrap(),
+            audit: None,
+        };
+        let (old, older, new) = (job(20), job(10), job(30));
+        {
+            let store = SqliteStore::open(&path).unwrap();
+            store.create_job(&old).await.unwrap();
+            store.create_job(&older).await.unwrap();
+        }
+        {
+            // What version 4 had: no listing key, no index on it.
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "DROP INDEX jobs_listed; ALTER TABLE jobs DROP COLUMN list_key; PRAGMA user_version = 4;",
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        store.create_job(&new).await.unwrap();
+        let listed: Vec<JobId> = store
+            .list_jobs(&JobRange::default(), 10, OffsetDateTime::now_utc())
+            .await
+            .unwrap()
+            .iter()
+            .map(|j| j.job_id)
+            .collect();
+        assert_eq!(listed, [new.job_id, old.job_id, older.job_id]);
+        let plan: String = Connection::open(&path)
+            .unwrap()
+            .query_row(
+                "EXPLAIN QUERY PLAN SELECT job_id FROM jobs WHERE list_key < '~' ORDER BY list_key DESC LIMIT 5",
+                [],
+                |row| row.get(3),
+            )
+            .unwrap();
+        assert!(plan.contains("jobs_listed"), "the listing reads the index: {plan}");
         drop(store);
         let version: i64 = Connection::open(&path)
             .unwrap()

@@ -7,9 +7,10 @@ use time::OffsetDateTime;
 use tracing::info;
 
 use super::body::{parse_cancel, parse_reversal, parse_submission, parse_use, Prepared};
-use super::views::{rfc3339, Accepted, JobView};
+use super::views::{rfc3339, Accepted, JobList, JobView};
 use super::{ApiError, ApiRequest, ApiResponse, ApiService};
 use crate::domain::history::{HistoryCursor, HistoryQuery};
+use crate::domain::job_list::{JobCursor, JobQuery};
 use crate::domain::lots::{BalanceView, MAX_USE_LOTS};
 use crate::domain::packing::{pack_accruals, pack_uses};
 use crate::domain::reversal::{ReversalKind, ReversalOutcome};
@@ -20,6 +21,7 @@ use crate::domain::{Job, JobId, NewJob};
 use crate::ports::{CreateJob, StoreError};
 use crate::services::cancel::{request_cancel, CancelError};
 use crate::services::history::history_page;
+use crate::services::job_list::job_page;
 
 impl ApiService {
     /// `POST /v1/members/{member_id}/uses`: deducts at once (a use is one
@@ -214,6 +216,20 @@ impl ApiService {
         let job_id: JobId = raw_id.parse().map_err(|_| not_found())?;
         let job = self.jobs.get_job(job_id).await?.ok_or_else(not_found)?;
         Ok(ApiResponse::json(200, JobView::from(&job)))
+    }
+
+    /// `GET /v1/jobs`: one page of the jobs, newest first, filtered by
+    /// status, source and creation time.
+    pub(super) async fn list_jobs(&self, request: &ApiRequest) -> Result<ApiResponse, ApiError> {
+        let query = JobQuery::from_parameters(&request.query)?;
+        let page = job_page(self.jobs.as_ref(), &query, OffsetDateTime::now_utc()).await?;
+        Ok(ApiResponse::json(
+            200,
+            JobList {
+                jobs: page.jobs.iter().map(JobView::from).collect(),
+                next_cursor: page.next_cursor.as_ref().map(JobCursor::encode),
+            },
+        ))
     }
 
     /// `GET /v1/members/{member_id}/ledger`: one page of the member's

@@ -17,7 +17,7 @@ pub mod views;
 
 pub use body::{parse_cancel, parse_reversal, parse_submission, parse_use, Prepared, ITEM_BUDGET_BYTES};
 pub use http::{ApiError, ApiRequest, ApiResponse};
-pub use views::{rfc3339, Accepted, JobView};
+pub use views::{rfc3339, Accepted, JobList, JobView};
 
 use std::sync::Arc;
 
@@ -53,7 +53,7 @@ impl Default for ApiSettings {
     }
 }
 
-/// The HTTP API over its ports: routes seven endpoints ([`routing`]) to
+/// The HTTP API over its ports: routes eight endpoints ([`routing`]) to
 /// their handlers ([`handlers`]).
 #[derive(Clone)]
 pub struct ApiService {

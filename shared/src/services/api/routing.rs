@@ -37,10 +37,14 @@ impl ApiService {
             }
         };
         match segments.as_slice() {
-            ["v1", "jobs"] => {
-                allow("POST")?;
-                self.submit(request).await
-            }
+            ["v1", "jobs"] => match method.as_str() {
+                "GET" => self.list_jobs(request).await,
+                "POST" => self.submit(request).await,
+                _ => Err(ApiError::MethodNotAllowed {
+                    method: method.clone(),
+                    allowed: "GET, POST",
+                }),
+            },
             ["v1", "jobs", job_id] => {
                 allow("GET")?;
                 self.get_job(job_id).await

@@ -73,6 +73,15 @@ impl From<&Job> for JobView {
     }
 }
 
+/// What `GET /v1/jobs` answers: a page of jobs, newest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobList {
+    pub jobs: Vec<JobView>,
+    /// Pass as `cursor` for the next page; absent on the last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
 /// Formats a timestamp as RFC 3339 (`2026-11-25T21:39:32.123Z`).
 pub fn rfc3339(t: OffsetDateTime) -> String {
     t.format(&Rfc3339).unwrap_or_default()

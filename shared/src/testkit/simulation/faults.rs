@@ -14,6 +14,7 @@ use time::OffsetDateTime;
 
 use crate::domain::audit::Audit;
 use crate::domain::history::HistoryEntry;
+use crate::domain::job_list::JobRange;
 use crate::domain::lots::BalanceSheet;
 use crate::domain::reconcile::MemberLedger;
 use crate::domain::reversal::{ReversalOutcome, ReversalTarget};
@@ -228,6 +229,11 @@ impl JobStore for FaultyJobStore {
         now: OffsetDateTime,
     ) -> Result<bool, StoreError> {
         self.inner.replace_job_counts(job_id, read, counts, now).await
+    }
+
+    async fn list_jobs(&self, range: &JobRange, limit: usize, now: OffsetDateTime) -> Result<Vec<Job>, StoreError> {
+        // The simulation never lists: passed through.
+        self.inner.list_jobs(range, limit, now).await
     }
 }
 

@@ -16,6 +16,7 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 
 use crate::domain::audit::Audit;
+use crate::domain::job_list::JobRange;
 use crate::domain::lots::{BalanceSheet, LotKey};
 use crate::domain::reversal::{ReversalOutcome, ReversalTarget};
 use crate::domain::uses::{Use, UseOutcome};
@@ -619,5 +620,9 @@ impl JobStore for ModelJobs {
         now: OffsetDateTime,
     ) -> Result<bool, StoreError> {
         self.inner.replace_job_counts(job_id, read, counts, now).await
+    }
+
+    async fn list_jobs(&self, range: &JobRange, limit: usize, now: OffsetDateTime) -> Result<Vec<Job>, StoreError> {
+        self.inner.list_jobs(range, limit, now).await
     }
 }

@@ -9,6 +9,7 @@ use time::OffsetDateTime;
 use super::{keys, Item};
 use crate::domain::audit::Audit;
 use crate::domain::history::{self, pruned_expiry, EntryKind, HistoryEntry};
+use crate::domain::job_list::JobListKey;
 use crate::domain::lots::{BalanceSheet, Lot, LotKey};
 use crate::domain::reversal::{ReversalKind, ReversalRecord};
 use crate::domain::uses::{Use, UseRecord};
@@ -500,6 +501,11 @@ pub(super) fn job_to_item(job: &NewJob) -> Item {
     if let Some(audit) = &job.audit {
         item.insert("audit".to_owned(), s(audit.to_json()));
     }
+    // Set once: the `job_list` index never sees a fold.
+    item.extend(super::job_list::list_attributes(&JobListKey::of(
+        job.created_at,
+        job.job_id,
+    )));
     item
 }
 

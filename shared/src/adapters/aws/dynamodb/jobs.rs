@@ -25,6 +25,7 @@ use crate::domain::capacity::MARKER_AND_UPDATE_UNITS;
 // (DynamoDB TTL on `expires_at`): longer than any delivery of a message the
 // redrive rule lets through (`domain::retention`).
 use crate::domain::audit::Audit;
+use crate::domain::job_list::JobRange;
 use crate::domain::retention::MARKER_TTL_SECONDS;
 use crate::domain::{CancelCounts, ChunkReport, FoldedItems, Job, JobId, MessageCounts, NewJob};
 use crate::ports::{CreateJob, JobStore, StoreError};
@@ -565,5 +566,9 @@ impl JobStore for DynamoStore {
         now: OffsetDateTime,
     ) -> Result<bool, StoreError> {
         self.write_job_counts(job_id, read, counts, now).await
+    }
+
+    async fn list_jobs(&self, range: &JobRange, limit: usize, now: OffsetDateTime) -> Result<Vec<Job>, StoreError> {
+        self.list_jobs_newest_first(range, limit, now).await
     }
 }

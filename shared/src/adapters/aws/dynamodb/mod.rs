@@ -8,7 +8,7 @@
 //! | use entry       | `USE#<use_id>`        | `USE`       | worker, `attribute_not_exists(pk)` |
 //! | reversal entry  | `REVERSAL#<ACCRUAL\|USE>#<id>` | `REVERSAL` | cancel, with the entry's `reversed_at` |
 //! | balance         | `MEMBER#<member_id>`  | `BALANCE#<point_type>` | worker, `ADD balance` |
-//! | job             | `JOB#<job_id>`        | `JOB`       | ingest (create), worker (`ADD` counts) |
+//! | job             | `JOB#<job_id>`        | `JOB`       | ingest (create, with `list_pk`/`list_sk` for the `job_list` index), worker (`ADD` counts) |
 //! | message marker  | `MSG#<job_id>#<seq>`  | `MSG`       | worker, `attribute_not_exists(pk)` |
 //! | chunk marker    | `CHUNK#<job_id>#<index>` | `CHUNK`  | import, `attribute_not_exists(pk)` |
 //!
@@ -16,7 +16,7 @@
 //! domain values, `transaction` is the one `TransactWriteItems` helper
 //! (send, count, decode `CancellationReasons`, classify, back off) that
 //! every transactional write goes through, `ledger` and `jobs` implement the
-//! ports, `schema` creates the table, `baseline` is the naive
+//! ports (`job_list` the listing of jobs), `schema` creates the table, `baseline` is the naive
 //! single-write baseline (feature `testkit`).
 
 use std::collections::HashMap;
@@ -34,6 +34,7 @@ use crate::ports::{Credits, Debits, JobStore, LedgerReads};
 mod baseline;
 mod errors;
 mod items;
+mod job_list;
 mod jobs;
 mod keys;
 mod ledger;
@@ -43,6 +44,7 @@ mod transaction;
 
 pub use crate::domain::transaction_plan::MAX_TRANSACTION_ACTIONS;
 pub use items::item_bytes;
+pub use job_list::JOB_LIST_INDEX;
 pub use schema::{create_table, HISTORY_INDEX, HISTORY_PROJECTION};
 
 /// An item's attributes, as the SDK passes them.

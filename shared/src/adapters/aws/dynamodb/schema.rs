@@ -1,4 +1,4 @@
-//! The table's schema: keys and the history index, as `template.yaml`
+//! The table's schema: keys, the history index and the job list index, as `template.yaml`
 //! declares them.
 
 use aws_sdk_dynamodb::operation::create_table::CreateTableError;
@@ -9,6 +9,7 @@ use aws_sdk_dynamodb::types::{
 use aws_sdk_dynamodb::Client;
 
 use super::errors::backend;
+use super::job_list::JOB_LIST_INDEX;
 use crate::ports::StoreError;
 
 /// The global secondary index of members' histories (`hist_pk`, `hist_sk`).
@@ -59,6 +60,8 @@ pub async fn create_table(client: &Client, table: &str) -> Result<(), StoreError
         .attribute_definitions(attribute("sk")?)
         .attribute_definitions(attribute("hist_pk")?)
         .attribute_definitions(attribute("hist_sk")?)
+        .attribute_definitions(attribute("list_pk")?)
+        .attribute_definitions(attribute("list_sk")?)
         .key_schema(key("pk", KeyType::Hash)?)
         .key_schema(key("sk", KeyType::Range)?)
         .global_secondary_indexes(
@@ -72,6 +75,15 @@ pub async fn create_table(client: &Client, table: &str) -> Result<(), StoreError
                         .set_non_key_attributes(Some(HISTORY_PROJECTION.iter().map(|a| (*a).to_owned()).collect()))
                         .build(),
                 )
+                .build()
+                .map_err(|e| backend("CreateTable", e))?,
+        )
+        .global_secondary_indexes(
+            GlobalSecondaryIndex::builder()
+                .index_name(JOB_LIST_INDEX)
+                .key_schema(key("list_pk", KeyType::Hash)?)
+                .key_schema(key("list_sk", KeyType::Range)?)
+                .projection(Projection::builder().projection_type(ProjectionType::KeysOnly).build())
                 .build()
                 .map_err(|e| backend("CreateTable", e))?,
         )
