@@ -13,7 +13,6 @@
 use std::sync::Arc;
 
 use time::OffsetDateTime;
-use tokio::sync::mpsc;
 use tracing::{info, info_span, warn, Instrument};
 
 use crate::domain::accrual_ids::{self, campaign_of_object, ContentIds};
@@ -24,6 +23,7 @@ use crate::domain::text_encoding::{self, FileEncoding};
 use crate::domain::{ChunkEnd, ChunkReport, JobId, NewJob};
 use crate::ports::objects::{ObjectError, ObjectRef, ObjectStore};
 use crate::ports::{CreateJob, JobStore, QueueError, StoreError, WorkQueue};
+use crate::services::import::blocking::{BlockingReads, Windows};
 use crate::services::import::occurrences::{self, OccurrencesError};
 use crate::services::import::parse::{parse_chunk, EncodingChoice, Window};
 use crate::services::import::report::{self, HEADER};
@@ -139,6 +139,7 @@ pub struct Importer {
     accruals: Arc<dyn WorkQueue>,
     tasks: Arc<dyn WorkQueue>,
     settings: ImportSettings,
+    reads: BlockingReads,
 }
 
 /// A ceiling passed, as a file's job states it: an accrual is named by
@@ -196,7 +197,15 @@ impl Importer {
             accruals,
             tasks,
             settings,
+            reads: BlockingReads::Thread,
         }
+    }
+
+    /// Runs the blocking reads as `reads` says ([`BlockingReads::Inline`]
+    /// for a caller that polls without a runtime).
+    pub fn with_blocking_reads(mut self, reads: BlockingReads) -> Self {
+        self.reads = reads;
+        self
     }
 
     /// Reads the chunk `task` names.
@@ -376,7 +385,17 @@ impl Importer {
         let prefix = &self.settings.report_prefix;
         let mut ids = match &start.campaign {
             Some(campaign) => {
-                match occurrences::load(&*self.objects, &object.bucket, prefix, job_id, start.chunk, campaign).await {
+                match occurrences::load(
+                    &*self.objects,
+                    self.reads,
+                    &object.bucket,
+                    prefix,
+                    job_id,
+                    start.chunk,
+                    campaign,
+                )
+                .await
+                {
                     Ok(ids) => Some(ids),
                     Err(e @ OccurrencesError::Missing { .. }) => {
                         let reason = format!("{e}; rows before line {} were queued", start.line);
@@ -390,15 +409,14 @@ impl Importer {
 
         // Parsing blocks (the reader streams from S3 or disk), so it runs on
         // a blocking thread and hands windows over a short channel: memory
-        // holds a couple of windows, whatever the file's size.
-        let (sender, mut windows) = mpsc::channel::<Window>(2);
-        let parse = {
+        // holds a couple of windows, whatever the file's size (inline, for
+        // a caller without a runtime, it holds the chunk's: `BlockingReads`).
+        let mut windows = {
             let identity = object.identity();
             let settings = self.settings.clone();
             let columns = start.columns.clone();
             let (offset, line, size, encoding) = (start.offset, start.line, object.size, start.encoding);
-            tokio::task::spawn_blocking(move || {
-                let send = |window: Window| sender.blocking_send(window).is_ok();
+            Windows::start(self.reads, move |send| {
                 let parsed = parse_chunk(
                     reader,
                     columns,
@@ -417,7 +435,7 @@ impl Importer {
         let mut next_seq = start.next_seq;
         let mut accepted = 0u64;
         let mut messages = 0u64;
-        while let Some(window) = windows.recv().await {
+        while let Some(window) = windows.next().await {
             accepted += window.accruals.len() as u64;
             let mut packed = pack_accruals(job_id, window.accruals, self.settings.packing);
             for message in &mut packed {
@@ -433,10 +451,7 @@ impl Importer {
             // An error drops `windows`, which stops the parsing thread.
             self.accruals.send_messages(&bodies).await?;
         }
-        let (parsed, ids) = match parse.await {
-            Ok((parsed, ids)) => (parsed, ids),
-            Err(e) => return Err(ImportError::Parser(e.to_string())),
-        };
+        let (parsed, ids) = windows.finish().await.map_err(ImportError::Parser)?;
         let parsed = match parsed {
             Ok(parsed) => parsed,
             Err(e) if e.is_permanent() => {
@@ -553,36 +568,38 @@ impl Importer {
             let identity = object.identity();
             let settings = self.settings.clone();
             let size = object.size;
-            let (parsed, back_ids, back_tally, over) = tokio::task::spawn_blocking(move || {
-                let mut over = None;
-                let send = |window: Window| {
-                    for (accrual, line) in window.accruals.iter().zip(&window.lines) {
-                        // A line number past usize cannot occur on the
-                        // platforms Lambda runs (64-bit).
-                        let index = usize::try_from(*line).unwrap_or(usize::MAX);
-                        if let Err(e) = tally.add(&ceilings, index, accrual.amount) {
-                            over = Some(e);
-                            return false;
+            let (parsed, back_ids, back_tally, over) = self
+                .reads
+                .run(move || {
+                    let mut over = None;
+                    let send = |window: Window| {
+                        for (accrual, line) in window.accruals.iter().zip(&window.lines) {
+                            // A line number past usize cannot occur on the
+                            // platforms Lambda runs (64-bit).
+                            let index = usize::try_from(*line).unwrap_or(usize::MAX);
+                            if let Err(e) = tally.add(&ceilings, index, accrual.amount) {
+                                over = Some(e);
+                                return false;
+                            }
                         }
-                    }
-                    true
-                };
-                let parsed = parse_chunk(
-                    reader,
-                    columns,
-                    line,
-                    offset,
-                    size,
-                    &identity,
-                    encoding,
-                    ids.as_mut(),
-                    &settings,
-                    send,
-                );
-                (parsed, ids, tally, over)
-            })
-            .await
-            .map_err(|e| ImportError::Parser(e.to_string()))?;
+                        true
+                    };
+                    let parsed = parse_chunk(
+                        reader,
+                        columns,
+                        line,
+                        offset,
+                        size,
+                        &identity,
+                        encoding,
+                        ids.as_mut(),
+                        &settings,
+                        send,
+                    );
+                    (parsed, ids, tally, over)
+                })
+                .await
+                .map_err(ImportError::Parser)?;
             if let Some(e) = over {
                 return Ok(Counted::Over(e));
             }
