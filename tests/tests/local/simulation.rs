@@ -85,11 +85,16 @@ fn seeds_pass_on_the_embedded_sqlite_store() {
 /// it is caught) and returns how many caught it. Seeds are deterministic, so
 /// the count is too: it changes only when the simulation or the code does.
 fn seeds_catching(flaw: Flaw) -> usize {
+    seeds_of_catching(flaw, 200)
+}
+
+/// [`seeds_catching`] over the first `count` seeds.
+fn seeds_of_catching(flaw: Flaw, count: u64) -> usize {
     let options = SimOptions {
         flaw: Some(flaw),
         ..SimOptions::default()
     };
-    let summary = run_seeds(0, 200, &options, 2, false);
+    let summary = run_seeds(0, count, &options, 2, false);
     let first = summary
         .failures
         .first()
@@ -132,4 +137,12 @@ fn a_token_naming_the_message_not_the_transaction_is_caught() {
 #[test]
 fn a_fold_that_treats_a_replay_as_new_is_caught() {
     assert!(seeds_catching(Flaw::FoldWithoutMarker) >= MIN_CATCHING);
+}
+
+/// Only a seed with a file (half of them) can catch a flaw of the
+/// importer, and only when a fault strikes the chunk after its early
+/// record: it runs 600 seeds (about 300 with a file) for the same bar.
+#[test]
+fn an_importer_that_records_a_chunk_before_handing_it_on_is_caught() {
+    assert!(seeds_of_catching(Flaw::ChunkRecordedEarly, 600) >= MIN_CATCHING);
 }

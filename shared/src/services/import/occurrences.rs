@@ -4,8 +4,10 @@
 //! [`report::occurrences_key`] before it queues the continuation, and
 //! chunk `n + 1` reads them back before its first row. A chunk read again
 //! reads the same table, so it derives the same ids; once chunk `n + 1` is
-//! recorded nothing reads its table again, and it is deleted (the lifecycle
-//! rule on the report parts removes any left behind).
+//! recorded nothing needs its table again, and it is deleted (the lifecycle
+//! rule on the report parts removes any left behind): a reading of the
+//! chunk that began before the record and finds the table gone finds the
+//! chunk recorded and stops.
 //!
 //! The table is [`COUNT_ENTRY_BYTES`] per distinct content; it is read in
 //! pieces, so reading holds the table being built plus one piece.

@@ -129,6 +129,11 @@ pub enum ImportError {
     Parser(String),
     #[error("reading the occurrence counts of the earlier chunks failed")]
     Occurrences(#[source] OccurrencesError),
+    /// The last chunk was read before chunk `chunk` was recorded (its
+    /// task died after handing the next chunk on, and is redelivered):
+    /// the job's reading may end only with every chunk's counts.
+    #[error("chunk {chunk} of the file is not recorded yet; the last chunk waits for it")]
+    EarlierChunkPending { chunk: u32 },
 }
 
 /// Reads files chunk by chunk into the accrual queue.
@@ -397,6 +402,15 @@ impl Importer {
                 .await
                 {
                     Ok(ids) => Some(ids),
+                    // A run of this chunk that began before another run of
+                    // it recorded it finds the table that run then deleted:
+                    // the chunk is done, and failing would overwrite its report.
+                    Err(OccurrencesError::Missing { .. }) if self.jobs.chunk_recorded(job_id, start.chunk).await? => {
+                        return Ok(ChunkOutcome::Skipped {
+                            job_id,
+                            reason: "this chunk was read before",
+                        });
+                    }
                     Err(e @ OccurrencesError::Missing { .. }) => {
                         let reason = format!("{e}; rows before line {} were queued", start.line);
                         return self.fail(object, job_id, &start, reason, None).await;
@@ -491,6 +505,11 @@ impl Importer {
                 ChunkEnd::Last
             },
         };
+        if crate::flaws::active(crate::flaws::Flaw::ChunkRecordedEarly) {
+            self.jobs
+                .record_chunk(job_id, &chunk, OffsetDateTime::now_utc())
+                .await?;
+        }
         let mut parts = start.report_parts.clone();
         let report = match parsed.next {
             Some((offset, line)) => {
@@ -528,6 +547,14 @@ impl Importer {
                 None
             }
             None => {
+                // Recording the last chunk ends the job's reading, so it
+                // waits for every earlier chunk's counts: one that handed
+                // this chunk on and died before recording itself is redelivered.
+                for earlier in 0..start.chunk {
+                    if !self.jobs.chunk_recorded(job_id, earlier).await? {
+                        return Err(ImportError::EarlierChunkPending { chunk: earlier });
+                    }
+                }
                 self.write_report(object, job_id, start.chunk, parts, parsed.report)
                     .await?
             }
@@ -536,8 +563,9 @@ impl Importer {
             .record_chunk(job_id, &chunk, OffsetDateTime::now_utc())
             .await?;
         if start.campaign.is_some() && start.chunk > 0 {
-            // Nothing reads this chunk's table again: a redelivery of the
-            // chunk finds it recorded and skips it.
+            // Nothing needs this chunk's table again: a redelivery of the
+            // chunk finds it recorded and skips it, and a reading that began
+            // before the record finds the table gone, then the record.
             if let Err(e) = occurrences::remove(&*self.objects, &object.bucket, prefix, job_id, start.chunk).await {
                 warn!(error = %e, "the occurrence counts read are left for the lifecycle rule");
             }
