@@ -13,6 +13,7 @@ mod csv_import;
 mod encodings;
 mod exactly_once;
 mod file_ceilings;
+mod import_races;
 mod job_cancel;
 mod local_runner;
 mod reconcile_command;
