@@ -6,7 +6,9 @@
 //!   `POINTFLOW_SIM_FROM`, default 0);
 //! - `POINTFLOW_SIM_SEED=<s>` replays one seed and prints its trace.
 
-use pointflow::testkit::simulation::{run_seed, run_seeds, Flaw, SimBackend, SimOptions, Summary};
+use pointflow::testkit::simulation::{
+    run_listed_seeds, run_seed, run_seeds, seed_drops_a_file, Flaw, SimBackend, SimOptions, Summary,
+};
 
 fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
@@ -85,16 +87,26 @@ fn seeds_pass_on_the_embedded_sqlite_store() {
 /// it is caught) and returns how many caught it. Seeds are deterministic, so
 /// the count is too: it changes only when the simulation or the code does.
 fn seeds_catching(flaw: Flaw) -> usize {
-    seeds_of_catching(flaw, 200)
-}
-
-/// [`seeds_catching`] over the first `count` seeds.
-fn seeds_of_catching(flaw: Flaw, count: u64) -> usize {
     let options = SimOptions {
         flaw: Some(flaw),
         ..SimOptions::default()
     };
-    let summary = run_seeds(0, count, &options, 2, false);
+    report_catching(flaw, run_seeds(0, 200, &options, 2, false))
+}
+
+/// [`seeds_catching`] over the first 400 seeds that drop a file (a quarter
+/// of the seeds do): only they can catch a flaw of the importer, and only
+/// when a fault strikes the right call.
+fn file_seeds_catching(flaw: Flaw) -> usize {
+    let options = SimOptions {
+        flaw: Some(flaw),
+        ..SimOptions::default()
+    };
+    let seeds: Vec<u64> = (0..).filter(|s| seed_drops_a_file(*s)).take(400).collect();
+    report_catching(flaw, run_listed_seeds(&seeds, &options, 2, false))
+}
+
+fn report_catching(flaw: Flaw, summary: Summary) -> usize {
     let first = summary
         .failures
         .first()
@@ -139,10 +151,9 @@ fn a_fold_that_treats_a_replay_as_new_is_caught() {
     assert!(seeds_catching(Flaw::FoldWithoutMarker) >= MIN_CATCHING);
 }
 
-/// Only a seed with a file (half of them) can catch a flaw of the
-/// importer, and only when a fault strikes the chunk after its early
-/// record: it runs 600 seeds (about 300 with a file) for the same bar.
+/// Only a seed with a file can catch a flaw of the importer: it runs the
+/// first 400 of those, for the same bar.
 #[test]
 fn an_importer_that_records_a_chunk_before_handing_it_on_is_caught() {
-    assert!(seeds_of_catching(Flaw::ChunkRecordedEarly, 600) >= MIN_CATCHING);
+    assert!(file_seeds_catching(Flaw::ChunkRecordedEarly) >= MIN_CATCHING);
 }

@@ -116,11 +116,22 @@ pub(crate) struct FileDrops {
     pub concurrency: usize,
 }
 
-/// The files of `seed`: in half of the seeds one file of 4–24 rows,
+/// Whether a seed drops a file: one in four (a file costs a seed about as
+/// much again as the rest of its campaign).
+fn drops_a_file(rng: &mut fastrand::Rng) -> bool {
+    rng.u8(..4) == 0
+}
+
+/// Whether `seed` drops a file, without drawing the rest.
+pub(crate) fn seed_drops_a_file(seed: u64) -> bool {
+    drops_a_file(&mut fastrand::Rng::with_seed(seed ^ 0x5eed_5ce4_a710_0003))
+}
+
+/// The files of `seed`: in a quarter of the seeds one file of 4–16 rows,
 /// from a generator of its own.
 pub(crate) fn draw(seed: u64, pool: &[Credit], members: usize, point_types: usize) -> FileDrops {
     let mut rng = fastrand::Rng::with_seed(seed ^ 0x5eed_5ce4_a710_0003);
-    if rng.bool() {
+    if !drops_a_file(&mut rng) {
         return FileDrops::default();
     }
     // A few contents without id, each repeated: their occurrences are
@@ -128,7 +139,7 @@ pub(crate) fn draw(seed: u64, pool: &[Credit], members: usize, point_types: usiz
     let contents: Vec<Credit> = (0..rng.usize(1..=3))
         .map(|_| credit(&mut rng, members, point_types))
         .collect();
-    let mut rows: Vec<FileRow> = (0..rng.usize(4..=24))
+    let mut rows: Vec<FileRow> = (0..rng.usize(4..=16))
         .map(|_| match rng.u8(..5) {
             0 | 1 => FileRow::Pooled(rng.usize(..pool.len())),
             _ => FileRow::Derived(contents[rng.usize(..contents.len())].clone()),
@@ -150,7 +161,7 @@ pub(crate) fn draw(seed: u64, pool: &[Credit], members: usize, point_types: usiz
     };
     FileDrops {
         files: vec![file],
-        chunk_bytes: rng.u64(60..=240),
+        chunk_bytes: rng.u64(100..=300),
         concurrency: rng.usize(1..=2),
     }
 }

@@ -335,10 +335,32 @@ impl fmt::Display for Summary {
     }
 }
 
+/// Whether `seed` drops a CSV file (a quarter of the seeds do): only those
+/// can catch a flaw of the importer.
+pub fn seed_drops_a_file(seed: u64) -> bool {
+    files::seed_drops_a_file(seed)
+}
+
 /// Runs `count` seeds from `first` on `threads` threads (each seed alone is
 /// single-threaded and deterministic; threads only share the range out).
 /// With `stop_at_first`, stops soon after a seed fails.
 pub fn run_seeds(first: u64, count: u64, options: &SimOptions, threads: usize, stop_at_first: bool) -> Summary {
+    run_seed_list(count, |i| first.wrapping_add(i), options, threads, stop_at_first)
+}
+
+/// Runs the seeds `list` names on `threads` threads, as [`run_seeds`].
+pub fn run_listed_seeds(list: &[u64], options: &SimOptions, threads: usize, stop_at_first: bool) -> Summary {
+    run_seed_list(list.len() as u64, |i| list[i as usize], options, threads, stop_at_first)
+}
+
+/// Runs seeds `seed_at(0..count)`.
+fn run_seed_list(
+    count: u64,
+    seed_at: impl Fn(u64) -> u64 + Sync,
+    options: &SimOptions,
+    threads: usize,
+    stop_at_first: bool,
+) -> Summary {
     let started = Instant::now();
     let next = std::sync::atomic::AtomicU64::new(0);
     let stop = std::sync::atomic::AtomicBool::new(false);
@@ -356,7 +378,7 @@ pub fn run_seeds(first: u64, count: u64, options: &SimOptions, threads: usize, s
                         if i >= count {
                             break;
                         }
-                        let outcome = run_seed(first.wrapping_add(i), options);
+                        let outcome = run_seed(seed_at(i), options);
                         part.seeds_run += 1;
                         part.faults.merge(&outcome.faults);
                         part.steps += outcome.steps;
