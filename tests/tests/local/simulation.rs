@@ -94,7 +94,7 @@ fn seeds_catching(flaw: Flaw) -> usize {
     report_catching(flaw, run_seeds(0, 200, &options, 2, false))
 }
 
-/// [`seeds_catching`] over the first 400 seeds that drop a file (a quarter
+/// [`seeds_catching`] over the first 400 seeds that drop a file (an eighth
 /// of the seeds do): only they can catch a flaw of the importer, and only
 /// when a fault strikes the right call.
 fn file_seeds_catching(flaw: Flaw) -> usize {

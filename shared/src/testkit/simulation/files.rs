@@ -116,10 +116,10 @@ pub(crate) struct FileDrops {
     pub concurrency: usize,
 }
 
-/// Whether a seed drops a file: one in four (a file costs a seed about as
+/// Whether a seed drops a file: one in eight (a file costs a seed about as
 /// much again as the rest of its campaign).
 fn drops_a_file(rng: &mut fastrand::Rng) -> bool {
-    rng.u8(..4) == 0
+    rng.u8(..8) == 0
 }
 
 /// Whether `seed` drops a file, without drawing the rest.
@@ -127,7 +127,7 @@ pub(crate) fn seed_drops_a_file(seed: u64) -> bool {
     drops_a_file(&mut fastrand::Rng::with_seed(seed ^ 0x5eed_5ce4_a710_0003))
 }
 
-/// The files of `seed`: in a quarter of the seeds one file of 4–16 rows,
+/// The files of `seed`: in an eighth of the seeds one file of 4–16 rows,
 /// from a generator of its own.
 pub(crate) fn draw(seed: u64, pool: &[Credit], members: usize, point_types: usize) -> FileDrops {
     let mut rng = fastrand::Rng::with_seed(seed ^ 0x5eed_5ce4_a710_0003);

@@ -335,7 +335,7 @@ impl fmt::Display for Summary {
     }
 }
 
-/// Whether `seed` drops a CSV file (a quarter of the seeds do): only those
+/// Whether `seed` drops a CSV file (an eighth of the seeds do): only those
 /// can catch a flaw of the importer.
 pub fn seed_drops_a_file(seed: u64) -> bool {
     files::seed_drops_a_file(seed)
