@@ -1,7 +1,8 @@
 //! Deliberate defects that the simulation switches on, one seed at a time,
 //! to show that its checks catch them (docs/simulation.md, "The checks have
 //! teeth"). Each is a branch in the production code path itself: the
-//! worker, the ingest, the transaction token, the in-memory store's rules.
+//! worker, the ingest, the importer, the transaction token, the in-memory
+//! store's rules.
 //! A wrapper around a port would only show that the checks catch the
 //! wrapper; a branch in the code shows they catch that code going wrong.
 //!
@@ -37,6 +38,12 @@ pub enum Flaw {
     /// `fold_message`): a redelivered message, a replay, is folded as new
     /// and its counts are added to its job again.
     FoldWithoutMarker,
+    /// The importer records a chunk on its job before writing its report
+    /// part and occurrence counts and handing the next chunk on
+    /// (`Importer::run_chunk`): a chunk that fails or dies after the
+    /// record is skipped as "read before" on its redelivery, so the rest
+    /// of its file is never read, or its report never written.
+    ChunkRecordedEarly,
 }
 
 #[cfg(feature = "testkit")]

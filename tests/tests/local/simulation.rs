@@ -6,7 +6,9 @@
 //!   `POINTFLOW_SIM_FROM`, default 0);
 //! - `POINTFLOW_SIM_SEED=<s>` replays one seed and prints its trace.
 
-use pointflow::testkit::simulation::{run_seed, run_seeds, Flaw, SimBackend, SimOptions, Summary};
+use pointflow::testkit::simulation::{
+    run_listed_seeds, run_seed, run_seeds, seed_drops_a_file, Flaw, SimBackend, SimOptions, Summary,
+};
 
 fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
@@ -59,7 +61,10 @@ fn seeds_replay_identically() {
         trace: true,
         ..SimOptions::default()
     };
-    for seed in [0, 7, 4242] {
+    // Seed 8 drops a file: the importer replays identically too.
+    let seeds = [0, 7, 8, 4242];
+    assert!(seeds.iter().any(|s| seed_drops_a_file(*s)));
+    for seed in seeds {
         let a = run_seed(seed, &options);
         let b = run_seed(seed, &options);
         assert!(!a.trace.is_empty());
@@ -89,7 +94,22 @@ fn seeds_catching(flaw: Flaw) -> usize {
         flaw: Some(flaw),
         ..SimOptions::default()
     };
-    let summary = run_seeds(0, 200, &options, 2, false);
+    report_catching(flaw, run_seeds(0, 200, &options, 2, false))
+}
+
+/// [`seeds_catching`] over the first 400 seeds that drop a file (an eighth
+/// of the seeds do): only they can catch a flaw of the importer, and only
+/// when a fault strikes the right call.
+fn file_seeds_catching(flaw: Flaw) -> usize {
+    let options = SimOptions {
+        flaw: Some(flaw),
+        ..SimOptions::default()
+    };
+    let seeds: Vec<u64> = (0..).filter(|s| seed_drops_a_file(*s)).take(400).collect();
+    report_catching(flaw, run_listed_seeds(&seeds, &options, 2, false))
+}
+
+fn report_catching(flaw: Flaw, summary: Summary) -> usize {
     let first = summary
         .failures
         .first()
@@ -132,4 +152,11 @@ fn a_token_naming_the_message_not_the_transaction_is_caught() {
 #[test]
 fn a_fold_that_treats_a_replay_as_new_is_caught() {
     assert!(seeds_catching(Flaw::FoldWithoutMarker) >= MIN_CATCHING);
+}
+
+/// Only a seed with a file can catch a flaw of the importer: it runs the
+/// first 400 of those, for the same bar.
+#[test]
+fn an_importer_that_records_a_chunk_before_handing_it_on_is_caught() {
+    assert!(file_seeds_catching(Flaw::ChunkRecordedEarly) >= MIN_CATCHING);
 }

@@ -26,7 +26,10 @@ use crate::ports::{
 };
 use crate::ports::{Credits, Debits, LedgerReads, LedgerRepairs};
 
+mod objects;
 mod uses;
+
+pub use objects::MemoryObjects;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding the lock leaves plain data behind, still usable.

@@ -9,12 +9,15 @@
 //! - [`service`]: [`service::Importer`], which reads one chunk per call.
 //! - [`parse`]: the parsing half of a chunk, pure over a reader.
 //! - [`occurrences`]: the id-scheme-v2 counts a chunk hands the next.
+//! - [`blocking`]: where parsing and other blocking reads run.
 
+pub mod blocking;
 pub mod occurrences;
 pub mod parse;
 pub mod report;
 pub mod service;
 pub mod task;
 
+pub use blocking::BlockingReads;
 pub use service::{ChunkOutcome, ImportError, ImportSettings, Importer};
 pub use task::{ImportTask, Resume};

@@ -4,8 +4,10 @@
 //! [`report::occurrences_key`] before it queues the continuation, and
 //! chunk `n + 1` reads them back before its first row. A chunk read again
 //! reads the same table, so it derives the same ids; once chunk `n + 1` is
-//! recorded nothing reads its table again, and it is deleted (the lifecycle
-//! rule on the report parts removes any left behind).
+//! recorded nothing needs its table again, and it is deleted (the lifecycle
+//! rule on the report parts removes any left behind): a reading of the
+//! chunk that began before the record and finds the table gone finds the
+//! chunk recorded and stops.
 //!
 //! The table is [`COUNT_ENTRY_BYTES`] per distinct content; it is read in
 //! pieces, so reading holds the table being built plus one piece.
@@ -14,6 +16,7 @@ use std::io::Read;
 
 use crate::domain::accrual_ids::{ContentIds, CorruptCounts, COUNT_ENTRY_BYTES};
 use crate::ports::objects::{ObjectError, ObjectRef, ObjectStore};
+use crate::services::import::blocking::BlockingReads;
 use crate::services::import::report;
 
 /// Entries read at a time.
@@ -63,8 +66,10 @@ fn table(bucket: &str, prefix: &str, job: impl std::fmt::Display, chunk: u32) ->
 /// `chunk`: none for the first chunk, else the table the chunk before it
 /// wrote. A missing table is an error, never an empty one: counting from
 /// zero again would give rows other ids than a single pass.
+#[allow(clippy::too_many_arguments)]
 pub async fn load(
     objects: &dyn ObjectStore,
+    reads: BlockingReads,
     bucket: &str,
     prefix: &str,
     job: impl std::fmt::Display,
@@ -82,28 +87,29 @@ pub async fn load(
         Err(ObjectError::Changed { detail, .. }) => return Err(OccurrencesError::Missing { key, detail }),
         Err(source) => return Err(OccurrencesError::Object { key, source }),
     };
-    let read = tokio::task::spawn_blocking(move || {
-        let mut piece = vec![0u8; COUNT_ENTRY_BYTES * PIECE_ENTRIES];
-        loop {
-            let mut filled = 0;
-            while filled < piece.len() {
-                match reader.read(&mut piece[filled..]) {
-                    Ok(0) => break,
-                    Ok(n) => filled += n,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(source) => return Err(OccurrencesError::Read { key, source }),
+    let read = reads
+        .run(move || {
+            let mut piece = vec![0u8; COUNT_ENTRY_BYTES * PIECE_ENTRIES];
+            loop {
+                let mut filled = 0;
+                while filled < piece.len() {
+                    match reader.read(&mut piece[filled..]) {
+                        Ok(0) => break,
+                        Ok(n) => filled += n,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(source) => return Err(OccurrencesError::Read { key, source }),
+                    }
+                }
+                if filled == 0 {
+                    return Ok(ids);
+                }
+                if let Err(source) = ids.add_counts(&piece[..filled]) {
+                    return Err(OccurrencesError::Corrupt { key, source });
                 }
             }
-            if filled == 0 {
-                return Ok(ids);
-            }
-            if let Err(source) = ids.add_counts(&piece[..filled]) {
-                return Err(OccurrencesError::Corrupt { key, source });
-            }
-        }
-    })
-    .await;
-    read.unwrap_or_else(|e| Err(OccurrencesError::Thread(e.to_string())))
+        })
+        .await;
+    read.unwrap_or_else(|e| Err(OccurrencesError::Thread(e)))
 }
 
 /// Writes the counts chunk `chunk` starts from.

@@ -14,7 +14,6 @@ use crate::ports::log_form;
 use std::sync::Arc;
 
 use time::OffsetDateTime;
-use tokio::sync::mpsc;
 use tracing::{info, info_span, warn, Instrument};
 
 use crate::domain::accrual_ids::{self, campaign_of_object, ContentIds};
@@ -25,6 +24,7 @@ use crate::domain::text_encoding::{self, FileEncoding};
 use crate::domain::{ChunkEnd, ChunkReport, JobId, NewJob};
 use crate::ports::objects::{ObjectError, ObjectRef, ObjectStore};
 use crate::ports::{CreateJob, JobStore, QueueError, StoreError, WorkQueue};
+use crate::services::import::blocking::{BlockingReads, Windows};
 use crate::services::import::occurrences::{self, OccurrencesError};
 use crate::services::import::parse::{parse_chunk, EncodingChoice, Window};
 use crate::services::import::report::{self, HEADER};
@@ -130,6 +130,11 @@ pub enum ImportError {
     Parser(String),
     #[error("reading the occurrence counts of the earlier chunks failed")]
     Occurrences(#[source] OccurrencesError),
+    /// The last chunk was read before chunk `chunk` was recorded (its
+    /// task died after handing the next chunk on, and is redelivered):
+    /// the job's reading may end only with every chunk's counts.
+    #[error("chunk {chunk} of the file is not recorded yet; the last chunk waits for it")]
+    EarlierChunkPending { chunk: u32 },
 }
 
 /// Reads files chunk by chunk into the accrual queue.
@@ -140,6 +145,7 @@ pub struct Importer {
     accruals: Arc<dyn WorkQueue>,
     tasks: Arc<dyn WorkQueue>,
     settings: ImportSettings,
+    reads: BlockingReads,
 }
 
 /// A ceiling passed, as a file's job states it: an accrual is named by
@@ -197,7 +203,15 @@ impl Importer {
             accruals,
             tasks,
             settings,
+            reads: BlockingReads::Thread,
         }
+    }
+
+    /// Runs the blocking reads as `reads` says ([`BlockingReads::Inline`]
+    /// for a caller that polls without a runtime).
+    pub fn with_blocking_reads(mut self, reads: BlockingReads) -> Self {
+        self.reads = reads;
+        self
     }
 
     /// Reads the chunk `task` names.
@@ -378,8 +392,27 @@ impl Importer {
         let prefix = &self.settings.report_prefix;
         let mut ids = match &start.campaign {
             Some(campaign) => {
-                match occurrences::load(&*self.objects, &object.bucket, prefix, job_id, start.chunk, campaign).await {
+                match occurrences::load(
+                    &*self.objects,
+                    self.reads,
+                    &object.bucket,
+                    prefix,
+                    job_id,
+                    start.chunk,
+                    campaign,
+                )
+                .await
+                {
                     Ok(ids) => Some(ids),
+                    // A run of this chunk that began before another run of
+                    // it recorded it finds the table that run then deleted:
+                    // the chunk is done, and failing would overwrite its report.
+                    Err(OccurrencesError::Missing { .. }) if self.jobs.chunk_recorded(job_id, start.chunk).await? => {
+                        return Ok(ChunkOutcome::Skipped {
+                            job_id,
+                            reason: "this chunk was read before",
+                        });
+                    }
                     Err(e @ OccurrencesError::Missing { .. }) => {
                         let reason = format!("{e}; rows before line {} were queued", start.line);
                         return self.fail(object, job_id, &start, reason, None).await;
@@ -392,15 +425,14 @@ impl Importer {
 
         // Parsing blocks (the reader streams from S3 or disk), so it runs on
         // a blocking thread and hands windows over a short channel: memory
-        // holds a couple of windows, whatever the file's size.
-        let (sender, mut windows) = mpsc::channel::<Window>(2);
-        let parse = {
+        // holds a couple of windows, whatever the file's size (inline, for
+        // a caller without a runtime, it holds the chunk's: `BlockingReads`).
+        let mut windows = {
             let identity = object.identity();
             let settings = self.settings.clone();
             let columns = start.columns.clone();
             let (offset, line, size, encoding) = (start.offset, start.line, object.size, start.encoding);
-            tokio::task::spawn_blocking(move || {
-                let send = |window: Window| sender.blocking_send(window).is_ok();
+            Windows::start(self.reads, move |send| {
                 let parsed = parse_chunk(
                     reader,
                     columns,
@@ -419,7 +451,7 @@ impl Importer {
         let mut next_seq = start.next_seq;
         let mut accepted = 0u64;
         let mut messages = 0u64;
-        while let Some(window) = windows.recv().await {
+        while let Some(window) = windows.next().await {
             accepted += window.accruals.len() as u64;
             let mut packed = pack_accruals(job_id, window.accruals, self.settings.packing);
             for message in &mut packed {
@@ -435,10 +467,7 @@ impl Importer {
             // An error drops `windows`, which stops the parsing thread.
             self.accruals.send_messages(&bodies).await?;
         }
-        let (parsed, ids) = match parse.await {
-            Ok((parsed, ids)) => (parsed, ids),
-            Err(e) => return Err(ImportError::Parser(e.to_string())),
-        };
+        let (parsed, ids) = windows.finish().await.map_err(ImportError::Parser)?;
         let parsed = match parsed {
             Ok(parsed) => parsed,
             Err(e) if e.is_permanent() => {
@@ -478,6 +507,11 @@ impl Importer {
                 ChunkEnd::Last
             },
         };
+        if crate::flaws::active(crate::flaws::Flaw::ChunkRecordedEarly) {
+            self.jobs
+                .record_chunk(job_id, &chunk, OffsetDateTime::now_utc())
+                .await?;
+        }
         let mut parts = start.report_parts.clone();
         let report = match parsed.next {
             Some((offset, line)) => {
@@ -516,6 +550,14 @@ impl Importer {
                 None
             }
             None => {
+                // Recording the last chunk ends the job's reading, so it
+                // waits for every earlier chunk's counts: one that handed
+                // this chunk on and died before recording itself is redelivered.
+                for earlier in 0..start.chunk {
+                    if !self.jobs.chunk_recorded(job_id, earlier).await? {
+                        return Err(ImportError::EarlierChunkPending { chunk: earlier });
+                    }
+                }
                 self.write_report(object, job_id, start.chunk, parts, parsed.report)
                     .await?
             }
@@ -524,8 +566,9 @@ impl Importer {
             .record_chunk(job_id, &chunk, OffsetDateTime::now_utc())
             .await?;
         if start.campaign.is_some() && start.chunk > 0 {
-            // Nothing reads this chunk's table again: a redelivery of the
-            // chunk finds it recorded and skips it.
+            // Nothing needs this chunk's table again: a redelivery of the
+            // chunk finds it recorded and skips it, and a reading that began
+            // before the record finds the table gone, then the record.
             if let Err(e) = occurrences::remove(&*self.objects, &object.bucket, prefix, job_id, start.chunk).await {
                 warn!(error = %log_form(&e), "the occurrence counts read are left for the lifecycle rule");
             }
@@ -556,36 +599,38 @@ impl Importer {
             let identity = object.identity();
             let settings = self.settings.clone();
             let size = object.size;
-            let (parsed, back_ids, back_tally, over) = tokio::task::spawn_blocking(move || {
-                let mut over = None;
-                let send = |window: Window| {
-                    for (accrual, line) in window.accruals.iter().zip(&window.lines) {
-                        // A line number past usize cannot occur on the
-                        // platforms Lambda runs (64-bit).
-                        let index = usize::try_from(*line).unwrap_or(usize::MAX);
-                        if let Err(e) = tally.add(&ceilings, index, accrual.amount) {
-                            over = Some(e);
-                            return false;
+            let (parsed, back_ids, back_tally, over) = self
+                .reads
+                .run(move || {
+                    let mut over = None;
+                    let send = |window: Window| {
+                        for (accrual, line) in window.accruals.iter().zip(&window.lines) {
+                            // A line number past usize cannot occur on the
+                            // platforms Lambda runs (64-bit).
+                            let index = usize::try_from(*line).unwrap_or(usize::MAX);
+                            if let Err(e) = tally.add(&ceilings, index, accrual.amount) {
+                                over = Some(e);
+                                return false;
+                            }
                         }
-                    }
-                    true
-                };
-                let parsed = parse_chunk(
-                    reader,
-                    columns,
-                    line,
-                    offset,
-                    size,
-                    &identity,
-                    encoding,
-                    ids.as_mut(),
-                    &settings,
-                    send,
-                );
-                (parsed, ids, tally, over)
-            })
-            .await
-            .map_err(|e| ImportError::Parser(e.to_string()))?;
+                        true
+                    };
+                    let parsed = parse_chunk(
+                        reader,
+                        columns,
+                        line,
+                        offset,
+                        size,
+                        &identity,
+                        encoding,
+                        ids.as_mut(),
+                        &settings,
+                        send,
+                    );
+                    (parsed, ids, tally, over)
+                })
+                .await
+                .map_err(ImportError::Parser)?;
             if let Some(e) = over {
                 return Ok(Counted::Over(e));
             }

@@ -105,8 +105,9 @@ pub(crate) struct Core {
     pub current_task: TaskId,
     pub rates: FaultRates,
     pub faults: FaultCounts,
-    /// The main queue (0) and its dead-letter queue (1).
-    pub queues: [QueueState; 2],
+    /// The accrual queue and its dead-letter queue, the import queue and
+    /// its dead-letter queue, indexed by [`super::queue::QueueId`].
+    pub queues: [QueueState; 4],
     pub next_message: u64,
     /// Messages moved to the dead-letter queue (not a fault: a consequence).
     pub dead_lettered: u64,
@@ -124,7 +125,7 @@ impl Core {
             current_task: 0,
             rates,
             faults: FaultCounts::default(),
-            queues: [QueueState::default(), QueueState::default()],
+            queues: Default::default(),
             next_message: 0,
             dead_lettered: 0,
             gates: BTreeMap::new(),

@@ -29,7 +29,9 @@
 
 mod exec;
 mod faults;
+mod files;
 mod model;
+mod objects;
 mod queue;
 mod reconcile_check;
 mod scenario;
@@ -82,11 +84,19 @@ pub enum FaultKind {
     /// A transaction was resent more than 10 minutes after it committed:
     /// its token was new again, and the store's conditions decided.
     TokenExpired,
+    /// An S3 call failed (500 InternalError, 503 SlowDown) without effect.
+    ObjectStoreError,
+    /// A `GetObject` stream broke off part-way through the object.
+    ReadInterrupted,
+    /// The import function died after a call took effect.
+    ImportCrash,
+    /// S3 sent a file's creation event twice.
+    DuplicateEvent,
 }
 
 impl FaultKind {
     /// Every kind, in report order.
-    pub const ALL: [FaultKind; 18] = [
+    pub const ALL: [FaultKind; 22] = [
         FaultKind::Throttling,
         FaultKind::ProvisionedThroughputExceeded,
         FaultKind::TransactionConflict,
@@ -105,6 +115,10 @@ impl FaultKind {
         FaultKind::CrashBetweenTransactions,
         FaultKind::TokenReplay,
         FaultKind::TokenExpired,
+        FaultKind::ObjectStoreError,
+        FaultKind::ReadInterrupted,
+        FaultKind::ImportCrash,
+        FaultKind::DuplicateEvent,
     ];
 
     /// A short name for reports.
@@ -128,6 +142,10 @@ impl FaultKind {
             FaultKind::CrashBetweenTransactions => "crash-between-transactions",
             FaultKind::TokenReplay => "token-replay",
             FaultKind::TokenExpired => "token-expired",
+            FaultKind::ObjectStoreError => "s3-error",
+            FaultKind::ReadInterrupted => "s3-read-interrupted",
+            FaultKind::ImportCrash => "import-crash",
+            FaultKind::DuplicateEvent => "duplicate-s3-event",
         }
     }
 }
@@ -234,6 +252,8 @@ pub struct SeedOutcome {
     /// Worker invocations and ingest requests made.
     pub invocations: u64,
     pub requests: u64,
+    /// Import function invocations made (one import-queue message each).
+    pub import_invocations: u64,
     /// Messages that went to the dead-letter queue (and were redriven).
     pub dead_lettered: u64,
     /// Jobs with accruals counted `failed` before the redrive (they must
@@ -285,6 +305,7 @@ pub struct Summary {
     pub items: u64,
     pub invocations: u64,
     pub requests: u64,
+    pub import_invocations: u64,
     pub dead_lettered: u64,
     pub jobs_failed_before_redrive: u64,
     pub elapsed: Duration,
@@ -302,6 +323,7 @@ impl fmt::Display for Summary {
         writeln!(f, "accruals           {}", self.items)?;
         writeln!(f, "ingest requests    {}", self.requests)?;
         writeln!(f, "worker invocations {}", self.invocations)?;
+        writeln!(f, "import invocations {}", self.import_invocations)?;
         writeln!(
             f,
             "dead-lettered      {} messages; {} jobs had accruals counted failed before the redrive",
@@ -313,10 +335,32 @@ impl fmt::Display for Summary {
     }
 }
 
+/// Whether `seed` drops a CSV file (an eighth of the seeds do): only those
+/// can catch a flaw of the importer.
+pub fn seed_drops_a_file(seed: u64) -> bool {
+    files::seed_drops_a_file(seed)
+}
+
 /// Runs `count` seeds from `first` on `threads` threads (each seed alone is
 /// single-threaded and deterministic; threads only share the range out).
 /// With `stop_at_first`, stops soon after a seed fails.
 pub fn run_seeds(first: u64, count: u64, options: &SimOptions, threads: usize, stop_at_first: bool) -> Summary {
+    run_seed_list(count, |i| first.wrapping_add(i), options, threads, stop_at_first)
+}
+
+/// Runs the seeds `list` names on `threads` threads, as [`run_seeds`].
+pub fn run_listed_seeds(list: &[u64], options: &SimOptions, threads: usize, stop_at_first: bool) -> Summary {
+    run_seed_list(list.len() as u64, |i| list[i as usize], options, threads, stop_at_first)
+}
+
+/// Runs seeds `seed_at(0..count)`.
+fn run_seed_list(
+    count: u64,
+    seed_at: impl Fn(u64) -> u64 + Sync,
+    options: &SimOptions,
+    threads: usize,
+    stop_at_first: bool,
+) -> Summary {
     let started = Instant::now();
     let next = std::sync::atomic::AtomicU64::new(0);
     let stop = std::sync::atomic::AtomicBool::new(false);
@@ -334,13 +378,14 @@ pub fn run_seeds(first: u64, count: u64, options: &SimOptions, threads: usize, s
                         if i >= count {
                             break;
                         }
-                        let outcome = run_seed(first.wrapping_add(i), options);
+                        let outcome = run_seed(seed_at(i), options);
                         part.seeds_run += 1;
                         part.faults.merge(&outcome.faults);
                         part.steps += outcome.steps;
                         part.items += outcome.items;
                         part.invocations += outcome.invocations;
                         part.requests += outcome.requests;
+                        part.import_invocations += outcome.import_invocations;
                         part.dead_lettered += outcome.dead_lettered;
                         part.jobs_failed_before_redrive += outcome.jobs_failed_before_redrive;
                         if !outcome.passed() {
@@ -364,6 +409,7 @@ pub fn run_seeds(first: u64, count: u64, options: &SimOptions, threads: usize, s
         summary.items += part.items;
         summary.invocations += part.invocations;
         summary.requests += part.requests;
+        summary.import_invocations += part.import_invocations;
         summary.dead_lettered += part.dead_lettered;
         summary.jobs_failed_before_redrive += part.jobs_failed_before_redrive;
         summary.failures.extend(part.failures);

@@ -17,8 +17,22 @@ use super::FaultKind;
 /// Which queue of the run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum QueueId {
+    /// The accrual queue the worker reads.
     Main = 0,
     Dead = 1,
+    /// The import queue: S3 notifications and chunk continuations.
+    Imports = 2,
+    ImportsDead = 3,
+}
+
+impl QueueId {
+    /// The dead-letter queue of a source queue.
+    pub(crate) fn dead_letter(self) -> QueueId {
+        match self {
+            QueueId::Main | QueueId::Dead => QueueId::Dead,
+            QueueId::Imports | QueueId::ImportsDead => QueueId::ImportsDead,
+        }
+    }
 }
 
 /// One stored message.
@@ -70,9 +84,15 @@ pub(crate) fn short(job: JobId) -> String {
 }
 
 fn label(body: &str) -> String {
-    match QueueMessage::decode(body) {
-        Ok(m) => format!("{}:{} ({} accruals)", short(m.job_id), m.seq, m.accruals().len()),
-        Err(_) => "(not an accrual message)".into(),
+    if let Ok(m) = QueueMessage::decode(body) {
+        return format!("{}:{} ({} accruals)", short(m.job_id), m.seq, m.accruals().len());
+    }
+    match crate::services::import::task::parse_tasks(body).as_deref() {
+        Ok([task]) => match &task.resume {
+            Some(r) => format!("{} chunk {} of {}", short(r.job_id), r.chunk, task.object.key),
+            None => format!("{} created", task.object.key),
+        },
+        _ => "(neither an accrual message nor an import task)".into(),
     }
 }
 
@@ -160,7 +180,7 @@ impl Core {
                     dead.receipt = None;
                     dead.dead_reason = Some(reason);
                     self.dead_lettered += 1;
-                    self.queues[QueueId::Dead as usize].messages.push(dead);
+                    self.queues[q.dead_letter() as usize].messages.push(dead);
                     continue;
                 }
             }

@@ -10,6 +10,7 @@ use crate::domain::packing::PackingLimits;
 use crate::domain::submission::job_id_for_key;
 use crate::services::api::ApiRequest;
 
+use super::files::{self, FileDrops, FileRow};
 use super::FaultRates;
 
 /// What one accrual credits.
@@ -106,6 +107,8 @@ pub(crate) struct Scenario {
     pub rates: FaultRates,
     /// Uses, reversals, a cancel: the ledger's other writes, racing the credits.
     pub extras: Extras,
+    /// CSV files dropped in the bucket, read chunk by chunk.
+    pub files: FileDrops,
 }
 
 /// One deduction a client asks for (`POST /v1/members/{id}/uses`, or an
@@ -175,7 +178,7 @@ const POINT_TYPES: [&str; 3] = ["WELCOME", "BONUS", "PROMO"];
 const BASE_TIME: i64 = 1_893_456_000;
 const DAY: i64 = 86_400;
 
-fn credit(rng: &mut fastrand::Rng, members: usize, point_types: usize) -> Credit {
+pub(crate) fn credit(rng: &mut fastrand::Rng, members: usize, point_types: usize) -> Credit {
     let apply_at = (rng.u8(..4) == 0).then(|| BASE_TIME + rng.i64(0..30) * DAY);
     let expires_at = (rng.u8(..4) == 0).then(|| apply_at.unwrap_or(BASE_TIME) + rng.i64(1..60) * DAY);
     Credit {
@@ -238,8 +241,10 @@ impl Scenario {
                 lost_delete: intensity / 3.0,
             },
             extras: Extras::default(),
+            files: FileDrops::default(),
         };
         scenario.draw_extras(seed, members, point_types);
+        scenario.files = files::draw(seed, &scenario.pool, members, point_types);
         scenario
     }
 
@@ -420,6 +425,10 @@ impl Scenario {
                 Item::Pooled(p) => Some(*p),
                 Item::Derived(_) => None,
             })
+            .chain(self.file_rows().filter_map(|r| match r {
+                FileRow::Pooled(p) => Some(*p),
+                _ => None,
+            }))
             .collect();
         let mut mine = BTreeSet::new();
         let mut derived = 0;
@@ -435,7 +444,14 @@ impl Scenario {
         (mine.len() + derived) as u64
     }
 
-    /// Every distinct credit of the campaign.
+    /// The rows of the campaign's files (each file once: a second drop of
+    /// the same bytes credits nothing new).
+    pub(crate) fn file_rows(&self) -> impl Iterator<Item = &FileRow> {
+        self.files.files.iter().flat_map(|f| f.rows.iter())
+    }
+
+    /// Every distinct credit of the campaign: its submissions' and its
+    /// files' (every occurrence of a row without `accrual_id` is one).
     pub(crate) fn distinct_credits(&self) -> Vec<&Credit> {
         let mut pooled = BTreeSet::new();
         let mut credits = Vec::new();
@@ -447,6 +463,17 @@ impl Scenario {
                     }
                 }
                 Item::Derived(c) => credits.push(c),
+            }
+        }
+        for row in self.file_rows() {
+            match row {
+                FileRow::Pooled(p) => {
+                    if pooled.insert(*p) {
+                        credits.push(&self.pool[*p]);
+                    }
+                }
+                FileRow::Derived(c) => credits.push(c),
+                FileRow::Bad(_) => {}
             }
         }
         credits
@@ -486,6 +513,10 @@ impl Scenario {
                     .iter()
                     .flat_map(|(j, _)| j.uses.iter().map(|u| u.member_id.clone())),
             )
+            .chain(self.file_rows().filter_map(|r| match r {
+                FileRow::Derived(c) => Some(c.member_id.clone()),
+                _ => None,
+            }))
             .collect()
     }
 }

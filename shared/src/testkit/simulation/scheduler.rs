@@ -25,6 +25,7 @@ use crate::services::worker::{BatchReport, IncomingMessage, MessageRetry, Worker
 use super::exec::{Core, GatePoint, Sim, StoreFault, TaskId, Verdict};
 use super::faults::{FaultyJobStore, FaultyLedger, FaultyQueue};
 use super::model::{ModelJobs, ModelLedger, SharedModel};
+use super::objects::S3_OP;
 use super::queue::{short, QueueId, SimQueue};
 use super::scenario::Scenario;
 use super::tokens::{TokenLedger, TokenSettings};
@@ -38,6 +39,14 @@ mod tasks;
 mod ledger_clients;
 // The checks of the ledger against the reference model once the run drained.
 mod ledger_checks;
+// Files dropped, and the import function that reads them chunk by chunk.
+mod imports;
+// The checks of the file jobs and their reports once the run drained.
+mod import_checks;
+// The operator's DLQ redrives, mid-run and at the end.
+mod redrives;
+
+use imports::ImportSide;
 
 use ledger_clients::Role;
 
@@ -54,6 +63,8 @@ enum TaskOutput {
     Answer(ApiResponse),
     Batch(BatchReport),
     Redriven(Result<Redriven, QueueError>),
+    /// An import invocation's message: done, or failed (with why).
+    Imported(Result<(), String>),
 }
 
 enum TaskKind {
@@ -64,6 +75,10 @@ enum TaskKind {
     },
     Worker {
         batch: Vec<ReceivedMessage>,
+    },
+    /// The import function, invoked with one message of the import queue.
+    Import {
+        message: ReceivedMessage,
     },
     Redrive,
 }
@@ -111,6 +126,8 @@ struct Run {
     /// The queues behind fault-injecting wrappers, for a redrive mid-run.
     faulty_main: Arc<dyn WorkQueue>,
     faulty_dead: Arc<dyn WorkQueue>,
+    /// The bucket, the import queues and the import function.
+    imports: ImportSide,
     tasks: BTreeMap<TaskId, Task>,
     next_task: TaskId,
     clients: Vec<Client>,
@@ -147,6 +164,7 @@ pub(crate) fn run(seed: u64, options: &SimOptions) -> SeedOutcome {
             items: 0,
             invocations: 0,
             requests: 0,
+            import_invocations: 0,
             dead_lettered: 0,
             jobs_failed_before_redrive: 0,
         }
@@ -184,6 +202,9 @@ fn run_unguarded(seed: u64, options: &SimOptions) -> SeedOutcome {
     core.queues[QueueId::Main as usize].visibility_ms = visibility_ms;
     core.queues[QueueId::Main as usize].max_receive_count = Some(scenario.max_receive_count);
     core.queues[QueueId::Dead as usize].visibility_ms = visibility_ms;
+    core.queues[QueueId::Imports as usize].visibility_ms = visibility_ms;
+    core.queues[QueueId::Imports as usize].max_receive_count = Some(scenario.max_receive_count);
+    core.queues[QueueId::ImportsDead as usize].visibility_ms = visibility_ms;
     core.note(|| {
         format!(
             "transactions of at most {} actions; {transactions:?}",
@@ -240,6 +261,7 @@ fn run_unguarded(seed: u64, options: &SimOptions) -> SeedOutcome {
             ..ApiSettings::default()
         },
     );
+    let imports = ImportSide::new(&sim, &scenario, faulty_jobs.clone(), faulty_queue.clone());
     let worker = Worker::new(
         faulty_ledger,
         faulty_jobs,
@@ -283,6 +305,7 @@ fn run_unguarded(seed: u64, options: &SimOptions) -> SeedOutcome {
         dead,
         faulty_main: faulty_queue,
         faulty_dead,
+        imports,
         tasks: BTreeMap::new(),
         next_task: 0,
         violations: Vec::new(),
@@ -310,6 +333,7 @@ fn run_unguarded(seed: u64, options: &SimOptions) -> SeedOutcome {
         items,
         invocations: run.invocations,
         requests: run.ingest_requests,
+        import_invocations: run.imports.invocations,
         dead_lettered: core.dead_lettered,
         jobs_failed_before_redrive: run.jobs_failed_before_redrive,
     }
@@ -325,6 +349,7 @@ fn failed_to_start(seed: u64, why: String) -> SeedOutcome {
         items: 0,
         invocations: 0,
         requests: 0,
+        import_invocations: 0,
         dead_lettered: 0,
         jobs_failed_before_redrive: 0,
     }
@@ -339,6 +364,7 @@ enum Move {
     Expire,
     GiveUp,
     Redrive,
+    Import,
 }
 
 impl Run {
@@ -366,6 +392,14 @@ impl Run {
             let job = short(job_id_for_key(&sub.key));
             self.note(|| format!("submission {i}: key {} (job {job}), items {:?}", sub.key, sub.items));
         }
+        for (i, file) in s.files.files.iter().enumerate() {
+            self.note(|| {
+                format!(
+                    "file {i}: {} at {} ms (again: {:?}), chunks of {} bytes, rows {:?}",
+                    file.key, file.at, file.again, s.files.chunk_bytes, file.rows
+                )
+            });
+        }
     }
 
     fn all_done(&self) -> bool {
@@ -382,10 +416,15 @@ impl Run {
     /// Faults on: the scheduler picks one move at a time at random.
     fn chaos(&mut self) {
         for _ in 0..CHAOS_STEPS {
-            if self.all_done() && self.tasks.is_empty() && self.sim.lock().queues[0].messages.is_empty() {
+            if self.all_done() && self.tasks.is_empty() && self.imports.all_dropped() && {
+                let core = self.sim.lock();
+                core.queues[QueueId::Main as usize].messages.is_empty()
+                    && core.queues[QueueId::Imports as usize].messages.is_empty()
+            } {
                 break;
             }
             self.steps += 1;
+            self.drop_due_files(false);
             let (moves, expirable) = {
                 let mut core = self.sim.lock();
                 let dt = core.rng.u64(0..=1_500);
@@ -405,22 +444,26 @@ impl Run {
                 if core.has_visible(QueueId::Main) && self.worker_tasks() < self.scenario.maximum_concurrency {
                     moves.push((Move::Invoke, 3.0));
                 }
-                // In-flight messages whose delivery a live worker still holds.
-                let expirable: Vec<String> = self
+                if core.has_visible(QueueId::Imports) && self.import_tasks() < self.imports.concurrency {
+                    moves.push((Move::Import, 3.0));
+                }
+                // In-flight messages whose delivery a live worker or import
+                // function still holds.
+                let expirable: Vec<(QueueId, String)> = self
                     .tasks
                     .values()
-                    .filter_map(|t| match &t.kind {
-                        TaskKind::Worker { batch } => Some(batch),
-                        TaskKind::Ingest { .. } | TaskKind::Redrive => None,
+                    .flat_map(|t| match &t.kind {
+                        TaskKind::Worker { batch } => batch.iter().map(|m| (QueueId::Main, m)).collect(),
+                        TaskKind::Import { message } => vec![(QueueId::Imports, message)],
+                        TaskKind::Ingest { .. } | TaskKind::Redrive => Vec::new(),
                     })
-                    .flatten()
-                    .filter(|m| {
-                        core.queues[0]
+                    .filter(|(q, m)| {
+                        core.queues[*q as usize]
                             .messages
                             .iter()
                             .any(|q| q.receipt.as_deref() == Some(m.receipt_handle.as_str()) && q.visible_at > now)
                     })
-                    .map(|m| m.message_id.clone())
+                    .map(|(q, m)| (q, m.message_id.clone()))
                     .collect();
                 if !expirable.is_empty() && core.rates.expire > 0.0 {
                     moves.push((Move::Expire, 10.0 * core.rates.expire));
@@ -429,7 +472,7 @@ impl Run {
                     moves.push((Move::GiveUp, 3.0 * core.rates.crash));
                 }
                 if self.redrives < MAX_REDRIVES_MID_RUN
-                    && !core.queues[QueueId::Dead as usize].messages.is_empty()
+                    && Self::dead_letters_waiting(&core)
                     && !self.tasks.values().any(|t| matches!(t.kind, TaskKind::Redrive))
                 {
                     moves.push((Move::Redrive, 0.2));
@@ -460,11 +503,12 @@ impl Run {
                 Move::Invoke => self.invoke_worker(),
                 Move::Expire => {
                     let mut core = self.sim.lock();
-                    let id = expirable[core.rng.usize(..expirable.len())].clone();
-                    core.expire(QueueId::Main, &id);
+                    let (q, id) = expirable[core.rng.usize(..expirable.len())].clone();
+                    core.expire(q, &id);
                 }
                 Move::GiveUp => self.give_up(),
                 Move::Redrive => self.start_redrive(),
+                Move::Import => self.invoke_importer(),
             }
             self.poll_tasks();
         }
@@ -481,10 +525,15 @@ impl Run {
                 _ => None,
             })
             .min();
-        let next = [core.next_visible(QueueId::Main), next_client]
-            .into_iter()
-            .flatten()
-            .min();
+        let next = [
+            core.next_visible(QueueId::Main),
+            core.next_visible(QueueId::Imports),
+            next_client,
+            self.imports.next_drop(),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         if let Some(t) = next {
             core.now_ms = core.now_ms.max(t);
         }
@@ -505,7 +554,11 @@ impl Run {
                         StoreFault::ProvisionedThroughputExceeded,
                         StoreFault::TransactionConflict,
                     ][core.rng.usize(..3)];
-                    core.count(fault.kind());
+                    if gate.op.starts_with(S3_OP) {
+                        core.count(FaultKind::ObjectStoreError);
+                    } else {
+                        core.count(fault.kind());
+                    }
                     core.note(|| format!("task {}: {} fails with {fault:?}", gate.task, gate.op));
                     core.open(gate.id, Verdict::Fail(fault));
                     None
@@ -544,6 +597,10 @@ impl Run {
                         core.count(FaultKind::WorkerCrash);
                         core.note(|| format!("task {}: worker crashes {}", gate.task, gate.describe()));
                     }
+                    TaskKind::Import { .. } => {
+                        core.count(FaultKind::ImportCrash);
+                        core.note(|| format!("task {}: import function crashes {}", gate.task, gate.describe()));
+                    }
                 }
                 drop(core);
                 drop(task);
@@ -576,27 +633,6 @@ impl Run {
         core.note(|| format!("task {id}: client {client} times out and will retry; the request still runs"));
         let at = core.now_ms + core.rng.u64(0..=5_000);
         self.clients[client] = Client::Waiting { at };
-    }
-
-    /// An operator runs `pointflow dlq redrive` while the pipeline runs.
-    fn start_redrive(&mut self) {
-        self.redrives += 1;
-        let max = self.sim.lock().rng.usize(1..=10);
-        let (dead, main) = (self.faulty_dead.clone(), self.faulty_main.clone());
-        let id = self.spawn(
-            TaskKind::Redrive,
-            Box::pin(async move {
-                // Messages carry real-clock `queued_at` stamps, so the age
-                // rule is checked on the real clock: nothing here is too old.
-                let now = time::OffsetDateTime::now_utc();
-                TaskOutput::Redriven(
-                    crate::services::dlq::redrive(dead.as_ref(), main.as_ref(), QueueKind::Accruals, max, now).await,
-                )
-            }),
-        );
-        let mut core = self.sim.lock();
-        core.count(FaultKind::RedriveMidRun);
-        core.note(|| format!("task {id}: an operator redrives up to {max} messages from the DLQ"));
     }
 
     fn spawn(&mut self, kind: TaskKind, future: TaskFuture) -> TaskId {
@@ -681,6 +717,7 @@ impl Run {
         // A parked client (a cancel refused while its job still ran) asks
         // again whenever the pipeline has gone quiet, a few times a phase.
         let mut unparks = 3;
+        self.drop_due_files(true);
         for _ in 0..CALM_STEPS {
             self.steps += 1;
             let gates = self.sim.lock().pending_gates();
@@ -702,11 +739,19 @@ impl Run {
                 self.invoke_worker();
                 self.poll_tasks();
             }
+            while self.sim.lock().has_visible(QueueId::Imports) && self.import_tasks() < self.imports.concurrency {
+                self.invoke_importer();
+                self.poll_tasks();
+            }
             if self.tasks.is_empty() && self.all_done() {
                 let mut core = self.sim.lock();
-                match core.next_visible(QueueId::Main) {
+                let next = [core.next_visible(QueueId::Main), core.next_visible(QueueId::Imports)]
+                    .into_iter()
+                    .flatten()
+                    .min();
+                match next {
                     Some(t) => core.now_ms = t,
-                    None if !core.has_visible(QueueId::Main) => {
+                    None if !core.has_visible(QueueId::Main) && !core.has_visible(QueueId::Imports) => {
                         drop(core);
                         if unparks > 0 && self.unpark() {
                             unparks -= 1;
@@ -721,34 +766,5 @@ impl Run {
         self.violations.push(format!(
             "the pipeline did not settle within {CALM_STEPS} calm steps ({phase})"
         ));
-    }
-
-    /// Moves the DLQ back with the production redrive.
-    fn redrive(&mut self) {
-        {
-            // A redrive that died mid-run left DLQ messages in flight: the
-            // operator's later run sees them again.
-            let mut core = self.sim.lock();
-            let latest = core.queues[QueueId::Dead as usize]
-                .messages
-                .iter()
-                .map(|m| m.visible_at)
-                .max();
-            if let Some(t) = latest {
-                core.now_ms = core.now_ms.max(t);
-            }
-        }
-        let dead: Arc<dyn WorkQueue> = self.dead.clone();
-        let main: Arc<dyn WorkQueue> = self.main.clone();
-        match futures::executor::block_on(crate::services::dlq::redrive(
-            dead.as_ref(),
-            main.as_ref(),
-            QueueKind::Accruals,
-            usize::MAX,
-            time::OffsetDateTime::now_utc(),
-        )) {
-            Ok(moved) => self.note(|| format!("redrive: {} messages, {} accruals", moved.messages, moved.accruals)),
-            Err(e) => self.violations.push(format!("redrive failed: {e}")),
-        }
     }
 }

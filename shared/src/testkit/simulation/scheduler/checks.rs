@@ -44,6 +44,7 @@ impl Run {
             self.violations
                 .push(format!("{main_left} messages still in the queue after draining"));
         }
+        self.check_imports_settled();
         for s in 0..self.scenario.submissions.len() {
             let job_id = job_id_for_key(&self.scenario.submissions[s].key);
             let Some(job) = self.job(job_id) else {
@@ -136,6 +137,7 @@ impl Run {
                 ));
             }
         }
+        applied_total += self.check_imports_final();
         let distinct = self.scenario.distinct_credits().len() as u64;
         if applied_total != distinct && self.scenario.extras.cancel.is_none() {
             self.violations.push(format!(
@@ -190,6 +192,7 @@ impl Run {
             .submissions
             .iter()
             .map(|submission| job_id_for_key(&submission.key))
+            .chain(self.file_jobs().into_iter().map(|(job, _, _)| job))
             .collect();
         let found = super::super::reconcile_check::job_violations(self.jobs.as_ref(), &jobs);
         self.violations.extend(found);

@@ -121,18 +121,20 @@ impl Run {
         }
     }
 
-    /// A job that was not cancelled counts `applied` exactly the accruals
-    /// its messages credited.
+    /// A job that was not cancelled (a file's too) counts `applied`
+    /// exactly the accruals its messages credited.
     fn check_jobs_against_credits(&mut self) {
         let mut by_job: BTreeMap<JobId, u64> = BTreeMap::new();
         for c in self.model.lock().credits.values() {
             *by_job.entry(c.by.job_id).or_default() += 1;
         }
-        for s in 0..self.scenario.submissions.len() {
-            if self.scenario.extras.cancel == Some(s) {
-                continue;
-            }
-            let job_id = job_id_for_key(&self.scenario.submissions[s].key);
+        let submitted = (0..self.scenario.submissions.len())
+            .filter(|s| self.scenario.extras.cancel != Some(*s))
+            .map(|s| job_id_for_key(&self.scenario.submissions[s].key));
+        let jobs: Vec<JobId> = submitted
+            .chain(self.file_jobs().into_iter().map(|(job, _, _)| job))
+            .collect();
+        for job_id in jobs {
             let Some(job) = self.job(job_id) else {
                 continue;
             };

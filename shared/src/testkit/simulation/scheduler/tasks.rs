@@ -135,6 +135,7 @@ impl Run {
                     self.sim.lock().delete(QueueId::Main, &done, true);
                 }
             }
+            (TaskKind::Import { message }, TaskOutput::Imported(result)) => self.finish_import(id, &message, result),
             _ => self
                 .violations
                 .push(format!("task {id} ended with an output of another kind")),
