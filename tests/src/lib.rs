@@ -9,6 +9,7 @@ pub mod import;
 pub mod lambda;
 pub mod pipeline;
 pub mod strict;
+pub mod workbooks;
 
 /// Logs of the code under test, shown for failing tests (`RUST_LOG`, default
 /// `warn`).

@@ -1,4 +1,4 @@
-//! Reading a campaign file (JSON array, NDJSON or CSV) into request-sized
+//! Reading a campaign file (JSON array, NDJSON, CSV or an Excel workbook) into request-sized
 //! chunks, streaming: validated with the API's rules on the way, so bad lines
 //! are reported here and never stop the good ones. An accrual without
 //! `accrual_id` gets one here, from its campaign and content
@@ -15,6 +15,7 @@ use sha2::{Digest, Sha256};
 use pointflow::domain::accrual_ids::ContentIds;
 use pointflow::domain::csv_rows::{sniff_input, CsvAccruals, CsvRow};
 use pointflow::domain::validation::accrual_from_json;
+use pointflow::domain::xlsx_rows::read_rows;
 use pointflow::domain::Accrual;
 
 /// What the file holds.
@@ -26,14 +27,20 @@ pub enum Format {
     Ndjson,
     /// The file-drop CSV format (header row, then one accrual per row).
     Csv,
+    /// An Excel workbook (`.xlsx`): one sheet, read as the importer reads
+    /// it (header row, then one accrual per row; lines are Excel's rows).
+    Xlsx,
 }
 
 impl Format {
-    /// From a file name's extension (`.json`, `.ndjson`/`.jsonl`, `.csv`).
+    /// From a file name's extension (`.json`, `.ndjson`/`.jsonl`, `.csv`,
+    /// `.xlsx`).
     pub fn from_name(name: &str) -> Option<Format> {
         let lower = name.to_ascii_lowercase();
         if lower.ends_with(".csv") {
             Some(Format::Csv)
+        } else if lower.ends_with(".xlsx") {
+            Some(Format::Xlsx)
         } else if lower.ends_with(".ndjson") || lower.ends_with(".jsonl") {
             Some(Format::Ndjson)
         } else if lower.ends_with(".json") {
@@ -242,6 +249,20 @@ pub fn read_chunks(
     format: Format,
     chunker: &mut Chunker,
     bytes_read: impl Fn() -> u64,
+    chunk: impl FnMut(Chunk) -> bool,
+    bad: impl FnMut(LineError),
+) -> Result<Option<Chunk>, InputError> {
+    read_chunks_of_sheet(input, format, None, chunker, bytes_read, chunk, bad)
+}
+
+/// [`read_chunks`], naming the sheet of a workbook to read (default: its
+/// first visible worksheet). A workbook is read whole into memory first.
+pub fn read_chunks_of_sheet(
+    mut input: impl Read,
+    format: Format,
+    sheet: Option<&str>,
+    chunker: &mut Chunker,
+    bytes_read: impl Fn() -> u64,
     mut chunk: impl FnMut(Chunk) -> bool,
     mut bad: impl FnMut(LineError),
 ) -> Result<Option<Chunk>, InputError> {
@@ -339,6 +360,32 @@ pub fn read_chunks(
                         }
                     }
                 }
+            }
+        }
+        Format::Xlsx => {
+            let mut bytes = Vec::new();
+            input.read_to_end(&mut bytes)?;
+            let mut stopped = false;
+            read_rows(bytes, sheet, "", |row| match row.row {
+                CsvRow::Accrual(accrual) => {
+                    if let Some(done) = chunker.push(row.line, &accrual, !row.has_accrual_id, bytes_read()) {
+                        stopped = !chunk(done);
+                    }
+                    !stopped
+                }
+                CsvRow::Rejected(errors) => {
+                    for e in errors {
+                        bad(LineError {
+                            line: e.line,
+                            field: e.column,
+                            reason: e.reason,
+                        });
+                    }
+                    true
+                }
+            })?;
+            if stopped {
+                return Ok(None);
             }
         }
     }

@@ -14,7 +14,7 @@ use pointflow::services::api::JobView;
 use pointflow_cli::backend::{AwsResources, BackendChoice, LocalBackend, DEFAULT_BUCKET_DIR, DEFAULT_DB};
 use pointflow_cli::demo::{run_demo, Campaign};
 use pointflow_cli::exposure::{check_bind, Exposure, ALLOW_REMOTE_FLAG};
-use pointflow_cli::import::{default_key, run_import};
+use pointflow_cli::import::{default_key, run_import_sheet};
 use pointflow_cli::poller::PollerSettings;
 use pointflow_cli::runner::Runner;
 use pointflow_cli::settings::StackSettings;
@@ -155,7 +155,7 @@ struct DemoArgs {
 
 #[derive(Args)]
 struct ImportArgs {
-    /// The CSV file (header row: member_id, point_type, amount; optional accrual_id, reason, apply_at, expires_at).
+    /// The CSV file or Excel workbook (.xlsx) (header row: member_id, point_type, amount; optional accrual_id, reason, apply_at, expires_at).
     file: PathBuf,
     /// Object key to drop it at (default: imports/<file name>).
     #[arg(long)]
@@ -170,6 +170,10 @@ struct ImportArgs {
     /// (default: detected from the file's first 64 KiB).
     #[arg(long)]
     encoding: Option<String>,
+    /// The sheet of a workbook (.xlsx) to read, set as the object's `sheet`
+    /// metadata (default: the workbook's first visible worksheet).
+    #[arg(long)]
+    sheet: Option<String>,
     /// Give up waiting after this many seconds.
     #[arg(long, default_value_t = 1800)]
     timeout: u64,
@@ -349,6 +353,7 @@ async fn import(
         key,
         campaign,
         encoding,
+        sheet,
         timeout,
         quiet,
     } = args;
@@ -362,12 +367,13 @@ async fn import(
     }
     eprintln!("import: {} → {key} on {}", file.display(), backend.description);
     let summary = tokio::select! {
-        summary = run_import(
+        summary = run_import_sheet(
             backend,
             &file,
             &key,
             campaign.as_deref(),
             encoding.as_deref(),
+            sheet.as_deref(),
             !quiet,
             Duration::from_secs(timeout),
         ) => summary,

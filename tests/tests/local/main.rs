@@ -20,3 +20,4 @@ mod reconcile_command;
 mod simulation;
 mod worker_contention;
 mod worker_rules;
+mod xlsx_import;
