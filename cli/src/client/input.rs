@@ -556,6 +556,58 @@ mod tests {
             let keys: Vec<&str> = other.iter().map(|c| c.key.as_str()).collect();
             assert_eq!(keys, a.iter().map(|c| c.key.as_str()).collect::<Vec<_>>());
         }
+        // The same rows in a workbook: numbers as number cells, an empty
+        // row 4, so m-3 is Excel's row 5.
+        let mut book = rust_xlsxwriter::Workbook::new();
+        let sheet = book.add_worksheet();
+        for (c, name) in ["member_id", "point_type", "amount", "accrual_id", "reason"]
+            .iter()
+            .enumerate()
+        {
+            sheet.write_string(0, c as u16, *name).unwrap();
+        }
+        sheet
+            .write_string(1, 0, "m-1")
+            .unwrap()
+            .write_string(1, 1, "P")
+            .unwrap();
+        sheet.write_number(1, 2, 10.0).unwrap();
+        sheet
+            .write_string(2, 0, "m-2")
+            .unwrap()
+            .write_string(2, 1, "P")
+            .unwrap();
+        sheet.write_number(2, 2, 20.0).unwrap();
+        sheet
+            .write_string(2, 3, "a-2")
+            .unwrap()
+            .write_string(2, 4, "r")
+            .unwrap();
+        sheet
+            .write_string(4, 0, "m-3")
+            .unwrap()
+            .write_string(4, 1, "P")
+            .unwrap();
+        sheet.write_number(4, 2, 30.0).unwrap();
+        let bytes = book.save_to_buffer().unwrap();
+        let (mut e, mut chunker) = (Vec::new(), Chunker::new(LIMITS, "test"));
+        let last = read_chunks(
+            &bytes[..],
+            Format::Xlsx,
+            &mut chunker,
+            || 0,
+            |chunk| {
+                e.push(chunk);
+                true
+            },
+            |error| panic!("{error:?}"),
+        )
+        .unwrap();
+        e.extend(last);
+        assert_eq!(bodies(&e), bodies(&a), "a workbook gives the bodies of its CSV copy");
+        let keys: Vec<&str> = e.iter().map(|c| c.key.as_str()).collect();
+        assert_eq!(keys, a.iter().map(|c| c.key.as_str()).collect::<Vec<_>>());
+        assert_eq!(e[1].lines, [5], "workbook lines are Excel's rows");
         assert_eq!(c[0].lines, [1, 3], "NDJSON lines count blank ones");
         assert_eq!(d[1].lines, [4], "CSV lines count the header");
     }

@@ -113,7 +113,7 @@ enum LocalCommand {
     },
     /// Generate a campaign, submit it through the local API, wait, verify, report.
     Demo(DemoArgs),
-    /// Drop a CSV file into the import bucket and wait for its job: the S3 file-drop path, locally.
+    /// Drop a CSV file or Excel workbook (.xlsx) into the import bucket and wait for its job: the S3 file-drop path, locally.
     ///
     /// Exit status: 0 all rows credited, 3 some rows rejected (see the report) or accruals failed, 1 the file could
     /// not be imported.

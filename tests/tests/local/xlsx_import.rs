@@ -223,3 +223,145 @@ async fn the_first_visible_sheet_is_read_unless_metadata_names_one() {
     );
 }
 
+/// Writes the workbooks the measurements in docs/file-import.md read:
+/// `XLSX_ROWS` rows (default 100000) of five columns, at `XLSX_OUT`.
+/// `cargo test -p pointflow-tests --test local write_measurement_workbook -- --ignored`
+#[test]
+#[ignore = "writes a file for a measurement"]
+fn write_measurement_workbook() {
+    let rows: usize = std::env::var("XLSX_ROWS").map_or(100_000, |v| v.parse().expect("XLSX_ROWS"));
+    let out = std::env::var("XLSX_OUT").unwrap_or_else(|_| "/tmp/measure.xlsx".to_owned());
+    let mut cells = vec![vec![
+        t("member_id"),
+        t("point_type"),
+        t("amount"),
+        t("reason"),
+        t("expires_at"),
+    ]];
+    for i in 0..rows {
+        cells.push(vec![
+            t(&format!("m-{i}")),
+            t(if i % 3 == 0 { "BONUS" } else { "WELCOME" }),
+            n((100 + i % 900) as f64),
+            t("spring campaign"),
+            Cell::Date(2030, 1 + (i % 12) as u8, 1, 0, 0, 0),
+        ]);
+    }
+    std::fs::write(&out, one_sheet(cells)).expect("write the workbook");
+}
+
+/// Writes the seed corpus of the `xlsx_import` fuzz target
+/// (`fuzz/corpus/xlsx_import/`): a packing byte, then a workbook.
+/// `cargo test -p pointflow-tests --test local write_xlsx_fuzz_corpus -- --ignored`
+#[test]
+#[ignore = "rewrites the fuzz corpus"]
+fn write_xlsx_fuzz_corpus() {
+    let header = || vec![t("member_id"), t("point_type"), t("amount")];
+    let mut hidden = Sheet::new("Draft", vec![header(), vec![t("m-1"), t("P"), n(1.0)]]);
+    hidden.hidden = true;
+    let mut merged = Sheet::new(
+        "Final",
+        vec![header(), vec![t("m-2"), t("P"), n(2.0)], vec![t("m-3"), t("P"), n(3.0)]],
+    );
+    merged.rows.push(vec![Cell::Empty, t("P"), n(4.0)]);
+    merged.merged.push((2, 0, 3, 0));
+    let valid = campaign_workbook();
+    let seeds: Vec<(&str, Vec<u8>)> = vec![
+        ("campaign", valid.clone()),
+        (
+            "bad-rows",
+            one_sheet(vec![
+                header(),
+                vec![t("m-1"), t("P"), n(1000.5)],
+                vec![],
+                vec![t("m-2"), Cell::Bool(false), n(5.0)],
+                vec![t("m-3"), t("P"), Cell::Date(2026, 1, 1, 12, 0, 0), t("stray")],
+                vec![t("bad id"), t("P"), n(0.0)],
+            ]),
+        ),
+        ("hidden-and-merged", workbook(&[hidden, merged])),
+        ("no-rows", one_sheet(vec![])),
+        ("header-only", one_sheet(vec![header()])),
+        (
+            "unknown-column",
+            one_sheet(vec![vec![t("member"), t("points")], vec![t("m-1"), n(1.0)]]),
+        ),
+        (
+            "dates",
+            one_sheet(vec![
+                vec![
+                    t("member_id"),
+                    t("point_type"),
+                    t("amount"),
+                    t("apply_at"),
+                    t("expires_at"),
+                ],
+                vec![
+                    t("m-1"),
+                    t("P"),
+                    n(1.0),
+                    Cell::Date(2026, 6, 1, 9, 30, 0),
+                    Cell::Date(2027, 6, 1, 0, 0, 0),
+                ],
+                vec![t("m-2"), t("P"), n(2.0), n(46000.5), t("2027-01-01T00:00:00+09:00")],
+            ]),
+        ),
+        (
+            "ids-and-repeats",
+            one_sheet(vec![
+                vec![
+                    t("member_id"),
+                    t("point_type"),
+                    t("amount"),
+                    t("accrual_id"),
+                    t("reason"),
+                ],
+                vec![t("m-1"), t("P"), n(1.0), t("a-1"), t("first")],
+                vec![t("m-1"), t("P"), n(1.0), t("a-1"), t("first")],
+                vec![t("m-1"), t("P"), n(2.0), t("a-1"), t("other")],
+                vec![n(12345.0), t("P"), n(3.0), n(77.0), Cell::Empty],
+                vec![t("m-9"), t("P"), n(3.0), Cell::Empty, t("신규 가입 적립")],
+            ]),
+        ),
+        ("not-a-zip", CAMPAIGN.as_bytes().to_vec()),
+        ("truncated", valid[..valid.len() / 2].to_vec()),
+        (
+            "far-column",
+            one_sheet(vec![header(), {
+                let mut row = vec![t("m-1"), t("P"), n(1.0)];
+                row.extend(std::iter::repeat_n(Cell::Empty, 60));
+                row.push(t("far"));
+                row
+            }]),
+        ),
+    ];
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/xlsx_import");
+    std::fs::create_dir_all(&dir).expect("create the corpus folder");
+    for (i, (name, book)) in seeds.into_iter().enumerate() {
+        let mut input = vec![u8::try_from(i).expect("few seeds")];
+        input.extend_from_slice(&book);
+        std::fs::write(dir.join(format!("seed-{name}")), input).expect("write a seed");
+    }
+}
+
+/// Reads the workbook at `XLSX_OUT` once, as one pass of the importer
+/// does, and prints the rows and the time taken (run it under
+/// `/usr/bin/time -v` for the peak RSS).
+#[test]
+#[ignore = "a measurement"]
+fn measure_workbook_read() {
+    let path = std::env::var("XLSX_OUT").unwrap_or_else(|_| "/tmp/measure.xlsx".to_owned());
+    let bytes = std::fs::read(&path).expect("read the workbook");
+    let started = std::time::Instant::now();
+    let (mut rows, mut good) = (0u64, 0u64);
+    pointflow::domain::xlsx_rows::read_rows(bytes, None, "measure", |row| {
+        rows += 1;
+        good += u64::from(matches!(row.row, pointflow::domain::csv_rows::CsvRow::Accrual(_)));
+        true
+    })
+    .expect("a workbook");
+    println!(
+        "{path}: {rows} rows ({good} valid) read in {:.2} s",
+        started.elapsed().as_secs_f64()
+    );
+}
