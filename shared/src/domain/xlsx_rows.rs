@@ -21,6 +21,9 @@
 //!
 //! Memory: the file's bytes and its shared-strings table (every distinct
 //! text of the workbook) are held; cells are streamed, one row at a time.
+//! Before anything is unzipped, the sizes the workbook's parts unzip to are
+//! held to [`MAX_UNZIPPED_BYTES`] (time) and [`MAX_SHARED_STRINGS_BYTES`]
+//! (memory), so a small file that unzips to gigabytes fails as a whole.
 
 use std::io::Cursor;
 
@@ -30,6 +33,45 @@ use time::format_description::well_known::Rfc3339;
 use crate::domain::csv_rows::{reencode, CsvFileError, CsvRow, RowError};
 use crate::domain::row_rules::{check_row, layout, Layout};
 use crate::domain::submission::file_id_prefix;
+
+/// Most bytes a workbook's parts may unzip to in all: the sheet is streamed,
+/// so this bounds the time of a pass (a million rows of five columns unzip
+/// to about 230 MB, read in about 7 s).
+pub const MAX_UNZIPPED_BYTES: u64 = 1 << 30;
+/// Most bytes the shared-strings part (`xl/sharedStrings.xml`, every
+/// distinct text) may unzip to: it is held in memory whole.
+pub const MAX_SHARED_STRINGS_BYTES: u64 = 256 << 20;
+
+/// Holds the sizes the parts of the workbook in `bytes` unzip to (as its
+/// zip directory states them) to `max_total` and, for the shared strings,
+/// `max_strings`.
+fn check_unzipped(bytes: &[u8], max_total: u64, max_strings: u64) -> Result<(), CsvFileError> {
+    let not_workbook = |e: zip::result::ZipError| CsvFileError::NotWorkbook { detail: e.to_string() };
+    let mut archive = zip::ZipArchive::new(Cursor::new(bytes)).map_err(not_workbook)?;
+    let mut total = 0u64;
+    for i in 0..archive.len() {
+        let part = archive.by_index_raw(i).map_err(not_workbook)?;
+        let size = part.size();
+        if part.name().eq_ignore_ascii_case("xl/sharedStrings.xml") && size > max_strings {
+            return Err(CsvFileError::Sheet {
+                reason: format!(
+                    "the workbook's texts (xl/sharedStrings.xml) unzip to {size} bytes, over the {max_strings} one \
+                     import holds: split its rows over several workbooks, or save the sheet as CSV; nothing was queued"
+                ),
+            });
+        }
+        total = total.saturating_add(size);
+    }
+    if total > max_total {
+        return Err(CsvFileError::Sheet {
+            reason: format!(
+                "the workbook unzips to {total} bytes, over the {max_total} one import reads: split its rows over \
+                 several workbooks, or save the sheet as CSV; nothing was queued"
+            ),
+        });
+    }
+    Ok(())
+}
 
 /// One data row of the sheet, as the importer and the client take it.
 pub struct SheetRow<'a> {
@@ -182,6 +224,7 @@ type Book = Xlsx<Cursor<Vec<u8>>>;
 /// Opens the workbook in `bytes` and picks the sheet: `sheet` if given, else
 /// the first visible worksheet.
 fn open(bytes: Vec<u8>, sheet: Option<&str>) -> Result<(Book, String), CsvFileError> {
+    check_unzipped(&bytes, MAX_UNZIPPED_BYTES, MAX_SHARED_STRINGS_BYTES)?;
     let workbook: Xlsx<_> = calamine::open_workbook_from_rs(Cursor::new(bytes))
         .map_err(|e: calamine::XlsxError| CsvFileError::NotWorkbook { detail: e.to_string() })?;
     let sheets = workbook.sheets_metadata();
@@ -416,6 +459,34 @@ mod tests {
             .unwrap_err()
             .contains("FALSE"));
         assert!(cell_text(&date(45943.0), Kind::Text).unwrap_err().contains("date cell"));
+    }
+
+    #[test]
+    fn parts_that_unzip_past_the_bounds_fail_the_file() {
+        let mut book = rust_xlsxwriter::Workbook::new();
+        let sheet = book.add_worksheet();
+        for r in 0..200u32 {
+            sheet.write_string(r, 0, format!("member-{r}")).unwrap();
+        }
+        let bytes = book.save_to_buffer().unwrap();
+        assert!(check_unzipped(&bytes, MAX_UNZIPPED_BYTES, MAX_SHARED_STRINGS_BYTES).is_ok());
+        let e = check_unzipped(&bytes, MAX_UNZIPPED_BYTES, 1000)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("the workbook's texts (xl/sharedStrings.xml) unzip to "),
+            "{e}"
+        );
+        assert!(e.contains("over the 1000 one import holds"), "{e}");
+        let e = check_unzipped(&bytes, 5000, MAX_SHARED_STRINGS_BYTES)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("the workbook unzips to ") && e.contains("over the 5000 one import reads"),
+            "{e}"
+        );
+        let e = check_unzipped(b"member_id,point_type,amount\n", 1 << 30, 1 << 30).unwrap_err();
+        assert!(matches!(e, CsvFileError::NotWorkbook { .. }), "{e}");
     }
 
     #[test]
