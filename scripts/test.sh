@@ -3,12 +3,14 @@
 #
 # On a fresh machine it installs what it needs (pinned), starts the moto AWS
 # emulator on a free loopback port, points the AWS SDK at it, runs format and
-# lint checks, every test and cfn-lint on template.yaml, and stops the
-# emulator on exit, whatever happens.
+# lint checks, every test, the API fuzzer (Schemathesis against
+# `pointflow local serve`, scripts/api-fuzz.sh) and cfn-lint on
+# template.yaml, and stops what it started on exit, whatever happens.
 set -euo pipefail
 
 MOTO_VERSION="5.2.5"
 CFN_LINT_VERSION="1.58.0"
+SCHEMATHESIS_VERSION="4.32.5"
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -16,19 +18,20 @@ venv="$root/.venv"
 
 step() { printf '\n==> %s\n' "$*"; }
 
-step "Python tools (moto[server]==$MOTO_VERSION, cfn-lint==$CFN_LINT_VERSION) in .venv"
+step "Python tools (moto[server]==$MOTO_VERSION, cfn-lint==$CFN_LINT_VERSION, schemathesis==$SCHEMATHESIS_VERSION) in .venv"
 if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
 fi
-if ! "$venv/bin/python" - "$MOTO_VERSION" "$CFN_LINT_VERSION" <<'PY' 2>/dev/null
+if ! "$venv/bin/python" - "$MOTO_VERSION" "$CFN_LINT_VERSION" "$SCHEMATHESIS_VERSION" <<'PY' 2>/dev/null
 import sys
 from importlib.metadata import version
 assert version("moto") == sys.argv[1] and version("cfn-lint") == sys.argv[2]
+assert version("schemathesis") == sys.argv[3]
 import flask, flask_cors  # moto[server] extras
 PY
 then
   "$venv/bin/pip" install --quiet --disable-pip-version-check \
-    "moto[server]==$MOTO_VERSION" "cfn-lint==$CFN_LINT_VERSION"
+    "moto[server]==$MOTO_VERSION" "cfn-lint==$CFN_LINT_VERSION" "schemathesis==$SCHEMATHESIS_VERSION"
 fi
 # The venv's python is a symlink to the interpreter itself (not a pyenv
 # shim), so the PID we hold is the server's own and TERM/KILL reach it.
@@ -86,6 +89,9 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "cargo test (unit, property, contract and emulator tests)"
 test_log="$root/target/test-output.log"
 cargo test --workspace --locked 2>&1 | tee "$test_log"
+
+step "API fuzzing: Schemathesis from docs/openapi.yaml against pointflow local serve"
+bash "$root/scripts/api-fuzz.sh" "$venv"
 
 step "cfn-lint template.yaml"
 "$venv/bin/cfn-lint" template.yaml

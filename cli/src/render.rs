@@ -5,6 +5,7 @@
 use clap::ValueEnum;
 use std::fmt::Display;
 
+use pointflow::domain::audit::Audit;
 use pointflow::domain::CancelProgress;
 use pointflow::services::api::JobView;
 
@@ -48,7 +49,13 @@ pub fn print_jobs(views: &[JobView], output: Output) -> anyhow::Result<()> {
                 if v.refused > 0 {
                     println!("  refused uses: {}", v.refused);
                 }
+                if let Some(audit) = &v.audit {
+                    println!("  asked by: {}", describe_audit(audit));
+                }
                 if let Some(cancel) = &v.cancel {
+                    if let Some(audit) = &cancel.audit {
+                        println!("  cancel asked by: {}", describe_audit(audit));
+                    }
                     println!(
                         "  cancel: {} reversed, {} already spent, {} not credited by this job; {} of {} messages{}",
                         cancel.counts.reversed,
@@ -67,6 +74,30 @@ pub fn print_jobs(views: &[JobView], output: Output) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Who asked, for people: `iam arn:… from 203.0.113.10, request …,
+/// reason "…"`.
+pub fn describe_audit(audit: &Audit) -> String {
+    let caller = &audit.caller;
+    let kind = serde_json::to_value(caller.kind)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default();
+    let mut text = kind;
+    if let Some(id) = &caller.id {
+        text.push_str(&format!(" {id}"));
+    }
+    if let Some(ip) = &caller.source_ip {
+        text.push_str(&format!(" from {ip}"));
+    }
+    if let Some(request) = &audit.request_id {
+        text.push_str(&format!(", request {request}"));
+    }
+    if let Some(reason) = &audit.reason {
+        text.push_str(&format!(", reason {reason:?}"));
+    }
+    text
 }
 
 /// The line `cancel` prints for people: what the cancel of `job` did so far,

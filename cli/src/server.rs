@@ -3,15 +3,17 @@
 //! same handler code, like `sam local start-api`.
 
 use std::future::Future;
+use std::net::SocketAddr;
 
 use aws_lambda_events::encodings::Body as LambdaBody;
 use aws_lambda_events::http::{HeaderMap, Method};
 use axum::body::{Body, Bytes};
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
 use axum::http::{header, StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
+use pointflow::domain::audit::Audit;
 use pointflow::services::api::ApiService;
 use serde_json::json;
 use tokio::net::TcpListener;
@@ -36,7 +38,10 @@ pub async fn serve(
         .layer(DefaultBodyLimit::max(GATEWAY_MAX_BODY))
         .layer(middleware::from_fn_with_state((port, exposure), guard_host))
         .with_state(service);
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+    // The peer's address reaches the handler, for the audit record.
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 /// Refuses, before the handler sees it, a request whose `Host` is not this
@@ -69,6 +74,7 @@ async fn guard_host(State((port, exposure)): State<(u16, Exposure)>, request: Re
 
 async fn handle(
     State(service): State<ApiService>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
@@ -78,7 +84,19 @@ async fn handle(
     // Moved, not copied, when the body arrived in one buffer (a 50,000-item
     // request is ~4.5 MB).
     let event = ingest_api::proxy_event(method, target, headers, Vec::from(body));
-    let response = ingest_api::handle(&service, event).await;
+    // What API Gateway's request context says on AWS, the local server
+    // says itself: the caller is `local`, from the peer's address, under a
+    // request id of its own.
+    let answer = match ingest_api::to_api_request(event) {
+        Ok(mut request) => {
+            let audit = Audit::local(Some(peer.to_string()));
+            request.caller = Some(audit.caller);
+            request.request_id = audit.request_id;
+            service.handle(&request).await
+        }
+        Err(refused) => refused,
+    };
+    let response = ingest_api::to_gateway_response(answer);
     let status = u16::try_from(response.status_code)
         .ok()
         .and_then(|s| StatusCode::from_u16(s).ok())

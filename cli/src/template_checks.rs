@@ -325,6 +325,91 @@ fn the_table_has_deletion_protection() {
     }
 }
 
+/// The `$context.…` variables of an access log format, by the JSON key
+/// each fills.
+fn access_log_fields(format: &str) -> serde_json::Map<String, serde_json::Value> {
+    // Every value is a quoted variable, so the format is JSON once each
+    // variable is replaced by a sample; the variables themselves are kept.
+    let parsed: serde_json::Value =
+        serde_json::from_str(format).unwrap_or_else(|e| panic!("the access log format is not JSON: {e}: {format}"));
+    parsed
+        .as_object()
+        .expect("the access log format is a JSON object")
+        .clone()
+}
+
+/// The API's stage writes access logs: to a log group of this stack with a
+/// retention, as one JSON object per request, holding who called (the IAM
+/// caller, its ARN and account, the API key's id, the source IP), the route
+/// (resource path and method), the status, both latencies and the request
+/// id; never the API key itself. API Gateway can write them: the stack
+/// sets the account's CloudWatch Logs role (or is told it exists), and the
+/// API waits for that setting.
+#[test]
+fn the_api_writes_json_access_logs_of_who_called_what() {
+    let doc = template();
+    let resources = &doc["Resources"];
+    let api = &resources["PointflowApi"];
+    let setting = &api["Properties"]["AccessLogSetting"];
+    let group = referenced(&setting["DestinationArn"]).expect("the destination is a log group of this stack");
+    assert_eq!(resources[group]["Type"].as_str(), Some("AWS::Logs::LogGroup"));
+    let retention = referenced(&resources[group]["Properties"]["RetentionInDays"]).expect("a retention parameter");
+    assert!(doc["Parameters"][retention]["Default"]
+        .as_u64()
+        .is_some_and(|days| days >= 365));
+
+    let fields = access_log_fields(setting["Format"].as_str().expect("a format string"));
+    let wanted = [
+        ("requestId", "$context.requestId"),
+        ("httpMethod", "$context.httpMethod"),
+        ("resourcePath", "$context.resourcePath"),
+        ("status", "$context.status"),
+        ("responseLatency", "$context.responseLatency"),
+        ("integrationLatency", "$context.integrationLatency"),
+        ("sourceIp", "$context.identity.sourceIp"),
+        ("caller", "$context.identity.caller"),
+        ("userArn", "$context.identity.userArn"),
+        ("accountId", "$context.identity.accountId"),
+        ("apiKeyId", "$context.identity.apiKeyId"),
+    ];
+    for (key, variable) in wanted {
+        assert_eq!(fields.get(key).and_then(|v| v.as_str()), Some(variable), "{key}");
+    }
+    for (key, value) in &fields {
+        let variable = value.as_str().unwrap_or_default();
+        assert!(variable.starts_with("$context."), "{key}: {variable}");
+        assert_ne!(
+            variable, "$context.identity.apiKey",
+            "{key} would log the API key itself"
+        );
+    }
+
+    // API Gateway's account-level CloudWatch Logs role, and the wait for it.
+    let account = &resources["ApiGatewayAccount"];
+    assert_eq!(account["Type"].as_str(), Some("AWS::ApiGateway::Account"));
+    let role = referenced(&account["Properties"]["CloudWatchRoleArn"]).expect("a role of this stack");
+    let role = &resources[role];
+    assert_eq!(
+        role["DeletionPolicy"].as_str(),
+        Some("Retain"),
+        "other APIs may log with it"
+    );
+    let trusted = &as_list(&role["Properties"]["AssumeRolePolicyDocument"]["Statement"])[0]["Principal"]["Service"];
+    assert_eq!(trusted.as_str(), Some("apigateway.amazonaws.com"));
+    let policies = format!("{:?}", role["Properties"]["ManagedPolicyArns"]);
+    assert!(
+        policies.contains("service-role/AmazonAPIGatewayPushToCloudWatchLogs"),
+        "{policies}"
+    );
+    let waits_for = api["DependsOn"]
+        .as_str()
+        .expect("the API waits for the account setting");
+    assert!(
+        format!("{:?}", resources[waits_for]["Metadata"]).contains("ApiGatewayAccount"),
+        "{waits_for} must depend on ApiGatewayAccount"
+    );
+}
+
 /// Whether `value` matches an IAM policy pattern: `*` stands for any run of
 /// characters (none, or many, `/` included) and `?` for exactly one, as IAM
 /// matches resource ARNs
@@ -657,4 +742,51 @@ fn operate_may_list_archive_and_redrive_the_dead_letter_queues() {
             }
         }
     }
+}
+
+/// The API's OpenAPI document, as shipped.
+const OPENAPI: &str = include_str!("../../docs/openapi.yaml");
+
+/// The methods an OpenAPI path item may describe.
+const OPENAPI_METHODS: [&str; 8] = ["get", "put", "post", "delete", "options", "head", "patch", "trace"];
+
+/// The routes API Gateway sends to the function (the `Api` events of the
+/// template's functions) are exactly the operations `docs/openapi.yaml`
+/// describes, method and path: a route added to one and not the other fails.
+#[test]
+fn the_templates_routes_are_the_operations_of_the_openapi_document() {
+    let doc = template();
+    let mut routes = BTreeSet::new();
+    for (name, function) in resources_of(&doc, "AWS::Serverless::Function") {
+        for (event, properties) in function["Properties"]["Events"].as_mapping().into_iter().flatten() {
+            if properties["Type"].as_str() != Some("Api") {
+                continue;
+            }
+            assert_eq!(
+                name, "IngestApiFunction",
+                "{event:?}: only the ingest function serves the API"
+            );
+            let properties = &properties["Properties"];
+            assert_eq!(referenced(&properties["RestApiId"]), Some("PointflowApi"), "{event:?}");
+            let method = properties["Method"].as_str().expect("a method").to_ascii_uppercase();
+            let path = properties["Path"].as_str().expect("a path").to_owned();
+            assert!(routes.insert((method, path)), "{event:?} repeats a route");
+        }
+    }
+    let openapi: Value = serde_norway::from_str(OPENAPI).expect("docs/openapi.yaml is YAML");
+    let mut operations = BTreeSet::new();
+    for (path, item) in openapi["paths"].as_mapping().expect("paths") {
+        for method in OPENAPI_METHODS {
+            if !item[method].is_null() {
+                operations.insert((method.to_ascii_uppercase(), path.as_str().expect("a path").to_owned()));
+            }
+        }
+    }
+    assert!(routes.len() >= 7, "{routes:?}");
+    let only_template: Vec<_> = routes.difference(&operations).collect();
+    let only_document: Vec<_> = operations.difference(&routes).collect();
+    assert!(
+        only_template.is_empty() && only_document.is_empty(),
+        "routes in template.yaml only: {only_template:?}\noperations in docs/openapi.yaml only: {only_document:?}"
+    );
 }

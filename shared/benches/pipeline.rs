@@ -138,6 +138,7 @@ fn worker(c: &mut Criterion) {
                         source: None,
                         reading: false,
                         created_at: time::OffsetDateTime::now_utc(),
+                        audit: None,
                     }))
                     .unwrap();
                 let body = QueueMessage::new(job_id, 0, Payload::Accruals(message.clone())).encode();

@@ -18,8 +18,10 @@ use time::OffsetDateTime;
 
 use crate::backend::Backend;
 
+mod audit;
 mod reconcile;
 mod refusals;
+pub use audit::the_audit_trail_keeps_who_asked_for_each_change;
 pub use reconcile::{
     reconcile_finds_a_clean_member_clean, reconcile_recounts_a_job_from_its_messages,
     reconcile_repair_never_writes_over_a_stale_read, reconcile_reports_then_repairs_a_tampered_balance,
@@ -65,6 +67,7 @@ fn new_job(total: u64, messages: u64, hash: &str) -> NewJob {
         reading: false,
         // Stores keep at least millisecond precision.
         created_at: OffsetDateTime::from_unix_timestamp(1_790_000_000).expect("valid time"),
+        audit: None,
     }
 }
 
@@ -1183,8 +1186,13 @@ struct ReversalsFailAfter {
 
 #[async_trait::async_trait]
 impl pointflow::ports::Debits for ReversalsFailAfter {
-    async fn apply_use(&self, u: &Use, now: OffsetDateTime) -> Result<UseOutcome, pointflow::ports::StoreError> {
-        self.inner.apply_use(u, now).await
+    async fn apply_use_audited(
+        &self,
+        u: &Use,
+        audit: Option<&pointflow::domain::audit::Audit>,
+        now: OffsetDateTime,
+    ) -> Result<UseOutcome, pointflow::ports::StoreError> {
+        self.inner.apply_use_audited(u, audit, now).await
     }
 
     async fn apply_message_use(
@@ -1196,9 +1204,10 @@ impl pointflow::ports::Debits for ReversalsFailAfter {
         self.inner.apply_message_use(by, u, now).await
     }
 
-    async fn reverse(
+    async fn reverse_audited(
         &self,
         target: &ReversalTarget,
+        audit: Option<&pointflow::domain::audit::Audit>,
         now: OffsetDateTime,
     ) -> Result<ReversalOutcome, pointflow::ports::StoreError> {
         use std::sync::atomic::Ordering;
@@ -1211,7 +1220,7 @@ impl pointflow::ports::Debits for ReversalsFailAfter {
                 operation: "TransactWriteItems",
             });
         }
-        self.inner.reverse(target, now).await
+        self.inner.reverse_audited(target, audit, now).await
     }
 }
 
@@ -1256,7 +1265,7 @@ pub async fn a_job_cancel_resumes_and_reverses_only_its_own_credits(b: &Backend)
         let ids: Vec<String> = batch.iter().map(|a| a.accrual_id.clone()).collect();
         if seq == 0 {
             // Not complete yet: the cancel is refused.
-            let running = cancel_job(b.ledger.as_ref(), b.jobs.as_ref(), job.job_id, b.parallelism()).await;
+            let running = cancel_job(b.ledger.as_ref(), b.jobs.as_ref(), job.job_id, None, b.parallelism()).await;
             assert!(matches!(running, Err(CancelError::Running { .. })), "{running:?}");
         }
         b.jobs.fold_message(job.job_id, seq, counts, &ids, now()).await.unwrap();
@@ -1272,7 +1281,7 @@ pub async fn a_job_cancel_resumes_and_reverses_only_its_own_credits(b: &Backend)
         inner: b.ledger.clone(),
         left: std::sync::atomic::AtomicUsize::new(1),
     };
-    let interrupted = cancel_job(&flaky, b.jobs.as_ref(), job.job_id, 1).await;
+    let interrupted = cancel_job(&flaky, b.jobs.as_ref(), job.job_id, None, 1).await;
     assert!(matches!(interrupted, Err(CancelError::Store(_))), "{interrupted:?}");
     let halfway = b.jobs.get_job(job.job_id).await.unwrap().unwrap();
     assert!(
@@ -1281,7 +1290,7 @@ pub async fn a_job_cancel_resumes_and_reverses_only_its_own_credits(b: &Backend)
     );
 
     for _ in 0..2 {
-        let done = cancel_job(b.ledger.as_ref(), b.jobs.as_ref(), job.job_id, b.parallelism())
+        let done = cancel_job(b.ledger.as_ref(), b.jobs.as_ref(), job.job_id, None, b.parallelism())
             .await
             .unwrap();
         let cancel = done.cancel.expect("a cancel");
@@ -1300,7 +1309,7 @@ pub async fn a_job_cancel_resumes_and_reverses_only_its_own_credits(b: &Backend)
         assert_eq!(b.ledger.balances(&m1).await.unwrap(), [balance("PT", 7)]);
         assert_eq!(b.ledger.balances(&m2).await.unwrap(), [balance("PT", 30)]);
     }
-    let ghost = cancel_job(b.ledger.as_ref(), b.jobs.as_ref(), JobId::random(), 1).await;
+    let ghost = cancel_job(b.ledger.as_ref(), b.jobs.as_ref(), JobId::random(), None, 1).await;
     assert!(matches!(ghost, Err(CancelError::NotFound(_))));
 }
 
@@ -1345,7 +1354,7 @@ pub async fn a_message_redriven_after_its_job_cancel_credits_nothing(b: &Backend
         .await
         .unwrap();
 
-    let cancelled = cancel_job(b.ledger.as_ref(), b.jobs.as_ref(), job.job_id, b.parallelism())
+    let cancelled = cancel_job(b.ledger.as_ref(), b.jobs.as_ref(), job.job_id, None, b.parallelism())
         .await
         .unwrap();
     let expected = CancelCounts {
@@ -1442,7 +1451,7 @@ pub async fn a_use_message_redriven_after_its_job_cancel_deducts_nothing(b: &Bac
     let settled = b.jobs.get_job(job.job_id).await.unwrap().unwrap();
     assert_eq!((settled.applied, settled.refused, settled.failed), (2, 2, 1));
 
-    let cancelled = cancel_job(b.ledger.as_ref(), b.jobs.as_ref(), job.job_id, b.parallelism())
+    let cancelled = cancel_job(b.ledger.as_ref(), b.jobs.as_ref(), job.job_id, None, b.parallelism())
         .await
         .unwrap();
     let after_cancel = b.ledger.balances(&member).await.unwrap();
@@ -1522,6 +1531,7 @@ macro_rules! contract_suite {
             reconcile_recounts_a_job_from_its_messages,
             a_bulk_use_refused_once_stays_refused,
             racing_deliveries_decide_a_bulk_use_once,
+            the_audit_trail_keeps_who_asked_for_each_change,
         );
     };
     (@cases $make:expr, $filter:tt; $(,)?) => {};

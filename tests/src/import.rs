@@ -118,6 +118,7 @@ impl ImportRig {
                 version_id: None,
             },
             resume: None,
+            audit: None,
         }
     }
 

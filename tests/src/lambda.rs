@@ -55,20 +55,48 @@ pub fn response_json(response: &ApiGatewayProxyResponse) -> (i64, Value) {
     (response.status_code, body)
 }
 
-/// Calls the ingest handler and returns status and body.
+/// Calls the ingest handler and returns status and body, after checking
+/// that the answer is one `docs/openapi.yaml` documents for the route
+/// (status, body schema, headers): every test that calls the API through
+/// here also tests the document.
 pub async fn call_api(service: &ApiService, event: ApiGatewayProxyRequest) -> (i64, Value) {
-    response_json(&ingest_api::handle(service, event).await)
+    let method = event.http_method.as_str().to_owned();
+    let path = event.path.clone().unwrap_or_default();
+    let response = ingest_api::handle(service, event).await;
+    checked(&method, &path, &response)
+}
+
+/// Status and body of `response` to `method path`, once
+/// [`openapi::assert_conforms`](crate::openapi::assert_conforms) passed it.
+fn checked(method: &str, path: &str, response: &ApiGatewayProxyResponse) -> (i64, Value) {
+    let (status, body) = response_json(response);
+    let headers: Vec<(String, String)> = response
+        .headers
+        .iter()
+        .map(|(name, value)| {
+            (
+                name.as_str().to_owned(),
+                String::from_utf8_lossy(value.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    let status_code = u16::try_from(status).expect("an HTTP status");
+    crate::openapi::assert_conforms(method, path, status_code, &headers, &body);
+    (status, body)
 }
 
 /// Calls the ingest handler as a deployed stack does (refusing a request
 /// whose context lacks the identity `mode` requires) and returns status
-/// and body.
+/// and body, checked against `docs/openapi.yaml` like [`call_api`]'s.
 pub async fn call_api_authenticated(
     service: &ApiService,
     mode: pointflow::domain::capabilities::AuthMode,
     event: ApiGatewayProxyRequest,
 ) -> (i64, Value) {
-    response_json(&ingest_api::handle_authenticated(service, mode, event).await)
+    let method = event.http_method.as_str().to_owned();
+    let path = event.path.clone().unwrap_or_default();
+    let response = ingest_api::handle_authenticated(service, mode, event).await;
+    checked(&method, &path, &response)
 }
 
 /// An SQS event as Lambda's event source mapping builds it.

@@ -1,12 +1,16 @@
 //! Shared pieces of Pointflow's integration tests: backends to run against
 //! (in-memory, and the AWS adapters over the moto emulator), the port
 //! contract suite every backend must pass, end-to-end cases every backend
-//! must pass (`pipeline`), and helpers that drive the real Lambda handlers.
+//! must pass (`pipeline`), helpers that drive the real Lambda handlers, and
+//! the OpenAPI document as a checker of the API's answers (`openapi`, and
+//! `openapi_proxy` in front of a real server).
 
 pub mod backend;
 pub mod contract;
 pub mod import;
 pub mod lambda;
+pub mod openapi;
+pub mod openapi_proxy;
 pub mod pipeline;
 pub mod strict;
 pub mod workbooks;

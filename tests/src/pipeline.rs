@@ -151,7 +151,7 @@ pub async fn a_campaign_is_cancelled_through_the_pipeline(b: Backend) {
     let job = b.jobs.get_job(job_id).await.unwrap().unwrap();
     assert_eq!((job.applied, job.duplicate, job.messages), (9, 1, 3));
 
-    let done = cancel_job(b.ledger.as_ref(), b.jobs.as_ref(), job_id, b.parallelism())
+    let done = cancel_job(b.ledger.as_ref(), b.jobs.as_ref(), job_id, None, b.parallelism())
         .await
         .unwrap();
     let cancel = done.cancel.clone().unwrap();

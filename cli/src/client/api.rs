@@ -221,11 +221,22 @@ impl ApiClient {
     }
 
     /// `POST /v1/jobs/{job_id}/cancel`: asks the workers to reverse what the
-    /// job credited (safe to repeat: it resumes). Returns the job as it stands.
-    pub async fn cancel_job(&self, job_id: &str) -> Result<JobView, ClientError> {
+    /// job credited (safe to repeat: it resumes), with the reason given, if
+    /// any, for the cancel's audit record. Returns the job as it stands.
+    pub async fn cancel_job(&self, job_id: &str, reason: Option<&str>) -> Result<JobView, ClientError> {
         let url = format!("{}/v1/jobs/{job_id}/cancel", self.endpoint);
         let what = format!("POST /v1/jobs/{job_id}/cancel");
-        let (status, _, bytes) = self.send(&what, || self.http.post(&url)).await?;
+        let body = reason.map(|reason| serde_json::json!({ "reason": reason }).to_string());
+        let (status, _, bytes) = self
+            .send(&what, || match &body {
+                Some(body) => self
+                    .http
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .body(body.clone()),
+                None => self.http.post(&url),
+            })
+            .await?;
         if status != StatusCode::OK && status != StatusCode::ACCEPTED {
             return Err(refused(what, status, &bytes));
         }

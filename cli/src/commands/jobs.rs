@@ -42,6 +42,9 @@ pub struct CancelArgs {
     api: ApiArgs,
     /// The job id.
     job: String,
+    /// Why the job is cancelled: kept with the cancel, for the audit trail.
+    #[arg(long)]
+    reason: Option<String>,
     /// Wait until every message of the job is cancelled.
     #[arg(long)]
     wait: bool,
@@ -89,12 +92,13 @@ pub async fn cancel(args: CancelArgs) -> anyhow::Result<ExitCode> {
     let CancelArgs {
         api,
         job,
+        reason,
         wait,
         timeout,
     } = args;
     let client = api.client().await?;
     let started = Instant::now();
-    let mut view = client.cancel_job(&job).await?;
+    let mut view = client.cancel_job(&job, reason.as_deref()).await?;
     while wait && view.cancel.as_ref().is_some_and(|c| c.completed_at.is_none()) {
         if started.elapsed() > Duration::from_secs(timeout) {
             anyhow::bail!("job {job}'s cancel did not finish within {timeout} s; run the same command to resume");

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
+use pointflow::domain::audit::Audit;
 use pointflow::domain::JobId;
 use pointflow::services::api::JobView;
 use pointflow_cli::backend::{AwsResources, BackendChoice, LocalBackend, DEFAULT_BUCKET_DIR, DEFAULT_DB};
@@ -228,9 +229,16 @@ fn exposure(allow_remote: bool) -> Exposure {
 /// Cancels the job directly on the store (no API, no pollers).
 async fn cancel(backend: &LocalBackend, args: CancelArgs) -> anyhow::Result<ExitCode> {
     let job_id: JobId = args.job_id.parse().context("the job id is not a UUID")?;
-    let job =
-        pointflow::services::cancel::cancel_job(backend.ledger.as_ref(), backend.jobs.as_ref(), job_id, args.parallel)
-            .await?;
+    // An operator's in-process cancel: recorded as `local`.
+    let audit = Audit::local(None);
+    let job = pointflow::services::cancel::cancel_job(
+        backend.ledger.as_ref(),
+        backend.jobs.as_ref(),
+        job_id,
+        Some(&audit),
+        args.parallel,
+    )
+    .await?;
     let cancel = job.cancel.clone().context("the store did not record the cancel")?;
     match args.output {
         Output::Json => println!("{}", serde_json::to_string(&JobView::from(&job))?),

@@ -45,7 +45,7 @@ pub async fn handle_sqs(importer: &Importer, event: SqsEvent) -> SqsBatchRespons
         let ok = match parse_tasks(record.body.as_deref().unwrap_or_default()) {
             Ok(tasks) => run_all(importer, &tasks).await.is_ok(),
             Err(error) => {
-                warn!(%message_id, error = %error, "unusable import message");
+                warn!(%message_id, error = %pointflow::ports::log_form(&error), "unusable import message");
                 false
             }
         };

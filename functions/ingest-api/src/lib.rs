@@ -8,6 +8,7 @@ use std::collections::HashMap;
 
 use aws_lambda_events::query_map::QueryMap;
 use base64::Engine;
+use pointflow::domain::audit::{Caller, GatewayIdentity};
 use pointflow::domain::capabilities::{check_caller, AuthMode, CallerContext};
 use pointflow::services::api::ApiService;
 use pointflow::services::api::{ApiError, ApiRequest, ApiResponse};
@@ -44,12 +45,24 @@ pub fn to_api_request(event: ApiGatewayProxyRequest) -> Result<ApiRequest, ApiRe
         .iter()
         .map(|(name, value)| (name.to_owned(), value.to_owned()))
         .collect();
+    // Who asked: what API Gateway authenticated, as its request context
+    // says (a client cannot set these fields through headers or body).
+    let identity = &event.request_context.identity;
+    let caller = Caller::from_gateway(&GatewayIdentity {
+        user_arn: identity.user_arn.clone(),
+        caller: identity.caller.clone(),
+        account_id: identity.account_id.clone(),
+        api_key_id: identity.api_key_id.clone(),
+        source_ip: identity.source_ip.clone(),
+    });
     Ok(ApiRequest {
         method: event.http_method.as_str().to_owned(),
         path: event.path.unwrap_or_default(),
         query,
         headers,
         body,
+        caller: Some(caller),
+        request_id: event.request_context.request_id.clone(),
     })
 }
 

@@ -18,6 +18,7 @@
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
+use crate::domain::audit::Audit;
 use crate::domain::capacity::{
     fold_units, indexed_write_units, ledger_transaction_units, use_entry_bytes, write_units, WriteCost, WriteKind,
     WriteMeter, MARKER_AND_UPDATE_UNITS, SMALL_WRITE_UNITS,
@@ -96,14 +97,19 @@ impl<S: Credits> Credits for Metered<S> {
 
 #[async_trait]
 impl<S: Debits> Debits for Metered<S> {
-    async fn apply_use(&self, u: &Use, now: OffsetDateTime) -> Result<UseOutcome, StoreError> {
+    async fn apply_use_audited(
+        &self,
+        u: &Use,
+        audit: Option<&Audit>,
+        now: OffsetDateTime,
+    ) -> Result<UseOutcome, StoreError> {
         // As DynamoDB: one transaction of a put and a balance update.
         self.meter.charge_ledger(
             1,
             indexed_write_units(use_entry_bytes(u, None), WriteKind::Transactional)
                 + write_units(0, WriteKind::Transactional),
         );
-        self.inner.apply_use(u, now).await
+        self.inner.apply_use_audited(u, audit, now).await
     }
 
     async fn apply_message_use(&self, by: MessageRef, u: &Use, now: OffsetDateTime) -> Result<UseOutcome, StoreError> {
@@ -117,14 +123,19 @@ impl<S: Debits> Debits for Metered<S> {
         self.inner.apply_message_use(by, u, now).await
     }
 
-    async fn reverse(&self, target: &ReversalTarget, now: OffsetDateTime) -> Result<ReversalOutcome, StoreError> {
+    async fn reverse_audited(
+        &self,
+        target: &ReversalTarget,
+        audit: Option<&Audit>,
+        now: OffsetDateTime,
+    ) -> Result<ReversalOutcome, StoreError> {
         // As DynamoDB: one transaction updating the entry and the balance,
         // and writing the reversal's own history entry.
         self.meter.charge_ledger(
             1,
             2 * write_units(0, WriteKind::Transactional) + indexed_write_units(0, WriteKind::Transactional),
         );
-        self.inner.reverse(target, now).await
+        self.inner.reverse_audited(target, audit, now).await
     }
 }
 
@@ -189,9 +200,14 @@ impl<S: JobStore> JobStore for Metered<S> {
         self.inner.chunk_recorded(job_id, index).await
     }
 
-    async fn begin_cancel(&self, job_id: JobId, now: OffsetDateTime) -> Result<Option<Job>, StoreError> {
+    async fn begin_cancel(
+        &self,
+        job_id: JobId,
+        audit: Option<&Audit>,
+        now: OffsetDateTime,
+    ) -> Result<Option<Job>, StoreError> {
         self.meter.charge_jobs(1, SMALL_WRITE_UNITS);
-        self.inner.begin_cancel(job_id, now).await
+        self.inner.begin_cancel(job_id, audit, now).await
     }
 
     async fn begin_message_cancel(

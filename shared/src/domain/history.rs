@@ -17,6 +17,7 @@ use time::format_description::FormatItem;
 use time::macros::format_description;
 use time::OffsetDateTime;
 
+use crate::domain::audit::Audit;
 use crate::domain::lots::{LotKey, LotState};
 use crate::domain::reversal::ReversalKind;
 use crate::domain::validation::check_point_type;
@@ -98,6 +99,10 @@ pub struct HistoryEntry {
     pub expires_at: Option<OffsetDateTime>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Who asked for a use or a reversal, from which request, and why (an
+    /// accrual's is its job's: see `job_id`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit: Option<Audit>,
 }
 
 impl HistoryEntry {
@@ -120,6 +125,7 @@ impl HistoryEntry {
             apply_at: accrual.apply_at,
             expires_at: accrual.expires_at,
             reason: accrual.reason.clone(),
+            audit: None,
         }
     }
 
@@ -136,6 +142,7 @@ impl HistoryEntry {
             apply_at: None,
             expires_at: None,
             reason: record.reason.clone(),
+            audit: record.audit.clone(),
         }
     }
 
@@ -156,6 +163,7 @@ impl HistoryEntry {
             apply_at: None,
             expires_at: None,
             reason: None,
+            audit: record.audit.clone(),
         }
     }
 }
@@ -321,6 +329,7 @@ fn expiry_entry(point_type: &str, lot: LotKey, amount: u64, id: String) -> Optio
         apply_at: None,
         expires_at: Some(at),
         reason: None,
+        audit: None,
     })
 }
 
@@ -341,6 +350,7 @@ mod tests {
             apply_at: None,
             expires_at: None,
             reason: None,
+            audit: None,
         }
     }
 

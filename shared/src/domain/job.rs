@@ -5,6 +5,8 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use crate::domain::audit::Audit;
+
 /// Identifies one submission (API request or, later, file).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -61,6 +63,9 @@ pub struct NewJob {
     /// its last chunk is recorded, whatever its counts say.
     pub reading: bool,
     pub created_at: OffsetDateTime,
+    /// Who asked for the job, from which request (`None`: not recorded, as
+    /// by tools and jobs created before the audit trail).
+    pub audit: Option<Audit>,
 }
 
 /// A job with its progress, as stored.
@@ -96,6 +101,8 @@ pub struct Job {
     pub completed_at: Option<OffsetDateTime>,
     /// The job's cancel, once asked for ([`crate::services::cancel`]).
     pub cancel: Option<CancelProgress>,
+    /// Who asked for the job (see [`NewJob::audit`]).
+    pub audit: Option<Audit>,
 }
 
 /// Where a job's cancel stands: counts over the messages done so far.
@@ -108,6 +115,10 @@ pub struct CancelProgress {
     pub messages: u64,
     #[serde(with = "time::serde::rfc3339::option")]
     pub completed_at: Option<OffsetDateTime>,
+    /// Who asked for the cancel, and why (the first request's: asking
+    /// again resumes it and records nothing new).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit: Option<Audit>,
 }
 
 /// What cancelling one message's accruals did, added to its job once.
@@ -161,6 +172,7 @@ impl Job {
             error: None,
             completed_at: None,
             cancel: None,
+            audit: new.audit.clone(),
         }
     }
 
@@ -278,6 +290,7 @@ mod tests {
             source: None,
             reading: false,
             created_at: OffsetDateTime::UNIX_EPOCH,
+            audit: None,
         });
         j.applied = applied;
         j.duplicate = duplicate;

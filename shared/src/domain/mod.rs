@@ -4,6 +4,7 @@
 
 pub mod accrual;
 pub mod accrual_ids;
+pub mod audit;
 pub mod capabilities;
 pub mod capacity;
 pub mod csv_rows;

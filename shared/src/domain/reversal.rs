@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use time::OffsetDateTime;
 
+use crate::domain::audit::Audit;
 use crate::domain::uses::check_use_id;
 use crate::domain::validation::{check_accrual_id, check_reason, FieldError};
 use crate::domain::MessageRef;
@@ -75,6 +76,11 @@ pub struct ReversalRecord {
     pub amount: u64,
     #[serde(with = "time::serde::rfc3339")]
     pub reversed_at: OffsetDateTime,
+    /// Who asked for the reversal, from which request, and why; `None` for
+    /// a job cancel's reversals (the job's cancel records its caller) and
+    /// reversals made before the audit trail.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audit: Option<Audit>,
 }
 
 /// What reversing did.
@@ -92,8 +98,8 @@ pub enum ReversalOutcome {
 }
 
 /// Reads `POST /v1/reversals`: `{"accrual_id": …}` or `{"use_id": …}`, and
-/// an optional `reason` (logged, not stored).
-pub fn reversal_from_json(body: &Value) -> Result<ReversalTarget, Vec<FieldError>> {
+/// an optional `reason` (kept in the reversal's audit record, never logged).
+pub fn reversal_from_json(body: &Value) -> Result<(ReversalTarget, Option<String>), Vec<FieldError>> {
     let mut errors = Vec::new();
     let mut fail = |field: &str, reason: String| {
         errors.push(FieldError {
@@ -114,13 +120,13 @@ pub fn reversal_from_json(body: &Value) -> Result<ReversalTarget, Vec<FieldError
             );
         }
     }
+    let mut given_reason = None;
     if let Some(reason) = object.get("reason") {
         match reason.as_str() {
-            Some(text) => {
-                if let Err(e) = check_reason(text) {
-                    fail("reason", e);
-                }
-            }
+            Some(text) => match check_reason(text) {
+                Ok(()) => given_reason = Some(text.to_owned()),
+                Err(e) => fail("reason", e),
+            },
             None if reason.is_null() => {}
             None => fail("reason", "must be a string".into()),
         }
@@ -163,7 +169,7 @@ pub fn reversal_from_json(body: &Value) -> Result<ReversalTarget, Vec<FieldError
         },
     };
     match target {
-        Some(target) if errors.is_empty() => Ok(target),
+        Some(target) if errors.is_empty() => Ok((target, given_reason)),
         _ => Err(errors),
     }
 }
@@ -177,11 +183,11 @@ mod tests {
     fn names_the_target() {
         assert_eq!(
             reversal_from_json(&json!({"accrual_id": "a-1", "reason": "fraud"})).unwrap(),
-            ReversalTarget::Accrual("a-1".into())
+            (ReversalTarget::Accrual("a-1".into()), Some("fraud".to_owned()))
         );
         assert_eq!(
             reversal_from_json(&json!({"use_id": "order-1"})).unwrap(),
-            ReversalTarget::Use("order-1".into())
+            (ReversalTarget::Use("order-1".into()), None)
         );
     }
 

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use time::OffsetDateTime;
 
+use crate::domain::audit::Audit;
 use crate::domain::lots::UseShortfall;
 use crate::domain::validation::{
     check_accrual_id, check_amount, check_member_id, check_point_type, check_reason, FieldError,
@@ -36,6 +37,10 @@ pub struct UseRecord {
     pub reason: Option<String>,
     #[serde(with = "time::serde::rfc3339")]
     pub applied_at: OffsetDateTime,
+    /// Who asked for the use, from which request; `None` for a bulk use
+    /// (its job records who asked) and uses made before the audit trail.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audit: Option<Audit>,
 }
 
 impl UseRecord {
@@ -48,7 +53,14 @@ impl UseRecord {
             amount: u.amount,
             reason: u.reason.clone(),
             applied_at: at,
+            audit: None,
         }
+    }
+
+    /// The same record, asked for as `audit` says.
+    pub fn with_audit(mut self, audit: Option<&Audit>) -> Self {
+        self.audit = audit.cloned();
+        self
     }
 
     /// Whether `u` asks for what this record did (a retry), as opposed to a

@@ -95,12 +95,13 @@ macro_rules! forward_debits {
     ([$($generics:tt)*] $ty:ty, $self:ident => $inner:expr) => {
         #[$crate::ports::forward::__async_trait]
         impl $($generics)* $crate::ports::Debits for $ty {
-            async fn apply_use(
+            async fn apply_use_audited(
                 &$self,
                 u: &$crate::domain::uses::Use,
+                audit: ::std::option::Option<&$crate::domain::audit::Audit>,
                 now: $crate::ports::forward::__OffsetDateTime,
             ) -> ::std::result::Result<$crate::domain::uses::UseOutcome, $crate::ports::StoreError> {
-                $inner.apply_use(u, now).await
+                $inner.apply_use_audited(u, audit, now).await
             }
 
             async fn apply_message_use(
@@ -112,12 +113,13 @@ macro_rules! forward_debits {
                 $inner.apply_message_use(by, u, now).await
             }
 
-            async fn reverse(
+            async fn reverse_audited(
                 &$self,
                 target: &$crate::domain::reversal::ReversalTarget,
+                audit: ::std::option::Option<&$crate::domain::audit::Audit>,
                 now: $crate::ports::forward::__OffsetDateTime,
             ) -> ::std::result::Result<$crate::domain::reversal::ReversalOutcome, $crate::ports::StoreError> {
-                $inner.reverse(target, now).await
+                $inner.reverse_audited(target, audit, now).await
             }
         }
     };

@@ -3,6 +3,7 @@
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
+use crate::domain::audit::Audit;
 use crate::domain::{CancelCounts, ChunkReport, FoldedItems, Job, JobId, MessageCounts, NewJob};
 use crate::ports::StoreError;
 
@@ -54,9 +55,15 @@ pub trait JobStore: Send + Sync {
     /// Whether chunk `index` of the job has been recorded.
     async fn chunk_recorded(&self, job_id: JobId, index: u32) -> Result<bool, StoreError>;
 
-    /// Records that the job is being cancelled (the first call's time
-    /// stays) and returns it; `None` if there is no such job.
-    async fn begin_cancel(&self, job_id: JobId, now: OffsetDateTime) -> Result<Option<Job>, StoreError>;
+    /// Records that the job is being cancelled, by whom and why (`audit`;
+    /// the first call's time and audit stay, a later call resumes the same
+    /// cancel) and returns it; `None` if there is no such job.
+    async fn begin_cancel(
+        &self,
+        job_id: JobId,
+        audit: Option<&Audit>,
+        now: OffsetDateTime,
+    ) -> Result<Option<Job>, StoreError>;
 
     /// Begins the cancel of message `seq` of the job: from the moment this
     /// returns, no credit on behalf of that message can happen

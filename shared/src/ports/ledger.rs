@@ -4,6 +4,7 @@
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
+use crate::domain::audit::Audit;
 use crate::domain::history::HistoryEntry;
 use crate::domain::lots::BalanceSheet;
 use crate::domain::reconcile::MemberLedger;
@@ -77,6 +78,7 @@ pub trait Credits: Send + Sync {
 #[async_trait]
 pub trait Debits: Send + Sync {
     /// Deducts a use from its balance unless its `use_id` was applied before,
+    /// recording `audit` (who asked, from which request) with it,
     /// taking the points available at `now` that expire soonest
     /// ([`BalanceSheet::plan_use`]). Recording the use and deducting happen
     /// together or not at all, and only while every lot it takes from holds
@@ -86,7 +88,17 @@ pub trait Debits: Send + Sync {
     /// removed only if it holds what the plan read, its points added to the
     /// balance's `expired`, one stored expiry history entry each
     /// ([`crate::domain::history::pruned_expiry`]).
-    async fn apply_use(&self, u: &Use, now: OffsetDateTime) -> Result<UseOutcome, StoreError>;
+    async fn apply_use_audited(
+        &self,
+        u: &Use,
+        audit: Option<&Audit>,
+        now: OffsetDateTime,
+    ) -> Result<UseOutcome, StoreError>;
+
+    /// [`Debits::apply_use_audited`] recording no caller (tools and tests).
+    async fn apply_use(&self, u: &Use, now: OffsetDateTime) -> Result<UseOutcome, StoreError> {
+        self.apply_use_audited(u, None, now).await
+    }
 
     /// [`Debits::apply_use`] on behalf of message `by` of a bulk-use job:
     /// the use records `by`, so that the job's cancel gives it back
@@ -109,7 +121,20 @@ pub trait Debits: Send + Sync {
     /// message ([`ReversalTarget::CreditBy`], [`ReversalTarget::UseBy`]) is
     /// reversed only if that message applied it, else
     /// [`ReversalOutcome::NotFound`].
-    async fn reverse(&self, target: &ReversalTarget, now: OffsetDateTime) -> Result<ReversalOutcome, StoreError>;
+    /// The reversal keeps `audit` (who asked, from which request, why); a
+    /// replay answers with the first reversal's record, its audit included.
+    async fn reverse_audited(
+        &self,
+        target: &ReversalTarget,
+        audit: Option<&Audit>,
+        now: OffsetDateTime,
+    ) -> Result<ReversalOutcome, StoreError>;
+
+    /// [`Debits::reverse_audited`] recording no caller (a job cancel's
+    /// reversals, whose job records the cancel's caller; tools and tests).
+    async fn reverse(&self, target: &ReversalTarget, now: OffsetDateTime) -> Result<ReversalOutcome, StoreError> {
+        self.reverse_audited(target, None, now).await
+    }
 }
 
 /// Reading balances and history.

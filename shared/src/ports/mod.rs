@@ -10,7 +10,7 @@ pub mod ledger;
 pub mod objects;
 pub mod queue;
 
-pub use error::{BoxError, QueueError, StoreError};
+pub use error::{log_form, BackendFailure, BoxError, QueueError, StoreError};
 pub use jobs::{CreateJob, JobStore};
 pub use ledger::{ApplyOutcome, CreditTally, Credits, Debits, Ledger, LedgerReads, LedgerRepairs};
 pub use queue::{ReceivedMessage, WorkQueue};

@@ -20,6 +20,7 @@ use futures::stream::{self, StreamExt, TryStreamExt};
 use time::OffsetDateTime;
 use tracing::info;
 
+use crate::domain::audit::Audit;
 use crate::domain::message::QueueMessage;
 use crate::domain::reversal::{ReversalOutcome, ReversalTarget};
 use crate::domain::{CancelCounts, Job, JobId, MessageRef};
@@ -51,8 +52,14 @@ pub enum CancelError {
 /// skipped by the worker once done, so asking again resumes a cancel
 /// whose messages were lost or dead-lettered). Returns the job as it
 /// stands.
-pub async fn request_cancel(jobs: &dyn JobStore, queue: &dyn WorkQueue, job_id: JobId) -> Result<Job, CancelError> {
-    let job = begin(jobs, job_id).await?;
+/// `audit` says who asked and why (kept from the first request).
+pub async fn request_cancel(
+    jobs: &dyn JobStore,
+    queue: &dyn WorkQueue,
+    job_id: JobId,
+    audit: Option<&Audit>,
+) -> Result<Job, CancelError> {
+    let job = begin(jobs, job_id, audit).await?;
     if is_done(&job) {
         return Ok(job);
     }
@@ -76,14 +83,16 @@ pub async fn request_cancel(jobs: &dyn JobStore, queue: &dyn WorkQueue, job_id: 
 
 /// Cancels job `job_id` (or resumes its cancel) here, `concurrency`
 /// messages at a time, without the queue; returns the job with its
-/// cancel's counts.
+/// cancel's counts. `audit` says who asked and why (kept from the first
+/// request).
 pub async fn cancel_job<L: Debits + ?Sized>(
     ledger: &L,
     jobs: &dyn JobStore,
     job_id: JobId,
+    audit: Option<&Audit>,
     concurrency: usize,
 ) -> Result<Job, CancelError> {
-    let job = begin(jobs, job_id).await?;
+    let job = begin(jobs, job_id, audit).await?;
     if is_done(&job) {
         return Ok(job);
     }
@@ -104,7 +113,7 @@ pub async fn cancel_job<L: Debits + ?Sized>(
 
 /// Records the cancel of a completed job (refusing one still running) and
 /// returns the job.
-async fn begin(jobs: &dyn JobStore, job_id: JobId) -> Result<Job, CancelError> {
+async fn begin(jobs: &dyn JobStore, job_id: JobId, audit: Option<&Audit>) -> Result<Job, CancelError> {
     let job = jobs.get_job(job_id).await?.ok_or(CancelError::NotFound(job_id))?;
     if job.completed_at.is_none() {
         return Err(CancelError::Running {
@@ -113,7 +122,7 @@ async fn begin(jobs: &dyn JobStore, job_id: JobId) -> Result<Job, CancelError> {
             total: job.total,
         });
     }
-    jobs.begin_cancel(job_id, OffsetDateTime::now_utc())
+    jobs.begin_cancel(job_id, audit, OffsetDateTime::now_utc())
         .await?
         .ok_or(CancelError::NotFound(job_id))
 }

@@ -642,6 +642,7 @@ mod tests {
         let job_id = object.job_id();
         let task = ImportTask {
             object,
+            audit: None,
             resume: Some(Resume {
                 job_id,
                 chunk,

@@ -1,6 +1,7 @@
 //! The worker: applies queued messages exactly once and folds their counts
 //! into their jobs.
 
+use crate::ports::log_form;
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -251,7 +252,7 @@ impl Worker {
                 let result = self.apply(message, &span).await;
                 match &result {
                     Err(e) if e.is_transient() && retry + 1 < self.retry.attempts => {
-                        warn!(error = %e, retry, "message failed; trying it again");
+                        warn!(error = %log_form(e), retry, "message failed; trying it again");
                         let delay = self.retry.delay(retry);
                         retry += 1;
                         // A zero wait (the simulation's) needs no timer.
@@ -273,7 +274,7 @@ impl Worker {
                     span.record("folded", r.folded);
                     info!("message applied");
                 }
-                Err(e) => warn!(error = %e, source = ?std::error::Error::source(e), "message failed"),
+                Err(e) => warn!(error = %log_form(e), "message failed"),
             }
             result
         }
@@ -492,7 +493,7 @@ impl Worker {
             )
             .await
         {
-            warn!(error = %error, "could not count the failed message on its job");
+            warn!(error = %log_form(&error), "could not count the failed message on its job");
         }
     }
 }
@@ -526,7 +527,7 @@ impl Worker {
             }
             Ok(_) => all_failed,
             Err(error) => {
-                warn!(error = %error, "could not tell which accruals the failed message credited");
+                warn!(error = %log_form(&error), "could not tell which accruals the failed message credited");
                 all_failed
             }
         }

@@ -145,6 +145,7 @@ async fn import_dead_letters_archived_to_s3_go_back_to_the_import_queue() {
         version_id: None,
     };
     let continuation = ImportTask {
+        audit: None,
         resume: Some(Resume {
             job_id: object.job_id(),
             chunk: 1,

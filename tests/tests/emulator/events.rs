@@ -8,6 +8,7 @@ use aws_lambda_events::apigw::ApiGatewayProxyRequest;
 use aws_lambda_events::sqs::SqsEvent;
 use pointflow::adapters::aws::s3::S3Objects;
 use pointflow::adapters::aws::sqs::{create_queue_with_dlq, SqsQueue};
+use pointflow::domain::audit::CallerKind;
 use pointflow::domain::{JobId, JobStatus, NewJob};
 use pointflow::ports::CreateJob;
 use pointflow::services::api::{ApiService, ApiSettings};
@@ -75,6 +76,7 @@ async fn sample_events_drive_the_handlers() {
             source: None,
             reading: false,
             created_at: OffsetDateTime::now_utc(),
+            audit: None,
         })
         .await
         .unwrap();
@@ -102,6 +104,13 @@ async fn sample_events_drive_the_handlers() {
         (used["use_id"].as_str(), used["amount"].as_u64()),
         (Some("order-2026-0001"), Some(600))
     );
+    // Who asked, as API Gateway's request context says: the sample's API key.
+    assert_eq!(
+        used["audit"],
+        json!({"caller": {"kind": "api_key", "id": "k9x8w7v6u5", "source_ip": "203.0.113.10"},
+               "request_id": "e8c1bc28-9d83-4308-9c63-b50adeadbeef"}),
+        "{used}"
+    );
     let (again, replay) = call_api(&ingest, load_event::<ApiGatewayProxyRequest>("apigw-post-use.json")).await;
     assert_eq!((again, &replay), (200, &used), "the use_id makes a retry harmless");
     let (_, balances) = call_api(&ingest, load_event::<ApiGatewayProxyRequest>("apigw-get-balances.json")).await;
@@ -118,6 +127,11 @@ async fn sample_events_drive_the_handlers() {
         (reversed["kind"].as_str(), reversed["amount"].as_u64()),
         (Some("use"), Some(600))
     );
+    // An IAM caller (the usage plan's key only meters) and the reason given.
+    let support = json!({"caller": {"kind": "iam", "id": "arn:aws:iam::123456789012:user/support-alice",
+                                    "account_id": "123456789012", "source_ip": "203.0.113.10"},
+                         "request_id": "7d2f9a64-1c3b-4e8d-b5a6-0f9e8d7cbeef", "reason": "order refunded"});
+    assert_eq!(reversed["audit"], support, "{reversed}");
     let (again, _) = call_api(
         &ingest,
         load_event::<ApiGatewayProxyRequest>("apigw-post-reversal.json"),
@@ -137,6 +151,8 @@ async fn sample_events_drive_the_handlers() {
         .collect();
     assert_eq!(seen, [("reversal", 600), ("use", -600)], "{ledger}");
     assert_eq!(entries[0]["reverses"], "use");
+    assert_eq!(entries[0]["audit"], support, "{ledger}");
+    assert_eq!(entries[1]["audit"], used["audit"], "{ledger}");
     assert!(
         ledger["next_cursor"].is_string(),
         "the credits are on the next page: {ledger}"
@@ -153,6 +169,13 @@ async fn sample_events_drive_the_handlers() {
     pointflow_tests::lambda::drain(b.queue.as_ref(), &worker).await;
     let (_, job) = call_api(&ingest, load_event::<ApiGatewayProxyRequest>("apigw-get-job.json")).await;
     assert_eq!(job["cancel"]["counts"]["reversed"], 6, "{job}");
+    assert_eq!(
+        job["cancel"]["audit"],
+        json!({"caller": {"kind": "iam", "id": "arn:aws:iam::123456789012:user/ops-bob",
+                          "account_id": "123456789012", "source_ip": "203.0.113.10"},
+               "request_id": "0c4a7d1e-2b9f-4e63-a8d5-91f2c3b4feed", "reason": "sent to the wrong segment"}),
+        "{job}"
+    );
     let (_, balances) = call_api(&ingest, load_event::<ApiGatewayProxyRequest>("apigw-get-balances.json")).await;
     assert_eq!(balances["balances"], json!({"BONUS": 0, "WELCOME": 0}), "{balances}");
 
@@ -164,6 +187,21 @@ async fn sample_events_drive_the_handlers() {
         (again, &replay),
         (202, &accepted),
         "the sample's Idempotency-Key makes a replay harmless"
+    );
+    // The stored job names the sample's caller and request.
+    let created: JobId = accepted["job_id"].as_str().unwrap().parse().unwrap();
+    let audit = b.jobs.get_job(created).await.unwrap().unwrap().audit.unwrap();
+    assert_eq!(
+        (
+            audit.caller.kind,
+            audit.caller.id.as_deref(),
+            audit.request_id.as_deref()
+        ),
+        (
+            CallerKind::ApiKey,
+            Some("k9x8w7v6u5"),
+            Some("c6af9ac6-7b61-11e6-9a41-93e8deadbeef")
+        )
     );
 }
 
@@ -222,4 +260,15 @@ async fn sample_s3_events_drive_the_import_handler() {
     let job_id: JobId = answer["chunks"][0]["job_id"].as_str().unwrap().parse().unwrap();
     let job = b.jobs.get_job(job_id).await.unwrap().unwrap();
     assert_eq!((job.total, job.applied, job.status()), (3, 3, JobStatus::Completed));
+    // Who dropped the file, from the S3 event.
+    let audit = job.audit.expect("the file job records who dropped it");
+    assert_eq!(
+        (
+            audit.caller.kind,
+            audit.caller.id.as_deref(),
+            audit.caller.source_ip.as_deref()
+        ),
+        (CallerKind::S3, Some("AWS:AIDAEXAMPLEOPERATOR"), Some("203.0.113.10"))
+    );
+    assert_eq!(audit.request_id.as_deref(), Some("8F3D2C1B0A9E8D7C"));
 }

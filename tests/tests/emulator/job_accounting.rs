@@ -70,6 +70,7 @@ async fn job(jobs: &dyn JobStore, total: u64) -> JobId {
         source: None,
         reading: false,
         created_at: OffsetDateTime::now_utc(),
+        audit: None,
     })
     .await
     .unwrap();
@@ -193,14 +194,14 @@ async fn a_cancel_whose_completion_stamp_failed_is_stamped_when_asked_again() {
     let items: Vec<String> = accruals.iter().map(|a| a.accrual_id.clone()).collect();
     s.direct.fold_message(job_id, 0, applied(2), &items, now).await.unwrap();
 
-    let first = cancel_job(s.proxied.as_ref(), s.proxied.as_ref(), job_id, 1).await;
+    let first = cancel_job(s.proxied.as_ref(), s.proxied.as_ref(), job_id, None, 1).await;
     assert!(first.is_err(), "the stamp was throttled: {first:?}");
     let stamped = s.direct.get_job(job_id).await.unwrap().unwrap();
     let cancel = stamped.cancel.expect("cancel recorded");
     assert_eq!((cancel.messages, cancel.counts.reversed), (1, 2));
     assert!(cancel.completed_at.is_none());
 
-    let again = cancel_job(s.proxied.as_ref(), s.proxied.as_ref(), job_id, 1)
+    let again = cancel_job(s.proxied.as_ref(), s.proxied.as_ref(), job_id, None, 1)
         .await
         .unwrap();
     let cancel = again.cancel.expect("cancel recorded");

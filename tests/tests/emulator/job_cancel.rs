@@ -48,6 +48,7 @@ async fn a_cancel_stamp_meeting_a_transaction_is_retried() {
         source: None,
         reading: false,
         created_at: now,
+        audit: None,
     };
     b.jobs.create_job(&job).await.unwrap();
     b.jobs.mark_enqueued(job.job_id).await.unwrap();
@@ -60,7 +61,7 @@ async fn a_cancel_stamp_meeting_a_transaction_is_retried() {
         .fold_message(job.job_id, 0, counts, &["a-1".to_owned()], now)
         .await
         .unwrap());
-    assert!(b.jobs.begin_cancel(job.job_id, now).await.unwrap().is_some());
+    assert!(b.jobs.begin_cancel(job.job_id, None, now).await.unwrap().is_some());
     assert!(b.jobs.begin_message_cancel(job.job_id, 0, now).await.unwrap().is_some());
 
     let conflicts = strict.stats().conflicts;

@@ -15,6 +15,7 @@ use pointflow_cli::poller::PollerSettings;
 use pointflow_cli::runner::Runner;
 use pointflow_cli::settings::StackSettings;
 use pointflow_tests::import::TempDir;
+use pointflow_tests::openapi_proxy::CheckingProxy;
 
 /// The runner on the AWS backend over the emulator, its resources created
 /// (`--backend aws --create`), or `None` without an emulator. moto is not
@@ -49,6 +50,8 @@ async fn a_small_demo_runs_on_the_aws_backend() {
     let Some((backend, runner)) = aws_runner("local-aws").await else {
         return;
     };
+    // Every answer is checked against docs/openapi.yaml on its way.
+    let proxy = CheckingProxy::start(&runner.base_url()).await;
     let campaign = Campaign {
         members: 40,
         point_types: 2,
@@ -57,7 +60,7 @@ async fn a_small_demo_runs_on_the_aws_backend() {
         chunk: 40,
     };
     let report = run_demo(
-        &runner.base_url(),
+        proxy.base_url(),
         &backend,
         &runner.stats,
         campaign,
@@ -106,7 +109,8 @@ async fn submit_over_the_emulator_credits_small_ndjson_and_csv_files() {
     let Some((backend, runner)) = aws_runner("local-submit").await else {
         return;
     };
-    let client = ApiClient::new(&runner.base_url(), None, Duration::from_secs(30)).unwrap();
+    let proxy = CheckingProxy::start(&runner.base_url()).await;
+    let client = ApiClient::new(proxy.base_url(), None, Duration::from_secs(30)).unwrap();
     let text: String = (0..120)
         .map(|i| {
             format!(

@@ -109,6 +109,7 @@ async fn a_redelivered_message_of_uses_deducts_once() {
             source: None,
             reading: false,
             created_at: OffsetDateTime::now_utc(),
+            audit: None,
         })
         .await
         .unwrap();

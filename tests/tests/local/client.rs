@@ -1,6 +1,8 @@
 //! `pointflow submit` / `wait` / `status` / `balance` against the local
 //! runner (`pointflow local serve`'s stack) on the embedded backend (`submit`
-//! over the emulator: `tests/emulator/local_runner.rs`).
+//! over the emulator: `tests/emulator/local_runner.rs`). The client talks to
+//! the runner through a proxy that checks every answer against
+//! `docs/openapi.yaml` (`pointflow_tests::openapi_proxy`).
 
 use std::io::Read;
 use std::time::Duration;
@@ -13,11 +15,14 @@ use pointflow_cli::client::submit::{submit, SubmitError, SubmitOptions, SubmitRe
 use pointflow_cli::runner::Runner;
 use pointflow_cli::settings::StackSettings;
 use pointflow_tests::import::TempDir;
+use pointflow_tests::openapi_proxy::CheckingProxy;
 
 struct Stack {
     backend: LocalBackend,
     runner: Runner,
     client: ApiClient,
+    /// Fails the test when dropped if an answer broke the document.
+    proxy: CheckingProxy,
     _dir: TempDir,
 }
 
@@ -34,11 +39,13 @@ async fn stack() -> Stack {
     let runner = Runner::start(&backend, &settings, "127.0.0.1:0".parse().unwrap(), pollers)
         .await
         .unwrap();
-    let client = ApiClient::new(&runner.base_url(), None, Duration::from_secs(30)).unwrap();
+    let proxy = CheckingProxy::start(&runner.base_url()).await;
+    let client = ApiClient::new(proxy.base_url(), None, Duration::from_secs(30)).unwrap();
     Stack {
         backend,
         runner,
         client,
+        proxy,
         _dir: dir,
     }
 }
@@ -266,6 +273,7 @@ async fn dead_letters_redriven(via_archive: bool) {
             source: None,
             reading: false,
             created_at: time::OffsetDateTime::now_utc(),
+            audit: None,
         })
         .await
         .unwrap();
@@ -543,7 +551,7 @@ async fn a_finished_job_is_cancelled_through_the_api() {
     let report = submit_text(&stack.client, &ndjson(3), Format::Ndjson, 100).await;
     assert_eq!(report.applied, 6);
     let job = report.jobs[0].job_id.to_string();
-    let mut view = stack.client.cancel_job(&job).await.unwrap();
+    let mut view = stack.client.cancel_job(&job, Some("sent twice")).await.unwrap();
     for _ in 0..200 {
         if view.cancel.as_ref().is_some_and(|c| c.completed_at.is_some()) {
             break;
@@ -554,9 +562,17 @@ async fn a_finished_job_is_cancelled_through_the_api() {
     let cancel = view.cancel.expect("a cancel");
     assert_eq!((cancel.counts.reversed, cancel.counts.spent), (6, 0));
     assert!(cancel.completed_at.is_some());
+    // The reason the client gave is kept with who asked.
+    let audit = cancel.audit.expect("the cancel's audit record");
+    assert_eq!(audit.reason.as_deref(), Some("sent twice"));
+    assert_eq!(audit.caller.kind, pointflow::domain::audit::CallerKind::Local);
     assert_eq!(balance(&stack, "m-2").await, [("A".to_owned(), 0), ("B".to_owned(), 0)]);
-    let again = stack.client.cancel_job(&job).await.unwrap();
-    assert_eq!(again.cancel.map(|c| c.counts.reversed), Some(6));
+    let again = stack.client.cancel_job(&job, None).await.unwrap();
+    assert_eq!(again.cancel.as_ref().map(|c| c.counts.reversed), Some(6));
+    assert_eq!(
+        again.cancel.and_then(|c| c.audit).and_then(|a| a.reason).as_deref(),
+        Some("sent twice")
+    );
     stack.runner.stop().await.unwrap();
 }
 
@@ -661,13 +677,9 @@ async fn the_local_server_ignores_a_signature() {
     let stack = stack().await;
     let credentials = Credentials::new("AKIDNOTREAL", "not-a-real-secret", None, None, "test");
     let signer = Signer::new(SharedCredentialsProvider::new(credentials), "eu-west-1");
-    let client = ApiClient::new(
-        &stack.runner.base_url(),
-        Some("any-key".into()),
-        Duration::from_secs(30),
-    )
-    .unwrap()
-    .with_signer(signer);
+    let client = ApiClient::new(stack.proxy.base_url(), Some("any-key".into()), Duration::from_secs(30))
+        .unwrap()
+        .with_signer(signer);
     assert!(client.signs());
     let report = submit_text(&client, &ndjson(3), Format::Ndjson, 100).await;
     assert_eq!(report.accepted, 6, "{report:?}");

@@ -91,6 +91,7 @@ proptest! {
                     source: None,
                     reading: false,
                     created_at: OffsetDateTime::now_utc(),
+                    audit: None,
                 }).await.unwrap();
                 jobs.push((job_id, mine.len() as u64));
                 messages.extend(packed);

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use pointflow::domain::audit::CallerKind;
 use pointflow::domain::JobStatus;
 use pointflow_cli::backend::{BackendChoice, LocalBackend};
 use pointflow_cli::bench_e2e::{run_one, BenchBackend, RunSpec, Variant};
@@ -13,6 +14,7 @@ use pointflow_cli::poller::PollerSettings;
 use pointflow_cli::runner::Runner;
 use pointflow_cli::settings::StackSettings;
 use pointflow_tests::import::TempDir;
+use pointflow_tests::openapi_proxy::CheckingProxy;
 
 /// The embedded backend in memory, with `bucket` as the import bucket.
 fn embedded(bucket: &TempDir) -> BackendChoice {
@@ -36,6 +38,8 @@ async fn a_twenty_thousand_accrual_demo_is_credited_exactly_within_the_cap() {
     let runner = Runner::start(&backend, &settings, "127.0.0.1:0".parse().unwrap(), pollers(&settings))
         .await
         .unwrap();
+    // Every answer the demo gets is checked against docs/openapi.yaml.
+    let proxy = CheckingProxy::start(&runner.base_url()).await;
     // 5,000 members × 2 point types × 2 repeats, in 4 requests of 5,000.
     let campaign = Campaign {
         members: 5_000,
@@ -45,7 +49,7 @@ async fn a_twenty_thousand_accrual_demo_is_credited_exactly_within_the_cap() {
         chunk: 5_000,
     };
     let report = run_demo(
-        &runner.base_url(),
+        proxy.base_url(),
         &backend,
         &runner.stats,
         campaign,
@@ -68,7 +72,7 @@ async fn a_twenty_thousand_accrual_demo_is_credited_exactly_within_the_cap() {
 
     // The same seed again: every request is a replay, nothing is credited twice.
     let again = run_demo(
-        &runner.base_url(),
+        proxy.base_url(),
         &backend,
         &runner.stats,
         campaign,
@@ -80,6 +84,8 @@ async fn a_twenty_thousand_accrual_demo_is_credited_exactly_within_the_cap() {
     .unwrap();
     assert_eq!(again.replayed_requests, 4);
     assert_eq!(again.balance_mismatches, 0);
+    // The demo's 8 submissions went through the checking proxy.
+    assert!(proxy.answers() >= 8, "{}", proxy.answers());
     runner.stop().await.unwrap();
 }
 
@@ -169,6 +175,13 @@ async fn local_import_credits_a_file_in_chunks_and_reports_its_bad_rows() {
     assert_eq!(summary.job.status(), JobStatus::CompletedWithErrors);
     assert_eq!(summary.exit_code(), 3);
     assert!(!summary.already_imported);
+    // A file dropped locally is recorded as dropped by `local`.
+    let dropped_by = summary
+        .job
+        .audit
+        .as_ref()
+        .map(|a| (a.caller.kind, a.caller.id.as_deref()));
+    assert_eq!(dropped_by, Some((CallerKind::S3, Some("local"))));
     let report_path = summary.report.clone().expect("a report");
     let report = std::fs::read_to_string(&report_path).unwrap();
     assert_eq!(report.lines().count(), 6, "{report}");
@@ -411,6 +424,7 @@ async fn a_runner_started_after_a_hard_kill_delivers_the_left_leases_at_once() {
                     ("idempotency-key".into(), "kill-test".into()),
                 ],
                 body: serde_json::to_vec(&body).unwrap(),
+                ..Default::default()
             })
             .await;
         assert_eq!(response.status, 202, "{}", response.body);

@@ -4,6 +4,7 @@
 //! the dependencies are linked once.
 
 mod api_errors;
+mod audit_trail;
 mod authorization;
 mod bulk_uses;
 mod ceilings;
@@ -16,6 +17,7 @@ mod exactly_once;
 mod file_ceilings;
 mod job_cancel;
 mod local_runner;
+mod openapi;
 mod reconcile_command;
 mod simulation;
 mod worker_contention;

@@ -120,6 +120,7 @@ async fn reconcile_job_reports_damaged_counts_then_repairs_them() {
         source: None,
         reading: false,
         created_at: now,
+        audit: None,
     };
     {
         let store = SqliteStore::open(&db).unwrap();

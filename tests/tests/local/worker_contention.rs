@@ -128,8 +128,13 @@ impl JobStore for ConflictingFolds {
         self.inner.chunk_recorded(job_id, index).await
     }
 
-    async fn begin_cancel(&self, job_id: JobId, now: OffsetDateTime) -> Result<Option<Job>, StoreError> {
-        self.inner.begin_cancel(job_id, now).await
+    async fn begin_cancel(
+        &self,
+        job_id: JobId,
+        audit: Option<&pointflow::domain::audit::Audit>,
+        now: OffsetDateTime,
+    ) -> Result<Option<Job>, StoreError> {
+        self.inner.begin_cancel(job_id, audit, now).await
     }
 
     async fn begin_message_cancel(
@@ -198,6 +203,7 @@ async fn job(jobs: &dyn JobStore, total: u64, messages: u64) -> JobId {
         source: None,
         reading: false,
         created_at: OffsetDateTime::now_utc(),
+        audit: None,
     })
     .await
     .unwrap();

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use pointflow::domain::audit::Audit;
 use pointflow::domain::message::{Payload, QueueMessage};
 use pointflow::domain::reversal::{ReversalOutcome, ReversalTarget};
 use pointflow::domain::uses::{Use, UseOutcome};
@@ -34,7 +35,7 @@ impl Credits for DownLedger {
 
 #[async_trait]
 impl Debits for DownLedger {
-    async fn apply_use(&self, _: &Use, _: OffsetDateTime) -> Result<UseOutcome, StoreError> {
+    async fn apply_use_audited(&self, _: &Use, _: Option<&Audit>, _: OffsetDateTime) -> Result<UseOutcome, StoreError> {
         Err(StoreError::Throttled {
             operation: "TransactWriteItems",
         })
@@ -46,7 +47,12 @@ impl Debits for DownLedger {
         })
     }
 
-    async fn reverse(&self, _: &ReversalTarget, _: OffsetDateTime) -> Result<ReversalOutcome, StoreError> {
+    async fn reverse_audited(
+        &self,
+        _: &ReversalTarget,
+        _: Option<&Audit>,
+        _: OffsetDateTime,
+    ) -> Result<ReversalOutcome, StoreError> {
         Err(StoreError::Throttled {
             operation: "TransactWriteItems",
         })
@@ -85,6 +91,7 @@ async fn job(b: &backend::Backend, total: u64, messages: u64) -> JobId {
             source: None,
             reading: false,
             created_at: OffsetDateTime::now_utc(),
+            audit: None,
         })
         .await
         .unwrap();

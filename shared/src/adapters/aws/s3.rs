@@ -9,6 +9,7 @@ use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use aws_sdk_s3::Client;
 use tokio_util::io::SyncIoBridge;
 
+use crate::adapters::aws::redact::Redact;
 use crate::ports::objects::{ObjectError, ObjectReader, ObjectRef, ObjectStore};
 
 /// Multipart parts are buffered to this size (S3's minimum is 5 MiB).
@@ -26,13 +27,11 @@ impl S3Objects {
     }
 }
 
-fn backend<E>(operation: &'static str, error: E) -> ObjectError
-where
-    E: std::error::Error + Send + Sync + 'static,
-{
+/// A failure, kept in its redacted form ([`crate::ports::BackendFailure`]).
+fn backend<E: Redact>(operation: &'static str, error: E) -> ObjectError {
     ObjectError::Backend {
         operation,
-        source: Box::new(error),
+        source: Box::new(error.redacted()),
     }
 }
 

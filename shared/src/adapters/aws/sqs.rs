@@ -12,6 +12,7 @@ use aws_sdk_sqs::types::{
 use aws_sdk_sqs::Client;
 use futures::stream::{self, StreamExt, TryStreamExt};
 
+use crate::adapters::aws::redact::Redact;
 use crate::adapters::retry::Backoff;
 use crate::ports::{QueueError, ReceivedMessage, WorkQueue};
 
@@ -83,7 +84,7 @@ impl SqsQueue {
                     .build()
                     .map_err(|e| QueueError::Backend {
                         operation: "SendMessageBatch",
-                        source: Box::new(e),
+                        source: Box::new(e.redacted()),
                     })?;
                 entries.push(entry);
             }
@@ -99,7 +100,7 @@ impl SqsQueue {
                 Ok(output) => output,
                 Err(e) => {
                     // The whole call failed (throttled, network): retry all.
-                    last_error = Some(Box::new(e) as _);
+                    last_error = Some(Box::new(e.redacted()) as _);
                     continue;
                 }
             };
@@ -170,7 +171,7 @@ impl WorkQueue for SqsQueue {
             .await
             .map_err(|e| QueueError::Backend {
                 operation: "ReceiveMessage",
-                source: Box::new(e),
+                source: Box::new(e.redacted()),
             })?;
         Ok(output
             .messages()
@@ -202,7 +203,7 @@ impl WorkQueue for SqsQueue {
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| QueueError::Backend {
                     operation: "DeleteMessageBatch",
-                    source: Box::new(e),
+                    source: Box::new(e.redacted()),
                 })?;
             self.count();
             let output = self
@@ -214,7 +215,7 @@ impl WorkQueue for SqsQueue {
                 .await
                 .map_err(|e| QueueError::Backend {
                     operation: "DeleteMessageBatch",
-                    source: Box::new(e),
+                    source: Box::new(e.redacted()),
                 })?;
             if let Some(failed) = output.failed().first() {
                 return Err(QueueError::Rejected {
@@ -240,7 +241,7 @@ impl WorkQueue for SqsQueue {
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| QueueError::Backend {
                     operation: "ChangeMessageVisibilityBatch",
-                    source: Box::new(e),
+                    source: Box::new(e.redacted()),
                 })?;
             self.count();
             self.client
@@ -251,7 +252,7 @@ impl WorkQueue for SqsQueue {
                 .await
                 .map_err(|e| QueueError::Backend {
                     operation: "ChangeMessageVisibilityBatch",
-                    source: Box::new(e),
+                    source: Box::new(e.redacted()),
                 })?;
         }
         Ok(())
@@ -271,10 +272,10 @@ pub async fn create_queue_with_dlq(
     visibility_timeout: Duration,
     max_receive_count: u32,
 ) -> Result<(String, String), QueueError> {
-    fn backend<E: std::error::Error + Send + Sync + 'static>(operation: &'static str) -> impl Fn(E) -> QueueError {
+    fn backend<E: Redact>(operation: &'static str) -> impl Fn(E) -> QueueError {
         move |e| QueueError::Backend {
             operation,
-            source: Box::new(e),
+            source: Box::new(e.redacted()),
         }
     }
     let dlq = client

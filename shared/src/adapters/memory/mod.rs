@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
+use crate::domain::audit::Audit;
 use crate::domain::history::HistoryEntry;
 use crate::domain::lots::{BalanceSheet, Lot, LotKey};
 use crate::domain::reconcile::{CreditEntry, ExpiryEntry, MemberLedger, UseEntry};
@@ -68,6 +69,8 @@ struct Credited {
     by: MessageRef,
     at: OffsetDateTime,
     reversed: Option<OffsetDateTime>,
+    /// Who reversed it (with `reversed`).
+    reversal_audit: Option<Audit>,
 }
 
 #[derive(Default)]
@@ -101,6 +104,8 @@ struct Applied {
     /// The bulk-use message that applied it, if any.
     by: Option<MessageRef>,
     reversed: Option<OffsetDateTime>,
+    /// Who reversed it (with `reversed`).
+    reversal_audit: Option<Audit>,
 }
 
 /// Ledger and job store in memory.
@@ -160,6 +165,7 @@ impl Credits for MemoryStore {
                             by,
                             at: now,
                             reversed: None,
+                            reversal_audit: None,
                         },
                     );
                     let sheet = state
@@ -192,15 +198,25 @@ impl Credits for MemoryStore {
 
 #[async_trait]
 impl Debits for MemoryStore {
-    async fn apply_use(&self, u: &Use, now: OffsetDateTime) -> Result<UseOutcome, StoreError> {
-        Ok(self.use_points(None, u, now))
+    async fn apply_use_audited(
+        &self,
+        u: &Use,
+        audit: Option<&Audit>,
+        now: OffsetDateTime,
+    ) -> Result<UseOutcome, StoreError> {
+        Ok(self.use_points(None, u, audit, now))
     }
 
     async fn apply_message_use(&self, by: MessageRef, u: &Use, now: OffsetDateTime) -> Result<UseOutcome, StoreError> {
-        Ok(self.use_points(Some(by), u, now))
+        Ok(self.use_points(Some(by), u, None, now))
     }
 
-    async fn reverse(&self, target: &ReversalTarget, now: OffsetDateTime) -> Result<ReversalOutcome, StoreError> {
+    async fn reverse_audited(
+        &self,
+        target: &ReversalTarget,
+        audit: Option<&Audit>,
+        now: OffsetDateTime,
+    ) -> Result<ReversalOutcome, StoreError> {
         self.count();
         let mut guard = lock(&self.state);
         let state = &mut *guard;
@@ -212,7 +228,11 @@ impl Debits for MemoryStore {
                     _ => None,
                 };
                 let Some(Credited {
-                    accrual, reversed, by, ..
+                    accrual,
+                    reversed,
+                    by,
+                    reversal_audit,
+                    ..
                 }) = state.ledger.get_mut(id)
                 else {
                     return Ok(ReversalOutcome::NotFound);
@@ -220,16 +240,17 @@ impl Debits for MemoryStore {
                 if owner.is_some_and(|owner| owner != *by) {
                     return Ok(ReversalOutcome::NotFound);
                 }
-                let record = |at| ReversalRecord {
+                let record = |at, audit: Option<&Audit>| ReversalRecord {
                     kind: ReversalKind::Accrual,
                     id: id.to_owned(),
                     member_id: accrual.member_id.clone(),
                     point_type: accrual.point_type.clone(),
                     amount: accrual.amount,
                     reversed_at: at,
+                    audit: audit.cloned(),
                 };
                 if let Some(at) = *reversed {
-                    return Ok(ReversalOutcome::Replayed(record(at)));
+                    return Ok(ReversalOutcome::Replayed(record(at, reversal_audit.as_ref())));
                 }
                 let sheet = state
                     .balances
@@ -242,7 +263,8 @@ impl Debits for MemoryStore {
                 *lot -= accrual.amount;
                 sheet.earned -= accrual.amount;
                 *reversed = Some(now);
-                Ok(ReversalOutcome::Reversed(record(now)))
+                *reversal_audit = audit.cloned();
+                Ok(ReversalOutcome::Reversed(record(now, audit)))
             }
             ReversalTarget::Use(_) | ReversalTarget::UseBy { .. } => {
                 let id = target.id();
@@ -251,6 +273,7 @@ impl Debits for MemoryStore {
                     taken,
                     by,
                     reversed,
+                    reversal_audit,
                 }) = state.uses.get_mut(id)
                 else {
                     return Ok(ReversalOutcome::NotFound);
@@ -258,16 +281,17 @@ impl Debits for MemoryStore {
                 if target.by().is_some_and(|owner| Some(owner) != *by) {
                     return Ok(ReversalOutcome::NotFound);
                 }
-                let record = |at| ReversalRecord {
+                let record = |at, audit: Option<&Audit>| ReversalRecord {
                     kind: ReversalKind::Use,
                     id: id.to_owned(),
                     member_id: u.member_id.clone(),
                     point_type: u.point_type.clone(),
                     amount: u.amount,
                     reversed_at: at,
+                    audit: audit.cloned(),
                 };
                 if let Some(at) = *reversed {
-                    return Ok(ReversalOutcome::Replayed(record(at)));
+                    return Ok(ReversalOutcome::Replayed(record(at, reversal_audit.as_ref())));
                 }
                 let sheet = state
                     .balances
@@ -278,7 +302,8 @@ impl Debits for MemoryStore {
                 }
                 sheet.used -= u.amount;
                 *reversed = Some(now);
-                Ok(ReversalOutcome::Reversed(record(now)))
+                *reversal_audit = audit.cloned();
+                Ok(ReversalOutcome::Reversed(record(now, audit)))
             }
         }
     }
@@ -352,22 +377,22 @@ impl LedgerReads for MemoryStore {
                     point_type: a.point_type.clone(),
                     amount: a.amount,
                     reversed_at: at,
+                    audit: credited.reversal_audit.clone(),
                 }));
             }
         }
-        for Applied { record, reversed, .. } in state.uses.values() {
-            if record.member_id != member_id {
-                continue;
-            }
+        for applied in state.uses.values().filter(|a| a.record.member_id == member_id) {
+            let record = &applied.record;
             entries.push(HistoryEntry::use_of(record));
-            if let Some(at) = reversed {
+            if let Some(at) = applied.reversed {
                 entries.push(HistoryEntry::reversal(&ReversalRecord {
                     kind: ReversalKind::Use,
                     id: record.use_id.clone(),
                     member_id: record.member_id.clone(),
                     point_type: record.point_type.clone(),
                     amount: record.amount,
-                    reversed_at: *at,
+                    reversed_at: at,
+                    audit: applied.reversal_audit.clone(),
                 }));
             }
         }
@@ -511,7 +536,12 @@ impl JobStore for MemoryStore {
         Ok(lock(&self.state).chunks.contains(&(job_id, index)))
     }
 
-    async fn begin_cancel(&self, job_id: JobId, now: OffsetDateTime) -> Result<Option<Job>, StoreError> {
+    async fn begin_cancel(
+        &self,
+        job_id: JobId,
+        audit: Option<&Audit>,
+        now: OffsetDateTime,
+    ) -> Result<Option<Job>, StoreError> {
         self.count();
         let mut state = lock(&self.state);
         Ok(state.jobs.get_mut(&job_id).map(|job| {
@@ -520,6 +550,7 @@ impl JobStore for MemoryStore {
                 counts: CancelCounts::default(),
                 messages: 0,
                 completed_at: None,
+                audit: audit.cloned(),
             });
             job.clone()
         }))

@@ -4,6 +4,7 @@
 use time::OffsetDateTime;
 
 use super::{lock, Applied, MemoryStore, StoreState};
+use crate::domain::audit::Audit;
 use crate::domain::history::pruned_expiry;
 use crate::domain::lots::{BalanceSheet, Lot};
 use crate::domain::uses::{Use, UseOutcome, UseRecord};
@@ -11,7 +12,13 @@ use crate::domain::MessageRef;
 
 impl MemoryStore {
     /// A use, on behalf of message `by` if given (checked against its cancel).
-    pub(super) fn use_points(&self, by: Option<MessageRef>, u: &Use, now: OffsetDateTime) -> UseOutcome {
+    pub(super) fn use_points(
+        &self,
+        by: Option<MessageRef>,
+        u: &Use,
+        audit: Option<&Audit>,
+        now: OffsetDateTime,
+    ) -> UseOutcome {
         self.count();
         let mut state = lock(&self.state);
         if by.is_some_and(|by| state.cancel_begun.contains(&(by.job_id, by.seq))) {
@@ -31,7 +38,7 @@ impl MemoryStore {
                 UseOutcome::IdReused(record.clone())
             };
         }
-        let outcome = Self::deduct(&mut state, by, u, now);
+        let outcome = Self::deduct(&mut state, by, u, audit, now);
         // A bulk use's refusal is recorded under the same lock, so that no
         // later delivery of its message applies it.
         if let (Some(by), UseOutcome::Insufficient { .. } | UseOutcome::TooManyLots { .. }) = (by, &outcome) {
@@ -41,7 +48,13 @@ impl MemoryStore {
     }
 
     /// Deducts `u` if the balance covers it, recording the use.
-    fn deduct(state: &mut StoreState, by: Option<MessageRef>, u: &Use, now: OffsetDateTime) -> UseOutcome {
+    fn deduct(
+        state: &mut StoreState,
+        by: Option<MessageRef>,
+        u: &Use,
+        audit: Option<&Audit>,
+        now: OffsetDateTime,
+    ) -> UseOutcome {
         let key = (u.member_id.clone(), u.point_type.clone());
         let Some(sheet) = state.balances.get_mut(&key) else {
             return UseOutcome::Insufficient { available: 0 };
@@ -84,7 +97,7 @@ impl MemoryStore {
             .filter_map(|lot| pruned_expiry(&u.point_type, lot.key, lot.amount, &u.use_id))
             .map(|entry| (u.member_id.clone(), entry));
         state.expiries.extend(expiries);
-        let record = UseRecord::of(u, now);
+        let record = UseRecord::of(u, now).with_audit(audit);
         state.uses.insert(
             u.use_id.clone(),
             Applied {
@@ -92,6 +105,7 @@ impl MemoryStore {
                 taken: plan,
                 by,
                 reversed: None,
+                reversal_audit: None,
             },
         );
         UseOutcome::Applied(record)

@@ -7,6 +7,7 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use super::{rfc3339, to_i64, to_u64, Failure, SqliteStore};
+use crate::domain::audit::Audit;
 use crate::domain::{CancelCounts, CancelProgress, ChunkReport, FoldedItems, Job, JobId, MessageCounts, NewJob};
 use crate::ports::{CreateJob, JobStore, StoreError};
 
@@ -22,7 +23,8 @@ fn read_job(conn: &Connection, job_id: &str) -> Result<Option<Job>, Failure> {
     let mut statement = conn.prepare_cached(
         "SELECT request_hash, total, deduplicated, messages, created_at, enqueued, applied, duplicate, failed,
                 completed_at, source, reading, rejected, error, refused,
-                cancel_requested_at, cancel_reversed, cancel_spent, cancel_skipped, cancel_messages, cancel_completed_at
+                cancel_requested_at, cancel_reversed, cancel_spent, cancel_skipped, cancel_messages, cancel_completed_at,
+                audit, cancel_audit
          FROM jobs WHERE job_id = ?1",
     )?;
     let mut rows = statement.query([job_id])?;
@@ -34,6 +36,7 @@ fn read_job(conn: &Connection, job_id: &str) -> Result<Option<Job>, Failure> {
     let time = |text: &str, what: &str| {
         OffsetDateTime::parse(text, &Rfc3339).map_err(|_| corrupt(format!("{what} is not an RFC 3339 time: {text}")))
     };
+    let audit = |text: Option<String>| text.map(|t| Audit::from_json(&t).map_err(&corrupt)).transpose();
     let created_at: String = row.get(4)?;
     let completed_at: Option<String> = row.get(9)?;
     Ok(Some(Job {
@@ -67,8 +70,10 @@ fn read_job(conn: &Connection, job_id: &str) -> Result<Option<Job>, Failure> {
                     .get::<_, Option<String>>(20)?
                     .map(|t| time(&t, "cancel_completed_at"))
                     .transpose()?,
+                audit: audit(row.get(22)?)?,
             }),
         },
+        audit: audit(row.get(21)?)?,
     }))
 }
 
@@ -81,8 +86,9 @@ impl JobStore for SqliteStore {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let inserted = tx
                 .prepare_cached(
-                    "INSERT INTO jobs (job_id, request_hash, total, deduplicated, messages, created_at, source, reading)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (job_id) DO NOTHING",
+                    "INSERT INTO jobs (job_id, request_hash, total, deduplicated, messages, created_at, source, reading,
+                                       audit)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT (job_id) DO NOTHING",
                 )?
                 .execute(params![
                     id,
@@ -93,6 +99,7 @@ impl JobStore for SqliteStore {
                     rfc3339(job.created_at)?,
                     job.source,
                     job.reading,
+                    job.audit.as_ref().map(Audit::to_json),
                 ])?;
             let result = if inserted == 1 {
                 CreateJob::Created(Job::from_new(&job))
@@ -282,13 +289,22 @@ impl JobStore for SqliteStore {
         .await
     }
 
-    async fn begin_cancel(&self, job_id: JobId, now: OffsetDateTime) -> Result<Option<Job>, StoreError> {
+    async fn begin_cancel(
+        &self,
+        job_id: JobId,
+        audit: Option<&Audit>,
+        now: OffsetDateTime,
+    ) -> Result<Option<Job>, StoreError> {
+        let audit = audit.map(Audit::to_json);
         self.run("begin_cancel", move |conn| {
             let id = job_id.to_string();
+            // The first request's time and caller stay: asking again resumes.
             conn.prepare_cached(
-                "UPDATE jobs SET cancel_requested_at = COALESCE(cancel_requested_at, ?2) WHERE job_id = ?1",
+                "UPDATE jobs SET cancel_audit = CASE WHEN cancel_requested_at IS NULL THEN ?3 ELSE cancel_audit END,
+                                 cancel_requested_at = COALESCE(cancel_requested_at, ?2)
+                 WHERE job_id = ?1",
             )?
-            .execute(params![id, rfc3339(now)?])?;
+            .execute(params![id, rfc3339(now)?, audit])?;
             read_job(conn, &id)
         })
         .await

@@ -7,6 +7,7 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use super::{from_unix_millis, rfc3339, to_i64, to_u64, unix_millis, Failure, SqliteStore};
+use crate::domain::audit::Audit;
 use crate::domain::history::{pruned_expiry, split_sort_key, EntryKind, HistoryEntry};
 use crate::domain::lots::{BalanceSheet, Lot, LotKey};
 use crate::domain::reconcile::{CreditEntry, ExpiryEntry, MemberLedger, UseEntry};
@@ -113,29 +114,50 @@ impl Credits for SqliteStore {
 
 #[async_trait]
 impl Debits for SqliteStore {
-    async fn apply_use(&self, u: &Use, now: OffsetDateTime) -> Result<UseOutcome, StoreError> {
-        self.use_points(None, u, now).await
+    async fn apply_use_audited(
+        &self,
+        u: &Use,
+        audit: Option<&Audit>,
+        now: OffsetDateTime,
+    ) -> Result<UseOutcome, StoreError> {
+        self.use_points(None, u, audit, now).await
     }
 
     async fn apply_message_use(&self, by: MessageRef, u: &Use, now: OffsetDateTime) -> Result<UseOutcome, StoreError> {
-        self.use_points(Some(by), u, now).await
+        self.use_points(Some(by), u, None, now).await
     }
 
-    async fn reverse(&self, target: &ReversalTarget, now: OffsetDateTime) -> Result<ReversalOutcome, StoreError> {
-        let target = target.clone();
+    async fn reverse_audited(
+        &self,
+        target: &ReversalTarget,
+        audit: Option<&Audit>,
+        now: OffsetDateTime,
+    ) -> Result<ReversalOutcome, StoreError> {
+        let (target, audit) = (target.clone(), audit.cloned());
         self.run("reverse", move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let kind = target.kind();
             let sql = match kind {
                 ReversalKind::Accrual => {
-                    "SELECT member_id, point_type, amount, lot, reversed_at, job_id, seq FROM ledger WHERE accrual_id = ?1"
+                    "SELECT member_id, point_type, amount, lot, reversed_at, job_id, seq, reversal_audit
+                     FROM ledger WHERE accrual_id = ?1"
                 }
                 ReversalKind::Use => {
-                    "SELECT member_id, point_type, amount, consumed, reversed_at, job_id, seq FROM uses WHERE use_id = ?1"
+                    "SELECT member_id, point_type, amount, consumed, reversed_at, job_id, seq, reversal_audit
+                     FROM uses WHERE use_id = ?1"
                 }
             };
             let id = target.id().to_owned();
-            type Row = (String, String, i64, Option<String>, Option<String>, Option<String>, Option<i64>);
+            type Row = (
+                String,
+                String,
+                i64,
+                Option<String>,
+                Option<String>,
+                Option<String>,
+                Option<i64>,
+                Option<String>,
+            );
             let row: Option<Row> = tx
                 .prepare_cached(sql)?
                 .query_row([&id], |row| {
@@ -147,10 +169,11 @@ impl Debits for SqliteStore {
                         row.get(4)?,
                         row.get(5)?,
                         row.get(6)?,
+                        row.get(7)?,
                     ))
                 })
                 .optional()?;
-            let Some((member_id, point_type, amount, lot_or_consumed, reversed_at, job, seq)) = row else {
+            let Some((member_id, point_type, amount, lot_or_consumed, reversed_at, job, seq, reversed_by)) = row else {
                 return Ok(ReversalOutcome::NotFound);
             };
             if let Some(by) = target.by() {
@@ -159,7 +182,7 @@ impl Debits for SqliteStore {
                 }
             }
             let key = || format!("{kind:?} {id}");
-            let record = |at: OffsetDateTime| -> Result<ReversalRecord, Failure> {
+            let record = |at: OffsetDateTime, audit: Option<Audit>| -> Result<ReversalRecord, Failure> {
                 Ok(ReversalRecord {
                     kind,
                     id: id.clone(),
@@ -167,6 +190,7 @@ impl Debits for SqliteStore {
                     point_type: point_type.clone(),
                     amount: to_u64(amount, key, "amount")?,
                     reversed_at: at,
+                    audit,
                 })
             };
             if let Some(at) = reversed_at {
@@ -174,8 +198,12 @@ impl Debits for SqliteStore {
                     key: key(),
                     detail: format!("reversed_at is not an RFC 3339 time: {at}"),
                 })?;
-                return Ok(ReversalOutcome::Replayed(record(at)?));
+                let first = reversed_by
+                    .map(|text| Audit::from_json(&text).map_err(|detail| Failure::Corrupt { key: key(), detail }))
+                    .transpose()?;
+                return Ok(ReversalOutcome::Replayed(record(at, first)?));
             }
+            let audit_json = audit.as_ref().map(Audit::to_json);
             match kind {
                 ReversalKind::Accrual => {
                     let lot = lot_or_consumed.as_deref();
@@ -187,8 +215,8 @@ impl Debits for SqliteStore {
                         "UPDATE balances SET earned = earned - ?3 WHERE member_id = ?1 AND point_type = ?2",
                     )?
                     .execute(params![member_id, point_type, amount])?;
-                    tx.prepare_cached("UPDATE ledger SET reversed_at = ?2 WHERE accrual_id = ?1")?
-                        .execute(params![id, rfc3339(now)?])?;
+                    tx.prepare_cached("UPDATE ledger SET reversed_at = ?2, reversal_audit = ?3 WHERE accrual_id = ?1")?
+                        .execute(params![id, rfc3339(now)?, audit_json])?;
                 }
                 ReversalKind::Use => {
                     let consumed: serde_json::Map<String, serde_json::Value> =
@@ -215,11 +243,11 @@ impl Debits for SqliteStore {
                     }
                     tx.prepare_cached("UPDATE balances SET used = used - ?3 WHERE member_id = ?1 AND point_type = ?2")?
                         .execute(params![member_id, point_type, amount])?;
-                    tx.prepare_cached("UPDATE uses SET reversed_at = ?2 WHERE use_id = ?1")?
-                        .execute(params![id, rfc3339(now)?])?;
+                    tx.prepare_cached("UPDATE uses SET reversed_at = ?2, reversal_audit = ?3 WHERE use_id = ?1")?
+                        .execute(params![id, rfc3339(now)?, audit_json])?;
                 }
             }
-            let reversed = record(now)?;
+            let reversed = record(now, audit)?;
             insert_history(
                 &mut tx.prepare_cached(INSERT_HISTORY)?,
                 &member_id,
@@ -659,8 +687,9 @@ pub(super) fn read_sheets(
 }
 
 pub(super) fn read_use(conn: &Connection, use_id: &str) -> Result<Option<UseRecord>, Failure> {
-    let mut statement =
-        conn.prepare_cached("SELECT member_id, point_type, amount, reason, applied_at FROM uses WHERE use_id = ?1")?;
+    let mut statement = conn.prepare_cached(
+        "SELECT member_id, point_type, amount, reason, applied_at, audit FROM uses WHERE use_id = ?1",
+    )?;
     let mut rows = statement.query([use_id])?;
     let Some(row) = rows.next()? else {
         return Ok(None);
@@ -677,6 +706,10 @@ pub(super) fn read_use(conn: &Connection, use_id: &str) -> Result<Option<UseReco
             key: key(),
             detail: format!("applied_at is not an RFC 3339 time: {applied_at}"),
         })?,
+        audit: row
+            .get::<_, Option<String>>(5)?
+            .map(|text| Audit::from_json(&text).map_err(|detail| Failure::Corrupt { key: key(), detail }))
+            .transpose()?,
     }))
 }
 

@@ -382,6 +382,7 @@ mod tests {
             created_at: OffsetDateTime::from_unix_timestamp_nanos(1_790_000_000_123_456_789)
                 .unwrap()
                 .to_offset(time::macros::offset!(+2)),
+            audit: Some(crate::domain::audit::Audit::local(Some("127.0.0.1:5555".into()))),
         }
     }
 

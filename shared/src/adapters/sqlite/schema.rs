@@ -9,7 +9,7 @@ use crate::domain::history::HistoryEntry;
 use crate::domain::reversal::{ReversalKind, ReversalRecord};
 
 /// The schema this code reads and writes (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 4;
+const SCHEMA_VERSION: i64 = 5;
 
 /// Small tables keyed by their natural keys are `WITHOUT ROWID`: one B-tree
 /// each. The ledger is the exception: entries are appended in rowid order and
@@ -33,7 +33,9 @@ CREATE TABLE IF NOT EXISTS ledger (
     applied_at INTEGER NOT NULL,
     -- LotKey::attribute of its lot; NULL for the plain lot (version 3).
     lot        TEXT,
-    reversed_at TEXT
+    reversed_at TEXT,
+    -- Who reversed it, from which request, why: an Audit as JSON (version 5).
+    reversal_audit TEXT
 );
 
 -- `balance` is the plain lot (points available at once, never expiring);
@@ -73,7 +75,10 @@ CREATE TABLE IF NOT EXISTS uses (
     -- The bulk-use message that applied it, if any (for its job's cancel;
     -- added on open to older files, see `migrate`).
     job_id     TEXT,
-    seq        INTEGER
+    seq        INTEGER,
+    -- Who asked for the use and for its reversal: Audit JSON (version 5).
+    audit      TEXT,
+    reversal_audit TEXT
 ) WITHOUT ROWID;
 
 -- A member's history of uses and reversals (version 4), written in the
@@ -112,7 +117,10 @@ CREATE TABLE IF NOT EXISTS jobs (
     cancel_spent        INTEGER NOT NULL DEFAULT 0,
     cancel_skipped      INTEGER NOT NULL DEFAULT 0,
     cancel_messages     INTEGER NOT NULL DEFAULT 0,
-    cancel_completed_at TEXT
+    cancel_completed_at TEXT,
+    -- Who asked for the job and for its cancel: Audit JSON (version 5).
+    audit               TEXT,
+    cancel_audit        TEXT
 ) WITHOUT ROWID;
 
 CREATE TABLE IF NOT EXISTS chunks (
@@ -215,6 +223,16 @@ pub(super) fn migrate(conn: &Connection) -> Result<(), Failure> {
         conn.execute_batch(MIGRATE_2_TO_3)?;
     }
     conn.execute_batch(SCHEMA)?;
+    // Version 5 added the audit trail (NULL: recorded before it, by no one).
+    for (table, column) in [
+        ("jobs", "audit"),
+        ("jobs", "cancel_audit"),
+        ("uses", "audit"),
+        ("uses", "reversal_audit"),
+        ("ledger", "reversal_audit"),
+    ] {
+        add_column_if_missing(conn, table, column, "TEXT")?;
+    }
     if (1..=3).contains(&version) {
         // Version 4 added the history, rebuilt from what the ledger kept, and
         // refused uses on jobs (on tables older versions may or may not have).
@@ -272,6 +290,7 @@ fn backfill_history(conn: &Connection) -> Result<(), Failure> {
                 point_type: row.get(2)?,
                 amount: to_u64(row.get(3)?, || format!("ledger {id}"), "amount")?,
                 reversed_at: parse_rfc3339(&at, || format!("ledger {id}"))?,
+                audit: None,
             });
             entries.push((member_id, reversal));
         }
@@ -294,6 +313,7 @@ fn backfill_history(conn: &Connection) -> Result<(), Failure> {
                         point_type: record.point_type.clone(),
                         amount: record.amount,
                         reversed_at: parse_rfc3339(&at, || format!("use {id}"))?,
+                        audit: None,
                     }),
                 ));
             }
@@ -378,6 +398,85 @@ mod tests {
         assert!(seen.contains(&(EntryKind::Accrual, 70, "old-1")), "{seen:?}");
         assert_eq!(history.len(), 4, "{seen:?}");
         assert_eq!(history.last().map(|e| e.at), Some(OffsetDateTime::UNIX_EPOCH));
+        drop(store);
+        let version: i64 = Connection::open(&path)
+            .unwrap()
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+    }
+
+    /// A version-4 database (before the audit trail) gains the audit
+    /// columns when opened: what it held reads back with no caller, and
+    /// what is done from then on records its caller.
+    #[tokio::test]
+    async fn a_version_4_database_gains_the_audit_trail() {
+        use crate::domain::audit::Audit;
+        use crate::domain::{JobId, NewJob};
+        use crate::ports::JobStore;
+
+        let dir = TempDir::new();
+        std::fs::create_dir_all(&dir.0).unwrap();
+        let path = dir.0.join("v4.db");
+        let now = OffsetDateTime::now_utc();
+        let job = NewJob {
+            job_id: JobId::random(),
+            request_hash: "h".into(),
+            total: 1,
+            deduplicated: 0,
+            messages: 1,
+            source: None,
+            reading: false,
+            created_at: now,
+            audit: None,
+        };
+        let old_use = Use {
+            use_id: "old-u".into(),
+            member_id: "m".into(),
+            point_type: "PT".into(),
+            amount: 10,
+            reason: None,
+        };
+        {
+            // A database as version 4 wrote it: today's tables less the
+            // audit columns.
+            let store = SqliteStore::open(&path).unwrap();
+            store.create_job(&job).await.unwrap();
+            drop(store);
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "ALTER TABLE jobs DROP COLUMN audit;
+                 ALTER TABLE jobs DROP COLUMN cancel_audit;
+                 ALTER TABLE uses DROP COLUMN audit;
+                 ALTER TABLE uses DROP COLUMN reversal_audit;
+                 ALTER TABLE ledger DROP COLUMN reversal_audit;
+                 INSERT INTO balances (member_id, point_type, balance, updated_at, earned) VALUES ('m', 'PT', 90, 0, 100);
+                 INSERT INTO uses (use_id, member_id, point_type, amount, applied_at, consumed)
+                     VALUES ('old-u', 'm', 'PT', 10, '2026-01-01T00:00:00Z', '{\"balance\":10}');
+                 PRAGMA user_version = 4;",
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        let read = store.get_job(job.job_id).await.unwrap().unwrap();
+        assert_eq!(read.audit, None, "recorded before the audit trail, by no one");
+        assert!(matches!(store.apply_use(&old_use, now).await.unwrap(), UseOutcome::Replayed(r) if r.audit.is_none()));
+        let support = Audit::local(Some("127.0.0.1:1".into())).with_reason(Some("refund"));
+        let back = ReversalTarget::Use("old-u".into());
+        match store.reverse_audited(&back, Some(&support), now).await.unwrap() {
+            ReversalOutcome::Reversed(record) => assert_eq!(record.audit.as_ref(), Some(&support)),
+            other => panic!("expected Reversed, got {other:?}"),
+        }
+        let cancelled = store
+            .begin_cancel(job.job_id, Some(&support), now)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(cancelled.cancel.and_then(|c| c.audit), Some(support.clone()));
+        let history = store.history_entries("m", None, None, 10).await.unwrap();
+        assert!(history
+            .iter()
+            .any(|e| e.kind == EntryKind::Reversal && e.audit.as_ref() == Some(&support)));
         drop(store);
         let version: i64 = Connection::open(&path)
             .unwrap()

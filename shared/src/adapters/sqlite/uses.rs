@@ -8,6 +8,7 @@ use time::OffsetDateTime;
 
 use super::ledger::{insert_history, prune_lots, read_sheets, read_use, take_from_lot, INSERT_HISTORY};
 use super::{rfc3339, to_i64, to_u64, unix_millis, Failure, SqliteStore};
+use crate::domain::audit::Audit;
 use crate::domain::history::HistoryEntry;
 use crate::domain::lots::Lot;
 use crate::domain::uses::{Use, UseOutcome, UseRecord};
@@ -21,9 +22,10 @@ impl SqliteStore {
         &self,
         by: Option<MessageRef>,
         u: &Use,
+        audit: Option<&Audit>,
         now: OffsetDateTime,
     ) -> Result<UseOutcome, StoreError> {
-        let u = u.clone();
+        let (u, audit) = (u.clone(), audit.cloned());
         self.run("apply_use", move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             if let Some(by) = by {
@@ -52,7 +54,7 @@ impl SqliteStore {
             }
             let sheet = read_sheets(&tx, &u.member_id, Some(&u.point_type))?.pop();
             let shortfall: UseOutcome = match sheet.map(|sheet| sheet.plan_use(u.amount, now)) {
-                Some(Ok(plan)) => return apply_planned(tx, by, &u, plan.takes, &plan.prunes, now),
+                Some(Ok(plan)) => return apply_planned(tx, by, &u, audit.as_ref(), plan.takes, &plan.prunes, now),
                 Some(Err(shortfall)) => shortfall.into(),
                 None => UseOutcome::Insufficient { available: 0 },
             };
@@ -74,6 +76,7 @@ fn apply_planned(
     tx: rusqlite::Transaction<'_>,
     by: Option<MessageRef>,
     u: &Use,
+    audit: Option<&Audit>,
     plan: Vec<Lot>,
     prunes: &[Lot],
     now: OffsetDateTime,
@@ -104,8 +107,8 @@ fn apply_planned(
     )?
     .execute(params![u.member_id, u.point_type, amount, unix_millis(now)])?;
     tx.prepare_cached(
-        "INSERT INTO uses (use_id, member_id, point_type, amount, reason, applied_at, consumed, job_id, seq)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        "INSERT INTO uses (use_id, member_id, point_type, amount, reason, applied_at, consumed, job_id, seq, audit)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
     )?
     .execute(params![
         u.use_id,
@@ -116,9 +119,10 @@ fn apply_planned(
         rfc3339(now)?,
         serde_json::Value::Object(consumed).to_string(),
         by.map(|by| by.job_id.to_string()),
-        by.map(|by| i64::from(by.seq))
+        by.map(|by| i64::from(by.seq)),
+        audit.map(Audit::to_json)
     ])?;
-    let record = UseRecord::of(u, now);
+    let record = UseRecord::of(u, now).with_audit(audit);
     insert_history(
         &mut tx.prepare_cached(INSERT_HISTORY)?,
         &u.member_id,
@@ -161,6 +165,7 @@ fn read_refusal(conn: &Connection, use_id: &str) -> Result<Option<(UseRecord, Me
         reason,
         applied_at: OffsetDateTime::parse(&refused_at, &Rfc3339)
             .map_err(|_| corrupt(format!("refused_at is not an RFC 3339 time: {refused_at}")))?,
+        audit: None,
     };
     let by = MessageRef {
         job_id: job_id

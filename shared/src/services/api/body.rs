@@ -5,6 +5,7 @@ use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqA
 use serde_json::Value;
 
 use super::ApiError;
+use crate::domain::audit::reason_from_json;
 use crate::domain::reversal::{reversal_from_json, ReversalTarget};
 use crate::domain::strict_json::{self, Budget, StrictSeed};
 use crate::domain::submission::{
@@ -189,10 +190,21 @@ pub fn parse_use(member_id: &str, body: &[u8]) -> Result<Use, ApiError> {
     use_from_json(member_id, &body).map_err(|errors| ApiError::InvalidUse { errors })
 }
 
-/// Reads and validates the body of `POST /v1/reversals`.
-pub fn parse_reversal(body: &[u8]) -> Result<ReversalTarget, ApiError> {
+/// Reads and validates the body of `POST /v1/reversals`: what to reverse,
+/// and the reason given.
+pub fn parse_reversal(body: &[u8]) -> Result<(ReversalTarget, Option<String>), ApiError> {
     let body = parse_single(body)?;
     reversal_from_json(&body).map_err(|errors| ApiError::InvalidReversal { errors })
+}
+
+/// Reads the optional body of `POST /v1/jobs/{job_id}/cancel`:
+/// `{"reason"?}`; an empty body gives no reason.
+pub fn parse_cancel(body: &[u8]) -> Result<Option<String>, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    let body = parse_single(body)?;
+    reason_from_json(&body).map_err(|errors| ApiError::InvalidCancel { errors })
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use serde_json::json;
 use time::OffsetDateTime;
 use tracing::info;
 
-use super::body::{parse_reversal, parse_submission, parse_use, Prepared};
+use super::body::{parse_cancel, parse_reversal, parse_submission, parse_use, Prepared};
 use super::views::{rfc3339, Accepted, JobView};
 use super::{ApiError, ApiRequest, ApiResponse, ApiService};
 use crate::domain::history::{HistoryCursor, HistoryQuery};
@@ -27,7 +27,12 @@ impl ApiService {
     pub(super) async fn apply_use(&self, member_id: &str, request: &ApiRequest) -> Result<ApiResponse, ApiError> {
         self.check_json_body(request)?;
         let u = parse_use(member_id, &request.body)?;
-        match self.debits.apply_use(&u, OffsetDateTime::now_utc()).await? {
+        let audit = request.audit(None);
+        match self
+            .debits
+            .apply_use_audited(&u, Some(&audit), OffsetDateTime::now_utc())
+            .await?
+        {
             UseOutcome::Applied(record) => {
                 info!(use_id = %record.use_id, amount = record.amount, "use applied");
                 Ok(ApiResponse::json(201, record))
@@ -67,8 +72,13 @@ impl ApiService {
     /// `POST /v1/reversals`: cancels one accrual or use at once, exactly once.
     pub(super) async fn reverse(&self, request: &ApiRequest) -> Result<ApiResponse, ApiError> {
         self.check_json_body(request)?;
-        let target = parse_reversal(&request.body)?;
-        match self.debits.reverse(&target, OffsetDateTime::now_utc()).await? {
+        let (target, reason) = parse_reversal(&request.body)?;
+        let audit = request.audit(reason.as_deref());
+        match self
+            .debits
+            .reverse_audited(&target, Some(&audit), OffsetDateTime::now_utc())
+            .await?
+        {
             ReversalOutcome::Reversed(record) => {
                 info!(kind = ?record.kind, id = %record.id, amount = record.amount, "reversed");
                 Ok(ApiResponse::json(201, record))
@@ -126,6 +136,7 @@ impl ApiService {
             source: None,
             reading: false,
             created_at: OffsetDateTime::now_utc(),
+            audit: Some(request.audit(None)),
         };
         let job = match self.jobs.create_job(&new_job).await? {
             CreateJob::Created(job) => {
@@ -167,14 +178,22 @@ impl ApiService {
     }
 
     /// `POST /v1/jobs/{job_id}/cancel`: queues the reversal of every accrual
-    /// the job credited (202); asking again resumes it; 200 once done.
-    pub(super) async fn cancel_job(&self, raw_id: &str) -> Result<ApiResponse, ApiError> {
+    /// the job credited (202); asking again resumes it; 200 once done. The
+    /// body is optional: `{"reason"?}`.
+    pub(super) async fn cancel_job(&self, raw_id: &str, request: &ApiRequest) -> Result<ApiResponse, ApiError> {
         let not_found = || ApiError::NotFound {
             what: "job",
             id: raw_id.to_owned(),
         };
+        let reason = if request.body.iter().all(u8::is_ascii_whitespace) {
+            None
+        } else {
+            self.check_json_body(request)?;
+            parse_cancel(&request.body)?
+        };
         let job_id: JobId = raw_id.parse().map_err(|_| not_found())?;
-        let job = request_cancel(self.jobs.as_ref(), self.queue.as_ref(), job_id)
+        let audit = request.audit(reason.as_deref());
+        let job = request_cancel(self.jobs.as_ref(), self.queue.as_ref(), job_id, Some(&audit))
             .await
             .map_err(|error| match error {
                 CancelError::NotFound(_) | CancelError::Forgotten { .. } => not_found(),

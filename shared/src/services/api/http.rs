@@ -5,6 +5,7 @@
 use serde::Serialize;
 use serde_json::{json, Value};
 
+use crate::domain::audit::{Audit, Caller};
 use crate::domain::capabilities::CallerRefused;
 use crate::domain::limits::CeilingError;
 use crate::domain::submission::{ItemKind, SubmissionError};
@@ -23,12 +24,27 @@ pub struct ApiRequest {
     /// Header names in any case.
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// Who is asking, as the front door identified them (API Gateway's
+    /// request context, the local server); `None`: nobody said.
+    pub caller: Option<Caller>,
+    /// The request's id (`requestContext.requestId`, or the local server's).
+    pub request_id: Option<String>,
 }
 
 impl ApiRequest {
     /// The first value of query parameter `name`.
     pub fn query_parameter(&self, name: &str) -> Option<&str> {
         self.query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    /// The audit record of a change this request makes, with the reason
+    /// given.
+    pub fn audit(&self, reason: Option<&str>) -> Audit {
+        Audit::new(
+            self.caller.clone().unwrap_or_else(Caller::unknown),
+            self.request_id.as_deref(),
+        )
+        .with_reason(reason)
     }
 
     /// The first value of header `name` (case-insensitive).
@@ -120,6 +136,8 @@ pub enum ApiError {
     },
     #[error("the reversal is not valid: {}", describe_field_errors(errors))]
     InvalidReversal { errors: Vec<FieldError> },
+    #[error("the cancel's body is not valid: {}", describe_field_errors(errors))]
+    InvalidCancel { errors: Vec<FieldError> },
     #[error("accrual {id}'s points were already spent (its lot holds {remaining} of them); nothing was reversed")]
     AlreadySpent { id: String, remaining: u64 },
     #[error("{what} {id} not found")]
@@ -180,7 +198,7 @@ impl ApiError {
             | ApiError::InvalidPathParameter { .. }
             | ApiError::InvalidQueryParameter(_)
             | ApiError::Submission(_) => 400,
-            ApiError::InvalidUse { .. } | ApiError::InvalidReversal { .. } => 400,
+            ApiError::InvalidUse { .. } | ApiError::InvalidReversal { .. } | ApiError::InvalidCancel { .. } => 400,
             ApiError::AlreadySpent { .. } | ApiError::JobRunning { .. } => 409,
             ApiError::CancelNotQueued { .. } => 503,
             ApiError::KeyReused { .. }
@@ -218,6 +236,7 @@ impl ApiError {
             ApiError::TooManyLots { .. } => "too_many_lots",
             ApiError::UseIdReused { .. } => "use_id_reused",
             ApiError::InvalidReversal { .. } => "invalid_reversal",
+            ApiError::InvalidCancel { .. } => "invalid_cancel",
             ApiError::AlreadySpent { .. } => "already_spent",
             ApiError::EnqueueFailed { .. } => "enqueue_incomplete",
             ApiError::NotFound { .. } => "not_found",
@@ -249,7 +268,9 @@ impl ApiError {
                     error["field"] = json!(field);
                 }
             }
-            ApiError::InvalidUse { errors } | ApiError::InvalidReversal { errors } => error["errors"] = json!(errors),
+            ApiError::InvalidUse { errors }
+            | ApiError::InvalidReversal { errors }
+            | ApiError::InvalidCancel { errors } => error["errors"] = json!(errors),
             ApiError::AlreadySpent { remaining, .. } => error["remaining"] = json!(remaining),
             ApiError::InsufficientBalance {
                 requested, available, ..

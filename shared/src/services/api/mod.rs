@@ -15,7 +15,7 @@ pub mod http;
 mod routing;
 pub mod views;
 
-pub use body::{parse_reversal, parse_submission, parse_use, Prepared, ITEM_BUDGET_BYTES};
+pub use body::{parse_cancel, parse_reversal, parse_submission, parse_use, Prepared, ITEM_BUDGET_BYTES};
 pub use http::{ApiError, ApiRequest, ApiResponse};
 pub use views::{rfc3339, Accepted, JobView};
 

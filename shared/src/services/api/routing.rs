@@ -1,6 +1,7 @@
 //! Routing: which handler answers a method and path, and the checks every
 //! JSON body passes first.
 
+use crate::ports::log_form;
 use tracing::{info, warn};
 
 use super::{ApiError, ApiRequest, ApiResponse, ApiService};
@@ -13,7 +14,7 @@ impl ApiService {
             Err(error) => {
                 let status = error.status();
                 if status >= 500 {
-                    warn!(status, error = %error, source = ?std::error::Error::source(&error), "request failed");
+                    warn!(status, error = %log_form(&error), "request failed");
                 } else {
                     info!(status, code = error.code(), "request refused");
                 }
@@ -46,7 +47,7 @@ impl ApiService {
             }
             ["v1", "jobs", job_id, "cancel"] => {
                 allow("POST")?;
-                self.cancel_job(job_id).await
+                self.cancel_job(job_id, request).await
             }
             ["v1", "members", member_id, "balances"] => {
                 allow("GET")?;

@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
+use crate::domain::audit::Audit;
 use crate::domain::{CancelProgress, Job, JobId, JobStatus};
 
 /// What `POST /v1/jobs` answers with 202.
@@ -39,9 +40,14 @@ pub struct JobView {
     pub error: Option<String>,
     pub created_at: String,
     pub completed_at: Option<String>,
-    /// The job's cancel, once asked for (`pointflow cancel`).
+    /// The job's cancel, once asked for (`pointflow cancel`), with who
+    /// asked for it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cancel: Option<CancelProgress>,
+    /// Who created the job, from which request (absent on jobs recorded
+    /// before the audit trail).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit: Option<Audit>,
 }
 
 impl From<&Job> for JobView {
@@ -62,6 +68,7 @@ impl From<&Job> for JobView {
             created_at: rfc3339(job.created_at),
             completed_at: job.completed_at.map(rfc3339),
             cancel: job.cancel.clone(),
+            audit: job.audit.clone(),
         }
     }
 }

@@ -10,6 +10,7 @@
 //! queue the continuation, then record the chunk; a chunk found recorded is
 //! skipped whole, since everything it does came before the recording.
 
+use crate::ports::log_form;
 use std::sync::Arc;
 
 use time::OffsetDateTime;
@@ -251,7 +252,7 @@ impl Importer {
                 Ok(ChunkOutcome::Failed { chunk, .. }) => {
                     warn!(reason = chunk.failure().unwrap_or(""), "file cannot be imported")
                 }
-                Err(e) => warn!(error = %e, source = ?std::error::Error::source(e), "chunk failed; it will be retried"),
+                Err(e) => warn!(error = %log_form(e), "chunk failed; it will be retried"),
             }
             outcome
         }
@@ -274,6 +275,7 @@ impl Importer {
                     source: Some(object.url()),
                     reading: true,
                     created_at: OffsetDateTime::now_utc(),
+                    audit: task.audit.clone(),
                 };
                 let job = match self.jobs.create_job(&new).await? {
                     CreateJob::Created(job) => job,
@@ -519,6 +521,7 @@ impl Importer {
                 }
                 let next = ImportTask {
                     object: object.clone(),
+                    audit: None,
                     resume: Some(Resume {
                         job_id,
                         chunk: start.chunk + 1,
@@ -547,7 +550,7 @@ impl Importer {
             // Nothing reads this chunk's table again: a redelivery of the
             // chunk finds it recorded and skips it.
             if let Err(e) = occurrences::remove(&*self.objects, &object.bucket, prefix, job_id, start.chunk).await {
-                warn!(error = %e, "the occurrence counts read are left for the lifecycle rule");
+                warn!(error = %log_form(&e), "the occurrence counts read are left for the lifecycle rule");
             }
         }
         Ok(match chunk.end {

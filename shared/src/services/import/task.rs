@@ -5,6 +5,7 @@
 use percent_encoding::percent_decode_str;
 use serde::{Deserialize, Serialize};
 
+use crate::domain::audit::{Audit, Caller};
 use crate::domain::text_encoding::EncodingRecord;
 use serde_json::Value;
 
@@ -18,6 +19,10 @@ pub struct ImportTask {
     /// Where to pick up; `None` starts the file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resume: Option<Resume>,
+    /// Who dropped the file, from which S3 request (from the S3 event;
+    /// recorded on the file's job when its first chunk creates it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit: Option<Audit>,
 }
 
 /// Where the next chunk of a file starts, and what it needs from earlier
@@ -152,6 +157,13 @@ pub fn parse_tasks_value(value: &Value) -> Result<Vec<ImportTask>, TaskError> {
                     .map(str::to_owned),
             },
             resume: None,
+            audit: Some(Audit::new(
+                Caller::s3(
+                    text(&["userIdentity", "principalId"]),
+                    text(&["requestParameters", "sourceIPAddress"]),
+                ),
+                text(&["responseElements", "x-amz-request-id"]),
+            )),
         });
     }
     Ok(tasks)
@@ -159,11 +171,13 @@ pub fn parse_tasks_value(value: &Value) -> Result<Vec<ImportTask>, TaskError> {
 
 /// The notification S3 sends when `object` is created (its essential
 /// fields), for a bucket without notifications: the local runner's folder.
+/// The uploader is `local` (the file's job records it so).
 pub fn object_created_notification(object: &ObjectRef) -> String {
     let key: String = percent_encoding::utf8_percent_encode(&object.key, KEY_ENCODE).collect();
     serde_json::json!({ "Records": [{
         "eventSource": "aws:s3",
         "eventName": "ObjectCreated:Put",
+        "userIdentity": { "principalId": "local" },
         "s3": {
             "bucket": { "name": object.bucket },
             "object": { "key": key, "size": object.size, "eTag": object.etag, "versionId": object.version_id }
@@ -189,6 +203,7 @@ fn decode_key(raw: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::audit::CallerKind;
 
     /// An event as AWS sends it (from the S3 documentation's example).
     const AWS_EVENT: &str = r#"{"Records":[{"eventVersion":"2.1","eventSource":"aws:s3","awsRegion":"us-east-1",
@@ -215,7 +230,18 @@ mod tests {
         assert_eq!(o.key, "imports/spring campaign(2026).csv");
         assert_eq!((o.bucket.as_str(), o.size), ("pointflow-imports", 1024));
         assert_eq!(o.version_id.as_deref(), Some("096fKKXTRTtl3on89fVO.nfljtsv6qko"));
+        // Who dropped it, from where, in which S3 request.
+        let audit = aws[0].audit.as_ref().expect("the uploader");
+        assert_eq!(audit.caller.kind, CallerKind::S3);
+        assert_eq!(
+            (audit.caller.id.as_deref(), audit.caller.source_ip.as_deref()),
+            (Some("AWS:AIDAEXAMPLE"), Some("203.0.113.7"))
+        );
+        assert_eq!(audit.request_id.as_deref(), Some("C3D13FE58DE4C810"));
         let moto = parse_tasks(MOTO_EVENT).unwrap();
+        // moto names no uploader: an s3 caller with no id.
+        let nobody = moto[0].audit.as_ref().map(|a| (a.caller.kind, a.caller.id.clone()));
+        assert_eq!(nobody, Some((CallerKind::S3, None)));
         assert_eq!(moto[0].object.key, "imports/a.csv");
         assert_eq!(
             (moto[0].object.etag.as_deref(), moto[0].object.version_id.as_deref()),
@@ -244,7 +270,13 @@ mod tests {
             version_id: None,
         };
         let tasks = parse_tasks(&object_created_notification(&object)).unwrap();
-        assert_eq!(tasks, [ImportTask { object, resume: None }]);
+        assert_eq!(tasks.len(), 1);
+        assert_eq!((&tasks[0].object, &tasks[0].resume), (&object, &None));
+        let audit = tasks[0].audit.as_ref().expect("who dropped it");
+        assert_eq!(
+            (audit.caller.kind, audit.caller.id.as_deref()),
+            (CallerKind::S3, Some("local"))
+        );
     }
 
     #[test]

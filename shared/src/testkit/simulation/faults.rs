@@ -12,6 +12,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
+use crate::domain::audit::Audit;
 use crate::domain::history::HistoryEntry;
 use crate::domain::lots::BalanceSheet;
 use crate::domain::reconcile::MemberLedger;
@@ -87,16 +88,26 @@ impl Credits for FaultyLedger {
 
 #[async_trait]
 impl Debits for FaultyLedger {
-    async fn apply_use(&self, u: &Use, now: OffsetDateTime) -> Result<UseOutcome, StoreError> {
-        store_call!(self.sim, "apply_use", self.inner.apply_use(u, now))
+    async fn apply_use_audited(
+        &self,
+        u: &Use,
+        audit: Option<&Audit>,
+        now: OffsetDateTime,
+    ) -> Result<UseOutcome, StoreError> {
+        store_call!(self.sim, "apply_use", self.inner.apply_use_audited(u, audit, now))
     }
 
     async fn apply_message_use(&self, by: MessageRef, u: &Use, now: OffsetDateTime) -> Result<UseOutcome, StoreError> {
         store_call!(self.sim, "apply_use", self.inner.apply_message_use(by, u, now))
     }
 
-    async fn reverse(&self, target: &ReversalTarget, now: OffsetDateTime) -> Result<ReversalOutcome, StoreError> {
-        store_call!(self.sim, "reverse", self.inner.reverse(target, now))
+    async fn reverse_audited(
+        &self,
+        target: &ReversalTarget,
+        audit: Option<&Audit>,
+        now: OffsetDateTime,
+    ) -> Result<ReversalOutcome, StoreError> {
+        store_call!(self.sim, "reverse", self.inner.reverse_audited(target, audit, now))
     }
 }
 
@@ -170,8 +181,13 @@ impl JobStore for FaultyJobStore {
         store_call!(self.sim, "chunk_recorded", self.inner.chunk_recorded(job_id, index))
     }
 
-    async fn begin_cancel(&self, job_id: JobId, now: OffsetDateTime) -> Result<Option<Job>, StoreError> {
-        store_call!(self.sim, "begin_cancel", self.inner.begin_cancel(job_id, now))
+    async fn begin_cancel(
+        &self,
+        job_id: JobId,
+        audit: Option<&Audit>,
+        now: OffsetDateTime,
+    ) -> Result<Option<Job>, StoreError> {
+        store_call!(self.sim, "begin_cancel", self.inner.begin_cancel(job_id, audit, now))
     }
 
     async fn begin_message_cancel(

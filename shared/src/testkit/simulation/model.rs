@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
+use crate::domain::audit::Audit;
 use crate::domain::lots::{BalanceSheet, LotKey};
 use crate::domain::reversal::{ReversalOutcome, ReversalTarget};
 use crate::domain::uses::{Use, UseOutcome};
@@ -447,8 +448,13 @@ impl Credits for ModelLedger {
 
 #[async_trait]
 impl Debits for ModelLedger {
-    async fn apply_use(&self, u: &Use, now: OffsetDateTime) -> Result<UseOutcome, StoreError> {
-        let outcome = self.inner.apply_use(u, now).await?;
+    async fn apply_use_audited(
+        &self,
+        u: &Use,
+        audit: Option<&Audit>,
+        now: OffsetDateTime,
+    ) -> Result<UseOutcome, StoreError> {
+        let outcome = self.inner.apply_use_audited(u, audit, now).await?;
         self.check_use(None, u, now, &outcome).await;
         Ok(outcome)
     }
@@ -459,8 +465,13 @@ impl Debits for ModelLedger {
         Ok(outcome)
     }
 
-    async fn reverse(&self, target: &ReversalTarget, now: OffsetDateTime) -> Result<ReversalOutcome, StoreError> {
-        let outcome = self.inner.reverse(target, now).await?;
+    async fn reverse_audited(
+        &self,
+        target: &ReversalTarget,
+        audit: Option<&Audit>,
+        now: OffsetDateTime,
+    ) -> Result<ReversalOutcome, StoreError> {
+        let outcome = self.inner.reverse_audited(target, audit, now).await?;
         let member = {
             let mut model = self.model.lock();
             let want = model.reverse(target);
@@ -564,8 +575,13 @@ impl JobStore for ModelJobs {
         self.inner.chunk_recorded(job_id, index).await
     }
 
-    async fn begin_cancel(&self, job_id: JobId, now: OffsetDateTime) -> Result<Option<Job>, StoreError> {
-        self.inner.begin_cancel(job_id, now).await
+    async fn begin_cancel(
+        &self,
+        job_id: JobId,
+        audit: Option<&Audit>,
+        now: OffsetDateTime,
+    ) -> Result<Option<Job>, StoreError> {
+        self.inner.begin_cancel(job_id, audit, now).await
     }
 
     async fn begin_message_cancel(

@@ -84,6 +84,7 @@ fn post(path: &str, key: Option<&str>, body: Value) -> ApiRequest {
         query: Vec::new(),
         headers,
         body: body.to_string().into_bytes(),
+        ..ApiRequest::default()
     }
 }
 
@@ -354,6 +355,7 @@ impl Scenario {
             query: Vec::new(),
             headers: Vec::new(),
             body: Vec::new(),
+            ..ApiRequest::default()
         }
     }
 
@@ -386,6 +388,7 @@ impl Scenario {
                 ("Idempotency-Key".into(), key.to_owned()),
             ],
             body: json!({ "accruals": items }).to_string().into_bytes(),
+            ..ApiRequest::default()
         }
     }
 

@@ -3,16 +3,16 @@
 use aws_sdk_dynamodb::config::http::HttpResponse;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 
+pub(crate) use crate::adapters::aws::redact::Redact;
 use crate::ports::StoreError;
 
-/// A failure that trying again will not mend.
-pub(super) fn backend<E>(operation: &'static str, error: E) -> StoreError
-where
-    E: std::error::Error + Send + Sync + 'static,
-{
+/// A failure that trying again will not mend, kept in its redacted form
+/// ([`BackendFailure`]): the SDK's error, whose `Debug` holds the items a
+/// cancelled transaction returned, goes no further than this.
+pub(super) fn backend<E: Redact>(operation: &'static str, error: E) -> StoreError {
     StoreError::Backend {
         operation,
-        source: Box::new(error),
+        source: Box::new(error.redacted()),
     }
 }
 

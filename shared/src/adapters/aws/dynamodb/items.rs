@@ -7,6 +7,7 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use super::{keys, Item};
+use crate::domain::audit::Audit;
 use crate::domain::history::{self, pruned_expiry, EntryKind, HistoryEntry};
 use crate::domain::lots::{BalanceSheet, Lot, LotKey};
 use crate::domain::reversal::{ReversalKind, ReversalRecord};
@@ -46,6 +47,8 @@ pub(super) trait ItemExt {
     fn time(&self, name: &str) -> Result<Option<OffsetDateTime>, StoreError>;
     /// A string attribute that must be there.
     fn required_string(&self, name: &str) -> Result<String, StoreError>;
+    /// An audit record ([`Audit::to_json`] in a string attribute), if any.
+    fn audit(&self, name: &str) -> Result<Option<Audit>, StoreError>;
     /// The error of an item that is not as written.
     fn corrupt(&self, detail: impl Into<String>) -> StoreError;
 }
@@ -91,6 +94,12 @@ impl ItemExt for Item {
         self.string(name)
             .map(str::to_owned)
             .ok_or_else(|| self.corrupt(format!("{name} is missing")))
+    }
+
+    fn audit(&self, name: &str) -> Result<Option<Audit>, StoreError> {
+        self.string(name)
+            .map(|text| Audit::from_json(text).map_err(|e| self.corrupt(format!("{name}: {e}"))))
+            .transpose()
     }
 
     fn corrupt(&self, detail: impl Into<String>) -> StoreError {
@@ -244,6 +253,7 @@ pub(super) fn stored_use_from_item(item: &Item) -> Result<StoredUse, StoreError>
         amount: item.number("amount")?,
         reason: item.string("reason").map(str::to_owned),
         applied_at: refused_at,
+        audit: None,
     };
     Ok(StoredUse::Refused(record, MessageRef { job_id, seq }))
 }
@@ -265,6 +275,9 @@ pub(super) fn reversal_entry(record: &ReversalRecord, now: &str, key_time: &str)
         ("amount".to_owned(), n(record.amount)),
         ("applied_at".to_owned(), s(now)),
     ]);
+    if let Some(audit) = &record.audit {
+        item.insert("audit".to_owned(), s(audit.to_json()));
+    }
     item.extend(keys::history_keys(
         &record.member_id,
         key_time,
@@ -382,6 +395,7 @@ pub(super) fn history_from_item(item: &Item) -> Result<HistoryEntry, StoreError>
             point_type: item.required_string("point_type")?,
             amount: item.number("amount")?,
             reversed_at: at("applied_at")?,
+            audit: item.audit("audit")?,
         }))
     } else if pk.starts_with(keys::EXPIRY_PREFIX) {
         let lot = LotKey::new(item.time("apply_at")?, item.time("expires_at")?);
@@ -405,6 +419,7 @@ pub(super) fn use_from_item(item: &Item) -> Result<UseRecord, StoreError> {
         applied_at: item
             .time("applied_at")?
             .ok_or_else(|| item.corrupt("applied_at is missing"))?,
+        audit: item.audit("audit")?,
     })
 }
 
@@ -445,8 +460,10 @@ pub(super) fn job_from_item(item: &Item) -> Result<Job, StoreError> {
                 },
                 messages: item.number("cancel_messages")?,
                 completed_at: item.time("cancel_completed_at")?,
+                audit: item.audit("cancel_audit")?,
             }),
         },
+        audit: item.audit("audit")?,
     };
     // `completed_at` is stamped by a write of its own after the last fold,
     // which can fail (the fold stands): the counts then still say the job
@@ -479,6 +496,9 @@ pub(super) fn job_to_item(job: &NewJob) -> Item {
     ]);
     if let Some(source) = &job.source {
         item.insert("source".to_owned(), s(source));
+    }
+    if let Some(audit) = &job.audit {
+        item.insert("audit".to_owned(), s(audit.to_json()));
     }
     item
 }
@@ -633,6 +653,7 @@ mod tests {
             source: Some("s3://b/imports/k.csv".into()),
             reading: true,
             created_at: OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap(),
+            audit: None,
         };
         assert_eq!(job_from_item(&job_to_item(&new)).unwrap(), Job::from_new(&new));
     }
@@ -648,6 +669,7 @@ mod tests {
             source: None,
             reading: false,
             created_at: OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap(),
+            audit: None,
         };
         let mut item = job_to_item(&new);
         item.insert("applied".into(), n(9));

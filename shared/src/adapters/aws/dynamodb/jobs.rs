@@ -24,6 +24,7 @@ use crate::domain::capacity::MARKER_AND_UPDATE_UNITS;
 // Message markers, cancel items and chunk markers expire after 90 days
 // (DynamoDB TTL on `expires_at`): longer than any delivery of a message the
 // redrive rule lets through (`domain::retention`).
+use crate::domain::audit::Audit;
 use crate::domain::retention::MARKER_TTL_SECONDS;
 use crate::domain::{CancelCounts, ChunkReport, FoldedItems, Job, JobId, MessageCounts, NewJob};
 use crate::ports::{CreateJob, JobStore, StoreError};
@@ -213,7 +214,7 @@ impl DynamoStore {
     /// or to the read ([`job_from_item`] derives it from the counts).
     async fn complete_after_commit(&self, job_id: JobId, now: &str) {
         if let Err(error) = self.try_complete(job_id, now).await {
-            tracing::warn!(%job_id, error = %error, "could not stamp the job's completion; its reads derive it");
+            tracing::warn!(%job_id, error = %crate::ports::log_form(&error), "could not stamp the job's completion; its reads derive it");
         }
     }
 }
@@ -410,18 +411,40 @@ impl JobStore for DynamoStore {
         Ok(output.item().is_some())
     }
 
-    async fn begin_cancel(&self, job_id: JobId, now: OffsetDateTime) -> Result<Option<Job>, StoreError> {
+    async fn begin_cancel(
+        &self,
+        job_id: JobId,
+        audit: Option<&Audit>,
+        now: OffsetDateTime,
+    ) -> Result<Option<Job>, StoreError> {
         let now = rfc3339(now);
+        // The first request's time and caller stay: asking again resumes.
+        let (expression, audit) = match audit {
+            Some(audit) => (
+                "SET cancel_requested_at = if_not_exists(cancel_requested_at, :now), \
+                 cancel_audit = if_not_exists(cancel_audit, :audit)",
+                Some(s(audit.to_json())),
+            ),
+            None => (
+                "SET cancel_requested_at = if_not_exists(cancel_requested_at, :now)",
+                None,
+            ),
+        };
         let updated = self
             .update_retrying(|| {
-                self.client
+                let request = self
+                    .client
                     .update_item()
                     .table_name(&self.table)
                     .set_key(Some(keys::job_key(job_id)))
-                    .update_expression("SET cancel_requested_at = if_not_exists(cancel_requested_at, :now)")
+                    .update_expression(expression)
                     .condition_expression("attribute_exists(pk)")
                     .expression_attribute_values(":now", s(&now))
-                    .return_values(ReturnValue::AllNew)
+                    .return_values(ReturnValue::AllNew);
+                match &audit {
+                    Some(audit) => request.expression_attribute_values(":audit", audit.clone()),
+                    None => request,
+                }
             })
             .await?;
         // No such job: the condition failed.

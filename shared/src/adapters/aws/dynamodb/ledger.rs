@@ -22,6 +22,7 @@ use super::keys;
 use super::schema::HISTORY_INDEX;
 use super::transaction::{put_new, Code, Meter, Request, Retry, Sent, OPERATION};
 use super::{DynamoStore, Item};
+use crate::domain::audit::Audit;
 use crate::domain::capacity::{write_units, WriteKind};
 use crate::domain::history::{self, HistoryEntry};
 use crate::domain::lots::{BalanceSheet, LotKey, UsePlan};
@@ -305,7 +306,16 @@ impl DynamoStore {
     /// not begun. A bulk use refused (too few points, too many lots) is
     /// recorded so under the use entry's key, so that no later delivery
     /// applies it ([`Self::refuse`]).
-    async fn use_points(&self, by: Option<MessageRef>, u: &Use, now: OffsetDateTime) -> Result<UseOutcome, StoreError> {
+    // A refusal travels as the plan's error: an answer, not a failure, and
+    // as large as an applied use's record (its audit included).
+    #[allow(clippy::result_large_err)]
+    async fn use_points(
+        &self,
+        by: Option<MessageRef>,
+        u: &Use,
+        audit: Option<&Audit>,
+        now: OffsetDateTime,
+    ) -> Result<UseOutcome, StoreError> {
         let now_text = rfc3339(now);
         let key_time = history::key_time(now);
         // The balance item as last seen (through ALL_OLD): `None` until a
@@ -337,7 +347,11 @@ impl DynamoStore {
                     }
                 },
             };
-            let entry = put_new(&self.table, use_entry(u, by, &consumed, &now_text, &key_time))?;
+            let mut entry = use_entry(u, by, &consumed, &now_text, &key_time);
+            if let Some(audit) = audit {
+                entry.insert("audit".to_owned(), s(audit.to_json()));
+            }
+            let entry = put_new(&self.table, entry)?;
             let mut actions = vec![
                 TransactWriteItem::builder().put(entry).build(),
                 TransactWriteItem::builder().update(update).build(),
@@ -360,7 +374,7 @@ impl DynamoStore {
             }
             let request = Request::new(actions);
             let cancel = match tx.send(&request).await? {
-                Sent::Committed => return Ok(UseOutcome::Applied(UseRecord::of(u, now))),
+                Sent::Committed => return Ok(UseOutcome::Applied(UseRecord::of(u, now).with_audit(audit))),
                 Sent::Cancelled(cancel) => cancel,
             };
             if cancel.condition_failed(2) {
@@ -437,15 +451,25 @@ fn stored_use_outcome(item: &Item, by: Option<MessageRef>, u: &Use) -> Result<Us
 
 #[async_trait]
 impl Debits for DynamoStore {
-    async fn apply_use(&self, u: &Use, now: OffsetDateTime) -> Result<UseOutcome, StoreError> {
-        self.use_points(None, u, now).await
+    async fn apply_use_audited(
+        &self,
+        u: &Use,
+        audit: Option<&Audit>,
+        now: OffsetDateTime,
+    ) -> Result<UseOutcome, StoreError> {
+        self.use_points(None, u, audit, now).await
     }
 
     async fn apply_message_use(&self, by: MessageRef, u: &Use, now: OffsetDateTime) -> Result<UseOutcome, StoreError> {
-        self.use_points(Some(by), u, now).await
+        self.use_points(Some(by), u, None, now).await
     }
 
-    async fn reverse(&self, target: &ReversalTarget, now: OffsetDateTime) -> Result<ReversalOutcome, StoreError> {
+    async fn reverse_audited(
+        &self,
+        target: &ReversalTarget,
+        audit: Option<&Audit>,
+        now: OffsetDateTime,
+    ) -> Result<ReversalOutcome, StoreError> {
         let kind = target.kind();
         let id = target.id();
         let entry_key = keys::entry_key(kind, id);
@@ -478,24 +502,33 @@ impl Debits for DynamoStore {
             .string("point_type")
             .ok_or_else(|| entry.corrupt("point_type missing"))?;
         let amount = entry.number("amount")?;
-        let record = |at: OffsetDateTime| ReversalRecord {
+        let record = |at: OffsetDateTime, audit: Option<Audit>| ReversalRecord {
             kind,
             id: id.to_owned(),
             member_id: member_id.to_owned(),
             point_type: point_type.to_owned(),
             amount,
             reversed_at: at,
+            audit,
         };
         if let Some(at) = entry.time("reversed_at")? {
-            return Ok(ReversalOutcome::Replayed(record(at)));
+            return Ok(ReversalOutcome::Replayed(record(at, entry.audit("reversal_audit")?)));
         }
         let now_text = rfc3339(now);
+        // The entry keeps who reversed it, so a replay answers with the
+        // first reversal's record.
         let mark = Update::builder()
             .table_name(&self.table)
             .set_key(Some(entry_key))
-            .update_expression("SET reversed_at = :now")
             .condition_expression("attribute_exists(pk) AND attribute_not_exists(reversed_at)")
-            .expression_attribute_values(":now", s(&now_text))
+            .expression_attribute_values(":now", s(&now_text));
+        let mark = match audit {
+            Some(audit) => mark
+                .update_expression("SET reversed_at = :now, reversal_audit = :audit")
+                .expression_attribute_values(":audit", s(audit.to_json())),
+            None => mark.update_expression("SET reversed_at = :now"),
+        };
+        let mark = mark
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .build()
             .map_err(|e| backend(OPERATION, e))?;
@@ -539,7 +572,7 @@ impl Debits for DynamoStore {
             }
         };
         let balance = balance.build().map_err(|e| backend(OPERATION, e))?;
-        let reversal = reversal_entry(&record(now), &now_text, &history::key_time(now));
+        let reversal = reversal_entry(&record(now, audit.cloned()), &now_text, &history::key_time(now));
         // The mark writes the whole entry again (sized as it is), the
         // balance update is small; the mark changes no attribute the history
         // index projects, so only the reversal's entry is indexed.
@@ -562,17 +595,15 @@ impl Debits for DynamoStore {
         let mut tx = self.transaction(Meter::Ledger);
         loop {
             let cancel = match tx.send(&request).await? {
-                Sent::Committed => return Ok(ReversalOutcome::Reversed(record(now))),
+                Sent::Committed => return Ok(ReversalOutcome::Reversed(record(now, audit.cloned()))),
                 Sent::Cancelled(cancel) => cancel,
             };
             if cancel.condition_failed(0) {
                 // Reversed by a concurrent call meanwhile.
-                let at = cancel
-                    .old(0)
-                    .map(|item| item.time("reversed_at"))
-                    .transpose()?
-                    .flatten();
-                return Ok(ReversalOutcome::Replayed(record(at.unwrap_or(now))));
+                let old = cancel.old(0);
+                let at = old.map(|item| item.time("reversed_at")).transpose()?.flatten();
+                let first = old.map(|item| item.audit("reversal_audit")).transpose()?.flatten();
+                return Ok(ReversalOutcome::Replayed(record(at.unwrap_or(now), first)));
             }
             if cancel.condition_failed(1) {
                 let remaining = match (cancel.old(1), &lot_name) {

@@ -17,7 +17,7 @@ pub const HISTORY_INDEX: &str = "history";
 /// The attributes the history index projects besides its keys: what a
 /// history entry shows. Not `reversed_at`, so that marking an entry reversed
 /// writes no index entry; not `consumed` nor `seq`, which it does not show.
-pub const HISTORY_PROJECTION: [&str; 12] = [
+pub const HISTORY_PROJECTION: [&str; 13] = [
     "accrual_id",
     "use_id",
     "target_id",
@@ -30,6 +30,7 @@ pub const HISTORY_PROJECTION: [&str; 12] = [
     "reason",
     "apply_at",
     "expires_at",
+    "audit",
 ];
 
 /// Creates the Pointflow table (as `template.yaml` declares it) unless it

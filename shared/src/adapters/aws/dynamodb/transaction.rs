@@ -15,9 +15,10 @@ use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem};
 
-use super::errors::{backend, is_throttling, is_transport};
+use super::errors::{backend, is_throttling, is_transport, Redact};
 use super::items::item_bytes;
 use super::{DynamoStore, Item, MAX_TRANSACTION_ACTIONS};
+use crate::adapters::aws::redact::cancellation_codes;
 use crate::domain::capacity::{write_units, WriteKind};
 use crate::ports::StoreError;
 
@@ -148,7 +149,12 @@ impl Cancellation {
 
     /// The cancellation as a failure nobody can mend by retrying.
     pub(super) fn into_error(self) -> StoreError {
-        backend(OPERATION, *self.error)
+        let mut failure = self.error.redacted();
+        failure.reasons = cancellation_codes(&self.error);
+        StoreError::Backend {
+            operation: OPERATION,
+            source: Box::new(failure),
+        }
     }
 }
 
@@ -358,5 +364,77 @@ mod tests {
         );
         assert_eq!(codes(&[Some("ConditionalCheckFailed"), Some("None")]), None);
         assert_eq!(codes(&[Some("ValidationError"), Some("TransactionConflict")]), None);
+    }
+
+    /// A cancelled transaction as DynamoDB answers one whose first put
+    /// found an entry: `ALL_OLD` returns that entry, member id and reason
+    /// included.
+    fn cancelled_transaction() -> SdkError<TransactWriteItemsError, HttpResponse> {
+        use aws_sdk_dynamodb::error::ErrorMetadata;
+        use aws_sdk_dynamodb::types::error::TransactionCanceledException;
+        use aws_sdk_dynamodb::types::{AttributeValue, CancellationReason};
+
+        let old: Item = [
+            ("pk", "USE#order-77"),
+            ("member_id", "m-secret-42"),
+            ("reason", "refund for Jane Doe"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), AttributeValue::S(v.to_owned())))
+        .collect();
+        let message = "Transaction cancelled, please refer cancellation reasons for specific reasons \
+                       [ConditionalCheckFailed, None]";
+        let cancel = TransactionCanceledException::builder()
+            .message(message)
+            .cancellation_reasons(
+                CancellationReason::builder()
+                    .code("ConditionalCheckFailed")
+                    .message("The conditional request failed")
+                    .set_item(Some(old))
+                    .build(),
+            )
+            .cancellation_reasons(CancellationReason::builder().code("None").build())
+            .meta(
+                ErrorMetadata::builder()
+                    .code("TransactionCanceledException")
+                    .message(message)
+                    .custom("aws_request_id", "REQ-0123")
+                    .build(),
+            )
+            .build();
+        // The S3 crate re-exports the body type the SDKs share.
+        let body = aws_sdk_s3::primitives::ByteStream::from_static(b"").into_inner();
+        let raw = HttpResponse::new(400u16.try_into().expect("a status"), body);
+        SdkError::service_error(TransactWriteItemsError::TransactionCanceledException(cancel), raw)
+    }
+
+    /// What a log line may carry of a cancelled transaction: its error
+    /// code, reason codes and request id; never the old items' member ids
+    /// or reasons, in its logged form nor in its `Debug` form (the SDK's
+    /// own `Debug`, which the old logging printed, holds them).
+    #[test]
+    fn a_cancelled_transaction_is_logged_without_its_items() {
+        let error = Cancellation {
+            reasons: vec![],
+            error: Box::new(cancelled_transaction()),
+        }
+        .into_error();
+        let logged = crate::ports::log_form(&error);
+        let debug = format!("{error:?}");
+        for form in [&logged, &debug] {
+            assert!(!form.contains("m-secret-42") && !form.contains("Jane"), "{form}");
+        }
+        for wanted in [
+            "TransactWriteItems failed",
+            "TransactionCanceledException",
+            "HTTP 400",
+            "REQ-0123",
+        ] {
+            assert!(logged.contains(wanted), "{wanted} in {logged}");
+        }
+        assert!(logged.contains("reasons [ConditionalCheckFailed, None]"), "{logged}");
+        // The SDK's error itself holds them: that is what must not be logged.
+        let raw = cancelled_transaction();
+        assert!(format!("{raw:?}").contains("m-secret-42"));
     }
 }
