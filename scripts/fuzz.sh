@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Long fuzzing runs, by hand (CI only replays the corpus: see docs/fuzzing.md).
 #
-#   scripts/fuzz.sh TARGET [SECONDS]      # TARGET: api_body, csv_import, message_decode
+#   scripts/fuzz.sh TARGET [SECONDS]      # TARGET: api_body, csv_import, message_decode, xlsx_import
 #   scripts/fuzz.sh TARGET cmin           # shrink everything found into the committed corpus
 #
 # Needs cargo-fuzz (`cargo install cargo-fuzz --version 0.13.1 --locked`). On a
@@ -10,7 +10,10 @@
 # fuzz/artifacts/TARGET.
 set -euo pipefail
 
-target="${1:?usage: scripts/fuzz.sh api_body|csv_import|message_decode [SECONDS|cmin]}"
+target="${1:?usage: scripts/fuzz.sh api_body|csv_import|message_decode|xlsx_import [SECONDS|cmin]}"
+# A workbook is a zip archive of several parts: its smallest is about 5 KiB.
+cmin_len=1024
+if [ "$target" = xlsx_import ]; then cmin_len=16384; fi
 what="${2:-600}"
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root/fuzz"
@@ -24,7 +27,7 @@ if [ "$what" = cmin ]; then
   cp -n "corpus/$target"/* "corpus-full/$target"/ 2>/dev/null || true
   rm -rf "corpus/$target" && mkdir -p "corpus/$target"
   cargo fuzz run --sanitizer "$sanitizer" "$target" "corpus/$target" "corpus-full/$target" -- \
-    -set_cover_merge=1 -use_counters=0 -max_len=1024 -rss_limit_mb=1024 -malloc_limit_mb=64
+    -set_cover_merge=1 -use_counters=0 -max_len="$cmin_len" -rss_limit_mb=1024 -malloc_limit_mb=64
   exit 0
 fi
 

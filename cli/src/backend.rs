@@ -25,7 +25,7 @@ use pointflow::backend::QueuePolicy;
 use pointflow::domain::capacity::WriteCost;
 use pointflow::ports::objects::{ObjectRef, ObjectStore};
 use pointflow::ports::{JobStore, Ledger, WorkQueue};
-use pointflow::services::import::service::{CAMPAIGN_METADATA, ENCODING_METADATA};
+use pointflow::services::import::service::{CAMPAIGN_METADATA, ENCODING_METADATA, SHEET_METADATA};
 use pointflow::services::import::task::object_created_notification;
 use pointflow::testkit::baseline::{NaiveLedger, Unbatched};
 use sha2::{Digest, Sha256};
@@ -262,10 +262,24 @@ impl ImportSide {
         campaign: Option<&str>,
         encoding: Option<&str>,
     ) -> anyhow::Result<ObjectRef> {
+        self.drop_file_with(file, key, campaign, encoding, None).await
+    }
+
+    /// [`ImportSide::drop_file`], naming also the sheet of a workbook to
+    /// read (metadata `sheet`).
+    pub async fn drop_file_with(
+        &self,
+        file: &Path,
+        key: &str,
+        campaign: Option<&str>,
+        encoding: Option<&str>,
+        sheet: Option<&str>,
+    ) -> anyhow::Result<ObjectRef> {
         let metadata: BTreeMap<String, String> = campaign
             .map(|c| (CAMPAIGN_METADATA.to_owned(), c.to_owned()))
             .into_iter()
             .chain(encoding.map(|e| (ENCODING_METADATA.to_owned(), e.to_owned())))
+            .chain(sheet.map(|s| (SHEET_METADATA.to_owned(), s.to_owned())))
             .collect();
         let object = match &self.s3 {
             Some(s3) => {

@@ -70,6 +70,22 @@ pub async fn run_import(
     progress: bool,
     timeout: Duration,
 ) -> anyhow::Result<ImportSummary> {
+    run_import_sheet(backend, file, key, campaign, encoding, None, progress, timeout).await
+}
+
+/// [`run_import`], naming also the sheet of a workbook (`.xlsx`) to read
+/// (default: its first visible worksheet).
+#[allow(clippy::too_many_arguments)]
+pub async fn run_import_sheet(
+    backend: &LocalBackend,
+    file: &Path,
+    key: &str,
+    campaign: Option<&str>,
+    encoding: Option<&str>,
+    sheet: Option<&str>,
+    progress: bool,
+    timeout: Duration,
+) -> anyhow::Result<ImportSummary> {
     let import = backend
         .import
         .as_ref()
@@ -79,7 +95,7 @@ pub async fn run_import(
     }
     let started = Instant::now();
     let dropped_at = OffsetDateTime::now_utc();
-    let object = import.drop_file(file, key, campaign, encoding).await?;
+    let object = import.drop_file_with(file, key, campaign, encoding, sheet).await?;
     let bar = ProgressBar::with_draw_target(
         None,
         if progress {

@@ -224,6 +224,7 @@ impl ImportConfig {
                 report_prefix,
                 max_derived_contents: defaults.max_derived_contents,
                 ceilings: ceilings(&lookup)?,
+                max_workbook_bytes: defaults.max_workbook_bytes,
             },
         })
     }

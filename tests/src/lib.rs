@@ -13,6 +13,7 @@ pub mod openapi;
 pub mod openapi_proxy;
 pub mod pipeline;
 pub mod strict;
+pub mod workbooks;
 
 /// Logs of the code under test, shown for failing tests (`RUST_LOG`, default
 /// `warn`).

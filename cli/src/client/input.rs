@@ -1,4 +1,4 @@
-//! Reading a campaign file (JSON array, NDJSON or CSV) into request-sized
+//! Reading a campaign file (JSON array, NDJSON, CSV or an Excel workbook) into request-sized
 //! chunks, streaming: validated with the API's rules on the way, so bad lines
 //! are reported here and never stop the good ones. An accrual without
 //! `accrual_id` gets one here, from its campaign and content
@@ -15,6 +15,7 @@ use sha2::{Digest, Sha256};
 use pointflow::domain::accrual_ids::ContentIds;
 use pointflow::domain::csv_rows::{sniff_input, CsvAccruals, CsvRow};
 use pointflow::domain::validation::accrual_from_json;
+use pointflow::domain::xlsx_rows::read_rows;
 use pointflow::domain::Accrual;
 
 /// What the file holds.
@@ -26,14 +27,20 @@ pub enum Format {
     Ndjson,
     /// The file-drop CSV format (header row, then one accrual per row).
     Csv,
+    /// An Excel workbook (`.xlsx`): one sheet, read as the importer reads
+    /// it (header row, then one accrual per row; lines are Excel's rows).
+    Xlsx,
 }
 
 impl Format {
-    /// From a file name's extension (`.json`, `.ndjson`/`.jsonl`, `.csv`).
+    /// From a file name's extension (`.json`, `.ndjson`/`.jsonl`, `.csv`,
+    /// `.xlsx`).
     pub fn from_name(name: &str) -> Option<Format> {
         let lower = name.to_ascii_lowercase();
         if lower.ends_with(".csv") {
             Some(Format::Csv)
+        } else if lower.ends_with(".xlsx") {
+            Some(Format::Xlsx)
         } else if lower.ends_with(".ndjson") || lower.ends_with(".jsonl") {
             Some(Format::Ndjson)
         } else if lower.ends_with(".json") {
@@ -242,6 +249,20 @@ pub fn read_chunks(
     format: Format,
     chunker: &mut Chunker,
     bytes_read: impl Fn() -> u64,
+    chunk: impl FnMut(Chunk) -> bool,
+    bad: impl FnMut(LineError),
+) -> Result<Option<Chunk>, InputError> {
+    read_chunks_of_sheet(input, format, None, chunker, bytes_read, chunk, bad)
+}
+
+/// [`read_chunks`], naming the sheet of a workbook to read (default: its
+/// first visible worksheet). A workbook is read whole into memory first.
+pub fn read_chunks_of_sheet(
+    mut input: impl Read,
+    format: Format,
+    sheet: Option<&str>,
+    chunker: &mut Chunker,
+    bytes_read: impl Fn() -> u64,
     mut chunk: impl FnMut(Chunk) -> bool,
     mut bad: impl FnMut(LineError),
 ) -> Result<Option<Chunk>, InputError> {
@@ -339,6 +360,32 @@ pub fn read_chunks(
                         }
                     }
                 }
+            }
+        }
+        Format::Xlsx => {
+            let mut bytes = Vec::new();
+            input.read_to_end(&mut bytes)?;
+            let mut stopped = false;
+            read_rows(bytes, sheet, "", |row| match row.row {
+                CsvRow::Accrual(accrual) => {
+                    if let Some(done) = chunker.push(row.line, &accrual, !row.has_accrual_id, bytes_read()) {
+                        stopped = !chunk(done);
+                    }
+                    !stopped
+                }
+                CsvRow::Rejected(errors) => {
+                    for e in errors {
+                        bad(LineError {
+                            line: e.line,
+                            field: e.column,
+                            reason: e.reason,
+                        });
+                    }
+                    true
+                }
+            })?;
+            if stopped {
+                return Ok(None);
             }
         }
     }
@@ -509,6 +556,58 @@ mod tests {
             let keys: Vec<&str> = other.iter().map(|c| c.key.as_str()).collect();
             assert_eq!(keys, a.iter().map(|c| c.key.as_str()).collect::<Vec<_>>());
         }
+        // The same rows in a workbook: numbers as number cells, an empty
+        // row 4, so m-3 is Excel's row 5.
+        let mut book = rust_xlsxwriter::Workbook::new();
+        let sheet = book.add_worksheet();
+        for (c, name) in ["member_id", "point_type", "amount", "accrual_id", "reason"]
+            .iter()
+            .enumerate()
+        {
+            sheet.write_string(0, c as u16, *name).unwrap();
+        }
+        sheet
+            .write_string(1, 0, "m-1")
+            .unwrap()
+            .write_string(1, 1, "P")
+            .unwrap();
+        sheet.write_number(1, 2, 10.0).unwrap();
+        sheet
+            .write_string(2, 0, "m-2")
+            .unwrap()
+            .write_string(2, 1, "P")
+            .unwrap();
+        sheet.write_number(2, 2, 20.0).unwrap();
+        sheet
+            .write_string(2, 3, "a-2")
+            .unwrap()
+            .write_string(2, 4, "r")
+            .unwrap();
+        sheet
+            .write_string(4, 0, "m-3")
+            .unwrap()
+            .write_string(4, 1, "P")
+            .unwrap();
+        sheet.write_number(4, 2, 30.0).unwrap();
+        let bytes = book.save_to_buffer().unwrap();
+        let (mut e, mut chunker) = (Vec::new(), Chunker::new(LIMITS, "test"));
+        let last = read_chunks(
+            &bytes[..],
+            Format::Xlsx,
+            &mut chunker,
+            || 0,
+            |chunk| {
+                e.push(chunk);
+                true
+            },
+            |error| panic!("{error:?}"),
+        )
+        .unwrap();
+        e.extend(last);
+        assert_eq!(bodies(&e), bodies(&a), "a workbook gives the bodies of its CSV copy");
+        let keys: Vec<&str> = e.iter().map(|c| c.key.as_str()).collect();
+        assert_eq!(keys, a.iter().map(|c| c.key.as_str()).collect::<Vec<_>>());
+        assert_eq!(e[1].lines, [5], "workbook lines are Excel's rows");
         assert_eq!(c[0].lines, [1, 3], "NDJSON lines count blank ones");
         assert_eq!(d[1].lines, [4], "CSV lines count the header");
     }

@@ -17,7 +17,9 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 
 use crate::client::api::{ApiClient, ClientError};
-use crate::client::input::{read_chunks, Chunk, ChunkLimits, Chunker, Counting, Format, InputError, LineError};
+use crate::client::input::{
+    read_chunks_of_sheet, Chunk, ChunkLimits, Chunker, Counting, Format, InputError, LineError,
+};
 
 /// Line errors kept for the report (all are counted).
 pub const MAX_LISTED_ERRORS: usize = 1000;
@@ -26,6 +28,8 @@ pub const MAX_LISTED_ERRORS: usize = 1000;
 #[derive(Debug, Clone)]
 pub struct SubmitOptions {
     pub format: Format,
+    /// The sheet of a workbook to read (default: its first visible one).
+    pub sheet: Option<String>,
     pub limits: ChunkLimits,
     /// Names the submission; part of every `Idempotency-Key`.
     pub campaign: String,
@@ -129,13 +133,15 @@ pub async fn submit(
     let (sender, receiver) = mpsc::channel::<Chunk>(options.parallel.max(1));
     let reader = {
         let (format, limits, campaign) = (options.format, options.limits, options.campaign.clone());
+        let sheet = options.sheet.clone();
         let (errors, bytes_read) = (errors.clone(), bytes_read.clone());
         tokio::task::spawn_blocking(move || {
             let mut chunker = Chunker::new(limits, &campaign);
             let read = || bytes_read.load(Ordering::Relaxed);
-            let last = read_chunks(
+            let last = read_chunks_of_sheet(
                 counting,
                 format,
+                sheet.as_deref(),
                 &mut chunker,
                 read,
                 |chunk| sender.blocking_send(chunk).is_ok(),

@@ -204,6 +204,7 @@ pub async fn wait(args: WaitArgs) -> anyhow::Result<ExitCode> {
     // `submit`'s defaults.
     let options = SubmitOptions {
         format: Format::Ndjson,
+        sheet: None,
         limits: ChunkLimits::default(),
         campaign: String::new(),
         parallel: 4,

@@ -17,7 +17,7 @@ use pointflow::services::job_list::job_page;
 use pointflow_cli::backend::{AwsResources, BackendChoice, LocalBackend, DEFAULT_BUCKET_DIR, DEFAULT_DB};
 use pointflow_cli::demo::{run_demo, Campaign};
 use pointflow_cli::exposure::{check_bind, Exposure, ALLOW_REMOTE_FLAG};
-use pointflow_cli::import::{default_key, run_import};
+use pointflow_cli::import::{default_key, run_import_sheet};
 use pointflow_cli::poller::PollerSettings;
 use pointflow_cli::runner::Runner;
 use pointflow_cli::settings::StackSettings;
@@ -118,7 +118,7 @@ enum LocalCommand {
     },
     /// Generate a campaign, submit it through the local API, wait, verify, report.
     Demo(DemoArgs),
-    /// Drop a CSV file into the import bucket and wait for its job: the S3 file-drop path, locally.
+    /// Drop a CSV file or Excel workbook (.xlsx) into the import bucket and wait for its job: the S3 file-drop path, locally.
     ///
     /// Exit status: 0 all rows credited, 3 some rows rejected (see the report) or accruals failed, 1 the file could
     /// not be imported.
@@ -162,7 +162,7 @@ struct DemoArgs {
 
 #[derive(Args)]
 struct ImportArgs {
-    /// The CSV file (header row: member_id, point_type, amount; optional accrual_id, reason, apply_at, expires_at).
+    /// The CSV file or Excel workbook (.xlsx) (header row: member_id, point_type, amount; optional accrual_id, reason, apply_at, expires_at).
     file: PathBuf,
     /// Object key to drop it at (default: imports/<file name>).
     #[arg(long)]
@@ -177,6 +177,10 @@ struct ImportArgs {
     /// (default: detected from the file's first 64 KiB).
     #[arg(long)]
     encoding: Option<String>,
+    /// The sheet of a workbook (.xlsx) to read, set as the object's `sheet`
+    /// metadata (default: the workbook's first visible worksheet).
+    #[arg(long)]
+    sheet: Option<String>,
     /// Give up waiting after this many seconds.
     #[arg(long, default_value_t = 1800)]
     timeout: u64,
@@ -392,6 +396,7 @@ async fn import(
         key,
         campaign,
         encoding,
+        sheet,
         timeout,
         quiet,
     } = args;
@@ -405,12 +410,13 @@ async fn import(
     }
     eprintln!("import: {} → {key} on {}", file.display(), backend.description);
     let summary = tokio::select! {
-        summary = run_import(
+        summary = run_import_sheet(
             backend,
             &file,
             &key,
             campaign.as_deref(),
             encoding.as_deref(),
+            sheet.as_deref(),
             !quiet,
             Duration::from_secs(timeout),
         ) => summary,

@@ -24,6 +24,9 @@ pub struct SubmitArgs {
     /// The file's format (default: from its extension).
     #[arg(long, value_enum)]
     format: Option<Format>,
+    /// The sheet of a workbook (.xlsx) to read (default: its first visible worksheet).
+    #[arg(long)]
+    sheet: Option<String>,
     /// Names the campaign (default: the file's name up to its first `.`; required for stdin). Lines without
     /// `accrual_id` get ids from the campaign and their content, so re-running, fixing a line, re-chunking or
     /// renaming the file within the campaign credits nothing twice; another campaign name credits the lines again.
@@ -56,7 +59,7 @@ pub async fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
     let name = args.file.to_string_lossy().into_owned();
     let format = match args.format.or_else(|| Format::from_name(&name)) {
         Some(format) => format,
-        None => anyhow::bail!("cannot tell the format of {name} from its name; pass --format json|ndjson|csv"),
+        None => anyhow::bail!("cannot tell the format of {name} from its name; pass --format json|ndjson|csv|xlsx"),
     };
     let (input, size): (Box<dyn std::io::Read + Send>, Option<u64>) = if name == "-" {
         (Box::new(std::io::stdin()), None)
@@ -72,6 +75,7 @@ pub async fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
     let human = args.api.output == Output::Human;
     let options = SubmitOptions {
         format,
+        sheet: args.sheet.clone(),
         limits: ChunkLimits {
             max_items: args.chunk.max(1),
             ..ChunkLimits::default()

@@ -18,12 +18,15 @@ pub mod packing;
 pub mod reconcile;
 pub mod retention;
 pub mod reversal;
+pub mod row_rules;
 pub mod strict_json;
 pub mod submission;
 pub mod text_encoding;
 pub mod transaction_plan;
 pub mod uses;
 pub mod validation;
+#[cfg(feature = "xlsx")]
+pub mod xlsx_rows;
 
 pub use accrual::*;
 pub use job::*;

@@ -12,6 +12,8 @@
 //!   submissions are packed and their messages decoded back.
 //! - [`csv_import`]: a CSV file read chunk by chunk by the importer's own
 //!   chunk parser, at a chunk size and packing window the input chooses.
+//! - [`xlsx_import`]: an Excel workbook read by the importer's workbook
+//!   parser, at a packing window the input chooses.
 //! - [`message_decode`]: a queue message body as the worker decodes it, and
 //!   an import-queue body as the csv-import function reads it.
 
@@ -24,8 +26,64 @@ use crate::domain::validation::check_idempotency_key;
 use crate::domain::{Accrual, JobId};
 use crate::services::api::{parse_reversal, parse_submission, parse_use, Prepared, DEFAULT_MAX_ITEMS, MAX_BODY_BYTES};
 use crate::services::import::parse::{parse_chunk, EncodingChoice};
+
 use crate::services::import::service::{ImportSettings, DEFAULT_CHUNK_BYTES};
 use crate::services::import::task::parse_tasks;
+
+/// One workbook (`.xlsx`): the first byte picks the packing's accruals per
+/// message (1–8), the rest is the file, read by the importer's workbook
+/// parser with id scheme v2. What must hold: no panic; a file that fails,
+/// fails as a whole with a permanent reason; a workbook is one chunk; every
+/// row the row reader gives is counted once (accepted, collapsed or
+/// rejected), and every accepted one keeps the line of its row.
+pub fn xlsx_import(data: &[u8]) {
+    use crate::domain::xlsx_rows::read_rows;
+    use crate::services::import::parse::parse_workbook;
+    let [packing_byte, file @ ..] = data else {
+        return;
+    };
+    let settings = ImportSettings {
+        packing: PackingLimits {
+            max_accruals: 1 + usize::from(packing_byte % 8),
+            ..PackingLimits::default()
+        },
+        ..ImportSettings::default()
+    };
+    let identity = "s3://fuzz-bucket/imports/fuzz.xlsx#etag";
+    let mut ids = crate::domain::accrual_ids::ContentIds::new("fuzz");
+    let mut lines = Vec::new();
+    let send = |window: crate::services::import::parse::Window| {
+        assert_eq!(window.accruals.len(), window.lines.len());
+        lines.extend(window.lines);
+        true
+    };
+    let parsed = match parse_workbook(file, None, identity, Some(&mut ids), &settings, send) {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            assert!(
+                e.is_permanent(),
+                "a workbook in memory failed as if a retry could help: {e}"
+            );
+            return;
+        }
+    };
+    assert!(parsed.next.is_none(), "a workbook is read in one chunk");
+    assert!(parsed.encoding.is_none(), "a workbook has no text encoding");
+    let mut rows = Vec::new();
+    let read = read_rows(file.to_vec(), None, identity, |row| {
+        rows.push((row.line, matches!(row.row, CsvRow::Accrual(_))));
+        true
+    });
+    assert!(read.is_ok(), "the row reader refuses a workbook the importer read");
+    let handled = lines.len() as u64 + parsed.deduplicated + parsed.rejected;
+    assert_eq!(handled, rows.len() as u64, "every row counted once");
+    for line in &lines {
+        assert!(
+            rows.iter().any(|(l, _)| l == line),
+            "an accrual of line {line}, which no row has"
+        );
+    }
+}
 
 /// The `Idempotency-Key` the submission selector sends.
 const FUZZ_KEY: &str = "fuzz-campaign-2026:batch-1";
@@ -193,8 +251,11 @@ pub fn csv_import(data: &[u8]) {
             // The file fails (header) or reading stops: the job ends there.
             Err(_) => return,
         };
-        chosen = parsed.encoding;
-        encoding = EncodingChoice::Known(parsed.encoding);
+        let Some(found) = parsed.encoding else {
+            panic!("a CSV chunk names no encoding");
+        };
+        chosen = found;
+        encoding = EncodingChoice::Known(found);
         accepted += windows;
         handled += windows + parsed.deduplicated + parsed.rejected;
         match parsed.next {

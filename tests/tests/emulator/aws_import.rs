@@ -379,3 +379,62 @@ async fn a_dropped_file_over_the_points_ceiling_credits_nothing() {
         assert_eq!(rig.backend.ledger.balances(member).await.unwrap(), []);
     }
 }
+
+/// An Excel workbook dropped into the bucket with `x-amz-meta-sheet`:
+/// read whole through S3 (the object, then its metadata from `HeadObject`),
+/// the named sheet credited, its bad row reported by Excel's row number.
+#[tokio::test]
+async fn a_dropped_workbook_is_imported_from_the_sheet_its_metadata_names() {
+    use pointflow_tests::workbooks::{n, t, workbook, Sheet};
+    let Some(b) = backend::aws(Duration::from_secs(30), 3).await else {
+        return;
+    };
+    let sdk = pointflow::adapters::aws::load_config().await;
+    let s3 = pointflow::adapters::aws::s3_client(&sdk);
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let bucket = unique_name("imports");
+    let (tasks_url, _) = create_queue_with_dlq(&sqs, &unique_name("import-tasks"), Duration::from_secs(30), 3)
+        .await
+        .unwrap();
+    create_bucket_notifying(&s3, &sqs, &bucket, &tasks_url).await.unwrap();
+    let rig = ImportRig::new(
+        b,
+        Arc::new(SqsQueue::new(sqs.clone(), tasks_url)),
+        Arc::new(S3Objects::new(s3.clone())),
+        bucket.clone(),
+        ImportSettings::default(),
+        None,
+    );
+    let header = || vec![t("member_id"), t("point_type"), t("amount")];
+    let book = workbook(&[
+        Sheet::new("Notes", vec![header(), vec![t("m-1"), t("P"), n(1_000.0)]]),
+        Sheet::new(
+            "Campaign",
+            vec![
+                header(),
+                vec![t("m-1"), t("P"), n(10.0)],
+                vec![t("m-2"), t("P"), n(2.5)],
+                vec![t("m-2"), t("P"), n(20.0)],
+            ],
+        ),
+    ]);
+    s3.put_object()
+        .bucket(&bucket)
+        .key("imports/book.xlsx")
+        .metadata("sheet", "Campaign")
+        .body(book.into())
+        .send()
+        .await
+        .unwrap();
+    let quiet = rig.run_until_quiet().await;
+    assert_eq!(quiet.import_failures, 0);
+    for (member, expected) in [("m-1", 10u64), ("m-2", 20)] {
+        let balances = rig.backend.ledger.balances(member).await.unwrap();
+        assert_eq!(balances[0].balance, expected, "{member}");
+    }
+    let report = rig.report("imports/book.xlsx").await.unwrap();
+    assert!(
+        report.starts_with("line,column,reason,raw\n3,amount,\"must be a whole number"),
+        "{report}"
+    );
+}

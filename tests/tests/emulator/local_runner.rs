@@ -122,6 +122,7 @@ async fn submit_over_the_emulator_credits_small_ndjson_and_csv_files() {
         .collect();
     let options = SubmitOptions {
         format: Format::Ndjson,
+        sheet: None,
         limits: ChunkLimits {
             max_items: 40,
             ..ChunkLimits::default()
@@ -151,6 +152,7 @@ async fn submit_over_the_emulator_credits_small_ndjson_and_csv_files() {
         .collect();
     let options = SubmitOptions {
         format: Format::Csv,
+        sheet: None,
         campaign: "emulator-csv".into(),
         ..options
     };

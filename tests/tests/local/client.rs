@@ -65,6 +65,7 @@ async fn submit_text(client: &ApiClient, text: &str, format: Format, chunk: usiz
 fn options(format: Format, chunk: usize) -> SubmitOptions {
     SubmitOptions {
         format,
+        sheet: None,
         limits: ChunkLimits {
             max_items: chunk,
             ..ChunkLimits::default()

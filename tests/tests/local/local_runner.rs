@@ -9,7 +9,7 @@ use pointflow::domain::JobStatus;
 use pointflow_cli::backend::{BackendChoice, LocalBackend};
 use pointflow_cli::bench_e2e::{run_one, BenchBackend, RunSpec, Variant};
 use pointflow_cli::demo::{run_demo, Campaign};
-use pointflow_cli::import::run_import;
+use pointflow_cli::import::{run_import, run_import_sheet};
 use pointflow_cli::poller::PollerSettings;
 use pointflow_cli::runner::Runner;
 use pointflow_cli::settings::StackSettings;
@@ -215,6 +215,58 @@ async fn local_import_credits_a_file_in_chunks_and_reports_its_bad_rows() {
     .unwrap();
     assert!(again.already_imported);
     assert_eq!(again.job, summary.job);
+    runner.stop().await.unwrap();
+}
+
+/// `pointflow local import book.xlsx --sheet NAME`: the named sheet of a
+/// workbook credited through the local runner, its bad row reported by the
+/// row number Excel shows, the summary naming no encoding.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_import_credits_the_named_sheet_of_a_workbook() {
+    use pointflow_tests::workbooks::{n, t, workbook, Sheet};
+    pointflow_tests::init_logging();
+    let settings = StackSettings::from_template().unwrap();
+    let bucket = TempDir::new("pointflow-bucket");
+    let backend = LocalBackend::open(&embedded(&bucket), &settings).await.unwrap();
+    let runner = Runner::start(&backend, &settings, "127.0.0.1:0".parse().unwrap(), pollers(&settings))
+        .await
+        .unwrap();
+    let header = || vec![t("member_id"), t("point_type"), t("amount")];
+    let mut rows = vec![header()];
+    for i in 0..300u32 {
+        rows.push(vec![t(&format!("m-{}", i % 10)), t("P"), n(f64::from(i + 1))]);
+    }
+    rows.push(vec![t("m-0"), t("P"), n(0.5)]);
+    let book = workbook(&[
+        Sheet::new("Notes", vec![header(), vec![t("m-0"), t("P"), n(1_000.0)]]),
+        Sheet::new("Campaign", rows),
+    ]);
+    let file = bucket.0.join("book.xlsx");
+    std::fs::write(&file, &book).unwrap();
+
+    let summary = run_import_sheet(
+        &backend,
+        &file,
+        "imports/book.xlsx",
+        None,
+        None,
+        Some("Campaign"),
+        false,
+        Duration::from_secs(120),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (summary.job.total, summary.job.rejected, summary.job.applied),
+        (300, 1, 300)
+    );
+    assert_eq!(summary.exit_code(), 3);
+    assert_eq!(summary.encoding, None, "a workbook has no text encoding");
+    let report = std::fs::read_to_string(summary.report.clone().expect("a report")).unwrap();
+    assert!(report.contains("\n302,amount,"), "{report}");
+    let expected: u32 = (0..300u32).filter(|i| i % 10 == 0).map(|i| i + 1).sum();
+    let balances = backend.ledger.balances("m-0").await.unwrap();
+    assert_eq!(balances[0].balance, u64::from(expected), "the Notes sheet is not read");
     runner.stop().await.unwrap();
 }
 

@@ -24,3 +24,4 @@ mod reconcile_command;
 mod simulation;
 mod worker_contention;
 mod worker_rules;
+mod xlsx_import;

@@ -38,10 +38,11 @@ fn peak_of(f: impl FnOnce()) -> usize {
 
 type Target = fn(&[u8]);
 
-const TARGETS: [(&str, Target); 3] = [
+const TARGETS: [(&str, Target); 4] = [
     ("api_body", pointflow::testkit::fuzzing::api_body),
     ("csv_import", pointflow::testkit::fuzzing::csv_import),
     ("message_decode", pointflow::testkit::fuzzing::message_decode),
+    ("xlsx_import", pointflow::testkit::fuzzing::xlsx_import),
 ];
 
 fn corpus(target: &str) -> Vec<(String, Vec<u8>)> {

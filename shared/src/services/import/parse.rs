@@ -30,8 +30,9 @@ pub(crate) struct Parsed {
     pub(crate) columns: Vec<String>,
     /// `None` at the end of the file; else where the next chunk starts.
     pub(crate) next: Option<(u64, u64)>,
-    /// What the file was decoded from, and why.
-    pub(crate) encoding: FileEncoding,
+    /// What the file was decoded from, and why; `None` for a workbook,
+    /// whose text is not in a chosen encoding.
+    pub(crate) encoding: Option<FileEncoding>,
 }
 
 /// How a chunk learns the file's encoding.
@@ -42,6 +43,42 @@ pub(crate) enum EncodingChoice {
     Sniff(Option<FileEncoding>),
     /// A later chunk: the one the first chunk chose.
     Known(FileEncoding),
+}
+
+/// How a file is read: a CSV (by chunks, in a text encoding) or a workbook
+/// (whole, one sheet).
+#[derive(Debug, Clone)]
+pub(crate) enum Format {
+    Csv(EncodingChoice),
+    /// An `.xlsx` workbook: the sheet named, else the first visible one.
+    #[cfg(feature = "xlsx")]
+    Xlsx {
+        sheet: Option<String>,
+    },
+}
+
+/// Parses one chunk of a file in `format` ([`parse_chunk`] for a CSV,
+/// [`parse_workbook`] for a workbook, which is one chunk).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn parse_file<R: std::io::Read>(
+    reader: R,
+    format: &Format,
+    columns: Option<Vec<String>>,
+    first_line: u64,
+    offset: u64,
+    size: u64,
+    identity: &str,
+    ids: Option<&mut ContentIds>,
+    settings: &ImportSettings,
+    send: impl FnMut(Window) -> bool,
+) -> Result<Parsed, CsvFileError> {
+    match format {
+        Format::Csv(encoding) => parse_chunk(
+            reader, columns, first_line, offset, size, identity, *encoding, ids, settings, send,
+        ),
+        #[cfg(feature = "xlsx")]
+        Format::Xlsx { sheet } => parse_workbook(reader, sheet.as_deref(), identity, ids, settings, send),
+    }
 }
 
 /// The file's encoding, and a reader giving `reader`'s bytes from the start.
@@ -72,78 +109,21 @@ pub(crate) fn parse_chunk<R: std::io::Read>(
     size: u64,
     identity: &str,
     encoding: EncodingChoice,
-    mut ids: Option<&mut ContentIds>,
+    ids: Option<&mut ContentIds>,
     settings: &ImportSettings,
-    mut send: impl FnMut(Window) -> bool,
+    send: impl FnMut(Window) -> bool,
 ) -> Result<Parsed, CsvFileError> {
     let (encoding, reader) = choose_encoding(reader, encoding)?;
     let mut rows = match &columns {
         None => CsvAccruals::new_in(reader, identity, encoding.encoding)?,
         Some(columns) => CsvAccruals::resume_in(reader, columns, first_line, identity, encoding.encoding)?,
     };
-    let window_size = settings.packing.max_accruals.saturating_mul(WINDOW_MESSAGES).max(1);
-    let mut parsed = Parsed {
-        deduplicated: 0,
-        rejected: 0,
-        report: Vec::new(),
-        columns: rows.columns().to_vec(),
-        next: None,
-        encoding,
-    };
-    let mut window: Vec<Accrual> = Vec::with_capacity(window_size);
-    let mut lines: Vec<u64> = Vec::with_capacity(window_size);
-    // accrual_id → (line, index in `window`), for this window only.
-    let mut seen: HashMap<String, (u64, usize)> = HashMap::new();
+    let mut sink = Sink::new(rows.columns().to_vec(), Some(encoding), ids, settings, send);
     let mut at_end = true;
-    while let Some((line, mut row)) = rows.next_row()? {
-        if let Some(ids) = ids.as_deref_mut() {
-            if !rows.row_has_accrual_id() {
-                row = derive_id(row, line, ids, settings.max_derived_contents, || rows.raw_row());
-            }
-        }
-        match row {
-            CsvRow::Accrual(accrual) => match seen.entry(accrual.accrual_id.clone()) {
-                Entry::Vacant(slot) => {
-                    slot.insert((line, window.len()));
-                    window.push(accrual);
-                    lines.push(line);
-                }
-                Entry::Occupied(first) => {
-                    let (first_line, index) = *first.get();
-                    if window[index] == accrual {
-                        parsed.deduplicated += 1;
-                    } else {
-                        // One message must not hold one id twice (a
-                        // transaction may not touch an item twice).
-                        parsed.rejected += 1;
-                        report::write_errors(
-                            &mut parsed.report,
-                            &[RowError {
-                                line,
-                                column: "accrual_id".to_owned(),
-                                reason: format!("repeats the accrual_id of line {first_line} with different content"),
-                                raw: rows.raw_row(),
-                            }],
-                        );
-                    }
-                }
-            },
-            CsvRow::Rejected(errors) => {
-                parsed.rejected += 1;
-                report::write_errors(&mut parsed.report, &errors);
-            }
-        }
-        if window.len() >= window_size {
-            seen.clear();
-            let full = std::mem::replace(&mut window, Vec::with_capacity(window_size));
-            let full_lines = std::mem::replace(&mut lines, Vec::with_capacity(window_size));
-            if !send(Window {
-                accruals: full,
-                lines: full_lines,
-            }) {
-                // The queueing side gave up; its error is what gets reported.
-                return Ok(parsed);
-            }
+    while let Some((line, row)) = rows.next_row()? {
+        if !sink.push(line, row, rows.row_has_accrual_id(), || rows.raw_row()) {
+            // The queueing side gave up; its error is what gets reported.
+            return Ok(sink.parsed);
         }
         if rows.stopped() {
             // Past a row over the bound (an unclosed quote) nothing tells
@@ -154,21 +134,18 @@ pub(crate) fn parse_chunk<R: std::io::Read>(
         // A chunk also ends when its report part is full: a short row whose
         // every field is bad gives several report lines, each repeating the
         // row, so a whole 64 MiB chunk of them would report gigabytes.
-        if read >= settings.chunk_bytes || parsed.report.len() as u64 >= settings.chunk_bytes.min(REPORT_PART_BYTES) {
+        if read >= settings.chunk_bytes
+            || sink.parsed.report.len() as u64 >= settings.chunk_bytes.min(REPORT_PART_BYTES)
+        {
             // At the end of the file if the object's size says so (a size of
             // 0 means unknown: the next chunk will find out).
             at_end = size > 0 && offset + read >= size;
             break;
         }
     }
-    if !window.is_empty()
-        && !send(Window {
-            accruals: window,
-            lines,
-        })
-    {
-        return Ok(parsed);
-    }
+    let Some(mut parsed) = sink.finish() else {
+        return Ok(Parsed::gave_up());
+    };
     if !at_end {
         let (read, next_line) = rows.consumed();
         parsed.next = Some((offset + read, next_line));
@@ -176,10 +153,164 @@ pub(crate) fn parse_chunk<R: std::io::Read>(
     Ok(parsed)
 }
 
+/// Parses a whole workbook's sheet (`.xlsx`) in one go, as
+/// [`parse_chunk`] parses a chunk: the same sink, so the same ids, the same
+/// collapsing of repeats and the same report. A workbook is never resumed
+/// ([`Parsed::next`] is `None`): its size is bounded instead
+/// ([`ImportSettings::max_workbook_bytes`]).
+#[cfg(feature = "xlsx")]
+pub(crate) fn parse_workbook<R: std::io::Read>(
+    mut reader: R,
+    sheet: Option<&str>,
+    identity: &str,
+    ids: Option<&mut ContentIds>,
+    settings: &ImportSettings,
+    send: impl FnMut(Window) -> bool,
+) -> Result<Parsed, CsvFileError> {
+    let mut bytes = Vec::new();
+    reader.read_to_end(&mut bytes).map_err(CsvFileError::Prefix)?;
+    let mut sink = Sink::new(Vec::new(), None, ids, settings, send);
+    let mut gave_up = false;
+    let read = crate::domain::xlsx_rows::read_rows(bytes, sheet, identity, |row| {
+        let raw = || row.raw();
+        gave_up = !sink.push(row.line, row.row.clone(), row.has_accrual_id, raw);
+        !gave_up
+    })?;
+    if gave_up {
+        return Ok(sink.parsed);
+    }
+    sink.parsed.columns = read.columns;
+    Ok(sink.finish().unwrap_or_else(Parsed::gave_up))
+}
+
+impl Parsed {
+    /// What is returned when the queueing side gave up (its error is what
+    /// gets reported).
+    fn gave_up() -> Parsed {
+        Parsed {
+            deduplicated: 0,
+            rejected: 0,
+            report: Vec::new(),
+            columns: Vec::new(),
+            next: None,
+            encoding: None,
+        }
+    }
+}
+
+/// Where parsed rows go, whatever the file's format: ids derived for rows
+/// without `accrual_id`, repeats collapsed within a packing window, windows
+/// handed to `send`, bad rows written as report lines.
+struct Sink<'a, F: FnMut(Window) -> bool> {
+    parsed: Parsed,
+    window_size: usize,
+    window: Vec<Accrual>,
+    lines: Vec<u64>,
+    /// accrual_id → (line, index in `window`), for this window only.
+    seen: HashMap<String, (u64, usize)>,
+    ids: Option<&'a mut ContentIds>,
+    settings: &'a ImportSettings,
+    send: F,
+}
+
+impl<'a, F: FnMut(Window) -> bool> Sink<'a, F> {
+    fn new(
+        columns: Vec<String>,
+        encoding: Option<FileEncoding>,
+        ids: Option<&'a mut ContentIds>,
+        settings: &'a ImportSettings,
+        send: F,
+    ) -> Self {
+        let window_size = settings.packing.max_accruals.saturating_mul(WINDOW_MESSAGES).max(1);
+        Sink {
+            parsed: Parsed {
+                deduplicated: 0,
+                rejected: 0,
+                report: Vec::new(),
+                columns,
+                next: None,
+                encoding,
+            },
+            window_size,
+            window: Vec::with_capacity(window_size),
+            lines: Vec::with_capacity(window_size),
+            seen: HashMap::new(),
+            ids,
+            settings,
+            send,
+        }
+    }
+
+    /// Takes one row (`line`: its number in the file); false when the
+    /// queueing side gave up.
+    fn push(&mut self, line: u64, mut row: CsvRow, has_accrual_id: bool, raw: impl Fn() -> String) -> bool {
+        if let Some(ids) = self.ids.as_deref_mut() {
+            if !has_accrual_id {
+                row = derive_id(row, line, ids, self.settings.max_derived_contents, &raw);
+            }
+        }
+        match row {
+            CsvRow::Accrual(accrual) => match self.seen.entry(accrual.accrual_id.clone()) {
+                Entry::Vacant(slot) => {
+                    slot.insert((line, self.window.len()));
+                    self.window.push(accrual);
+                    self.lines.push(line);
+                }
+                Entry::Occupied(first) => {
+                    let (first_line, index) = *first.get();
+                    if self.window[index] == accrual {
+                        self.parsed.deduplicated += 1;
+                    } else {
+                        // One message must not hold one id twice (a
+                        // transaction may not touch an item twice).
+                        self.parsed.rejected += 1;
+                        report::write_errors(
+                            &mut self.parsed.report,
+                            &[RowError {
+                                line,
+                                column: "accrual_id".to_owned(),
+                                reason: format!("repeats the accrual_id of line {first_line} with different content"),
+                                raw: raw(),
+                            }],
+                        );
+                    }
+                }
+            },
+            CsvRow::Rejected(errors) => {
+                self.parsed.rejected += 1;
+                report::write_errors(&mut self.parsed.report, &errors);
+            }
+        }
+        if self.window.len() >= self.window_size {
+            self.seen.clear();
+            let full = std::mem::replace(&mut self.window, Vec::with_capacity(self.window_size));
+            let full_lines = std::mem::replace(&mut self.lines, Vec::with_capacity(self.window_size));
+            return (self.send)(Window {
+                accruals: full,
+                lines: full_lines,
+            });
+        }
+        true
+    }
+
+    /// Sends the last window; `None` when the queueing side gave up.
+    fn finish(mut self) -> Option<Parsed> {
+        if !self.window.is_empty()
+            && !(self.send)(Window {
+                accruals: std::mem::take(&mut self.window),
+                lines: std::mem::take(&mut self.lines),
+            })
+        {
+            return None;
+        }
+        Some(self.parsed)
+    }
+}
+
 /// Gives `row`, which came without `accrual_id`, its scheme-v2 id; rejects
 /// it when its content is new and `ids` already counts `limit` contents
 /// (the bound on the importer's memory, [`ImportSettings::max_derived_contents`]).
-fn derive_id(row: CsvRow, line: u64, ids: &mut ContentIds, limit: usize, raw: impl FnOnce() -> String) -> CsvRow {
+fn derive_id(row: CsvRow, line: u64, ids: &mut ContentIds, limit: usize, raw: impl Fn() -> String) -> CsvRow {
     let CsvRow::Accrual(mut accrual) = row else {
         return row;
     };
@@ -376,14 +507,14 @@ mod tests {
             )
             .unwrap();
             report.extend_from_slice(&parsed.report);
-            choice = EncodingChoice::Known(parsed.encoding);
+            choice = EncodingChoice::Known(parsed.encoding.unwrap());
             match parsed.next {
                 Some((next, next_line)) => {
                     // A chunk starts at a line start of the original bytes.
                     assert_eq!(file[next as usize - 1], b'\n', "chunk at {next}");
                     (offset, line, columns) = (next, next_line, Some(parsed.columns));
                 }
-                None => return (accepted, String::from_utf8(report).unwrap(), parsed.encoding),
+                None => return (accepted, String::from_utf8(report).unwrap(), parsed.encoding.unwrap()),
             }
         }
     }

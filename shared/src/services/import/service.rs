@@ -26,7 +26,7 @@ use crate::ports::objects::{ObjectError, ObjectRef, ObjectStore};
 use crate::ports::{CreateJob, JobStore, QueueError, StoreError, WorkQueue};
 use crate::services::import::blocking::{BlockingReads, Windows};
 use crate::services::import::occurrences::{self, OccurrencesError};
-use crate::services::import::parse::{parse_chunk, EncodingChoice, Window};
+use crate::services::import::parse::{parse_file, EncodingChoice, Format, Window};
 use crate::services::import::report::{self, HEADER};
 use crate::services::import::task::{ImportTask, Resume};
 
@@ -53,6 +53,22 @@ pub const CAMPAIGN_METADATA: &str = "campaign";
 /// is detected.
 pub const ENCODING_METADATA: &str = "encoding";
 
+/// The object metadata naming the sheet of a workbook to read
+/// (`x-amz-meta-sheet`); without it, the first visible worksheet.
+pub const SHEET_METADATA: &str = "sheet";
+/// Largest workbook (`.xlsx`) imported, in bytes: a workbook is read whole
+/// in one invocation (its bytes held in memory with its shared strings), so
+/// past this size it fails as a whole before any row is read. Excel's own
+/// bound of 1,048,576 rows a sheet keeps a workbook of this size within the
+/// function's memory and time (docs/file-import.md has the measurements).
+pub const DEFAULT_MAX_WORKBOOK_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Whether the object is read as an Excel workbook: its key ends in
+/// `.xlsx` (any case), and this build reads workbooks.
+pub fn is_workbook(key: &str) -> bool {
+    cfg!(feature = "xlsx") && key.to_ascii_lowercase().ends_with(".xlsx")
+}
+
 /// Tunables of the importer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImportSettings {
@@ -67,6 +83,8 @@ pub struct ImportSettings {
     /// The job ceilings a whole file is held to before anything of it is
     /// queued (the API's, `domain::limits`).
     pub ceilings: Ceilings,
+    /// Largest workbook read ([`DEFAULT_MAX_WORKBOOK_BYTES`]).
+    pub max_workbook_bytes: u64,
 }
 
 impl Default for ImportSettings {
@@ -77,6 +95,7 @@ impl Default for ImportSettings {
             report_prefix: "reports/".to_owned(),
             max_derived_contents: MAX_DERIVED_CONTENTS,
             ceilings: Ceilings::default(),
+            max_workbook_bytes: DEFAULT_MAX_WORKBOOK_BYTES,
         }
     }
 }
@@ -183,8 +202,8 @@ struct Start {
     /// The campaign of id scheme v2; `None`: scheme v1 (a file whose import
     /// started before v2).
     campaign: Option<String>,
-    /// How the chunk learns the file's encoding.
-    encoding: EncodingChoice,
+    /// How the chunk reads the file (for a CSV: how it learns the encoding).
+    format: Format,
 }
 
 impl Importer {
@@ -299,7 +318,7 @@ impl Importer {
                     report_parts: Vec::new(),
                     queued_at: job.created_at,
                     campaign: None,
-                    encoding: EncodingChoice::Sniff(None),
+                    format: Format::Csv(EncodingChoice::Sniff(None)),
                 };
                 // A job an older importer started (scheme v1) is finished
                 // with v1 ids: v2 ids for rows it may have queued would
@@ -318,7 +337,7 @@ impl Importer {
                 match self.objects.metadata(object, ENCODING_METADATA).await {
                     Ok(None) => {}
                     Ok(Some(label)) => match text_encoding::declared(&label) {
-                        Ok(declared) => start.encoding = EncodingChoice::Sniff(Some(declared)),
+                        Ok(declared) => start.format = Format::Csv(EncodingChoice::Sniff(Some(declared))),
                         Err(e) => {
                             let reason = format!("the metadata {ENCODING_METADATA}: {e}");
                             return self.fail(object, job_id, &start, reason, None).await;
@@ -329,6 +348,14 @@ impl Importer {
                         return self.fail(object, job_id, &start, reason, None).await;
                     }
                     Err(e) => return Err(ImportError::Object(e)),
+                }
+                #[cfg(feature = "xlsx")]
+                if is_workbook(&object.key) {
+                    if let Err(reason) = self.workbook_format(object, &mut start).await? {
+                        self.write_pointer(object, job_id, start.campaign.as_deref(), None, Some(&reason))
+                            .await?;
+                        return self.fail(object, job_id, &start, reason, None).await;
+                    }
                 }
                 self.write_pointer(object, job_id, start.campaign.as_deref(), None, None)
                     .await?;
@@ -363,12 +390,12 @@ impl Importer {
                 // A continuation from before encodings were read is of a
                 // UTF-8 file; a name no decoder knows cannot come from the
                 // first chunk, which chose it.
-                encoding: EncodingChoice::Known(
+                format: Format::Csv(EncodingChoice::Known(
                     r.encoding
                         .as_ref()
                         .and_then(|record| record.encoding())
                         .unwrap_or_else(FileEncoding::utf8),
-                ),
+                )),
             },
         };
         if self.jobs.chunk_recorded(job_id, start.chunk).await? {
@@ -431,16 +458,16 @@ impl Importer {
             let identity = object.identity();
             let settings = self.settings.clone();
             let columns = start.columns.clone();
-            let (offset, line, size, encoding) = (start.offset, start.line, object.size, start.encoding);
+            let (offset, line, size, format) = (start.offset, start.line, object.size, start.format.clone());
             Windows::start(self.reads, move |send| {
-                let parsed = parse_chunk(
+                let parsed = parse_file(
                     reader,
+                    &format,
                     columns,
                     line,
                     offset,
                     size,
                     &identity,
-                    encoding,
                     ids.as_mut(),
                     &settings,
                     send,
@@ -486,13 +513,9 @@ impl Importer {
             Err(e) => return Err(ImportError::Read(e)),
         };
 
-        if start.chunk == 0 {
-            info!(
-                encoding = parsed.encoding.name(),
-                why = ?parsed.encoding.source,
-                "file encoding chosen"
-            );
-            self.write_pointer(object, job_id, start.campaign.as_deref(), Some(parsed.encoding), None)
+        if let (0, Some(encoding)) = (start.chunk, parsed.encoding) {
+            info!(encoding = encoding.name(), why = ?encoding.source, "file encoding chosen");
+            self.write_pointer(object, job_id, start.campaign.as_deref(), Some(encoding), None)
                 .await?;
         }
         let chunk = ChunkReport {
@@ -543,7 +566,7 @@ impl Importer {
                         report_parts: parts,
                         campaign: start.campaign.clone(),
                         started_at: Some(start.queued_at),
-                        encoding: Some(parsed.encoding.record()),
+                        encoding: parsed.encoding.map(|e| e.record()),
                     }),
                 };
                 self.tasks.send_messages(&[next.encode()]).await?;
@@ -587,7 +610,7 @@ impl Importer {
     async fn count_file(&self, object: &ObjectRef, start: &Start) -> Result<Counted, ImportError> {
         let ceilings = self.settings.ceilings;
         let mut ids = start.campaign.as_deref().map(ContentIds::new);
-        let (mut offset, mut line, mut columns, mut encoding) = (0u64, 1u64, None, start.encoding);
+        let (mut offset, mut line, mut columns, mut format) = (0u64, 1u64, None, start.format.clone());
         let mut tally = JobTally::default();
         loop {
             let reader = match self.objects.open(object, offset).await {
@@ -599,6 +622,7 @@ impl Importer {
             let identity = object.identity();
             let settings = self.settings.clone();
             let size = object.size;
+            let chunk_format = format.clone();
             let (parsed, back_ids, back_tally, over) = self
                 .reads
                 .run(move || {
@@ -615,14 +639,14 @@ impl Importer {
                         }
                         true
                     };
-                    let parsed = parse_chunk(
+                    let parsed = parse_file(
                         reader,
+                        &chunk_format,
                         columns,
                         line,
                         offset,
                         size,
                         &identity,
-                        encoding,
                         ids.as_mut(),
                         &settings,
                         send,
@@ -645,10 +669,38 @@ impl Importer {
                 Some((next_offset, next_line)) => {
                     (offset, line) = (next_offset, next_line);
                     columns = Some(parsed.columns);
-                    encoding = EncodingChoice::Known(parsed.encoding);
+                    if let Some(encoding) = parsed.encoding {
+                        format = Format::Csv(EncodingChoice::Known(encoding));
+                    }
                 }
             }
         }
+    }
+
+    /// Makes `start` read the object as a workbook, with the sheet its
+    /// metadata names; `Ok(Err(reason))`: the workbook fails as a whole (too
+    /// large to read in one invocation, or it changed).
+    #[cfg(feature = "xlsx")]
+    async fn workbook_format(&self, object: &ObjectRef, start: &mut Start) -> Result<Result<(), String>, ImportError> {
+        let limit = self.settings.max_workbook_bytes;
+        if object.size > limit {
+            return Ok(Err(format!(
+                "the workbook is {} bytes, over the {limit} bytes one import reads (a workbook is read whole, \
+                 not in chunks): split its rows over several workbooks, or save the sheet as CSV; nothing was queued",
+                object.size
+            )));
+        }
+        let sheet = match self.objects.metadata(object, SHEET_METADATA).await {
+            Ok(sheet) => sheet,
+            Err(ObjectError::Changed { detail, .. }) => {
+                return Ok(Err(format!(
+                    "the object changed or was deleted before being imported ({detail})"
+                )))
+            }
+            Err(e) => return Err(ImportError::Object(e)),
+        };
+        start.format = Format::Xlsx { sheet };
+        Ok(Ok(()))
     }
 
     /// Writes `reports/<key>.job.json`, which tells the operator which job
