@@ -20,6 +20,9 @@ use pointflow_cli::poller::invoke_and_acknowledge;
 
 use crate::backend::Backend;
 
+/// How long a message of [`ImportRig::sqlite`]'s queues stays invisible.
+pub const SQLITE_RIG_VISIBILITY: Duration = Duration::from_millis(500);
+
 /// A temporary folder, removed on drop.
 pub struct TempDir(pub PathBuf);
 
@@ -59,6 +62,38 @@ pub struct Quiet {
 }
 
 impl ImportRig {
+    /// A rig on an in-memory SQLite store, its bucket a temporary folder:
+    /// queues that redeliver after [`SQLITE_RIG_VISIBILITY`] and
+    /// dead-letter on the third receive.
+    pub fn sqlite(settings: ImportSettings) -> Self {
+        Self::sqlite_with_import_dlq(settings).0
+    }
+
+    /// [`ImportRig::sqlite`], and the import queue's dead-letter queue.
+    pub fn sqlite_with_import_dlq(settings: ImportSettings) -> (Self, Arc<dyn WorkQueue>) {
+        crate::init_logging();
+        let visibility = SQLITE_RIG_VISIBILITY;
+        let store = pointflow::adapters::sqlite::SqliteStore::in_memory().expect("open SQLite");
+        let queue = store.queue("accruals", visibility, Some((3, "accruals-dlq".to_owned())));
+        let dlq = store.queue("accruals-dlq", visibility, None);
+        let tasks = store.queue("imports", visibility, Some((3, "imports-dlq".to_owned())));
+        let import_dlq: Arc<dyn WorkQueue> = Arc::new(store.queue("imports-dlq", visibility, None));
+        let store = Arc::new(store);
+        let counter = store.clone();
+        let backend = Backend {
+            ledger: store.clone(),
+            jobs: store,
+            queue: Arc::new(queue),
+            dlq: Arc::new(dlq),
+            visibility_timeout: visibility,
+            max_receive_count: 3,
+            store_requests: Arc::new(move || counter.requests()),
+            races_are_safe: true,
+            strict: None,
+        };
+        (Self::local(backend, Arc::new(tasks), settings), import_dlq)
+    }
+
     /// A rig on `backend` with a local folder as the bucket and `tasks` as
     /// the import queue.
     pub fn local(backend: Backend, tasks: Arc<dyn WorkQueue>, settings: ImportSettings) -> Self {

@@ -4,15 +4,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use pointflow::adapters::sqlite::SqliteStore;
 use pointflow::domain::packing::PackingLimits;
 use pointflow::domain::{Balance, JobStatus};
 use pointflow::ports::WorkQueue;
 use pointflow::services::import::ImportSettings;
-use pointflow_tests::backend::Backend;
 use pointflow_tests::import::ImportRig;
-
-const VISIBILITY: Duration = Duration::from_millis(500);
 
 fn rig(settings: ImportSettings) -> ImportRig {
     rig_with_import_dlq(settings).0
@@ -20,26 +16,7 @@ fn rig(settings: ImportSettings) -> ImportRig {
 
 /// The rig, and the import queue's dead-letter queue.
 fn rig_with_import_dlq(settings: ImportSettings) -> (ImportRig, Arc<dyn WorkQueue>) {
-    pointflow_tests::init_logging();
-    let store = SqliteStore::in_memory().expect("open SQLite");
-    let queue = store.queue("accruals", VISIBILITY, Some((3, "accruals-dlq".to_owned())));
-    let dlq = store.queue("accruals-dlq", VISIBILITY, None);
-    let tasks = store.queue("imports", VISIBILITY, Some((3, "imports-dlq".to_owned())));
-    let import_dlq: Arc<dyn WorkQueue> = Arc::new(store.queue("imports-dlq", VISIBILITY, None));
-    let store = Arc::new(store);
-    let counter = store.clone();
-    let backend = Backend {
-        ledger: store.clone(),
-        jobs: store,
-        queue: Arc::new(queue),
-        dlq: Arc::new(dlq),
-        visibility_timeout: VISIBILITY,
-        max_receive_count: 3,
-        store_requests: Arc::new(move || counter.requests()),
-        races_are_safe: true,
-        strict: None,
-    };
-    (ImportRig::local(backend, Arc::new(tasks), settings), import_dlq)
+    ImportRig::sqlite_with_import_dlq(settings)
 }
 
 async fn balances(rig: &ImportRig, member: &str) -> Vec<(String, u64)> {

@@ -2,39 +2,14 @@
 //! the embedded backend: real bytes (encoded with `encoding_rs` here, never
 //! ASCII re-labelled), declared and detected, in one chunk and in many.
 
-use std::sync::Arc;
-use std::time::Duration;
-
 use encoding_rs::Encoding;
-use pointflow::adapters::sqlite::SqliteStore;
 use pointflow::domain::packing::PackingLimits;
 use pointflow::domain::{Balance, JobStatus};
 use pointflow::services::import::ImportSettings;
-use pointflow_tests::backend::Backend;
 use pointflow_tests::import::ImportRig;
 
-const VISIBILITY: Duration = Duration::from_millis(500);
-
 fn rig(settings: ImportSettings) -> ImportRig {
-    pointflow_tests::init_logging();
-    let store = SqliteStore::in_memory().expect("open SQLite");
-    let queue = store.queue("accruals", VISIBILITY, Some((3, "accruals-dlq".to_owned())));
-    let dlq = store.queue("accruals-dlq", VISIBILITY, None);
-    let tasks = store.queue("imports", VISIBILITY, Some((3, "imports-dlq".to_owned())));
-    let store = Arc::new(store);
-    let counter = store.clone();
-    let backend = Backend {
-        ledger: store.clone(),
-        jobs: store,
-        queue: Arc::new(queue),
-        dlq: Arc::new(dlq),
-        visibility_timeout: VISIBILITY,
-        max_receive_count: 3,
-        store_requests: Arc::new(move || counter.requests()),
-        races_are_safe: true,
-        strict: None,
-    };
-    ImportRig::local(backend, Arc::new(tasks), settings)
+    ImportRig::sqlite(settings)
 }
 
 /// `text` in `encoding`, refusing a text the encoding cannot hold.

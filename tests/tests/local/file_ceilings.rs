@@ -3,18 +3,13 @@
 //! `job.json`, and nothing of it is queued; the first pass counts the whole
 //! file before the first row is queued, however many chunks it spans.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use pointflow::adapters::sqlite::SqliteStore;
 use pointflow::domain::limits::Ceilings;
 use pointflow::domain::packing::PackingLimits;
 use pointflow::domain::{Job, JobStatus};
 use pointflow::services::import::ImportSettings;
-use pointflow_tests::backend::Backend;
 use pointflow_tests::import::ImportRig;
-
-const VISIBILITY: Duration = Duration::from_millis(500);
 
 const SMALL: Ceilings = Ceilings {
     max_amount_per_accrual: 100,
@@ -23,24 +18,6 @@ const SMALL: Ceilings = Ceilings {
 };
 
 fn rig(ceilings: Ceilings, chunk_bytes: u64) -> ImportRig {
-    pointflow_tests::init_logging();
-    let store = SqliteStore::in_memory().expect("open SQLite");
-    let queue = store.queue("accruals", VISIBILITY, Some((3, "accruals-dlq".to_owned())));
-    let dlq = store.queue("accruals-dlq", VISIBILITY, None);
-    let tasks = store.queue("imports", VISIBILITY, Some((3, "imports-dlq".to_owned())));
-    let store = Arc::new(store);
-    let counter = store.clone();
-    let backend = Backend {
-        ledger: store.clone(),
-        jobs: store,
-        queue: Arc::new(queue),
-        dlq: Arc::new(dlq),
-        visibility_timeout: VISIBILITY,
-        max_receive_count: 3,
-        store_requests: Arc::new(move || counter.requests()),
-        races_are_safe: true,
-        strict: None,
-    };
     let settings = ImportSettings {
         chunk_bytes,
         packing: PackingLimits {
@@ -50,7 +27,7 @@ fn rig(ceilings: Ceilings, chunk_bytes: u64) -> ImportRig {
         ceilings,
         ..ImportSettings::default()
     };
-    ImportRig::local(backend, Arc::new(tasks), settings)
+    ImportRig::sqlite(settings)
 }
 
 /// Runs the import function alone (no worker) until its queue is empty,

@@ -10,17 +10,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use pointflow::adapters::sqlite::SqliteStore;
 use pointflow::domain::packing::PackingLimits;
 use pointflow::domain::JobStatus;
 use pointflow::ports::objects::{ObjectError, ObjectReader, ObjectRef, ObjectStore};
 use pointflow::ports::{QueueError, ReceivedMessage, WorkQueue};
 use pointflow::services::import::task::parse_tasks;
 use pointflow::services::import::{ChunkOutcome, ImportError, ImportSettings, ImportTask, Importer};
-use pointflow_tests::backend::Backend;
 use pointflow_tests::import::ImportRig;
-
-const VISIBILITY: Duration = Duration::from_millis(500);
 
 fn settings() -> ImportSettings {
     ImportSettings {
@@ -34,25 +30,7 @@ fn settings() -> ImportSettings {
 }
 
 fn rig() -> ImportRig {
-    pointflow_tests::init_logging();
-    let store = SqliteStore::in_memory().expect("open SQLite");
-    let queue = store.queue("accruals", VISIBILITY, Some((3, "accruals-dlq".to_owned())));
-    let dlq = store.queue("accruals-dlq", VISIBILITY, None);
-    let tasks = store.queue("imports", VISIBILITY, Some((3, "imports-dlq".to_owned())));
-    let store = Arc::new(store);
-    let counter = store.clone();
-    let backend = Backend {
-        ledger: store.clone(),
-        jobs: store,
-        queue: Arc::new(queue),
-        dlq: Arc::new(dlq),
-        visibility_timeout: VISIBILITY,
-        max_receive_count: 3,
-        store_requests: Arc::new(move || counter.requests()),
-        races_are_safe: true,
-        strict: None,
-    };
-    ImportRig::local(backend, Arc::new(tasks), settings())
+    ImportRig::sqlite(settings())
 }
 
 /// Three chunks of 40 bytes: rows without `accrual_id` (some repeating)

@@ -2,38 +2,13 @@
 //! through the real import and worker handlers: the workbooks are written by
 //! a real writer (`pointflow_tests::workbooks`).
 
-use std::sync::Arc;
-use std::time::Duration;
-
-use pointflow::adapters::sqlite::SqliteStore;
 use pointflow::domain::{Balance, JobStatus};
 use pointflow::services::import::ImportSettings;
-use pointflow_tests::backend::Backend;
 use pointflow_tests::import::ImportRig;
 use pointflow_tests::workbooks::{cells_of_csv, n, one_sheet, t, workbook, Cell, Sheet};
 
-const VISIBILITY: Duration = Duration::from_millis(500);
-
 fn rig(settings: ImportSettings) -> ImportRig {
-    pointflow_tests::init_logging();
-    let store = SqliteStore::in_memory().expect("open SQLite");
-    let queue = store.queue("accruals", VISIBILITY, Some((3, "accruals-dlq".to_owned())));
-    let dlq = store.queue("accruals-dlq", VISIBILITY, None);
-    let tasks = store.queue("imports", VISIBILITY, Some((3, "imports-dlq".to_owned())));
-    let store = Arc::new(store);
-    let counter = store.clone();
-    let backend = Backend {
-        ledger: store.clone(),
-        jobs: store,
-        queue: Arc::new(queue),
-        dlq: Arc::new(dlq),
-        visibility_timeout: VISIBILITY,
-        max_receive_count: 3,
-        store_requests: Arc::new(move || counter.requests()),
-        races_are_safe: true,
-        strict: None,
-    };
-    ImportRig::local(backend, Arc::new(tasks), settings)
+    ImportRig::sqlite(settings)
 }
 
 async fn balances(rig: &ImportRig, member: &str) -> Vec<(String, u64)> {
