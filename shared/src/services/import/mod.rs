@@ -16,6 +16,7 @@ pub mod occurrences;
 pub mod parse;
 pub mod report;
 pub mod service;
+pub mod settings;
 pub mod task;
 
 pub use blocking::BlockingReads;
