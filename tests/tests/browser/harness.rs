@@ -224,15 +224,20 @@ impl Browser {
 
     /// Presses `key` on the focused element.
     pub async fn press(&self, key: Key) -> StepResult {
+        self.keys(&key).await
+    }
+
+    /// Types `text` (or WebDriver key codes) into the focused element.
+    pub async fn keys(&self, text: &str) -> StepResult {
         let element = self
             .client
             .active_element()
             .await
             .map_err(|e| format!("the focused element: {e}"))?;
         element
-            .send_keys(&key)
+            .send_keys(text)
             .await
-            .map_err(|e| format!("pressing {key:?}: {e}"))
+            .map_err(|e| format!("typing {text:?} into the focused element: {e}"))
     }
 }
 

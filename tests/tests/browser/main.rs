@@ -4,5 +4,5 @@
 //! `POINTFLOW_REQUIRE_BROWSER=1`. Screenshots of each step go to
 //! `target/browser-screenshots/`.
 
+mod console_campaign;
 mod harness;
-mod throwaway_page;

@@ -1,0 +1,235 @@
+//! One campaign through the operator console of `pointflow local serve`
+//! (embedded backend, a temporary database), as an operator does it:
+//! submit a file with a bad line, watch its job complete, read its error
+//! report, submit a second file scheduled days ahead and cancel its job
+//! through the confirmation dialog, look up a member's balance, and read
+//! the dead-letter count. Every assertion is on what the page shows (the
+//! hooks of the console's page contract, docs/console.md).
+
+use std::path::Path;
+use std::time::Duration;
+
+use fantoccini::elements::Element;
+use fantoccini::key::Key;
+use pointflow_cli::backend::{BackendChoice, LocalBackend};
+use pointflow_cli::exposure::Exposure;
+use pointflow_cli::runner::Runner;
+use pointflow_cli::settings::StackSettings;
+use pointflow_tests::import::TempDir;
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+use crate::harness::{Browser, StepResult};
+
+/// Two good rows and, on line 4, a member id with a space.
+const WELCOME_CSV: &str = "member_id,point_type,amount,reason\n\
+                           m-1,WELCOME,2000,welcome\n\
+                           m-2,WELCOME,1500,welcome\n\
+                           bad id,WELCOME,5,welcome\n";
+/// The bad line of [`WELCOME_CSV`] as the operator counts lines (header = 1).
+const BAD_LINE: &str = "4";
+const CANCEL_REASON: &str = "sent by mistake";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_runs_a_campaign_through_the_console() {
+    let Some(mut browser) = Browser::start("console").await else {
+        return;
+    };
+    pointflow_tests::init_logging();
+    let dir = TempDir::new("pointflow-browser");
+    let settings = StackSettings::from_template().unwrap();
+    let choice = BackendChoice::Embedded {
+        db: dir.0.join("local.db"),
+        bucket_dir: dir.0.join("bucket"),
+    };
+    let backend = LocalBackend::open(&choice, &settings).await.unwrap();
+    let runner = Runner::start_serving(
+        &backend,
+        &settings,
+        "127.0.0.1:0".parse().unwrap(),
+        settings.worker_pollers(Duration::from_millis(100)),
+        Exposure::LoopbackOnly,
+        true,
+    )
+    .await
+    .unwrap();
+    let base = runner.base_url();
+    let result = campaign(&mut browser, &base, &dir.0).await;
+    let cancelled = result.as_ref().ok().cloned();
+    browser.finish(result.map(drop)).await;
+    // The reason typed into the dialog reached the API's cancel.
+    if let Some(job_id) = cancelled {
+        let job: serde_json::Value = reqwest::get(format!("{base}/v1/jobs/{job_id}"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(job["cancel"]["audit"]["reason"], CANCEL_REASON, "{job}");
+    }
+    runner.stop().await.unwrap();
+}
+
+/// Runs the campaign; returns the id of the job it cancelled.
+async fn campaign(browser: &mut Browser, base: &str, dir: &Path) -> StepResult<String> {
+    let welcome = dir.join("welcome.csv");
+    std::fs::write(&welcome, WELCOME_CSV).map_err(|e| e.to_string())?;
+    // Days ahead: its points stay pending, and its job cancellable.
+    let apply_at = (OffsetDateTime::now_utc() + time::Duration::days(5))
+        .format(&Rfc3339)
+        .map_err(|e| e.to_string())?;
+    let later = dir.join("later.csv");
+    std::fs::write(
+        &later,
+        format!("member_id,point_type,amount,apply_at\nm-1,BONUS,500,{apply_at}\n"),
+    )
+    .map_err(|e| e.to_string())?;
+
+    // Submit the file through the form.
+    browser.goto(&format!("{base}/console/#/submit")).await?;
+    let first = submit(browser, &welcome, None).await?;
+    browser.shot("submitted").await?;
+
+    // The jobs list shows it, and its status reaches the end.
+    browser.click("#nav-jobs").await?;
+    let row = format!("#jobs-table tr[data-job-id=\"{first}\"]");
+    browser
+        .wait_text_is(&format!("{row} td[data-field=status]"), "completed_with_errors")
+        .await?;
+    browser
+        .wait_text_is(&format!("{row} td[data-field=applied]"), "2")
+        .await?;
+    browser
+        .wait_text_is(&format!("{row} td[data-field=rejected]"), "1")
+        .await?;
+    let progress = browser.find(&format!("{row} td[data-field=progress] progress")).await?;
+    let (value, max) = (
+        number(browser, &progress, "value").await?,
+        number(browser, &progress, "max").await?,
+    );
+    if value != max || max < 1.0 {
+        return Err(format!("a finished job's progress bar shows {value} of {max}"));
+    }
+    browser.shot("jobs-list").await?;
+
+    // Its detail names the bad line and field.
+    browser.click(&format!("{row} a[href=\"#/jobs/{first}\"]")).await?;
+    let detail = format!("section#job-detail[data-job-id=\"{first}\"]");
+    browser
+        .wait_text_is(&format!("{detail} [data-field=status]"), "completed_with_errors")
+        .await?;
+    let bad = format!("#job-report-table tr[data-line=\"{BAD_LINE}\"]");
+    browser
+        .wait_text_is(&format!("{bad} td:nth-child(1)"), BAD_LINE)
+        .await?;
+    browser
+        .wait_text_is(&format!("{bad} td:nth-child(2)"), "member_id")
+        .await?;
+    browser
+        .wait_text(&format!("{bad} td:nth-child(3)"), "a message naming the space", |t| {
+            t.contains("' '")
+        })
+        .await?;
+    browser.shot("error-report").await?;
+
+    // A second file, scheduled days ahead, in a campaign of its own.
+    browser.click("#nav-submit").await?;
+    let second = submit(browser, &later, Some("spring-bonus")).await?;
+    browser
+        .click(&format!("#submit-result a[data-job-id=\"{second}\"]"))
+        .await?;
+    let detail = format!("section#job-detail[data-job-id=\"{second}\"]");
+    browser
+        .wait_text_is(&format!("{detail} [data-field=status]"), "completed")
+        .await?;
+    browser.shot("scheduled-job").await?;
+
+    // Cancel it through the dialog, with the keyboard only once it is open:
+    // the focus is in the dialog, on the reason.
+    browser.click("#cancel-job").await?;
+    browser.find("dialog#confirm-cancel[open]").await?;
+    let focused = browser.focused_id().await?;
+    if focused != "cancel-reason" {
+        return Err(format!(
+            "the cancel dialog opened with the focus on {focused:?}, not its reason"
+        ));
+    }
+    browser.keys(CANCEL_REASON).await?;
+    browser.shot("cancel-dialog").await?;
+    browser.tab_to("confirm-cancel-yes", 3).await?;
+    browser.press(Key::Enter).await?;
+    browser
+        .wait_text_is(&format!("{detail} [data-field=status]"), "cancelled")
+        .await?;
+    browser.shot("cancelled").await?;
+
+    // Look a member up, by keyboard: Tab from the page's heading to the
+    // member field, type, Enter.
+    browser.click("#nav-members").await?;
+    browser.find("form#member-form").await?;
+    browser.tab_to("member-id", 10).await?;
+    browser.keys("m-1").await?;
+    browser.press(Key::Enter).await?;
+    browser
+        .wait_text_is(
+            "#balances-table tr[data-point-type=\"WELCOME\"] [data-field=available]",
+            "2,000",
+        )
+        .await?;
+    // The cancel took the scheduled points back: none pending, and the
+    // newest history entry is the reversal.
+    browser
+        .wait_text_is(
+            "#balances-table tr[data-point-type=\"BONUS\"] [data-field=pending]",
+            "0",
+        )
+        .await?;
+    browser
+        .wait_text(
+            "#history-table tbody tr:first-child td:nth-child(2)",
+            "the cancel's reversal first",
+            |t| t.starts_with("reversal"),
+        )
+        .await?;
+    browser.shot("member").await?;
+
+    // The dead-letter queue holds nothing.
+    browser.click("#nav-dlq").await?;
+    browser.wait_text_is("#dlq-count", "0").await?;
+    browser.shot("dlq").await?;
+    Ok(second)
+}
+
+/// Submits `file` through the submit form and returns the job id the page
+/// links to.
+async fn submit(browser: &mut Browser, file: &Path, campaign: Option<&str>) -> StepResult<String> {
+    let input = browser.find("form#submit-form input#submit-file[type=file]").await?;
+    // A file input takes the file's path as typed text (WebDriver).
+    input
+        .send_keys(&file.display().to_string())
+        .await
+        .map_err(|e| format!("choosing {}: {e}", file.display()))?;
+    if let Some(campaign) = campaign {
+        browser.type_into("#submit-campaign", campaign).await?;
+    }
+    browser.click("#submit-button").await?;
+    let link = browser.find("#submit-result a[data-job-id]").await?;
+    link.attr("data-job-id")
+        .await
+        .map_err(|e| format!("the submitted job's link: {e}"))?
+        .filter(|id| !id.is_empty())
+        .ok_or_else(|| "the submitted job's link has no data-job-id".to_owned())
+}
+
+/// The number the DOM property `name` of `element` holds.
+async fn number(browser: &Browser, element: &Element, name: &str) -> StepResult<f64> {
+    let arg = serde_json::to_value(element).map_err(|e| e.to_string())?;
+    let value = browser
+        .client
+        .execute("return arguments[0][arguments[1]];", vec![arg, name.into()])
+        .await
+        .map_err(|e| format!("property {name}: {e}"))?;
+    value
+        .as_f64()
+        .ok_or_else(|| format!("property {name} is {value}, not a number"))
+}
