@@ -52,8 +52,11 @@ browser_start() {
   port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')"
   mkdir -p "$browser_root/target"
   log="$browser_root/target/chromedriver.log"
-  # Local connections only (its default); $! is the driver itself, so TERM reaches it.
-  chromedriver --port="$port" --log-path="$log" >/dev/null 2>&1 &
+  # In a session (and process group) of its own, whose id is the driver's
+  # PID: a browser left open by a test that died mid-way is a child of the
+  # driver and outlives its TERM, so browser_stop signals the whole group.
+  # Local connections only (chromedriver's default).
+  setsid chromedriver --port="$port" --log-path="$log" >/dev/null 2>&1 &
   chromedriver_pid=$!
   for _ in $(seq 1 100); do
     if python3 - "$port" <<'PY' 2>/dev/null; then
@@ -81,15 +84,16 @@ PY
   echo "chromedriver ready at $POINTFLOW_WEBDRIVER_URL (pid $chromedriver_pid, log $log)"
 }
 
-# Stops the driver (TERM, then KILL); the browsers it started go with it.
+# Stops the driver and any browser it left open (TERM, then KILL, to the
+# driver's process group).
 browser_stop() {
-  if [ -n "$chromedriver_pid" ] && kill -0 "$chromedriver_pid" 2>/dev/null; then
-    kill -TERM "$chromedriver_pid" 2>/dev/null || true
+  if [ -n "$chromedriver_pid" ] && kill -0 -- "-$chromedriver_pid" 2>/dev/null; then
+    kill -TERM -- "-$chromedriver_pid" 2>/dev/null || true
     for _ in $(seq 1 20); do
-      kill -0 "$chromedriver_pid" 2>/dev/null || break
+      kill -0 -- "-$chromedriver_pid" 2>/dev/null || break
       sleep 0.1
     done
-    kill -KILL "$chromedriver_pid" 2>/dev/null || true
+    kill -KILL -- "-$chromedriver_pid" 2>/dev/null || true
   fi
   if [ -n "$chromedriver_pid" ]; then
     wait "$chromedriver_pid" 2>/dev/null || true
