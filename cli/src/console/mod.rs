@@ -12,6 +12,7 @@
 
 mod api;
 mod assets;
+mod stack;
 
 use std::sync::Arc;
 
@@ -28,6 +29,7 @@ use crate::settings::{StackSettings, IMPORT_DLQ_NAME};
 
 pub use api::{ConsoleError, DLQ_LIST_MAX, REPORT_MAX_LINES, UPLOAD_MAX_BYTES};
 pub use assets::CONTENT_SECURITY_POLICY;
+pub use stack::{serve_console, StackResources};
 
 /// What `GET /console/api/info` answers: where the console's data comes from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
