@@ -10,7 +10,7 @@ use anyhow::Context;
 use clap::Args;
 use pointflow_cli::client::api::ApiClient;
 use pointflow_cli::client::signing::{SignMode, Signer};
-use pointflow_cli::console::{serve_console, Console, StackResources};
+use pointflow_cli::console::{fetch_api_key, serve_console, Console, StackResources};
 use pointflow_cli::stack::StackOutputs;
 use tokio::net::TcpListener;
 
@@ -27,7 +27,7 @@ pub struct ConsoleArgs {
     /// The API's stage URL [default: the --stack's ApiUrl].
     #[arg(long, env = "POINTFLOW_ENDPOINT")]
     endpoint: Option<String>,
-    /// API key (sent as x-api-key) [default: none; `aws apigateway get-api-key --api-key <ApiKeyId> --include-value`].
+    /// API key (sent as x-api-key) [default: the --stack's key, read with apigateway:GET on its ApiKeyId output].
     #[arg(long, env = "POINTFLOW_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
     /// SigV4-sign the API calls with your AWS credentials (auto: unless the endpoint is on loopback).
@@ -67,7 +67,17 @@ pub async fn run(args: ConsoleArgs) -> anyhow::Result<ExitCode> {
         (None, Some(stack)) => StackOutputs::require(stack, None, &outputs.api_url, "ApiUrl")?,
         (None, None) => anyhow::bail!("name the stack (--stack NAME) or the API (--endpoint URL)"),
     };
-    let mut api = ApiClient::new(&endpoint, args.api_key.clone(), Duration::from_secs(30))?;
+    let sdk = pointflow::adapters::aws::load_config().await;
+    let api_key = match (args.api_key, &outputs.api_key_id) {
+        (Some(key), _) => Some(key),
+        (None, Some(id)) => Some(
+            fetch_api_key(&sdk, id)
+                .await
+                .with_context(|| format!("reading the stack's API key (ApiKeyId {id}); or pass --api-key"))?,
+        ),
+        (None, None) => None,
+    };
+    let mut api = ApiClient::new(&endpoint, api_key, Duration::from_secs(30))?;
     if args.sign.signs(&endpoint) {
         let signer = Signer::from_environment(&endpoint).await.with_context(|| {
             format!("signing requests to {endpoint} (for a stack with AuthMode api-key, pass --sign never)")
@@ -83,7 +93,6 @@ pub async fn run(args: ConsoleArgs) -> anyhow::Result<ExitCode> {
         bucket: StackOutputs::or_output(args.bucket, &outputs.bucket),
         report_prefix: settings.import.report_prefix.clone(),
     };
-    let sdk = pointflow::adapters::aws::load_config().await;
     let console = Console::stack(&sdk, api, resources);
     let listener = TcpListener::bind(args.addr)
         .await

@@ -11,6 +11,7 @@
 //! a credential.
 
 mod api;
+mod api_key;
 mod assets;
 mod stack;
 
@@ -27,7 +28,8 @@ use crate::backend::{ImportSide, LocalBackend};
 use crate::client::api::ApiClient;
 use crate::settings::{StackSettings, IMPORT_DLQ_NAME};
 
-pub use api::{ConsoleError, DLQ_LIST_MAX, REPORT_MAX_LINES, UPLOAD_MAX_BYTES};
+pub use api::{ConsoleError, DLQ_LIST_MAX, DROP_PREFIX, REPORT_MAX_LINES, UPLOAD_MAX_BYTES};
+pub use api_key::{fetch_api_key, ApiKeyError};
 pub use assets::CONTENT_SECURITY_POLICY;
 pub use stack::{serve_console, StackResources};
 

@@ -96,3 +96,48 @@ pub async fn serve_console(
     let app: Router = routes(console).fallback(|uri: Uri| api::not_found(uri));
     serve_router(listener, app, Exposure::LoopbackOnly, shutdown).await
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_norway::Value;
+
+    /// The resources (as their `!Sub` text) the operate policy grants `action` on.
+    fn operate_grants(action: &str) -> Vec<String> {
+        let doc: Value = serde_norway::from_str(crate::settings::TEMPLATE).unwrap();
+        let statements = doc["Resources"]["OperatePolicy"]["Properties"]["PolicyDocument"]["Statement"]
+            .as_sequence()
+            .unwrap();
+        let list = |v: &Value| match v {
+            Value::Sequence(items) => items.clone(),
+            other => vec![other.clone()],
+        };
+        statements
+            .iter()
+            .filter(|s| list(&s["Action"]).iter().any(|a| a.as_str() == Some(action)))
+            .flat_map(|s| list(&s["Resource"]))
+            .filter_map(|r| match r {
+                Value::Tagged(tagged) if tagged.tag == "Sub" => tagged.value.as_str().map(str::to_owned),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// What `pointflow console` does on S3 and API Gateway beyond `pointflow
+    /// dlq`, the operate policy allows, and no more: read reports, drop
+    /// files under `imports/console/`, read this stack's API key.
+    #[test]
+    fn operate_may_read_reports_drop_console_files_and_read_its_api_key() {
+        let gets = operate_grants("s3:GetObject");
+        assert!(gets.contains(&"${ImportBucket.Arn}/reports/*".to_owned()), "{gets:?}");
+        let puts = operate_grants("s3:PutObject");
+        assert!(
+            puts.contains(&format!("${{ImportBucket.Arn}}/{}*", super::super::DROP_PREFIX)),
+            "{puts:?}"
+        );
+        assert!(!puts.iter().any(|p| p.ends_with("/imports/*")), "{puts:?}");
+        assert_eq!(
+            operate_grants("apigateway:GET"),
+            ["arn:${AWS::Partition}:apigateway:${AWS::Region}::/apikeys/${PointflowApiApiKey}"]
+        );
+    }
+}

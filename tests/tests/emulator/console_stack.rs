@@ -20,7 +20,7 @@ use pointflow::ports::WorkQueue;
 use pointflow::services::import::report::report_key;
 use pointflow_cli::client::api::ApiClient;
 use pointflow_cli::client::signing::Signer;
-use pointflow_cli::console::{serve_console, Console, StackResources};
+use pointflow_cli::console::{fetch_api_key, serve_console, ApiKeyError, Console, StackResources};
 use pointflow_cli::settings::StackSettings;
 use pointflow_tests::backend::{emulator_config, unique_name};
 use serde_json::{json, Value};
@@ -307,4 +307,35 @@ async fn the_stack_console_signs_api_calls_and_reads_sqs_and_s3() {
 
     let _ = stop.send(());
     server.await.unwrap().unwrap();
+}
+
+/// Without `--api-key`, `pointflow console --stack` reads the key's value
+/// from API Gateway (GetApiKey, signed for `apigateway`) by the stack's
+/// `ApiKeyId` output.
+#[tokio::test]
+async fn the_stacks_api_key_is_read_with_the_operators_credentials() {
+    let Some(sdk) = emulator_config().await else {
+        return;
+    };
+    // A key made on the emulator through the same signed management API.
+    let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap();
+    let signer = Signer::new(sdk.credentials_provider().unwrap(), "us-east-1").for_service("apigateway");
+    let http = reqwest::Client::new();
+    let mut create = http
+        .post(format!("{endpoint}/apikeys"))
+        .header("content-type", "application/json")
+        .body(format!(r#"{{"name":"{}","enabled":true}}"#, unique_name("console-key")))
+        .build()
+        .unwrap();
+    signer.sign(&mut create).await.unwrap();
+    let created: Value = http.execute(create).await.unwrap().json().await.unwrap();
+    let (id, value) = (created["id"].as_str().unwrap(), created["value"].as_str().unwrap());
+
+    assert_eq!(fetch_api_key(&sdk, id).await.unwrap(), value);
+    let unknown = fetch_api_key(&sdk, "nosuchkey0").await.unwrap_err();
+    assert!(unknown.to_string().contains("nosuchkey0"), "{unknown}");
+    assert!(matches!(
+        fetch_api_key(&sdk, "../apikeys").await,
+        Err(ApiKeyError::BadId(_))
+    ));
 }
