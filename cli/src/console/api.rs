@@ -21,7 +21,6 @@ use serde_json::json;
 use time::OffsetDateTime;
 
 use super::{Console, QueuePair};
-use crate::backend::IMPORT_PREFIX;
 
 /// Messages `GET /console/api/dlq` reads at most (each is received and
 /// made visible again at once; the count says when there are more).
@@ -35,6 +34,11 @@ pub const REPORT_MAX_LINES: usize = 1000;
 /// while it is written to the bucket). Bigger files go straight to the
 /// bucket (`aws s3 cp`, `pointflow local import`).
 pub const UPLOAD_MAX_BYTES: usize = 100 * 1024 * 1024;
+
+/// Where the console drops files: under the import prefix (so the bucket's
+/// notification starts the import), in a folder of their own (so the
+/// operate policy may grant exactly it).
+pub const DROP_PREFIX: &str = "imports/console/";
 
 /// Longest file name a drop takes.
 const MAX_NAME_CHARS: usize = 200;
@@ -355,7 +359,7 @@ pub(super) async fn import(State(console): State<Console>, uri: Uri, body: Bytes
         .files
         .as_ref()
         .ok_or_else(|| ConsoleError::not_found("not_configured", "this console has no import bucket"))?;
-    let key = format!("{IMPORT_PREFIX}console/{}-{name}", uuid::Uuid::new_v4());
+    let key = format!("{DROP_PREFIX}{}-{name}", uuid::Uuid::new_v4());
     let object = files
         .drop_bytes(body.to_vec(), &key, campaign.as_deref())
         .await
@@ -448,6 +452,11 @@ mod tests {
         assert_eq!((lines.len(), truncated), (1, true));
         let (lines, truncated) = read_report(report.as_bytes(), 2).unwrap();
         assert_eq!((lines.len(), truncated), (2, false));
+    }
+
+    #[test]
+    fn drops_go_under_the_import_prefix() {
+        assert!(DROP_PREFIX.starts_with(crate::backend::IMPORT_PREFIX));
     }
 
     #[test]

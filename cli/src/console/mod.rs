@@ -11,7 +11,9 @@
 //! a credential.
 
 mod api;
+mod api_key;
 mod assets;
+mod stack;
 
 use std::sync::Arc;
 
@@ -26,8 +28,10 @@ use crate::backend::{ImportSide, LocalBackend};
 use crate::client::api::ApiClient;
 use crate::settings::{StackSettings, IMPORT_DLQ_NAME};
 
-pub use api::{ConsoleError, DLQ_LIST_MAX, REPORT_MAX_LINES, UPLOAD_MAX_BYTES};
+pub use api::{ConsoleError, DLQ_LIST_MAX, DROP_PREFIX, REPORT_MAX_LINES, UPLOAD_MAX_BYTES};
+pub use api_key::{fetch_api_key, ApiKeyError};
 pub use assets::CONTENT_SECURITY_POLICY;
+pub use stack::{serve_console, StackResources};
 
 /// What `GET /console/api/info` answers: where the console's data comes from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -204,7 +204,7 @@ function reportTable(report) {
       el("td", { className: "mono" }, line.raw),
     ),
   );
-  const caption = report.truncated ? `Error report (first ${num(report.lines.length)} lines; the rest is in ${report.report})` : "Error report";
+  const caption = report.truncated ? `Lines the import rejected (the first ${num(report.lines.length)}; all of them: ${report.report})` : "Lines the import rejected";
   return table("job-report-table", caption, ["Line", "Field", "Problem", "Line as read"], rows);
 }
 
