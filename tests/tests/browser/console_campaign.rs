@@ -2,8 +2,8 @@
 //! (embedded backend, a temporary database), as an operator does it:
 //! submit a file with a bad line, watch its job complete, read its error
 //! report, submit a second file scheduled days ahead and cancel its job
-//! through the confirmation dialog, look up a member's balance, and read
-//! the dead-letter count. Every assertion is on what the page shows (the
+//! through the confirmation dialog, look up a member's balance, and redrive
+//! the dead-letter queue. Every assertion is on what the page shows (the
 //! hooks of the console's page contract, docs/console.md).
 
 use std::path::Path;
@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use fantoccini::elements::Element;
 use fantoccini::key::Key;
+use pointflow::domain::message::{Payload, QueueMessage};
+use pointflow::domain::{Accrual, JobId, MessageCounts, NewJob};
 use pointflow_cli::backend::{BackendChoice, LocalBackend};
 use pointflow_cli::exposure::Exposure;
 use pointflow_cli::runner::Runner;
@@ -53,8 +55,9 @@ async fn an_operator_runs_a_campaign_through_the_console() {
     )
     .await
     .unwrap();
+    let dead = seed_dead_letters(&backend).await;
     let base = runner.base_url();
-    let result = campaign(&mut browser, &base, &dir.0).await;
+    let result = campaign(&mut browser, &base, &dir.0, &dead).await;
     let cancelled = result.as_ref().ok().cloned();
     browser.finish(result.map(drop)).await;
     // The reason typed into the dialog reached the API's cancel.
@@ -71,7 +74,7 @@ async fn an_operator_runs_a_campaign_through_the_console() {
 }
 
 /// Runs the campaign; returns the id of the job it cancelled.
-async fn campaign(browser: &mut Browser, base: &str, dir: &Path) -> StepResult<String> {
+async fn campaign(browser: &mut Browser, base: &str, dir: &Path, dead: &str) -> StepResult<String> {
     let welcome = dir.join("welcome.csv");
     std::fs::write(&welcome, WELCOME_CSV).map_err(|e| e.to_string())?;
     // Days ahead: its points stay pending, and its job cancellable.
@@ -88,7 +91,7 @@ async fn campaign(browser: &mut Browser, base: &str, dir: &Path) -> StepResult<S
     // Submit the file through the form.
     browser.goto(&format!("{base}/console/#/submit")).await?;
     let first = submit(browser, &welcome, None).await?;
-    browser.shot("submitted").await?;
+    browser.step_done("submitted").await?;
 
     // The jobs list shows it, and its status reaches the end.
     browser.click("#nav-jobs").await?;
@@ -110,7 +113,7 @@ async fn campaign(browser: &mut Browser, base: &str, dir: &Path) -> StepResult<S
     if value != max || max < 1.0 {
         return Err(format!("a finished job's progress bar shows {value} of {max}"));
     }
-    browser.shot("jobs-list").await?;
+    browser.step_done("jobs-list").await?;
 
     // Its detail names the bad line and field.
     browser.click(&format!("{row} a[href=\"#/jobs/{first}\"]")).await?;
@@ -130,7 +133,7 @@ async fn campaign(browser: &mut Browser, base: &str, dir: &Path) -> StepResult<S
             t.contains("' '")
         })
         .await?;
-    browser.shot("error-report").await?;
+    browser.step_done("error-report").await?;
 
     // A second file, scheduled days ahead, in a campaign of its own.
     browser.click("#nav-submit").await?;
@@ -142,7 +145,7 @@ async fn campaign(browser: &mut Browser, base: &str, dir: &Path) -> StepResult<S
     browser
         .wait_text_is(&format!("{detail} [data-field=status]"), "completed")
         .await?;
-    browser.shot("scheduled-job").await?;
+    browser.step_done("scheduled-job").await?;
 
     // Cancel it through the dialog, with the keyboard only once it is open:
     // the focus is in the dialog, on the reason.
@@ -155,13 +158,13 @@ async fn campaign(browser: &mut Browser, base: &str, dir: &Path) -> StepResult<S
         ));
     }
     browser.keys(CANCEL_REASON).await?;
-    browser.shot("cancel-dialog").await?;
+    browser.step_done("cancel-dialog").await?;
     browser.tab_to("confirm-cancel-yes", 3).await?;
     browser.press(Key::Enter).await?;
     browser
         .wait_text_is(&format!("{detail} [data-field=status]"), "cancelled")
         .await?;
-    browser.shot("cancelled").await?;
+    browser.step_done("cancelled").await?;
 
     // Look a member up, by keyboard: Tab from the page's heading to the
     // member field, type, Enter.
@@ -191,13 +194,85 @@ async fn campaign(browser: &mut Browser, base: &str, dir: &Path) -> StepResult<S
             |t| t.starts_with("reversal"),
         )
         .await?;
-    browser.shot("member").await?;
+    browser.step_done("member").await?;
 
-    // The dead-letter queue holds nothing.
+    // The dead-letter queue shows the seeded job's two messages; a redrive
+    // confirmed in its dialog empties it and the pollers apply them.
     browser.click("#nav-dlq").await?;
+    browser.wait_text_is("#dlq-count", "2").await?;
+    let dead_row = format!("#dlq-table tr[data-job-id=\"{dead}\"]");
+    browser
+        .wait_text_is(&format!("{dead_row} td:nth-child(2)"), "2")
+        .await?;
+    browser
+        .wait_text_is(&format!("{dead_row} td:nth-child(3)"), "3")
+        .await?;
+    browser.step_done("dlq").await?;
+    browser.click("#dlq-redrive").await?;
+    browser.find("dialog#confirm-redrive[open]").await?;
+    browser.click("#confirm-redrive-yes").await?;
+    browser
+        .wait_text("#dlq-result", "what was redriven", |t| t.starts_with("Redrove 2 "))
+        .await?;
     browser.wait_text_is("#dlq-count", "0").await?;
-    browser.shot("dlq").await?;
+    browser.step_done("dlq-redriven").await?;
+    browser.goto(&format!("{base}/console/#/jobs/{dead}")).await?;
+    let detail = format!("section#job-detail[data-job-id=\"{dead}\"]");
+    browser
+        .wait_text_is(&format!("{detail} [data-field=applied]"), "3")
+        .await?;
+    browser
+        .wait_text_is(&format!("{detail} [data-field=failed]"), "0")
+        .await?;
+    browser
+        .wait_text_is(&format!("{detail} [data-field=status]"), "completed")
+        .await?;
+    browser.step_done("dlq-job-applied").await?;
     Ok(second)
+}
+
+/// A job whose two messages (three accruals) were dead-lettered and
+/// counted failed, as the worker leaves them; returns its id.
+async fn seed_dead_letters(backend: &LocalBackend) -> String {
+    let job_id = JobId::random();
+    let now = OffsetDateTime::now_utc();
+    backend
+        .jobs
+        .create_job(&NewJob {
+            job_id,
+            request_hash: "browser-dlq".into(),
+            total: 3,
+            deduplicated: 0,
+            messages: 2,
+            source: None,
+            reading: false,
+            created_at: now,
+            audit: None,
+        })
+        .await
+        .unwrap();
+    let accrual = |id: &str| Accrual {
+        accrual_id: id.into(),
+        member_id: "m-dlq".into(),
+        point_type: "WELCOME".into(),
+        amount: 5,
+        reason: None,
+        apply_at: None,
+        expires_at: None,
+    };
+    let bodies = [
+        QueueMessage::new(job_id, 0, Payload::Accruals(vec![accrual("d-1"), accrual("d-2")])).encode(),
+        QueueMessage::new(job_id, 1, Payload::Accruals(vec![accrual("d-3")])).encode(),
+    ];
+    backend.dlq.send_messages(&bodies).await.unwrap();
+    for (seq, failed) in [(0, 2), (1, 1)] {
+        let counts = MessageCounts {
+            failed,
+            ..Default::default()
+        };
+        backend.jobs.fold_message(job_id, seq, counts, &[], now).await.unwrap();
+    }
+    job_id.to_string()
 }
 
 /// Submits `file` through the submit form and returns the job id the page

@@ -124,6 +124,23 @@ impl Browser {
         Ok(())
     }
 
+    /// Ends a step: saves its screenshot, then fails if the page shows its
+    /// error banner (an API call failed on the way).
+    pub async fn step_done(&mut self, name: &str) -> StepResult {
+        self.shot(name).await?;
+        let banner = self
+            .client
+            .find(Locator::Css("#error-banner"))
+            .await
+            .map_err(|e| format!("no #error-banner on the page: {e}"))?;
+        let shown = banner.is_displayed().await.map_err(|e| format!("#error-banner: {e}"))?;
+        if shown {
+            let text = banner.text().await.unwrap_or_default();
+            return Err(format!("after step {name:?} the page shows an error: {text}"));
+        }
+        Ok(())
+    }
+
     /// Opens `url`.
     pub async fn goto(&self, url: &str) -> StepResult {
         self.client.goto(url).await.map_err(|e| format!("opening {url}: {e}"))
