@@ -417,3 +417,33 @@ async fn dead_letters_are_listed_by_job_and_a_redrive_applies_them() {
     assert_eq!(balances["balances"]["P"], 15, "{balances}");
     c.runner.stop().await.unwrap();
 }
+
+/// The page's script, as served, parses as an ES module (`node --check`):
+/// run where Node.js is installed, skipped (and said so) where it is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_script_parses_as_a_module() {
+    let c = console().await;
+    let script = c
+        .http
+        .get(format!("{}/console/app.js", c.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    c.runner.stop().await.unwrap();
+    let file = c._dir.0.join("app.mjs");
+    std::fs::write(&file, script).unwrap();
+    match std::process::Command::new("node").arg("--check").arg(&file).output() {
+        Ok(out) => assert!(
+            out.status.success(),
+            "app.js does not parse: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            eprintln!("node is not installed: the script's syntax check is skipped");
+        }
+        Err(e) => panic!("running node: {e}"),
+    }
+}
