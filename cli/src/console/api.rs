@@ -52,6 +52,9 @@ pub enum ConsoleError {
     /// What the request names does not exist, or this console has no such part.
     #[error("{message}")]
     NotFound { code: &'static str, message: String },
+    /// A browser asked for a change on behalf of another site.
+    #[error("{message}")]
+    Forbidden { code: &'static str, message: String },
     /// A queue, bucket, store or the upstream API failed.
     #[error("{message}")]
     Backend { message: String },
@@ -88,6 +91,7 @@ impl ConsoleError {
         match self {
             ConsoleError::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, code),
             ConsoleError::NotFound { code, .. } => (StatusCode::NOT_FOUND, code),
+            ConsoleError::Forbidden { code, .. } => (StatusCode::FORBIDDEN, code),
             ConsoleError::Backend { .. } => (StatusCode::BAD_GATEWAY, "backend_error"),
         }
     }

@@ -17,7 +17,10 @@ mod stack;
 
 use std::sync::Arc;
 
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::{header, Method};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use axum::Router;
 use pointflow::domain::JobId;
@@ -166,5 +169,90 @@ pub fn routes(console: Console) -> Router {
     if console.parts().upstream.is_some() {
         router = router.route("/v1/{*rest}", any(api::forward));
     }
-    router.with_state(console)
+    router
+        .route_layer(middleware::from_fn(same_origin_changes_only))
+        .with_state(console)
+}
+
+/// Why a request that changes something was refused as cross-site.
+fn cross_site(method: &Method, headers: &axum::http::HeaderMap) -> Option<String> {
+    if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
+        return None;
+    }
+    // Browsers say where a request comes from; a client that is not a
+    // browser (curl, the CLI) sends neither header and is not refused.
+    if let Some(site) = headers.get("sec-fetch-site") {
+        if !matches!(site.as_bytes(), b"same-origin" | b"none") {
+            return Some(format!(
+                "Sec-Fetch-Site is {}",
+                String::from_utf8_lossy(site.as_bytes())
+            ));
+        }
+    }
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let host = headers.get(header::HOST).map(|h| h.as_bytes()).unwrap_or_default();
+        let own = [b"http://".as_slice(), host].concat();
+        if !origin.as_bytes().eq_ignore_ascii_case(&own) {
+            return Some(format!("Origin is {}", String::from_utf8_lossy(origin.as_bytes())));
+        }
+    }
+    None
+}
+
+/// Refuses a request that changes something (a redrive, a drop, any `/v1`
+/// call but a read) when a browser says it comes from another site: the
+/// `Host` guard stops DNS rebinding, not a page elsewhere posting to
+/// `127.0.0.1` (cross-site request forgery). The console's own page is
+/// same-origin.
+async fn same_origin_changes_only(request: Request, next: Next) -> Response {
+    match cross_site(request.method(), request.headers()) {
+        None => next.run(request).await,
+        Some(why) => ConsoleError::Forbidden {
+            code: "cross_site_request",
+            message: format!(
+                "refused: a page of another site asked for {} {} ({why}); use the console's own page",
+                request.method(),
+                request.uri().path()
+            ),
+        }
+        .into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderMap;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.insert(*name, value.parse().unwrap());
+        }
+        map
+    }
+
+    #[test]
+    fn changes_from_another_site_are_refused_reads_and_non_browsers_are_not() {
+        let own = [("host", "127.0.0.1:3001"), ("origin", "http://127.0.0.1:3001")];
+        assert_eq!(cross_site(&Method::POST, &headers(&own)), None);
+        assert_eq!(cross_site(&Method::POST, &headers(&[("host", "127.0.0.1:3001")])), None);
+        let same = [("host", "localhost:3001"), ("sec-fetch-site", "same-origin")];
+        assert_eq!(cross_site(&Method::POST, &headers(&same)), None);
+        for foreign in [
+            headers(&[("host", "127.0.0.1:3001"), ("origin", "https://evil.example")]),
+            headers(&[("host", "127.0.0.1:3001"), ("origin", "http://127.0.0.1:3002")]),
+            headers(&[("host", "127.0.0.1:3001"), ("origin", "null")]),
+            headers(&[("host", "127.0.0.1:3001"), ("sec-fetch-site", "cross-site")]),
+            headers(&[("host", "127.0.0.1:3001"), ("sec-fetch-site", "same-site")]),
+        ] {
+            assert!(cross_site(&Method::POST, &foreign).is_some(), "{foreign:?}");
+            assert!(cross_site(&Method::DELETE, &foreign).is_some(), "{foreign:?}");
+            assert_eq!(
+                cross_site(&Method::GET, &foreign),
+                None,
+                "reads are the browser's CORS business"
+            );
+        }
+    }
 }

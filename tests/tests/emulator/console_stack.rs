@@ -201,6 +201,17 @@ async fn the_stack_console_signs_api_calls_and_reads_sqs_and_s3() {
         );
     }
 
+    // A page of another site cannot have the console call the stack.
+    let calls = received.lock().unwrap().len();
+    let forged = http
+        .post(format!("{base}/v1/jobs/{}/cancel", JobId::random()))
+        .header("origin", "https://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status().as_u16(), 403);
+    assert_eq!(received.lock().unwrap().len(), calls, "nothing reached the API");
+
     let info: Value = http
         .get(format!("{base}/console/api/info"))
         .send()

@@ -283,6 +283,43 @@ async fn drops_and_reports_refuse_what_they_cannot_use() {
     c.runner.stop().await.unwrap();
 }
 
+/// A page of another site cannot make the operator's browser drop a file or
+/// redrive (cross-site request forgery; the Host guard does not stop it):
+/// the browser names the page's origin, and the console refuses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_asked_for_by_another_site_are_refused() {
+    let c = console().await;
+    let own = format!("http://127.0.0.1:{}", c.runner.addr.port());
+    for (header, value) in [("origin", "https://evil.example"), ("sec-fetch-site", "cross-site")] {
+        for path in ["/console/api/imports?name=x.csv", "/console/api/dlq/redrive"] {
+            let refused = c
+                .http
+                .post(format!("{}{path}", c.base))
+                .header(header, value)
+                .body("member_id,point_type,amount\nm-x,P,1\n")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(refused.status().as_u16(), 403, "{path} {header}");
+            let body: Value = refused.json().await.unwrap();
+            assert_eq!(body["error"]["code"], "cross_site_request", "{body}");
+        }
+    }
+    let (_, jobs) = c.get("/v1/jobs").await;
+    assert_eq!(jobs["jobs"], json!([]), "nothing was dropped");
+    // The console's own page is same-origin.
+    let allowed = c
+        .http
+        .post(format!("{}/console/api/dlq/redrive", c.base))
+        .header("origin", own)
+        .header("sec-fetch-site", "same-origin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(allowed.status().as_u16(), 200);
+    c.runner.stop().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_letters_are_listed_by_job_and_a_redrive_applies_them() {
     let c = console().await;
@@ -379,4 +416,34 @@ async fn dead_letters_are_listed_by_job_and_a_redrive_applies_them() {
     let (_, balances) = c.get("/v1/members/m-dlq/balances").await;
     assert_eq!(balances["balances"]["P"], 15, "{balances}");
     c.runner.stop().await.unwrap();
+}
+
+/// The page's script, as served, parses as an ES module (`node --check`):
+/// run where Node.js is installed, skipped (and said so) where it is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_script_parses_as_a_module() {
+    let c = console().await;
+    let script = c
+        .http
+        .get(format!("{}/console/app.js", c.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    c.runner.stop().await.unwrap();
+    let file = c._dir.0.join("app.mjs");
+    std::fs::write(&file, script).unwrap();
+    match std::process::Command::new("node").arg("--check").arg(&file).output() {
+        Ok(out) => assert!(
+            out.status.success(),
+            "app.js does not parse: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            eprintln!("node is not installed: the script's syntax check is skipped");
+        }
+        Err(e) => panic!("running node: {e}"),
+    }
 }
