@@ -19,7 +19,8 @@ use pointflow_cli::runner::Runner;
 use pointflow_cli::settings::StackSettings;
 use pointflow_tests::import::TempDir;
 use time::format_description::well_known::Rfc3339;
-use time::OffsetDateTime;
+use time::macros::offset;
+use time::{OffsetDateTime, UtcOffset};
 
 use crate::harness::{Browser, StepResult};
 
@@ -31,6 +32,10 @@ const WELCOME_CSV: &str = "member_id,point_type,amount,reason\n\
 /// The bad line of [`WELCOME_CSV`] as the operator counts lines (header = 1).
 const BAD_LINE: &str = "4";
 const CANCEL_REASON: &str = "sent by mistake";
+/// The browser's time zone: 5 h 30 ahead of UTC all year (no daylight
+/// saving), so its times differ from the machine's in any season.
+const VIEWER_ZONE: &str = "Asia/Kolkata";
+const VIEWER_OFFSET: UtcOffset = offset!(+5:30);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_runs_a_campaign_through_the_console() {
@@ -88,7 +93,9 @@ async fn campaign(browser: &mut Browser, base: &str, dir: &Path, dead: &str) -> 
     )
     .map_err(|e| e.to_string())?;
 
-    // Submit the file through the form.
+    // Submit the file through the form, in a browser whose time zone is
+    // not the machine's (UTC on CI): times must show in the viewer's zone.
+    browser.set_time_zone(VIEWER_ZONE).await?;
     browser.goto(&format!("{base}/console/#/submit")).await?;
     let first = submit(browser, &welcome, None).await?;
     browser.step_done("submitted").await?;
@@ -104,6 +111,14 @@ async fn campaign(browser: &mut Browser, base: &str, dir: &Path, dead: &str) -> 
         .await?;
     browser
         .wait_text_is(&format!("{row} td[data-field=rejected]"), "1")
+        .await?;
+    let created = created_at(base, &first).await?;
+    browser
+        .wait_text(
+            &format!("{row} td[data-field=created]"),
+            &format!("{:?} (created {created}, in {VIEWER_ZONE})", in_viewer_zone(created)),
+            |t| same_text(t, &in_viewer_zone(created)),
+        )
         .await?;
     let progress = browser.find(&format!("{row} td[data-field=progress] progress")).await?;
     let (value, max) = (
@@ -229,6 +244,45 @@ async fn campaign(browser: &mut Browser, base: &str, dir: &Path, dead: &str) -> 
         .await?;
     browser.step_done("dlq-job-applied").await?;
     Ok(second)
+}
+
+/// The job's creation time, from the API.
+async fn created_at(base: &str, job_id: &str) -> StepResult<OffsetDateTime> {
+    let job: serde_json::Value = reqwest::get(format!("{base}/v1/jobs/{job_id}"))
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .map_err(|e| format!("GET job {job_id}: {e}"))?
+        .json()
+        .await
+        .map_err(|e| format!("job {job_id}: {e}"))?;
+    let created = job["created_at"].as_str().unwrap_or_default();
+    OffsetDateTime::parse(created, &Rfc3339).map_err(|e| format!("created_at {created:?}: {e}"))
+}
+
+/// `at` as `Date.prototype.toLocaleString()` shows it in `en-US` in the
+/// viewer's zone: `12/7/2026, 12:30:35 PM`.
+fn in_viewer_zone(at: OffsetDateTime) -> String {
+    let at = at.to_offset(VIEWER_OFFSET);
+    let (hour, half) = match at.hour() {
+        0 => (12, "AM"),
+        h @ 1..=11 => (h, "AM"),
+        12 => (12, "PM"),
+        h => (h - 12, "PM"),
+    };
+    format!(
+        "{}/{}/{}, {hour}:{:02}:{:02} {half}",
+        u8::from(at.month()),
+        at.day(),
+        at.year(),
+        at.minute(),
+        at.second()
+    )
+}
+
+/// Equal but for the kind of space (newer ICU puts a narrow no-break space
+/// before AM/PM).
+fn same_text(shown: &str, expected: &str) -> bool {
+    shown.replace(['\u{202f}', '\u{a0}'], " ") == expected
 }
 
 /// A job whose two messages (three accruals) were dead-lettered and

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use fantoccini::elements::Element;
 use fantoccini::key::Key;
+use fantoccini::wd::WebDriverCompatibleCommand;
 use fantoccini::{Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
 use pointflow_tests::import::TempDir;
@@ -122,6 +123,21 @@ impl Browser {
         std::fs::write(&path, png).map_err(|e| format!("writing {}: {e}", path.display()))?;
         println!("screenshot: {}", path.display());
         Ok(())
+    }
+
+    /// Makes the page run in the time zone `zone` (an IANA name), whatever
+    /// the machine's: Chrome DevTools' `Emulation.setTimezoneOverride`
+    /// through chromedriver.
+    pub async fn set_time_zone(&self, zone: &str) -> StepResult {
+        let command = DevTools {
+            method: "Emulation.setTimezoneOverride",
+            params: json!({ "timezoneId": zone }),
+        };
+        self.client
+            .issue_cmd(command)
+            .await
+            .map(drop)
+            .map_err(|e| format!("setting the time zone {zone}: {e}"))
     }
 
     /// Ends a step: saves its screenshot, then fails if the page shows its
@@ -255,6 +271,25 @@ impl Browser {
             .send_keys(text)
             .await
             .map_err(|e| format!("typing {text:?} into the focused element: {e}"))
+    }
+}
+
+/// A Chrome DevTools command through chromedriver's
+/// `POST /session/{id}/goog/cdp/execute`.
+#[derive(Debug)]
+struct DevTools {
+    method: &'static str,
+    params: serde_json::Value,
+}
+
+impl WebDriverCompatibleCommand for DevTools {
+    fn endpoint(&self, base_url: &url::Url, session_id: Option<&str>) -> Result<url::Url, url::ParseError> {
+        base_url.join(&format!("session/{}/goog/cdp/execute", session_id.unwrap_or_default()))
+    }
+
+    fn method_and_body(&self, _: &url::Url) -> (http::Method, Option<String>) {
+        let body = json!({ "cmd": self.method, "params": self.params });
+        (http::Method::POST, Some(body.to_string()))
     }
 }
 
