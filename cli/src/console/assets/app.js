@@ -570,7 +570,8 @@ function route() {
 async function showInfo() {
   try {
     const info = await call("GET", "/console/api/info");
-    const where = info.backend === "aws" ? `stack ${info.stack ?? "?"} (${info.api})` : `${info.backend} backend`;
+    const stack = info.stack ? `stack ${info.stack}` : "API";
+    const where = info.backend === "aws" && info.api !== "local" ? `${stack} at ${info.api}` : `${info.backend} backend`;
     document.getElementById("backend-info").textContent = `${where} · pointflow ${info.version} ·`;
   } catch (error) {
     showError(error);
