@@ -244,6 +244,15 @@ async fn drops_and_reports_refuse_what_they_cannot_use() {
     }
     let (status, body) = c.post("/console/api/imports?name=x.csv", Vec::new()).await;
     assert_eq!((status, body["error"]["code"].as_str()), (400, Some("empty_file")));
+    // A file is not held to the API's 10 MB request limit (the console's
+    // own limit is 100 MiB): this one is taken, and fails as a file
+    // (no usable header), not as a request.
+    let mut big = b"not,a,header\n".to_vec();
+    big.resize(11 * 1024 * 1024, b'x');
+    let (status, body) = c.post("/console/api/imports?name=big.csv", big).await;
+    assert_eq!(status, 202, "{body}");
+    let job = c.finished(body["job_id"].as_str().unwrap()).await;
+    assert_eq!(job["status"], "failed", "{job}");
 
     let (status, body) = c.get("/console/api/jobs/not-a-uuid/report").await;
     assert_eq!((status, body["error"]["code"].as_str()), (400, Some("invalid_job_id")));
