@@ -174,9 +174,13 @@ pub fn routes(console: Console) -> Router {
         .with_state(console)
 }
 
-/// Why a request that changes something was refused as cross-site.
-fn cross_site(method: &Method, headers: &axum::http::HeaderMap) -> Option<String> {
-    if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
+/// Why a request was refused as cross-site: any call of the console's
+/// endpoints or of `/v1` (even a read makes the console act: a DLQ look
+/// receives messages, a forwarded read is signed), and any change. The
+/// page's own files may be opened from a link on another site.
+fn cross_site(method: &Method, path: &str, headers: &axum::http::HeaderMap) -> Option<String> {
+    let call = path.starts_with("/console/api/") || path.starts_with("/v1/");
+    if !call && matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
         return None;
     }
     // Browsers say where a request comes from; a client that is not a
@@ -199,13 +203,13 @@ fn cross_site(method: &Method, headers: &axum::http::HeaderMap) -> Option<String
     None
 }
 
-/// Refuses a request that changes something (a redrive, a drop, any `/v1`
-/// call but a read) when a browser says it comes from another site: the
+/// Refuses a call (a redrive, a drop, a DLQ look, any `/v1` call) or a
+/// change when a browser says it comes from another site: the
 /// `Host` guard stops DNS rebinding, not a page elsewhere posting to
 /// `127.0.0.1` (cross-site request forgery). The console's own page is
 /// same-origin.
 async fn same_origin_changes_only(request: Request, next: Next) -> Response {
-    match cross_site(request.method(), request.headers()) {
+    match cross_site(request.method(), request.uri().path(), request.headers()) {
         None => next.run(request).await,
         Some(why) => ConsoleError::Forbidden {
             code: "cross_site_request",
@@ -233,12 +237,17 @@ mod tests {
     }
 
     #[test]
-    fn changes_from_another_site_are_refused_reads_and_non_browsers_are_not() {
+    fn calls_and_changes_from_another_site_are_refused_the_page_and_non_browsers_are_not() {
         let own = [("host", "127.0.0.1:3001"), ("origin", "http://127.0.0.1:3001")];
-        assert_eq!(cross_site(&Method::POST, &headers(&own)), None);
-        assert_eq!(cross_site(&Method::POST, &headers(&[("host", "127.0.0.1:3001")])), None);
+        let api = "/console/api/dlq/redrive";
+        assert_eq!(cross_site(&Method::POST, api, &headers(&own)), None);
+        assert_eq!(
+            cross_site(&Method::POST, api, &headers(&[("host", "127.0.0.1:3001")])),
+            None
+        );
         let same = [("host", "localhost:3001"), ("sec-fetch-site", "same-origin")];
-        assert_eq!(cross_site(&Method::POST, &headers(&same)), None);
+        assert_eq!(cross_site(&Method::POST, api, &headers(&same)), None);
+        assert_eq!(cross_site(&Method::GET, "/v1/jobs", &headers(&same)), None);
         for foreign in [
             headers(&[("host", "127.0.0.1:3001"), ("origin", "https://evil.example")]),
             headers(&[("host", "127.0.0.1:3001"), ("origin", "http://127.0.0.1:3002")]),
@@ -246,13 +255,22 @@ mod tests {
             headers(&[("host", "127.0.0.1:3001"), ("sec-fetch-site", "cross-site")]),
             headers(&[("host", "127.0.0.1:3001"), ("sec-fetch-site", "same-site")]),
         ] {
-            assert!(cross_site(&Method::POST, &foreign).is_some(), "{foreign:?}");
-            assert!(cross_site(&Method::DELETE, &foreign).is_some(), "{foreign:?}");
-            assert_eq!(
-                cross_site(&Method::GET, &foreign),
-                None,
-                "reads are the browser's CORS business"
-            );
+            for path in [api, "/console/api/imports", "/v1/jobs/x/cancel", "/console/"] {
+                assert!(
+                    cross_site(&Method::POST, path, &foreign).is_some(),
+                    "{path} {foreign:?}"
+                );
+            }
+            for path in ["/console/api/dlq", "/v1/jobs"] {
+                assert!(cross_site(&Method::GET, path, &foreign).is_some(), "{path} {foreign:?}");
+            }
+            for path in ["/console/", "/console/app.js", "/"] {
+                assert_eq!(
+                    cross_site(&Method::GET, path, &foreign),
+                    None,
+                    "the page opened from a link"
+                );
+            }
         }
     }
 }

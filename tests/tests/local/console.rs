@@ -244,6 +244,15 @@ async fn drops_and_reports_refuse_what_they_cannot_use() {
     }
     let (status, body) = c.post("/console/api/imports?name=x.csv", Vec::new()).await;
     assert_eq!((status, body["error"]["code"].as_str()), (400, Some("empty_file")));
+    // A file is not held to the API's 10 MB request limit (the console's
+    // own limit is 100 MiB): this one is taken, and fails as a file
+    // (no usable header), not as a request.
+    let mut big = b"not,a,header\n".to_vec();
+    big.resize(11 * 1024 * 1024, b'x');
+    let (status, body) = c.post("/console/api/imports?name=big.csv", big).await;
+    assert_eq!(status, 202, "{body}");
+    let job = c.finished(body["job_id"].as_str().unwrap()).await;
+    assert_eq!(job["status"], "failed", "{job}");
 
     let (status, body) = c.get("/console/api/jobs/not-a-uuid/report").await;
     assert_eq!((status, body["error"]["code"].as_str()), (400, Some("invalid_job_id")));
@@ -283,8 +292,9 @@ async fn drops_and_reports_refuse_what_they_cannot_use() {
     c.runner.stop().await.unwrap();
 }
 
-/// A page of another site cannot make the operator's browser drop a file or
-/// redrive (cross-site request forgery; the Host guard does not stop it):
+/// A page of another site cannot make the operator's browser drop a file,
+/// redrive or look into the DLQ (cross-site request forgery; the Host guard
+/// does not stop it):
 /// the browser names the page's origin, and the console refuses.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changes_asked_for_by_another_site_are_refused() {
@@ -307,6 +317,16 @@ async fn changes_asked_for_by_another_site_are_refused() {
     }
     let (_, jobs) = c.get("/v1/jobs").await;
     assert_eq!(jobs["jobs"], json!([]), "nothing was dropped");
+    // A look at the DLQ receives its messages: not for another site either;
+    // the page itself may be opened from a link there.
+    let cross = |path: &str| {
+        c.http
+            .get(format!("{}{path}", c.base))
+            .header("sec-fetch-site", "cross-site")
+            .send()
+    };
+    assert_eq!(cross("/console/api/dlq").await.unwrap().status().as_u16(), 403);
+    assert_eq!(cross("/console/").await.unwrap().status().as_u16(), 200);
     // The console's own page is same-origin.
     let allowed = c
         .http

@@ -87,6 +87,13 @@ function statusWord(job) {
   return job.status;
 }
 
+// Who asked, from an audit record: the caller's kind and id.
+function who(audit) {
+  if (!audit || !audit.caller) return "—";
+  const { kind, id } = audit.caller;
+  return id && id !== kind ? `${kind} ${id}` : kind;
+}
+
 function settled(job) {
   return (job.applied || 0) + (job.duplicate || 0) + (job.failed || 0) + (job.refused || 0);
 }
@@ -170,23 +177,43 @@ function jobsView(view) {
     el("thead", {}, headerRow(["Job", "Status", "Accepted", "Applied", "Duplicate", "Rejected", "Failed", "Progress", "Source", "Created"])),
     body,
   );
+  // The cursors of the pages shown before this one: empty on the newest page.
+  const cursors = [];
+  let nextCursor = null;
+  const newer = el("button", { id: "jobs-newer", type: "button", hidden: true }, "Newer jobs");
+  const older = el("button", { id: "jobs-older", type: "button", hidden: true }, "Older jobs");
   view.replaceChildren(
     heading("Jobs"),
     el("p", {}, el("label", { htmlFor: "jobs-status-filter" }, "Status "), filter),
     jobsTable,
+    el("p", {}, newer, " ", older),
   );
   const tick = async (mine) => {
     const status = filter.value;
     const query = new URLSearchParams({ limit: "100" });
     if (status) query.set("status", status);
+    if (cursors.length) query.set("cursor", cursors[cursors.length - 1]);
     const list = await call("GET", `/v1/jobs?${query}`);
     if (mine !== generation) return;
     const rows = list.jobs.map(jobRow);
     body.replaceChildren(...(rows.length ? rows : [el("tr", {}, el("td", { colSpan: 10 }, "No jobs"))]));
+    nextCursor = list.next_cursor || null;
+    older.hidden = !nextCursor;
+    newer.hidden = cursors.length === 0;
   };
+  const reload = () => tick(generation).catch(showError);
   filter.addEventListener("change", () => {
     sessionStorage.setItem("jobs-status", filter.value);
-    tick(generation).catch(showError);
+    cursors.length = 0;
+    reload();
+  });
+  older.addEventListener("click", () => {
+    if (nextCursor) cursors.push(nextCursor);
+    reload();
+  });
+  newer.addEventListener("click", () => {
+    cursors.pop();
+    reload();
   });
   poll(tick);
 }
@@ -236,12 +263,18 @@ function jobDetail(view, jobId) {
       ["refused", "Refused uses", num(job.refused)],
       ["messages", "Messages", num(job.messages)],
       ["source", "Source", job.source || "API request"],
+      ["created-by", "Created by", who(job.audit)],
       ["created", "Created", when(job.created_at)],
       ["completed", "Completed", when(job.completed_at)],
     ];
     if (job.cancel) {
       const c = job.cancel.counts || {};
-      fields.push(["cancel", "Cancel", `asked ${when(job.cancel.requested_at)}; ${num(c.reversed)} reversed, ${num(c.spent)} spent, ${num(c.skipped)} skipped`]);
+      const reason = job.cancel.audit && job.cancel.audit.reason ? ` ("${job.cancel.audit.reason}")` : "";
+      fields.push([
+        "cancel",
+        "Cancel",
+        `asked ${when(job.cancel.requested_at)} by ${who(job.cancel.audit)}${reason}; ${num(c.reversed)} reversed, ${num(c.spent)} spent, ${num(c.skipped)} skipped`,
+      ]);
     }
     const list = el("dl");
     for (const [field, label, value] of fields) {
@@ -570,7 +603,8 @@ function route() {
 async function showInfo() {
   try {
     const info = await call("GET", "/console/api/info");
-    const where = info.backend === "aws" ? `stack ${info.stack ?? "?"} (${info.api})` : `${info.backend} backend`;
+    const stack = info.stack ? `stack ${info.stack}` : "API";
+    const where = info.backend === "aws" && info.api !== "local" ? `${stack} at ${info.api}` : `${info.backend} backend`;
     document.getElementById("backend-info").textContent = `${where} · pointflow ${info.version} ·`;
   } catch (error) {
     showError(error);
