@@ -179,6 +179,14 @@ async fn campaign(browser: &mut Browser, base: &str, dir: &Path, dead: &str) -> 
     browser
         .wait_text_is(&format!("{detail} [data-field=status]"), "cancelled")
         .await?;
+    // The detail shows the reason given in the dialog and the one accrual taken back.
+    browser
+        .wait_text(
+            &format!("{detail} [data-field=cancel]"),
+            "the reason and 1 reversed",
+            |t| t.contains(&format!("(\"{CANCEL_REASON}\")")) && t.contains("; 1 reversed,"),
+        )
+        .await?;
     browser.step_done("cancelled").await?;
 
     // Look a member up, by keyboard: Tab from the page's heading to the
