@@ -23,3 +23,4 @@ pub mod settings;
 pub mod stack;
 #[cfg(test)]
 mod template_checks;
+pub mod uploads;
