@@ -18,3 +18,4 @@ mod local_runner;
 mod reconcile_command;
 mod stack_outputs;
 mod strict_aws;
+mod uploads;
