@@ -24,3 +24,4 @@ pub mod settings;
 pub mod stack;
 #[cfg(test)]
 mod template_checks;
+pub mod uploads;

@@ -7,8 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use pointflow::adapters::aws::presign::S3Presigner;
+use pointflow::adapters::local_uploads::LocalUploads;
 use pointflow::adapters::sqlite::RunnerLock;
-use pointflow::services::api::ApiService;
+use pointflow::services::api::{ApiService, UploadSettings};
 use pointflow::services::import::Importer;
 use pointflow::services::worker::Worker;
 use tokio::net::TcpListener;
@@ -20,6 +22,51 @@ use crate::exposure::{check_bind, Exposure};
 use crate::poller::{run_pollers, PollerSettings, PollerStats};
 use crate::server::serve;
 use crate::settings::{StackSettings, IMPORT_QUEUE_NAME, QUEUE_NAME};
+use crate::uploads::UploadReceiver;
+
+/// The API over `backend`, offering `POST /v1/uploads` when it has an
+/// import bucket: on the embedded one, URLs to this server at `addr` (and
+/// the receiver of their PUTs); on S3, pre-signed S3 URLs.
+fn api_with_uploads(
+    backend: &LocalBackend,
+    settings: &StackSettings,
+    addr: SocketAddr,
+) -> (ApiService, Option<UploadReceiver>) {
+    let service = ApiService::new(
+        backend.jobs.clone(),
+        backend.ledger.clone(),
+        backend.queue.clone(),
+        settings.ingest,
+    );
+    let Some(import) = &backend.import else {
+        return (service, None);
+    };
+    let upload_settings = UploadSettings {
+        expiry: settings.upload_expiry,
+        max_bytes: settings.max_upload_bytes,
+        ..UploadSettings::new(import.bucket.clone())
+    };
+    match &import.s3 {
+        Some(s3) => (
+            service.with_uploads(Arc::new(S3Presigner::new(s3.clone())), upload_settings),
+            None,
+        ),
+        None => {
+            // A URL the client can reach: the loopback address when bound to all.
+            let host = if addr.ip().is_unspecified() {
+                SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), addr.port())
+            } else {
+                addr
+            };
+            let signer = LocalUploads::with_random_secret(format!("http://{host}"));
+            let receiver = UploadReceiver {
+                signer: signer.clone(),
+                import: import.clone(),
+            };
+            (service.with_uploads(Arc::new(signer), upload_settings), Some(receiver))
+        }
+    }
+}
 
 /// A running local stack.
 pub struct Runner {
@@ -74,20 +121,15 @@ impl Runner {
         check_bind(addr, exposure)?;
         let console = console.then(|| crate::console::routes(crate::console::Console::local(backend, settings)));
         let (takeover, owner) = take_over(backend)?;
-        let service = ApiService::new(
-            backend.jobs.clone(),
-            backend.ledger.clone(),
-            backend.queue.clone(),
-            settings.ingest,
-        );
         let worker = Worker::new(backend.ledger.clone(), backend.jobs.clone(), settings.worker);
         let listener = TcpListener::bind(addr)
             .await
             .with_context(|| format!("listening on {addr}"))?;
         let addr = listener.local_addr()?;
+        let (service, uploads) = api_with_uploads(backend, settings, addr);
         let (shutdown, stop) = watch::channel(false);
         let mut server_stop = stop.clone();
-        let server = tokio::spawn(serve(listener, service, exposure, console, async move {
+        let server = tokio::spawn(serve(listener, service, exposure, console, uploads, async move {
             let _ = server_stop.wait_for(|stop| *stop).await;
         }));
         let stats = Arc::new(PollerStats::default());

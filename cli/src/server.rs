@@ -4,6 +4,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use aws_lambda_events::encodings::Body as LambdaBody;
 use aws_lambda_events::http::{HeaderMap, Method};
@@ -12,6 +13,7 @@ use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
 use axum::http::{header, StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
+use axum::routing::put;
 use axum::{Json, Router};
 use pointflow::domain::audit::Audit;
 use pointflow::services::api::ApiService;
@@ -19,6 +21,7 @@ use serde_json::json;
 use tokio::net::TcpListener;
 
 use crate::exposure::{check_host, Exposure, HostRefused};
+use crate::uploads::UploadReceiver;
 
 /// API Gateway's own payload limit (REST: 10 MB); the handler enforces the
 /// smaller Lambda limit itself and answers 413.
@@ -26,15 +29,25 @@ const GATEWAY_MAX_BODY: usize = 10 * 1024 * 1024;
 
 /// Serves the API on `listener` until `shutdown` resolves, answering only
 /// the `Host` headers `exposure` allows; with `console`, the operator
-/// console's routes beside it ([`crate::console::routes`]).
+/// console's routes beside it ([`crate::console::routes`]); with `uploads`,
+/// also the PUTs of `POST /v1/uploads` ([`crate::uploads`]).
 pub async fn serve(
     listener: TcpListener,
     service: ApiService,
     exposure: Exposure,
     console: Option<Router>,
+    uploads: Option<UploadReceiver>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let api = Router::new().fallback(handle).with_state(service);
+    let upload_routes = match uploads {
+        // The body streams to disk, so no size limit applies to it.
+        Some(receiver) => Router::new()
+            .route("/local-uploads/{*key}", put(crate::uploads::receive))
+            .layer(DefaultBodyLimit::disable())
+            .with_state(Arc::new(receiver)),
+        None => Router::new(),
+    };
+    let api = Router::new().merge(upload_routes).fallback(handle).with_state(service);
     let app = match console {
         Some(console) => console.merge(api),
         None => api,

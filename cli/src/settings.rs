@@ -45,6 +45,10 @@ pub struct StackSettings {
     /// Import event source: `ScalingConfig.MaximumConcurrency` (files at once).
     pub import_maximum_concurrency: usize,
     pub import_visibility_timeout: Duration,
+    /// `POST /v1/uploads`: how long an upload URL is valid (`UploadExpirySeconds`).
+    pub upload_expiry: Duration,
+    /// `POST /v1/uploads`: the largest declared size (`MaxUploadBytes`).
+    pub max_upload_bytes: u64,
 }
 
 /// The template lacks a parameter or has one of the wrong type.
@@ -114,6 +118,8 @@ impl StackSettings {
             maximum_concurrency: param("WorkerMaximumConcurrency")? as usize,
             visibility_timeout: Duration::from_secs(param("QueueVisibilityTimeoutSeconds")?),
             max_receive_count,
+            upload_expiry: Duration::from_secs(param("UploadExpirySeconds")?),
+            max_upload_bytes: param("MaxUploadBytes")?,
         })
     }
 }
@@ -290,7 +296,7 @@ mod tests {
                 }
             }
         }
-        assert_eq!(routes, 8, "every API route is checked");
+        assert_eq!(routes, 9, "every API route is checked");
     }
 
     /// The table the template deploys has the history index the adapter

@@ -4,7 +4,8 @@
 use crate::domain::capabilities::AuthMode;
 use crate::domain::limits::Ceilings;
 use crate::domain::packing::PackingLimits;
-use crate::services::api::{ApiSettings, DEFAULT_MAX_ITEMS, MAX_BODY_BYTES};
+use crate::domain::uploads::S3_MAX_PUT_BYTES;
+use crate::services::api::{ApiSettings, UploadSettings, DEFAULT_MAX_ITEMS, MAX_BODY_BYTES};
 use crate::services::import::ImportSettings;
 use crate::services::worker::WorkerSettings;
 
@@ -90,6 +91,8 @@ pub struct IngestConfig {
     pub settings: ApiSettings,
     /// The identity a request's context must carry (`AUTH_MODE`).
     pub auth_mode: AuthMode,
+    /// `POST /v1/uploads` into `UPLOAD_BUCKET`, when that is set.
+    pub uploads: Option<UploadSettings>,
 }
 
 impl IngestConfig {
@@ -99,7 +102,9 @@ impl IngestConfig {
 
     /// Reads `TABLE_NAME`, `QUEUE_URL`, `MAX_ITEMS_PER_REQUEST`,
     /// `MESSAGE_MAX_ACCRUALS`, `MESSAGE_MAX_BYTES`, the [`ceilings`] and
-    /// `AUTH_MODE` (`iam` when unset: the stricter mode) through `lookup`.
+    /// `AUTH_MODE` (`iam` when unset: the stricter mode), and the uploads'
+    /// `UPLOAD_BUCKET`, `UPLOAD_EXPIRY_SECONDS` and `MAX_UPLOAD_BYTES`
+    /// through `lookup`.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let packing = packing(&lookup)?;
         let max_items = number(
@@ -125,8 +130,41 @@ impl IngestConfig {
                 ceilings: ceilings(&lookup)?,
             },
             auth_mode: auth_mode(&lookup)?,
+            uploads: uploads(&lookup)?,
         })
     }
+}
+
+/// The upload settings: none without `UPLOAD_BUCKET`; the expiry 1 second
+/// to 7 days (SigV4's longest pre-signature), the size 1 byte to 5 GiB.
+fn uploads(lookup: &impl Fn(&str) -> Option<String>) -> Result<Option<UploadSettings>, ConfigError> {
+    let Some(bucket) = lookup("UPLOAD_BUCKET").filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    let mut settings = UploadSettings::new(bucket);
+    let expiry: u64 = number(
+        lookup,
+        "UPLOAD_EXPIRY_SECONDS",
+        settings.expiry.as_secs(),
+        "1 to 604800 seconds",
+    )?;
+    if !(1..=604_800).contains(&expiry) {
+        return Err(ConfigError::Invalid {
+            name: "UPLOAD_EXPIRY_SECONDS",
+            expected: "1 to 604800 seconds",
+            value: expiry.to_string(),
+        });
+    }
+    settings.expiry = std::time::Duration::from_secs(expiry);
+    settings.max_bytes = number(lookup, "MAX_UPLOAD_BYTES", S3_MAX_PUT_BYTES, "1 to 5368709120 bytes")?;
+    if !(1..=S3_MAX_PUT_BYTES).contains(&settings.max_bytes) {
+        return Err(ConfigError::Invalid {
+            name: "MAX_UPLOAD_BYTES",
+            expected: "1 to 5368709120 bytes",
+            value: settings.max_bytes.to_string(),
+        });
+    }
+    Ok(Some(settings))
 }
 
 /// `AUTH_MODE`: `iam` or `api-key`; unset or empty is `iam`.
@@ -277,6 +315,33 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn ingest_config_reads_the_upload_settings() {
+        let base = [("TABLE_NAME", "t"), ("QUEUE_URL", "q")];
+        assert_eq!(IngestConfig::from_lookup(env(&base)).unwrap().uploads, None);
+        let mut with = base.to_vec();
+        with.push(("UPLOAD_BUCKET", "imports-b"));
+        let uploads = IngestConfig::from_lookup(env(&with)).unwrap().uploads.unwrap();
+        assert_eq!(uploads, UploadSettings::new("imports-b"));
+        with.push(("UPLOAD_EXPIRY_SECONDS", "60"));
+        with.push(("MAX_UPLOAD_BYTES", "1000"));
+        let uploads = IngestConfig::from_lookup(env(&with)).unwrap().uploads.unwrap();
+        assert_eq!((uploads.expiry.as_secs(), uploads.max_bytes), (60, 1000));
+        for (name, value) in [
+            ("UPLOAD_EXPIRY_SECONDS", "0"),
+            ("UPLOAD_EXPIRY_SECONDS", "604801"),
+            ("MAX_UPLOAD_BYTES", "5368709121"),
+            ("MAX_UPLOAD_BYTES", "0"),
+        ] {
+            let mut bad = base.to_vec();
+            bad.extend([("UPLOAD_BUCKET", "b"), (name, value)]);
+            assert!(
+                matches!(IngestConfig::from_lookup(env(&bad)), Err(ConfigError::Invalid { name: n, .. }) if n == name),
+                "{name}={value}"
+            );
+        }
     }
 
     #[test]

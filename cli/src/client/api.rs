@@ -3,10 +3,11 @@
 //! with a [`Signer`] when the stack authorizes with IAM), retrying what a
 //! retry can fix: 429, 5xx, timeouts and lost connections.
 
+use std::path::Path;
 use std::time::Duration;
 
 use pointflow::adapters::retry::Backoff;
-use pointflow::services::api::{Accepted, JobList, JobView};
+use pointflow::services::api::{Accepted, JobList, JobView, UploadAnswer};
 use reqwest::StatusCode;
 use serde_json::Value;
 
@@ -356,6 +357,66 @@ impl ApiClient {
         decode(&what, &bytes)
     }
 
+    /// `POST /v1/uploads` with its `Idempotency-Key`: where to PUT one file.
+    pub async fn create_upload(&self, key: &str, body: &Value) -> Result<UploadAnswer, ClientError> {
+        let url = format!("{}/v1/uploads", self.endpoint);
+        let what = "POST /v1/uploads".to_owned();
+        let body = body.to_string();
+        let (status, _, bytes) = self
+            .send(&what, || {
+                self.http
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .header("idempotency-key", key)
+                    .body(body.clone())
+            })
+            .await?;
+        if status != StatusCode::CREATED {
+            return Err(refused(what, status, &bytes));
+        }
+        decode(&what, &bytes)
+    }
+
+    /// PUTs the file at `path` to the URL `upload` names with its headers,
+    /// streaming it from disk (never held in memory), unsigned and without
+    /// the API key: the URL is its own authorization. A lost connection or
+    /// a 5xx sends it again, at most three times.
+    pub async fn put_upload(&self, upload: &UploadAnswer, path: &Path) -> Result<(), ClientError> {
+        let what = format!("PUT {}", upload.key);
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let file = tokio::fs::File::open(path).await.map_err(|e| ClientError::Unexpected {
+                what: what.clone(),
+                detail: format!("opening {}: {e}", path.display()),
+            })?;
+            let body = reqwest::Body::wrap_stream(file_chunks(file));
+            let mut request = self.http.put(&upload.url).body(body);
+            for (name, value) in &upload.headers {
+                request = request.header(name, value);
+            }
+            // However long the file takes to send: the default timeout is a request's.
+            let result = request.timeout(Duration::from_secs(24 * 3600)).send().await;
+            match result {
+                Ok(response) if response.status().is_success() => return Ok(()),
+                Ok(response) if !response.status().is_server_error() || attempt >= 3 => {
+                    let status = response.status();
+                    let bytes = response.bytes().await.unwrap_or_default();
+                    return Err(refused(what, status, &bytes));
+                }
+                Err(source) if attempt >= 3 => {
+                    return Err(ClientError::Unreachable {
+                        what,
+                        endpoint: upload.url.split('?').next().unwrap_or("").to_owned(),
+                        attempts: attempt,
+                        source,
+                    })
+                }
+                _ => self.backoff.sleep(attempt - 1).await,
+            }
+        }
+    }
+
     /// `GET /v1/members/{member_id}/balances`.
     pub async fn balances(&self, member_id: &str) -> Result<Value, ClientError> {
         let url = format!("{}/v1/members/{member_id}/balances", self.endpoint);
@@ -366,6 +427,20 @@ impl ApiClient {
         }
         decode(&what, &bytes)
     }
+}
+
+/// The file as a stream of 1 MiB buffers.
+fn file_chunks(file: tokio::fs::File) -> impl futures::Stream<Item = std::io::Result<Vec<u8>>> + Send + 'static {
+    futures::stream::try_unfold(file, |mut file| async move {
+        use tokio::io::AsyncReadExt;
+        let mut buffer = vec![0u8; 1 << 20];
+        let n = file.read(&mut buffer).await?;
+        if n == 0 {
+            return Ok(None);
+        }
+        buffer.truncate(n);
+        Ok(Some((buffer, file)))
+    })
 }
 
 fn refused(what: String, status: StatusCode, body: &[u8]) -> ClientError {

@@ -82,6 +82,10 @@ pub struct SubmitReport {
     pub submit_seconds: f64,
     pub total_seconds: f64,
     pub waited: bool,
+    /// The upload, when the file was sent in one (`--via upload`); its
+    /// rejected rows are in the job's error report, not listed here.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upload: Option<crate::client::upload::UploadSummary>,
 }
 
 impl SubmitReport {
@@ -210,6 +214,7 @@ pub async fn submit(
         submit_seconds,
         total_seconds: submit_seconds,
         waited: false,
+        upload: None,
     };
     report.accepted = report
         .chunks
@@ -347,6 +352,28 @@ fn progress_bar(visible: bool, length: Option<u64>) -> ProgressBar {
 
 impl fmt::Display for SubmitReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(upload) = &self.upload {
+            writeln!(
+                f,
+                "upload       {} ({} bytes) → job {}",
+                upload.key, upload.bytes, upload.job_id
+            )?;
+            if upload.landed_before {
+                writeln!(f, "             sent by an earlier run: not sent again")?;
+            }
+            if !self.waited {
+                return write!(
+                    f,
+                    "time         {:.2} s to send; follow it with `pointflow wait {}`",
+                    self.submit_seconds, upload.job_id
+                );
+            }
+            if let Some(job) = self.jobs.first() {
+                if let Some(error) = &job.error {
+                    writeln!(f, "error        {error}")?;
+                }
+            }
+        }
         writeln!(
             f,
             "requests     {} ({} replayed from an earlier run)",

@@ -75,6 +75,10 @@ struct BackendArgs {
     /// Worker invocations in flight at most (the event source's MaximumConcurrency; default from template.yaml).
     #[arg(long, global = true)]
     concurrency: Option<usize>,
+    /// Most accruals one job may hold, a request's or a file's (the stack's MaxAccrualsPerJob; default from
+    /// template.yaml), to try a stack deployed with another ceiling.
+    #[arg(long, global = true, value_parser = clap::value_parser!(u64).range(1..))]
+    max_accruals_per_job: Option<u64>,
 }
 
 impl BackendArgs {
@@ -220,6 +224,10 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<ExitCode> {
     let mut settings = template_settings()?;
     if let Some(cap) = backend.concurrency {
         settings.maximum_concurrency = cap.max(1);
+    }
+    if let Some(ceiling) = backend.max_accruals_per_job {
+        settings.ingest.ceilings.max_accruals_per_job = ceiling;
+        settings.import.ceilings.max_accruals_per_job = ceiling;
     }
     let backend = LocalBackend::open(&backend.choice().await?, &settings).await?;
     let pollers = settings.worker_pollers(Duration::from_secs(1));

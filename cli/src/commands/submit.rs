@@ -8,8 +8,10 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use pointflow::domain::accrual_ids::campaign_from_file_name;
+use pointflow_cli::client::api::ApiClient;
 use pointflow_cli::client::input::{ChunkLimits, Format};
 use pointflow_cli::client::submit::{submit, SubmitOptions, SubmitReport, MAX_LISTED_ERRORS};
+use pointflow_cli::client::upload::{submit_upload, upload_format, UploadOptions, Via, AUTO_UPLOAD_BYTES};
 
 use super::ApiArgs;
 use crate::render::{print_pretty_json, Output};
@@ -50,6 +52,11 @@ pub struct SubmitArgs {
     /// No progress bars.
     #[arg(long)]
     quiet: bool,
+    /// How to send the file: `upload` sends it whole in one PUT to the URL `POST /v1/uploads` answers
+    /// (CSV, NDJSON, XLSX; any size); `requests` in `POST /v1/jobs` requests of `--chunk` accruals; `auto`
+    /// uploads a file over 5 MB when the endpoint offers uploads, else sends requests.
+    #[arg(long, value_enum, default_value_t = Via::Auto)]
+    via: Via,
 }
 
 /// Submits the file and reports; the exit status is the report's (130 when
@@ -61,16 +68,21 @@ pub async fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
         Some(format) => format,
         None => anyhow::bail!("cannot tell the format of {name} from its name; pass --format json|ndjson|csv|xlsx"),
     };
+    let campaign = match args.campaign.clone().or_else(|| campaign_from_file_name(&name)) {
+        Some(campaign) => campaign,
+        None => anyhow::bail!("cannot name the campaign of {name}; pass --campaign NAME"),
+    };
+    match try_upload(&client, &args, &name, format, &campaign).await? {
+        Uploaded::Report(report) => return finish(*report, args.api.output == Output::Human),
+        Uploaded::Interrupted => return Ok(ExitCode::from(130)),
+        Uploaded::Skipped => {}
+    }
     let (input, size): (Box<dyn std::io::Read + Send>, Option<u64>) = if name == "-" {
         (Box::new(std::io::stdin()), None)
     } else {
         let file = std::fs::File::open(&args.file).with_context(|| format!("opening {name}"))?;
         let size = file.metadata().ok().map(|m| m.len());
         (Box::new(file), size)
-    };
-    let campaign = match args.campaign.or_else(|| campaign_from_file_name(&name)) {
-        Some(campaign) => campaign,
-        None => anyhow::bail!("cannot name the campaign of {name}; pass --campaign NAME"),
     };
     let human = args.api.output == Output::Human;
     let options = SubmitOptions {
@@ -94,6 +106,10 @@ pub async fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(130));
         }
     };
+    finish(report, human)
+}
+
+fn finish(report: SubmitReport, human: bool) -> anyhow::Result<ExitCode> {
     if human {
         print_problems(&report);
         println!("{report}");
@@ -101,6 +117,73 @@ pub async fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
         print_pretty_json(&report)?;
     }
     Ok(ExitCode::from(report.exit_code()))
+}
+
+/// What [`try_upload`] did.
+enum Uploaded {
+    Report(Box<SubmitReport>),
+    /// Ctrl-C: a rerun resumes.
+    Interrupted,
+    /// Send requests instead.
+    Skipped,
+}
+
+/// Sends the file in one upload when `--via` says so (or `auto` finds it
+/// large and the endpoint offering uploads).
+async fn try_upload(
+    client: &ApiClient,
+    args: &SubmitArgs,
+    name: &str,
+    format: Format,
+    campaign: &str,
+) -> anyhow::Result<Uploaded> {
+    let size = if name == "-" {
+        None
+    } else {
+        std::fs::metadata(&args.file).ok().map(|m| m.len())
+    };
+    let fall_back = match args.via {
+        Via::Requests => return Ok(Uploaded::Skipped),
+        Via::Auto => {
+            if size.is_none_or(|size| size <= AUTO_UPLOAD_BYTES) || upload_format(format).is_none() {
+                return Ok(Uploaded::Skipped);
+            }
+            true
+        }
+        Via::Upload => false,
+    };
+    if size.is_none() {
+        anyhow::bail!("--via upload sends a file, not stdin: name the file");
+    }
+    let Some(upload_format) = upload_format(format) else {
+        anyhow::bail!("--via upload sends CSV, NDJSON or XLSX files; {name} is JSON: use --via requests");
+    };
+    let options = UploadOptions {
+        path: args.file.clone(),
+        format: upload_format,
+        campaign: campaign.to_owned(),
+        sheet: args.sheet.clone(),
+        wait: args.wait,
+        poll_interval: Duration::from_secs_f64(args.poll_interval.max(0.05)),
+        wait_timeout: Duration::from_secs(args.timeout),
+    };
+    let report = tokio::select! {
+        report = submit_upload(client, &options, fall_back) => report?,
+        _ = tokio::signal::ctrl_c() => {
+            eprintln!("interrupted: run the same command again to resume (nothing is credited twice)");
+            return Ok(Uploaded::Interrupted);
+        }
+    };
+    Ok(match report {
+        Some(report) => Uploaded::Report(Box::new(report)),
+        None => {
+            eprintln!(
+                "{} offers no uploads (POST /v1/uploads): sending requests",
+                client.endpoint()
+            );
+            Uploaded::Skipped
+        }
+    })
 }
 
 /// Lists on stderr the lines rejected and the chunks the API did not accept.

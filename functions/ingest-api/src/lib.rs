@@ -20,7 +20,14 @@ pub fn to_api_request(event: ApiGatewayProxyRequest) -> Result<ApiRequest, ApiRe
     let headers = event
         .headers
         .iter()
-        .filter_map(|(name, value)| Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned())))
+        // A value that is not visible ASCII is kept (lossily), not dropped:
+        // a garbled `Idempotency-Key` is refused, never taken as absent.
+        .map(|(name, value)| {
+            (
+                name.as_str().to_owned(),
+                String::from_utf8_lossy(value.as_bytes()).into_owned(),
+            )
+        })
         .collect();
     let body = match event.body {
         None => Vec::new(),

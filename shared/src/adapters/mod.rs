@@ -6,6 +6,8 @@
 pub mod aws;
 #[cfg(feature = "sqlite")]
 pub mod local_dir;
+#[cfg(feature = "sqlite")]
+pub mod local_uploads;
 #[cfg(any(test, feature = "testkit"))]
 pub mod memory;
 // Charges by the DynamoDB adapter's transaction plan; only the embedded

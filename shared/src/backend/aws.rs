@@ -7,6 +7,7 @@ use super::Ports;
 use crate::adapters::retry::Backoff;
 
 use crate::adapters::aws::dynamodb::DynamoStore;
+use crate::adapters::aws::presign::S3Presigner;
 use crate::adapters::aws::s3::S3Objects;
 use crate::adapters::aws::sqs::SqsQueue;
 use crate::config::{ImportConfig, IngestConfig, WorkerConfig};
@@ -18,7 +19,14 @@ use crate::services::worker::Worker;
 pub fn api_service(config: &IngestConfig, sdk: &aws_config::SdkConfig) -> ApiService {
     let store = Arc::new(DynamoStore::new(aws_sdk_dynamodb::Client::new(sdk), &config.table_name));
     let queue = Arc::new(SqsQueue::new(aws_sdk_sqs::Client::new(sdk), &config.queue_url));
-    ApiService::new(store.clone(), store, queue, config.settings)
+    let service = ApiService::new(store.clone(), store, queue, config.settings);
+    match &config.uploads {
+        Some(uploads) => service.with_uploads(
+            Arc::new(S3Presigner::new(crate::adapters::aws::s3_client(sdk))),
+            uploads.clone(),
+        ),
+        None => service,
+    }
 }
 
 /// The worker over DynamoDB, built from one SDK config.

@@ -102,6 +102,11 @@ pub const ROUTES: &[Route] = &[
         path: "/v1/reversals",
         capabilities: &[Operate],
     },
+    Route {
+        method: "POST",
+        path: "/v1/uploads",
+        capabilities: &[Submit],
+    },
 ];
 
 impl Route {
@@ -262,7 +267,15 @@ mod tests {
                 .map(|r| format!("{} {}", r.method, r.path))
                 .collect()
         };
-        assert_eq!(of(Submit), ["POST /v1/jobs", "GET /v1/jobs", "GET /v1/jobs/{job_id}"]);
+        assert_eq!(
+            of(Submit),
+            [
+                "POST /v1/jobs",
+                "GET /v1/jobs",
+                "GET /v1/jobs/{job_id}",
+                "POST /v1/uploads"
+            ]
+        );
         assert_eq!(
             of(Read),
             [
@@ -295,7 +308,8 @@ mod tests {
                 "GET/v1/members/*/balances",
                 "GET/v1/members/*/ledger",
                 "POST/v1/members/*/uses",
-                "POST/v1/reversals"
+                "POST/v1/reversals",
+                "POST/v1/uploads"
             ]
         );
     }

@@ -23,6 +23,7 @@ pub mod strict_json;
 pub mod submission;
 pub mod text_encoding;
 pub mod transaction_plan;
+pub mod uploads;
 pub mod uses;
 pub mod validation;
 #[cfg(feature = "xlsx")]

@@ -9,6 +9,7 @@ pub mod jobs;
 pub mod ledger;
 pub mod objects;
 pub mod queue;
+pub mod uploads;
 
 pub use error::{log_form, BackendFailure, BoxError, QueueError, StoreError};
 pub use jobs::{CreateJob, JobStore};

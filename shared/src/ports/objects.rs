@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::domain::submission::job_id_for_file;
+use crate::domain::uploads::{is_upload_key, upload_job_id};
 use crate::domain::JobId;
 use crate::ports::BoxError;
 
@@ -45,9 +46,15 @@ impl ObjectRef {
         format!("s3://{}/{}", self.bucket, self.key)
     }
 
-    /// The file's job.
+    /// The file's job. An upload's (a key under `imports/uploads/`) is the
+    /// one `POST /v1/uploads` announced before the file existed, from its
+    /// bucket and key alone ([`crate::domain::uploads::upload_job_id`]).
     pub fn job_id(&self) -> JobId {
-        job_id_for_file(&self.identity())
+        if is_upload_key(&self.key) {
+            upload_job_id(&self.bucket, &self.key)
+        } else {
+            job_id_for_file(&self.identity())
+        }
     }
 
     /// Stored as the job's `request_hash`.

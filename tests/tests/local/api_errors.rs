@@ -160,6 +160,14 @@ async fn bad_idempotency_key_is_a_400() {
         (status, reply["error"]["code"].as_str()),
         (400, Some("invalid_idempotency_key"))
     );
+    // A key that is not visible ASCII is refused, not taken as absent
+    // (Schemathesis found `POST /v1/uploads` ignoring one).
+    let (status, reply) = call_api(&s, post_job(&valid(), Some("clé-1"))).await;
+    assert_eq!(
+        (status, reply["error"]["code"].as_str()),
+        (400, Some("invalid_idempotency_key")),
+        "{reply}"
+    );
 }
 
 #[tokio::test]

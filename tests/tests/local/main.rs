@@ -23,6 +23,7 @@ mod local_runner;
 mod openapi;
 mod reconcile_command;
 mod simulation;
+mod uploads;
 mod worker_contention;
 mod worker_rules;
 mod xlsx_import;

@@ -2,6 +2,7 @@
 //! queue, S3 for files. Clients are built once per cold start.
 
 pub mod dynamodb;
+pub mod presign;
 mod redact;
 pub mod s3;
 pub mod sqs;

@@ -138,6 +138,8 @@ pub enum ApiError {
     InvalidReversal { errors: Vec<FieldError> },
     #[error("the cancel's body is not valid: {}", describe_field_errors(errors))]
     InvalidCancel { errors: Vec<FieldError> },
+    #[error("the upload is not valid: {}", describe_field_errors(errors))]
+    InvalidUpload { errors: Vec<FieldError> },
     #[error("accrual {id}'s points were already spent (its lot holds {remaining} of them); nothing was reversed")]
     AlreadySpent { id: String, remaining: u64 },
     #[error("{what} {id} not found")]
@@ -198,7 +200,10 @@ impl ApiError {
             | ApiError::InvalidPathParameter { .. }
             | ApiError::InvalidQueryParameter(_)
             | ApiError::Submission(_) => 400,
-            ApiError::InvalidUse { .. } | ApiError::InvalidReversal { .. } | ApiError::InvalidCancel { .. } => 400,
+            ApiError::InvalidUse { .. }
+            | ApiError::InvalidReversal { .. }
+            | ApiError::InvalidCancel { .. }
+            | ApiError::InvalidUpload { .. } => 400,
             ApiError::AlreadySpent { .. } | ApiError::JobRunning { .. } => 409,
             ApiError::CancelNotQueued { .. } => 503,
             ApiError::KeyReused { .. }
@@ -237,6 +242,7 @@ impl ApiError {
             ApiError::UseIdReused { .. } => "use_id_reused",
             ApiError::InvalidReversal { .. } => "invalid_reversal",
             ApiError::InvalidCancel { .. } => "invalid_cancel",
+            ApiError::InvalidUpload { .. } => "invalid_upload",
             ApiError::AlreadySpent { .. } => "already_spent",
             ApiError::EnqueueFailed { .. } => "enqueue_incomplete",
             ApiError::NotFound { .. } => "not_found",
@@ -270,7 +276,8 @@ impl ApiError {
             }
             ApiError::InvalidUse { errors }
             | ApiError::InvalidReversal { errors }
-            | ApiError::InvalidCancel { errors } => error["errors"] = json!(errors),
+            | ApiError::InvalidCancel { errors }
+            | ApiError::InvalidUpload { errors } => error["errors"] = json!(errors),
             ApiError::AlreadySpent { remaining, .. } => error["remaining"] = json!(remaining),
             ApiError::InsufficientBalance {
                 requested, available, ..

@@ -13,16 +13,19 @@ pub mod body;
 mod handlers;
 pub mod http;
 mod routing;
+mod uploads;
 pub mod views;
 
 pub use body::{parse_cancel, parse_reversal, parse_submission, parse_use, Prepared, ITEM_BUDGET_BYTES};
 pub use http::{ApiError, ApiRequest, ApiResponse};
+pub use uploads::{UploadAnswer, UploadSettings};
 pub use views::{rfc3339, Accepted, JobList, JobView};
 
 use std::sync::Arc;
 
 use crate::domain::limits::Ceilings;
 use crate::domain::packing::PackingLimits;
+use crate::ports::uploads::UploadSigner;
 use crate::ports::{Debits, JobStore, Ledger, LedgerReads, WorkQueue};
 
 /// Largest request body: a Lambda behind API Gateway receives at most 6 MB
@@ -53,7 +56,7 @@ impl Default for ApiSettings {
     }
 }
 
-/// The HTTP API over its ports: routes eight endpoints ([`routing`]) to
+/// The HTTP API over its ports: routes nine endpoints ([`routing`]) to
 /// their handlers ([`handlers`]).
 #[derive(Clone)]
 pub struct ApiService {
@@ -65,6 +68,8 @@ pub struct ApiService {
     debits: Arc<dyn Debits>,
     queue: Arc<dyn WorkQueue>,
     settings: ApiSettings,
+    /// `POST /v1/uploads`, when the stack offers it (else that route is 404).
+    uploads: Option<(Arc<dyn UploadSigner>, UploadSettings)>,
 }
 
 impl ApiService {
@@ -80,6 +85,13 @@ impl ApiService {
             debits: ledger,
             queue,
             settings,
+            uploads: None,
         }
+    }
+
+    /// Offers `POST /v1/uploads`, signing its PUTs with `signer`.
+    pub fn with_uploads(mut self, signer: Arc<dyn UploadSigner>, settings: UploadSettings) -> Self {
+        self.uploads = Some((signer, settings));
+        self
     }
 }

@@ -65,6 +65,10 @@ impl ApiService {
                 allow("POST")?;
                 self.apply_use(member_id, request).await
             }
+            ["v1", "uploads"] => {
+                allow("POST")?;
+                self.create_upload(request).await
+            }
             ["v1", "reversals"] => {
                 allow("POST")?;
                 self.reverse(request).await
