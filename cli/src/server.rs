@@ -65,6 +65,7 @@ pub async fn serve_router(
 ) -> std::io::Result<()> {
     let port = listener.local_addr()?.port();
     let app = app
+        .layer(middleware::from_fn(crate::console::refuse_cross_site))
         .layer(DefaultBodyLimit::max(GATEWAY_MAX_BODY))
         .layer(middleware::from_fn_with_state((port, exposure), guard_host));
     // The peer's address reaches the handler, for the audit record.

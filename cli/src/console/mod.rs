@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{header, Method};
-use axum::middleware::{self, Next};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use axum::Router;
@@ -169,9 +169,9 @@ pub fn routes(console: Console) -> Router {
     if console.parts().upstream.is_some() {
         router = router.route("/v1/{*rest}", any(api::forward));
     }
-    router
-        .route_layer(middleware::from_fn(same_origin_changes_only))
-        .with_state(console)
+    // The cross-site refusal is the server's ([`refuse_cross_site`], in
+    // `crate::server::serve_router`), for the API as much as the console.
+    router.with_state(console)
 }
 
 /// Why a request was refused as cross-site: any call of the console's
@@ -207,8 +207,9 @@ fn cross_site(method: &Method, path: &str, headers: &axum::http::HeaderMap) -> O
 /// change when a browser says it comes from another site: the
 /// `Host` guard stops DNS rebinding, not a page elsewhere posting to
 /// `127.0.0.1` (cross-site request forgery). The console's own page is
-/// same-origin.
-async fn same_origin_changes_only(request: Request, next: Next) -> Response {
+/// same-origin. Layered by [`crate::server::serve_router`] around every
+/// route of `local serve` and `pointflow console`.
+pub async fn refuse_cross_site(request: Request, next: Next) -> Response {
     match cross_site(request.method(), request.uri().path(), request.headers()) {
         None => next.run(request).await,
         Some(why) => ConsoleError::Forbidden {

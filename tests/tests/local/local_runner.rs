@@ -468,3 +468,58 @@ async fn a_runner_started_after_a_hard_kill_delivers_the_left_leases_at_once() {
     assert_eq!((job.applied, job.status()), (3, JobStatus::Completed));
     runner.stop().await.unwrap();
 }
+
+/// A page of another site cannot make the operator's browser change
+/// anything through the local server's API (cross-site request forgery:
+/// the `Host` guard does not stop a page posting to `127.0.0.1`); a client
+/// that is not a browser (curl, the CLI, the fuzzer) sends neither header and
+/// is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_refuses_what_a_page_of_another_site_asks_for() {
+    let settings = StackSettings::from_template().unwrap();
+    let bucket = TempDir::new("pointflow-bucket");
+    let backend = LocalBackend::open(&embedded(&bucket), &settings).await.unwrap();
+    let runner = Runner::start(&backend, &settings, "127.0.0.1:0".parse().unwrap(), pollers(&settings))
+        .await
+        .unwrap();
+    let http = reqwest::Client::new();
+    let base = runner.base_url();
+    let body = r#"{"accruals":[{"accrual_id":"x-1","member_id":"m-1","point_type":"P","amount":5}]}"#;
+    for (header, value) in [("origin", "https://evil.example"), ("sec-fetch-site", "cross-site")] {
+        for path in [
+            "/v1/jobs",
+            "/v1/members/m-1/uses",
+            "/v1/jobs/00000000-0000-4000-8000-000000000000/cancel",
+        ] {
+            let refused = http
+                .post(format!("{base}{path}"))
+                .header(header, value)
+                .header("content-type", "text/plain")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(refused.status().as_u16(), 403, "{path} {header}: {value}");
+            let answer: serde_json::Value = refused.json().await.unwrap();
+            assert_eq!(answer["error"]["code"], "cross_site_request", "{answer}");
+        }
+    }
+    let listed: serde_json::Value = http
+        .get(format!("{base}/v1/jobs"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["jobs"], serde_json::json!([]), "nothing was submitted: {listed}");
+    let own = http
+        .post(format!("{base}/v1/jobs"))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(own.status().as_u16(), 202, "a client that is not a browser");
+    runner.stop().await.unwrap();
+}
