@@ -14,6 +14,7 @@ pub mod client;
 pub mod demo;
 pub mod exposure;
 pub mod import;
+pub mod inflight;
 pub mod plan;
 pub mod poller;
 pub mod reconcile;

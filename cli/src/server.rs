@@ -9,6 +9,7 @@ use aws_lambda_events::encodings::Body as LambdaBody;
 use aws_lambda_events::http::{HeaderMap, Method};
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
+use axum::handler::Handler;
 use axum::http::{header, StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -19,6 +20,7 @@ use serde_json::json;
 use tokio::net::TcpListener;
 
 use crate::exposure::{check_host, Exposure, HostRefused};
+use crate::inflight::{BodyBudget, DEFAULT_BODY_BYTES_IN_FLIGHT};
 
 /// API Gateway's own payload limit (REST: 10 MB); the handler enforces the
 /// smaller Lambda limit itself and answers 413.
@@ -33,8 +35,10 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let port = listener.local_addr()?.port();
+    // Only the API's handler, which reads whole bodies, waits for room.
+    let budget = BodyBudget::new(DEFAULT_BODY_BYTES_IN_FLIGHT);
     let app = Router::new()
-        .fallback(handle)
+        .fallback(handle.layer(middleware::from_fn_with_state(budget, admit_body)))
         .layer(DefaultBodyLimit::max(GATEWAY_MAX_BODY))
         .layer(middleware::from_fn_with_state((port, exposure), guard_host))
         .with_state(service);
@@ -42,6 +46,24 @@ pub async fn serve(
     axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+/// Holds a request until its body fits beside the bodies being handled
+/// ([`BodyBudget`]), and keeps its room until it is answered. A body of
+/// unknown length is charged the most it may be.
+async fn admit_body(State(budget): State<BodyBudget>, request: Request, next: Next) -> Response {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    let len = match declared {
+        Some(len) => len.min(GATEWAY_MAX_BODY),
+        None if request.method() == Method::GET || request.method() == Method::HEAD => 0,
+        None => GATEWAY_MAX_BODY,
+    };
+    let _room = budget.admit(len).await;
+    next.run(request).await
 }
 
 /// Refuses, before the handler sees it, a request whose `Host` is not this
