@@ -16,8 +16,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 /// Request body bytes the local server works on at once: two of the
 /// demo's 50,000-item requests (~3.9 MB each), or one at API Gateway's
 /// 10 MB payload limit. On the default demo (four requests sent at once)
-/// it took about 40 MiB off the peak RSS, throughput within the noise of
-/// a loaded machine (docs/performance.md).
+/// it took 25–50 MiB off the peak RSS, throughput within the noise of a
+/// loaded machine; 16 MiB, which admits all four, gave that back
+/// (docs/performance.md).
 pub const DEFAULT_BODY_BYTES_IN_FLIGHT: usize = 10 * 1024 * 1024;
 
 /// Permits count KiB: a semaphore counts in `u32`.
