@@ -15,6 +15,7 @@ pub mod console;
 pub mod demo;
 pub mod exposure;
 pub mod import;
+pub mod inflight;
 pub mod plan;
 pub mod poller;
 pub mod reconcile;

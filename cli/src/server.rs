@@ -10,6 +10,7 @@ use aws_lambda_events::encodings::Body as LambdaBody;
 use aws_lambda_events::http::{HeaderMap, Method};
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
+use axum::handler::Handler;
 use axum::http::{header, StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -22,6 +23,7 @@ use tokio::net::TcpListener;
 
 use crate::exposure::{check_host, Exposure, HostRefused};
 use crate::uploads::UploadReceiver;
+use crate::inflight::{BodyBudget, DEFAULT_BODY_BYTES_IN_FLIGHT};
 
 /// API Gateway's own payload limit (REST: 10 MB); the handler enforces the
 /// smaller Lambda limit itself and answers 413.
@@ -47,7 +49,13 @@ pub async fn serve(
             .with_state(Arc::new(receiver)),
         None => Router::new(),
     };
-    let api = Router::new().merge(upload_routes).fallback(handle).with_state(service);
+    // Only the API's handler, which reads whole bodies, waits for room (an
+    // upload streams to disk and is not charged).
+    let budget = BodyBudget::new(DEFAULT_BODY_BYTES_IN_FLIGHT);
+    let api = Router::new()
+        .merge(upload_routes)
+        .fallback(handle.layer(middleware::from_fn_with_state(budget, admit_body)))
+        .with_state(service);
     let app = match console {
         Some(console) => console.merge(api),
         None => api,
@@ -72,6 +80,24 @@ pub async fn serve_router(
     axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+/// Holds a request until its body fits beside the bodies being handled
+/// ([`BodyBudget`]), and keeps its room until it is answered. A body of
+/// unknown length is charged the most it may be.
+async fn admit_body(State(budget): State<BodyBudget>, request: Request, next: Next) -> Response {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    let len = match declared {
+        Some(len) => len.min(GATEWAY_MAX_BODY),
+        None if request.method() == Method::GET || request.method() == Method::HEAD => 0,
+        None => GATEWAY_MAX_BODY,
+    };
+    let _room = budget.admit(len).await;
+    next.run(request).await
 }
 
 /// Refuses, before the handler sees it, a request whose `Host` is not this

@@ -124,7 +124,27 @@ impl StackSettings {
     }
 }
 
+/// Worker invocations in flight at most on the embedded backend, unless
+/// `--concurrency` says otherwise. SQLite applies one transaction at a time,
+/// so invocations beyond a few only wait for it, each holding its batch (up
+/// to 10 messages of 500 accruals, received and decoded): on the default
+/// demo, the template's 50 took about 170 MiB more peak RSS than 8, for no
+/// more throughput (docs/performance.md). On AWS the template's
+/// `WorkerMaximumConcurrency` applies unchanged.
+pub const EMBEDDED_MAXIMUM_CONCURRENCY: usize = 8;
+
 impl StackSettings {
+    /// Sets the worker's `MaximumConcurrency` for the runner: `flag`
+    /// (`--concurrency`) if given, else the template's, held to
+    /// [`EMBEDDED_MAXIMUM_CONCURRENCY`] on the embedded backend.
+    pub fn cap_worker_concurrency(&mut self, flag: Option<usize>, embedded: bool) {
+        self.maximum_concurrency = match flag {
+            Some(cap) => cap.max(1),
+            None if embedded => self.maximum_concurrency.min(EMBEDDED_MAXIMUM_CONCURRENCY),
+            None => self.maximum_concurrency,
+        };
+    }
+
     /// The worker's event source mapping as the template configures it, with
     /// empty receives long-polling for `wait`.
     pub fn worker_pollers(&self, wait: Duration) -> PollerSettings {
@@ -213,6 +233,21 @@ mod tests {
         assert_eq!(s.ingest.ceilings, Ceilings::default());
         assert!(s.visibility_timeout >= Duration::from_secs(60));
         assert_eq!(s.import, ImportSettings::default());
+    }
+
+    #[test]
+    fn the_embedded_backend_runs_fewer_workers_unless_told_otherwise() {
+        let template = StackSettings::from_template().unwrap();
+        let capped = |flag, embedded| {
+            let mut s = template.clone();
+            s.cap_worker_concurrency(flag, embedded);
+            s.maximum_concurrency
+        };
+        assert_eq!(capped(None, true), EMBEDDED_MAXIMUM_CONCURRENCY);
+        assert_eq!(capped(None, false), template.maximum_concurrency);
+        assert_eq!(capped(Some(50), true), 50);
+        assert_eq!(capped(Some(3), false), 3);
+        assert_eq!(capped(Some(0), true), 1);
     }
 
     /// Every IAM statement (an item of a `Statement` list) anywhere below `value`.

@@ -72,7 +72,7 @@ struct BackendArgs {
     /// Create the table, queues and bucket first (aws backend, for an emulator).
     #[arg(long, global = true)]
     create: bool,
-    /// Worker invocations in flight at most (the event source's MaximumConcurrency; default from template.yaml).
+    /// Worker invocations in flight at most (the event source's MaximumConcurrency) [default: template.yaml's, at most 8 on the embedded backend].
     #[arg(long, global = true)]
     concurrency: Option<usize>,
     /// Most accruals one job may hold, a request's or a file's (the stack's MaxAccrualsPerJob; default from
@@ -222,14 +222,14 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<ExitCode> {
         check_bind(*addr, exposure(*allow_remote))?;
     }
     let mut settings = template_settings()?;
-    if let Some(cap) = backend.concurrency {
-        settings.maximum_concurrency = cap.max(1);
-    }
+    let concurrency = backend.concurrency;
     if let Some(ceiling) = backend.max_accruals_per_job {
         settings.ingest.ceilings.max_accruals_per_job = ceiling;
         settings.import.ceilings.max_accruals_per_job = ceiling;
     }
-    let backend = LocalBackend::open(&backend.choice().await?, &settings).await?;
+    let choice = backend.choice().await?;
+    settings.cap_worker_concurrency(concurrency, matches!(choice, BackendChoice::Embedded { .. }));
+    let backend = LocalBackend::open(&choice, &settings).await?;
     let pollers = settings.worker_pollers(Duration::from_secs(1));
     match command {
         LocalCommand::Cancel(args) => cancel(&backend, args).await,

@@ -1,8 +1,9 @@
 //! Turning a list of submitted items into the accruals of one job: derive
 //! missing ids, validate, collapse in-request duplicates, fingerprint.
 
-use std::collections::hash_map::Entry;
-use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+
+use hashbrown::HashTable;
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -122,87 +123,204 @@ struct Collapsed<T> {
     deduplicated: u64,
 }
 
-/// Validates every item with `parse` (all of them, so the client sees every
-/// problem at once) and collapses repeats of an id: an exact repeat is
-/// counted in `deduplicated`, a repeated id with different content is an
-/// error on the later item.
-fn collapse<T: PartialEq>(
+/// Validates items one at a time, in request order (all of them, so the
+/// client sees every problem at once), and collapses repeats of an id: an
+/// exact repeat is counted in `deduplicated`, a repeated id with different
+/// content is an error on the later item.
+///
+/// Items arrive one by one so that a request body can be read straight into
+/// validated items, never holding the whole list as JSON values (for a
+/// 50,000-item request those took several times the items' own memory).
+/// Repeats are found through a table of positions into the kept items, so
+/// no id is copied for it.
+struct Collapse<T> {
     kind: ItemKind,
-    items: &[Value],
-    max_items: usize,
-    id_field: &str,
-    mut parse: impl FnMut(usize, &Value) -> Result<T, Vec<FieldError>>,
-    id: impl Fn(&T) -> &str,
-) -> Result<Collapsed<T>, SubmissionError> {
-    if items.is_empty() {
-        return Err(SubmissionError::Empty(kind));
-    }
-    if items.len() > max_items {
-        return Err(SubmissionError::TooMany {
+    id_field: &'static str,
+    id: fn(&T) -> &str,
+    kept: Vec<T>,
+    indices: Vec<usize>,
+    /// Positions in `kept`, hashed by their item's id.
+    seen: HashTable<usize>,
+    hasher: RandomState,
+    deduplicated: u64,
+    /// Items pushed so far: the next item's position in the request.
+    pushed: usize,
+    errors: Vec<FieldError>,
+    total_errors: usize,
+}
+
+impl<T: PartialEq> Collapse<T> {
+    fn new(kind: ItemKind, id_field: &'static str, id: fn(&T) -> &str) -> Self {
+        Collapse {
             kind,
-            count: items.len(),
-            max: max_items,
-        });
+            id_field,
+            id,
+            kept: Vec::new(),
+            indices: Vec::new(),
+            seen: HashTable::new(),
+            hasher: RandomState::new(),
+            deduplicated: 0,
+            pushed: 0,
+            errors: Vec::new(),
+            total_errors: 0,
+        }
     }
-    let mut errors = Vec::new();
-    let mut total_errors = 0usize;
-    let mut record = |mut errs: Vec<FieldError>| {
-        total_errors += errs.len();
-        let room = MAX_REPORTED_ERRORS.saturating_sub(errors.len());
+
+    /// The position the next item will have.
+    fn next_index(&self) -> usize {
+        self.pushed
+    }
+
+    fn record(&mut self, mut errs: Vec<FieldError>) {
+        self.total_errors += errs.len();
+        let room = MAX_REPORTED_ERRORS.saturating_sub(self.errors.len());
         errs.truncate(room);
-        errors.extend(errs);
-    };
-    let mut kept: Vec<T> = Vec::with_capacity(items.len());
-    let mut indices: Vec<usize> = Vec::with_capacity(items.len());
-    let mut first_index: HashMap<String, (usize, usize)> = HashMap::with_capacity(items.len());
-    let mut deduplicated = 0u64;
-    for (index, value) in items.iter().enumerate() {
-        let item = match parse(index, value) {
+        self.errors.extend(errs);
+    }
+
+    /// Takes the next item, as its parser read it.
+    fn push(&mut self, parsed: Result<T, Vec<FieldError>>) {
+        let index = self.pushed;
+        self.pushed += 1;
+        let item = match parsed {
             Ok(item) => item,
-            Err(errs) => {
-                record(errs);
-                continue;
-            }
+            Err(errs) => return self.record(errs),
         };
-        match first_index.entry(id(&item).to_owned()) {
-            Entry::Vacant(slot) => {
-                slot.insert((index, kept.len()));
+        let Collapse {
+            id, kept, seen, hasher, ..
+        } = self;
+        let id = *id;
+        let hash = hasher.hash_one(id(&item));
+        match seen.find(hash, |&p| id(&kept[p]) == id(&item)) {
+            None => {
+                seen.insert_unique(hash, kept.len(), |&p| hasher.hash_one(id(&kept[p])));
                 kept.push(item);
-                indices.push(index);
+                self.indices.push(index);
             }
-            Entry::Occupied(seen) => {
-                let (first_item, position) = *seen.get();
-                if kept[position] == item {
-                    deduplicated += 1;
-                } else {
-                    record(vec![FieldError {
-                        index,
-                        field: id_field.into(),
-                        reason: format!(
-                            "repeats the {id_field} of item {first_item} with different content; \
-                             an {id_field} identifies one {}",
-                            match kind {
-                                ItemKind::Accruals => "credit",
-                                ItemKind::Uses => "deduction",
-                            }
-                        ),
-                    }]);
-                }
+            Some(&position) if kept[position] == item => self.deduplicated += 1,
+            Some(&position) => {
+                let first_item = self.indices[position];
+                let id_field = self.id_field;
+                let reason = format!(
+                    "repeats the {id_field} of item {first_item} with different content; \
+                     an {id_field} identifies one {}",
+                    match self.kind {
+                        ItemKind::Accruals => "credit",
+                        ItemKind::Uses => "deduction",
+                    }
+                );
+                self.record(vec![FieldError {
+                    index,
+                    field: id_field.into(),
+                    reason,
+                }]);
             }
         }
     }
-    if total_errors > 0 {
-        return Err(SubmissionError::Invalid {
+
+    /// The items kept, or every problem found (an empty list is one).
+    fn finish(self) -> Result<Collapsed<T>, SubmissionError> {
+        if self.pushed == 0 {
+            return Err(SubmissionError::Empty(self.kind));
+        }
+        if self.total_errors > 0 {
+            return Err(SubmissionError::Invalid {
+                kind: self.kind,
+                errors: self.errors,
+                total_errors: self.total_errors,
+            });
+        }
+        Ok(Collapsed {
+            items: self.kept,
+            indices: self.indices,
+            deduplicated: self.deduplicated,
+        })
+    }
+}
+
+/// Refuses a list over `max_items` before any item is read.
+fn check_count(kind: ItemKind, count: usize, max_items: usize) -> Result<(), SubmissionError> {
+    if count > max_items {
+        return Err(SubmissionError::TooMany {
             kind,
-            errors,
-            total_errors,
+            count,
+            max: max_items,
         });
     }
-    Ok(Collapsed {
-        items: kept,
-        indices,
-        deduplicated,
-    })
+    Ok(())
+}
+
+/// The accruals of one request, read one item at a time (see
+/// [`prepare_submission`] for the rules): a body is read straight into
+/// them ([`crate::services::api::parse_submission`]).
+pub struct AccrualItems {
+    collapse: Collapse<Accrual>,
+    /// Of ids derived from the `Idempotency-Key`, if one was sent.
+    prefix: Option<String>,
+}
+
+impl AccrualItems {
+    /// Items of a request sent with `idempotency_key`, if any.
+    pub fn new(idempotency_key: Option<&str>) -> Self {
+        AccrualItems {
+            collapse: Collapse::new(ItemKind::Accruals, "accrual_id", |a: &Accrual| &a.accrual_id),
+            prefix: idempotency_key.map(accrual_id_prefix),
+        }
+    }
+
+    /// Validates the request's next item and keeps it unless it repeats an
+    /// earlier one.
+    pub fn push(&mut self, item: &Value) {
+        let index = self.collapse.next_index();
+        let derived = self.prefix.as_deref().map(|prefix| derived_id(prefix, index));
+        self.collapse.push(accrual_from_json(index, item, derived));
+    }
+
+    /// The distinct accruals, or why the request is refused.
+    pub fn finish(self) -> Result<PreparedSubmission, SubmissionError> {
+        let collapsed = self.collapse.finish()?;
+        let request_hash = fingerprint(&collapsed.items);
+        Ok(PreparedSubmission {
+            accruals: collapsed.items,
+            indices: collapsed.indices,
+            deduplicated: collapsed.deduplicated,
+            request_hash,
+        })
+    }
+}
+
+/// The uses of one bulk-use request, read one item at a time (see
+/// [`prepare_uses`]).
+pub struct UseItems {
+    collapse: Collapse<Use>,
+}
+
+impl Default for UseItems {
+    fn default() -> Self {
+        UseItems {
+            collapse: Collapse::new(ItemKind::Uses, "use_id", |u: &Use| &u.use_id),
+        }
+    }
+}
+
+impl UseItems {
+    /// Validates the request's next item and keeps it unless it repeats an
+    /// earlier one.
+    pub fn push(&mut self, item: &Value) {
+        let index = self.collapse.next_index();
+        self.collapse.push(use_item_from_json(index, item));
+    }
+
+    /// The distinct uses, or why the request is refused.
+    pub fn finish(self) -> Result<PreparedUses, SubmissionError> {
+        let collapsed = self.collapse.finish()?;
+        let request_hash = fingerprint(&collapsed.items);
+        Ok(PreparedUses {
+            uses: collapsed.items,
+            deduplicated: collapsed.deduplicated,
+            request_hash,
+        })
+    }
 }
 
 /// Validates every item (all of them, so the client sees every problem at
@@ -214,22 +332,14 @@ pub fn prepare_submission(
     idempotency_key: Option<&str>,
     max_items: usize,
 ) -> Result<PreparedSubmission, SubmissionError> {
-    let prefix = idempotency_key.map(accrual_id_prefix);
-    let collapsed = collapse(
-        ItemKind::Accruals,
-        items,
-        max_items,
-        "accrual_id",
-        |index, item| accrual_from_json(index, item, prefix.as_deref().map(|prefix| derived_id(prefix, index))),
-        |a: &Accrual| &a.accrual_id,
-    )?;
-    let request_hash = fingerprint(&collapsed.items);
-    Ok(PreparedSubmission {
-        accruals: collapsed.items,
-        indices: collapsed.indices,
-        deduplicated: collapsed.deduplicated,
-        request_hash,
-    })
+    if !items.is_empty() {
+        check_count(ItemKind::Accruals, items.len(), max_items)?;
+    }
+    let mut accruals = AccrualItems::new(idempotency_key);
+    for item in items {
+        accruals.push(item);
+    }
+    accruals.finish()
 }
 
 /// Uses ready to be packed and queued (a bulk-use job).
@@ -246,20 +356,14 @@ pub struct PreparedUses {
 /// amount, reason?}`, as a single use plus its member) and collapses
 /// repeats as [`prepare_submission`] does; `use_id` is always required.
 pub fn prepare_uses(items: &[Value], max_items: usize) -> Result<PreparedUses, SubmissionError> {
-    let collapsed = collapse(
-        ItemKind::Uses,
-        items,
-        max_items,
-        "use_id",
-        use_item_from_json,
-        |u: &Use| &u.use_id,
-    )?;
-    let request_hash = fingerprint(&collapsed.items);
-    Ok(PreparedUses {
-        uses: collapsed.items,
-        deduplicated: collapsed.deduplicated,
-        request_hash,
-    })
+    if !items.is_empty() {
+        check_count(ItemKind::Uses, items.len(), max_items)?;
+    }
+    let mut uses = UseItems::default();
+    for item in items {
+        uses.push(item);
+    }
+    uses.finish()
 }
 
 /// SHA-256 over the items' canonical JSON, one per line.
@@ -290,6 +394,24 @@ mod tests {
         let p = prepare_submission(&items, None, 10).unwrap();
         assert_eq!(p.accruals.len(), 2);
         assert_eq!(p.deduplicated, 1);
+    }
+
+    #[test]
+    fn repeats_are_found_among_many_ids_however_far_apart() {
+        // 1,000 ids sent twice, the repeats 1,000 items later, then one id
+        // again with another amount: the table of positions grows many times
+        // in between.
+        let mut items: Vec<Value> = (0..2_000).map(|i| item(&format!("a{}", i % 1_000), "m", 5)).collect();
+        let p = prepare_submission(&items, None, 5_000).unwrap();
+        assert_eq!((p.accruals.len(), p.deduplicated), (1_000, 1_000));
+        assert_eq!(p.indices, (0..1_000).collect::<Vec<_>>());
+        items.push(item("a500", "m", 6));
+        let SubmissionError::Invalid { errors, .. } = prepare_submission(&items, None, 5_000).unwrap_err() else {
+            panic!("expected Invalid")
+        };
+        assert_eq!(errors.len(), 1);
+        assert_eq!((errors[0].index, errors[0].field.as_str()), (2_000, "accrual_id"));
+        assert!(errors[0].reason.contains("item 500"), "{}", errors[0].reason);
     }
 
     #[test]

@@ -5,3 +5,4 @@
 mod counting;
 mod csv_memory;
 mod fuzz_corpus;
+mod submission_memory;

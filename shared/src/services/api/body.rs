@@ -8,9 +8,7 @@ use super::ApiError;
 use crate::domain::audit::reason_from_json;
 use crate::domain::reversal::{reversal_from_json, ReversalTarget};
 use crate::domain::strict_json::{self, Budget, StrictSeed};
-use crate::domain::submission::{
-    prepare_submission, prepare_uses, ItemKind, PreparedSubmission, PreparedUses, SubmissionError,
-};
+use crate::domain::submission::{AccrualItems, ItemKind, PreparedSubmission, PreparedUses, SubmissionError, UseItems};
 use crate::domain::uses::{use_from_json, Use};
 
 /// Estimated memory one submitted item may take once parsed: a valid item
@@ -26,11 +24,30 @@ const SINGLE_BODY_BUDGET_BYTES: usize = 4 * ITEM_BUDGET_BYTES;
 /// `max_items` counted but not kept, so that neither a flood of items nor
 /// items full of nested JSON can exhaust the function's memory before the
 /// limits are checked.
+///
+/// Each item is validated as soon as it is read and its JSON value dropped:
+/// the list is never held as JSON values, which for a 50,000-item request
+/// took several times the memory of the validated items.
 struct SubmitBody {
     kind: ItemKind,
-    items: Vec<Value>,
+    items: Items,
     /// Items in the body, also those not kept.
     count: usize,
+}
+
+/// The validated items of a body, of its kind.
+enum Items {
+    Accruals(AccrualItems),
+    Uses(UseItems),
+}
+
+impl Items {
+    fn push(&mut self, item: &Value) {
+        match self {
+            Items::Accruals(items) => items.push(item),
+            Items::Uses(items) => items.push(item),
+        }
+    }
 }
 
 /// The two lists a submission may hold, one of them.
@@ -39,6 +56,8 @@ const SUBMIT_FIELDS: &[&str] = &["accruals", "uses"];
 struct SubmitSeed<'b> {
     max_items: usize,
     budget: &'b Budget,
+    /// Accrual ids are derived from it when missing.
+    idempotency_key: Option<&'b str>,
 }
 
 impl<'de> DeserializeSeed<'de> for SubmitSeed<'_> {
@@ -69,8 +88,13 @@ impl<'de> Visitor<'de> for SubmitSeed<'_> {
                     r#"the body must hold exactly one of "accruals" and "uses""#,
                 ));
             }
+            let items = match kind {
+                ItemKind::Accruals => Items::Accruals(AccrualItems::new(self.idempotency_key)),
+                ItemKind::Uses => Items::Uses(UseItems::default()),
+            };
             body = Some(map.next_value_seed(ItemsSeed {
                 kind,
+                items,
                 max_items: self.max_items,
                 budget: self.budget,
             })?);
@@ -81,6 +105,7 @@ impl<'de> Visitor<'de> for SubmitSeed<'_> {
 
 struct ItemsSeed<'b> {
     kind: ItemKind,
+    items: Items,
     max_items: usize,
     budget: &'b Budget,
 }
@@ -101,22 +126,23 @@ impl<'de> Visitor<'de> for ItemsSeed<'_> {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<SubmitBody, A::Error> {
-        let mut items = Vec::new();
+        let ItemsSeed {
+            kind,
+            mut items,
+            max_items,
+            budget,
+        } = self;
         let mut count = 0usize;
-        while count < self.max_items {
-            match seq.next_element_seed(StrictSeed(Some(self.budget)))? {
+        while count < max_items {
+            match seq.next_element_seed(StrictSeed(Some(budget)))? {
                 Some(item) => {
-                    self.budget.charge(strict_json::VALUE_COST)?;
-                    items.push(item);
+                    // Charged as if kept, as when the list was held as
+                    // values: the budget bounds what a body may hold.
+                    budget.charge(strict_json::VALUE_COST)?;
+                    items.push(&item);
                     count += 1;
                 }
-                None => {
-                    return Ok(SubmitBody {
-                        kind: self.kind,
-                        items,
-                        count,
-                    })
-                }
+                None => return Ok(SubmitBody { kind, items, count }),
             }
         }
         // At the limit: any further item makes the answer 413 with the
@@ -126,11 +152,8 @@ impl<'de> Visitor<'de> for ItemsSeed<'_> {
         while seq.next_element::<IgnoredAny>()?.is_some() {
             more += 1;
         }
-        if more > 0 {
-            items = Vec::new();
-        }
         Ok(SubmitBody {
-            kind: self.kind,
+            kind,
             items,
             count: count + more,
         })
@@ -159,6 +182,7 @@ pub fn parse_submission(body: &[u8], idempotency_key: Option<&str>, max_items: u
     let body = SubmitSeed {
         max_items,
         budget: &budget,
+        idempotency_key,
     }
     .deserialize(&mut deserializer)
     .map_err(malformed)?;
@@ -170,9 +194,9 @@ pub fn parse_submission(body: &[u8], idempotency_key: Option<&str>, max_items: u
             max: max_items,
         }));
     }
-    match body.kind {
-        ItemKind::Accruals => prepare_submission(&body.items, idempotency_key, max_items).map(Prepared::Accruals),
-        ItemKind::Uses => prepare_uses(&body.items, max_items).map(Prepared::Uses),
+    match body.items {
+        Items::Accruals(items) => items.finish().map(Prepared::Accruals),
+        Items::Uses(items) => items.finish().map(Prepared::Uses),
     }
     .map_err(ApiError::Submission)
 }
