@@ -13,9 +13,9 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use pointflow::domain::accrual_ids::ContentIds;
-use pointflow::domain::csv_rows::{sniff_input, CsvAccruals, CsvRow};
+use pointflow::domain::readers::csv::{sniff_input, CsvAccruals, CsvRow};
+use pointflow::domain::readers::xlsx::read_rows;
 use pointflow::domain::validation::accrual_from_json;
-use pointflow::domain::xlsx_rows::read_rows;
 use pointflow::domain::Accrual;
 
 /// What the file holds.
@@ -235,7 +235,7 @@ pub enum InputError {
     #[error("line {line}: not valid JSON: {detail}")]
     Json { line: u64, detail: String },
     #[error(transparent)]
-    Csv(#[from] pointflow::domain::csv_rows::CsvFileError),
+    Csv(#[from] pointflow::domain::readers::csv::CsvFileError),
     #[error("the JSON input must be an array of accruals or {{\"accruals\": [...]}}")]
     NotAnArray,
 }

@@ -17,9 +17,9 @@
 //! - [`message_decode`]: a queue message body as the worker decodes it, and
 //!   an import-queue body as the csv-import function reads it.
 
-use crate::domain::csv_rows::{CsvAccruals, CsvRow};
 use crate::domain::message::QueueMessage;
 use crate::domain::packing::{pack_accruals, pack_uses, PackingLimits, MIN_MESSAGE_BYTES};
+use crate::domain::readers::csv::{CsvAccruals, CsvRow};
 use crate::domain::text_encoding::FileEncoding;
 use crate::domain::uses::Use;
 use crate::domain::validation::check_idempotency_key;
@@ -37,7 +37,7 @@ use crate::services::import::task::parse_tasks;
 /// row the row reader gives is counted once (accepted, collapsed or
 /// rejected), and every accepted one keeps the line of its row.
 pub fn xlsx_import(data: &[u8]) {
-    use crate::domain::xlsx_rows::read_rows;
+    use crate::domain::readers::xlsx::read_rows;
     use crate::services::import::parse::parse_workbook;
     let [packing_byte, file @ ..] = data else {
         return;
