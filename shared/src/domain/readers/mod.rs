@@ -32,6 +32,9 @@ pub mod source;
 #[cfg(feature = "xlsx")]
 pub mod xlsx;
 
+#[cfg(all(test, feature = "xlsx"))]
+mod catalogue;
+
 use self::csv::{sniff_input, CsvAccruals, CsvFileError, CsvRow};
 use self::ndjson::NdjsonAccruals;
 
