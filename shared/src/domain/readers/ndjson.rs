@@ -67,7 +67,7 @@ impl<R: Read> NdjsonAccruals<R> {
     fn open(input: R, first_line: u64, file_identity: &str, encoding: &'static Encoding, at_start: bool) -> Self {
         let (source, decode_as) = Source::new(input, encoding, at_start);
         NdjsonAccruals {
-            input: BufReader::with_capacity(64 * 1024, source),
+            input: BufReader::with_capacity(8 * 1024, source),
             id_prefix: file_id_prefix(file_identity),
             encoding: decode_as,
             named: encoding,

@@ -97,7 +97,8 @@ fn choose_encoding<R: std::io::Read>(
     }
 }
 
-/// [`parse_lines`] of a CSV file.
+/// [`parse_lines`] of a CSV file (the tests' shorthand).
+#[cfg(test)]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn parse_chunk<R: std::io::Read>(
     reader: R,
