@@ -149,3 +149,24 @@ async fn a_workbooks_pointer_names_its_format_and_the_sheet_read() {
     );
     assert!(pointer.get("encoding").is_none(), "{pointer}");
 }
+
+/// An NDJSON file without a line (or only blank ones) ends like a CSV of a
+/// header alone: a completed job that credits nothing.
+#[tokio::test]
+async fn an_ndjson_file_of_blank_lines_completes_crediting_nothing() {
+    let rig = ImportRig::sqlite(ImportSettings::default());
+    for (key, content) in [
+        ("imports/empty.ndjson", &b""[..]),
+        ("imports/blank.jsonl", &b"\n \r\n\n"[..]),
+    ] {
+        let task = rig.drop_file(key, content).await;
+        rig.notify(&task).await;
+        rig.run_until_quiet().await;
+        let job = rig.job(&task).await;
+        assert_eq!(
+            (job.status(), job.total, job.rejected),
+            (JobStatus::Completed, 0, 0),
+            "{key}: {job:?}"
+        );
+    }
+}
