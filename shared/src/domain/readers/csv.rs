@@ -7,7 +7,9 @@
 //! repeated columns are refused. UTF-8 (a byte-order mark is skipped) or
 //! another ASCII-compatible encoding ([`crate::domain::text_encoding`]: each
 //! field is decoded on its own, so lines and byte offsets are those of the
-//! original bytes), LF or CRLF, quoted fields, blank lines skipped, trailing newline optional. A row
+//! original bytes), or UTF-16 with a byte-order mark (decoded to UTF-8
+//! first by [`crate::domain::readers::source`], offsets mapped back to the
+//! file's), LF or CRLF, quoted fields, blank lines skipped, trailing newline optional. A row
 //! without `accrual_id` gets one derived from the file's identity and the
 //! row's line number (id scheme v1), so re-reading the same file derives the
 //! same ids; the importer and `pointflow submit` replace it with the scheme
@@ -170,8 +172,9 @@ impl<R: Read> CsvAccruals<R> {
     }
 
     /// [`CsvAccruals::new`] for a file in `encoding`, which must be
-    /// ASCII-compatible ([`crate::domain::text_encoding::sniff`] chooses
-    /// only such): fields are decoded from it one by one.
+    /// ASCII-compatible, whose fields are decoded one by one, or UTF-16,
+    /// which is decoded whole first ([`crate::domain::text_encoding::sniff`]
+    /// chooses only these).
     pub fn new_in(input: R, file_identity: &str, encoding: &'static Encoding) -> Result<Self, CsvFileError> {
         let (source, decode_as) = Source::new(input, encoding, true);
         let mut reader = csv_reader(b"", source);
