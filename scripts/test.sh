@@ -6,6 +6,8 @@
 # lint checks, every test, the API fuzzer (Schemathesis against
 # `pointflow local serve`, scripts/api-fuzz.sh) and cfn-lint on
 # template.yaml, and stops what it started on exit, whatever happens.
+# Debian's chromium and chromium-driver are installed if missing and
+# chromedriver runs for the browser test (scripts/browser.sh).
 set -euo pipefail
 
 MOTO_VERSION="5.2.5"
@@ -52,7 +54,14 @@ stop_moto() {
   fi
   wait "$moto_pid" 2>/dev/null || true
 }
-trap stop_moto EXIT INT TERM
+# browser_stop is defined once scripts/browser.sh is sourced (below).
+stop_all() {
+  if declare -F browser_stop >/dev/null; then
+    browser_stop
+  fi
+  stop_moto
+}
+trap stop_all EXIT INT TERM
 
 for _ in $(seq 1 100); do
   if "$venv/bin/python" -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$port/moto-api/', timeout=1)" 2>/dev/null; then
@@ -79,6 +88,14 @@ export AWS_REGION="us-east-1" AWS_DEFAULT_REGION="us-east-1"
 export AWS_EC2_METADATA_DISABLED=true
 # Emulator-backed tests fail instead of skipping when this is set.
 export POINTFLOW_REQUIRE_EMULATOR=1
+
+step "Headless Chromium for the browser test (Debian's chromium and chromium-driver)"
+# shellcheck source=scripts/browser.sh
+source "$root/scripts/browser.sh"
+browser_install
+# Exports POINTFLOW_WEBDRIVER_URL and POINTFLOW_REQUIRE_BROWSER=1: the
+# browser test fails instead of skipping.
+browser_start
 
 step "cargo fmt --check"
 cargo fmt --all -- --check

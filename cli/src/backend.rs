@@ -275,18 +275,41 @@ impl ImportSide {
         encoding: Option<&str>,
         sheet: Option<&str>,
     ) -> anyhow::Result<ObjectRef> {
-        let metadata: BTreeMap<String, String> = campaign
-            .map(|c| (CAMPAIGN_METADATA.to_owned(), c.to_owned()))
-            .into_iter()
-            .chain(encoding.map(|e| (ENCODING_METADATA.to_owned(), e.to_owned())))
-            .chain(sheet.map(|s| (SHEET_METADATA.to_owned(), s.to_owned())))
-            .collect();
+        self.drop_body(DropBody::File(file), key, metadata(campaign, encoding, sheet))
+            .await
+    }
+
+    /// Drops `body` (a file received whole, as the operator console
+    /// receives one) into the bucket at `key`, like [`ImportSide::drop_file`].
+    pub async fn drop_bytes(&self, body: Vec<u8>, key: &str, campaign: Option<&str>) -> anyhow::Result<ObjectRef> {
+        self.drop_body(DropBody::Bytes(body), key, metadata(campaign, None, None))
+            .await
+    }
+
+    async fn drop_body(
+        &self,
+        body: DropBody<'_>,
+        key: &str,
+        metadata: BTreeMap<String, String>,
+    ) -> anyhow::Result<ObjectRef> {
+        let what = match &body {
+            DropBody::File(file) => file.display().to_string(),
+            DropBody::Bytes(bytes) => format!("{} bytes received", bytes.len()),
+        };
         let object = match &self.s3 {
             Some(s3) => {
-                let body = ByteStream::from_path(file)
-                    .await
-                    .with_context(|| format!("reading {}", file.display()))?;
-                let size = std::fs::metadata(file)?.len();
+                let (body, size) = match body {
+                    DropBody::File(file) => (
+                        ByteStream::from_path(file)
+                            .await
+                            .with_context(|| format!("reading {what}"))?,
+                        std::fs::metadata(file)?.len(),
+                    ),
+                    DropBody::Bytes(bytes) => {
+                        let size = bytes.len() as u64;
+                        (ByteStream::from(bytes), size)
+                    }
+                };
                 let output = s3
                     .put_object()
                     .bucket(&self.bucket)
@@ -312,10 +335,16 @@ impl ImportSide {
                 let root = dir.parent().unwrap_or(Path::new(""));
                 let objects = DirObjects::new(root);
                 let target = objects.path(&self.bucket, key)?;
-                let source = file.to_owned();
-                let (size, etag) = tokio::task::spawn_blocking(move || copy_hashing(&source, &target))
-                    .await?
-                    .with_context(|| format!("copying {} into {}", file.display(), dir.display()))?;
+                let (size, etag) = match body {
+                    DropBody::File(file) => {
+                        let source = file.to_owned();
+                        tokio::task::spawn_blocking(move || copy_hashing(&source, &target)).await?
+                    }
+                    DropBody::Bytes(bytes) => {
+                        tokio::task::spawn_blocking(move || write_hashing(&bytes, &target)).await?
+                    }
+                }
+                .with_context(|| format!("copying {what} into {}", dir.display()))?;
                 // Replaces (or clears) what an earlier drop at `key` set.
                 objects.set_metadata(&self.bucket, key, &metadata)?;
                 ObjectRef {
@@ -334,6 +363,32 @@ impl ImportSide {
         }
         Ok(object)
     }
+}
+
+/// What a drop puts in the bucket: a file on disk, or bytes received.
+enum DropBody<'a> {
+    File(&'a Path),
+    Bytes(Vec<u8>),
+}
+
+/// A dropped object's user metadata: its campaign, encoding and sheet, those given.
+fn metadata(campaign: Option<&str>, encoding: Option<&str>, sheet: Option<&str>) -> BTreeMap<String, String> {
+    campaign
+        .map(|c| (CAMPAIGN_METADATA.to_owned(), c.to_owned()))
+        .into_iter()
+        .chain(encoding.map(|e| (ENCODING_METADATA.to_owned(), e.to_owned())))
+        .chain(sheet.map(|s| (SHEET_METADATA.to_owned(), s.to_owned())))
+        .collect()
+}
+
+/// Writes `body` to `target` (creating folders) and returns its size and
+/// the same content hash as [`copy_hashing`].
+fn write_hashing(body: &[u8], target: &Path) -> std::io::Result<(u64, String)> {
+    if let Some(parent) = target.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(target, body)?;
+    Ok((body.len() as u64, hex::encode(&Sha256::digest(body)[..16])))
 }
 
 /// Copies `source` to `target` (creating folders) and returns its size and

@@ -11,6 +11,7 @@ pub mod backend;
 pub mod bench;
 pub mod bench_e2e;
 pub mod client;
+pub mod console;
 pub mod demo;
 pub mod exposure;
 pub mod import;

@@ -12,6 +12,7 @@ mod commands;
 mod render;
 
 use commands::bench::BenchCommand;
+use commands::console::ConsoleArgs;
 use commands::dlq::DlqArgs;
 use commands::jobs::{CancelArgs, JobsArgs, StatusArgs, WaitArgs};
 use commands::local::LocalArgs;
@@ -72,6 +73,12 @@ enum Command {
     Wait(WaitArgs),
     /// Look into the dead-letter queue, or move its messages back to be applied.
     Dlq(DlqArgs),
+    /// Serve the operator console (a web page on loopback) for a deployed stack, calling it with your AWS
+    /// credentials.
+    ///
+    /// Open the printed URL: jobs with live progress, a job's error report and cancel, file drops, the dead-letter
+    /// queues and member lookup. `pointflow local serve` serves the same page for the embedded backend.
+    Console(ConsoleArgs),
     /// Recompute balances from the ledger, or job counts from their messages, on the store itself; report differences,
     /// and with --repair rewrite them.
     Reconcile(ReconcileArgs),
@@ -114,7 +121,7 @@ enum Command {
 const COMMAND_GROUPS: &[(&str, &[&str])] = &[
     ("Campaigns", &["submit", "jobs", "status", "wait", "cancel"]),
     ("Members", &["balance", "history", "use", "reverse"]),
-    ("Operations", &["dlq", "reconcile"]),
+    ("Operations", &["console", "dlq", "reconcile"]),
     ("Running locally", &["local"]),
     ("Planning and measuring", &["plan", "bench", "simulate"]),
     ("Setting up", &["completions", "man"]),
@@ -196,6 +203,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Wait(args) => commands::jobs::wait(args).await,
         Command::Cancel(args) => commands::jobs::cancel(args).await,
         Command::Dlq(args) => commands::dlq::run(args).await,
+        Command::Console(args) => commands::console::run(args).await,
         Command::Reconcile(args) => commands::reconcile::run(args).await,
         Command::Plan(args) => commands::plan::run(args),
         // The simulation is CPU-bound and blocking: off the runtime's threads.

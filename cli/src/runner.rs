@@ -58,7 +58,21 @@ impl Runner {
         pollers: PollerSettings,
         exposure: Exposure,
     ) -> anyhow::Result<Runner> {
+        Self::start_serving(backend, settings, addr, pollers, exposure, false).await
+    }
+
+    /// [`Runner::start_exposed`], serving also the operator console
+    /// (`/console/`) over the same backend when `console` is set.
+    pub async fn start_serving(
+        backend: &LocalBackend,
+        settings: &StackSettings,
+        addr: SocketAddr,
+        pollers: PollerSettings,
+        exposure: Exposure,
+        console: bool,
+    ) -> anyhow::Result<Runner> {
         check_bind(addr, exposure)?;
+        let console = console.then(|| crate::console::routes(crate::console::Console::local(backend, settings)));
         let (takeover, owner) = take_over(backend)?;
         let service = ApiService::new(
             backend.jobs.clone(),
@@ -73,7 +87,7 @@ impl Runner {
         let addr = listener.local_addr()?;
         let (shutdown, stop) = watch::channel(false);
         let mut server_stop = stop.clone();
-        let server = tokio::spawn(serve(listener, service, exposure, async move {
+        let server = tokio::spawn(serve(listener, service, exposure, console, async move {
             let _ = server_stop.wait_for(|stop| *stop).await;
         }));
         let stats = Arc::new(PollerStats::default());

@@ -25,19 +25,35 @@ use crate::exposure::{check_host, Exposure, HostRefused};
 const GATEWAY_MAX_BODY: usize = 10 * 1024 * 1024;
 
 /// Serves the API on `listener` until `shutdown` resolves, answering only
-/// the `Host` headers `exposure` allows.
+/// the `Host` headers `exposure` allows; with `console`, the operator
+/// console's routes beside it ([`crate::console::routes`]).
 pub async fn serve(
     listener: TcpListener,
     service: ApiService,
     exposure: Exposure,
+    console: Option<Router>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let api = Router::new().fallback(handle).with_state(service);
+    let app = match console {
+        Some(console) => console.merge(api),
+        None => api,
+    };
+    serve_router(listener, app, exposure, shutdown).await
+}
+
+/// Serves `app` on `listener` behind the `Host` guard and API Gateway's
+/// body limit, until `shutdown` resolves.
+pub async fn serve_router(
+    listener: TcpListener,
+    app: Router,
+    exposure: Exposure,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let port = listener.local_addr()?.port();
-    let app = Router::new()
-        .fallback(handle)
+    let app = app
         .layer(DefaultBodyLimit::max(GATEWAY_MAX_BODY))
-        .layer(middleware::from_fn_with_state((port, exposure), guard_host))
-        .with_state(service);
+        .layer(middleware::from_fn_with_state((port, exposure), guard_host));
     // The peer's address reaches the handler, for the audit record.
     axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(shutdown)

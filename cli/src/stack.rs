@@ -24,6 +24,8 @@ pub struct StackOutputs {
     pub import_queue_url: Option<String>,
     /// `ImportDeadLetterQueueUrl`.
     pub import_dlq_url: Option<String>,
+    /// `ApiKeyId`: the API key's id (its value is read with GetApiKey).
+    pub api_key_id: Option<String>,
 }
 
 /// The stack could not be read.
@@ -50,6 +52,7 @@ impl StackOutputs {
                 "ImportBucketName" => &mut outputs.bucket,
                 "ImportQueueUrl" => &mut outputs.import_queue_url,
                 "ImportDeadLetterQueueUrl" => &mut outputs.import_dlq_url,
+                "ApiKeyId" => &mut outputs.api_key_id,
                 _ => continue,
             };
             *slot = Some(value.to_owned());
@@ -127,6 +130,7 @@ mod tests {
             ("ImportBucketName", "bucket"),
             ("ImportQueueUrl", "https://sqs/iq"),
             ("ImportDeadLetterQueueUrl", "https://sqs/idlq"),
+            ("ApiKeyId", "abc123key"),
             ("AlarmTopicArn", "arn:aws:sns:…"),
         ]);
         assert_eq!(
@@ -139,6 +143,7 @@ mod tests {
                 bucket: Some("bucket".into()),
                 import_queue_url: Some("https://sqs/iq".into()),
                 import_dlq_url: Some("https://sqs/idlq".into()),
+                api_key_id: Some("abc123key".into()),
             }
         );
     }
@@ -155,6 +160,7 @@ mod tests {
             "ImportBucketName",
             "ImportQueueUrl",
             "ImportDeadLetterQueueUrl",
+            "ApiKeyId",
         ] {
             assert!(declared.get(name).is_some(), "template.yaml has no output {name}");
             let one = StackOutputs::from_pairs([(name, "x")]);

@@ -186,6 +186,35 @@ impl ApiClient {
         Ok(request)
     }
 
+    /// Sends one request to `path_and_query` under the endpoint, with
+    /// `headers`, the API key and (when signing) the SigV4 headers, once,
+    /// and returns the answer as it came: the operator console's `/v1`
+    /// proxy (the browser retries what it wants retried).
+    pub async fn forward(
+        &self,
+        method: reqwest::Method,
+        path_and_query: &str,
+        headers: reqwest::header::HeaderMap,
+        body: Vec<u8>,
+    ) -> Result<(StatusCode, reqwest::header::HeaderMap, Vec<u8>), ClientError> {
+        let url = format!("{}{path_and_query}", self.endpoint);
+        let what = format!("{method} {path_and_query}");
+        let request = self
+            .prepare(self.http.request(method, &url).headers(headers).body(body))
+            .await?;
+        let unreachable = |source| ClientError::Unreachable {
+            what: what.clone(),
+            endpoint: self.endpoint.clone(),
+            attempts: 1,
+            source,
+        };
+        let response = self.http.execute(request).await.map_err(unreachable)?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response.bytes().await.map_err(unreachable)?;
+        Ok((status, headers, body.to_vec()))
+    }
+
     /// Sends one chunk as `POST /v1/jobs` with its `Idempotency-Key`.
     pub async fn submit(&self, key: &str, body: &[u8]) -> Result<Submitted, ClientError> {
         let url = format!("{}/v1/jobs", self.endpoint);

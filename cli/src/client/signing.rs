@@ -91,6 +91,8 @@ fn is_loopback_endpoint(endpoint: &str) -> bool {
 pub struct Signer {
     provider: SharedCredentialsProvider,
     region: String,
+    /// The service signatures are scoped to ([`SERVICE`] unless set).
+    service: &'static str,
     cached: Arc<Mutex<Option<Credentials>>>,
     /// Signing time, fixed for reproducible signatures (tests); else now.
     fixed_time: Option<SystemTime>,
@@ -110,6 +112,7 @@ impl Signer {
         Signer {
             provider,
             region: region.into(),
+            service: SERVICE,
             cached: Arc::new(Mutex::new(None)),
             fixed_time: None,
         }
@@ -150,6 +153,13 @@ impl Signer {
         self
     }
 
+    /// Signs for `service` instead of `execute-api` (`apigateway` for the
+    /// API Gateway management API).
+    pub fn for_service(mut self, service: &'static str) -> Self {
+        self.service = service;
+        self
+    }
+
     /// The region signatures are scoped to.
     pub fn region(&self) -> &str {
         &self.region
@@ -185,7 +195,7 @@ impl Signer {
         let params = v4::SigningParams::builder()
             .identity(&identity)
             .region(&self.region)
-            .name(SERVICE)
+            .name(self.service)
             .time(self.fixed_time.unwrap_or_else(SystemTime::now))
             .settings(SigningSettings::default())
             .build()

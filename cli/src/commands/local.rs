@@ -302,7 +302,7 @@ async fn serve(
             backend.description
         );
     }
-    let runner = Runner::start_exposed(backend, settings, addr, pollers, exposure).await?;
+    let runner = Runner::start_serving(backend, settings, addr, pollers, exposure, true).await?;
     if let Some(notice) = runner.takeover.notice(settings.visibility_timeout) {
         eprintln!("{notice}");
     }
@@ -312,6 +312,7 @@ async fn serve(
         backend.description,
         settings.maximum_concurrency
     );
+    eprintln!("Operator console: {}/console/", runner.base_url());
     tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
     eprintln!("stopping: finishing in-flight batches…");
     runner.stop().await?;

@@ -14,6 +14,7 @@ use pointflow_cli::stack::StackOutputs;
 use crate::render::Output;
 
 pub mod bench;
+pub mod console;
 pub mod dlq;
 pub mod jobs;
 pub mod local;

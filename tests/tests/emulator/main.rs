@@ -8,6 +8,7 @@ mod aws_faults;
 mod aws_import;
 mod aws_pipeline;
 mod bulk_uses;
+mod console_stack;
 mod contract_aws;
 mod dlq_archive;
 mod events;

@@ -9,6 +9,7 @@ mod authorization;
 mod bulk_uses;
 mod ceilings;
 mod client;
+mod console;
 mod contract_memory;
 mod contract_sqlite;
 mod csv_import;
