@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Long fuzzing runs, by hand (CI only replays the corpus: see docs/fuzzing.md).
 #
-#   scripts/fuzz.sh TARGET [SECONDS]      # TARGET: api_body, csv_import, message_decode, xlsx_import
+#   scripts/fuzz.sh TARGET [SECONDS]      # TARGET: api_body, csv_import, csv_utf16_import, message_decode, ndjson_import, xlsx_import
 #   scripts/fuzz.sh TARGET cmin           # shrink everything found into the committed corpus
 #
 # Needs cargo-fuzz (`cargo install cargo-fuzz --version 0.13.1 --locked`). On a
@@ -10,7 +10,7 @@
 # fuzz/artifacts/TARGET.
 set -euo pipefail
 
-target="${1:?usage: scripts/fuzz.sh api_body|csv_import|message_decode|xlsx_import [SECONDS|cmin]}"
+target="${1:?usage: scripts/fuzz.sh api_body|csv_import|csv_utf16_import|message_decode|ndjson_import|xlsx_import [SECONDS|cmin]}"
 # A workbook is a zip archive of several parts: its smallest is about 5 KiB.
 cmin_len=1024
 if [ "$target" = xlsx_import ]; then cmin_len=16384; fi

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use pointflow::domain::accrual_ids::{campaign_of_object, ContentIds};
-use pointflow::domain::csv_rows::{CsvAccruals, CsvRow};
+use pointflow::domain::readers::csv::{CsvAccruals, CsvRow};
 use pointflow::services::import::service::MAX_DERIVED_CONTENTS;
 
 use crate::demo::peak_rss_kib;

@@ -33,6 +33,10 @@ pub struct ImportSummary {
     /// The encoding the file was read in, and why (from the job's
     /// `reports/<key>.job.json`); `None` if the file failed before.
     pub encoding: Option<EncodingRecord>,
+    /// The format it was read as (`csv`, `ndjson`, `xlsx`) and, for a
+    /// workbook, the sheet read (from the same pointer).
+    pub format: Option<String>,
+    pub sheet: Option<String>,
 }
 
 impl ImportSummary {
@@ -136,9 +140,14 @@ pub async fn run_import_sheet(
             None => format!("s3://{}/{key}", object.bucket),
         }
     });
-    let encoding = read_encoding(import, &object).await;
+    let pointer = read_pointer(import, &object).await.unwrap_or_default();
+    let text = |field: &str| pointer.get(field).and_then(|v| v.as_str()).map(str::to_owned);
     Ok(ImportSummary {
-        encoding,
+        encoding: pointer
+            .get("encoding")
+            .and_then(|e| serde_json::from_value(e.clone()).ok()),
+        format: text("format"),
+        sheet: text("sheet"),
         // Jobs are created by this process's importer, on this clock.
         already_imported: job.created_at < dropped_at,
         campaign: campaign_of_object(&object.key, campaign),
@@ -149,10 +158,10 @@ pub async fn run_import_sheet(
     })
 }
 
-/// The encoding the job's pointer (`reports/<key>.job.json`) names; `None`
-/// if it cannot be read or names none (a file that failed before its first
-/// chunk was read).
-async fn read_encoding(import: &crate::backend::ImportSide, object: &ObjectRef) -> Option<EncodingRecord> {
+/// The job's pointer (`reports/<key>.job.json`); `None` if it cannot be
+/// read. It names the encoding once the first chunk is read (not for a file
+/// that failed before, nor for a workbook, which names its sheet).
+async fn read_pointer(import: &crate::backend::ImportSide, object: &ObjectRef) -> Option<serde_json::Value> {
     let key = job_key(&import.report_prefix, &object.key);
     let body = match (&import.bucket_dir, &import.s3) {
         (Some(dir), _) => std::fs::read(dir.join(&key)).ok()?,
@@ -162,8 +171,7 @@ async fn read_encoding(import: &crate::backend::ImportSide, object: &ObjectRef) 
         }
         (None, None) => return None,
     };
-    let pointer: serde_json::Value = serde_json::from_slice(&body).ok()?;
-    serde_json::from_value(pointer.get("encoding")?.clone()).ok()
+    serde_json::from_slice(&body).ok()
 }
 
 impl fmt::Display for ImportSummary {
@@ -172,6 +180,12 @@ impl fmt::Display for ImportSummary {
         writeln!(f, "file      {} ({} bytes)", self.object.url(), self.object.size)?;
         writeln!(f, "job       {} — {:?}", j.job_id, j.status())?;
         writeln!(f, "campaign  {}", self.campaign)?;
+        if let Some(format) = &self.format {
+            match &self.sheet {
+                Some(sheet) => writeln!(f, "format    {format} (sheet {sheet:?})")?,
+                None => writeln!(f, "format    {format}")?,
+            }
+        }
         if let Some(encoding) = &self.encoding {
             let why = match encoding.source {
                 EncodingSource::Declared => "declared",

@@ -6,7 +6,9 @@
 //! - `ingest/prepare_submission`: validate, derive ids, collapse duplicates
 //!   (per accrual).
 //! - `ingest/pack`: group by member and pack into messages (per accrual).
-//! - `import/csv_rows`: parse and validate CSV rows (per row).
+//! - `import/csv_rows`: parse and validate CSV rows (per row);
+//!   `import/csv_rows_utf16` the same rows in UTF-16LE, `import/ndjson_rows`
+//!   as NDJSON lines.
 //! - `worker/plan_transactions`: split a 500-accrual message into DynamoDB
 //!   transactions and sum balances (per accrual).
 //! - `worker/process_message`: decode, apply and fold one 500-accrual
@@ -17,9 +19,10 @@ use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use pointflow::adapters::memory::MemoryStore;
-use pointflow::domain::csv_rows::{CsvAccruals, CsvRow};
 use pointflow::domain::message::{Payload, QueueMessage};
 use pointflow::domain::packing::{pack_accruals, PackingLimits};
+use pointflow::domain::readers::csv::{CsvAccruals, CsvRow};
+use pointflow::domain::readers::ndjson::NdjsonAccruals;
 use pointflow::domain::submission::prepare_submission;
 use pointflow::domain::transaction_plan::{plan_transactions, sum_by_balance};
 use pointflow::domain::{Accrual, JobId, NewJob};
@@ -97,6 +100,49 @@ fn import(c: &mut Criterion) {
     group.bench_function("csv_rows", |b| {
         b.iter(|| {
             let mut rows = CsvAccruals::new(csv.as_bytes(), "s3://bucket/imports/a.csv#etag").unwrap();
+            let mut n = 0usize;
+            while let Some((_, row)) = rows.next_row().unwrap() {
+                if matches!(row, CsvRow::Accrual(_)) {
+                    n += 1;
+                }
+            }
+            black_box(n)
+        })
+    });
+    // The same rows as UTF-16LE (decoded to UTF-8 first) and as NDJSON.
+    let mut utf16 = vec![0xFF, 0xFE];
+    for unit in csv.encode_utf16() {
+        utf16.extend_from_slice(&unit.to_le_bytes());
+    }
+    group.bench_function("csv_rows_utf16", |b| {
+        b.iter(|| {
+            let mut rows =
+                CsvAccruals::new_in(&utf16[..], "s3://bucket/imports/a.csv#etag", encoding_rs::UTF_16LE).unwrap();
+            let mut n = 0usize;
+            while let Some((_, row)) = rows.next_row().unwrap() {
+                if matches!(row, CsvRow::Accrual(_)) {
+                    n += 1;
+                }
+            }
+            black_box(n)
+        })
+    });
+    let mut ndjson = String::new();
+    for i in 0..ITEMS {
+        ndjson.push_str(&format!(
+            "{{\"member_id\":\"m-{:07}\",\"point_type\":\"{}\",\"amount\":{},\"reason\":\"spring campaign\"}}\n",
+            i / 2,
+            if i % 2 == 0 { "WELCOME" } else { "BONUS" },
+            1 + i % 2000
+        ));
+    }
+    group.bench_function("ndjson_rows", |b| {
+        b.iter(|| {
+            let mut rows = NdjsonAccruals::new_in(
+                ndjson.as_bytes(),
+                "s3://bucket/imports/a.ndjson#etag",
+                encoding_rs::UTF_8,
+            );
             let mut n = 0usize;
             while let Some((_, row)) = rows.next_row().unwrap() {
                 if matches!(row, CsvRow::Accrual(_)) {

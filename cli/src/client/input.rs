@@ -1,21 +1,23 @@
 //! Reading a campaign file (JSON array, NDJSON, CSV or an Excel workbook) into request-sized
-//! chunks, streaming: validated with the API's rules on the way, so bad lines
-//! are reported here and never stop the good ones. An accrual without
+//! chunks, streaming: read by the file import's own readers and checked by
+//! its row rules ([`pointflow::domain::readers`]) on the way, so bad lines
+//! are reported here, as the import reports them, and never stop the good
+//! ones. An accrual without
 //! `accrual_id` gets one here, from its campaign and content
 //! ([`pointflow::domain::accrual_ids`], scheme v2), so its id never depends
 //! on the chunk it lands in; each chunk carries an `Idempotency-Key` derived
 //! from its body (ids included) and position.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufReader, Read};
 
 use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use pointflow::domain::accrual_ids::ContentIds;
-use pointflow::domain::csv_rows::{sniff_input, CsvAccruals, CsvRow};
-use pointflow::domain::validation::accrual_from_json;
-use pointflow::domain::xlsx_rows::read_rows;
+use pointflow::domain::readers::csv::CsvRow;
+use pointflow::domain::readers::ndjson::check_object;
+use pointflow::domain::readers::{read_file, FileFormat};
 use pointflow::domain::Accrual;
 
 /// What the file holds.
@@ -108,9 +110,6 @@ struct Item<'a> {
     #[serde(skip_serializing_if = "Option::is_none", with = "time::serde::rfc3339::option")]
     expires_at: Option<time::OffsetDateTime>,
 }
-
-/// Placeholder id for validating an item whose id is derived afterwards.
-const DERIVED: &str = "derived";
 
 /// Groups validated accruals into chunks, derives the ids they lack and
 /// the chunks' keys.
@@ -235,7 +234,7 @@ pub enum InputError {
     #[error("line {line}: not valid JSON: {detail}")]
     Json { line: u64, detail: String },
     #[error(transparent)]
-    Csv(#[from] pointflow::domain::csv_rows::CsvFileError),
+    Csv(#[from] pointflow::domain::readers::csv::CsvFileError),
     #[error("the JSON input must be an array of accruals or {{\"accruals\": [...]}}")]
     NotAnArray,
 }
@@ -257,8 +256,12 @@ pub fn read_chunks(
 
 /// [`read_chunks`], naming the sheet of a workbook to read (default: its
 /// first visible worksheet). A workbook is read whole into memory first.
+/// CSV, NDJSON and workbooks are read by the importer's own readers
+/// ([`pointflow::domain::readers`]), with the same encoding choice (a
+/// byte-order mark, else detected); the items of a JSON array are checked
+/// by the same row rules as an NDJSON line.
 pub fn read_chunks_of_sheet(
-    mut input: impl Read,
+    input: impl Read,
     format: Format,
     sheet: Option<&str>,
     chunker: &mut Chunker,
@@ -266,20 +269,18 @@ pub fn read_chunks_of_sheet(
     mut chunk: impl FnMut(Chunk) -> bool,
     mut bad: impl FnMut(LineError),
 ) -> Result<Option<Chunk>, InputError> {
-    let mut emit = |line: u64, value: &Value, chunker: &mut Chunker, bad: &mut dyn FnMut(LineError)| -> bool {
-        match accrual_from_json(0, value, Some(DERIVED.to_owned())) {
-            Ok(accrual) => {
-                let derived = !matches!(value.get("accrual_id"), Some(v) if !v.is_null());
-                match chunker.push(line, &accrual, derived, bytes_read()) {
-                    Some(done) => chunk(done),
-                    None => true,
-                }
-            }
-            Err(errors) => {
+    // Takes one checked row: false when `chunk` said to stop.
+    let mut emit = |line: u64, row: CsvRow, has_accrual_id: bool, chunker: &mut Chunker| -> bool {
+        match row {
+            CsvRow::Accrual(accrual) => match chunker.push(line, &accrual, !has_accrual_id, bytes_read()) {
+                Some(done) => chunk(done),
+                None => true,
+            },
+            CsvRow::Rejected(errors) => {
                 for e in errors {
                     bad(LineError {
-                        line,
-                        field: e.field,
+                        line: e.line,
+                        field: e.column,
                         reason: e.reason,
                     });
                 }
@@ -287,39 +288,12 @@ pub fn read_chunks_of_sheet(
             }
         }
     };
-    match format {
-        Format::Ndjson => {
-            let mut reader = BufReader::with_capacity(1 << 16, input);
-            let mut line = String::new();
-            let mut number = 0u64;
-            loop {
-                line.clear();
-                if reader.read_line(&mut line)? == 0 {
-                    break;
-                }
-                number += 1;
-                let text = line.trim();
-                if text.is_empty() {
-                    continue;
-                }
-                match pointflow::domain::strict_json::from_str(text) {
-                    Ok(value) => {
-                        if !emit(number, &value, chunker, &mut bad) {
-                            return Ok(None);
-                        }
-                    }
-                    Err(e) => bad(LineError {
-                        line: number,
-                        field: "(line)".to_owned(),
-                        reason: format!("not valid JSON: {e}"),
-                    }),
-                }
-            }
-        }
+    let file_format = match format {
         Format::Json => {
             let mut stopped = false;
             let mut visit = |number: u64, value: Value| {
-                let go = emit(number, &value, chunker, &mut bad);
+                let (row, has_accrual_id) = check_object("", number, &value, "");
+                let go = emit(number, row, has_accrual_id, chunker);
                 stopped |= !go;
                 go
             };
@@ -333,61 +307,19 @@ pub fn read_chunks_of_sheet(
                 Ok(false) => return Err(InputError::NotAnArray),
                 Err(e) => return Err(json_error(&e)),
             }
+            return Ok(chunker.finish(bytes_read()));
         }
-        Format::Csv => {
-            // The same choice as the importer's: a byte-order mark, else
-            // detected from the first 64 KiB.
-            let (encoding, input) = sniff_input(input, None)?;
-            let mut rows = CsvAccruals::new_in(input, "", encoding.encoding)?;
-            while let Some((line, row)) = rows.next_row()? {
-                match row {
-                    CsvRow::Accrual(accrual) => {
-                        let derived = !rows.row_has_accrual_id();
-                        let pushed = chunker.push(line, &accrual, derived, bytes_read());
-                        if let Some(done) = pushed {
-                            if !chunk(done) {
-                                return Ok(None);
-                            }
-                        }
-                    }
-                    CsvRow::Rejected(errors) => {
-                        for e in errors {
-                            bad(LineError {
-                                line: e.line,
-                                field: e.column,
-                                reason: e.reason,
-                            });
-                        }
-                    }
-                }
-            }
-        }
-        Format::Xlsx => {
-            let mut bytes = Vec::new();
-            input.read_to_end(&mut bytes)?;
-            let mut stopped = false;
-            read_rows(bytes, sheet, "", |row| match row.row {
-                CsvRow::Accrual(accrual) => {
-                    if let Some(done) = chunker.push(row.line, &accrual, !row.has_accrual_id, bytes_read()) {
-                        stopped = !chunk(done);
-                    }
-                    !stopped
-                }
-                CsvRow::Rejected(errors) => {
-                    for e in errors {
-                        bad(LineError {
-                            line: e.line,
-                            field: e.column,
-                            reason: e.reason,
-                        });
-                    }
-                    true
-                }
-            })?;
-            if stopped {
-                return Ok(None);
-            }
-        }
+        Format::Ndjson => FileFormat::Ndjson,
+        Format::Csv => FileFormat::Csv,
+        Format::Xlsx => FileFormat::Xlsx,
+    };
+    let mut stopped = false;
+    read_file(input, file_format, None, sheet, "", |row| {
+        stopped = !emit(row.line, row.row, row.has_accrual_id, chunker);
+        !stopped
+    })?;
+    if stopped {
+        return Ok(None);
     }
     Ok(chunker.finish(bytes_read()))
 }
@@ -499,6 +431,39 @@ mod tests {
         assert!(errors.is_empty());
         assert_eq!(bodies(&chunks), bodies(&utf8));
         assert!(String::from_utf8_lossy(&chunks[0].body).contains("신규 가입 적립"));
+    }
+
+    #[test]
+    fn a_utf16_csv_and_a_jsonl_file_submit_the_bodies_of_their_utf8_csv_copy() {
+        let text = "member_id,point_type,amount,reason\r\nm-1,WELCOME,100,신규 가입 적립 😀\r\nm-2,WELCOME,200,\"신규, 가입\"\r\n";
+        let mut utf16 = vec![0xFF, 0xFE];
+        for unit in text.encode_utf16() {
+            utf16.extend_from_slice(&unit.to_le_bytes());
+        }
+        let mut chunks = Vec::new();
+        let mut chunker = Chunker::new(LIMITS, "test");
+        let last = read_chunks(
+            &utf16[..],
+            Format::Csv,
+            &mut chunker,
+            || 0,
+            |c| {
+                chunks.push(c);
+                true
+            },
+            |e| panic!("{e:?}"),
+        )
+        .unwrap();
+        chunks.extend(last);
+        let (utf8, errors) = read(text, Format::Csv, LIMITS);
+        assert!(errors.is_empty());
+        assert_eq!(bodies(&chunks), bodies(&utf8));
+        let ndjson =
+            "{\"member_id\":\"m-1\",\"point_type\":\"WELCOME\",\"amount\":100,\"reason\":\"신규 가입 적립 😀\"}\n\
+                      {\"member_id\":\"m-2\",\"point_type\":\"WELCOME\",\"amount\":200,\"reason\":\"신규, 가입\"}\n";
+        let (lines, errors) = read(ndjson, Format::Ndjson, LIMITS);
+        assert!(errors.is_empty());
+        assert_eq!(bodies(&lines), bodies(&utf8));
     }
 
     fn bodies(chunks: &[Chunk]) -> Vec<Value> {
@@ -685,7 +650,7 @@ mod tests {
         let ndjson = "{\"member_id\":\"m-1\",\"point_type\":\"P\",\"amount\":0}\nnot json\n{\"member_id\":\"m 2\",\"point_type\":\"P\",\"amount\":1.5}\n{\"member_id\":\"m-4\",\"point_type\":\"P\",\"amount\":4}\n";
         let (chunks, errors) = read(ndjson, Format::Ndjson, LIMITS);
         let got: Vec<(u64, &str)> = errors.iter().map(|e| (e.line, e.field.as_str())).collect();
-        assert_eq!(got, [(1, "amount"), (2, "(line)"), (3, "member_id"), (3, "amount")]);
+        assert_eq!(got, [(1, "amount"), (2, "(row)"), (3, "member_id"), (3, "amount")]);
         assert_eq!(chunks.len(), 1);
         assert_eq!(chunks[0].lines, [4]);
     }
@@ -697,7 +662,7 @@ mod tests {
         let (chunks, errors) = read(ndjson, Format::Ndjson, LIMITS);
         assert_eq!(
             (errors.len(), errors[0].line, errors[0].field.as_str()),
-            (1, 1, "(line)")
+            (1, 1, "(row)")
         );
         assert!(errors[0].reason.contains("appears twice"), "{}", errors[0].reason);
         assert_eq!(chunks[0].lines, [2]);

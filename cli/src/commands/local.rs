@@ -122,7 +122,7 @@ enum LocalCommand {
     },
     /// Generate a campaign, submit it through the local API, wait, verify, report.
     Demo(DemoArgs),
-    /// Drop a CSV file or Excel workbook (.xlsx) into the import bucket and wait for its job: the S3 file-drop path, locally.
+    /// Drop a CSV file, NDJSON file (.ndjson, .jsonl) or Excel workbook (.xlsx) into the import bucket and wait for its job: the S3 file-drop path, locally.
     ///
     /// Exit status: 0 all rows credited, 3 some rows rejected (see the report) or accruals failed, 1 the file could
     /// not be imported.
@@ -166,7 +166,7 @@ struct DemoArgs {
 
 #[derive(Args)]
 struct ImportArgs {
-    /// The CSV file or Excel workbook (.xlsx) (header row: member_id, point_type, amount; optional accrual_id, reason, apply_at, expires_at).
+    /// The CSV file (header row: member_id, point_type, amount; optional accrual_id, reason, apply_at, expires_at), NDJSON file (.ndjson/.jsonl: one JSON accrual per line) or Excel workbook (.xlsx).
     file: PathBuf,
     /// Object key to drop it at (default: imports/<file name>).
     #[arg(long)]
@@ -178,7 +178,8 @@ struct ImportArgs {
     campaign: Option<String>,
     /// The file's text encoding (cp949, euc-kr, shift_jis, gb18030,
     /// windows-1252, utf-8, …), set as the object's `encoding` metadata
-    /// (default: detected from the file's first 64 KiB).
+    /// (default: detected from the file's first 64 KiB). A byte-order mark
+    /// (UTF-8, UTF-16LE, UTF-16BE) wins over it.
     #[arg(long)]
     encoding: Option<String>,
     /// The sheet of a workbook (.xlsx) to read, set as the object's `sheet`

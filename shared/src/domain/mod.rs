@@ -7,7 +7,6 @@ pub mod accrual_ids;
 pub mod audit;
 pub mod capabilities;
 pub mod capacity;
-pub mod csv_rows;
 pub mod history;
 pub mod job;
 pub mod job_list;
@@ -15,6 +14,7 @@ pub mod limits;
 pub mod lots;
 pub mod message;
 pub mod packing;
+pub mod readers;
 pub mod reconcile;
 pub mod retention;
 pub mod reversal;
@@ -26,8 +26,12 @@ pub mod transaction_plan;
 pub mod uploads;
 pub mod uses;
 pub mod validation;
+
+/// The CSV reader under its earlier path.
+pub use readers::csv as csv_rows;
+/// The workbook reader under its earlier path.
 #[cfg(feature = "xlsx")]
-pub mod xlsx_rows;
+pub use readers::xlsx as xlsx_rows;
 
 pub use accrual::*;
 pub use job::*;

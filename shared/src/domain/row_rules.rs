@@ -1,12 +1,13 @@
 //! The rules one row of a file is held to, whatever its format: the
 //! header's columns ([`layout`]) and a row's fields, as text, checked into an
 //! accrual or the report lines naming each bad field ([`check_row`]). The CSV
-//! reader ([`crate::domain::csv_rows`]) and the workbook reader
-//! ([`crate::domain::xlsx_rows`]) both feed their rows through it, so a row
-//! passes or fails alike in either format.
+//! reader ([`crate::domain::readers::csv`]), the NDJSON reader
+//! ([`crate::domain::readers::ndjson`]) and the workbook reader
+//! ([`crate::domain::readers::xlsx`]) all feed their rows through it, so a row
+//! passes or fails alike in every format.
 
-use crate::domain::csv_rows::{reencode, CsvFileError, CsvRow, RowError, COLUMNS};
 use crate::domain::lots::lot_times;
+use crate::domain::readers::csv::{reencode, CsvFileError, CsvRow, RowError, COLUMNS};
 use crate::domain::submission::derived_id;
 use crate::domain::validation::{
     check_accrual_id, check_amount, check_lot_times, check_member_id, check_point_type, check_reason, parse_time,
@@ -54,6 +55,21 @@ pub(crate) fn layout(names: &[String]) -> Result<Layout, CsvFileError> {
         expires_at: position[6],
         width: names.len(),
     })
+}
+
+/// The layout of a row holding every column, in [`COLUMNS`] order (a
+/// JSON item's fields, whatever order its keys came in).
+pub(crate) fn all_columns() -> Layout {
+    Layout {
+        accrual_id: Some(0),
+        member_id: 1,
+        point_type: 2,
+        amount: 3,
+        reason: Some(4),
+        apply_at: Some(5),
+        expires_at: Some(6),
+        width: COLUMNS.len(),
+    }
 }
 
 /// Checks one data row (`line`: its number in the file, for the report),

@@ -1,6 +1,6 @@
 //! Which text encoding an imported file is in, and why: declared by the
 //! operator (object metadata `encoding`, `--encoding` locally), told by a
-//! UTF-8 byte-order mark, detected from the file's first [`DETECT_BYTES`]
+//! byte-order mark (UTF-8, UTF-16LE, UTF-16BE), detected from the file's first [`DETECT_BYTES`]
 //! bytes with `chardetng` (Firefox's detector), or UTF-8 by default.
 //!
 //! Only ASCII-compatible encodings are read (UTF-8, EUC-KR/CP949,
@@ -10,9 +10,11 @@
 //! structure, line numbers and the byte offsets chunks resume at are those
 //! of the original bytes, and each field is decoded on its own: a decoder
 //! starts afresh at every field, with no state carried across a chunk
-//! boundary. UTF-16 (every ASCII character carries a NUL byte) and
-//! ISO-2022-JP (escape sequences switch state across lines) are refused
-//! with a reason saying to save the file as UTF-8.
+//! boundary. UTF-16 (every ASCII character carries a NUL byte) is read
+//! only from a byte-order mark, decoded to UTF-8 as a stream before it is
+//! parsed ([`crate::domain::readers::source`] says how chunks stay on
+//! character boundaries). ISO-2022-JP (escape sequences switch state across
+//! lines) is refused with a reason saying to save the file as UTF-8.
 
 use encoding_rs::Encoding;
 use serde::{Deserialize, Serialize};
@@ -27,7 +29,7 @@ pub const DETECT_BYTES: usize = 64 * 1024;
 pub enum EncodingSource {
     /// The operator named it (metadata `encoding`, `--encoding`).
     Declared,
-    /// The file starts with a UTF-8 byte-order mark.
+    /// The file starts with a byte-order mark (UTF-8 or UTF-16).
     Bom,
     /// `chardetng` chose it from the file's first bytes.
     Detected,
@@ -127,11 +129,12 @@ fn windows_code_page(label: &str) -> Option<&'static Encoding> {
     }
 }
 
-/// Whether the CSV structure of a file in `encoding` can be read on its bytes.
+/// Whether a file in `encoding` can be read: its CSV structure on its
+/// bytes, or (UTF-16) on the text decoded from them.
 fn supported(encoding: &'static Encoding) -> Result<(), EncodingError> {
     // `is_ascii_compatible` is false for UTF-16, ISO-2022-JP and the
     // replacement encoding.
-    if encoding.is_ascii_compatible() {
+    if encoding.is_ascii_compatible() || crate::domain::readers::source::is_utf16(encoding) {
         Ok(())
     } else {
         Err(EncodingError::Unsupported { name: encoding.name() })
@@ -263,17 +266,13 @@ mod tests {
         let e = declared("klingon-8").unwrap_err();
         assert!(e.to_string().contains("\"klingon-8\""), "{e}");
         assert_eq!(
-            declared("utf-16le").unwrap_err(),
-            EncodingError::Unsupported { name: "UTF-16LE" }
-        );
-        assert_eq!(
             declared("iso-2022-jp").unwrap_err(),
             EncodingError::Unsupported { name: "ISO-2022-JP" }
         );
     }
 
     #[test]
-    fn binary_files_and_utf16_are_refused_as_a_whole() {
+    fn binary_files_and_utf16_without_a_byte_order_mark_are_refused_as_a_whole() {
         let e = sniff(b"PK\x03\x04\x14\x00\x06\x00", None).unwrap_err();
         assert!(e.to_string().contains(".xlsx"), "{e}");
         let e = sniff(b"member_id\0,point_type", None).unwrap_err();
@@ -287,9 +286,14 @@ mod tests {
         for unit in HEADER.encode_utf16() {
             bytes.extend_from_slice(&unit.to_le_bytes());
         }
-        assert_eq!(
-            sniff(&bytes, None).unwrap_err(),
-            EncodingError::Unsupported { name: "UTF-16LE" }
-        );
+        let found = sniff(&bytes, None).unwrap();
+        assert_eq!((found.name(), found.source), ("UTF-16LE", EncodingSource::Bom));
+        let e = sniff(&bytes[2..], Some(declared("utf-16le").unwrap())).unwrap_err();
+        assert!(e.to_string().contains("UTF-16 without byte-order mark?"), "{e}");
+        let mut big = vec![0xFE, 0xFF];
+        for unit in HEADER.encode_utf16() {
+            big.extend_from_slice(&unit.to_be_bytes());
+        }
+        assert_eq!(sniff(&big, None).unwrap().name(), "UTF-16BE");
     }
 }

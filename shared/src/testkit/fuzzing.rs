@@ -12,20 +12,24 @@
 //!   submissions are packed and their messages decoded back.
 //! - [`csv_import`]: a CSV file read chunk by chunk by the importer's own
 //!   chunk parser, at a chunk size and packing window the input chooses.
+//! - [`ndjson_import`]: an NDJSON file, read as [`csv_import`] reads a CSV.
+//! - [`csv_utf16_import`]: a CSV file in UTF-16LE (a byte-order mark put
+//!   before the input), read as [`csv_import`] reads a CSV.
 //! - [`xlsx_import`]: an Excel workbook read by the importer's workbook
 //!   parser, at a packing window the input chooses.
 //! - [`message_decode`]: a queue message body as the worker decodes it, and
 //!   an import-queue body as the csv-import function reads it.
 
-use crate::domain::csv_rows::{CsvAccruals, CsvRow};
 use crate::domain::message::QueueMessage;
 use crate::domain::packing::{pack_accruals, pack_uses, PackingLimits, MIN_MESSAGE_BYTES};
+use crate::domain::readers::csv::CsvRow;
+use crate::domain::readers::{LineFormat, LineRows};
 use crate::domain::text_encoding::FileEncoding;
 use crate::domain::uses::Use;
 use crate::domain::validation::check_idempotency_key;
 use crate::domain::{Accrual, JobId};
 use crate::services::api::{parse_reversal, parse_submission, parse_use, Prepared, DEFAULT_MAX_ITEMS, MAX_BODY_BYTES};
-use crate::services::import::parse::{parse_chunk, EncodingChoice};
+use crate::services::import::parse::{parse_lines, EncodingChoice};
 
 use crate::services::import::service::{ImportSettings, DEFAULT_CHUNK_BYTES};
 use crate::services::import::task::parse_tasks;
@@ -37,7 +41,7 @@ use crate::services::import::task::parse_tasks;
 /// row the row reader gives is counted once (accepted, collapsed or
 /// rejected), and every accepted one keeps the line of its row.
 pub fn xlsx_import(data: &[u8]) {
-    use crate::domain::xlsx_rows::read_rows;
+    use crate::domain::readers::xlsx::read_rows;
     use crate::services::import::parse::parse_workbook;
     let [packing_byte, file @ ..] = data else {
         return;
@@ -204,10 +208,40 @@ pub fn csv_import(data: &[u8]) {
     let [size_byte, packing_byte, file @ ..] = data else {
         return;
     };
-    let chunk_bytes = if *size_byte == 255 {
+    lines_import(LineFormat::Csv, *size_byte, *packing_byte, file);
+}
+
+/// One NDJSON file, read as [`csv_import`] reads a CSV (the same bytes
+/// before the file, the same loop and the same checks): one strict JSON
+/// object a line, chunks resumed at line ends.
+pub fn ndjson_import(data: &[u8]) {
+    let [size_byte, packing_byte, file @ ..] = data else {
+        return;
+    };
+    lines_import(LineFormat::Ndjson, *size_byte, *packing_byte, file);
+}
+
+/// One CSV file in UTF-16LE: the bytes after the first two (as for
+/// [`csv_import`]) are its code units, after a byte-order mark this target
+/// puts first, so every input is decoded from UTF-16 (odd lengths, unpaired
+/// surrogates and all) and its chunks resume at file offsets of the
+/// decoded line ends.
+pub fn csv_utf16_import(data: &[u8]) {
+    let [size_byte, packing_byte, units @ ..] = data else {
+        return;
+    };
+    let mut file = Vec::with_capacity(units.len() + 2);
+    file.extend_from_slice(&[0xFF, 0xFE]);
+    file.extend_from_slice(units);
+    lines_import(LineFormat::Csv, *size_byte, *packing_byte, &file);
+}
+
+/// The importer's chunk loop over `file` in `format`; see [`csv_import`].
+fn lines_import(format: LineFormat, size_byte: u8, packing_byte: u8, file: &[u8]) {
+    let chunk_bytes = if size_byte == 255 {
         DEFAULT_CHUNK_BYTES
     } else {
-        1 + u64::from(*size_byte) * 7
+        1 + u64::from(size_byte) * 7
     };
     let settings = ImportSettings {
         chunk_bytes,
@@ -235,8 +269,9 @@ pub fn csv_import(data: &[u8]) {
             windows += window.accruals.len() as u64;
             true
         };
-        let parsed = match parse_chunk(
+        let parsed = match parse_lines(
             &file[start..],
+            format,
             columns.clone(),
             line,
             offset,
@@ -252,7 +287,7 @@ pub fn csv_import(data: &[u8]) {
             Err(_) => return,
         };
         let Some(found) = parsed.encoding else {
-            panic!("a CSV chunk names no encoding");
+            panic!("a chunk of a line-oriented file names no encoding");
         };
         chosen = found;
         encoding = EncodingChoice::Known(found);
@@ -265,6 +300,18 @@ pub fn csv_import(data: &[u8]) {
                     "a chunk at {offset} hands on {next_offset} (file of {size} bytes)"
                 );
                 assert!(next_line >= line);
+                // A chunk resumes just past a line end of the file's own
+                // bytes: a whole `\n` code unit in UTF-16.
+                let newline: &[u8] = match found.name() {
+                    "UTF-16LE" => b"\n\0",
+                    "UTF-16BE" => b"\0\n",
+                    _ => b"\n",
+                };
+                let before = usize::try_from(next_offset).unwrap_or(usize::MAX);
+                assert!(
+                    file[..before].ends_with(newline),
+                    "a chunk hands on {next_offset}, not just past a line end"
+                );
                 offset = next_offset;
                 line = next_line;
                 columns = Some(parsed.columns);
@@ -282,11 +329,11 @@ pub fn csv_import(data: &[u8]) {
     // The row reader alone, in one pass, must see every row the chunks did,
     // and read resumed at every chunk boundary it must give the same rows.
     // Compared row by row, so that this check holds no more than a row.
-    let Ok(mut reader) = CsvAccruals::new_in(file, identity, chosen.encoding) else {
+    let Ok(mut reader) = LineRows::open(format, file, None, identity, chosen.encoding) else {
         panic!("the chunk parser read a header the row reader refuses");
     };
     let mut chunked =
-        (chunk_bytes != DEFAULT_CHUNK_BYTES).then(|| ChunkedRows::new(file, identity, chunk_bytes, chosen));
+        (chunk_bytes != DEFAULT_CHUNK_BYTES).then(|| ChunkedRows::new(format, file, identity, chunk_bytes, chosen));
     let (mut rows, mut good) = (0u64, 0u64);
     while let Ok(Some(row)) = reader.next_row() {
         rows += 1;
@@ -306,9 +353,10 @@ pub fn csv_import(data: &[u8]) {
     assert!(accepted <= good);
 }
 
-/// The row reader resumed every `chunk` bytes, as `CsvAccruals::resume`
-/// promises to give the rows of one pass.
+/// The row reader resumed every `chunk` bytes, as `LineRows::open` with a
+/// line to resume at promises to give the rows of one pass.
 struct ChunkedRows<'f> {
+    format: LineFormat,
     file: &'f [u8],
     identity: &'f str,
     chunk: u64,
@@ -316,14 +364,15 @@ struct ChunkedRows<'f> {
     columns: Vec<String>,
     /// Where the current reader started.
     offset: usize,
-    reader: Option<CsvAccruals<&'f [u8]>>,
+    reader: Option<LineRows<&'f [u8]>>,
 }
 
 impl<'f> ChunkedRows<'f> {
-    fn new(file: &'f [u8], identity: &'f str, chunk: u64, encoding: FileEncoding) -> Self {
-        let reader = CsvAccruals::new_in(file, identity, encoding.encoding).ok();
+    fn new(format: LineFormat, file: &'f [u8], identity: &'f str, chunk: u64, encoding: FileEncoding) -> Self {
+        let reader = LineRows::open(format, file, None, identity, encoding.encoding).ok();
         let columns = reader.as_ref().map(|r| r.columns().to_vec()).unwrap_or_default();
         ChunkedRows {
+            format,
             file,
             identity,
             chunk,
@@ -346,10 +395,10 @@ impl<'f> ChunkedRows<'f> {
                 self.reader = None;
                 return None;
             }
-            match CsvAccruals::resume_in(
+            match LineRows::open(
+                self.format,
                 &self.file[self.offset..],
-                &self.columns,
-                next_line,
+                Some((&self.columns, next_line)),
                 self.identity,
                 self.encoding.encoding,
             ) {

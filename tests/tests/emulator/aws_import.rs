@@ -312,6 +312,69 @@ async fn a_cp949_file_with_encoding_metadata_is_read_in_chunks() {
     assert!(report.contains("\n5,(row),is not EUC-KR text,"), "{report}");
 }
 
+/// An NDJSON file saved as UTF-16LE with a byte-order mark, read through
+/// S3 ranged reads in chunks of a few lines: every good line credited, each
+/// chunk resumed at a file offset just past a `\n` code unit; the pointer
+/// naming the format and the encoding; a bad line a row error.
+#[tokio::test]
+async fn a_utf16_ndjson_file_is_read_in_chunks() {
+    let Some(b) = backend::aws(Duration::from_secs(30), 3).await else {
+        return;
+    };
+    let sdk = pointflow::adapters::aws::load_config().await;
+    let s3 = pointflow::adapters::aws::s3_client(&sdk);
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let bucket = unique_name("imports");
+    let (tasks_url, _) = create_queue_with_dlq(&sqs, &unique_name("import-tasks"), Duration::from_secs(30), 3)
+        .await
+        .unwrap();
+    create_bucket_notifying(&s3, &sqs, &bucket, &tasks_url).await.unwrap();
+    let settings = ImportSettings {
+        chunk_bytes: 100,
+        ..ImportSettings::default()
+    };
+    let rig = ImportRig::new(
+        b,
+        Arc::new(SqsQueue::new(sqs.clone(), tasks_url)),
+        Arc::new(S3Objects::new(s3.clone())),
+        bucket.clone(),
+        settings,
+        None,
+    );
+    let text = "{\"member_id\":\"u-1\",\"point_type\":\"P\",\"amount\":10,\"reason\":\"신규 가입 적립 😀\"}\r\n\
+                {\"member_id\":\"u-2\",\"point_type\":\"P\",\"amount\":20}\r\n\
+                {\"member_id\":\"u-3\",\"point_type\":\"P\",\"amount\":0}\r\n\
+                {\"member_id\":\"u-4\",\"point_type\":\"P\",\"amount\":40,\"reason\":\"적립\"}\r\n";
+    let mut file = vec![0xFF, 0xFE];
+    for unit in text.encode_utf16() {
+        file.extend_from_slice(&unit.to_le_bytes());
+    }
+    s3.put_object()
+        .bucket(&bucket)
+        .key("imports/lines.ndjson")
+        .body(file.into())
+        .send()
+        .await
+        .unwrap();
+    let quiet = rig.run_until_quiet().await;
+    assert_eq!(quiet.import_failures, 0);
+    assert!(quiet.import_invocations >= 3, "{quiet:?}");
+    for (member, amount) in [("u-1", 10), ("u-2", 20), ("u-4", 40)] {
+        let balances = rig.backend.ledger.balances(member).await.unwrap();
+        assert_eq!(balances.iter().map(|b| b.balance).sum::<u64>(), amount, "{member}");
+    }
+    assert!(rig.backend.ledger.balances("u-3").await.unwrap().is_empty());
+    let pointer = rig.read("reports/imports/lines.ndjson.job.json").await.unwrap();
+    let pointer: serde_json::Value = serde_json::from_str(&pointer).unwrap();
+    assert_eq!(pointer["format"], "ndjson");
+    assert_eq!(
+        pointer["encoding"],
+        serde_json::json!({"name": "UTF-16LE", "source": "bom"})
+    );
+    let report = rig.report("imports/lines.ndjson").await.unwrap();
+    assert!(report.contains("\n3,amount,must be at least 1,"), "{report}");
+}
+
 /// A file over the points ceiling only at its last chunk, dropped through
 /// the bucket notification: the job fails with the reason (also in its
 /// `job.json` on S3) and nothing is credited.

@@ -216,7 +216,7 @@ async fn bad_lines_are_reported_by_line_and_field_and_good_ones_credited() {
     .join("\n");
     let report = submit_text(&stack.client, &text, Format::Ndjson, 100).await;
     let errors: Vec<(u64, &str)> = report.errors.iter().map(|e| (e.line, e.field.as_str())).collect();
-    assert_eq!(errors, [(2, "amount"), (3, "colour"), (3, "member_id"), (4, "(line)")]);
+    assert_eq!(errors, [(2, "amount"), (3, "colour"), (3, "member_id"), (4, "(row)")]);
     assert_eq!((report.rejected_lines, report.accepted, report.applied), (3, 2, 2));
     assert_eq!(report.exit_code(), 3);
     assert_eq!(balance(&stack, "m-1").await, [("P".to_owned(), 15)]);

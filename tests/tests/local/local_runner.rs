@@ -262,11 +262,89 @@ async fn local_import_credits_the_named_sheet_of_a_workbook() {
     );
     assert_eq!(summary.exit_code(), 3);
     assert_eq!(summary.encoding, None, "a workbook has no text encoding");
+    assert_eq!(
+        (summary.format.as_deref(), summary.sheet.as_deref()),
+        (Some("xlsx"), Some("Campaign"))
+    );
+    assert!(
+        summary.to_string().contains("\nformat    xlsx (sheet \"Campaign\")\n"),
+        "{summary}"
+    );
     let report = std::fs::read_to_string(summary.report.clone().expect("a report")).unwrap();
     assert!(report.contains("\n302,amount,"), "{report}");
     let expected: u32 = (0..300u32).filter(|i| i % 10 == 0).map(|i| i + 1).sum();
     let balances = backend.ledger.balances("m-0").await.unwrap();
     assert_eq!(balances[0].balance, u64::from(expected), "the Notes sheet is not read");
+    runner.stop().await.unwrap();
+}
+
+/// `pointflow local import lines.jsonl`: an NDJSON file saved as UTF-16LE
+/// with a byte-order mark, read in chunks by the import pollers, its bad
+/// line reported by its number, the summary naming the format and the
+/// encoding.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_import_credits_a_utf16_ndjson_file_in_chunks() {
+    pointflow_tests::init_logging();
+    let mut settings = StackSettings::from_template().unwrap();
+    settings.import.chunk_bytes = 4 * 1024;
+    let bucket = TempDir::new("pointflow-bucket");
+    let backend = LocalBackend::open(&embedded(&bucket), &settings).await.unwrap();
+    let runner = Runner::start(&backend, &settings, "127.0.0.1:0".parse().unwrap(), pollers(&settings))
+        .await
+        .unwrap();
+    let mut text = String::new();
+    for i in 0..300u64 {
+        if i == 150 {
+            text.push_str("{\"member_id\":\"m-0\",\"point_type\":\"P\",\"amount\":\"7\"}\r\n");
+        } else {
+            text.push_str(&format!(
+                "{{\"member_id\":\"m-{}\",\"point_type\":\"P\",\"amount\":{},\"reason\":\"신규 가입 적립 😀\"}}\r\n",
+                i % 10,
+                i + 1
+            ));
+        }
+    }
+    let mut bytes = vec![0xFF, 0xFE];
+    for unit in text.encode_utf16() {
+        bytes.extend_from_slice(&unit.to_le_bytes());
+    }
+    let file = bucket.0.join("lines.jsonl");
+    std::fs::write(&file, &bytes).unwrap();
+
+    let summary = run_import(
+        &backend,
+        &file,
+        "imports/lines.jsonl",
+        None,
+        None,
+        false,
+        Duration::from_secs(120),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (summary.job.total, summary.job.rejected, summary.job.applied),
+        (299, 1, 299)
+    );
+    assert_eq!(summary.format.as_deref(), Some("ndjson"));
+    let shown = summary.to_string();
+    assert!(shown.contains("\nencoding  UTF-16LE (byte-order mark)\n"), "{shown}");
+    assert!(shown.contains("\nformat    ndjson\n"), "{shown}");
+    let report = std::fs::read_to_string(summary.report.clone().expect("a report")).unwrap();
+    assert!(
+        report.contains("\n151,amount,\"must be a number, found a string\","),
+        "{report}"
+    );
+    assert!(
+        runner
+            .import_stats
+            .invocations
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 3
+    );
+    let expected: u64 = (0..300u64).filter(|i| i % 10 == 0 && *i != 150).map(|i| i + 1).sum();
+    let balances = backend.ledger.balances("m-0").await.unwrap();
+    assert_eq!(balances[0].balance, expected);
     runner.stop().await.unwrap();
 }
 

@@ -16,6 +16,7 @@ mod csv_import;
 mod encodings;
 mod exactly_once;
 mod file_ceilings;
+mod file_formats;
 mod import_races;
 mod job_cancel;
 mod job_list;

@@ -38,10 +38,12 @@ fn peak_of(f: impl FnOnce()) -> usize {
 
 type Target = fn(&[u8]);
 
-const TARGETS: [(&str, Target); 4] = [
+const TARGETS: [(&str, Target); 6] = [
     ("api_body", pointflow::testkit::fuzzing::api_body),
     ("csv_import", pointflow::testkit::fuzzing::csv_import),
+    ("csv_utf16_import", pointflow::testkit::fuzzing::csv_utf16_import),
     ("message_decode", pointflow::testkit::fuzzing::message_decode),
+    ("ndjson_import", pointflow::testkit::fuzzing::ndjson_import),
     ("xlsx_import", pointflow::testkit::fuzzing::xlsx_import),
 ];
 

@@ -8,7 +8,8 @@ use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 
 use crate::domain::accrual_ids::ContentIds;
-use crate::domain::csv_rows::{sniff_input, CsvAccruals, CsvFileError, CsvRow, Replayed, RowError};
+use crate::domain::readers::csv::{sniff_input, CsvFileError, CsvRow, Replayed, RowError};
+use crate::domain::readers::{LineFormat, LineRows};
 use crate::domain::text_encoding::FileEncoding;
 use crate::domain::Accrual;
 use crate::services::import::report;
@@ -33,6 +34,8 @@ pub(crate) struct Parsed {
     /// What the file was decoded from, and why; `None` for a workbook,
     /// whose text is not in a chosen encoding.
     pub(crate) encoding: Option<FileEncoding>,
+    /// The sheet read, for a workbook.
+    pub(crate) sheet: Option<String>,
 }
 
 /// How a chunk learns the file's encoding.
@@ -45,11 +48,11 @@ pub(crate) enum EncodingChoice {
     Known(FileEncoding),
 }
 
-/// How a file is read: a CSV (by chunks, in a text encoding) or a workbook
-/// (whole, one sheet).
+/// How a file is read: a CSV or NDJSON file (by chunks, in a text
+/// encoding) or a workbook (whole, one sheet).
 #[derive(Debug, Clone)]
 pub(crate) enum Format {
-    Csv(EncodingChoice),
+    Lines(LineFormat, EncodingChoice),
     /// An `.xlsx` workbook: the sheet named, else the first visible one.
     #[cfg(feature = "xlsx")]
     Xlsx {
@@ -57,8 +60,8 @@ pub(crate) enum Format {
     },
 }
 
-/// Parses one chunk of a file in `format` ([`parse_chunk`] for a CSV,
-/// [`parse_workbook`] for a workbook, which is one chunk).
+/// Parses one chunk of a file in `format` ([`parse_lines`] for a CSV or
+/// NDJSON file, [`parse_workbook`] for a workbook, which is one chunk).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn parse_file<R: std::io::Read>(
     reader: R,
@@ -73,8 +76,8 @@ pub(crate) fn parse_file<R: std::io::Read>(
     send: impl FnMut(Window) -> bool,
 ) -> Result<Parsed, CsvFileError> {
     match format {
-        Format::Csv(encoding) => parse_chunk(
-            reader, columns, first_line, offset, size, identity, *encoding, ids, settings, send,
+        Format::Lines(kind, encoding) => parse_lines(
+            reader, *kind, columns, first_line, offset, size, identity, *encoding, ids, settings, send,
         ),
         #[cfg(feature = "xlsx")]
         Format::Xlsx { sheet } => parse_workbook(reader, sheet.as_deref(), identity, ids, settings, send),
@@ -94,12 +97,8 @@ fn choose_encoding<R: std::io::Read>(
     }
 }
 
-/// Parses one chunk on a blocking thread, handing packing windows to
-/// `send` (false: the queueing side gave up) and collecting everything else.
-/// With `ids` (id scheme v2), rows without `accrual_id` get theirs from it,
-/// which counts them, so that it goes on to the next chunk; without, they
-/// keep the v1 ids derived from `identity` and the line (a file whose
-/// import started before v2).
+/// [`parse_lines`] of a CSV file (the tests' shorthand).
+#[cfg(test)]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn parse_chunk<R: std::io::Read>(
     reader: R,
@@ -113,11 +112,47 @@ pub(crate) fn parse_chunk<R: std::io::Read>(
     settings: &ImportSettings,
     send: impl FnMut(Window) -> bool,
 ) -> Result<Parsed, CsvFileError> {
+    parse_lines(
+        reader,
+        LineFormat::Csv,
+        columns,
+        first_line,
+        offset,
+        size,
+        identity,
+        encoding,
+        ids,
+        settings,
+        send,
+    )
+}
+
+/// Parses one chunk of a CSV or NDJSON file on a blocking thread, handing
+/// packing windows to `send` (false: the queueing side gave up) and
+/// collecting everything else. `offset` and the `next` offset are bytes of
+/// the file, always just past a line end (for UTF-16 too:
+/// [`crate::domain::readers::source`]).
+/// With `ids` (id scheme v2), rows without `accrual_id` get theirs from it,
+/// which counts them, so that it goes on to the next chunk; without, they
+/// keep the v1 ids derived from `identity` and the line (a file whose
+/// import started before v2).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn parse_lines<R: std::io::Read>(
+    reader: R,
+    format: LineFormat,
+    columns: Option<Vec<String>>,
+    first_line: u64,
+    offset: u64,
+    size: u64,
+    identity: &str,
+    encoding: EncodingChoice,
+    ids: Option<&mut ContentIds>,
+    settings: &ImportSettings,
+    send: impl FnMut(Window) -> bool,
+) -> Result<Parsed, CsvFileError> {
     let (encoding, reader) = choose_encoding(reader, encoding)?;
-    let mut rows = match &columns {
-        None => CsvAccruals::new_in(reader, identity, encoding.encoding)?,
-        Some(columns) => CsvAccruals::resume_in(reader, columns, first_line, identity, encoding.encoding)?,
-    };
+    let resume = columns.as_deref().map(|columns| (columns, first_line));
+    let mut rows = LineRows::open(format, reader, resume, identity, encoding.encoding)?;
     let mut sink = Sink::new(rows.columns().to_vec(), Some(encoding), ids, settings, send);
     let mut at_end = true;
     while let Some((line, row)) = rows.next_row()? {
@@ -171,7 +206,7 @@ pub(crate) fn parse_workbook<R: std::io::Read>(
     reader.read_to_end(&mut bytes).map_err(CsvFileError::Prefix)?;
     let mut sink = Sink::new(Vec::new(), None, ids, settings, send);
     let mut gave_up = false;
-    let read = crate::domain::xlsx_rows::read_rows(bytes, sheet, identity, |row| {
+    let read = crate::domain::readers::xlsx::read_rows(bytes, sheet, identity, |row| {
         let raw = || row.raw();
         gave_up = !sink.push(row.line, row.row.clone(), row.has_accrual_id, raw);
         !gave_up
@@ -180,6 +215,7 @@ pub(crate) fn parse_workbook<R: std::io::Read>(
         return Ok(sink.parsed);
     }
     sink.parsed.columns = read.columns;
+    sink.parsed.sheet = Some(read.sheet);
     Ok(sink.finish().unwrap_or_else(Parsed::gave_up))
 }
 
@@ -194,6 +230,7 @@ impl Parsed {
             columns: Vec::new(),
             next: None,
             encoding: None,
+            sheet: None,
         }
     }
 }
@@ -230,6 +267,7 @@ impl<'a, F: FnMut(Window) -> bool> Sink<'a, F> {
                 columns,
                 next: None,
                 encoding,
+                sheet: None,
             },
             window_size,
             window: Vec::with_capacity(window_size),
@@ -335,6 +373,7 @@ fn derive_id(row: CsvRow, line: u64, ids: &mut ContentIds, limit: usize, raw: im
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::text_encoding::EncodingSource;
     use crate::domain::Accrual;
 
     /// A row over the bound (an unclosed quote) ends the file in the chunk
@@ -510,8 +549,15 @@ mod tests {
             choice = EncodingChoice::Known(parsed.encoding.unwrap());
             match parsed.next {
                 Some((next, next_line)) => {
-                    // A chunk starts at a line start of the original bytes.
-                    assert_eq!(file[next as usize - 1], b'\n', "chunk at {next}");
+                    // A chunk starts at a line start of the original bytes:
+                    // past a whole `\n` code unit in UTF-16.
+                    let newline: &[u8] = match parsed.encoding.unwrap().name() {
+                        "UTF-16LE" => b"\n\0",
+                        "UTF-16BE" => b"\0\n",
+                        _ => b"\n",
+                    };
+                    assert!(file[..next as usize].ends_with(newline), "chunk at {next}");
+                    assert!(newline.len() == 1 || next % 2 == 0, "chunk at {next}");
                     (offset, line, columns) = (next, next_line, Some(parsed.columns));
                 }
                 None => return (accepted, String::from_utf8(report).unwrap(), parsed.encoding.unwrap()),
@@ -548,6 +594,62 @@ mod tests {
             assert_eq!(report, "");
             assert_eq!(korean, utf8, "chunks of {chunk_bytes}, declared {declared:?}");
         }
+    }
+
+    fn utf16(text: &str, big_endian: bool) -> Vec<u8> {
+        let mut bytes = if big_endian { vec![0xFE, 0xFF] } else { vec![0xFF, 0xFE] };
+        for unit in text.encode_utf16() {
+            bytes.extend_from_slice(&if big_endian {
+                unit.to_be_bytes()
+            } else {
+                unit.to_le_bytes()
+            });
+        }
+        bytes
+    }
+
+    /// Real UTF-16 bytes (Korean, and an emoji, which is a surrogate pair),
+    /// both byte orders, read in one pass and resumed at every chunk size:
+    /// the chunk boundaries fall after a whole `\n` code unit whatever the
+    /// size (sizes that end inside a code unit, or between the halves of a
+    /// surrogate pair, included), and the ids are those of the UTF-8 copy.
+    #[test]
+    fn a_utf16_file_credits_the_ids_of_its_utf8_copy_at_every_chunk_size() {
+        let mut text = String::from("member_id,point_type,amount,reason\r\n");
+        for i in 0..8 {
+            text.push_str(&format!(
+                "m-{i},WELCOME,{},\"신규 가입 적립 😀, 회원 {i}\"\r\n",
+                100 + i
+            ));
+        }
+        let (utf8, report, _) = import(text.as_bytes(), 1 << 20, None);
+        assert_eq!((utf8.len(), report.as_str()), (8, ""));
+        assert_eq!(utf8[3].reason.as_deref(), Some("신규 가입 적립 😀, 회원 3"));
+        for big_endian in [false, true] {
+            let bytes = utf16(&text, big_endian);
+            assert!(bytes.len() > 2 * text.chars().count());
+            for chunk_bytes in 1..=bytes.len() as u64 {
+                let (got, report, encoding) = import(&bytes, chunk_bytes, None);
+                let name = if big_endian { "UTF-16BE" } else { "UTF-16LE" };
+                assert_eq!((encoding.name(), encoding.source), (name, EncodingSource::Bom));
+                assert_eq!(report, "", "chunks of {chunk_bytes}");
+                assert_eq!(got, utf8, "{name} in chunks of {chunk_bytes}");
+            }
+        }
+    }
+
+    #[test]
+    fn an_unpaired_surrogate_in_utf16_is_a_row_error_naming_its_line() {
+        let mut bytes = utf16("member_id,point_type,amount,reason\nm-1,P,1,적립\n", false);
+        // m-2's reason: a high surrogate with no low one after it.
+        bytes.extend_from_slice(&utf16("m-2,P,2,x", false)[2..]);
+        bytes.extend_from_slice(&[0x3D, 0xD8]);
+        bytes.extend_from_slice(&utf16("\nm-3,P,3,ok\n", false)[2..]);
+        let (accepted, report, encoding) = import(&bytes, 1 << 20, None);
+        assert_eq!(encoding.name(), "UTF-16LE");
+        let members: Vec<&str> = accepted.iter().map(|a| a.member_id.as_str()).collect();
+        assert_eq!(members, ["m-1", "m-3"]);
+        assert!(report.starts_with("3,(row),is not UTF-16LE text,"), "{report}");
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! report); and `reports/<key>.job.json`, which names the key's latest job
 //! and its report as soon as its import starts.
 
-use crate::domain::csv_rows::{reencode, RowError};
+use crate::domain::readers::csv::{reencode, RowError};
 
 /// The report's header row.
 pub const HEADER: &[u8] = b"line,column,reason,raw\n";

@@ -17,9 +17,10 @@ use time::OffsetDateTime;
 use tracing::{info, info_span, warn, Instrument};
 
 use crate::domain::accrual_ids::{self, campaign_of_object, ContentIds};
-use crate::domain::csv_rows::{CsvFileError, RowError};
 use crate::domain::limits::{CeilingError, JobTally};
 use crate::domain::packing::pack_accruals;
+use crate::domain::readers::csv::{CsvFileError, RowError};
+use crate::domain::readers::FileRead;
 use crate::domain::text_encoding::{self, FileEncoding};
 use crate::domain::{ChunkEnd, ChunkReport, JobId, NewJob};
 use crate::ports::objects::{ObjectError, ObjectRef, ObjectStore};
@@ -31,8 +32,9 @@ use crate::services::import::report::{self, HEADER};
 use crate::services::import::task::{ImportTask, Resume};
 
 pub use super::settings::{
-    is_workbook, ImportSettings, CAMPAIGN_METADATA, DEFAULT_CHUNK_BYTES, DEFAULT_MAX_WORKBOOK_BYTES, ENCODING_METADATA,
-    MAX_DERIVED_CONTENTS, REPORT_PART_BYTES, SHEET_METADATA, WINDOW_MESSAGES,
+    file_format, is_workbook, line_format, ImportSettings, CAMPAIGN_METADATA, DEFAULT_CHUNK_BYTES,
+    DEFAULT_MAX_WORKBOOK_BYTES, ENCODING_METADATA, MAX_DERIVED_CONTENTS, REPORT_PART_BYTES, SHEET_METADATA,
+    WINDOW_MESSAGES,
 };
 
 /// What one call did.
@@ -253,7 +255,7 @@ impl Importer {
                     report_parts: Vec::new(),
                     queued_at: job.created_at,
                     campaign: None,
-                    format: Format::Csv(EncodingChoice::Sniff(None)),
+                    format: Format::Lines(line_format(&object.key), EncodingChoice::Sniff(None)),
                 };
                 // A job an older importer started (scheme v1) is finished
                 // with v1 ids: v2 ids for rows it may have queued would
@@ -272,7 +274,10 @@ impl Importer {
                 match self.objects.metadata(object, ENCODING_METADATA).await {
                     Ok(None) => {}
                     Ok(Some(label)) => match text_encoding::declared(&label) {
-                        Ok(declared) => start.format = Format::Csv(EncodingChoice::Sniff(Some(declared))),
+                        Ok(declared) => {
+                            start.format =
+                                Format::Lines(line_format(&object.key), EncodingChoice::Sniff(Some(declared)))
+                        }
                         Err(e) => {
                             let reason = format!("the metadata {ENCODING_METADATA}: {e}");
                             return self.fail(object, job_id, &start, reason, None).await;
@@ -325,12 +330,15 @@ impl Importer {
                 // A continuation from before encodings were read is of a
                 // UTF-8 file; a name no decoder knows cannot come from the
                 // first chunk, which chose it.
-                format: Format::Csv(EncodingChoice::Known(
-                    r.encoding
-                        .as_ref()
-                        .and_then(|record| record.encoding())
-                        .unwrap_or_else(FileEncoding::utf8),
-                )),
+                format: Format::Lines(
+                    line_format(&object.key),
+                    EncodingChoice::Known(
+                        r.encoding
+                            .as_ref()
+                            .and_then(|record| record.encoding())
+                            .unwrap_or_else(FileEncoding::utf8),
+                    ),
+                ),
             },
         };
         if self.jobs.chunk_recorded(job_id, start.chunk).await? {
@@ -448,9 +456,18 @@ impl Importer {
             Err(e) => return Err(ImportError::Read(e)),
         };
 
-        if let (0, Some(encoding)) = (start.chunk, parsed.encoding) {
-            info!(encoding = encoding.name(), why = ?encoding.source, "file encoding chosen");
-            self.write_pointer(object, job_id, start.campaign.as_deref(), Some(encoding), None)
+        if start.chunk == 0 {
+            if let Some(encoding) = parsed.encoding {
+                info!(encoding = encoding.name(), why = ?encoding.source, "file encoding chosen");
+            }
+            if let Some(sheet) = &parsed.sheet {
+                info!(sheet, "workbook sheet read");
+            }
+            let read = FileRead {
+                encoding: parsed.encoding,
+                sheet: parsed.sheet.clone(),
+            };
+            self.write_pointer(object, job_id, start.campaign.as_deref(), Some(&read), None)
                 .await?;
         }
         let chunk = ChunkReport {
@@ -604,8 +621,8 @@ impl Importer {
                 Some((next_offset, next_line)) => {
                     (offset, line) = (next_offset, next_line);
                     columns = Some(parsed.columns);
-                    if let Some(encoding) = parsed.encoding {
-                        format = Format::Csv(EncodingChoice::Known(encoding));
+                    if let (Format::Lines(kind, _), Some(encoding)) = (&format, parsed.encoding) {
+                        format = Format::Lines(*kind, EncodingChoice::Known(encoding));
                     }
                 }
             }
@@ -639,14 +656,15 @@ impl Importer {
     }
 
     /// Writes `reports/<key>.job.json`, which tells the operator which job
-    /// to poll, next to where the report will be; once the first chunk has
-    /// chosen it, with the file's encoding and why.
+    /// to poll, next to where the report will be, and the file's format;
+    /// once the first chunk has read it, with the file's encoding and why,
+    /// or the sheet of a workbook.
     async fn write_pointer(
         &self,
         object: &ObjectRef,
         job_id: JobId,
         campaign: Option<&str>,
-        encoding: Option<FileEncoding>,
+        read: Option<&FileRead>,
         error: Option<&str>,
     ) -> Result<(), ImportError> {
         let mut pointer = serde_json::json!({
@@ -655,12 +673,16 @@ impl Importer {
             "etag": object.etag,
             "campaign": campaign,
             "id_scheme": if campaign.is_some() { accrual_ids::SCHEME } else { "v1" },
+            "format": file_format(&object.key).name(),
             "status_url": format!("/v1/jobs/{job_id}"),
             "report": report::report_key(&self.settings.report_prefix, &object.key, job_id),
         });
         if let Some(map) = pointer.as_object_mut() {
-            if let Some(encoding) = encoding {
+            if let Some(encoding) = read.and_then(|r| r.encoding) {
                 map.insert("encoding".to_owned(), serde_json::json!(encoding.record()));
+            }
+            if let Some(sheet) = read.and_then(|r| r.sheet.as_deref()) {
+                map.insert("sheet".to_owned(), serde_json::json!(sheet));
             }
             if let Some(error) = error {
                 map.insert("error".to_owned(), serde_json::json!(error));

@@ -3,6 +3,7 @@
 
 use crate::domain::limits::Ceilings;
 use crate::domain::packing::PackingLimits;
+use crate::domain::readers::{FileFormat, LineFormat};
 
 /// Default chunk size: at the measured parse and queue rates one chunk takes
 /// seconds, far inside the function's timeout, and memory stays bounded by
@@ -41,6 +42,27 @@ pub const DEFAULT_MAX_WORKBOOK_BYTES: u64 = 64 * 1024 * 1024;
 /// `.xlsx` (any case), and this build reads workbooks.
 pub fn is_workbook(key: &str) -> bool {
     cfg!(feature = "xlsx") && key.to_ascii_lowercase().ends_with(".xlsx")
+}
+
+/// How an object that is not a workbook is read: NDJSON if its key ends in
+/// `.ndjson` or `.jsonl` (any case), else CSV.
+pub fn line_format(key: &str) -> LineFormat {
+    match FileFormat::from_name(key) {
+        FileFormat::Ndjson => LineFormat::Ndjson,
+        _ => LineFormat::Csv,
+    }
+}
+
+/// The format the object is read in, as `job.json` names it.
+pub fn file_format(key: &str) -> FileFormat {
+    if is_workbook(key) {
+        FileFormat::Xlsx
+    } else {
+        match line_format(key) {
+            LineFormat::Csv => FileFormat::Csv,
+            LineFormat::Ndjson => FileFormat::Ndjson,
+        }
+    }
 }
 
 /// Tunables of the importer.

@@ -30,7 +30,7 @@ use std::io::Cursor;
 use calamine::{DataRef, ExcelDateTime, Reader, SheetType, SheetVisible, Xlsx};
 use time::format_description::well_known::Rfc3339;
 
-use crate::domain::csv_rows::{reencode, CsvFileError, CsvRow, RowError};
+use crate::domain::readers::csv::{reencode, CsvFileError, CsvRow, RowError};
 use crate::domain::row_rules::{check_row, layout, Layout};
 use crate::domain::submission::file_id_prefix;
 
@@ -255,7 +255,7 @@ fn open(bytes: Vec<u8>, sheet: Option<&str>) -> Result<(Book, String), CsvFileEr
 
 /// Reads the sheet (see the module's rules), handing each data row to
 /// `each` until it answers false. `file_identity` seeds the scheme-v1 ids
-/// of rows without `accrual_id`, as [`crate::domain::csv_rows::CsvAccruals`]
+/// of rows without `accrual_id`, as [`crate::domain::readers::csv::CsvAccruals`]
 /// does. A file that is no workbook, a missing sheet or a bad header fails
 /// as a whole.
 pub fn read_rows(

@@ -7,7 +7,9 @@
 //! repeated columns are refused. UTF-8 (a byte-order mark is skipped) or
 //! another ASCII-compatible encoding ([`crate::domain::text_encoding`]: each
 //! field is decoded on its own, so lines and byte offsets are those of the
-//! original bytes), LF or CRLF, quoted fields, blank lines skipped, trailing newline optional. A row
+//! original bytes), or UTF-16 with a byte-order mark (decoded to UTF-8
+//! first by [`crate::domain::readers::source`], offsets mapped back to the
+//! file's), LF or CRLF, quoted fields, blank lines skipped, trailing newline optional. A row
 //! without `accrual_id` gets one derived from the file's identity and the
 //! row's line number (id scheme v1), so re-reading the same file derives the
 //! same ids; the importer and `pointflow submit` replace it with the scheme
@@ -24,6 +26,7 @@ use std::io::Read;
 
 use encoding_rs::Encoding;
 
+use crate::domain::readers::source::Source;
 use crate::domain::text_encoding::{self, FileEncoding};
 
 use crate::domain::row_rules::{check_row, layout, Layout};
@@ -69,6 +72,12 @@ pub enum CsvFileError {
     #[error("reading the file's first bytes failed")]
     Prefix(#[source] std::io::Error),
     #[error("reading the file failed at line {line}")]
+    Io {
+        line: u64,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("reading the file failed at line {line}")]
     Read {
         line: u64,
         #[source]
@@ -80,7 +89,10 @@ impl CsvFileError {
     /// Whether the file itself is unusable (as opposed to reading it failing,
     /// which may succeed on a retry).
     pub fn is_permanent(&self) -> bool {
-        !matches!(self, CsvFileError::Read { .. } | CsvFileError::Prefix(_))
+        !matches!(
+            self,
+            CsvFileError::Read { .. } | CsvFileError::Io { .. } | CsvFileError::Prefix(_)
+        )
     }
 }
 
@@ -127,7 +139,7 @@ impl<R: Read> Read for Bounded<R> {
     }
 }
 
-type Input<R> = Bounded<std::io::Chain<&'static [u8], R>>;
+type Input<R> = Bounded<std::io::Chain<&'static [u8], Source<R>>>;
 
 /// Reads accruals row by row from a CSV stream.
 pub struct CsvAccruals<R: Read> {
@@ -142,8 +154,11 @@ pub struct CsvAccruals<R: Read> {
     prefix: u64,
     /// The line a resumed reader starts at (0 unless resumed).
     first_line: u64,
-    /// What each field is decoded from.
+    /// What each field is decoded from (UTF-8 for a UTF-16 file, which
+    /// [`Source`] decodes before it is parsed).
     encoding: &'static Encoding,
+    /// The file's encoding, as errors name it.
+    named: &'static Encoding,
     /// A row went over [`MAX_ROW_BYTES`]: nothing after it can be told apart
     /// from the inside of a quoted field, so reading has stopped.
     stopped: bool,
@@ -157,10 +172,12 @@ impl<R: Read> CsvAccruals<R> {
     }
 
     /// [`CsvAccruals::new`] for a file in `encoding`, which must be
-    /// ASCII-compatible ([`crate::domain::text_encoding::sniff`] chooses
-    /// only such): fields are decoded from it one by one.
+    /// ASCII-compatible, whose fields are decoded one by one, or UTF-16,
+    /// which is decoded whole first ([`crate::domain::text_encoding::sniff`]
+    /// chooses only these).
     pub fn new_in(input: R, file_identity: &str, encoding: &'static Encoding) -> Result<Self, CsvFileError> {
-        let mut reader = csv_reader(b"", input);
+        let (source, decode_as) = Source::new(input, encoding, true);
+        let mut reader = csv_reader(b"", source);
         let mut header = csv::ByteRecord::new();
         match reader.read_byte_record(&mut header) {
             Ok(true) => {}
@@ -171,7 +188,7 @@ impl<R: Read> CsvAccruals<R> {
         let line = header.position().map_or(1, |p| p.line());
         let mut names = Vec::with_capacity(header.len());
         for (i, field) in header.iter().enumerate() {
-            let text = encoding
+            let text = decode_as
                 .decode_without_bom_handling_and_without_replacement(field)
                 .ok_or(CsvFileError::NotText {
                     line,
@@ -196,7 +213,8 @@ impl<R: Read> CsvAccruals<R> {
             lines_before: 0,
             prefix: 0,
             first_line: 0,
-            encoding,
+            encoding: decode_as,
+            named: encoding,
             stopped: false,
         })
     }
@@ -223,8 +241,9 @@ impl<R: Read> CsvAccruals<R> {
         // single pass rejects could pass). A chunk starts right after a line
         // end, so that line end is put back in front: a blank line, skipped,
         // and taken off the positions again.
+        let (source, decode_as) = Source::new(input, encoding, false);
         Ok(CsvAccruals {
-            reader: csv_reader(RESUME_PREFIX, input),
+            reader: csv_reader(RESUME_PREFIX, source),
             layout: layout(columns)?,
             columns: columns.to_vec(),
             id_prefix: file_id_prefix(file_identity),
@@ -232,7 +251,8 @@ impl<R: Read> CsvAccruals<R> {
             lines_before: first_line.saturating_sub(2),
             prefix: RESUME_PREFIX.len() as u64,
             first_line,
-            encoding,
+            encoding: decode_as,
+            named: encoding,
             stopped: false,
         })
     }
@@ -252,13 +272,21 @@ impl<R: Read> CsvAccruals<R> {
 
     /// Bytes of `input` read up to the end of the last row returned (the
     /// header included), and the line number the next row starts at: where
-    /// [`CsvAccruals::resume`] picks up.
+    /// [`CsvAccruals::resume`] picks up. For a UTF-16 file, bytes of the
+    /// file, not of the text decoded from it: always just past a line end.
     pub fn consumed(&self) -> (u64, u64) {
         let position = self.reader.position();
+        let parsed = position.byte().saturating_sub(self.prefix);
         (
-            position.byte().saturating_sub(self.prefix),
+            self.reader.get_ref().inner.get_ref().1.source_offset(parsed),
             self.line_at(position.line()),
         )
+    }
+
+    /// Lets the source forget the line ends before the parser's position.
+    fn pass(&mut self) {
+        let parsed = self.reader.position().byte().saturating_sub(self.prefix);
+        self.reader.get_mut().inner.get_mut().1.passed(parsed);
     }
 
     /// Whether the row last returned gave its own `accrual_id` (else its id
@@ -314,6 +342,7 @@ impl<R: Read> CsvAccruals<R> {
                     return Err(CsvFileError::Read { line, source });
                 }
             };
+            self.pass();
             if !more {
                 return Ok(None);
             }
@@ -324,7 +353,7 @@ impl<R: Read> CsvAccruals<R> {
                     CsvRow::Rejected(vec![RowError {
                         line,
                         column: "(row)".to_owned(),
-                        reason: format!("is not {} text", self.encoding.name()),
+                        reason: format!("is not {} text", self.named.name()),
                         raw: self.raw_row(),
                     }]),
                 )));
@@ -389,7 +418,7 @@ const RESUME_PREFIX: &[u8] = b"\n";
 /// Records end at LF only, and a CR before it is dropped by hand (`fields`):
 /// with its default CRLF handling the csv crate numbers the lines of a CRLF
 /// file wrongly, and line numbers are what the error report promises.
-fn csv_reader<R: Read>(prefix: &'static [u8], input: R) -> csv::Reader<Input<R>> {
+fn csv_reader<R: Read>(prefix: &'static [u8], input: Source<R>) -> csv::Reader<Input<R>> {
     csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)

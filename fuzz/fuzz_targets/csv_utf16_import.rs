@@ -1,0 +1,5 @@
+//! Fuzz target: see `pointflow::testkit::fuzzing::csv_utf16_import` for what the input means and
+//! what must hold.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| pointflow::testkit::fuzzing::csv_utf16_import(data));
