@@ -22,8 +22,8 @@ use serde_json::json;
 use tokio::net::TcpListener;
 
 use crate::exposure::{check_host, Exposure, HostRefused};
-use crate::uploads::UploadReceiver;
 use crate::inflight::{BodyBudget, DEFAULT_BODY_BYTES_IN_FLIGHT};
+use crate::uploads::UploadReceiver;
 
 /// API Gateway's own payload limit (REST: 10 MB); the handler enforces the
 /// smaller Lambda limit itself and answers 413.
