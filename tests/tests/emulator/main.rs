@@ -19,3 +19,4 @@ mod local_runner;
 mod reconcile_command;
 mod stack_outputs;
 mod strict_aws;
+mod write_capacity;
