@@ -20,7 +20,7 @@ use time::OffsetDateTime;
 
 use crate::domain::audit::Audit;
 use crate::domain::capacity::{
-    fold_units, indexed_write_units, job_item_bytes, job_list_entry_units, ledger_transaction_units,
+    cancel_mark_bytes, fold_units, indexed_write_units, job_item_bytes, job_list_entry_units, ledger_transaction_units,
     reversal_entry_bytes, reversal_mark_bytes, use_entry_bytes, write_units, WriteCost, WriteKind, WriteMeter,
     MARKER_AND_UPDATE_UNITS, SMALL_WRITE_UNITS,
 };
@@ -232,7 +232,11 @@ impl<S: JobStore> JobStore for Metered<S> {
         audit: Option<&Audit>,
         now: OffsetDateTime,
     ) -> Result<Option<Job>, StoreError> {
-        self.meter.charge_jobs(1, SMALL_WRITE_UNITS);
+        // As DynamoDB: one update of the job item, charged here by what the
+        // cancel adds to it (its audit included); the job's own bytes are
+        // the store's (the DynamoDB adapter counts the item it gets back).
+        self.meter
+            .charge_jobs(1, write_units(cancel_mark_bytes(now, audit), WriteKind::Standard));
         self.inner.begin_cancel(job_id, audit, now).await
     }
 

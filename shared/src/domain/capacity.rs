@@ -178,6 +178,13 @@ pub fn reversal_mark_bytes(reversed_at: time::OffsetDateTime, audit: Option<&Aud
     "reversed_at".len() + rfc3339_bytes(reversed_at) + audit_bytes("reversal_audit", audit)
 }
 
+/// Bytes a job cancel's first request adds to the job item:
+/// `cancel_requested_at` and the cancel's audit (`cancel_audit`). The
+/// update is charged on the job item after it: the job plus these.
+pub fn cancel_mark_bytes(requested_at: time::OffsetDateTime, audit: Option<&Audit>) -> usize {
+    "cancel_requested_at".len() + rfc3339_bytes(requested_at) + audit_bytes("cancel_audit", audit)
+}
+
 /// Length of `at` as the stores write it (RFC 3339, whose fraction drops
 /// its trailing zeros).
 fn rfc3339_bytes(at: time::OffsetDateTime) -> usize {

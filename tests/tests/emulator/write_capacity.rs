@@ -9,7 +9,7 @@ use pointflow::adapters::aws::dynamodb::{create_table, item_bytes, DynamoStore, 
 use pointflow::adapters::memory::MemoryStore;
 use pointflow::adapters::metered::Metered;
 use pointflow::domain::audit::{Audit, Caller, GatewayIdentity, MAX_FIELD_CHARS};
-use pointflow::domain::capacity::{job_create_units, job_item_bytes, write_units, WriteKind};
+use pointflow::domain::capacity::{cancel_mark_bytes, job_create_units, job_item_bytes, write_units, WriteKind};
 use pointflow::domain::uses::{Use, UseOutcome};
 use pointflow::domain::{Accrual, JobId, MessageCounts, MessageRef, NewJob};
 use pointflow::ports::{Credits, Debits, JobStore};
@@ -40,10 +40,12 @@ async fn store() -> Option<(Client, String, DynamoStore)> {
 }
 
 /// The DynamoDB adapter, counting the items it sends over the wire, and
-/// the model charged around the in-memory store agree: a job with the
+/// the model charged around the in-memory store agree (but on the cancel): a job with the
 /// longest ARN in its audit costs its 3 KiB item and its `job_list` entry;
 /// asked again, the put only (its condition fails: no index entry); a fold
-/// (a counts-only update) no index write; a single use whose audit takes
+/// (a counts-only update) no index write; a cancel with the longest ARN,
+/// the job item after it on the adapter, what it adds in the model; a
+/// single use whose audit takes
 /// its entry past 1 KiB, 2 more units for the entry and 2 for its history
 /// index entry.
 #[tokio::test]
@@ -97,6 +99,28 @@ async fn the_adapter_and_the_model_charge_audits_and_index_entries_alike() {
     let after = cost(&dynamo, &model);
     let folded = ((after.0 - before.0).job_units, (after.1 - before.1).job_units);
     assert_eq!(folded, (5, 5));
+
+    // A cancel with the longest ARN: DynamoDB bills the job item after the
+    // update (the job's 3 KiB and the cancel's 2 KiB and more), which the
+    // adapter gets back; the model charges what the cancel adds.
+    let cancel = iam(MAX_FIELD_CHARS);
+    let before = cost(&dynamo, &model);
+    dynamo
+        .begin_cancel(job.job_id, Some(&cancel), now)
+        .await
+        .unwrap()
+        .unwrap();
+    model
+        .begin_cancel(job.job_id, Some(&cancel), now)
+        .await
+        .unwrap()
+        .unwrap();
+    let after = cost(&dynamo, &model);
+    let cancelled = ((after.0 - before.0).job_units, (after.1 - before.1).job_units);
+    let added = cancel_mark_bytes(now, Some(&cancel));
+    let whole = write_units(job_item_bytes(&job) + added, WriteKind::Standard);
+    assert!(whole >= 5, "{whole}");
+    assert_eq!(cancelled, (whole, write_units(added, WriteKind::Standard)));
 
     // A single use with an 800-byte entry: a 200-character ARN passes 1 KiB.
     let credit = Accrual {

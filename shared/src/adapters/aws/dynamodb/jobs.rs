@@ -21,7 +21,7 @@ use super::job_list::list_entry_units;
 use super::keys;
 use super::transaction::{put_new, Meter, Request, Sent, OPERATION};
 use super::{DynamoStore, Item};
-use crate::domain::capacity::{write_units, WriteKind, MARKER_AND_UPDATE_UNITS};
+use crate::domain::capacity::{write_units, WriteKind, MARKER_AND_UPDATE_UNITS, SMALL_WRITE_UNITS};
 // Message markers, cancel items and chunk markers expire after 90 days
 // (DynamoDB TTL on `expires_at`): longer than any delivery of a message the
 // redrive rule lets through (`domain::retention`).
@@ -459,10 +459,17 @@ impl JobStore for DynamoStore {
             })
             .await?;
         // No such job: the condition failed.
-        match updated {
-            Some(output) => output.attributes().map(job_from_item).transpose(),
-            None => Ok(None),
+        let Some(output) = updated else {
+            return Ok(None);
+        };
+        // The update was counted as a small write; it is billed on the job
+        // item after it (its audit and the cancel's included), which the
+        // answer holds.
+        if let Some(item) = output.attributes() {
+            let units = write_units(item_bytes(item), WriteKind::Standard);
+            self.write_units.charge_jobs(0, units.saturating_sub(SMALL_WRITE_UNITS));
         }
+        output.attributes().map(job_from_item).transpose()
     }
 
     async fn begin_message_cancel(
