@@ -9,11 +9,14 @@
 
 use std::fmt;
 
-use pointflow::domain::capacity::{fold_units, indexed_write_units, ledger_entry_bytes, WriteKind, SMALL_WRITE_UNITS};
+use pointflow::domain::audit::{Audit, Caller, GatewayIdentity};
+use pointflow::domain::capacity::{
+    fold_units, indexed_write_units, job_create_units, ledger_entry_bytes, WriteKind, SMALL_WRITE_UNITS,
+};
 use pointflow::domain::packing::{pack_accruals, PackingLimits, MAX_ACCRUALS_PER_MESSAGE};
 use pointflow::domain::submission::{derive_accrual_id, job_id_for_key};
 use pointflow::domain::transaction_plan::CREDIT_CHECK_ACTIONS;
-use pointflow::domain::{Accrual, MessageRef};
+use pointflow::domain::{Accrual, MessageRef, NewJob};
 use serde::{Deserialize, Serialize};
 
 /// The parameters shipped with the command.
@@ -210,7 +213,10 @@ pub fn plan(params: &Params, input: &PlanInput) -> Plan {
     let transactions_per_message = (a_actual * (1.0 + distinct) / (TRANSACTION_ACTIONS - check)).ceil();
     let credit_units = sample.entry_units + 2.0 * distinct + 2.0 * check * transactions_per_message / a_actual;
     let requests = (n / input.items_per_request.max(1) as f64).ceil();
-    let job_units = messages * (sample.fold_units + SMALL_WRITE_UNITS as f64) + requests * 2.0;
+    // Per request: its job (item and `job_list` index entry), then its
+    // enqueued flag.
+    let request_job_units = (job_create_units(&sample_job(input)) + SMALL_WRITE_UNITS) as f64;
+    let job_units = messages * (sample.fold_units + SMALL_WRITE_UNITS as f64) + requests * request_job_units;
     let total_units = n * credit_units + job_units;
     let units_per_accrual = total_units / n;
 
@@ -389,6 +395,36 @@ pub fn plan(params: &Params, input: &PlanInput) -> Plan {
         costs,
         final_table_write_units_per_s: capacity,
         concurrency_for_table: (capacity / units_per_accrual / per_invocation_rate).ceil(),
+    }
+}
+
+/// The job one API request creates, as the ingest function records it: a
+/// SHA-256 request hash, and the audit of an IAM caller of a typical role
+/// session ARN (about 80 characters). A longer ARN can take the item past
+/// 1 KiB: the capacity model charges it by its size.
+fn sample_job(input: &PlanInput) -> NewJob {
+    let identity = GatewayIdentity {
+        user_arn: Some("arn:aws:sts::123456789012:assumed-role/PointflowSubmit/crm-campaign-loader".into()),
+        account_id: Some("123456789012".into()),
+        api_key_id: Some("k9x8w7v6u5".into()),
+        source_ip: Some("203.0.113.10".into()),
+        ..GatewayIdentity::default()
+    };
+    let items = input.items_per_request.max(1);
+    NewJob {
+        job_id: job_id_for_key("plan"),
+        request_hash: "0".repeat(64),
+        total: items,
+        deduplicated: 0,
+        messages: items.div_ceil(input.accruals_per_message.max(1)),
+        source: None,
+        reading: false,
+        // A creation time with a full nanosecond fraction: the longest text.
+        created_at: time::OffsetDateTime::UNIX_EPOCH + time::Duration::new(1_796_083_200, 123_456_789),
+        audit: Some(Audit::new(
+            Caller::from_gateway(&identity),
+            Some("c6af9ac6-7b61-11e6-9a41-93e8deadbeef"),
+        )),
     }
 }
 

@@ -20,8 +20,9 @@ use time::OffsetDateTime;
 
 use crate::domain::audit::Audit;
 use crate::domain::capacity::{
-    fold_units, indexed_write_units, ledger_transaction_units, use_entry_bytes, write_units, WriteCost, WriteKind,
-    WriteMeter, MARKER_AND_UPDATE_UNITS, SMALL_WRITE_UNITS,
+    cancel_mark_bytes, fold_units, indexed_write_units, job_item_bytes, job_list_entry_units, ledger_transaction_units,
+    reversal_entry_bytes, reversal_mark_bytes, use_entry_bytes, write_units, WriteCost, WriteKind, WriteMeter,
+    MARKER_AND_UPDATE_UNITS, SMALL_WRITE_UNITS,
 };
 use crate::domain::job_list::JobRange;
 use crate::domain::lots::BalanceSheet;
@@ -104,10 +105,11 @@ impl<S: Debits> Debits for Metered<S> {
         audit: Option<&Audit>,
         now: OffsetDateTime,
     ) -> Result<UseOutcome, StoreError> {
-        // As DynamoDB: one transaction of a put and a balance update.
+        // As DynamoDB: one transaction of a put (its audit included) and a
+        // balance update.
         self.meter.charge_ledger(
             1,
-            indexed_write_units(use_entry_bytes(u, None), WriteKind::Transactional)
+            indexed_write_units(use_entry_bytes(u, None, audit), WriteKind::Transactional)
                 + write_units(0, WriteKind::Transactional),
         );
         self.inner.apply_use_audited(u, audit, now).await
@@ -118,7 +120,7 @@ impl<S: Debits> Debits for Metered<S> {
         // begun: one more action, a small transactional write.
         self.meter.charge_ledger(
             1,
-            indexed_write_units(use_entry_bytes(u, Some(by)), WriteKind::Transactional)
+            indexed_write_units(use_entry_bytes(u, Some(by), None), WriteKind::Transactional)
                 + 2 * write_units(0, WriteKind::Transactional),
         );
         self.inner.apply_message_use(by, u, now).await
@@ -131,12 +133,28 @@ impl<S: Debits> Debits for Metered<S> {
         now: OffsetDateTime,
     ) -> Result<ReversalOutcome, StoreError> {
         // As DynamoDB: one transaction updating the entry and the balance,
-        // and writing the reversal's own history entry.
+        // and writing the reversal's own history entry. The entry's own
+        // bytes are the store's (the DynamoDB adapter reads and sizes it):
+        // here it is charged by what the mark adds to it, its audit
+        // included.
         self.meter.charge_ledger(
             1,
-            2 * write_units(0, WriteKind::Transactional) + indexed_write_units(0, WriteKind::Transactional),
+            write_units(reversal_mark_bytes(now, audit), WriteKind::Transactional)
+                + write_units(0, WriteKind::Transactional),
         );
-        self.inner.reverse_audited(target, audit, now).await
+        let outcome = self.inner.reverse_audited(target, audit, now).await?;
+        // The reversal's entry (and its history index entry), sized once the
+        // store has said whose points and how many: written only when the
+        // reversal happens now, as on DynamoDB, where the transaction is
+        // sent only for an entry not yet reversed. Charged as small
+        // otherwise (a transaction cancelled by its conditions still costs).
+        let entry = match &outcome {
+            ReversalOutcome::Reversed(record) => reversal_entry_bytes(record),
+            _ => 0,
+        };
+        self.meter
+            .charge_ledger(0, indexed_write_units(entry, WriteKind::Transactional));
+        Ok(outcome)
     }
 }
 
@@ -160,8 +178,15 @@ impl<S: LedgerRepairs> LedgerRepairs for Metered<S> {
 #[async_trait]
 impl<S: JobStore> JobStore for Metered<S> {
     async fn create_job(&self, job: &NewJob) -> Result<CreateJob, StoreError> {
-        self.meter.charge_jobs(1, SMALL_WRITE_UNITS);
-        self.inner.create_job(job).await
+        // As DynamoDB: a put of the item by its size (its audit included),
+        // and, when it succeeds, its `job_list` index entry.
+        self.meter
+            .charge_jobs(1, write_units(job_item_bytes(job), WriteKind::Standard));
+        let created = self.inner.create_job(job).await?;
+        if matches!(created, CreateJob::Created(_)) {
+            self.meter.charge_jobs(0, job_list_entry_units(job));
+        }
+        Ok(created)
     }
 
     async fn mark_enqueued(&self, job_id: JobId) -> Result<(), StoreError> {
@@ -207,7 +232,11 @@ impl<S: JobStore> JobStore for Metered<S> {
         audit: Option<&Audit>,
         now: OffsetDateTime,
     ) -> Result<Option<Job>, StoreError> {
-        self.meter.charge_jobs(1, SMALL_WRITE_UNITS);
+        // As DynamoDB: one update of the job item, charged here by what the
+        // cancel adds to it (its audit included); the job's own bytes are
+        // the store's (the DynamoDB adapter counts the item it gets back).
+        self.meter
+            .charge_jobs(1, write_units(cancel_mark_bytes(now, audit), WriteKind::Standard));
         self.inner.begin_cancel(job_id, audit, now).await
     }
 
@@ -323,5 +352,138 @@ mod tests {
             (folded.job_requests, folded.job_units),
             (2, fold_units(4) + SMALL_WRITE_UNITS)
         );
+    }
+
+    fn job(audit: Option<Audit>) -> NewJob {
+        NewJob {
+            job_id: JobId(uuid::Uuid::from_u128(42)),
+            request_hash: "h".into(),
+            total: 1,
+            deduplicated: 0,
+            messages: 1,
+            source: None,
+            reading: false,
+            created_at: OffsetDateTime::from_unix_timestamp(1_796_083_200).unwrap(),
+            audit,
+        }
+    }
+
+    /// A job's creation is charged its item by its size and, when it is
+    /// created, its `job_list` index entry; asking again (the job exists)
+    /// costs the put but writes no index entry; later job writes leave the
+    /// index alone.
+    #[tokio::test]
+    async fn a_job_create_is_charged_its_job_list_entry_and_its_updates_are_not() {
+        let store = Metered::new(MemoryStore::new());
+        let job = job(Some(crate::domain::audit::iam_sample(200)));
+        store.create_job(&job).await.unwrap();
+        let created = store.write_cost();
+        assert_eq!((created.job_requests, created.job_units), (1, 1 + 1));
+        store.create_job(&job).await.unwrap();
+        let again = store.write_cost() - created;
+        assert_eq!((again.job_requests, again.job_units), (1, 1));
+
+        // Counts-only updates: the enqueued flag, a fold and its completion
+        // check, each a small write and no index entry.
+        let before = store.write_cost();
+        store.mark_enqueued(job.job_id).await.unwrap();
+        let items = ["a".to_owned()];
+        let now = OffsetDateTime::now_utc();
+        store
+            .fold_message(job.job_id, 0, MessageCounts::default(), &items, now)
+            .await
+            .unwrap();
+        let updated = store.write_cost() - before;
+        assert_eq!(
+            (updated.job_requests, updated.job_units),
+            (1 + 2, SMALL_WRITE_UNITS + fold_units(2) + SMALL_WRITE_UNITS)
+        );
+    }
+
+    /// A single use is charged its entry with its audit: a 200-character
+    /// ARN takes an 800-byte entry past 1 KiB, and the entry and its history
+    /// index entry cost 2 more units each in their transaction.
+    #[tokio::test]
+    async fn a_use_is_charged_its_audit() {
+        let store = Metered::new(MemoryStore::new());
+        let now = OffsetDateTime::now_utc();
+        let credit = Accrual {
+            accrual_id: "a".into(),
+            member_id: "m".into(),
+            point_type: "PT".into(),
+            amount: 100,
+            reason: None,
+            apply_at: None,
+            expires_at: None,
+        };
+        let by = MessageRef {
+            job_id: JobId(uuid::Uuid::from_u128(1)),
+            seq: 0,
+        };
+        store.apply_accruals(by, &[credit], now).await.unwrap();
+        let mut u = Use {
+            use_id: "u-1".into(),
+            member_id: "m".into(),
+            point_type: "PT".into(),
+            amount: 1,
+            reason: None,
+        };
+        u.reason = Some("r".repeat(800 - use_entry_bytes(&u, None, None) - "reason".len()));
+        let mut charged = Vec::new();
+        for (use_id, arn) in [("u-1", 60), ("u-2", 200)] {
+            u.use_id = use_id.into();
+            let audit = crate::domain::audit::iam_sample(arn);
+            let before = store.write_cost();
+            store.apply_use_audited(&u, Some(&audit), now).await.unwrap();
+            charged.push((store.write_cost() - before).ledger_units);
+        }
+        // The entry (2), its index entry (2), the balance (2).
+        assert_eq!(charged, [6, 6 + 4]);
+    }
+
+    /// A reversal is charged its own history entry with the reversal's
+    /// audit, and its mark by what it adds to the entry.
+    #[tokio::test]
+    async fn a_reversal_is_charged_its_audit() {
+        let store = Metered::new(MemoryStore::new());
+        let now = OffsetDateTime::now_utc();
+        let by = MessageRef {
+            job_id: JobId(uuid::Uuid::from_u128(1)),
+            seq: 0,
+        };
+        let credits: Vec<Accrual> = (0..2)
+            .map(|i| Accrual {
+                accrual_id: format!("a{i}"),
+                member_id: "m".into(),
+                point_type: "PT".into(),
+                amount: 100,
+                reason: None,
+                apply_at: None,
+                expires_at: None,
+            })
+            .collect();
+        store.apply_accruals(by, &credits, now).await.unwrap();
+        let mut charged = Vec::new();
+        for (i, arn) in [60, crate::domain::audit::MAX_FIELD_CHARS].into_iter().enumerate() {
+            let audit = crate::domain::audit::iam_sample(arn);
+            let before = store.write_cost();
+            let target = ReversalTarget::Accrual(format!("a{i}"));
+            let outcome = store.reverse_audited(&target, Some(&audit), now).await.unwrap();
+            let ReversalOutcome::Reversed(record) = outcome else {
+                panic!("{outcome:?}");
+            };
+            let units = (store.write_cost() - before).ledger_units;
+            assert_eq!(
+                units,
+                write_units(reversal_mark_bytes(now, Some(&audit)), WriteKind::Transactional)
+                    + 2
+                    + indexed_write_units(reversal_entry_bytes(&record), WriteKind::Transactional)
+            );
+            charged.push(units);
+        }
+        // A short ARN: the mark (2), the balance (2), the entry and its
+        // index entry (4). The longest: its audit is over 2 KiB in the mark
+        // and in both entries.
+        assert_eq!(charged, [8, 6 + 2 + 12]);
     }
 }

@@ -207,6 +207,25 @@ pub fn reason_from_json(body: &Value) -> Result<Option<String>, Vec<FieldError>>
     }
 }
 
+/// An IAM caller whose principal ARN has `arn_chars` characters, as
+/// API Gateway passes it, with a request id.
+#[cfg(test)]
+pub(crate) fn iam_sample(arn_chars: usize) -> Audit {
+    let prefix = "arn:aws:sts::123456789012:assumed-role/PointflowOperate/";
+    let arn = format!("{prefix}{}", "s".repeat(arn_chars.saturating_sub(prefix.len())));
+    let identity = GatewayIdentity {
+        user_arn: Some(arn),
+        account_id: Some("123456789012".into()),
+        api_key_id: Some("k9x8w7v6u5".into()),
+        source_ip: Some("203.0.113.10".into()),
+        ..GatewayIdentity::default()
+    };
+    Audit::new(
+        Caller::from_gateway(&identity),
+        Some("c6af9ac6-7b61-11e6-9a41-93e8deadbeef"),
+    )
+}
+
 /// `value`, cut to [`MAX_FIELD_CHARS`] characters.
 fn bounded(value: &str) -> String {
     match value.char_indices().nth(MAX_FIELD_CHARS) {

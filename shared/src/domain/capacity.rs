@@ -14,8 +14,10 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use crate::domain::audit::Audit;
+use crate::domain::job_list::JobListKey;
 use crate::domain::transaction_plan::CREDIT_CHECK_ACTIONS;
-use crate::domain::{Accrual, MessageRef};
+use crate::domain::{Accrual, MessageRef, NewJob};
 
 /// Item bytes one write request unit covers.
 pub const WRITE_UNIT_BYTES: usize = 1024;
@@ -101,12 +103,20 @@ pub fn ledger_entry_bytes(accrual: &Accrual, by: MessageRef) -> usize {
     bytes
 }
 
+/// Bytes of an audit record kept in the string attribute `name` (`audit`,
+/// `cancel_audit`, `reversal_audit`): the name and [`Audit::to_json`];
+/// nothing without a record. The history index projects `audit`, so an
+/// indexed entry pays these bytes twice.
+pub fn audit_bytes(name: &str, audit: Option<&Audit>) -> usize {
+    audit.map_or(0, |audit| name.len() + audit.to_json().len())
+}
+
 /// Size of the use entry the DynamoDB adapter writes (`pk`, `sk`, `use_id`,
 /// `member_id`, `point_type`, `amount`, `applied_at`, `reason`, and
 /// `consumed`, a map of what it took from each lot: here from the plain lot
 /// alone, as most uses do; and the history keys), plus `job_id` and `seq`
-/// for a use of a bulk-use message `by`.
-pub fn use_entry_bytes(u: &crate::domain::uses::Use, by: Option<MessageRef>) -> usize {
+/// for a use of a bulk-use message `by`, and the `audit` of a single use.
+pub fn use_entry_bytes(u: &crate::domain::uses::Use, by: Option<MessageRef>, audit: Option<&Audit>) -> usize {
     let id = u.use_id.len();
     let mut bytes = history_key_bytes(&u.member_id, "use", &u.use_id);
     bytes += "pk".len() + "USE#".len() + id;
@@ -126,7 +136,128 @@ pub fn use_entry_bytes(u: &crate::domain::uses::Use, by: Option<MessageRef>) -> 
         bytes += "job_id".len() + 36;
         bytes += "seq".len() + number_bytes(&by.seq.to_string());
     }
-    bytes
+    bytes + audit_bytes("audit", audit)
+}
+
+/// Size of the history entry the DynamoDB adapter writes for reversal
+/// `record` (`pk = REVERSAL#<ACCRUAL|USE>#<id>`, `sk`, `reverses`,
+/// `target_id`, `member_id`, `point_type`, `amount`, `applied_at`, the
+/// history keys, and the reversal's `audit`).
+pub fn reversal_entry_bytes(record: &crate::domain::reversal::ReversalRecord) -> usize {
+    use crate::domain::history::{key_time, sort_key, EntryKind};
+    use crate::domain::reversal::ReversalKind;
+    let tag = match record.kind {
+        ReversalKind::Accrual => "accrual",
+        ReversalKind::Use => "use",
+    };
+    let id = record.id.len();
+    let mut bytes = "pk".len() + "REVERSAL#".len() + tag.len() + 1 + id;
+    bytes += "sk".len() + "REVERSAL".len();
+    bytes += "reverses".len() + tag.len();
+    bytes += "target_id".len() + id;
+    bytes += "member_id".len() + record.member_id.len();
+    bytes += "point_type".len() + record.point_type.len();
+    bytes += "amount".len() + number_bytes(&record.amount.to_string());
+    bytes += "applied_at".len() + rfc3339_bytes(record.reversed_at);
+    bytes += "hist_pk".len() + "MEMBER#".len() + record.member_id.len();
+    let hist_sk = sort_key(
+        &key_time(record.reversed_at),
+        EntryKind::Reversal,
+        Some(record.kind),
+        &record.id,
+    );
+    bytes += "hist_sk".len() + hist_sk.len();
+    bytes + audit_bytes("audit", record.audit.as_ref())
+}
+
+/// Bytes a reversal's mark adds to the entry it reverses: `reversed_at`
+/// and the reversal's audit (`reversal_audit`). An update is charged on
+/// the larger of the item before and after, here the item after: the
+/// entry plus these.
+pub fn reversal_mark_bytes(reversed_at: time::OffsetDateTime, audit: Option<&Audit>) -> usize {
+    "reversed_at".len() + rfc3339_bytes(reversed_at) + audit_bytes("reversal_audit", audit)
+}
+
+/// Bytes a job cancel's first request adds to the job item:
+/// `cancel_requested_at` and the cancel's audit (`cancel_audit`). The
+/// update is charged on the job item after it: the job plus these.
+pub fn cancel_mark_bytes(requested_at: time::OffsetDateTime, audit: Option<&Audit>) -> usize {
+    "cancel_requested_at".len() + rfc3339_bytes(requested_at) + audit_bytes("cancel_audit", audit)
+}
+
+/// Length of `at` as the stores write it (RFC 3339, whose fraction drops
+/// its trailing zeros).
+fn rfc3339_bytes(at: time::OffsetDateTime) -> usize {
+    at.format(&time::format_description::well_known::Rfc3339)
+        .map_or(TIME_TEXT_BYTES, |text| text.len())
+}
+
+/// Bytes of a job's table keys (`pk = JOB#<job_id>`, `sk = JOB`) and its
+/// `job_list` index keys (`list_pk = JOBS#<year>`, `list_sk = <created_at
+/// to the millisecond>#<job_id>`): all a `job_list` index entry holds, as
+/// the index projects keys only.
+pub fn job_list_entry_bytes(job: &NewJob) -> usize {
+    // A job id is a hyphenated UUID; a year has four digits.
+    let table_keys = "pk".len() + "JOB#".len() + 36 + "sk".len() + "JOB".len();
+    let list_keys = "list_pk".len() + "JOBS#".len() + 4 + "list_sk".len();
+    table_keys + list_keys + JobListKey::of(job.created_at, job.job_id).as_str().len()
+}
+
+/// Size of the job item the DynamoDB adapter creates: its keys and listing
+/// keys, `job_id`, `request_hash`, the counts (`total`, `deduplicated`,
+/// `messages`, `rejected`, `applied`, `duplicate`, `failed`, `remaining`),
+/// `created_at`, the `enqueued` and `reading` flags, and `source` and
+/// `audit` when it has them.
+pub fn job_item_bytes(job: &NewJob) -> usize {
+    let count = |name: &str, value: u64| name.len() + number_bytes(&value.to_string());
+    let mut bytes = job_list_entry_bytes(job);
+    bytes += "job_id".len() + 36;
+    bytes += "request_hash".len() + job.request_hash.len();
+    bytes += count("total", job.total) + count("deduplicated", job.deduplicated) + count("messages", job.messages);
+    bytes += count("rejected", 0) + count("applied", 0) + count("duplicate", 0) + count("failed", 0);
+    bytes += count("remaining", job.total);
+    // Stored as RFC 3339, whose length varies with the fraction.
+    bytes += "created_at".len() + rfc3339_bytes(job.created_at);
+    // Two flags: a name and a one-byte boolean each.
+    bytes += "enqueued".len() + 1 + "reading".len() + 1;
+    if let Some(source) = &job.source {
+        bytes += "source".len() + source.len();
+    }
+    bytes + audit_bytes("audit", job.audit.as_ref())
+}
+
+/// Writes a table write makes to one global secondary index, by the rule of
+/// the DynamoDB developer guide ("Global secondary indexes", write capacity
+/// units): putting an item into the index is one write, moving it to
+/// another index key two (a delete and a put), taking it out one; an item
+/// in the index before and after with the same key costs one write only if
+/// the write changed an attribute the index projects, and an item in the
+/// index neither before nor after costs nothing. `before` and `after` are
+/// the item's index key, if it has one.
+pub fn index_writes<K: PartialEq>(before: Option<&K>, after: Option<&K>, projected_changed: bool) -> u64 {
+    match (before, after) {
+        (None, None) => 0,
+        (None, Some(_)) | (Some(_), None) => 1,
+        (Some(before), Some(after)) if before != after => 2,
+        (Some(_), Some(_)) => u64::from(projected_changed),
+    }
+}
+
+/// Write units of the `job_list` index entry a job's creation puts there
+/// (keys only). Charged only when the create succeeds: a put whose
+/// condition fails writes no index entry. Later job writes (counts, flags,
+/// stamps, a cancel) leave `list_pk`/`list_sk` alone and change no
+/// projected attribute (the index projects keys only): they cost the index
+/// nothing.
+pub fn job_list_entry_units(job: &NewJob) -> u64 {
+    let key = JobListKey::of(job.created_at, job.job_id);
+    index_writes(None, Some(&key), true) * write_units(job_list_entry_bytes(job), WriteKind::Standard)
+}
+
+/// Write units of creating job `job` (one conditional `PutItem`): the item
+/// by its size, and its `job_list` index entry.
+pub fn job_create_units(job: &NewJob) -> u64 {
+    write_units(job_item_bytes(job), WriteKind::Standard) + job_list_entry_units(job)
 }
 
 /// The largest item DynamoDB stores: 400 KB, attribute names and values
@@ -305,6 +436,83 @@ mod tests {
         assert_eq!(ledger_transaction_units(by, &[&a], 1), 6 + 2);
         let long = accrual(Some(&"x".repeat(2000)));
         assert_eq!(ledger_transaction_units(by, &[&long, &a], 2), (6 + 6) + (2 + 2) + 4 + 2);
+    }
+
+    /// A single use whose entry, without its audit, is 800 bytes: a short
+    /// ARN keeps it within 1 KiB, a 200-character one passes it, and the
+    /// entry and its history index entry (which projects `audit`) each cost
+    /// one more started KiB.
+    #[test]
+    fn an_audit_with_a_200_character_arn_pushes_a_use_past_1_kib() {
+        let mut u = crate::domain::uses::Use {
+            use_id: "order-2026-0001".into(),
+            member_id: "m0000001".into(),
+            point_type: "PT".into(),
+            amount: 600,
+            reason: None,
+        };
+        let bare = use_entry_bytes(&u, None, None);
+        u.reason = Some("r".repeat(800 - bare - "reason".len()));
+        assert_eq!(use_entry_bytes(&u, None, None), 800);
+
+        let short = crate::domain::audit::iam_sample(60);
+        let long = crate::domain::audit::iam_sample(200);
+        assert_eq!(long.caller.id.as_ref().map(String::len), Some(200));
+        let with_short = use_entry_bytes(&u, None, Some(&short));
+        let with_long = use_entry_bytes(&u, None, Some(&long));
+        assert!(with_short <= WRITE_UNIT_BYTES, "{with_short}");
+        assert!(with_long > WRITE_UNIT_BYTES, "{with_long}");
+        assert_eq!(with_long - 800, "audit".len() + long.to_json().len());
+        // One more WRU for a standard write, two in a transaction, and as
+        // many again for the index entry.
+        assert_eq!(write_units(with_short, WriteKind::Standard), 1);
+        assert_eq!(write_units(with_long, WriteKind::Standard), 2);
+        assert_eq!(indexed_write_units(with_short, WriteKind::Transactional), 4);
+        assert_eq!(indexed_write_units(with_long, WriteKind::Transactional), 8);
+    }
+
+    /// The `job_list` index writes by the developer guide's rule: creating a
+    /// job puts its entry (one write); an update that leaves its key alone
+    /// writes nothing to a keys-only index; moving or removing a key would
+    /// cost two writes or one.
+    #[test]
+    fn index_writes_follow_the_guides_rule() {
+        let (a, b) = ("2026-12-07T06:00:00.000Z#x", "2026-12-07T07:00:00.000Z#x");
+        assert_eq!(index_writes(None, Some(&a), false), 1, "a new item in the index");
+        assert_eq!(index_writes(Some(&a), Some(&b), false), 2, "a moved key");
+        assert_eq!(index_writes(Some(&a), None, false), 1, "a key removed");
+        assert_eq!(index_writes::<&str>(None, None, true), 0, "never in the index");
+        assert_eq!(
+            index_writes(Some(&a), Some(&a), true),
+            1,
+            "a projected attribute changed"
+        );
+        // A fold: counts change, the keys-only index projects none of them.
+        assert_eq!(index_writes(Some(&a), Some(&a), false), 0, "a counts-only update");
+    }
+
+    /// A job's creation costs its item and its `job_list` index entry (keys
+    /// only, always within 1 KiB), at the standard rate of `PutItem`; a long
+    /// audit makes the item, not the index entry, dearer.
+    #[test]
+    fn a_job_create_costs_its_item_and_its_job_list_entry() {
+        let mut job = NewJob {
+            job_id: JobId(uuid::Uuid::from_u128(7)),
+            request_hash: "0".repeat(64),
+            total: 20_000,
+            deduplicated: 0,
+            messages: 40,
+            source: None,
+            reading: false,
+            created_at: time::OffsetDateTime::from_unix_timestamp(1_796_083_200).unwrap(),
+            audit: Some(crate::domain::audit::iam_sample(200)),
+        };
+        assert_eq!(job_list_entry_units(&job), 1);
+        assert_eq!(job_create_units(&job), 1 + 1);
+        job.audit = Some(crate::domain::audit::iam_sample(crate::domain::audit::MAX_FIELD_CHARS));
+        assert!(job_item_bytes(&job) > 2 * WRITE_UNIT_BYTES);
+        assert_eq!(job_list_entry_units(&job), 1);
+        assert_eq!(job_create_units(&job), 3 + 1);
     }
 
     #[test]

@@ -20,3 +20,4 @@ mod reconcile_command;
 mod stack_outputs;
 mod strict_aws;
 mod uploads;
+mod write_capacity;

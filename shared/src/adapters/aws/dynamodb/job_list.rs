@@ -17,8 +17,9 @@ use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
 use time::{Duration, OffsetDateTime, UtcOffset};
 
 use super::errors::{backend, single_call_error};
-use super::items::{job_from_item, s, ItemExt};
+use super::items::{item_bytes, job_from_item, s, ItemExt};
 use super::{DynamoStore, Item};
+use crate::domain::capacity::{index_writes, write_units, WriteKind};
 use crate::domain::job_list::{JobListKey, JobRange};
 use crate::domain::Job;
 use crate::ports::StoreError;
@@ -50,6 +51,25 @@ pub(super) fn list_attributes(key: &JobListKey) -> [(String, AttributeValue); 2]
         ("list_pk".to_owned(), s(bucket(bucket_year(key.created_at())))),
         ("list_sk".to_owned(), s(key.as_str())),
     ]
+}
+
+/// The attributes a `job_list` index entry holds (the index projects keys
+/// only): the table's keys and the index's.
+const LIST_ENTRY_ATTRIBUTES: [&str; 4] = ["pk", "sk", "list_pk", "list_sk"];
+
+/// What the `job_list` index holds of job item `item`.
+pub(super) fn list_entry(item: &Item) -> Item {
+    item.iter()
+        .filter(|(name, _)| LIST_ENTRY_ATTRIBUTES.contains(&name.as_str()))
+        .map(|(name, value)| (name.clone(), value.clone()))
+        .collect()
+}
+
+/// Write units of the `job_list` index entry that putting the new job item
+/// `item` writes: one entry ([`index_writes`], a new item with the index's
+/// keys) sized by what it holds.
+pub(super) fn list_entry_units(item: &Item) -> u64 {
+    index_writes(None, item.get("list_sk"), true) * write_units(item_bytes(&list_entry(item)), WriteKind::Standard)
 }
 
 impl DynamoStore {

@@ -16,11 +16,12 @@ use aws_sdk_dynamodb::types::{
 use time::OffsetDateTime;
 
 use super::errors::{backend, is_throttling, single_call_error};
-use super::items::{job_from_item, job_to_item, minus, n, rfc3339, s, ItemExt};
+use super::items::{item_bytes, job_from_item, job_to_item, minus, n, rfc3339, s, ItemExt};
+use super::job_list::list_entry_units;
 use super::keys;
 use super::transaction::{put_new, Meter, Request, Sent, OPERATION};
 use super::{DynamoStore, Item};
-use crate::domain::capacity::MARKER_AND_UPDATE_UNITS;
+use crate::domain::capacity::{write_units, WriteKind, MARKER_AND_UPDATE_UNITS, SMALL_WRITE_UNITS};
 // Message markers, cancel items and chunk markers expire after 90 days
 // (DynamoDB TTL on `expires_at`): longer than any delivery of a message the
 // redrive rule lets through (`domain::retention`).
@@ -223,18 +224,27 @@ impl DynamoStore {
 #[async_trait]
 impl JobStore for DynamoStore {
     async fn create_job(&self, job: &NewJob) -> Result<CreateJob, StoreError> {
-        self.count_small_write();
+        let item = job_to_item(job);
+        // The item by its size (an audit can pass 1 KB); its `job_list`
+        // index entry only once the put succeeded.
+        let list_entry = list_entry_units(&item);
+        self.count();
+        self.write_units
+            .charge_jobs(1, write_units(item_bytes(&item), WriteKind::Standard));
         let result = self
             .client
             .put_item()
             .table_name(&self.table)
-            .set_item(Some(job_to_item(job)))
+            .set_item(Some(item))
             .condition_expression("attribute_not_exists(pk)")
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
         match result {
-            Ok(_) => Ok(CreateJob::Created(Job::from_new(job))),
+            Ok(_) => {
+                self.write_units.charge_jobs(0, list_entry);
+                Ok(CreateJob::Created(Job::from_new(job)))
+            }
             Err(e) => match e.as_service_error() {
                 Some(PutItemError::ConditionalCheckFailedException(ccf)) => match ccf.item() {
                     Some(item) => Ok(CreateJob::Existing(job_from_item(item)?)),
@@ -449,10 +459,17 @@ impl JobStore for DynamoStore {
             })
             .await?;
         // No such job: the condition failed.
-        match updated {
-            Some(output) => output.attributes().map(job_from_item).transpose(),
-            None => Ok(None),
+        let Some(output) = updated else {
+            return Ok(None);
+        };
+        // The update was counted as a small write; it is billed on the job
+        // item after it (its audit and the cancel's included), which the
+        // answer holds.
+        if let Some(item) = output.attributes() {
+            let units = write_units(item_bytes(item), WriteKind::Standard);
+            self.write_units.charge_jobs(0, units.saturating_sub(SMALL_WRITE_UNITS));
         }
+        output.attributes().map(job_from_item).transpose()
     }
 
     async fn begin_message_cancel(

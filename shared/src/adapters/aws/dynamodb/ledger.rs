@@ -23,7 +23,7 @@ use super::schema::HISTORY_INDEX;
 use super::transaction::{put_new, Code, Meter, Request, Retry, Sent, OPERATION};
 use super::{DynamoStore, Item};
 use crate::domain::audit::Audit;
-use crate::domain::capacity::{write_units, WriteKind};
+use crate::domain::capacity::{reversal_mark_bytes, write_units, WriteKind};
 use crate::domain::history::{self, HistoryEntry};
 use crate::domain::lots::{BalanceSheet, LotKey, UsePlan};
 use crate::domain::reconcile::MemberLedger;
@@ -347,11 +347,7 @@ impl DynamoStore {
                     }
                 },
             };
-            let mut entry = use_entry(u, by, &consumed, &now_text, &key_time);
-            if let Some(audit) = audit {
-                entry.insert("audit".to_owned(), s(audit.to_json()));
-            }
-            let entry = put_new(&self.table, entry)?;
+            let entry = put_new(&self.table, use_entry(u, by, audit, &consumed, &now_text, &key_time))?;
             let mut actions = vec![
                 TransactWriteItem::builder().put(entry).build(),
                 TransactWriteItem::builder().update(update).build(),
@@ -573,10 +569,12 @@ impl Debits for DynamoStore {
         };
         let balance = balance.build().map_err(|e| backend(OPERATION, e))?;
         let reversal = reversal_entry(&record(now, audit.cloned()), &now_text, &history::key_time(now));
-        // The mark writes the whole entry again (sized as it is), the
-        // balance update is small; the mark changes no attribute the history
-        // index projects, so only the reversal's entry is indexed.
-        let units = write_units(item_bytes(entry), WriteKind::Transactional)
+        // The mark writes the whole entry again (sized as it will be: an
+        // update is charged on the larger of before and after), the balance
+        // update is small; the mark changes no attribute the history index
+        // projects, so only the reversal's entry is indexed.
+        let marked = item_bytes(entry) + reversal_mark_bytes(now, audit);
+        let units = write_units(marked, WriteKind::Transactional)
             + write_units(0, WriteKind::Transactional)
             + write_units(item_bytes(&reversal), WriteKind::Transactional);
         // Unconditional: the mark's condition already makes the whole

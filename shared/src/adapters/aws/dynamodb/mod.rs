@@ -40,6 +40,8 @@ mod keys;
 mod ledger;
 mod reconcile;
 mod schema;
+#[cfg(test)]
+mod sizes;
 mod transaction;
 
 pub use crate::domain::transaction_plan::MAX_TRANSACTION_ACTIONS;
