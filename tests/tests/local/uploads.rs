@@ -187,6 +187,34 @@ async fn an_uploaded_workbook_is_imported() {
     finish(stack).await;
 }
 
+/// An NDJSON file, one accrual per line in UTF-16LE with a byte-order mark
+/// and a bad line, goes up the same way and is read by the import's NDJSON
+/// reader (the upload's key ends in `.ndjson`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_uploaded_ndjson_file_is_imported_with_its_bad_line_reported() {
+    let stack = stack_with(true).await;
+    let path = stack.dir.0.join("spring.ndjson");
+    let mut text = String::new();
+    for m in 0..30 {
+        text.push_str(&format!(
+            "{{\"member_id\":\"m-{m}\",\"point_type\":\"WELCOME\",\"amount\":{},\"reason\":\"신규 가입 적립\"}}\n",
+            m + 1
+        ));
+    }
+    text.push_str("{\"member_id\":\"m 30\",\"point_type\":\"WELCOME\",\"amount\":1}\n");
+    let mut bytes = vec![0xFF, 0xFE];
+    bytes.extend(text.encode_utf16().flat_map(u16::to_le_bytes));
+    std::fs::write(&path, bytes).unwrap();
+    let report = submit_upload(&stack.client, &options(path, UploadFormat::Ndjson), false)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(report.upload.as_ref().unwrap().key.ends_with(".ndjson"));
+    assert_eq!((report.accepted, report.applied, report.rejected_lines), (30, 30, 1));
+    assert_eq!(balance(&stack, "m-29").await, 30);
+    finish(stack).await;
+}
+
 /// Sends `body` to the answer's URL with its headers, `change` applied.
 async fn put(answer: &UploadAnswer, body: Vec<u8>, change: impl FnOnce(&mut reqwest::Request)) -> (u16, String) {
     let http = reqwest::Client::new();
