@@ -18,6 +18,7 @@ use pointflow::domain::accrual_ids::ContentIds;
 use pointflow::domain::readers::csv::CsvRow;
 use pointflow::domain::readers::ndjson::check_object;
 use pointflow::domain::readers::{read_file, FileFormat};
+use pointflow::domain::text_encoding::FileEncoding;
 use pointflow::domain::Accrual;
 
 /// What the file holds.
@@ -251,11 +252,21 @@ pub fn read_chunks(
     chunk: impl FnMut(Chunk) -> bool,
     bad: impl FnMut(LineError),
 ) -> Result<Option<Chunk>, InputError> {
-    read_chunks_of_sheet(input, format, None, chunker, bytes_read, chunk, bad)
+    read_chunks_of_sheet(input, format, ReadAs::default(), chunker, bytes_read, chunk, bad)
 }
 
-/// [`read_chunks`], naming the sheet of a workbook to read (default: its
-/// first visible worksheet). A workbook is read whole into memory first.
+/// What the operator said about a file: which sheet of a workbook, which
+/// text encoding of a CSV or NDJSON file.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ReadAs<'a> {
+    /// The sheet to read (default: the first visible worksheet).
+    pub sheet: Option<&'a str>,
+    /// The text encoding (default: detected; a byte-order mark wins over it).
+    pub encoding: Option<FileEncoding>,
+}
+
+/// [`read_chunks`], reading the file as the operator said ([`ReadAs`]). A
+/// workbook is read whole into memory first.
 /// CSV, NDJSON and workbooks are read by the importer's own readers
 /// ([`pointflow::domain::readers`]), with the same encoding choice (a
 /// byte-order mark, else detected); the items of a JSON array are checked
@@ -263,7 +274,7 @@ pub fn read_chunks(
 pub fn read_chunks_of_sheet(
     input: impl Read,
     format: Format,
-    sheet: Option<&str>,
+    read_as: ReadAs<'_>,
     chunker: &mut Chunker,
     bytes_read: impl Fn() -> u64,
     mut chunk: impl FnMut(Chunk) -> bool,
@@ -314,7 +325,7 @@ pub fn read_chunks_of_sheet(
         Format::Xlsx => FileFormat::Xlsx,
     };
     let mut stopped = false;
-    read_file(input, file_format, None, sheet, "", |row| {
+    read_file(input, file_format, read_as.encoding, read_as.sheet, "", |row| {
         stopped = !emit(row.line, row.row, row.has_accrual_id, chunker);
         !stopped
     })?;
@@ -431,6 +442,41 @@ mod tests {
         assert!(errors.is_empty());
         assert_eq!(bodies(&chunks), bodies(&utf8));
         assert!(String::from_utf8_lossy(&chunks[0].body).contains("신규 가입 적립"));
+    }
+
+    /// `--encoding` is what the file is decoded from: the CP949 file
+    /// declared as EUC-KR (CP949's label) reads as its UTF-8 copy, and
+    /// declared as Shift_JIS it does not.
+    #[test]
+    fn a_declared_encoding_is_the_one_read() {
+        let text = "member_id,point_type,amount,reason\nm-1,WELCOME,100,신규 가입 적립\nm-2,WELCOME,200,적립\n";
+        let (cp949, _, _) = encoding_rs::EUC_KR.encode(text);
+        let read_as = |label: &str| {
+            let mut chunks = Vec::new();
+            let mut chunker = Chunker::new(LIMITS, "test");
+            let declared = pointflow::domain::text_encoding::declared(label).unwrap();
+            let last = read_chunks_of_sheet(
+                cp949.as_ref(),
+                Format::Csv,
+                ReadAs {
+                    sheet: None,
+                    encoding: Some(declared),
+                },
+                &mut chunker,
+                || 0,
+                |c| {
+                    chunks.push(c);
+                    true
+                },
+                |_| {},
+            )
+            .unwrap();
+            chunks.extend(last);
+            bodies(&chunks)
+        };
+        let (utf8, _) = read(text, Format::Csv, LIMITS);
+        assert_eq!(read_as("cp949"), bodies(&utf8));
+        assert_ne!(read_as("shift_jis"), bodies(&utf8));
     }
 
     #[test]

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use futures::stream::{self, StreamExt};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use pointflow::domain::text_encoding::FileEncoding;
 use pointflow::domain::JobStatus;
 use pointflow::services::api::JobView;
 use serde::Serialize;
@@ -18,7 +19,7 @@ use tokio::sync::mpsc;
 
 use crate::client::api::{ApiClient, ClientError};
 use crate::client::input::{
-    read_chunks_of_sheet, Chunk, ChunkLimits, Chunker, Counting, Format, InputError, LineError,
+    read_chunks_of_sheet, Chunk, ChunkLimits, Chunker, Counting, Format, InputError, LineError, ReadAs,
 };
 
 /// Line errors kept for the report (all are counted).
@@ -30,6 +31,9 @@ pub struct SubmitOptions {
     pub format: Format,
     /// The sheet of a workbook to read (default: its first visible one).
     pub sheet: Option<String>,
+    /// The text encoding of a CSV or NDJSON file (default: detected; a
+    /// byte-order mark wins over it).
+    pub encoding: Option<FileEncoding>,
     pub limits: ChunkLimits,
     /// Names the submission; part of every `Idempotency-Key`.
     pub campaign: String,
@@ -138,6 +142,7 @@ pub async fn submit(
     let reader = {
         let (format, limits, campaign) = (options.format, options.limits, options.campaign.clone());
         let sheet = options.sheet.clone();
+        let encoding = options.encoding;
         let (errors, bytes_read) = (errors.clone(), bytes_read.clone());
         tokio::task::spawn_blocking(move || {
             let mut chunker = Chunker::new(limits, &campaign);
@@ -145,7 +150,10 @@ pub async fn submit(
             let last = read_chunks_of_sheet(
                 counting,
                 format,
-                sheet.as_deref(),
+                ReadAs {
+                    sheet: sheet.as_deref(),
+                    encoding,
+                },
                 &mut chunker,
                 read,
                 |chunk| sender.blocking_send(chunk).is_ok(),

@@ -60,6 +60,9 @@ pub struct UploadOptions {
     pub format: UploadFormat,
     pub campaign: String,
     pub sheet: Option<String>,
+    /// The file's text encoding, as the operator declared it (sent as the
+    /// object's `encoding` metadata; default: detected by the import).
+    pub encoding: Option<String>,
     pub wait: bool,
     pub poll_interval: Duration,
     pub wait_timeout: Duration,
@@ -122,6 +125,9 @@ pub async fn submit_upload(
     });
     if let Some(sheet) = &options.sheet {
         body["sheet"] = json!(sheet);
+    }
+    if let Some(encoding) = &options.encoding {
+        body["encoding"] = json!(encoding);
     }
     let upload = match client
         .create_upload(&upload_key(&options.campaign, &sha256), &body)

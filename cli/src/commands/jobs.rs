@@ -205,6 +205,7 @@ pub async fn wait(args: WaitArgs) -> anyhow::Result<ExitCode> {
     let options = SubmitOptions {
         format: Format::Ndjson,
         sheet: None,
+        encoding: None,
         limits: ChunkLimits::default(),
         campaign: String::new(),
         parallel: 4,

@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use pointflow::domain::accrual_ids::campaign_from_file_name;
+use pointflow::domain::text_encoding::declared;
 use pointflow_cli::client::api::ApiClient;
 use pointflow_cli::client::input::{ChunkLimits, Format};
 use pointflow_cli::client::submit::{submit, SubmitOptions, SubmitReport, MAX_LISTED_ERRORS};
@@ -29,6 +30,11 @@ pub struct SubmitArgs {
     /// The sheet of a workbook (.xlsx) to read (default: its first visible worksheet).
     #[arg(long)]
     sheet: Option<String>,
+    /// The text encoding of a CSV or NDJSON file (cp949, euc-kr, shift_jis, gb18030, windows-1252, utf-8, …;
+    /// default: detected from its first 64 KiB). A byte-order mark (UTF-8, UTF-16LE, UTF-16BE) wins over it.
+    /// With an upload it is the object's `encoding` metadata, read by the import.
+    #[arg(long)]
+    encoding: Option<String>,
     /// Names the campaign (default: the file's name up to its first `.`; required for stdin). Lines without
     /// `accrual_id` get ids from the campaign and their content, so re-running, fixing a line, re-chunking or
     /// renaming the file within the campaign credits nothing twice; another campaign name credits the lines again.
@@ -72,6 +78,12 @@ pub async fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
         Some(campaign) => campaign,
         None => anyhow::bail!("cannot name the campaign of {name}; pass --campaign NAME"),
     };
+    // Checked here, before anything is sent: a label the decoder does not
+    // know fails the command naming it.
+    let encoding = match &args.encoding {
+        Some(label) => Some(declared(label).with_context(|| format!("--encoding {label}"))?),
+        None => None,
+    };
     match try_upload(&client, &args, &name, format, &campaign).await? {
         Uploaded::Report(report) => return finish(*report, args.api.output == Output::Human),
         Uploaded::Interrupted => return Ok(ExitCode::from(130)),
@@ -88,6 +100,7 @@ pub async fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
     let options = SubmitOptions {
         format,
         sheet: args.sheet.clone(),
+        encoding,
         limits: ChunkLimits {
             max_items: args.chunk.max(1),
             ..ChunkLimits::default()
@@ -163,6 +176,7 @@ async fn try_upload(
         format: upload_format,
         campaign: campaign.to_owned(),
         sheet: args.sheet.clone(),
+        encoding: args.encoding.clone(),
         wait: args.wait,
         poll_interval: Duration::from_secs_f64(args.poll_interval.max(0.05)),
         wait_timeout: Duration::from_secs(args.timeout),

@@ -123,6 +123,7 @@ async fn submit_over_the_emulator_credits_small_ndjson_and_csv_files() {
     let options = SubmitOptions {
         format: Format::Ndjson,
         sheet: None,
+        encoding: None,
         limits: ChunkLimits {
             max_items: 40,
             ..ChunkLimits::default()
@@ -153,6 +154,7 @@ async fn submit_over_the_emulator_credits_small_ndjson_and_csv_files() {
     let options = SubmitOptions {
         format: Format::Csv,
         sheet: None,
+        encoding: None,
         campaign: "emulator-csv".into(),
         ..options
     };

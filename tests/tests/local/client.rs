@@ -66,6 +66,7 @@ fn options(format: Format, chunk: usize) -> SubmitOptions {
     SubmitOptions {
         format,
         sheet: None,
+        encoding: None,
         limits: ChunkLimits {
             max_items: chunk,
             ..ChunkLimits::default()

@@ -76,6 +76,7 @@ fn options(path: std::path::PathBuf, format: UploadFormat) -> UploadOptions {
         format,
         campaign: "spring".into(),
         sheet: None,
+        encoding: None,
         wait: true,
         poll_interval: Duration::from_millis(50),
         wait_timeout: Duration::from_secs(120),
