@@ -282,7 +282,9 @@ fn string_field(
     }
 }
 
-fn json_kind(value: &Value) -> &'static str {
+/// What kind of JSON value `value` is, as an error message names it
+/// ("a string", "null", …); shared with the NDJSON reader's messages.
+pub(crate) fn json_kind(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",

@@ -30,6 +30,7 @@ use crate::domain::readers::csv::{CsvFileError, CsvRow, RowError, COLUMNS, MAX_R
 use crate::domain::readers::source::Source;
 use crate::domain::row_rules::{all_columns, check_row};
 use crate::domain::submission::file_id_prefix;
+use crate::domain::validation::json_kind;
 
 /// Reads accruals line by line from an NDJSON stream.
 pub struct NdjsonAccruals<R: Read> {
@@ -200,17 +201,6 @@ fn rejected(line: u64, column: &str, reason: String, raw: String) -> CsvRow {
         reason,
         raw,
     }])
-}
-
-fn json_kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
 }
 
 /// One JSON item as the fields of a row (in [`COLUMNS`] order), checked by
