@@ -110,10 +110,7 @@ fn import(c: &mut Criterion) {
         })
     });
     // The same rows as UTF-16LE (decoded to UTF-8 first) and as NDJSON.
-    let mut utf16 = vec![0xFF, 0xFE];
-    for unit in csv.encode_utf16() {
-        utf16.extend_from_slice(&unit.to_le_bytes());
-    }
+    let utf16 = pointflow::domain::readers::source::utf16_with_bom(&csv, false);
     group.bench_function("csv_rows_utf16", |b| {
         b.iter(|| {
             let mut rows =

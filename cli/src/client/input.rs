@@ -482,10 +482,7 @@ mod tests {
     #[test]
     fn a_utf16_csv_and_a_jsonl_file_submit_the_bodies_of_their_utf8_csv_copy() {
         let text = "member_id,point_type,amount,reason\r\nm-1,WELCOME,100,신규 가입 적립 😀\r\nm-2,WELCOME,200,\"신규, 가입\"\r\n";
-        let mut utf16 = vec![0xFF, 0xFE];
-        for unit in text.encode_utf16() {
-            utf16.extend_from_slice(&unit.to_le_bytes());
-        }
+        let utf16 = pointflow::domain::readers::source::utf16_with_bom(text, false);
         let mut chunks = Vec::new();
         let mut chunker = Chunker::new(LIMITS, "test");
         let last = read_chunks(

@@ -282,18 +282,12 @@ mod tests {
         let (utf16, _, _) = encoding_rs::UTF_16LE.encode(HEADER);
         // `encode` never writes UTF-16 (it encodes to UTF-8): build it by hand.
         assert_eq!(utf16.as_ref(), HEADER.as_bytes());
-        let mut bytes = vec![0xFF, 0xFE];
-        for unit in HEADER.encode_utf16() {
-            bytes.extend_from_slice(&unit.to_le_bytes());
-        }
+        let bytes = crate::domain::readers::source::utf16_with_bom(HEADER, false);
         let found = sniff(&bytes, None).unwrap();
         assert_eq!((found.name(), found.source), ("UTF-16LE", EncodingSource::Bom));
         let e = sniff(&bytes[2..], Some(declared("utf-16le").unwrap())).unwrap_err();
         assert!(e.to_string().contains("UTF-16 without byte-order mark?"), "{e}");
-        let mut big = vec![0xFE, 0xFF];
-        for unit in HEADER.encode_utf16() {
-            big.extend_from_slice(&unit.to_be_bytes());
-        }
+        let big = crate::domain::readers::source::utf16_with_bom(HEADER, true);
         assert_eq!(sniff(&big, None).unwrap().name(), "UTF-16BE");
     }
 }

@@ -345,10 +345,7 @@ async fn a_utf16_ndjson_file_is_read_in_chunks() {
                 {\"member_id\":\"u-2\",\"point_type\":\"P\",\"amount\":20}\r\n\
                 {\"member_id\":\"u-3\",\"point_type\":\"P\",\"amount\":0}\r\n\
                 {\"member_id\":\"u-4\",\"point_type\":\"P\",\"amount\":40,\"reason\":\"적립\"}\r\n";
-    let mut file = vec![0xFF, 0xFE];
-    for unit in text.encode_utf16() {
-        file.extend_from_slice(&unit.to_le_bytes());
-    }
+    let file = pointflow::domain::readers::source::utf16_with_bom(text, false);
     s3.put_object()
         .bucket(&bucket)
         .key("imports/lines.ndjson")

@@ -4,6 +4,7 @@
 //! encoding and sheet.
 
 use pointflow::domain::packing::PackingLimits;
+use pointflow::domain::readers::source::utf16_with_bom;
 use pointflow::domain::JobStatus;
 use pointflow::services::import::ImportSettings;
 use pointflow_tests::import::ImportRig;
@@ -78,18 +79,6 @@ async fn an_ndjson_file_in_chunks_credits_the_ids_of_its_csv_copy_and_reports_ba
     assert_eq!(pointer["encoding"]["name"], "UTF-8");
 }
 
-fn utf16(text: &str, big_endian: bool) -> Vec<u8> {
-    let mut bytes = if big_endian { vec![0xFE, 0xFF] } else { vec![0xFF, 0xFE] };
-    for unit in text.encode_utf16() {
-        bytes.extend_from_slice(&if big_endian {
-            unit.to_be_bytes()
-        } else {
-            unit.to_le_bytes()
-        });
-    }
-    bytes
-}
-
 #[tokio::test]
 async fn a_utf16_csv_in_chunks_credits_the_ids_of_its_utf8_copy_and_names_its_encoding() {
     let rig = ImportRig::sqlite(small());
@@ -103,7 +92,7 @@ async fn a_utf16_csv_in_chunks_credits_the_ids_of_its_utf8_copy_and_names_its_en
         ("imports/spring-le.csv", false, "UTF-16LE"),
         ("imports/spring-be.csv", true, "UTF-16BE"),
     ] {
-        let bytes = utf16(CSV, big_endian);
+        let bytes = utf16_with_bom(CSV, big_endian);
         let task = rig
             .drop_file_with_metadata(key, &bytes, &[("campaign", "spring")])
             .await;

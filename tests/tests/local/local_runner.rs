@@ -304,10 +304,7 @@ async fn local_import_credits_a_utf16_ndjson_file_in_chunks() {
             ));
         }
     }
-    let mut bytes = vec![0xFF, 0xFE];
-    for unit in text.encode_utf16() {
-        bytes.extend_from_slice(&unit.to_le_bytes());
-    }
+    let bytes = pointflow::domain::readers::source::utf16_with_bom(&text, false);
     let file = bucket.0.join("lines.jsonl");
     std::fs::write(&file, &bytes).unwrap();
 

@@ -203,8 +203,7 @@ async fn an_uploaded_ndjson_file_is_imported_with_its_bad_line_reported() {
         ));
     }
     text.push_str("{\"member_id\":\"m 30\",\"point_type\":\"WELCOME\",\"amount\":1}\n");
-    let mut bytes = vec![0xFF, 0xFE];
-    bytes.extend(text.encode_utf16().flat_map(u16::to_le_bytes));
+    let bytes = pointflow::domain::readers::source::utf16_with_bom(&text, false);
     std::fs::write(&path, bytes).unwrap();
     let report = submit_upload(&stack.client, &options(path, UploadFormat::Ndjson), false)
         .await

@@ -5,6 +5,7 @@
 //! per format below the table.
 
 use super::csv::{CsvFileError, CsvRow};
+use super::source::utf16_with_bom;
 use super::{read_file, FileFormat};
 
 /// One data row, by column; `None` leaves the field out (an empty CSV
@@ -204,14 +205,6 @@ fn csv_file(rows: &[Row]) -> String {
     text
 }
 
-fn utf16le(text: &str) -> Vec<u8> {
-    let mut bytes = vec![0xFF, 0xFE];
-    for unit in text.encode_utf16() {
-        bytes.extend_from_slice(&unit.to_le_bytes());
-    }
-    bytes
-}
-
 fn ndjson_file(rows: &[Row]) -> String {
     let mut text = String::new();
     for row in rows {
@@ -269,9 +262,14 @@ fn files(rows: &[Row]) -> Vec<(&'static str, Vec<u8>, FileFormat, u64)> {
     let csv = csv_file(rows);
     vec![
         ("CSV", csv.clone().into_bytes(), FileFormat::Csv, 2),
-        ("UTF-16LE CSV", utf16le(&csv), FileFormat::Csv, 2),
+        ("UTF-16LE CSV", utf16_with_bom(&csv, false), FileFormat::Csv, 2),
         ("NDJSON", ndjson_file(rows).into_bytes(), FileFormat::Ndjson, 1),
-        ("UTF-16LE NDJSON", utf16le(&ndjson_file(rows)), FileFormat::Ndjson, 1),
+        (
+            "UTF-16LE NDJSON",
+            utf16_with_bom(&ndjson_file(rows), false),
+            FileFormat::Ndjson,
+            1,
+        ),
         ("XLSX", workbook(rows), FileFormat::Xlsx, 2),
     ]
 }

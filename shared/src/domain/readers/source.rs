@@ -222,21 +222,25 @@ impl<R: Read> Read for Utf16Lines<R> {
     }
 }
 
+/// `text` as the bytes of a UTF-16 file with its byte-order mark
+/// (big-endian `FE FF`, else little-endian `FF FE`), as Excel's "Unicode
+/// Text" and Notepad write one: the fixture of every UTF-16 test and bench.
+#[cfg(any(test, feature = "testkit"))]
+pub fn utf16_with_bom(text: &str, big_endian: bool) -> Vec<u8> {
+    let mut bytes = if big_endian { vec![0xFE, 0xFF] } else { vec![0xFF, 0xFE] };
+    for unit in text.encode_utf16() {
+        bytes.extend_from_slice(&if big_endian {
+            unit.to_be_bytes()
+        } else {
+            unit.to_le_bytes()
+        });
+    }
+    bytes
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn utf16(text: &str, big_endian: bool) -> Vec<u8> {
-        let mut bytes = if big_endian { vec![0xFE, 0xFF] } else { vec![0xFF, 0xFE] };
-        for unit in text.encode_utf16() {
-            bytes.extend_from_slice(&if big_endian {
-                unit.to_be_bytes()
-            } else {
-                unit.to_le_bytes()
-            });
-        }
-        bytes
-    }
 
     /// Reads in pieces of `piece` bytes, as a parser with a small buffer
     /// would.
@@ -256,7 +260,7 @@ mod tests {
     fn decodes_both_byte_orders_and_marks_every_line_end() {
         let text = "a,신규\n😀,b\r\nlast";
         for big_endian in [false, true] {
-            let bytes = utf16(text, big_endian);
+            let bytes = utf16_with_bom(text, big_endian);
             let encoding = if big_endian {
                 encoding_rs::UTF_16BE
             } else {
@@ -277,7 +281,7 @@ mod tests {
 
     #[test]
     fn an_unpaired_surrogate_and_an_odd_byte_become_a_byte_no_utf8_holds() {
-        let mut bytes = utf16("a\n", false);
+        let mut bytes = utf16_with_bom("a\n", false);
         bytes.extend_from_slice(&[0x00, 0xD8, b'b', 0, b'\n', 0, b'c']);
         let (source, _) = Source::new(&bytes[..], encoding_rs::UTF_16LE, true);
         let out = decode_all(source, 3);
@@ -286,7 +290,7 @@ mod tests {
 
     #[test]
     fn a_resumed_source_keeps_a_byte_order_mark_as_text() {
-        let bytes = utf16("\u{feff}x\n", false);
+        let bytes = utf16_with_bom("\u{feff}x\n", false);
         let (source, _) = Source::new(&bytes[2..], encoding_rs::UTF_16LE, false);
         assert_eq!(decode_all(source, 1), "\u{feff}x\n".as_bytes());
     }

@@ -373,6 +373,7 @@ fn derive_id(row: CsvRow, line: u64, ids: &mut ContentIds, limit: usize, raw: im
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::readers::source::utf16_with_bom;
     use crate::domain::text_encoding::EncodingSource;
     use crate::domain::Accrual;
 
@@ -596,18 +597,6 @@ mod tests {
         }
     }
 
-    fn utf16(text: &str, big_endian: bool) -> Vec<u8> {
-        let mut bytes = if big_endian { vec![0xFE, 0xFF] } else { vec![0xFF, 0xFE] };
-        for unit in text.encode_utf16() {
-            bytes.extend_from_slice(&if big_endian {
-                unit.to_be_bytes()
-            } else {
-                unit.to_le_bytes()
-            });
-        }
-        bytes
-    }
-
     /// Real UTF-16 bytes (Korean, and an emoji, which is a surrogate pair),
     /// both byte orders, read in one pass and resumed at every chunk size:
     /// the chunk boundaries fall after a whole `\n` code unit whatever the
@@ -626,7 +615,7 @@ mod tests {
         assert_eq!((utf8.len(), report.as_str()), (8, ""));
         assert_eq!(utf8[3].reason.as_deref(), Some("신규 가입 적립 😀, 회원 3"));
         for big_endian in [false, true] {
-            let bytes = utf16(&text, big_endian);
+            let bytes = utf16_with_bom(&text, big_endian);
             assert!(bytes.len() > 2 * text.chars().count());
             for chunk_bytes in 1..=bytes.len() as u64 {
                 let (got, report, encoding) = import(&bytes, chunk_bytes, None);
@@ -640,11 +629,11 @@ mod tests {
 
     #[test]
     fn an_unpaired_surrogate_in_utf16_is_a_row_error_naming_its_line() {
-        let mut bytes = utf16("member_id,point_type,amount,reason\nm-1,P,1,적립\n", false);
+        let mut bytes = utf16_with_bom("member_id,point_type,amount,reason\nm-1,P,1,적립\n", false);
         // m-2's reason: a high surrogate with no low one after it.
-        bytes.extend_from_slice(&utf16("m-2,P,2,x", false)[2..]);
+        bytes.extend_from_slice(&utf16_with_bom("m-2,P,2,x", false)[2..]);
         bytes.extend_from_slice(&[0x3D, 0xD8]);
-        bytes.extend_from_slice(&utf16("\nm-3,P,3,ok\n", false)[2..]);
+        bytes.extend_from_slice(&utf16_with_bom("\nm-3,P,3,ok\n", false)[2..]);
         let (accepted, report, encoding) = import(&bytes, 1 << 20, None);
         assert_eq!(encoding.name(), "UTF-16LE");
         let members: Vec<&str> = accepted.iter().map(|a| a.member_id.as_str()).collect();
