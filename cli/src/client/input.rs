@@ -399,12 +399,23 @@ mod tests {
     use super::*;
 
     fn read(text: &str, format: Format, limits: ChunkLimits) -> (Vec<Chunk>, Vec<LineError>) {
+        read_bytes(text.as_bytes(), format, ReadAs::default(), limits)
+    }
+
+    /// Every chunk and every line error of `bytes` read as `read_as` says.
+    fn read_bytes(
+        bytes: &[u8],
+        format: Format,
+        read_as: ReadAs<'_>,
+        limits: ChunkLimits,
+    ) -> (Vec<Chunk>, Vec<LineError>) {
         let mut chunks = Vec::new();
         let mut errors = Vec::new();
         let mut chunker = Chunker::new(limits, "test");
-        let last = read_chunks(
-            text.as_bytes(),
+        let last = read_chunks_of_sheet(
+            bytes,
             format,
+            read_as,
             &mut chunker,
             || 0,
             |c| {
@@ -423,21 +434,8 @@ mod tests {
         let text = "member_id,point_type,amount,reason\nm-1,WELCOME,100,신규 가입 적립\nm-2,WELCOME,200,\"신규, 가입\"\nm-3,P,3,적립\n";
         let (cp949, _, unmappable) = encoding_rs::EUC_KR.encode(text);
         assert!(!unmappable && cp949.as_ref() != text.as_bytes());
-        let mut chunks = Vec::new();
-        let mut chunker = Chunker::new(LIMITS, "test");
-        let last = read_chunks(
-            cp949.as_ref(),
-            Format::Csv,
-            &mut chunker,
-            || 0,
-            |c| {
-                chunks.push(c);
-                true
-            },
-            |e| panic!("{e:?}"),
-        )
-        .unwrap();
-        chunks.extend(last);
+        let (chunks, errors) = read_bytes(cp949.as_ref(), Format::Csv, ReadAs::default(), LIMITS);
+        assert!(errors.is_empty(), "{errors:?}");
         let (utf8, errors) = read(text, Format::Csv, LIMITS);
         assert!(errors.is_empty());
         assert_eq!(bodies(&chunks), bodies(&utf8));
@@ -452,27 +450,12 @@ mod tests {
         let text = "member_id,point_type,amount,reason\nm-1,WELCOME,100,신규 가입 적립\nm-2,WELCOME,200,적립\n";
         let (cp949, _, _) = encoding_rs::EUC_KR.encode(text);
         let read_as = |label: &str| {
-            let mut chunks = Vec::new();
-            let mut chunker = Chunker::new(LIMITS, "test");
             let declared = pointflow::domain::text_encoding::declared(label).unwrap();
-            let last = read_chunks_of_sheet(
-                cp949.as_ref(),
-                Format::Csv,
-                ReadAs {
-                    sheet: None,
-                    encoding: Some(declared),
-                },
-                &mut chunker,
-                || 0,
-                |c| {
-                    chunks.push(c);
-                    true
-                },
-                |_| {},
-            )
-            .unwrap();
-            chunks.extend(last);
-            bodies(&chunks)
+            let read_as = ReadAs {
+                sheet: None,
+                encoding: Some(declared),
+            };
+            bodies(&read_bytes(cp949.as_ref(), Format::Csv, read_as, LIMITS).0)
         };
         let (utf8, _) = read(text, Format::Csv, LIMITS);
         assert_eq!(read_as("cp949"), bodies(&utf8));
@@ -483,21 +466,8 @@ mod tests {
     fn a_utf16_csv_and_a_jsonl_file_submit_the_bodies_of_their_utf8_csv_copy() {
         let text = "member_id,point_type,amount,reason\r\nm-1,WELCOME,100,신규 가입 적립 😀\r\nm-2,WELCOME,200,\"신규, 가입\"\r\n";
         let utf16 = pointflow::domain::readers::source::utf16_with_bom(text, false);
-        let mut chunks = Vec::new();
-        let mut chunker = Chunker::new(LIMITS, "test");
-        let last = read_chunks(
-            &utf16[..],
-            Format::Csv,
-            &mut chunker,
-            || 0,
-            |c| {
-                chunks.push(c);
-                true
-            },
-            |e| panic!("{e:?}"),
-        )
-        .unwrap();
-        chunks.extend(last);
+        let (chunks, errors) = read_bytes(&utf16, Format::Csv, ReadAs::default(), LIMITS);
+        assert!(errors.is_empty(), "{errors:?}");
         let (utf8, errors) = read(text, Format::Csv, LIMITS);
         assert!(errors.is_empty());
         assert_eq!(bodies(&chunks), bodies(&utf8));
@@ -598,20 +568,8 @@ mod tests {
             .unwrap();
         sheet.write_number(4, 2, 30.0).unwrap();
         let bytes = book.save_to_buffer().unwrap();
-        let (mut e, mut chunker) = (Vec::new(), Chunker::new(LIMITS, "test"));
-        let last = read_chunks(
-            &bytes[..],
-            Format::Xlsx,
-            &mut chunker,
-            || 0,
-            |chunk| {
-                e.push(chunk);
-                true
-            },
-            |error| panic!("{error:?}"),
-        )
-        .unwrap();
-        e.extend(last);
+        let (e, errors) = read_bytes(&bytes, Format::Xlsx, ReadAs::default(), LIMITS);
+        assert!(errors.is_empty(), "{errors:?}");
         assert_eq!(bodies(&e), bodies(&a), "a workbook gives the bodies of its CSV copy");
         let keys: Vec<&str> = e.iter().map(|c| c.key.as_str()).collect();
         assert_eq!(keys, a.iter().map(|c| c.key.as_str()).collect::<Vec<_>>());
